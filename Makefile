@@ -1,0 +1,64 @@
+# The commands people type. CMake does the building; see README.md.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+LISTEN     ?= $(or $(KONNECT_LISTEN),127.0.0.1:8080)
+DATA_DIR   ?= $(or $(KONNECT_DATA_DIR),./var)
+
+.PHONY: all deps build run test test-fast bench fuzz format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+$(BUILD)/CMakeCache.txt:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@mkdir -p $(DATA_DIR)
+	@echo ""
+	@echo "Konnect is starting on http://$(LISTEN) with its data in $(DATA_DIR)/"
+	@echo "In another terminal, create an account and a test key, then call the API:"
+	@echo ""
+	@echo "  build/konnect account create --email dev@example.com"
+	@echo "  export KONNECT_API_KEY=\$$(build/konnect key create --account dev@example.com --mode test --name laptop)"
+	@echo "  curl http://$(LISTEN)/v1/chat -H \"Authorization: Bearer \$$KONNECT_API_KEY\" -H \"Content-Type: application/json\" -d '{\"message\": \"Hello\"}'"
+	@echo ""
+	@KONNECT_DATA_DIR=$(DATA_DIR) exec $(BUILD)/konnect serve --listen $(LISTEN)
+
+# Every test, then every test again under AddressSanitizer and UndefinedBehaviorSanitizer.
+test: deps
+	@scripts/install-deps.sh test
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@scripts/install-deps.sh bench
+	@bench/run.sh
+
+fuzz: deps
+	@scripts/install-deps.sh fuzz
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_bearer fuzz_chat_body
+	@mkdir -p $(FUZZ_BUILD)/corpus/bearer $(FUZZ_BUILD)/corpus/chat_body
+	$(FUZZ_BUILD)/tests/fuzz_bearer -max_total_time=$(FUZZ_SECONDS) -max_len=512 \
+		$(FUZZ_BUILD)/corpus/bearer tests/fuzz/corpus/bearer
+	$(FUZZ_BUILD)/tests/fuzz_chat_body -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+		$(FUZZ_BUILD)/corpus/chat_body tests/fuzz/corpus/chat_body
+
+format:
+	@clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs the Debian packages a task needs, and only those that are missing. Silent when
+# everything is already there. Usage: scripts/install-deps.sh build|test|bench|fuzz ...
+set -eu
+
+pkgs=""
+for group in "$@"; do
+    case "$group" in
+    build) pkgs="$pkgs gcc make cmake pkg-config libh2o-evloop-dev libsodium-dev libjansson-dev
+                 libsqlite3-dev libssl-dev zlib1g-dev" ;;
+    test) pkgs="$pkgs curl python3 python3-requests clang-format git" ;;
+    bench) pkgs="$pkgs wrk nginx-light sqlite3" ;;
+    fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    *) echo "install-deps: unknown group $group" >&2; exit 2 ;;
+    esac
+done
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+# The seed page's Node.js example needs a node with fetch (18 or later); any install will do.
+case " $* " in
+*" test "*) command -v node >/dev/null 2>&1 || missing="$missing nodejs" ;;
+esac
+
+[ -z "$missing" ] && exit 0
+
+echo "Installing missing packages:$missing"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# nginx-light starts a system nginx on port 80 on install; the benchmarks run their own.
+if echo "$missing" | grep -q nginx; then
+    $SUDO systemctl stop nginx >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,157 @@
+#include "chat/chat.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+static void set_error(struct chat_error *err, enum kn_err code, const char *param, const char *fmt,
+                      const char *arg)
+{
+    err->err = code;
+    err->param = param;
+    snprintf(err->message, sizeof(err->message), fmt, arg);
+}
+
+static int valid_model_name(const char *s, size_t len)
+{
+    if (len == 0 || len > CHAT_MODEL_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+int chat_request_parse(const char *body, size_t len, struct chat_request *req,
+                       struct chat_error *err)
+{
+    json_error_t jerr;
+    json_t *root, *v;
+    const char *name;
+
+    memset(req, 0, sizeof(*req));
+    /* JSON_DISABLE_EOF_CHECK stays off: trailing garbage after the object is an error. */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        set_error(err, KN_ERR_INVALID_JSON, NULL, "The request body is not valid JSON: %s.",
+                  jerr.text);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        set_error(err, KN_ERR_INVALID_JSON, NULL, "%s",
+                  "The request body must be a JSON object such as {\"message\": \"Hello\"}.");
+        goto fail;
+    }
+    json_object_foreach(root, name, v)
+    {
+        if (strcmp(name, "message") == 0) {
+            if (!json_is_string(v)) {
+                set_error(err, KN_ERR_INVALID_PARAMETER, "message", "%s",
+                          "'message' must be a string.");
+                goto fail;
+            }
+            req->message = json_string_value(v);
+            req->message_len = json_string_length(v);
+        } else if (strcmp(name, "model") == 0) {
+            if (!json_is_string(v) ||
+                !valid_model_name(json_string_value(v), json_string_length(v))) {
+                set_error(err, KN_ERR_INVALID_PARAMETER, "model", "%s",
+                          "'model' must be a string of 1 to 128 printable ASCII characters.");
+                goto fail;
+            }
+            req->model = json_string_value(v);
+            req->model_len = json_string_length(v);
+        } else {
+            /* The parameter name is echoed back, so it is bounded: a client controls it. */
+            static _Thread_local char pname[65];
+            if (kn_strlcpy(pname, name, sizeof(pname)) >= sizeof(pname)) {
+                /* Cut back to a character boundary so that the echo stays valid UTF-8. */
+                size_t n = sizeof(pname) - 1;
+                while (n > 0 && ((unsigned char)pname[n - 1] & 0xC0) == 0x80)
+                    n--;
+                if (n > 0 && (unsigned char)pname[n - 1] >= 0xC0)
+                    n--;
+                pname[n] = '\0';
+            }
+            set_error(err, KN_ERR_UNKNOWN_PARAMETER, pname, "Unknown parameter: '%s'.", pname);
+            goto fail;
+        }
+    }
+    if (req->message == NULL) {
+        set_error(err, KN_ERR_MISSING_PARAMETER, "message", "%s",
+                  "Missing required parameter: 'message'.");
+        goto fail;
+    }
+    if (req->message_len == 0 || req->message_len > CHAT_MESSAGE_MAX) {
+        set_error(err, KN_ERR_INVALID_PARAMETER, "message", "%s",
+                  "'message' must be between 1 and 32768 bytes of UTF-8 text.");
+        goto fail;
+    }
+    req->root = root;
+    return 0;
+fail:
+    json_decref(root);
+    memset(req, 0, sizeof(*req));
+    return -1;
+}
+
+void chat_request_cleanup(struct chat_request *req)
+{
+    if (req->root != NULL)
+        json_decref(req->root);
+    memset(req, 0, sizeof(*req));
+}
+
+uint32_t chat_estimate_tokens(const char *text, size_t len)
+{
+    (void)text;
+    if (len == 0)
+        return 0;
+    return (uint32_t)((len + 3) / 4);
+}
+
+char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
+                         int64_t created, size_t *len)
+{
+    static const char *const replies[] = {
+        "Hello! This is where your model's answer will appear.",
+        "Your request was authenticated and validated successfully.",
+        "Everything is wired up: switch to a live key for real model output.",
+        "Test keys are rate limited and never billed.",
+    };
+    unsigned char digest[16];
+    char fp[33], content[512];
+    json_t *doc;
+    char *out;
+
+    /* The content depends only on the model and the message, so the same input always gives the
+     * same answer. */
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof(digest));
+    crypto_generichash_update(&st, (const unsigned char *)model, strlen(model));
+    crypto_generichash_update(&st, (const unsigned char *)"\0", 1);
+    crypto_generichash_update(&st, (const unsigned char *)req->message, req->message_len);
+    crypto_generichash_final(&st, digest, sizeof(digest));
+    sodium_bin2hex(fp, sizeof(fp), digest, 4);
+    snprintf(content, sizeof(content),
+             "[mock response: test key, no model was called] %s (message of %zu bytes, "
+             "fingerprint %s)",
+             replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], req->message_len, fp);
+
+    doc = json_pack("{s:s, s:s, s:I, s:s, s:b, s:{s:s, s:s}, s:{s:i, s:i}}", "id", id, "object",
+                    "chat.response", "created", (json_int_t)created, "model", model, "livemode", 0,
+                    "message", "role", "assistant", "content", content, "usage", "input_tokens",
+                    (int)chat_estimate_tokens(req->message, req->message_len), "output_tokens",
+                    (int)chat_estimate_tokens(content, strlen(content)));
+    if (doc == NULL)
+        kn_fatal("cannot build mock response");
+    out = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (out == NULL)
+        kn_fatal("cannot serialize mock response");
+    *len = strlen(out);
+    return out;
+}

@@ -1,0 +1,17 @@
+/* The operator commands: account, key and migrate. Each returns the process exit status: 0 on
+ * success, 1 on a failure the operator can fix (reported on stderr), 2 on a usage error. */
+#ifndef KN_CLI_CLI_H
+#define KN_CLI_CLI_H
+
+#include "core/config.h"
+
+/* `konnect account ...`; argv[0] is "account". */
+int cli_account(struct kn_config *c, int argc, char **argv);
+
+/* `konnect key ...`; argv[0] is "key". */
+int cli_key(struct kn_config *c, int argc, char **argv);
+
+/* `konnect migrate`; argv[0] is "migrate". */
+int cli_migrate(struct kn_config *c, int argc, char **argv);
+
+#endif

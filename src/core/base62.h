@@ -1,0 +1,27 @@
+/* Base62 alphabet helpers and random identifiers drawn from libsodium's CSPRNG. */
+#ifndef KN_CORE_BASE62_H
+#define KN_CORE_BASE62_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The alphabet, in value order: 0-9, A-Z, a-z. */
+extern const char base62_alphabet[63];
+
+/* Returns the value (0..61) of c in the alphabet, or -1 when c is not a base62 character. */
+int base62_value(unsigned char c);
+
+/* Writes v as exactly `width` base62 digits, most significant first, zero-padded with '0'. The
+ * caller guarantees 62^width > v. Does not terminate the string. */
+void base62_encode_fixed(uint64_t v, char *out, size_t width);
+
+/* Fills out[0..n) with uniformly distributed base62 characters from libsodium's CSPRNG (rejection
+ * sampling, so every character carries log2(62) bits). Does not terminate the string. */
+void base62_random(char *out, size_t n);
+
+/* Writes prefix followed by n random base62 characters and a terminating NUL into out, which must
+ * hold strlen(prefix) + n + 1 bytes. Used for public ids such as "key_…" and "req_…"; draws from a
+ * per-thread buffer so that request ids cost no system call. */
+void base62_random_id(char *out, const char *prefix, size_t n);
+
+#endif

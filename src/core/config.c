@@ -1,0 +1,154 @@
+#include "core/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/util.h"
+
+static int env_uint(const char *name, long long max, long long *out, char *err, size_t errsize)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return 0;
+    if (kn_parse_int(v, 0, max, out) != 0) {
+        snprintf(err, errsize, "%s must be an integer between 0 and %lld", name, max);
+        return -1;
+    }
+    return 1;
+}
+
+void config_set_data_dir(struct kn_config *c, const char *dir)
+{
+    const char *v;
+
+    kn_strlcpy(c->data_dir, dir, sizeof(c->data_dir));
+    if ((v = getenv("KONNECT_DATABASE")) != NULL && *v != '\0')
+        kn_strlcpy(c->database, v, sizeof(c->database));
+    else
+        snprintf(c->database, sizeof(c->database), "%.*s/konnect.db", PATH_MAX - 16, dir);
+    if ((v = getenv("KONNECT_SECRET_FILE")) != NULL && *v != '\0')
+        kn_strlcpy(c->secret_file, v, sizeof(c->secret_file));
+    else
+        snprintf(c->secret_file, sizeof(c->secret_file), "%.*s/secret", PATH_MAX - 16, dir);
+    snprintf(c->socket_path, sizeof(c->socket_path), "%.*s/konnect.sock", PATH_MAX - 16, dir);
+}
+
+int config_set_listen(struct kn_config *c, const char *value)
+{
+    char host[256];
+    const char *colon, *port;
+    long long p;
+
+    if (value[0] == '[') {
+        const char *end = strchr(value, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - value - 1) >= sizeof(host))
+            return -1;
+        memcpy(host, value + 1, (size_t)(end - value - 1));
+        host[end - value - 1] = '\0';
+        port = end + 2;
+    } else if ((colon = strrchr(value, ':')) != NULL) {
+        if ((size_t)(colon - value) >= sizeof(host))
+            return -1;
+        memcpy(host, value, (size_t)(colon - value));
+        host[colon - value] = '\0';
+        if (host[0] == '\0')
+            kn_strlcpy(host, "0.0.0.0", sizeof(host));
+        port = colon + 1;
+    } else {
+        kn_strlcpy(host, "127.0.0.1", sizeof(host));
+        port = value;
+    }
+    if (kn_parse_int(port, 0, 65535, &p) != 0)
+        return -1;
+    kn_strlcpy(c->listen_host, host, sizeof(c->listen_host));
+    c->listen_port = (int)p;
+    return 0;
+}
+
+int config_load(struct kn_config *c, char *err, size_t errsize)
+{
+    const char *v;
+    long long n;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+    memset(c, 0, sizeof(*c));
+    kn_strlcpy(c->listen_host, "127.0.0.1", sizeof(c->listen_host));
+    c->listen_port = 8080;
+    c->threads = cores > 0 ? (int)cores : 1;
+    c->max_body_bytes = 1024 * 1024;
+    c->max_header_bytes = 16 * 1024;
+    c->request_timeout_ms = 10000;
+    c->max_connections = 4096;
+    c->shutdown_timeout_ms = 5000;
+    c->test_rpm = 60;
+    c->test_rpd = 1000;
+    kn_strlcpy(c->access_log, "-", sizeof(c->access_log));
+    kn_strlcpy(c->default_model, "konnect-default", sizeof(c->default_model));
+
+    v = getenv("KONNECT_DATA_DIR");
+    config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");
+    if ((v = getenv("KONNECT_LISTEN")) != NULL && *v != '\0' && config_set_listen(c, v) != 0) {
+        snprintf(err, errsize, "KONNECT_LISTEN must look like 127.0.0.1:8080");
+        return -1;
+    }
+#define UINT_SETTING(name, field, max)                                                             \
+    do {                                                                                           \
+        int r_ = env_uint(name, max, &n, err, errsize);                                            \
+        if (r_ < 0)                                                                                \
+            return -1;                                                                             \
+        if (r_ > 0)                                                                                \
+            c->field = n;                                                                          \
+    } while (0)
+    UINT_SETTING("KONNECT_THREADS", threads, 256);
+    UINT_SETTING("KONNECT_MAX_BODY_BYTES", max_body_bytes, 64LL * 1024 * 1024);
+    UINT_SETTING("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 256 * 1024);
+    UINT_SETTING("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 3600 * 1000);
+    UINT_SETTING("KONNECT_MAX_CONNECTIONS", max_connections, 1000000);
+    UINT_SETTING("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 600 * 1000);
+    UINT_SETTING("KONNECT_TEST_KEY_RPM", test_rpm, 1000000000);
+    UINT_SETTING("KONNECT_TEST_KEY_RPD", test_rpd, 1000000000);
+#undef UINT_SETTING
+    if (c->threads == 0)
+        c->threads = cores > 0 ? (int)cores : 1;
+    if (c->max_body_bytes < CHAT_BODY_MIN || c->max_header_bytes < 1024 ||
+        c->request_timeout_ms < 100 || c->max_connections == 0) {
+        snprintf(err, errsize,
+                 "KONNECT_MAX_BODY_BYTES must be at least %d, KONNECT_MAX_HEADER_BYTES at least "
+                 "1024, KONNECT_REQUEST_TIMEOUT_MS at least 100 and KONNECT_MAX_CONNECTIONS at "
+                 "least 1",
+                 CHAT_BODY_MIN);
+        return -1;
+    }
+    if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')
+        kn_strlcpy(c->access_log, v, sizeof(c->access_log));
+    if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {
+        if (strlen(v) >= sizeof(c->default_model)) {
+            snprintf(err, errsize, "KONNECT_MODEL must be at most 128 characters");
+            return -1;
+        }
+        kn_strlcpy(c->default_model, v, sizeof(c->default_model));
+    }
+    return 0;
+}
+
+int config_ensure_data_dir(const struct kn_config *c, char *err, size_t errsize)
+{
+    struct stat st;
+
+    if (stat(c->data_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(err, errsize, "data directory %s is not a directory", c->data_dir);
+            return -1;
+        }
+        return 0;
+    }
+    if (mkdir(c->data_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errsize, "cannot create data directory %s: %s", c->data_dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}

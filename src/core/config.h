@@ -1,0 +1,45 @@
+/* Settings shared by every command, read from KONNECT_* environment variables and overridden by
+ * command-line flags. Each field names its variable; README.md lists them all. */
+#ifndef KN_CORE_CONFIG_H
+#define KN_CORE_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The smallest body limit that still admits the largest valid chat request. */
+#define CHAT_BODY_MIN 65536
+
+struct kn_config {
+    char listen_host[256];        /* KONNECT_LISTEN host part, default 127.0.0.1. */
+    int listen_port;              /* KONNECT_LISTEN port part, default 8080 (0 = any free). */
+    char data_dir[PATH_MAX];      /* KONNECT_DATA_DIR, default ./var. */
+    char database[PATH_MAX];      /* KONNECT_DATABASE, default <data dir>/konnect.db. */
+    char secret_file[PATH_MAX];   /* KONNECT_SECRET_FILE, default <data dir>/secret. */
+    char socket_path[PATH_MAX];   /* <data dir>/konnect.sock, the control socket. */
+    int threads;                  /* KONNECT_THREADS, default: number of cores. */
+    size_t max_body_bytes;        /* KONNECT_MAX_BODY_BYTES, default 1 MiB. */
+    size_t max_header_bytes;      /* KONNECT_MAX_HEADER_BYTES, default 16 KiB. */
+    unsigned request_timeout_ms;  /* KONNECT_REQUEST_TIMEOUT_MS, default 10000. */
+    unsigned max_connections;     /* KONNECT_MAX_CONNECTIONS, default 4096. */
+    unsigned shutdown_timeout_ms; /* KONNECT_SHUTDOWN_TIMEOUT_MS, default 5000. */
+    uint32_t test_rpm;            /* KONNECT_TEST_KEY_RPM, default 60, 0 = unlimited. */
+    uint32_t test_rpd;            /* KONNECT_TEST_KEY_RPD, default 1000, 0 = unlimited. */
+    char access_log[PATH_MAX];    /* KONNECT_ACCESS_LOG: "-" (stderr, default), "off", a path. */
+    char default_model[129];      /* KONNECT_MODEL, default "konnect-default". */
+};
+
+/* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err
+ * naming the variable that holds a bad value. */
+int config_load(struct kn_config *c, char *err, size_t errsize);
+
+/* Sets the data directory and the paths derived from it (unless their variables are set). */
+void config_set_data_dir(struct kn_config *c, const char *dir);
+
+/* Parses "host:port", "[v6]:port", ":port" or "port" into the listen fields. Returns 0 or -1. */
+int config_set_listen(struct kn_config *c, const char *value);
+
+/* Creates the data directory (mode 0700) when it is missing. Returns 0, or -1 with a message. */
+int config_ensure_data_dir(const struct kn_config *c, char *err, size_t errsize);
+
+#endif

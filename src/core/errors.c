@@ -1,0 +1,68 @@
+#include "core/errors.h"
+
+#include <string.h>
+
+static const struct kn_error_def defs[KN_ERR__COUNT] = {
+    [KN_OK] = {200, "OK", "", "", ""},
+    [KN_ERR_MISSING_API_KEY] = {401, "Unauthorized", "authentication_error", "missing_api_key",
+                                "No API key provided. Send it in the Authorization header: "
+                                "\"Authorization: Bearer sk_live_...\"."},
+    [KN_ERR_INVALID_API_KEY] = {401, "Unauthorized", "authentication_error", "invalid_api_key",
+                                "Invalid API key provided."},
+    [KN_ERR_API_KEY_REVOKED] = {401, "Unauthorized", "authentication_error", "api_key_revoked",
+                                "This API key has been revoked."},
+    [KN_ERR_API_KEY_EXPIRED] = {401, "Unauthorized", "authentication_error", "api_key_expired",
+                                "This API key has expired."},
+    [KN_ERR_RATE_LIMITED] = {429, "Too Many Requests", "rate_limit_error", "rate_limited",
+                             "Too many requests for this API key."},
+    [KN_ERR_INVALID_JSON] = {400, "Bad Request", "invalid_request_error", "invalid_json",
+                             "The request body is not valid JSON."},
+    [KN_ERR_INVALID_PARAMETER] = {400, "Bad Request", "invalid_request_error", "invalid_parameter",
+                                  "A parameter has the wrong type or value."},
+    [KN_ERR_MISSING_PARAMETER] = {400, "Bad Request", "invalid_request_error", "missing_parameter",
+                                  "A required parameter is missing."},
+    [KN_ERR_UNKNOWN_PARAMETER] = {400, "Bad Request", "invalid_request_error", "unknown_parameter",
+                                  "Unknown parameter."},
+    [KN_ERR_UNSUPPORTED_MEDIA_TYPE] = {415, "Unsupported Media Type", "invalid_request_error",
+                                       "unsupported_media_type",
+                                       "Send the request body as JSON with "
+                                       "\"Content-Type: application/json\"."},
+    [KN_ERR_METHOD_NOT_ALLOWED] = {405, "Method Not Allowed", "invalid_request_error",
+                                   "method_not_allowed", "This method is not allowed here."},
+    [KN_ERR_NOT_FOUND] = {404, "Not Found", "invalid_request_error", "not_found",
+                          "Unrecognized request URL."},
+    [KN_ERR_BODY_TOO_LARGE] = {413, "Payload Too Large", "invalid_request_error",
+                               "request_too_large", "The request body is too large."},
+    [KN_ERR_HEADERS_TOO_LARGE] = {431, "Request Header Fields Too Large", "invalid_request_error",
+                                  "headers_too_large", "The request headers are too large."},
+    [KN_ERR_BAD_REQUEST] = {400, "Bad Request", "invalid_request_error", "bad_request",
+                            "The request could not be parsed."},
+    [KN_ERR_EXPECTATION_FAILED] = {417, "Expectation Failed", "invalid_request_error",
+                                   "expectation_failed", "Unsupported Expect header."},
+    [KN_ERR_TOO_MANY_CONNECTIONS] = {503, "Service Unavailable", "api_error",
+                                     "too_many_connections",
+                                     "The server is at its connection limit; retry shortly."},
+    [KN_ERR_MODEL_BACKEND_UNAVAILABLE] = {503, "Service Unavailable", "api_error",
+                                          "model_backend_unavailable",
+                                          "No model backend is configured for live requests yet. "
+                                          "This request was not billed."},
+    [KN_ERR_NOT_READY] = {503, "Service Unavailable", "api_error", "not_ready",
+                          "The store is not reachable."},
+    [KN_ERR_INTERNAL] = {500, "Internal Server Error", "api_error", "internal_error",
+                         "An internal error occurred."},
+};
+
+const struct kn_error_def *kn_error_def(enum kn_err err)
+{
+    if ((int)err < 0 || err >= KN_ERR__COUNT)
+        err = KN_ERR_INTERNAL;
+    return &defs[err];
+}
+
+enum kn_err kn_error_from_code(const char *code)
+{
+    for (int i = 1; i < KN_ERR__COUNT; i++)
+        if (strcmp(defs[i].code, code) == 0)
+            return (enum kn_err)i;
+    return KN_ERR_INTERNAL;
+}

@@ -1,0 +1,46 @@
+/* The one table that maps Konnect's error codes to an HTTP status, a public error type and code,
+ * and a default message. Handlers name an enum value; they never invent a status inline. */
+#ifndef KN_CORE_ERRORS_H
+#define KN_CORE_ERRORS_H
+
+enum kn_err {
+    KN_OK = 0,
+    KN_ERR_MISSING_API_KEY,
+    KN_ERR_INVALID_API_KEY,
+    KN_ERR_API_KEY_REVOKED,
+    KN_ERR_API_KEY_EXPIRED,
+    KN_ERR_RATE_LIMITED,
+    KN_ERR_INVALID_JSON,
+    KN_ERR_INVALID_PARAMETER,
+    KN_ERR_MISSING_PARAMETER,
+    KN_ERR_UNKNOWN_PARAMETER,
+    KN_ERR_UNSUPPORTED_MEDIA_TYPE,
+    KN_ERR_METHOD_NOT_ALLOWED,
+    KN_ERR_NOT_FOUND,
+    KN_ERR_BODY_TOO_LARGE,
+    KN_ERR_HEADERS_TOO_LARGE,
+    KN_ERR_BAD_REQUEST,
+    KN_ERR_EXPECTATION_FAILED,
+    KN_ERR_TOO_MANY_CONNECTIONS,
+    KN_ERR_MODEL_BACKEND_UNAVAILABLE,
+    KN_ERR_NOT_READY,
+    KN_ERR_INTERNAL,
+    KN_ERR__COUNT
+};
+
+/* One row of the table. */
+struct kn_error_def {
+    int status;          /* HTTP status code. */
+    const char *reason;  /* HTTP reason phrase. */
+    const char *type;    /* Public error type: authentication_error, invalid_request_error, ... */
+    const char *code;    /* Public error code, stable across releases: invalid_api_key, ... */
+    const char *message; /* Default human-readable message. */
+};
+
+/* Returns the table row for err (never NULL; unknown values map to KN_ERR_INTERNAL). */
+const struct kn_error_def *kn_error_def(enum kn_err err);
+
+/* Returns the enum value whose public code is `code`, or KN_ERR_INTERNAL when none matches. */
+enum kn_err kn_error_from_code(const char *code);
+
+#endif

@@ -1,0 +1,137 @@
+#include "core/util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+noreturn void kn_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("konnect: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(70);
+}
+
+void *kn_malloc(size_t size)
+{
+    void *p = malloc(size == 0 ? 1 : size);
+    if (p == NULL)
+        kn_fatal("out of memory allocating %zu bytes", size);
+    return p;
+}
+
+void *kn_calloc(size_t count, size_t size)
+{
+    void *p = calloc(count == 0 ? 1 : count, size == 0 ? 1 : size);
+    if (p == NULL)
+        kn_fatal("out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *kn_realloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size == 0 ? 1 : size);
+    if (p == NULL)
+        kn_fatal("out of memory reallocating %zu bytes", size);
+    return p;
+}
+
+char *kn_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = kn_malloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+int64_t kn_unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+uint64_t kn_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+size_t kn_strlcpy(char *dst, const char *src, size_t dstsize)
+{
+    size_t n = strlen(src);
+    if (dstsize != 0) {
+        size_t c = n < dstsize - 1 ? n : dstsize - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
+
+int kn_parse_int(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int kn_parse_duration(const char *s, int64_t *out)
+{
+    char num[32];
+    size_t len = s != NULL ? strlen(s) : 0;
+    long long v, unit = 1;
+
+    if (len == 0 || len >= sizeof(num))
+        return -1;
+    memcpy(num, s, len + 1);
+    switch (num[len - 1]) {
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    default:
+        len++;
+        break;
+    }
+    num[len - 1] = '\0';
+    if (kn_parse_int(num, 0, 100LL * 365 * 86400, &v) != 0 || v * unit > 100LL * 365 * 86400)
+        return -1;
+    *out = (int64_t)(v * unit);
+    return 0;
+}
+
+char *kn_format_time(int64_t t, char *buf, size_t bufsize)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+
+    if (t == 0 || gmtime_r(&tt, &tm) == NULL) {
+        kn_strlcpy(buf, "-", bufsize);
+        return buf;
+    }
+    strftime(buf, bufsize, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}

@@ -1,0 +1,40 @@
+/* Small helpers every module uses: allocation that never returns NULL, fatal errors and clocks. */
+#ifndef KN_CORE_UTIL_H
+#define KN_CORE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+/* Prints "konnect: <message>" to stderr and exits with status 70 (internal software error). */
+noreturn void kn_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation wrappers: running out of memory aborts with a message instead of returning NULL. */
+void *kn_malloc(size_t size);
+void *kn_calloc(size_t count, size_t size);
+void *kn_realloc(void *ptr, size_t size);
+char *kn_strdup(const char *s);
+
+/* Wall-clock time in whole seconds since the Unix epoch. */
+int64_t kn_unix_now(void);
+
+/* Monotonic time in nanoseconds; only differences are meaningful. */
+uint64_t kn_mono_ns(void);
+
+/* Copies at most dstsize-1 bytes of src into dst and always terminates it. Returns strlen(src), so
+ * a result >= dstsize means the copy was truncated. */
+size_t kn_strlcpy(char *dst, const char *src, size_t dstsize);
+
+/* Parses a base-10 integer that must fill the whole string and lie in [min, max]. Returns 0 and
+ * writes *out on success, -1 otherwise (out untouched). */
+int kn_parse_int(const char *s, long long min, long long max, long long *out);
+
+/* Parses a duration such as "90", "90s", "15m", "24h" or "7d" into seconds. Returns 0 and writes
+ * *out on success, -1 on a malformed or out-of-range value. */
+int kn_parse_duration(const char *s, int64_t *out);
+
+/* Formats a Unix time as RFC 3339 UTC ("2026-11-27T15:26:12Z") into buf (at least 21 bytes). A
+ * zero time is written as "-". Returns buf. */
+char *kn_format_time(int64_t t, char *buf, size_t bufsize);
+
+#endif

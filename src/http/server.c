@@ -1,0 +1,781 @@
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+
+#include "auth/bearer.h"
+#include "chat/chat.h"
+#include "core/base62.h"
+#include "core/errors.h"
+#include "core/util.h"
+#include "http/accesslog.h"
+#include "keys/keysync.h"
+#include "keys/keytable.h"
+#include "limits/ratelimit.h"
+
+#define REQUEST_ID_LEN 24 /* base62 characters after "req_" */
+
+struct server {
+    const struct kn_config *cfg;
+    uint8_t secret[APIKEY_SECRET_LEN];
+    struct keytable *kt;
+    struct keysync *ks;
+    struct accesslog *log;
+    h2o_globalconf_t h2o;
+    int listen_fd;
+    _Atomic unsigned conns;
+    _Atomic int stopping;
+    struct worker *workers;
+    char refusal[768]; /* The raw HTTP answer to a connection over the limit. */
+};
+
+struct worker {
+    h2o_context_t ctx; /* First, so that a request's context leads back to its worker. */
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    struct server *srv;
+    pthread_t thread;
+    struct logbuf log;
+    unsigned conns;
+};
+
+struct kn_handler {
+    h2o_handler_t super;
+    struct server *srv;
+};
+
+struct kn_filter {
+    h2o_filter_t super;
+    struct server *srv;
+};
+
+/* What a request did, for its access-log line. */
+struct reqinfo {
+    char request_id[4 + REQUEST_ID_LEN + 1];
+    const struct keyrec *key;
+    const char *error_code;
+};
+
+static struct worker *worker_of(h2o_req_t *req)
+{
+    return (struct worker *)req->conn->ctx;
+}
+
+static void format_peer(h2o_req_t *req, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+
+    out[0] = '\0';
+    if (len == 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)size);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)size);
+}
+
+static void log_request(h2o_req_t *req, const struct reqinfo *info, int status)
+{
+    struct worker *w = worker_of(req);
+    struct accesslog_entry e;
+    struct timeval now;
+    char peer[INET6_ADDRSTRLEN];
+    uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
+                     (uint64_t)req->timestamps.request_begin_at.tv_usec;
+
+    gettimeofday(&now, NULL);
+    format_peer(req, peer, sizeof(peer));
+    memset(&e, 0, sizeof(e));
+    e.time = now.tv_sec;
+    e.request_id = info->request_id;
+    e.method = req->input.method.base;
+    e.method_len = req->input.method.len;
+    /* The path without its query string: queries are where careless clients put secrets. */
+    e.path = req->path_normalized.base;
+    e.path_len = req->path_normalized.len;
+    e.status = status;
+    e.error_code = info->error_code;
+    e.key_id = info->key != NULL ? info->key->id : NULL;
+    e.mode = info->key != NULL ? apikey_mode_name((enum apikey_mode)info->key->mode) : NULL;
+    e.remote = peer[0] ? peer : NULL;
+    uint64_t nowus = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
+    e.duration_us = began != 0 && nowus > began ? nowus - began : 0;
+    e.body_bytes = req->entity.len;
+    accesslog_append(w->srv->log, &w->log, &e);
+}
+
+static void add_header(h2o_req_t *req, const char *name, const char *value)
+{
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
+                          v.len);
+}
+
+/* Sends body (copied) as a JSON response and logs the request. */
+static void send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
+                      const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    add_header(req, "request-id", info->request_id);
+    log_request(req, info, status);
+    h2o_send_inline(req, body, len);
+}
+
+/* Builds the public error document. Never includes a secret: messages are fixed text or name a
+ * parameter, and at most a key's display hint. */
+static char *error_body(enum kn_err err, const char *message, const char *param,
+                        const char *request_id, size_t *len)
+{
+    const struct kn_error_def *d = kn_error_def(err);
+    json_t *doc =
+        json_pack("{s:{s:s, s:s, s:s, s:o, s:s}}", "error", "type", d->type, "code", d->code,
+                  "message", message != NULL ? message : d->message, "param",
+                  param != NULL ? json_string(param) : json_null(), "request_id", request_id);
+    char *out;
+
+    if (doc == NULL)
+        kn_fatal("cannot build error document");
+    out = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (out == NULL)
+        kn_fatal("cannot serialize error document");
+    *len = strlen(out);
+    return out;
+}
+
+static void send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
+                       const char *param)
+{
+    const struct kn_error_def *d = kn_error_def(err);
+    size_t len;
+    char *body = error_body(err, message, param, info->request_id, &len);
+
+    info->error_code = d->code;
+    send_json(req, info, d->status, d->reason, body, len);
+    free(body);
+}
+
+/* ---- /v1/chat ---------------------------------------------------------------------------- */
+
+static void format_duration(uint32_t s, char *out, size_t size)
+{
+    if (s < 60)
+        snprintf(out, size, "%us", s);
+    else if (s < 3600)
+        snprintf(out, size, "%um%us", s / 60, s % 60);
+    else
+        snprintf(out, size, "%uh%um%us", s / 3600, s / 60 % 60, s % 60);
+}
+
+/* Adds the rate-limit headers for a test key: the IETF draft's RateLimit-Policy and RateLimit,
+ * and OpenAI's x-ratelimit-*-requests for the tightest limit. */
+static void add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
+                                  const struct ratelimit_result *day)
+{
+    char policy[128] = "", state[128] = "", buf[48];
+    const struct ratelimit_result *tight = NULL;
+
+    if (minute != NULL) {
+        snprintf(policy, sizeof(policy), "\"minute\";q=%u;w=%u", minute->limit, minute->window);
+        snprintf(state, sizeof(state), "\"minute\";r=%u;t=%u", minute->remaining, minute->reset);
+        tight = minute;
+    }
+    if (day != NULL) {
+        size_t pl = strlen(policy), sl = strlen(state);
+        snprintf(policy + pl, sizeof(policy) - pl, "%s\"day\";q=%u;w=%u", pl ? ", " : "",
+                 day->limit, day->window);
+        snprintf(state + sl, sizeof(state) - sl, "%s\"day\";r=%u;t=%u", sl ? ", " : "",
+                 day->remaining, day->reset);
+        if (tight == NULL || day->remaining < tight->remaining || !day->allowed)
+            tight = day;
+    }
+    if (tight == NULL)
+        return;
+    add_header(req, "ratelimit-policy", policy);
+    add_header(req, "ratelimit", state);
+    snprintf(buf, sizeof(buf), "%u", tight->limit);
+    add_header(req, "x-ratelimit-limit-requests", buf);
+    snprintf(buf, sizeof(buf), "%u", tight->remaining);
+    add_header(req, "x-ratelimit-remaining-requests", buf);
+    format_duration(tight->reset, buf, sizeof(buf));
+    add_header(req, "x-ratelimit-reset-requests", buf);
+}
+
+/* Applies the test-key limits. Returns 1 when the request may go on; otherwise sends the 429. */
+static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t now)
+{
+    const struct kn_config *c = worker_of(req)->srv->cfg;
+    struct ratelimit_result minute, day;
+    int have_minute = 0, have_day = 0;
+    char msg[256], buf[16];
+
+    if (key->mode != APIKEY_MODE_TEST)
+        return 1;
+    if (c->test_rpd != 0) {
+        have_day = 1;
+        if (!ratelimit_daily_take(&key->day_cell, c->test_rpd, now, &day)) {
+            snprintf(msg, sizeof(msg),
+                     "Daily request limit reached for this test key (%u requests per UTC day). "
+                     "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
+                     "a live key for production traffic.",
+                     c->test_rpd, day.reset);
+            goto refuse;
+        }
+    }
+    if (c->test_rpm != 0) {
+        have_minute = 1;
+        if (!ratelimit_gcra_take(&key->rate_tat, c->test_rpm, 60, kn_mono_ns(), &minute)) {
+            if (have_day)
+                ratelimit_daily_refund(&key->day_cell, now);
+            snprintf(msg, sizeof(msg),
+                     "Rate limit reached for this test key (%u requests per minute). Retry after "
+                     "%u seconds.",
+                     c->test_rpm, minute.retry_after);
+            add_ratelimit_headers(req, &minute, NULL);
+            snprintf(buf, sizeof(buf), "%u", minute.retry_after);
+            add_header(req, "retry-after", buf);
+            send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            return 0;
+        }
+    }
+    add_ratelimit_headers(req, have_minute ? &minute : NULL, have_day ? &day : NULL);
+    return 1;
+refuse:
+    add_ratelimit_headers(req, NULL, &day);
+    snprintf(buf, sizeof(buf), "%u", day.retry_after);
+    add_header(req, "retry-after", buf);
+    send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+    return 0;
+}
+
+static int is_json_content_type(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    const char *v;
+    size_t len;
+
+    if (i < 0)
+        return 0;
+    v = req->headers.entries[i].value.base;
+    len = req->headers.entries[i].value.len;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    if (len < 16 || strncasecmp(v, "application/json", 16) != 0)
+        return 0;
+    v += 16;
+    len -= 16;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    return len == 0 || *v == ';';
+}
+
+static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
+{
+    /* RFC 6750 section 3.1: a request without credentials gets the bare challenge; a bad token
+     * gets error="invalid_token". */
+    if (err == KN_ERR_MISSING_API_KEY)
+        add_header(req, "www-authenticate", "Bearer realm=\"konnect\"");
+    else
+        add_header(req, "www-authenticate",
+                   "Bearer realm=\"konnect\", error=\"invalid_token\", error_description=\"The "
+                   "API key is invalid, revoked or expired\"");
+}
+
+static void handle_chat(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = worker_of(req)->srv;
+    struct auth_input in;
+    struct keyrec *key;
+    struct chat_request creq;
+    struct chat_error cerr;
+    enum kn_err err;
+    ssize_t i;
+    int64_t now = kn_unix_now();
+
+    memset(&in, 0, sizeof(in));
+    in.now = now;
+    for (i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
+        if (in.header_count++ == 0) {
+            in.header = req->headers.entries[i].value.base;
+            in.header_len = req->headers.entries[i].value.len;
+        }
+    }
+    err = auth_authenticate(srv->kt, srv->secret, &in, &key);
+    info->key = key;
+    if (err != KN_OK) {
+        send_www_authenticate(req, err);
+        send_error(req, info, err, NULL, NULL);
+        return;
+    }
+    keytable_touch(srv->kt, key, now);
+    if (!check_limits(req, info, key, now))
+        return;
+    if (!is_json_content_type(req)) {
+        send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        return;
+    }
+    if (chat_request_parse(req->entity.base != NULL ? req->entity.base : "", req->entity.len, &creq,
+                           &cerr) != 0) {
+        send_error(req, info, cerr.err, cerr.message, cerr.param);
+        return;
+    }
+    if (key->mode == APIKEY_MODE_LIVE) {
+        chat_request_cleanup(&creq);
+        send_error(req, info, KN_ERR_MODEL_BACKEND_UNAVAILABLE, NULL, NULL);
+        return;
+    }
+    char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
+    size_t len;
+    base62_random_id(id, "chat_", 24);
+    if (creq.model != NULL) {
+        memcpy(model, creq.model, creq.model_len);
+        model[creq.model_len] = '\0';
+    } else {
+        kn_strlcpy(model, srv->cfg->default_model, sizeof(model));
+    }
+    char *body = chat_mock_response(&creq, model, id, now, &len);
+    chat_request_cleanup(&creq);
+    send_json(req, info, 200, "OK", body, len);
+    free(body);
+}
+
+/* ---- health ------------------------------------------------------------------------------ */
+
+static void handle_healthz(h2o_req_t *req, struct reqinfo *info)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    send_json(req, info, 200, "OK", body, sizeof(body) - 1);
+}
+
+static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = worker_of(req)->srv;
+    uint64_t age;
+    int ok = keysync_ready(srv->ks, &age);
+    char body[256];
+    int len = snprintf(body, sizeof(body),
+                       "{\"status\":\"%s\",\"store\":\"%s\",\"keys\":%zu,\"store_checked_ms_ago\":"
+                       "%llu}",
+                       ok ? "ready" : "unavailable", ok ? "ok" : "unreachable",
+                       keytable_count(srv->kt), (unsigned long long)age);
+    if (!ok)
+        info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
+    send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
+}
+
+/* ---- routing ----------------------------------------------------------------------------- */
+
+struct route {
+    const char *path;
+    const char *allow; /* The Allow header: the methods the route takes. */
+    void (*post)(h2o_req_t *, struct reqinfo *);
+    void (*get)(h2o_req_t *, struct reqinfo *);
+};
+
+static const struct route routes[] = {
+    {"/v1/chat", "POST", handle_chat, NULL},
+    {"/healthz", "GET, HEAD", NULL, handle_healthz},
+    {"/readyz", "GET, HEAD", NULL, handle_readyz},
+};
+
+static size_t header_bytes(h2o_req_t *req)
+{
+    size_t n = req->input.method.len + req->input.path.len + 12;
+    for (size_t i = 0; i != req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct server *srv = ((struct kn_handler *)self)->srv;
+    struct reqinfo info;
+    h2o_iovec_t m = req->method, p = req->path_normalized;
+
+    memset(&info, 0, sizeof(info));
+    base62_random_id(info.request_id, "req_", REQUEST_ID_LEN);
+    if (header_bytes(req) > srv->cfg->max_header_bytes) {
+        char msg[128];
+        req->http1_is_persistent = 0;
+        snprintf(msg, sizeof(msg), "The request headers are larger than the limit of %zu bytes.",
+                 srv->cfg->max_header_bytes);
+        send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *r = &routes[i];
+        if (!h2o_memis(p.base, p.len, r->path, strlen(r->path)))
+            continue;
+        if (r->post != NULL && h2o_memis(m.base, m.len, H2O_STRLIT("POST"))) {
+            r->post(req, &info);
+        } else if (r->get != NULL && (h2o_memis(m.base, m.len, H2O_STRLIT("GET")) ||
+                                      h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))) {
+            r->get(req, &info);
+        } else {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "%s only accepts %s.", r->path, r->allow);
+            add_header(req, "allow", r->allow);
+            send_error(req, &info, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
+        }
+        return 0;
+    }
+    send_error(req, &info, KN_ERR_NOT_FOUND, NULL, NULL);
+    return 0;
+}
+
+/* ---- errors h2o answers by itself ---------------------------------------------------------
+ * h2o rejects some requests before any handler runs (a body over the size limit, a broken
+ * chunked encoding, an unsupported Expect header). This filter turns those plain-text answers
+ * into the same JSON error document, with a request id, that every other error has. */
+
+struct json_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+};
+
+static void json_ostream_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                              h2o_send_state_t state)
+{
+    struct json_ostream *o = (struct json_ostream *)self;
+    (void)bufs;
+    (void)bufcnt;
+    if (o->body.base != NULL &&
+        !h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
+        h2o_iovec_t b = o->body;
+        o->body.base = NULL;
+        h2o_ostream_send_next(self, req, &b, 1, state);
+    } else {
+        h2o_ostream_send_next(self, req, NULL, 0, state);
+    }
+}
+
+static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    enum kn_err err;
+    struct reqinfo info;
+    struct json_ostream *o;
+    char *body;
+    size_t len;
+    ssize_t ct;
+
+    if (req->res.status < 400 ||
+        h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("request-id"), -1) != -1) {
+        h2o_setup_next_ostream(req, slot);
+        return;
+    }
+    switch (req->res.status) {
+    case 413:
+        err = KN_ERR_BODY_TOO_LARGE;
+        break;
+    case 417:
+        err = KN_ERR_EXPECTATION_FAILED;
+        break;
+    case 404:
+        err = KN_ERR_NOT_FOUND;
+        break;
+    case 400:
+        err = KN_ERR_BAD_REQUEST;
+        break;
+    default:
+        err = KN_ERR_INTERNAL;
+        break;
+    }
+    memset(&info, 0, sizeof(info));
+    base62_random_id(info.request_id, "req_", REQUEST_ID_LEN);
+    info.error_code = kn_error_def(err)->code;
+    if (err == KN_ERR_BODY_TOO_LARGE) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "The request body is larger than the limit of %zu bytes.",
+                 ((struct kn_filter *)self)->srv->cfg->max_body_bytes);
+        body = error_body(err, msg, NULL, info.request_id, &len);
+    } else {
+        body = error_body(err, NULL, NULL, info.request_id, &len);
+    }
+    o = (struct json_ostream *)h2o_add_ostream(req, sizeof(*o), slot);
+    o->super.do_send = json_ostream_send;
+    o->body = h2o_strdup(&req->pool, body, len);
+    free(body);
+    req->res.content_length = len;
+    if ((ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1)) != -1)
+        req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+    add_header(req, "request-id", info.request_id);
+    log_request(req, &info, req->res.status);
+    h2o_setup_next_ostream(req, &o->super.next);
+}
+
+/* ---- connections and threads ------------------------------------------------------------- */
+
+static void on_conn_close(void *data)
+{
+    struct worker *w = data;
+    w->conns--;
+    atomic_fetch_sub(&w->srv->conns, 1);
+}
+
+static void refuse_sent(h2o_socket_t *sock, const char *err)
+{
+    (void)err;
+    h2o_socket_close(sock);
+}
+
+static void refuse_connection(struct worker *w, h2o_socket_t *sock)
+{
+    /* Built once at start: the limit is hit under load, where allocating is unwelcome. */
+    h2o_iovec_t buf = h2o_iovec_init(w->srv->refusal, strlen(w->srv->refusal));
+    h2o_socket_write(sock, &buf, 1, refuse_sent);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    struct worker *w = listener->data;
+    h2o_socket_t *sock;
+
+    if (err != NULL)
+        return;
+    /* Accept a bounded batch per wake-up so that one busy listener cannot starve the loop. */
+    for (int i = 0; i < 16; i++) {
+        if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+            return;
+        if (atomic_fetch_add(&w->srv->conns, 1) >= w->srv->cfg->max_connections) {
+            atomic_fetch_sub(&w->srv->conns, 1);
+            refuse_connection(w, sock);
+            continue;
+        }
+        w->conns++;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = w;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct server *srv = w->srv;
+    uint64_t deadline;
+
+    while (!atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
+        h2o_evloop_run(w->ctx.loop, 100);
+        accesslog_flush(srv->log, &w->log);
+    }
+    /* Stop accepting, then let the connections we have finish what they are doing. */
+    h2o_socket_read_stop(w->listener);
+    h2o_socket_close(w->listener);
+    w->listener = NULL;
+    deadline = kn_mono_ns() + (uint64_t)srv->cfg->shutdown_timeout_ms * 1000000u;
+    while (w->conns > 0 && kn_mono_ns() < deadline) {
+        h2o_evloop_run(w->ctx.loop, 20);
+        accesslog_flush(srv->log, &w->log);
+    }
+    accesslog_flush(srv->log, &w->log);
+    return NULL;
+}
+
+static int open_listener(struct server *srv, char *err, size_t errsize)
+{
+    const struct kn_config *c = srv->cfg;
+    struct addrinfo hints, *res = NULL;
+    char port[16];
+    int fd = -1, on = 1, rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", c->listen_port);
+    if ((rc = getaddrinfo(c->listen_host, port, &hints, &res)) != 0) {
+        snprintf(err, errsize, "cannot resolve listen address %s: %s", c->listen_host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errsize, "cannot listen on %s:%d: %s", c->listen_host, c->listen_port,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    srv->listen_fd = fd;
+    return 0;
+}
+
+static void print_listening(struct server *srv)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (getsockname(srv->listen_fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    fprintf(stderr, "konnect: listening on http://%s%s%s:%d (%d threads, %zu keys loaded)\n",
+            ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", port,
+            srv->cfg->threads, keytable_count(srv->kt));
+}
+
+static void build_refusal(struct server *srv)
+{
+    size_t len;
+    char id[4 + REQUEST_ID_LEN + 1];
+    base62_random_id(id, "req_", REQUEST_ID_LEN);
+    char *body = error_body(KN_ERR_TOO_MANY_CONNECTIONS, NULL, NULL, id, &len);
+    snprintf(srv->refusal, sizeof(srv->refusal),
+             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nRetry-After: 1\r\nrequest-id: %s\r\nConnection: close\r\n\r\n"
+             "%s",
+             len, id, body);
+    free(body);
+}
+
+static void setup_h2o(struct server *srv)
+{
+    h2o_hostconf_t *host;
+    h2o_pathconf_t *path;
+    struct kn_handler *h;
+    struct kn_filter *f;
+
+    h2o_config_init(&srv->h2o);
+    srv->h2o.server_name = h2o_iovec_init(H2O_STRLIT("konnect"));
+    srv->h2o.max_request_entity_size = srv->cfg->max_body_bytes;
+    srv->h2o.http1.req_timeout = srv->cfg->request_timeout_ms;
+    srv->h2o.http2.idle_timeout = srv->cfg->request_timeout_ms;
+    host = h2o_config_register_host(&srv->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    path = h2o_config_register_path(host, "/", 0);
+    h = (struct kn_handler *)h2o_create_handler(path, sizeof(*h));
+    h->super.on_req = on_req;
+    h->srv = srv;
+    /* The filter goes on both the handler's path and the fallback path that h2o uses for errors
+     * it raises before routing a request. */
+    f = (struct kn_filter *)h2o_create_filter(path, sizeof(*f));
+    f->super.on_setup_ostream = on_setup_ostream;
+    f->srv = srv;
+    f = (struct kn_filter *)h2o_create_filter(&host->fallback_path, sizeof(*f));
+    f->super.on_setup_ostream = on_setup_ostream;
+    f->srv = srv;
+}
+
+int server_run(const struct kn_config *c)
+{
+    struct server *srv = kn_calloc(1, sizeof(*srv));
+    char err[512];
+    sigset_t sigs;
+    int sig, ret = 1, started = 0;
+
+    srv->cfg = c;
+    srv->listen_fd = -1;
+    if (config_ensure_data_dir(c, err, sizeof(err)) != 0 ||
+        apikey_secret_load(c->secret_file, 1, srv->secret, err, sizeof(err)) != 0 ||
+        (srv->log = accesslog_open(c->access_log, err, sizeof(err))) == NULL)
+        goto fail;
+    srv->kt = keytable_new(1024);
+    uint64_t t0 = kn_mono_ns();
+    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, err, sizeof(err))) == NULL)
+        goto fail;
+    fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
+            c->database, (double)(kn_mono_ns() - t0) / 1e6);
+    if (open_listener(srv, err, sizeof(err)) != 0)
+        goto fail;
+    build_refusal(srv);
+    setup_h2o(srv);
+
+    /* Signals are taken by this thread alone, with sigwait, once the workers run. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
+    for (int i = 0; i < c->threads; i++) {
+        struct worker *w = &srv->workers[i];
+        int fd = dup(srv->listen_fd);
+        if (fd < 0)
+            kn_fatal("dup: %s", strerror(errno));
+        w->srv = srv;
+        h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
+        w->accept_ctx.ctx = &w->ctx;
+        w->accept_ctx.hosts = srv->h2o.hosts;
+        w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        w->listener->data = w;
+        h2o_socket_read_start(w->listener, on_accept);
+    }
+    for (int i = 0; i < c->threads; i++) {
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0)
+            kn_fatal("cannot start thread %d", i);
+        started++;
+    }
+    print_listening(srv);
+    fflush(stderr);
+
+    while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
+        ;
+    fprintf(stderr, "konnect: %s received, finishing in-flight requests\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    atomic_store(&srv->stopping, 1);
+    for (int i = 0; i < started; i++)
+        pthread_join(srv->workers[i].thread, NULL);
+    ret = 0;
+    for (int i = 0; i < c->threads; i++) {
+        struct worker *w = &srv->workers[i];
+        if (w->conns == 0) {
+            h2o_evloop_t *loop = w->ctx.loop;
+            h2o_context_dispose(&w->ctx);
+            h2o_evloop_destroy(loop);
+        }
+        logbuf_free(&w->log);
+    }
+    free(srv->workers);
+    h2o_config_dispose(&srv->h2o);
+    fprintf(stderr, "konnect: stopped\n");
+    goto out;
+fail:
+    fprintf(stderr, "konnect: %s\n", err);
+out:
+    keysync_stop(srv->ks);
+    keytable_free(srv->kt);
+    accesslog_close(srv->log);
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    sodium_memzero(srv->secret, sizeof(srv->secret));
+    free(srv);
+    return ret;
+}

@@ -1,0 +1,167 @@
+#include "keys/apikey.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "core/base62.h"
+
+static const char prefix_live[] = "sk_live_";
+static const char prefix_test[] = "sk_test_";
+
+static void checksum(const char *s, size_t len, char out[APIKEY_CHECKSUM_LEN])
+{
+    uLong crc = crc32(0L, (const Bytef *)s, (uInt)len);
+    base62_encode_fixed((uint64_t)crc, out, APIKEY_CHECKSUM_LEN);
+}
+
+void apikey_generate(enum apikey_mode mode, char out[APIKEY_LEN + 1])
+{
+    memcpy(out, mode == APIKEY_MODE_LIVE ? prefix_live : prefix_test, APIKEY_PREFIX_LEN);
+    base62_random(out + APIKEY_PREFIX_LEN, APIKEY_BODY_LEN);
+    checksum(out, APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, out + APIKEY_PREFIX_LEN + APIKEY_BODY_LEN);
+    out[APIKEY_LEN] = '\0';
+}
+
+int apikey_parse(const char *s, size_t len, enum apikey_mode *mode)
+{
+    char sum[APIKEY_CHECKSUM_LEN];
+    enum apikey_mode m;
+
+    if (len != APIKEY_LEN)
+        return -1;
+    if (memcmp(s, prefix_live, APIKEY_PREFIX_LEN) == 0)
+        m = APIKEY_MODE_LIVE;
+    else if (memcmp(s, prefix_test, APIKEY_PREFIX_LEN) == 0)
+        m = APIKEY_MODE_TEST;
+    else
+        return -1;
+    for (size_t i = APIKEY_PREFIX_LEN; i < APIKEY_LEN; i++)
+        if (base62_value((unsigned char)s[i]) < 0)
+            return -1;
+    checksum(s, APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, sum);
+    /* The checksum is public information, so a plain comparison leaks nothing. */
+    if (memcmp(sum, s + APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, APIKEY_CHECKSUM_LEN) != 0)
+        return -1;
+    *mode = m;
+    return 0;
+}
+
+void apikey_hash(const uint8_t secret[APIKEY_SECRET_LEN], const char *s, size_t len,
+                 uint8_t out[APIKEY_HASH_LEN])
+{
+    crypto_generichash(out, APIKEY_HASH_LEN, (const unsigned char *)s, len, secret,
+                       APIKEY_SECRET_LEN);
+}
+
+void apikey_hint(const char *key, char out[APIKEY_HINT_SIZE])
+{
+    memcpy(out, key, APIKEY_PREFIX_LEN);
+    memcpy(out + APIKEY_PREFIX_LEN, "\xe2\x80\xa6", 3);
+    memcpy(out + APIKEY_PREFIX_LEN + 3, key + APIKEY_LEN - 4, 4);
+    out[APIKEY_HINT_SIZE - 1] = '\0';
+}
+
+const char *apikey_mode_name(enum apikey_mode mode)
+{
+    return mode == APIKEY_MODE_LIVE ? "live" : "test";
+}
+
+int apikey_mode_parse(const char *name, enum apikey_mode *out)
+{
+    if (strcmp(name, "live") == 0)
+        *out = APIKEY_MODE_LIVE;
+    else if (strcmp(name, "test") == 0)
+        *out = APIKEY_MODE_TEST;
+    else
+        return -1;
+    return 0;
+}
+
+static const char *const env_names[] = {"development", "staging", "production"};
+
+const char *apikey_env_name(enum apikey_env env)
+{
+    return (unsigned)env < 3 ? env_names[env] : "development";
+}
+
+int apikey_env_parse(const char *name, enum apikey_env *out)
+{
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(name, env_names[i]) == 0) {
+            *out = (enum apikey_env)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int secret_create(const char *path, uint8_t out[APIKEY_SECRET_LEN], char *err,
+                         size_t errsize)
+{
+    char hex[APIKEY_SECRET_LEN * 2 + 2];
+    int fd, ret = -1;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errsize, "cannot create server secret %s: %s", path, strerror(errno));
+        return -1;
+    }
+    randombytes_buf(out, APIKEY_SECRET_LEN);
+    sodium_bin2hex(hex, sizeof(hex), out, APIKEY_SECRET_LEN);
+    hex[APIKEY_SECRET_LEN * 2] = '\n';
+    if (write(fd, hex, APIKEY_SECRET_LEN * 2 + 1) != APIKEY_SECRET_LEN * 2 + 1 || fsync(fd) != 0) {
+        snprintf(err, errsize, "cannot write server secret %s: %s", path, strerror(errno));
+        unlink(path);
+        goto out;
+    }
+    ret = 0;
+out:
+    sodium_memzero(hex, sizeof(hex));
+    close(fd);
+    return ret;
+}
+
+int apikey_secret_load(const char *path, int create, uint8_t out[APIKEY_SECRET_LEN], char *err,
+                       size_t errsize)
+{
+    char buf[256];
+    struct stat st;
+    size_t binlen = 0;
+    ssize_t n;
+    int fd, ret = -1;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT && create)
+            return secret_create(path, out, err, errsize);
+        snprintf(err, errsize, "cannot open server secret %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
+        snprintf(err, errsize, "server secret %s must be readable by its owner only (chmod 600 %s)",
+                 path, path);
+        goto out;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    if (n < APIKEY_SECRET_LEN * 2) {
+        snprintf(err, errsize, "server secret %s is too short", path);
+        goto out;
+    }
+    buf[n] = '\0';
+    if (sodium_hex2bin(out, APIKEY_SECRET_LEN, buf, (size_t)n, " \r\n", &binlen, NULL) != 0 ||
+        binlen != APIKEY_SECRET_LEN) {
+        snprintf(err, errsize, "server secret %s must hold 64 hexadecimal characters", path);
+        goto out;
+    }
+    ret = 0;
+out:
+    sodium_memzero(buf, sizeof(buf));
+    close(fd);
+    return ret;
+}

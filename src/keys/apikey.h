@@ -1,0 +1,56 @@
+/* API key format: "sk_live_" or "sk_test_", 32 base62 characters from the CSPRNG (190 bits), and
+ * 6 base62 characters of CRC32 over everything before them. The checksum lets the server (and any
+ * secret scanner) reject a mistyped or made-up key without touching the store. Only a keyed
+ * BLAKE2b hash of a key is ever stored. */
+#ifndef KN_KEYS_APIKEY_H
+#define KN_KEYS_APIKEY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define APIKEY_PREFIX_LEN 8
+#define APIKEY_BODY_LEN 32
+#define APIKEY_CHECKSUM_LEN 6
+#define APIKEY_LEN (APIKEY_PREFIX_LEN + APIKEY_BODY_LEN + APIKEY_CHECKSUM_LEN)
+#define APIKEY_HASH_LEN 32
+#define APIKEY_SECRET_LEN 32
+/* "sk_test_" + U+2026 (3 bytes) + last 4 characters + NUL. */
+#define APIKEY_HINT_SIZE (APIKEY_PREFIX_LEN + 3 + 4 + 1)
+
+enum apikey_mode { APIKEY_MODE_TEST = 0, APIKEY_MODE_LIVE = 1 };
+
+enum apikey_env {
+    APIKEY_ENV_DEVELOPMENT = 0,
+    APIKEY_ENV_STAGING = 1,
+    APIKEY_ENV_PRODUCTION = 2,
+};
+
+/* Writes a new key of the given mode and a terminating NUL into out (APIKEY_LEN + 1 bytes). The
+ * caller wipes it with sodium_memzero once it has been shown. */
+void apikey_generate(enum apikey_mode mode, char out[APIKEY_LEN + 1]);
+
+/* Checks that s[0..len) is a well-formed key: known prefix, base62 body and a matching checksum.
+ * Performs no I/O. Returns 0 and writes *mode on success, -1 when the key is malformed. */
+int apikey_parse(const char *s, size_t len, enum apikey_mode *mode);
+
+/* Computes the keyed BLAKE2b-256 hash of s[0..len) under the server secret. */
+void apikey_hash(const uint8_t secret[APIKEY_SECRET_LEN], const char *s, size_t len,
+                 uint8_t out[APIKEY_HASH_LEN]);
+
+/* Writes the display hint of a well-formed key ("sk_test_…abcd") into out. */
+void apikey_hint(const char *key, char out[APIKEY_HINT_SIZE]);
+
+/* Names used in the store, the CLI and JSON: "test"/"live" and "development"/"staging"/
+ * "production". The parse functions return 0 and write *out, or -1 for an unknown name. */
+const char *apikey_mode_name(enum apikey_mode mode);
+int apikey_mode_parse(const char *name, enum apikey_mode *out);
+const char *apikey_env_name(enum apikey_env env);
+int apikey_env_parse(const char *name, enum apikey_env *out);
+
+/* Loads the server secret from path (64 hex characters). When the file does not exist and create
+ * is non-zero, generates one and writes it with mode 0600. Refuses a file that group or others can
+ * read. Returns 0 on success; on failure returns -1 and writes a message into err. */
+int apikey_secret_load(const char *path, int create, uint8_t out[APIKEY_SECRET_LEN], char *err,
+                       size_t errsize);
+
+#endif

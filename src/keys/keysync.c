@@ -1,0 +1,290 @@
+#include "keys/keysync.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "limits/ratelimit.h"
+
+#define TICK_MS 1000
+
+struct keysync {
+    struct keytable *kt;
+    struct store *store;
+    char *socket_path;
+    int listen_fd;
+    int wake_fd;
+    pthread_t thread;
+    int64_t last_seq;
+    _Atomic int stop;
+    _Atomic int ready;
+    _Atomic uint64_t last_ok_ns;
+    struct store_usage *retry; /* Usage a failed flush still has to write. */
+    size_t nretry, capretry;
+};
+
+int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (apikey_mode_parse(k->mode, &out->mode) != 0 ||
+        apikey_env_parse(k->environment, &out->env) != 0)
+        return -1;
+    memcpy(out->hash, k->hash, APIKEY_HASH_LEN);
+    kn_strlcpy(out->id, k->id, sizeof(out->id));
+    kn_strlcpy(out->account_id, k->account_id, sizeof(out->account_id));
+    out->expires_at = k->expires_at;
+    out->revoked_at = k->revoked_at;
+    out->last_used = k->last_used_at;
+    out->day_cell = k->requests_today ? ratelimit_daily_cell(k->requests_today, now) : 0;
+    return 0;
+}
+
+static int apply_key(void *ud, const struct store_key *k)
+{
+    struct keysync *ks = ud;
+    struct keyrec_data d;
+
+    if (keysync_key_to_rec(k, kn_unix_now(), &d) != 0) {
+        fprintf(stderr, "konnect: skipping key %s with unknown mode or environment\n", k->id);
+        return 0;
+    }
+    keytable_upsert(ks->kt, &d);
+    return 0;
+}
+
+static void mark(struct keysync *ks, int ok)
+{
+    atomic_store(&ks->ready, ok);
+    if (ok)
+        atomic_store(&ks->last_ok_ns, kn_mono_ns());
+}
+
+static int sync_changes(struct keysync *ks)
+{
+    int ok = store_key_changes(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) ==
+             STORE_OK;
+    if (!ok)
+        fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
+    mark(ks, ok);
+    return ok;
+}
+
+static void flush_usage(struct keysync *ks)
+{
+    struct keyrec *r = keytable_take_dirty(ks->kt), *next;
+    int64_t now = kn_unix_now();
+
+    for (; r != NULL; r = next) {
+        next = r->dirty_next;
+        uint32_t n = keytable_settle(r);
+        if (ks->nretry == ks->capretry) {
+            ks->capretry = ks->capretry ? ks->capretry * 2 : 256;
+            ks->retry = kn_realloc(ks->retry, ks->capretry * sizeof(*ks->retry));
+        }
+        struct store_usage *u = &ks->retry[ks->nretry++];
+        kn_strlcpy(u->key_id, r->id, sizeof(u->key_id));
+        u->day = now / 86400;
+        u->requests = n;
+        u->last_used = atomic_load(&r->last_used);
+    }
+    if (ks->nretry == 0)
+        return;
+    if (store_usage_add(ks->store, ks->retry, ks->nretry) == STORE_OK) {
+        ks->nretry = 0;
+        mark(ks, 1);
+    } else {
+        fprintf(stderr, "konnect: cannot record key usage (will retry): %s\n",
+                store_errmsg(ks->store));
+        mark(ks, 0);
+    }
+}
+
+static void serve_client(struct keysync *ks, int fd)
+{
+    char buf[64];
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ssize_t n;
+
+    /* A client that connects but says nothing must not stall the thread for long. */
+    if (poll(&p, 1, 200) <= 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+        return;
+    buf[n] = '\0';
+    if (strncmp(buf, "sync", 4) == 0) {
+        int len = sync_changes(ks)
+                      ? snprintf(buf, sizeof(buf), "ok %lld\n", (long long)ks->last_seq)
+                      : snprintf(buf, sizeof(buf), "error\n");
+        if (write(fd, buf, (size_t)len) != len) {
+            /* The client went away; nothing to do. */
+        }
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    struct keysync *ks = arg;
+    uint64_t next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
+
+    while (!atomic_load(&ks->stop)) {
+        struct pollfd p[2] = {{.fd = ks->wake_fd, .events = POLLIN},
+                              {.fd = ks->listen_fd, .events = POLLIN}};
+        uint64_t now = kn_mono_ns();
+        int timeout = now >= next_tick ? 0 : (int)((next_tick - now) / 1000000) + 1;
+        int n = poll(p, ks->listen_fd >= 0 ? 2 : 1, timeout);
+
+        if (n > 0 && (p[1].revents & POLLIN) != 0) {
+            int fd = accept4(ks->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                serve_client(ks, fd);
+                close(fd);
+            }
+        }
+        if (kn_mono_ns() >= next_tick) {
+            sync_changes(ks);
+            flush_usage(ks);
+            next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
+        }
+    }
+    flush_usage(ks);
+    return NULL;
+}
+
+static int bind_socket(struct keysync *ks, const char *path, char *err, size_t errsize)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr,
+                "konnect: control socket path %s is too long; key changes made by commands "
+                "will reach this server within %d ms instead of at once\n",
+                path, TICK_MS);
+        return 0;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (keysync_notify(path, 1000) != 0) {
+        snprintf(err, errsize,
+                 "another konnect server is already running with this data directory (%s)", path);
+        return -1;
+    }
+    unlink(path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(path, 0600) != 0 ||
+        listen(fd, 16) != 0) {
+        snprintf(err, errsize, "cannot listen on control socket %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    ks->listen_fd = fd;
+    ks->socket_path = kn_strdup(path);
+    return 0;
+}
+
+struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
+                              char *err, size_t errsize)
+{
+    struct keysync *ks = kn_calloc(1, sizeof(*ks));
+
+    ks->kt = kt;
+    ks->listen_fd = -1;
+    ks->wake_fd = -1;
+    if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
+        goto fail;
+    if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) !=
+        STORE_OK) {
+        snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));
+        goto fail;
+    }
+    mark(ks, 1);
+    if (socket_path != NULL && bind_socket(ks, socket_path, err, errsize) != 0)
+        goto fail;
+    if ((ks->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        snprintf(err, errsize, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if (pthread_create(&ks->thread, NULL, thread_main, ks) != 0) {
+        snprintf(err, errsize, "cannot start the store thread");
+        goto fail;
+    }
+    return ks;
+fail:
+    if (ks->listen_fd >= 0) {
+        close(ks->listen_fd);
+        unlink(ks->socket_path);
+    }
+    if (ks->wake_fd >= 0)
+        close(ks->wake_fd);
+    free(ks->socket_path);
+    store_close(ks->store);
+    free(ks);
+    return NULL;
+}
+
+void keysync_stop(struct keysync *ks)
+{
+    uint64_t one = 1;
+
+    if (ks == NULL)
+        return;
+    atomic_store(&ks->stop, 1);
+    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
+        kn_fatal("cannot wake the store thread");
+    pthread_join(ks->thread, NULL);
+    if (ks->listen_fd >= 0) {
+        close(ks->listen_fd);
+        unlink(ks->socket_path);
+    }
+    close(ks->wake_fd);
+    free(ks->socket_path);
+    free(ks->retry);
+    store_close(ks->store);
+    free(ks);
+}
+
+int keysync_ready(struct keysync *ks, uint64_t *age_ms)
+{
+    *age_ms = (kn_mono_ns() - atomic_load(&ks->last_ok_ns)) / 1000000;
+    return atomic_load(&ks->ready);
+}
+
+int keysync_notify(const char *socket_path, int timeout_ms)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct pollfd p;
+    char buf[64];
+    ssize_t n;
+    int fd, ret = -1;
+
+    if (strlen(socket_path) >= sizeof(sa.sun_path))
+        return 0;
+    memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        ret = (errno == ENOENT || errno == ECONNREFUSED) ? 0 : -1;
+        goto out;
+    }
+    if (write(fd, "sync\n", 5) != 5)
+        goto out;
+    p.fd = fd;
+    p.events = POLLIN;
+    if (poll(&p, 1, timeout_ms) <= 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+        goto out;
+    buf[n] = '\0';
+    if (strncmp(buf, "ok", 2) == 0)
+        ret = 1;
+out:
+    close(fd);
+    return ret;
+}

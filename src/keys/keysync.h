@@ -1,0 +1,41 @@
+/* The store thread of a running server. It loads every key into the key table at start, then
+ * keeps the table equal to the store: each key change (creation, revocation, expiry) appended to
+ * the store's change log is applied within one second, and at once when a command nudges the
+ * server through its control socket. The same thread writes back last-used times and request
+ * counts in batches, so the request path never waits for the disk.
+ *
+ * The control socket is a Unix socket in the data directory. The protocol is one line each way:
+ * the client sends "sync\n", the server applies every pending change and answers "ok <seq>\n". */
+#ifndef KN_KEYS_KEYSYNC_H
+#define KN_KEYS_KEYSYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys/keytable.h"
+#include "store/store.h"
+
+struct keysync;
+
+/* Converts a stored key into the key table's form, at Unix time now. Returns 0, or -1 when the
+ * stored mode or environment is unknown. */
+int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out);
+
+/* Opens the store at db_url, loads every key into kt, binds the control socket at socket_path
+ * (NULL: none) and starts the store thread. Returns NULL with a message in err on failure. */
+struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
+                              char *err, size_t errsize);
+
+/* Stops the thread after a last flush of usage counts, removes the control socket and frees ks. */
+void keysync_stop(struct keysync *ks);
+
+/* Returns 1 when the last round trip to the store succeeded, 0 otherwise; writes the age of the
+ * last success in milliseconds to *age_ms. Safe from any thread. */
+int keysync_ready(struct keysync *ks, uint64_t *age_ms);
+
+/* Asks the server listening on socket_path to apply pending key changes now, waiting up to
+ * timeout_ms for its answer. Returns 1 when a server applied them, 0 when no server is listening
+ * there, -1 when one is listening but did not answer in time. */
+int keysync_notify(const char *socket_path, int timeout_ms);
+
+#endif

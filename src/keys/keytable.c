@@ -1,0 +1,185 @@
+#include "keys/keytable.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+#define SLAB_RECORDS 4096
+
+struct slots {
+    size_t mask;
+    _Atomic(struct keyrec *) slot[];
+};
+
+struct slab {
+    struct slab *next;
+    size_t used;
+    struct keyrec recs[SLAB_RECORDS];
+};
+
+struct keytable {
+    _Atomic(struct slots *) cur;
+    _Atomic size_t count;
+    /* Writer-only state. Old slot arrays are kept until keytable_free because a reader may still
+     * be probing one when it is replaced. */
+    pthread_mutex_t writer;
+    struct slots **retired;
+    size_t nretired;
+    struct slab *slabs;
+    _Atomic(struct keyrec *) dirty_head;
+};
+
+static uint64_t slot_index(const uint8_t hash[APIKEY_HASH_LEN])
+{
+    uint64_t v;
+    /* The hash is keyed BLAKE2b output, so its first bytes are already uniformly distributed. */
+    memcpy(&v, hash, sizeof(v));
+    return v;
+}
+
+static struct slots *slots_new(size_t capacity)
+{
+    size_t n = 1024;
+    while (n < capacity)
+        n <<= 1;
+    struct slots *s = kn_calloc(1, sizeof(*s) + n * sizeof(s->slot[0]));
+    s->mask = n - 1;
+    return s;
+}
+
+struct keytable *keytable_new(size_t expected)
+{
+    struct keytable *kt = kn_calloc(1, sizeof(*kt));
+    atomic_init(&kt->cur, slots_new(expected * 2));
+    pthread_mutex_init(&kt->writer, NULL);
+    return kt;
+}
+
+void keytable_free(struct keytable *kt)
+{
+    struct slab *slab, *next;
+
+    if (kt == NULL)
+        return;
+    for (slab = kt->slabs; slab != NULL; slab = next) {
+        next = slab->next;
+        sodium_memzero(slab->recs, sizeof(slab->recs));
+        free(slab);
+    }
+    for (size_t i = 0; i < kt->nretired; i++)
+        free(kt->retired[i]);
+    free(kt->retired);
+    free(atomic_load(&kt->cur));
+    pthread_mutex_destroy(&kt->writer);
+    free(kt);
+}
+
+struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HASH_LEN])
+{
+    struct slots *s = atomic_load_explicit(&kt->cur, memory_order_acquire);
+    size_t i = slot_index(hash) & s->mask;
+
+    for (;;) {
+        struct keyrec *r = atomic_load_explicit(&s->slot[i], memory_order_acquire);
+        if (r == NULL)
+            return NULL;
+        if (sodium_memcmp(r->hash, hash, APIKEY_HASH_LEN) == 0)
+            return r;
+        i = (i + 1) & s->mask;
+    }
+}
+
+static void slots_put(struct slots *s, struct keyrec *r)
+{
+    size_t i = slot_index(r->hash) & s->mask;
+    while (atomic_load_explicit(&s->slot[i], memory_order_relaxed) != NULL)
+        i = (i + 1) & s->mask;
+    atomic_store_explicit(&s->slot[i], r, memory_order_release);
+}
+
+static void grow(struct keytable *kt)
+{
+    struct slots *old = atomic_load(&kt->cur);
+    struct slots *s = slots_new((old->mask + 1) * 2);
+
+    for (size_t i = 0; i <= old->mask; i++) {
+        struct keyrec *r = atomic_load_explicit(&old->slot[i], memory_order_relaxed);
+        if (r != NULL)
+            slots_put(s, r);
+    }
+    atomic_store_explicit(&kt->cur, s, memory_order_release);
+    kt->retired = kn_realloc(kt->retired, (kt->nretired + 1) * sizeof(*kt->retired));
+    kt->retired[kt->nretired++] = old;
+}
+
+static struct keyrec *rec_alloc(struct keytable *kt)
+{
+    if (kt->slabs == NULL || kt->slabs->used == SLAB_RECORDS) {
+        struct slab *slab = kn_calloc(1, sizeof(*slab));
+        slab->next = kt->slabs;
+        kt->slabs = slab;
+    }
+    return &kt->slabs->recs[kt->slabs->used++];
+}
+
+struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
+{
+    struct keyrec *r;
+
+    pthread_mutex_lock(&kt->writer);
+    r = keytable_lookup(kt, d->hash);
+    if (r == NULL) {
+        struct slots *s = atomic_load(&kt->cur);
+        if ((atomic_load(&kt->count) + 1) * 2 > s->mask + 1)
+            grow(kt);
+        r = rec_alloc(kt);
+        memcpy(r->hash, d->hash, APIKEY_HASH_LEN);
+        kn_strlcpy(r->id, d->id, sizeof(r->id));
+        kn_strlcpy(r->account_id, d->account_id, sizeof(r->account_id));
+        r->mode = (uint8_t)d->mode;
+        r->env = (uint8_t)d->env;
+        atomic_init(&r->last_used, d->last_used);
+        atomic_init(&r->day_cell, d->day_cell);
+        atomic_init(&r->expires_at, d->expires_at);
+        atomic_init(&r->revoked_at, d->revoked_at);
+        slots_put(atomic_load(&kt->cur), r);
+        atomic_fetch_add(&kt->count, 1);
+    } else {
+        atomic_store(&r->expires_at, d->expires_at);
+        atomic_store(&r->revoked_at, d->revoked_at);
+    }
+    pthread_mutex_unlock(&kt->writer);
+    return r;
+}
+
+size_t keytable_count(struct keytable *kt)
+{
+    return atomic_load(&kt->count);
+}
+
+void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now)
+{
+    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) != now)
+        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rec->pending_requests, 1, memory_order_relaxed);
+    if (atomic_exchange(&rec->dirty, 1) == 0) {
+        struct keyrec *head = atomic_load(&kt->dirty_head);
+        do {
+            rec->dirty_next = head;
+        } while (!atomic_compare_exchange_weak(&kt->dirty_head, &head, rec));
+    }
+}
+
+struct keyrec *keytable_take_dirty(struct keytable *kt)
+{
+    return atomic_exchange(&kt->dirty_head, NULL);
+}
+
+uint32_t keytable_settle(struct keyrec *rec)
+{
+    atomic_store(&rec->dirty, 0);
+    return atomic_exchange(&rec->pending_requests, 0);
+}

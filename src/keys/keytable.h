@@ -1,0 +1,81 @@
+/* The in-memory key table: keyed hash of a secret -> key record. Every key in the store is here,
+ * so verifying a key, known or not, costs one hash and one probe with no disk or network I/O.
+ *
+ * Concurrency: any number of threads may look up and touch records at the same time without locks;
+ * only one thread at a time may call keytable_upsert (the store thread). Records are never freed
+ * while the table lives (a revoked key stays, so that it can be answered with api_key_revoked),
+ * so a pointer returned by a lookup stays valid until keytable_free. */
+#ifndef KN_KEYS_KEYTABLE_H
+#define KN_KEYS_KEYTABLE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys/apikey.h"
+
+#define KEY_ID_SIZE 32
+#define ACCOUNT_ID_SIZE 32
+
+/* One key. The fields above `expires_at` never change after insertion; the atomic fields below it
+ * are updated in place. */
+struct keyrec {
+    uint8_t hash[APIKEY_HASH_LEN];
+    char id[KEY_ID_SIZE];
+    char account_id[ACCOUNT_ID_SIZE];
+    uint8_t mode;                      /* enum apikey_mode */
+    uint8_t env;                       /* enum apikey_env */
+    _Atomic int64_t expires_at;        /* Unix seconds, 0 = never. */
+    _Atomic int64_t revoked_at;        /* Unix seconds, 0 = not revoked. */
+    _Atomic int64_t last_used;         /* Unix seconds of the last authenticated request. */
+    _Atomic uint64_t rate_tat;         /* GCRA theoretical arrival time (see limits/ratelimit.h). */
+    _Atomic uint64_t day_cell;         /* Daily counter (see limits/ratelimit.h). */
+    _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
+    _Atomic int dirty;                 /* 1 while the record is on the dirty list. */
+    struct keyrec *dirty_next;
+};
+
+/* The fields of a key that the store owns; used to insert or refresh a record. */
+struct keyrec_data {
+    uint8_t hash[APIKEY_HASH_LEN];
+    char id[KEY_ID_SIZE];
+    char account_id[ACCOUNT_ID_SIZE];
+    enum apikey_mode mode;
+    enum apikey_env env;
+    int64_t expires_at;
+    int64_t revoked_at;
+    int64_t last_used;
+    uint64_t day_cell; /* Today's request count as a daily-counter cell, 0 when unknown. */
+};
+
+struct keytable;
+
+/* Creates an empty table sized for about `expected` keys (it grows as needed). */
+struct keytable *keytable_new(size_t expected);
+
+/* Frees the table and every record in it. No other thread may use it any more. */
+void keytable_free(struct keytable *kt);
+
+/* Returns the record whose hash equals `hash`, or NULL. Lock-free; hashes are compared in constant
+ * time. */
+struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HASH_LEN]);
+
+/* Inserts the key described by d, or refreshes the mutable fields (expiry, revocation) of the
+ * record that has its hash. Only one thread may call it at a time. Returns the record. */
+struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d);
+
+/* Returns the number of keys in the table. */
+size_t keytable_count(struct keytable *kt);
+
+/* Records that rec served a request at Unix time `now`: updates last_used, counts the request and
+ * queues the record for the next flush to the store. Lock-free. */
+void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now);
+
+/* Detaches and returns the list of records touched since the last call (linked by dirty_next), or
+ * NULL. For each record the caller must read dirty_next first, then call keytable_settle. */
+struct keyrec *keytable_take_dirty(struct keytable *kt);
+
+/* Marks rec as flushed and returns the number of requests it served since it was last settled. */
+uint32_t keytable_settle(struct keyrec *rec);
+
+#endif

@@ -1,0 +1,139 @@
+/* konnect: subcommand dispatch. */
+#include <getopt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/util.h"
+#include "http/server.h"
+
+#ifndef KONNECT_VERSION
+#define KONNECT_VERSION "0.1.0"
+#endif
+
+static const char usage[] =
+    "Usage: konnect COMMAND [OPTIONS]\n"
+    "\n"
+    "Konnect serves an AI chat API behind secret API keys (sk_live_... and sk_test_...).\n"
+    "\n"
+    "Commands:\n"
+    "  serve     run the HTTP server\n"
+    "  account   create and show customer accounts\n"
+    "  key       create, list, revoke and expire API keys\n"
+    "  migrate   create or upgrade the database\n"
+    "  version   print the version\n"
+    "\n"
+    "Every command reads KONNECT_DATA_DIR (default ./var) for the database (konnect.db) and the\n"
+    "server secret (secret), and creates both when they are missing.\n"
+    "Run 'konnect COMMAND --help' for a command's options.\n";
+
+static const char serve_usage[] =
+    "Usage: konnect serve [--listen HOST:PORT] [--data-dir DIR] [--threads N]\n"
+    "\n"
+    "Run the HTTP server: POST /v1/chat, GET /healthz and GET /readyz.\n"
+    "\n"
+    "Options (each overrides its environment variable):\n"
+    "  --listen HOST:PORT   address to listen on (KONNECT_LISTEN, default 127.0.0.1:8080;\n"
+    "                       port 0 picks a free port)\n"
+    "  --data-dir DIR       database and server secret (KONNECT_DATA_DIR, default ./var)\n"
+    "  --threads N          event-loop threads (KONNECT_THREADS, default: one per core)\n"
+    "  --access-log DEST    '-' for stderr, 'off', or a file (KONNECT_ACCESS_LOG, default -)\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "Limits, from the environment (see README.md):\n"
+    "  KONNECT_MAX_BODY_BYTES       request body limit, default 1048576 (413 above it)\n"
+    "  KONNECT_MAX_HEADER_BYTES     request header limit, default 16384 (431 above it)\n"
+    "  KONNECT_REQUEST_TIMEOUT_MS   time to send a request's headers and body, and idle\n"
+    "                               keep-alive time, default 10000\n"
+    "  KONNECT_MAX_CONNECTIONS      open connections, default 4096 (503 above it)\n"
+    "  KONNECT_SHUTDOWN_TIMEOUT_MS  drain time on SIGTERM/SIGINT, default 5000\n"
+    "  KONNECT_TEST_KEY_RPM         requests per minute per test key, default 60 (0 = no limit)\n"
+    "  KONNECT_TEST_KEY_RPD         requests per UTC day per test key, default 1000 (0 = no "
+    "limit)\n"
+    "  KONNECT_MODEL                model name reported when a request names none\n"
+    "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n";
+
+static int cmd_serve(struct kn_config *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},  {"data-dir", required_argument, NULL, 'd'},
+        {"threads", required_argument, NULL, 't'}, {"access-log", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    long long n;
+    int ch;
+
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l':
+            if (config_set_listen(c, optarg) != 0) {
+                fprintf(stderr, "konnect: --listen takes HOST:PORT, such as 127.0.0.1:8080\n");
+                return 2;
+            }
+            break;
+        case 'd':
+            config_set_data_dir(c, optarg);
+            break;
+        case 't':
+            if (kn_parse_int(optarg, 1, 256, &n) != 0) {
+                fprintf(stderr, "konnect: --threads takes a number from 1 to 256\n");
+                return 2;
+            }
+            c->threads = (int)n;
+            break;
+        case 'a':
+            kn_strlcpy(c->access_log, optarg, sizeof(c->access_log));
+            break;
+        case 'h':
+            fputs(serve_usage, stdout);
+            return 0;
+        default:
+            fputs(serve_usage, stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "konnect: serve takes no arguments\n\n%s", serve_usage);
+        return 2;
+    }
+    return server_run(c);
+}
+
+int main(int argc, char **argv)
+{
+    struct kn_config c;
+    char err[512];
+
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("konnect %s\n", KONNECT_VERSION);
+        return 0;
+    }
+    if (sodium_init() < 0)
+        kn_fatal("libsodium failed to initialise");
+    if (config_load(&c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: %s\n", err);
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0)
+        return cmd_serve(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "account") == 0)
+        return cli_account(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "key") == 0)
+        return cli_key(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "migrate") == 0)
+        return cli_migrate(&c, argc - 1, argv + 1);
+    fprintf(stderr, "konnect: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}

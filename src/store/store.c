@@ -1,0 +1,146 @@
+#include "store/store.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base62.h"
+#include "core/util.h"
+
+struct store {
+    const struct store_ops *ops;
+    void *backend;
+    char errmsg[512];
+};
+
+struct store *store_open(const char *url, int migrate, char *err, size_t errsize)
+{
+    struct store *s = kn_calloc(1, sizeof(*s));
+
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
+        snprintf(err, errsize, "PostgreSQL is not supported by this build yet: use a SQLite path");
+        free(s);
+        return NULL;
+    }
+    s->ops = &store_sqlite_ops;
+    if (strncmp(url, "sqlite:", 7) == 0)
+        url += 7;
+    if (s->ops->open(s, url) != STORE_OK || (migrate && s->ops->migrate(s) != STORE_OK)) {
+        snprintf(err, errsize, "%s", s->errmsg);
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->backend != NULL)
+        s->ops->close(s);
+    free(s);
+}
+
+const char *store_errmsg(struct store *s)
+{
+    return s->errmsg;
+}
+
+int store_set_error(struct store *s, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void *store_backend(struct store *s)
+{
+    return s->backend;
+}
+
+/* Lets a backend attach its state; declared here rather than in the header because only backends
+ * defined in this folder may use it. */
+void store_set_backend__(struct store *s, void *backend);
+void store_set_backend__(struct store *s, void *backend)
+{
+    s->backend = backend;
+}
+
+int store_migrate(struct store *s)
+{
+    return s->ops->migrate(s);
+}
+
+int store_ping(struct store *s)
+{
+    return s->ops->ping(s);
+}
+
+int store_account_create(struct store *s, const char *email, struct store_account *out)
+{
+    struct store_account a;
+    size_t len = strlen(email);
+    const char *at = strchr(email, '@');
+
+    if (len < 3 || len > STORE_EMAIL_MAX || at == NULL || at == email || at[1] == '\0' ||
+        strchr(at + 1, '@') != NULL)
+        return store_set_error(s, STORE_ERROR, "'%s' is not an email address", email);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)email[i] <= 0x20 || email[i] == 0x7f)
+            return store_set_error(s, STORE_ERROR, "an email address has no spaces or controls");
+    memset(&a, 0, sizeof(a));
+    base62_random_id(a.id, "acct_", 20);
+    for (size_t i = 0; i <= len; i++)
+        a.email[i] = (char)tolower((unsigned char)email[i]);
+    a.created_at = kn_unix_now();
+    int r = s->ops->account_insert(s, &a);
+    if (r == STORE_OK)
+        *out = a;
+    return r;
+}
+
+int store_account_find(struct store *s, const char *email_or_id, struct store_account *out)
+{
+    return s->ops->account_find(s, email_or_id, out);
+}
+
+int store_key_insert(struct store *s, const struct store_key *keys, size_t n)
+{
+    return s->ops->key_insert(s, keys, n);
+}
+
+int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
+{
+    return s->ops->key_find(s, id, hash, out);
+}
+
+int store_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud)
+{
+    return s->ops->key_list(s, account_id, cb, ud);
+}
+
+int store_key_set_state(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
+                        const char *actor)
+{
+    return s->ops->key_set_state(s, id, expires_at, revoked_at, actor);
+}
+
+int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud)
+{
+    return s->ops->keys_load(s, today, last_seq, cb, ud);
+}
+
+int store_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud)
+{
+    return s->ops->key_changes(s, today, last_seq, cb, ud);
+}
+
+int store_usage_add(struct store *s, const struct store_usage *u, size_t n)
+{
+    return s->ops->usage_add(s, u, n);
+}

@@ -1,0 +1,130 @@
+/* The store: accounts, keys and usage counts, behind one interface with pluggable backends (a
+ * table of function pointers, like SQLite's VFS). The backend is chosen from the database URL;
+ * today that is SQLite (a file path or "sqlite:PATH").
+ *
+ * A `struct store` is a connection: use it from one thread at a time. Functions return STORE_OK
+ * (0) or a negative enum store_status; output parameters are written only on success, and
+ * store_errmsg tells what went wrong. */
+#ifndef KN_STORE_STORE_H
+#define KN_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ID_SIZE 32
+#define STORE_HASH_LEN 32
+#define STORE_HINT_SIZE 32
+#define STORE_EMAIL_MAX 254
+#define STORE_NAME_MAX 128
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_ERROR = -1,
+    STORE_NOT_FOUND = -2,
+    STORE_CONFLICT = -3,
+};
+
+struct store_account {
+    char id[STORE_ID_SIZE];
+    char email[STORE_EMAIL_MAX + 1];
+    int64_t created_at;
+};
+
+struct store_key {
+    char id[STORE_ID_SIZE];
+    char account_id[STORE_ID_SIZE];
+    char name[STORE_NAME_MAX + 1];
+    char mode[8];         /* "live" or "test". */
+    char environment[16]; /* "development", "staging" or "production". */
+    uint8_t hash[STORE_HASH_LEN];
+    char hint[STORE_HINT_SIZE];
+    char created_by[STORE_EMAIL_MAX + 1];
+    int64_t created_at;
+    int64_t last_used_at;    /* 0 = never. */
+    int64_t expires_at;      /* 0 = never. */
+    int64_t revoked_at;      /* 0 = not revoked. */
+    uint32_t requests_today; /* Requests served on the current UTC day (filled by loads). */
+    uint64_t requests_total; /* Requests served in all (filled by store_key_list). */
+};
+
+/* Requests served by one key, to be added to the store. */
+struct store_usage {
+    char key_id[STORE_ID_SIZE];
+    int64_t day;       /* UTC day number (Unix time / 86400). */
+    uint32_t requests; /* Requests to add to that day. */
+    int64_t last_used; /* Unix time of the latest of them. */
+};
+
+/* Called once per key by the listing and loading functions; returning non-zero stops the walk. */
+typedef int (*store_key_cb)(void *ud, const struct store_key *key);
+
+struct store;
+
+/* The operations a backend implements. */
+struct store_ops {
+    const char *name;
+    int (*open)(struct store *s, const char *url);
+    void (*close)(struct store *s);
+    int (*migrate)(struct store *s);
+    int (*ping)(struct store *s);
+    int (*account_insert)(struct store *s, const struct store_account *a);
+    int (*account_find)(struct store *s, const char *email_or_id, struct store_account *out);
+    int (*key_insert)(struct store *s, const struct store_key *keys, size_t n);
+    int (*key_find)(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
+    int (*key_list)(struct store *s, const char *account_id, store_key_cb cb, void *ud);
+    int (*key_set_state)(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
+                         const char *actor);
+    int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
+    int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
+                       void *ud);
+    int (*usage_add)(struct store *s, const struct store_usage *u, size_t n);
+};
+
+extern const struct store_ops store_sqlite_ops;
+
+/* Opens the store named by url (a path ending in anything, or "sqlite:PATH"), creating it when
+ * missing, and applies pending migrations when migrate is non-zero. Returns the connection, or
+ * NULL with a message written into err. */
+struct store *store_open(const char *url, int migrate, char *err, size_t errsize);
+
+/* Closes the connection (NULL is accepted). */
+void store_close(struct store *s);
+
+/* Returns the message of the last failed call on s. */
+const char *store_errmsg(struct store *s);
+
+/* Records an error message on s; used by backends. Returns STORE_ERROR unless status says
+ * otherwise. */
+int store_set_error(struct store *s, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Returns the backend's private state; used by backends. */
+void *store_backend(struct store *s);
+
+/* Thin wrappers over the backend operations; see struct store_ops. */
+int store_migrate(struct store *s);
+int store_ping(struct store *s);
+/* Creates an account for email (lower-cased) and writes it to *out. STORE_CONFLICT when the email
+ * is taken. */
+int store_account_create(struct store *s, const char *email, struct store_account *out);
+/* Finds an account by email (any case) or by id. STORE_NOT_FOUND when there is none. */
+int store_account_find(struct store *s, const char *email_or_id, struct store_account *out);
+/* Inserts n keys in one transaction. */
+int store_key_insert(struct store *s, const struct store_key *keys, size_t n);
+/* Finds a key by id (when id is not NULL) or by hash. */
+int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
+/* Calls cb for every key of an account, oldest first. */
+int store_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud);
+/* Sets a key's expiry and revocation times (0 = none); revoked_by records the actor when the key
+ * becomes revoked. STORE_NOT_FOUND when there is no such key. */
+int store_key_set_state(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
+                        const char *actor);
+/* Calls cb for every key, with today's request count; writes the newest change sequence number
+ * (taken before reading, so that no change is missed) to *last_seq. */
+int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
+/* Calls cb for every key changed after *last_seq and advances *last_seq. */
+int store_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
+/* Adds request counts and last-used times in one transaction. */
+int store_usage_add(struct store *s, const struct store_usage *u, size_t n);
+
+#endif

@@ -1,0 +1,424 @@
+/* The SQLite backend: one file in WAL mode, so that readers (the CLI, the server's reads) never
+ * wait for the writer. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "store/migrations.h"
+#include "store/store.h"
+
+void store_set_backend__(struct store *s, void *backend);
+
+enum {
+    ST_ACCOUNT_INSERT,
+    ST_ACCOUNT_FIND,
+    ST_KEY_INSERT,
+    ST_KEY_FIND_ID,
+    ST_KEY_FIND_HASH,
+    ST_KEY_LIST,
+    ST_KEY_SET_STATE,
+    ST_KEYS_LOAD,
+    ST_KEY_CHANGES,
+    ST_MAX_SEQ,
+    ST_USAGE_DAY,
+    ST_USAGE_LAST_USED,
+    ST__COUNT
+};
+
+#define KEY_COLUMNS                                                                                \
+    "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
+    "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
+    "coalesce(k.revoked_at, 0), coalesce((SELECT requests FROM key_usage_daily d "                 \
+    "WHERE d.key_id = k.id AND d.day = ?1), 0)"
+
+static const char *const sql_text[ST__COUNT] = {
+    [ST_ACCOUNT_INSERT] = "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
+    [ST_ACCOUNT_FIND] = "SELECT id, email, created_at FROM accounts "
+                        "WHERE email = lower(?1) OR id = ?1",
+    [ST_KEY_INSERT] = "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
+                      "created_at, created_by, expires_at) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0))",
+    [ST_KEY_FIND_ID] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.id = ?2",
+    [ST_KEY_FIND_HASH] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.hash = ?2",
+    [ST_KEY_LIST] = "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
+                    "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = ?2 "
+                    "ORDER BY k.created_at, k.rowid",
+    [ST_KEY_SET_STATE] = "UPDATE api_keys SET expires_at = nullif(?2, 0), "
+                         "revoked_by = CASE WHEN revoked_at IS NULL AND ?3 != 0 THEN ?4 "
+                         "ELSE revoked_by END, revoked_at = nullif(?3, 0) WHERE id = ?1",
+    [ST_KEYS_LOAD] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k",
+    [ST_KEY_CHANGES] = "SELECT " KEY_COLUMNS ", c.seq FROM key_changes c "
+                       "JOIN api_keys k ON k.id = c.key_id WHERE c.seq > ?2 ORDER BY c.seq",
+    [ST_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM key_changes",
+    [ST_USAGE_DAY] =
+        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + excluded.requests",
+    [ST_USAGE_LAST_USED] = "UPDATE api_keys SET last_used_at = ?2 "
+                           "WHERE id = ?1 AND coalesce(last_used_at, 0) < ?2",
+};
+
+struct sqlite_backend {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST__COUNT];
+};
+
+static sqlite3 *db_of(struct store *s)
+{
+    return ((struct sqlite_backend *)store_backend(s))->db;
+}
+
+static int fail(struct store *s, const char *what)
+{
+    return store_set_error(s, STORE_ERROR, "%s: %s", what, sqlite3_errmsg(db_of(s)));
+}
+
+static sqlite3_stmt *stmt(struct store *s, int which)
+{
+    struct sqlite_backend *b = store_backend(s);
+    if (b->st[which] == NULL &&
+        sqlite3_prepare_v3(b->db, sql_text[which], -1, SQLITE_PREPARE_PERSISTENT, &b->st[which],
+                           NULL) != SQLITE_OK)
+        kn_fatal("cannot prepare statement %d: %s", which, sqlite3_errmsg(b->db));
+    sqlite3_reset(b->st[which]);
+    sqlite3_clear_bindings(b->st[which]);
+    return b->st[which];
+}
+
+static int exec(struct store *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db_of(s), sql, NULL, NULL, &msg) != SQLITE_OK) {
+        store_set_error(s, STORE_ERROR, "%s", msg != NULL ? msg : "unknown SQLite error");
+        sqlite3_free(msg);
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+static int sqlite_open(struct store *s, const char *path)
+{
+    struct sqlite_backend *b = kn_calloc(1, sizeof(*b));
+
+    store_set_backend__(s, b);
+    if (sqlite3_open_v2(path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK)
+        return store_set_error(s, STORE_ERROR, "cannot open database %s: %s", path,
+                               b->db != NULL ? sqlite3_errmsg(b->db) : "out of memory");
+    sqlite3_busy_timeout(b->db, 5000);
+    if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                "PRAGMA foreign_keys = ON;") != STORE_OK)
+        return store_set_error(s, STORE_ERROR, "cannot open database %s: %s", path,
+                               store_errmsg(s));
+    return STORE_OK;
+}
+
+static void sqlite_close(struct store *s)
+{
+    struct sqlite_backend *b = store_backend(s);
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(b->st[i]);
+    sqlite3_close(b->db);
+    free(b);
+    store_set_backend__(s, NULL);
+}
+
+static int sqlite_migrate(struct store *s)
+{
+    sqlite3_stmt *q;
+    int current = 0;
+
+    if (exec(s, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at INTEGER NOT NULL)") != STORE_OK)
+        return STORE_ERROR;
+    for (size_t i = 0; i < store_migrations_count; i++) {
+        const struct store_migration *m = &store_migrations[i];
+        if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+            return STORE_ERROR;
+        if (sqlite3_prepare_v2(db_of(s), "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                               -1, &q, NULL) != SQLITE_OK)
+            goto fail;
+        current = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+        sqlite3_finalize(q);
+        if (m->version <= current) {
+            exec(s, "COMMIT");
+            continue;
+        }
+        if (exec(s, m->sql) != STORE_OK) {
+            char msg[512];
+            snprintf(msg, sizeof(msg), "migration %s failed: %s", m->name, store_errmsg(s));
+            exec(s, "ROLLBACK");
+            return store_set_error(s, STORE_ERROR, "%s", msg);
+        }
+        if (sqlite3_prepare_v2(db_of(s),
+                               "INSERT INTO schema_migrations(version, name, applied_at) "
+                               "VALUES (?1, ?2, ?3)",
+                               -1, &q, NULL) != SQLITE_OK)
+            goto fail;
+        sqlite3_bind_int(q, 1, m->version);
+        sqlite3_bind_text(q, 2, m->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 3, kn_unix_now());
+        int rc = sqlite3_step(q);
+        sqlite3_finalize(q);
+        if (rc != SQLITE_DONE)
+            goto fail;
+        if (exec(s, "COMMIT") != STORE_OK)
+            return STORE_ERROR;
+    }
+    return STORE_OK;
+fail:
+    fail(s, "migration");
+    exec(s, "ROLLBACK");
+    return STORE_ERROR;
+}
+
+static int sqlite_ping(struct store *s)
+{
+    sqlite3_stmt *q = stmt(s, ST_MAX_SEQ);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping");
+}
+
+static int sqlite_account_insert(struct store *s, const struct store_account *a)
+{
+    sqlite3_stmt *q = stmt(s, ST_ACCOUNT_INSERT);
+    int rc;
+
+    sqlite3_bind_text(q, 1, a->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, a->email, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, a->created_at);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc == SQLITE_CONSTRAINT)
+        return store_set_error(s, STORE_CONFLICT, "an account with email %s already exists",
+                               a->email);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot create account");
+}
+
+static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+    kn_strlcpy(dst, t != NULL ? (const char *)t : "", size);
+}
+
+static int sqlite_account_find(struct store *s, const char *email_or_id, struct store_account *out)
+{
+    sqlite3_stmt *q = stmt(s, ST_ACCOUNT_FIND);
+    int rc;
+
+    sqlite3_bind_text(q, 1, email_or_id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        copy_text(out->id, sizeof(out->id), q, 0);
+        copy_text(out->email, sizeof(out->email), q, 1);
+        out->created_at = sqlite3_column_int64(q, 2);
+    }
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no account %s", email_or_id);
+    return fail(s, "cannot read account");
+}
+
+static int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n)
+{
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_key *k = &keys[i];
+        sqlite3_stmt *q = stmt(s, ST_KEY_INSERT);
+        sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, k->account_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, k->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 4, k->mode, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 5, k->environment, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(q, 6, k->hash, STORE_HASH_LEN, SQLITE_STATIC);
+        sqlite3_bind_text(q, 7, k->hint, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 8, k->created_at);
+        sqlite3_bind_text(q, 9, k->created_by, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 10, k->expires_at);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc != SQLITE_DONE) {
+            fail(s, "cannot create key");
+            exec(s, "ROLLBACK");
+            return STORE_ERROR;
+        }
+    }
+    return exec(s, "COMMIT");
+}
+
+static void read_key(sqlite3_stmt *q, struct store_key *k)
+{
+    const void *hash;
+
+    memset(k, 0, sizeof(*k));
+    copy_text(k->id, sizeof(k->id), q, 0);
+    copy_text(k->account_id, sizeof(k->account_id), q, 1);
+    copy_text(k->name, sizeof(k->name), q, 2);
+    copy_text(k->mode, sizeof(k->mode), q, 3);
+    copy_text(k->environment, sizeof(k->environment), q, 4);
+    hash = sqlite3_column_blob(q, 5);
+    if (hash != NULL && sqlite3_column_bytes(q, 5) == STORE_HASH_LEN)
+        memcpy(k->hash, hash, STORE_HASH_LEN);
+    copy_text(k->hint, sizeof(k->hint), q, 6);
+    k->created_at = sqlite3_column_int64(q, 7);
+    copy_text(k->created_by, sizeof(k->created_by), q, 8);
+    k->last_used_at = sqlite3_column_int64(q, 9);
+    k->expires_at = sqlite3_column_int64(q, 10);
+    k->revoked_at = sqlite3_column_int64(q, 11);
+    k->requests_today = (uint32_t)sqlite3_column_int64(q, 12);
+    k->requests_total = (uint64_t)sqlite3_column_int64(q, 13);
+}
+
+static int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash,
+                           struct store_key *out)
+{
+    sqlite3_stmt *q = stmt(s, id != NULL ? ST_KEY_FIND_ID : ST_KEY_FIND_HASH);
+    int rc;
+
+    sqlite3_bind_int64(q, 1, kn_unix_now() / 86400);
+    if (id != NULL)
+        sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_blob(q, 2, hash, STORE_HASH_LEN, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        read_key(q, out);
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such key");
+    return fail(s, "cannot read key");
+}
+
+static int walk_keys(struct store *s, sqlite3_stmt *q, int64_t *last_seq, store_key_cb cb, void *ud)
+{
+    struct store_key k;
+    int rc;
+
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        read_key(q, &k);
+        if (last_seq != NULL && sqlite3_column_int64(q, 13) > *last_seq)
+            *last_seq = sqlite3_column_int64(q, 13);
+        k.requests_total = last_seq != NULL ? 0 : k.requests_total;
+        if (cb(ud, &k) != 0)
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read keys");
+}
+
+static int sqlite_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_LIST);
+    sqlite3_bind_int64(q, 1, kn_unix_now() / 86400);
+    sqlite3_bind_text(q, 2, account_id, -1, SQLITE_STATIC);
+    return walk_keys(s, q, NULL, cb, ud);
+}
+
+static int sqlite_key_set_state(struct store *s, const char *id, int64_t expires_at,
+                                int64_t revoked_at, const char *actor)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_SET_STATE);
+    int rc;
+
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, expires_at);
+    sqlite3_bind_int64(q, 3, revoked_at);
+    sqlite3_bind_text(q, 4, actor, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return fail(s, "cannot update key");
+    if (sqlite3_changes(db_of(s)) == 0)
+        return store_set_error(s, STORE_NOT_FOUND, "no key %s", id);
+    return STORE_OK;
+}
+
+static int sqlite_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
+                            void *ud)
+{
+    sqlite3_stmt *q;
+    int64_t seq = 0;
+    int rc;
+
+    /* One read transaction, so that the sequence number matches the keys read. */
+    if (exec(s, "BEGIN") != STORE_OK)
+        return STORE_ERROR;
+    q = stmt(s, ST_MAX_SEQ);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        seq = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    q = stmt(s, ST_KEYS_LOAD);
+    sqlite3_bind_int64(q, 1, today);
+    rc = walk_keys(s, q, NULL, cb, ud);
+    exec(s, "COMMIT");
+    if (rc == STORE_OK)
+        *last_seq = seq;
+    return rc;
+}
+
+static int sqlite_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
+                              void *ud)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_CHANGES);
+    int64_t seq = *last_seq;
+    int rc;
+
+    sqlite3_bind_int64(q, 1, today);
+    sqlite3_bind_int64(q, 2, seq);
+    rc = walk_keys(s, q, &seq, cb, ud);
+    if (rc == STORE_OK)
+        *last_seq = seq;
+    return rc;
+}
+
+static int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
+{
+    if (n == 0)
+        return STORE_OK;
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *q = stmt(s, ST_USAGE_DAY);
+        sqlite3_bind_text(q, 1, u[i].key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, u[i].day);
+        sqlite3_bind_int64(q, 3, u[i].requests);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        q = stmt(s, ST_USAGE_LAST_USED);
+        sqlite3_bind_text(q, 1, u[i].key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, u[i].last_used);
+        if (rc == SQLITE_DONE)
+            rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc != SQLITE_DONE) {
+            fail(s, "cannot record usage");
+            exec(s, "ROLLBACK");
+            return STORE_ERROR;
+        }
+    }
+    return exec(s, "COMMIT");
+}
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .migrate = sqlite_migrate,
+    .ping = sqlite_ping,
+    .account_insert = sqlite_account_insert,
+    .account_find = sqlite_account_find,
+    .key_insert = sqlite_key_insert,
+    .key_find = sqlite_key_find,
+    .key_list = sqlite_key_list,
+    .key_set_state = sqlite_key_set_state,
+    .keys_load = sqlite_keys_load,
+    .key_changes = sqlite_key_changes,
+    .usage_add = sqlite_usage_add,
+};

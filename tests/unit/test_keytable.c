@@ -1,0 +1,96 @@
+/* The lock-free key table: insert, lookup, refresh, growth, dirty list, concurrent readers. */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include "keys/keytable.h"
+#include "unit.h"
+
+#define N 20000
+
+static struct keyrec_data *data;
+static struct keytable *shared;
+static _Atomic int misses;
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 5; round++)
+        for (int i = 0; i < 1000; i++)
+            if (keytable_lookup(shared, data[i].hash) == NULL)
+                atomic_fetch_add(&misses, 1);
+    return NULL;
+}
+
+int main(void)
+{
+    struct keytable *kt;
+    uint8_t absent[APIKEY_HASH_LEN];
+
+    CHECK(sodium_init() >= 0);
+    data = calloc(N, sizeof(*data));
+    for (int i = 0; i < N; i++) {
+        randombytes_buf(data[i].hash, APIKEY_HASH_LEN);
+        snprintf(data[i].id, sizeof(data[i].id), "key_%d", i);
+        snprintf(data[i].account_id, sizeof(data[i].account_id), "acct_%d", i % 7);
+        data[i].mode = i % 2 ? APIKEY_MODE_LIVE : APIKEY_MODE_TEST;
+    }
+
+    /* Starts small so that growth happens while inserting. */
+    kt = keytable_new(1);
+    for (int i = 0; i < N; i++)
+        keytable_upsert(kt, &data[i]);
+    CHECK(keytable_count(kt) == N);
+    int found = 0;
+    for (int i = 0; i < N; i++) {
+        struct keyrec *r = keytable_lookup(kt, data[i].hash);
+        found += r != NULL && strcmp(r->id, data[i].id) == 0 && r->mode == data[i].mode;
+    }
+    CHECK(found == N);
+    randombytes_buf(absent, sizeof(absent));
+    CHECK(keytable_lookup(kt, absent) == NULL);
+
+    /* An upsert of a known hash refreshes the mutable fields in place. */
+    struct keyrec *r = keytable_lookup(kt, data[5].hash);
+    data[5].revoked_at = 1234;
+    data[5].expires_at = 99;
+    CHECK(keytable_upsert(kt, &data[5]) == r);
+    CHECK(atomic_load(&r->revoked_at) == 1234 && atomic_load(&r->expires_at) == 99);
+    CHECK(keytable_count(kt) == N);
+
+    /* Dirty list: a record touched many times appears once, with all its requests. */
+    struct keyrec *a = keytable_lookup(kt, data[1].hash), *b = keytable_lookup(kt, data[2].hash);
+    keytable_touch(kt, a, 100);
+    keytable_touch(kt, a, 101);
+    keytable_touch(kt, b, 102);
+    int seen = 0;
+    uint32_t total = 0;
+    for (struct keyrec *d = keytable_take_dirty(kt), *next; d != NULL; d = next) {
+        next = d->dirty_next;
+        total += keytable_settle(d);
+        seen++;
+    }
+    CHECK(seen == 2 && total == 3);
+    CHECK(atomic_load(&a->last_used) == 101);
+    CHECK(keytable_take_dirty(kt) == NULL);
+    keytable_touch(kt, a, 103);
+    CHECK(keytable_take_dirty(kt) == a);
+    CHECK(keytable_settle(a) == 1);
+    keytable_free(kt);
+
+    /* Readers never miss a present key while the writer grows the table. */
+    shared = keytable_new(1);
+    for (int i = 0; i < 1000; i++)
+        keytable_upsert(shared, &data[i]);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, reader, NULL);
+    for (int i = 1000; i < N; i++)
+        keytable_upsert(shared, &data[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK(atomic_load(&misses) == 0);
+    keytable_free(shared);
+    free(data);
+    return unit_result();
+}
