@@ -59,7 +59,8 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
             if (!json_is_string(v) ||
                 !valid_model_name(json_string_value(v), json_string_length(v))) {
                 set_error(err, KN_ERR_INVALID_PARAMETER, "model", "%s",
-                          "'model' must be a string of 1 to 128 printable ASCII characters.");
+                          "'model' must be a string of 1 to 128 printable ASCII characters without "
+                          "spaces.");
                 goto fail;
             }
             req->model = json_string_value(v);

@@ -50,7 +50,7 @@ static const char key_usage[] =
     "Options:\n"
     "  --account EMAIL|ID      the account that owns the key\n"
     "  --mode test|live        test keys get mock answers and are rate limited; live keys are\n"
-    "                          metered and billed\n"
+    "                          for production traffic to the model backend\n"
     "  --name NAME             a label for the key (1 to 128 bytes)\n"
     "  --environment ENV       development, staging or production (default: development for\n"
     "                          test keys, production for live keys)\n"

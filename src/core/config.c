@@ -126,8 +126,14 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')
         kn_strlcpy(c->access_log, v, sizeof(c->access_log));
     if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {
-        if (strlen(v) >= sizeof(c->default_model)) {
-            snprintf(err, errsize, "KONNECT_MODEL must be at most 128 characters");
+        size_t len = strlen(v);
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)v[i] < 0x21 || (unsigned char)v[i] > 0x7e)
+                len = sizeof(c->default_model);
+        if (len >= sizeof(c->default_model)) {
+            snprintf(err, errsize,
+                     "KONNECT_MODEL must be 1 to 128 printable ASCII characters "
+                     "without spaces");
             return -1;
         }
         kn_strlcpy(c->default_model, v, sizeof(c->default_model));

@@ -30,6 +30,10 @@
 #include "limits/ratelimit.h"
 
 #define REQUEST_ID_LEN 24 /* base62 characters after "req_" */
+#define REFUSAL_SIZE 768
+/* Stands for the request id in the prebuilt answer to connections over the limit. */
+#define REFUSAL_ID_PLACEHOLDER "req_@@@@@@@@@@@@@@@@@@@@@@@@"
+_Static_assert(sizeof(REFUSAL_ID_PLACEHOLDER) == 4 + REQUEST_ID_LEN + 1, "placeholder length");
 
 struct server {
     const struct kn_config *cfg;
@@ -42,7 +46,7 @@ struct server {
     _Atomic unsigned conns;
     _Atomic int stopping;
     struct worker *workers;
-    char refusal[768]; /* The raw HTTP answer to a connection over the limit. */
+    char refusal[REFUSAL_SIZE]; /* The raw HTTP answer to a connection over the limit. */
 };
 
 struct worker {
@@ -53,6 +57,7 @@ struct worker {
     pthread_t thread;
     struct logbuf log;
     unsigned conns;
+    h2o_timeout_t refuse_timeout;
 };
 
 struct kn_handler {
@@ -252,8 +257,8 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
                 ratelimit_daily_refund(&key->day_cell, now);
             snprintf(msg, sizeof(msg),
                      "Rate limit reached for this test key (%u requests per minute). Retry after "
-                     "%u seconds.",
-                     c->test_rpm, minute.retry_after);
+                     "%u second%s.",
+                     c->test_rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
             add_ratelimit_headers(req, &minute, NULL);
             snprintf(buf, sizeof(buf), "%u", minute.retry_after);
             add_header(req, "retry-after", buf);
@@ -523,6 +528,9 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
     o->body = h2o_strdup(&req->pool, body, len);
     free(body);
     req->res.content_length = len;
+    req->res.reason = kn_error_def(err)->reason;
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-store"),
+                   1);
     if ((ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1)) != -1)
         req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
     add_header(req, "request-id", info.request_id);
@@ -539,17 +547,69 @@ static void on_conn_close(void *data)
     atomic_fetch_sub(&w->srv->conns, 1);
 }
 
-static void refuse_sent(h2o_socket_t *sock, const char *err)
+/* A connection over the limit is answered with a 503 once its request has arrived (or after a
+ * second), so that closing it does not reset the connection before the client reads the answer. */
+struct refused {
+    h2o_socket_t *sock;
+    struct worker *w;
+    h2o_timeout_entry_t timeout;
+    int answered;
+    char request_id[4 + REQUEST_ID_LEN + 1];
+    char response[REFUSAL_SIZE];
+};
+
+static void refused_written(h2o_socket_t *sock, const char *err)
 {
+    struct refused *r = sock->data;
     (void)err;
     h2o_socket_close(sock);
+    free(r);
+}
+
+static void refused_answer(struct refused *r)
+{
+    h2o_iovec_t buf;
+
+    if (r->answered)
+        return;
+    r->answered = 1;
+    /* The template holds a placeholder request id of the right length; each refusal gets its own.
+     */
+    memcpy(r->response, r->w->srv->refusal, sizeof(r->response));
+    for (char *p = r->response; (p = strstr(p, REFUSAL_ID_PLACEHOLDER)) != NULL;) {
+        memcpy(p, r->request_id, sizeof(r->request_id) - 1);
+        p += sizeof(r->request_id) - 1;
+    }
+    buf = h2o_iovec_init(r->response, strlen(r->response));
+    if (h2o_timeout_is_linked(&r->timeout))
+        h2o_timeout_unlink(&r->timeout);
+    h2o_socket_read_stop(r->sock);
+    h2o_socket_write(r->sock, &buf, 1, refused_written);
+}
+
+static void refused_read(h2o_socket_t *sock, const char *err)
+{
+    (void)err;
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    refused_answer(sock->data);
+}
+
+static void refused_timeout(h2o_timeout_entry_t *entry)
+{
+    refused_answer(H2O_STRUCT_FROM_MEMBER(struct refused, timeout, entry));
 }
 
 static void refuse_connection(struct worker *w, h2o_socket_t *sock)
 {
-    /* Built once at start: the limit is hit under load, where allocating is unwelcome. */
-    h2o_iovec_t buf = h2o_iovec_init(w->srv->refusal, strlen(w->srv->refusal));
-    h2o_socket_write(sock, &buf, 1, refuse_sent);
+    struct refused *r = kn_calloc(1, sizeof(*r));
+
+    r->sock = sock;
+    r->w = w;
+    base62_random_id(r->request_id, "req_", REQUEST_ID_LEN);
+    r->timeout.cb = refused_timeout;
+    sock->data = r;
+    h2o_timeout_link(w->ctx.loop, &w->refuse_timeout, &r->timeout);
+    h2o_socket_read_start(sock, refused_read);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -655,13 +715,12 @@ static void print_listening(struct server *srv)
 static void build_refusal(struct server *srv)
 {
     size_t len;
-    char id[4 + REQUEST_ID_LEN + 1];
-    base62_random_id(id, "req_", REQUEST_ID_LEN);
+    const char *id = REFUSAL_ID_PLACEHOLDER;
     char *body = error_body(KN_ERR_TOO_MANY_CONNECTIONS, NULL, NULL, id, &len);
     snprintf(srv->refusal, sizeof(srv->refusal),
              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\nRetry-After: 1\r\nrequest-id: %s\r\nConnection: close\r\n\r\n"
-             "%s",
+             "Content-Length: %zu\r\nCache-Control: no-store\r\nRetry-After: 1\r\n"
+             "request-id: %s\r\nConnection: close\r\n\r\n%s",
              len, id, body);
     free(body);
 }
@@ -734,6 +793,7 @@ int server_run(const struct kn_config *c)
         h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
         w->accept_ctx.ctx = &w->ctx;
         w->accept_ctx.hosts = srv->h2o.hosts;
+        h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
         w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         w->listener->data = w;
         h2o_socket_read_start(w->listener, on_accept);
@@ -758,6 +818,7 @@ int server_run(const struct kn_config *c)
         struct worker *w = &srv->workers[i];
         if (w->conns == 0) {
             h2o_evloop_t *loop = w->ctx.loop;
+            h2o_timeout_dispose(loop, &w->refuse_timeout);
             h2o_context_dispose(&w->ctx);
             h2o_evloop_destroy(loop);
         }

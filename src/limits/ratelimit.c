@@ -41,11 +41,6 @@ int ratelimit_gcra_take(_Atomic uint64_t *tat, uint32_t limit, uint32_t window, 
     return 1;
 }
 
-void ratelimit_gcra_refund(_Atomic uint64_t *tat, uint32_t limit, uint32_t window)
-{
-    atomic_fetch_sub_explicit(tat, (uint64_t)window * NS / limit, memory_order_relaxed);
-}
-
 uint64_t ratelimit_daily_cell(uint32_t count, int64_t now_unix)
 {
     return ((uint64_t)(now_unix / 86400) << 32) | count;

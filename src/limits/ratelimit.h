@@ -28,9 +28,6 @@ struct ratelimit_result {
 int ratelimit_gcra_take(_Atomic uint64_t *tat, uint32_t limit, uint32_t window, uint64_t now_ns,
                         struct ratelimit_result *out);
 
-/* Gives back a request taken with ratelimit_gcra_take (when a later limit refused it). */
-void ratelimit_gcra_refund(_Atomic uint64_t *tat, uint32_t limit, uint32_t window);
-
 /* Takes one request from a daily cell allowing `limit` requests per UTC day, at Unix time
  * now_unix. Writes *out and returns out->allowed. limit must be > 0. */
 int ratelimit_daily_take(_Atomic uint64_t *cell, uint32_t limit, int64_t now_unix,

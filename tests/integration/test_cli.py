@@ -1,1 +1,175 @@
-import sys; sys.exit(0)
+"""The operator CLI: help, errors, key creation shown once, listing, revocation and expiry."""
+
+import json
+import os
+import re
+import stat
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import DataDir, KEY_RE, ServerTest  # noqa: E402
+
+
+class CliTest(ServerTest):
+    def test_help_everywhere(self):
+        for args in (["--help"], ["serve", "--help"], ["account", "--help"], ["key", "--help"],
+                     ["migrate", "--help"], ["key", "create", "--help"],
+                     ["key", "list", "--help"], ["key", "revoke", "--help"],
+                     ["account", "create", "--help"]):
+            with self.subTest(args=args):
+                p = self.data.cli(*args)
+                self.assertIn("Usage:", p.stdout)
+        self.assertRegex(self.data.cli("version").stdout, r"^konnect \d+\.\d+\.\d+")
+
+    def test_usage_errors_go_to_stderr_with_nonzero_status(self):
+        for args in ([], ["bogus"], ["key"], ["key", "bogus"], ["account", "create"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "x"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "x",
+                      "--mode", "prod"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "x",
+                      "--mode", "test", "--environment", "qa"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "",
+                      "--mode", "test"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "x",
+                      "--mode", "test", "--expires-in", "soon"],
+                     ["key", "revoke"], ["key", "list"], ["account", "create", "--nope"]):
+            with self.subTest(args=args):
+                p = self.data.cli(*args, check=False)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertEqual(p.stdout, "")
+                self.assertTrue(p.stderr.strip())
+
+    def test_accounts(self):
+        p = self.data.cli("account", "create", "--email", "dev@example.com", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already exists", p.stderr)
+        p = self.data.cli("account", "create", "--email", "not an email", check=False)
+        self.assertEqual(p.returncode, 1)
+        acct = self.data.cli("account", "create", "--email", "Other@Example.com").stdout.strip()
+        self.assertRegex(acct, r"^acct_[0-9A-Za-z]{20}$")
+        show = self.data.cli("account", "show", "--account", "other@example.com").stdout
+        self.assertIn(acct, show)
+        self.assertIn("other@example.com", show)
+        p = self.data.cli("key", "create", "--account", "nobody@example.com", "--mode", "test",
+                          "--name", "x", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no account", p.stderr)
+
+    def test_key_create_prints_only_the_secret(self):
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "live",
+                          "--name", "prod server")
+        self.secrets.append(p.stdout.strip())
+        self.assertRegex(p.stdout, r"^sk_live_[0-9A-Za-z]{38}\n$")
+        self.assertIn("won't be shown again", p.stderr)
+        self.assertNotIn(p.stdout.strip(), p.stderr)
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "test",
+                          "--name", "bulk", "--count", "5")
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 5)
+        self.assertEqual(len(set(lines)), 5)
+        for line in lines:
+            self.assertRegex(line, KEY_RE)
+            self.secrets.append(line)
+
+    def test_key_list(self):
+        test = self.key()
+        live = self.key(mode="live", name="prod")
+        staging = self.key("dev@example.com", "test", "stage", "--environment", "staging")
+        out = self.data.cli("key", "list", "--account", "dev@example.com").stdout
+        for header in ("ID", "NAME", "MODE", "ENVIRONMENT", "KEY", "CREATED", "LAST USED",
+                       "STATUS"):
+            self.assertIn(header, out)
+        for secret in (test, live, staging):
+            self.assertNotIn(secret, out)
+            self.assertNotIn(secret[8:-4], out)
+            self.assertIn(secret[:8] + "\u2026" + secret[-4:], out)
+        keys = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                        "--json").stdout)
+        by_name = {k["name"]: k for k in keys}
+        self.assertEqual(by_name["laptop"]["environment"], "development")
+        self.assertEqual(by_name["prod"]["environment"], "production")
+        self.assertEqual(by_name["prod"]["mode"], "live")
+        self.assertEqual(by_name["stage"]["environment"], "staging")
+        self.assertEqual({k["status"] for k in keys}, {"active"})
+        self.assertIsNone(by_name["laptop"]["last_used"])
+        self.assertNotIn(test, json.dumps(keys))
+
+    def test_revoke_and_expire(self):
+        key = self.key()
+        kid = self.data.key_id(key)
+        p = self.data.cli("key", "revoke", kid)
+        self.assertIn(kid, p.stdout)
+        p = self.data.cli("key", "revoke", kid)  # idempotent
+        self.assertIn("already revoked", p.stderr)
+        keys = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                        "--json").stdout)
+        self.assertEqual(keys[0]["status"], "revoked")
+        p = self.data.cli("key", "revoke", "key_doesnotexist", check=False)
+        self.assertEqual(p.returncode, 1)
+        # Something that is neither an id nor a valid key is not echoed (it may be a typo'd key).
+        typo = key[:-1] + ("x" if key[-1] != "x" else "y")
+        p = self.data.cli("key", "revoke", typo, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertNotIn(typo, p.stderr)
+        self.assertNotIn(typo[8:], p.stderr)
+        other = self.key(name="other")
+        self.data.cli("key", "expire", other)
+        keys = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                        "--json").stdout)
+        self.assertEqual([k["status"] for k in keys if k["name"] == "other"], ["expired"])
+
+    def test_data_dir_and_secret_file(self):
+        other = DataDir()
+        try:
+            nested = os.path.join(other.path, "nested")
+            p = self.data.cli("--help")  # no side effects
+            self.assertEqual(p.returncode, 0)
+            env_dir = os.path.join(other.path, "var")
+            import subprocess
+            subprocess.run([harness.BINARY, "account", "create", "--email", "a@b.co"],
+                           env=dict(os.environ, KONNECT_DATA_DIR=env_dir), check=True,
+                           capture_output=True)
+            self.assertTrue(os.path.exists(os.path.join(env_dir, "konnect.db")))
+            subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
+                            "test", "--name", "k", "--data-dir", nested],
+                           env=dict(os.environ, KONNECT_DATA_DIR=env_dir), capture_output=True)
+            # --data-dir wins over the environment (the account lives in env_dir only).
+            self.assertTrue(os.path.exists(os.path.join(nested, "konnect.db")))
+            secret = os.path.join(env_dir, "secret")
+            subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
+                            "test", "--name", "k"], env=dict(os.environ, KONNECT_DATA_DIR=env_dir),
+                           check=True, capture_output=True)
+            mode = stat.S_IMODE(os.stat(secret).st_mode)
+            self.assertEqual(mode, 0o600)
+            with open(secret) as f:
+                self.assertRegex(f.read(), r"^[0-9a-f]{64}\n$")
+            os.chmod(secret, 0o644)
+            p = subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
+                                "test", "--name", "k"],
+                               env=dict(os.environ, KONNECT_DATA_DIR=env_dir),
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("chmod 600", p.stderr)
+            self.assertEqual(p.stdout, "")
+        finally:
+            other.cleanup()
+
+    def test_migrate(self):
+        p = self.data.cli("migrate")
+        self.assertIn("up to date", p.stderr)
+
+    def test_store_holds_only_hashes(self):
+        key = self.key()
+        with open(os.path.join(self.data.path, "konnect.db"), "rb") as f:
+            db = f.read()
+        for name in os.listdir(self.data.path):
+            with open(os.path.join(self.data.path, name), "rb") as f:
+                content = f.read()
+            self.assertNotIn(key.encode(), content, name)
+            self.assertNotIn(key[8:40].encode(), content, name)
+        self.assertIn(b"sk_test_", db)  # the hint is there
+
+
+if __name__ == "__main__":
+    harness.main()

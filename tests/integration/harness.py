@@ -1,0 +1,179 @@
+"""Starts the real konnect binary for integration tests, like h2o's spawn_h2o: a free port, a fresh
+data directory, real clients. Every server is stopped with SIGTERM and must exit cleanly."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import requests
+
+BINARY = None  # set from argv by main()
+KEY_RE = re.compile(r"^sk_(live|test)_[0-9A-Za-z]{38}$")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DataDir:
+    """A fresh KONNECT_DATA_DIR and the CLI run against it."""
+
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="konnect-it-")
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env["KONNECT_DATA_DIR"] = self.path
+        for k, v in extra.items():
+            env[k] = str(v)
+        return env
+
+    def cli(self, *args, check=True, **env):
+        p = subprocess.run([BINARY, *args], env=self.env(**env), capture_output=True, text=True,
+                           timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"konnect {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+        return p
+
+    def account(self, email="dev@example.com"):
+        return self.cli("account", "create", "--email", email).stdout.strip()
+
+    def key(self, account="dev@example.com", mode="test", name="laptop", *extra):
+        out = self.cli("key", "create", "--account", account, "--mode", mode, "--name", name,
+                       *extra).stdout
+        lines = out.splitlines()
+        assert len(lines) == 1 and KEY_RE.match(lines[0]), "key create must print one key"
+        return lines[0]
+
+    def key_id(self, secret, account="dev@example.com"):
+        """The id of the key whose hint matches secret's last four characters."""
+        keys = json.loads(self.cli("key", "list", "--account", account, "--json").stdout)
+        for k in keys:
+            if k["hint"].endswith(secret[-4:]) and k["hint"].startswith(secret[:8]):
+                return k["id"]
+        raise AssertionError("key not listed")
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Server:
+    """A running `konnect serve` on a free port."""
+
+    def __init__(self, data, threads=2, **env):
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(data.path, f"server-{self.port}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", "--threads", str(threads)],
+            env=data.env(**env), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited at start: {self.output()}")
+            try:
+                # "Connection: close" so that the probe holds no connection once it returns.
+                if requests.get(self.url + "/healthz", timeout=1,
+                                headers={"Connection": "close"}).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("server did not become healthy in 30 s")
+
+    def output(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("server did not stop within 30 s of SIGTERM")
+        self.log.close()
+        return self.proc.returncode
+
+    def post(self, key=None, body=None, headers=None, path="/v1/chat", **kw):
+        h = {"Content-Type": "application/json"}
+        if key is not None:
+            h["Authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        data = json.dumps(body if body is not None else {"message": "Hello"}) \
+            if not isinstance(body, (bytes, str)) else body
+        return requests.post(self.url + path, headers=h, data=data, timeout=10, **kw)
+
+
+class ServerTest(unittest.TestCase):
+    """Base class: one data directory with an account; servers started by tests are stopped in
+    tearDown, must exit 0, and must never have printed a secret or a sanitizer report."""
+
+    def setUp(self):
+        self.data = DataDir()
+        self.data.account()
+        self.servers = []
+        self.secrets = []
+
+    def start(self, **env):
+        s = Server(self.data, **env)
+        self.servers.append(s)
+        return s
+
+    def key(self, *args, **kw):
+        k = self.data.key(*args, **kw)
+        self.secrets.append(k)
+        return k
+
+    def tearDown(self):
+        try:
+            for s in self.servers:
+                code = s.stop()
+                out = s.output()
+                self.assertNotIn("ERROR: AddressSanitizer", out)
+                self.assertNotIn("runtime error:", out)
+                self.assertEqual(code, 0, f"server exit status {code}: {out[-2000:]}")
+                for secret in self.secrets:
+                    self.assertNotIn(secret, out, "a secret key reached the server's output")
+                    self.assertNotIn(secret[8:], out, "a secret key's body reached the output")
+        finally:
+            self.data.cleanup()
+
+    def assertError(self, r, status, code, param=None):
+        """The response is the JSON error document with this status and code, and its request id
+        matches the request-id header."""
+        self.assertEqual(r.status_code, status, r.text)
+        self.assertTrue(r.headers["Content-Type"].startswith("application/json"))
+        body = r.json()
+        err = body["error"]
+        self.assertEqual(err["code"], code, r.text)
+        self.assertIn(err["type"], ("authentication_error", "invalid_request_error",
+                                    "rate_limit_error", "api_error"))
+        self.assertTrue(err["message"])
+        self.assertEqual(err["param"], param)
+        self.assertRegex(err["request_id"], r"^req_[0-9A-Za-z]{24}$")
+        self.assertEqual(r.headers["request-id"], err["request_id"])
+        for secret in self.secrets:
+            self.assertNotIn(secret, r.text)
+        return err
+
+
+def main():
+    global BINARY
+    BINARY = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
