@@ -90,6 +90,8 @@ class Server:
                     return
             except requests.ConnectionError:
                 time.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait()
         raise AssertionError("server did not become healthy in 30 s")
 
     def output(self):
@@ -141,9 +143,17 @@ class ServerTest(unittest.TestCase):
         return k
 
     def tearDown(self):
+        # Stop every server before judging any, so that a failure never leaves one running.
+        results = []
+        for s in self.servers:
+            try:
+                results.append((s, s.stop(), None))
+            except AssertionError as e:
+                results.append((s, None, e))
         try:
-            for s in self.servers:
-                code = s.stop()
+            for s, code, err in results:
+                if err is not None:
+                    raise err
                 out = s.output()
                 self.assertNotIn("ERROR: AddressSanitizer", out)
                 self.assertNotIn("runtime error:", out)

@@ -323,7 +323,6 @@ class RateLimitTest(ServerTest):
             self.assertEqual(r.status_code, 200)
             self.assertEqual(r.headers["RateLimit-Policy"], '"day";q=3;w=86400')
         self.assertEqual(srv.stop(), 0)
-        self.servers.remove(srv)
         srv = self.start(KONNECT_TEST_KEY_RPM=0, KONNECT_TEST_KEY_RPD=3)
         self.assertEqual(srv.post(key).status_code, 200)
         r = srv.post(key)
@@ -350,14 +349,12 @@ class ServerLifecycleTest(ServerTest):
         self.assertEqual(srv.post(key).status_code, 200)
         self.assertEqual(srv.stop(signal.SIGINT), 0)
         self.assertIn("stopped", srv.output())
-        self.servers.remove(srv)
 
     def test_second_server_on_same_data_dir_refuses_to_start(self):
         self.start()
         with self.assertRaises(AssertionError) as ctx:
             self.start()
         self.assertIn("already running", str(ctx.exception))
-        self.servers.pop()
 
     def test_connection_limit(self):
         srv = self.start(KONNECT_MAX_CONNECTIONS=2, threads=1)
@@ -393,7 +390,6 @@ class ServerLifecycleTest(ServerTest):
         srv = self.start()
         self.assertEqual(srv.post(key).status_code, 200)
         srv.stop()
-        self.servers.remove(srv)
         self.data.cli("key", "revoke", key)  # while no server runs
         srv = self.start()
         self.assertError(srv.post(key), 401, "api_key_revoked")
