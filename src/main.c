@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/redact.h"
 #include "core/util.h"
 #include "http/server.h"
 
@@ -66,6 +67,7 @@ static int cmd_serve(struct kn_config *c, int argc, char **argv)
     int ch;
 
     optind = 1;
+    opterr = 0; /* getopt would echo the argument, which may be a pasted secret. */
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
         case 'l':
@@ -90,9 +92,12 @@ static int cmd_serve(struct kn_config *c, int argc, char **argv)
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
-        default:
-            fputs(serve_usage, stderr);
+        default: {
+            char shown[64];
+            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
+                    redact_copy(shown, sizeof(shown), argv[optind - 1]), serve_usage);
             return 2;
+        }
         }
     }
     if (optind != argc) {
@@ -134,6 +139,8 @@ int main(int argc, char **argv)
         return cli_key(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "migrate") == 0)
         return cli_migrate(&c, argc - 1, argv + 1);
-    fprintf(stderr, "konnect: unknown command '%s'\n\n%s", argv[1], usage);
+    char shown[64];
+    fprintf(stderr, "konnect: unknown command '%s'\n\n%s",
+            redact_copy(shown, sizeof(shown), argv[1]), usage);
     return 2;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/redact.h"
 #include "core/util.h"
 
 static void set_error(struct chat_error *err, enum kn_err code, const char *param, const char *fmt,
@@ -13,6 +14,22 @@ static void set_error(struct chat_error *err, enum kn_err code, const char *para
     err->err = code;
     err->param = param;
     snprintf(err->message, sizeof(err->message), fmt, arg);
+}
+
+/* Drops a UTF-8 sequence cut short at the end of s (the names come from valid UTF-8, so only
+ * truncation can leave one). */
+static void trim_partial_utf8(char *s)
+{
+    size_t n = strlen(s), k = n, want;
+
+    while (k > 0 && ((unsigned char)s[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k == 0 || (unsigned char)s[k - 1] < 0xC0)
+        return;
+    unsigned char lead = (unsigned char)s[k - 1];
+    want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+    if (n - (k - 1) < want)
+        s[k - 1] = '\0';
 }
 
 static int valid_model_name(const char *s, size_t len)
@@ -36,8 +53,15 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
     /* JSON_DISABLE_EOF_CHECK stays off: trailing garbage after the object is an error. */
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        set_error(err, KN_ERR_INVALID_JSON, NULL, "The request body is not valid JSON: %s.",
-                  jerr.text);
+        /* jansson's text quotes the offending bytes, which may be a cut UTF-8 sequence or a
+         * secret; the position is enough to find the mistake. */
+        char where[64];
+        if (len == 0)
+            snprintf(where, sizeof(where), "%s", "it is empty");
+        else
+            snprintf(where, sizeof(where), "error at line %d, column %d", jerr.line, jerr.column);
+        set_error(err, KN_ERR_INVALID_JSON, NULL, "The request body is not valid JSON (%s).",
+                  where);
         return -1;
     }
     if (!json_is_object(root)) {
@@ -68,15 +92,8 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
         } else {
             /* The parameter name is echoed back, so it is bounded: a client controls it. */
             static _Thread_local char pname[65];
-            if (kn_strlcpy(pname, name, sizeof(pname)) >= sizeof(pname)) {
-                /* Cut back to a character boundary so that the echo stays valid UTF-8. */
-                size_t n = sizeof(pname) - 1;
-                while (n > 0 && ((unsigned char)pname[n - 1] & 0xC0) == 0x80)
-                    n--;
-                if (n > 0 && (unsigned char)pname[n - 1] >= 0xC0)
-                    n--;
-                pname[n] = '\0';
-            }
+            redact_copy(pname, sizeof(pname), name);
+            trim_partial_utf8(pname);
             set_error(err, KN_ERR_UNKNOWN_PARAMETER, pname, "Unknown parameter: '%s'.", pname);
             goto fail;
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/base62.h"
+#include "core/redact.h"
 #include "core/util.h"
 #include "keys/apikey.h"
 #include "keys/keysync.h"
@@ -36,8 +37,8 @@ static const char key_usage[] =
     "                          [--environment development|staging|production]\n"
     "                          [--expires-in DURATION] [--count N]\n"
     "       konnect key list --account EMAIL|ID [--json]\n"
-    "       konnect key revoke KEY_ID|SECRET\n"
-    "       konnect key expire KEY_ID|SECRET [--in DURATION]\n"
+    "       konnect key revoke KEY_ID|SECRET|-\n"
+    "       konnect key expire KEY_ID|SECRET|- [--in DURATION]\n"
     "\n"
     "Manage secret API keys.\n"
     "\n"
@@ -46,6 +47,8 @@ static const char key_usage[] =
     "  list     List an account's keys (never their secrets).\n"
     "  revoke   Revoke a key. A running server refuses it from the very next request.\n"
     "  expire   Make a key expire now, or after DURATION.\n"
+    "           revoke and expire read the key from standard input when given '-', which keeps\n"
+    "           a secret out of the process list and the shell history.\n"
     "\n"
     "Options:\n"
     "  --account EMAIL|ID      the account that owns the key\n"
@@ -110,7 +113,7 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
 
     memset(o, 0, sizeof(*o));
     optind = 1;
-    opterr = 1;
+    opterr = 0; /* getopt would echo the argument, which may be a pasted secret. */
     while ((ch = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         switch (ch) {
         case OPT_DATA_DIR:
@@ -146,9 +149,12 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
         case 'h':
             o->help = 1;
             break;
-        default:
-            fputs(usage, stderr);
+        default: {
+            char shown[64];
+            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
+                    redact_copy(shown, sizeof(shown), argv[optind - 1]), usage);
             return -1;
+        }
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -178,10 +184,12 @@ static struct store *open_store(struct kn_config *c)
 static int find_account(struct store *s, const char *which, struct store_account *a)
 {
     int r = store_account_find(s, which, a);
+    char shown[STORE_EMAIL_MAX + 16];
+    redact_copy(shown, sizeof(shown), which);
     if (r == STORE_NOT_FOUND)
         fprintf(stderr,
                 "konnect: no account %s (create it with: konnect account create --email %s)\n",
-                which, strchr(which, '@') ? which : "EMAIL");
+                shown, strchr(shown, '@') ? shown : "EMAIL");
     else if (r != STORE_OK)
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
     return r;
@@ -252,7 +260,9 @@ int cli_account(struct kn_config *c, int argc, char **argv)
         store_close(s);
         return ret;
     }
-    fprintf(stderr, "konnect: unknown account command '%s'\n\n%s", o.positional[0], account_usage);
+    char shown[64];
+    fprintf(stderr, "konnect: unknown account command '%s'\n\n%s",
+            redact_copy(shown, sizeof(shown), o.positional[0]), account_usage);
     return 2;
 }
 
@@ -439,14 +449,25 @@ out:
     return ret;
 }
 
-/* Finds a key named by its id or by its full secret. Never prints the secret. */
+/* Finds a key named by its id or by its full secret ("-" reads either from standard input, which
+ * keeps a secret out of the process list). Never prints the secret. */
 static int resolve_key(struct kn_config *c, struct store *s, const char *arg, struct store_key *k)
 {
     enum apikey_mode mode;
     uint8_t secret[APIKEY_SECRET_LEN], hash[APIKEY_HASH_LEN];
-    char err[512], hint[APIKEY_HINT_SIZE];
+    char err[512], hint[APIKEY_HINT_SIZE], line[256];
     int r;
 
+    if (strcmp(arg, "-") == 0) {
+        if (fgets(line, sizeof(line), stdin) == NULL) {
+            fprintf(stderr, "konnect: expected a key id or secret on standard input\n");
+            return -1;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        r = resolve_key(c, s, line, k);
+        sodium_memzero(line, sizeof(line));
+        return r;
+    }
     if (apikey_parse(arg, strlen(arg), &mode) == 0) {
         if (apikey_secret_load(c->secret_file, 0, secret, err, sizeof(err)) != 0) {
             fprintf(stderr, "konnect: %s\n", err);
@@ -504,7 +525,7 @@ static int key_revoke(struct kn_config *c, const struct opts *o)
         ret = 0;
         goto out;
     }
-    if (store_key_set_state(s, k.id, k.expires_at, kn_unix_now(), "cli") != STORE_OK) {
+    if (store_key_revoke(s, k.id, kn_unix_now(), "cli") != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
         goto out;
     }
@@ -537,7 +558,7 @@ static int key_expire(struct kn_config *c, const struct opts *o)
     if (resolve_key(c, s, o->positional[1], &k) != 0)
         goto out;
     int64_t at = kn_unix_now() + in;
-    if (store_key_set_state(s, k.id, at, k.revoked_at, "cli") != STORE_OK) {
+    if (store_key_expire(s, k.id, at) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
         goto out;
     }
@@ -567,6 +588,8 @@ int cli_key(struct kn_config *c, int argc, char **argv)
         return key_revoke(c, &o);
     if (strcmp(o.positional[0], "expire") == 0)
         return key_expire(c, &o);
-    fprintf(stderr, "konnect: unknown key command '%s'\n\n%s", o.positional[0], key_usage);
+    char shown[64];
+    fprintf(stderr, "konnect: unknown key command '%s'\n\n%s",
+            redact_copy(shown, sizeof(shown), o.positional[0]), key_usage);
     return 2;
 }

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/base62.h"
+#include "core/redact.h"
 #include "core/util.h"
 
 struct accesslog {
@@ -95,14 +95,11 @@ void logbuf_put_redacted(struct logbuf *b, const char *s, size_t len)
     size_t i = 0, start = 0;
 
     while (i + 8 <= len) {
-        if (s[i] == 's' && s[i + 1] == 'k' && s[i + 2] == '_' &&
-            (memcmp(s + i + 3, "live_", 5) == 0 || memcmp(s + i + 3, "test_", 5) == 0)) {
-            size_t j = i + 8;
-            while (j < len && base62_value((unsigned char)s[j]) >= 0)
-                j++;
+        size_t m = redact_match(s + i, len - i);
+        if (m != 0) {
             put_escaped(b, s + start, i + 8 - start);
-            puts_(b, "[redacted]");
-            i = start = j;
+            puts_(b, REDACTED);
+            i = start = i + m;
         } else {
             i++;
         }

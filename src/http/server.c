@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,6 +46,7 @@ struct server {
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;
+    int lock_fd; /* Holds the data directory's lock while the server runs. */
     _Atomic unsigned conns;
     _Atomic int stopping;
     struct worker *workers;
@@ -161,6 +165,9 @@ static char *error_body(enum kn_err err, const char *message, const char *param,
                   param != NULL ? json_string(param) : json_null(), "request_id", request_id);
     char *out;
 
+    if (doc == NULL) /* Text that is not valid UTF-8 cannot be sent: fall back to the default. */
+        doc = json_pack("{s:{s:s, s:s, s:s, s:n, s:s}}", "error", "type", d->type, "code", d->code,
+                        "message", d->message, "param", "request_id", request_id);
     if (doc == NULL)
         kn_fatal("cannot build error document");
     out = json_dumps(doc, JSON_COMPACT);
@@ -214,7 +221,10 @@ static void add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result 
                  day->limit, day->window);
         snprintf(state + sl, sizeof(state) - sl, "%s\"day\";r=%u;t=%u", sl ? ", " : "",
                  day->remaining, day->reset);
-        if (tight == NULL || day->remaining < tight->remaining || !day->allowed)
+        /* The tighter limit is the one with fewer requests left; on a tie, the one that takes
+         * longer to come back. */
+        if (tight == NULL || !day->allowed || day->remaining < tight->remaining ||
+            (day->remaining == tight->remaining && day->reset > tight->reset))
             tight = day;
     }
     if (tight == NULL)
@@ -253,13 +263,16 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     if (c->test_rpm != 0) {
         have_minute = 1;
         if (!ratelimit_gcra_take(&key->rate_tat, c->test_rpm, 60, kn_mono_ns(), &minute)) {
-            if (have_day)
+            if (have_day) {
+                /* The day keeps the request it counted: give it back, and report it given back. */
                 ratelimit_daily_refund(&key->day_cell, now);
+                day.remaining++;
+            }
             snprintf(msg, sizeof(msg),
                      "Rate limit reached for this test key (%u requests per minute). Retry after "
                      "%u second%s.",
                      c->test_rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
-            add_ratelimit_headers(req, &minute, NULL);
+            add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
             snprintf(buf, sizeof(buf), "%u", minute.retry_after);
             add_header(req, "retry-after", buf);
             send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
@@ -339,9 +352,12 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info)
         send_error(req, info, err, NULL, NULL);
         return;
     }
-    keytable_touch(srv->kt, key, now);
-    if (!check_limits(req, info, key, now))
+    if (!check_limits(req, info, key, now)) {
+        keytable_touch(srv->kt, key, now, 0);
         return;
+    }
+    /* Counted once admitted by the limits: this is the count the daily limit resumes from. */
+    keytable_touch(srv->kt, key, now, 1);
     if (!is_json_content_type(req)) {
         send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         return;
@@ -562,6 +578,7 @@ static void refused_written(h2o_socket_t *sock, const char *err)
 {
     struct refused *r = sock->data;
     (void)err;
+    r->w->conns--;
     h2o_socket_close(sock);
     free(r);
 }
@@ -605,6 +622,7 @@ static void refuse_connection(struct worker *w, h2o_socket_t *sock)
 
     r->sock = sock;
     r->w = w;
+    w->conns++; /* So that shutdown waits for the answer and its timer. */
     base62_random_id(r->request_id, "req_", REQUEST_ID_LEN);
     r->timeout.cb = refused_timeout;
     sock->data = r;
@@ -645,7 +663,9 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->ctx.loop, 100);
         accesslog_flush(srv->log, &w->log);
     }
-    /* Stop accepting, then let the connections we have finish what they are doing. */
+    /* Stop accepting, ask keep-alive and HTTP/2 connections to wind down, then let the
+     * connections we have finish what they are doing. */
+    h2o_context_request_shutdown(&w->ctx);
     h2o_socket_read_stop(w->listener);
     h2o_socket_close(w->listener);
     w->listener = NULL;
@@ -656,6 +676,29 @@ static void *worker_main(void *arg)
     }
     accesslog_flush(srv->log, &w->log);
     return NULL;
+}
+
+/* Takes the data directory's lock: one server per data directory, so that the control socket,
+ * and with it every command's nudge, reaches the server that serves these keys. */
+static int lock_data_dir(struct server *srv, char *err, size_t errsize)
+{
+    char path[PATH_MAX + 16];
+
+    snprintf(path, sizeof(path), "%s/konnect.lock", srv->cfg->data_dir);
+    srv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (srv->lock_fd < 0) {
+        snprintf(err, errsize, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errsize,
+                 errno == EWOULDBLOCK
+                     ? "another konnect server is already running with the data directory %s"
+                     : "cannot lock the data directory %s",
+                 srv->cfg->data_dir);
+        return -1;
+    }
+    return 0;
 }
 
 static int open_listener(struct server *srv, char *err, size_t errsize)
@@ -761,7 +804,16 @@ int server_run(const struct kn_config *c)
 
     srv->cfg = c;
     srv->listen_fd = -1;
+    srv->lock_fd = -1;
+    /* Signals are taken by the main thread alone, with sigwait, once the workers run: block them
+     * before any other thread starts, so that every thread inherits the mask. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (config_ensure_data_dir(c, err, sizeof(err)) != 0 ||
+        lock_data_dir(srv, err, sizeof(err)) != 0 ||
         apikey_secret_load(c->secret_file, 1, srv->secret, err, sizeof(err)) != 0 ||
         (srv->log = accesslog_open(c->access_log, err, sizeof(err))) == NULL)
         goto fail;
@@ -775,13 +827,6 @@ int server_run(const struct kn_config *c)
         goto fail;
     build_refusal(srv);
     setup_h2o(srv);
-
-    /* Signals are taken by this thread alone, with sigwait, once the workers run. */
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
     for (int i = 0; i < c->threads; i++) {
@@ -811,6 +856,11 @@ int server_run(const struct kn_config *c)
     fprintf(stderr, "konnect: %s received, finishing in-flight requests\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     atomic_store(&srv->stopping, 1);
+    /* New connections are refused from now on rather than left waiting in the backlog; the
+     * workers close their own copies of the socket within one loop turn. */
+    shutdown(srv->listen_fd, SHUT_RD);
+    close(srv->listen_fd);
+    srv->listen_fd = -1;
     for (int i = 0; i < started; i++)
         pthread_join(srv->workers[i].thread, NULL);
     ret = 0;
@@ -819,6 +869,10 @@ int server_run(const struct kn_config *c)
         if (w->conns == 0) {
             h2o_evloop_t *loop = w->ctx.loop;
             h2o_timeout_dispose(loop, &w->refuse_timeout);
+            /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked,
+             * and h2o_context_dispose asserts that no timer is. */
+            if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
+                h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
             h2o_context_dispose(&w->ctx);
             h2o_evloop_destroy(loop);
         }
@@ -836,6 +890,8 @@ out:
     accesslog_close(srv->log);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
+    if (srv->lock_fd >= 0)
+        close(srv->lock_fd);
     sodium_memzero(srv->secret, sizeof(srv->secret));
     free(srv);
     return ret;

@@ -29,8 +29,9 @@ struct keysync {
     _Atomic int stop;
     _Atomic int ready;
     _Atomic uint64_t last_ok_ns;
-    struct store_usage *retry; /* Usage a failed flush still has to write. */
-    size_t nretry, capretry;
+    struct store_usage *batch; /* The usage being written, and the records it came from. */
+    struct keyrec **batch_recs;
+    size_t cap;
 };
 
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out)
@@ -79,34 +80,36 @@ static int sync_changes(struct keysync *ks)
     return ok;
 }
 
-static void flush_usage(struct keysync *ks)
+/* Writes the request counts and last-used times of every record touched since the last flush, in
+ * one transaction. When the store fails, the counts go back to their records for the next try, so
+ * nothing is lost and nothing piles up. Returns 0, or -1 when the store failed. */
+static int flush_usage(struct keysync *ks)
 {
     struct keyrec *r = keytable_take_dirty(ks->kt), *next;
     int64_t now = kn_unix_now();
+    size_t n = 0;
 
     for (; r != NULL; r = next) {
         next = r->dirty_next;
-        uint32_t n = keytable_settle(r);
-        if (ks->nretry == ks->capretry) {
-            ks->capretry = ks->capretry ? ks->capretry * 2 : 256;
-            ks->retry = kn_realloc(ks->retry, ks->capretry * sizeof(*ks->retry));
+        uint32_t requests = keytable_settle(r);
+        if (n == ks->cap) {
+            ks->cap = ks->cap ? ks->cap * 2 : 256;
+            ks->batch = kn_realloc(ks->batch, ks->cap * sizeof(*ks->batch));
+            ks->batch_recs = kn_realloc(ks->batch_recs, ks->cap * sizeof(*ks->batch_recs));
         }
-        struct store_usage *u = &ks->retry[ks->nretry++];
+        struct store_usage *u = &ks->batch[n];
         kn_strlcpy(u->key_id, r->id, sizeof(u->key_id));
         u->day = now / 86400;
-        u->requests = n;
+        u->requests = requests;
         u->last_used = atomic_load(&r->last_used);
+        ks->batch_recs[n++] = r;
     }
-    if (ks->nretry == 0)
-        return;
-    if (store_usage_add(ks->store, ks->retry, ks->nretry) == STORE_OK) {
-        ks->nretry = 0;
-        mark(ks, 1);
-    } else {
-        fprintf(stderr, "konnect: cannot record key usage (will retry): %s\n",
-                store_errmsg(ks->store));
-        mark(ks, 0);
-    }
+    if (n == 0 || store_usage_add(ks->store, ks->batch, n) == STORE_OK)
+        return 0;
+    fprintf(stderr, "konnect: cannot record key usage (will retry): %s\n", store_errmsg(ks->store));
+    for (size_t i = 0; i < n; i++)
+        keytable_requeue(ks->kt, ks->batch_recs[i], ks->batch[i].requests);
+    return -1;
 }
 
 static void serve_client(struct keysync *ks, int fd)
@@ -149,12 +152,15 @@ static void *thread_main(void *arg)
             }
         }
         if (kn_mono_ns() >= next_tick) {
-            sync_changes(ks);
-            flush_usage(ks);
+            /* Ready means both halves of the round trip worked this time. */
+            int ok = sync_changes(ks);
+            if (flush_usage(ks) != 0 && ok)
+                mark(ks, 0);
             next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
         }
     }
-    flush_usage(ks);
+    if (flush_usage(ks) != 0)
+        fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");
     return NULL;
 }
 
@@ -171,11 +177,7 @@ static int bind_socket(struct keysync *ks, const char *path, char *err, size_t e
         return 0;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (keysync_notify(path, 1000) != 0) {
-        snprintf(err, errsize,
-                 "another konnect server is already running with this data directory (%s)", path);
-        return -1;
-    }
+    /* The caller holds the data directory's lock, so a socket left here is a dead server's. */
     unlink(path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(path, 0600) != 0 ||
@@ -246,7 +248,8 @@ void keysync_stop(struct keysync *ks)
     }
     close(ks->wake_fd);
     free(ks->socket_path);
-    free(ks->retry);
+    free(ks->batch);
+    free(ks->batch_recs);
     store_close(ks->store);
     free(ks);
 }
@@ -254,7 +257,8 @@ void keysync_stop(struct keysync *ks)
 int keysync_ready(struct keysync *ks, uint64_t *age_ms)
 {
     *age_ms = (kn_mono_ns() - atomic_load(&ks->last_ok_ns)) / 1000000;
-    return atomic_load(&ks->ready);
+    /* A store thread that stopped reporting is as bad as a store that fails. */
+    return atomic_load(&ks->ready) && *age_ms < 3 * TICK_MS;
 }
 
 int keysync_notify(const char *socket_path, int timeout_ms)

@@ -22,7 +22,8 @@ struct keysync;
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out);
 
 /* Opens the store at db_url, loads every key into kt, binds the control socket at socket_path
- * (NULL: none) and starts the store thread. Returns NULL with a message in err on failure. */
+ * (NULL: none; the caller must be the only server using it) and starts the store thread. Returns
+ * NULL with a message in err on failure. */
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
                               char *err, size_t errsize);
 

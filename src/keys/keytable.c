@@ -160,17 +160,31 @@ size_t keytable_count(struct keytable *kt)
     return atomic_load(&kt->count);
 }
 
-void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now)
+static void mark_dirty(struct keytable *kt, struct keyrec *rec)
 {
-    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) != now)
-        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rec->pending_requests, 1, memory_order_relaxed);
     if (atomic_exchange(&rec->dirty, 1) == 0) {
         struct keyrec *head = atomic_load(&kt->dirty_head);
         do {
             rec->dirty_next = head;
         } while (!atomic_compare_exchange_weak(&kt->dirty_head, &head, rec));
     }
+}
+
+void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32_t requests)
+{
+    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) != now)
+        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
+    /* Sequentially consistent with the exchanges on `dirty`, so that keytable_settle sees every
+     * count added before the record was last found dirty. */
+    if (requests != 0)
+        atomic_fetch_add(&rec->pending_requests, requests);
+    mark_dirty(kt, rec);
+}
+
+void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests)
+{
+    atomic_fetch_add(&rec->pending_requests, requests);
+    mark_dirty(kt, rec);
 }
 
 struct keyrec *keytable_take_dirty(struct keytable *kt)

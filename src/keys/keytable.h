@@ -67,9 +67,10 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
 /* Returns the number of keys in the table. */
 size_t keytable_count(struct keytable *kt);
 
-/* Records that rec served a request at Unix time `now`: updates last_used, counts the request and
- * queues the record for the next flush to the store. Lock-free. */
-void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now);
+/* Records that rec was used at Unix time `now`: updates last_used, adds `requests` to the requests
+ * to be written (0 for a request the limits refused) and queues the record for the next flush to
+ * the store. Lock-free. */
+void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32_t requests);
 
 /* Detaches and returns the list of records touched since the last call (linked by dirty_next), or
  * NULL. For each record the caller must read dirty_next first, then call keytable_settle. */
@@ -77,5 +78,9 @@ struct keyrec *keytable_take_dirty(struct keytable *kt);
 
 /* Marks rec as flushed and returns the number of requests it served since it was last settled. */
 uint32_t keytable_settle(struct keyrec *rec);
+
+/* Gives back `requests` that a failed flush could not write, so that the next flush retries them.
+ * Lock-free. */
+void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests);
 
 #endif

@@ -89,7 +89,8 @@ int store_account_create(struct store *s, const char *email, struct store_accoun
 
     if (len < 3 || len > STORE_EMAIL_MAX || at == NULL || at == email || at[1] == '\0' ||
         strchr(at + 1, '@') != NULL)
-        return store_set_error(s, STORE_ERROR, "'%s' is not an email address", email);
+        return store_set_error(s, STORE_ERROR,
+                               "that is not an email address (expected one like dev@example.com)");
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)email[i] <= 0x20 || email[i] == 0x7f)
             return store_set_error(s, STORE_ERROR, "an email address has no spaces or controls");
@@ -124,10 +125,14 @@ int store_key_list(struct store *s, const char *account_id, store_key_cb cb, voi
     return s->ops->key_list(s, account_id, cb, ud);
 }
 
-int store_key_set_state(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
-                        const char *actor)
+int store_key_revoke(struct store *s, const char *id, int64_t at, const char *actor)
 {
-    return s->ops->key_set_state(s, id, expires_at, revoked_at, actor);
+    return s->ops->key_revoke(s, id, at, actor);
+}
+
+int store_key_expire(struct store *s, const char *id, int64_t at)
+{
+    return s->ops->key_expire(s, id, at);
 }
 
 int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud)

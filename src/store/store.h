@@ -72,8 +72,8 @@ struct store_ops {
     int (*key_insert)(struct store *s, const struct store_key *keys, size_t n);
     int (*key_find)(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
     int (*key_list)(struct store *s, const char *account_id, store_key_cb cb, void *ud);
-    int (*key_set_state)(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
-                         const char *actor);
+    int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor);
+    int (*key_expire)(struct store *s, const char *id, int64_t at);
     int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
     int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
                        void *ud);
@@ -115,10 +115,12 @@ int store_key_insert(struct store *s, const struct store_key *keys, size_t n);
 int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
 /* Calls cb for every key of an account, oldest first. */
 int store_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud);
-/* Sets a key's expiry and revocation times (0 = none); revoked_by records the actor when the key
- * becomes revoked. STORE_NOT_FOUND when there is no such key. */
-int store_key_set_state(struct store *s, const char *id, int64_t expires_at, int64_t revoked_at,
-                        const char *actor);
+/* Revokes a key at Unix time `at`, recording the actor; a key already revoked keeps its first
+ * revocation. STORE_NOT_FOUND when there is no such key. */
+int store_key_revoke(struct store *s, const char *id, int64_t at, const char *actor);
+/* Sets when a key expires (Unix time, 0 = never). STORE_NOT_FOUND when there is no such key. Each
+ * of these two changes one field only, so that concurrent commands cannot undo each other. */
+int store_key_expire(struct store *s, const char *id, int64_t at);
 /* Calls cb for every key, with today's request count; writes the newest change sequence number
  * (taken before reading, so that no change is missed) to *last_seq. */
 int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);

@@ -18,7 +18,8 @@ enum {
     ST_KEY_FIND_ID,
     ST_KEY_FIND_HASH,
     ST_KEY_LIST,
-    ST_KEY_SET_STATE,
+    ST_KEY_REVOKE,
+    ST_KEY_EXPIRE,
     ST_KEYS_LOAD,
     ST_KEY_CHANGES,
     ST_MAX_SEQ,
@@ -45,9 +46,9 @@ static const char *const sql_text[ST__COUNT] = {
     [ST_KEY_LIST] = "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
                     "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = ?2 "
                     "ORDER BY k.created_at, k.rowid",
-    [ST_KEY_SET_STATE] = "UPDATE api_keys SET expires_at = nullif(?2, 0), "
-                         "revoked_by = CASE WHEN revoked_at IS NULL AND ?3 != 0 THEN ?4 "
-                         "ELSE revoked_by END, revoked_at = nullif(?3, 0) WHERE id = ?1",
+    [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_by = coalesce(revoked_by, ?3), "
+                      "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+    [ST_KEY_EXPIRE] = "UPDATE api_keys SET expires_at = nullif(?2, 0) WHERE id = ?1",
     [ST_KEYS_LOAD] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k",
     [ST_KEY_CHANGES] = "SELECT " KEY_COLUMNS ", c.seq FROM key_changes c "
                        "JOIN api_keys k ON k.id = c.key_id WHERE c.seq > ?2 ORDER BY c.seq",
@@ -321,23 +322,32 @@ static int sqlite_key_list(struct store *s, const char *account_id, store_key_cb
     return walk_keys(s, q, NULL, cb, ud);
 }
 
-static int sqlite_key_set_state(struct store *s, const char *id, int64_t expires_at,
-                                int64_t revoked_at, const char *actor)
+static int update_key(struct store *s, sqlite3_stmt *q)
 {
-    sqlite3_stmt *q = stmt(s, ST_KEY_SET_STATE);
-    int rc;
-
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, expires_at);
-    sqlite3_bind_int64(q, 3, revoked_at);
-    sqlite3_bind_text(q, 4, actor, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
+    int rc = sqlite3_step(q);
     sqlite3_reset(q);
     if (rc != SQLITE_DONE)
         return fail(s, "cannot update key");
     if (sqlite3_changes(db_of(s)) == 0)
-        return store_set_error(s, STORE_NOT_FOUND, "no key %s", id);
+        return store_set_error(s, STORE_NOT_FOUND, "no such key");
     return STORE_OK;
+}
+
+static int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_REVOKE);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, at);
+    sqlite3_bind_text(q, 3, actor, -1, SQLITE_STATIC);
+    return update_key(s, q);
+}
+
+static int sqlite_key_expire(struct store *s, const char *id, int64_t at)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_EXPIRE);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, at);
+    return update_key(s, q);
 }
 
 static int sqlite_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
@@ -417,7 +427,8 @@ const struct store_ops store_sqlite_ops = {
     .key_insert = sqlite_key_insert,
     .key_find = sqlite_key_find,
     .key_list = sqlite_key_list,
-    .key_set_state = sqlite_key_set_state,
+    .key_revoke = sqlite_key_revoke,
+    .key_expire = sqlite_key_expire,
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,

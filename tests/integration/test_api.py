@@ -164,6 +164,18 @@ class ChatTest(ServerTest):
         self.assertError(self.srv.post(k, {"message": "a", "stream": True}), 400,
                          "unknown_parameter", "stream")
 
+    def test_bodies_that_break_error_messages(self):
+        # A JSON error right after a cut UTF-8 sequence, and an unknown member named like a key:
+        # both get their 400, the second without the key, and the server stays up.
+        r = self.srv.post(self.test_key, b'{"a\\ud\xc3\xa9": 1}')
+        self.assertError(r, 400, "invalid_json")
+        r = self.srv.post(self.test_key, b'{"message": "\xc3"}')
+        self.assertError(r, 400, "invalid_json")
+        r = self.srv.post(self.test_key, {"message": "a", self.test_key: 1})
+        err = self.assertError(r, 400, "unknown_parameter", "sk_test_[redacted]")
+        self.assertNotIn(self.test_key[8:], r.text)
+        self.assertEqual(self.srv.post(self.test_key).status_code, 200)
+
     def test_content_type(self):
         k = self.test_key
         self.assertError(self.srv.post(k, headers={"Content-Type": "text/plain"}), 415,
@@ -315,6 +327,20 @@ class RateLimitTest(ServerTest):
         time.sleep(int(r.headers["Retry-After"]) + 0.1)
         self.assertEqual(srv.post(key).status_code, 200)
 
+    def test_refused_requests_do_not_count_toward_the_day(self):
+        srv = self.start(KONNECT_TEST_KEY_RPM=2, KONNECT_TEST_KEY_RPD=5)
+        key = self.key(name="burst")
+        codes = [srv.post(key).status_code for _ in range(10)]
+        self.assertEqual(codes, [200, 200] + [429] * 8)
+        r = srv.post(key)
+        # Both limits are reported; the headers describe the tighter one (the minute).
+        self.assertEqual(r.headers["RateLimit-Policy"], '"minute";q=2;w=60, "day";q=5;w=86400')
+        self.assertEqual(srv.stop(), 0)
+        srv = self.start(KONNECT_TEST_KEY_RPM=0, KONNECT_TEST_KEY_RPD=5)
+        # Two requests were admitted today, so three remain after the restart.
+        codes = [srv.post(key).status_code for _ in range(4)]
+        self.assertEqual(codes, [200, 200, 200, 429])
+
     def test_per_day_limit_survives_restart(self):
         srv = self.start(KONNECT_TEST_KEY_RPM=0, KONNECT_TEST_KEY_RPD=3)
         key = self.key(name="daily")
@@ -375,6 +401,15 @@ class ServerLifecycleTest(ServerTest):
                 s.close()
         time.sleep(0.2)
         self.assertEqual(requests.get(srv.url + "/healthz").status_code, 200)
+
+    def test_shutdown_with_a_refused_connection_pending(self):
+        srv = self.start(KONNECT_MAX_CONNECTIONS=1, threads=1)
+        held = socket.create_connection(("127.0.0.1", srv.port))
+        refused = socket.create_connection(("127.0.0.1", srv.port))
+        time.sleep(0.2)
+        held.close()
+        self.assertEqual(srv.stop(), 0, srv.output())
+        refused.close()
 
     def test_slow_client_is_timed_out(self):
         srv = self.start(KONNECT_REQUEST_TIMEOUT_MS=500)

@@ -119,6 +119,25 @@ class CliTest(ServerTest):
                                         "--json").stdout)
         self.assertEqual([k["status"] for k in keys if k["name"] == "other"], ["expired"])
 
+    def test_secrets_in_arguments_are_never_echoed(self):
+        key = self.key()
+        for args in (["key", key], [key], ["key", "list", "--account", key],
+                     ["key", "revoke", "--" + key], ["serve", "--" + key],
+                     ["account", "create", "--email", key]):
+            with self.subTest(args=args[:1]):
+                p = self.data.cli(*args, check=False)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertNotIn(key[8:], p.stdout + p.stderr)
+
+    def test_revoke_reads_the_secret_from_stdin(self):
+        import subprocess
+        key = self.key()
+        p = subprocess.run([harness.BINARY, "key", "revoke", "-"], input=key + "\n",
+                           env=self.data.env(), capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("revoked key_", p.stdout)
+        self.assertNotIn(key, p.stdout + p.stderr)
+
     def test_data_dir_and_secret_file(self):
         other = DataDir()
         try:

@@ -60,9 +60,10 @@ int main(void)
 
     /* Dirty list: a record touched many times appears once, with all its requests. */
     struct keyrec *a = keytable_lookup(kt, data[1].hash), *b = keytable_lookup(kt, data[2].hash);
-    keytable_touch(kt, a, 100);
-    keytable_touch(kt, a, 101);
-    keytable_touch(kt, b, 102);
+    keytable_touch(kt, a, 100, 1);
+    keytable_touch(kt, a, 101, 1);
+    keytable_touch(kt, b, 102, 1);
+    keytable_touch(kt, b, 102, 0);
     int seen = 0;
     uint32_t total = 0;
     for (struct keyrec *d = keytable_take_dirty(kt), *next; d != NULL; d = next) {
@@ -73,9 +74,13 @@ int main(void)
     CHECK(seen == 2 && total == 3);
     CHECK(atomic_load(&a->last_used) == 101);
     CHECK(keytable_take_dirty(kt) == NULL);
-    keytable_touch(kt, a, 103);
+    keytable_touch(kt, a, 103, 1);
     CHECK(keytable_take_dirty(kt) == a);
     CHECK(keytable_settle(a) == 1);
+    /* A failed flush gives its counts back for the next one. */
+    keytable_requeue(kt, a, 5);
+    CHECK(keytable_take_dirty(kt) == a && a->dirty_next == NULL);
+    CHECK(keytable_settle(a) == 5);
     keytable_free(kt);
 
     /* Readers never miss a present key while the writer grows the table. */

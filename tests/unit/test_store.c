@@ -77,14 +77,20 @@ int main(void)
     CHECK(store_key_changes(s2, 1, &seq2, count_cb, &n) == STORE_OK && n == 0 && seq2 == 1);
 
     /* Revocation appends a change; usage writes do not. */
-    CHECK(store_key_set_state(s, "key_one", 0, 555, "cli") == STORE_OK);
-    CHECK(store_key_set_state(s, "key_nope", 0, 555, "cli") == STORE_NOT_FOUND);
+    CHECK(store_key_revoke(s, "key_one", 555, "cli") == STORE_OK);
+    CHECK(store_key_revoke(s, "key_nope", 555, "cli") == STORE_NOT_FOUND);
+    /* A second revocation keeps the first time; an expiry change leaves the revocation alone. */
+    CHECK(store_key_revoke(s, "key_one", 999, "cli") == STORE_OK);
+    CHECK(store_key_expire(s, "key_one", 4000) == STORE_OK);
+    CHECK(store_key_expire(s, "key_one", 0) == STORE_OK);
+    CHECK(store_key_expire(s, "key_nope", 0) == STORE_NOT_FOUND);
     struct store_usage u = {.key_id = "key_one", .day = 20000, .requests = 3, .last_used = 777};
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
     n = 0;
-    CHECK(store_key_changes(s2, 20000, &seq2, last_cb, &got) == STORE_OK && seq2 == 2);
-    CHECK(got.revoked_at == 555 && got.requests_today == 6 && got.last_used_at == 777);
+    CHECK(store_key_changes(s2, 20000, &seq2, last_cb, &got) == STORE_OK && seq2 == 5);
+    CHECK(got.revoked_at == 555 && got.expires_at == 0);
+    CHECK(got.requests_today == 6 && got.last_used_at == 777);
     CHECK(store_key_changes(s2, 20000, &seq2, count_cb, &n) == STORE_OK && n == 0);
 
     CHECK(store_key_find(s, "key_one", NULL, &got) == STORE_OK && got.revoked_at == 555);
@@ -102,7 +108,7 @@ int main(void)
     }
     CHECK(store_key_insert(s, many, 1000) == STORE_OK);
     n = 0;
-    CHECK(store_keys_load(s2, 1, &seq2, count_cb, &n) == STORE_OK && n == 1001 && seq2 == 1002);
+    CHECK(store_keys_load(s2, 1, &seq2, count_cb, &n) == STORE_OK && n == 1001 && seq2 == 1005);
     free(many);
 
     store_close(s2);
