@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "core/redact.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -19,7 +20,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Every rejection names a public error and has a message. */
         if (err.err == KN_OK || err.message[0] == '\0')
             abort();
-        /* The echoed parameter must be valid UTF-8, or the error document cannot be built. */
+        /* The echoed parameter and the message must be valid UTF-8 and free of secrets, or the
+         * error document cannot be built or would leak. */
+        json_t *m = json_string(err.message);
+        if (m == NULL)
+            abort();
+        for (const char *p = err.message; *p != '\0'; p++)
+            if (redact_match(p, strlen(p)) > 8) /* a key prefix followed by key characters */
+                abort();
+        json_decref(m);
         if (err.param != NULL) {
             json_t *p = json_string(err.param);
             if (p == NULL)
