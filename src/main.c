@@ -22,7 +22,8 @@ static const char usage[] =
     "Commands:\n"
     "  serve     run the HTTP server\n"
     "  account   create and show customer accounts\n"
-    "  key       create, list, revoke and expire API keys\n"
+    "  key       create, list, roll, update, revoke and expire API keys\n"
+    "  audit     print the audit log\n"
     "  migrate   create or upgrade the database\n"
     "  version   print the version\n"
     "\n"
@@ -137,6 +138,8 @@ int main(int argc, char **argv)
         return cli_account(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "key") == 0)
         return cli_key(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "audit") == 0)
+        return cli_audit(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "migrate") == 0)
         return cli_migrate(&c, argc - 1, argv + 1);
     char shown[64];

@@ -64,5 +64,8 @@ enum kn_err auth_authenticate(struct keytable *kt, const uint8_t secret[APIKEY_S
     t = atomic_load_explicit(&r->expires_at, memory_order_acquire);
     if (t != 0 && t <= in->now)
         return KN_ERR_API_KEY_EXPIRED;
+    const struct iplist *allow = atomic_load_explicit(&r->allow, memory_order_acquire);
+    if (allow != NULL && allow->n != 0 && (in->peer == NULL || !iplist_contains(allow, in->peer)))
+        return KN_ERR_IP_NOT_ALLOWED;
     return KN_OK;
 }

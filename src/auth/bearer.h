@@ -19,13 +19,15 @@ int bearer_parse(const char *value, size_t len, const char **token, size_t *toke
 struct auth_input {
     const char *header; /* The Authorization value, or NULL when absent. */
     size_t header_len;
-    int header_count; /* How many Authorization headers the request carried. */
-    int64_t now;      /* Unix time. */
+    int header_count;            /* How many Authorization headers the request carried. */
+    int64_t now;                 /* Unix time. */
+    const struct sockaddr *peer; /* The client's address, checked against the key's allowlist. */
 };
 
 /* Authenticates a request against the key table with the server secret. Returns KN_OK and writes
- * *rec for a usable key; otherwise returns the error to send (missing, invalid, revoked or
- * expired) and, when a known key was presented, still writes *rec so the caller can log its id. */
+ * *rec for a usable key; otherwise returns the error to send (missing, invalid, revoked, expired,
+ * or used from an address outside the key's allowlist) and, when a known key was presented, still
+ * writes *rec so the caller can log its id. */
 enum kn_err auth_authenticate(struct keytable *kt, const uint8_t secret[APIKEY_SECRET_LEN],
                               const struct auth_input *in, struct keyrec **rec);
 

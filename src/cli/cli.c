@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "keys/apikey.h"
 #include "keys/keysync.h"
+#include "keys/lifecycle.h"
 #include "store/store.h"
 
 #define MAX_BATCH 1000000
@@ -35,20 +36,24 @@ static const char account_usage[] =
 static const char key_usage[] =
     "Usage: konnect key create --account EMAIL|ID --mode test|live --name NAME\n"
     "                          [--environment development|staging|production]\n"
-    "                          [--expires-in DURATION] [--count N]\n"
+    "                          [--expires-in DURATION] [--allow-ip LIST] [--count N]\n"
     "       konnect key list --account EMAIL|ID [--json]\n"
-    "       konnect key revoke KEY_ID|SECRET|-\n"
-    "       konnect key expire KEY_ID|SECRET|- [--in DURATION]\n"
+    "       konnect key roll KEY [--grace DURATION]\n"
+    "       konnect key update KEY [--name NAME] [--allow-ip LIST]\n"
+    "       konnect key revoke KEY\n"
+    "       konnect key expire KEY [--in DURATION]\n"
     "\n"
-    "Manage secret API keys.\n"
+    "Manage secret API keys. KEY is a key id (key_...), a full secret, or '-' to read either\n"
+    "from standard input (which keeps a secret out of the process list and shell history).\n"
     "\n"
     "  create   Create a key and print the secret alone on one line of standard output.\n"
     "           It is shown only this once: only a keyed hash of it is stored.\n"
     "  list     List an account's keys (never their secrets).\n"
+    "  roll     Replace a key: print the new secret (shown once) and let the old key work\n"
+    "           for the grace period (default: none, it stops at once), then expire.\n"
+    "  update   Rename a key, or replace its IP allowlist ('none' removes it).\n"
     "  revoke   Revoke a key. A running server refuses it from the very next request.\n"
     "  expire   Make a key expire now, or after DURATION.\n"
-    "           revoke and expire read the key from standard input when given '-', which keeps\n"
-    "           a secret out of the process list and the shell history.\n"
     "\n"
     "Options:\n"
     "  --account EMAIL|ID      the account that owns the key\n"
@@ -58,12 +63,27 @@ static const char key_usage[] =
     "  --environment ENV       development, staging or production (default: development for\n"
     "                          test keys, production for live keys)\n"
     "  --expires-in DURATION   make the key expire after DURATION (90s, 15m, 24h, 30d)\n"
+    "  --allow-ip LIST         addresses and CIDR ranges the key may be used from, separated\n"
+    "                          by commas (203.0.113.7,198.51.100.0/24,2001:db8::/32)\n"
     "  --count N               create N keys at once, one secret per line (bulk set-up)\n"
+    "  --grace DURATION        for roll: how long the old key keeps working (0, 1h, 24h, 7d)\n"
     "  --in DURATION           for expire: when the key stops working (default: now)\n"
     "  --json                  for list: print JSON\n"
     "  --data-dir DIR          where the database and server secret live (KONNECT_DATA_DIR,\n"
     "                          default ./var)\n"
     "  -h, --help              show this help\n";
+
+static const char audit_usage[] =
+    "Usage: konnect audit [--account EMAIL|ID] [--limit N] [--json]\n"
+    "\n"
+    "Print the audit log, newest first: every key created, rolled, renamed, revoked or expired,\n"
+    "with who did it, when, from which address and with what result. It never holds a secret.\n"
+    "\n"
+    "Options:\n"
+    "  --account EMAIL|ID  only this account's entries\n"
+    "  --limit N           at most N entries (default 100)\n"
+    "  --json              print JSON\n"
+    "  --data-dir DIR      where the database lives (KONNECT_DATA_DIR, default ./var)\n";
 
 static const char migrate_usage[] =
     "Usage: konnect migrate [--data-dir DIR]\n"
@@ -81,7 +101,10 @@ enum {
     OPT_EXPIRES_IN,
     OPT_COUNT,
     OPT_IN,
-    OPT_JSON
+    OPT_JSON,
+    OPT_ALLOW_IP,
+    OPT_GRACE,
+    OPT_LIMIT
 };
 
 static const struct option long_options[] = {
@@ -95,12 +118,16 @@ static const struct option long_options[] = {
     {"count", required_argument, NULL, OPT_COUNT},
     {"in", required_argument, NULL, OPT_IN},
     {"json", no_argument, NULL, OPT_JSON},
+    {"allow-ip", required_argument, NULL, OPT_ALLOW_IP},
+    {"grace", required_argument, NULL, OPT_GRACE},
+    {"limit", required_argument, NULL, OPT_LIMIT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
 struct opts {
-    const char *email, *account, *mode, *name, *env, *expires_in, *count, *in;
+    const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
+        *limit;
     int json, help;
     const char *positional[4];
     int npositional;
@@ -145,6 +172,15 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
             break;
         case OPT_JSON:
             o->json = 1;
+            break;
+        case OPT_ALLOW_IP:
+            o->allow_ip = optarg;
+            break;
+        case OPT_GRACE:
+            o->grace = optarg;
+            break;
+        case OPT_LIMIT:
+            o->limit = optarg;
             break;
         case 'h':
             o->help = 1;
@@ -266,40 +302,69 @@ int cli_account(struct kn_config *c, int argc, char **argv)
     return 2;
 }
 
+static const struct lifecycle_actor cli_actor = {"cli", ""};
+
+static int load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
+{
+    char err[512];
+    if (apikey_secret_load(c->secret_file, 1, secret, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void report_notify(struct kn_config *c, const char *what)
+{
+    int n = keysync_notify(c->socket_path, 5000);
+    if (n > 0)
+        fprintf(stderr, "konnect: the running server applied it: %s\n", what);
+    else if (n < 0)
+        fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
+                        "a second\n");
+}
+
+#define CHUNK 4096 /* Keys per transaction in bulk creation. */
+
 static int key_create(struct kn_config *c, const struct opts *o)
 {
-    enum apikey_mode mode;
-    enum apikey_env env;
-    int64_t expires_in = 0, now = kn_unix_now();
+    struct lifecycle_spec spec;
+    int64_t expires_in = 0;
     long long count = 1;
     uint8_t secret[APIKEY_SECRET_LEN];
-    char err[512];
+    char err[512], allow[STORE_ALLOWLIST_MAX];
     struct store *s = NULL;
     struct store_account a;
     struct store_key *keys = NULL;
     char *secrets = NULL;
     int ret = 2;
 
+    memset(&spec, 0, sizeof(spec));
     if (o->account == NULL || o->mode == NULL || o->name == NULL) {
         fprintf(stderr, "konnect: key create needs --account, --mode and --name\n");
         return 2;
     }
-    if (apikey_mode_parse(o->mode, &mode) != 0) {
+    if (apikey_mode_parse(o->mode, &spec.mode) != 0) {
         fprintf(stderr, "konnect: --mode must be test or live\n");
         return 2;
     }
-    env = mode == APIKEY_MODE_LIVE ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
-    if (o->env != NULL && apikey_env_parse(o->env, &env) != 0) {
+    spec.env = spec.mode == APIKEY_MODE_LIVE ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
+    if (o->env != NULL && apikey_env_parse(o->env, &spec.env) != 0) {
         fprintf(stderr, "konnect: --environment must be development, staging or production\n");
         return 2;
     }
-    if (strlen(o->name) == 0 || strlen(o->name) > STORE_NAME_MAX) {
-        fprintf(stderr, "konnect: --name must be 1 to %d bytes\n", STORE_NAME_MAX);
+    if (lifecycle_valid_name(o->name) != 0) {
+        fprintf(stderr, "konnect: --name must be 1 to %d bytes without control characters\n",
+                STORE_NAME_MAX);
         return 2;
     }
     if (o->expires_in != NULL &&
         (kn_parse_duration(o->expires_in, &expires_in) != 0 || expires_in == 0)) {
         fprintf(stderr, "konnect: --expires-in takes a duration such as 90s, 15m, 24h or 30d\n");
+        return 2;
+    }
+    if (lifecycle_canonical_allowlist(o->allow_ip, allow, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: --allow-ip: %s\n", err);
         return 2;
     }
     if (o->count != NULL && kn_parse_int(o->count, 1, MAX_BATCH, &count) != 0) {
@@ -309,68 +374,61 @@ static int key_create(struct kn_config *c, const struct opts *o)
     ret = 1;
     if ((s = open_store(c)) == NULL)
         return 1;
-    if (find_account(s, o->account, &a) != STORE_OK)
+    if (find_account(s, o->account, &a) != STORE_OK || load_secret(c, secret) != 0)
         goto out;
-    if (apikey_secret_load(c->secret_file, 1, secret, err, sizeof(err)) != 0) {
-        fprintf(stderr, "konnect: %s\n", err);
-        goto out;
-    }
-    keys = kn_calloc((size_t)count, sizeof(*keys));
-    secrets = kn_malloc((size_t)count * (APIKEY_LEN + 1));
-    for (long long i = 0; i < count; i++) {
-        struct store_key *k = &keys[i];
-        char *sk = secrets + i * (APIKEY_LEN + 1);
-        apikey_generate(mode, sk);
-        base62_random_id(k->id, "key_", 20);
-        kn_strlcpy(k->account_id, a.id, sizeof(k->account_id));
-        kn_strlcpy(k->name, o->name, sizeof(k->name));
-        kn_strlcpy(k->mode, apikey_mode_name(mode), sizeof(k->mode));
-        kn_strlcpy(k->environment, apikey_env_name(env), sizeof(k->environment));
-        apikey_hash(secret, sk, APIKEY_LEN, k->hash);
-        apikey_hint(sk, k->hint);
-        kn_strlcpy(k->created_by, "cli", sizeof(k->created_by));
-        k->created_at = now;
-        k->expires_at = expires_in ? now + expires_in : 0;
-    }
-    if (store_key_insert(s, keys, (size_t)count) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
-        goto out;
-    }
-    /* The secrets go to stdout alone, one per line; everything else goes to stderr. */
-    for (long long i = 0; i < count; i++)
-        printf("%s\n", secrets + i * (APIKEY_LEN + 1));
-    fflush(stdout);
-    int notified = keysync_notify(c->socket_path, 5000);
-    if (count == 1)
+    spec.account_id = a.id;
+    spec.name = o->name;
+    spec.expires_at = expires_in ? kn_unix_now() + expires_in : 0;
+    spec.allowlist = allow;
+    if (count == 1) {
+        struct store_key k;
+        char sk[APIKEY_LEN + 1];
+        if (lifecycle_create(s, secret, &spec, &cli_actor, &k, sk) != STORE_OK) {
+            fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+            goto out;
+        }
+        /* The secret goes to stdout alone; everything else goes to stderr. */
+        printf("%s\n", sk);
+        fflush(stdout);
+        sodium_memzero(sk, sizeof(sk));
         fprintf(stderr,
                 "konnect: created %s key %s \"%s\" (%s) for %s.\n"
                 "konnect: copy the key now: it won't be shown again.\n",
-                apikey_mode_name(mode), keys[0].id, o->name, apikey_env_name(env), a.email);
-    else
-        fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, apikey_mode_name(mode),
-                a.email);
-    if (notified < 0)
-        fprintf(stderr, "konnect: the running server did not answer; it picks up new keys within "
-                        "a second\n");
+                k.mode, k.id, k.name, k.environment, a.email);
+    } else {
+        /* Bulk: chunks of keys, one transaction each, one secret per line. */
+        keys = kn_calloc(CHUNK, sizeof(*keys));
+        secrets = kn_malloc(CHUNK * (APIKEY_LEN + 1));
+        for (long long done = 0; done < count;) {
+            size_t n = count - done < CHUNK ? (size_t)(count - done) : CHUNK;
+            for (size_t i = 0; i < n; i++)
+                lifecycle_fill(secret, &spec, cli_actor.name, &keys[i],
+                               secrets + i * (APIKEY_LEN + 1));
+            if (store_key_insert(s, keys, n) != STORE_OK) {
+                fprintf(stderr, "konnect: %s (after %lld keys)\n", store_errmsg(s), done);
+                goto out;
+            }
+            for (size_t i = 0; i < n; i++)
+                printf("%s\n", secrets + i * (APIKEY_LEN + 1));
+            done += (long long)n;
+        }
+        fflush(stdout);
+        char detail[64];
+        snprintf(detail, sizeof(detail), "%lld %s keys named \"%.20s\"", count, o->mode, o->name);
+        lifecycle_audit(s, a.id, &cli_actor, "key.create_bulk", NULL, "ok", detail);
+        fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, o->mode, a.email);
+    }
+    report_notify(c, "the key works from the next request on");
     ret = 0;
 out:
     if (secrets != NULL) {
-        sodium_memzero(secrets, (size_t)count * (APIKEY_LEN + 1));
+        sodium_memzero(secrets, CHUNK * (APIKEY_LEN + 1));
         free(secrets);
     }
     free(keys);
     sodium_memzero(secret, sizeof(secret));
     store_close(s);
     return ret;
-}
-
-static const char *key_status(const struct store_key *k, int64_t now)
-{
-    if (k->revoked_at != 0)
-        return "revoked";
-    if (k->expires_at != 0 && k->expires_at <= now)
-        return "expired";
-    return "active";
 }
 
 struct list_ctx {
@@ -380,36 +438,43 @@ struct list_ctx {
     int n;
 };
 
+static json_t *time_or_null(int64_t t)
+{
+    return t != 0 ? json_integer(t) : json_null();
+}
+
 static int list_one(void *ud, const struct store_key *k)
 {
     struct list_ctx *l = ud;
     char created[32], used[32], expires[32];
+    const char *status = lifecycle_status(k, l->now);
 
     kn_format_time(k->created_at, created, sizeof(created));
     kn_format_time(k->last_used_at, used, sizeof(used));
     kn_format_time(k->expires_at, expires, sizeof(expires));
     if (l->json) {
-        json_t *o =
-            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I}", "id", k->id, "name", k->name,
-                      "mode", k->mode, "environment", k->environment, "hint", k->hint, "status",
-                      key_status(k, l->now), "created", (json_int_t)k->created_at, "created_by",
-                      k->created_by, "requests", (json_int_t)k->requests_total);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:s}", "id", k->id,
+                              "name", k->name, "mode", k->mode, "environment", k->environment,
+                              "hint", k->hint, "status", status, "created",
+                              (json_int_t)k->created_at, "created_by", k->created_by, "requests",
+                              (json_int_t)k->requests_total, "ip_allowlist", k->ip_allowlist);
         if (o == NULL)
             kn_fatal("cannot build key JSON");
-        json_object_set_new(o, "last_used",
-                            k->last_used_at ? json_integer(k->last_used_at) : json_null());
-        json_object_set_new(o, "expires",
-                            k->expires_at ? json_integer(k->expires_at) : json_null());
-        json_object_set_new(o, "revoked",
-                            k->revoked_at ? json_integer(k->revoked_at) : json_null());
+        json_object_set_new(o, "last_used", time_or_null(k->last_used_at));
+        json_object_set_new(o, "expires", time_or_null(k->expires_at));
+        json_object_set_new(o, "revoked", time_or_null(k->revoked_at));
+        json_object_set_new(o, "rolled_to",
+                            k->rolled_to[0] ? json_string(k->rolled_to) : json_null());
         json_array_append_new(l->arr, o);
     } else {
         if (l->n == 0)
-            printf("%-24s  %-20s  %-4s  %-11s  %-17s  %-20s  %-20s  %-20s  %s\n", "ID", "NAME",
-                   "MODE", "ENVIRONMENT", "KEY", "CREATED", "LAST USED", "EXPIRES", "STATUS");
+            printf("%-24s  %-20s  %-4s  %-11s  %-17s  %-20s  %-20s  %-20s  %-7s  %s\n", "ID",
+                   "NAME", "MODE", "ENVIRONMENT", "KEY", "CREATED", "LAST USED", "EXPIRES",
+                   "STATUS", "ALLOWED IPS");
         /* The hint holds a 3-byte ellipsis that prints as one column. */
-        printf("%-24s  %-20.20s  %-4s  %-11s  %-19s  %-20s  %-20s  %-20s  %s\n", k->id, k->name,
-               k->mode, k->environment, k->hint, created, used, expires, key_status(k, l->now));
+        printf("%-24s  %-20.20s  %-4s  %-11s  %-19s  %-20s  %-20s  %-20s  %-7s  %s\n", k->id,
+               k->name, k->mode, k->environment, k->hint, created, used, expires, status,
+               k->ip_allowlist[0] ? k->ip_allowlist : "any");
     }
     l->n++;
     return 0;
@@ -479,7 +544,7 @@ static int resolve_key(struct kn_config *c, struct store *s, const char *arg, st
         apikey_hint(arg, hint);
         if (r == STORE_NOT_FOUND)
             fprintf(stderr, "konnect: no key matches the secret %s\n", hint);
-    } else if (strncmp(arg, "key_", 4) == 0 && strlen(arg) < KEY_ID_SIZE) {
+    } else if (strncmp(arg, "key_", 4) == 0 && strlen(arg) < STORE_ID_SIZE) {
         r = store_key_find(s, arg, NULL, k);
         if (r == STORE_NOT_FOUND)
             fprintf(stderr, "konnect: no key %s\n", arg);
@@ -494,77 +559,148 @@ static int resolve_key(struct kn_config *c, struct store *s, const char *arg, st
     return r == STORE_OK ? 0 : -1;
 }
 
-static void report_notify(struct kn_config *c, const char *what)
+/* Opens the store and finds the key named by the command's one argument. */
+static struct store *open_key(struct kn_config *c, const struct opts *o, const char *verb,
+                              struct store_key *k)
 {
-    int n = keysync_notify(c->socket_path, 5000);
-    if (n > 0)
-        fprintf(stderr, "konnect: the running server applied it: %s\n", what);
-    else if (n < 0)
-        fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
-                        "a second\n");
+    struct store *s;
+
+    if (o->npositional != 2) {
+        fprintf(stderr, "konnect: key %s takes one key id or secret (or - to read it)\n", verb);
+        return NULL;
+    }
+    if ((s = open_store(c)) == NULL)
+        return NULL;
+    if (resolve_key(c, s, o->positional[1], k) != 0) {
+        store_close(s);
+        return NULL;
+    }
+    return s;
 }
 
 static int key_revoke(struct kn_config *c, const struct opts *o)
 {
-    struct store *s;
     struct store_key k;
+    struct store *s = open_key(c, o, "revoke", &k);
     char tbuf[32];
     int ret = 1;
 
-    if (o->npositional != 2) {
-        fprintf(stderr, "konnect: key revoke takes one key id or secret\n");
-        return 2;
-    }
-    if ((s = open_store(c)) == NULL)
-        return 1;
-    if (resolve_key(c, s, o->positional[1], &k) != 0)
-        goto out;
+    if (s == NULL)
+        return o->npositional != 2 ? 2 : 1;
     if (k.revoked_at != 0) {
         fprintf(stderr, "konnect: %s was already revoked at %s\n", k.id,
                 kn_format_time(k.revoked_at, tbuf, sizeof(tbuf)));
         ret = 0;
-        goto out;
-    }
-    if (store_key_revoke(s, k.id, kn_unix_now(), "cli") != STORE_OK) {
+    } else if (lifecycle_revoke(s, &k, &cli_actor) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
-        goto out;
+    } else {
+        printf("revoked %s\n", k.id);
+        report_notify(c, "the key is refused from the next request on");
+        ret = 0;
     }
-    printf("revoked %s\n", k.id);
-    report_notify(c, "the key is refused from the next request on");
-    ret = 0;
-out:
     store_close(s);
     return ret;
 }
 
 static int key_expire(struct kn_config *c, const struct opts *o)
 {
-    struct store *s;
     struct store_key k;
+    struct store *s;
     int64_t in = 0;
     char tbuf[32];
     int ret = 1;
 
-    if (o->npositional != 2) {
-        fprintf(stderr, "konnect: key expire takes one key id or secret\n");
-        return 2;
-    }
     if (o->in != NULL && kn_parse_duration(o->in, &in) != 0) {
         fprintf(stderr, "konnect: --in takes a duration such as 0, 90s, 15m, 24h or 7d\n");
         return 2;
     }
-    if ((s = open_store(c)) == NULL)
-        return 1;
-    if (resolve_key(c, s, o->positional[1], &k) != 0)
-        goto out;
+    if ((s = open_key(c, o, "expire", &k)) == NULL)
+        return o->npositional != 2 ? 2 : 1;
     int64_t at = kn_unix_now() + in;
-    if (store_key_expire(s, k.id, at) != STORE_OK) {
+    if (lifecycle_expire(s, &k, at, &cli_actor) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+    } else {
+        printf("%s expires at %s\n", k.id, kn_format_time(at, tbuf, sizeof(tbuf)));
+        report_notify(c, "the new expiry is in force");
+        ret = 0;
+    }
+    store_close(s);
+    return ret;
+}
+
+static int key_roll(struct kn_config *c, const struct opts *o)
+{
+    struct store_key old, k;
+    struct store *s;
+    uint8_t secret[APIKEY_SECRET_LEN];
+    char sk[APIKEY_LEN + 1], tbuf[32];
+    int64_t grace = 0;
+    int ret = 1;
+
+    if (o->grace != NULL && strcmp(o->grace, "now") != 0 &&
+        (kn_parse_duration(o->grace, &grace) != 0 || grace > 30LL * 86400)) {
+        fprintf(stderr, "konnect: --grace takes now or a duration up to 30d (1h, 24h, 7d)\n");
+        return 2;
+    }
+    if ((s = open_key(c, o, "roll", &old)) == NULL)
+        return o->npositional != 2 ? 2 : 1;
+    if (load_secret(c, secret) != 0)
+        goto out;
+    if (lifecycle_roll(s, secret, &old, grace, &cli_actor, &k, sk) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
         goto out;
     }
-    printf("%s expires at %s\n", k.id, kn_format_time(at, tbuf, sizeof(tbuf)));
-    report_notify(c, "the new expiry is in force");
+    printf("%s\n", sk);
+    fflush(stdout);
+    sodium_memzero(sk, sizeof(sk));
+    fprintf(stderr,
+            "konnect: rolled %s into %s \"%s\"; the old key %s at %s.\n"
+            "konnect: copy the new key now: it won't be shown again.\n",
+            old.id, k.id, k.name, grace ? "keeps working until" : "stopped working",
+            kn_format_time(kn_unix_now() + grace, tbuf, sizeof(tbuf)));
+    report_notify(c, "both keys are in force");
     ret = 0;
+out:
+    sodium_memzero(secret, sizeof(secret));
+    store_close(s);
+    return ret;
+}
+
+static int key_update(struct kn_config *c, const struct opts *o)
+{
+    struct store_key k;
+    struct store *s;
+    char err[512], allow[STORE_ALLOWLIST_MAX];
+    int ret = 1;
+
+    if (o->name == NULL && o->allow_ip == NULL) {
+        fprintf(stderr, "konnect: key update needs --name or --allow-ip\n");
+        return 2;
+    }
+    if (o->name != NULL && lifecycle_valid_name(o->name) != 0) {
+        fprintf(stderr, "konnect: --name must be 1 to %d bytes without control characters\n",
+                STORE_NAME_MAX);
+        return 2;
+    }
+    if (o->allow_ip != NULL &&
+        lifecycle_canonical_allowlist(strcmp(o->allow_ip, "none") == 0 ? "" : o->allow_ip, allow,
+                                      err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: --allow-ip: %s\n", err);
+        return 2;
+    }
+    if ((s = open_key(c, o, "update", &k)) == NULL)
+        return o->npositional != 2 ? 2 : 1;
+    if (o->name != NULL && lifecycle_rename(s, &k, o->name, &cli_actor) != STORE_OK)
+        goto fail;
+    if (o->allow_ip != NULL && lifecycle_set_allowlist(s, &k, allow, &cli_actor) != STORE_OK)
+        goto fail;
+    printf("updated %s\n", k.id);
+    if (o->allow_ip != NULL)
+        report_notify(c, allow[0] ? "the allowlist is in force" : "the key works from anywhere");
+    ret = 0;
+    goto out;
+fail:
+    fprintf(stderr, "konnect: %s\n", store_errmsg(s));
 out:
     store_close(s);
     return ret;
@@ -584,6 +720,10 @@ int cli_key(struct kn_config *c, int argc, char **argv)
         return key_create(c, &o);
     if (strcmp(o.positional[0], "list") == 0)
         return key_list(c, &o);
+    if (strcmp(o.positional[0], "roll") == 0)
+        return key_roll(c, &o);
+    if (strcmp(o.positional[0], "update") == 0)
+        return key_update(c, &o);
     if (strcmp(o.positional[0], "revoke") == 0)
         return key_revoke(c, &o);
     if (strcmp(o.positional[0], "expire") == 0)
@@ -592,4 +732,76 @@ int cli_key(struct kn_config *c, int argc, char **argv)
     fprintf(stderr, "konnect: unknown key command '%s'\n\n%s",
             redact_copy(shown, sizeof(shown), o.positional[0]), key_usage);
     return 2;
+}
+
+struct audit_ctx {
+    int json;
+    json_t *arr;
+    int n;
+};
+
+static int audit_one(void *ud, const struct store_audit *e)
+{
+    struct audit_ctx *a = ud;
+    char t[32];
+
+    kn_format_time(e->at, t, sizeof(t));
+    if (a->json) {
+        json_t *o =
+            json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id", (json_int_t)e->id,
+                      "time", t, "account", e->account_id, "actor", e->actor, "action", e->action,
+                      "target", e->target, "ip", e->ip, "result", e->result, "detail", e->detail);
+        if (o != NULL)
+            json_array_append_new(a->arr, o);
+    } else {
+        if (a->n == 0)
+            printf("%-20s  %-24s  %-16s  %-15s  %-7s  %-40s  %s\n", "TIME", "ACTOR", "ACTION", "IP",
+                   "RESULT", "TARGET", "DETAIL");
+        printf("%-20s  %-24s  %-16s  %-15s  %-7s  %-40s  %s\n", t, e->actor, e->action,
+               e->ip[0] ? e->ip : "-", e->result, e->target, e->detail);
+    }
+    a->n++;
+    return 0;
+}
+
+int cli_audit(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+    struct store_account acct;
+    struct audit_ctx a = {0};
+    long long limit = 100;
+    int ret = 1;
+
+    if (parse_opts(c, argc, argv, &o, audit_usage) != 0)
+        return 2;
+    if (o.help) {
+        fputs(audit_usage, stdout);
+        return 0;
+    }
+    if (o.npositional != 0 || (o.limit != NULL && kn_parse_int(o.limit, 1, 100000, &limit) != 0)) {
+        fputs(audit_usage, stderr);
+        return 2;
+    }
+    if ((s = open_store(c)) == NULL)
+        return 1;
+    if (o.account != NULL && find_account(s, o.account, &acct) != STORE_OK)
+        goto out;
+    a.json = o.json;
+    if (a.json)
+        a.arr = json_array();
+    if (store_audit_list(s, o.account != NULL ? acct.id : "", 0, (int)limit, audit_one, &a) !=
+        STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    if (a.json) {
+        json_dumpf(a.arr, stdout, JSON_INDENT(2));
+        putchar('\n');
+    }
+    ret = 0;
+out:
+    json_decref(a.arr);
+    store_close(s);
+    return ret;
 }

@@ -13,6 +13,9 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                 "This API key has been revoked."},
     [KN_ERR_API_KEY_EXPIRED] = {401, "Unauthorized", "authentication_error", "api_key_expired",
                                 "This API key has expired."},
+    [KN_ERR_IP_NOT_ALLOWED] = {401, "Unauthorized", "authentication_error", "ip_not_allowed",
+                               "This API key cannot be used from your IP address: it is outside "
+                               "the key's IP allowlist."},
     [KN_ERR_RATE_LIMITED] = {429, "Too Many Requests", "rate_limit_error", "rate_limited",
                              "Too many requests for this API key."},
     [KN_ERR_INVALID_JSON] = {400, "Bad Request", "invalid_request_error", "invalid_json",

@@ -337,8 +337,11 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info)
     ssize_t i;
     int64_t now = kn_unix_now();
 
+    struct sockaddr_storage peer;
     memset(&in, 0, sizeof(in));
     in.now = now;
+    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) != 0)
+        in.peer = (struct sockaddr *)&peer;
     for (i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
         if (in.header_count++ == 0) {
             in.header = req->headers.entries[i].value.base;

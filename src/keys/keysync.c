@@ -54,12 +54,26 @@ static int apply_key(void *ud, const struct store_key *k)
 {
     struct keysync *ks = ud;
     struct keyrec_data d;
+    struct iplist *allow = NULL;
+    char err[256];
 
     if (keysync_key_to_rec(k, kn_unix_now(), &d) != 0) {
         fprintf(stderr, "konnect: skipping key %s with unknown mode or environment\n", k->id);
         return 0;
     }
+    if (k->ip_allowlist[0] != '\0' &&
+        (allow = iplist_parse(k->ip_allowlist, err, sizeof(err))) == NULL) {
+        /* Fail closed: a key whose allowlist cannot be read is usable from nowhere. */
+        fprintf(stderr, "konnect: key %s has an unreadable IP allowlist (%s); refusing it\n", k->id,
+                err);
+        allow = kn_calloc(1, sizeof(*allow) + sizeof(allow->nets[0]));
+        allow->n = 1;
+        memset(&allow->nets[0], 0xff, sizeof(allow->nets[0]));
+        allow->nets[0].prefix = 128;
+    }
+    d.allow = allow;
     keytable_upsert(ks->kt, &d);
+    free(allow);
     return 0;
 }
 

@@ -28,6 +28,9 @@ struct keytable {
     pthread_mutex_t writer;
     struct slots **retired;
     size_t nretired;
+    /* Replaced allowlists, kept until keytable_free for the same reason. */
+    struct iplist **old_lists;
+    size_t nold_lists;
     struct slab *slabs;
     _Atomic(struct keyrec *) dirty_head;
 };
@@ -66,12 +69,17 @@ void keytable_free(struct keytable *kt)
         return;
     for (slab = kt->slabs; slab != NULL; slab = next) {
         next = slab->next;
+        for (size_t i = 0; i < slab->used; i++)
+            free((void *)atomic_load(&slab->recs[i].allow));
         sodium_memzero(slab->recs, sizeof(slab->recs));
         free(slab);
     }
     for (size_t i = 0; i < kt->nretired; i++)
         free(kt->retired[i]);
     free(kt->retired);
+    for (size_t i = 0; i < kt->nold_lists; i++)
+        free(kt->old_lists[i]);
+    free(kt->old_lists);
     free(atomic_load(&kt->cur));
     pthread_mutex_destroy(&kt->writer);
     free(kt);
@@ -125,6 +133,32 @@ static struct keyrec *rec_alloc(struct keytable *kt)
     return &kt->slabs->recs[kt->slabs->used++];
 }
 
+static int same_list(const struct iplist *a, const struct iplist *b)
+{
+    size_t na = a != NULL ? a->n : 0, nb = b != NULL ? b->n : 0;
+    return na == nb && (na == 0 || memcmp(a->nets, b->nets, na * sizeof(a->nets[0])) == 0);
+}
+
+/* Installs a copy of d's allowlist on r when it differs from the current one. */
+static void set_allow(struct keytable *kt, struct keyrec *r, const struct iplist *want)
+{
+    struct iplist *old = (struct iplist *)atomic_load(&r->allow), *copy = NULL;
+
+    if (same_list(old, want))
+        return;
+    if (want != NULL && want->n != 0) {
+        size_t size = sizeof(*want) + want->n * sizeof(want->nets[0]);
+        copy = kn_malloc(size);
+        memcpy(copy, want, size);
+    }
+    atomic_store_explicit(&r->allow, copy, memory_order_release);
+    if (old != NULL) {
+        /* A reader may still be checking against it. */
+        kt->old_lists = kn_realloc(kt->old_lists, (kt->nold_lists + 1) * sizeof(*kt->old_lists));
+        kt->old_lists[kt->nold_lists++] = old;
+    }
+}
+
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
 {
     struct keyrec *r;
@@ -145,11 +179,14 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         atomic_init(&r->day_cell, d->day_cell);
         atomic_init(&r->expires_at, d->expires_at);
         atomic_init(&r->revoked_at, d->revoked_at);
+        atomic_init(&r->allow, NULL);
+        set_allow(kt, r, d->allow);
         slots_put(atomic_load(&kt->cur), r);
         atomic_fetch_add(&kt->count, 1);
     } else {
         atomic_store(&r->expires_at, d->expires_at);
         atomic_store(&r->revoked_at, d->revoked_at);
+        set_allow(kt, r, d->allow);
     }
     pthread_mutex_unlock(&kt->writer);
     return r;

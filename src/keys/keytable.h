@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ipnet.h"
 #include "keys/apikey.h"
 
 #define KEY_ID_SIZE 32
@@ -31,7 +32,8 @@ struct keyrec {
     _Atomic uint64_t rate_tat;         /* GCRA theoretical arrival time (see limits/ratelimit.h). */
     _Atomic uint64_t day_cell;         /* Daily counter (see limits/ratelimit.h). */
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
-    _Atomic int dirty;                 /* 1 while the record is on the dirty list. */
+    _Atomic(const struct iplist *) allow; /* Addresses the key may be used from; NULL = any. */
+    _Atomic int dirty;                    /* 1 while the record is on the dirty list. */
     struct keyrec *dirty_next;
 };
 
@@ -45,7 +47,8 @@ struct keyrec_data {
     int64_t expires_at;
     int64_t revoked_at;
     int64_t last_used;
-    uint64_t day_cell; /* Today's request count as a daily-counter cell, 0 when unknown. */
+    uint64_t day_cell;          /* Today's request count as a daily-counter cell, 0 when unknown. */
+    const struct iplist *allow; /* Borrowed; the table keeps its own copy. NULL or empty = any. */
 };
 
 struct keytable;
@@ -60,8 +63,8 @@ void keytable_free(struct keytable *kt);
  * time. */
 struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HASH_LEN]);
 
-/* Inserts the key described by d, or refreshes the mutable fields (expiry, revocation) of the
- * record that has its hash. Only one thread may call it at a time. Returns the record. */
+/* Inserts the key described by d, or refreshes the mutable fields (expiry, revocation, allowlist)
+ * of the record that has its hash. Only one thread may call it at a time. Returns the record. */
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d);
 
 /* Returns the number of keys in the table. */

@@ -135,6 +135,33 @@ int store_key_expire(struct store *s, const char *id, int64_t at)
     return s->ops->key_expire(s, id, at);
 }
 
+int store_key_rename(struct store *s, const char *id, const char *name)
+{
+    return s->ops->key_rename(s, id, name);
+}
+
+int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist)
+{
+    return s->ops->key_set_allowlist(s, id, allowlist);
+}
+
+int store_key_roll(struct store *s, const char *old_id, const struct store_key *replacement,
+                   int64_t old_expires_at)
+{
+    return s->ops->key_roll(s, old_id, replacement, old_expires_at);
+}
+
+int store_audit_add(struct store *s, const struct store_audit *e)
+{
+    return s->ops->audit_add(s, e);
+}
+
+int store_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
+                     store_audit_cb cb, void *ud)
+{
+    return s->ops->audit_list(s, account_id, before_id, limit, cb, ud);
+}
+
 int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud)
 {
     return s->ops->keys_load(s, today, last_seq, cb, ud);

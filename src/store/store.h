@@ -16,6 +16,7 @@
 #define STORE_HINT_SIZE 32
 #define STORE_EMAIL_MAX 254
 #define STORE_NAME_MAX 128
+#define STORE_ALLOWLIST_MAX 2048 /* Canonical text of a key's IP allowlist. */
 
 enum store_status {
     STORE_OK = 0,
@@ -40,12 +41,29 @@ struct store_key {
     char hint[STORE_HINT_SIZE];
     char created_by[STORE_EMAIL_MAX + 1];
     int64_t created_at;
-    int64_t last_used_at;    /* 0 = never. */
-    int64_t expires_at;      /* 0 = never. */
-    int64_t revoked_at;      /* 0 = not revoked. */
-    uint32_t requests_today; /* Requests served on the current UTC day (filled by loads). */
-    uint64_t requests_total; /* Requests served in all (filled by store_key_list). */
+    int64_t last_used_at;          /* 0 = never. */
+    int64_t expires_at;            /* 0 = never. */
+    int64_t revoked_at;            /* 0 = not revoked. */
+    uint32_t requests_today;       /* Requests served on the current UTC day (filled by loads). */
+    uint64_t requests_total;       /* Requests served in all (filled by store_key_list). */
+    char rolled_to[STORE_ID_SIZE]; /* The replacement's id once rolled, or "". */
+    char ip_allowlist[STORE_ALLOWLIST_MAX]; /* "203.0.113.0/24,2001:db8::1", or "" for any. */
 };
+
+/* One audit-log entry. Never holds a secret: keys are named by id and hint. */
+struct store_audit {
+    int64_t id;                       /* Assigned by the store. */
+    int64_t at;                       /* Unix time. */
+    char account_id[STORE_ID_SIZE];   /* The account concerned, or "" for none. */
+    char actor[STORE_EMAIL_MAX + 16]; /* "cli", a user's email, or "anonymous". */
+    char action[32];                  /* key.create, key.revoke, key.roll, user.signin, ... */
+    char target[128];                 /* What was acted on: a key id and hint, an email. */
+    char ip[48];                      /* The client address, or "" for the CLI. */
+    char result[16];                  /* "ok", "denied", "failed". */
+    char detail[256];                 /* Extra facts: a new name, a grace period. */
+};
+
+typedef int (*store_audit_cb)(void *ud, const struct store_audit *entry);
 
 /* Requests served by one key, to be added to the store. */
 struct store_usage {
@@ -74,6 +92,13 @@ struct store_ops {
     int (*key_list)(struct store *s, const char *account_id, store_key_cb cb, void *ud);
     int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor);
     int (*key_expire)(struct store *s, const char *id, int64_t at);
+    int (*key_rename)(struct store *s, const char *id, const char *name);
+    int (*key_set_allowlist)(struct store *s, const char *id, const char *allowlist);
+    int (*key_roll)(struct store *s, const char *old_id, const struct store_key *replacement,
+                    int64_t old_expires_at);
+    int (*audit_add)(struct store *s, const struct store_audit *e);
+    int (*audit_list)(struct store *s, const char *account_id, int64_t before_id, int limit,
+                      store_audit_cb cb, void *ud);
     int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
     int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
                        void *ud);
@@ -121,6 +146,21 @@ int store_key_revoke(struct store *s, const char *id, int64_t at, const char *ac
 /* Sets when a key expires (Unix time, 0 = never). STORE_NOT_FOUND when there is no such key. Each
  * of these two changes one field only, so that concurrent commands cannot undo each other. */
 int store_key_expire(struct store *s, const char *id, int64_t at);
+/* Renames a key. STORE_NOT_FOUND when there is no such key. */
+int store_key_rename(struct store *s, const char *id, const char *name);
+/* Replaces a key's IP allowlist (canonical text, "" for none). */
+int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist);
+/* Rolls a key in one transaction: inserts the replacement, records it on the old key and makes
+ * the old key expire at old_expires_at (or keeps an earlier expiry). STORE_NOT_FOUND when the old
+ * key does not exist; STORE_CONFLICT when it is revoked or already rolled. */
+int store_key_roll(struct store *s, const char *old_id, const struct store_key *replacement,
+                   int64_t old_expires_at);
+/* Appends an audit entry (its id and, when 0, its time are filled in by the store). */
+int store_audit_add(struct store *s, const struct store_audit *e);
+/* Calls cb for the newest `limit` audit entries of an account ("" for every account), newest
+ * first, with ids below before_id (0 = from the newest). */
+int store_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
+                     store_audit_cb cb, void *ud);
 /* Calls cb for every key, with today's request count; writes the newest change sequence number
  * (taken before reading, so that no change is missed) to *last_seq. */
 int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);

@@ -25,6 +25,12 @@ enum {
     ST_MAX_SEQ,
     ST_USAGE_DAY,
     ST_USAGE_LAST_USED,
+    ST_KEY_RENAME,
+    ST_KEY_ALLOWLIST,
+    ST_KEY_ROLL_MARK,
+    ST_KEY_EXISTS,
+    ST_AUDIT_ADD,
+    ST_AUDIT_LIST,
     ST__COUNT
 };
 
@@ -32,15 +38,15 @@ enum {
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
     "coalesce(k.revoked_at, 0), coalesce((SELECT requests FROM key_usage_daily d "                 \
-    "WHERE d.key_id = k.id AND d.day = ?1), 0)"
+    "WHERE d.key_id = k.id AND d.day = ?1), 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
 
 static const char *const sql_text[ST__COUNT] = {
     [ST_ACCOUNT_INSERT] = "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
     [ST_ACCOUNT_FIND] = "SELECT id, email, created_at FROM accounts "
                         "WHERE email = lower(?1) OR id = ?1",
     [ST_KEY_INSERT] = "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-                      "created_at, created_by, expires_at) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0))",
+                      "created_at, created_by, expires_at, ip_allowlist) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11)",
     [ST_KEY_FIND_ID] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.id = ?2",
     [ST_KEY_FIND_HASH] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.hash = ?2",
     [ST_KEY_LIST] = "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
@@ -58,6 +64,18 @@ static const char *const sql_text[ST__COUNT] = {
         "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + excluded.requests",
     [ST_USAGE_LAST_USED] = "UPDATE api_keys SET last_used_at = ?2 "
                            "WHERE id = ?1 AND coalesce(last_used_at, 0) < ?2",
+    [ST_KEY_RENAME] = "UPDATE api_keys SET name = ?2 WHERE id = ?1",
+    [ST_KEY_ALLOWLIST] = "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1",
+    [ST_KEY_ROLL_MARK] = "UPDATE api_keys SET rolled_to = ?2, expires_at = CASE WHEN expires_at "
+                         "IS NOT NULL AND expires_at < ?3 THEN expires_at ELSE ?3 END "
+                         "WHERE id = ?1 AND revoked_at IS NULL AND rolled_to IS NULL",
+    [ST_KEY_EXISTS] = "SELECT 1 FROM api_keys WHERE id = ?1",
+    [ST_AUDIT_ADD] = "INSERT INTO audit_log(at, account_id, actor, action, target, ip, result, "
+                     "detail) VALUES (?1, nullif(?2, ''), ?3, ?4, ?5, nullif(?6, ''), ?7, ?8)",
+    [ST_AUDIT_LIST] = "SELECT id, at, coalesce(account_id, ''), actor, action, "
+                      "coalesce(target, ''), coalesce(ip, ''), result, coalesce(detail, '') "
+                      "FROM audit_log WHERE (?1 = '' OR account_id = ?1) AND (?2 = 0 OR id < ?2) "
+                      "ORDER BY id DESC LIMIT ?3",
 };
 
 struct sqlite_backend {
@@ -241,6 +259,7 @@ static int sqlite_key_insert(struct store *s, const struct store_key *keys, size
         sqlite3_bind_int64(q, 8, k->created_at);
         sqlite3_bind_text(q, 9, k->created_by, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 10, k->expires_at);
+        sqlite3_bind_text(q, 11, k->ip_allowlist, -1, SQLITE_STATIC);
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         if (rc != SQLITE_DONE) {
@@ -272,7 +291,9 @@ static void read_key(sqlite3_stmt *q, struct store_key *k)
     k->expires_at = sqlite3_column_int64(q, 10);
     k->revoked_at = sqlite3_column_int64(q, 11);
     k->requests_today = (uint32_t)sqlite3_column_int64(q, 12);
-    k->requests_total = (uint64_t)sqlite3_column_int64(q, 13);
+    copy_text(k->rolled_to, sizeof(k->rolled_to), q, 13);
+    copy_text(k->ip_allowlist, sizeof(k->ip_allowlist), q, 14);
+    k->requests_total = (uint64_t)sqlite3_column_int64(q, 15);
 }
 
 static int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash,
@@ -304,8 +325,8 @@ static int walk_keys(struct store *s, sqlite3_stmt *q, int64_t *last_seq, store_
 
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         read_key(q, &k);
-        if (last_seq != NULL && sqlite3_column_int64(q, 13) > *last_seq)
-            *last_seq = sqlite3_column_int64(q, 13);
+        if (last_seq != NULL && sqlite3_column_int64(q, 15) > *last_seq)
+            *last_seq = sqlite3_column_int64(q, 15);
         k.requests_total = last_seq != NULL ? 0 : k.requests_total;
         if (cb(ud, &k) != 0)
             break;
@@ -416,6 +437,123 @@ static int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t
     return exec(s, "COMMIT");
 }
 
+static int sqlite_key_rename(struct store *s, const char *id, const char *name)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_RENAME);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+    return update_key(s, q);
+}
+
+static int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_ALLOWLIST);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, allowlist, -1, SQLITE_STATIC);
+    return update_key(s, q);
+}
+
+static int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key *repl,
+                           int64_t old_expires_at)
+{
+    sqlite3_stmt *q;
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    q = stmt(s, ST_KEY_ROLL_MARK);
+    sqlite3_bind_text(q, 1, old_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, repl->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, old_expires_at);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        fail(s, "cannot roll key");
+        goto rollback;
+    }
+    if (sqlite3_changes(db_of(s)) == 0) {
+        q = stmt(s, ST_KEY_EXISTS);
+        sqlite3_bind_text(q, 1, old_id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc == SQLITE_ROW)
+            store_set_error(s, STORE_CONFLICT, "the key is revoked or was already rolled");
+        else
+            store_set_error(s, STORE_NOT_FOUND, "no such key");
+        exec(s, "ROLLBACK");
+        return rc == SQLITE_ROW ? STORE_CONFLICT : STORE_NOT_FOUND;
+    }
+    /* key_insert opens its own transaction; inline the insert instead. */
+    q = stmt(s, ST_KEY_INSERT);
+    sqlite3_bind_text(q, 1, repl->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, repl->account_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, repl->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, repl->mode, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, repl->environment, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 6, repl->hash, STORE_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(q, 7, repl->hint, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 8, repl->created_at);
+    sqlite3_bind_text(q, 9, repl->created_by, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 10, repl->expires_at);
+    sqlite3_bind_text(q, 11, repl->ip_allowlist, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        fail(s, "cannot create the replacement key");
+        goto rollback;
+    }
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return STORE_ERROR;
+}
+
+static int sqlite_audit_add(struct store *s, const struct store_audit *e)
+{
+    sqlite3_stmt *q = stmt(s, ST_AUDIT_ADD);
+    int rc;
+
+    sqlite3_bind_int64(q, 1, e->at != 0 ? e->at : kn_unix_now());
+    sqlite3_bind_text(q, 2, e->account_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, e->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, e->action, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, e->target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 6, e->ip, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 7, e->result, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 8, e->detail, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot write the audit log");
+}
+
+static int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
+                             store_audit_cb cb, void *ud)
+{
+    sqlite3_stmt *q = stmt(s, ST_AUDIT_LIST);
+    struct store_audit e;
+    int rc;
+
+    sqlite3_bind_text(q, 1, account_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, before_id);
+    sqlite3_bind_int(q, 3, limit);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        memset(&e, 0, sizeof(e));
+        e.id = sqlite3_column_int64(q, 0);
+        e.at = sqlite3_column_int64(q, 1);
+        copy_text(e.account_id, sizeof(e.account_id), q, 2);
+        copy_text(e.actor, sizeof(e.actor), q, 3);
+        copy_text(e.action, sizeof(e.action), q, 4);
+        copy_text(e.target, sizeof(e.target), q, 5);
+        copy_text(e.ip, sizeof(e.ip), q, 6);
+        copy_text(e.result, sizeof(e.result), q, 7);
+        copy_text(e.detail, sizeof(e.detail), q, 8);
+        if (cb(ud, &e) != 0)
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read the audit log");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -429,6 +567,11 @@ const struct store_ops store_sqlite_ops = {
     .key_list = sqlite_key_list,
     .key_revoke = sqlite_key_revoke,
     .key_expire = sqlite_key_expire,
+    .key_rename = sqlite_key_rename,
+    .key_set_allowlist = sqlite_key_set_allowlist,
+    .key_roll = sqlite_key_roll,
+    .audit_add = sqlite_audit_add,
+    .audit_list = sqlite_audit_list,
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,

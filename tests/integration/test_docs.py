@@ -22,10 +22,10 @@ class DocsTest(unittest.TestCase):
         readme = read("README.md")
         for code in sorted(codes):
             with self.subTest(code=code):
-                self.assertIn(code, openapi)
+                self.assertTrue(code in openapi, f"{code} is not in docs/openapi.yaml")
                 if code not in ("internal_error", "not_ready", "bad_request",
                                 "expectation_failed"):
-                    self.assertIn(f"`{code}`", readme)
+                    self.assertTrue(f"`{code}`" in readme, f"{code} is not in README.md")
 
     def test_settings_are_documented(self):
         readme = read("README.md")
@@ -37,7 +37,7 @@ class DocsTest(unittest.TestCase):
         self.assertGreater(len(names), 10)
         for name in sorted(names):
             with self.subTest(setting=name):
-                self.assertIn(f"`{name}`", readme)
+                self.assertTrue(f"`{name}`" in readme, f"{name} is not in README.md")
 
 
 if __name__ == "__main__":

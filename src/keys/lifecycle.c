@@ -1,0 +1,173 @@
+#include "keys/lifecycle.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/base62.h"
+#include "core/ipnet.h"
+#include "core/util.h"
+
+int lifecycle_valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > STORE_NAME_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return -1;
+    return 0;
+}
+
+int lifecycle_canonical_allowlist(const char *text, char out[STORE_ALLOWLIST_MAX], char *err,
+                                  size_t errsize)
+{
+    struct iplist *l;
+
+    out[0] = '\0';
+    if (text == NULL || text[0] == '\0')
+        return 0;
+    if ((l = iplist_parse(text, err, errsize)) == NULL)
+        return -1;
+    int r = iplist_format(l, out, STORE_ALLOWLIST_MAX);
+    free(l);
+    if (r != 0)
+        snprintf(err, errsize, "the allowlist is too long");
+    return r;
+}
+
+void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecycle_spec *spec,
+                    const char *created_by, struct store_key *k, char sk[APIKEY_LEN + 1])
+{
+    memset(k, 0, sizeof(*k));
+    apikey_generate(spec->mode, sk);
+    base62_random_id(k->id, "key_", 20);
+    kn_strlcpy(k->account_id, spec->account_id, sizeof(k->account_id));
+    kn_strlcpy(k->name, spec->name, sizeof(k->name));
+    kn_strlcpy(k->mode, apikey_mode_name(spec->mode), sizeof(k->mode));
+    kn_strlcpy(k->environment, apikey_env_name(spec->env), sizeof(k->environment));
+    apikey_hash(secret, sk, APIKEY_LEN, k->hash);
+    apikey_hint(sk, k->hint);
+    kn_strlcpy(k->created_by, created_by, sizeof(k->created_by));
+    k->created_at = kn_unix_now();
+    k->expires_at = spec->expires_at;
+    kn_strlcpy(k->ip_allowlist, spec->allowlist != NULL ? spec->allowlist : "",
+               sizeof(k->ip_allowlist));
+}
+
+void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
+                     const char *action, const struct store_key *k, const char *result,
+                     const char *detail)
+{
+    struct store_audit e;
+
+    memset(&e, 0, sizeof(e));
+    kn_strlcpy(e.account_id, account_id != NULL ? account_id : "", sizeof(e.account_id));
+    kn_strlcpy(e.actor, who->name, sizeof(e.actor));
+    kn_strlcpy(e.action, action, sizeof(e.action));
+    if (k != NULL)
+        snprintf(e.target, sizeof(e.target), "%s (%s)", k->id, k->hint);
+    kn_strlcpy(e.ip, who->ip != NULL ? who->ip : "", sizeof(e.ip));
+    kn_strlcpy(e.result, result, sizeof(e.result));
+    kn_strlcpy(e.detail, detail != NULL ? detail : "", sizeof(e.detail));
+    if (store_audit_add(s, &e) != STORE_OK)
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+}
+
+int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
+                     const struct lifecycle_spec *spec, const struct lifecycle_actor *who,
+                     struct store_key *k, char sk[APIKEY_LEN + 1])
+{
+    char detail[256];
+    int r;
+
+    lifecycle_fill(secret, spec, who->name, k, sk);
+    r = store_key_insert(s, k, 1);
+    snprintf(detail, sizeof(detail), "name \"%.64s\", %s, %s%s%.120s", k->name, k->mode,
+             k->environment, k->ip_allowlist[0] ? ", allowlist " : "", k->ip_allowlist);
+    lifecycle_audit(s, k->account_id, who, "key.create", k, r == STORE_OK ? "ok" : "failed",
+                    detail);
+    if (r != STORE_OK)
+        sodium_memzero(sk, APIKEY_LEN + 1);
+    return r;
+}
+
+int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
+                   const struct store_key *old, int64_t grace, const struct lifecycle_actor *who,
+                   struct store_key *k, char sk[APIKEY_LEN + 1])
+{
+    struct lifecycle_spec spec;
+    int64_t now = kn_unix_now();
+    char detail[128];
+    int r;
+
+    if (old->revoked_at != 0 || (old->expires_at != 0 && old->expires_at <= now) ||
+        old->rolled_to[0] != '\0')
+        return store_set_error(s, STORE_CONFLICT, "%s is %s and cannot be rolled", old->id,
+                               lifecycle_status(old, now));
+    memset(&spec, 0, sizeof(spec));
+    spec.account_id = old->account_id;
+    spec.name = old->name;
+    apikey_mode_parse(old->mode, &spec.mode);
+    apikey_env_parse(old->environment, &spec.env);
+    spec.allowlist = old->ip_allowlist;
+    lifecycle_fill(secret, &spec, who->name, k, sk);
+    r = store_key_roll(s, old->id, k, now + grace);
+    snprintf(detail, sizeof(detail), "replaced by %s (%s); old key expires in %lld s", k->id,
+             k->hint, (long long)grace);
+    lifecycle_audit(s, old->account_id, who, "key.roll", old, r == STORE_OK ? "ok" : "failed",
+                    detail);
+    if (r != STORE_OK)
+        sodium_memzero(sk, APIKEY_LEN + 1);
+    return r;
+}
+
+int lifecycle_revoke(struct store *s, const struct store_key *k, const struct lifecycle_actor *who)
+{
+    int r = store_key_revoke(s, k->id, kn_unix_now(), who->name);
+    lifecycle_audit(s, k->account_id, who, "key.revoke", k, r == STORE_OK ? "ok" : "failed", NULL);
+    return r;
+}
+
+int lifecycle_expire(struct store *s, const struct store_key *k, int64_t at,
+                     const struct lifecycle_actor *who)
+{
+    char detail[64];
+    int r = store_key_expire(s, k->id, at);
+    kn_format_time(at, detail, sizeof(detail));
+    lifecycle_audit(s, k->account_id, who, "key.expire", k, r == STORE_OK ? "ok" : "failed",
+                    detail);
+    return r;
+}
+
+int lifecycle_rename(struct store *s, const struct store_key *k, const char *name,
+                     const struct lifecycle_actor *who)
+{
+    char detail[STORE_NAME_MAX * 2 + 32];
+    int r = store_key_rename(s, k->id, name);
+    snprintf(detail, sizeof(detail), "\"%s\" -> \"%s\"", k->name, name);
+    lifecycle_audit(s, k->account_id, who, "key.rename", k, r == STORE_OK ? "ok" : "failed",
+                    detail);
+    return r;
+}
+
+int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
+                            const struct lifecycle_actor *who)
+{
+    int r = store_key_set_allowlist(s, k->id, canonical);
+    lifecycle_audit(s, k->account_id, who, "key.allowlist", k, r == STORE_OK ? "ok" : "failed",
+                    canonical[0] ? canonical : "any address");
+    return r;
+}
+
+const char *lifecycle_status(const struct store_key *k, int64_t now)
+{
+    if (k->revoked_at != 0)
+        return "revoked";
+    if (k->expires_at != 0 && k->expires_at <= now)
+        return "expired";
+    if (k->rolled_to[0] != '\0')
+        return "rolled";
+    return "active";
+}
