@@ -23,6 +23,7 @@ static const char usage[] =
     "  serve     run the HTTP server\n"
     "  account   create and show customer accounts\n"
     "  key       create, list, roll, update, revoke and expire API keys\n"
+    "  user      set a dashboard user's password\n"
     "  audit     print the audit log\n"
     "  migrate   create or upgrade the database\n"
     "  version   print the version\n"
@@ -138,6 +139,8 @@ int main(int argc, char **argv)
         return cli_account(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "key") == 0)
         return cli_key(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "user") == 0)
+        return cli_user(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "audit") == 0)
         return cli_audit(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "migrate") == 0)

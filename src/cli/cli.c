@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "keys/apikey.h"
 #include "keys/keysync.h"
+#include "auth/password.h"
 #include "keys/lifecycle.h"
 #include "store/store.h"
 
@@ -72,6 +73,16 @@ static const char key_usage[] =
     "  --data-dir DIR          where the database and server secret live (KONNECT_DATA_DIR,\n"
     "                          default ./var)\n"
     "  -h, --help              show this help\n";
+
+static const char user_usage[] =
+    "Usage: konnect user set-password --email EMAIL < password-file\n"
+    "\n"
+    "Set (or reset) a dashboard user's password, read from the first line of standard input,\n"
+    "and end every session of that user. Passwords are 10 to 256 bytes.\n"
+    "\n"
+    "Options:\n"
+    "  --email EMAIL     the user\n"
+    "  --data-dir DIR    where the database lives (KONNECT_DATA_DIR, default ./var)\n";
 
 static const char audit_usage[] =
     "Usage: konnect audit [--account EMAIL|ID] [--limit N] [--json]\n"
@@ -802,6 +813,57 @@ int cli_audit(struct kn_config *c, int argc, char **argv)
     ret = 0;
 out:
     json_decref(a.arr);
+    store_close(s);
+    return ret;
+}
+
+int cli_user(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+    struct store_user u;
+    char pw[PASSWORD_MAX + 2], hash[PASSWORD_HASH_SIZE];
+    int ret = 1;
+
+    if (parse_opts(c, argc, argv, &o, user_usage) != 0)
+        return 2;
+    if (o.help || o.npositional != 1 || strcmp(o.positional[0], "set-password") != 0 ||
+        o.email == NULL) {
+        fputs(user_usage, o.help ? stdout : stderr);
+        return o.help ? 0 : 2;
+    }
+    if (fgets(pw, sizeof(pw), stdin) == NULL) {
+        fprintf(stderr, "konnect: expected the new password on standard input\n");
+        return 2;
+    }
+    pw[strcspn(pw, "\r\n")] = '\0';
+    if (password_acceptable(pw) != 0) {
+        sodium_memzero(pw, sizeof(pw));
+        fprintf(stderr, "konnect: a password has %d to %d bytes\n", PASSWORD_MIN, PASSWORD_MAX);
+        return 2;
+    }
+    if ((s = open_store(c)) == NULL) {
+        sodium_memzero(pw, sizeof(pw));
+        return 1;
+    }
+    if (store_user_find(s, o.email, &u) != STORE_OK) {
+        char shown[STORE_EMAIL_MAX + 16];
+        fprintf(stderr, "konnect: no user %s\n", redact_copy(shown, sizeof(shown), o.email));
+        goto out;
+    }
+    if (password_hash(pw, hash) != 0 || store_user_set_password(s, u.id, hash) != STORE_OK ||
+        store_sessions_delete_user(s, u.id) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    struct store_member m;
+    lifecycle_audit(s, store_member_first(s, u.id, &m) == STORE_OK ? m.account_id : "", &cli_actor,
+                    "user.password_reset", NULL, "ok", u.email);
+    printf("password set for %s; their sessions have ended\n", u.email);
+    ret = 0;
+out:
+    sodium_memzero(pw, sizeof(pw));
+    sodium_memzero(hash, sizeof(hash));
     store_close(s);
     return ret;
 }

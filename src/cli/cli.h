@@ -11,6 +11,9 @@ int cli_account(struct kn_config *c, int argc, char **argv);
 /* `konnect key ...`; argv[0] is "key". */
 int cli_key(struct kn_config *c, int argc, char **argv);
 
+/* `konnect user set-password`; argv[0] is "user". */
+int cli_user(struct kn_config *c, int argc, char **argv);
+
 /* `konnect audit`; argv[0] is "audit". */
 int cli_audit(struct kn_config *c, int argc, char **argv);
 

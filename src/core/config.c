@@ -88,6 +88,9 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     c->test_rpd = 1000;
     kn_strlcpy(c->access_log, "-", sizeof(c->access_log));
     kn_strlcpy(c->default_model, "konnect-default", sizeof(c->default_model));
+    kn_strlcpy(c->signup, "open", sizeof(c->signup));
+    c->session_idle_s = 86400;
+    c->session_max_s = 7 * 86400;
 
     v = getenv("KONNECT_DATA_DIR");
     config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");
@@ -111,6 +114,9 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     UINT_SETTING("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 600 * 1000);
     UINT_SETTING("KONNECT_TEST_KEY_RPM", test_rpm, 1000000000);
     UINT_SETTING("KONNECT_TEST_KEY_RPD", test_rpd, 1000000000);
+    UINT_SETTING("KONNECT_SESSION_IDLE", session_idle_s, 365 * 86400);
+    UINT_SETTING("KONNECT_SESSION_MAX", session_max_s, 365 * 86400);
+    UINT_SETTING("KONNECT_TRUST_PROXY", trust_proxy, 1);
 #undef UINT_SETTING
     if (c->threads == 0)
         c->threads = cores > 0 ? (int)cores : 1;
@@ -121,6 +127,17 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
                  "1024, KONNECT_REQUEST_TIMEOUT_MS at least 100 and KONNECT_MAX_CONNECTIONS at "
                  "least 1",
                  CHAT_BODY_MIN);
+        return -1;
+    }
+    if ((v = getenv("KONNECT_SIGNUP")) != NULL && *v != '\0') {
+        if (strcmp(v, "open") != 0 && strcmp(v, "invite") != 0 && strcmp(v, "closed") != 0) {
+            snprintf(err, errsize, "KONNECT_SIGNUP must be open, invite or closed");
+            return -1;
+        }
+        kn_strlcpy(c->signup, v, sizeof(c->signup));
+    }
+    if (c->session_idle_s < 60 || c->session_max_s < 60) {
+        snprintf(err, errsize, "KONNECT_SESSION_IDLE and KONNECT_SESSION_MAX must be at least 60");
         return -1;
     }
     if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')

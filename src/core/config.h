@@ -27,6 +27,10 @@ struct kn_config {
     uint32_t test_rpd;            /* KONNECT_TEST_KEY_RPD, default 1000, 0 = unlimited. */
     char access_log[PATH_MAX];    /* KONNECT_ACCESS_LOG: "-" (stderr, default), "off", a path. */
     char default_model[129];      /* KONNECT_MODEL, default "konnect-default". */
+    char signup[8];               /* KONNECT_SIGNUP: "open" (default), "invite" or "closed". */
+    unsigned session_idle_s;      /* KONNECT_SESSION_IDLE, default 86400 (24 h). */
+    unsigned session_max_s;       /* KONNECT_SESSION_MAX, default 604800 (7 days). */
+    int trust_proxy;              /* KONNECT_TRUST_PROXY: 1 to believe X-Forwarded-Proto. */
 };
 
 /* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err

@@ -1,6 +1,9 @@
 #include "core/errors.h"
 
+#include <jansson.h>
 #include <string.h>
+
+#include "core/util.h"
 
 static const struct kn_error_def defs[KN_ERR__COUNT] = {
     [KN_OK] = {200, "OK", "", "", ""},
@@ -51,6 +54,29 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                           "This request was not billed."},
     [KN_ERR_NOT_READY] = {503, "Service Unavailable", "api_error", "not_ready",
                           "The store is not reachable."},
+    [KN_ERR_BROWSER_NOT_ALLOWED] =
+        {403, "Forbidden", "invalid_request_error", "browser_not_allowed",
+         "Secret API keys are for server-side code only, so this API "
+         "does not answer browsers' cross-origin requests. Call it from "
+         "your server and keep the key in an environment variable there."},
+    [KN_ERR_NOT_SIGNED_IN] = {401, "Unauthorized", "authentication_error", "not_signed_in",
+                              "Sign in to continue."},
+    [KN_ERR_CSRF_FAILED] = {403, "Forbidden", "invalid_request_error", "csrf_failed",
+                            "This request did not come from the dashboard (missing or wrong "
+                            "CSRF token, or another origin). Reload the page and try again."},
+    [KN_ERR_INVALID_CREDENTIALS] = {401, "Unauthorized", "authentication_error",
+                                    "invalid_credentials", "Wrong email or password."},
+    [KN_ERR_TOO_MANY_ATTEMPTS] = {429, "Too Many Requests", "rate_limit_error", "too_many_attempts",
+                                  "Too many failed sign-in attempts. Wait before trying again."},
+    [KN_ERR_SIGNUP_CLOSED] = {403, "Forbidden", "invalid_request_error", "signup_closed",
+                              "Sign-up is closed on this server. Ask an account owner for an "
+                              "invitation."},
+    [KN_ERR_EMAIL_TAKEN] = {409, "Conflict", "invalid_request_error", "email_taken",
+                            "An account with this email already exists. Sign in instead."},
+    [KN_ERR_INVITE_INVALID] = {400, "Bad Request", "invalid_request_error", "invite_invalid",
+                               "This invitation link is invalid, expired or already used."},
+    [KN_ERR_KEY_NOT_ACTIVE] = {409, "Conflict", "invalid_request_error", "key_not_active",
+                               "This key is revoked, expired or already rolled."},
     [KN_ERR_INTERNAL] = {500, "Internal Server Error", "api_error", "internal_error",
                          "An internal error occurred."},
 };
@@ -60,6 +86,26 @@ const struct kn_error_def *kn_error_def(enum kn_err err)
     if ((int)err < 0 || err >= KN_ERR__COUNT)
         err = KN_ERR_INTERNAL;
     return &defs[err];
+}
+
+char *kn_error_json(enum kn_err err, const char *message, const char *param, const char *request_id,
+                    size_t *len)
+{
+    const struct kn_error_def *d = kn_error_def(err);
+    json_t *doc =
+        json_pack("{s:{s:s, s:s, s:s, s:o, s:s}}", "error", "type", d->type, "code", d->code,
+                  "message", message != NULL ? message : d->message, "param",
+                  param != NULL ? json_string(param) : json_null(), "request_id", request_id);
+    char *out;
+
+    if (doc == NULL) /* Text that is not valid UTF-8 cannot be sent: fall back to the default. */
+        doc = json_pack("{s:{s:s, s:s, s:s, s:n, s:s}}", "error", "type", d->type, "code", d->code,
+                        "message", d->message, "param", "request_id", request_id);
+    if (doc == NULL || (out = json_dumps(doc, JSON_COMPACT)) == NULL)
+        kn_fatal("cannot build error document");
+    json_decref(doc);
+    *len = strlen(out);
+    return out;
 }
 
 enum kn_err kn_error_from_code(const char *code)

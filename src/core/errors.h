@@ -3,6 +3,8 @@
 #ifndef KN_CORE_ERRORS_H
 #define KN_CORE_ERRORS_H
 
+#include <stddef.h>
+
 enum kn_err {
     KN_OK = 0,
     KN_ERR_MISSING_API_KEY,
@@ -25,6 +27,15 @@ enum kn_err {
     KN_ERR_TOO_MANY_CONNECTIONS,
     KN_ERR_MODEL_BACKEND_UNAVAILABLE,
     KN_ERR_NOT_READY,
+    KN_ERR_BROWSER_NOT_ALLOWED,
+    KN_ERR_NOT_SIGNED_IN,
+    KN_ERR_CSRF_FAILED,
+    KN_ERR_INVALID_CREDENTIALS,
+    KN_ERR_TOO_MANY_ATTEMPTS,
+    KN_ERR_SIGNUP_CLOSED,
+    KN_ERR_EMAIL_TAKEN,
+    KN_ERR_INVITE_INVALID,
+    KN_ERR_KEY_NOT_ACTIVE,
     KN_ERR_INTERNAL,
     KN_ERR__COUNT
 };
@@ -43,5 +54,12 @@ const struct kn_error_def *kn_error_def(enum kn_err err);
 
 /* Returns the enum value whose public code is `code`, or KN_ERR_INTERNAL when none matches. */
 enum kn_err kn_error_from_code(const char *code);
+
+/* Builds the public error document {"error": {"type", "code", "message", "param",
+ * "request_id"}} with message (NULL: the table's) and param (NULL: null). A message or param that
+ * is not valid UTF-8 is replaced by the defaults. Returns a string the caller frees with free()
+ * and writes its length to *len. */
+char *kn_error_json(enum kn_err err, const char *message, const char *param, const char *request_id,
+                    size_t *len);
 
 #endif

@@ -24,6 +24,7 @@
 
 #include "auth/bearer.h"
 #include "chat/chat.h"
+#include "dashboard/dashboard.h"
 #include "core/base62.h"
 #include "core/errors.h"
 #include "core/util.h"
@@ -50,6 +51,13 @@ struct server {
     _Atomic unsigned conns;
     _Atomic int stopping;
     struct worker *workers;
+    /* The dashboard runs on its own thread (it does blocking work); jobs go there in FIFO. */
+    struct dashboard *dash;
+    pthread_t dash_thread;
+    pthread_mutex_t dash_lock;
+    pthread_cond_t dash_cond;
+    struct dash_job *dash_head, *dash_tail;
+    int dash_stop, dash_started;
     char refusal[REFUSAL_SIZE]; /* The raw HTTP answer to a connection over the limit. */
 };
 
@@ -62,6 +70,7 @@ struct worker {
     struct logbuf log;
     unsigned conns;
     h2o_timeout_t refuse_timeout;
+    h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
 };
 
 struct kn_handler {
@@ -153,37 +162,12 @@ static void send_json(h2o_req_t *req, struct reqinfo *info, int status, const ch
     h2o_send_inline(req, body, len);
 }
 
-/* Builds the public error document. Never includes a secret: messages are fixed text or name a
- * parameter, and at most a key's display hint. */
-static char *error_body(enum kn_err err, const char *message, const char *param,
-                        const char *request_id, size_t *len)
-{
-    const struct kn_error_def *d = kn_error_def(err);
-    json_t *doc =
-        json_pack("{s:{s:s, s:s, s:s, s:o, s:s}}", "error", "type", d->type, "code", d->code,
-                  "message", message != NULL ? message : d->message, "param",
-                  param != NULL ? json_string(param) : json_null(), "request_id", request_id);
-    char *out;
-
-    if (doc == NULL) /* Text that is not valid UTF-8 cannot be sent: fall back to the default. */
-        doc = json_pack("{s:{s:s, s:s, s:s, s:n, s:s}}", "error", "type", d->type, "code", d->code,
-                        "message", d->message, "param", "request_id", request_id);
-    if (doc == NULL)
-        kn_fatal("cannot build error document");
-    out = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    if (out == NULL)
-        kn_fatal("cannot serialize error document");
-    *len = strlen(out);
-    return out;
-}
-
 static void send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
                        const char *param)
 {
     const struct kn_error_def *d = kn_error_def(err);
     size_t len;
-    char *body = error_body(err, message, param, info->request_id, &len);
+    char *body = kn_error_json(err, message, param, info->request_id, &len);
 
     info->error_code = d->code;
     send_json(req, info, d->status, d->reason, body, len);
@@ -414,6 +398,292 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
     send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
 }
 
+/* ---- the dashboard thread ----------------------------------------------------------------
+ * A dashboard request is copied into a job, queued to the dashboard thread, answered there, and
+ * sent back to its event loop as a message. If the client goes away meanwhile, h2o frees the
+ * request's pool; a guard in that pool tells the job, so the answer is dropped. */
+
+#define DASH_BODY_MAX (64 * 1024)
+
+struct dash_job;
+
+struct dash_guard {
+    struct dash_job *job;
+};
+
+struct dash_job {
+    h2o_multithread_message_t super; /* First: the message sent back to the loop. */
+    struct dash_job *next;
+    struct worker *w;
+    h2o_req_t *req; /* NULL once the request is gone. Only the loop's thread touches it. */
+    struct dash_guard *guard;
+    struct reqinfo info;
+    struct dash_request in;
+    struct dash_response out;
+    char *strings; /* One allocation holding every string of `in`. */
+};
+
+static void dash_guard_dispose(void *p)
+{
+    struct dash_guard *g = p;
+    if (g->job != NULL)
+        g->job->req = NULL;
+}
+
+static void *dash_thread_main(void *arg)
+{
+    struct server *srv = arg;
+
+    for (;;) {
+        pthread_mutex_lock(&srv->dash_lock);
+        while (srv->dash_head == NULL && !srv->dash_stop)
+            pthread_cond_wait(&srv->dash_cond, &srv->dash_lock);
+        struct dash_job *job = srv->dash_head;
+        if (job == NULL) {
+            pthread_mutex_unlock(&srv->dash_lock);
+            return NULL;
+        }
+        srv->dash_head = job->next;
+        if (srv->dash_head == NULL)
+            srv->dash_tail = NULL;
+        pthread_mutex_unlock(&srv->dash_lock);
+        dashboard_handle(srv->dash, &job->in, &job->out);
+        h2o_multithread_send_message(&job->w->dash_receiver, &job->super);
+    }
+}
+
+static void dash_job_free(struct dash_job *job)
+{
+    if (job->out.body != NULL) {
+        /* The body may hold a new key's secret. */
+        sodium_memzero(job->out.body, job->out.body_len);
+        free(job->out.body);
+    }
+    free(job->strings);
+    free(job);
+}
+
+static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        struct dash_job *job = (struct dash_job *)msg;
+        h2o_req_t *req = job->req;
+        h2o_linklist_unlink(&msg->link);
+        if (req != NULL) {
+            char buf[16];
+            job->guard->job = NULL;
+            job->info.error_code = job->out.error_code;
+            if (job->out.set_cookie[0] != '\0')
+                add_header(req, "set-cookie", job->out.set_cookie);
+            if (job->out.retry_after != 0) {
+                snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
+                add_header(req, "retry-after", buf);
+            }
+            if (job->out.body != NULL) {
+                send_json(req, &job->info, job->out.status, job->out.reason, job->out.body,
+                          job->out.body_len);
+            } else {
+                static h2o_generator_t generator = {NULL, NULL};
+                req->res.status = job->out.status;
+                req->res.reason = job->out.reason;
+                req->res.content_length = 0;
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                               H2O_STRLIT("no-store"));
+                add_header(req, "request-id", job->info.request_id);
+                log_request(req, &job->info, job->out.status);
+                h2o_start_response(req, &generator);
+                h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+            }
+        }
+        dash_job_free(job);
+    }
+}
+
+/* Copies header `name` (or NULL when absent) into the job's string area at *cursor. */
+static const char *copy_str(char **cursor, const char *s, size_t len)
+{
+    char *out = *cursor;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    *cursor += len + 1;
+    return out;
+}
+
+static const h2o_iovec_t *find_header(h2o_req_t *req, const h2o_token_t *token, const char *name)
+{
+    ssize_t i = token != NULL ? h2o_find_header(&req->headers, token, -1)
+                              : h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    return i < 0 ? NULL : &req->headers.entries[i].value;
+}
+
+static int is_https(struct server *srv, h2o_req_t *req)
+{
+    if (req->scheme == &H2O_URL_SCHEME_HTTPS)
+        return 1;
+    if (srv->cfg->trust_proxy) {
+        const h2o_iovec_t *v = find_header(req, NULL, "x-forwarded-proto");
+        return v != NULL && h2o_lcstris(v->base, v->len, H2O_STRLIT("https"));
+    }
+    return 0;
+}
+
+static void handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
+{
+    struct worker *w = worker_of(req);
+    struct server *srv = w->srv;
+    const h2o_iovec_t *cookie = find_header(req, H2O_TOKEN_COOKIE, NULL),
+                      *csrf = find_header(req, NULL, "x-csrf-token"),
+                      *origin = find_header(req, NULL, "origin"),
+                      *ctype = find_header(req, H2O_TOKEN_CONTENT_TYPE, NULL);
+    h2o_iovec_t path = req->path_normalized, query = {NULL, 0};
+    char peer[INET6_ADDRSTRLEN];
+
+    if (req->entity.len > DASH_BODY_MAX) {
+        send_error(req, info, KN_ERR_BODY_TOO_LARGE, "Dashboard requests are limited to 64 KiB.",
+                   NULL);
+        return;
+    }
+    if (req->query_at != SIZE_MAX)
+        query =
+            h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    format_peer(req, peer, sizeof(peer));
+
+    struct dash_job *job = kn_calloc(1, sizeof(*job));
+    size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
+                  (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
+                  (ctype ? ctype->len : 0) + strlen(peer) + 16;
+    char *cur = job->strings = kn_malloc(need);
+    job->w = w;
+    job->req = req;
+    job->info = *info;
+    job->in.method = copy_str(&cur, req->method.base, req->method.len);
+    job->in.path = copy_str(&cur, path.base, path.len);
+    job->in.query = query.base != NULL ? copy_str(&cur, query.base, query.len) : NULL;
+    job->in.body =
+        copy_str(&cur, req->entity.base != NULL ? req->entity.base : "", req->entity.len);
+    job->in.body_len = req->entity.len;
+    job->in.host = copy_str(&cur, req->authority.base, req->authority.len);
+    job->in.cookie = cookie ? copy_str(&cur, cookie->base, cookie->len) : NULL;
+    job->in.csrf_token = csrf ? copy_str(&cur, csrf->base, csrf->len) : NULL;
+    job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
+    job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
+    job->in.ip = copy_str(&cur, peer, strlen(peer));
+    job->in.https = is_https(srv, req);
+    job->in.request_id = job->info.request_id;
+    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
+    job->guard->job = job;
+
+    pthread_mutex_lock(&srv->dash_lock);
+    if (srv->dash_tail != NULL)
+        srv->dash_tail->next = job;
+    else
+        srv->dash_head = job;
+    srv->dash_tail = job;
+    pthread_cond_signal(&srv->dash_cond);
+    pthread_mutex_unlock(&srv->dash_lock);
+}
+
+/* ---- dashboard pages ---------------------------------------------------------------------- */
+
+struct embedded_file {
+    const char *name;
+    const unsigned char *data;
+    size_t len;
+};
+extern const struct embedded_file web_assets[];
+
+static const struct embedded_file *asset(const char *name, size_t len)
+{
+    for (const struct embedded_file *f = web_assets; f->name != NULL; f++)
+        if (strlen(f->name) == len && memcmp(f->name, name, len) == 0)
+            return f;
+    return NULL;
+}
+
+static const char *content_type_of(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (dot == NULL)
+        return "application/octet-stream";
+    if (strcmp(dot, ".html") == 0)
+        return "text/html; charset=utf-8";
+    if (strcmp(dot, ".js") == 0)
+        return "text/javascript; charset=utf-8";
+    if (strcmp(dot, ".css") == 0)
+        return "text/css; charset=utf-8";
+    if (strcmp(dot, ".svg") == 0)
+        return "image/svg+xml";
+    return "application/octet-stream";
+}
+
+static void send_asset(h2o_req_t *req, struct reqinfo *info, const struct embedded_file *f)
+{
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = f->len;
+    add_header(req, "content-type", content_type_of(f->name));
+    /* No inline script or style, no framing, no referrer: the pages handle sessions and keys. */
+    add_header(req, "content-security-policy",
+               "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+    add_header(req, "x-frame-options", "DENY");
+    add_header(req, "x-content-type-options", "nosniff");
+    add_header(req, "referrer-policy", "no-referrer");
+    add_header(req, "cache-control", "no-cache");
+    add_header(req, "request-id", info->request_id);
+    log_request(req, info, 200);
+    h2o_send_inline(req, (const char *)f->data, f->len);
+}
+
+static const char *const page_paths[] = {
+    "/",
+    "/signin",
+    "/signup",
+    "/invite",
+    "/settings",
+    "/settings/api-keys",
+    "/settings/members",
+    "/settings/security",
+    "/dashboard",
+};
+
+/* Serves the dashboard's pages and assets for GET and HEAD. Returns 1 when it answered. */
+static int handle_page(h2o_req_t *req, struct reqinfo *info)
+{
+    h2o_iovec_t p = req->path_normalized, m = req->method;
+    const struct embedded_file *f = NULL;
+
+    if (!h2o_memis(m.base, m.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return 0;
+    if (p.len > 8 && memcmp(p.base, "/assets/", 8) == 0) {
+        f = asset(p.base + 8, p.len - 8);
+    } else {
+        for (size_t i = 0; i < sizeof(page_paths) / sizeof(page_paths[0]); i++)
+            if (h2o_memis(p.base, p.len, page_paths[i], strlen(page_paths[i])))
+                f = asset(H2O_STRLIT("index.html"));
+    }
+    if (f == NULL)
+        return 0;
+    send_asset(req, info, f);
+    return 1;
+}
+
+/* A browser's CORS preflight to the API gets a refusal that says why. */
+static int handle_preflight(h2o_req_t *req, struct reqinfo *info)
+{
+    h2o_iovec_t p = req->path_normalized;
+
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) || p.len < 4 ||
+        memcmp(p.base, "/v1/", 4) != 0 || find_header(req, NULL, "origin") == NULL)
+        return 0;
+    send_error(req, info, KN_ERR_BROWSER_NOT_ALLOWED, NULL, NULL);
+    return 1;
+}
+
 /* ---- routing ----------------------------------------------------------------------------- */
 
 struct route {
@@ -453,6 +723,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
         return 0;
     }
+    if (p.len >= 15 && memcmp(p.base, "/dashboard/api/", 15) == 0) {
+        handle_dashboard_api(req, &info);
+        return 0;
+    }
+    if (handle_preflight(req, &info) || handle_page(req, &info))
+        return 0;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];
         if (!h2o_memis(p.base, p.len, r->path, strlen(r->path)))
@@ -538,9 +814,9 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         char msg[128];
         snprintf(msg, sizeof(msg), "The request body is larger than the limit of %zu bytes.",
                  ((struct kn_filter *)self)->srv->cfg->max_body_bytes);
-        body = error_body(err, msg, NULL, info.request_id, &len);
+        body = kn_error_json(err, msg, NULL, info.request_id, &len);
     } else {
-        body = error_body(err, NULL, NULL, info.request_id, &len);
+        body = kn_error_json(err, NULL, NULL, info.request_id, &len);
     }
     o = (struct json_ostream *)h2o_add_ostream(req, sizeof(*o), slot);
     o->super.do_send = json_ostream_send;
@@ -762,7 +1038,7 @@ static void build_refusal(struct server *srv)
 {
     size_t len;
     const char *id = REFUSAL_ID_PLACEHOLDER;
-    char *body = error_body(KN_ERR_TOO_MANY_CONNECTIONS, NULL, NULL, id, &len);
+    char *body = kn_error_json(KN_ERR_TOO_MANY_CONNECTIONS, NULL, NULL, id, &len);
     snprintf(srv->refusal, sizeof(srv->refusal),
              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
              "Content-Length: %zu\r\nCache-Control: no-store\r\nRetry-After: 1\r\n"
@@ -798,6 +1074,22 @@ static void setup_h2o(struct server *srv)
     f->srv = srv;
 }
 
+/* Stops the dashboard thread once it has answered what it was given; answers that can no longer
+ * be delivered are dropped. */
+static void stop_dashboard(struct server *srv)
+{
+    if (!srv->dash_started)
+        return;
+    pthread_mutex_lock(&srv->dash_lock);
+    srv->dash_stop = 1;
+    pthread_cond_broadcast(&srv->dash_cond);
+    pthread_mutex_unlock(&srv->dash_lock);
+    pthread_join(srv->dash_thread, NULL);
+    srv->dash_started = 0;
+    pthread_mutex_destroy(&srv->dash_lock);
+    pthread_cond_destroy(&srv->dash_cond);
+}
+
 int server_run(const struct kn_config *c)
 {
     struct server *srv = kn_calloc(1, sizeof(*srv));
@@ -826,6 +1118,13 @@ int server_run(const struct kn_config *c)
         goto fail;
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
             c->database, (double)(kn_mono_ns() - t0) / 1e6);
+    if ((srv->dash = dashboard_new(c, srv->secret, srv->ks, err, sizeof(err))) == NULL)
+        goto fail;
+    pthread_mutex_init(&srv->dash_lock, NULL);
+    pthread_cond_init(&srv->dash_cond, NULL);
+    if (pthread_create(&srv->dash_thread, NULL, dash_thread_main, srv) != 0)
+        kn_fatal("cannot start the dashboard thread");
+    srv->dash_started = 1;
     if (open_listener(srv, err, sizeof(err)) != 0)
         goto fail;
     build_refusal(srv);
@@ -842,6 +1141,7 @@ int server_run(const struct kn_config *c)
         w->accept_ctx.ctx = &w->ctx;
         w->accept_ctx.hosts = srv->h2o.hosts;
         h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
+        h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
         w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         w->listener->data = w;
         h2o_socket_read_start(w->listener, on_accept);
@@ -866,12 +1166,16 @@ int server_run(const struct kn_config *c)
     srv->listen_fd = -1;
     for (int i = 0; i < started; i++)
         pthread_join(srv->workers[i].thread, NULL);
+    stop_dashboard(srv);
     ret = 0;
     for (int i = 0; i < c->threads; i++) {
         struct worker *w = &srv->workers[i];
         if (w->conns == 0) {
             h2o_evloop_t *loop = w->ctx.loop;
             h2o_timeout_dispose(loop, &w->refuse_timeout);
+            /* Answers that arrived after the loop stopped belong to requests that are gone. */
+            on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
+            h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
             /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked,
              * and h2o_context_dispose asserts that no timer is. */
             if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
@@ -887,7 +1191,9 @@ int server_run(const struct kn_config *c)
     goto out;
 fail:
     fprintf(stderr, "konnect: %s\n", err);
+    stop_dashboard(srv);
 out:
+    dashboard_free(srv->dash);
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
     accesslog_close(srv->log);

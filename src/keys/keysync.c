@@ -32,6 +32,11 @@ struct keysync {
     struct store_usage *batch; /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
+    /* In-process sync requests: a request bumps `requested` and waits until `completed` passes
+     * it. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t requested, completed;
 };
 
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out)
@@ -158,6 +163,22 @@ static void *thread_main(void *arg)
         int timeout = now >= next_tick ? 0 : (int)((next_tick - now) / 1000000) + 1;
         int n = poll(p, ks->listen_fd >= 0 ? 2 : 1, timeout);
 
+        if (n > 0 && (p[0].revents & POLLIN) != 0) {
+            uint64_t v;
+            if (read(ks->wake_fd, &v, sizeof(v)) < 0) {
+                /* Nothing to read: another wake-up got there first. */
+            }
+            pthread_mutex_lock(&ks->lock);
+            uint64_t target = ks->requested;
+            pthread_mutex_unlock(&ks->lock);
+            if (target > ks->completed) {
+                sync_changes(ks);
+                pthread_mutex_lock(&ks->lock);
+                ks->completed = target;
+                pthread_cond_broadcast(&ks->cond);
+                pthread_mutex_unlock(&ks->lock);
+            }
+        }
         if (n > 0 && (p[1].revents & POLLIN) != 0) {
             int fd = accept4(ks->listen_fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0) {
@@ -212,6 +233,8 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     struct keysync *ks = kn_calloc(1, sizeof(*ks));
 
     ks->kt = kt;
+    pthread_mutex_init(&ks->lock, NULL);
+    pthread_cond_init(&ks->cond, NULL);
     ks->listen_fd = -1;
     ks->wake_fd = -1;
     if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
@@ -253,6 +276,9 @@ void keysync_stop(struct keysync *ks)
     if (ks == NULL)
         return;
     atomic_store(&ks->stop, 1);
+    pthread_mutex_lock(&ks->lock);
+    pthread_cond_broadcast(&ks->cond);
+    pthread_mutex_unlock(&ks->lock);
     if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
         kn_fatal("cannot wake the store thread");
     pthread_join(ks->thread, NULL);
@@ -264,8 +290,25 @@ void keysync_stop(struct keysync *ks)
     free(ks->socket_path);
     free(ks->batch);
     free(ks->batch_recs);
+    pthread_mutex_destroy(&ks->lock);
+    pthread_cond_destroy(&ks->cond);
     store_close(ks->store);
     free(ks);
+}
+
+void keysync_sync_now(struct keysync *ks)
+{
+    uint64_t one = 1, mine;
+
+    pthread_mutex_lock(&ks->lock);
+    mine = ++ks->requested;
+    pthread_mutex_unlock(&ks->lock);
+    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
+        kn_fatal("cannot wake the store thread");
+    pthread_mutex_lock(&ks->lock);
+    while (ks->completed < mine && !atomic_load(&ks->stop))
+        pthread_cond_wait(&ks->cond, &ks->lock);
+    pthread_mutex_unlock(&ks->lock);
 }
 
 int keysync_ready(struct keysync *ks, uint64_t *age_ms)

@@ -34,6 +34,10 @@ void keysync_stop(struct keysync *ks);
  * last success in milliseconds to *age_ms. Safe from any thread. */
 int keysync_ready(struct keysync *ks, uint64_t *age_ms);
 
+/* Applies every pending key change now and returns once it is in the key table. For threads of
+ * the same process (the dashboard), which cannot wait on their own control socket. */
+void keysync_sync_now(struct keysync *ks);
+
 /* Asks the server listening on socket_path to apply pending key changes now, waiting up to
  * timeout_ms for its answer. Returns 1 when a server applied them, 0 when no server is listening
  * there, -1 when one is listening but did not answer in time. */

@@ -99,7 +99,13 @@ int store_account_create(struct store *s, const char *email, struct store_accoun
     for (size_t i = 0; i <= len; i++)
         a.email[i] = (char)tolower((unsigned char)email[i]);
     a.created_at = kn_unix_now();
-    int r = s->ops->account_insert(s, &a);
+    /* The owner is also a dashboard user (without a password until one is set). */
+    struct store_user u;
+    memset(&u, 0, sizeof(u));
+    base62_random_id(u.id, "user_", 20);
+    kn_strlcpy(u.email, a.email, sizeof(u.email));
+    u.created_at = a.created_at;
+    int r = s->ops->account_insert_owned(s, &a, &u);
     if (r == STORE_OK)
         *out = a;
     return r;
@@ -175,4 +181,103 @@ int store_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_k
 int store_usage_add(struct store *s, const struct store_usage *u, size_t n)
 {
     return s->ops->usage_add(s, u, n);
+}
+
+int store_account_insert_owned(struct store *s, const struct store_account *a,
+                               const struct store_user *u)
+{
+    return s->ops->account_insert_owned(s, a, u);
+}
+
+int store_user_find(struct store *s, const char *email_or_id, struct store_user *out)
+{
+    return s->ops->user_find(s, email_or_id, out);
+}
+
+int store_user_set_password(struct store *s, const char *user_id, const char *hash)
+{
+    return s->ops->user_set_password(s, user_id, hash);
+}
+
+int store_member_first(struct store *s, const char *user_id, struct store_member *out)
+{
+    return s->ops->member_first(s, user_id, out);
+}
+
+int store_member_find(struct store *s, const char *account_id, const char *user_id,
+                      struct store_member *out)
+{
+    return s->ops->member_find(s, account_id, user_id, out);
+}
+
+int store_member_add(struct store *s, const struct store_member *m, const struct store_user *u)
+{
+    return s->ops->member_add(s, m, u);
+}
+
+int store_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud)
+{
+    return s->ops->members_list(s, account_id, cb, ud);
+}
+
+int store_session_insert(struct store *s, const struct store_session *x)
+{
+    return s->ops->session_insert(s, x);
+}
+
+int store_session_find(struct store *s, const uint8_t *hash, struct store_session *out)
+{
+    return s->ops->session_find(s, hash, out);
+}
+
+int store_session_touch(struct store *s, const uint8_t *hash, int64_t at)
+{
+    return s->ops->session_touch(s, hash, at);
+}
+
+int store_session_delete(struct store *s, const uint8_t *hash)
+{
+    return s->ops->session_delete(s, hash);
+}
+
+int store_sessions_delete_user(struct store *s, const char *user_id)
+{
+    return s->ops->sessions_delete_user(s, user_id);
+}
+
+int store_invite_insert(struct store *s, const struct store_invite *i)
+{
+    return s->ops->invite_insert(s, i);
+}
+
+int store_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out)
+{
+    return s->ops->invite_find(s, hash, out);
+}
+
+int store_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
+{
+    return s->ops->invite_accept(s, hash, at);
+}
+
+int store_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
+                       void *ud)
+{
+    return s->ops->invites_list(s, account_id, now, cb, ud);
+}
+
+int store_failure_add(struct store *s, const char *kind, const char *key, int64_t at)
+{
+    return s->ops->failure_add(s, kind, key, at);
+}
+
+int store_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
+                        int *count, int64_t *oldest)
+{
+    return s->ops->failure_count(s, kind, key, since, count, oldest);
+}
+
+int store_failure_clear(struct store *s, const char *kind, const char *key)
+{
+    return s->ops->failure_clear(s, kind, key);
 }

@@ -65,6 +65,45 @@ struct store_audit {
 
 typedef int (*store_audit_cb)(void *ud, const struct store_audit *entry);
 
+/* A person who signs in to the dashboard. */
+struct store_user {
+    char id[STORE_ID_SIZE];
+    char email[STORE_EMAIL_MAX + 1];
+    char password_hash[192]; /* Argon2id string, "" when no password is set. */
+    int64_t created_at;
+};
+
+/* A user's membership of an account. */
+struct store_member {
+    char account_id[STORE_ID_SIZE];
+    char user_id[STORE_ID_SIZE];
+    char email[STORE_EMAIL_MAX + 1];
+    char role[8]; /* "owner" or "member" */
+    int64_t created_at;
+};
+
+/* A dashboard session. The token itself is never stored, only its keyed hash. */
+struct store_session {
+    uint8_t token_hash[STORE_HASH_LEN];
+    char user_id[STORE_ID_SIZE];
+    char account_id[STORE_ID_SIZE];
+    char csrf_token[48];
+    int64_t created_at, last_seen_at, expires_at;
+    char ip[48];
+};
+
+/* An invitation to join an account. Only the keyed hash of its token is stored. */
+struct store_invite {
+    uint8_t token_hash[STORE_HASH_LEN];
+    char account_id[STORE_ID_SIZE];
+    char email[STORE_EMAIL_MAX + 1];
+    char invited_by[STORE_EMAIL_MAX + 1];
+    int64_t created_at, expires_at, accepted_at;
+};
+
+typedef int (*store_member_cb)(void *ud, const struct store_member *m);
+typedef int (*store_invite_cb)(void *ud, const struct store_invite *i);
+
 /* Requests served by one key, to be added to the store. */
 struct store_usage {
     char key_id[STORE_ID_SIZE];
@@ -99,6 +138,29 @@ struct store_ops {
     int (*audit_add)(struct store *s, const struct store_audit *e);
     int (*audit_list)(struct store *s, const char *account_id, int64_t before_id, int limit,
                       store_audit_cb cb, void *ud);
+    int (*account_insert_owned)(struct store *s, const struct store_account *a,
+                                const struct store_user *u);
+    int (*user_find)(struct store *s, const char *email_or_id, struct store_user *out);
+    int (*user_set_password)(struct store *s, const char *user_id, const char *hash);
+    int (*member_first)(struct store *s, const char *user_id, struct store_member *out);
+    int (*member_find)(struct store *s, const char *account_id, const char *user_id,
+                       struct store_member *out);
+    int (*member_add)(struct store *s, const struct store_member *m, const struct store_user *u);
+    int (*members_list)(struct store *s, const char *account_id, store_member_cb cb, void *ud);
+    int (*session_insert)(struct store *s, const struct store_session *x);
+    int (*session_find)(struct store *s, const uint8_t *hash, struct store_session *out);
+    int (*session_touch)(struct store *s, const uint8_t *hash, int64_t at);
+    int (*session_delete)(struct store *s, const uint8_t *hash);
+    int (*sessions_delete_user)(struct store *s, const char *user_id);
+    int (*invite_insert)(struct store *s, const struct store_invite *i);
+    int (*invite_find)(struct store *s, const uint8_t *hash, struct store_invite *out);
+    int (*invite_accept)(struct store *s, const uint8_t *hash, int64_t at);
+    int (*invites_list)(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
+                        void *ud);
+    int (*failure_add)(struct store *s, const char *kind, const char *key, int64_t at);
+    int (*failure_count)(struct store *s, const char *kind, const char *key, int64_t since,
+                         int *count, int64_t *oldest);
+    int (*failure_clear)(struct store *s, const char *kind, const char *key);
     int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
     int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
                        void *ud);
@@ -155,6 +217,40 @@ int store_key_set_allowlist(struct store *s, const char *id, const char *allowli
  * key does not exist; STORE_CONFLICT when it is revoked or already rolled. */
 int store_key_roll(struct store *s, const char *old_id, const struct store_key *replacement,
                    int64_t old_expires_at);
+/* Dashboard users, memberships, sessions, invitations and sign-in failures. Each is a thin
+ * wrapper over the backend; see struct store_ops. */
+/* Creates an account and its owner user in one transaction (signup). STORE_CONFLICT when the
+ * email is taken. The caller fills both ids. */
+int store_account_insert_owned(struct store *s, const struct store_account *a,
+                               const struct store_user *u);
+int store_user_find(struct store *s, const char *email_or_id, struct store_user *out);
+int store_user_set_password(struct store *s, const char *user_id, const char *hash);
+/* The user's first membership (owner before member, oldest first). */
+int store_member_first(struct store *s, const char *user_id, struct store_member *out);
+int store_member_find(struct store *s, const char *account_id, const char *user_id,
+                      struct store_member *out);
+/* Adds a membership, creating the user u first when u is not NULL. */
+int store_member_add(struct store *s, const struct store_member *m, const struct store_user *u);
+int store_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud);
+int store_session_insert(struct store *s, const struct store_session *x);
+int store_session_find(struct store *s, const uint8_t *hash, struct store_session *out);
+int store_session_touch(struct store *s, const uint8_t *hash, int64_t at);
+int store_session_delete(struct store *s, const uint8_t *hash);
+int store_sessions_delete_user(struct store *s, const char *user_id);
+int store_invite_insert(struct store *s, const struct store_invite *i);
+int store_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out);
+/* Marks an invitation used; STORE_CONFLICT when it already was. */
+int store_invite_accept(struct store *s, const uint8_t *hash, int64_t at);
+/* Calls cb for the account's invitations that are neither accepted nor expired at `now`. */
+int store_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
+                       void *ud);
+/* Records a failed sign-in for kind ("email" or "ip") and key; counts those since `since` and
+ * the time of the oldest of them; forgets them all. */
+int store_failure_add(struct store *s, const char *kind, const char *key, int64_t at);
+int store_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
+                        int *count, int64_t *oldest);
+int store_failure_clear(struct store *s, const char *kind, const char *key);
+
 /* Appends an audit entry (its id and, when 0, its time are filled in by the store). */
 int store_audit_add(struct store *s, const struct store_audit *e);
 /* Calls cb for the newest `limit` audit entries of an account ("" for every account), newest

@@ -1,6 +1,7 @@
 /* The SQLite backend: one file in WAL mode, so that readers (the CLI, the server's reads) never
  * wait for the writer. */
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,9 +79,34 @@ static const char *const sql_text[ST__COUNT] = {
                       "ORDER BY id DESC LIMIT ?3",
 };
 
+/* The dashboard's statements, prepared on first use. */
+enum {
+    DS_USER_INSERT,
+    DS_USER_FIND,
+    DS_USER_PASSWORD,
+    DS_MEMBER_INSERT,
+    DS_MEMBER_FIRST,
+    DS_MEMBER_FIND,
+    DS_MEMBERS_LIST,
+    DS_SESSION_INSERT,
+    DS_SESSION_FIND,
+    DS_SESSION_TOUCH,
+    DS_SESSION_DELETE,
+    DS_SESSIONS_DELETE_USER,
+    DS_INVITE_INSERT,
+    DS_INVITE_FIND,
+    DS_INVITE_ACCEPT,
+    DS_INVITES_LIST,
+    DS_FAILURE_ADD,
+    DS_FAILURE_COUNT,
+    DS_FAILURE_CLEAR,
+    DS__COUNT
+};
+
 struct sqlite_backend {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
+    sqlite3_stmt *dash[DS__COUNT];
 };
 
 static sqlite3 *db_of(struct store *s)
@@ -138,6 +164,8 @@ static void sqlite_close(struct store *s)
     struct sqlite_backend *b = store_backend(s);
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(b->st[i]);
+    for (int i = 0; i < DS__COUNT; i++)
+        sqlite3_finalize(b->dash[i]);
     sqlite3_close(b->db);
     free(b);
     store_set_backend__(s, NULL);
@@ -554,6 +582,365 @@ static int sqlite_audit_list(struct store *s, const char *account_id, int64_t be
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read the audit log");
 }
 
+/* ---- dashboard: users, memberships, sessions, invitations, sign-in failures ---------------- */
+
+/* Prepares (once) and runs a one-off statement with arguments described by fmt: 't' text, 'i'
+ * int64, 'h' a STORE_HASH_LEN blob. Leaves the statement positioned on its first row when there
+ * is one; the caller reads it and resets. Returns the sqlite3_step code. */
+static int run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...)
+{
+    struct sqlite_backend *b = store_backend(s);
+    va_list ap;
+    int i = 1;
+
+    (void)b;
+    if (*cache == NULL &&
+        sqlite3_prepare_v3(db_of(s), sql, -1, SQLITE_PREPARE_PERSISTENT, cache, NULL) != SQLITE_OK)
+        kn_fatal("cannot prepare statement: %s", sqlite3_errmsg(db_of(s)));
+    sqlite3_reset(*cache);
+    sqlite3_clear_bindings(*cache);
+    va_start(ap, fmt);
+    for (const char *f = fmt; *f != '\0'; f++, i++) {
+        switch (*f) {
+        case 't':
+            sqlite3_bind_text(*cache, i, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+            break;
+        case 'i':
+            sqlite3_bind_int64(*cache, i, va_arg(ap, int64_t));
+            break;
+        case 'h':
+            sqlite3_bind_blob(*cache, i, va_arg(ap, const uint8_t *), STORE_HASH_LEN,
+                              SQLITE_TRANSIENT);
+            break;
+        }
+    }
+    va_end(ap);
+    return sqlite3_step(*cache);
+}
+
+#define RUN(s, name, sql, ...)                                                                     \
+    run((s), &((struct sqlite_backend *)store_backend(s))->dash[DS_##name], sql, __VA_ARGS__)
+#define STMT(s, name) (((struct sqlite_backend *)store_backend(s))->dash[DS_##name])
+
+static int done(struct store *s, sqlite3_stmt *q, int rc, const char *what)
+{
+    sqlite3_reset(q);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_CONSTRAINT)
+        return store_set_error(s, STORE_CONFLICT, "%s: already exists", what);
+    return fail(s, what);
+}
+
+static int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out);
+
+static int insert_user(struct store *s, const struct store_user *u)
+{
+    int rc = RUN(s, USER_INSERT,
+                 "INSERT OR IGNORE INTO users(id, email, password_hash, created_at) "
+                 "VALUES (?1, lower(?2), nullif(?3, ''), ?4)",
+                 "ttti", u->id, u->email, u->password_hash, u->created_at);
+    return done(s, STMT(s, USER_INSERT), rc, "cannot create user");
+}
+
+static int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
+                                       const struct store_user *u)
+{
+    struct store_user existing;
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    if ((rc = sqlite_account_insert(s, a)) != STORE_OK)
+        goto rollback;
+    if ((rc = insert_user(s, u)) != STORE_OK)
+        goto rollback;
+    /* The owner may already be a user (a member of another account). */
+    if ((rc = sqlite_user_find(s, u->email, &existing)) != STORE_OK)
+        goto rollback;
+    rc = RUN(
+        s, MEMBER_INSERT,
+        "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "ttti", a->id, existing.id, "owner", a->created_at);
+    if ((rc = done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner")) != STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+static void read_user(sqlite3_stmt *q, struct store_user *u)
+{
+    memset(u, 0, sizeof(*u));
+    copy_text(u->id, sizeof(u->id), q, 0);
+    copy_text(u->email, sizeof(u->email), q, 1);
+    copy_text(u->password_hash, sizeof(u->password_hash), q, 2);
+    u->created_at = sqlite3_column_int64(q, 3);
+}
+
+static int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out)
+{
+    int rc = RUN(s, USER_FIND,
+                 "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
+                 "WHERE email = lower(?1) OR id = ?1",
+                 "t", email_or_id);
+    if (rc == SQLITE_ROW)
+        read_user(STMT(s, USER_FIND), out);
+    sqlite3_reset(STMT(s, USER_FIND));
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such user")
+                             : fail(s, "cannot read user");
+}
+
+static int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash)
+{
+    int rc = RUN(s, USER_PASSWORD, "UPDATE users SET password_hash = ?2 WHERE id = ?1", "tt",
+                 user_id, hash);
+    if ((rc = done(s, STMT(s, USER_PASSWORD), rc, "cannot set password")) != STORE_OK)
+        return rc;
+    return sqlite3_changes(db_of(s)) ? STORE_OK
+                                     : store_set_error(s, STORE_NOT_FOUND, "no such user");
+}
+
+#define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"
+
+static void read_member(sqlite3_stmt *q, struct store_member *m)
+{
+    memset(m, 0, sizeof(*m));
+    copy_text(m->account_id, sizeof(m->account_id), q, 0);
+    copy_text(m->user_id, sizeof(m->user_id), q, 1);
+    copy_text(m->email, sizeof(m->email), q, 2);
+    copy_text(m->role, sizeof(m->role), q, 3);
+    m->created_at = sqlite3_column_int64(q, 4);
+}
+
+static int one_member(struct store *s, sqlite3_stmt *q, int rc, struct store_member *out)
+{
+    if (rc == SQLITE_ROW)
+        read_member(q, out);
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such membership")
+                             : fail(s, "cannot read membership");
+}
+
+static int sqlite_member_first(struct store *s, const char *user_id, struct store_member *out)
+{
+    int rc = RUN(s, MEMBER_FIRST,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.user_id = ?1 ORDER BY m.role = 'owner' DESC, m.created_at LIMIT 1",
+                 "t", user_id);
+    return one_member(s, STMT(s, MEMBER_FIRST), rc, out);
+}
+
+static int sqlite_member_find(struct store *s, const char *account_id, const char *user_id,
+                              struct store_member *out)
+{
+    int rc = RUN(s, MEMBER_FIND,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.account_id = ?1 AND m.user_id = ?2",
+                 "tt", account_id, user_id);
+    return one_member(s, STMT(s, MEMBER_FIND), rc, out);
+}
+
+static int sqlite_member_add(struct store *s, const struct store_member *m,
+                             const struct store_user *u)
+{
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    if (u != NULL && (rc = insert_user(s, u)) != STORE_OK)
+        goto rollback;
+    rc = RUN(
+        s, MEMBER_INSERT,
+        "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "ttti", m->account_id, m->user_id, m->role, m->created_at);
+    if ((rc = done(s, STMT(s, MEMBER_INSERT), rc, "cannot add member")) != STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+static int sqlite_members_list(struct store *s, const char *account_id, store_member_cb cb,
+                               void *ud)
+{
+    struct store_member m;
+    sqlite3_stmt *q;
+    int rc = RUN(s, MEMBERS_LIST,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.account_id = ?1 ORDER BY m.created_at",
+                 "t", account_id);
+    q = STMT(s, MEMBERS_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_member(q, &m);
+        if (cb(ud, &m) != 0)
+            break;
+    }
+    return done(s, q, rc, "cannot list members");
+}
+
+static int sqlite_session_insert(struct store *s, const struct store_session *x)
+{
+    int rc = RUN(s, SESSION_INSERT,
+                 "INSERT INTO sessions(token_hash, user_id, account_id, csrf_token, created_at, "
+                 "last_seen_at, expires_at, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 "htttiiit", x->token_hash, x->user_id, x->account_id, x->csrf_token, x->created_at,
+                 x->last_seen_at, x->expires_at, x->ip);
+    return done(s, STMT(s, SESSION_INSERT), rc, "cannot create session");
+}
+
+static int sqlite_session_find(struct store *s, const uint8_t *hash, struct store_session *out)
+{
+    sqlite3_stmt *q;
+    int rc = RUN(s, SESSION_FIND,
+                 "SELECT user_id, account_id, csrf_token, created_at, last_seen_at, expires_at, "
+                 "coalesce(ip, '') FROM sessions WHERE token_hash = ?1",
+                 "h", hash);
+    q = STMT(s, SESSION_FIND);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        memcpy(out->token_hash, hash, STORE_HASH_LEN);
+        copy_text(out->user_id, sizeof(out->user_id), q, 0);
+        copy_text(out->account_id, sizeof(out->account_id), q, 1);
+        copy_text(out->csrf_token, sizeof(out->csrf_token), q, 2);
+        out->created_at = sqlite3_column_int64(q, 3);
+        out->last_seen_at = sqlite3_column_int64(q, 4);
+        out->expires_at = sqlite3_column_int64(q, 5);
+        copy_text(out->ip, sizeof(out->ip), q, 6);
+    }
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such session")
+                             : fail(s, "cannot read session");
+}
+
+static int sqlite_session_touch(struct store *s, const uint8_t *hash, int64_t at)
+{
+    int rc = RUN(s, SESSION_TOUCH, "UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
+                 "hi", hash, at);
+    return done(s, STMT(s, SESSION_TOUCH), rc, "cannot update session");
+}
+
+static int sqlite_session_delete(struct store *s, const uint8_t *hash)
+{
+    int rc = RUN(s, SESSION_DELETE, "DELETE FROM sessions WHERE token_hash = ?1", "h", hash);
+    return done(s, STMT(s, SESSION_DELETE), rc, "cannot end session");
+}
+
+static int sqlite_sessions_delete_user(struct store *s, const char *user_id)
+{
+    int rc = RUN(s, SESSIONS_DELETE_USER, "DELETE FROM sessions WHERE user_id = ?1", "t", user_id);
+    return done(s, STMT(s, SESSIONS_DELETE_USER), rc, "cannot end sessions");
+}
+
+static int sqlite_invite_insert(struct store *s, const struct store_invite *i)
+{
+    int rc =
+        RUN(s, INVITE_INSERT,
+            "INSERT INTO invites(token_hash, account_id, email, invited_by, created_at, "
+            "expires_at) VALUES (?1, ?2, lower(?3), ?4, ?5, ?6)",
+            "httti"
+            "i",
+            i->token_hash, i->account_id, i->email, i->invited_by, i->created_at, i->expires_at);
+    return done(s, STMT(s, INVITE_INSERT), rc, "cannot create invitation");
+}
+
+static void read_invite(sqlite3_stmt *q, struct store_invite *i)
+{
+    const void *h = sqlite3_column_blob(q, 0);
+    memset(i, 0, sizeof(*i));
+    if (h != NULL && sqlite3_column_bytes(q, 0) == STORE_HASH_LEN)
+        memcpy(i->token_hash, h, STORE_HASH_LEN);
+    copy_text(i->account_id, sizeof(i->account_id), q, 1);
+    copy_text(i->email, sizeof(i->email), q, 2);
+    copy_text(i->invited_by, sizeof(i->invited_by), q, 3);
+    i->created_at = sqlite3_column_int64(q, 4);
+    i->expires_at = sqlite3_column_int64(q, 5);
+    i->accepted_at = sqlite3_column_int64(q, 6);
+}
+
+#define INVITE_COLUMNS                                                                             \
+    "token_hash, account_id, email, invited_by, created_at, expires_at, coalesce(accepted_at, 0)"
+
+static int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out)
+{
+    int rc = RUN(s, INVITE_FIND, "SELECT " INVITE_COLUMNS " FROM invites WHERE token_hash = ?1",
+                 "h", hash);
+    if (rc == SQLITE_ROW)
+        read_invite(STMT(s, INVITE_FIND), out);
+    sqlite3_reset(STMT(s, INVITE_FIND));
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such invitation")
+                             : fail(s, "cannot read invitation");
+}
+
+static int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
+{
+    int rc =
+        RUN(s, INVITE_ACCEPT,
+            "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL",
+            "hi", hash, at);
+    if ((rc = done(s, STMT(s, INVITE_ACCEPT), rc, "cannot accept invitation")) != STORE_OK)
+        return rc;
+    return sqlite3_changes(db_of(s))
+               ? STORE_OK
+               : store_set_error(s, STORE_CONFLICT, "invitation already used");
+}
+
+static int sqlite_invites_list(struct store *s, const char *account_id, int64_t now,
+                               store_invite_cb cb, void *ud)
+{
+    struct store_invite i;
+    sqlite3_stmt *q;
+    int rc = RUN(s, INVITES_LIST,
+                 "SELECT " INVITE_COLUMNS " FROM invites WHERE account_id = ?1 AND accepted_at IS "
+                 "NULL AND expires_at > ?2 ORDER BY created_at",
+                 "ti", account_id, now);
+    q = STMT(s, INVITES_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_invite(q, &i);
+        if (cb(ud, &i) != 0)
+            break;
+    }
+    return done(s, q, rc, "cannot list invitations");
+}
+
+static int sqlite_failure_add(struct store *s, const char *kind, const char *key, int64_t at)
+{
+    int rc = RUN(s, FAILURE_ADD, "INSERT INTO signin_failures(kind, key, at) VALUES (?1, ?2, ?3)",
+                 "tti", kind, key, at);
+    return done(s, STMT(s, FAILURE_ADD), rc, "cannot record failure");
+}
+
+static int sqlite_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
+                                int *count, int64_t *oldest)
+{
+    int rc = RUN(s, FAILURE_COUNT,
+                 "SELECT count(*), coalesce(min(at), 0) FROM signin_failures "
+                 "WHERE kind = ?1 AND key = ?2 AND at >= ?3",
+                 "tti", kind, key, since);
+    if (rc == SQLITE_ROW) {
+        *count = sqlite3_column_int(STMT(s, FAILURE_COUNT), 0);
+        *oldest = sqlite3_column_int64(STMT(s, FAILURE_COUNT), 1);
+    }
+    return done(s, STMT(s, FAILURE_COUNT), rc, "cannot count failures");
+}
+
+static int sqlite_failure_clear(struct store *s, const char *kind, const char *key)
+{
+    int rc = RUN(s, FAILURE_CLEAR, "DELETE FROM signin_failures WHERE kind = ?1 AND key = ?2", "tt",
+                 kind, key);
+    return done(s, STMT(s, FAILURE_CLEAR), rc, "cannot clear failures");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -572,6 +959,25 @@ const struct store_ops store_sqlite_ops = {
     .key_roll = sqlite_key_roll,
     .audit_add = sqlite_audit_add,
     .audit_list = sqlite_audit_list,
+    .account_insert_owned = sqlite_account_insert_owned,
+    .user_find = sqlite_user_find,
+    .user_set_password = sqlite_user_set_password,
+    .member_first = sqlite_member_first,
+    .member_find = sqlite_member_find,
+    .member_add = sqlite_member_add,
+    .members_list = sqlite_members_list,
+    .session_insert = sqlite_session_insert,
+    .session_find = sqlite_session_find,
+    .session_touch = sqlite_session_touch,
+    .session_delete = sqlite_session_delete,
+    .sessions_delete_user = sqlite_sessions_delete_user,
+    .invite_insert = sqlite_invite_insert,
+    .invite_find = sqlite_invite_find,
+    .invite_accept = sqlite_invite_accept,
+    .invites_list = sqlite_invites_list,
+    .failure_add = sqlite_failure_add,
+    .failure_count = sqlite_failure_count,
+    .failure_clear = sqlite_failure_clear,
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,

@@ -1,0 +1,59 @@
+/* The dashboard's JSON API (/dashboard/api/...; see docs/dashboard-api.md): sign-up, sign-in,
+ * sessions with CSRF protection, API keys, members and the audit log.
+ *
+ * It does blocking work (the store, Argon2id), so it runs on its own thread, never on an event
+ * loop: the HTTP layer copies each request into a struct dash_request, hands it to
+ * dashboard_handle on that thread, and sends back the struct dash_response. */
+#ifndef KN_DASHBOARD_DASHBOARD_H
+#define KN_DASHBOARD_DASHBOARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "keys/keysync.h"
+
+/* One request, with everything copied out of the HTTP layer. Strings are NUL-terminated and
+ * owned by the caller; absent headers are NULL. */
+struct dash_request {
+    const char *method;
+    const char *path;  /* Without the query string. */
+    const char *query; /* After '?', or NULL. */
+    const char *body;
+    size_t body_len;
+    const char *cookie;       /* The Cookie header. */
+    const char *csrf_token;   /* The X-CSRF-Token header. */
+    const char *origin;       /* The Origin header. */
+    const char *host;         /* The Host header (the authority for HTTP/2). */
+    const char *content_type; /* The Content-Type header. */
+    const char *ip;           /* The client address. */
+    int https;                /* 1 when the client reached us over HTTPS. */
+    const char *request_id;
+};
+
+/* The answer. body is malloc'd JSON (or NULL for no body); the caller frees it. */
+struct dash_response {
+    int status;
+    const char *reason;
+    char *body;
+    size_t body_len;
+    char set_cookie[256];   /* A Set-Cookie value, or "". */
+    unsigned retry_after;   /* Seconds for Retry-After, or 0. */
+    const char *error_code; /* For the access log, or NULL. */
+};
+
+struct dashboard;
+
+/* Opens the dashboard's own store connection. ks (may be NULL in tests) is asked to apply key
+ * changes at once. Returns NULL with a message in err on failure. */
+struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
+                                struct keysync *ks, char *err, size_t errsize);
+
+/* Frees the dashboard and closes its store connection. */
+void dashboard_free(struct dashboard *d);
+
+/* Answers one request. Thread-compatible: call it from one thread at a time. */
+void dashboard_handle(struct dashboard *d, const struct dash_request *req,
+                      struct dash_response *res);
+
+#endif

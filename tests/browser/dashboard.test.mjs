@@ -1,0 +1,664 @@
+// Browser tests of the Konnect dashboard: the real konnect binary, Debian's Chromium, and the
+// product page's five steps done literally by clicking.
+//
+//   cd tests/browser && npm ci && KONNECT_BIN=../../build/konnect node --test
+//
+// Environment:
+//   KONNECT_BIN          the konnect binary (default: build/konnect in this repository)
+//   KONNECT_TEST_OUTPUT  where full-page screenshots go (default: tests/browser/output/)
+//
+// Every test starts its own server on a free port with a fresh data directory and stops it with
+// SIGTERM at the end. Every wait is bounded. Nothing secret is printed: assertions about a secret
+// never carry the secret in their message, and screenshots mask the field that shows it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const OUTPUT = path.resolve(process.env.KONNECT_TEST_OUTPUT || path.join(HERE, 'output'));
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const STEP_MS = 10_000; // any one UI wait
+const START_MS = 15_000; // server start
+const TEST_MS = 120_000; // a whole test
+const KEY_RE = /^sk_(test|live)_[0-9A-Za-z]{38}$/;
+
+function konnectBin() {
+  if (process.env.KONNECT_BIN) return path.resolve(process.env.KONNECT_BIN);
+  const local = path.join(REPO, 'build', 'konnect');
+  return existsSync(local) ? local : null;
+}
+
+const rand = () => Math.random().toString(36).slice(2, 10);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const redact = (s) => s.replace(/sk_(live|test)_[0-9A-Za-z]{6,}/g, 'sk_$1_[redacted]');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function fetchT(url, opts = {}, ms = 5_000) {
+  return fetch(url, { ...opts, redirect: 'manual', signal: AbortSignal.timeout(ms) });
+}
+
+// Polls fn until it returns a truthy value or ms pass; then throws with message.
+async function until(fn, message, ms = STEP_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${message}`);
+    await sleep(100);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fixture: a server, a browser, a page. Cleanup is registered before anything can fail.
+
+async function setup(t) {
+  const env = { shots: 0, problems: [], serverLog: '' };
+  t.after(() => teardown(env));
+  const bin = konnectBin();
+  if (!bin || !existsSync(bin)) throw new Error('set KONNECT_BIN to the konnect binary (none found at build/konnect)');
+
+  env.slug = t.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
+  env.outDir = path.join(OUTPUT, env.slug);
+  await rm(env.outDir, { recursive: true, force: true });
+  await mkdir(env.outDir, { recursive: true });
+
+  env.dataDir = await mkdtemp(path.join(tmpdir(), 'konnect-browser-'));
+  const port = await freePort();
+  env.base = `http://127.0.0.1:${port}`;
+  const childEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KONNECT_')) childEnv[k] = v;
+  childEnv.KONNECT_DATA_DIR = env.dataDir;
+  env.server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--threads', '2'], {
+    env: childEnv, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  env.exited = new Promise((resolve) => env.server.on('exit', (code, signal) => resolve({ code, signal })));
+  env.server.on('error', (e) => {
+    env.spawnError = e;
+  });
+  const keep = (chunk) => {
+    env.serverLog = (env.serverLog + chunk.toString('utf8')).slice(-20_000);
+  };
+  env.server.stdout.on('data', keep);
+  env.server.stderr.on('data', keep);
+
+  // Wait for /healthz; fail at once if the server dies.
+  const deadline = Date.now() + START_MS;
+  for (;;) {
+    if (env.spawnError) throw new Error(`could not start ${bin}: ${env.spawnError.message}`);
+    if (env.server.exitCode !== null || env.server.signalCode !== null) {
+      throw new Error(`konnect serve exited (${env.server.exitCode ?? env.server.signalCode}) before answering /healthz:\n${redact(env.serverLog.slice(-2000))}`);
+    }
+    try {
+      const r = await fetchT(`${env.base}/healthz`, {}, 1_000);
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`konnect serve did not answer /healthz within ${START_MS} ms`);
+    await sleep(50);
+  }
+
+  // Fail fast, with a clear reason, when this build has no dashboard.
+  const page = await fetchT(`${env.base}/signin`);
+  const html = await page.text();
+  if (page.status !== 200 || !html.includes('/assets/app.js')) {
+    throw new Error(`this konnect build does not serve the dashboard: GET /signin answered ${page.status} without the app`);
+  }
+  const sess = await fetchT(`${env.base}/dashboard/api/session`);
+  if (sess.status !== 401) throw new Error(`GET /dashboard/api/session without a cookie answered ${sess.status}, expected 401`);
+
+  env.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  env.context = await newContext(env);
+  env.page = await newPage(env, env.context);
+  return env;
+}
+
+async function newContext(env) {
+  const context = await env.browser.newContext({ viewport: { width: 1360, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.base });
+  return context;
+}
+
+async function newPage(env, context) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.setDefaultNavigationTimeout(15_000);
+  page.on('pageerror', (e) => env.problems.push(`page error: ${redact(String(e && e.message))}`));
+  page.on('console', (m) => {
+    const text = m.text();
+    if (/Content Security Policy|Refused to (load|execute|apply|connect|frame)/i.test(text)) env.problems.push(`CSP: ${redact(text)}`);
+  });
+  return page;
+}
+
+async function teardown(env) {
+  if (env.browser) await Promise.race([env.browser.close().catch(() => {}), sleep(10_000)]);
+  if (env.server && env.server.exitCode === null && env.server.signalCode === null) {
+    env.server.kill('SIGTERM');
+    const done = await Promise.race([env.exited, sleep(8_000).then(() => null)]);
+    if (!done) {
+      env.server.kill('SIGKILL');
+      await Promise.race([env.exited, sleep(2_000)]);
+    }
+  }
+  if (env.dataDir) await rm(env.dataDir, { recursive: true, force: true });
+}
+
+// The page's own problems (uncaught errors, CSP violations) fail the test.
+function assertCleanPage(env) {
+  assert.deepEqual(env.problems, [], 'no uncaught page errors and no Content-Security-Policy violations');
+}
+
+// A full-page screenshot; any field that shows a secret or an invite link is masked.
+async function shot(env, page, name) {
+  const file = path.join(env.outDir, `${String(++env.shots).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({
+    path: file, fullPage: true, animations: 'disabled', timeout: STEP_MS,
+    mask: [page.locator('input[readonly]')],
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Steps
+
+function newUser() {
+  return { email: `owner-${rand()}@example.com`, password: `correct horse ${rand()} battery` };
+}
+
+async function signUp(env, page, user) {
+  await page.goto(`${env.base}/signup`);
+  await page.getByRole('heading', { level: 1, name: 'Create your Konnect account' }).waitFor();
+  await shot(env, page, 'signup');
+  await page.getByLabel('Email', { exact: true }).fill(user.email);
+  await page.getByLabel('Password', { exact: true }).fill(user.password);
+  await page.getByRole('button', { name: 'Create account', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  await page.waitForURL(`${env.base}/`);
+  await page.locator('.stat').first().waitFor();
+  await shot(env, page, 'dashboard');
+}
+
+async function openApiKeys(env, page) {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings', exact: true }).click();
+  await page.waitForURL(`${env.base}/settings`);
+  await page.getByRole('heading', { level: 1, name: 'Settings' }).waitFor();
+  await shot(env, page, 'settings');
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'API Keys', exact: true }).click();
+  await page.waitForURL(`${env.base}/settings/api-keys`);
+  await page.locator('section[aria-label="Your API keys"]:not([aria-busy])').waitFor();
+}
+
+// Reads the secret shown in the open dialog through its Copy button and the clipboard.
+async function copySecretFromDialog(env, page, dialog, shotName) {
+  await dialog.getByText("Copy your key now — it won't be shown again.", { exact: true }).waitFor();
+  await shot(env, page, shotName);
+  await dialog.getByRole('button', { name: 'Copy', exact: true }).click();
+  await dialog.getByText('Copied to clipboard.').waitFor();
+  const secret = await page.evaluate(() => navigator.clipboard.readText());
+  assert.ok(KEY_RE.test(secret), 'the clipboard holds a whole secret key after Copy');
+  return secret;
+}
+
+// Create new secret key → name → Create → Copy. Options: mode 'test'|'live', expiry label,
+// allowlist text.
+async function createKey(env, page, name, opts = {}) {
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('heading', { name: 'Create new secret key' }).waitFor();
+  await dialog.getByLabel('Name', { exact: true }).fill(name);
+  if (opts.mode === 'live') await dialog.getByRole('radio', { name: /^Live/ }).check();
+  if (opts.expiry) await dialog.getByLabel('Expires', { exact: true }).selectOption({ label: opts.expiry });
+  if (opts.allowlist) await dialog.getByLabel('IP allowlist (optional)').fill(opts.allowlist);
+  if (opts.beforeCreate) await opts.beforeCreate(dialog);
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  const secret = await copySecretFromDialog(env, page, dialog, opts.shotName || 'key-created-masked');
+  return { secret, dialog };
+}
+
+async function closeSecretDialog(page, dialog) {
+  await dialog.getByRole('button', { name: 'Done', exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+}
+
+const hintOf = (secret) => `${secret.slice(0, 8)}…${secret.slice(-4)}`;
+const keyRow = (page, secret) => page.locator('table.keys-table tbody tr').filter({ hasText: hintOf(secret) });
+
+async function rowText(row) {
+  return (await row.innerText({ timeout: STEP_MS })).replace(/\s+/g, ' ');
+}
+
+// The secret appears nowhere in the page, its fields, its storage or its address.
+async function assertSecretGone(page, secret) {
+  const html = await page.content();
+  assert.ok(!html.includes(secret), 'the secret is absent from page.content()');
+  assert.ok(!html.includes(secret.slice(8)), 'no part of the secret body is in page.content()');
+  const found = await page.evaluate((s) => {
+    const inValues = [...document.querySelectorAll('input, textarea')].some((e) => e.value.includes(s));
+    const inText = document.body.innerText.includes(s);
+    const inStorage = [localStorage, sessionStorage].some((st) =>
+      Array.from({ length: st.length }, (_, i) => st.key(i)).some((k) => k.includes(s) || String(st.getItem(k)).includes(s)));
+    const inUrl = location.href.includes(s);
+    const dialogs = document.querySelectorAll('dialog').length;
+    return { inValues, inText, inStorage, inUrl, dialogs };
+  }, secret);
+  assert.deepEqual(found, { inValues: false, inText: false, inStorage: false, inUrl: false, dialogs: 0 },
+    'the secret is in no field, text, storage or URL, and no dialog is left');
+}
+
+async function chat(env, secret) {
+  const r = await fetchT(`${env.base}/v1/chat`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message: 'Hello' }),
+  }, 10_000);
+  const body = await r.json().catch(() => null);
+  return { status: r.status, code: body && body.error ? body.error.code : null };
+}
+
+// A same-origin call from the page, as the app makes it but with headers of the test's choosing.
+function pageFetch(page, method, url, body, headers = {}) {
+  return page.evaluate(async ({ method, url, body, headers }) => {
+    const r = await fetch(url, {
+      method, credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(5000),
+    });
+    let json = null;
+    try {
+      json = await r.json();
+    } catch {
+      json = null;
+    }
+    return { status: r.status, code: json && json.error ? json.error.code : null, json };
+  }, { method, url, body, headers });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tests
+
+test('the product page steps create a key that works, and revoking it in the UI refuses it', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  await signUp(env, page, newUser());
+
+  // 1. Navigate to your Dashboard Settings. 2. Click on the "API Keys" section.
+  await openApiKeys(env, page);
+  await page.getByText('No API keys yet').waitFor();
+  await page.getByText('Never expose keys in client-side code').waitFor();
+  await shot(env, page, 'api-keys-empty');
+
+  // 3. Click "Create new secret key".
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('heading', { name: 'Create new secret key' }).waitFor();
+  await shot(env, page, 'create-dialog');
+
+  // 4. Give your key a name and click "Create".
+  await dialog.getByLabel('Name', { exact: true }).fill('Seed example key');
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+
+  // 5. Copy your key immediately - it won't be shown again.
+  const secret = await copySecretFromDialog(env, page, dialog, 'create-secret-shown-masked');
+  assert.ok(secret.startsWith('sk_test_'), 'a new key is a test key by default');
+
+  // The key works at once, from server-side code.
+  assert.deepEqual(await chat(env, secret), { status: 200, code: null }, 'POST /v1/chat with the new key');
+
+  await closeSecretDialog(page, dialog);
+  await assertSecretGone(page, secret);
+
+  const row = keyRow(page, secret);
+  await row.waitFor();
+  const text = await rowText(row);
+  for (const want of ['Seed example key', hintOf(secret), 'Test', 'Development', 'Active', 'never']) {
+    assert.ok(text.includes(want), `the key's row shows ${JSON.stringify(want)}`);
+  }
+  await shot(env, page, 'api-keys-one-key');
+
+  // Revoke it in the UI: confirmation, then the row turns grey with its status.
+  await row.getByRole('button', { name: 'Revoke', exact: true }).click();
+  const confirm = page.getByRole('dialog');
+  await confirm.getByRole('heading', { name: 'Revoke API key' }).waitFor();
+  await shot(env, page, 'revoke-confirm');
+  await confirm.getByRole('button', { name: 'Revoke key', exact: true }).click();
+  await confirm.waitFor({ state: 'detached' });
+  await until(async () => (await rowText(row)).includes('Revoked'), 'the row shows Revoked');
+  assert.match((await row.getAttribute('class')) || '', /is-inactive/, 'a revoked key is greyed out');
+  assert.equal(await row.getByRole('button').count(), 0, 'a revoked key offers no actions');
+  await shot(env, page, 'api-keys-revoked');
+
+  // Refused from the very next request.
+  assert.deepEqual(await chat(env, secret), { status: 401, code: 'api_key_revoked' }, 'POST /v1/chat with the revoked key');
+  await assertSecretGone(page, secret);
+  assertCleanPage(env);
+});
+
+test('rolling a key with a one-hour grace period keeps both keys working', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  await signUp(env, page, newUser());
+  await openApiKeys(env, page);
+
+  const { secret: oldSecret, dialog } = await createKey(env, page, 'Backend server');
+  await closeSecretDialog(page, dialog);
+  const oldRow = keyRow(page, oldSecret);
+  await oldRow.waitFor();
+
+  await oldRow.getByRole('button', { name: 'Roll key', exact: true }).click();
+  const roll = page.getByRole('dialog');
+  await roll.getByRole('heading', { name: 'Roll key' }).waitFor();
+  for (const label of ['Now', '1 hour', '24 hours', '7 days']) {
+    await roll.getByRole('radio', { name: label, exact: true }).waitFor();
+  }
+  await roll.getByRole('radio', { name: '1 hour', exact: true }).check();
+  await shot(env, page, 'roll-dialog');
+  await roll.getByRole('button', { name: 'Roll key', exact: true }).click();
+  const newSecret = await copySecretFromDialog(env, page, roll, 'roll-secret-shown-masked');
+  assert.ok(newSecret !== oldSecret, 'rolling gives a different secret');
+  assert.ok(newSecret.startsWith('sk_test_'), 'the replacement keeps the mode');
+  await closeSecretDialog(page, roll);
+  await assertSecretGone(page, newSecret);
+  await assertSecretGone(page, oldSecret);
+
+  assert.deepEqual(await chat(env, oldSecret), { status: 200, code: null }, 'the old key works during its grace period');
+  assert.deepEqual(await chat(env, newSecret), { status: 200, code: null }, 'the new key works');
+
+  await until(async () => /expires in (\d+ (h|min))/.test(await rowText(oldRow)), 'the old key shows "expires in …"');
+  const oldText = await rowText(oldRow);
+  assert.match(oldText, /expires in (1 h|[1-6]?\d min)/, 'the old key expires in about an hour');
+  assert.ok(oldText.includes('Rolled'), 'the old key is marked Rolled');
+  assert.equal(await oldRow.getByRole('button', { name: 'Roll key', exact: true }).count(), 0, 'a rolled key cannot be rolled again');
+  const newText = await rowText(keyRow(page, newSecret));
+  assert.ok(newText.includes('Backend server') && newText.includes('Active') && newText.includes('never'),
+    'the replacement has the same name, is active and does not expire');
+  await shot(env, page, 'api-keys-rolled');
+
+  // Rename the new key.
+  await keyRow(page, newSecret).getByRole('button', { name: 'Rename', exact: true }).click();
+  const rename = page.getByRole('dialog');
+  await rename.getByLabel('Name', { exact: true }).fill('Backend server (2025)');
+  await rename.getByRole('button', { name: 'Save', exact: true }).click();
+  await rename.waitFor({ state: 'detached' });
+  await until(async () => (await rowText(keyRow(page, newSecret))).includes('Backend server (2025)'), 'the renamed key shows its new name');
+  await shot(env, page, 'api-keys-renamed');
+  assertCleanPage(env);
+});
+
+test('the create dialog: type, environment, expiry and IP allowlist', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  await signUp(env, page, newUser());
+  await openApiKeys(env, page);
+
+  // A name is required, and is checked before anything is sent.
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  let dialog = page.getByRole('dialog');
+  const env_ = dialog.getByLabel('Environment', { exact: true });
+  assert.equal(await env_.inputValue(), 'development', 'a test key defaults to development');
+  await dialog.getByRole('radio', { name: /^Live/ }).check();
+  assert.equal(await env_.inputValue(), 'production', 'a live key defaults to production');
+  await dialog.getByRole('radio', { name: /^Test/ }).check();
+  assert.equal(await env_.inputValue(), 'development');
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  await dialog.getByText('Give your key a name.').waitFor();
+  await dialog.getByLabel('Expires', { exact: true }).selectOption({ label: 'On a date…' });
+  await dialog.getByLabel('Expiry date').waitFor();
+  await shot(env, page, 'create-dialog-validation');
+  await dialog.getByRole('button', { name: 'Cancel', exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+
+  // A live key for production: the live badge; no model backend yet, so 503.
+  let made = await createKey(env, page, 'Production API', { mode: 'live' });
+  const live = made.secret;
+  assert.ok(live.startsWith('sk_live_'), 'choosing Live makes a live key');
+  await closeSecretDialog(page, made.dialog);
+  let text = await rowText(keyRow(page, live));
+  assert.ok(text.includes('Live') && text.includes('Production'), 'the live key shows its badge and environment');
+  assert.deepEqual(await chat(env, live), { status: 503, code: 'model_backend_unavailable' });
+
+  // 30 days: a date in the Expires column.
+  made = await createKey(env, page, 'Thirty days', { expiry: '30 days' });
+  const thirty = made.secret;
+  await closeSecretDialog(page, made.dialog);
+  const in30 = new Date(Date.now() + 30 * 86400 * 1000);
+  const dateText = new Intl.DateTimeFormat('en-US', { dateStyle: 'medium', timeZone: 'UTC' }).format(in30);
+  text = await rowText(keyRow(page, thirty));
+  assert.ok(text.includes(dateText) || text.includes(new Intl.DateTimeFormat('en-US', { dateStyle: 'medium', timeZone: 'UTC' }).format(new Date(in30.getTime() + 86400000))),
+    'a 30-day key shows its expiry date');
+
+  // An allowlist without this machine's address: the key is refused from here.
+  made = await createKey(env, page, 'Office only', { allowlist: '203.0.113.7\n198.51.100.0/24' });
+  const fenced = made.secret;
+  await closeSecretDialog(page, made.dialog);
+  text = await rowText(keyRow(page, fenced));
+  assert.ok(text.includes('Allowed: 2 ranges'), 'the row says the key has an allowlist');
+  assert.deepEqual(await chat(env, fenced), { status: 401, code: 'ip_not_allowed' });
+
+  // A bad allowlist entry is explained in the dialog, which stays open.
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Name', { exact: true }).fill('Bad allowlist');
+  await dialog.getByLabel('IP allowlist (optional)').fill('not-an-address');
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  await until(async () => (await dialog.locator('.field-error:not([hidden]), .alert-error:not([hidden])').count()) > 0, 'the dialog shows why the allowlist is refused');
+  await shot(env, page, 'create-dialog-bad-allowlist');
+  await dialog.getByRole('button', { name: 'Cancel', exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+
+  // Closing with Escape also wipes the secret (the first Escape is held back with a warning).
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Name', { exact: true }).fill('Escape hatch');
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  await dialog.getByText("Copy your key now — it won't be shown again.", { exact: true }).waitFor();
+  const hidden = await dialog.getByLabel('Secret key').inputValue();
+  assert.ok(KEY_RE.test(hidden), 'the dialog shows the whole key');
+  await page.keyboard.press('Escape');
+  await dialog.getByText(/Copy your key first/).waitFor();
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'detached' });
+  await assertSecretGone(page, hidden);
+  await until(async () => (await page.locator('table.keys-table tbody tr').count()) === 4, 'the list shows all four keys');
+  await shot(env, page, 'api-keys-several');
+  for (const s of [live, thirty, fenced, hidden]) await assertSecretGone(page, s);
+  assertCleanPage(env);
+});
+
+test('sign-in is throttled after repeated wrong passwords, with a clear message', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const user = newUser();
+  await signUp(env, page, user);
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await page.waitForURL(`${env.base}/signin`);
+  await page.getByText('You have signed out.').waitFor();
+  await shot(env, page, 'signed-out');
+
+  // Signed out, a settings page sends you to sign in.
+  await page.goto(`${env.base}/settings/api-keys`);
+  await page.waitForURL(/\/signin\?next=%2Fsettings%2Fapi-keys$/);
+
+  const statuses = [];
+  const alert = page.getByRole('alert');
+  for (let i = 1; i <= 6; i++) {
+    await page.getByLabel('Email', { exact: true }).fill(user.email);
+    await page.getByLabel('Password', { exact: true }).fill(`wrong password ${i}`);
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/dashboard/api/signin') && r.request().method() === 'POST'),
+      page.getByRole('button', { name: 'Sign in', exact: true }).click(),
+    ]);
+    statuses.push(resp.status());
+    await alert.waitFor();
+    if (i === 1) {
+      assert.ok((await alert.innerText()).trim().length > 0, 'a wrong password shows a message');
+      await shot(env, page, 'signin-wrong-password');
+    }
+  }
+  assert.deepEqual(statuses, [401, 401, 401, 401, 401, 429], 'five wrong passwords, then too_many_attempts');
+  await until(async () => /too many/i.test(await alert.innerText()), 'the message mentions too many attempts');
+  await shot(env, page, 'signin-throttled');
+  assert.equal(page.url(), `${env.base}/signin?next=%2Fsettings%2Fapi-keys`, 'still on the sign-in page');
+  assertCleanPage(env);
+});
+
+test('state-changing calls without the CSRF token are refused', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  await signUp(env, page, newUser());
+  await openApiKeys(env, page);
+
+  const body = { name: 'csrf probe', mode: 'test', environment: 'development' };
+  const bare = await pageFetch(page, 'POST', '/dashboard/api/keys', body);
+  assert.deepEqual([bare.status, bare.code], [403, 'csrf_failed'], 'POST /dashboard/api/keys without X-CSRF-Token');
+  const wrong = await pageFetch(page, 'POST', '/dashboard/api/keys', body, { 'X-CSRF-Token': 'not-the-token' });
+  assert.deepEqual([wrong.status, wrong.code], [403, 'csrf_failed'], 'POST /dashboard/api/keys with a wrong X-CSRF-Token');
+  const list = await pageFetch(page, 'GET', '/dashboard/api/keys');
+  assert.equal(list.status, 200);
+  assert.equal(list.json.data.length, 0, 'no key was created by the refused calls');
+
+  // The dashboard itself sends the token, so the same call from the UI works.
+  const { secret, dialog } = await createKey(env, page, 'With token');
+  await closeSecretDialog(page, dialog);
+  await keyRow(page, secret).waitFor();
+
+  // Sign-in from another origin is refused too.
+  const r = await fetchT(`${env.base}/dashboard/api/signin`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Origin: 'https://evil.example' },
+    body: JSON.stringify({ email: 'x@example.com', password: 'whatever-password' }),
+  });
+  const j = await r.json().catch(() => null);
+  assert.deepEqual([r.status, j && j.error && j.error.code], [403, 'csrf_failed'], 'cross-origin sign-in');
+  await shot(env, page, 'api-keys-after-csrf');
+  assertCleanPage(env);
+});
+
+test('members: an invite link lets a new person join the account', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const owner = newUser();
+  await signUp(env, page, owner);
+  await page.goto(`${env.base}/settings/members`);
+  await page.getByRole('heading', { name: 'Members', level: 2 }).waitFor();
+  await page.getByRole('cell', { name: owner.email }).waitFor();
+  await shot(env, page, 'members');
+
+  const invitee = `teammate-${rand()}@example.com`;
+  await page.getByLabel('Email address', { exact: true }).fill(invitee);
+  await page.getByRole('button', { name: 'Create invite link', exact: true }).click();
+  const link = page.getByLabel(`Invite link for ${invitee}`);
+  await link.waitFor();
+  const url = await link.inputValue();
+  assert.ok(url.startsWith(`${env.base}/invite#token=`), 'the invite link is an absolute /invite#token=… address');
+  await page.getByRole('button', { name: 'Copy', exact: true }).click();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), url, 'Copy puts the link on the clipboard');
+  await page.getByRole('cell', { name: invitee }).waitFor();
+  await shot(env, page, 'members-invited');
+
+  // The invitee, in a browser of their own.
+  const context2 = await newContext(env);
+  const page2 = await newPage(env, context2);
+  await page2.goto(url);
+  await page2.getByRole('heading', { level: 1, name: 'Join a Konnect account' }).waitFor();
+  assert.equal(page2.url(), `${env.base}/invite`, 'the token is taken out of the address bar');
+  await shot(env, page2, 'invite-accept');
+  await page2.getByLabel('Password', { exact: true }).fill(`teammate ${rand()} password`);
+  await page2.getByRole('button', { name: 'Accept invite', exact: true }).click();
+  await page2.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  await page2.getByText(`Signed in as ${invitee}`).waitFor();
+  await page2.goto(`${env.base}/settings/members`);
+  await page2.getByRole('cell', { name: owner.email }).waitFor();
+  await page2.getByRole('cell', { name: invitee }).first().waitFor();
+  await shot(env, page2, 'members-as-invitee');
+  await context2.close();
+  assertCleanPage(env);
+});
+
+test('security: the audit log pages with Load more, and sign out of all sessions', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const user = newUser();
+  await signUp(env, page, user);
+
+  // 55 keys through the API, with the session's CSRF token, to fill more than one page of the log.
+  const made = await page.evaluate(async () => {
+    const s = await (await fetch('/dashboard/api/session', { credentials: 'same-origin' })).json();
+    let ok = 0;
+    for (let i = 0; i < 55; i++) {
+      const r = await fetch('/dashboard/api/keys', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token },
+        body: JSON.stringify({ name: `bulk ${i}`, mode: 'test', environment: 'development' }),
+      });
+      if (r.status === 201) ok++;
+    }
+    return ok; // the secrets stay in the page and are dropped
+  });
+  assert.equal(made, 55);
+
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings', exact: true }).click();
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Security', exact: true }).click();
+  await page.waitForURL(`${env.base}/settings/security`);
+  const rows = page.locator('table.audit-table tbody tr');
+  await until(async () => (await rows.count()) === 50, 'the first page of the audit log has 50 entries');
+  for (const col of ['Time', 'Actor', 'Action', 'Target', 'IP', 'Result', 'Detail']) {
+    await page.getByRole('columnheader', { name: col, exact: true }).waitFor();
+  }
+  assert.ok((await rowText(rows.first())).includes(user.email), 'entries name the actor');
+  await shot(env, page, 'security');
+  const more = page.getByRole('button', { name: 'Load more', exact: true });
+  await more.click();
+  await until(async () => (await rows.count()) > 50, 'Load more appends older entries');
+  await until(async () => !(await more.isVisible()), 'Load more disappears at the end of the log');
+  const html = await page.content();
+  assert.ok(!/sk_(test|live)_[0-9A-Za-z]{38}/.test(html), 'no audit entry holds a secret');
+  await shot(env, page, 'security-all-entries');
+
+  await page.getByRole('button', { name: 'Sign out of all sessions', exact: true }).click();
+  const confirm = page.getByRole('dialog');
+  await confirm.getByRole('button', { name: 'Sign out everywhere', exact: true }).click();
+  await page.waitForURL(`${env.base}/signin`);
+  await page.getByText('You have been signed out of all sessions.').waitFor();
+  const sess = await pageFetch(page, 'GET', '/dashboard/api/session');
+  assert.equal(sess.status, 401, 'the session has ended');
+  await shot(env, page, 'signed-out-everywhere');
+
+  // Signing in again goes back to where you were going.
+  await page.goto(`${env.base}/settings/security`);
+  await page.waitForURL(/\/signin\?next=/);
+  await page.getByLabel('Email', { exact: true }).fill(user.email);
+  await page.getByLabel('Password', { exact: true }).fill(user.password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.waitForURL(`${env.base}/settings/security`);
+  await page.getByRole('heading', { name: 'Security', level: 2 }).waitFor();
+  assertCleanPage(env);
+});
