@@ -276,6 +276,7 @@ static void do_signup(struct dashboard *d, const struct dash_request *req,
     struct store_account a;
     struct store_user u;
     struct store_member m;
+    char hash[PASSWORD_HASH_SIZE];
     int failed = 0, r;
     json_t *doc;
     const char *email, *pw;
@@ -303,7 +304,7 @@ static void do_signup(struct dashboard *d, const struct dash_request *req,
         reply_error(res, req, KN_ERR_EMAIL_TAKEN, NULL, "email");
         goto out;
     }
-    if (password_hash(pw, u.password_hash) != 0) {
+    if (password_hash(pw, hash) != 0) {
         reply_error(res, req, KN_ERR_INTERNAL, NULL, NULL);
         goto out;
     }
@@ -317,7 +318,7 @@ static void do_signup(struct dashboard *d, const struct dash_request *req,
         goto out;
     }
     if (store_user_find(d->store, a.email, &u) != STORE_OK ||
-        store_user_set_password(d->store, u.id, u.password_hash) != STORE_OK ||
+        store_user_set_password(d->store, u.id, hash) != STORE_OK ||
         store_member_find(d->store, a.id, u.id, &m) != STORE_OK) {
         reply_store_error(d, res, req);
         goto out;
@@ -377,7 +378,10 @@ static void do_signin(struct dashboard *d, const struct dash_request *req,
                  (wait + 59) / 60, (wait + 59) / 60 == 1 ? "" : "s");
         res->retry_after = wait;
         reply_error(res, req, KN_ERR_TOO_MANY_ATTEMPTS, msg, NULL);
-        audit(d, NULL, email, req->ip, "user.signin", email, "throttled", NULL);
+        int known = store_user_find(d->store, email, &u) == STORE_OK &&
+                    store_member_first(d->store, u.id, &m) == STORE_OK;
+        audit(d, known ? m.account_id : NULL, email, req->ip, "user.signin", email, "throttled",
+              NULL);
         goto out;
     }
     int found = store_user_find(d->store, email, &u) == STORE_OK;

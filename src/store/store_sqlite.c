@@ -774,7 +774,7 @@ static int sqlite_members_list(struct store *s, const char *account_id, store_me
     sqlite3_stmt *q;
     int rc = RUN(s, MEMBERS_LIST,
                  "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
-                 "WHERE m.account_id = ?1 ORDER BY m.created_at",
+                 "WHERE m.account_id = ?1 ORDER BY m.created_at, m.rowid",
                  "t", account_id);
     q = STMT(s, MEMBERS_LIST);
     for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {

@@ -160,6 +160,10 @@ async function newPage(env, context) {
 }
 
 async function teardown(env) {
+  // The last state of every open page, which is what a failure needs.
+  if (env.context && env.outDir) {
+    for (const p of env.context.pages()) await shot(env, p, 'final').catch(() => {});
+  }
   if (env.browser) await Promise.race([env.browser.close().catch(() => {}), sleep(10_000)]);
   if (env.server && env.server.exitCode === null && env.server.signalCode === null) {
     env.server.kill('SIGTERM');
@@ -214,6 +218,7 @@ async function openApiKeys(env, page) {
   await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'API Keys', exact: true }).click();
   await page.waitForURL(`${env.base}/settings/api-keys`);
   await page.locator('section[aria-label="Your API keys"]:not([aria-busy])').waitFor();
+  await shot(env, page, 'api-keys');
 }
 
 // Reads the secret shown in the open dialog through its Copy button and the clipboard.
