@@ -35,6 +35,8 @@ run: build
 # Every test, then every test again under AddressSanitizer and UndefinedBehaviorSanitizer.
 test: deps
 	@scripts/install-deps.sh test
+	@# The browser tests' one npm dependency (playwright-core), pinned by the lockfile.
+	@cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --loglevel=error; }
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

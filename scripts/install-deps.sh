@@ -8,7 +8,7 @@ for group in "$@"; do
     case "$group" in
     build) pkgs="$pkgs gcc make cmake pkg-config libh2o-evloop-dev libsodium-dev libjansson-dev
                  libsqlite3-dev libssl-dev zlib1g-dev" ;;
-    test) pkgs="$pkgs curl python3 python3-requests clang-format git" ;;
+    test) pkgs="$pkgs curl python3 python3-requests clang-format git chromium" ;;
     bench) pkgs="$pkgs wrk nginx-light sqlite3" ;;
     fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     *) echo "install-deps: unknown group $group" >&2; exit 2 ;;
@@ -21,9 +21,13 @@ for p in $pkgs; do
         missing="$missing $p"
     fi
 done
-# The seed page's Node.js example needs a node with fetch (18 or later); any install will do.
+# The seed page's Node.js example needs a node with fetch (18 or later), and the browser tests
+# need npm; any install of them will do.
 case " $* " in
-*" test "*) command -v node >/dev/null 2>&1 || missing="$missing nodejs" ;;
+*" test "*)
+    command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+    command -v npm >/dev/null 2>&1 || missing="$missing npm"
+    ;;
 esac
 
 [ -z "$missing" ] && exit 0

@@ -966,7 +966,7 @@ static int lock_data_dir(struct server *srv, char *err, size_t errsize)
     snprintf(path, sizeof(path), "%s/konnect.lock", srv->cfg->data_dir);
     srv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (srv->lock_fd < 0) {
-        snprintf(err, errsize, "cannot open %s: %s", path, strerror(errno));
+        snprintf(err, errsize, "cannot open %.300s: %s", path, strerror(errno));
         return -1;
     }
     if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {

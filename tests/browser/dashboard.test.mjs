@@ -80,7 +80,7 @@ async function until(fn, message, ms = STEP_MS) {
 // Fixture: a server, a browser, a page. Cleanup is registered before anything can fail.
 
 async function setup(t) {
-  const env = { shots: 0, problems: [], serverLog: '' };
+  const env = { shots: 0, problems: [], serverLog: '', secrets: new Set() };
   t.after(() => teardown(env));
   const bin = konnectBin();
   if (!bin || !existsSync(bin)) throw new Error('set KONNECT_BIN to the konnect binary (none found at build/konnect)');
@@ -104,7 +104,7 @@ async function setup(t) {
     env.spawnError = e;
   });
   const keep = (chunk) => {
-    env.serverLog = (env.serverLog + chunk.toString('utf8')).slice(-20_000);
+    env.serverLog = (env.serverLog + chunk.toString('utf8')).slice(-4_000_000);
   };
   env.server.stdout.on('data', keep);
   env.server.stderr.on('data', keep);
@@ -159,21 +159,36 @@ async function newPage(env, context) {
   return page;
 }
 
+// Stops everything the test started. Then the server must have exited 0 on SIGTERM (as the README
+// promises; a sanitizer report would make it fail) and printed none of the secrets the test saw.
 async function teardown(env) {
-  // The last state of every open page, which is what a failure needs.
-  if (env.context && env.outDir) {
-    for (const p of env.context.pages()) await shot(env, p, 'final').catch(() => {});
+  let exit = null;
+  try {
+    // The last state of every open page, which is what a failure needs.
+    if (env.context && env.outDir) {
+      for (const p of env.context.pages()) await shot(env, p, 'final').catch(() => {});
+    }
+    if (env.browser) await Promise.race([env.browser.close().catch(() => {}), sleep(10_000)]);
+    if (env.server && env.server.exitCode === null && env.server.signalCode === null) {
+      env.server.kill('SIGTERM');
+      exit = await Promise.race([env.exited, sleep(8_000).then(() => null)]);
+      if (!exit) {
+        env.server.kill('SIGKILL');
+        await Promise.race([env.exited, sleep(2_000)]);
+        exit = { code: null, signal: 'SIGKILL after 8 s' };
+      }
+    }
+  } finally {
+    if (env.dataDir) await rm(env.dataDir, { recursive: true, force: true });
   }
-  if (env.browser) await Promise.race([env.browser.close().catch(() => {}), sleep(10_000)]);
-  if (env.server && env.server.exitCode === null && env.server.signalCode === null) {
-    env.server.kill('SIGTERM');
-    const done = await Promise.race([env.exited, sleep(8_000).then(() => null)]);
-    if (!done) {
-      env.server.kill('SIGKILL');
-      await Promise.race([env.exited, sleep(2_000)]);
+  if (exit && exit.code !== 0) {
+    throw new Error(`konnect serve did not exit 0 on SIGTERM (${exit.code ?? exit.signal}):\n${redact(env.serverLog.slice(-3000))}`);
+  }
+  for (const secret of env.secrets) {
+    if (env.serverLog.includes(secret) || env.serverLog.includes(secret.slice(8))) {
+      throw new Error('the server printed a secret key in its output');
     }
   }
-  if (env.dataDir) await rm(env.dataDir, { recursive: true, force: true });
 }
 
 // The page's own problems (uncaught errors, CSP violations) fail the test.
@@ -186,7 +201,7 @@ async function shot(env, page, name) {
   const file = path.join(env.outDir, `${String(++env.shots).padStart(2, '0')}-${name}.png`);
   await page.screenshot({
     path: file, fullPage: true, animations: 'disabled', timeout: STEP_MS,
-    mask: [page.locator('input[readonly]')],
+    mask: [page.locator('input[readonly]')], maskColor: '#cbd5e1',
   });
 }
 
@@ -229,6 +244,7 @@ async function copySecretFromDialog(env, page, dialog, shotName) {
   await dialog.getByText('Copied to clipboard.').waitFor();
   const secret = await page.evaluate(() => navigator.clipboard.readText());
   assert.ok(KEY_RE.test(secret), 'the clipboard holds a whole secret key after Copy');
+  env.secrets.add(secret);
   return secret;
 }
 
@@ -487,6 +503,7 @@ test('the create dialog: type, environment, expiry and IP allowlist', { timeout:
   await dialog.getByText("Copy your key now — it won't be shown again.", { exact: true }).waitFor();
   const hidden = await dialog.getByLabel('Secret key').inputValue();
   assert.ok(KEY_RE.test(hidden), 'the dialog shows the whole key');
+  env.secrets.add(hidden);
   await page.keyboard.press('Escape');
   await dialog.getByText(/Copy your key first/).waitFor();
   await page.keyboard.press('Escape');
@@ -585,7 +602,7 @@ test('members: an invite link lets a new person join the account', { timeout: TE
   const url = await link.inputValue();
   assert.ok(url.startsWith(`${env.base}/invite#token=`), 'the invite link is an absolute /invite#token=… address');
   await page.getByRole('button', { name: 'Copy', exact: true }).click();
-  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), url, 'Copy puts the link on the clipboard');
+  assert.ok((await page.evaluate(() => navigator.clipboard.readText())) === url, 'Copy puts the link on the clipboard');
   await page.getByRole('cell', { name: invitee }).waitFor();
   await shot(env, page, 'members-invited');
 
@@ -617,18 +634,19 @@ test('security: the audit log pages with Load more, and sign out of all sessions
   // 55 keys through the API, with the session's CSRF token, to fill more than one page of the log.
   const made = await page.evaluate(async () => {
     const s = await (await fetch('/dashboard/api/session', { credentials: 'same-origin' })).json();
-    let ok = 0;
+    const secrets = [];
     for (let i = 0; i < 55; i++) {
       const r = await fetch('/dashboard/api/keys', {
         method: 'POST', credentials: 'same-origin',
         headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token },
         body: JSON.stringify({ name: `bulk ${i}`, mode: 'test', environment: 'development' }),
       });
-      if (r.status === 201) ok++;
+      if (r.status === 201) secrets.push((await r.json()).secret);
     }
-    return ok; // the secrets stay in the page and are dropped
+    return secrets;
   });
-  assert.equal(made, 55);
+  assert.equal(made.length, 55, '55 keys created');
+  for (const secret of made) env.secrets.add(secret);
 
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings', exact: true }).click();
   await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Security', exact: true }).click();
