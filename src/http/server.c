@@ -945,6 +945,12 @@ static void *worker_main(void *arg)
     /* Stop accepting, ask keep-alive and HTTP/2 connections to wind down, then let the
      * connections we have finish what they are doing. */
     h2o_context_request_shutdown(&w->ctx);
+    /* h2o 2.2.5 leaves idle HTTP/1 keep-alive connections open until their timeout; shorten it
+     * (h2o reads the value when timers fire), so that they close within a second. */
+    if (w->ctx.http1.req_timeout.timeout > 1000)
+        w->ctx.http1.req_timeout.timeout = 1000;
+    if (w->ctx.http2.idle_timeout.timeout > 1000)
+        w->ctx.http2.idle_timeout.timeout = 1000;
     h2o_socket_read_stop(w->listener);
     h2o_socket_close(w->listener);
     w->listener = NULL;

@@ -402,6 +402,15 @@ class ServerLifecycleTest(ServerTest):
         time.sleep(0.2)
         self.assertEqual(requests.get(srv.url + "/healthz").status_code, 200)
 
+    def test_idle_keep_alive_connections_do_not_hold_shutdown(self):
+        srv = self.start()
+        s = requests.Session()
+        self.assertEqual(s.get(srv.url + "/healthz").status_code, 200)  # stays open, idle
+        t0 = time.time()
+        self.assertEqual(srv.stop(), 0, srv.output())
+        self.assertLess(time.time() - t0, 3.5)
+        s.close()
+
     def test_shutdown_with_a_refused_connection_pending(self):
         srv = self.start(KONNECT_MAX_CONNECTIONS=1, threads=1)
         held = socket.create_connection(("127.0.0.1", srv.port))
