@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -277,6 +278,46 @@ class DashboardTest(ServerTest):
         err = self.assertError(r, 403, "browser_not_allowed")
         self.assertIn("server", err["message"])
         self.assertNotIn("Access-Control-Allow-Origin", r.headers)
+
+
+class GraceAndProxyTest(ServerTest):
+    def test_rolled_key_expires_after_its_grace_period(self):
+        srv = self.start()
+        b = Browser(srv)
+        b.signup("grace@example.com")
+        r = b.call("POST", "keys", {"name": "g", "mode": "test"})
+        key, old = r.json()["key"], r.json()["secret"]
+        r = b.call("POST", f"keys/{key['id']}/roll", {"grace_seconds": 2})
+        new = r.json()["secret"]
+        self.secrets += [old, new]
+        self.assertEqual(srv.post(old).status_code, 200)
+        self.assertEqual(srv.post(new).status_code, 200)
+        time.sleep(2.2)
+        self.assertError(srv.post(old), 401, "api_key_expired")
+        self.assertEqual(srv.post(new).status_code, 200)
+        statuses = {k["id"]: k["status"] for k in b.call("GET", "keys").json()["data"]}
+        self.assertEqual(statuses[key["id"]], "expired")
+
+    def test_secure_cookie_behind_a_trusted_proxy(self):
+        body = {"email": "proxy@example.com", "password": PASSWORD}
+        https = {"X-Forwarded-Proto": "https"}
+        srv = self.start(KONNECT_TRUST_PROXY=1)
+        r = requests.post(srv.url + API + "signup", json=body, headers=https)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertIn("; Secure", r.headers["Set-Cookie"])
+        # The origin check follows the scheme the proxy reports.
+        host = srv.url.split("//", 1)[1]
+        r = requests.post(srv.url + API + "signin", json=body,
+                          headers=dict(https, Origin=f"https://{host}"))
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertError(requests.post(srv.url + API + "signin", json=body,
+                                       headers=dict(https, Origin=f"http://{host}")),
+                         403, "csrf_failed")
+        srv.stop()
+        # An untrusted proxy header changes nothing.
+        srv = self.start()
+        r = requests.post(srv.url + API + "signin", json=body, headers=https)
+        self.assertNotIn("Secure", r.headers["Set-Cookie"])
 
 
 class SignupModesTest(ServerTest):
