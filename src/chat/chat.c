@@ -131,6 +131,19 @@ uint32_t chat_estimate_tokens(const char *text, size_t len)
     return (uint32_t)((len + 3) / 4);
 }
 
+/* Writes s (printable ASCII) as the body of a JSON string: quotes and backslashes escaped. */
+static size_t escape_ascii(const char *s, char *out)
+{
+    size_t o = 0;
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            out[o++] = '\\';
+        out[o++] = *s;
+    }
+    out[o] = '\0';
+    return o;
+}
+
 char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
                          int64_t created, size_t *len)
 {
@@ -141,35 +154,41 @@ char *chat_mock_response(const struct chat_request *req, const char *model, cons
         "Test keys are rate limited and never billed.",
     };
     unsigned char digest[16];
-    char fp[33], content[512];
-    json_t *doc;
+    char fp[33], content[512], emodel[2 * CHAT_MODEL_MAX + 1];
+    size_t model_len = strlen(model), size;
     char *out;
+    int n;
 
     /* The content depends only on the model and the message, so the same input always gives the
      * same answer. */
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, sizeof(digest));
-    crypto_generichash_update(&st, (const unsigned char *)model, strlen(model));
+    crypto_generichash_update(&st, (const unsigned char *)model, model_len);
     crypto_generichash_update(&st, (const unsigned char *)"\0", 1);
     crypto_generichash_update(&st, (const unsigned char *)req->message, req->message_len);
     crypto_generichash_final(&st, digest, sizeof(digest));
     sodium_bin2hex(fp, sizeof(fp), digest, 4);
-    snprintf(content, sizeof(content),
-             "[mock response: test key, no model was called] %s (message of %zu bytes, "
-             "fingerprint %s)",
-             replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], req->message_len, fp);
-
-    doc = json_pack("{s:s, s:s, s:I, s:s, s:b, s:{s:s, s:s}, s:{s:i, s:i}}", "id", id, "object",
-                    "chat.response", "created", (json_int_t)created, "model", model, "livemode", 0,
-                    "message", "role", "assistant", "content", content, "usage", "input_tokens",
-                    (int)chat_estimate_tokens(req->message, req->message_len), "output_tokens",
-                    (int)chat_estimate_tokens(content, strlen(content)));
-    if (doc == NULL)
-        kn_fatal("cannot build mock response");
-    out = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    if (out == NULL)
-        kn_fatal("cannot serialize mock response");
-    *len = strlen(out);
+    n = snprintf(content, sizeof(content),
+                 "[mock response: test key, no model was called] %s (message of %zu bytes, "
+                 "fingerprint %s)",
+                 replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], req->message_len, fp);
+    /* Every piece is ASCII that needs no escaping but the model name (printable ASCII, checked
+     * by the caller or the configuration), so the document is written directly: this is the hot
+     * path for test keys. */
+    if (model_len > CHAT_MODEL_MAX)
+        kn_fatal("model name too long");
+    escape_ascii(model, emodel);
+    size = 256 + strlen(id) + strlen(emodel) + (size_t)n;
+    out = kn_malloc(size);
+    n = snprintf(out, size,
+                 "{\"id\":\"%s\",\"object\":\"chat.response\",\"created\":%lld,\"model\":\"%s\","
+                 "\"livemode\":false,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
+                 "\"usage\":{\"input_tokens\":%u,\"output_tokens\":%u}}",
+                 id, (long long)created, emodel, content,
+                 chat_estimate_tokens(req->message, req->message_len),
+                 chat_estimate_tokens(content, strlen(content)));
+    if (n < 0 || (size_t)n >= size)
+        kn_fatal("mock response too long");
+    *len = (size_t)n;
     return out;
 }

@@ -1,6 +1,8 @@
 #include "core/errors.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/util.h"
@@ -88,10 +90,45 @@ const struct kn_error_def *kn_error_def(enum kn_err err)
     return &defs[err];
 }
 
+/* Each default message as the body of a JSON string, escaped once. */
+static char *escaped_defaults[KN_ERR__COUNT];
+static pthread_once_t escaped_once = PTHREAD_ONCE_INIT;
+
+static void escape_defaults(void)
+{
+    for (int i = 0; i < KN_ERR__COUNT; i++) {
+        json_t *str = json_string(defs[i].message);
+        char *q = json_dumps(str, JSON_ENCODE_ANY);
+        if (q == NULL)
+            kn_fatal("cannot escape error message %d", i);
+        q[strlen(q) - 1] = '\0'; /* drop the closing quote */
+        escaped_defaults[i] = kn_strdup(q + 1);
+        free(q);
+        json_decref(str);
+    }
+}
+
 char *kn_error_json(enum kn_err err, const char *message, const char *param, const char *request_id,
                     size_t *len)
 {
     const struct kn_error_def *d = kn_error_def(err);
+
+    if (message == NULL && param == NULL) {
+        /* The common case (a bad or unknown key): no parameter, the table's message, escaped
+         * once; this is the hot path of rejection. */
+        pthread_once(&escaped_once, escape_defaults);
+        const char *m = escaped_defaults[d - defs];
+        size_t size = 96 + strlen(d->type) + strlen(d->code) + strlen(m) + strlen(request_id);
+        char *out = kn_malloc(size);
+        int n = snprintf(out, size,
+                         "{\"error\":{\"type\":\"%s\",\"code\":\"%s\",\"message\":\"%s\","
+                         "\"param\":null,\"request_id\":\"%s\"}}",
+                         d->type, d->code, m, request_id);
+        if (n < 0 || (size_t)n >= size)
+            kn_fatal("error document too long");
+        *len = (size_t)n;
+        return out;
+    }
     json_t *doc =
         json_pack("{s:{s:s, s:s, s:s, s:o, s:s}}", "error", "type", d->type, "code", d->code,
                   "message", message != NULL ? message : d->message, "param",

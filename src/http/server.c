@@ -46,8 +46,9 @@ struct server {
     struct keysync *ks;
     struct accesslog *log;
     h2o_globalconf_t h2o;
-    int listen_fd;
-    int lock_fd; /* Holds the data directory's lock while the server runs. */
+    int listen_fd;   /* The first of listen_fds, for printing the address. */
+    int *listen_fds; /* One listening socket per thread, owned by the threads once started. */
+    int lock_fd;     /* Holds the data directory's lock while the server runs. */
     _Atomic unsigned conns;
     _Atomic int stopping;
     struct worker *workers;
@@ -986,12 +987,34 @@ static int lock_data_dir(struct server *srv, char *err, size_t errsize)
     return 0;
 }
 
+static int listen_socket(const struct sockaddr *sa, socklen_t len, int reuseport)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 || bind(fd, sa, len) != 0 ||
+        (reuseport && listen(fd, SOMAXCONN) != 0)) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Opens one listening socket per event-loop thread on the same address (SO_REUSEPORT), so that
+ * the kernel spreads connections evenly over the threads instead of letting whichever thread
+ * wakes first take them all. A plain bind first makes sure no other program holds the port. */
 static int open_listener(struct server *srv, char *err, size_t errsize)
 {
     const struct kn_config *c = srv->cfg;
     struct addrinfo hints, *res = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
     char port[16];
-    int fd = -1, on = 1, rc;
+    int rc, probe;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -1003,20 +1026,34 @@ static int open_listener(struct server *srv, char *err, size_t errsize)
                  gai_strerror(rc));
         return -1;
     }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
-        snprintf(err, errsize, "cannot listen on %s:%d: %s", c->listen_host, c->listen_port,
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
+    srv->listen_fds = kn_calloc((size_t)c->threads, sizeof(int));
+    for (int i = 0; i < c->threads; i++)
+        srv->listen_fds[i] = -1;
+    if (c->listen_port != 0) {
+        if ((probe = listen_socket(res->ai_addr, res->ai_addrlen, 0)) < 0)
+            goto fail;
+        close(probe);
     }
+    if ((srv->listen_fds[0] = listen_socket(res->ai_addr, res->ai_addrlen, 1)) < 0 ||
+        getsockname(srv->listen_fds[0], (struct sockaddr *)&ss, &sslen) != 0)
+        goto fail;
+    /* The others take the same address, port included when port 0 picked one. */
+    for (int i = 1; i < c->threads; i++)
+        if ((srv->listen_fds[i] = listen_socket((struct sockaddr *)&ss, sslen, 1)) < 0)
+            goto fail;
     freeaddrinfo(res);
-    srv->listen_fd = fd;
+    srv->listen_fd = srv->listen_fds[0];
     return 0;
+fail:
+    snprintf(err, errsize, "cannot listen on %s:%d: %s", c->listen_host, c->listen_port,
+             strerror(errno));
+    for (int i = 0; i < c->threads; i++)
+        if (srv->listen_fds[i] >= 0)
+            close(srv->listen_fds[i]);
+    free(srv->listen_fds);
+    srv->listen_fds = NULL;
+    freeaddrinfo(res);
+    return -1;
 }
 
 static void print_listening(struct server *srv)
@@ -1139,9 +1176,7 @@ int server_run(const struct kn_config *c)
     srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
     for (int i = 0; i < c->threads; i++) {
         struct worker *w = &srv->workers[i];
-        int fd = dup(srv->listen_fd);
-        if (fd < 0)
-            kn_fatal("dup: %s", strerror(errno));
+        int fd = srv->listen_fds[i];
         w->srv = srv;
         h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
         w->accept_ctx.ctx = &w->ctx;
@@ -1167,9 +1202,8 @@ int server_run(const struct kn_config *c)
     atomic_store(&srv->stopping, 1);
     /* New connections are refused from now on rather than left waiting in the backlog; the
      * workers close their own copies of the socket within one loop turn. */
-    shutdown(srv->listen_fd, SHUT_RD);
-    close(srv->listen_fd);
-    srv->listen_fd = -1;
+    for (int i = 0; i < c->threads; i++)
+        shutdown(srv->listen_fds[i], SHUT_RD);
     for (int i = 0; i < started; i++)
         pthread_join(srv->workers[i].thread, NULL);
     stop_dashboard(srv);
@@ -1203,8 +1237,10 @@ out:
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
     accesslog_close(srv->log);
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
+    if (srv->workers == NULL && srv->listen_fds != NULL) /* not handed to threads yet */
+        for (int i = 0; i < c->threads; i++)
+            close(srv->listen_fds[i]);
+    free(srv->listen_fds);
     if (srv->lock_fd >= 0)
         close(srv->lock_fd);
     sodium_memzero(srv->secret, sizeof(srv->secret));

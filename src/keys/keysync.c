@@ -239,6 +239,9 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     ks->wake_fd = -1;
     if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
         goto fail;
+    int64_t count = 0;
+    if (store_key_count(ks->store, &count) == STORE_OK)
+        keytable_reserve(kt, (size_t)count + 1024);
     if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) !=
         STORE_OK) {
         snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));

@@ -192,6 +192,22 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
     return r;
 }
 
+void keytable_reserve(struct keytable *kt, size_t expected)
+{
+    pthread_mutex_lock(&kt->writer);
+    if (atomic_load(&kt->count) == 0) {
+        /* Nothing to move and, as documented, nobody reading: one right-sized array. */
+        struct slots *old = atomic_load(&kt->cur);
+        if (old->mask + 1 < expected * 2) {
+            atomic_store(&kt->cur, slots_new(expected * 2));
+            free(old);
+        }
+    }
+    while ((atomic_load(&kt->cur)->mask + 1) < expected * 2)
+        grow(kt);
+    pthread_mutex_unlock(&kt->writer);
+}
+
 size_t keytable_count(struct keytable *kt)
 {
     return atomic_load(&kt->count);

@@ -67,6 +67,10 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
  * of the record that has its hash. Only one thread may call it at a time. Returns the record. */
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d);
 
+/* Grows the table, while it is still empty of readers, to hold `expected` keys without growing
+ * again. Only the writer thread may call it. */
+void keytable_reserve(struct keytable *kt, size_t expected);
+
 /* Returns the number of keys in the table. */
 size_t keytable_count(struct keytable *kt);
 

@@ -121,6 +121,11 @@ int store_key_insert(struct store *s, const struct store_key *keys, size_t n)
     return s->ops->key_insert(s, keys, n);
 }
 
+int store_key_count(struct store *s, int64_t *count)
+{
+    return s->ops->key_count(s, count);
+}
+
 int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
 {
     return s->ops->key_find(s, id, hash, out);

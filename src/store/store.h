@@ -127,6 +127,7 @@ struct store_ops {
     int (*account_insert)(struct store *s, const struct store_account *a);
     int (*account_find)(struct store *s, const char *email_or_id, struct store_account *out);
     int (*key_insert)(struct store *s, const struct store_key *keys, size_t n);
+    int (*key_count)(struct store *s, int64_t *count);
     int (*key_find)(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
     int (*key_list)(struct store *s, const char *account_id, store_key_cb cb, void *ud);
     int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor);
@@ -198,6 +199,8 @@ int store_account_create(struct store *s, const char *email, struct store_accoun
 int store_account_find(struct store *s, const char *email_or_id, struct store_account *out);
 /* Inserts n keys in one transaction. */
 int store_key_insert(struct store *s, const struct store_key *keys, size_t n);
+/* Counts every key in the store. */
+int store_key_count(struct store *s, int64_t *count);
 /* Finds a key by id (when id is not NULL) or by hash. */
 int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
 /* Calls cb for every key of an account, oldest first. */
