@@ -1,0 +1,540 @@
+#!/usr/bin/env bash
+# Konnect benchmarks: prints figures, asserts nothing.
+#
+# Runs in one go, on 127.0.0.1 only, with everything in a fresh temporary directory:
+#   a   nginx answering POST /v1/chat with a fixed JSON body as large as Konnect's answer
+#   b   nginx gating the same route on a map of the same 10,000 bearer keys (401 otherwise)
+#   c   Konnect, valid test keys (10,000 in the store, per-key limits off, access log off)
+#   c'  the same with the access log written to a file
+#   d   Konnect, keys that fail the format check (right shape, wrong checksum)
+#   d'  Konnect, well-formed keys with valid checksums that are not in the store
+#   c1M row c against a store of 1,000,000 keys
+# and Konnect's memory (idle with 10 and with 1,000,000 keys) and start-up time.
+#
+# Every row uses the same wrk settings and the same Lua script (bench/chat.lua), which sends the
+# next key of a list with every request. wrk and the servers share this machine's cores, so the
+# rows run in rounds (a b c c' d d' c1M, a b c ...) and the table shows each row's median: a
+# slow patch of the machine then hurts every row alike instead of one.
+#
+# Settings (environment):
+#   BENCH_DURATION=10s     length of each measured wrk run (a warm-up run precedes it)
+#   BENCH_WARMUP=2s        length of the warm-up run
+#   BENCH_ROUNDS=5         rounds of rows; the table shows medians
+#   BENCH_CONNECTIONS=64   wrk connections
+#   BENCH_WRK_THREADS=1    wrk threads
+#   BENCH_THREADS=nproc    Konnect threads and nginx worker processes
+#   BENCH_KEYS=10000       keys in the store (and in nginx's map)
+#   BENCH_SKIP_1M=1        skip the 1,000,000-key part (creating the keys takes a minute or more)
+#   BENCH_BIG_KEYS=1000000 size of the big store
+#   BENCH_QUIET_MAX=15     before each run (and the 1,000,000-key start-up), wait until the cores
+#                          are less busy than this many % (BENCH_QUIET_WAIT=120 seconds at most),
+#                          and run again, up to BENCH_RETRIES=2 times, a run during which other
+#                          processes took more than this share of the cores
+#   BENCH_KEEP=1           keep the temporary directory (its path is printed)
+#   KONNECT_BIN            the binary (default build/konnect)
+set -eu
+set -o pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=${KONNECT_BIN:-$ROOT/build/konnect}
+LUA=$ROOT/bench/chat.lua
+DURATION=${BENCH_DURATION:-10s}
+WARMUP=${BENCH_WARMUP:-2s}
+ROUNDS=${BENCH_ROUNDS:-5}
+CONNS=${BENCH_CONNECTIONS:-64}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+THREADS=${BENCH_THREADS:-$(nproc)}
+NKEYS=${BENCH_KEYS:-10000}
+NUNKNOWN=5000 # well-formed keys unknown to the benchmarked server (row d')
+BIG=${BENCH_BIG_KEYS:-1000000}
+SKIP_1M=${BENCH_SKIP_1M:-0}
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+note() { echo "bench: $*" >&2; }
+
+for tool in wrk nginx curl awk sort "$BIN"; do
+    command -v "$tool" >/dev/null 2>&1 ||
+        die "$tool not found (run 'make bench', or 'make build' and 'scripts/install-deps.sh bench')"
+done
+
+# ---- temporary directory and clean-up ---------------------------------------------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/konnect-bench.XXXXXX")
+PIDS="" # every server this script started and has not stopped yet
+
+forget_pid() { PIDS=$(echo "$PIDS" | tr ' ' '\n' | grep -vx "$1" | tr '\n' ' ' || true); }
+
+# stop_pid PID: asks a process to stop (SIGTERM: Konnect drains, nginx's master takes its workers
+# along), waits for it, and forgets it.
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+# fg_wait COMMAND...: runs COMMAND in the background and waits for it, returning its status.
+# Bash acts on a signal at once during 'wait' but only after a foreground command has ended, so
+# this lets an interrupted run stop (and clean up) without waiting for wrk or key creation.
+fg_wait() {
+    local pid rc=0
+    "$@" &
+    pid=$!
+    PIDS="$PIDS $pid"
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    return "$rc"
+}
+
+cleanup() {
+    set +e
+    for pid in $PIDS; do
+        stop_pid "$pid"
+    done
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        note "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_ms() { date +%s%3N; }
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on (nginx then fails loudly if it lost a
+# race for it). Konnect picks its own port (--listen 127.0.0.1:0).
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+# wait_http URL PID SECONDS: polls URL until it answers 2xx; dies if PID exits or time runs out.
+wait_http() {
+    local deadline=$(($(date +%s) + $3))
+    until curl -sf -o /dev/null "$1"; do
+        kill -0 "$2" 2>/dev/null || die "server $2 exited before answering $1"
+        [ "$(date +%s)" -lt "$deadline" ] || die "no answer from $1 after $3 s"
+        sleep 0.01
+    done
+}
+
+# CPU accounting, in clock ticks. The benchmark shares the machine with whatever else runs on it,
+# so every run records how busy the cores were just before it and how much CPU other processes
+# took while it ran.
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks: "BUSY TOTAL" ticks of all cores since boot (/proc/stat). Busy is user, nice, system
+# and steal time; interrupt time is left out because no process is charged for it (it is mostly
+# the benchmark's own loopback traffic).
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# cpu_busy SECONDS: percentage of all cores busy over the next SECONDS.
+cpu_busy() {
+    local a b
+    a=$(cpu_ticks)
+    sleep "$1"
+    b=$(cpu_ticks)
+    echo "$a $b" | awk '{ t = $4 - $2; printf "%.0f", (t > 0) ? 100 * ($3 - $1) / t : 0 }'
+}
+
+# proc_ticks PID...: user + system ticks the processes (all their threads) have used so far.
+proc_ticks() {
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
+# children_ticks FILE: ticks that this shell's finished children had used when the output of the
+# bash builtin 'times' went to FILE. ('times' itself has to run in this shell, not in a $(...)
+# subshell, which would report its own children.)
+children_ticks() {
+    awk -v hz="$CLK_TCK" 'NR == 2 { t = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] }
+        printf "%d", t * hz }' "$1"
+}
+
+# wait_quiet: waits (up to BENCH_QUIET_WAIT seconds, default 120) until the cores are less than
+# BENCH_QUIET_MAX % busy (default 15) over one second, then prints that last figure.
+wait_quiet() {
+    local busy deadline=$(($(date +%s) + ${BENCH_QUIET_WAIT:-120})) said=0
+    while :; do
+        busy=$(cpu_busy 1)
+        if [ "$busy" -lt "${BENCH_QUIET_MAX:-15}" ] || [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "$busy"
+            return
+        fi
+        [ $said = 1 ] || note "the cores are $busy% busy with other work; waiting for them to calm down"
+        said=1
+    done
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# ---- Konnect ------------------------------------------------------------------------------------
+
+# make_store DIR N: a data directory with one account and N test keys; the secrets go to
+# DIR.keys, one per line.
+make_store() {
+    KONNECT_DATA_DIR=$1 "$BIN" account create --email bench@example.com >/dev/null \
+        2>>"$TMP/cli.log" || die "account create failed: $(tail -n3 "$TMP/cli.log")"
+    fg_wait env KONNECT_DATA_DIR="$1" "$BIN" key create --account bench@example.com --mode test \
+        --name bench --count "$2" >"$1.keys" 2>>"$TMP/cli.log" ||
+        die "key create failed: $(tail -n3 "$TMP/cli.log")"
+    [ "$(wc -l <"$1.keys")" -eq "$2" ] || die "key create did not print $2 keys"
+}
+
+# start_konnect NAME DATADIR [SERVE OPTIONS]: starts a server on a free port with the per-key
+# limits off and waits until /healthz answers. Sets KPID, KPORT and KSTART_MS (from launch until
+# /healthz answered).
+start_konnect() {
+    local name=$1 dir=$2 log=$TMP/$1.stderr t0 deadline
+    shift 2
+    t0=$(now_ms)
+    KONNECT_DATA_DIR=$dir KONNECT_TEST_KEY_RPM=0 KONNECT_TEST_KEY_RPD=0 \
+        "$BIN" serve --listen 127.0.0.1:0 --threads "$THREADS" "$@" 2>"$log" &
+    KPID=$!
+    PIDS="$PIDS $KPID"
+    # The kernel chooses the port; the server names it once it listens.
+    deadline=$(($(date +%s) + 120))
+    KPORT=""
+    while [ -z "$KPORT" ]; do
+        KPORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\) .*|\1|p' "$log")
+        kill -0 "$KPID" 2>/dev/null || die "konnect ($name) exited: $(cat "$log")"
+        [ "$(date +%s)" -lt "$deadline" ] || die "konnect ($name) did not start"
+        [ -n "$KPORT" ] || sleep 0.01
+    done
+    wait_http "http://127.0.0.1:$KPORT/healthz" "$KPID" 60
+    KSTART_MS=$(($(now_ms) - t0))
+}
+
+# ---- nginx --------------------------------------------------------------------------------------
+
+NGINX_BUILD=$(nginx -V 2>&1)
+
+# start_nginx NAME LOCATION_BODY [HTTP_EXTRA]: runs nginx in the foreground (in the background of
+# this script) with a configuration generated into $TMP/NAME. Sets NPID and NPORT.
+start_nginx() {
+    local dir=$TMP/$1 temps="" m
+    NPORT=$(free_port)
+    mkdir -p "$dir/temp"
+    # Keep every temporary path inside the directory, for the modules this nginx has.
+    for m in proxy fastcgi uwsgi scgi; do
+        case "$NGINX_BUILD" in
+        *"--without-http_${m}_module"*) ;;
+        *) temps="$temps    ${m}_temp_path $dir/temp/$m;"$'\n' ;;
+        esac
+    done
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes $THREADS;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/json;
+    keepalive_requests 1000000;
+    server_tokens off;
+    client_body_temp_path $dir/temp/body;
+$temps$3
+    server {
+        listen 127.0.0.1:$NPORT;
+        location = /healthz { return 200 '{"status":"ok"}'; }
+        location = /v1/chat {
+$2
+        }
+    }
+}
+EOF
+    nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' &
+    NPID=$!
+    PIDS="$PIDS $NPID"
+    wait_http "http://127.0.0.1:$NPORT/healthz" "$NPID" 30
+    NPIDS="$NPID $(ps -o pid= --ppid "$NPID" | tr '\n' ' ')" # the master and its workers
+}
+
+# ---- wrk ----------------------------------------------------------------------------------------
+
+# One line per measured run: name, round, requests/s, p50 ms, p99 ms, non-2xx responses, socket
+# errors, % of the cores busy in the second before the run (other processes, idle servers), % of
+# the cores' time that processes other than wrk and the server took during the run.
+RUNS=$TMP/runs.tsv
+: >"$RUNS"
+
+# bench NAME ROUND URL KEYS_FILE SERVER_PIDS: a warm-up run, then the measured run. A run during
+# which other processes took more than BENCH_QUIET_MAX % of the cores is done again, up to
+# BENCH_RETRIES times (default 2); the last attempt counts either way.
+bench() {
+    local name=$1 round=$2 url=$3 keys=$4 pids=$5 out=$TMP/wrk-$2-${1%% *}.txt bg other
+    local c0 c1 s0 s1 w0 w1 attempt=0
+    note "round $round/$ROUNDS, row $name ($DURATION)"
+    while :; do
+        bg=$(wait_quiet)
+        fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$LUA" "$url" -- "$keys" "$NKEYS" \
+            >/dev/null || die "wrk failed"
+        # shellcheck disable=SC2086 # $pids is a list
+        c0=$(cpu_ticks) s0=$(proc_ticks $pids)
+        times >"$TMP/times0"
+        fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$LUA" "$url" -- \
+            "$keys" "$NKEYS" >"$out" || die "wrk failed: $(cat "$out")"
+        times >"$TMP/times1"
+        # shellcheck disable=SC2086
+        c1=$(cpu_ticks) s1=$(proc_ticks $pids)
+        w0=$(children_ticks "$TMP/times0") w1=$(children_ticks "$TMP/times1")
+        # Busy ticks of the machine, minus the server's and wrk's, over all ticks.
+        other=$(echo "$c0 $c1 $s0 $s1 $w0 $w1" | awk '{
+            o = ($3 - $1) - ($6 - $5) - ($8 - $7); t = $4 - $2
+            printf "%.0f", (t > 0 && o > 0) ? 100 * o / t : 0 }')
+        attempt=$((attempt + 1))
+        if [ "$other" -le "${BENCH_QUIET_MAX:-15}" ] || [ "$attempt" -gt "${BENCH_RETRIES:-2}" ]; then
+            break
+        fi
+        note "other processes took $other% of the cores during the run; running it again"
+    done
+    # Latencies come as 512.00us, 1.20ms or 1.05s; the table shows milliseconds.
+    awk -v name="$name" -v round="$round" -v bg="$bg" -v other="$other" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v + 0
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        END { printf "%s\t%d\t%.0f\t%.3f\t%.3f\t%d\t%d\t%d\t%d\n", name, round, rps, p50, p99, bad, errs, bg, other }
+    ' "$out" >>"$RUNS"
+}
+
+# col NAME N: column N of NAME's runs, one value per line.
+col() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$RUNS"; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rps_of() { col "$1" 3 | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t + 0 ? "met" : "NOT met") }'; }
+
+# ---- stores and keys ----------------------------------------------------------------------------
+
+note "working in $TMP"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+BG_BEFORE=$(cpu_busy 2)
+note "creating $NKEYS keys"
+t0=$(now_ms)
+make_store "$TMP/store" "$NKEYS"
+CREATE_SMALL_MS=$(($(now_ms) - t0))
+KEYS=$TMP/store.keys
+
+# d': valid keys from another data directory (another server secret, another database): well
+# formed, checksums right, unknown to the benchmarked server. The directory goes right away.
+make_store "$TMP/throwaway" "$NUNKNOWN"
+rm -rf "$TMP/throwaway"
+UNKNOWN=$TMP/throwaway.keys
+
+# d: keys of the right shape (prefix, 32 + 6 base62 characters) whose checksum is wrong. The
+# checksum is the CRC32 in 6 base62 digits and CRC32 < 5 * 62^5, so its first digit is 0 to 4:
+# a 'z' there never matches.
+awk -v n="$NKEYS" -v seed="$RANDOM" 'BEGIN {
+    srand(seed)
+    a = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    for (i = 0; i < n; i++) {
+        s = "sk_test_"
+        for (j = 0; j < 32; j++) s = s substr(a, int(rand() * 62) + 1, 1)
+        s = s "z"
+        for (j = 0; j < 5; j++) s = s substr(a, int(rand() * 62) + 1, 1)
+        print s
+    }
+}' >"$TMP/garbage.keys"
+GARBAGE=$TMP/garbage.keys
+
+# c' gets a copy of the store (a data directory serves one server at a time).
+cp -a "$TMP/store" "$TMP/store-log"
+
+# Memory with a near-empty store, measured alone.
+make_store "$TMP/store10" 10
+start_konnect konnect-10 "$TMP/store10" --access-log off
+sleep 1
+RSS10=$(rss_kb "$KPID")
+stop_pid "$KPID"
+
+if [ "$SKIP_1M" != 1 ]; then
+    note "creating $BIG keys (this takes a while)"
+    t0=$(now_ms)
+    make_store "$TMP/big" "$BIG"
+    CREATE_BIG_MS=$(($(now_ms) - t0))
+    BIG_DB_BYTES=$(wc -c <"$TMP/big/konnect.db")
+    BIG_START_BG=$(wait_quiet)
+    start_konnect konnect-big "$TMP/big" --access-log off
+    BIG_START_MS=$KSTART_MS BIG_PID=$KPID BIG_URL=http://127.0.0.1:$KPORT/v1/chat
+    BIG_LOAD_LINE=$(grep -m1 'loaded' "$TMP/konnect-big.stderr" | sed 's/ from .* in / in /')
+    sleep 1
+    RSS_BIG=$(rss_kb "$BIG_PID")
+fi
+
+# ---- servers ------------------------------------------------------------------------------------
+
+start_konnect konnect "$TMP/store" --access-log off
+K_PID=$KPID K_URL=http://127.0.0.1:$KPORT/v1/chat K_START_MS=$KSTART_MS
+RSS_SMALL=$(rss_kb "$K_PID")
+start_konnect konnect-log "$TMP/store-log" --access-log "$TMP/access.log"
+KL_URL=http://127.0.0.1:$KPORT/v1/chat KL_PID=$KPID
+
+# chat URL KEY [CURL OPTIONS]: one chat request.
+chat() {
+    local url=$1 key=$2
+    shift 2
+    curl -s "$@" "$url" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+        -d '{"message": "Hello"}'
+}
+status() { chat "$1" "$2" -o /dev/null -w '%{http_code}'; }
+
+# The answer to a valid key: nginx has to send as many bytes.
+BODY=$(chat "$K_URL" "$(head -n1 "$KEYS")")
+BODY_LEN=${#BODY}
+[ "$(status "$K_URL" "$(head -n1 "$KEYS")")" = 200 ] || die "konnect did not answer 200: $BODY"
+[ "$(status "$K_URL" "$(head -n1 "$GARBAGE")")" = 401 ] || die "konnect took a garbage key"
+[ "$(status "$K_URL" "$(head -n1 "$UNKNOWN")")" = 401 ] || die "konnect took an unknown key"
+
+# nginx sends the same bytes, with the characters its quoted strings treat specially (' $ \)
+# swapped one for one so that the size stays the same, and two of Konnect's headers.
+NGINX_BODY=$(printf '%s' "$BODY" | tr "'\$\\\\" '`_/')
+NGINX_200="            add_header Cache-Control no-store;
+            add_header request-id req_000000000000000000000000;
+            return 200 '$NGINX_BODY';"
+start_nginx nginx-static "$NGINX_200" ""
+A_URL=http://127.0.0.1:$NPORT/v1/chat A_PIDS=$NPIDS
+
+# b: a map of "Bearer KEY" to 1; anything else is 0 and gets a 401.
+awk '{ printf "        \"Bearer %s\" 1;\n", $0 }' "$KEYS" >"$TMP/keys.map"
+start_nginx nginx-map "            if (\$bench_key_ok = 0) {
+                return 401 '{\"error\":{\"type\":\"authentication_error\",\"code\":\"invalid_api_key\"}}';
+            }
+$NGINX_200" "    map_hash_max_size 65536;
+    map_hash_bucket_size 256;
+    map \$http_authorization \$bench_key_ok {
+        default 0;
+        include $TMP/keys.map;
+    }"
+B_URL=http://127.0.0.1:$NPORT/v1/chat B_PIDS=$NPIDS
+
+[ "$(chat "$A_URL" x | wc -c)" -eq "$BODY_LEN" ] || die "nginx's body size differs from Konnect's"
+[ "$(status "$B_URL" "$(tail -n1 "$KEYS")")" = 200 ] || die "nginx's map refused a valid key"
+[ "$(status "$B_URL" "$(head -n1 "$UNKNOWN")")" = 401 ] || die "nginx's map took an unknown key"
+
+# ---- the rows -----------------------------------------------------------------------------------
+
+ROW_A="a   nginx static"
+ROW_B="b   nginx key map"
+ROW_C="c   konnect"
+ROW_CL="c'  konnect, access log"
+ROW_D="d   konnect, bad checksum"
+ROW_DU="d'  konnect, unknown key"
+ROW_CB="c1M konnect, $BIG keys"
+for round in $(seq 1 "$ROUNDS"); do
+    bench "$ROW_A" "$round" "$A_URL" "$KEYS" "$A_PIDS"
+    bench "$ROW_B" "$round" "$B_URL" "$KEYS" "$B_PIDS"
+    bench "$ROW_C" "$round" "$K_URL" "$KEYS" "$K_PID"
+    : >"$TMP/access.log" # the server appends; this keeps one run's worth
+    bench "$ROW_CL" "$round" "$KL_URL" "$KEYS" "$KL_PID"
+    bench "$ROW_D" "$round" "$K_URL" "$GARBAGE" "$K_PID"
+    bench "$ROW_DU" "$round" "$K_URL" "$UNKNOWN" "$K_PID"
+    if [ "$SKIP_1M" != 1 ]; then
+        # The first $NKEYS keys of the big store: as many distinct keys as row c sends.
+        bench "$ROW_CB" "$round" "$BIG_URL" "$TMP/big.keys" "$BIG_PID"
+    fi
+done
+RSS_SMALL_LOADED=$(rss_kb "$K_PID")
+[ "$SKIP_1M" = 1 ] || RSS_BIG_LOADED=$(rss_kb "$BIG_PID")
+LOG_BYTES=$(wc -c <"$TMP/access.log")
+LOG_LINES=$(wc -l <"$TMP/access.log")
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- report -------------------------------------------------------------------------------------
+
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
+secs() { awk -v m="$1" 'BEGIN { printf "%.2f s", m / 1000 }'; }
+line() { printf '  %-44s %s\n' "$1" "$2"; } # line LABEL VALUE
+
+echo
+echo "Konnect benchmarks"
+echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr)"
+echo "tools:   $(nginx -v 2>&1 | sed 's/^nginx version: //'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
+echo "load:    load average $LOAD_BEFORE before, $LOAD_AFTER after; cores $BG_BEFORE% busy before the run"
+echo "runs:    wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency after a $WARMUP warm-up, $ROUNDS rounds;"
+echo "         $THREADS Konnect threads and $THREADS nginx workers; every request carries the next"
+echo "         of $NKEYS keys ($NUNKNOWN for d'); $NKEYS keys in the store and in nginx's map"
+echo "body:    $BODY_LEN bytes"
+echo
+printf '%-28s %10s %17s %7s %7s %9s %6s %5s %7s\n' "row (median of $ROUNDS)" "requests/s" \
+    "(min-max)" "p50 ms" "p99 ms" "non-2xx" "errors" "bg %" "other %"
+names=$(cut -f1 "$RUNS" | awk '!seen[$0]++')
+while IFS= read -r name; do
+    printf '%-28s %10.0f %17s %7.2f %7.2f %9d %6d %5s %7s\n' "$name" "$(rps_of "$name")" \
+        "($(col "$name" 3 | sort -g | head -n1)-$(col "$name" 3 | sort -g | tail -n1))" \
+        "$(col "$name" 4 | median)" "$(col "$name" 5 | median)" \
+        "$(col "$name" 6 | awk '{ s += $1 } END { print s }')" \
+        "$(col "$name" 7 | awk '{ s += $1 } END { print s }')" \
+        "$(col "$name" 8 | sort -g | tail -n1)" "$(col "$name" 9 | sort -g | tail -n1)"
+done <<<"$names"
+echo "non-2xx, errors: totals over the rounds (d and d' answer 401 by design)."
+echo "bg %: how busy the cores were in the second before a run, with every server idle; other %:"
+echo "the share of the cores' time that processes other than wrk and the server under test took"
+echo "during a run (the highest figure over the rounds for both)."
+echo
+
+A=$(rps_of "$ROW_A")
+B=$(rps_of "$ROW_B")
+C=$(rps_of "$ROW_C")
+CL=$(rps_of "$ROW_CL")
+D=$(rps_of "$ROW_D")
+DU=$(rps_of "$ROW_DU")
+echo "ratios of median requests/s:"
+line "c/a" "$(ratio "$C" "$A")"
+line "c/b" "$(ratio "$C" "$B")   target >= 0.80: $(verdict "$(ratio "$C" "$B")" 0.8)"
+line "c'/c" "$(ratio "$CL" "$C")   access log: $(awk -v b="$LOG_BYTES" -v l="$LOG_LINES" \
+    'BEGIN { printf "%d lines of %.0f bytes in one run", l, l ? b / l : 0 }')"
+line "d/c" "$(ratio "$D" "$C")   target >= 1.00: $(verdict "$(ratio "$D" "$C")" 1)"
+line "d'/c" "$(ratio "$DU" "$C")"
+if [ "$SKIP_1M" != 1 ]; then
+    CB=$(rps_of "$ROW_CB")
+    line "c1M/c" "$(ratio "$CB" "$C")   target >= 0.90: $(verdict "$(ratio "$CB" "$C")" 0.9)"
+fi
+echo
+echo "Konnect memory and start-up:"
+line "RSS idle, 10 keys" "$(mb "$RSS10")"
+line "RSS idle, $NKEYS keys" "$(mb "$RSS_SMALL")"
+line "RSS after the rounds, $NKEYS keys" "$(mb "$RSS_SMALL_LOADED")"
+line "start-up, $NKEYS keys (launch to /healthz)" "$(secs "$K_START_MS")"
+line "key create --count $NKEYS" "$(secs "$CREATE_SMALL_MS")"
+if [ "$SKIP_1M" != 1 ]; then
+    line "RSS idle, $BIG keys" "$(mb "$RSS_BIG")"
+    line "RSS after the rounds, $BIG keys" "$(mb "$RSS_BIG_LOADED")"
+    line "start-up, $BIG keys (launch to /healthz)" \
+        "$(secs "$BIG_START_MS")   target < 5 s: $(verdict 4999 "$BIG_START_MS")   (bg $BIG_START_BG%)"
+    line "  the server's own log line" "${BIG_LOAD_LINE#konnect: }"
+    line "key create --count $BIG" "$(secs "$CREATE_BIG_MS")   database $(mb $((BIG_DB_BYTES / 1024)))"
+else
+    echo "  (the $BIG-key part was skipped: BENCH_SKIP_1M=1)"
+fi
+echo
+echo "every run (requests/s, p50 ms, p99 ms, bg %, other %):"
+while IFS= read -r name; do
+    printf '  %-28s' "$name"
+    col "$name" 2 | while IFS= read -r r; do
+        awk -F'\t' -v n="$name" -v r="$r" '$1 == n && $2 == r {
+            printf "  %s: %s %.2f %.2f %s %s", $2, $3, $4, $5, $8, $9 }' "$RUNS"
+    done
+    echo
+done <<<"$names"
