@@ -39,6 +39,11 @@ struct accesslog *accesslog_open(const char *spec, char *err, size_t errsize)
     return log;
 }
 
+int accesslog_enabled(const struct accesslog *log)
+{
+    return log->fd >= 0;
+}
+
 void accesslog_close(struct accesslog *log)
 {
     if (log == NULL)

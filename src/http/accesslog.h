@@ -37,6 +37,9 @@ struct accesslog_entry {
  * to, created with mode 0640). Returns NULL with a message in err on failure. */
 struct accesslog *accesslog_open(const char *spec, char *err, size_t errsize);
 
+/* Returns 1 when lines are written somewhere, 0 when the log is off. */
+int accesslog_enabled(const struct accesslog *log);
+
 /* Closes the log (NULL is accepted). */
 void accesslog_close(struct accesslog *log);
 

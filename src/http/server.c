@@ -119,6 +119,8 @@ static void log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
                      (uint64_t)req->timestamps.request_begin_at.tv_usec;
 
+    if (!accesslog_enabled(w->srv->log))
+        return;
     gettimeofday(&now, NULL);
     format_peer(req, peer, sizeof(peer));
     memset(&e, 0, sizeof(e));

@@ -270,6 +270,26 @@ static int sqlite_account_find(struct store *s, const char *email_or_id, struct 
     return fail(s, "cannot read account");
 }
 
+/* Inserts one key row inside the caller's transaction; returns the sqlite3_step code. */
+static int insert_key_row(struct store *s, const struct store_key *k)
+{
+    sqlite3_stmt *q = stmt(s, ST_KEY_INSERT);
+    sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, k->account_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, k->mode, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, k->environment, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 6, k->hash, STORE_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(q, 7, k->hint, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 8, k->created_at);
+    sqlite3_bind_text(q, 9, k->created_by, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 10, k->expires_at);
+    sqlite3_bind_text(q, 11, k->ip_allowlist, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    return rc;
+}
+
 static int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n)
 {
     /* Bulk loads touch random places of two indexes (ids and hashes are random): give them a
@@ -279,22 +299,7 @@ static int sqlite_key_insert(struct store *s, const struct store_key *keys, size
     if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
         return STORE_ERROR;
     for (size_t i = 0; i < n; i++) {
-        const struct store_key *k = &keys[i];
-        sqlite3_stmt *q = stmt(s, ST_KEY_INSERT);
-        sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, k->account_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 3, k->name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 4, k->mode, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 5, k->environment, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(q, 6, k->hash, STORE_HASH_LEN, SQLITE_STATIC);
-        sqlite3_bind_text(q, 7, k->hint, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 8, k->created_at);
-        sqlite3_bind_text(q, 9, k->created_by, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 10, k->expires_at);
-        sqlite3_bind_text(q, 11, k->ip_allowlist, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) {
+        if (insert_key_row(s, &keys[i]) != SQLITE_DONE) {
             fail(s, "cannot create key");
             exec(s, "ROLLBACK");
             return STORE_ERROR;
@@ -529,22 +534,7 @@ static int sqlite_key_roll(struct store *s, const char *old_id, const struct sto
         exec(s, "ROLLBACK");
         return rc == SQLITE_ROW ? STORE_CONFLICT : STORE_NOT_FOUND;
     }
-    /* key_insert opens its own transaction; inline the insert instead. */
-    q = stmt(s, ST_KEY_INSERT);
-    sqlite3_bind_text(q, 1, repl->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, repl->account_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, repl->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, repl->mode, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, repl->environment, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(q, 6, repl->hash, STORE_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(q, 7, repl->hint, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 8, repl->created_at);
-    sqlite3_bind_text(q, 9, repl->created_by, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 10, repl->expires_at);
-    sqlite3_bind_text(q, 11, repl->ip_allowlist, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE) {
+    if (insert_key_row(s, repl) != SQLITE_DONE) {
         fail(s, "cannot create the replacement key");
         goto rollback;
     }
