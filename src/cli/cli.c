@@ -325,6 +325,14 @@ static int load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
     return 0;
 }
 
+/* The one way a secret leaves the CLI: alone on a line of standard output, then wiped. */
+static void show_secret(char sk[APIKEY_LEN + 1])
+{
+    printf("%s\n", sk);
+    fflush(stdout);
+    sodium_memzero(sk, APIKEY_LEN + 1);
+}
+
 static void report_notify(struct kn_config *c, const char *what)
 {
     int n = keysync_notify(c->socket_path, 5000);
@@ -398,10 +406,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
             fprintf(stderr, "konnect: %s\n", store_errmsg(s));
             goto out;
         }
-        /* The secret goes to stdout alone; everything else goes to stderr. */
-        printf("%s\n", sk);
-        fflush(stdout);
-        sodium_memzero(sk, sizeof(sk));
+        show_secret(sk); /* everything else goes to stderr */
         fprintf(stderr,
                 "konnect: created %s key %s \"%s\" (%s) for %s.\n"
                 "konnect: copy the key now: it won't be shown again.\n",
@@ -661,9 +666,7 @@ static int key_roll(struct kn_config *c, const struct opts *o)
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
         goto out;
     }
-    printf("%s\n", sk);
-    fflush(stdout);
-    sodium_memzero(sk, sizeof(sk));
+    show_secret(sk);
     fprintf(stderr,
             "konnect: rolled %s into %s \"%s\"; the old key %s at %s.\n"
             "konnect: copy the new key now: it won't be shown again.\n",

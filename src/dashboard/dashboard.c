@@ -115,18 +115,7 @@ static void set_cookie(struct dashboard *d, const struct dash_request *req,
 static void audit(struct dashboard *d, const char *account_id, const char *actor, const char *ip,
                   const char *action, const char *target, const char *result, const char *detail)
 {
-    struct store_audit e;
-
-    memset(&e, 0, sizeof(e));
-    kn_strlcpy(e.account_id, account_id != NULL ? account_id : "", sizeof(e.account_id));
-    kn_strlcpy(e.actor, actor, sizeof(e.actor));
-    kn_strlcpy(e.action, action, sizeof(e.action));
-    kn_strlcpy(e.target, target != NULL ? target : "", sizeof(e.target));
-    kn_strlcpy(e.ip, ip != NULL ? ip : "", sizeof(e.ip));
-    kn_strlcpy(e.result, result, sizeof(e.result));
-    kn_strlcpy(e.detail, detail != NULL ? detail : "", sizeof(e.detail));
-    if (store_audit_add(d->store, &e) != STORE_OK)
-        fprintf(stderr, "konnect: %s\n", store_errmsg(d->store));
+    lifecycle_audit_entry(d->store, account_id, actor, ip, action, target, result, detail);
 }
 
 /* ---- request helpers --------------------------------------------------------------------- */
@@ -385,12 +374,12 @@ static void do_signin(struct dashboard *d, const struct dash_request *req,
         goto out;
     }
     int found = store_user_find(d->store, email, &u) == STORE_OK;
-    if (!password_verify(found ? u.password_hash : "", pw) ||
-        store_member_first(d->store, u.id, &m) != STORE_OK) {
+    int member = found && store_member_first(d->store, u.id, &m) == STORE_OK;
+    if (!password_verify(found ? u.password_hash : "", pw) || !member) {
         store_failure_add(d->store, "email", email, now);
         if (req->ip != NULL)
             store_failure_add(d->store, "ip", req->ip, now);
-        if (found && store_member_first(d->store, u.id, &m) == STORE_OK)
+        if (member)
             audit(d, m.account_id, email, req->ip, "user.signin", email, "failed",
                   "wrong password");
         else

@@ -56,23 +56,33 @@ void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecy
                sizeof(k->ip_allowlist));
 }
 
-void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
-                     const char *action, const struct store_key *k, const char *result,
-                     const char *detail)
+void lifecycle_audit_entry(struct store *s, const char *account_id, const char *actor,
+                           const char *ip, const char *action, const char *target,
+                           const char *result, const char *detail)
 {
     struct store_audit e;
 
     memset(&e, 0, sizeof(e));
     kn_strlcpy(e.account_id, account_id != NULL ? account_id : "", sizeof(e.account_id));
-    kn_strlcpy(e.actor, who->name, sizeof(e.actor));
+    kn_strlcpy(e.actor, actor, sizeof(e.actor));
     kn_strlcpy(e.action, action, sizeof(e.action));
-    if (k != NULL)
-        snprintf(e.target, sizeof(e.target), "%s (%s)", k->id, k->hint);
-    kn_strlcpy(e.ip, who->ip != NULL ? who->ip : "", sizeof(e.ip));
+    kn_strlcpy(e.target, target != NULL ? target : "", sizeof(e.target));
+    kn_strlcpy(e.ip, ip != NULL ? ip : "", sizeof(e.ip));
     kn_strlcpy(e.result, result, sizeof(e.result));
     kn_strlcpy(e.detail, detail != NULL ? detail : "", sizeof(e.detail));
     if (store_audit_add(s, &e) != STORE_OK)
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+}
+
+void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
+                     const char *action, const struct store_key *k, const char *result,
+                     const char *detail)
+{
+    char target[128] = "";
+
+    if (k != NULL)
+        snprintf(target, sizeof(target), "%s (%s)", k->id, k->hint);
+    lifecycle_audit_entry(s, account_id, who->name, who->ip, action, target, result, detail);
 }
 
 int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],

@@ -64,8 +64,13 @@ int lifecycle_rename(struct store *s, const struct store_key *k, const char *nam
 int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
                             const struct lifecycle_actor *who);
 
-/* Writes one audit entry about key k (or about nothing when k is NULL). Failures to write the
- * audit log are reported on stderr and do not undo the change. */
+/* Writes one audit entry. NULL strings are stored empty. Failures to write the audit log are
+ * reported on stderr and do not undo the change they record. */
+void lifecycle_audit_entry(struct store *s, const char *account_id, const char *actor,
+                           const char *ip, const char *action, const char *target,
+                           const char *result, const char *detail);
+
+/* Writes one audit entry about key k (or about nothing when k is NULL), by `who`. */
 void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
                      const char *action, const struct store_key *k, const char *result,
                      const char *detail);
