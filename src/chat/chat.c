@@ -32,7 +32,7 @@ static void trim_partial_utf8(char *s)
         s[k - 1] = '\0';
 }
 
-static int valid_model_name(const char *s, size_t len)
+int chat_valid_model(const char *s, size_t len)
 {
     if (len == 0 || len > CHAT_MODEL_MAX)
         return 0;
@@ -81,7 +81,7 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
             req->message_len = json_string_length(v);
         } else if (strcmp(name, "model") == 0) {
             if (!json_is_string(v) ||
-                !valid_model_name(json_string_value(v), json_string_length(v))) {
+                !chat_valid_model(json_string_value(v), json_string_length(v))) {
                 set_error(err, KN_ERR_INVALID_PARAMETER, "model", "%s",
                           "'model' must be a string of 1 to 128 printable ASCII characters without "
                           "spaces.");
@@ -89,6 +89,13 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
             }
             req->model = json_string_value(v);
             req->model_len = json_string_length(v);
+        } else if (strcmp(name, "stream") == 0) {
+            if (!json_is_boolean(v)) {
+                set_error(err, KN_ERR_INVALID_PARAMETER, "stream", "%s",
+                          "'stream' must be true or false.");
+                goto fail;
+            }
+            req->stream = json_is_true(v);
         } else {
             /* The parameter name is echoed back, so it is bounded: a client controls it. */
             static _Thread_local char pname[65];
@@ -144,8 +151,8 @@ static size_t escape_ascii(const char *s, char *out)
     return o;
 }
 
-char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
-                         int64_t created, size_t *len)
+size_t chat_mock_content(const char *message, size_t message_len, const char *model, char *out,
+                         size_t outsize)
 {
     static const char *const replies[] = {
         "Hello! This is where your model's answer will appear.",
@@ -154,31 +161,44 @@ char *chat_mock_response(const struct chat_request *req, const char *model, cons
         "Test keys are rate limited and never billed.",
     };
     unsigned char digest[16];
-    char fp[33], content[512], emodel[2 * CHAT_MODEL_MAX + 1];
-    size_t model_len = strlen(model), size;
-    char *out;
+    char fp[33];
     int n;
 
     /* The content depends only on the model and the message, so the same input always gives the
      * same answer. */
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, sizeof(digest));
-    crypto_generichash_update(&st, (const unsigned char *)model, model_len);
+    crypto_generichash_update(&st, (const unsigned char *)model, strlen(model));
     crypto_generichash_update(&st, (const unsigned char *)"\0", 1);
-    crypto_generichash_update(&st, (const unsigned char *)req->message, req->message_len);
+    crypto_generichash_update(&st, (const unsigned char *)message, message_len);
     crypto_generichash_final(&st, digest, sizeof(digest));
     sodium_bin2hex(fp, sizeof(fp), digest, 4);
-    n = snprintf(content, sizeof(content),
+    n = snprintf(out, outsize,
                  "[mock response: test key, no model was called] %s (message of %zu bytes, "
                  "fingerprint %s)",
-                 replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], req->message_len, fp);
+                 replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], message_len, fp);
+    if (n < 0 || (size_t)n >= outsize)
+        kn_fatal("mock content too long");
+    return (size_t)n;
+}
+
+char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
+                         int64_t created, size_t *len)
+{
+    char content[512], emodel[2 * CHAT_MODEL_MAX + 1];
+    size_t model_len = strlen(model), size,
+           clen =
+               chat_mock_content(req->message, req->message_len, model, content, sizeof(content));
+    char *out;
+    int n;
+
     /* Every piece is ASCII that needs no escaping but the model name (printable ASCII, checked
      * by the caller or the configuration), so the document is written directly: this is the hot
      * path for test keys. */
     if (model_len > CHAT_MODEL_MAX)
         kn_fatal("model name too long");
     escape_ascii(model, emodel);
-    size = 256 + strlen(id) + strlen(emodel) + (size_t)n;
+    size = 256 + strlen(id) + strlen(emodel) + clen;
     out = kn_malloc(size);
     n = snprintf(out, size,
                  "{\"id\":\"%s\",\"object\":\"chat.response\",\"created\":%lld,\"model\":\"%s\","
@@ -186,7 +206,7 @@ char *chat_mock_response(const struct chat_request *req, const char *model, cons
                  "\"usage\":{\"input_tokens\":%u,\"output_tokens\":%u}}",
                  id, (long long)created, emodel, content,
                  chat_estimate_tokens(req->message, req->message_len),
-                 chat_estimate_tokens(content, strlen(content)));
+                 chat_estimate_tokens(content, clen));
     if (n < 0 || (size_t)n >= size)
         kn_fatal("mock response too long");
     *len = (size_t)n;

@@ -19,6 +19,7 @@ struct chat_request {
     size_t message_len;
     const char *model; /* NULL when the request named no model. */
     size_t model_len;
+    int stream; /* 1 when the client asked for Server-Sent Events ("stream": true). */
 };
 
 /* What was wrong with a rejected request. */
@@ -29,8 +30,9 @@ struct chat_error {
 };
 
 /* Parses and validates a request body: a JSON object (duplicate keys rejected) with "message", a
- * string of 1..CHAT_MESSAGE_MAX bytes of UTF-8, and an optional "model" string of
- * 1..CHAT_MODEL_MAX printable ASCII characters; any other member is an unknown parameter. Returns
+ * string of 1..CHAT_MESSAGE_MAX bytes of UTF-8, an optional "model" string of 1..CHAT_MODEL_MAX
+ * printable ASCII characters and an optional boolean "stream"; any other member is an unknown
+ * parameter. Returns
  * 0 and fills *req on success; returns -1 and fills *err otherwise (req then owns nothing). */
 int chat_request_parse(const char *body, size_t len, struct chat_request *req,
                        struct chat_error *err);
@@ -43,6 +45,14 @@ void chat_request_cleanup(struct chat_request *req);
  * frees with free(), and writes its length to *len. */
 char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
                          int64_t created, size_t *len);
+
+/* Writes the mock answer's text for a message and model into out (at least 512 bytes): what
+ * chat_mock_response puts in "content". Returns its length. */
+size_t chat_mock_content(const char *message, size_t message_len, const char *model, char *out,
+                         size_t outsize);
+
+/* Checks a model name: 1..CHAT_MODEL_MAX printable ASCII characters without spaces. */
+int chat_valid_model(const char *s, size_t len);
 
 /* Estimates the token count of a text the way OpenAI's rule of thumb does (about 4 bytes of
  * English text per token), never returning 0 for a non-empty text. */

@@ -35,6 +35,11 @@ void config_set_data_dir(struct kn_config *c, const char *dir)
     else
         snprintf(c->secret_file, sizeof(c->secret_file), "%.*s/secret", PATH_MAX - 16, dir);
     snprintf(c->socket_path, sizeof(c->socket_path), "%.*s/konnect.sock", PATH_MAX - 16, dir);
+    c->plans_file_set = (v = getenv("KONNECT_PLANS")) != NULL && *v != '\0';
+    if (c->plans_file_set)
+        kn_strlcpy(c->plans_file, v, sizeof(c->plans_file));
+    else
+        snprintf(c->plans_file, sizeof(c->plans_file), "%.*s/plans.json", PATH_MAX - 16, dir);
 }
 
 int config_set_listen(struct kn_config *c, const char *value)
@@ -91,6 +96,12 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     kn_strlcpy(c->signup, "open", sizeof(c->signup));
     c->session_idle_s = 86400;
     c->session_max_s = 7 * 86400;
+    kn_strlcpy(c->model_url, "http://127.0.0.1:11434/v1", sizeof(c->model_url));
+    c->model_connect_timeout_ms = 5000;
+    c->model_first_byte_timeout_ms = 60000;
+    c->model_timeout_ms = 300000;
+    c->model_max_response_bytes = 8 * 1024 * 1024;
+    c->ledger_sync_full = 1;
 
     v = getenv("KONNECT_DATA_DIR");
     config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");
@@ -117,6 +128,11 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     UINT_SETTING("KONNECT_SESSION_IDLE", session_idle_s, 365 * 86400);
     UINT_SETTING("KONNECT_SESSION_MAX", session_max_s, 365 * 86400);
     UINT_SETTING("KONNECT_TRUST_PROXY", trust_proxy, 1);
+    UINT_SETTING("KONNECT_MODEL_CONNECT_TIMEOUT_MS", model_connect_timeout_ms, 3600 * 1000);
+    UINT_SETTING("KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS", model_first_byte_timeout_ms, 3600 * 1000);
+    UINT_SETTING("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 24 * 3600 * 1000);
+    UINT_SETTING("KONNECT_MODEL_MAX_RESPONSE_BYTES", model_max_response_bytes,
+                 1024LL * 1024 * 1024);
 #undef UINT_SETTING
     if (c->threads == 0)
         c->threads = cores > 0 ? (int)cores : 1;
@@ -128,6 +144,39 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
                  "least 1",
                  CHAT_BODY_MIN);
         return -1;
+    }
+    if (c->model_connect_timeout_ms < 10 || c->model_first_byte_timeout_ms < 10 ||
+        c->model_timeout_ms < 10 || c->model_max_response_bytes < 4096) {
+        snprintf(err, errsize,
+                 "KONNECT_MODEL_*_TIMEOUT_MS must be at least 10 and "
+                 "KONNECT_MODEL_MAX_RESPONSE_BYTES at least 4096");
+        return -1;
+    }
+    if ((v = getenv("KONNECT_MODEL_URL")) != NULL && *v != '\0') {
+        if (strlen(v) >= sizeof(c->model_url)) {
+            snprintf(err, errsize, "KONNECT_MODEL_URL is too long");
+            return -1;
+        }
+        kn_strlcpy(c->model_url, v, sizeof(c->model_url));
+    }
+    if ((v = getenv("KONNECT_MODEL_API_KEY")) != NULL && *v != '\0') {
+        /* It goes into a request header: no controls, and a bounded length. */
+        for (const char *p = v; *p != '\0'; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                v = NULL;
+        if (v == NULL || strlen(v) >= sizeof(c->model_api_key)) {
+            snprintf(err, errsize,
+                     "KONNECT_MODEL_API_KEY must be under 512 bytes with no control characters");
+            return -1;
+        }
+        kn_strlcpy(c->model_api_key, v, sizeof(c->model_api_key));
+    }
+    if ((v = getenv("KONNECT_LEDGER_SYNC")) != NULL && *v != '\0') {
+        if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0) {
+            snprintf(err, errsize, "KONNECT_LEDGER_SYNC must be full or normal");
+            return -1;
+        }
+        c->ledger_sync_full = strcmp(v, "full") == 0;
     }
     if ((v = getenv("KONNECT_SIGNUP")) != NULL && *v != '\0') {
         if (strcmp(v, "open") != 0 && strcmp(v, "invite") != 0 && strcmp(v, "closed") != 0) {

@@ -31,6 +31,15 @@ struct kn_config {
     unsigned session_idle_s;      /* KONNECT_SESSION_IDLE, default 86400 (24 h). */
     unsigned session_max_s;       /* KONNECT_SESSION_MAX, default 604800 (7 days). */
     int trust_proxy;              /* KONNECT_TRUST_PROXY: 1 to believe X-Forwarded-Proto. */
+    char model_url[1024];         /* KONNECT_MODEL_URL, default http://127.0.0.1:11434/v1. */
+    char model_api_key[512];      /* KONNECT_MODEL_API_KEY, default none. A secret: never logged. */
+    unsigned model_connect_timeout_ms;    /* KONNECT_MODEL_CONNECT_TIMEOUT_MS, default 5000. */
+    unsigned model_first_byte_timeout_ms; /* KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS, default 60000. */
+    unsigned model_timeout_ms;            /* KONNECT_MODEL_TIMEOUT_MS, default 300000. */
+    size_t model_max_response_bytes;      /* KONNECT_MODEL_MAX_RESPONSE_BYTES, default 8 MiB. */
+    char plans_file[PATH_MAX];            /* KONNECT_PLANS, default <data dir>/plans.json. */
+    int plans_file_set;   /* 1 when KONNECT_PLANS names the file (it must then exist). */
+    int ledger_sync_full; /* KONNECT_LEDGER_SYNC: "full" (default, 1) or "normal" (0). */
 };
 
 /* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err

@@ -50,10 +50,33 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
     [KN_ERR_TOO_MANY_CONNECTIONS] = {503, "Service Unavailable", "api_error",
                                      "too_many_connections",
                                      "The server is at its connection limit; retry shortly."},
-    [KN_ERR_MODEL_BACKEND_UNAVAILABLE] = {503, "Service Unavailable", "api_error",
-                                          "model_backend_unavailable",
-                                          "No model backend is configured for live requests yet. "
-                                          "This request was not billed."},
+    [KN_ERR_MODEL_BACKEND_ERROR] = {502, "Bad Gateway", "api_error", "model_backend_error",
+                                    "The model backend failed to answer. This request was not "
+                                    "billed."},
+    [KN_ERR_MODEL_BACKEND_TIMEOUT] = {504, "Gateway Timeout", "api_error", "model_backend_timeout",
+                                      "The model backend did not answer in time. This request "
+                                      "was not billed."},
+    [KN_ERR_MODEL_BACKEND_REJECTED] = {400, "Bad Request", "invalid_request_error",
+                                       "model_backend_rejected",
+                                       "The model backend rejected the request. This request "
+                                       "was not billed."},
+    [KN_ERR_MODEL_BACKEND_OVERLOADED] = {503, "Service Unavailable", "api_error",
+                                         "model_backend_overloaded",
+                                         "The model backend is overloaded; retry shortly. This "
+                                         "request was not billed."},
+    [KN_ERR_INSUFFICIENT_QUOTA] = {429, "Too Many Requests", "insufficient_quota",
+                                   "insufficient_quota", "The account's monthly quota is used up."},
+    [KN_ERR_TOO_MANY_CONCURRENT] = {429, "Too Many Requests", "rate_limit_error",
+                                    "too_many_concurrent_requests",
+                                    "This key has too many requests in flight; retry when one "
+                                    "finishes."},
+    [KN_ERR_BILLING_UNAVAILABLE] = {503, "Service Unavailable", "api_error", "billing_unavailable",
+                                    "The request could not be recorded for billing, so its "
+                                    "answer was withheld. It was not billed; retry shortly."},
+    [KN_ERR_CLIENT_CLOSED] = {499, "Client Closed Request", "invalid_request_error",
+                              "client_closed_request",
+                              "The client closed the connection before the answer was ready. "
+                              "This request was not billed."},
     [KN_ERR_NOT_READY] = {503, "Service Unavailable", "api_error", "not_ready",
                           "The store is not reachable."},
     [KN_ERR_BROWSER_NOT_ALLOWED] =

@@ -135,3 +135,59 @@ char *kn_format_time(int64_t t, char *buf, size_t bufsize)
     strftime(buf, bufsize, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
 }
+
+/* Days since the epoch of a civil date, and back: Howard Hinnant's algorithms, exact for the
+ * proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+int64_t kn_month_of(int64_t unix_s)
+{
+    int64_t z = (unix_s >= 0 ? unix_s : unix_s - 86399) / 86400 + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = (int64_t)yoe + era * 400 + (m <= 2);
+    return y * 12 + (int64_t)m - 1;
+}
+
+int64_t kn_month_start(int64_t month)
+{
+    int64_t y = month >= 0 ? month / 12 : (month - 11) / 12;
+    return days_from_civil(y, (unsigned)(month - y * 12) + 1, 1) * 86400;
+}
+
+char *kn_month_format(int64_t month, char *buf, size_t bufsize)
+{
+    int64_t y = month >= 0 ? month / 12 : (month - 11) / 12;
+    snprintf(buf, bufsize, "%04lld-%02d", (long long)y, (int)(month - y * 12) + 1);
+    return buf;
+}
+
+int kn_month_parse(const char *s, int64_t *month)
+{
+    long long y, m;
+    char ys[5], ms[3];
+
+    if (strlen(s) != 7 || s[4] != '-')
+        return -1;
+    memcpy(ys, s, 4);
+    ys[4] = '\0';
+    memcpy(ms, s + 5, 2);
+    ms[2] = '\0';
+    if (ys[0] == '-' || ys[0] == '+' || ms[0] == '-' || ms[0] == '+' ||
+        kn_parse_int(ys, 1970, 9999, &y) != 0 || kn_parse_int(ms, 1, 12, &m) != 0)
+        return -1;
+    *month = y * 12 + m - 1;
+    return 0;
+}

@@ -37,4 +37,14 @@ int kn_parse_duration(const char *s, int64_t *out);
  * zero time is written as "-". Returns buf. */
 char *kn_format_time(int64_t t, char *buf, size_t bufsize);
 
+/* Calendar months, UTC, numbered year * 12 + month - 1 so that consecutive months differ by 1.
+ * Billing periods and quotas use them. */
+int64_t kn_month_of(int64_t unix_s);
+/* The Unix time at which a month starts (00:00 UTC on its first day). */
+int64_t kn_month_start(int64_t month);
+/* Formats a month as "2026-11" into buf (at least 8 bytes). Returns buf. */
+char *kn_month_format(int64_t month, char *buf, size_t bufsize);
+/* Parses "2026-11". Returns 0 and writes *month, or -1. */
+int kn_month_parse(const char *s, int64_t *month);
+
 #endif

@@ -24,74 +24,20 @@
 
 #include "auth/bearer.h"
 #include "chat/chat.h"
+#include "chat/openai.h"
 #include "dashboard/dashboard.h"
 #include "core/base62.h"
 #include "core/errors.h"
 #include "core/util.h"
 #include "http/accesslog.h"
+#include "http/internal.h"
 #include "keys/keysync.h"
 #include "keys/keytable.h"
+#include "limits/quota.h"
 #include "limits/ratelimit.h"
+#include "metering/plans.h"
 
-#define REQUEST_ID_LEN 24 /* base62 characters after "req_" */
-#define REFUSAL_SIZE 768
-/* Stands for the request id in the prebuilt answer to connections over the limit. */
-#define REFUSAL_ID_PLACEHOLDER "req_@@@@@@@@@@@@@@@@@@@@@@@@"
-_Static_assert(sizeof(REFUSAL_ID_PLACEHOLDER) == 4 + REQUEST_ID_LEN + 1, "placeholder length");
-
-struct server {
-    const struct kn_config *cfg;
-    uint8_t secret[APIKEY_SECRET_LEN];
-    struct keytable *kt;
-    struct keysync *ks;
-    struct accesslog *log;
-    h2o_globalconf_t h2o;
-    int listen_fd;   /* The first of listen_fds, for printing the address. */
-    int *listen_fds; /* One listening socket per thread, owned by the threads once started. */
-    int lock_fd;     /* Holds the data directory's lock while the server runs. */
-    _Atomic unsigned conns;
-    _Atomic int stopping;
-    struct worker *workers;
-    /* The dashboard runs on its own thread (it does blocking work); jobs go there in FIFO. */
-    struct dashboard *dash;
-    pthread_t dash_thread;
-    pthread_mutex_t dash_lock;
-    pthread_cond_t dash_cond;
-    struct dash_job *dash_head, *dash_tail;
-    int dash_stop, dash_started;
-    char refusal[REFUSAL_SIZE]; /* The raw HTTP answer to a connection over the limit. */
-};
-
-struct worker {
-    h2o_context_t ctx; /* First, so that a request's context leads back to its worker. */
-    h2o_accept_ctx_t accept_ctx;
-    h2o_socket_t *listener;
-    struct server *srv;
-    pthread_t thread;
-    struct logbuf log;
-    unsigned conns;
-    h2o_timeout_t refuse_timeout;
-    h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
-};
-
-struct kn_handler {
-    h2o_handler_t super;
-    struct server *srv;
-};
-
-struct kn_filter {
-    h2o_filter_t super;
-    struct server *srv;
-};
-
-/* What a request did, for its access-log line. */
-struct reqinfo {
-    char request_id[4 + REQUEST_ID_LEN + 1];
-    const struct keyrec *key;
-    const char *error_code;
-};
-
-static struct worker *worker_of(h2o_req_t *req)
+struct worker *http_worker_of(h2o_req_t *req)
 {
     return (struct worker *)req->conn->ctx;
 }
@@ -110,9 +56,9 @@ static void format_peer(h2o_req_t *req, char *out, size_t size)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)size);
 }
 
-static void log_request(h2o_req_t *req, const struct reqinfo *info, int status)
+void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
 {
-    struct worker *w = worker_of(req);
+    struct worker *w = http_worker_of(req);
     struct accesslog_entry e;
     struct timeval now;
     char peer[INET6_ADDRSTRLEN];
@@ -142,7 +88,7 @@ static void log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     accesslog_append(w->srv->log, &w->log, &e);
 }
 
-static void add_header(h2o_req_t *req, const char *name, const char *value)
+void http_add_header(h2o_req_t *req, const char *name, const char *value)
 {
     h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
@@ -150,8 +96,8 @@ static void add_header(h2o_req_t *req, const char *name, const char *value)
 }
 
 /* Sends body (copied) as a JSON response and logs the request. */
-static void send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
-                      const char *body, size_t len)
+void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
+                    const char *body, size_t len)
 {
     req->res.status = status;
     req->res.reason = reason;
@@ -160,20 +106,20 @@ static void send_json(h2o_req_t *req, struct reqinfo *info, int status, const ch
                    H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
-    add_header(req, "request-id", info->request_id);
-    log_request(req, info, status);
+    http_add_header(req, "request-id", info->request_id);
+    http_log_request(req, info, status);
     h2o_send_inline(req, body, len);
 }
 
-static void send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
-                       const char *param)
+void http_send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
+                     const char *param)
 {
     const struct kn_error_def *d = kn_error_def(err);
     size_t len;
     char *body = kn_error_json(err, message, param, info->request_id, &len);
 
     info->error_code = d->code;
-    send_json(req, info, d->status, d->reason, body, len);
+    http_send_json(req, info, d->status, d->reason, body, len);
     free(body);
 }
 
@@ -191,8 +137,8 @@ static void format_duration(uint32_t s, char *out, size_t size)
 
 /* Adds the rate-limit headers for a test key: the IETF draft's RateLimit-Policy and RateLimit,
  * and OpenAI's x-ratelimit-*-requests for the tightest limit. */
-static void add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
-                                  const struct ratelimit_result *day)
+void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
+                                const struct ratelimit_result *day)
 {
     char policy[128] = "", state[128] = "", buf[48];
     const struct ratelimit_result *tight = NULL;
@@ -216,64 +162,64 @@ static void add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result 
     }
     if (tight == NULL)
         return;
-    add_header(req, "ratelimit-policy", policy);
-    add_header(req, "ratelimit", state);
+    http_add_header(req, "ratelimit-policy", policy);
+    http_add_header(req, "ratelimit", state);
     snprintf(buf, sizeof(buf), "%u", tight->limit);
-    add_header(req, "x-ratelimit-limit-requests", buf);
+    http_add_header(req, "x-ratelimit-limit-requests", buf);
     snprintf(buf, sizeof(buf), "%u", tight->remaining);
-    add_header(req, "x-ratelimit-remaining-requests", buf);
+    http_add_header(req, "x-ratelimit-remaining-requests", buf);
     format_duration(tight->reset, buf, sizeof(buf));
-    add_header(req, "x-ratelimit-reset-requests", buf);
+    http_add_header(req, "x-ratelimit-reset-requests", buf);
 }
 
-/* Applies the test-key limits. Returns 1 when the request may go on; otherwise sends the 429. */
+/* Applies a key's rate limits: the test-key limits, or the live limit of its account's plan.
+ * Returns 1 when the request may go on; otherwise sends the 429. */
 static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t now)
 {
-    const struct kn_config *c = worker_of(req)->srv->cfg;
+    const struct kn_config *c = http_worker_of(req)->srv->cfg;
     struct ratelimit_result minute, day;
-    int have_minute = 0, have_day = 0;
+    int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
+    uint32_t rpm = live ? atomic_load(&key->acct->plan)->requests_per_minute : c->test_rpm,
+             rpd = live ? 0 : c->test_rpd;
     char msg[256], buf[16];
 
-    if (key->mode != APIKEY_MODE_TEST)
-        return 1;
-    if (c->test_rpd != 0) {
+    if (rpd != 0) {
         have_day = 1;
-        if (!ratelimit_daily_take(&key->day_cell, c->test_rpd, now, &day)) {
+        if (!ratelimit_daily_take(&key->day_cell, rpd, now, &day)) {
             snprintf(msg, sizeof(msg),
                      "Daily request limit reached for this test key (%u requests per UTC day). "
                      "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
                      "a live key for production traffic.",
-                     c->test_rpd, day.reset);
-            goto refuse;
+                     rpd, day.reset);
+            http_add_ratelimit_headers(req, NULL, &day);
+            snprintf(buf, sizeof(buf), "%u", day.retry_after);
+            http_add_header(req, "retry-after", buf);
+            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            return 0;
         }
     }
-    if (c->test_rpm != 0) {
+    if (rpm != 0) {
         have_minute = 1;
-        if (!ratelimit_gcra_take(&key->rate_tat, c->test_rpm, 60, kn_mono_ns(), &minute)) {
+        if (!ratelimit_gcra_take(&key->rate_tat, rpm, 60, kn_mono_ns(), &minute)) {
             if (have_day) {
                 /* The day keeps the request it counted: give it back, and report it given back. */
                 ratelimit_daily_refund(&key->day_cell, now);
                 day.remaining++;
             }
             snprintf(msg, sizeof(msg),
-                     "Rate limit reached for this test key (%u requests per minute). Retry after "
+                     "Rate limit reached for this %s key (%u requests per minute). Retry after "
                      "%u second%s.",
-                     c->test_rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
-            add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
+                     live ? "live" : "test", rpm, minute.retry_after,
+                     minute.retry_after == 1 ? "" : "s");
+            http_add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
             snprintf(buf, sizeof(buf), "%u", minute.retry_after);
-            add_header(req, "retry-after", buf);
-            send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            http_add_header(req, "retry-after", buf);
+            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
             return 0;
         }
     }
-    add_ratelimit_headers(req, have_minute ? &minute : NULL, have_day ? &day : NULL);
+    http_add_ratelimit_headers(req, have_minute ? &minute : NULL, have_day ? &day : NULL);
     return 1;
-refuse:
-    add_ratelimit_headers(req, NULL, &day);
-    snprintf(buf, sizeof(buf), "%u", day.retry_after);
-    add_header(req, "retry-after", buf);
-    send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
-    return 0;
 }
 
 static int is_json_content_type(h2o_req_t *req)
@@ -306,23 +252,64 @@ static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
     /* RFC 6750 section 3.1: a request without credentials gets the bare challenge; a bad token
      * gets error="invalid_token". */
     if (err == KN_ERR_MISSING_API_KEY)
-        add_header(req, "www-authenticate", "Bearer realm=\"konnect\"");
+        http_add_header(req, "www-authenticate", "Bearer realm=\"konnect\"");
     else
-        add_header(req, "www-authenticate",
-                   "Bearer realm=\"konnect\", error=\"invalid_token\", error_description=\"The "
-                   "API key is invalid, revoked or expired\"");
+        http_add_header(
+            req, "www-authenticate",
+            "Bearer realm=\"konnect\", error=\"invalid_token\", error_description=\"The "
+            "API key is invalid, revoked or expired\"");
 }
 
-static void handle_chat(h2o_req_t *req, struct reqinfo *info)
+/* Admits a live request past its key's concurrency cap and its account's monthly quota, or
+ * answers 429. Returns 1 when admitted (the request then holds one of each). */
+static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t now,
+                      int64_t month)
 {
-    struct server *srv = worker_of(req)->srv;
+    struct acctrec *a = key->acct;
+    const struct plan *plan = atomic_load(&a->plan);
+    char msg[400], when[32], mbuf[8];
+    enum quota_outcome q;
+
+    if (atomic_fetch_add(&key->inflight, 1) >= plan->max_concurrent) {
+        atomic_fetch_sub(&key->inflight, 1);
+        snprintf(msg, sizeof(msg),
+                 "This key already has %u requests in flight, the most its plan (\"%s\") "
+                 "allows at once. Retry when one finishes.",
+                 plan->max_concurrent, plan->name);
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
+        return 0;
+    }
+    if ((q = quota_reserve(a, month)) == QUOTA_OK)
+        return 1;
+    atomic_fetch_sub(&key->inflight, 1);
+    int64_t reset = kn_month_start(month + 1);
+    kn_format_time(reset, when, sizeof(when));
+    kn_month_format(month, mbuf, sizeof(mbuf));
+    snprintf(msg, sizeof(msg),
+             "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"). "
+             "The quota resets at %s, in %lld hours. Test keys still work; to go on now, ask "
+             "for a higher quota or plan.",
+             (long long)(q == QUOTA_REQUESTS_USED_UP ? atomic_load(&a->quota_requests)
+                                                     : atomic_load(&a->quota_tokens)),
+             q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name, when,
+             (long long)((reset - now + 3599) / 3600));
+    http_send_error(req, info, KN_ERR_INSUFFICIENT_QUOTA, msg, NULL);
+    return 0;
+}
+
+static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
+{
+    struct server *srv = http_worker_of(req)->srv;
     struct auth_input in;
     struct keyrec *key;
     struct chat_request creq;
+    struct chat_call call;
     struct chat_error cerr;
     enum kn_err err;
     ssize_t i;
     int64_t now = kn_unix_now();
+    const char *body = req->entity.base != NULL ? req->entity.base : "";
 
     struct sockaddr_storage peer;
     memset(&in, 0, sizeof(in));
@@ -339,7 +326,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info)
     info->key = key;
     if (err != KN_OK) {
         send_www_authenticate(req, err);
-        send_error(req, info, err, NULL, NULL);
+        http_send_error(req, info, err, NULL, NULL);
         return;
     }
     if (!check_limits(req, info, key, now)) {
@@ -349,32 +336,77 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info)
     /* Counted once admitted by the limits: this is the count the daily limit resumes from. */
     keytable_touch(srv->kt, key, now, 1);
     if (!is_json_content_type(req)) {
-        send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        http_send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         return;
     }
-    if (chat_request_parse(req->entity.base != NULL ? req->entity.base : "", req->entity.len, &creq,
-                           &cerr) != 0) {
-        send_error(req, info, cerr.err, cerr.message, cerr.param);
-        return;
-    }
-    if (key->mode == APIKEY_MODE_LIVE) {
+    if (api == CHAT_API_KONNECT) {
+        if (chat_request_parse(body, req->entity.len, &creq, &cerr) != 0) {
+            http_send_error(req, info, cerr.err, cerr.message, cerr.param);
+            return;
+        }
+        if (key->mode == APIKEY_MODE_TEST && !creq.stream) {
+            /* The hot path of test keys: the mock answer written directly. */
+            char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
+            size_t len;
+            base62_random_id(id, "chat_", 24);
+            if (creq.model != NULL) {
+                memcpy(model, creq.model, creq.model_len);
+                model[creq.model_len] = '\0';
+            } else {
+                kn_strlcpy(model, srv->cfg->default_model, sizeof(model));
+            }
+            char *out = chat_mock_response(&creq, model, id, now, &len);
+            chat_request_cleanup(&creq);
+            http_send_json(req, info, 200, "OK", out, len);
+            free(out);
+            return;
+        }
+        chat_call_from_konnect(&creq, srv->cfg->default_model, &call);
         chat_request_cleanup(&creq);
-        send_error(req, info, KN_ERR_MODEL_BACKEND_UNAVAILABLE, NULL, NULL);
+    } else if (chat_call_from_openai(body, req->entity.len, srv->cfg->default_model, &call,
+                                     &cerr) != 0) {
+        http_send_error(req, info, cerr.err, cerr.message, cerr.param);
         return;
     }
-    char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
-    size_t len;
-    base62_random_id(id, "chat_", 24);
-    if (creq.model != NULL) {
-        memcpy(model, creq.model, creq.model_len);
-        model[creq.model_len] = '\0';
-    } else {
-        kn_strlcpy(model, srv->cfg->default_model, sizeof(model));
+    if (key->mode == APIKEY_MODE_TEST) {
+        char id[9 + 24 + 1];
+        size_t len;
+        base62_random_id(id, api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
+        char *out = chat_mock_answer(&call, id, now, &len);
+        if (call.stream) {
+            http_add_header(req, "request-id", info->request_id);
+            req->res.status = 200;
+            req->res.reason = "OK";
+            req->res.content_length = len;
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("text/event-stream; charset=utf-8"));
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                           H2O_STRLIT("no-cache"));
+            http_log_request(req, info, 200);
+            h2o_send_inline(req, out, len);
+        } else {
+            http_send_json(req, info, 200, "OK", out, len);
+        }
+        free(out);
+        chat_call_cleanup(&call);
+        return;
     }
-    char *body = chat_mock_response(&creq, model, id, now, &len);
-    chat_request_cleanup(&creq);
-    send_json(req, info, 200, "OK", body, len);
-    free(body);
+    int64_t month = kn_month_of(now);
+    if (!admit_live(req, info, key, now, month)) {
+        chat_call_cleanup(&call);
+        return;
+    }
+    live_handle(req, info, key, month, &call);
+}
+
+static void handle_chat_konnect(h2o_req_t *req, struct reqinfo *info)
+{
+    handle_chat(req, info, CHAT_API_KONNECT);
+}
+
+static void handle_chat_completions(h2o_req_t *req, struct reqinfo *info)
+{
+    handle_chat(req, info, CHAT_API_OPENAI);
 }
 
 /* ---- health ------------------------------------------------------------------------------ */
@@ -382,12 +414,12 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info)
 static void handle_healthz(h2o_req_t *req, struct reqinfo *info)
 {
     static const char body[] = "{\"status\":\"ok\"}";
-    send_json(req, info, 200, "OK", body, sizeof(body) - 1);
+    http_send_json(req, info, 200, "OK", body, sizeof(body) - 1);
 }
 
 static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
 {
-    struct server *srv = worker_of(req)->srv;
+    struct server *srv = http_worker_of(req)->srv;
     uint64_t age;
     int ok = keysync_ready(srv->ks, &age);
     char body[256];
@@ -398,7 +430,7 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
                        keytable_count(srv->kt), (unsigned long long)age);
     if (!ok)
         info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
-    send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
+    http_send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
 }
 
 /* ---- the dashboard thread ----------------------------------------------------------------
@@ -480,14 +512,14 @@ static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t
             job->guard->job = NULL;
             job->info.error_code = job->out.error_code;
             if (job->out.set_cookie[0] != '\0')
-                add_header(req, "set-cookie", job->out.set_cookie);
+                http_add_header(req, "set-cookie", job->out.set_cookie);
             if (job->out.retry_after != 0) {
                 snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
-                add_header(req, "retry-after", buf);
+                http_add_header(req, "retry-after", buf);
             }
             if (job->out.body != NULL) {
-                send_json(req, &job->info, job->out.status, job->out.reason, job->out.body,
-                          job->out.body_len);
+                http_send_json(req, &job->info, job->out.status, job->out.reason, job->out.body,
+                               job->out.body_len);
             } else {
                 static h2o_generator_t generator = {NULL, NULL};
                 req->res.status = job->out.status;
@@ -495,8 +527,8 @@ static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t
                 req->res.content_length = 0;
                 h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                                H2O_STRLIT("no-store"));
-                add_header(req, "request-id", job->info.request_id);
-                log_request(req, &job->info, job->out.status);
+                http_add_header(req, "request-id", job->info.request_id);
+                http_log_request(req, &job->info, job->out.status);
                 h2o_start_response(req, &generator);
                 h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
             }
@@ -535,7 +567,7 @@ static int is_https(struct server *srv, h2o_req_t *req)
 
 static void handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
 {
-    struct worker *w = worker_of(req);
+    struct worker *w = http_worker_of(req);
     struct server *srv = w->srv;
     const h2o_iovec_t *cookie = find_header(req, H2O_TOKEN_COOKIE, NULL),
                       *csrf = find_header(req, NULL, "x-csrf-token"),
@@ -545,8 +577,8 @@ static void handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     char peer[INET6_ADDRSTRLEN];
 
     if (req->entity.len > DASH_BODY_MAX) {
-        send_error(req, info, KN_ERR_BODY_TOO_LARGE, "Dashboard requests are limited to 64 KiB.",
-                   NULL);
+        http_send_error(req, info, KN_ERR_BODY_TOO_LARGE,
+                        "Dashboard requests are limited to 64 KiB.", NULL);
         return;
     }
     if (req->query_at != SIZE_MAX)
@@ -627,17 +659,18 @@ static void send_asset(h2o_req_t *req, struct reqinfo *info, const struct embedd
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = f->len;
-    add_header(req, "content-type", content_type_of(f->name));
+    http_add_header(req, "content-type", content_type_of(f->name));
     /* No inline script or style, no framing, no referrer: the pages handle sessions and keys. */
-    add_header(req, "content-security-policy",
-               "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
-    add_header(req, "x-frame-options", "DENY");
-    add_header(req, "x-content-type-options", "nosniff");
-    add_header(req, "referrer-policy", "no-referrer");
-    add_header(req, "cache-control", "no-cache");
-    add_header(req, "request-id", info->request_id);
-    log_request(req, info, 200);
+    http_add_header(
+        req, "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+    http_add_header(req, "x-frame-options", "DENY");
+    http_add_header(req, "x-content-type-options", "nosniff");
+    http_add_header(req, "referrer-policy", "no-referrer");
+    http_add_header(req, "cache-control", "no-cache");
+    http_add_header(req, "request-id", info->request_id);
+    http_log_request(req, info, 200);
     h2o_send_inline(req, (const char *)f->data, f->len);
 }
 
@@ -683,7 +716,7 @@ static int handle_preflight(h2o_req_t *req, struct reqinfo *info)
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) || p.len < 4 ||
         memcmp(p.base, "/v1/", 4) != 0 || find_header(req, NULL, "origin") == NULL)
         return 0;
-    send_error(req, info, KN_ERR_BROWSER_NOT_ALLOWED, NULL, NULL);
+    http_send_error(req, info, KN_ERR_BROWSER_NOT_ALLOWED, NULL, NULL);
     return 1;
 }
 
@@ -697,7 +730,8 @@ struct route {
 };
 
 static const struct route routes[] = {
-    {"/v1/chat", "POST", handle_chat, NULL},
+    {"/v1/chat", "POST", handle_chat_konnect, NULL},
+    {"/v1/chat/completions", "POST", handle_chat_completions, NULL},
     {"/healthz", "GET, HEAD", NULL, handle_healthz},
     {"/readyz", "GET, HEAD", NULL, handle_readyz},
 };
@@ -723,7 +757,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         req->http1_is_persistent = 0;
         snprintf(msg, sizeof(msg), "The request headers are larger than the limit of %zu bytes.",
                  srv->cfg->max_header_bytes);
-        send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
+        http_send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
         return 0;
     }
     if (p.len >= 15 && memcmp(p.base, "/dashboard/api/", 15) == 0) {
@@ -744,12 +778,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         } else {
             char msg[128];
             snprintf(msg, sizeof(msg), "%s only accepts %s.", r->path, r->allow);
-            add_header(req, "allow", r->allow);
-            send_error(req, &info, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
+            http_add_header(req, "allow", r->allow);
+            http_send_error(req, &info, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
         }
         return 0;
     }
-    send_error(req, &info, KN_ERR_NOT_FOUND, NULL, NULL);
+    http_send_error(req, &info, KN_ERR_NOT_FOUND, NULL, NULL);
     return 0;
 }
 
@@ -831,8 +865,8 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
                    1);
     if ((ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1)) != -1)
         req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
-    add_header(req, "request-id", info.request_id);
-    log_request(req, &info, req->res.status);
+    http_add_header(req, "request-id", info.request_id);
+    http_log_request(req, &info, req->res.status);
     h2o_setup_next_ostream(req, &o->super.next);
 }
 
@@ -1159,7 +1193,17 @@ int server_run(const struct kn_config *c)
         goto fail;
     srv->kt = keytable_new(1024);
     uint64_t t0 = kn_mono_ns();
-    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, err, sizeof(err))) == NULL)
+    if (live_upstream_init(&srv->upstream, c, err, sizeof(err)) != 0)
+        goto fail;
+    if ((srv->plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err))) == NULL)
+        goto fail;
+    if (srv->plans->builtin)
+        fprintf(stderr,
+                "konnect: no plans file at %s; every account is on the built-in plan \"default\" "
+                "(no quota, no charge)\n",
+                c->plans_file);
+    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, srv->plans,
+                                 c->ledger_sync_full, err, sizeof(err))) == NULL)
         goto fail;
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
             c->database, (double)(kn_mono_ns() - t0) / 1e6);
@@ -1185,6 +1229,7 @@ int server_run(const struct kn_config *c)
         w->accept_ctx.hosts = srv->h2o.hosts;
         h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
         h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
+        live_worker_init(w);
         w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         w->listener->data = w;
         h2o_socket_read_start(w->listener, on_accept);
@@ -1218,6 +1263,7 @@ int server_run(const struct kn_config *c)
             /* Answers that arrived after the loop stopped belong to requests that are gone. */
             on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
             h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
+            live_worker_dispose(w);
             /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked,
              * and h2o_context_dispose asserts that no timer is. */
             if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
@@ -1238,6 +1284,8 @@ out:
     dashboard_free(srv->dash);
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
+    plans_free(srv->plans);
+    live_upstream_dispose(&srv->upstream);
     accesslog_close(srv->log);
     if (srv->workers == NULL && srv->listen_fds != NULL) /* not handed to threads yet */
         for (int i = 0; i < c->threads; i++)

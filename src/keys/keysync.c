@@ -17,6 +17,14 @@
 #include "limits/ratelimit.h"
 
 #define TICK_MS 1000
+#define LEDGER_BATCH_MAX 4096
+
+/* The accounts, by id: written and read by the store thread only (keys keep pointers to the
+ * records, which live as long as the keysync). */
+struct accounts {
+    struct acctrec **slot;
+    size_t mask, count;
+};
 
 struct keysync {
     struct keytable *kt;
@@ -37,7 +45,100 @@ struct keysync {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     uint64_t requested, completed;
+    const struct plans *plans;
+    struct accounts accounts;
+    int64_t account_seq;
+    /* The ledger queue: entries waiting for the next group commit. */
+    pthread_mutex_t ledger_lock;
+    struct ledger_entry *ledger_head, **ledger_tail;
+    int ledger_signaled; /* 1 while the thread has been woken and not yet found the queue empty. */
+    struct store_ledger_row *ledger_rows;
 };
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: ids are random already. */
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct acctrec *account_get(struct keysync *ks, const char *id, int create)
+{
+    struct accounts *t = &ks->accounts;
+    size_t i;
+
+    if (t->slot == NULL) {
+        t->mask = 1023;
+        t->slot = kn_calloc(t->mask + 1, sizeof(*t->slot));
+    }
+    for (i = hash_id(id) & t->mask; t->slot[i] != NULL; i = (i + 1) & t->mask)
+        if (strcmp(t->slot[i]->id, id) == 0)
+            return t->slot[i];
+    if (!create)
+        return NULL;
+    if ((t->count + 1) * 2 > t->mask + 1) {
+        struct accounts bigger = {kn_calloc((t->mask + 1) * 2, sizeof(*t->slot)),
+                                  (t->mask + 1) * 2 - 1, t->count};
+        for (size_t j = 0; j <= t->mask; j++) {
+            if (t->slot[j] == NULL)
+                continue;
+            size_t k = hash_id(t->slot[j]->id) & bigger.mask;
+            while (bigger.slot[k] != NULL)
+                k = (k + 1) & bigger.mask;
+            bigger.slot[k] = t->slot[j];
+        }
+        free(t->slot);
+        *t = bigger;
+        for (i = hash_id(id) & t->mask; t->slot[i] != NULL; i = (i + 1) & t->mask)
+            ;
+    }
+    struct acctrec *a = kn_calloc(1, sizeof(*a));
+    kn_strlcpy(a->id, id, sizeof(a->id));
+    const struct plan *p = plans_find(ks->plans, NULL);
+    quota_configure(a, p, p->requests_per_month, p->tokens_per_month);
+    t->slot[i] = a;
+    t->count++;
+    return a;
+}
+
+static void free_accounts(struct keysync *ks)
+{
+    for (size_t i = 0; ks->accounts.slot != NULL && i <= ks->accounts.mask; i++)
+        free(ks->accounts.slot[i]);
+    free(ks->accounts.slot);
+    ks->accounts.slot = NULL;
+}
+
+static int apply_account(void *ud, const struct store_account *s)
+{
+    struct keysync *ks = ud;
+    struct acctrec *a = account_get(ks, s->id, 1);
+    const struct plan *p = plans_find(ks->plans, s->plan);
+
+    if (p == NULL) {
+        /* The plan was taken out of the plans file: bill on the default plan rather than
+         * refuse the account's traffic, and say so. */
+        p = plans_find(ks->plans, NULL);
+        fprintf(stderr,
+                "konnect: account %s is on plan \"%s\", which the plans file does not define; "
+                "using the default plan \"%s\"\n",
+                s->id, s->plan, p->name);
+    }
+    quota_configure(
+        a, p,
+        s->quota_requests == STORE_QUOTA_FROM_PLAN ? p->requests_per_month : s->quota_requests,
+        s->quota_tokens == STORE_QUOTA_FROM_PLAN ? p->tokens_per_month : s->quota_tokens);
+    return 0;
+}
+
+static int load_month(void *ud, const struct store_month_total *t)
+{
+    struct keysync *ks = ud;
+    quota_load(account_get(ks, t->account_id, 1), kn_month_of(kn_unix_now()), t->requests,
+               t->tokens);
+    return 0;
+}
 
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out)
 {
@@ -77,6 +178,7 @@ static int apply_key(void *ud, const struct store_key *k)
         allow->nets[0].prefix = 128;
     }
     d.allow = allow;
+    d.acct = account_get(ks, k->account_id, 1);
     keytable_upsert(ks->kt, &d);
     free(allow);
     return 0;
@@ -91,8 +193,9 @@ static void mark(struct keysync *ks, int ok)
 
 static int sync_changes(struct keysync *ks)
 {
-    int ok = store_key_changes(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) ==
-             STORE_OK;
+    int ok = store_account_changes(ks->store, &ks->account_seq, apply_account, ks) == STORE_OK &&
+             store_key_changes(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) ==
+                 STORE_OK;
     if (!ok)
         fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
     mark(ks, ok);
@@ -129,6 +232,72 @@ static int flush_usage(struct keysync *ks)
     for (size_t i = 0; i < n; i++)
         keytable_requeue(ks->kt, ks->batch_recs[i], ks->batch[i].requests);
     return -1;
+}
+
+void keysync_bill(struct keysync *ks, struct ledger_entry *e)
+{
+    uint64_t one = 1;
+    int wake;
+
+    e->next = NULL;
+    pthread_mutex_lock(&ks->ledger_lock);
+    *ks->ledger_tail = e;
+    ks->ledger_tail = &e->next;
+    wake = !ks->ledger_signaled;
+    ks->ledger_signaled = 1;
+    pthread_mutex_unlock(&ks->ledger_lock);
+    if (wake && write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
+        kn_fatal("cannot wake the store thread");
+}
+
+/* Writes every queued ledger row, in group commits of up to LEDGER_BATCH_MAX rows, and tells each
+ * entry's owner once its row is durable. A failing store is retried for about a second before the
+ * rows are given up (their requests are then not delivered, so they are not billed either). */
+static void write_ledger(struct keysync *ks)
+{
+    static const unsigned backoff_ms[] = {10, 50, 200, 750};
+
+    for (;;) {
+        struct ledger_entry *list, *e, *next;
+        size_t n = 0;
+        int ok = 0;
+
+        pthread_mutex_lock(&ks->ledger_lock);
+        list = ks->ledger_head;
+        for (e = list; e != NULL && n < LEDGER_BATCH_MAX - 1; e = e->next)
+            n++;
+        if (list == NULL) {
+            ks->ledger_signaled = 0;
+            pthread_mutex_unlock(&ks->ledger_lock);
+            return;
+        }
+        /* Take the first n + 1 entries (or all of them). */
+        ks->ledger_head = e != NULL ? e->next : NULL;
+        if (e != NULL)
+            e->next = NULL;
+        if (ks->ledger_head == NULL)
+            ks->ledger_tail = &ks->ledger_head;
+        pthread_mutex_unlock(&ks->ledger_lock);
+
+        n = 0;
+        for (e = list; e != NULL; e = e->next)
+            ks->ledger_rows[n++] = e->row;
+        for (size_t attempt = 0;; attempt++) {
+            if (store_ledger_add(ks->store, ks->ledger_rows, n, NULL) == STORE_OK) {
+                ok = 1;
+                break;
+            }
+            fprintf(stderr, "konnect: cannot write %zu ledger rows (attempt %zu): %s\n", n,
+                    attempt + 1, store_errmsg(ks->store));
+            if (attempt == sizeof(backoff_ms) / sizeof(backoff_ms[0]))
+                break;
+            poll(NULL, 0, (int)backoff_ms[attempt]);
+        }
+        for (e = list; e != NULL; e = next) {
+            next = e->next;
+            e->done(e, ok);
+        }
+    }
 }
 
 static void serve_client(struct keysync *ks, int fd)
@@ -179,6 +348,7 @@ static void *thread_main(void *arg)
                 pthread_mutex_unlock(&ks->lock);
             }
         }
+        write_ledger(ks);
         if (n > 0 && (p[1].revents & POLLIN) != 0) {
             int fd = accept4(ks->listen_fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0) {
@@ -194,6 +364,7 @@ static void *thread_main(void *arg)
             next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
         }
     }
+    write_ledger(ks);
     if (flush_usage(ks) != 0)
         fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");
     return NULL;
@@ -228,17 +399,28 @@ static int bind_socket(struct keysync *ks, const char *path, char *err, size_t e
 }
 
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              char *err, size_t errsize)
+                              const struct plans *plans, int durable, char *err, size_t errsize)
 {
     struct keysync *ks = kn_calloc(1, sizeof(*ks));
 
     ks->kt = kt;
+    ks->plans = plans;
     pthread_mutex_init(&ks->lock, NULL);
     pthread_cond_init(&ks->cond, NULL);
+    pthread_mutex_init(&ks->ledger_lock, NULL);
+    ks->ledger_tail = &ks->ledger_head;
+    ks->ledger_rows = kn_malloc(LEDGER_BATCH_MAX * sizeof(*ks->ledger_rows));
     ks->listen_fd = -1;
     ks->wake_fd = -1;
     if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
         goto fail;
+    if (store_set_durable(ks->store, durable) != STORE_OK ||
+        store_accounts_load(ks->store, &ks->account_seq, apply_account, ks) != STORE_OK ||
+        store_usage_month_totals(ks->store, kn_month_of(kn_unix_now()), load_month, ks) !=
+            STORE_OK) {
+        snprintf(err, errsize, "cannot load accounts: %s", store_errmsg(ks->store));
+        goto fail;
+    }
     int64_t count = 0;
     if (store_key_count(ks->store, &count) == STORE_OK)
         keytable_reserve(kt, (size_t)count + 1024);
@@ -268,6 +450,9 @@ fail:
         close(ks->wake_fd);
     free(ks->socket_path);
     store_close(ks->store);
+    free_accounts(ks);
+    free(ks->ledger_rows);
+    pthread_mutex_destroy(&ks->ledger_lock);
     free(ks);
     return NULL;
 }
@@ -295,6 +480,9 @@ void keysync_stop(struct keysync *ks)
     free(ks->batch_recs);
     pthread_mutex_destroy(&ks->lock);
     pthread_cond_destroy(&ks->cond);
+    pthread_mutex_destroy(&ks->ledger_lock);
+    free(ks->ledger_rows);
+    free_accounts(ks);
     store_close(ks->store);
     free(ks);
 }

@@ -1,8 +1,11 @@
-/* The store thread of a running server. It loads every key into the key table at start, then
+/* The store thread of a running server: the one writer of the store. It loads every key into the
+ * key table and every account's plan, quota and month's usage at start, then
  * keeps the table equal to the store: each key change (creation, revocation, expiry) appended to
  * the store's change log is applied within one second, and at once when a command nudges the
  * server through its control socket. The same thread writes back last-used times and request
- * counts in batches, so the request path never waits for the disk.
+ * counts in batches, so the request path never waits for the disk, and it writes the usage
+ * ledger: billed requests are queued to it and written in group commits (every row queued while
+ * the previous commit was on disk goes into the next one), each acknowledged once durable.
  *
  * The control socket is a Unix socket in the data directory. The protocol is one line each way:
  * the client sends "sync\n", the server applies every pending change and answers "ok <seq>\n". */
@@ -13,19 +16,35 @@
 #include <stdint.h>
 
 #include "keys/keytable.h"
+#include "limits/quota.h"
+#include "metering/plans.h"
 #include "store/store.h"
 
 struct keysync;
+
+/* A billed request waiting for its ledger row. */
+struct ledger_entry {
+    struct store_ledger_row row;
+    struct ledger_entry *next;
+    /* Called on the store thread once the row is durable (ok = 1), or when it could not be
+     * written after retries (ok = 0; the request must then not be delivered). The entry belongs
+     * to the caller again when this is called. */
+    void (*done)(struct ledger_entry *e, int ok);
+};
 
 /* Converts a stored key into the key table's form, at Unix time now. Returns 0, or -1 when the
  * stored mode or environment is unknown. */
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out);
 
-/* Opens the store at db_url, loads every key into kt, binds the control socket at socket_path
- * (NULL: none; the caller must be the only server using it) and starts the store thread. Returns
- * NULL with a message in err on failure. */
+/* Opens the store at db_url, loads every account (with its plan from `plans`, which must outlive
+ * the thread) and every key into kt, binds the control socket at socket_path (NULL: none; the
+ * caller must be the only server using it) and starts the store thread. durable chooses how the
+ * ledger is committed (see store_set_durable). Returns NULL with a message in err on failure. */
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              char *err, size_t errsize);
+                              const struct plans *plans, int durable, char *err, size_t errsize);
+
+/* Queues a ledger row for the next group commit. Safe from any thread; never blocks on I/O. */
+void keysync_bill(struct keysync *ks, struct ledger_entry *e);
 
 /* Stops the thread after a last flush of usage counts, removes the control socket and frees ks. */
 void keysync_stop(struct keysync *ks);

@@ -177,6 +177,7 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         kn_strlcpy(r->account_id, d->account_id, sizeof(r->account_id));
         r->mode = (uint8_t)d->mode;
         r->env = (uint8_t)d->env;
+        r->acct = d->acct;
         atomic_init(&r->last_used, d->last_used);
         atomic_init(&r->day_cell, d->day_cell);
         atomic_init(&r->expires_at, d->expires_at);

@@ -99,6 +99,7 @@ int store_account_create(struct store *s, const char *email, struct store_accoun
     for (size_t i = 0; i <= len; i++)
         a.email[i] = (char)tolower((unsigned char)email[i]);
     a.created_at = kn_unix_now();
+    a.quota_requests = a.quota_tokens = STORE_QUOTA_FROM_PLAN;
     /* The owner is also a dashboard user (without a password until one is set). */
     struct store_user u;
     memset(&u, 0, sizeof(u));
@@ -285,4 +286,45 @@ int store_failure_count(struct store *s, const char *kind, const char *key, int6
 int store_failure_clear(struct store *s, const char *kind, const char *key)
 {
     return s->ops->failure_clear(s, kind, key);
+}
+
+int store_set_durable(struct store *s, int full)
+{
+    return s->ops->set_durable(s, full);
+}
+
+int store_account_set_plan(struct store *s, const char *id, const char *plan)
+{
+    return s->ops->account_set_plan(s, id, plan);
+}
+
+int store_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens)
+{
+    return s->ops->account_set_quota(s, id, requests, tokens);
+}
+
+int store_accounts_load(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
+{
+    return s->ops->accounts_load(s, last_seq, cb, ud);
+}
+
+int store_account_changes(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
+{
+    return s->ops->account_changes(s, last_seq, cb, ud);
+}
+
+int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n, size_t *added)
+{
+    return s->ops->ledger_add(s, rows, n, added);
+}
+
+int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+{
+    return s->ops->usage_month_totals(s, month, cb, ud);
+}
+
+int store_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
+                     store_usage_sum_cb cb, void *ud)
+{
+    return s->ops->usage_sums(s, account_id, month_from, month_to, cb, ud);
 }

@@ -25,11 +25,60 @@ enum store_status {
     STORE_CONFLICT = -3,
 };
 
+/* An account's monthly quota overrides: a limit (>= 0), or one of these. */
+#define STORE_QUOTA_FROM_PLAN (-2) /* No override: the plan's quota applies. */
+#define STORE_QUOTA_UNLIMITED (-1)
+#define STORE_PLAN_MAX 63
+
 struct store_account {
     char id[STORE_ID_SIZE];
     char email[STORE_EMAIL_MAX + 1];
     int64_t created_at;
+    char plan[STORE_PLAN_MAX + 1]; /* "" = the plans file's default plan. */
+    int64_t quota_requests;        /* STORE_QUOTA_FROM_PLAN, STORE_QUOTA_UNLIMITED or a limit. */
+    int64_t quota_tokens;          /* Likewise, for input + output tokens. */
 };
+
+typedef int (*store_account_cb)(void *ud, const struct store_account *a);
+
+/* One billed request: a row of the usage ledger. */
+struct store_ledger_row {
+    char request_id[40];
+    char account_id[STORE_ID_SIZE];
+    char key_id[STORE_ID_SIZE];
+    char environment[16];
+    char model[129];
+    char currency[8];
+    char plan[STORE_PLAN_MAX + 1];
+    uint32_t input_tokens;
+    uint32_t output_tokens;
+    int64_t price_micros; /* Integer micro-units of the currency. */
+    int64_t at_ms;        /* Unix time in milliseconds. */
+};
+
+/* Billed usage summed over one UTC day, key and model (the ledger's rollup). */
+struct store_usage_sum {
+    int64_t day;   /* Days since the epoch, UTC. */
+    int64_t month; /* year * 12 + month - 1, UTC. */
+    char key_id[STORE_ID_SIZE];
+    char model[129];
+    char environment[16];
+    uint64_t requests;
+    uint64_t input_tokens;
+    uint64_t output_tokens;
+    int64_t price_micros;
+};
+
+typedef int (*store_usage_sum_cb)(void *ud, const struct store_usage_sum *u);
+
+/* An account's billed requests and tokens in one month. */
+struct store_month_total {
+    char account_id[STORE_ID_SIZE];
+    uint64_t requests;
+    uint64_t tokens;
+};
+
+typedef int (*store_month_total_cb)(void *ud, const struct store_month_total *t);
 
 struct store_key {
     char id[STORE_ID_SIZE];
@@ -166,6 +215,16 @@ struct store_ops {
     int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
                        void *ud);
     int (*usage_add)(struct store *s, const struct store_usage *u, size_t n);
+    int (*set_durable)(struct store *s, int full);
+    int (*account_set_plan)(struct store *s, const char *id, const char *plan);
+    int (*account_set_quota)(struct store *s, const char *id, int64_t requests, int64_t tokens);
+    int (*accounts_load)(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
+    int (*account_changes)(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
+    int (*ledger_add)(struct store *s, const struct store_ledger_row *rows, size_t n,
+                      size_t *added);
+    int (*usage_month_totals)(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
+    int (*usage_sums)(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
+                      store_usage_sum_cb cb, void *ud);
 };
 
 extern const struct store_ops store_sqlite_ops;
@@ -267,5 +326,30 @@ int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key
 int store_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
 /* Adds request counts and last-used times in one transaction. */
 int store_usage_add(struct store *s, const struct store_usage *u, size_t n);
+
+/* Chooses what a commit on this connection survives: with full = 1, a power loss (the commit
+ * waits for the disk); with 0, a crash of the process but not of the machine. */
+int store_set_durable(struct store *s, int full);
+/* Puts an account on a plan ("" = the default plan). STORE_NOT_FOUND when there is no such
+ * account. */
+int store_account_set_plan(struct store *s, const char *id, const char *plan);
+/* Overrides an account's monthly quotas (each STORE_QUOTA_FROM_PLAN, STORE_QUOTA_UNLIMITED or a
+ * limit). STORE_NOT_FOUND when there is no such account. */
+int store_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens);
+/* Calls cb for every account and writes the newest account-change sequence number (taken before
+ * reading) to *last_seq. */
+int store_accounts_load(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
+/* Calls cb for every account whose plan or quota changed after *last_seq and advances it. */
+int store_account_changes(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
+/* Appends n ledger rows and adds them to the rollup, in one transaction (a group commit). A row
+ * whose request id is already in the ledger is skipped, so that a retried batch never bills a
+ * request twice; *added (when not NULL) gets the number of rows written. */
+int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n, size_t *added);
+/* Calls cb with each account's billed requests and tokens in `month` (year * 12 + month - 1). */
+int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
+/* Calls cb for each day, key and model of an account's billed usage from month_from to month_to
+ * (inclusive), by day, then key, then model. */
+int store_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
+                     store_usage_sum_cb cb, void *ud);
 
 #endif

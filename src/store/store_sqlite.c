@@ -41,9 +41,13 @@ enum {
     "coalesce(k.revoked_at, 0), coalesce((SELECT requests FROM key_usage_daily d "                 \
     "WHERE d.key_id = k.id AND d.day = ?1), 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
 
+#define ACCOUNT_COLUMNS                                                                            \
+    "id, email, created_at, coalesce(plan, ''), coalesce(quota_requests, -2), "                    \
+    "coalesce(quota_tokens, -2)"
+
 static const char *const sql_text[ST__COUNT] = {
     [ST_ACCOUNT_INSERT] = "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
-    [ST_ACCOUNT_FIND] = "SELECT id, email, created_at FROM accounts "
+    [ST_ACCOUNT_FIND] = "SELECT " ACCOUNT_COLUMNS ", 0 FROM accounts "
                         "WHERE email = lower(?1) OR id = ?1",
     [ST_KEY_INSERT] = "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
                       "created_at, created_by, expires_at, ip_allowlist) "
@@ -79,7 +83,7 @@ static const char *const sql_text[ST__COUNT] = {
                       "ORDER BY id DESC LIMIT ?3",
 };
 
-/* The dashboard's statements, prepared on first use. */
+/* The statements of the dashboard and of billing, prepared on first use. */
 enum {
     DS_USER_INSERT,
     DS_USER_FIND,
@@ -100,6 +104,15 @@ enum {
     DS_FAILURE_ADD,
     DS_FAILURE_COUNT,
     DS_FAILURE_CLEAR,
+    DS_ACCOUNT_SET_PLAN,
+    DS_ACCOUNT_SET_QUOTA,
+    DS_ACCOUNTS_LOAD,
+    DS_ACCOUNT_MAX_SEQ,
+    DS_ACCOUNT_CHANGES,
+    DS_LEDGER_INSERT,
+    DS_ROLLUP_ADD,
+    DS_MONTH_TOTALS,
+    DS_USAGE_SUMS,
     DS__COUNT
 };
 
@@ -250,6 +263,17 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
     kn_strlcpy(dst, t != NULL ? (const char *)t : "", size);
 }
 
+static void read_account(sqlite3_stmt *q, struct store_account *a)
+{
+    memset(a, 0, sizeof(*a));
+    copy_text(a->id, sizeof(a->id), q, 0);
+    copy_text(a->email, sizeof(a->email), q, 1);
+    a->created_at = sqlite3_column_int64(q, 2);
+    copy_text(a->plan, sizeof(a->plan), q, 3);
+    a->quota_requests = sqlite3_column_int64(q, 4);
+    a->quota_tokens = sqlite3_column_int64(q, 5);
+}
+
 static int sqlite_account_find(struct store *s, const char *email_or_id, struct store_account *out)
 {
     sqlite3_stmt *q = stmt(s, ST_ACCOUNT_FIND);
@@ -257,11 +281,8 @@ static int sqlite_account_find(struct store *s, const char *email_or_id, struct 
 
     sqlite3_bind_text(q, 1, email_or_id, -1, SQLITE_STATIC);
     rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        copy_text(out->id, sizeof(out->id), q, 0);
-        copy_text(out->email, sizeof(out->email), q, 1);
-        out->created_at = sqlite3_column_int64(q, 2);
-    }
+    if (rc == SQLITE_ROW)
+        read_account(q, out);
     sqlite3_reset(q);
     if (rc == SQLITE_ROW)
         return STORE_OK;
@@ -949,6 +970,207 @@ static int sqlite_failure_clear(struct store *s, const char *kind, const char *k
     return done(s, STMT(s, FAILURE_CLEAR), rc, "cannot clear failures");
 }
 
+/* ---- plans, quotas and the usage ledger ---------------------------------------------------- */
+
+static int update_account(struct store *s, sqlite3_stmt *q, int rc)
+{
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return fail(s, "cannot update account");
+    if (sqlite3_changes(db_of(s)) == 0)
+        return store_set_error(s, STORE_NOT_FOUND, "no such account");
+    return STORE_OK;
+}
+
+static int sqlite_set_durable(struct store *s, int full)
+{
+    /* In WAL mode, NORMAL writes each commit to the log without waiting for the disk; FULL waits
+     * for it (fsync) at every commit. */
+    return exec(s, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+}
+
+static int sqlite_account_set_plan(struct store *s, const char *id, const char *plan)
+{
+    int rc = RUN(s, ACCOUNT_SET_PLAN, "UPDATE accounts SET plan = nullif(?2, '') WHERE id = ?1",
+                 "tt", id, plan);
+    return update_account(s, STMT(s, ACCOUNT_SET_PLAN), rc);
+}
+
+static int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests,
+                                    int64_t tokens)
+{
+    int rc = RUN(s, ACCOUNT_SET_QUOTA,
+                 "UPDATE accounts SET quota_requests = nullif(?2, -2), "
+                 "quota_tokens = nullif(?3, -2) WHERE id = ?1",
+                 "tii", id, requests, tokens);
+    return update_account(s, STMT(s, ACCOUNT_SET_QUOTA), rc);
+}
+
+static int walk_accounts(struct store *s, sqlite3_stmt *q, int rc, int64_t *seq,
+                         store_account_cb cb, void *ud)
+{
+    struct store_account a;
+
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_account(q, &a);
+        if (seq != NULL && sqlite3_column_int64(q, 6) > *seq)
+            *seq = sqlite3_column_int64(q, 6);
+        if (cb(ud, &a) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read accounts");
+}
+
+static int sqlite_accounts_load(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
+{
+    int64_t seq = 0;
+    int rc;
+
+    if (exec(s, "BEGIN") != STORE_OK)
+        return STORE_ERROR;
+    if (RUN(s, ACCOUNT_MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM account_changes", "") ==
+        SQLITE_ROW)
+        seq = sqlite3_column_int64(STMT(s, ACCOUNT_MAX_SEQ), 0);
+    sqlite3_reset(STMT(s, ACCOUNT_MAX_SEQ));
+    rc = RUN(s, ACCOUNTS_LOAD, "SELECT " ACCOUNT_COLUMNS ", 0 FROM accounts", "");
+    rc = walk_accounts(s, STMT(s, ACCOUNTS_LOAD), rc, NULL, cb, ud);
+    exec(s, "COMMIT");
+    if (rc == STORE_OK)
+        *last_seq = seq;
+    return rc;
+}
+
+static int sqlite_account_changes(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
+{
+    int64_t seq = *last_seq;
+    int rc = RUN(s, ACCOUNT_CHANGES,
+                 "SELECT " ACCOUNT_COLUMNS ", c.seq FROM account_changes c "
+                 "JOIN accounts a ON a.id = c.account_id WHERE c.seq > ?1 ORDER BY c.seq",
+                 "i", *last_seq);
+    rc = walk_accounts(s, STMT(s, ACCOUNT_CHANGES), rc, &seq, cb, ud);
+    if (rc == STORE_OK)
+        *last_seq = seq;
+    return rc;
+}
+
+static int64_t month_of_ms(int64_t at_ms)
+{
+    return kn_month_of(at_ms / 1000);
+}
+
+static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
+                             size_t *added)
+{
+    size_t count = 0;
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_ledger_row *r = &rows[i];
+        int64_t month = month_of_ms(r->at_ms);
+        sqlite3_stmt *q;
+
+        rc = RUN(s, LEDGER_INSERT,
+                 "INSERT OR IGNORE INTO usage_ledger(request_id, account_id, key_id, "
+                 "environment, model, input_tokens, output_tokens, price_micros, currency, plan, "
+                 "at_ms, month) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 "tttttiiittii", r->request_id, r->account_id, r->key_id, r->environment, r->model,
+                 (int64_t)r->input_tokens, (int64_t)r->output_tokens, r->price_micros, r->currency,
+                 r->plan, r->at_ms, month);
+        q = STMT(s, LEDGER_INSERT);
+        sqlite3_reset(q);
+        if (rc != SQLITE_DONE)
+            goto fail;
+        if (sqlite3_changes(db_of(s)) == 0)
+            continue; /* Already billed: a retried batch. */
+        count++;
+        rc = RUN(s, ROLLUP_ADD,
+                 "INSERT INTO usage_rollup(account_id, day, key_id, model, environment, month, "
+                 "requests, input_tokens, output_tokens, price_micros) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9) "
+                 "ON CONFLICT(account_id, day, key_id, model) DO UPDATE SET "
+                 "requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens, "
+                 "output_tokens = output_tokens + excluded.output_tokens, "
+                 "price_micros = price_micros + excluded.price_micros",
+                 "titttiiii", r->account_id, r->at_ms / 86400000, r->key_id, r->model,
+                 r->environment, month, (int64_t)r->input_tokens, (int64_t)r->output_tokens,
+                 r->price_micros);
+        sqlite3_reset(STMT(s, ROLLUP_ADD));
+        if (rc != SQLITE_DONE)
+            goto fail;
+    }
+    if (exec(s, "COMMIT") != STORE_OK) {
+        exec(s, "ROLLBACK");
+        return STORE_ERROR;
+    }
+    if (added != NULL)
+        *added = count;
+    return STORE_OK;
+fail:
+    fail(s, "cannot record billed usage");
+    exec(s, "ROLLBACK");
+    return STORE_ERROR;
+}
+
+static int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb,
+                                     void *ud)
+{
+    struct store_month_total t;
+    int rc = RUN(s, MONTH_TOTALS,
+                 "SELECT account_id, sum(requests), sum(input_tokens + output_tokens) "
+                 "FROM usage_rollup WHERE month = ?1 GROUP BY account_id",
+                 "i", month);
+    sqlite3_stmt *q = STMT(s, MONTH_TOTALS);
+
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        memset(&t, 0, sizeof(t));
+        copy_text(t.account_id, sizeof(t.account_id), q, 0);
+        t.requests = (uint64_t)sqlite3_column_int64(q, 1);
+        t.tokens = (uint64_t)sqlite3_column_int64(q, 2);
+        if (cb(ud, &t) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read monthly usage");
+}
+
+static int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_from,
+                             int64_t month_to, store_usage_sum_cb cb, void *ud)
+{
+    struct store_usage_sum u;
+    int rc = RUN(s, USAGE_SUMS,
+                 "SELECT day, month, key_id, model, environment, requests, input_tokens, "
+                 "output_tokens, price_micros FROM usage_rollup "
+                 "WHERE account_id = ?1 AND month BETWEEN ?2 AND ?3 ORDER BY day, key_id, model",
+                 "tii", account_id, month_from, month_to);
+    sqlite3_stmt *q = STMT(s, USAGE_SUMS);
+
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        memset(&u, 0, sizeof(u));
+        u.day = sqlite3_column_int64(q, 0);
+        u.month = sqlite3_column_int64(q, 1);
+        copy_text(u.key_id, sizeof(u.key_id), q, 2);
+        copy_text(u.model, sizeof(u.model), q, 3);
+        copy_text(u.environment, sizeof(u.environment), q, 4);
+        u.requests = (uint64_t)sqlite3_column_int64(q, 5);
+        u.input_tokens = (uint64_t)sqlite3_column_int64(q, 6);
+        u.output_tokens = (uint64_t)sqlite3_column_int64(q, 7);
+        u.price_micros = sqlite3_column_int64(q, 8);
+        if (cb(ud, &u) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read usage");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -990,4 +1212,12 @@ const struct store_ops store_sqlite_ops = {
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,
+    .set_durable = sqlite_set_durable,
+    .account_set_plan = sqlite_account_set_plan,
+    .account_set_quota = sqlite_account_set_quota,
+    .accounts_load = sqlite_accounts_load,
+    .account_changes = sqlite_account_changes,
+    .ledger_add = sqlite_ledger_add,
+    .usage_month_totals = sqlite_usage_month_totals,
+    .usage_sums = sqlite_usage_sums,
 };

@@ -464,7 +464,7 @@ test('the create dialog: type, environment, expiry and IP allowlist', { timeout:
   await closeSecretDialog(page, made.dialog);
   let text = await rowText(keyRow(page, live));
   assert.ok(text.includes('Live') && text.includes('Production'), 'the live key shows its badge and environment');
-  assert.deepEqual(await chat(env, live), { status: 503, code: 'model_backend_unavailable' });
+  assert.deepEqual(await chat(env, live), { status: 502, code: 'model_backend_error' });
 
   // 30 days: a date in the Expires column.
   made = await createKey(env, page, 'Thirty days', { expiry: '30 days' });

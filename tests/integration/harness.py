@@ -30,10 +30,13 @@ class DataDir:
 
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="konnect-it-")
+        # No model backend unless a test starts one: a port that nothing listens on.
+        self.model_url = f"http://127.0.0.1:{free_port()}/v1"
 
     def env(self, **extra):
         env = dict(os.environ)
         env["KONNECT_DATA_DIR"] = self.path
+        env.setdefault("KONNECT_MODEL_URL", self.model_url)
         for k, v in extra.items():
             env[k] = str(v)
         return env

@@ -126,7 +126,7 @@ class DashboardTest(ServerTest):
         self.assertEqual(r.json()["rolled"]["status"], "rolled")
         self.assertIsNotNone(r.json()["rolled"]["expires"])
         for s in (old, new):
-            self.assertError(self.srv.post(s), 503, "model_backend_unavailable")
+            self.assertError(self.srv.post(s), 502, "model_backend_error")
         self.assertError(self.a.call("POST", f"keys/{key['id']}/roll", {"grace_seconds": 0}),
                          409, "key_not_active")
         self.assertError(self.a.call("POST", f"keys/{key['id']}/roll", {"grace_seconds": -1}),
@@ -140,7 +140,7 @@ class DashboardTest(ServerTest):
         self.assertError(self.a.call("PATCH", f"keys/{nid}", {"ip_allowlist": ["nope"]}), 400,
                          "invalid_parameter", "ip_allowlist")
         self.a.call("PATCH", f"keys/{nid}", {"ip_allowlist": []})
-        self.assertError(self.srv.post(new), 503, "model_backend_unavailable")
+        self.assertError(self.srv.post(new), 502, "model_backend_error")
 
     def test_create_validation(self):
         for body, param in (({"mode": "test"}, "name"), ({"name": "", "mode": "test"}, "name"),

@@ -72,7 +72,7 @@ class LifecycleTest(ServerTest):
         self.secrets.append(new)
         self.assertTrue(new.startswith("sk_live_"))
         self.assertError(self.srv.post(old), 401, "api_key_expired")
-        self.assertError(self.srv.post(new), 503, "model_backend_unavailable")
+        self.assertError(self.srv.post(new), 502, "model_backend_error")
         k = [k for k in self.keys() if k["status"] == "active"][0]
         self.assertEqual((k["environment"], k["ip_allowlist"]), ("staging", "127.0.0.1"))
 

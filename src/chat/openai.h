@@ -1,0 +1,127 @@
+/* The OpenAI chat-completions protocol, both ways: the requests Konnect's clients send to
+ * /v1/chat and /v1/chat/completions become one upstream request to the model backend, and the
+ * backend's answers (one JSON document, or Server-Sent Events when streaming) become the answer in
+ * the shape the client asked for. Pure functions over bytes, so that they can be tested and
+ * fuzzed without a network. */
+#ifndef KN_CHAT_OPENAI_H
+#define KN_CHAT_OPENAI_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat/chat.h"
+
+/* The API a client called. */
+enum chat_api {
+    CHAT_API_KONNECT, /* POST /v1/chat: {"message": ...} in, Konnect's chat.response out. */
+    CHAT_API_OPENAI,  /* POST /v1/chat/completions: OpenAI's request and response shapes. */
+};
+
+/* A validated request, ready to forward. */
+struct chat_call {
+    enum chat_api api;
+    int stream;        /* The client wants Server-Sent Events. */
+    int include_usage; /* Streaming OpenAI clients: they asked for the usage chunk. */
+    char model[CHAT_MODEL_MAX + 1];
+    char *body; /* The upstream request (JSON), always asking for usage when streaming. */
+    size_t body_len;
+    char *prompt; /* The last user message's text, for mock answers. */
+    size_t prompt_len;
+    uint32_t input_estimate; /* Input tokens by the rule of thumb, when the backend says none. */
+};
+
+/* Builds the call for a /v1/chat request. */
+void chat_call_from_konnect(const struct chat_request *req, const char *default_model,
+                            struct chat_call *out);
+
+/* Validates a /v1/chat/completions body: a JSON object with a non-empty "messages" array of
+ * objects with a string "role", an optional "model" (default_model when absent), an optional
+ * boolean "stream" and an optional "stream_options" object; anything else goes to the backend as
+ * it is. Returns 0, or -1 with *err filled. */
+int chat_call_from_openai(const char *body, size_t len, const char *default_model,
+                          struct chat_call *out, struct chat_error *err);
+
+void chat_call_cleanup(struct chat_call *c);
+
+/* What the backend answered. Strings point into `root`, which chat_result_cleanup releases. */
+struct chat_result {
+    json_t *root;
+    const char *content;
+    size_t content_len;
+    const char *finish_reason; /* "stop" when the backend gave none. */
+    const char *model;         /* The backend's model name, or NULL. */
+    int has_usage;
+    uint32_t input_tokens, output_tokens;
+};
+
+/* Parses a non-streaming chat completion. Returns 0, or -1 when it is not one (not JSON, no
+ * choices, no message). */
+int chat_result_parse(const char *body, size_t len, struct chat_result *out);
+void chat_result_cleanup(struct chat_result *r);
+
+/* Konnect's answer to /v1/chat. Returns a string to free() and its length in *len. */
+char *chat_konnect_response(const char *id, int64_t created, const char *model, int livemode,
+                            const char *content, size_t content_len, const char *finish_reason,
+                            uint32_t input_tokens, uint32_t output_tokens, size_t *len);
+
+/* OpenAI's chat.completion document, for test keys and for backends that gave no usage (then
+ * `base` is the backend's document to which the usage is added; NULL builds a new one). */
+char *chat_openai_completion(json_t *base, const char *id, int64_t created, const char *model,
+                             const char *content, size_t content_len, uint32_t input_tokens,
+                             uint32_t output_tokens, size_t *len);
+
+/* One streamed event from the backend. */
+struct chat_chunk {
+    json_t *root;
+    int done;            /* "data: [DONE]" */
+    const char *content; /* The delta's text, or NULL. */
+    size_t content_len;
+    const char *finish_reason; /* Or NULL. */
+    const char *model;
+    int has_choices;
+    int has_usage;
+    uint32_t input_tokens, output_tokens;
+};
+
+/* Parses one event's data. Returns 0, or -1 when it is neither [DONE] nor a JSON object. */
+int chat_chunk_parse(const char *data, size_t len, struct chat_chunk *out);
+void chat_chunk_cleanup(struct chat_chunk *c);
+
+/* Server-Sent Events framing: collects bytes and hands out each event's data (the "data:" lines
+ * joined by "\n"); comments, "event:", "id:" and "retry:" lines are skipped. */
+struct sse_parser {
+    char *buf;
+    size_t len, cap, max;
+};
+
+void sse_init(struct sse_parser *p, size_t max_event);
+void sse_free(struct sse_parser *p);
+/* Feeds n bytes, calling cb for each complete event's data; stops when cb returns non-zero and
+ * returns that value. Returns -1 when an event grows beyond max_event, 0 otherwise. */
+int sse_feed(struct sse_parser *p, const char *bytes, size_t n,
+             int (*cb)(void *ud, const char *data, size_t len), void *ud);
+
+/* Streamed events written to clients. Each returns a malloc'ed string and its length. */
+/* /v1/chat: a piece of the answer. */
+char *chat_konnect_delta_event(const char *id, int64_t created, const char *model, int livemode,
+                               const char *content, size_t content_len, size_t *len);
+/* /v1/chat: the last event, with the finish reason and the usage, then [DONE]. */
+char *chat_konnect_final_event(const char *id, int64_t created, const char *model, int livemode,
+                               const char *finish_reason, uint32_t input_tokens,
+                               uint32_t output_tokens, size_t *len);
+/* /v1/chat/completions: one chat.completion.chunk with a content delta (role first when
+ * `first`), or with finish_reason when content is NULL. */
+char *chat_openai_chunk_event(const char *id, int64_t created, const char *model, int first,
+                              const char *content, size_t content_len, const char *finish_reason,
+                              size_t *len);
+/* /v1/chat/completions: the usage chunk (empty choices). */
+char *chat_openai_usage_event(const char *id, int64_t created, const char *model,
+                              uint32_t input_tokens, uint32_t output_tokens, size_t *len);
+/* An error in the middle of a stream: data: {"error": ...}. `error_json` is kn_error_json's. */
+char *chat_error_event(const char *error_json, size_t error_len, size_t *len);
+
+/* The whole mock answer to a test key, streamed or not, in the shape of c->api. */
+char *chat_mock_answer(const struct chat_call *c, const char *id, int64_t created, size_t *len);
+
+#endif

@@ -1,0 +1,96 @@
+/* What the parts of the HTTP server share: the server and its event-loop workers, the request
+ * record that the access log reads, and the helpers that answer a request. Internal to src/http/.
+ */
+#ifndef KN_HTTP_INTERNAL_H
+#define KN_HTTP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+
+#include "core/config.h"
+#include "core/errors.h"
+#include "http/accesslog.h"
+#include "http/live.h"
+#include "keys/apikey.h"
+#include "keys/keytable.h"
+#include "limits/ratelimit.h"
+
+#define REQUEST_ID_LEN 24 /* base62 characters after "req_" */
+#define REFUSAL_SIZE 768
+/* Stands for the request id in the prebuilt answer to connections over the limit. */
+#define REFUSAL_ID_PLACEHOLDER "req_@@@@@@@@@@@@@@@@@@@@@@@@"
+_Static_assert(sizeof(REFUSAL_ID_PLACEHOLDER) == 4 + REQUEST_ID_LEN + 1, "placeholder length");
+
+struct server {
+    const struct kn_config *cfg;
+    uint8_t secret[APIKEY_SECRET_LEN];
+    struct keytable *kt;
+    struct keysync *ks;
+    struct plans *plans;
+    struct accesslog *log;
+    h2o_globalconf_t h2o;
+    int listen_fd;   /* The first of listen_fds, for printing the address. */
+    int *listen_fds; /* One listening socket per thread, owned by the threads once started. */
+    int lock_fd;     /* Holds the data directory's lock while the server runs. */
+    _Atomic unsigned conns;
+    _Atomic int stopping;
+    struct worker *workers;
+    /* The dashboard runs on its own thread (it does blocking work); jobs go there in FIFO. */
+    struct dashboard *dash;
+    pthread_t dash_thread;
+    pthread_mutex_t dash_lock;
+    pthread_cond_t dash_cond;
+    struct dash_job *dash_head, *dash_tail;
+    int dash_stop, dash_started;
+    char refusal[REFUSAL_SIZE];    /* The raw HTTP answer to a connection over the limit. */
+    struct live_upstream upstream; /* The model backend (http/live.c). */
+};
+
+struct worker {
+    h2o_context_t ctx; /* First, so that a request's context leads back to its worker. */
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    struct server *srv;
+    pthread_t thread;
+    struct logbuf log;
+    unsigned conns;
+    h2o_timeout_t refuse_timeout;
+    h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
+    struct live_worker live;                  /* Live requests (http/live.c). */
+};
+
+struct kn_handler {
+    h2o_handler_t super;
+    struct server *srv;
+};
+
+struct kn_filter {
+    h2o_filter_t super;
+    struct server *srv;
+};
+
+/* What a request did, for its access-log line. */
+struct reqinfo {
+    char request_id[4 + REQUEST_ID_LEN + 1];
+    const struct keyrec *key;
+    const char *error_code;
+};
+
+struct worker *http_worker_of(h2o_req_t *req);
+void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status);
+void http_add_header(h2o_req_t *req, const char *name, const char *value);
+/* Sends body (copied) as a JSON response and logs the request. */
+void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
+                    const char *body, size_t len);
+/* Sends the JSON error document for err (message and param NULL: the defaults). */
+void http_send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
+                     const char *param);
+/* Adds the IETF RateLimit headers and OpenAI's x-ratelimit-*-requests for the tighter limit. */
+void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
+                                const struct ratelimit_result *day);
+
+#endif

@@ -1,0 +1,795 @@
+#include "http/live.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "core/base62.h"
+#include "core/util.h"
+#include "http/internal.h"
+#include "keys/keysync.h"
+#include "limits/quota.h"
+#include "metering/plans.h"
+
+#define WATCH_MS 200          /* How often a waiting request checks that its client is there. */
+#define POOL_IDLE_MS 2000     /* Idle backend connections are closed before backends do it. */
+#define POOL_CAPACITY 4096    /* Backend connections per event loop. */
+#define SSE_EVENT_MAX 1048576 /* The largest streamed event accepted from a backend. */
+
+struct live_req;
+
+/* Lives in the request's memory pool: its disposal tells the live request that the client is
+ * gone. */
+struct live_guard {
+    struct live_req *lr;
+};
+
+enum phase { PHASE_CONNECT, PHASE_FIRST_BYTE, PHASE_BODY, PHASE_BILLING, PHASE_DONE };
+
+struct live_req {
+    h2o_multithread_message_t msg; /* The store thread's answer about the ledger row. */
+    struct ledger_entry ledger;
+    int ledger_ok;
+    struct worker *w;
+    h2o_req_t *req; /* NULL once the client is gone or has its answer. */
+    struct live_guard *guard;
+    h2o_http1client_t *client; /* While the backend call runs. */
+    struct reqinfo info;
+    struct keyrec *key;
+    int64_t month;
+    int quota_held; /* The request still holds its reservation in the quota. */
+    int busy;       /* Inside a callback of the backend call: lr must not be freed. */
+    struct chat_call call;
+    char id[48];
+    int64_t created;
+    enum phase phase;
+    char *head; /* The request to the backend: head and body. */
+    h2o_iovec_t reqbufs[2];
+    h2o_timeout_entry_t total_timer, phase_timer, watch_timer;
+    /* A plain answer is collected here; a streamed one is parsed as it comes. */
+    char *body;
+    size_t body_len, body_cap;
+    struct sse_parser sse;
+    int streaming; /* The client's answer has started (status and headers sent). */
+    int sending;   /* An h2o_send is in progress; more output waits in `out`. */
+    int ending;    /* The last bytes are in `out`. */
+    int failed;    /* The stream ends with an error. */
+    char *out;
+    size_t out_len, out_cap;
+    h2o_generator_t generator;
+    /* What the streamed answer said so far. */
+    int saw_done, saw_finish, have_usage, sent_role;
+    uint32_t in_tokens, out_tokens, chunks;
+    char finish[32];
+    char *usage_event; /* OpenAI clients that asked for usage: the usage chunk, sent last. */
+    size_t usage_event_len;
+};
+
+/* ---- the backend ------------------------------------------------------------------------- */
+
+int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char *err,
+                       size_t errsize)
+{
+    size_t plen;
+
+    memset(u, 0, sizeof(*u));
+    if (h2o_url_parse(c->model_url, strlen(c->model_url), &u->url) != 0 ||
+        (u->url.scheme != &H2O_URL_SCHEME_HTTP && u->url.scheme != &H2O_URL_SCHEME_HTTPS)) {
+        snprintf(err, errsize,
+                 "KONNECT_MODEL_URL must be an http:// or https:// URL such as "
+                 "http://127.0.0.1:11434/v1");
+        return -1;
+    }
+    plen = u->url.path.len;
+    while (plen > 0 && u->url.path.base[plen - 1] == '/')
+        plen--;
+    u->path = kn_malloc(plen + sizeof("/chat/completions"));
+    memcpy(u->path, u->url.path.base, plen);
+    memcpy(u->path + plen, "/chat/completions", sizeof("/chat/completions"));
+    if (c->model_api_key[0] != '\0') {
+        size_t n = strlen(c->model_api_key) + 32;
+        u->auth_header = kn_malloc(n);
+        snprintf(u->auth_header, n, "Authorization: Bearer %s\r\n", c->model_api_key);
+    } else {
+        u->auth_header = kn_strdup("");
+    }
+    if (u->url.scheme == &H2O_URL_SCHEME_HTTPS) {
+        u->ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (u->ssl_ctx == NULL || SSL_CTX_set_default_verify_paths(u->ssl_ctx) != 1) {
+            snprintf(err, errsize, "cannot set up TLS for KONNECT_MODEL_URL");
+            return -1;
+        }
+        SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return 0;
+}
+
+void live_upstream_dispose(struct live_upstream *u)
+{
+    free(u->path);
+    if (u->auth_header != NULL) {
+        sodium_memzero(u->auth_header, strlen(u->auth_header));
+        free(u->auth_header);
+    }
+    if (u->ssl_ctx != NULL)
+        SSL_CTX_free(u->ssl_ctx);
+    memset(u, 0, sizeof(*u));
+}
+
+static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+void live_worker_init(struct worker *w)
+{
+    struct live_worker *lw = &w->live;
+    const struct kn_config *c = w->srv->cfg;
+    struct live_upstream *u = &w->srv->upstream;
+    h2o_loop_t *loop = w->ctx.loop;
+
+    h2o_timeout_init(loop, &lw->io_timeout, c->model_first_byte_timeout_ms);
+    h2o_timeout_init(loop, &lw->connect_timeout, c->model_connect_timeout_ms);
+    h2o_timeout_init(loop, &lw->first_byte_timeout, c->model_first_byte_timeout_ms);
+    h2o_timeout_init(loop, &lw->total_timeout, c->model_timeout_ms);
+    h2o_timeout_init(loop, &lw->watch_timeout, WATCH_MS);
+    lw->client_ctx.loop = loop;
+    lw->client_ctx.getaddr_receiver = &w->ctx.receivers.hostinfo_getaddr;
+    lw->client_ctx.io_timeout = &lw->io_timeout;
+    lw->client_ctx.ssl_ctx = u->ssl_ctx;
+    h2o_socketpool_init_by_hostport(&lw->pool, u->url.host, h2o_url_get_port(&u->url),
+                                    u->ssl_ctx != NULL, POOL_CAPACITY);
+    h2o_socketpool_set_timeout(&lw->pool, loop, POOL_IDLE_MS);
+    h2o_multithread_register_receiver(w->ctx.queue, &lw->ledger_receiver, on_ledger_answers);
+    lw->ready = 1;
+}
+
+void live_worker_dispose(struct worker *w)
+{
+    struct live_worker *lw = &w->live;
+    h2o_loop_t *loop = w->ctx.loop;
+
+    if (!lw->ready)
+        return;
+    /* Answers that arrived after the loop stopped belong to requests that are gone. */
+    on_ledger_answers(&lw->ledger_receiver, &lw->ledger_receiver._messages);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &lw->ledger_receiver);
+    h2o_socketpool_dispose(&lw->pool);
+    h2o_timeout_dispose(loop, &lw->io_timeout);
+    h2o_timeout_dispose(loop, &lw->connect_timeout);
+    h2o_timeout_dispose(loop, &lw->first_byte_timeout);
+    h2o_timeout_dispose(loop, &lw->total_timeout);
+    h2o_timeout_dispose(loop, &lw->watch_timeout);
+    lw->ready = 0;
+}
+
+/* ---- ending a live request --------------------------------------------------------------- */
+
+static void unlink_timer(h2o_timeout_entry_t *t)
+{
+    if (h2o_timeout_is_linked(t))
+        h2o_timeout_unlink(t);
+}
+
+/* Frees lr once nothing refers to it any more: no backend call, no ledger answer to come, no
+ * client request. */
+static void maybe_free(struct live_req *lr)
+{
+    if (lr->client != NULL || lr->phase == PHASE_BILLING || lr->req != NULL || lr->busy)
+        return;
+    unlink_timer(&lr->total_timer);
+    unlink_timer(&lr->phase_timer);
+    unlink_timer(&lr->watch_timer);
+    if (lr->quota_held)
+        quota_release(lr->key->acct, lr->month);
+    atomic_fetch_sub(&lr->key->inflight, 1);
+    chat_call_cleanup(&lr->call);
+    sse_free(&lr->sse);
+    free(lr->head);
+    free(lr->body);
+    free(lr->out);
+    free(lr->usage_event);
+    free(lr);
+}
+
+/* The client has its answer (or is gone): forget the request. */
+static void detach(struct live_req *lr)
+{
+    if (lr->guard != NULL)
+        lr->guard->lr = NULL;
+    lr->guard = NULL;
+    lr->req = NULL;
+    unlink_timer(&lr->watch_timer);
+}
+
+static void cancel_backend(struct live_req *lr)
+{
+    if (lr->client != NULL) {
+        h2o_http1client_cancel(lr->client);
+        lr->client = NULL;
+    }
+    unlink_timer(&lr->total_timer);
+    unlink_timer(&lr->phase_timer);
+}
+
+static void flush_out(struct live_req *lr);
+
+/* Ends the request with an error, unbilled: a JSON error when nothing was sent yet, otherwise an
+ * error event that closes the stream. */
+static void fail(struct live_req *lr, enum kn_err err, const char *message)
+{
+    cancel_backend(lr);
+    lr->phase = PHASE_DONE;
+    if (lr->req == NULL) {
+        maybe_free(lr);
+        return;
+    }
+    if (!lr->streaming) {
+        h2o_req_t *req = lr->req;
+        detach(lr);
+        http_send_error(req, &lr->info, err, message, NULL);
+        maybe_free(lr);
+        return;
+    }
+    size_t jlen, elen;
+    char *json = kn_error_json(err, message, NULL, lr->info.request_id, &jlen);
+    char *ev = chat_error_event(json, jlen, &elen);
+    free(json);
+    lr->info.error_code = kn_error_def(err)->code;
+    lr->failed = 1;
+    lr->out_len = 0; /* Nothing held back for the end matters any more. */
+    free(lr->usage_event);
+    lr->usage_event = NULL;
+    if (lr->out_cap < elen) {
+        lr->out_cap = elen;
+        lr->out = kn_realloc(lr->out, lr->out_cap);
+    }
+    memcpy(lr->out, ev, elen);
+    lr->out_len = elen;
+    free(ev);
+    lr->ending = 1;
+    flush_out(lr);
+}
+
+static void on_guard_dispose(void *p)
+{
+    struct live_guard *g = p;
+    struct live_req *lr = g->lr;
+
+    if (lr == NULL)
+        return;
+    /* The request is being freed: the client went away before it had its whole answer. */
+    lr->guard = NULL;
+    lr->req = NULL;
+    lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
+    if (lr->phase != PHASE_BILLING) {
+        cancel_backend(lr);
+        lr->phase = PHASE_DONE;
+    }
+    maybe_free(lr);
+}
+
+/* HTTP/1 stops reading a connection while its request is being answered, so a client that goes
+ * away is noticed only when something is written to it. While the backend works, this peeks at
+ * the connection instead: end of stream or an error means the client is gone, and the backend
+ * call is cancelled rather than paid for by nobody. */
+static void on_watch(h2o_timeout_entry_t *entry)
+{
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, watch_timer, entry);
+    h2o_socket_t *sock;
+    char c;
+
+    if (lr->req == NULL)
+        return;
+    sock = lr->req->conn->callbacks->get_socket != NULL
+               ? lr->req->conn->callbacks->get_socket(lr->req->conn)
+               : NULL;
+    if (sock != NULL && lr->phase < PHASE_BILLING) {
+        ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            lr->req->http1_is_persistent = 0;
+            fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
+            return;
+        }
+    }
+    h2o_timeout_link(lr->w->ctx.loop, &lr->w->live.watch_timeout, &lr->watch_timer);
+}
+
+static void on_total_timeout(h2o_timeout_entry_t *entry)
+{
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, total_timer, entry);
+    char msg[160];
+
+    snprintf(msg, sizeof(msg),
+             "The model backend did not finish its answer within %u ms. This request was not "
+             "billed.",
+             lr->w->srv->cfg->model_timeout_ms);
+    fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+}
+
+static void on_phase_timeout(h2o_timeout_entry_t *entry)
+{
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, phase_timer, entry);
+    const struct kn_config *c = lr->w->srv->cfg;
+    char msg[160];
+
+    if (lr->phase == PHASE_CONNECT)
+        snprintf(msg, sizeof(msg),
+                 "The model backend did not accept a connection within %u ms. This request was "
+                 "not billed.",
+                 c->model_connect_timeout_ms);
+    else
+        snprintf(msg, sizeof(msg),
+                 "The model backend did not start answering within %u ms. This request was not "
+                 "billed.",
+                 c->model_first_byte_timeout_ms);
+    fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+}
+
+/* ---- output to the client ---------------------------------------------------------------- */
+
+static void append_out(struct live_req *lr, const char *s, size_t n)
+{
+    if (lr->out_len + n > lr->out_cap) {
+        lr->out_cap = (lr->out_len + n) * 2;
+        lr->out = kn_realloc(lr->out, lr->out_cap);
+    }
+    memcpy(lr->out + lr->out_len, s, n);
+    lr->out_len += n;
+}
+
+static void on_proceed(h2o_generator_t *self, h2o_req_t *req)
+{
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, generator, self);
+    (void)req;
+    lr->sending = 0;
+    flush_out(lr);
+}
+
+static void on_stop(h2o_generator_t *self, h2o_req_t *req)
+{
+    /* The client went away mid-stream; the pool guard does the rest. */
+    (void)self;
+    (void)req;
+}
+
+static void start_stream(struct live_req *lr)
+{
+    h2o_req_t *req = lr->req;
+
+    lr->streaming = 1;
+    lr->generator.proceed = on_proceed;
+    lr->generator.stop = on_stop;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+    http_add_header(req, "request-id", lr->info.request_id);
+    http_add_header(req, "x-request-id", lr->info.request_id);
+    /* Proxies such as nginx must not hold the events back. */
+    http_add_header(req, "x-accel-buffering", "no");
+    h2o_start_response(req, &lr->generator);
+}
+
+/* Sends what is waiting in `out`, unless a send is in progress (its proceed comes back here). */
+static void flush_out(struct live_req *lr)
+{
+    h2o_req_t *req = lr->req;
+
+    if (req == NULL || lr->sending || (lr->out_len == 0 && !lr->ending))
+        return;
+    if (!lr->streaming)
+        start_stream(lr);
+    /* h2o keeps pointing at the bytes until they are written: they go in the request's pool. */
+    h2o_iovec_t buf = h2o_strdup(&req->pool, lr->out != NULL ? lr->out : "", lr->out_len);
+    h2o_send_state_t state = !lr->ending  ? H2O_SEND_STATE_IN_PROGRESS
+                             : lr->failed ? H2O_SEND_STATE_ERROR
+                                          : H2O_SEND_STATE_FINAL;
+    lr->out_len = 0;
+    lr->sending = 1;
+    if (state != H2O_SEND_STATE_IN_PROGRESS) {
+        http_log_request(req, &lr->info, 200);
+        detach(lr);
+    }
+    h2o_send(req, &buf, 1, state);
+    if (state != H2O_SEND_STATE_IN_PROGRESS)
+        maybe_free(lr);
+}
+
+/* ---- billing ----------------------------------------------------------------------------- */
+
+static void on_ledger_done(struct ledger_entry *e, int ok)
+{
+    /* On the store thread: hand the answer back to the request's event loop. */
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, ledger, e);
+    lr->ledger_ok = ok;
+    h2o_multithread_send_message(&lr->w->live.ledger_receiver, &lr->msg);
+}
+
+/* Queues the ledger row of a request that the backend answered in full. Its answer (the plain
+ * body, or the end of the stream) waits in `out` until the row is durable. */
+static void bill(struct live_req *lr, uint32_t in, uint32_t out)
+{
+    struct server *srv = lr->w->srv;
+    const struct plan *plan = atomic_load(&lr->key->acct->plan);
+    struct store_ledger_row *row = &lr->ledger.row;
+    struct timeval tv;
+
+    cancel_backend(lr);
+    lr->in_tokens = in;
+    lr->out_tokens = out;
+    memset(row, 0, sizeof(*row));
+    kn_strlcpy(row->request_id, lr->info.request_id, sizeof(row->request_id));
+    kn_strlcpy(row->account_id, lr->key->account_id, sizeof(row->account_id));
+    kn_strlcpy(row->key_id, lr->key->id, sizeof(row->key_id));
+    kn_strlcpy(row->environment, apikey_env_name((enum apikey_env)lr->key->env),
+               sizeof(row->environment));
+    kn_strlcpy(row->model, lr->call.model, sizeof(row->model));
+    kn_strlcpy(row->currency, srv->plans->currency, sizeof(row->currency));
+    kn_strlcpy(row->plan, plan->name, sizeof(row->plan));
+    row->input_tokens = in;
+    row->output_tokens = out;
+    row->price_micros = plan_price(plan, in, out);
+    gettimeofday(&tv, NULL);
+    row->at_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    lr->ledger.done = on_ledger_done;
+    lr->phase = PHASE_BILLING;
+    keysync_bill(srv->ks, &lr->ledger);
+}
+
+static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        struct live_req *lr = (struct live_req *)msg;
+        h2o_linklist_unlink(&msg->link);
+        lr->phase = PHASE_DONE;
+        if (!lr->ledger_ok) {
+            fail(lr, KN_ERR_BILLING_UNAVAILABLE, NULL);
+            continue;
+        }
+        /* Billed: the reservation became usage. */
+        lr->quota_held = 0;
+        quota_add_tokens(lr->key->acct, lr->month, (uint64_t)lr->in_tokens + lr->out_tokens);
+        if (lr->req == NULL) {
+            maybe_free(lr); /* Billed, but the client left before the answer. */
+        } else if (lr->call.stream) {
+            if (lr->usage_event != NULL)
+                append_out(lr, lr->usage_event, lr->usage_event_len);
+            lr->ending = 1;
+            flush_out(lr);
+        } else {
+            h2o_req_t *req = lr->req;
+            detach(lr);
+            http_add_header(req, "x-request-id", lr->info.request_id);
+            http_send_json(req, &lr->info, 200, "OK", lr->out, lr->out_len);
+            maybe_free(lr);
+        }
+    }
+}
+
+/* ---- the backend's answer ---------------------------------------------------------------- */
+
+/* A plain answer, complete. */
+static void finish_plain(struct live_req *lr)
+{
+    struct chat_result r;
+    uint32_t in, out;
+    char *doc;
+    size_t len;
+
+    if (chat_result_parse(lr->body != NULL ? lr->body : "", lr->body_len, &r) != 0) {
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend's answer was not a chat completion. This request was not "
+             "billed.");
+        return;
+    }
+    in = r.has_usage ? r.input_tokens : lr->call.input_estimate;
+    out = r.has_usage ? r.output_tokens : chat_estimate_tokens(r.content, r.content_len);
+    if (lr->call.api == CHAT_API_KONNECT)
+        doc = chat_konnect_response(lr->id, lr->created, r.model != NULL ? r.model : lr->call.model,
+                                    1, r.content, r.content_len, r.finish_reason, in, out, &len);
+    else if (!r.has_usage)
+        doc = chat_openai_completion(r.root, NULL, 0, NULL, NULL, 0, in, out, &len);
+    else {
+        /* The backend's own document goes to the client as it came. */
+        doc = kn_malloc(lr->body_len + 1);
+        memcpy(doc, lr->body, lr->body_len);
+        len = lr->body_len;
+    }
+    chat_result_cleanup(&r);
+    if (doc == NULL) {
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend's answer was not valid text. This request was not billed.");
+        return;
+    }
+    free(lr->out);
+    lr->out = doc;
+    lr->out_len = lr->out_cap = len;
+    bill(lr, in, out);
+}
+
+/* One streamed event. Returns 0 to go on, 1 when the stream failed (the request then ended). */
+static int on_event(void *ud, const char *data, size_t len)
+{
+    struct live_req *lr = ud;
+    struct chat_chunk c;
+    char *ev = NULL;
+    size_t elen = 0;
+
+    if (lr->saw_done)
+        return 0; /* Nothing counts after [DONE]. */
+    if (chat_chunk_parse(data, len, &c) != 0) {
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend sent an event that is not JSON. This request was not billed.");
+        return 1;
+    }
+    if (c.done) {
+        lr->saw_done = 1;
+        return 0;
+    }
+    if (c.has_usage) {
+        lr->have_usage = 1;
+        lr->in_tokens = c.input_tokens;
+        lr->out_tokens = c.output_tokens;
+    }
+    if (c.finish_reason != NULL) {
+        lr->saw_finish = 1;
+        kn_strlcpy(lr->finish, c.finish_reason, sizeof(lr->finish));
+    }
+    if (c.content != NULL && c.content_len > 0)
+        lr->chunks++;
+    if (lr->call.api == CHAT_API_OPENAI) {
+        if (c.has_choices) {
+            /* The backend's chunk goes to the client as it came. */
+            append_out(lr, "data: ", 6);
+            append_out(lr, data, len);
+            append_out(lr, "\n\n", 2);
+        } else if (c.has_usage && lr->call.include_usage) {
+            free(lr->usage_event);
+            lr->usage_event = kn_malloc(len + 8);
+            memcpy(lr->usage_event, "data: ", 6);
+            memcpy(lr->usage_event + 6, data, len);
+            memcpy(lr->usage_event + 6 + len, "\n\n", 2);
+            lr->usage_event_len = len + 8;
+        }
+    } else if (c.content != NULL && c.content_len > 0) {
+        ev = chat_konnect_delta_event(lr->id, lr->created, lr->call.model, 1, c.content,
+                                      c.content_len, &elen);
+        if (ev != NULL)
+            append_out(lr, ev, elen);
+        free(ev);
+    }
+    chat_chunk_cleanup(&c);
+    return 0;
+}
+
+/* The streamed answer ended (the backend finished its response). */
+static void finish_stream(struct live_req *lr)
+{
+    uint32_t in, out;
+
+    if (!lr->saw_finish && !lr->have_usage) {
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend ended its stream without finishing the answer. This request was "
+             "not billed.");
+        return;
+    }
+    in = lr->have_usage ? lr->in_tokens : lr->call.input_estimate;
+    out = lr->have_usage ? lr->out_tokens : lr->chunks;
+    if (lr->call.api == CHAT_API_KONNECT) {
+        size_t elen;
+        char *ev = chat_konnect_final_event(lr->id, lr->created, lr->call.model, 1,
+                                            lr->finish[0] ? lr->finish : "stop", in, out, &elen);
+        free(lr->usage_event);
+        lr->usage_event = ev;
+        lr->usage_event_len = elen;
+    } else {
+        if (lr->call.include_usage && lr->usage_event == NULL)
+            lr->usage_event = chat_openai_usage_event(lr->id, lr->created, lr->call.model, in, out,
+                                                      &lr->usage_event_len);
+        size_t n = lr->usage_event != NULL ? lr->usage_event_len : 0;
+        lr->usage_event = kn_realloc(lr->usage_event, n + 15);
+        memcpy(lr->usage_event + n, "data: [DONE]\n\n", 15);
+        lr->usage_event_len = n + 14;
+    }
+    /* Everything streamed so far goes now; the end waits for the ledger. */
+    flush_out(lr);
+    bill(lr, in, out);
+}
+
+static int on_body(h2o_http1client_t *client, const char *errstr)
+{
+    struct live_req *lr = client->data;
+    h2o_buffer_t *in = client->sock->input;
+    const struct kn_config *c = lr->w->srv->cfg;
+
+    /* While the answer is handled, nothing may cancel the call (h2o closes it when this returns
+     * non-zero) or free lr (maybe_free waits for `busy`). */
+    lr->client = NULL;
+    lr->busy = 1;
+    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
+        if (strcmp(errstr, "I/O timeout") == 0) {
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "The model backend went silent for %u ms in the middle of its answer. This "
+                     "request was not billed.",
+                     c->model_first_byte_timeout_ms);
+            fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+        } else {
+            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                 "The model backend closed the connection in the middle of its answer. This "
+                 "request was not billed.");
+        }
+    } else if (lr->call.stream) {
+        int r = sse_feed(&lr->sse, in->bytes, in->size, on_event, lr);
+        h2o_buffer_consume(&client->sock->input, in->size);
+        if (r < 0)
+            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                 "The model backend sent an event larger than 1 MiB. This request was not "
+                 "billed.");
+        else if (r == 0 && errstr == h2o_http1client_error_is_eos)
+            finish_stream(lr);
+        else if (r == 0)
+            flush_out(lr);
+    } else if (lr->body_len + in->size > c->model_max_response_bytes) {
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend's answer is larger than the limit set by the operator "
+             "(KONNECT_MODEL_MAX_RESPONSE_BYTES). This request was not billed.");
+    } else {
+        if (lr->body_len + in->size > lr->body_cap) {
+            lr->body_cap = (lr->body_len + in->size) * 2;
+            lr->body = kn_realloc(lr->body, lr->body_cap);
+        }
+        memcpy(lr->body + lr->body_len, in->bytes, in->size);
+        lr->body_len += in->size;
+        h2o_buffer_consume(&client->sock->input, in->size);
+        if (errstr == h2o_http1client_error_is_eos)
+            finish_plain(lr);
+    }
+    lr->busy = 0;
+    if (lr->phase == PHASE_BODY && errstr == NULL) {
+        lr->client = client; /* Still reading. */
+        return 0;
+    }
+    maybe_free(lr);
+    return -1; /* Stop reading (ignored at the end of the answer, which keeps the connection). */
+}
+
+static enum kn_err status_error(int status)
+{
+    if (status == 429 || status == 503)
+        return KN_ERR_MODEL_BACKEND_OVERLOADED;
+    if (status >= 400 && status < 500 && status != 401 && status != 403 && status != 407)
+        return KN_ERR_MODEL_BACKEND_REJECTED;
+    return KN_ERR_MODEL_BACKEND_ERROR;
+}
+
+static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr,
+                                       int minor_version, int status, h2o_iovec_t msg,
+                                       h2o_header_t *headers, size_t num_headers, int rlen)
+{
+    struct live_req *lr = client->data;
+    (void)minor_version;
+    (void)msg;
+    (void)rlen;
+
+    unlink_timer(&lr->phase_timer);
+    if (errstr != NULL) {
+        lr->client = NULL; /* h2o closes it after this returns. */
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             errstr == h2o_http1client_error_is_eos
+                 ? "The model backend answered with an empty response. This request was not "
+                   "billed."
+             : strcmp(errstr, "I/O timeout") == 0
+                 ? "The model backend did not start answering in time. This request was "
+                   "not billed."
+                 : "The model backend failed before answering. This request was not "
+                   "billed.");
+        return NULL;
+    }
+    if (status != 200) {
+        char m[160];
+        snprintf(m, sizeof(m),
+                 "%s (the model backend answered HTTP %d). This request was not billed.",
+                 status_error(status) == KN_ERR_MODEL_BACKEND_REJECTED
+                     ? "The model backend rejected the request"
+                 : status_error(status) == KN_ERR_MODEL_BACKEND_OVERLOADED
+                     ? "The model backend is overloaded; retry shortly"
+                     : "The model backend failed to answer",
+                 status);
+        lr->client = NULL;
+        fail(lr, status_error(status), m);
+        return NULL;
+    }
+    if (lr->call.stream) {
+        int sse = 0;
+        for (size_t i = 0; i < num_headers; i++)
+            if (headers[i].name == &H2O_TOKEN_CONTENT_TYPE->buf && headers[i].value.len >= 17 &&
+                h2o_lcstris(headers[i].value.base, 17, H2O_STRLIT("text/event-stream")))
+                sse = 1;
+        if (!sse) {
+            lr->client = NULL;
+            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                 "The model backend did not stream its answer as Server-Sent Events. This "
+                 "request was not billed.");
+            return NULL;
+        }
+    }
+    lr->phase = PHASE_BODY;
+    return on_body;
+}
+
+static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr,
+                                          h2o_iovec_t **reqbufs, size_t *reqbufcnt,
+                                          int *method_is_head)
+{
+    struct live_req *lr = client->data;
+
+    unlink_timer(&lr->phase_timer);
+    if (errstr != NULL) {
+        lr->client = NULL;
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend cannot be reached. This request was not billed.");
+        return NULL;
+    }
+    lr->phase = PHASE_FIRST_BYTE;
+    lr->phase_timer.cb = on_phase_timeout;
+    h2o_timeout_link(lr->w->ctx.loop, &lr->w->live.first_byte_timeout, &lr->phase_timer);
+    *reqbufs = lr->reqbufs;
+    *reqbufcnt = 2;
+    *method_is_head = 0;
+    return on_head;
+}
+
+/* ---- the request ------------------------------------------------------------------------- */
+
+void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t month,
+                 struct chat_call *call)
+{
+    struct worker *w = http_worker_of(req);
+    struct live_upstream *u = &w->srv->upstream;
+    struct live_req *lr = kn_calloc(1, sizeof(*lr));
+    size_t hsize;
+
+    lr->w = w;
+    lr->req = req;
+    lr->info = *info;
+    lr->key = key;
+    lr->month = month;
+    lr->quota_held = 1;
+    lr->call = *call;
+    memset(call, 0, sizeof(*call));
+    lr->created = kn_unix_now();
+    base62_random_id(lr->id, lr->call.api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
+    sse_init(&lr->sse, SSE_EVENT_MAX);
+    lr->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*lr->guard), on_guard_dispose);
+    lr->guard->lr = lr;
+
+    hsize = strlen(u->path) + u->url.authority.len + strlen(u->auth_header) + 256;
+    lr->head = kn_malloc(hsize);
+    int n = snprintf(lr->head, hsize,
+                     "POST %s HTTP/1.1\r\nHost: %.*s\r\nContent-Type: application/json\r\n"
+                     "Accept: %s\r\nContent-Length: %zu\r\nUser-Agent: konnect\r\n"
+                     "X-Request-Id: %s\r\n%s\r\n",
+                     u->path, (int)u->url.authority.len, u->url.authority.base,
+                     lr->call.stream ? "text/event-stream" : "application/json", lr->call.body_len,
+                     lr->info.request_id, u->auth_header);
+    lr->reqbufs[0] = h2o_iovec_init(lr->head, (size_t)n);
+    lr->reqbufs[1] = h2o_iovec_init(lr->call.body, lr->call.body_len);
+
+    lr->phase = PHASE_CONNECT;
+    lr->total_timer.cb = on_total_timeout;
+    lr->phase_timer.cb = on_phase_timeout;
+    lr->watch_timer.cb = on_watch;
+    h2o_timeout_link(w->ctx.loop, &w->live.total_timeout, &lr->total_timer);
+    h2o_timeout_link(w->ctx.loop, &w->live.connect_timeout, &lr->phase_timer);
+    h2o_timeout_link(w->ctx.loop, &w->live.watch_timeout, &lr->watch_timer);
+    h2o_http1client_connect_with_pool(&lr->client, lr, &w->live.client_ctx, &w->live.pool,
+                                      on_connect);
+}

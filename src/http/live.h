@@ -1,0 +1,59 @@
+/* Live requests: a live key's chat request goes to the model backend (any OpenAI-compatible
+ * chat-completions server) over HTTP/1.1 from the event loop itself, with pooled keep-alive
+ * connections, so that no loop ever blocks and no thread hop adds latency. The answer reaches
+ * the client only once its ledger row is durable (keys/keysync.h), so that every answer delivered
+ * is billed; a request that fails, times out or whose client goes away is not billed and gives
+ * its quota back.
+ *
+ * Timeouts (KONNECT_MODEL_*_TIMEOUT_MS): connecting, the first byte of the answer, the whole
+ * answer, and the same first-byte limit for any silence in the middle of a streamed answer. */
+#ifndef KN_HTTP_LIVE_H
+#define KN_HTTP_LIVE_H
+
+#include <openssl/ssl.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+
+#include "chat/openai.h"
+#include "core/config.h"
+
+struct worker;
+struct reqinfo;
+struct keyrec;
+
+/* The model backend, parsed once at start. */
+struct live_upstream {
+    h2o_url_t url;
+    char *path;        /* The URL's path + "/chat/completions". */
+    char *auth_header; /* "Authorization: Bearer ...\r\n", or "" without KONNECT_MODEL_API_KEY. */
+    SSL_CTX *ssl_ctx;  /* For an https:// backend (peers verified against the system CAs). */
+};
+
+/* One event loop's share: its connection pool, its timers, and its queue of ledger answers. */
+struct live_worker {
+    h2o_http1client_ctx_t client_ctx;
+    h2o_socketpool_t pool;
+    h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
+    h2o_multithread_receiver_t ledger_receiver;
+    int ready;
+};
+
+/* Parses KONNECT_MODEL_URL and prepares what every request needs. Returns 0, or -1 with a
+ * message. */
+int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char *err,
+                       size_t errsize);
+void live_upstream_dispose(struct live_upstream *u);
+
+/* Per event loop; called on the loop's thread before it runs, and after it stopped. */
+void live_worker_init(struct worker *w);
+void live_worker_dispose(struct worker *w);
+
+/* Answers a live key's request: call is taken over (its contents moved out). The caller has
+ * authenticated the key, applied the rate limits, counted the request in the key's in-flight
+ * count and reserved it in the account's quota for `month`; live_handle gives both back when the
+ * request ends without being billed, and the in-flight count in any case. */
+void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t month,
+                 struct chat_call *call);
+
+#endif

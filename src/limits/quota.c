@@ -1,0 +1,72 @@
+#include "limits/quota.h"
+
+#define MONTH_SHIFT 40
+#define COUNT_MASK ((UINT64_C(1) << MONTH_SHIFT) - 1)
+
+static uint64_t cell(int64_t month, uint64_t count)
+{
+    return ((uint64_t)month << MONTH_SHIFT) | (count & COUNT_MASK);
+}
+
+static uint64_t count_in(uint64_t c, int64_t month)
+{
+    return (int64_t)(c >> MONTH_SHIFT) == month ? c & COUNT_MASK : 0;
+}
+
+void quota_configure(struct acctrec *a, const struct plan *plan, int64_t quota_requests,
+                     int64_t quota_tokens)
+{
+    atomic_store(&a->plan, plan);
+    atomic_store(&a->quota_requests, quota_requests);
+    atomic_store(&a->quota_tokens, quota_tokens);
+}
+
+void quota_load(struct acctrec *a, int64_t month, uint64_t requests, uint64_t tokens)
+{
+    atomic_store(&a->requests_cell, cell(month, requests));
+    atomic_store(&a->tokens_cell, cell(month, tokens));
+}
+
+enum quota_outcome quota_reserve(struct acctrec *a, int64_t month)
+{
+    int64_t max_requests = atomic_load(&a->quota_requests),
+            max_tokens = atomic_load(&a->quota_tokens);
+    uint64_t c = atomic_load(&a->requests_cell), n;
+
+    if (max_tokens != PLAN_UNLIMITED &&
+        count_in(atomic_load(&a->tokens_cell), month) >= (uint64_t)max_tokens)
+        return QUOTA_TOKENS_USED_UP;
+    do {
+        n = count_in(c, month);
+        if (max_requests != PLAN_UNLIMITED && n >= (uint64_t)max_requests)
+            return QUOTA_REQUESTS_USED_UP;
+    } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, cell(month, n + 1)));
+    return QUOTA_OK;
+}
+
+void quota_release(struct acctrec *a, int64_t month)
+{
+    uint64_t c = atomic_load(&a->requests_cell);
+
+    do {
+        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
+            return; /* A new month started since: nothing of this one to give back. */
+    } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, c - 1));
+}
+
+void quota_add_tokens(struct acctrec *a, int64_t month, uint64_t tokens)
+{
+    uint64_t c = atomic_load(&a->tokens_cell), n;
+
+    do {
+        if ((int64_t)(c >> MONTH_SHIFT) > month)
+            return; /* Billed to a month that is over. */
+        n = count_in(c, month) + tokens;
+    } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(month, n)));
+}
+
+void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens)
+{
+    *requests = count_in(atomic_load(&a->requests_cell), month);
+    *tokens = count_in(atomic_load(&a->tokens_cell), month);
+}

@@ -1,0 +1,249 @@
+#include "metering/plans.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+static struct plans *builtin(void)
+{
+    struct plans *p = kn_calloc(1, sizeof(*p));
+
+    kn_strlcpy(p->currency, "usd", sizeof(p->currency));
+    p->count = 1;
+    p->plan = kn_calloc(1, sizeof(*p->plan));
+    kn_strlcpy(p->plan[0].name, "default", sizeof(p->plan[0].name));
+    p->plan[0].requests_per_month = PLAN_UNLIMITED;
+    p->plan[0].tokens_per_month = PLAN_UNLIMITED;
+    p->plan[0].max_concurrent = PLAN_DEFAULT_CONCURRENCY;
+    p->builtin = 1;
+    return p;
+}
+
+void plans_free(struct plans *p)
+{
+    if (p == NULL)
+        return;
+    free(p->plan);
+    free(p);
+}
+
+/* Reads an optional non-negative integer member no larger than max. absent_value is used when the
+ * member is missing or null. Returns 0, or -1 with a message. */
+static int get_int(json_t *obj, const char *plan, const char *name, long long max,
+                   int64_t absent_value, int64_t *out, char *err, size_t errsize)
+{
+    json_t *v = json_object_get(obj, name);
+
+    if (v == NULL || json_is_null(v)) {
+        *out = absent_value;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
+        snprintf(err, errsize, "plan %.64s: %s must be an integer from 0 to %lld", plan, name, max);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > PLAN_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static const char *const plan_members[] = {
+    "name",
+    "requests_per_month",
+    "tokens_per_month",
+    "price_per_request_micros",
+    "price_per_million_input_tokens_micros",
+    "price_per_million_output_tokens_micros",
+    "requests_per_minute",
+    "max_concurrent_requests",
+    "description",
+};
+
+static int parse_plan(json_t *o, struct plan *out, char *err, size_t errsize)
+{
+    json_t *name = json_object_get(o, "name"), *v;
+    const char *key;
+    int64_t n;
+
+    if (!json_is_object(o) || !json_is_string(name) || !valid_name(json_string_value(name))) {
+        snprintf(err, errsize,
+                 "every plan needs a \"name\" of 1 to 63 letters, digits, '-', '_' or '.'");
+        return -1;
+    }
+    const char *pn = json_string_value(name);
+    json_object_foreach(o, key, v)
+    {
+        size_t i = 0;
+        while (i < sizeof(plan_members) / sizeof(plan_members[0]) &&
+               strcmp(plan_members[i], key) != 0)
+            i++;
+        if (i == sizeof(plan_members) / sizeof(plan_members[0])) {
+            snprintf(err, errsize, "plan %.64s: unknown member \"%.64s\"", pn, key);
+            return -1;
+        }
+    }
+    memset(out, 0, sizeof(*out));
+    kn_strlcpy(out->name, pn, sizeof(out->name));
+    if (get_int(o, pn, "requests_per_month", INT64_MAX / 2, PLAN_UNLIMITED,
+                &out->requests_per_month, err, errsize) != 0 ||
+        get_int(o, pn, "tokens_per_month", INT64_MAX / 2, PLAN_UNLIMITED, &out->tokens_per_month,
+                err, errsize) != 0 ||
+        get_int(o, pn, "price_per_request_micros", PLAN_PRICE_MAX, 0, &out->price_per_request, err,
+                errsize) != 0 ||
+        get_int(o, pn, "price_per_million_input_tokens_micros", PLAN_PRICE_MAX, 0,
+                &out->price_per_million_input, err, errsize) != 0 ||
+        get_int(o, pn, "price_per_million_output_tokens_micros", PLAN_PRICE_MAX, 0,
+                &out->price_per_million_output, err, errsize) != 0)
+        return -1;
+    if (get_int(o, pn, "requests_per_minute", 1000000000, 0, &n, err, errsize) != 0)
+        return -1;
+    out->requests_per_minute = (uint32_t)n;
+    if (get_int(o, pn, "max_concurrent_requests", 100000, PLAN_DEFAULT_CONCURRENCY, &n, err,
+                errsize) != 0)
+        return -1;
+    if (n == 0) {
+        snprintf(err, errsize, "plan %.64s: max_concurrent_requests must be at least 1", pn);
+        return -1;
+    }
+    out->max_concurrent = (uint32_t)n;
+    return 0;
+}
+
+struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsize)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr), *list, *v;
+    struct plans *p = NULL;
+    const char *key, *def = NULL;
+
+    if (root == NULL) {
+        snprintf(err, errsize, "not valid JSON at line %d, column %d: %.120s", jerr.line,
+                 jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        snprintf(err, errsize, "the plans file must hold a JSON object");
+        goto fail;
+    }
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "currency") != 0 && strcmp(key, "default_plan") != 0 &&
+            strcmp(key, "plans") != 0) {
+            snprintf(err, errsize, "unknown member \"%.64s\"", key);
+            goto fail;
+        }
+    }
+    list = json_object_get(root, "plans");
+    if (!json_is_array(list) || json_array_size(list) == 0) {
+        snprintf(err, errsize, "\"plans\" must be a non-empty array of plans");
+        goto fail;
+    }
+    p = kn_calloc(1, sizeof(*p));
+    kn_strlcpy(p->currency, "usd", sizeof(p->currency));
+    if ((v = json_object_get(root, "currency")) != NULL) {
+        const char *c = json_is_string(v) ? json_string_value(v) : "";
+        if (strlen(c) != 3 || !(c[0] >= 'a' && c[0] <= 'z') || !(c[1] >= 'a' && c[1] <= 'z') ||
+            !(c[2] >= 'a' && c[2] <= 'z')) {
+            snprintf(err, errsize, "\"currency\" must be a lower-case ISO 4217 code such as usd");
+            goto fail;
+        }
+        kn_strlcpy(p->currency, c, sizeof(p->currency));
+    }
+    p->count = json_array_size(list);
+    p->plan = kn_calloc(p->count, sizeof(*p->plan));
+    for (size_t i = 0; i < p->count; i++) {
+        if (parse_plan(json_array_get(list, i), &p->plan[i], err, errsize) != 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->plan[j].name, p->plan[i].name) == 0) {
+                snprintf(err, errsize, "plan %s is defined twice", p->plan[i].name);
+                goto fail;
+            }
+    }
+    if ((v = json_object_get(root, "default_plan")) != NULL) {
+        def = json_is_string(v) ? json_string_value(v) : "";
+        size_t i = 0;
+        while (i < p->count && strcmp(p->plan[i].name, def) != 0)
+            i++;
+        if (i == p->count) {
+            snprintf(err, errsize, "\"default_plan\" names no plan in \"plans\"");
+            goto fail;
+        }
+        p->default_index = i;
+    }
+    json_decref(root);
+    return p;
+fail:
+    json_decref(root);
+    plans_free(p);
+    return NULL;
+}
+
+struct plans *plans_load(const char *path, int required, char *err, size_t errsize)
+{
+    FILE *f = fopen(path, "rb");
+    char *text;
+    long len;
+    struct plans *p;
+    char why[400];
+
+    if (f == NULL) {
+        if (errno == ENOENT && !required)
+            return builtin();
+        snprintf(err, errsize, "cannot read plans file %.300s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || len > 4 * 1024 * 1024 ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        snprintf(err, errsize, "plans file %.300s is unreadable or larger than 4 MiB", path);
+        return NULL;
+    }
+    text = kn_malloc((size_t)len + 1);
+    if (fread(text, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        free(text);
+        snprintf(err, errsize, "cannot read plans file %.300s", path);
+        return NULL;
+    }
+    fclose(f);
+    p = plans_parse(text, (size_t)len, why, sizeof(why));
+    free(text);
+    if (p == NULL)
+        snprintf(err, errsize, "plans file %.300s: %s", path, why);
+    return p;
+}
+
+const struct plan *plans_find(const struct plans *p, const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return &p->plan[p->default_index];
+    for (size_t i = 0; i < p->count; i++)
+        if (strcmp(p->plan[i].name, name) == 0)
+            return &p->plan[i];
+    return NULL;
+}
+
+int64_t plan_price(const struct plan *plan, uint32_t input_tokens, uint32_t output_tokens)
+{
+    /* Up to 2^32 tokens times 10^12 overflows 64 bits; the product is taken in 128. */
+    unsigned __int128 t =
+        (unsigned __int128)input_tokens * (uint64_t)plan->price_per_million_input +
+        (unsigned __int128)output_tokens * (uint64_t)plan->price_per_million_output;
+    return plan->price_per_request + (int64_t)((t + 500000) / 1000000);
+}
