@@ -36,8 +36,9 @@ run: build
 # Every test, then every test again under AddressSanitizer and UndefinedBehaviorSanitizer.
 test: deps
 	@scripts/install-deps.sh test
-	@# The browser tests' one npm dependency (playwright-core), pinned by the lockfile.
-	@cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --loglevel=error; }
+	@# The browser and SDK tests' npm dependencies (playwright-core, openai), pinned by the lockfile.
+	@cd tests/browser && { [ node_modules/.installed -nt package-lock.json ] || \
+		{ npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; }; }
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

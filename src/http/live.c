@@ -466,7 +466,6 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         } else {
             h2o_req_t *req = lr->req;
             detach(lr);
-            http_add_header(req, "x-request-id", lr->info.request_id);
             http_send_json(req, &lr->info, 200, "OK", lr->out, lr->out_len);
             maybe_free(lr);
         }

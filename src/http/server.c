@@ -107,6 +107,8 @@ void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
     http_add_header(req, "request-id", info->request_id);
+    /* The name OpenAI's SDKs read the request id from. */
+    http_add_header(req, "x-request-id", info->request_id);
     http_log_request(req, info, status);
     h2o_send_inline(req, body, len);
 }
@@ -375,6 +377,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         char *out = chat_mock_answer(&call, id, now, &len);
         if (call.stream) {
             http_add_header(req, "request-id", info->request_id);
+            http_add_header(req, "x-request-id", info->request_id);
             req->res.status = 200;
             req->res.reason = "OK";
             req->res.content_length = len;
