@@ -57,7 +57,6 @@ struct live_req {
     int streaming; /* The client's answer has started (status and headers sent). */
     int sending;   /* An h2o_send is in progress; more output waits in `out`. */
     int ending;    /* The last bytes are in `out`. */
-    int failed;    /* The stream ends with an error. */
     char *out;
     size_t out_len, out_cap;
     h2o_generator_t generator;
@@ -237,7 +236,6 @@ static void fail(struct live_req *lr, enum kn_err err, const char *message)
     char *ev = chat_error_event(json, jlen, &elen);
     free(json);
     lr->info.error_code = kn_error_def(err)->code;
-    lr->failed = 1;
     lr->out_len = 0; /* Nothing held back for the end matters any more. */
     free(lr->usage_event);
     lr->usage_event = NULL;
@@ -385,9 +383,8 @@ static void flush_out(struct live_req *lr)
         start_stream(lr);
     /* h2o keeps pointing at the bytes until they are written: they go in the request's pool. */
     h2o_iovec_t buf = h2o_strdup(&req->pool, lr->out != NULL ? lr->out : "", lr->out_len);
-    h2o_send_state_t state = !lr->ending  ? H2O_SEND_STATE_IN_PROGRESS
-                             : lr->failed ? H2O_SEND_STATE_ERROR
-                                          : H2O_SEND_STATE_FINAL;
+    /* A stream that failed still ends cleanly: its last event says what went wrong. */
+    h2o_send_state_t state = lr->ending ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS;
     lr->out_len = 0;
     lr->sending = 1;
     if (state != H2O_SEND_STATE_IN_PROGRESS) {
@@ -681,7 +678,9 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *er
     unlink_timer(&lr->phase_timer);
     if (errstr != NULL) {
         lr->client = NULL; /* h2o closes it after this returns. */
-        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+        fail(lr,
+             strcmp(errstr, "I/O timeout") == 0 ? KN_ERR_MODEL_BACKEND_TIMEOUT
+                                                : KN_ERR_MODEL_BACKEND_ERROR,
              errstr == h2o_http1client_error_is_eos
                  ? "The model backend answered with an empty response. This request was not "
                    "billed."
@@ -733,8 +732,13 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
     unlink_timer(&lr->phase_timer);
     if (errstr != NULL) {
         lr->client = NULL;
-        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
-             "The model backend cannot be reached. This request was not billed.");
+        if (strcmp(errstr, "connection timeout") == 0 || strcmp(errstr, "I/O timeout") == 0)
+            fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT,
+                 "The model backend did not accept a connection in time. This request was not "
+                 "billed.");
+        else
+            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                 "The model backend cannot be reached. This request was not billed.");
         return NULL;
     }
     lr->phase = PHASE_FIRST_BYTE;

@@ -176,7 +176,7 @@ class ServerTest(unittest.TestCase):
         err = body["error"]
         self.assertEqual(err["code"], code, r.text)
         self.assertIn(err["type"], ("authentication_error", "invalid_request_error",
-                                    "rate_limit_error", "api_error"))
+                                    "rate_limit_error", "api_error", "insufficient_quota"))
         self.assertTrue(err["message"])
         self.assertEqual(err["param"], param)
         self.assertRegex(err["request_id"], r"^req_[0-9A-Za-z]{24}$")

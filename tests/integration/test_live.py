@@ -1,0 +1,351 @@
+"""Live keys against a real OpenAI-compatible backend (the local fake backend): answers, streaming,
+every failure switch with its status, code and "not billed" outcome, cancellation when the client
+goes away, the per-key concurrency cap, and monthly quotas that let exactly N requests through."""
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import unittest
+
+import requests
+
+import harness
+from fake_backend import FakeBackend
+
+PLANS = {
+    "currency": "usd",
+    "default_plan": "metered",
+    "plans": [
+        {"name": "metered", "price_per_request_micros": 100,
+         "price_per_million_input_tokens_micros": 150000,
+         "price_per_million_output_tokens_micros": 600000,
+         "max_concurrent_requests": 64},
+        {"name": "tiny", "requests_per_month": 20, "max_concurrent_requests": 64},
+        {"name": "few-tokens", "tokens_per_month": 10},
+        {"name": "one-at-a-time", "max_concurrent_requests": 2},
+        {"name": "slow-lane", "requests_per_minute": 3},
+    ],
+}
+
+
+def price(plan, prompt, completion):
+    p = next(x for x in PLANS["plans"] if x["name"] == plan)
+    tokens = (prompt * p.get("price_per_million_input_tokens_micros", 0)
+              + completion * p.get("price_per_million_output_tokens_micros", 0))
+    return p.get("price_per_request_micros", 0) + (tokens + 500000) // 1000000
+
+
+class LiveTest(harness.ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.backend = FakeBackend()
+        self.backend.start()
+        self.addCleanup(self.backend.stop)
+        with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+            json.dump(PLANS, f)
+        self.live = self.key(mode="live", name="prod")
+        self.test = self.key(mode="test", name="dev")
+
+    def serve(self, **env):
+        env.setdefault("KONNECT_MODEL_URL", self.backend.url)
+        env.setdefault("KONNECT_MODEL", "fake-model")
+        return self.start(**env)
+
+    def ledger(self):
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        try:
+            return db.execute("SELECT request_id, key_id, model, input_tokens, output_tokens, "
+                              "price_micros, plan FROM usage_ledger").fetchall()
+        finally:
+            db.close()
+
+    def set_plan(self, plan):
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        db.execute("UPDATE accounts SET plan = ?", (plan,))
+        db.commit()
+        db.close()
+
+    def chat(self, srv, key, body=None, path="/v1/chat", **kw):
+        return srv.post(key, body if body is not None else {"message": "Hello live world"},
+                        path=path, **kw)
+
+    def completions(self, srv, key, model="fake-model", stream=False, **extra):
+        body = {"model": model, "messages": [{"role": "user", "content": "Hello live world"}]}
+        if stream:
+            body["stream"] = True
+        body.update(extra)
+        return srv.post(key, body, path="/v1/chat/completions", stream=stream)
+
+    # ---- answers --------------------------------------------------------------------------
+
+    def test_live_chat_is_answered_by_the_backend_and_billed_once(self):
+        srv = self.serve()
+        r = self.chat(srv, self.live)
+        self.assertEqual(r.status_code, 200, r.text)
+        body = r.json()
+        self.assertEqual(body["object"], "chat.response")
+        self.assertTrue(body["livemode"])
+        self.assertEqual(body["message"], {"role": "assistant",
+                                           "content": "Echo: Hello live world"})
+        self.assertEqual(body["usage"], {"input_tokens": 3, "output_tokens": 4})
+        self.assertEqual(r.headers["request-id"], r.headers["x-request-id"])
+        # The backend got an OpenAI request, with the default model and no customer secret.
+        sent = self.backend.stats()["bodies"][-1]
+        self.assertEqual(sent["model"], "fake-model")
+        self.assertEqual(sent["messages"], [{"role": "user", "content": "Hello live world"}])
+        self.assertNotIn(self.live, json.dumps(self.backend.stats()["last_headers"]))
+        rows = self.ledger()
+        self.assertEqual(len(rows), 1)
+        rid, key_id, model, pin, pout, micros, plan = rows[0]
+        self.assertEqual(rid, r.headers["request-id"])
+        self.assertEqual(key_id, self.data.key_id(self.live))
+        self.assertEqual((model, pin, pout, plan), ("fake-model", 3, 4, "metered"))
+        self.assertEqual(micros, price("metered", 3, 4))
+
+    def test_openai_endpoint_passes_the_backend_answer_through(self):
+        srv = self.serve()
+        r = self.completions(srv, self.live, temperature=0.2, max_tokens=50)
+        self.assertEqual(r.status_code, 200, r.text)
+        doc = r.json()
+        self.assertEqual(doc["object"], "chat.completion")
+        self.assertEqual(doc["choices"][0]["message"]["content"], "Echo: Hello live world")
+        self.assertEqual(doc["usage"]["total_tokens"], 7)
+        sent = self.backend.stats()["bodies"][-1]
+        self.assertEqual((sent["temperature"], sent["max_tokens"]), (0.2, 50))
+        self.assertNotIn("stream_options", sent)
+        self.assertEqual(len(self.ledger()), 1)
+
+    def test_backend_without_usage_is_billed_by_estimate(self):
+        srv = self.serve()
+        r = self.completions(srv, self.live, model="fake-no_usage")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertGreater(r.json()["usage"]["prompt_tokens"], 0)
+        rows = self.ledger()
+        self.assertEqual(len(rows), 1)
+        self.assertGreater(rows[0][3], 0)
+        self.assertGreater(rows[0][4], 0)
+
+    def test_test_keys_never_reach_the_backend_or_the_ledger(self):
+        srv = self.serve()
+        r = self.completions(srv, self.test)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertTrue(r.json()["choices"][0]["message"]["content"].startswith("[mock response"))
+        r = self.completions(srv, self.test, stream=True, stream_options={"include_usage": True})
+        events = [line for line in r.iter_lines() if line]
+        self.assertEqual(events[-1], b"data: [DONE]")
+        self.assertIn(b'"usage"', events[-2])
+        r = self.chat(srv, self.test, {"message": "hi", "stream": True}, stream=True)
+        self.assertEqual(r.headers["Content-Type"].split(";")[0], "text/event-stream")
+        self.assertEqual([line for line in r.iter_lines() if line][-1], b"data: [DONE]")
+        self.assertEqual(self.backend.stats()["requests"], 0)
+        self.assertEqual(self.ledger(), [])
+
+    # ---- streaming ------------------------------------------------------------------------
+
+    def read_events(self, r):
+        """(seconds since start, data) for each event of a streamed answer."""
+        start, out = time.monotonic(), []
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                out.append((time.monotonic() - start, line[6:]))
+        return out
+
+    def test_stream_arrives_chunk_by_chunk_and_ends_with_usage(self):
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=300)
+        start = time.monotonic()
+        r = self.chat(srv, self.live, {"message": "one two three", "model": "fake-slow_stream",
+                                        "stream": True}, stream=True)
+        self.assertEqual(r.status_code, 200)
+        self.assertEqual(r.headers["Content-Type"].split(";")[0], "text/event-stream")
+        events = self.read_events(r)
+        total = time.monotonic() - start
+        self.assertEqual(events[-1][1], b"[DONE]")
+        final = json.loads(events[-2][1])
+        self.assertEqual(final["finish_reason"], "stop")
+        self.assertGreater(final["usage"]["output_tokens"], 0)
+        deltas = [json.loads(d)["delta"]["content"] for _, d in events[:-2]]
+        self.assertEqual("".join(deltas), "Echo: one two three")
+        # Not buffered: the first piece came long before the backend finished.
+        self.assertLess(events[0][0], total - 0.6, events)
+        self.assertEqual(len(self.ledger()), 1)
+
+    def test_openai_stream_usage_only_when_asked(self):
+        srv = self.serve()
+        r = self.completions(srv, self.live, stream=True)
+        events = self.read_events(r)
+        self.assertEqual(events[-1][1], b"[DONE]")
+        self.assertFalse(any(b'"usage"' in d for _, d in events))
+        r = self.completions(srv, self.live, stream=True, stream_options={"include_usage": True})
+        events = self.read_events(r)
+        self.assertEqual(json.loads(events[-2][1])["usage"]["completion_tokens"], 4)
+        # Konnect always asks the backend for usage: it bills from it.
+        for sent in self.backend.stats()["bodies"]:
+            self.assertEqual(sent["stream_options"], {"include_usage": True})
+        self.assertEqual(len(self.ledger()), 2)
+
+    # ---- failures: status, code, never billed ---------------------------------------------
+
+    def test_every_backend_failure_has_its_status_and_is_not_billed(self):
+        srv = self.serve(KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS=400)
+        self.backend.set_mode("normal", delay_ms=1500)
+        cases = [
+            ("fake-fail", 502, "model_backend_error"),
+            ("fake-unauthorized", 502, "model_backend_error"),
+            ("fake-reject", 400, "model_backend_rejected"),
+            ("fake-overloaded", 503, "model_backend_overloaded"),
+            ("fake-malformed", 502, "model_backend_error"),
+            ("fake-bad_shape", 502, "model_backend_error"),
+            ("fake-disconnect", 502, "model_backend_error"),
+            ("fake-garbage", 502, "model_backend_error"),
+            ("fake-slow_head", 504, "model_backend_timeout"),
+        ]
+        for stream in (False, True):
+            for model, status, code in cases:
+                with self.subTest(model=model, stream=stream):
+                    r = self.completions(srv, self.live, model=model, stream=stream)
+                    if r.status_code == 200:
+                        # The stream had started: it ends with an error event instead.
+                        self.assertTrue(stream, r.text)
+                        events = self.read_events(r)
+                        err = json.loads(events[-1][1])["error"]
+                        self.assertEqual(err["code"], code)
+                    else:
+                        err = self.assertError(r, status, code)
+                        self.assertIn("not billed", err["message"])
+                with self.subTest(model=model, stream=stream, api="konnect"):
+                    r = self.chat(srv, self.live, {"message": "x", "model": model,
+                                                    "stream": stream})
+                    self.assertEqual(r.status_code, 200 if stream and r.status_code == 200
+                                     else status, r.text)
+        self.assertEqual(self.ledger(), [])
+        # The quota was given back: nothing is counted against the account.
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        self.assertEqual(len(self.ledger()), 1)
+
+    def test_backend_down_and_backend_timeouts(self):
+        self.backend.stop()
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=500)
+        err = self.assertError(self.chat(srv, self.live), 502, "model_backend_error")
+        self.assertIn("not billed", err["message"])
+        self.assertEqual(self.ledger(), [])
+
+    def test_total_timeout_cuts_a_slow_stream(self):
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=700)
+        self.backend.set_mode("normal", delay_ms=400)
+        r = self.completions(srv, self.live, model="fake-slow_stream", stream=True)
+        if r.status_code == 200:
+            events = self.read_events(r)
+            self.assertEqual(json.loads(events[-1][1])["error"]["code"], "model_backend_timeout")
+        else:
+            self.assertError(r, 504, "model_backend_timeout")
+        self.assertEqual(self.ledger(), [])
+
+    def test_client_that_goes_away_cancels_the_backend_call(self):
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=3000)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            body = json.dumps({"message": "hi", "model": "fake-slow_head"}).encode()
+            s.sendall(b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + self.live.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.time() + 5
+            while self.backend.stats()["active"] == 0 and time.time() < deadline:
+                time.sleep(0.02)
+        t0 = time.time()
+        while self.backend.stats()["cancelled"] == 0 and time.time() < t0 + 2:
+            time.sleep(0.02)
+        self.assertEqual(self.backend.stats()["cancelled"], 1)
+        self.assertLess(time.time() - t0, 1.5)
+        time.sleep(0.2)
+        self.assertEqual(self.ledger(), [])
+        self.assertIn('"error":"client_closed_request"', srv.output())
+
+    # ---- limits ---------------------------------------------------------------------------
+
+    def test_concurrency_cap_per_key(self):
+        self.set_plan("one-at-a-time")
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=800)
+        results = []
+
+        def one():
+            results.append(self.chat(srv, self.live, {"message": "x", "model": "fake-slow_head"}))
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        self.assertEqual(codes, [200, 200, 429, 429, 429])
+        for r in results:
+            if r.status_code == 429:
+                self.assertError(r, 429, "too_many_concurrent_requests")
+        self.assertEqual(len(self.ledger()), 2)
+        # The slots come back.
+        self.assertEqual(self.chat(srv, self.live).status_code, 200)
+
+    def test_live_rate_limit_of_the_plan(self):
+        self.set_plan("slow-lane")
+        srv = self.serve()
+        codes = [self.chat(srv, self.live).status_code for _ in range(4)]
+        self.assertEqual(codes, [200, 200, 200, 429])
+        self.assertEqual(len(self.ledger()), 3)
+
+    def test_quota_lets_exactly_n_requests_through_under_concurrency(self):
+        self.set_plan("tiny")  # 20 requests a month
+        srv = self.serve()
+        results = []
+        lock = threading.Lock()
+
+        def worker(i):
+            s = requests.Session()
+            for j in range(8):
+                # Some requests fail at the backend: they must give their reservation back.
+                model = "fake-fail" if (i + j) % 5 == 0 else "fake-model"
+                r = s.post(srv.url + "/v1/chat/completions",
+                           headers={"Authorization": f"Bearer {self.live}",
+                                    "Content-Type": "application/json"},
+                           data=json.dumps({"model": model,
+                                            "messages": [{"role": "user", "content": "q"}]}),
+                           timeout=10)
+                with lock:
+                    results.append((model, r.status_code, r.json()))
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ok = [r for r in results if r[1] == 200]
+        refused = [r for r in results if r[1] == 429]
+        self.assertEqual(len(ok), 20, [r[1] for r in results])
+        self.assertTrue(refused)
+        for _, _, body in refused:
+            self.assertEqual(body["error"]["code"], "insufficient_quota")
+            self.assertIn("20 live requests", body["error"]["message"])
+            self.assertIn("resets at", body["error"]["message"])
+        rows = self.ledger()
+        self.assertEqual(len(rows), 20)
+        self.assertEqual(len({r[0] for r in rows}), 20)
+        # Test keys are never held back by the quota.
+        self.assertEqual(self.chat(srv, self.test).status_code, 200)
+        # The quota survives a restart: it is counted from the ledger.
+        srv.stop()
+        srv = self.serve()
+        self.assertError(self.chat(srv, self.live), 429, "insufficient_quota")
+
+    def test_token_quota(self):
+        self.set_plan("few-tokens")  # 10 tokens a month; each answer here uses 7
+        srv = self.serve()
+        self.assertEqual(self.chat(srv, self.live).status_code, 200)
+        self.assertEqual(self.chat(srv, self.live).status_code, 200)
+        err = self.assertError(self.chat(srv, self.live), 429, "insufficient_quota")
+        self.assertIn("tokens", err["message"])
+        self.assertEqual(len(self.ledger()), 2)
+
+
+if __name__ == "__main__":
+    harness.main()
