@@ -1061,18 +1061,49 @@ static int64_t month_of_ms(int64_t at_ms)
     return kn_month_of(at_ms / 1000);
 }
 
+/* One line of the rollup a batch adds to: the rows of one account, day, key and model. */
+struct rollup_sum {
+    const struct store_ledger_row *row; /* The first row of the group; NULL for an empty slot. */
+    int64_t day, month;
+    int64_t requests, input_tokens, output_tokens, price_micros;
+};
+
+static uint64_t rollup_hash(const struct store_ledger_row *r, int64_t day)
+{
+    const char *parts[] = {r->account_id, r->key_id, r->model};
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)day;
+    for (size_t i = 0; i < 3; i++)
+        for (const char *c = parts[i]; *c != '\0'; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return h;
+}
+
+static int same_group(const struct rollup_sum *g, const struct store_ledger_row *r, int64_t day)
+{
+    return g->day == day && strcmp(g->row->account_id, r->account_id) == 0 &&
+           strcmp(g->row->key_id, r->key_id) == 0 && strcmp(g->row->model, r->model) == 0;
+}
+
 static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
                              size_t *added)
 {
-    size_t count = 0;
+    size_t count = 0, mask = 1;
+    struct rollup_sum *sums;
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+    /* The batch's rows are summed per rollup line first, so that a group commit of many
+     * requests from a few keys updates a few rollup rows, not one per request. */
+    while (mask < n * 2)
+        mask <<= 1;
+    sums = kn_calloc(mask, sizeof(*sums));
+    mask--;
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK) {
+        free(sums);
         return STORE_ERROR;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct store_ledger_row *r = &rows[i];
-        int64_t month = month_of_ms(r->at_ms);
-        sqlite3_stmt *q;
+        int64_t month = month_of_ms(r->at_ms), day = r->at_ms / 86400000;
 
         rc = RUN(s, LEDGER_INSERT,
                  "INSERT OR IGNORE INTO usage_ledger(request_id, account_id, key_id, "
@@ -1081,28 +1112,46 @@ static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *row
                  "tttttiiittii", r->request_id, r->account_id, r->key_id, r->environment, r->model,
                  (int64_t)r->input_tokens, (int64_t)r->output_tokens, r->price_micros, r->currency,
                  r->plan, r->at_ms, month);
-        q = STMT(s, LEDGER_INSERT);
-        sqlite3_reset(q);
+        sqlite3_reset(STMT(s, LEDGER_INSERT));
         if (rc != SQLITE_DONE)
             goto fail;
         if (sqlite3_changes(db_of(s)) == 0)
             continue; /* Already billed: a retried batch. */
         count++;
+        size_t k = rollup_hash(r, day) & mask;
+        while (sums[k].row != NULL && !same_group(&sums[k], r, day))
+            k = (k + 1) & mask;
+        if (sums[k].row == NULL) {
+            sums[k].row = r;
+            sums[k].day = day;
+            sums[k].month = month;
+        }
+        sums[k].requests++;
+        sums[k].input_tokens += r->input_tokens;
+        sums[k].output_tokens += r->output_tokens;
+        sums[k].price_micros += r->price_micros;
+    }
+    for (size_t k = 0; k <= mask; k++) {
+        const struct rollup_sum *g = &sums[k];
+        if (g->row == NULL)
+            continue;
         rc = RUN(s, ROLLUP_ADD,
                  "INSERT INTO usage_rollup(account_id, day, key_id, model, environment, month, "
                  "requests, input_tokens, output_tokens, price_micros) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
                  "ON CONFLICT(account_id, day, key_id, model) DO UPDATE SET "
-                 "requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens, "
+                 "requests = requests + excluded.requests, "
+                 "input_tokens = input_tokens + excluded.input_tokens, "
                  "output_tokens = output_tokens + excluded.output_tokens, "
                  "price_micros = price_micros + excluded.price_micros",
-                 "titttiiii", r->account_id, r->at_ms / 86400000, r->key_id, r->model,
-                 r->environment, month, (int64_t)r->input_tokens, (int64_t)r->output_tokens,
-                 r->price_micros);
+                 "titttiiiii", g->row->account_id, g->day, g->row->key_id, g->row->model,
+                 g->row->environment, g->month, g->requests, g->input_tokens, g->output_tokens,
+                 g->price_micros);
         sqlite3_reset(STMT(s, ROLLUP_ADD));
         if (rc != SQLITE_DONE)
             goto fail;
     }
+    free(sums);
     if (exec(s, "COMMIT") != STORE_OK) {
         exec(s, "ROLLBACK");
         return STORE_ERROR;
@@ -1111,6 +1160,7 @@ static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *row
         *added = count;
     return STORE_OK;
 fail:
+    free(sums);
     fail(s, "cannot record billed usage");
     exec(s, "ROLLBACK");
     return STORE_ERROR;

@@ -20,6 +20,83 @@ static int last_cb(void *ud, const struct store_key *k)
     return 0;
 }
 
+static int sum_cb(void *ud, const struct store_usage_sum *u)
+{
+    struct store_usage_sum *total = ud;
+    total->requests += u->requests;
+    total->input_tokens += u->input_tokens;
+    total->output_tokens += u->output_tokens;
+    total->price_micros += u->price_micros;
+    total->day++; /* Counts the rollup lines. */
+    return 0;
+}
+
+static int month_cb(void *ud, const struct store_month_total *t)
+{
+    *(struct store_month_total *)ud = *t;
+    return 0;
+}
+
+static int account_cb(void *ud, const struct store_account *a)
+{
+    *(struct store_account *)ud = *a;
+    return 0;
+}
+
+/* The ledger: one row per request id, however often a batch is retried, and a rollup that sums
+ * exactly what the ledger holds; plans and quotas with their change log. */
+static void test_ledger(struct store *s, const char *account_id)
+{
+    struct store_ledger_row rows[300];
+    struct store_usage_sum total;
+    struct store_month_total month;
+    struct store_account a;
+    int64_t seq = 0;
+    size_t added = 0;
+    int64_t at = 1795805276000; /* 2026-11-27 */
+
+    memset(rows, 0, sizeof(rows));
+    for (int i = 0; i < 300; i++) {
+        snprintf(rows[i].request_id, sizeof(rows[i].request_id), "req_%024d", i);
+        kn_strlcpy(rows[i].account_id, account_id, sizeof(rows[i].account_id));
+        snprintf(rows[i].key_id, sizeof(rows[i].key_id), "key_%d", i % 3);
+        kn_strlcpy(rows[i].environment, "production", sizeof(rows[i].environment));
+        kn_strlcpy(rows[i].model, i % 2 ? "m1" : "m2", sizeof(rows[i].model));
+        kn_strlcpy(rows[i].currency, "usd", sizeof(rows[i].currency));
+        kn_strlcpy(rows[i].plan, "pro", sizeof(rows[i].plan));
+        rows[i].input_tokens = 10;
+        rows[i].output_tokens = (uint32_t)i;
+        rows[i].price_micros = 7;
+        rows[i].at_ms = at + (i >= 200 ? 86400000 * 4 : 0); /* The last 100 in December. */
+    }
+    CHECK(store_ledger_add(s, rows, 200, &added) == STORE_OK && added == 200);
+    /* A retried batch overlapping the first: only the new rows count. */
+    CHECK(store_ledger_add(s, rows + 100, 200, &added) == STORE_OK && added == 100);
+    memset(&total, 0, sizeof(total));
+    CHECK(store_usage_sums(s, account_id, kn_month_of(at / 1000), kn_month_of(at / 1000), sum_cb,
+                           &total) == STORE_OK);
+    CHECK(total.requests == 200 && total.input_tokens == 2000 && total.price_micros == 1400);
+    CHECK(total.output_tokens == 199 * 200 / 2);
+    CHECK(total.day == 6); /* 3 keys x 2 models, one day. */
+    memset(&month, 0, sizeof(month));
+    CHECK(store_usage_month_totals(s, kn_month_of(at / 1000) + 1, month_cb, &month) == STORE_OK);
+    CHECK(strcmp(month.account_id, account_id) == 0 && month.requests == 100);
+
+    CHECK(store_accounts_load(s, &seq, account_cb, &a) == STORE_OK && seq == 0);
+    CHECK(a.plan[0] == '\0' && a.quota_requests == STORE_QUOTA_FROM_PLAN);
+    CHECK(store_account_set_plan(s, account_id, "pro") == STORE_OK);
+    CHECK(store_account_set_quota(s, account_id, 5, STORE_QUOTA_UNLIMITED) == STORE_OK);
+    CHECK(store_account_set_plan(s, "acct_nope", "pro") == STORE_NOT_FOUND);
+    memset(&a, 0, sizeof(a));
+    CHECK(store_account_changes(s, &seq, account_cb, &a) == STORE_OK && seq == 2);
+    CHECK(strcmp(a.plan, "pro") == 0 && a.quota_requests == 5 &&
+          a.quota_tokens == STORE_QUOTA_UNLIMITED);
+    CHECK(store_account_set_quota(s, account_id, STORE_QUOTA_FROM_PLAN, STORE_QUOTA_FROM_PLAN) ==
+          STORE_OK);
+    CHECK(store_account_find(s, account_id, &a) == STORE_OK &&
+          a.quota_tokens == STORE_QUOTA_FROM_PLAN);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/konnect-store-XXXXXX", path[128], err[256];
@@ -111,6 +188,7 @@ int main(void)
     CHECK(store_keys_load(s2, 1, &seq2, count_cb, &n) == STORE_OK && n == 1001 && seq2 == 1005);
     free(many);
 
+    test_ledger(s, a.id);
     store_close(s2);
     store_close(s);
     CHECK(store_open("postgres://localhost/x", 1, err, sizeof(err)) == NULL);
