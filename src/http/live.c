@@ -250,6 +250,19 @@ static void fail(struct live_req *lr, enum kn_err err, const char *message)
     flush_out(lr);
 }
 
+static void bill(struct live_req *lr, uint32_t in, uint32_t out);
+
+/* A client left in the middle of a streamed answer. What it received was produced for it: that
+ * part is billed (tokens estimated, one per piece), as model providers do. Returns 1 when it was
+ * billed, 0 when nothing had been received (nothing is billed then). */
+static int bill_partial_stream(struct live_req *lr)
+{
+    if (lr->phase != PHASE_BODY || !lr->streaming || lr->chunks == 0)
+        return 0;
+    bill(lr, lr->have_usage ? lr->in_tokens : lr->call.input_estimate, lr->chunks);
+    return 1;
+}
+
 static void on_guard_dispose(void *p)
 {
     struct live_guard *g = p;
@@ -261,7 +274,7 @@ static void on_guard_dispose(void *p)
     lr->guard = NULL;
     lr->req = NULL;
     lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
-    if (lr->phase != PHASE_BILLING) {
+    if (lr->phase != PHASE_BILLING && !bill_partial_stream(lr)) {
         cancel_backend(lr);
         lr->phase = PHASE_DONE;
     }
@@ -287,7 +300,9 @@ static void on_watch(h2o_timeout_entry_t *entry)
         ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             lr->req->http1_is_persistent = 0;
-            fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
+            lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
+            if (!bill_partial_stream(lr))
+                fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
             return;
         }
     }

@@ -264,6 +264,30 @@ class LiveTest(harness.ServerTest):
         self.assertEqual(self.ledger(), [])
         self.assertIn('"error":"client_closed_request"', srv.output())
 
+    def test_client_that_leaves_mid_stream_pays_for_what_it_got(self):
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=400)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            body = json.dumps({"message": "one two three four five six",
+                               "model": "fake-slow_stream", "stream": True}).encode()
+            s.sendall(b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + self.live.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            got = b""
+            while got.count(b"chat.response.chunk") < 1:
+                got += s.recv(65536)
+        t0 = time.time()
+        while self.backend.stats()["cancelled"] == 0 and time.time() < t0 + 3:
+            time.sleep(0.02)
+        self.assertEqual(self.backend.stats()["cancelled"], 1)
+        deadline = time.time() + 3
+        while not self.ledger() and time.time() < deadline:
+            time.sleep(0.05)
+        rows = self.ledger()
+        self.assertEqual(len(rows), 1)
+        self.assertGreaterEqual(rows[0][4], 1)  # output tokens: the pieces it received
+        self.assertLess(rows[0][4], 8)
+
     # ---- limits ---------------------------------------------------------------------------
 
     def test_concurrency_cap_per_key(self):
