@@ -43,6 +43,7 @@ import select
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -441,11 +442,33 @@ class _Server(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class FakeBackend:
-    """The fake backend on 127.0.0.1:port (0 picks a free port), in daemon threads."""
+class _TLSServer(_Server):
+    """HTTPS on every local address, IPv4 and IPv6 (a client resolving "localhost" may get
+    either): the certificate names localhost."""
 
-    def __init__(self, port=0, api_key=None):
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        sock.settimeout(10)
+        try:
+            return self.ssl_context.wrap_socket(sock, server_side=True), addr
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+
+
+class FakeBackend:
+    """The fake backend on 127.0.0.1:port (0 picks a free port), in daemon threads. With
+    tls=(certfile, keyfile) it speaks HTTPS as https://localhost:port/v1 instead."""
+
+    def __init__(self, port=0, api_key=None, tls=None):
         self.api_key = api_key
+        self.tls = tls
         self._port = port
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -459,7 +482,13 @@ class FakeBackend:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self):
-        self._server = _Server(("127.0.0.1", self._port), _Handler)
+        if self.tls is not None:
+            self._server = _TLSServer(("::", self._port), _Handler)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._server.ssl_context = ctx
+        else:
+            self._server = _Server(("127.0.0.1", self._port), _Handler)
         self._server.backend = self
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -496,6 +525,8 @@ class FakeBackend:
 
     @property
     def url(self):
+        if self.tls is not None:
+            return f"https://localhost:{self._port}/v1"
         return f"http://127.0.0.1:{self._port}/v1"
 
     # -- behaviour --------------------------------------------------------------------------

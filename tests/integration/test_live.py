@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 import unittest
@@ -142,6 +143,25 @@ class LiveTest(harness.ServerTest):
         self.assertEqual([line for line in r.iter_lines() if line][-1], b"data: [DONE]")
         self.assertEqual(self.backend.stats()["requests"], 0)
         self.assertEqual(self.ledger(), [])
+
+    def test_https_backend_is_verified(self):
+        cert = os.path.join(self.data.path, "backend.crt")
+        key = os.path.join(self.data.path, "backend.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        tls = FakeBackend(tls=(cert, key)).start()
+        self.addCleanup(tls.stop)
+        # Trusted (the test's own CA file, read by OpenSSL from SSL_CERT_FILE): answered.
+        srv = self.serve(KONNECT_MODEL_URL=tls.url, SSL_CERT_FILE=cert)
+        r = self.chat(srv, self.live)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertTrue(r.json()["livemode"])
+        srv.stop()
+        # Not trusted by the system's CAs: refused, not billed.
+        srv = self.serve(KONNECT_MODEL_URL=tls.url)
+        self.assertError(self.chat(srv, self.live), 502, "model_backend_error")
+        self.assertEqual(len(self.ledger()), 1)
 
     # ---- streaming ------------------------------------------------------------------------
 
