@@ -270,10 +270,12 @@ static void on_guard_dispose(void *p)
 
     if (lr == NULL)
         return;
-    /* The request is being freed: the client went away before it had its whole answer. */
+    /* The request is being freed: the client went away before it had its whole answer. h2o
+     * frees the request's pool after this, so the request can still be logged. */
+    lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
+    http_log_request(lr->req, &lr->info, kn_error_def(KN_ERR_CLIENT_CLOSED)->status);
     lr->guard = NULL;
     lr->req = NULL;
-    lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
     if (lr->phase != PHASE_BILLING && !bill_partial_stream(lr)) {
         cancel_backend(lr);
         lr->phase = PHASE_DONE;
