@@ -203,7 +203,7 @@ char *chat_mock_response(const struct chat_request *req, const char *model, cons
     n = snprintf(out, size,
                  "{\"id\":\"%s\",\"object\":\"chat.response\",\"created\":%lld,\"model\":\"%s\","
                  "\"livemode\":false,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
-                 "\"usage\":{\"input_tokens\":%u,\"output_tokens\":%u}}",
+                 "\"finish_reason\":\"stop\",\"usage\":{\"input_tokens\":%u,\"output_tokens\":%u}}",
                  id, (long long)created, emodel, content,
                  chat_estimate_tokens(req->message, req->message_len),
                  chat_estimate_tokens(content, clen));

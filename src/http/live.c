@@ -64,6 +64,7 @@ struct live_req {
     int saw_done, saw_finish, have_usage, sent_role;
     uint32_t in_tokens, out_tokens, chunks;
     char finish[32];
+    char model[CHAT_MODEL_MAX + 1]; /* The model that answers: the backend's name for it. */
     char *usage_event; /* OpenAI clients that asked for usage: the usage chunk, sent last. */
     size_t usage_event_len;
 };
@@ -551,6 +552,8 @@ static int on_event(void *ud, const char *data, size_t len)
         lr->in_tokens = c.input_tokens;
         lr->out_tokens = c.output_tokens;
     }
+    if (c.model != NULL && chat_valid_model(c.model, strlen(c.model)))
+        kn_strlcpy(lr->model, c.model, sizeof(lr->model));
     if (c.finish_reason != NULL) {
         lr->saw_finish = 1;
         kn_strlcpy(lr->finish, c.finish_reason, sizeof(lr->finish));
@@ -572,8 +575,8 @@ static int on_event(void *ud, const char *data, size_t len)
             lr->usage_event_len = len + 8;
         }
     } else if (c.content != NULL && c.content_len > 0) {
-        ev = chat_konnect_delta_event(lr->id, lr->created, lr->call.model, 1, c.content,
-                                      c.content_len, &elen);
+        ev = chat_konnect_delta_event(lr->id, lr->created, lr->model, 1, c.content, c.content_len,
+                                      &elen);
         if (ev != NULL)
             append_out(lr, ev, elen);
         free(ev);
@@ -597,14 +600,14 @@ static void finish_stream(struct live_req *lr)
     out = lr->have_usage ? lr->out_tokens : lr->chunks;
     if (lr->call.api == CHAT_API_KONNECT) {
         size_t elen;
-        char *ev = chat_konnect_final_event(lr->id, lr->created, lr->call.model, 1,
+        char *ev = chat_konnect_final_event(lr->id, lr->created, lr->model, 1,
                                             lr->finish[0] ? lr->finish : "stop", in, out, &elen);
         free(lr->usage_event);
         lr->usage_event = ev;
         lr->usage_event_len = elen;
     } else {
         if (lr->call.include_usage && lr->usage_event == NULL)
-            lr->usage_event = chat_openai_usage_event(lr->id, lr->created, lr->call.model, in, out,
+            lr->usage_event = chat_openai_usage_event(lr->id, lr->created, lr->model, in, out,
                                                       &lr->usage_event_len);
         size_t n = lr->usage_event != NULL ? lr->usage_event_len : 0;
         lr->usage_event = kn_realloc(lr->usage_event, n + 15);
@@ -785,6 +788,7 @@ void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64
     lr->quota_held = 1;
     lr->call = *call;
     memset(call, 0, sizeof(*call));
+    kn_strlcpy(lr->model, lr->call.model, sizeof(lr->model));
     lr->created = kn_unix_now();
     base62_random_id(lr->id, lr->call.api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
     sse_init(&lr->sse, SSE_EVENT_MAX);
