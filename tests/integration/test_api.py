@@ -53,8 +53,8 @@ class ChatTest(ServerTest):
         self.assertIn("mock", body["message"]["content"])
         self.assertGreater(body["usage"]["input_tokens"], 0)
         self.assertGreater(body["usage"]["output_tokens"], 0)
-        self.assertEqual(set(body), {"id", "object", "created", "model", "livemode", "message", "finish_reason",
-                                     "usage"})
+        self.assertEqual(set(body), {"id", "object", "created", "model", "livemode", "message",
+                                     "finish_reason", "usage"})
 
     def test_mock_is_deterministic(self):
         a = self.srv.post(self.test_key, {"message": "Same input"}).json()
