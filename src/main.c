@@ -21,10 +21,13 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  serve     run the HTTP server\n"
-    "  account   create and show customer accounts\n"
+    "  account   create and show customer accounts, set their plan and quotas\n"
     "  key       create, list, roll, update, revoke and expire API keys\n"
     "  user      set a dashboard user's password\n"
     "  audit     print the audit log\n"
+    "  usage     print an account's billed usage and cost in a month\n"
+    "  invoice   print an account's invoice for a month (text, JSON or CSV), or list them\n"
+    "  plans     list the plans of the plans file\n"
     "  migrate   create or upgrade the database\n"
     "  version   print the version\n"
     "\n"
@@ -143,6 +146,12 @@ int main(int argc, char **argv)
         return cli_user(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "audit") == 0)
         return cli_audit(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "usage") == 0)
+        return cli_usage(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "invoice") == 0)
+        return cli_invoice(&c, argc - 1, argv + 1);
+    if (strcmp(argv[1], "plans") == 0)
+        return cli_plans(&c, argc - 1, argv + 1);
     if (strcmp(argv[1], "migrate") == 0)
         return cli_migrate(&c, argc - 1, argv + 1);
     char shown[64];

@@ -14,6 +14,8 @@
 #include "keys/keysync.h"
 #include "auth/password.h"
 #include "keys/lifecycle.h"
+#include "metering/plans.h"
+#include "metering/report.h"
 #include "store/store.h"
 
 #define MAX_BATCH 1000000
@@ -21,18 +23,32 @@
 static const char account_usage[] =
     "Usage: konnect account create --email EMAIL\n"
     "       konnect account show --account EMAIL|ID\n"
+    "       konnect account set-plan --account EMAIL|ID --plan NAME\n"
+    "       konnect account set-quota --account EMAIL|ID [--requests N|unlimited|plan]\n"
+    "                                 [--tokens N|unlimited|plan]\n"
     "\n"
     "Manage customer accounts.\n"
     "\n"
-    "  create   Create an account for EMAIL and print its id.\n"
-    "  show     Print an account's id, email and creation time.\n"
+    "  create     Create an account for EMAIL and print its id.\n"
+    "  show       Print an account's id, email, creation time, plan, the monthly quotas in\n"
+    "             force and this month's billed usage and cost.\n"
+    "  set-plan   Put an account on a plan of the plans file ('default' follows the file's\n"
+    "             default plan). A running server applies it at once.\n"
+    "  set-quota  Override an account's monthly quotas of live requests and of tokens (input\n"
+    "             plus output): a number, 'unlimited', or 'plan' for the plan's quota again.\n"
+    "             A quota not given is left as it is. A running server applies it at once.\n"
     "\n"
     "Options:\n"
     "  --email EMAIL       the account owner's email address\n"
-    "  --account EMAIL|ID  the account to show\n"
+    "  --account EMAIL|ID  the account to show or change\n"
+    "  --plan NAME         a plan named in the plans file (see 'konnect plans')\n"
+    "  --requests N        live requests a month: N, unlimited or plan\n"
+    "  --tokens N          tokens a month: N, unlimited or plan\n"
     "  --data-dir DIR      where the database and server secret live (KONNECT_DATA_DIR, "
     "default ./var)\n"
-    "  -h, --help          show this help\n";
+    "  -h, --help          show this help\n"
+    "\n"
+    "Plans come from KONNECT_PLANS (default <data dir>/plans.json).\n";
 
 static const char key_usage[] =
     "Usage: konnect key create --account EMAIL|ID --mode test|live --name NAME\n"
@@ -96,6 +112,51 @@ static const char audit_usage[] =
     "  --json              print JSON\n"
     "  --data-dir DIR      where the database lives (KONNECT_DATA_DIR, default ./var)\n";
 
+static const char usage_usage[] =
+    "Usage: konnect usage --account EMAIL|ID [--month YYYY-MM] [--json]\n"
+    "\n"
+    "Print an account's billed live usage in a month (default: this month, UTC): its plan, the\n"
+    "quotas in force with what is used and what remains, the cost so far, and the requests,\n"
+    "tokens and cost of each key. Test keys are never billed and never counted.\n"
+    "\n"
+    "Options:\n"
+    "  --account EMAIL|ID  the account\n"
+    "  --month YYYY-MM     the month, such as 2026-11 (default: this month)\n"
+    "  --json              print the report as JSON, with usage by key, environment and day\n"
+    "                      (the dashboard's report; see docs/dashboard-api.md)\n"
+    "  --data-dir DIR      where the database lives (KONNECT_DATA_DIR, default ./var)\n"
+    "  -h, --help          show this help\n";
+
+static const char invoice_usage[] =
+    "Usage: konnect invoice --account EMAIL|ID [--month YYYY-MM] [--json|--csv]\n"
+    "       konnect invoice list --account EMAIL|ID [--json]\n"
+    "\n"
+    "Print an account's invoice for a month (default: this month, UTC): one line per model and\n"
+    "key with requests, tokens and amount, and the total, which is exactly the sum of the\n"
+    "month's billed requests. The current month's invoice is open (it can still grow); earlier\n"
+    "months' are final. 'list' prints every month with billed usage, newest first.\n"
+    "\n"
+    "Options:\n"
+    "  --account EMAIL|ID  the account\n"
+    "  --month YYYY-MM     the month, such as 2026-11 (default: this month)\n"
+    "  --json              print JSON\n"
+    "  --csv               print CSV (RFC 4180), as the dashboard's download\n"
+    "  --data-dir DIR      where the database lives (KONNECT_DATA_DIR, default ./var)\n"
+    "  -h, --help          show this help\n";
+
+static const char plans_usage[] =
+    "Usage: konnect plans [--json]\n"
+    "\n"
+    "List the plans of the plans file (KONNECT_PLANS, default <data dir>/plans.json) with their\n"
+    "monthly quotas, prices (in micro-units: 1,000,000 = one unit of the currency) and limits.\n"
+    "The default plan is marked with '*'. Without a plans file every account is on the\n"
+    "built-in plan 'default': unlimited and free.\n"
+    "\n"
+    "Options:\n"
+    "  --json              print JSON\n"
+    "  --data-dir DIR      where the plans file is looked for (KONNECT_DATA_DIR, default ./var)\n"
+    "  -h, --help          show this help\n";
+
 static const char migrate_usage[] =
     "Usage: konnect migrate [--data-dir DIR]\n"
     "\n"
@@ -115,7 +176,12 @@ enum {
     OPT_JSON,
     OPT_ALLOW_IP,
     OPT_GRACE,
-    OPT_LIMIT
+    OPT_LIMIT,
+    OPT_PLAN,
+    OPT_REQUESTS,
+    OPT_TOKENS,
+    OPT_MONTH,
+    OPT_CSV
 };
 
 static const struct option long_options[] = {
@@ -132,14 +198,19 @@ static const struct option long_options[] = {
     {"allow-ip", required_argument, NULL, OPT_ALLOW_IP},
     {"grace", required_argument, NULL, OPT_GRACE},
     {"limit", required_argument, NULL, OPT_LIMIT},
+    {"plan", required_argument, NULL, OPT_PLAN},
+    {"requests", required_argument, NULL, OPT_REQUESTS},
+    {"tokens", required_argument, NULL, OPT_TOKENS},
+    {"month", required_argument, NULL, OPT_MONTH},
+    {"csv", no_argument, NULL, OPT_CSV},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
 struct opts {
     const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
-        *limit;
-    int json, help;
+        *limit, *plan, *requests, *tokens, *month;
+    int json, csv, help;
     const char *positional[4];
     int npositional;
 };
@@ -192,6 +263,21 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
             break;
         case OPT_LIMIT:
             o->limit = optarg;
+            break;
+        case OPT_PLAN:
+            o->plan = optarg;
+            break;
+        case OPT_REQUESTS:
+            o->requests = optarg;
+            break;
+        case OPT_TOKENS:
+            o->tokens = optarg;
+            break;
+        case OPT_MONTH:
+            o->month = optarg;
+            break;
+        case OPT_CSV:
+            o->csv = 1;
             break;
         case 'h':
             o->help = 1;
@@ -260,59 +346,6 @@ int cli_migrate(struct kn_config *c, int argc, char **argv)
     return 0;
 }
 
-int cli_account(struct kn_config *c, int argc, char **argv)
-{
-    struct opts o;
-    struct store *s;
-    struct store_account a;
-    char tbuf[32];
-    int ret = 1;
-
-    if (parse_opts(c, argc, argv, &o, account_usage) != 0)
-        return 2;
-    if (o.help || o.npositional == 0) {
-        fputs(account_usage, o.help ? stdout : stderr);
-        return o.help ? 0 : 2;
-    }
-    if (strcmp(o.positional[0], "create") == 0) {
-        if (o.email == NULL) {
-            fprintf(stderr, "konnect: account create needs --email\n");
-            return 2;
-        }
-        if ((s = open_store(c)) == NULL)
-            return 1;
-        int r = store_account_create(s, o.email, &a);
-        if (r == STORE_OK) {
-            printf("%s\n", a.id);
-            fprintf(stderr, "konnect: created account %s for %s\n", a.id, a.email);
-            ret = 0;
-        } else {
-            fprintf(stderr, "konnect: %s\n", store_errmsg(s));
-        }
-        store_close(s);
-        return ret;
-    }
-    if (strcmp(o.positional[0], "show") == 0) {
-        if (o.account == NULL) {
-            fprintf(stderr, "konnect: account show needs --account\n");
-            return 2;
-        }
-        if ((s = open_store(c)) == NULL)
-            return 1;
-        if (find_account(s, o.account, &a) == STORE_OK) {
-            printf("id       %s\nemail    %s\ncreated  %s\n", a.id, a.email,
-                   kn_format_time(a.created_at, tbuf, sizeof(tbuf)));
-            ret = 0;
-        }
-        store_close(s);
-        return ret;
-    }
-    char shown[64];
-    fprintf(stderr, "konnect: unknown account command '%s'\n\n%s",
-            redact_copy(shown, sizeof(shown), o.positional[0]), account_usage);
-    return 2;
-}
-
 static const struct lifecycle_actor cli_actor = {"cli", ""};
 
 static int load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
@@ -341,6 +374,483 @@ static void report_notify(struct kn_config *c, const char *what)
     else if (n < 0)
         fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
                         "a second\n");
+}
+
+/* ---- accounts, plans, usage and invoices ---------------------------------------------------- */
+
+static struct plans *load_plans(const struct kn_config *c)
+{
+    char err[512];
+    struct plans *p = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
+    if (p == NULL)
+        fprintf(stderr, "konnect: %s\n", err);
+    return p;
+}
+
+/* Parses --month (default: this month). Returns 0, or -1 after saying why. */
+static int parse_month(const struct opts *o, int64_t *month)
+{
+    *month = kn_month_of(kn_unix_now());
+    if (o->month != NULL && kn_month_parse(o->month, month) != 0) {
+        fprintf(stderr, "konnect: --month takes a month such as 2026-11\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void print_json(json_t *doc)
+{
+    json_dumpf(doc, stdout, JSON_INDENT(2));
+    putchar('\n');
+}
+
+/* One quota in force as text: "2 a month" or "unlimited", with where it comes from. */
+static void describe_quota(int64_t override, int64_t from_plan, char *buf, size_t size)
+{
+    int64_t limit = override == STORE_QUOTA_FROM_PLAN ? from_plan : override;
+    const char *src = override == STORE_QUOTA_FROM_PLAN ? "the plan's" : "override";
+
+    if (limit == PLAN_UNLIMITED)
+        snprintf(buf, size, "unlimited (%s)", src);
+    else
+        snprintf(buf, size, "%lld a month (%s)", (long long)limit, src);
+}
+
+static void quota_shown(const char *label, json_t *q)
+{
+    json_t *limit = json_object_get(q, "limit");
+    long long used = (long long)json_integer_value(json_object_get(q, "used"));
+
+    if (json_is_null(limit))
+        printf("%-9s%lld used this month, no limit", label, used);
+    else
+        printf("%-9s%lld of %lld used this month, %lld remaining", label, used,
+               (long long)json_integer_value(limit),
+               (long long)json_integer_value(json_object_get(q, "remaining")));
+    printf(" (%s)\n", strcmp(json_string_value(json_object_get(q, "source")), "plan") == 0
+                          ? "plan quota"
+                          : "account override");
+}
+
+static int account_show(struct kn_config *c, const struct opts *o)
+{
+    struct store *s;
+    struct store_account a;
+    struct plans *plans = NULL;
+    json_t *u = NULL;
+    char tbuf[32], money[REPORT_MONEY_SIZE];
+    int ret = 1;
+
+    if (o->account == NULL) {
+        fprintf(stderr, "konnect: account show needs --account\n");
+        return 2;
+    }
+    if ((s = open_store(c)) == NULL)
+        return 1;
+    if (find_account(s, o->account, &a) != STORE_OK)
+        goto out;
+    printf("id       %s\nemail    %s\ncreated  %s\n", a.id, a.email,
+           kn_format_time(a.created_at, tbuf, sizeof(tbuf)));
+    if ((plans = load_plans(c)) == NULL)
+        goto out;
+    if (report_usage(s, plans, &a, kn_month_of(kn_unix_now()), kn_unix_now(), &u) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    json_t *quota = json_object_get(u, "quota"), *totals = json_object_get(u, "totals");
+    printf("plan     %s%s\n",
+           json_string_value(json_object_get(json_object_get(u, "plan"), "name")),
+           a.plan[0] == '\0' ? " (the default plan)" : "");
+    quota_shown("requests", json_object_get(quota, "requests"));
+    quota_shown("tokens", json_object_get(quota, "tokens"));
+    printf("cost     %s in %s (quotas reset at %s)\n",
+           report_money(json_integer_value(json_object_get(totals, "cost_micros")), plans->currency,
+                        money, sizeof(money)),
+           json_string_value(json_object_get(u, "month")),
+           json_string_value(json_object_get(quota, "resets_at")));
+    ret = 0;
+out:
+    json_decref(u);
+    plans_free(plans);
+    store_close(s);
+    return ret;
+}
+
+static int account_set_plan(struct kn_config *c, const struct opts *o)
+{
+    struct store *s = NULL;
+    struct store_account a;
+    struct plans *plans;
+    const struct plan *p;
+    char detail[256], shown[PLAN_NAME_MAX + 8];
+    int ret = 1, follow_default = 0;
+
+    if (o->account == NULL || o->plan == NULL) {
+        fprintf(stderr, "konnect: account set-plan needs --account and --plan\n");
+        return 2;
+    }
+    if ((plans = load_plans(c)) == NULL)
+        return 1;
+    p = o->plan[0] != '\0' ? plans_find(plans, o->plan) : NULL;
+    /* "default" follows the file's default plan, unless the file has a plan of that name. */
+    if (p == NULL && strcmp(o->plan, "default") == 0) {
+        p = plans_find(plans, NULL);
+        follow_default = 1;
+    }
+    if (p == NULL) {
+        redact_copy(shown, sizeof(shown), o->plan);
+        if (plans->builtin)
+            fprintf(stderr,
+                    "konnect: no plan '%s': there is no plans file at %s, so the only plan is",
+                    shown, c->plans_file);
+        else
+            fprintf(stderr, "konnect: the plans file %s has no plan '%s'; its plans are",
+                    c->plans_file, shown);
+        for (size_t i = 0; i < plans->count; i++)
+            fprintf(stderr, " %s", plans->plan[i].name);
+        fputc('\n', stderr);
+        goto out;
+    }
+    /* The account stores "" for the default plan, whichever plan that is at the time. */
+    const char *stored = follow_default || plans->builtin ? "" : p->name;
+    if ((s = open_store(c)) == NULL || find_account(s, o->account, &a) != STORE_OK)
+        goto out;
+    if (store_account_set_plan(s, a.id, stored) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    snprintf(detail, sizeof(detail), "plan %s%s (was %s)", p->name,
+             stored[0] == '\0' ? ", the default" : "", a.plan[0] ? a.plan : "the default");
+    lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.plan", a.email, "ok",
+                          detail);
+    printf("%s is on plan %s%s\n", a.email, p->name,
+           stored[0] == '\0' ? " (the default plan)" : "");
+    report_notify(c, "the plan is in force");
+    ret = 0;
+out:
+    store_close(s);
+    plans_free(plans);
+    return ret;
+}
+
+/* Parses a quota option: N, "unlimited" or "plan". Returns 0, or -1 after saying why. */
+static int parse_quota(const char *name, const char *v, int64_t *out)
+{
+    long long n;
+
+    if (strcmp(v, "unlimited") == 0)
+        *out = STORE_QUOTA_UNLIMITED;
+    else if (strcmp(v, "plan") == 0)
+        *out = STORE_QUOTA_FROM_PLAN;
+    else if (kn_parse_int(v, 0, 1000000000000000LL, &n) == 0)
+        *out = n;
+    else {
+        fprintf(stderr, "konnect: --%s takes a number from 0 to 10^15, unlimited or plan\n", name);
+        return -1;
+    }
+    return 0;
+}
+
+static void quota_text(int64_t q, char *buf, size_t size)
+{
+    if (q == STORE_QUOTA_FROM_PLAN)
+        snprintf(buf, size, "plan");
+    else if (q == STORE_QUOTA_UNLIMITED)
+        snprintf(buf, size, "unlimited");
+    else
+        snprintf(buf, size, "%lld", (long long)q);
+}
+
+static int account_set_quota(struct kn_config *c, const struct opts *o)
+{
+    struct store *s = NULL;
+    struct store_account a;
+    struct plans *plans = NULL;
+    const struct plan *p;
+    int64_t requests = 0, tokens = 0;
+    char detail[256], r0[32], r1[32], t0[32], t1[32], rq[64], tq[64];
+    int ret = 1;
+
+    if (o->account == NULL || (o->requests == NULL && o->tokens == NULL)) {
+        fprintf(stderr, "konnect: account set-quota needs --account and --requests or --tokens\n");
+        return 2;
+    }
+    if ((o->requests != NULL && parse_quota("requests", o->requests, &requests) != 0) ||
+        (o->tokens != NULL && parse_quota("tokens", o->tokens, &tokens) != 0))
+        return 2;
+    if ((plans = load_plans(c)) == NULL)
+        return 1;
+    if ((s = open_store(c)) == NULL || find_account(s, o->account, &a) != STORE_OK)
+        goto out;
+    if (o->requests == NULL)
+        requests = a.quota_requests;
+    if (o->tokens == NULL)
+        tokens = a.quota_tokens;
+    if (store_account_set_quota(s, a.id, requests, tokens) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    quota_text(a.quota_requests, r0, sizeof(r0));
+    quota_text(requests, r1, sizeof(r1));
+    quota_text(a.quota_tokens, t0, sizeof(t0));
+    quota_text(tokens, t1, sizeof(t1));
+    snprintf(detail, sizeof(detail), "requests %s (was %s), tokens %s (was %s)", r1, r0, t1, t0);
+    lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.quota", a.email, "ok",
+                          detail);
+    if ((p = plans_find(plans, a.plan)) == NULL)
+        p = plans_find(plans, NULL);
+    describe_quota(requests, p->requests_per_month, rq, sizeof(rq));
+    describe_quota(tokens, p->tokens_per_month, tq, sizeof(tq));
+    printf("%s: requests %s, tokens %s\n", a.email, rq, tq);
+    report_notify(c, "the quotas are in force");
+    ret = 0;
+out:
+    store_close(s);
+    plans_free(plans);
+    return ret;
+}
+
+int cli_account(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+    struct store_account a;
+    int ret = 1;
+
+    if (parse_opts(c, argc, argv, &o, account_usage) != 0)
+        return 2;
+    if (o.help || o.npositional == 0) {
+        fputs(account_usage, o.help ? stdout : stderr);
+        return o.help ? 0 : 2;
+    }
+    if (strcmp(o.positional[0], "create") == 0) {
+        if (o.email == NULL) {
+            fprintf(stderr, "konnect: account create needs --email\n");
+            return 2;
+        }
+        if ((s = open_store(c)) == NULL)
+            return 1;
+        int r = store_account_create(s, o.email, &a);
+        if (r == STORE_OK) {
+            printf("%s\n", a.id);
+            fprintf(stderr, "konnect: created account %s for %s\n", a.id, a.email);
+            ret = 0;
+        } else {
+            fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        }
+        store_close(s);
+        return ret;
+    }
+    if (strcmp(o.positional[0], "show") == 0)
+        return account_show(c, &o);
+    if (strcmp(o.positional[0], "set-plan") == 0)
+        return account_set_plan(c, &o);
+    if (strcmp(o.positional[0], "set-quota") == 0)
+        return account_set_quota(c, &o);
+    char shown[64];
+    fprintf(stderr, "konnect: unknown account command '%s'\n\n%s",
+            redact_copy(shown, sizeof(shown), o.positional[0]), account_usage);
+    return 2;
+}
+
+/* Opens the store and the plans and finds the account of --account, for usage and invoice. */
+static struct store *open_account(struct kn_config *c, const struct opts *o,
+                                  struct store_account *a, struct plans **plans)
+{
+    struct store *s;
+
+    if ((*plans = load_plans(c)) == NULL)
+        return NULL;
+    if ((s = open_store(c)) == NULL || find_account(s, o->account, a) != STORE_OK) {
+        store_close(s);
+        plans_free(*plans);
+        *plans = NULL;
+        return NULL;
+    }
+    return s;
+}
+
+int cli_usage(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+    struct store_account a;
+    struct plans *plans;
+    int64_t month;
+    json_t *u = NULL;
+    int ret = 1;
+
+    if (parse_opts(c, argc, argv, &o, usage_usage) != 0)
+        return 2;
+    if (o.help) {
+        fputs(usage_usage, stdout);
+        return 0;
+    }
+    if (o.npositional != 0 || o.account == NULL) {
+        fprintf(stderr, "konnect: usage needs --account\n\n%s", usage_usage);
+        return 2;
+    }
+    if (parse_month(&o, &month) != 0)
+        return 2;
+    if ((s = open_account(c, &o, &a, &plans)) == NULL)
+        return 1;
+    if (report_usage(s, plans, &a, month, kn_unix_now(), &u) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    if (o.json) {
+        print_json(u);
+    } else {
+        char *text = report_usage_text(u);
+        fputs(text, stdout);
+        free(text);
+    }
+    ret = 0;
+out:
+    json_decref(u);
+    plans_free(plans);
+    store_close(s);
+    return ret;
+}
+
+static void print_months(json_t *months)
+{
+    char money[REPORT_MONEY_SIZE];
+    size_t i;
+    json_t *m;
+
+    printf("%-8s  %-22s  %-6s  %10s  %12s  %13s  %16s\n", "MONTH", "INVOICE", "STATUS", "REQUESTS",
+           "INPUT TOKENS", "OUTPUT TOKENS", "TOTAL");
+    json_array_foreach(months, i, m)
+    {
+        printf("%-8s  %-22s  %-6s  %10lld  %12lld  %13lld  %16s\n",
+               json_string_value(json_object_get(m, "month")),
+               json_string_value(json_object_get(m, "number")),
+               json_string_value(json_object_get(m, "status")),
+               (long long)json_integer_value(json_object_get(m, "requests")),
+               (long long)json_integer_value(json_object_get(m, "input_tokens")),
+               (long long)json_integer_value(json_object_get(m, "output_tokens")),
+               report_money(json_integer_value(json_object_get(m, "total_micros")),
+                            json_string_value(json_object_get(m, "currency")), money,
+                            sizeof(money)));
+    }
+}
+
+int cli_invoice(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+    struct store_account a;
+    struct plans *plans;
+    int64_t month;
+    json_t *doc = NULL;
+    int ret = 1, list;
+
+    if (parse_opts(c, argc, argv, &o, invoice_usage) != 0)
+        return 2;
+    if (o.help) {
+        fputs(invoice_usage, stdout);
+        return 0;
+    }
+    list = o.npositional == 1 && strcmp(o.positional[0], "list") == 0;
+    if ((o.npositional != 0 && !list) || o.account == NULL) {
+        fprintf(stderr, "konnect: invoice needs --account\n\n%s", invoice_usage);
+        return 2;
+    }
+    if ((o.json && o.csv) || (list && (o.csv || o.month != NULL))) {
+        fprintf(stderr, "konnect: choose one of --json and --csv (list takes only --json)\n");
+        return 2;
+    }
+    if (parse_month(&o, &month) != 0)
+        return 2;
+    if ((s = open_account(c, &o, &a, &plans)) == NULL)
+        return 1;
+    int rc = list ? report_months(s, plans, &a, kn_unix_now(), &doc)
+                  : report_invoice(s, plans, &a, month, kn_unix_now(), &doc);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    if (o.json) {
+        print_json(doc);
+    } else if (list) {
+        print_months(doc);
+    } else if (o.csv) {
+        size_t len;
+        char *csv = report_invoice_csv(doc, &len);
+        fwrite(csv, 1, len, stdout);
+        free(csv);
+    } else {
+        char *text = report_invoice_text(doc);
+        fputs(text, stdout);
+        free(text);
+    }
+    ret = 0;
+out:
+    json_decref(doc);
+    plans_free(plans);
+    store_close(s);
+    return ret;
+}
+
+static void price_text(int64_t micros, char *buf, size_t size)
+{
+    snprintf(buf, size, "%lld", (long long)micros);
+}
+
+int cli_plans(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct plans *plans;
+    char rq[32], tq[32], pr[32], pi[32], po[32], rpm[32];
+
+    if (parse_opts(c, argc, argv, &o, plans_usage) != 0)
+        return 2;
+    if (o.help) {
+        fputs(plans_usage, stdout);
+        return 0;
+    }
+    if (o.npositional != 0) {
+        fputs(plans_usage, stderr);
+        return 2;
+    }
+    if ((plans = load_plans(c)) == NULL)
+        return 1;
+    if (o.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < plans->count; i++)
+            json_array_append_new(arr, report_plan_json(&plans->plan[i]));
+        json_t *doc = json_pack("{s:s, s:s, s:b, s:o}", "currency", plans->currency, "default_plan",
+                                plans->plan[plans->default_index].name, "builtin", plans->builtin,
+                                "plans", arr);
+        print_json(doc);
+        json_decref(doc);
+        plans_free(plans);
+        return 0;
+    }
+    if (plans->builtin)
+        fprintf(stderr, "konnect: no plans file at %s; the built-in plan applies\n", c->plans_file);
+    printf("  %-20s  %14s  %14s  %14s  %14s  %14s  %8s  %10s\n", "PLAN", "REQUESTS/MONTH",
+           "TOKENS/MONTH", "PER REQUEST", "PER 1M INPUT", "PER 1M OUTPUT", "RPM", "CONCURRENT");
+    for (size_t i = 0; i < plans->count; i++) {
+        const struct plan *p = &plans->plan[i];
+        /* PLAN_UNLIMITED and STORE_QUOTA_UNLIMITED are the same value. */
+        quota_text(p->requests_per_month, rq, sizeof(rq));
+        quota_text(p->tokens_per_month, tq, sizeof(tq));
+        price_text(p->price_per_request, pr, sizeof(pr));
+        price_text(p->price_per_million_input, pi, sizeof(pi));
+        price_text(p->price_per_million_output, po, sizeof(po));
+        snprintf(rpm, sizeof(rpm), "%s", "none");
+        if (p->requests_per_minute)
+            snprintf(rpm, sizeof(rpm), "%u", p->requests_per_minute);
+        printf("%c %-20s  %14s  %14s  %14s  %14s  %14s  %8s  %10u\n",
+               i == plans->default_index ? '*' : ' ', p->name, rq, tq, pr, pi, po, rpm,
+               p->max_concurrent);
+    }
+    printf("\nPrices are in micro-units of %s (1000000 = 1 %s); * marks the default plan.\n",
+           plans->currency, plans->currency);
+    plans_free(plans);
+    return 0;
 }
 
 #define CHUNK 4096 /* Keys per transaction in bulk creation. */

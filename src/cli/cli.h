@@ -1,5 +1,6 @@
-/* The operator commands: account, key and migrate. Each returns the process exit status: 0 on
- * success, 1 on a failure the operator can fix (reported on stderr), 2 on a usage error. */
+/* The operator commands: account, key, user, audit, usage, invoice, plans and migrate. Each returns
+ * the process exit status: 0 on success, 1 on a failure the operator can fix (reported on stderr),
+ * 2 on a usage error. */
 #ifndef KN_CLI_CLI_H
 #define KN_CLI_CLI_H
 
@@ -16,6 +17,16 @@ int cli_user(struct kn_config *c, int argc, char **argv);
 
 /* `konnect audit`; argv[0] is "audit". */
 int cli_audit(struct kn_config *c, int argc, char **argv);
+
+/* `konnect usage`: an account's billed usage in a month; argv[0] is "usage". */
+int cli_usage(struct kn_config *c, int argc, char **argv);
+
+/* `konnect invoice`: an account's invoice for a month, or the list of them; argv[0] is
+ * "invoice". */
+int cli_invoice(struct kn_config *c, int argc, char **argv);
+
+/* `konnect plans`: the plans of the plans file; argv[0] is "plans". */
+int cli_plans(struct kn_config *c, int argc, char **argv);
 
 /* `konnect migrate`; argv[0] is "migrate". */
 int cli_migrate(struct kn_config *c, int argc, char **argv);

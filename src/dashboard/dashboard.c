@@ -13,6 +13,8 @@
 #include "core/errors.h"
 #include "core/util.h"
 #include "keys/lifecycle.h"
+#include "metering/plans.h"
+#include "metering/report.h"
 #include "store/store.h"
 
 #define THROTTLE_WINDOW 900 /* seconds over which failed sign-ins are counted */
@@ -27,6 +29,7 @@ struct dashboard {
     uint8_t secret[32];
     struct keysync *ks;
     struct store *store;
+    struct plans *plans; /* For usage reports and invoices. */
 };
 
 /* The signed-in user of a request. */
@@ -45,7 +48,9 @@ struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[
     d->cfg = c;
     memcpy(d->secret, secret, 32);
     d->ks = ks;
-    if ((d->store = store_open(c->database, 1, err, errsize)) == NULL) {
+    if ((d->store = store_open(c->database, 1, err, errsize)) == NULL ||
+        (d->plans = plans_load(c->plans_file, c->plans_file_set, err, errsize)) == NULL) {
+        store_close(d->store);
         sodium_memzero(d->secret, sizeof(d->secret));
         free(d);
         return NULL;
@@ -58,6 +63,7 @@ void dashboard_free(struct dashboard *d)
     if (d == NULL)
         return;
     store_close(d->store);
+    plans_free(d->plans);
     sodium_memzero(d->secret, sizeof(d->secret));
     free(d);
 }
@@ -468,13 +474,31 @@ static int collect_key(void *ud, const struct store_key *k)
 static void do_keys_list(struct dashboard *d, const struct dash_request *req,
                          struct dash_response *res, const struct who *w)
 {
-    json_t *arr = json_array();
-    if (store_key_list(d->store, w->member.account_id, collect_key, arr) != STORE_OK) {
+    int64_t month = kn_month_of(kn_unix_now());
+    json_t *arr = json_array(), *usage = NULL, *k;
+    char m[16];
+    size_t i;
+
+    if (store_key_list(d->store, w->member.account_id, collect_key, arr) != STORE_OK ||
+        report_key_usage(d->store, w->member.account_id, month, &usage) != STORE_OK) {
         json_decref(arr);
         reply_store_error(d, res, req);
         return;
     }
-    reply_json(res, 200, "OK", json_pack("{s:o}", "data", arr));
+    /* This month's billed usage of each key, zeros for keys without any. */
+    json_array_foreach(arr, i, k)
+    {
+        json_t *u = json_object_get(usage, json_string_value(json_object_get(k, "id")));
+        json_object_set_new(k, "usage",
+                            u != NULL ? json_incref(u)
+                                      : json_pack("{s:i, s:i, s:i, s:i, s:i}", "requests", 0,
+                                                  "input_tokens", 0, "output_tokens", 0, "tokens",
+                                                  0, "cost_micros", 0));
+    }
+    json_decref(usage);
+    reply_json(res, 200, "OK",
+               json_pack("{s:o, s:s, s:s}", "data", arr, "month",
+                         kn_month_format(month, m, sizeof(m)), "currency", d->plans->currency));
 }
 
 /* Reads "ip_allowlist": [..] into canonical text. Returns 0, or -1 after replying 400. */
@@ -907,6 +931,129 @@ static void do_audit(struct dashboard *d, const struct dash_request *req, struct
                          p.n == AUDIT_PAGE ? json_integer(p.last) : json_null()));
 }
 
+/* ---- usage and invoices ------------------------------------------------------------------ */
+
+/* Reads ?month=YYYY-MM (default: this month). Returns 0, or -1 after replying 400. */
+static int month_param(const struct dash_request *req, struct dash_response *res, int64_t now,
+                       int64_t *month)
+{
+    const char *p = req->query, *v = NULL;
+    char text[16];
+    size_t len;
+
+    *month = kn_month_of(now);
+    while (p != NULL && *p != '\0') {
+        if (strncmp(p, "month=", 6) == 0) {
+            v = p + 6;
+            break;
+        }
+        if ((p = strchr(p, '&')) != NULL)
+            p++;
+    }
+    if (v == NULL)
+        return 0;
+    len = strcspn(v, "&");
+    if (len >= sizeof(text))
+        goto bad;
+    memcpy(text, v, len);
+    text[len] = '\0';
+    if (kn_month_parse(text, month) != 0)
+        goto bad;
+    if (*month > kn_month_of(now)) {
+        reply_error(res, req, KN_ERR_INVALID_PARAMETER, "That month has not started yet.", "month");
+        return -1;
+    }
+    return 0;
+bad:
+    reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'month' must be a month such as 2026-11.",
+                "month");
+    return -1;
+}
+
+static int own_account(struct dashboard *d, const struct dash_request *req,
+                       struct dash_response *res, const struct who *w, struct store_account *a)
+{
+    if (store_account_find(d->store, w->member.account_id, a) == STORE_OK)
+        return 0;
+    reply_store_error(d, res, req);
+    return -1;
+}
+
+static void do_usage(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                     const struct who *w)
+{
+    struct store_account a;
+    int64_t now = kn_unix_now(), month;
+    json_t *doc;
+
+    if (month_param(req, res, now, &month) != 0 || own_account(d, req, res, w, &a) != 0)
+        return;
+    if (report_usage(d->store, d->plans, &a, month, now, &doc) != STORE_OK) {
+        reply_store_error(d, res, req);
+        return;
+    }
+    reply_json(res, 200, "OK", doc);
+}
+
+static void do_invoices(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res, const struct who *w)
+{
+    struct store_account a;
+    json_t *arr;
+
+    if (own_account(d, req, res, w, &a) != 0)
+        return;
+    if (report_months(d->store, d->plans, &a, kn_unix_now(), &arr) != STORE_OK) {
+        reply_store_error(d, res, req);
+        return;
+    }
+    reply_json(res, 200, "OK",
+               json_pack("{s:o, s:s}", "data", arr, "currency", d->plans->currency));
+}
+
+/* GET invoices/YYYY-MM (JSON) or invoices/YYYY-MM.csv (a download). */
+static void do_invoice(struct dashboard *d, const struct dash_request *req,
+                       struct dash_response *res, const struct who *w, const char *which)
+{
+    struct store_account a;
+    int64_t now = kn_unix_now(), month;
+    size_t len = strlen(which);
+    int csv = len > 4 && strcmp(which + len - 4, ".csv") == 0;
+    char text[16];
+    json_t *doc;
+
+    if (csv)
+        len -= 4;
+    if (len >= sizeof(text))
+        goto not_found;
+    memcpy(text, which, len);
+    text[len] = '\0';
+    if (kn_month_parse(text, &month) != 0 || month > kn_month_of(now))
+        goto not_found;
+    if (own_account(d, req, res, w, &a) != 0)
+        return;
+    if (report_invoice(d->store, d->plans, &a, month, now, &doc) != STORE_OK) {
+        reply_store_error(d, res, req);
+        return;
+    }
+    if (!csv) {
+        reply_json(res, 200, "OK", doc);
+        return;
+    }
+    res->status = 200;
+    res->reason = "OK";
+    res->body = report_invoice_csv(doc, &res->body_len);
+    res->content_type = "text/csv; charset=utf-8";
+    snprintf(res->content_disposition, sizeof(res->content_disposition),
+             "attachment; filename=\"konnect-invoice-%s.csv\"",
+             json_string_value(json_object_get(doc, "number")));
+    json_decref(doc);
+    return;
+not_found:
+    reply_error(res, req, KN_ERR_NOT_FOUND,
+                "No such invoice: give a month such as 2026-11 that has started.", NULL);
+}
+
 /* ---- routing ----------------------------------------------------------------------------- */
 
 void dashboard_handle(struct dashboard *d, const struct dash_request *req,
@@ -997,6 +1144,18 @@ void dashboard_handle(struct dashboard *d, const struct dash_request *req,
         if (!get)
             goto not_allowed_get;
         do_audit(d, req, res, &w);
+    } else if (strcmp(p, "usage") == 0) {
+        if (!get)
+            goto not_allowed_get;
+        do_usage(d, req, res, &w);
+    } else if (strcmp(p, "invoices") == 0) {
+        if (!get)
+            goto not_allowed_get;
+        do_invoices(d, req, res, &w);
+    } else if (strncmp(p, "invoices/", 9) == 0) {
+        if (!get)
+            goto not_allowed_get;
+        do_invoice(d, req, res, &w, p + 9);
     } else {
         goto not_found;
     }

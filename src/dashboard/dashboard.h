@@ -1,5 +1,5 @@
 /* The dashboard's JSON API (/dashboard/api/...; see docs/dashboard-api.md): sign-up, sign-in,
- * sessions with CSRF protection, API keys, members and the audit log.
+ * sessions with CSRF protection, API keys, members, the audit log, usage and invoices.
  *
  * It does blocking work (the store, Argon2id), so it runs on its own thread, never on an event
  * loop: the HTTP layer copies each request into a struct dash_request, hands it to
@@ -31,21 +31,25 @@ struct dash_request {
     const char *request_id;
 };
 
-/* The answer. body is malloc'd JSON (or NULL for no body); the caller frees it. */
+/* The answer. body is malloc'd (or NULL for no body); the caller frees it. It is JSON unless
+ * content_type says otherwise (an invoice's CSV download). */
 struct dash_response {
     int status;
     const char *reason;
     char *body;
     size_t body_len;
-    char set_cookie[256];   /* A Set-Cookie value, or "". */
-    unsigned retry_after;   /* Seconds for Retry-After, or 0. */
-    const char *error_code; /* For the access log, or NULL. */
+    const char *content_type;      /* A static Content-Type value, or NULL for application/json. */
+    char content_disposition[128]; /* A Content-Disposition value (a download), or "". */
+    char set_cookie[256];          /* A Set-Cookie value, or "". */
+    unsigned retry_after;          /* Seconds for Retry-After, or 0. */
+    const char *error_code;        /* For the access log, or NULL. */
 };
 
 struct dashboard;
 
-/* Opens the dashboard's own store connection. ks (may be NULL in tests) is asked to apply key
- * changes at once. Returns NULL with a message in err on failure. */
+/* Opens the dashboard's own store connection and reads the plans file (c->plans_file, which
+ * must exist when c->plans_file_set) for usage reports. ks (may be NULL in tests) is asked to
+ * apply key changes at once. Returns NULL with a message in err on failure. */
 struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
                                 struct keysync *ks, char *err, size_t errsize);
 

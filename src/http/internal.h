@@ -86,6 +86,9 @@ void http_add_header(h2o_req_t *req, const char *name, const char *value);
 /* Sends body (copied) as a JSON response and logs the request. */
 void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
                     const char *body, size_t len);
+/* Sends body (copied) with the given Content-Type, no-store, and logs the request. */
+void http_send_body(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
+                    const char *content_type, const char *body, size_t len);
 /* Sends the JSON error document for err (message and param NULL: the defaults). */
 void http_send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
                      const char *param);

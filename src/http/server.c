@@ -99,13 +99,21 @@ void http_add_header(h2o_req_t *req, const char *name, const char *value)
 void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
                     const char *body, size_t len)
 {
+    http_send_body(req, info, status, reason, "application/json", body, len);
+}
+
+void http_send_body(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
+                    const char *content_type, const char *body, size_t len)
+{
     req->res.status = status;
     req->res.reason = reason;
     req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                    H2O_STRLIT("no-store"));
+    if (strcmp(content_type, "application/json") != 0)
+        http_add_header(req, "x-content-type-options", "nosniff");
     http_add_header(req, "request-id", info->request_id);
     /* The name OpenAI's SDKs read the request id from. */
     http_add_header(req, "x-request-id", info->request_id);
@@ -520,9 +528,13 @@ static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t
                 snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
                 http_add_header(req, "retry-after", buf);
             }
+            if (job->out.content_disposition[0] != '\0')
+                http_add_header(req, "content-disposition", job->out.content_disposition);
             if (job->out.body != NULL) {
-                http_send_json(req, &job->info, job->out.status, job->out.reason, job->out.body,
-                               job->out.body_len);
+                http_send_body(req, &job->info, job->out.status, job->out.reason,
+                               job->out.content_type != NULL ? job->out.content_type
+                                                             : "application/json",
+                               job->out.body, job->out.body_len);
             } else {
                 static h2o_generator_t generator = {NULL, NULL};
                 req->res.status = job->out.status;
@@ -684,6 +696,7 @@ static const char *const page_paths[] = {
     "/invite",
     "/settings",
     "/settings/api-keys",
+    "/settings/billing",
     "/settings/members",
     "/settings/security",
     "/dashboard",

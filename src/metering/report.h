@@ -44,6 +44,12 @@ int report_months(struct store *s, const struct plans *plans, const struct store
  * {requests, input_tokens, output_tokens, tokens, cost_micros}. */
 int report_key_usage(struct store *s, const char *account_id, int64_t month, json_t **out);
 
+/* Describes a plan as JSON: {name, requests_per_month, tokens_per_month (null: unlimited),
+ * price_per_request_micros, price_per_million_input_tokens_micros,
+ * price_per_million_output_tokens_micros, requests_per_minute (null: none),
+ * max_concurrent_requests}. Returns a new reference. */
+json_t *report_plan_json(const struct plan *p);
+
 /* Renders an invoice made by report_invoice as CSV (RFC 4180: CRLF line ends, quoted fields
  * where needed): a header row, one row per line item and a total row. Text that a spreadsheet
  * would run as a formula (starting with = + - @) is prefixed with '. Returns a malloc'd string

@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,11 +76,35 @@ async function until(fn, message, ms = STEP_MS) {
   }
 }
 
+// The fake OpenAI-compatible model backend of the integration tests, as a process of its own.
+// Resolves with its URL once it listens; teardown stops it.
+async function startFakeBackend(env) {
+  const port = await freePort();
+  const proc = spawn('python3', [path.join(REPO, 'tests', 'integration', 'fake_backend.py'), '--port', String(port)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  env.helpers.push(proc);
+  let out = '';
+  proc.stdout.on('data', (c) => {
+    out += c.toString('utf8');
+  });
+  proc.stderr.on('data', (c) => {
+    out += c.toString('utf8');
+  });
+  await until(() => {
+    if (proc.exitCode !== null) throw new Error(`fake_backend.py exited: ${out}`);
+    return /listening on (\S+)/.test(out);
+  }, 'the fake model backend listens', START_MS);
+  return out.match(/listening on (\S+)/)[1];
+}
+
 // ------------------------------------------------------------------------------------------------
 // Fixture: a server, a browser, a page. Cleanup is registered before anything can fail.
+// Options: backend (start the fake model backend and point KONNECT_MODEL_URL at it), plans (an
+// object written as the data directory's plans.json).
 
-async function setup(t) {
-  const env = { shots: 0, problems: [], serverLog: '', secrets: new Set() };
+async function setup(t, opts = {}) {
+  const env = { shots: 0, problems: [], serverLog: '', secrets: new Set(), helpers: [] };
   t.after(() => teardown(env));
   const bin = konnectBin();
   if (!bin || !existsSync(bin)) throw new Error('set KONNECT_BIN to the konnect binary (none found at build/konnect)');
@@ -96,6 +120,8 @@ async function setup(t) {
   const childEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KONNECT_')) childEnv[k] = v;
   childEnv.KONNECT_DATA_DIR = env.dataDir;
+  if (opts.plans) await writeFile(path.join(env.dataDir, 'plans.json'), JSON.stringify(opts.plans));
+  if (opts.backend) childEnv.KONNECT_MODEL_URL = await startFakeBackend(env);
   env.server = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--threads', '2'], {
     env: childEnv, stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -179,6 +205,7 @@ async function teardown(env) {
       }
     }
   } finally {
+    for (const p of env.helpers) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
     if (env.dataDir) await rm(env.dataDir, { recursive: true, force: true });
   }
   if (exit && exit.code !== 0) {
@@ -683,5 +710,183 @@ test('security: the audit log pages with Load more, and sign out of all sessions
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${env.base}/settings/security`);
   await page.getByRole('heading', { name: 'Security', level: 2 }).waitFor();
+  assertCleanPage(env);
+});
+
+// ------------------------------------------------------------------------------------------------
+// Usage & Billing
+
+const BILLING_PLANS = {
+  currency: 'usd',
+  default_plan: 'pro',
+  plans: [
+    { name: 'free', requests_per_month: 100 },
+    {
+      name: 'pro', requests_per_month: 1000, tokens_per_month: 1000000,
+      price_per_request_micros: 2500, price_per_million_input_tokens_micros: 1500000,
+      price_per_million_output_tokens_micros: 6000000,
+    },
+  ],
+};
+
+// What Konnect charges for one request on a plan: integer micro-units, halves rounded up.
+function priceOf(plan, usage) {
+  const t = usage.input_tokens * (plan.price_per_million_input_tokens_micros || 0) +
+    usage.output_tokens * (plan.price_per_million_output_tokens_micros || 0);
+  return (plan.price_per_request_micros || 0) + Math.floor((t + 500000) / 1000000);
+}
+
+// The dashboard's money format: at least two decimals, more for non-zero micro-units.
+function dollars(micros) {
+  let frac = String(micros % 1000000).padStart(6, '0');
+  while (frac.length > 2 && frac.endsWith('0')) frac = frac.slice(0, -1);
+  return `$${String(Math.floor(micros / 1000000)).replace(/\B(?=(\d{3})+(?!\d))/g, ',')}.${frac}`;
+}
+
+async function liveChat(env, secret, message) {
+  const r = await fetchT(`${env.base}/v1/chat`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message }),
+  }, 10_000);
+  const body = await r.json();
+  assert.equal(r.status, 200, `a live request through the fake backend answers 200 (${body.error ? body.error.code : ''})`);
+  return body.usage;
+}
+
+test('usage & billing: charts, quotas, cost and invoices match the live requests sent', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t, { backend: true, plans: BILLING_PLANS });
+  const { page } = env;
+  await signUp(env, page, newUser());
+  await openApiKeys(env, page);
+
+  // Two live keys made in the UI: production and staging.
+  let made = await createKey(env, page, 'Production API', { mode: 'live' });
+  const prod = made.secret;
+  await closeSecretDialog(page, made.dialog);
+  made = await createKey(env, page, 'Staging box', {
+    mode: 'live',
+    beforeCreate: (dialog) => dialog.getByLabel('Environment', { exact: true }).selectOption('staging'),
+  });
+  const staging = made.secret;
+  await closeSecretDialog(page, made.dialog);
+
+  // Live requests through the fake model backend; a test key's requests are never billed.
+  const pro = BILLING_PLANS.plans[1];
+  const sent = [];
+  for (const msg of ['Hello', 'Tell me about the weather in Lisbon', 'one two three four five six seven']) {
+    sent.push({ key: 'prod', usage: await liveChat(env, prod, msg) });
+  }
+  for (const msg of ['staging check', 'x'.repeat(500)]) sent.push({ key: 'staging', usage: await liveChat(env, staging, msg) });
+  const cost = (list) => list.reduce((n, s) => n + priceOf(pro, s.usage), 0);
+  const tokens = (list) => list.reduce((n, s) => n + s.usage.input_tokens + s.usage.output_tokens, 0);
+  const total = cost(sent);
+  const prodSent = sent.filter((s) => s.key === 'prod');
+  assert.ok(total > 0, 'the plan charges for live requests');
+
+  // The API Keys list shows this month's usage of each live key.
+  await page.reload();
+  await page.locator('section[aria-label="Your API keys"]:not([aria-busy])').waitFor();
+  const prodRow = keyRow(page, prod);
+  await until(async () => (await rowText(prodRow)).includes('3 req'), 'the production key shows 3 requests this month');
+  assert.ok((await rowText(prodRow)).includes(dollars(cost(prodSent))), "the production key's row shows its cost this month");
+  assert.ok((await rowText(prodRow)).includes(`${tokens(prodSent)} tokens`), "the production key's row shows its tokens");
+  assert.ok((await rowText(keyRow(page, staging))).includes('2 req'), 'the staging key shows 2 requests');
+  await shot(env, page, 'api-keys-with-usage');
+
+  // Usage & Billing, from the settings menu.
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Usage & Billing', exact: true }).click();
+  await page.waitForURL(`${env.base}/settings/billing`);
+  await page.getByRole('heading', { level: 2, name: 'Usage & Billing' }).waitFor();
+  await page.locator('[data-charts="ready"]').waitFor();
+
+  // The figures.
+  const statValue = (key) => page.locator(`[data-stat="${key}"] .stat-value`).innerText();
+  assert.equal(await statValue('cost'), dollars(total), 'cost so far this month');
+  assert.equal(await statValue('requests'), '5', 'billed requests this month');
+  assert.equal(await statValue('tokens'), tokens(sent).toLocaleString('en-US'), 'tokens this month');
+  assert.equal(await statValue('plan'), 'pro');
+  const reqQuota = (await page.locator('[data-quota="requests"]').innerText()).replace(/\s+/g, ' ');
+  assert.ok(reqQuota.includes('5 of 1,000 used') && reqQuota.includes('995 remaining'), 'the request quota bar says what is used and left');
+  assert.match(reqQuota, /resets on \w{3} 1, \d{4} \(UTC\)/, 'the quota says when it resets');
+  assert.equal(await page.locator('[data-quota="requests"] [role="progressbar"]').getAttribute('aria-valuenow'), '5');
+  const tokQuota = (await page.locator('[data-quota="tokens"]').innerText()).replace(/\s+/g, ' ');
+  assert.ok(tokQuota.includes(`${tokens(sent).toLocaleString('en-US')} of 1,000,000 used`), 'the token quota bar');
+
+  // The charts: two canvases drawn by Chart.js, stacked by key, one bar per day so far.
+  const chartData = () => page.evaluate(() => {
+    const read = (id) => {
+      const c = window.Chart && window.Chart.getChart(document.getElementById(id));
+      if (!c) return null;
+      return {
+        type: c.config.type,
+        days: c.data.labels.length,
+        series: c.data.datasets.map((d) => ({ label: d.label, sum: d.data.reduce((a, b) => a + b, 0), last: d.data[d.data.length - 1] })),
+        width: c.width,
+      };
+    };
+    return { requests: read('chart-requests'), tokens: read('chart-tokens') };
+  });
+  let charts = await chartData();
+  const today = new Date().getUTCDate();
+  for (const name of ['requests', 'tokens']) {
+    assert.ok(charts[name], `the ${name} chart is a Chart.js chart`);
+    assert.equal(charts[name].type, 'bar');
+    assert.equal(charts[name].days, today, `the ${name} chart has a bar for every day of the month so far`);
+    assert.ok(charts[name].width > 100, `the ${name} chart has been laid out`);
+  }
+  assert.deepEqual(charts.requests.series.map((s) => [s.label.split(' (')[0], s.sum, s.last]),
+    [['Production API', 3, 3], ['Staging box', 2, 2]], 'requests per day, stacked by key');
+  assert.deepEqual(charts.tokens.series.map((s) => s.sum), [tokens(prodSent), tokens(sent) - tokens(prodSent)], 'tokens per day, by key');
+  await shot(env, page, 'billing-by-key');
+
+  await page.getByText('By environment', { exact: true }).click();
+  await until(async () => (await chartData()).requests.series[0].label === 'Production', 'the charts switch to environments');
+  charts = await chartData();
+  assert.deepEqual(charts.requests.series.map((s) => [s.label, s.sum]), [['Production', 3], ['Staging', 2]], 'requests per day, by environment');
+  await shot(env, page, 'billing-by-environment');
+
+  // Per key.
+  const keysTableText = (await page.locator('table.usage-keys-table').innerText()).replace(/\s+/g, ' ');
+  assert.ok(keysTableText.includes('Production API') && keysTableText.includes(dollars(cost(prodSent))), 'the per-key table');
+
+  // Invoices: this month's, open, with the same total; its lines in a dialog.
+  const month = new Date().toISOString().slice(0, 7);
+  const invRow = page.locator(`table.invoices-table tbody tr[data-month="${month}"]`);
+  const invText = (await invRow.innerText()).replace(/\s+/g, ' ');
+  assert.ok(invText.includes('Open') && invText.includes(dollars(total)) && invText.includes('5'), 'the invoice row');
+  await invRow.getByRole('button', { name: 'View', exact: true }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByRole('heading', { name: /^Invoice INV-/ }).waitFor();
+  await dialog.locator('[data-total]').waitFor();
+  assert.equal(await dialog.locator('[data-total]').getAttribute('data-total'), String(total), 'the invoice total, in micro-units');
+  assert.equal(await dialog.locator('table.invoice-table tbody tr').count(), 2, 'one line per model and key');
+  await shot(env, page, 'invoice-dialog');
+  await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+
+  // The CSV download.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    invRow.getByRole('link', { name: 'Download CSV', exact: true }).click(),
+  ]);
+  assert.match(download.suggestedFilename(), /^konnect-invoice-INV-[0-9A-Za-z]{8}-\d{6}\.csv$/);
+  const file = path.join(env.outDir, download.suggestedFilename());
+  await download.saveAs(file);
+  const csv = await readFile(file, 'utf8');
+  const rows = csv.split('\r\n').filter(Boolean).map((line) => line.split(','));
+  const header = rows[0];
+  assert.deepEqual(header.slice(0, 3), ['type', 'invoice', 'month']);
+  const col = (name) => header.indexOf(name);
+  const items = rows.filter((r) => r[0] === 'item');
+  const totalRow = rows.find((r) => r[0] === 'total');
+  assert.equal(items.length, 2, 'one CSV row per line item');
+  assert.equal(items.reduce((n, r) => n + Number(r[col('amount_micros')]), 0), total, 'the CSV lines add up to the total');
+  assert.equal(Number(totalRow[col('amount_micros')]), total, 'the CSV total');
+  assert.equal(Number(totalRow[col('requests')]), 5);
+  assert.equal(totalRow[col('month')], month);
+
+  await shot(env, page, 'billing');
+  for (const s of [prod, staging]) await assertSecretGone(page, s);
   assertCleanPage(env);
 });

@@ -49,6 +49,20 @@ class DashboardTest(ServerTest):
         self.a = Browser(self.srv)
         self.a.signup("alice@example.com")
 
+    def test_invoice_csv_is_a_download(self):
+        month = time.strftime("%Y-%m", time.gmtime())
+        r = self.a.s.get(f"{self.srv.url}{API}invoices/{month}.csv", timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers["Content-Type"], "text/csv; charset=utf-8")
+        self.assertRegex(r.headers["Content-Disposition"],
+                         r'^attachment; filename="konnect-invoice-INV-[0-9A-Za-z]+-\d{6}\.csv"$')
+        self.assertEqual(r.headers["X-Content-Type-Options"], "nosniff")
+        self.assertEqual(r.headers["Cache-Control"], "no-store")
+        self.assertTrue(r.text.splitlines()[0])
+        # Like every dashboard call, it needs a session.
+        r = requests.get(f"{self.srv.url}{API}invoices/{month}.csv", timeout=10)
+        self.assertError(r, 401, "not_signed_in")
+
     def create_key(self, b, name="web", mode="test", **extra):
         r = b.call("POST", "keys", dict(name=name, mode=mode, **extra))
         self.assertEqual(r.status_code, 201, r.text)

@@ -1,0 +1,794 @@
+#include "metering/report.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+#define DAY 86400
+
+/* ---- reading the rollup -------------------------------------------------------------------- */
+
+struct rows {
+    struct store_usage_sum *v;
+    size_t n, cap;
+};
+
+static int collect_row(void *ud, const struct store_usage_sum *u)
+{
+    struct rows *r = ud;
+
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->v = kn_realloc(r->v, r->cap * sizeof(*r->v));
+    }
+    r->v[r->n++] = *u;
+    return 0;
+}
+
+static int load_rows(struct store *s, const char *account_id, int64_t from, int64_t to,
+                     struct rows *r)
+{
+    memset(r, 0, sizeof(*r));
+    return store_usage_sums(s, account_id, from, to, collect_row, r);
+}
+
+static void free_rows(struct rows *r)
+{
+    free(r->v);
+    r->v = NULL;
+    r->n = r->cap = 0;
+}
+
+/* Sums of some rows. */
+struct sums {
+    uint64_t requests, input_tokens, output_tokens;
+    int64_t cost;
+};
+
+static void add_row(struct sums *t, const struct store_usage_sum *u)
+{
+    t->requests += u->requests;
+    t->input_tokens += u->input_tokens;
+    t->output_tokens += u->output_tokens;
+    t->cost += u->price_micros;
+}
+
+static json_int_t ji(uint64_t v)
+{
+    return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
+}
+
+/* Fails a report of a month that has not started yet. */
+static int check_month(struct store *s, int64_t month, int64_t now)
+{
+    char m[16];
+
+    if (month > kn_month_of(now))
+        return store_set_error(s, STORE_NOT_FOUND, "%s has not started yet",
+                               kn_month_format(month, m, sizeof(m)));
+    return STORE_OK;
+}
+
+/* ---- keys ---------------------------------------------------------------------------------- */
+
+/* A key with usage, and what it used. */
+struct keyuse {
+    struct store_key key; /* Found in the store, or only its id when it is gone. */
+    struct sums sums;
+};
+
+static int by_key_id(const void *a, const void *b)
+{
+    return strcmp(((const struct store_usage_sum *)a)->key_id,
+                  ((const struct store_usage_sum *)b)->key_id);
+}
+
+static int by_created(const void *a, const void *b)
+{
+    const struct keyuse *x = a, *y = b;
+    if (x->key.created_at != y->key.created_at)
+        return x->key.created_at < y->key.created_at ? -1 : 1;
+    return strcmp(x->key.id, y->key.id);
+}
+
+/* Sums rows per key, oldest key first; with names when `names` is set. Writes the array and its
+ * length. */
+static int key_uses(struct store *s, const struct rows *r, int names, struct keyuse **out,
+                    size_t *count)
+{
+    struct store_usage_sum *sorted = kn_malloc((r->n ? r->n : 1) * sizeof(*sorted));
+    struct keyuse *ku = kn_calloc(1, sizeof(*ku));
+    size_t n = 0, cap = 1;
+
+    if (r->n)
+        memcpy(sorted, r->v, r->n * sizeof(*sorted));
+    qsort(sorted, r->n, sizeof(*sorted), by_key_id);
+    for (size_t i = 0; i < r->n; i++) {
+        if (n == 0 || strcmp(ku[n - 1].key.id, sorted[i].key_id) != 0) {
+            if (n == cap) {
+                ku = kn_realloc(ku, 2 * cap * sizeof(*ku));
+                memset(ku + cap, 0, cap * sizeof(*ku));
+                cap *= 2;
+            }
+            kn_strlcpy(ku[n].key.id, sorted[i].key_id, sizeof(ku[n].key.id));
+            kn_strlcpy(ku[n].key.environment, sorted[i].environment, sizeof(ku[n].key.environment));
+            n++;
+        }
+        add_row(&ku[n - 1].sums, &sorted[i]);
+    }
+    free(sorted);
+    for (size_t i = 0; names && i < n; i++) {
+        struct store_key k;
+        int rc = store_key_find(s, ku[i].key.id, NULL, &k);
+        if (rc == STORE_OK) {
+            ku[i].key = k;
+        } else if (rc != STORE_NOT_FOUND) {
+            free(ku);
+            return rc;
+        }
+    }
+    if (names)
+        qsort(ku, n, sizeof(*ku), by_created);
+    *out = ku;
+    *count = n;
+    return STORE_OK;
+}
+
+static json_t *sums_doc(const struct sums *t)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "requests", ji(t->requests), "input_tokens",
+                     ji(t->input_tokens), "output_tokens", ji(t->output_tokens), "tokens",
+                     ji(t->input_tokens + t->output_tokens), "cost_micros", (json_int_t)t->cost);
+}
+
+int report_key_usage(struct store *s, const char *account_id, int64_t month, json_t **out)
+{
+    struct rows r;
+    struct keyuse *ku = NULL;
+    size_t n = 0;
+    int rc = load_rows(s, account_id, month, month, &r);
+
+    if (rc == STORE_OK)
+        rc = key_uses(s, &r, 0, &ku, &n);
+    if (rc == STORE_OK) {
+        json_t *doc = json_object();
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(doc, ku[i].key.id, sums_doc(&ku[i].sums));
+        *out = doc;
+    }
+    free(ku);
+    free_rows(&r);
+    return rc;
+}
+
+/* ---- plan and quota ------------------------------------------------------------------------ */
+
+static const struct plan *plan_of(const struct plans *plans, const struct store_account *a)
+{
+    /* Like the server: an account on a plan the file no longer defines is on the default. */
+    const struct plan *p = plans_find(plans, a->plan);
+    return p != NULL ? p : plans_find(plans, NULL);
+}
+
+static json_t *limit_or_null(int64_t v)
+{
+    return v == PLAN_UNLIMITED ? json_null() : json_integer(v);
+}
+
+json_t *report_plan_json(const struct plan *p)
+{
+    json_t *o =
+        json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", p->name, "price_per_request_micros",
+                  (json_int_t)p->price_per_request, "price_per_million_input_tokens_micros",
+                  (json_int_t)p->price_per_million_input, "price_per_million_output_tokens_micros",
+                  (json_int_t)p->price_per_million_output, "max_concurrent_requests",
+                  (json_int_t)p->max_concurrent);
+    json_object_set_new(o, "requests_per_month", limit_or_null(p->requests_per_month));
+    json_object_set_new(o, "tokens_per_month", limit_or_null(p->tokens_per_month));
+    json_object_set_new(o, "requests_per_minute",
+                        p->requests_per_minute ? json_integer(p->requests_per_minute)
+                                               : json_null());
+    return o;
+}
+
+/* One quota: the limit in force (an override or the plan's), what is used and what remains. */
+static json_t *quota_doc(int64_t override, int64_t from_plan, uint64_t used)
+{
+    int64_t limit = override == STORE_QUOTA_FROM_PLAN ? from_plan : override;
+    json_t *o = json_pack("{s:I, s:s}", "used", ji(used), "source",
+                          override == STORE_QUOTA_FROM_PLAN ? "plan" : "override");
+
+    json_object_set_new(o, "limit", limit_or_null(limit));
+    if (limit == PLAN_UNLIMITED)
+        json_object_set_new(o, "remaining", json_null());
+    else
+        json_object_set_new(o, "remaining",
+                            json_integer(used >= (uint64_t)limit ? 0 : limit - (int64_t)used));
+    return o;
+}
+
+static char *day_format(int64_t day, char *buf, size_t size)
+{
+    char t[32];
+    kn_format_time(day * DAY, t, sizeof(t));
+    snprintf(buf, size, "%.10s", t);
+    return buf;
+}
+
+/* A JSON string of text that should be UTF-8 but was never checked (a key name from the CLI):
+ * bytes that do not form UTF-8 become '?', so that no report ever loses a line. */
+static json_t *text_json(const char *s)
+{
+    json_t *v = json_string(s);
+
+    if (v == NULL) {
+        char *copy = kn_strdup(s);
+        for (char *p = copy; *p != '\0'; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        v = json_string(copy);
+        free(copy);
+    }
+    return v;
+}
+
+/* ---- the usage report ---------------------------------------------------------------------- */
+
+static const char *const env_order[] = {"production", "staging", "development"};
+
+static void object_add(json_t *obj, const char *key, uint64_t v)
+{
+    json_t *cur = json_object_get(obj, key);
+    json_object_set_new(obj, key,
+                        json_integer(ji((cur ? (uint64_t)json_integer_value(cur) : 0) + v)));
+}
+
+static json_t *environments_doc(const struct rows *r)
+{
+    json_t *arr = json_array();
+    size_t nenv = sizeof(env_order) / sizeof(env_order[0]);
+    struct sums *t = kn_calloc(nenv + r->n + 1, sizeof(*t));
+    const char **names = kn_calloc(nenv + r->n + 1, sizeof(*names));
+    size_t n = nenv;
+
+    for (size_t i = 0; i < nenv; i++)
+        names[i] = env_order[i];
+    for (size_t i = 0; i < r->n; i++) {
+        size_t j = 0;
+        while (j < n && strcmp(names[j], r->v[i].environment) != 0)
+            j++;
+        if (j == n)
+            names[n++] = r->v[i].environment;
+        add_row(&t[j], &r->v[i]);
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (t[j].requests == 0 && t[j].cost == 0)
+            continue;
+        json_t *o = sums_doc(&t[j]);
+        json_object_set_new(o, "environment", json_string(names[j]));
+        json_array_append_new(arr, o);
+    }
+    free(t);
+    free(names);
+    return arr;
+}
+
+static json_t *days_doc(const struct rows *r, int64_t month, int64_t now)
+{
+    int64_t first = kn_month_start(month) / DAY, end = kn_month_start(month + 1) / DAY;
+    int64_t today = now / DAY;
+    json_t *arr = json_array();
+    size_t i = 0;
+
+    if (month == kn_month_of(now))
+        end = today + 1;
+    for (int64_t day = first; day < end; day++) {
+        struct sums t = {0};
+        json_t *by_key = json_object(), *tok_key = json_object(), *by_env = json_object(),
+               *tok_env = json_object();
+        char date[16];
+
+        while (i < r->n && r->v[i].day < day)
+            i++; /* Rows are in day order; none should be before the month. */
+        for (; i < r->n && r->v[i].day == day; i++) {
+            const struct store_usage_sum *u = &r->v[i];
+            add_row(&t, u);
+            object_add(by_key, u->key_id, u->requests);
+            object_add(tok_key, u->key_id, u->input_tokens + u->output_tokens);
+            object_add(by_env, u->environment, u->requests);
+            object_add(tok_env, u->environment, u->input_tokens + u->output_tokens);
+        }
+        json_t *o = sums_doc(&t);
+        json_object_set_new(o, "date", json_string(day_format(day, date, sizeof(date))));
+        json_object_set_new(o, "by_key", by_key);
+        json_object_set_new(o, "tokens_by_key", tok_key);
+        json_object_set_new(o, "by_environment", by_env);
+        json_object_set_new(o, "tokens_by_environment", tok_env);
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static json_t *account_doc(const struct store_account *a)
+{
+    return json_pack("{s:s, s:o}", "id", a->id, "email", text_json(a->email));
+}
+
+int report_usage(struct store *s, const struct plans *plans, const struct store_account *a,
+                 int64_t month, int64_t now, json_t **out)
+{
+    const struct plan *p = plan_of(plans, a);
+    struct rows r = {0};
+    struct sums total = {0};
+    struct keyuse *ku = NULL;
+    size_t nk = 0;
+    char m[16], t[32];
+    json_t *doc, *keys, *quota;
+    int rc;
+
+    if ((rc = check_month(s, month, now)) != STORE_OK ||
+        (rc = load_rows(s, a->id, month, month, &r)) != STORE_OK ||
+        (rc = key_uses(s, &r, 1, &ku, &nk)) != STORE_OK)
+        goto out;
+    for (size_t i = 0; i < r.n; i++)
+        add_row(&total, &r.v[i]);
+    keys = json_array();
+    for (size_t i = 0; i < nk; i++) {
+        json_t *o = sums_doc(&ku[i].sums);
+        json_object_set_new(o, "key_id", json_string(ku[i].key.id));
+        json_object_set_new(o, "name", text_json(ku[i].key.name));
+        json_object_set_new(o, "mode", json_string(ku[i].key.mode));
+        json_object_set_new(o, "environment", json_string(ku[i].key.environment));
+        json_object_set_new(o, "hint", json_string(ku[i].key.hint));
+        json_array_append_new(keys, o);
+    }
+    quota = json_pack(
+        "{s:o, s:o, s:s}", "requests",
+        quota_doc(a->quota_requests, p->requests_per_month, total.requests), "tokens",
+        quota_doc(a->quota_tokens, p->tokens_per_month, total.input_tokens + total.output_tokens),
+        "resets_at", kn_format_time(kn_month_start(month + 1), t, sizeof(t)));
+    doc = json_pack("{s:s, s:o, s:s, s:s, s:b, s:o, s:o, s:o, s:o, s:o, s:o}", "object", "usage",
+                    "account", account_doc(a), "month", kn_month_format(month, m, sizeof(m)),
+                    "currency", plans->currency, "current", month == kn_month_of(now), "plan",
+                    report_plan_json(p), "quota", quota, "totals", sums_doc(&total), "keys", keys,
+                    "environments", environments_doc(&r), "days", days_doc(&r, month, now));
+    if (doc == NULL)
+        kn_fatal("cannot build the usage report");
+    json_object_set_new(doc, "as_of", json_string(kn_format_time(now, t, sizeof(t))));
+    *out = doc;
+out:
+    free(ku);
+    free_rows(&r);
+    return rc;
+}
+
+/* ---- invoices ------------------------------------------------------------------------------ */
+
+char *report_invoice_number(const char *account_id, int64_t month, char *buf, size_t bufsize)
+{
+    size_t len = strlen(account_id);
+    const char *suffix = len > 8 ? account_id + len - 8 : account_id;
+    char m[16];
+
+    kn_month_format(month, m, sizeof(m));
+    snprintf(buf, bufsize, "INV-%s-%.4s%.2s", suffix, m, m + 5);
+    return buf;
+}
+
+static int by_model_key(const void *a, const void *b)
+{
+    const struct store_usage_sum *x = a, *y = b;
+    int c = strcmp(x->model, y->model);
+    return c != 0 ? c : strcmp(x->key_id, y->key_id);
+}
+
+static json_t *sums_fields(json_t *o, const struct sums *t)
+{
+    json_object_set_new(o, "requests", json_integer(ji(t->requests)));
+    json_object_set_new(o, "input_tokens", json_integer(ji(t->input_tokens)));
+    json_object_set_new(o, "output_tokens", json_integer(ji(t->output_tokens)));
+    return o;
+}
+
+int report_invoice(struct store *s, const struct plans *plans, const struct store_account *a,
+                   int64_t month, int64_t now, json_t **out)
+{
+    struct rows r = {0};
+    struct sums total = {0};
+    struct keyuse *ku = NULL;
+    size_t nk = 0;
+    char m[16], number[64], start[32], end[32];
+    json_t *doc, *lines;
+    int rc;
+
+    if ((rc = check_month(s, month, now)) != STORE_OK ||
+        (rc = load_rows(s, a->id, month, month, &r)) != STORE_OK ||
+        (rc = key_uses(s, &r, 1, &ku, &nk)) != STORE_OK)
+        goto out;
+    /* One line per model and key, in that order. */
+    if (r.n > 1)
+        qsort(r.v, r.n, sizeof(*r.v), by_model_key);
+    lines = json_array();
+    for (size_t i = 0, j; i < r.n; i = j) {
+        struct sums line = {0};
+        const char *name = "";
+
+        for (j = i; j < r.n && by_model_key(&r.v[i], &r.v[j]) == 0; j++) {
+            add_row(&line, &r.v[j]);
+            add_row(&total, &r.v[j]);
+        }
+        for (size_t k = 0; k < nk; k++)
+            if (strcmp(ku[k].key.id, r.v[i].key_id) == 0)
+                name = ku[k].key.name;
+        json_t *o = json_pack("{s:o, s:s, s:o, s:s, s:I}", "model", text_json(r.v[i].model),
+                              "key_id", r.v[i].key_id, "key_name", text_json(name), "environment",
+                              r.v[i].environment, "amount_micros", (json_int_t)line.cost);
+        if (o == NULL)
+            kn_fatal("cannot build an invoice line");
+        json_array_append_new(lines, sums_fields(o, &line));
+    }
+    doc = json_pack(
+        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I}", "object", "invoice", "number",
+        report_invoice_number(a->id, month, number, sizeof(number)), "account", account_doc(a),
+        "month", kn_month_format(month, m, sizeof(m)), "status",
+        month < kn_month_of(now) ? "final" : "open", "currency", plans->currency, "period_start",
+        kn_format_time(kn_month_start(month), start, sizeof(start)), "period_end",
+        kn_format_time(kn_month_start(month + 1), end, sizeof(end)), "lines", lines,
+        "subtotal_micros", (json_int_t)total.cost, "total_micros", (json_int_t)total.cost);
+    if (doc == NULL)
+        kn_fatal("cannot build the invoice");
+    sums_fields(doc, &total);
+    *out = doc;
+out:
+    free(ku);
+    free_rows(&r);
+    return rc;
+}
+
+static json_t *month_doc(const struct plans *plans, const struct store_account *a, int64_t month,
+                         int64_t current, const struct sums *t)
+{
+    char m[16], number[64];
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:I}", "month", kn_month_format(month, m, sizeof(m)),
+                  "number", report_invoice_number(a->id, month, number, sizeof(number)), "status",
+                  month < current ? "final" : "open", "currency", plans->currency, "total_micros",
+                  (json_int_t)t->cost);
+    return sums_fields(o, t);
+}
+
+int report_months(struct store *s, const struct plans *plans, const struct store_account *a,
+                  int64_t now, json_t **out)
+{
+    int64_t current = kn_month_of(now);
+    struct rows r = {0};
+    struct sums none = {0};
+    json_t *arr;
+    int rc, listed_current = 0;
+
+    if ((rc = load_rows(s, a->id, 0, current, &r)) != STORE_OK)
+        goto out;
+    arr = json_array();
+    /* Rows come in day order, so a month's rows are together. */
+    for (size_t i = 0, j; i < r.n; i = j) {
+        struct sums t = {0};
+        for (j = i; j < r.n && r.v[j].month == r.v[i].month; j++)
+            add_row(&t, &r.v[j]);
+        json_array_insert_new(arr, 0, month_doc(plans, a, r.v[i].month, current, &t));
+        listed_current |= r.v[i].month == current;
+    }
+    if (!listed_current)
+        json_array_insert_new(arr, 0, month_doc(plans, a, current, current, &none));
+    *out = arr;
+out:
+    free_rows(&r);
+    return rc;
+}
+
+/* ---- money --------------------------------------------------------------------------------- */
+
+static uint64_t magnitude(int64_t v)
+{
+    return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+}
+
+char *report_decimal(int64_t micros, char *buf, size_t bufsize)
+{
+    uint64_t m = magnitude(micros);
+    snprintf(buf, bufsize, "%s%llu.%06llu", micros < 0 ? "-" : "",
+             (unsigned long long)(m / 1000000), (unsigned long long)(m % 1000000));
+    return buf;
+}
+
+/* The currency code in capitals, as people write it ("USD"). */
+static char *upper_code(const char *currency, char *code, size_t size)
+{
+    size_t i;
+    for (i = 0; currency[i] != '\0' && i + 1 < size; i++)
+        code[i] = (char)(currency[i] >= 'a' && currency[i] <= 'z' ? currency[i] - 32 : currency[i]);
+    code[i] = '\0';
+    return code;
+}
+
+char *report_money(int64_t micros, const char *currency, char *buf, size_t bufsize)
+{
+    uint64_t m = magnitude(micros);
+    unsigned long long units = m / 1000000, frac = m % 1000000;
+    const char *sign = micros < 0 ? "-" : "";
+    char code[8];
+
+    if (strcmp(currency, "usd") == 0)
+        snprintf(buf, bufsize, "%s$%llu.%06llu", sign, units, frac);
+    else
+        snprintf(buf, bufsize, "%s%llu.%06llu %s", sign, units, frac,
+                 upper_code(currency, code, sizeof(code)));
+    return buf;
+}
+
+/* ---- renderings ---------------------------------------------------------------------------- */
+
+static const char *str(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL ? v : "";
+}
+
+static int64_t num(const json_t *o, const char *key)
+{
+    return (int64_t)json_integer_value(json_object_get(o, key));
+}
+
+static FILE *open_text(char **buf, size_t *len)
+{
+    FILE *f = open_memstream(buf, len);
+    if (f == NULL)
+        kn_fatal("out of memory");
+    return f;
+}
+
+static char *close_text(FILE *f, char **buf, size_t *len)
+{
+    if (fclose(f) != 0 || *buf == NULL)
+        kn_fatal("out of memory");
+    if (len != NULL)
+        *len = strlen(*buf);
+    return *buf;
+}
+
+/* One CSV field: quoted when it holds a comma, a quote or a line break; text that a spreadsheet
+ * would run as a formula is defused with a leading '. */
+static void csv_field(FILE *f, const char *s, int text, int last)
+{
+    int formula = text && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' ||
+                           s[0] == '\t' || s[0] == '\r');
+    if (formula || strpbrk(s, ",\"\r\n") != NULL) {
+        fputc('"', f);
+        if (formula)
+            fputc('\'', f);
+        for (; *s != '\0'; s++) {
+            if (*s == '"')
+                fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(s, f);
+    }
+    fputs(last ? "\r\n" : ",", f);
+}
+
+static void csv_int(FILE *f, int64_t v)
+{
+    fprintf(f, "%lld,", (long long)v);
+}
+
+static void csv_row(FILE *f, const json_t *inv, const char *type, const json_t *line)
+{
+    char amount[REPORT_MONEY_SIZE];
+    int64_t micros = num(line, type[0] == 'i' ? "amount_micros" : "total_micros");
+
+    csv_field(f, type, 0, 0);
+    csv_field(f, str(inv, "number"), 0, 0);
+    csv_field(f, str(inv, "month"), 0, 0);
+    csv_field(f, type[0] == 'i' ? str(line, "model") : "", 1, 0);
+    csv_field(f, type[0] == 'i' ? str(line, "key_id") : "", 1, 0);
+    csv_field(f, type[0] == 'i' ? str(line, "key_name") : "", 1, 0);
+    csv_field(f, type[0] == 'i' ? str(line, "environment") : "", 1, 0);
+    csv_int(f, num(line, "requests"));
+    csv_int(f, num(line, "input_tokens"));
+    csv_int(f, num(line, "output_tokens"));
+    csv_int(f, micros);
+    csv_field(f, report_decimal(micros, amount, sizeof(amount)), 0, 0);
+    csv_field(f, str(inv, "currency"), 0, 1);
+}
+
+char *report_invoice_csv(const json_t *invoice, size_t *len)
+{
+    char *buf = NULL;
+    size_t size = 0, i;
+    FILE *f = open_text(&buf, &size);
+    json_t *line;
+
+    fputs("type,invoice,month,model,key_id,key_name,environment,requests,input_tokens,"
+          "output_tokens,amount_micros,amount,currency\r\n",
+          f);
+    json_array_foreach(json_object_get(invoice, "lines"), i, line)
+        csv_row(f, invoice, "item", line);
+    csv_row(f, invoice, "total", invoice);
+    close_text(f, &buf, &size);
+    *len = size;
+    return buf;
+}
+
+/* Writes s in a column `width` characters wide (UTF-8 aware): cut with '~' when longer. */
+static void column(FILE *f, const char *s, int width, int right)
+{
+    int chars = 0;
+    size_t bytes = 0, cut = 0;
+
+    for (; s[bytes] != '\0'; bytes++) {
+        if (((unsigned char)s[bytes] & 0xc0) == 0x80)
+            continue;
+        if (chars == width - 1)
+            cut = bytes;
+        chars++;
+    }
+    if (chars > width) {
+        fprintf(f, "%.*s~", (int)cut, s);
+        return;
+    }
+    if (right)
+        fprintf(f, "%*s%s", width - chars, "", s);
+    else
+        fprintf(f, "%s%*s", s, width - chars, "");
+}
+
+static void count_column(FILE *f, int64_t v, int width)
+{
+    char n[32];
+    snprintf(n, sizeof(n), "%lld", (long long)v);
+    fputs("  ", f);
+    column(f, n, width, 1);
+}
+
+static void money_column(FILE *f, int64_t v, const char *currency, int width)
+{
+    char m[REPORT_MONEY_SIZE];
+    fputs("  ", f);
+    column(f, report_money(v, currency, m, sizeof(m)), width, 1);
+}
+
+char *report_invoice_text(const json_t *invoice)
+{
+    const char *cur = str(invoice, "currency");
+    const json_t *acct = json_object_get(invoice, "account"), *line;
+    char *buf = NULL, last[32], code[8];
+    size_t size = 0, i;
+    int64_t month;
+    FILE *f = open_text(&buf, &size);
+
+    kn_month_parse(str(invoice, "month"), &month);
+    day_format(kn_month_start(month + 1) / DAY - 1, last, sizeof(last));
+    fprintf(f, "Invoice   %s\n", str(invoice, "number"));
+    fprintf(f, "Status    %s\n",
+            strcmp(str(invoice, "status"), "open") == 0
+                ? "open (the month is not over: amounts can still grow)"
+                : "final");
+    fprintf(f, "Account   %s (%s)\n", str(acct, "email"), str(acct, "id"));
+    fprintf(f, "Period    %.10s to %s (UTC)\n", str(invoice, "period_start"), last);
+    fprintf(f, "Currency  %s\n\n", upper_code(cur, code, sizeof(code)));
+    column(f, "MODEL", 24, 0);
+    fputs("  ", f);
+    column(f, "KEY", 24, 0);
+    fputs("  ", f);
+    column(f, "KEY NAME", 20, 0);
+    fputs("  ", f);
+    column(f, "REQUESTS", 10, 1);
+    fputs("  ", f);
+    column(f, "INPUT TOKENS", 12, 1);
+    fputs("  ", f);
+    column(f, "OUTPUT TOKENS", 13, 1);
+    fputs("  ", f);
+    column(f, "AMOUNT", 16, 1);
+    fputc('\n', f);
+    json_array_foreach(json_object_get(invoice, "lines"), i, line)
+    {
+        column(f, str(line, "model"), 24, 0);
+        fputs("  ", f);
+        column(f, str(line, "key_id"), 24, 0);
+        fputs("  ", f);
+        column(f, str(line, "key_name"), 20, 0);
+        count_column(f, num(line, "requests"), 10);
+        count_column(f, num(line, "input_tokens"), 12);
+        count_column(f, num(line, "output_tokens"), 13);
+        money_column(f, num(line, "amount_micros"), cur, 16);
+        fputc('\n', f);
+    }
+    if (json_array_size(json_object_get(invoice, "lines")) == 0)
+        fputs("(no billed usage in this period)\n", f);
+    column(f, "TOTAL", 72, 0);
+    count_column(f, num(invoice, "requests"), 10);
+    count_column(f, num(invoice, "input_tokens"), 12);
+    count_column(f, num(invoice, "output_tokens"), 13);
+    money_column(f, num(invoice, "total_micros"), cur, 16);
+    fputc('\n', f);
+    return close_text(f, &buf, &size);
+}
+
+static void quota_line(FILE *f, const char *label, const json_t *q)
+{
+    const json_t *limit = json_object_get(q, "limit");
+
+    fprintf(f, "%-10s%lld used", label, (long long)num(q, "used"));
+    if (json_is_null(limit))
+        fputs(", no limit", f);
+    else
+        fprintf(f, " of %lld, %lld remaining", (long long)json_integer_value(limit),
+                (long long)num(q, "remaining"));
+    fprintf(f, " (%s)\n",
+            strcmp(str(q, "source"), "plan") == 0 ? "plan quota" : "account override");
+}
+
+char *report_usage_text(const json_t *usage)
+{
+    const char *cur = str(usage, "currency");
+    const json_t *acct = json_object_get(usage, "account"),
+                 *quota = json_object_get(usage, "quota"),
+                 *totals = json_object_get(usage, "totals"), *k;
+    char *buf = NULL, money[REPORT_MONEY_SIZE];
+    size_t size = 0, i;
+    FILE *f = open_text(&buf, &size);
+    int current = json_is_true(json_object_get(usage, "current"));
+
+    fprintf(f, "Usage of %s (%s) in %s, as of %s\n\n", str(acct, "email"), str(acct, "id"),
+            str(usage, "month"), str(usage, "as_of"));
+    fprintf(f, "%-10s%s\n", "Plan", str(json_object_get(usage, "plan"), "name"));
+    if (current) {
+        quota_line(f, "Requests", json_object_get(quota, "requests"));
+        quota_line(f, "Tokens", json_object_get(quota, "tokens"));
+        fprintf(f, "%-10s%s\n", "Resets", str(quota, "resets_at"));
+    } else {
+        fprintf(f, "%-10s%lld\n", "Requests", (long long)num(totals, "requests"));
+        fprintf(f, "%-10s%lld\n", "Tokens", (long long)num(totals, "tokens"));
+    }
+    fprintf(f, "%-10s%s\n\n", "Cost",
+            report_money(num(totals, "cost_micros"), cur, money, sizeof(money)));
+    if (json_array_size(json_object_get(usage, "keys")) == 0) {
+        fputs("No billed usage in this month.\n", f);
+        return close_text(f, &buf, &size);
+    }
+    column(f, "KEY", 24, 0);
+    fputs("  ", f);
+    column(f, "NAME", 20, 0);
+    fputs("  ", f);
+    column(f, "MODE", 4, 0);
+    fputs("  ", f);
+    column(f, "ENVIRONMENT", 11, 0);
+    fputs("  ", f);
+    column(f, "REQUESTS", 10, 1);
+    fputs("  ", f);
+    column(f, "INPUT TOKENS", 12, 1);
+    fputs("  ", f);
+    column(f, "OUTPUT TOKENS", 13, 1);
+    fputs("  ", f);
+    column(f, "COST", 16, 1);
+    fputc('\n', f);
+    json_array_foreach(json_object_get(usage, "keys"), i, k)
+    {
+        column(f, str(k, "key_id"), 24, 0);
+        fputs("  ", f);
+        column(f, str(k, "name"), 20, 0);
+        fputs("  ", f);
+        column(f, str(k, "mode"), 4, 0);
+        fputs("  ", f);
+        column(f, str(k, "environment"), 11, 0);
+        count_column(f, num(k, "requests"), 10);
+        count_column(f, num(k, "input_tokens"), 12);
+        count_column(f, num(k, "output_tokens"), 13);
+        money_column(f, num(k, "cost_micros"), cur, 16);
+        fputc('\n', f);
+    }
+    return close_text(f, &buf, &size);
+}
