@@ -38,7 +38,9 @@ static const char usage[] =
 static const char serve_usage[] =
     "Usage: konnect serve [--listen HOST:PORT] [--data-dir DIR] [--threads N]\n"
     "\n"
-    "Run the HTTP server: POST /v1/chat, GET /healthz and GET /readyz.\n"
+    "Run the HTTP server: POST /v1/chat, POST /v1/chat/completions (OpenAI-compatible), the\n"
+    "dashboard at /, GET /healthz and GET /readyz. Live keys' requests go to the model backend\n"
+    "and are billed; test keys get mock answers.\n"
     "\n"
     "Options (each overrides its environment variable):\n"
     "  --listen HOST:PORT   address to listen on (KONNECT_LISTEN, default 127.0.0.1:8080;\n"
@@ -58,7 +60,17 @@ static const char serve_usage[] =
     "  KONNECT_TEST_KEY_RPM         requests per minute per test key, default 60 (0 = no limit)\n"
     "  KONNECT_TEST_KEY_RPD         requests per UTC day per test key, default 1000 (0 = no "
     "limit)\n"
-    "  KONNECT_MODEL                model name reported when a request names none\n"
+    "  KONNECT_MODEL                model used when a request names none\n"
+    "\n"
+    "Live requests, from the environment:\n"
+    "  KONNECT_MODEL_URL            OpenAI-compatible backend, default http://127.0.0.1:11434/v1\n"
+    "  KONNECT_MODEL_API_KEY        bearer token for the backend (never logged)\n"
+    "  KONNECT_MODEL_CONNECT_TIMEOUT_MS, KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS,\n"
+    "  KONNECT_MODEL_TIMEOUT_MS     backend timeouts, default 5000, 60000, 300000 (504 past them)\n"
+    "  KONNECT_MODEL_MAX_RESPONSE_BYTES  largest backend answer, default 8388608\n"
+    "  KONNECT_PLANS                plans file, default <data dir>/plans.json\n"
+    "  KONNECT_LEDGER_SYNC          full (default: each ledger commit waits for the disk) or\n"
+    "                               normal (survives a process crash, not a power failure)\n"
     "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n";
 
 static int cmd_serve(struct kn_config *c, int argc, char **argv)
