@@ -883,7 +883,8 @@ static int key_create(struct kn_config *c, const struct opts *o)
         return 2;
     }
     if (lifecycle_valid_name(o->name) != 0) {
-        fprintf(stderr, "konnect: --name must be 1 to %d bytes without control characters\n",
+        fprintf(stderr,
+                "konnect: --name must be 1 to %d bytes of UTF-8 without control characters\n",
                 STORE_NAME_MAX);
         return 2;
     }
@@ -1202,7 +1203,8 @@ static int key_update(struct kn_config *c, const struct opts *o)
         return 2;
     }
     if (o->name != NULL && lifecycle_valid_name(o->name) != 0) {
-        fprintf(stderr, "konnect: --name must be 1 to %d bytes without control characters\n",
+        fprintf(stderr,
+                "konnect: --name must be 1 to %d bytes of UTF-8 without control characters\n",
                 STORE_NAME_MAX);
         return 2;
     }

@@ -1,5 +1,6 @@
 #include "keys/lifecycle.h"
 
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,11 @@ int lifecycle_valid_name(const char *name)
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
             return -1;
+    /* Names go into JSON (the dashboard, reports), which only holds UTF-8. */
+    json_t *utf8 = json_string(name);
+    if (utf8 == NULL)
+        return -1;
+    json_decref(utf8);
     return 0;
 }
 

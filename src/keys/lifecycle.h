@@ -28,7 +28,7 @@ struct lifecycle_spec {
     const char *allowlist; /* IP ranges as text (see core/ipnet.h), NULL or "" for any. */
 };
 
-/* Checks a key name: 1..STORE_NAME_MAX bytes, no control characters. Returns 0 or -1. */
+/* Checks a key name: 1..STORE_NAME_MAX bytes of UTF-8, no control characters. Returns 0 or -1. */
 int lifecycle_valid_name(const char *name);
 
 /* Turns allowlist text into its canonical form in out. Returns 0, or -1 with a message in err. */

@@ -31,6 +31,9 @@ class CliTest(ServerTest):
                       "--mode", "test", "--environment", "qa"],
                      ["key", "create", "--account", "dev@example.com", "--name", "",
                       "--mode", "test"],
+                     # A name that is not UTF-8 (the byte 0xff): it could not be shown in JSON.
+                     ["key", "create", "--account", "dev@example.com", "--name", "bad\udcffname",
+                      "--mode", "test"],
                      ["key", "create", "--account", "dev@example.com", "--name", "x",
                       "--mode", "test", "--expires-in", "soon"],
                      ["key", "revoke"], ["key", "list"], ["account", "create", "--nope"]):
