@@ -39,6 +39,10 @@ struct server {
     _Atomic unsigned conns;
     _Atomic int stopping;
     struct worker *workers;
+    /* Start-up and shutdown phases of the workers (see worker_main). */
+    pthread_mutex_t phase_lock;
+    pthread_cond_t phase_cond;
+    unsigned workers_ready, workers_drained, others_stopped;
     /* The dashboard runs on its own thread (it does blocking work); jobs go there in FIFO. */
     struct dashboard *dash;
     pthread_t dash_thread;

@@ -985,12 +985,67 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+/* Counts a worker into one of the server's start-up and shutdown phases. */
+static void phase_arrive(struct server *srv, unsigned *counter)
+{
+    pthread_mutex_lock(&srv->phase_lock);
+    (*counter)++;
+    pthread_cond_broadcast(&srv->phase_cond);
+    pthread_mutex_unlock(&srv->phase_lock);
+}
+
+static void phase_wait(struct server *srv, unsigned *counter, unsigned target)
+{
+    pthread_mutex_lock(&srv->phase_lock);
+    while (*counter < target)
+        pthread_cond_wait(&srv->phase_cond, &srv->phase_lock);
+    pthread_mutex_unlock(&srv->phase_lock);
+}
+
+/* Everything of a worker's event loop is created on the thread that runs it: h2o 2.2.5 recycles
+ * socket buffers through per-thread free lists, so a socket made on one thread (the loop's
+ * message queue among them) and used on another corrupts both lists. */
+static void worker_setup(struct worker *w)
+{
+    struct server *srv = w->srv;
+    int fd = srv->listen_fds[w - srv->workers];
+
+    h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = srv->h2o.hosts;
+    h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
+    live_worker_init(w);
+    w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->listener->data = w;
+    h2o_socket_read_start(w->listener, on_accept);
+}
+
+static void worker_dispose(struct worker *w)
+{
+    h2o_evloop_t *loop = w->ctx.loop;
+
+    h2o_timeout_dispose(loop, &w->refuse_timeout);
+    /* Answers that arrived after the loop stopped belong to requests that are gone. */
+    on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
+    live_worker_dispose(w);
+    /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
+     * h2o_context_dispose asserts that no timer is. */
+    if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
+    h2o_context_dispose(&w->ctx);
+    h2o_evloop_destroy(loop);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct server *srv = w->srv;
     uint64_t deadline;
 
+    worker_setup(w);
+    phase_arrive(srv, &srv->workers_ready);
     while (!atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
         h2o_evloop_run(w->ctx.loop, 100);
         accesslog_flush(srv->log, &w->log);
@@ -1012,6 +1067,14 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->ctx.loop, 20);
         accesslog_flush(srv->log, &w->log);
     }
+    accesslog_flush(srv->log, &w->log);
+    /* The dashboard and store threads may still send answers to this loop's queue: the loop is
+     * disposed of only once they have stopped. A loop with connections left past the deadline
+     * is left as it is; the process is about to exit. */
+    phase_arrive(srv, &srv->workers_drained);
+    phase_wait(srv, &srv->others_stopped, 1);
+    if (w->conns == 0)
+        worker_dispose(w);
     accesslog_flush(srv->log, &w->log);
     return NULL;
 }
@@ -1190,9 +1253,11 @@ int server_run(const struct kn_config *c)
     struct server *srv = kn_calloc(1, sizeof(*srv));
     char err[512];
     sigset_t sigs;
-    int sig, ret = 1, started = 0;
+    int sig, ret = 1;
 
     srv->cfg = c;
+    pthread_mutex_init(&srv->phase_lock, NULL);
+    pthread_cond_init(&srv->phase_cond, NULL);
     srv->listen_fd = -1;
     srv->lock_fd = -1;
     /* Signals are taken by the main thread alone, with sigwait, once the workers run: block them
@@ -1237,24 +1302,11 @@ int server_run(const struct kn_config *c)
 
     srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
     for (int i = 0; i < c->threads; i++) {
-        struct worker *w = &srv->workers[i];
-        int fd = srv->listen_fds[i];
-        w->srv = srv;
-        h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
-        w->accept_ctx.ctx = &w->ctx;
-        w->accept_ctx.hosts = srv->h2o.hosts;
-        h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
-        h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
-        live_worker_init(w);
-        w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-        w->listener->data = w;
-        h2o_socket_read_start(w->listener, on_accept);
-    }
-    for (int i = 0; i < c->threads; i++) {
+        srv->workers[i].srv = srv;
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0)
             kn_fatal("cannot start thread %d", i);
-        started++;
     }
+    phase_wait(srv, &srv->workers_ready, (unsigned)c->threads);
     print_listening(srv);
     fflush(stderr);
 
@@ -1267,28 +1319,18 @@ int server_run(const struct kn_config *c)
      * workers close their own copies of the socket within one loop turn. */
     for (int i = 0; i < c->threads; i++)
         shutdown(srv->listen_fds[i], SHUT_RD);
-    for (int i = 0; i < started; i++)
-        pthread_join(srv->workers[i].thread, NULL);
+    phase_wait(srv, &srv->workers_drained, (unsigned)c->threads);
+    /* The threads that send answers to the loops stop first: the dashboard, then the store
+     * thread, which writes the last ledger rows and pending usage. */
     stop_dashboard(srv);
-    ret = 0;
+    keysync_stop(srv->ks);
+    srv->ks = NULL;
+    phase_arrive(srv, &srv->others_stopped);
     for (int i = 0; i < c->threads; i++) {
-        struct worker *w = &srv->workers[i];
-        if (w->conns == 0) {
-            h2o_evloop_t *loop = w->ctx.loop;
-            h2o_timeout_dispose(loop, &w->refuse_timeout);
-            /* Answers that arrived after the loop stopped belong to requests that are gone. */
-            on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
-            h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
-            live_worker_dispose(w);
-            /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked,
-             * and h2o_context_dispose asserts that no timer is. */
-            if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
-                h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
-            h2o_context_dispose(&w->ctx);
-            h2o_evloop_destroy(loop);
-        }
-        logbuf_free(&w->log);
+        pthread_join(srv->workers[i].thread, NULL);
+        logbuf_free(&srv->workers[i].log);
     }
+    ret = 0;
     free(srv->workers);
     h2o_config_dispose(&srv->h2o);
     fprintf(stderr, "konnect: stopped\n");
@@ -1310,6 +1352,8 @@ out:
     if (srv->lock_fd >= 0)
         close(srv->lock_fd);
     sodium_memzero(srv->secret, sizeof(srv->secret));
+    pthread_mutex_destroy(&srv->phase_lock);
+    pthread_cond_destroy(&srv->phase_cond);
     free(srv);
     return ret;
 }
