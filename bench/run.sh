@@ -11,6 +11,17 @@
 #   c1M row c against a store of 1,000,000 keys
 # and Konnect's memory (idle with 10 and with 1,000,000 keys) and start-up time.
 #
+# Then the live path (rows L0, L and T, in rounds of their own after the rows above): a live key whose
+# requests Konnect forwards to a model backend and bills in the usage ledger. The backend is a
+# third nginx answering POST /v1/chat/completions with a fixed OpenAI chat.completion (with usage),
+# and Konnect runs with KONNECT_MODEL_URL pointing at it, KONNECT_ACCESS_LOG=off and a plans file
+# whose only plan has no quota and a nonzero price. Every Konnect row runs twice, once per
+# KONNECT_LEDGER_SYNC setting (full: an fsync per group commit; normal, the default).
+#   L0  the backend alone, POST /v1/chat/completions at a fixed rate (bench/loadgen, open loop)
+#   L   Konnect, POST /v1/chat with the live key at the same rate: latency added to L0
+#   T   Konnect, the same with wrk (closed loop, as rows a to c1M): billed requests per second,
+#       the ledger's rows counted with sqlite3 and checked against the 200 answers wrk got
+#
 # Every row uses the same wrk settings and the same Lua script (bench/chat.lua), which sends the
 # next key of a list with every request. wrk and the servers share this machine's cores, so the
 # rows run in rounds (a b c c' d d' c1M, a b c ...) and the table shows each row's median: a
@@ -30,6 +41,12 @@
 #                          are less busy than this many % (BENCH_QUIET_WAIT=120 seconds at most),
 #                          and run again, up to BENCH_RETRIES=2 times, a run during which other
 #                          processes took more than this share of the cores
+#   BENCH_LIVE=0           skip the live-path rows (L0, L, T)
+#   BENCH_LIVE_ROUNDS=2    rounds of the live-path rows; each takes about a minute
+#   BENCH_LIVE_RATE=2000   requests per second of rows L0 and L
+#   BENCH_LIVE_CONNECTIONS=32  keep-alive connections the load generator opens for L0 and L
+#   BENCH_LIVE_DURATION    measured length of the live-path runs (default BENCH_DURATION); each
+#                          runs after a BENCH_WARMUP warm-up
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
 #   KONNECT_BIN            the binary (default build/konnect)
 set -eu
@@ -49,6 +66,11 @@ NKEYS=${BENCH_KEYS:-10000}
 NUNKNOWN=5000 # well-formed keys unknown to the benchmarked server (row d')
 BIG=${BENCH_BIG_KEYS:-1000000}
 SKIP_1M=${BENCH_SKIP_1M:-0}
+LIVE=${BENCH_LIVE:-1}
+LIVE_ROUNDS=${BENCH_LIVE_ROUNDS:-2}
+LIVE_RATE=${BENCH_LIVE_RATE:-2000}
+LIVE_CONNS=${BENCH_LIVE_CONNECTIONS:-32}
+LIVE_DURATION=${BENCH_LIVE_DURATION:-$DURATION}
 
 die() {
     echo "bench: $*" >&2
@@ -56,7 +78,9 @@ die() {
 }
 note() { echo "bench: $*" >&2; }
 
-for tool in wrk nginx curl awk sort "$BIN"; do
+TOOLS="wrk nginx curl awk sort"
+[ "$LIVE" = 0 ] || TOOLS="$TOOLS sqlite3 cc pkg-config"
+for tool in $TOOLS "$BIN"; do
     command -v "$tool" >/dev/null 2>&1 ||
         die "$tool not found (run 'make bench', or 'make build' and 'scripts/install-deps.sh bench')"
 done
@@ -223,10 +247,11 @@ start_konnect() {
 
 NGINX_BUILD=$(nginx -V 2>&1)
 
-# start_nginx NAME LOCATION_BODY [HTTP_EXTRA]: runs nginx in the foreground (in the background of
-# this script) with a configuration generated into $TMP/NAME. Sets NPID and NPORT.
+# start_nginx NAME LOCATION_BODY [HTTP_EXTRA] [PATH]: runs nginx in the foreground (in the
+# background of this script) with a configuration generated into $TMP/NAME, answering PATH
+# (default /v1/chat) with LOCATION_BODY. Sets NPID and NPORT.
 start_nginx() {
-    local dir=$TMP/$1 temps="" m
+    local dir=$TMP/$1 temps="" m path=${4:-/v1/chat}
     NPORT=$(free_port)
     mkdir -p "$dir/temp"
     # Keep every temporary path inside the directory, for the modules this nginx has.
@@ -251,7 +276,7 @@ $temps$3
     server {
         listen 127.0.0.1:$NPORT;
         location = /healthz { return 200 '{"status":"ok"}'; }
-        location = /v1/chat {
+        location = $path {
 $2
         }
     }
@@ -329,6 +354,15 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t + 0 ? "met" : "NO
 # ---- stores and keys ----------------------------------------------------------------------------
 
 note "working in $TMP"
+if [ "$LIVE" != 0 ]; then
+    # The open-loop load generator of rows L0 and L, built with the system's h2o (a build
+    # dependency of Konnect itself).
+    LOADGEN=$TMP/loadgen
+    # shellcheck disable=SC2046 # pkg-config prints several words
+    cc -std=gnu17 -O2 -Wall -DH2O_USE_LIBUV=0 $(pkg-config --cflags libh2o-evloop) \
+        -o "$LOADGEN" "$ROOT/bench/loadgen.c" $(pkg-config --libs libh2o-evloop) -lssl -lcrypto \
+        -lm 2>"$TMP/loadgen-build.log" || die "cannot build bench/loadgen.c: $(cat "$TMP/loadgen-build.log")"
+fi
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BG_BEFORE=$(cpu_busy 2)
 note "creating $NKEYS keys"
@@ -433,6 +467,166 @@ B_URL=http://127.0.0.1:$NPORT/v1/chat B_PIDS=$NPIDS
 [ "$(status "$B_URL" "$(tail -n1 "$KEYS")")" = 200 ] || die "nginx's map refused a valid key"
 [ "$(status "$B_URL" "$(head -n1 "$UNKNOWN")")" = 401 ] || die "nginx's map took an unknown key"
 
+# ---- the live path ------------------------------------------------------------------------------
+
+# One line per run. Rows L0 and L: name, round, p50, p90, p99, p99.9 and max (ms), responses,
+# errors, non-200, most connections open, the load generator's p99 lag (ms), bg %, other %,
+# state. Rows T: name, round, requests/s, 200 answers, ledger rows added, billed/s, non-2xx,
+# socket errors, seconds, bg %, other %, state. State is ok, or what went wrong.
+LIVE_LAT=$TMP/live-latency.tsv
+LIVE_TPUT=$TMP/live-throughput.tsv
+: >"$LIVE_LAT"
+: >"$LIVE_TPUT"
+
+# measure OUT PIDS COMMAND...: like bench() for other tools. Waits for quiet cores, calls the
+# function named by $MEASURE_BEFORE (if set; not timed), runs COMMAND with its output in OUT and
+# calls $MEASURE_AFTER (if set; not timed). A run during which other processes took more than
+# BENCH_QUIET_MAX % of the cores is done again, up to BENCH_RETRIES times. Sets MBG and MOTHER
+# (bg % and other %, as in the table of rows a to c1M) and returns COMMAND's status.
+measure() {
+    local out=$1 pids=$2 c0 c1 s0 s1 w0 w1 attempt=0 rc
+    shift 2
+    while :; do
+        MBG=$(wait_quiet)
+        [ -z "${MEASURE_BEFORE:-}" ] || "$MEASURE_BEFORE"
+        # shellcheck disable=SC2086 # $pids is a list
+        c0=$(cpu_ticks) s0=$(proc_ticks $pids)
+        times >"$TMP/times0"
+        rc=0
+        fg_wait "$@" >"$out" 2>&1 || rc=$?
+        times >"$TMP/times1"
+        # shellcheck disable=SC2086
+        c1=$(cpu_ticks) s1=$(proc_ticks $pids)
+        w0=$(children_ticks "$TMP/times0") w1=$(children_ticks "$TMP/times1")
+        MOTHER=$(echo "$c0 $c1 $s0 $s1 $w0 $w1" | awk '{
+            o = ($3 - $1) - ($6 - $5) - ($8 - $7); t = $4 - $2
+            printf "%.0f", (t > 0 && o > 0) ? 100 * o / t : 0 }')
+        [ -z "${MEASURE_AFTER:-}" ] || "$MEASURE_AFTER"
+        attempt=$((attempt + 1))
+        if [ "$rc" -ne 0 ] || [ "$MOTHER" -le "${BENCH_QUIET_MAX:-15}" ] ||
+            [ "$attempt" -gt "${BENCH_RETRIES:-2}" ]; then
+            return "$rc"
+        fi
+        note "other processes took $MOTHER% of the cores during the run; running it again"
+    done
+}
+
+# alive PID: whether the process still runs (a server that crashed is a zombie until reaped).
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+# latency_row NAME ROUND SERVER_PID PIDS URL LOADGEN_OPTIONS...: one open-loop run of bench/loadgen
+# at LIVE_RATE requests/s; SERVER_PID is checked afterwards (0: nothing to check).
+latency_row() {
+    local name=$1 round=$2 spid=$3 pids=$4 url=$5 state=ok
+    local out
+    out=$TMP/loadgen-$2-$(printf '%s' "$1" | tr -cs 'A-Za-z0-9' '-').txt
+    shift 5
+    note "live round $round/$LIVE_ROUNDS, row $name ($LIVE_RATE requests/s for $LIVE_DURATION)"
+    measure "$out" "$pids" "$LOADGEN" -r "$LIVE_RATE" -c "$LIVE_CONNS" -d "$LIVE_DURATION" \
+        -w "$WARMUP" "$@" "$url" || state="loadgen failed: $(tail -n1 "$out")"
+    if [ "$spid" != 0 ] && ! alive "$spid"; then
+        state="server died"
+    fi
+    awk -v name="$name" -v round="$round" -v bg="$MBG" -v other="$MOTHER" -v state="$state" '
+        { v[$1] = $2 }
+        END { printf "%s\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d\t%d\t%.3f\t%d\t%d\t%s\n",
+            name, round, v["p50_us"] / 1000, v["p90_us"] / 1000, v["p99_us"] / 1000,
+            v["p999_us"] / 1000, v["max_us"] / 1000, v["requests"], v["errors"], v["non200"],
+            v["connections"], v["lag_p99_us"] / 1000, bg, other, state }' "$out" >>"$LIVE_LAT"
+}
+
+# skipped FILE NAME ROUND N: the line of a run that was not made (its server had died), with N
+# zeros for its figures.
+skipped() {
+    awk -v name="$2" -v round="$3" -v n="$4" 'BEGIN {
+        printf "%s\t%d", name, round
+        for (i = 0; i < n; i++) printf "\t0"
+        print "\tskipped: the server died earlier" }' >>"$1"
+}
+
+ledger_rows() {
+    sqlite3 -readonly -cmd '.timeout 5000' "$1" 'select count(*) from usage_ledger' 2>/dev/null ||
+        echo -1
+}
+
+# throughput_row NAME ROUND SERVER_PID PIDS URL KEYS_FILE DATABASE: wrk as in rows a to c1M, and
+# the ledger rows that the measured run added.
+T_DB="" T_ROWS0=0 T_ROWS1=0 T_URL="" T_KEYS=""
+t_before() {
+    fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$LUA" "$T_URL" -- "$T_KEYS" \
+        >/dev/null 2>&1 || true
+    sleep 0.5 # the requests in flight when wrk stopped get their ledger rows
+    T_ROWS0=$(ledger_rows "$T_DB")
+}
+t_after() {
+    sleep 1
+    T_ROWS1=$(ledger_rows "$T_DB")
+}
+throughput_row() {
+    local name=$1 round=$2 spid=$3 pids=$4 state=ok
+    local out
+    out=$TMP/wrk-$2-$(printf '%s' "$1" | tr -cs 'A-Za-z0-9' '-').txt
+    T_URL=$5 T_KEYS=$6 T_DB=$7
+    note "live round $round/$LIVE_ROUNDS, row $name ($LIVE_DURATION)"
+    MEASURE_BEFORE=t_before MEASURE_AFTER=t_after measure "$out" "$pids" \
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$LIVE_DURATION" --latency -s "$LUA" "$T_URL" -- \
+        "$T_KEYS" || state="wrk failed: $(tail -n1 "$out")"
+    alive "$spid" || state="server died"
+    awk -v name="$name" -v round="$round" -v bg="$MBG" -v other="$MOTHER" -v state="$state" \
+        -v r0="$T_ROWS0" -v r1="$T_ROWS1" '
+        / requests in / { n = $1; secs = $4 + 0 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        END {
+            billed = (r0 >= 0 && r1 >= 0) ? r1 - r0 : -1
+            ok = n - bad
+            if (state == "ok" && billed < ok) state = "ledger short of the 200 answers"
+            printf "%s\t%d\t%.0f\t%d\t%d\t%.0f\t%d\t%d\t%.2f\t%d\t%d\t%s\n", name, round, rps, ok,
+                billed, (secs > 0 ? billed / secs : 0), bad, errs, secs, bg, other, state }
+    ' "$out" >>"$LIVE_TPUT"
+}
+
+if [ "$LIVE" != 0 ]; then
+    # The model backend: a fixed OpenAI chat completion with usage, for any POST.
+    LIVE_ANSWER='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}'
+    start_nginx nginx-backend "            return 200 '$LIVE_ANSWER';" "" /v1/chat/completions
+    M_PIDS=$NPIDS M_URL=http://127.0.0.1:$NPORT/v1/chat/completions
+    M_BASE=http://127.0.0.1:$NPORT/v1
+
+    # One account, one live key, one plan with no quota and a price: every request is billed.
+    LS=$TMP/live-full
+    KONNECT_DATA_DIR=$LS "$BIN" account create --email live@example.com >/dev/null \
+        2>>"$TMP/cli.log" || die "account create failed: $(tail -n3 "$TMP/cli.log")"
+    KONNECT_DATA_DIR=$LS "$BIN" key create --account live@example.com --mode live --name bench \
+        >"$TMP/live.keys" 2>>"$TMP/cli.log" || die "key create failed: $(tail -n3 "$TMP/cli.log")"
+    grep -q '^sk_live_' "$TMP/live.keys" || die "key create did not print a live key"
+    LIVE_KEY=$(head -n1 "$TMP/live.keys")
+    cat >"$LS/plans.json" <<'EOF'
+{"currency":"usd","plans":[{"name":"bench","price_per_request_micros":100,"price_per_million_input_tokens_micros":150000,"price_per_million_output_tokens_micros":600000,"max_concurrent_requests":100000}]}
+EOF
+    cp -a "$LS" "$TMP/live-normal"
+
+    KONNECT_MODEL_URL=$M_BASE KONNECT_ACCESS_LOG=off KONNECT_LEDGER_SYNC=full \
+        start_konnect konnect-live-full "$LS"
+    LF_PID=$KPID LF_URL=http://127.0.0.1:$KPORT/v1/chat
+    KONNECT_MODEL_URL=$M_BASE KONNECT_ACCESS_LOG=off KONNECT_LEDGER_SYNC=normal \
+        start_konnect konnect-live-normal "$TMP/live-normal"
+    LN_PID=$KPID LN_URL=http://127.0.0.1:$KPORT/v1/chat
+
+    # Both answer the live key from the backend and bill it.
+    for u in "$LF_URL" "$LN_URL"; do
+        a=$(chat "$u" "$LIVE_KEY" -w ' %{http_code}')
+        case "$a" in
+        *'"livemode":true'*'How can I help'*' 200') ;;
+        *) die "konnect did not answer the live key from the backend: $a" ;;
+        esac
+    done
+    for d in "$LS" "$TMP/live-normal"; do
+        [ "$(ledger_rows "$d/konnect.db")" = 1 ] || die "no ledger row in $d/konnect.db"
+    done
+fi
+
 # ---- the rows -----------------------------------------------------------------------------------
 
 ROW_A="a   nginx static"
@@ -459,6 +653,50 @@ RSS_SMALL_LOADED=$(rss_kb "$K_PID")
 [ "$SKIP_1M" = 1 ] || RSS_BIG_LOADED=$(rss_kb "$BIG_PID")
 LOG_BYTES=$(wc -c <"$TMP/access.log")
 LOG_LINES=$(wc -l <"$TMP/access.log")
+
+# ---- the live-path rows --------------------------------------------------------------------------
+
+if [ "$LIVE" != 0 ]; then
+    ROW_L0="L0  backend direct"
+    ROW_LF="L   konnect live, sync full"
+    ROW_LN="L   konnect live, sync normal"
+    ROW_TF="T   konnect live, sync full"
+    ROW_TN="T   konnect live, sync normal"
+    L0_BODY='{"model":"konnect-default","messages":[{"role":"user","content":"Hello"}]}'
+    for round in $(seq 1 "$LIVE_ROUNDS"); do
+        latency_row "$ROW_L0" "$round" 0 "$M_PIDS" "$M_URL" \
+            -H 'Content-Type: application/json' -b "$L0_BODY"
+        for mode in full normal; do
+            if [ $mode = full ]; then
+                row=$ROW_LF spid=$LF_PID url=$LF_URL
+            else
+                row=$ROW_LN spid=$LN_PID url=$LN_URL
+            fi
+            if ! alive "$spid"; then
+                skipped "$LIVE_LAT" "$row" "$round" 12
+                continue
+            fi
+            latency_row "$row" "$round" "$spid" "$spid $M_PIDS" "$url" \
+                -H "Authorization: Bearer $LIVE_KEY" -H 'Content-Type: application/json' \
+                -b '{"message": "Hello"}'
+        done
+        for mode in full normal; do
+            if [ $mode = full ]; then
+                row=$ROW_TF spid=$LF_PID url=$LF_URL db=$LS/konnect.db
+            else
+                row=$ROW_TN spid=$LN_PID url=$LN_URL db=$TMP/live-normal/konnect.db
+            fi
+            if ! alive "$spid"; then
+                skipped "$LIVE_TPUT" "$row" "$round" 9
+                continue
+            fi
+            throughput_row "$row" "$round" "$spid" "$spid $M_PIDS" "$url" "$TMP/live.keys" "$db"
+        done
+    done
+    LF_ROWS=$(ledger_rows "$LS/konnect.db")
+    LN_ROWS=$(ledger_rows "$TMP/live-normal/konnect.db")
+fi
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report -------------------------------------------------------------------------------------
@@ -477,39 +715,43 @@ echo "         $THREADS Konnect threads and $THREADS nginx workers; every reques
 echo "         of $NKEYS keys ($NUNKNOWN for d'); $NKEYS keys in the store and in nginx's map"
 echo "body:    $BODY_LEN bytes"
 echo
-printf '%-28s %10s %17s %7s %7s %9s %6s %5s %7s\n' "row (median of $ROUNDS)" "requests/s" \
-    "(min-max)" "p50 ms" "p99 ms" "non-2xx" "errors" "bg %" "other %"
-names=$(cut -f1 "$RUNS" | awk '!seen[$0]++')
-while IFS= read -r name; do
-    printf '%-28s %10.0f %17s %7.2f %7.2f %9d %6d %5s %7s\n' "$name" "$(rps_of "$name")" \
-        "($(col "$name" 3 | sort -g | head -n1)-$(col "$name" 3 | sort -g | tail -n1))" \
-        "$(col "$name" 4 | median)" "$(col "$name" 5 | median)" \
-        "$(col "$name" 6 | awk '{ s += $1 } END { print s }')" \
-        "$(col "$name" 7 | awk '{ s += $1 } END { print s }')" \
-        "$(col "$name" 8 | sort -g | tail -n1)" "$(col "$name" 9 | sort -g | tail -n1)"
-done <<<"$names"
-echo "non-2xx, errors: totals over the rounds (d and d' answer 401 by design)."
-echo "bg %: how busy the cores were in the second before a run, with every server idle; other %:"
-echo "the share of the cores' time that processes other than wrk and the server under test took"
-echo "during a run (the highest figure over the rounds for both)."
-echo
+if [ -s "$RUNS" ]; then
+    printf '%-28s %10s %17s %7s %7s %9s %6s %5s %7s\n' "row (median of $ROUNDS)" "requests/s" \
+        "(min-max)" "p50 ms" "p99 ms" "non-2xx" "errors" "bg %" "other %"
+    names=$(cut -f1 "$RUNS" | awk '!seen[$0]++')
+    while IFS= read -r name; do
+        printf '%-28s %10.0f %17s %7.2f %7.2f %9d %6d %5s %7s\n' "$name" "$(rps_of "$name")" \
+            "($(col "$name" 3 | sort -g | head -n1)-$(col "$name" 3 | sort -g | tail -n1))" \
+            "$(col "$name" 4 | median)" "$(col "$name" 5 | median)" \
+            "$(col "$name" 6 | awk '{ s += $1 } END { print s }')" \
+            "$(col "$name" 7 | awk '{ s += $1 } END { print s }')" \
+            "$(col "$name" 8 | sort -g | tail -n1)" "$(col "$name" 9 | sort -g | tail -n1)"
+    done <<<"$names"
+    echo "non-2xx, errors: totals over the rounds (d and d' answer 401 by design)."
+    echo "bg %: how busy the cores were in the second before a run, with every server idle; other %:"
+    echo "the share of the cores' time that processes other than wrk and the server under test took"
+    echo "during a run (the highest figure over the rounds for both)."
+    echo
 
-A=$(rps_of "$ROW_A")
-B=$(rps_of "$ROW_B")
-C=$(rps_of "$ROW_C")
-CL=$(rps_of "$ROW_CL")
-D=$(rps_of "$ROW_D")
-DU=$(rps_of "$ROW_DU")
-echo "ratios of median requests/s:"
-line "c/a" "$(ratio "$C" "$A")"
-line "c/b" "$(ratio "$C" "$B")   target >= 0.80: $(verdict "$(ratio "$C" "$B")" 0.8)"
-line "c'/c" "$(ratio "$CL" "$C")   access log: $(awk -v b="$LOG_BYTES" -v l="$LOG_LINES" \
-    'BEGIN { printf "%d lines of %.0f bytes in one run", l, l ? b / l : 0 }')"
-line "d/c" "$(ratio "$D" "$C")   target >= 1.00: $(verdict "$(ratio "$D" "$C")" 1)"
-line "d'/c" "$(ratio "$DU" "$C")"
-if [ "$SKIP_1M" != 1 ]; then
-    CB=$(rps_of "$ROW_CB")
-    line "c1M/c" "$(ratio "$CB" "$C")   target >= 0.90: $(verdict "$(ratio "$CB" "$C")" 0.9)"
+    A=$(rps_of "$ROW_A")
+    B=$(rps_of "$ROW_B")
+    C=$(rps_of "$ROW_C")
+    CL=$(rps_of "$ROW_CL")
+    D=$(rps_of "$ROW_D")
+    DU=$(rps_of "$ROW_DU")
+    echo "ratios of median requests/s:"
+    line "c/a" "$(ratio "$C" "$A")"
+    line "c/b" "$(ratio "$C" "$B")   target >= 0.80: $(verdict "$(ratio "$C" "$B")" 0.8)"
+    line "c'/c" "$(ratio "$CL" "$C")   access log: $(awk -v b="$LOG_BYTES" -v l="$LOG_LINES" \
+        'BEGIN { printf "%d lines of %.0f bytes in one run", l, l ? b / l : 0 }')"
+    line "d/c" "$(ratio "$D" "$C")   target >= 1.00: $(verdict "$(ratio "$D" "$C")" 1)"
+    line "d'/c" "$(ratio "$DU" "$C")"
+    if [ "$SKIP_1M" != 1 ]; then
+        CB=$(rps_of "$ROW_CB")
+        line "c1M/c" "$(ratio "$CB" "$C")   target >= 0.90: $(verdict "$(ratio "$CB" "$C")" 0.9)"
+    fi
+else
+    echo "(rows a to c1M not run: BENCH_ROUNDS=0)"
 fi
 echo
 echo "Konnect memory and start-up:"
@@ -528,13 +770,122 @@ if [ "$SKIP_1M" != 1 ]; then
 else
     echo "  (the $BIG-key part was skipped: BENCH_SKIP_1M=1)"
 fi
-echo
-echo "every run (requests/s, p50 ms, p99 ms, bg %, other %):"
-while IFS= read -r name; do
-    printf '  %-28s' "$name"
-    col "$name" 2 | while IFS= read -r r; do
-        awk -F'\t' -v n="$name" -v r="$r" '$1 == n && $2 == r {
-            printf "  %s: %s %.2f %.2f %s %s", $2, $3, $4, $5, $8, $9 }' "$RUNS"
+
+if [ "$LIVE" != 0 ]; then
+    # lcol FILE NAME N: column N of NAME's runs that went through, one value per line.
+    lcol() { awk -F'\t' -v n="$2" -v c="$3" '$1 == n && $NF == "ok" { print $c }' "$1"; }
+    lmed() { lcol "$@" | median; }
+    lsum() { lcol "$@" | awk '{ s += $1 } END { print s + 0 }'; }
+    lmax() { lcol "$@" | sort -g | tail -n1; }
+    lruns() { lcol "$1" "$2" 2 | wc -l; }
+    echo
+    echo "Live path: a live key; Konnect forwards POST /v1/chat to a model backend (nginx answering"
+    echo "POST /v1/chat/completions with a fixed chat.completion of ${#LIVE_ANSWER} bytes, usage included) and"
+    echo "writes a ledger row before it answers. KONNECT_ACCESS_LOG=off; plan \"bench\": 100 micros a"
+    echo "request plus token prices, no quota. $THREADS Konnect threads, $THREADS backend workers;"
+    echo "medians of $LIVE_ROUNDS rounds (of the runs that went through)."
+    echo
+    echo "Latency at $LIVE_RATE requests/s, open loop (bench/loadgen: $LIVE_CONNS keep-alive connections"
+    echo "opened first, $LIVE_DURATION measured after a $WARMUP warm-up; each request timed from when it was due"
+    echo "to the end of its answer):"
+    printf '%-30s %7s %7s %7s %7s %7s %8s %6s %7s %5s %7s %4s %6s\n' "row" "p50 ms" "p90 ms" \
+        "p99 ms" "p99.9" "max ms" "answers" "errors" "non-200" "conns" "lag p99" "bg %" "other %"
+    for name in "$ROW_L0" "$ROW_LF" "$ROW_LN"; do
+        if [ "$(lruns "$LIVE_LAT" "$name")" -eq 0 ]; then
+            printf '%-30s %s\n' "$name" "no run went through (see below)"
+            continue
+        fi
+        printf '%-30s %7.3f %7.3f %7.3f %7.3f %7.3f %8d %6d %7d %5d %7.3f %4s %6s\n' "$name" \
+            "$(lmed "$LIVE_LAT" "$name" 3)" "$(lmed "$LIVE_LAT" "$name" 4)" \
+            "$(lmed "$LIVE_LAT" "$name" 5)" "$(lmed "$LIVE_LAT" "$name" 6)" \
+            "$(lmax "$LIVE_LAT" "$name" 7)" "$(lsum "$LIVE_LAT" "$name" 8)" \
+            "$(lsum "$LIVE_LAT" "$name" 9)" "$(lsum "$LIVE_LAT" "$name" 10)" \
+            "$(lmax "$LIVE_LAT" "$name" 11)" "$(lmed "$LIVE_LAT" "$name" 12)" \
+            "$(lmax "$LIVE_LAT" "$name" 13)" "$(lmax "$LIVE_LAT" "$name" 14)"
+    done
+    echo "max ms, conns (the most connections open at once), bg % and other %: highest over the rounds;"
+    echo "answers, errors and non-200: totals. lag p99: how late the load generator itself sent (part of"
+    echo "every row's figures alike)."
+    echo "added latency (median of L minus median of L0):"
+    for name in "$ROW_LF" "$ROW_LN"; do
+        if [ "$(lruns "$LIVE_LAT" "$name")" -eq 0 ] || [ "$(lruns "$LIVE_LAT" "$ROW_L0")" -eq 0 ]; then
+            line "${name#L   konnect live, }" "n/a"
+            continue
+        fi
+        d50=$(awk -v a="$(lmed "$LIVE_LAT" "$name" 3)" -v b="$(lmed "$LIVE_LAT" "$ROW_L0" 3)" \
+            'BEGIN { printf "%.3f", a - b }')
+        d99=$(awk -v a="$(lmed "$LIVE_LAT" "$name" 5)" -v b="$(lmed "$LIVE_LAT" "$ROW_L0" 5)" \
+            'BEGIN { printf "%.3f", a - b }')
+        line "${name#L   konnect live, }" "p50 +$d50 ms, p99 +$d99 ms   target p99 < 1 ms at $LIVE_RATE/s: $(
+            awk -v d="$d99" 'BEGIN { print (d + 0 < 1 ? "met" : "NOT met") }')"
     done
     echo
-done <<<"$names"
+    echo "Billed requests, closed loop (wrk -t$WRK_THREADS -c$CONNS -d$LIVE_DURATION after a $WARMUP warm-up, the live"
+    echo "key on every request; ledger rows counted with sqlite3 before and after the measured run):"
+    printf '%-30s %10s %17s %11s %11s %9s %7s %6s %4s %6s\n' "row" "requests/s" "(min-max)" \
+        "200 answers" "ledger rows" "billed/s" "non-2xx" "errors" "bg %" "other %"
+    for name in "$ROW_TF" "$ROW_TN"; do
+        if [ "$(lruns "$LIVE_TPUT" "$name")" -eq 0 ]; then
+            printf '%-30s %s\n' "$name" "no run went through (see below)"
+            continue
+        fi
+        printf '%-30s %10.0f %17s %11d %11d %9.0f %7d %6d %4s %6s\n' "$name" \
+            "$(lmed "$LIVE_TPUT" "$name" 3)" \
+            "($(lcol "$LIVE_TPUT" "$name" 3 | sort -g | head -n1)-$(lmax "$LIVE_TPUT" "$name" 3))" \
+            "$(lsum "$LIVE_TPUT" "$name" 4)" "$(lsum "$LIVE_TPUT" "$name" 5)" \
+            "$(lmed "$LIVE_TPUT" "$name" 6)" "$(lsum "$LIVE_TPUT" "$name" 7)" \
+            "$(lsum "$LIVE_TPUT" "$name" 8)" "$(lmax "$LIVE_TPUT" "$name" 10)" \
+            "$(lmax "$LIVE_TPUT" "$name" 11)"
+    done
+    echo "200 answers and ledger rows: totals over the measured runs (every 200 must have its row; rows"
+    echo "can exceed the answers by the requests in flight when wrk stopped). billed/s: rows / seconds."
+    for name in "$ROW_TF" "$ROW_TN"; do
+        [ "$(lruns "$LIVE_TPUT" "$name")" -eq 0 ] && continue
+        line "${name#T   konnect live, }" "$(printf '%.0f' "$(lmed "$LIVE_TPUT" "$name" 6)") billed/s   target >= 20,000: $(
+            verdict "$(lmed "$LIVE_TPUT" "$name" 6)" 20000)"
+    done
+    line "ledger rows at the end" "sync full: $LF_ROWS, sync normal: $LN_ROWS"
+    problems=$(cat "$LIVE_LAT" "$LIVE_TPUT" | awk -F'\t' '$NF != "ok" { printf "  round %d, %s: %s\n", $2, $1, $NF }')
+    if [ -n "$problems" ]; then
+        echo
+        echo "live-path runs that did not go through (left out of the figures above):"
+        echo "$problems"
+        for pid_name in "$LF_PID konnect-live-full" "$LN_PID konnect-live-normal"; do
+            read -r pid pname <<<"$pid_name"
+            if ! alive "$pid"; then
+                rc=0
+                wait "$pid" 2>/dev/null || rc=$?
+                forget_pid "$pid"
+                sig=""
+                [ "$rc" -le 128 ] || sig=" (signal $((rc - 128)))"
+                echo "  $pname exited with status $rc$sig; the end of its stderr:"
+                tail -n3 "$TMP/$pname.stderr" | sed 's/^/    /'
+            fi
+        done
+    fi
+fi
+echo
+if [ -s "$RUNS" ]; then
+    echo "every run (requests/s, p50 ms, p99 ms, bg %, other %):"
+    while IFS= read -r name; do
+        printf '  %-28s' "$name"
+        col "$name" 2 | while IFS= read -r r; do
+            awk -F'\t' -v n="$name" -v r="$r" '$1 == n && $2 == r {
+                printf "  %s: %s %.2f %.2f %s %s", $2, $3, $4, $5, $8, $9 }' "$RUNS"
+        done
+        echo
+    done <<<"$names"
+fi
+if [ "$LIVE" != 0 ]; then
+    echo "every live-path run (L: p50 ms, p99 ms; T: requests/s, billed/s; then bg %, other %, state):"
+    for name in "$ROW_L0" "$ROW_LF" "$ROW_LN"; do
+        printf '  %-30s' "$name"
+        awk -F'\t' -v n="$name" '$1 == n { printf "  %s: %.3f %.3f %s %s %s", $2, $3, $5, $13, $14, $15 }' "$LIVE_LAT"
+        echo
+    done
+    for name in "$ROW_TF" "$ROW_TN"; do
+        printf '  %-30s' "$name"
+        awk -F'\t' -v n="$name" '$1 == n { printf "  %s: %s %s %s %s %s", $2, $3, $6, $10, $11, $12 }' "$LIVE_TPUT"
+        echo
+    done
+fi

@@ -69,8 +69,8 @@ static const char serve_usage[] =
     "  KONNECT_MODEL_TIMEOUT_MS     backend timeouts, default 5000, 60000, 300000 (504 past them)\n"
     "  KONNECT_MODEL_MAX_RESPONSE_BYTES  largest backend answer, default 8388608\n"
     "  KONNECT_PLANS                plans file, default <data dir>/plans.json\n"
-    "  KONNECT_LEDGER_SYNC          full (default: each ledger commit waits for the disk) or\n"
-    "                               normal (survives a process crash, not a power failure)\n"
+    "  KONNECT_LEDGER_SYNC          normal (default: a ledger commit survives a crash of the\n"
+    "                               process, not of the machine) or full (it waits for the disk)\n"
     "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n";
 
 static int cmd_serve(struct kn_config *c, int argc, char **argv)

@@ -60,3 +60,11 @@ void base62_random_id(char *out, const char *prefix, size_t n)
     }
     out[plen + n] = '\0';
 }
+
+void base62_time_id(char *out, const char *prefix, size_t n, uint64_t unix_ms)
+{
+    size_t plen = strlen(prefix);
+
+    base62_random_id(out, prefix, n);
+    base62_encode_fixed(unix_ms, out + plen, BASE62_TIME_DIGITS);
+}

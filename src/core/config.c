@@ -101,7 +101,7 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     c->model_first_byte_timeout_ms = 60000;
     c->model_timeout_ms = 300000;
     c->model_max_response_bytes = 8 * 1024 * 1024;
-    c->ledger_sync_full = 1;
+    c->ledger_sync_full = 0;
 
     v = getenv("KONNECT_DATA_DIR");
     config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");

@@ -39,7 +39,7 @@ struct kn_config {
     size_t model_max_response_bytes;      /* KONNECT_MODEL_MAX_RESPONSE_BYTES, default 8 MiB. */
     char plans_file[PATH_MAX];            /* KONNECT_PLANS, default <data dir>/plans.json. */
     int plans_file_set;   /* 1 when KONNECT_PLANS names the file (it must then exist). */
-    int ledger_sync_full; /* KONNECT_LEDGER_SYNC: "full" (default, 1) or "normal" (0). */
+    int ledger_sync_full; /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
 };
 
 /* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err

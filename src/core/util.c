@@ -57,6 +57,13 @@ int64_t kn_unix_now(void)
     return (int64_t)ts.tv_sec;
 }
 
+uint64_t kn_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 uint64_t kn_mono_ns(void)
 {
     struct timespec ts;

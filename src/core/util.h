@@ -18,6 +18,9 @@ char *kn_strdup(const char *s);
 /* Wall-clock time in whole seconds since the Unix epoch. */
 int64_t kn_unix_now(void);
 
+/* Wall-clock time in milliseconds since the Unix epoch. */
+uint64_t kn_unix_ms(void);
+
 /* Monotonic time in nanoseconds; only differences are meaningful. */
 uint64_t kn_mono_ns(void);
 

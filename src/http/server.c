@@ -37,6 +37,13 @@
 #include "limits/ratelimit.h"
 #include "metering/plans.h"
 
+/* A request id: "req_" and 24 base62 characters that start with the time, from the loop's clock
+ * (wall-clock milliseconds, read once per loop turn). */
+static void new_request_id(h2o_req_t *req, char *out)
+{
+    base62_time_id(out, "req_", REQUEST_ID_LEN, h2o_now(req->conn->ctx->loop));
+}
+
 struct worker *http_worker_of(h2o_req_t *req)
 {
     return (struct worker *)req->conn->ctx;
@@ -767,7 +774,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     h2o_iovec_t m = req->method, p = req->path_normalized;
 
     memset(&info, 0, sizeof(info));
-    base62_random_id(info.request_id, "req_", REQUEST_ID_LEN);
+    new_request_id(req, info.request_id);
     if (header_bytes(req) > srv->cfg->max_header_bytes) {
         char msg[128];
         req->http1_is_persistent = 0;
@@ -861,7 +868,7 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         break;
     }
     memset(&info, 0, sizeof(info));
-    base62_random_id(info.request_id, "req_", REQUEST_ID_LEN);
+    new_request_id(req, info.request_id);
     info.error_code = kn_error_def(err)->code;
     if (err == KN_ERR_BODY_TOO_LARGE) {
         char msg[128];
@@ -955,7 +962,7 @@ static void refuse_connection(struct worker *w, h2o_socket_t *sock)
     r->sock = sock;
     r->w = w;
     w->conns++; /* So that shutdown waits for the answer and its timer. */
-    base62_random_id(r->request_id, "req_", REQUEST_ID_LEN);
+    base62_time_id(r->request_id, "req_", REQUEST_ID_LEN, kn_unix_ms());
     r->timeout.cb = refused_timeout;
     sock->data = r;
     h2o_timeout_link(w->ctx.loop, &w->refuse_timeout, &r->timeout);

@@ -415,6 +415,7 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
         goto fail;
     if (store_set_durable(ks->store, durable) != STORE_OK ||
+        store_checkpoint_in_background(ks->store) != STORE_OK ||
         store_accounts_load(ks->store, &ks->account_seq, apply_account, ks) != STORE_OK ||
         store_usage_month_totals(ks->store, kn_month_of(kn_unix_now()), load_month, ks) !=
             STORE_OK) {

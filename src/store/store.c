@@ -293,6 +293,11 @@ int store_set_durable(struct store *s, int full)
     return s->ops->set_durable(s, full);
 }
 
+int store_checkpoint_in_background(struct store *s)
+{
+    return s->ops->checkpoint_in_background(s);
+}
+
 int store_account_set_plan(struct store *s, const char *id, const char *plan)
 {
     return s->ops->account_set_plan(s, id, plan);

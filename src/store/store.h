@@ -216,6 +216,7 @@ struct store_ops {
                        void *ud);
     int (*usage_add)(struct store *s, const struct store_usage *u, size_t n);
     int (*set_durable)(struct store *s, int full);
+    int (*checkpoint_in_background)(struct store *s);
     int (*account_set_plan)(struct store *s, const char *id, const char *plan);
     int (*account_set_quota)(struct store *s, const char *id, int64_t requests, int64_t tokens);
     int (*accounts_load)(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
@@ -330,6 +331,10 @@ int store_usage_add(struct store *s, const struct store_usage *u, size_t n);
 /* Chooses what a commit on this connection survives: with full = 1, a power loss (the commit
  * waits for the disk); with 0, a crash of the process but not of the machine. */
 int store_set_durable(struct store *s, int full);
+/* For a connection that writes all the time (the server's store thread): the backend's
+ * housekeeping of what it wrote (SQLite's WAL checkpoints) runs on a thread of its own, so that
+ * no commit waits for it. Stopped by store_close. */
+int store_checkpoint_in_background(struct store *s);
 /* Puts an account on a plan ("" = the default plan). STORE_NOT_FOUND when there is no such
  * account. */
 int store_account_set_plan(struct store *s, const char *id, const char *plan);

@@ -1,5 +1,6 @@
 /* The SQLite backend: one file in WAL mode, so that readers (the CLI, the server's reads) never
  * wait for the writer. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,11 +117,24 @@ enum {
     DS__COUNT
 };
 
+/* Checkpoints done by a thread of their own (see sqlite_checkpoint_in_background). */
+struct checkpointer {
+    sqlite3 *db; /* The thread's own connection. */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int wal_frames; /* Frames in the log after the writer's last commit. */
+    int stop;
+};
+
 struct sqlite_backend {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     sqlite3_stmt *dash[DS__COUNT];
+    struct checkpointer *ckpt;
 };
+
+static void checkpointer_stop(struct checkpointer *c);
 
 static sqlite3 *db_of(struct store *s)
 {
@@ -175,6 +189,8 @@ static int sqlite_open(struct store *s, const char *path)
 static void sqlite_close(struct store *s)
 {
     struct sqlite_backend *b = store_backend(s);
+    if (b->ckpt != NULL)
+        checkpointer_stop(b->ckpt);
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(b->st[i]);
     for (int i = 0; i < DS__COUNT; i++)
@@ -989,6 +1005,98 @@ static int sqlite_set_durable(struct store *s, int full)
     return exec(s, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
 }
 
+/* ---- checkpoints ---------------------------------------------------------------------------
+ * In WAL mode, commits append pages to the log, and a checkpoint copies them back into the
+ * database. SQLite runs one inside the commit that takes the log past 1,000 pages, which stalls
+ * that commit for as long as the copy and its fsync take: every few hundred group commits, the
+ * answers waiting for one were held for milliseconds. The busy writer instead hands checkpoints
+ * to a thread with its own connection, which copies pages while the writer goes on appending
+ * (a PASSIVE checkpoint never blocks it). The log starts again from its beginning whenever a
+ * commit finds it fully copied; should it still grow past WAL_FRAMES_MAX pages, the checkpoint
+ * waits for a pause in the writes and restarts it, so that it stays bounded. */
+
+#define WAL_FRAMES_CHECKPOINT 1000
+#define WAL_FRAMES_MAX 65536
+
+static void *checkpointer_main(void *arg)
+{
+    struct checkpointer *c = arg;
+
+    pthread_mutex_lock(&c->lock);
+    while (!c->stop) {
+        if (c->wal_frames < WAL_FRAMES_CHECKPOINT) {
+            pthread_cond_wait(&c->cond, &c->lock);
+            continue;
+        }
+        int frames = c->wal_frames;
+        c->wal_frames = 0;
+        pthread_mutex_unlock(&c->lock);
+        int mode = frames >= WAL_FRAMES_MAX ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, mode, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            fprintf(stderr, "konnect: checkpoint failed: %s\n", sqlite3_errmsg(c->db));
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct checkpointer *c = arg;
+    (void)db;
+    (void)name;
+    if (frames >= WAL_FRAMES_CHECKPOINT) {
+        pthread_mutex_lock(&c->lock);
+        c->wal_frames = frames;
+        pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return SQLITE_OK;
+}
+
+static void checkpointer_stop(struct checkpointer *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    /* The last connection to close checkpoints what is left. */
+    sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+static int sqlite_checkpoint_in_background(struct store *s)
+{
+    struct sqlite_backend *b = store_backend(s);
+    struct checkpointer *c;
+    const char *path = sqlite3_db_filename(b->db, "main");
+
+    if (b->ckpt != NULL)
+        return STORE_OK;
+    c = kn_calloc(1, sizeof(*c));
+    if (path == NULL || sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        store_set_error(s, STORE_ERROR, "cannot open a checkpoint connection: %s",
+                        c->db != NULL ? sqlite3_errmsg(c->db) : "out of memory");
+        sqlite3_close(c->db);
+        free(c);
+        return STORE_ERROR;
+    }
+    /* A restart waits for the writer's commit in progress (milliseconds at most). */
+    sqlite3_busy_timeout(c->db, 5000);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0)
+        kn_fatal("cannot start the checkpoint thread");
+    /* The hook replaces SQLite's own checkpoints on this connection. */
+    sqlite3_wal_hook(b->db, on_wal_commit, c);
+    b->ckpt = c;
+    return STORE_OK;
+}
+
 static int sqlite_account_set_plan(struct store *s, const char *id, const char *plan)
 {
     int rc = RUN(s, ACCOUNT_SET_PLAN, "UPDATE accounts SET plan = nullif(?2, '') WHERE id = ?1",
@@ -1263,6 +1371,7 @@ const struct store_ops store_sqlite_ops = {
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,
     .set_durable = sqlite_set_durable,
+    .checkpoint_in_background = sqlite_checkpoint_in_background,
     .account_set_plan = sqlite_account_set_plan,
     .account_set_quota = sqlite_account_set_quota,
     .accounts_load = sqlite_accounts_load,
