@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "core/base62.h"
 #include "core/util.h"
 #include "limits/quota.h"
 #include "metering/plans.h"
@@ -136,8 +137,28 @@ static void test_months(void)
             CHECK(!"month boundaries");
 }
 
+/* Request ids sort by time (the ledger's key), and stay random after the time. */
+static void test_time_ids(void)
+{
+    char a[29], b[29], c[29];
+
+    base62_time_id(a, "req_", 24, 1795805276000);
+    base62_time_id(b, "req_", 24, 1795805276001);
+    base62_time_id(c, "req_", 24, 1795805276001);
+    CHECK(strlen(a) == 28 && strncmp(a, "req_", 4) == 0);
+    CHECK(strcmp(a, b) < 0 && strcmp(a, c) < 0);
+    CHECK(memcmp(b, c, 4 + BASE62_TIME_DIGITS) == 0 && strcmp(b, c) != 0);
+    for (size_t i = 4; i < 28; i++)
+        CHECK(base62_value((unsigned char)a[i]) >= 0);
+    /* 62^7 ms reach past the year 2080. */
+    base62_time_id(a, "req_", 24, 3500000000000);
+    base62_time_id(b, "req_", 24, 3500000000001);
+    CHECK(strcmp(a, b) < 0);
+}
+
 int main(void)
 {
+    test_time_ids();
     test_plans();
     test_quota();
     test_months();
