@@ -29,7 +29,7 @@ struct dashboard {
     uint8_t secret[32];
     struct keysync *ks;
     struct store *store;
-    struct plans *plans; /* For usage reports and invoices. */
+    const struct plans *plans; /* The server's, for usage reports and invoices. */
 };
 
 /* The signed-in user of a request. */
@@ -41,16 +41,16 @@ struct who {
 };
 
 struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
-                                struct keysync *ks, char *err, size_t errsize)
+                                struct keysync *ks, const struct plans *plans, char *err,
+                                size_t errsize)
 {
     struct dashboard *d = kn_calloc(1, sizeof(*d));
 
     d->cfg = c;
     memcpy(d->secret, secret, 32);
     d->ks = ks;
-    if ((d->store = store_open(c->database, 1, err, errsize)) == NULL ||
-        (d->plans = plans_load(c->plans_file, c->plans_file_set, err, errsize)) == NULL) {
-        store_close(d->store);
+    d->plans = plans;
+    if ((d->store = store_open(c->database, 1, err, errsize)) == NULL) {
         sodium_memzero(d->secret, sizeof(d->secret));
         free(d);
         return NULL;
@@ -63,7 +63,6 @@ void dashboard_free(struct dashboard *d)
     if (d == NULL)
         return;
     store_close(d->store);
-    plans_free(d->plans);
     sodium_memzero(d->secret, sizeof(d->secret));
     free(d);
 }

@@ -47,11 +47,12 @@ struct dash_response {
 
 struct dashboard;
 
-/* Opens the dashboard's own store connection and reads the plans file (c->plans_file, which
- * must exist when c->plans_file_set) for usage reports. ks (may be NULL in tests) is asked to
- * apply key changes at once. Returns NULL with a message in err on failure. */
+/* Opens the dashboard's own store connection. ks (may be NULL in tests) is asked to apply key
+ * changes at once; plans (the server's, which must outlive the dashboard) price the usage
+ * reports. Returns NULL with a message in err on failure. */
 struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
-                                struct keysync *ks, char *err, size_t errsize);
+                                struct keysync *ks, const struct plans *plans, char *err,
+                                size_t errsize);
 
 /* Frees the dashboard and closes its store connection. */
 void dashboard_free(struct dashboard *d);

@@ -1295,7 +1295,7 @@ int server_run(const struct kn_config *c)
         goto fail;
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
             c->database, (double)(kn_mono_ns() - t0) / 1e6);
-    if ((srv->dash = dashboard_new(c, srv->secret, srv->ks, err, sizeof(err))) == NULL)
+    if ((srv->dash = dashboard_new(c, srv->secret, srv->ks, srv->plans, err, sizeof(err))) == NULL)
         goto fail;
     pthread_mutex_init(&srv->dash_lock, NULL);
     pthread_cond_init(&srv->dash_cond, NULL);
