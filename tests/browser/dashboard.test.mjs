@@ -15,11 +15,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+import { fetchT, freePort, konnectBin, redact, sleep } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -34,31 +35,7 @@ const START_MS = 15_000; // server start
 const TEST_MS = 120_000; // a whole test
 const KEY_RE = /^sk_(test|live)_[0-9A-Za-z]{38}$/;
 
-function konnectBin() {
-  if (process.env.KONNECT_BIN) return path.resolve(process.env.KONNECT_BIN);
-  const local = path.join(REPO, 'build', 'konnect');
-  return existsSync(local) ? local : null;
-}
-
 const rand = () => Math.random().toString(36).slice(2, 10);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const redact = (s) => s.replace(/sk_(live|test)_[0-9A-Za-z]{6,}/g, 'sk_$1_[redacted]');
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function fetchT(url, opts = {}, ms = 5_000) {
-  return fetch(url, { ...opts, redirect: 'manual', signal: AbortSignal.timeout(ms) });
-}
 
 // Polls fn until it returns a truthy value or ms pass; then throws with message.
 async function until(fn, message, ms = STEP_MS) {

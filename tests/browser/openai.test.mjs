@@ -16,15 +16,15 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import OpenAI from 'openai';
 
+import { fetchT, freePort, konnectBin, redact, sleep } from './helpers.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '..', '..');
 const FAKE_BACKEND = path.join(HERE, '..', 'integration', 'fake_backend.py');
 const START_MS = 15_000; // a process start
 const STEP_MS = 10_000; // any one wait
@@ -34,32 +34,8 @@ const EMAIL = 'sdk@example.com';
 const PROMPT = 'Hello from the SDK';
 
 const run = promisify(execFile);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // A sleep that does not keep the process alive: a race's losing timer must not delay the exit.
 const deadlineOf = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-const redact = (s) => s.replace(/sk_(live|test)_[0-9A-Za-z]{6,}/g, 'sk_$1_[redacted]');
-
-function konnectBin() {
-  if (process.env.KONNECT_BIN) return path.resolve(process.env.KONNECT_BIN);
-  const local = path.join(REPO, 'build', 'konnect');
-  return existsSync(local) ? local : null;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function fetchT(url, opts = {}, ms = 5_000) {
-  return fetch(url, { ...opts, redirect: 'manual', signal: AbortSignal.timeout(ms) });
-}
 
 // Polls fn until it returns a truthy value or ms pass; then throws with message.
 async function until(fn, message, ms = STEP_MS) {
