@@ -77,6 +77,7 @@ static int check_month(struct store *s, int64_t month, int64_t now)
 struct keyuse {
     struct store_key key; /* Found in the store, or only its id when it is gone. */
     struct sums sums;
+    size_t order; /* The key's place in the account's key list (oldest first); gone keys last. */
 };
 
 static int by_key_id(const void *a, const void *b)
@@ -85,16 +86,33 @@ static int by_key_id(const void *a, const void *b)
                   ((const struct store_usage_sum *)b)->key_id);
 }
 
-static int by_created(const void *a, const void *b)
+/* Keys in the order of the account's key list (store_key_list: creation time, then insertion),
+ * which is deterministic even for keys created within the same second. */
+static int by_list_order(const void *a, const void *b)
 {
     const struct keyuse *x = a, *y = b;
-    if (x->key.created_at != y->key.created_at)
-        return x->key.created_at < y->key.created_at ? -1 : 1;
+    if (x->order != y->order)
+        return x->order < y->order ? -1 : 1;
     return strcmp(x->key.id, y->key.id);
 }
 
-/* Sums rows per key, oldest key first; with names when `names` is set. Writes the array and its
- * length. */
+struct list_order {
+    struct keyuse *ku;
+    size_t n, seen;
+};
+
+static int note_order(void *ud, const struct store_key *k)
+{
+    struct list_order *o = ud;
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->ku[i].key.id, k->id) == 0)
+            o->ku[i].order = o->seen;
+    o->seen++;
+    return 0;
+}
+
+/* Sums rows per key, in the order of the account's key list; with names when `names` is set. Writes
+ * the array and its length. */
 static int key_uses(struct store *s, const struct rows *r, int names, struct keyuse **out,
                     size_t *count)
 {
@@ -121,6 +139,7 @@ static int key_uses(struct store *s, const struct rows *r, int names, struct key
     free(sorted);
     for (size_t i = 0; names && i < n; i++) {
         struct store_key k;
+        ku[i].order = SIZE_MAX;
         int rc = store_key_find(s, ku[i].key.id, NULL, &k);
         if (rc == STORE_OK) {
             ku[i].key = k;
@@ -129,8 +148,19 @@ static int key_uses(struct store *s, const struct rows *r, int names, struct key
             return rc;
         }
     }
-    if (names)
-        qsort(ku, n, sizeof(*ku), by_created);
+    if (names && n > 1) {
+        struct list_order o = {ku, n, 0};
+        const char *account = NULL;
+        for (size_t i = 0; i < n && account == NULL; i++)
+            if (ku[i].key.account_id[0] != '\0')
+                account = ku[i].key.account_id;
+        int rc = account != NULL ? store_key_list(s, account, note_order, &o) : STORE_OK;
+        if (rc != STORE_OK) {
+            free(ku);
+            return rc;
+        }
+        qsort(ku, n, sizeof(*ku), by_list_order);
+    }
     *out = ku;
     *count = n;
     return STORE_OK;
