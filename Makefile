@@ -58,14 +58,18 @@ bench: build
 fuzz: deps
 	@scripts/install-deps.sh fuzz
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_bearer fuzz_chat_body fuzz_backend_stream
-	@mkdir -p $(FUZZ_BUILD)/corpus/bearer $(FUZZ_BUILD)/corpus/chat_body $(FUZZ_BUILD)/corpus/backend_stream
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_bearer fuzz_chat_body fuzz_backend_stream \
+		fuzz_backend_http
+	@mkdir -p $(FUZZ_BUILD)/corpus/bearer $(FUZZ_BUILD)/corpus/chat_body $(FUZZ_BUILD)/corpus/backend_stream \
+		$(FUZZ_BUILD)/corpus/backend_http
 	$(FUZZ_BUILD)/tests/fuzz/fuzz_bearer -max_total_time=$(FUZZ_SECONDS) -max_len=512 \
 		$(FUZZ_BUILD)/corpus/bearer tests/fuzz/corpus/bearer
 	$(FUZZ_BUILD)/tests/fuzz/fuzz_chat_body -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
 		$(FUZZ_BUILD)/corpus/chat_body tests/fuzz/corpus/chat_body
 	$(FUZZ_BUILD)/tests/fuzz/fuzz_backend_stream -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 		$(FUZZ_BUILD)/corpus/backend_stream tests/fuzz/corpus/backend_stream
+	$(FUZZ_BUILD)/tests/fuzz/fuzz_backend_http -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		$(FUZZ_BUILD)/corpus/backend_http tests/fuzz/corpus/backend_http
 
 format:
 	@clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')

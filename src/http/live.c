@@ -17,7 +17,7 @@
 
 #define WATCH_MS 200          /* How often a waiting request checks that its client is there. */
 #define POOL_IDLE_MS 2000     /* Idle backend connections are closed before backends do it. */
-#define POOL_CAPACITY 4096    /* Backend connections per event loop. */
+#define POOL_IDLE_MAX 1024    /* Idle backend connections kept per event loop. */
 #define SSE_EVENT_MAX 1048576 /* The largest streamed event accepted from a backend. */
 
 struct live_req;
@@ -37,7 +37,7 @@ struct live_req {
     struct worker *w;
     h2o_req_t *req; /* NULL once the client is gone or has its answer. */
     struct live_guard *guard;
-    h2o_http1client_t *client; /* While the backend call runs. */
+    struct upstream_call *client; /* While the backend call runs. */
     struct reqinfo info;
     struct keyrec *key;
     int64_t month;
@@ -134,13 +134,9 @@ void live_worker_init(struct worker *w)
     h2o_timeout_init(loop, &lw->first_byte_timeout, c->model_first_byte_timeout_ms);
     h2o_timeout_init(loop, &lw->total_timeout, c->model_timeout_ms);
     h2o_timeout_init(loop, &lw->watch_timeout, WATCH_MS);
-    lw->client_ctx.loop = loop;
-    lw->client_ctx.getaddr_receiver = &w->ctx.receivers.hostinfo_getaddr;
-    lw->client_ctx.io_timeout = &lw->io_timeout;
-    lw->client_ctx.ssl_ctx = u->ssl_ctx;
-    h2o_socketpool_init_by_hostport(&lw->pool, u->url.host, h2o_url_get_port(&u->url),
-                                    u->ssl_ctx != NULL, POOL_CAPACITY);
-    h2o_socketpool_set_timeout(&lw->pool, loop, POOL_IDLE_MS);
+    upstream_pool_init(&lw->pool, loop, &w->ctx.receivers.hostinfo_getaddr, u->url.host,
+                       h2o_url_get_port(&u->url), u->ssl_ctx, &lw->io_timeout, POOL_IDLE_MS,
+                       POOL_IDLE_MAX);
     h2o_multithread_register_receiver(w->ctx.queue, &lw->ledger_receiver, on_ledger_answers);
     lw->ready = 1;
 }
@@ -155,7 +151,7 @@ void live_worker_dispose(struct worker *w)
     /* Answers that arrived after the loop stopped belong to requests that are gone. */
     on_ledger_answers(&lw->ledger_receiver, &lw->ledger_receiver._messages);
     h2o_multithread_unregister_receiver(w->ctx.queue, &lw->ledger_receiver);
-    h2o_socketpool_dispose(&lw->pool);
+    upstream_pool_dispose(&lw->pool);
     h2o_timeout_dispose(loop, &lw->io_timeout);
     h2o_timeout_dispose(loop, &lw->connect_timeout);
     h2o_timeout_dispose(loop, &lw->first_byte_timeout);
@@ -206,7 +202,7 @@ static void detach(struct live_req *lr)
 static void cancel_backend(struct live_req *lr)
 {
     if (lr->client != NULL) {
-        h2o_http1client_cancel(lr->client);
+        upstream_call_cancel(lr->client);
         lr->client = NULL;
     }
     unlink_timer(&lr->total_timer);
@@ -619,57 +615,58 @@ static void finish_stream(struct live_req *lr)
     bill(lr, in, out);
 }
 
-static int on_body(h2o_http1client_t *client, const char *errstr)
+static int on_body(struct upstream_call *client, const char *err, const char *data, size_t len)
 {
     struct live_req *lr = client->data;
-    h2o_buffer_t *in = client->sock->input;
     const struct kn_config *c = lr->w->srv->cfg;
 
-    /* While the answer is handled, nothing may cancel the call (h2o closes it when this returns
-     * non-zero) or free lr (maybe_free waits for `busy`). */
+    /* While the answer is handled, nothing may cancel the call (it ends when this returns
+     * non-zero or was given an error) or free lr (maybe_free waits for `busy`). */
     lr->client = NULL;
     lr->busy = 1;
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        if (strcmp(errstr, "I/O timeout") == 0) {
+    if (err != NULL && err != upstream_error_eos) {
+        if (err == upstream_error_timeout) {
             char msg[160];
             snprintf(msg, sizeof(msg),
                      "The model backend went silent for %u ms in the middle of its answer. This "
                      "request was not billed.",
                      c->model_first_byte_timeout_ms);
             fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+        } else if (err == upstream_error_parse) {
+            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                 "The model backend's answer is not valid HTTP. This request was not billed.");
         } else {
             fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
                  "The model backend closed the connection in the middle of its answer. This "
                  "request was not billed.");
         }
     } else if (lr->call.stream) {
-        int r = sse_feed(&lr->sse, in->bytes, in->size, on_event, lr);
-        h2o_buffer_consume(&client->sock->input, in->size);
+        int r = sse_feed(&lr->sse, data, len, on_event, lr);
         if (r < 0)
             fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
                  "The model backend sent an event larger than 1 MiB. This request was not "
                  "billed.");
-        else if (r == 0 && errstr == h2o_http1client_error_is_eos)
+        else if (r == 0 && err == upstream_error_eos)
             finish_stream(lr);
         else if (r == 0)
             flush_out(lr);
-    } else if (lr->body_len + in->size > c->model_max_response_bytes) {
+    } else if (lr->body_len + len > c->model_max_response_bytes) {
         fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
              "The model backend's answer is larger than the limit set by the operator "
              "(KONNECT_MODEL_MAX_RESPONSE_BYTES). This request was not billed.");
     } else {
-        if (lr->body_len + in->size > lr->body_cap) {
-            lr->body_cap = (lr->body_len + in->size) * 2;
+        if (lr->body_len + len > lr->body_cap) {
+            lr->body_cap = (lr->body_len + len) * 2;
             lr->body = kn_realloc(lr->body, lr->body_cap);
         }
-        memcpy(lr->body + lr->body_len, in->bytes, in->size);
-        lr->body_len += in->size;
-        h2o_buffer_consume(&client->sock->input, in->size);
-        if (errstr == h2o_http1client_error_is_eos)
+        if (len > 0)
+            memcpy(lr->body + lr->body_len, data, len);
+        lr->body_len += len;
+        if (err == upstream_error_eos)
             finish_plain(lr);
     }
     lr->busy = 0;
-    if (lr->phase == PHASE_BODY && errstr == NULL) {
+    if (lr->phase == PHASE_BODY && err == NULL) {
         lr->client = client; /* Still reading. */
         return 0;
     }
@@ -686,29 +683,21 @@ static enum kn_err status_error(int status)
     return KN_ERR_MODEL_BACKEND_ERROR;
 }
 
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr,
-                                       int minor_version, int status, h2o_iovec_t msg,
-                                       h2o_header_t *headers, size_t num_headers, int rlen)
+static upstream_body_cb on_head(struct upstream_call *client, const char *err, int status,
+                                h2o_iovec_t content_type)
 {
     struct live_req *lr = client->data;
-    (void)minor_version;
-    (void)msg;
-    (void)rlen;
 
     unlink_timer(&lr->phase_timer);
-    if (errstr != NULL) {
-        lr->client = NULL; /* h2o closes it after this returns. */
-        fail(lr,
-             strcmp(errstr, "I/O timeout") == 0 ? KN_ERR_MODEL_BACKEND_TIMEOUT
-                                                : KN_ERR_MODEL_BACKEND_ERROR,
-             errstr == h2o_http1client_error_is_eos
-                 ? "The model backend answered with an empty response. This request was not "
-                   "billed."
-             : strcmp(errstr, "I/O timeout") == 0
-                 ? "The model backend did not start answering in time. This request was "
-                   "not billed."
-                 : "The model backend failed before answering. This request was not "
-                   "billed.");
+    if (err != NULL) {
+        lr->client = NULL; /* The call is over. */
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             err == upstream_error_parse
+                 ? "The model backend's answer is not valid HTTP. This request was not billed."
+             : err == upstream_error_closed
+                 ? "The model backend closed the connection without answering. This request "
+                   "was not billed."
+                 : "The model backend failed before answering. This request was not billed.");
         return NULL;
     }
     if (status != 200) {
@@ -725,40 +714,28 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *er
         fail(lr, status_error(status), m);
         return NULL;
     }
-    if (lr->call.stream) {
-        int sse = 0;
-        for (size_t i = 0; i < num_headers; i++)
-            if (headers[i].name == &H2O_TOKEN_CONTENT_TYPE->buf && headers[i].value.len >= 17 &&
-                h2o_lcstris(headers[i].value.base, 17, H2O_STRLIT("text/event-stream")))
-                sse = 1;
-        if (!sse) {
-            lr->client = NULL;
-            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
-                 "The model backend did not stream its answer as Server-Sent Events. This "
-                 "request was not billed.");
-            return NULL;
-        }
+    if (lr->call.stream && !(content_type.len >= 17 &&
+                             h2o_lcstris(content_type.base, 17, H2O_STRLIT("text/event-stream")))) {
+        lr->client = NULL;
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend did not stream its answer as Server-Sent Events. This request "
+             "was not billed.");
+        return NULL;
     }
     lr->phase = PHASE_BODY;
     return on_body;
 }
 
-static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr,
-                                          h2o_iovec_t **reqbufs, size_t *reqbufcnt,
-                                          int *method_is_head)
+static upstream_head_cb on_connect(struct upstream_call *client, const char *err,
+                                   h2o_iovec_t **reqbufs, size_t *reqbufcnt)
 {
     struct live_req *lr = client->data;
 
     unlink_timer(&lr->phase_timer);
-    if (errstr != NULL) {
+    if (err != NULL) {
         lr->client = NULL;
-        if (strcmp(errstr, "connection timeout") == 0 || strcmp(errstr, "I/O timeout") == 0)
-            fail(lr, KN_ERR_MODEL_BACKEND_TIMEOUT,
-                 "The model backend did not accept a connection in time. This request was not "
-                 "billed.");
-        else
-            fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
-                 "The model backend cannot be reached. This request was not billed.");
+        fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+             "The model backend cannot be reached. This request was not billed.");
         return NULL;
     }
     lr->phase = PHASE_FIRST_BYTE;
@@ -766,7 +743,6 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
     h2o_timeout_link(lr->w->ctx.loop, &lr->w->live.first_byte_timeout, &lr->phase_timer);
     *reqbufs = lr->reqbufs;
     *reqbufcnt = 2;
-    *method_is_head = 0;
     return on_head;
 }
 
@@ -814,6 +790,5 @@ void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64
     h2o_timeout_link(w->ctx.loop, &w->live.total_timeout, &lr->total_timer);
     h2o_timeout_link(w->ctx.loop, &w->live.connect_timeout, &lr->phase_timer);
     h2o_timeout_link(w->ctx.loop, &w->live.watch_timeout, &lr->watch_timer);
-    h2o_http1client_connect_with_pool(&lr->client, lr, &w->live.client_ctx, &w->live.pool,
-                                      on_connect);
+    upstream_call_start(&lr->client, lr, &w->live.pool, on_connect);
 }

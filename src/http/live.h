@@ -17,6 +17,7 @@
 
 #include "chat/openai.h"
 #include "core/config.h"
+#include "http/upstream.h"
 
 struct worker;
 struct reqinfo;
@@ -32,8 +33,7 @@ struct live_upstream {
 
 /* One event loop's share: its connection pool, its timers, and its queue of ledger answers. */
 struct live_worker {
-    h2o_http1client_ctx_t client_ctx;
-    h2o_socketpool_t pool;
+    struct upstream_pool pool;
     h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
     h2o_multithread_receiver_t ledger_receiver;
     int ready;

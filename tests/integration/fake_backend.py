@@ -30,7 +30,8 @@ A request whose "model" is "fake-<mode>" (for example "fake-slow_head") gets tha
 the global one is.
 
 Modes: normal, slow_head, slow_stream, fail, reject, unauthorized, overloaded, malformed,
-bad_shape, disconnect, no_usage, garbage. See MODES below for what each one does.
+bad_shape, disconnect, no_usage, garbage, until_close, informational, idle_close. See MODES below
+for what each one does.
 """
 
 import argparse
@@ -61,6 +62,10 @@ MODES = {
     "disconnect": "close the connection in the middle of the response",
     "no_usage": "a correct answer without any usage",
     "garbage": "a line that is not HTTP, then close",
+    "until_close": "a correct answer without Content-Length or chunks: it ends with the connection",
+    "informational": "a correct answer after a 100 Continue",
+    "idle_close": "a correct answer, then the connection is closed 100 ms later (a short "
+                  "keep-alive timeout)",
 }
 DELAYED_MODES = ("slow_head", "slow_stream")
 DEFAULT_DELAY_MS = 2000
@@ -332,6 +337,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode == "slow_head" or (mode == "slow_stream" and not stream):
             self._wait(delay_ms)
 
+        if mode == "informational":
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if mode == "garbage":
             self._write(b"this is not http\r\n\r\n")
             self._abort()
@@ -374,8 +381,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._abort()
             backend._count("aborted")
             return
+        if mode == "until_close":
+            self.close_connection = True
+            self._write(self._head(200, [("Content-Type", "application/json")]) + body)
+            backend._count("completed")
+            return
         self._send(200, body)
         backend._count("completed")
+        if mode == "idle_close":
+            self._close_soon()
+
+    def _close_soon(self):
+        """Ends a keep-alive connection from this side after a moment, without having said so."""
+        time.sleep(0.1)
+        self.close_connection = True
 
     def _stream(self, mode, delay_ms, ident, created, model, pieces, usage, include_usage):
         backend = self.backend
@@ -407,9 +426,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode != "disconnect":
             events.append(b"data: [DONE]\n\n")
 
-        head = self._head(200, [("Content-Type", "text/event-stream"),
-                                ("Cache-Control", "no-cache"),
-                                ("Transfer-Encoding", "chunked")])
+        if mode == "until_close":
+            self.close_connection = True
+            http_chunk = lambda event: event  # noqa: E731 - the events as they are
+            head = self._head(200, [("Content-Type", "text/event-stream"),
+                                    ("Cache-Control", "no-cache")])
+        else:
+            head = self._head(200, [("Content-Type", "text/event-stream"),
+                                    ("Cache-Control", "no-cache"),
+                                    ("Transfer-Encoding", "chunked")])
         self._write(head + http_chunk(first))
         for event in events:
             if mode == "slow_stream":
@@ -419,8 +444,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._abort()
             backend._count("aborted")
             return
-        self._write(b"0\r\n\r\n")
+        if mode != "until_close":
+            self._write(b"0\r\n\r\n")
         backend._count("completed")
+        if mode == "idle_close":
+            self._close_soon()
 
 
 class _Server(http.server.ThreadingHTTPServer):

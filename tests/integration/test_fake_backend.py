@@ -317,6 +317,43 @@ class FakeBackendTest(unittest.TestCase):
             s.sendall(raw_request(self.backend.port, {"model": "fake-model", "messages": HELLO}))
             self.assertEqual(read_until_close(s), b"this is not http\r\n\r\n")
 
+    def test_until_close(self):
+        self.backend.set_mode("until_close")
+        with socket.create_connection(("127.0.0.1", self.backend.port), timeout=5) as s:
+            s.sendall(raw_request(self.backend.port, {"model": "fake-model", "messages": HELLO}))
+            status, hdrs, rest = split_head(read_until_close(s))
+        self.assertEqual(status, "HTTP/1.1 200 OK")
+        self.assertNotIn("content-length", hdrs)
+        self.assertNotIn("transfer-encoding", hdrs)
+        self.assertEqual(hdrs["connection"], "close")
+        self.assertEqual(json.loads(rest)["choices"][0]["message"]["content"],
+                         "Echo: Hello from the tests")
+        with socket.create_connection(("127.0.0.1", self.backend.port), timeout=5) as s:
+            s.sendall(raw_request(self.backend.port, {"model": "fake-model", "messages": HELLO,
+                                                      "stream": True}))
+            status, hdrs, rest = split_head(read_until_close(s))
+        self.assertNotIn("transfer-encoding", hdrs)
+        self.assertTrue(rest.endswith(b"data: [DONE]\n\n"), rest)
+
+    def test_informational(self):
+        self.backend.set_mode("informational")
+        with socket.create_connection(("127.0.0.1", self.backend.port), timeout=5) as s:
+            s.sendall(raw_request(self.backend.port, {"model": "fake-model", "messages": HELLO},
+                                  headers={"Connection": "close"}))
+            raw = read_until_close(s)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), raw)
+
+    def test_idle_close(self):
+        self.backend.set_mode("idle_close")
+        with socket.create_connection(("127.0.0.1", self.backend.port), timeout=5) as s:
+            s.sendall(raw_request(self.backend.port, {"model": "fake-model", "messages": HELLO}))
+            t = time.monotonic()
+            status, hdrs, rest = split_head(read_until_close(s))
+            self.assertGreaterEqual(time.monotonic() - t, 0.09)
+        self.assertEqual(status, "HTTP/1.1 200 OK")
+        self.assertNotIn("connection", hdrs)
+        self.assertEqual(len(rest), int(hdrs["content-length"]))
+
     def test_slow_head(self):
         self.backend.set_mode("slow_head", delay_ms=300)
         t = time.monotonic()

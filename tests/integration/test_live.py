@@ -129,6 +129,48 @@ class LiveTest(harness.ServerTest):
         self.assertGreater(rows[0][3], 0)
         self.assertGreater(rows[0][4], 0)
 
+    def test_backend_connections_are_kept_alive_and_let_go(self):
+        srv = self.serve()
+        self.backend.reset()
+        for i in range(30):
+            r = self.completions(srv, self.live, stream=i % 2 == 1)
+            self.assertEqual(r.status_code, 200, r.text)
+            if i % 2:
+                self.read_events(r)
+        # Each event loop keeps its connection: at most one per loop (two threads).
+        self.assertLessEqual(self.backend.stats()["connections"], 2)
+        # A backend that closes an idle connection: the next request opens a new one instead of
+        # failing on the closed one.
+        for stream in (False, True, False):
+            r = self.completions(srv, self.live, model="fake-idle_close", stream=stream)
+            self.assertEqual(r.status_code, 200, r.text)
+            if stream:
+                self.read_events(r)
+            time.sleep(0.3)
+            for _ in range(4):
+                r = self.completions(srv, self.live)
+                self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(len(self.ledger()), 30 + 3 * 5)
+
+    def test_backend_answers_in_every_http_framing(self):
+        srv = self.serve()
+        # Content-Length and chunked are the usual cases; an answer may also run to the end of
+        # the connection, or come after a 100 Continue.
+        for model in ("fake-until_close", "fake-informational"):
+            for stream in (False, True):
+                with self.subTest(model=model, stream=stream):
+                    r = self.completions(srv, self.live, model=model, stream=stream)
+                    self.assertEqual(r.status_code, 200, r.text)
+                    if stream:
+                        events = self.read_events(r)
+                        text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or ""
+                                       for _, d in events if d != b"[DONE]")
+                        self.assertEqual(text, "Echo: Hello live world")
+                    else:
+                        self.assertEqual(r.json()["choices"][0]["message"]["content"],
+                                         "Echo: Hello live world")
+        self.assertEqual(len(self.ledger()), 4)
+
     def test_test_keys_never_reach_the_backend_or_the_ledger(self):
         srv = self.serve()
         r = self.completions(srv, self.test)
