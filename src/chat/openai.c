@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/jsonw.h"
 #include "core/redact.h"
 #include "core/util.h"
 
@@ -51,7 +52,7 @@ static char *event_of(json_t *doc, size_t *len)
 void chat_call_from_konnect(const struct chat_request *req, const char *default_model,
                             struct chat_call *out)
 {
-    json_t *body;
+    struct jsonw w;
 
     memset(out, 0, sizeof(*out));
     out->api = CHAT_API_KONNECT;
@@ -62,14 +63,17 @@ void chat_call_from_konnect(const struct chat_request *req, const char *default_
     } else {
         kn_strlcpy(out->model, default_model, sizeof(out->model));
     }
-    body = json_pack("{s:s, s:[{s:s, s:s%}], s:b}", "model", out->model, "messages", "role", "user",
-                     "content", req->message, req->message_len, "stream", req->stream);
-    if (body == NULL)
-        kn_fatal("cannot build the upstream request");
+    jsonw_init(&w, req->message_len + 160);
+    jsonw_lit(&w, "{\"model\":");
+    jsonw_str(&w, out->model, strlen(out->model));
+    jsonw_lit(&w, ",\"messages\":[{\"role\":\"user\",\"content\":");
+    jsonw_str(&w, req->message, req->message_len);
     if (req->stream)
-        json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
-    out->body = dump(body, &out->body_len);
-    json_decref(body);
+        jsonw_lit(&w, "}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    else
+        jsonw_lit(&w, "}],\"stream\":false}");
+    if ((out->body = jsonw_finish(&w, &out->body_len)) == NULL)
+        kn_fatal("cannot build the upstream request");
     out->prompt = kn_malloc(req->message_len + 1);
     memcpy(out->prompt, req->message, req->message_len);
     out->prompt[req->message_len] = '\0';
@@ -277,17 +281,29 @@ char *chat_konnect_response(const char *id, int64_t created, const char *model, 
                             const char *content, size_t content_len, const char *finish_reason,
                             uint32_t input_tokens, uint32_t output_tokens, size_t *len)
 {
-    json_t *doc =
-        json_pack("{s:s, s:s, s:I, s:s, s:b, s:{s:s, s:s%}, s:s, s:{s:I, s:I}}", "id", id, "object",
-                  "chat.response", "created", (json_int_t)created, "model", model, "livemode",
-                  livemode, "message", "role", "assistant", "content", content, content_len,
-                  "finish_reason", finish_reason, "usage", "input_tokens", (json_int_t)input_tokens,
-                  "output_tokens", (json_int_t)output_tokens);
-    if (doc == NULL) /* Content that is not UTF-8: the backend's fault. */
-        return NULL;
-    char *s = dump(doc, len);
-    json_decref(doc);
-    return s;
+    struct jsonw w;
+
+    jsonw_init(&w, content_len + 256);
+    jsonw_lit(&w, "{\"id\":");
+    jsonw_str(&w, id, strlen(id));
+    jsonw_lit(&w, ",\"object\":\"chat.response\",\"created\":");
+    jsonw_int(&w, created);
+    jsonw_lit(&w, ",\"model\":");
+    jsonw_str(&w, model, strlen(model));
+    if (livemode)
+        jsonw_lit(&w, ",\"livemode\":true,\"message\":{\"role\":\"assistant\",\"content\":");
+    else
+        jsonw_lit(&w, ",\"livemode\":false,\"message\":{\"role\":\"assistant\",\"content\":");
+    jsonw_str(&w, content, content_len);
+    jsonw_lit(&w, "},\"finish_reason\":");
+    jsonw_str(&w, finish_reason, strlen(finish_reason));
+    jsonw_lit(&w, ",\"usage\":{\"input_tokens\":");
+    jsonw_int(&w, input_tokens);
+    jsonw_lit(&w, ",\"output_tokens\":");
+    jsonw_int(&w, output_tokens);
+    jsonw_lit(&w, "}}");
+    /* NULL for content that is not UTF-8: the backend's fault. */
+    return jsonw_finish(&w, len);
 }
 
 static json_t *usage_object(uint32_t in, uint32_t out)

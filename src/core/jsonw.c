@@ -1,0 +1,142 @@
+#include "core/jsonw.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+void jsonw_init(struct jsonw *w, size_t cap)
+{
+    w->cap = cap < 64 ? 64 : cap;
+    w->buf = kn_malloc(w->cap);
+    w->len = 0;
+    w->bad = 0;
+}
+
+static void reserve(struct jsonw *w, size_t more)
+{
+    if (w->len + more + 1 > w->cap) {
+        w->cap = (w->len + more + 1) * 2;
+        w->buf = kn_realloc(w->buf, w->cap);
+    }
+}
+
+void jsonw_raw(struct jsonw *w, const char *s, size_t len)
+{
+    reserve(w, len);
+    memcpy(w->buf + w->len, s, len);
+    w->len += len;
+}
+
+/* The length of the UTF-8 sequence at s (at most n bytes), or 0 when it is not a valid one
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void jsonw_str(struct jsonw *w, const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, run;
+
+    /* At worst every byte becomes a six-byte escape. */
+    reserve(w, len * 6 + 2);
+    w->buf[w->len++] = '"';
+    while (i < len) {
+        /* Copy the longest stretch that needs no escape in one go. */
+        for (run = i;
+             run < len && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\' && s[run] < 0x80; run++)
+            ;
+        memcpy(w->buf + w->len, s + i, run - i);
+        w->len += run - i;
+        i = run;
+        if (i == len)
+            break;
+        unsigned char c = s[i];
+        if (c >= 0x80) {
+            size_t n = utf8_seq(s + i, len - i);
+            if (n == 0) {
+                w->bad = 1;
+                return;
+            }
+            memcpy(w->buf + w->len, s + i, n);
+            w->len += n;
+            i += n;
+            continue;
+        }
+        w->buf[w->len++] = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            w->buf[w->len++] = (char)c;
+            break;
+        case '\b':
+            w->buf[w->len++] = 'b';
+            break;
+        case '\f':
+            w->buf[w->len++] = 'f';
+            break;
+        case '\n':
+            w->buf[w->len++] = 'n';
+            break;
+        case '\r':
+            w->buf[w->len++] = 'r';
+            break;
+        case '\t':
+            w->buf[w->len++] = 't';
+            break;
+        default:
+            w->len += (size_t)snprintf(w->buf + w->len, 6, "u%04X", c);
+            break;
+        }
+        i++;
+    }
+    w->buf[w->len++] = '"';
+}
+
+void jsonw_int(struct jsonw *w, int64_t v)
+{
+    reserve(w, 21);
+    w->len += (size_t)snprintf(w->buf + w->len, 22, "%" PRId64, v);
+}
+
+char *jsonw_finish(struct jsonw *w, size_t *len)
+{
+    char *out = w->buf;
+
+    w->buf = NULL;
+    if (w->bad) {
+        free(out);
+        return NULL;
+    }
+    out[w->len] = '\0';
+    *len = w->len;
+    return out;
+}
