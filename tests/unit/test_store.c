@@ -1,6 +1,7 @@
 /* The store interface on a real SQLite file: migrations, accounts, keys, change log, usage. */
 #include <sodium.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/util.h"
@@ -97,6 +98,42 @@ static void test_ledger(struct store *s, const char *account_id)
           a.quota_tokens == STORE_QUOTA_FROM_PLAN);
 }
 
+/* A writer that commits without pause, as the store thread does under load, with checkpoints on
+ * their own thread: the log must stay bounded (it grew without end when the checkpoint
+ * connection never opened the log, and when passive checkpoints never caught up). */
+static void test_log_stays_bounded(const char *path, const char *account_id)
+{
+    char err[256], wal[160];
+    struct store *s = store_open(path, 1, err, sizeof(err));
+    struct store_ledger_row row;
+    struct stat st;
+    off_t biggest = 0;
+    int ok = 1;
+
+    CHECK(s != NULL);
+    CHECK(store_checkpoint_in_background(s) == STORE_OK);
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    memset(&row, 0, sizeof(row));
+    kn_strlcpy(row.account_id, account_id, sizeof(row.account_id));
+    kn_strlcpy(row.key_id, "key_wal", sizeof(row.key_id));
+    kn_strlcpy(row.environment, "production", sizeof(row.environment));
+    kn_strlcpy(row.model, "m", sizeof(row.model));
+    kn_strlcpy(row.currency, "usd", sizeof(row.currency));
+    kn_strlcpy(row.plan, "pro", sizeof(row.plan));
+    row.at_ms = 1795805276000;
+    /* About three pages a commit: unbounded, the log would pass 200 MB. */
+    for (int i = 0; i < 20000 && ok; i++) {
+        snprintf(row.request_id, sizeof(row.request_id), "req_wal%021d", i);
+        ok = store_ledger_add(s, &row, 1, NULL) == STORE_OK;
+        if (i % 500 == 0 && stat(wal, &st) == 0 && st.st_size > biggest)
+            biggest = st.st_size;
+    }
+    CHECK(ok);
+    printf("largest log: %.1f MB\n", (double)biggest / 1048576);
+    CHECK(biggest > 0 && biggest < 120 * 1048576);
+    store_close(s);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/konnect-store-XXXXXX", path[128], err[256];
@@ -189,6 +226,7 @@ int main(void)
     free(many);
 
     test_ledger(s, a.id);
+    test_log_stays_bounded(path, a.id);
     store_close(s2);
     store_close(s);
     CHECK(store_open("postgres://localhost/x", 1, err, sizeof(err)) == NULL);
