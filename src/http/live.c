@@ -641,7 +641,7 @@ static int on_body(struct upstream_call *client, const char *err, const char *da
                  "request was not billed.");
         }
     } else if (lr->call.stream) {
-        int r = sse_feed(&lr->sse, data, len, on_event, lr);
+        int r = len > 0 ? sse_feed(&lr->sse, data, len, on_event, lr) : 0;
         if (r < 0)
             fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
                  "The model backend sent an event larger than 1 MiB. This request was not "

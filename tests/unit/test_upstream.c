@@ -27,7 +27,7 @@ static struct result feed(const char *text, size_t step, int eof)
         size_t n = step == 0 || len - at < step ? len - at : step;
         out.r = upstream_response_feed(&r, text + at, n);
         at += n;
-        if (out.body_len + r.body_len <= sizeof(out.body)) {
+        if (r.body_len > 0 && out.body_len + r.body_len <= sizeof(out.body)) {
             memcpy(out.body + out.body_len, r.body, r.body_len);
             out.body_len += r.body_len;
         }
@@ -35,8 +35,10 @@ static struct result feed(const char *text, size_t step, int eof)
     }
     if (eof && out.r == 0 && !r.complete) {
         out.r = upstream_response_feed(&r, NULL, 0);
-        memcpy(out.body + out.body_len, r.body, r.body_len);
-        out.body_len += r.body_len;
+        if (r.body_len > 0 && out.body_len + r.body_len <= sizeof(out.body)) {
+            memcpy(out.body + out.body_len, r.body, r.body_len);
+            out.body_len += r.body_len;
+        }
     }
     out.head_done = r.head_done;
     out.complete = r.complete;
