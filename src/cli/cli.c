@@ -713,29 +713,6 @@ out:
     return ret;
 }
 
-static void print_months(json_t *months)
-{
-    char money[REPORT_MONEY_SIZE];
-    size_t i;
-    json_t *m;
-
-    printf("%-8s  %-22s  %-6s  %10s  %12s  %13s  %16s\n", "MONTH", "INVOICE", "STATUS", "REQUESTS",
-           "INPUT TOKENS", "OUTPUT TOKENS", "TOTAL");
-    json_array_foreach(months, i, m)
-    {
-        printf("%-8s  %-22s  %-6s  %10lld  %12lld  %13lld  %16s\n",
-               json_string_value(json_object_get(m, "month")),
-               json_string_value(json_object_get(m, "number")),
-               json_string_value(json_object_get(m, "status")),
-               (long long)json_integer_value(json_object_get(m, "requests")),
-               (long long)json_integer_value(json_object_get(m, "input_tokens")),
-               (long long)json_integer_value(json_object_get(m, "output_tokens")),
-               report_money(json_integer_value(json_object_get(m, "total_micros")),
-                            json_string_value(json_object_get(m, "currency")), money,
-                            sizeof(money)));
-    }
-}
-
 int cli_invoice(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
@@ -774,7 +751,9 @@ int cli_invoice(struct kn_config *c, int argc, char **argv)
     if (o.json) {
         print_json(doc);
     } else if (list) {
-        print_months(doc);
+        char *text = report_months_text(doc);
+        fputs(text, stdout);
+        free(text);
     } else if (o.csv) {
         size_t len;
         char *csv = report_invoice_csv(doc, &len);

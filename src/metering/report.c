@@ -690,6 +690,22 @@ static void money_column(FILE *f, int64_t v, const char *currency, int width)
     column(f, report_money(v, currency, m, sizeof(m)), width, 1);
 }
 
+/* A table's title row: each title in its column, two spaces apart. */
+struct column_def {
+    const char *title;
+    int width, right;
+};
+
+static void header_row(FILE *f, const struct column_def *cols, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            fputs("  ", f);
+        column(f, cols[i].title, cols[i].width, cols[i].right);
+    }
+    fputc('\n', f);
+}
+
 char *report_invoice_text(const json_t *invoice)
 {
     const char *cur = str(invoice, "currency");
@@ -709,20 +725,11 @@ char *report_invoice_text(const json_t *invoice)
     fprintf(f, "Account   %s (%s)\n", str(acct, "email"), str(acct, "id"));
     fprintf(f, "Period    %.10s to %s (UTC)\n", str(invoice, "period_start"), last);
     fprintf(f, "Currency  %s\n\n", upper_code(cur, code, sizeof(code)));
-    column(f, "MODEL", 24, 0);
-    fputs("  ", f);
-    column(f, "KEY", 24, 0);
-    fputs("  ", f);
-    column(f, "KEY NAME", 20, 0);
-    fputs("  ", f);
-    column(f, "REQUESTS", 10, 1);
-    fputs("  ", f);
-    column(f, "INPUT TOKENS", 12, 1);
-    fputs("  ", f);
-    column(f, "OUTPUT TOKENS", 13, 1);
-    fputs("  ", f);
-    column(f, "AMOUNT", 16, 1);
-    fputc('\n', f);
+    static const struct column_def cols[] = {
+        {"MODEL", 24, 0},        {"KEY", 24, 0},           {"KEY NAME", 20, 0}, {"REQUESTS", 10, 1},
+        {"INPUT TOKENS", 12, 1}, {"OUTPUT TOKENS", 13, 1}, {"AMOUNT", 16, 1},
+    };
+    header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(json_object_get(invoice, "lines"), i, line)
     {
         column(f, str(line, "model"), 24, 0);
@@ -789,22 +796,12 @@ char *report_usage_text(const json_t *usage)
         fputs("No billed usage in this month.\n", f);
         return close_text(f, &buf, &size);
     }
-    column(f, "KEY", 24, 0);
-    fputs("  ", f);
-    column(f, "NAME", 20, 0);
-    fputs("  ", f);
-    column(f, "MODE", 4, 0);
-    fputs("  ", f);
-    column(f, "ENVIRONMENT", 11, 0);
-    fputs("  ", f);
-    column(f, "REQUESTS", 10, 1);
-    fputs("  ", f);
-    column(f, "INPUT TOKENS", 12, 1);
-    fputs("  ", f);
-    column(f, "OUTPUT TOKENS", 13, 1);
-    fputs("  ", f);
-    column(f, "COST", 16, 1);
-    fputc('\n', f);
+    static const struct column_def cols[] = {
+        {"KEY", 24, 0},           {"NAME", 20, 0},     {"MODE", 4, 0},
+        {"ENVIRONMENT", 11, 0},   {"REQUESTS", 10, 1}, {"INPUT TOKENS", 12, 1},
+        {"OUTPUT TOKENS", 13, 1}, {"COST", 16, 1},
+    };
+    header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(json_object_get(usage, "keys"), i, k)
     {
         column(f, str(k, "key_id"), 24, 0);
@@ -818,6 +815,34 @@ char *report_usage_text(const json_t *usage)
         count_column(f, num(k, "input_tokens"), 12);
         count_column(f, num(k, "output_tokens"), 13);
         money_column(f, num(k, "cost_micros"), cur, 16);
+        fputc('\n', f);
+    }
+    return close_text(f, &buf, &size);
+}
+
+char *report_months_text(const json_t *months)
+{
+    static const struct column_def cols[] = {
+        {"MONTH", 8, 0},         {"INVOICE", 22, 0},       {"STATUS", 6, 0}, {"REQUESTS", 10, 1},
+        {"INPUT TOKENS", 12, 1}, {"OUTPUT TOKENS", 13, 1}, {"TOTAL", 16, 1},
+    };
+    char *buf = NULL;
+    size_t size = 0, i;
+    FILE *f = open_text(&buf, &size);
+    const json_t *m;
+
+    header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
+    json_array_foreach(months, i, m)
+    {
+        column(f, str(m, "month"), 8, 0);
+        fputs("  ", f);
+        column(f, str(m, "number"), 22, 0);
+        fputs("  ", f);
+        column(f, str(m, "status"), 6, 0);
+        count_column(f, num(m, "requests"), 10);
+        count_column(f, num(m, "input_tokens"), 12);
+        count_column(f, num(m, "output_tokens"), 13);
+        money_column(f, num(m, "total_micros"), str(m, "currency"), 16);
         fputc('\n', f);
     }
     return close_text(f, &buf, &size);

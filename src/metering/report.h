@@ -64,6 +64,10 @@ char *report_invoice_text(const json_t *invoice);
  * NUL-terminated string that the caller frees. */
 char *report_usage_text(const json_t *usage);
 
+/* Renders the list of months made by report_months as a plain-text table for a terminal.
+ * Returns a malloc'd, NUL-terminated string that the caller frees. */
+char *report_months_text(const json_t *months);
+
 /* Formats micro-units of a currency (a lower-case ISO 4217 code) with all six decimals, by
  * integer arithmetic: "$12.345678" for usd, "12.345678 EUR" for others, with a leading '-' when
  * negative. Returns buf (at least REPORT_MONEY_SIZE bytes). */
