@@ -297,36 +297,23 @@ EOF
 RUNS=$TMP/runs.tsv
 : >"$RUNS"
 
-# bench NAME ROUND URL KEYS_FILE SERVER_PIDS: a warm-up run, then the measured run. A run during
-# which other processes took more than BENCH_QUIET_MAX % of the cores is done again, up to
-# BENCH_RETRIES times (default 2); the last attempt counts either way.
+B_URL="" B_KEYS=""
+bench_warmup() {
+    fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$LUA" "$B_URL" -- "$B_KEYS" "$NKEYS" \
+        >/dev/null || die "wrk failed"
+}
+
+# bench NAME ROUND URL KEYS_FILE SERVER_PIDS: a warm-up run, then the measured run (see measure:
+# a run during which other processes took more than BENCH_QUIET_MAX % of the cores is done again,
+# up to BENCH_RETRIES times, default 2; the last attempt counts either way).
 bench() {
     local name=$1 round=$2 url=$3 keys=$4 pids=$5 out=$TMP/wrk-$2-${1%% *}.txt bg other
-    local c0 c1 s0 s1 w0 w1 attempt=0
     note "round $round/$ROUNDS, row $name ($DURATION)"
-    while :; do
-        bg=$(wait_quiet)
-        fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$LUA" "$url" -- "$keys" "$NKEYS" \
-            >/dev/null || die "wrk failed"
-        # shellcheck disable=SC2086 # $pids is a list
-        c0=$(cpu_ticks) s0=$(proc_ticks $pids)
-        times >"$TMP/times0"
-        fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$LUA" "$url" -- \
-            "$keys" "$NKEYS" >"$out" || die "wrk failed: $(cat "$out")"
-        times >"$TMP/times1"
-        # shellcheck disable=SC2086
-        c1=$(cpu_ticks) s1=$(proc_ticks $pids)
-        w0=$(children_ticks "$TMP/times0") w1=$(children_ticks "$TMP/times1")
-        # Busy ticks of the machine, minus the server's and wrk's, over all ticks.
-        other=$(echo "$c0 $c1 $s0 $s1 $w0 $w1" | awk '{
-            o = ($3 - $1) - ($6 - $5) - ($8 - $7); t = $4 - $2
-            printf "%.0f", (t > 0 && o > 0) ? 100 * o / t : 0 }')
-        attempt=$((attempt + 1))
-        if [ "$other" -le "${BENCH_QUIET_MAX:-15}" ] || [ "$attempt" -gt "${BENCH_RETRIES:-2}" ]; then
-            break
-        fi
-        note "other processes took $other% of the cores during the run; running it again"
-    done
+    B_URL=$url B_KEYS=$keys
+    MEASURE_BEFORE=bench_warmup measure "$out" "$pids" \
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$LUA" "$url" -- \
+        "$keys" "$NKEYS" || die "wrk failed: $(cat "$out")"
+    bg=$MBG other=$MOTHER
     # Latencies come as 512.00us, 1.20ms or 1.05s; the table shows milliseconds.
     awk -v name="$name" -v round="$round" -v bg="$bg" -v other="$other" '
         function ms(v) {
@@ -478,7 +465,7 @@ LIVE_TPUT=$TMP/live-throughput.tsv
 : >"$LIVE_LAT"
 : >"$LIVE_TPUT"
 
-# measure OUT PIDS COMMAND...: like bench() for other tools. Waits for quiet cores, calls the
+# measure OUT PIDS COMMAND...: the measured run of every row. Waits for quiet cores, calls the
 # function named by $MEASURE_BEFORE (if set; not timed), runs COMMAND with its output in OUT and
 # calls $MEASURE_AFTER (if set; not timed). A run during which other processes took more than
 # BENCH_QUIET_MAX % of the cores is done again, up to BENCH_RETRIES times. Sets MBG and MOTHER
