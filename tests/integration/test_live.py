@@ -105,6 +105,12 @@ class LiveTest(harness.ServerTest):
         self.assertEqual(key_id, self.data.key_id(self.live))
         self.assertEqual((model, pin, pout, plan), ("fake-model", 3, 4, "metered"))
         self.assertEqual(micros, price("metered", 3, 4))
+        # Its only index is the request id it is keyed by: a commit appends to one B-tree.
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                             "AND tbl_name = 'usage_ledger'").fetchall()
+        db.close()
+        self.assertEqual(indexes, [])
 
     def test_openai_endpoint_passes_the_backend_answer_through(self):
         srv = self.serve()
