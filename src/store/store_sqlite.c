@@ -1032,10 +1032,15 @@ static int sqlite_set_durable(struct store *s, int full)
  * it; the restart's sync then had to write out every page copied since the previous restart (up
  * to 36 ms here, with every answer waiting). After each checkpoint the thread therefore starts the
  * write-back of the database's dirty pages without waiting for it (sync_file_range, as
- * PostgreSQL's checkpoint_flush_after), so the restart's sync finds little left to write. */
+ * PostgreSQL's checkpoint_flush_after), so the restart's sync finds little left to write.
+ *
+ * A restart still holds the answers waiting at that moment for about 2 ms, so it is rare: every
+ * 32,768 pages of log (128 MB, some six seconds at 2,000 billed requests a second). Against every
+ * 8,192 pages, the share of answers slower than 1.3 ms at 2,000 requests/s fell from 1.20 % to
+ * 1.04 % (five alternating runs). */
 
 #define WAL_FRAMES_CHECKPOINT 1000
-#define WAL_FRAMES_RESTART 8192
+#define WAL_FRAMES_RESTART 32768
 
 /* A descriptor of the database file at path for sync_file_range, or -1. Closing any descriptor of
  * a file drops every POSIX lock this process holds on it, SQLite's included, so these are never
