@@ -690,6 +690,16 @@ static void money_column(FILE *f, int64_t v, const char *currency, int width)
     column(f, report_money(v, currency, m, sizeof(m)), width, 1);
 }
 
+/* The four figures every usage table ends with: requests, input and output tokens, and an amount
+ * (the member named `amount`) in currency. */
+static void usage_columns(FILE *f, const json_t *o, const char *amount, const char *currency)
+{
+    count_column(f, num(o, "requests"), 10);
+    count_column(f, num(o, "input_tokens"), 12);
+    count_column(f, num(o, "output_tokens"), 13);
+    money_column(f, num(o, amount), currency, 16);
+}
+
 /* A table's title row: each title in its column, two spaces apart. */
 struct column_def {
     const char *title;
@@ -737,19 +747,13 @@ char *report_invoice_text(const json_t *invoice)
         column(f, str(line, "key_id"), 24, 0);
         fputs("  ", f);
         column(f, str(line, "key_name"), 20, 0);
-        count_column(f, num(line, "requests"), 10);
-        count_column(f, num(line, "input_tokens"), 12);
-        count_column(f, num(line, "output_tokens"), 13);
-        money_column(f, num(line, "amount_micros"), cur, 16);
+        usage_columns(f, line, "amount_micros", cur);
         fputc('\n', f);
     }
     if (json_array_size(json_object_get(invoice, "lines")) == 0)
         fputs("(no billed usage in this period)\n", f);
     column(f, "TOTAL", 72, 0);
-    count_column(f, num(invoice, "requests"), 10);
-    count_column(f, num(invoice, "input_tokens"), 12);
-    count_column(f, num(invoice, "output_tokens"), 13);
-    money_column(f, num(invoice, "total_micros"), cur, 16);
+    usage_columns(f, invoice, "total_micros", cur);
     fputc('\n', f);
     return close_text(f, &buf, &size);
 }
@@ -811,10 +815,7 @@ char *report_usage_text(const json_t *usage)
         column(f, str(k, "mode"), 4, 0);
         fputs("  ", f);
         column(f, str(k, "environment"), 11, 0);
-        count_column(f, num(k, "requests"), 10);
-        count_column(f, num(k, "input_tokens"), 12);
-        count_column(f, num(k, "output_tokens"), 13);
-        money_column(f, num(k, "cost_micros"), cur, 16);
+        usage_columns(f, k, "cost_micros", cur);
         fputc('\n', f);
     }
     return close_text(f, &buf, &size);
@@ -839,10 +840,7 @@ char *report_months_text(const json_t *months)
         column(f, str(m, "number"), 22, 0);
         fputs("  ", f);
         column(f, str(m, "status"), 6, 0);
-        count_column(f, num(m, "requests"), 10);
-        count_column(f, num(m, "input_tokens"), 12);
-        count_column(f, num(m, "output_tokens"), 13);
-        money_column(f, num(m, "total_micros"), str(m, "currency"), 16);
+        usage_columns(f, m, "total_micros", str(m, "currency"));
         fputc('\n', f);
     }
     return close_text(f, &buf, &size);
