@@ -19,6 +19,7 @@
     renderSeq: 0,
   };
   let inviteToken = null; // read from #token=… on /invite, then removed from the URL
+  let passwordToken = null; // likewise on /set-password (the operator's one-time link)
   let pendingNotice = null; // one-shot message for the next page (e.g. "You have signed out.")
 
   const $main = document.getElementById('main');
@@ -283,6 +284,7 @@
     '/signin': { auth: false, title: 'Sign in', render: renderSignin },
     '/signup': { auth: false, title: 'Sign up', render: renderSignup },
     '/invite': { auth: null, title: 'Join an account', render: renderInvite },
+    '/set-password': { auth: null, title: 'Choose a password', render: renderSetPassword },
     '/settings': { auth: true, title: 'Settings', nav: 'settings', render: renderSettingsHome },
     '/settings/api-keys': { auth: true, title: 'API Keys', nav: 'settings', section: 'api-keys', render: renderApiKeys },
     '/settings/members': { auth: true, title: 'Members', nav: 'settings', section: 'members', render: renderMembers },
@@ -521,6 +523,10 @@
     email.focus();
   }
 
+  function isOwner() {
+    return !!(state.session && state.session.role === 'owner');
+  }
+
   function renderInvite(page) {
     const card = authCard(page, 'Join a Konnect account', 'You have been invited to a team on Konnect.');
     if (!inviteToken) {
@@ -529,9 +535,48 @@
       card.append(box, h('p', { class: 'auth-switch' }, h('a', { href: '/signin', 'data-link': true }, 'Go to sign in')));
       return;
     }
-    const password = h('input', { type: 'password', name: 'password', autocomplete: 'new-password', required: true });
-    const fPassword = field('Password', password, 'If you already have a Konnect user, enter its password. Otherwise choose one of 10 to 256 characters.');
     const err = alertBox('error');
+    const joined = async (answer) => {
+      inviteToken = null;
+      await adoptSignin(answer);
+      navigate('/');
+      toast('Welcome to the team.');
+    };
+    const failed = (e, submit, fPassword) => {
+      setBusy(submit, false);
+      if (e.code === 'password_not_set') err.show('Choose a password first', e.message);
+      else if (fPassword && e.param === 'password') fPassword.setError(e.message);
+      else showAuthError(err, e);
+    };
+    if (state.session) {
+      // Signed in: the session is the proof, for the invited user only.
+      const me = state.session.user.email;
+      const submit = h('button', { type: 'button', class: 'btn btn-primary btn-block' }, `Join as ${me}`);
+      const other = h('button', { type: 'button', class: 'btn btn-ghost btn-block' }, 'Sign out and use another user');
+      card.append(err, h('p', { class: 'muted' }, `You are signed in as ${me}. The invitation is for one email address: join with this user if it is the one invited.`), submit, other);
+      submit.addEventListener('click', async () => {
+        err.clear();
+        setBusy(submit, true, 'Joining…');
+        try {
+          await joined(await api('POST', '/invites/accept', { token: inviteToken }));
+        } catch (e) {
+          failed(e, submit, null);
+        }
+      });
+      other.addEventListener('click', async () => {
+        try {
+          await api('POST', '/signout');
+        } catch {
+          // Signed out or not, show the password form.
+        }
+        clearSession();
+        render();
+      });
+      submit.focus();
+      return;
+    }
+    const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
+    const fPassword = field('Password', password, 'If you already have a Konnect user, enter its password (or sign in first). Otherwise choose one of 10 to 256 characters.');
     const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block' }, 'Accept invite');
     const form = h('form', { class: 'form', novalidate: true }, err, fPassword, submit);
     card.append(form);
@@ -543,10 +588,41 @@
       try {
         const answer = await api('POST', '/invites/accept', { token: inviteToken, password: password.value });
         password.value = '';
-        inviteToken = null;
-        await adoptSignin(answer);
-        navigate('/');
-        toast('Welcome to the team.');
+        await joined(answer);
+      } catch (e) {
+        password.value = '';
+        failed(e, submit, fPassword);
+      }
+    });
+    password.focus();
+  }
+
+  function renderSetPassword(page) {
+    const card = authCard(page, 'Choose your password', 'Your Konnect operator made this link for you. It works once.');
+    if (!passwordToken) {
+      const box = alertBox('error');
+      box.show('This link is incomplete', 'Open the full link you were given, or ask the operator for a new one.');
+      card.append(box, h('p', { class: 'auth-switch' }, h('a', { href: '/signin', 'data-link': true }, 'Go to sign in')));
+      return;
+    }
+    const password = h('input', { type: 'password', name: 'password', autocomplete: 'new-password', required: true, minlength: '10', maxlength: '256' });
+    const fPassword = field('New password', password, '10 to 256 characters. Setting it signs out every other session of your user.');
+    const err = alertBox('error');
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block' }, 'Set password');
+    const form = h('form', { class: 'form', novalidate: true }, err, fPassword, submit);
+    card.append(form);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      err.clear();
+      if (!validatePassword(fPassword, password, true)) return;
+      setBusy(submit, true, 'Saving…');
+      try {
+        const answer = await api('POST', '/password/set', { token: passwordToken, password: password.value });
+        password.value = '';
+        passwordToken = null;
+        if (answer) await adoptSignin(answer);
+        navigate(answer ? '/' : '/signin');
+        toast('Your password is set.');
       } catch (e) {
         setBusy(submit, false);
         if (e.param === 'password') fPassword.setError(e.message);
@@ -880,7 +956,7 @@
       const rename = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Rename');
       rename.addEventListener('click', () => renameDialog(k, refresh));
       actions.append(rename);
-      if (k.status === 'active') {
+      if (k.status === 'active' && (k.mode !== 'live' || isOwner())) {
         const roll = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Roll key');
         roll.addEventListener('click', () => rollDialog(k, refresh));
         actions.append(roll);
@@ -941,7 +1017,10 @@
     const typeSet = h('fieldset', { class: 'field choices' },
       h('legend', null, 'Type'),
       radio('test', 'Test', 'sk_test_*', 'Test API keys for development. Requests are limited and return mock responses.', true),
-      radio('live', 'Live', 'sk_live_*', 'Live API keys for production use. Requests count against your usage quota and are billed accordingly.', false));
+      radio('live', 'Live', 'sk_live_*', isOwner()
+        ? 'Live API keys for production use. Requests count against your usage quota and are billed accordingly.'
+        : 'Live API keys for production use. Only the account\'s owner can create them.', false));
+    if (!isOwner()) typeSet.querySelector('input[value="live"]').disabled = true;
 
     const env = h('select', { name: 'environment' }, ENVIRONMENTS.map((e) => h('option', { value: e }, capitalize(e))));
     env.value = 'development';
@@ -1492,11 +1571,15 @@
     const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create invite link');
     const result = h('div', { class: 'invite-result', 'aria-live': 'polite' });
     const form = h('form', { class: 'form inline-form', novalidate: true }, fEmail, submit);
-    content.append(
-      h('section', { class: 'card', 'aria-labelledby': 'inv-title' },
-        h('h3', { id: 'inv-title' }, 'Invite a member'),
-        h('p', { class: 'muted' }, 'Konnect does not send email: create a link and pass it on to the person you invite yourself.'),
-        err, form, result));
+    if (isOwner()) {
+      content.append(
+        h('section', { class: 'card', 'aria-labelledby': 'inv-title' },
+          h('h3', { id: 'inv-title' }, 'Invite a member'),
+          h('p', { class: 'muted' }, 'Konnect does not send email: create a link and pass it on to the person you invite yourself.'),
+          err, form, result));
+    } else {
+      content.append(h('p', { class: 'muted' }, 'Only the account\'s owner can invite or remove people.'));
+    }
 
     const list = h('div', { class: 'stack', 'aria-busy': 'true' }, h('p', { class: 'loading' }, 'Loading members…'));
     content.append(list);
@@ -1515,7 +1598,7 @@
       }
       if (!current()) return;
       list.removeAttribute('aria-busy');
-      list.replaceChildren(...membersTables(data));
+      list.replaceChildren(...membersTables(data, refresh));
     };
 
     form.addEventListener('submit', async (ev) => {
@@ -1569,32 +1652,65 @@
       h('p', { class: 'small' }, `Send this link to ${invited} yourself. Anyone with the link can join this account.${until}`));
   }
 
-  function membersTables(data) {
+  function membersTables(data, refresh) {
     const me = state.session && state.session.user ? state.session.user.email : null;
+    const owner = isOwner();
     const members = data.data || [];
     const invites = data.invites || [];
     const th = (t) => h('th', { scope: 'col' }, t);
+    const removeButton = (m) => {
+      const b = h('button', { type: 'button', class: 'btn btn-ghost btn-sm btn-danger-text' }, 'Remove');
+      b.addEventListener('click', () => confirmDialog({
+        title: `Remove ${m.email}?`,
+        message: `${m.email} leaves this account at once: every session they have in it ends, and they can no longer see or use its keys. Keys they created keep working until you revoke them.`,
+        confirmLabel: 'Remove member',
+        danger: true,
+        action: () => api('POST', `/members/${encodeURIComponent(m.user_id)}/remove`),
+        onDone: () => {
+          toast(`${m.email} was removed.`);
+          refresh();
+        },
+      }));
+      return b;
+    };
+    const cancelButton = (i) => {
+      const b = h('button', { type: 'button', class: 'btn btn-ghost btn-sm btn-danger-text' }, 'Cancel invite');
+      b.addEventListener('click', () => confirmDialog({
+        title: `Cancel the invitation for ${i.email}?`,
+        message: 'The link stops working at once.',
+        confirmLabel: 'Cancel invite',
+        danger: true,
+        action: () => api('POST', `/invites/${encodeURIComponent(i.id)}/cancel`),
+        onDone: () => {
+          toast('The invitation was cancelled.');
+          refresh();
+        },
+      }));
+      return b;
+    };
     const membersCard = h('section', { class: 'card card-flush', 'aria-labelledby': 'mem-title' },
       h('h3', { id: 'mem-title', class: 'card-flush-title' }, `Members (${members.length})`),
       h('div', { class: 'table-scroll' },
         h('table', { class: 'table' },
-          h('thead', null, h('tr', null, th('Email'), th('Role'), th('Joined'))),
+          h('thead', null, h('tr', null, th('Email'), th('Role'), th('Joined'), owner ? th('') : null)),
           h('tbody', null, members.map((m) =>
             h('tr', null,
               h('td', null, m.email, m.email === me ? h('span', { class: 'muted' }, ' (you)') : null),
               h('td', null, h('span', { class: 'pill' }, capitalize(m.role))),
-              h('td', null, m.joined != null ? timeEl(m.joined, dateFmt.format(new Date(m.joined * 1000))) : '—')))))));
+              h('td', null, m.joined != null ? timeEl(m.joined, dateFmt.format(new Date(m.joined * 1000))) : '—'),
+              owner ? h('td', { class: 'actions-cell' }, m.role !== 'owner' ? removeButton(m) : null) : null))))));
     const invitesCard = h('section', { class: 'card card-flush', 'aria-labelledby': 'pend-title' },
       h('h3', { id: 'pend-title', class: 'card-flush-title' }, `Pending invites (${invites.length})`),
       invites.length
         ? h('div', { class: 'table-scroll' },
           h('table', { class: 'table' },
-            h('thead', null, h('tr', null, th('Email'), th('Invited'), th('Expires'))),
+            h('thead', null, h('tr', null, th('Email'), th('Invited'), th('Expires'), owner ? th('') : null)),
             h('tbody', null, invites.map((i) =>
               h('tr', null,
                 h('td', null, i.email),
                 h('td', null, i.created != null ? ago(i.created) : '—'),
-                h('td', null, i.expires != null ? timeEl(i.expires, dateTimeFmt.format(new Date(i.expires * 1000))) : '—'))))))
+                h('td', null, i.expires != null ? timeEl(i.expires, dateTimeFmt.format(new Date(i.expires * 1000))) : '—'),
+                owner ? h('td', { class: 'actions-cell' }, cancelButton(i)) : null)))))
         : h('p', { class: 'empty-inline muted' }, 'No pending invites.'));
     return [membersCard, invitesCard];
   }
@@ -1628,6 +1744,7 @@
           h('h3', { id: 'sess-title' }, 'Sessions'),
           h('p', { class: 'muted' }, 'If you signed in on a device you no longer control, end every session at once.')),
         revokeAll));
+    content.append(passwordCard());
 
     const tbody = h('tbody');
     const more = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Load more');
@@ -1680,19 +1797,54 @@
     await load();
   }
 
+  function passwordCard() {
+    const cur = h('input', { type: 'password', name: 'current-password', autocomplete: 'current-password', required: true });
+    const next = h('input', { type: 'password', name: 'new-password', autocomplete: 'new-password', required: true, minlength: '10', maxlength: '256' });
+    const fCur = field('Current password', cur);
+    const fNext = field('New password', next, '10 to 256 characters. Changing it signs out every other session of your user.');
+    const err = alertBox('error');
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Change password');
+    const form = h('form', { class: 'form', novalidate: true }, err, fCur, fNext, submit);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      err.clear();
+      if (!(validatePassword(fCur, cur, false) & validatePassword(fNext, next, true))) return;
+      setBusy(submit, true, 'Saving…');
+      try {
+        await api('POST', '/password', { current_password: cur.value, new_password: next.value });
+        cur.value = '';
+        next.value = '';
+        setBusy(submit, false);
+        toast('Your password was changed. Your other sessions have ended.');
+      } catch (e) {
+        setBusy(submit, false);
+        cur.value = '';
+        if (e.param === 'current_password') fCur.setError(e.message);
+        else if (e.param === 'new_password') fNext.setError(e.message);
+        else err.show(null, errorText(e));
+      }
+    });
+    return h('section', { class: 'card', 'aria-labelledby': 'pw-title' },
+      h('h3', { id: 'pw-title' }, 'Password'), form);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Start
 
   async function boot() {
-    if (normalPath() === '/invite' && location.hash) {
+    const linkPath = normalPath();
+    if ((linkPath === '/invite' || linkPath === '/set-password') && location.hash) {
       const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+      let token = null;
       try {
-        inviteToken = m && m[1] ? decodeURIComponent(m[1]) : null;
+        token = m && m[1] ? decodeURIComponent(m[1]) : null;
       } catch {
-        inviteToken = null;
+        token = null;
       }
+      if (linkPath === '/invite') inviteToken = token;
+      else passwordToken = token;
       // The token is a credential: take it out of the address bar and the history entry.
-      history.replaceState(null, '', '/invite');
+      history.replaceState(null, '', linkPath);
     }
     try {
       await loadSession();

@@ -13,6 +13,7 @@
 #include "keys/apikey.h"
 #include "keys/keysync.h"
 #include "auth/password.h"
+#include "auth/session.h"
 #include "keys/lifecycle.h"
 #include "metering/plans.h"
 #include "metering/report.h"
@@ -21,7 +22,7 @@
 #define MAX_BATCH 1000000
 
 static const char account_usage[] =
-    "Usage: konnect account create --email EMAIL\n"
+    "Usage: konnect account create --email EMAIL [--existing-user USER_ID]\n"
     "       konnect account show --account EMAIL|ID\n"
     "       konnect account set-plan --account EMAIL|ID --plan NAME\n"
     "       konnect account set-quota --account EMAIL|ID [--requests N|unlimited|plan]\n"
@@ -29,7 +30,11 @@ static const char account_usage[] =
     "\n"
     "Manage customer accounts.\n"
     "\n"
-    "  create     Create an account for EMAIL and print its id.\n"
+    "  create     Create an account for EMAIL and its owner, print the account's id, and\n"
+    "             print on standard error a one-time link (valid 7 days) with which the\n"
+    "             owner chooses a password to sign in to the dashboard. If EMAIL is already a\n"
+    "             dashboard user (made by sign-up or an invitation, not by this command), it is\n"
+    "             refused, unless --existing-user names that user.\n"
     "  show       Print an account's id, email, creation time, plan, the monthly quotas in\n"
     "             force and this month's billed usage and cost.\n"
     "  set-plan   Put an account on a plan of the plans file ('default' follows the file's\n"
@@ -40,6 +45,7 @@ static const char account_usage[] =
     "\n"
     "Options:\n"
     "  --email EMAIL       the account owner's email address\n"
+    "  --existing-user ID  for create: make this existing user (user_...) the owner\n"
     "  --account EMAIL|ID  the account to show or change\n"
     "  --plan NAME         a plan named in the plans file (see 'konnect plans')\n"
     "  --requests N        live requests a month: N, unlimited or plan\n"
@@ -92,9 +98,15 @@ static const char key_usage[] =
 
 static const char user_usage[] =
     "Usage: konnect user set-password --email EMAIL < password-file\n"
+    "       konnect user password-link --email EMAIL\n"
     "\n"
-    "Set (or reset) a dashboard user's password, read from the first line of standard input,\n"
-    "and end every session of that user. Passwords are 10 to 256 bytes.\n"
+    "  set-password   Set (or reset) a dashboard user's password, read from the first line of\n"
+    "                 standard input, and end every session of that user. Passwords are 10 to\n"
+    "                 256 bytes.\n"
+    "  password-link  Print a one-time link (valid 7 days) with which the user chooses a new\n"
+    "                 password in the dashboard; using it ends every session of the user.\n"
+    "                 Links are on KONNECT_PUBLIC_URL when it is set, else on the listen\n"
+    "                 address (KONNECT_LISTEN).\n"
     "\n"
     "Options:\n"
     "  --email EMAIL     the user\n"
@@ -181,7 +193,8 @@ enum {
     OPT_REQUESTS,
     OPT_TOKENS,
     OPT_MONTH,
-    OPT_CSV
+    OPT_CSV,
+    OPT_EXISTING_USER
 };
 
 static const struct option long_options[] = {
@@ -203,13 +216,14 @@ static const struct option long_options[] = {
     {"tokens", required_argument, NULL, OPT_TOKENS},
     {"month", required_argument, NULL, OPT_MONTH},
     {"csv", no_argument, NULL, OPT_CSV},
+    {"existing-user", required_argument, NULL, OPT_EXISTING_USER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
 struct opts {
     const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
-        *limit, *plan, *requests, *tokens, *month;
+        *limit, *plan, *requests, *tokens, *month, *existing_user;
     int json, csv, help;
     const char *positional[4];
     int npositional;
@@ -278,6 +292,9 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
             break;
         case OPT_CSV:
             o->csv = 1;
+            break;
+        case OPT_EXISTING_USER:
+            o->existing_user = optarg;
             break;
         case 'h':
             o->help = 1;
@@ -610,12 +627,102 @@ out:
     return ret;
 }
 
+/* Makes a one-time set-password link for user u and prints it, on stderr after `intro` when
+ * to_stderr is set (the command's own output is something else), else alone on stdout. */
+static int issue_password_link(struct kn_config *c, struct store *s, const struct store_user *u,
+                               const char *intro, int to_stderr)
+{
+    struct store_password_token t;
+    uint8_t secret[APIKEY_SECRET_LEN];
+    char token[SESSION_TOKEN_LEN + 1], base[600];
+
+    if (load_secret(c, secret) != 0)
+        return -1;
+    memset(&t, 0, sizeof(t));
+    session_token_new(token);
+    session_token_hash(secret, token, SESSION_TOKEN_LEN, t.token_hash);
+    sodium_memzero(secret, sizeof(secret));
+    kn_strlcpy(t.user_id, u->id, sizeof(t.user_id));
+    t.created_at = kn_unix_now();
+    t.expires_at = t.created_at + 7 * 86400;
+    if (store_password_token_insert(s, &t) != STORE_OK) {
+        sodium_memzero(token, sizeof(token));
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        return -1;
+    }
+    config_base_url(c, base, sizeof(base));
+    /* The token travels in the fragment, which browsers never send to servers. */
+    if (to_stderr)
+        fprintf(stderr, "konnect: %s\nkonnect:   %s/set-password#token=%s\n", intro, base, token);
+    else
+        printf("%s/set-password#token=%s\n", base, token);
+    fflush(stdout);
+    sodium_memzero(token, sizeof(token));
+    struct store_member m;
+    lifecycle_audit(s, store_member_first(s, u->id, &m) == STORE_OK ? m.account_id : "", &cli_actor,
+                    "user.password_link", NULL, "ok", u->email);
+    return 0;
+}
+
+static int account_create(struct kn_config *c, const struct opts *o)
+{
+    struct store *s;
+    struct store_account a;
+    struct store_user u;
+    char shown[STORE_EMAIL_MAX + 16], when[32];
+    int ret = 1, r;
+
+    if (o->email == NULL) {
+        fprintf(stderr, "konnect: account create needs --email\n");
+        return 2;
+    }
+    if (!store_email_valid(o->email)) {
+        fprintf(stderr, "konnect: --email must be an email address such as dev@example.com\n");
+        return 2;
+    }
+    if ((s = open_store(c)) == NULL)
+        return 1;
+    redact_copy(shown, sizeof(shown), o->email);
+    if (store_account_find(s, o->email, &a) == STORE_OK) {
+        fprintf(stderr, "konnect: an account with email %s already exists (%s)\n", shown, a.id);
+        goto out;
+    }
+    if (o->existing_user == NULL && store_user_find(s, o->email, &u) == STORE_OK) {
+        /* Anyone can make a user of any email (sign-up, or an invitation they accept themselves):
+         * such a user must not become this account's owner by accident. */
+        fprintf(stderr,
+                "konnect: %s is already a dashboard user (%s, since %s), made by sign-up or by "
+                "an invitation, not by this command. Konnect does not hand an account to a user "
+                "it did not create. If that user is the right owner, run again with "
+                "--existing-user %s\n",
+                shown, u.id, kn_format_time(u.created_at, when, sizeof(when)), u.id);
+        goto out;
+    }
+    r = store_account_create(s, o->email, NULL, o->existing_user, &a);
+    if (r != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        goto out;
+    }
+    printf("%s\n", a.id);
+    fflush(stdout);
+    fprintf(stderr, "konnect: created account %s for %s\n", a.id, a.email);
+    lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.create", a.email, "ok",
+                          o->existing_user != NULL ? "owner: an existing user" : "owner: new user");
+    if (store_user_find(s, a.email, &u) == STORE_OK && u.password_hash[0] == '\0' &&
+        issue_password_link(c, s, &u,
+                            "the owner chooses a password for the dashboard at this link (single "
+                            "use, valid 7 days; konnect user password-link makes a new one):",
+                            1) != 0)
+        goto out;
+    ret = 0;
+out:
+    store_close(s);
+    return ret;
+}
+
 int cli_account(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
-    struct store *s;
-    struct store_account a;
-    int ret = 1;
 
     if (parse_opts(c, argc, argv, &o, account_usage) != 0)
         return 2;
@@ -623,24 +730,8 @@ int cli_account(struct kn_config *c, int argc, char **argv)
         fputs(account_usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
     }
-    if (strcmp(o.positional[0], "create") == 0) {
-        if (o.email == NULL) {
-            fprintf(stderr, "konnect: account create needs --email\n");
-            return 2;
-        }
-        if ((s = open_store(c)) == NULL)
-            return 1;
-        int r = store_account_create(s, o.email, &a);
-        if (r == STORE_OK) {
-            printf("%s\n", a.id);
-            fprintf(stderr, "konnect: created account %s for %s\n", a.id, a.email);
-            ret = 0;
-        } else {
-            fprintf(stderr, "konnect: %s\n", store_errmsg(s));
-        }
-        store_close(s);
-        return ret;
-    }
+    if (strcmp(o.positional[0], "create") == 0)
+        return account_create(c, &o);
     if (strcmp(o.positional[0], "show") == 0)
         return account_show(c, &o);
     if (strcmp(o.positional[0], "set-plan") == 0)
@@ -1311,6 +1402,30 @@ out:
     return ret;
 }
 
+static int user_password_link(struct kn_config *c, const struct opts *o)
+{
+    struct store *s;
+    struct store_user u;
+    char shown[STORE_EMAIL_MAX + 16];
+    int ret = 1;
+
+    if (!store_email_valid(o->email)) {
+        fprintf(stderr, "konnect: --email must be an email address such as dev@example.com\n");
+        return 2;
+    }
+    if ((s = open_store(c)) == NULL)
+        return 1;
+    if (store_user_find(s, o->email, &u) != STORE_OK)
+        fprintf(stderr, "konnect: no user %s\n", redact_copy(shown, sizeof(shown), o->email));
+    else if (issue_password_link(c, s, &u, NULL, 0) == 0) {
+        fprintf(stderr, "konnect: give this link to %s: it is single use and valid for 7 days\n",
+                u.email);
+        ret = 0;
+    }
+    store_close(s);
+    return ret;
+}
+
 int cli_user(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
@@ -1321,11 +1436,14 @@ int cli_user(struct kn_config *c, int argc, char **argv)
 
     if (parse_opts(c, argc, argv, &o, user_usage) != 0)
         return 2;
-    if (o.help || o.npositional != 1 || strcmp(o.positional[0], "set-password") != 0 ||
-        o.email == NULL) {
+    if (o.help || o.npositional != 1 || o.email == NULL ||
+        (strcmp(o.positional[0], "set-password") != 0 &&
+         strcmp(o.positional[0], "password-link") != 0)) {
         fputs(user_usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
     }
+    if (strcmp(o.positional[0], "password-link") == 0)
+        return user_password_link(c, &o);
     if (fgets(pw, sizeof(pw), stdin) == NULL) {
         fprintf(stderr, "konnect: expected the new password on standard input\n");
         return 2;

@@ -74,6 +74,55 @@ int config_set_listen(struct kn_config *c, const char *value)
     return 0;
 }
 
+/* KONNECT_PUBLIC_URL: an http(s) origin, "scheme://host[:port]", with nothing after it but an
+ * optional "/". */
+static int parse_public_url(struct kn_config *c, const char *v, char *err, size_t errsize)
+{
+    size_t len = strlen(v);
+    const char *host;
+
+    if (strncmp(v, "https://", 8) == 0)
+        host = v + 8;
+    else if (strncmp(v, "http://", 7) == 0)
+        host = v + 7;
+    else
+        goto bad;
+    if (len > 0 && v[len - 1] == '/')
+        len--;
+    if (len >= sizeof(c->public_url) || (size_t)(host - v) >= len)
+        goto bad;
+    for (const char *p = host; p < v + len; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' ||
+              *p == ':' || *p == '[' || *p == ']'))
+            goto bad;
+    memcpy(c->public_url, v, len);
+    c->public_url[len] = '\0';
+    return 0;
+bad:
+    snprintf(err, errsize,
+             "KONNECT_PUBLIC_URL must be the dashboard's origin in lower case, such as "
+             "https://dash.example.com or http://127.0.0.1:8080 (no path)");
+    return -1;
+}
+
+void config_base_url(const struct kn_config *c, char *buf, size_t size)
+{
+    const char *host = c->listen_host;
+
+    if (c->public_url[0] != '\0') {
+        snprintf(buf, size, "%s", c->public_url);
+        return;
+    }
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    if (strchr(host, ':') != NULL)
+        snprintf(buf, size, "http://[%s]:%d", host, c->listen_port);
+    else
+        snprintf(buf, size, "http://%s:%d", host, c->listen_port);
+}
+
 int config_load(struct kn_config *c, char *err, size_t errsize)
 {
     const char *v;
@@ -102,6 +151,12 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     c->model_timeout_ms = 300000;
     c->model_max_response_bytes = 8 * 1024 * 1024;
     c->ledger_sync_full = 0;
+    c->max_keys_per_account = 100;
+    c->signups_per_hour = 100;
+    c->signups_per_hour_ip = 5;
+    c->dashboard_queue = 64;
+    c->audit_retention_days = 400;
+    c->change_log_retention_days = 7;
 
     v = getenv("KONNECT_DATA_DIR");
     config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");
@@ -133,6 +188,12 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     UINT_SETTING("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 24 * 3600 * 1000);
     UINT_SETTING("KONNECT_MODEL_MAX_RESPONSE_BYTES", model_max_response_bytes,
                  1024LL * 1024 * 1024);
+    UINT_SETTING("KONNECT_MAX_KEYS_PER_ACCOUNT", max_keys_per_account, 1000000);
+    UINT_SETTING("KONNECT_SIGNUPS_PER_HOUR", signups_per_hour, 1000000);
+    UINT_SETTING("KONNECT_SIGNUPS_PER_HOUR_PER_IP", signups_per_hour_ip, 1000000);
+    UINT_SETTING("KONNECT_DASHBOARD_QUEUE", dashboard_queue, 100000);
+    UINT_SETTING("KONNECT_AUDIT_RETENTION_DAYS", audit_retention_days, 36500);
+    UINT_SETTING("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 36500);
 #undef UINT_SETTING
     if (c->threads == 0)
         c->threads = cores > 0 ? (int)cores : 1;
@@ -185,10 +246,19 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
         }
         kn_strlcpy(c->signup, v, sizeof(c->signup));
     }
+    if (c->dashboard_queue == 0 || c->change_log_retention_days == 0) {
+        snprintf(
+            err, errsize,
+            "KONNECT_DASHBOARD_QUEUE and KONNECT_CHANGE_LOG_RETENTION_DAYS must be at least 1");
+        return -1;
+    }
     if (c->session_idle_s < 60 || c->session_max_s < 60) {
         snprintf(err, errsize, "KONNECT_SESSION_IDLE and KONNECT_SESSION_MAX must be at least 60");
         return -1;
     }
+    if ((v = getenv("KONNECT_PUBLIC_URL")) != NULL && *v != '\0' &&
+        parse_public_url(c, v, err, errsize) != 0)
+        return -1;
     if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')
         kn_strlcpy(c->access_log, v, sizeof(c->access_log));
     if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {

@@ -40,7 +40,18 @@ struct kn_config {
     char plans_file[PATH_MAX];            /* KONNECT_PLANS, default <data dir>/plans.json. */
     int plans_file_set;   /* 1 when KONNECT_PLANS names the file (it must then exist). */
     int ledger_sync_full; /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
+    char public_url[512]; /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
+    uint32_t max_keys_per_account;      /* KONNECT_MAX_KEYS_PER_ACCOUNT, default 100, 0 = no cap. */
+    uint32_t signups_per_hour;          /* KONNECT_SIGNUPS_PER_HOUR, default 100, 0 = no limit. */
+    uint32_t signups_per_hour_ip;       /* KONNECT_SIGNUPS_PER_HOUR_PER_IP, default 5, 0 = none. */
+    uint32_t dashboard_queue;           /* KONNECT_DASHBOARD_QUEUE: jobs per lane, default 64. */
+    uint32_t audit_retention_days;      /* KONNECT_AUDIT_RETENTION_DAYS, default 400, 0 = keep. */
+    uint32_t change_log_retention_days; /* KONNECT_CHANGE_LOG_RETENTION_DAYS, default 7. */
 };
+
+/* Writes the dashboard's base URL ("http://127.0.0.1:8080", no trailing slash) into buf: the
+ * public URL when one is set, else the listen address (a wildcard address as 127.0.0.1). */
+void config_base_url(const struct kn_config *c, char *buf, size_t size);
 
 /* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err
  * naming the variable that holds a bad value. */

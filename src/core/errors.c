@@ -102,6 +102,23 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                "This invitation link is invalid, expired or already used."},
     [KN_ERR_KEY_NOT_ACTIVE] = {409, "Conflict", "invalid_request_error", "key_not_active",
                                "This key is revoked, expired or already rolled."},
+    [KN_ERR_PASSWORD_NOT_SET] = {403, "Forbidden", "invalid_request_error", "password_not_set",
+                                 "This user has no password yet, and an invitation cannot give it "
+                                 "one. Choose a password with the set-password link from the "
+                                 "operator first, then open this invitation again."},
+    [KN_ERR_INVITE_FOR_ANOTHER_USER] = {403, "Forbidden", "invalid_request_error",
+                                        "invite_for_another_user",
+                                        "This invitation is for another email address. Sign "
+                                        "out, then open the link again."},
+    [KN_ERR_LINK_INVALID] = {400, "Bad Request", "invalid_request_error", "link_invalid",
+                             "This set-password link is invalid, expired or already used. Ask "
+                             "the operator for a new one."},
+    [KN_ERR_OWNER_REQUIRED] = {403, "Forbidden", "invalid_request_error", "owner_required",
+                               "Only the account's owner can do this."},
+    [KN_ERR_LIMIT_REACHED] = {403, "Forbidden", "invalid_request_error", "limit_reached",
+                              "This account has reached a limit."},
+    [KN_ERR_DASHBOARD_BUSY] = {503, "Service Unavailable", "api_error", "dashboard_busy",
+                               "The dashboard has too many requests waiting; retry shortly."},
     [KN_ERR_INTERNAL] = {500, "Internal Server Error", "api_error", "internal_error",
                          "An internal error occurred."},
 };

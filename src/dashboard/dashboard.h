@@ -57,6 +57,15 @@ struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[
 /* Frees the dashboard and closes its store connection. */
 void dashboard_free(struct dashboard *d);
 
+/* Returns 1 when the dashboard call `method path` hashes or checks a password (sign-up, sign-in,
+ * invitations, passwords): the server runs those on a thread of their own, so that the time
+ * Argon2id takes never delays the other calls (a key revocation among them). */
+int dashboard_hashes_passwords(const char *method, const char *path);
+
+/* Deletes what the store no longer needs to keep (see store_prune and the retention settings)
+ * and writes the number of rows deleted to *deleted. Returns 0, or -1 after logging why. */
+int dashboard_prune(struct dashboard *d, int64_t *deleted);
+
 /* Answers one request. Thread-compatible: call it from one thread at a time. */
 void dashboard_handle(struct dashboard *d, const struct dash_request *req,
                       struct dash_response *res);

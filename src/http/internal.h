@@ -43,13 +43,8 @@ struct server {
     pthread_mutex_t phase_lock;
     pthread_cond_t phase_cond;
     unsigned workers_ready, workers_drained, others_stopped;
-    /* The dashboard runs on its own thread (it does blocking work); jobs go there in FIFO. */
-    struct dashboard *dash;
-    pthread_t dash_thread;
-    pthread_mutex_t dash_lock;
-    pthread_cond_t dash_cond;
-    struct dash_job *dash_head, *dash_tail;
-    int dash_stop, dash_started;
+    /* The dashboard runs on threads of its own (it does blocking work), http/dashbridge.c. */
+    struct dash_lane *lanes;
     char refusal[REFUSAL_SIZE];    /* The raw HTTP answer to a connection over the limit. */
     struct live_upstream upstream; /* The model backend (http/live.c). */
 };
@@ -64,6 +59,7 @@ struct worker {
     unsigned conns;
     h2o_timeout_t refuse_timeout;
     h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
+    h2o_timeout_t dash_watch_timeout;         /* Waiting dashboard jobs look for their client. */
     struct live_worker live;                  /* Live requests (http/live.c). */
 };
 
@@ -85,6 +81,26 @@ struct reqinfo {
 };
 
 struct worker *http_worker_of(h2o_req_t *req);
+/* Writes the client's address as text ("" when unknown). */
+void http_client_ip(h2o_req_t *req, char *out, size_t size);
+/* The value of the request header `token` (or `name` when token is NULL), or NULL. */
+const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name);
+/* Returns 1 when the client of an HTTP/1 request has closed its connection. HTTP/1 stops reading
+ * a connection while its request is being answered, so h2o would notice only when it writes;
+ * this peeks at the socket instead (end of stream or an error: gone). Pipelined bytes waiting
+ * count as "still there". */
+int http_client_gone(h2o_req_t *req);
+/* Returns 1 when the client reached us over HTTPS (directly, or through a trusted proxy). */
+int http_is_https(h2o_req_t *req);
+
+/* The dashboard bridge (http/dashbridge.c): copies /dashboard/api/ requests to the dashboard's
+ * threads and their answers back. start and stop are called once by server_run; the worker
+ * calls on each event loop's thread. */
+int dashbridge_start(struct server *srv, char *err, size_t errsize);
+void dashbridge_stop(struct server *srv);
+void dashbridge_worker_init(struct worker *w);
+void dashbridge_worker_dispose(struct worker *w);
+void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info);
 void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status);
 void http_add_header(h2o_req_t *req, const char *name, const char *value);
 /* Sends body (copied) as a JSON response and logs the request. */

@@ -280,30 +280,20 @@ static void on_guard_dispose(void *p)
     maybe_free(lr);
 }
 
-/* HTTP/1 stops reading a connection while its request is being answered, so a client that goes
- * away is noticed only when something is written to it. While the backend works, this peeks at
- * the connection instead: end of stream or an error means the client is gone, and the backend
- * call is cancelled rather than paid for by nobody. */
+/* While the backend works, a client that went away is looked for every WATCH_MS
+ * (http_client_gone), and the backend call is cancelled rather than paid for by nobody. */
 static void on_watch(h2o_timeout_entry_t *entry)
 {
     struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, watch_timer, entry);
-    h2o_socket_t *sock;
-    char c;
 
     if (lr->req == NULL)
         return;
-    sock = lr->req->conn->callbacks->get_socket != NULL
-               ? lr->req->conn->callbacks->get_socket(lr->req->conn)
-               : NULL;
-    if (sock != NULL && lr->phase < PHASE_BILLING) {
-        ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            lr->req->http1_is_persistent = 0;
-            lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
-            if (!bill_partial_stream(lr))
-                fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
-            return;
-        }
+    if (lr->phase < PHASE_BILLING && http_client_gone(lr->req)) {
+        lr->req->http1_is_persistent = 0;
+        lr->info.error_code = kn_error_def(KN_ERR_CLIENT_CLOSED)->code;
+        if (!bill_partial_stream(lr))
+            fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
+        return;
     }
     h2o_timeout_link(lr->w->ctx.loop, &lr->w->live.watch_timeout, &lr->watch_timer);
 }

@@ -49,7 +49,7 @@ struct worker *http_worker_of(h2o_req_t *req)
     return (struct worker *)req->conn->ctx;
 }
 
-static void format_peer(h2o_req_t *req, char *out, size_t size)
+void http_client_ip(h2o_req_t *req, char *out, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -75,7 +75,7 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     if (!accesslog_enabled(w->srv->log))
         return;
     gettimeofday(&now, NULL);
-    format_peer(req, peer, sizeof(peer));
+    http_client_ip(req, peer, sizeof(peer));
     memset(&e, 0, sizeof(e));
     e.time = now.tv_sec;
     e.request_id = info->request_id;
@@ -451,196 +451,37 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
     http_send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
 }
 
-/* ---- the dashboard thread ----------------------------------------------------------------
- * A dashboard request is copied into a job, queued to the dashboard thread, answered there, and
- * sent back to its event loop as a message. If the client goes away meanwhile, h2o frees the
- * request's pool; a guard in that pool tells the job, so the answer is dropped. */
-
-#define DASH_BODY_MAX (64 * 1024)
-
-struct dash_job;
-
-struct dash_guard {
-    struct dash_job *job;
-};
-
-struct dash_job {
-    h2o_multithread_message_t super; /* First: the message sent back to the loop. */
-    struct dash_job *next;
-    struct worker *w;
-    h2o_req_t *req; /* NULL once the request is gone. Only the loop's thread touches it. */
-    struct dash_guard *guard;
-    struct reqinfo info;
-    struct dash_request in;
-    struct dash_response out;
-    char *strings; /* One allocation holding every string of `in`. */
-};
-
-static void dash_guard_dispose(void *p)
+int http_client_gone(h2o_req_t *req)
 {
-    struct dash_guard *g = p;
-    if (g->job != NULL)
-        g->job->req = NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    char c;
+
+    if (sock == NULL || req->version >= 0x200)
+        return 0; /* HTTP/2 reports a reset stream itself: h2o frees the request. */
+    ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-static void *dash_thread_main(void *arg)
-{
-    struct server *srv = arg;
-
-    for (;;) {
-        pthread_mutex_lock(&srv->dash_lock);
-        while (srv->dash_head == NULL && !srv->dash_stop)
-            pthread_cond_wait(&srv->dash_cond, &srv->dash_lock);
-        struct dash_job *job = srv->dash_head;
-        if (job == NULL) {
-            pthread_mutex_unlock(&srv->dash_lock);
-            return NULL;
-        }
-        srv->dash_head = job->next;
-        if (srv->dash_head == NULL)
-            srv->dash_tail = NULL;
-        pthread_mutex_unlock(&srv->dash_lock);
-        dashboard_handle(srv->dash, &job->in, &job->out);
-        h2o_multithread_send_message(&job->w->dash_receiver, &job->super);
-    }
-}
-
-static void dash_job_free(struct dash_job *job)
-{
-    if (job->out.body != NULL) {
-        /* The body may hold a new key's secret. */
-        sodium_memzero(job->out.body, job->out.body_len);
-        free(job->out.body);
-    }
-    free(job->strings);
-    free(job);
-}
-
-static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
-{
-    (void)receiver;
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
-        struct dash_job *job = (struct dash_job *)msg;
-        h2o_req_t *req = job->req;
-        h2o_linklist_unlink(&msg->link);
-        if (req != NULL) {
-            char buf[16];
-            job->guard->job = NULL;
-            job->info.error_code = job->out.error_code;
-            if (job->out.set_cookie[0] != '\0')
-                http_add_header(req, "set-cookie", job->out.set_cookie);
-            if (job->out.retry_after != 0) {
-                snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
-                http_add_header(req, "retry-after", buf);
-            }
-            if (job->out.content_disposition[0] != '\0')
-                http_add_header(req, "content-disposition", job->out.content_disposition);
-            if (job->out.body != NULL) {
-                http_send_body(req, &job->info, job->out.status, job->out.reason,
-                               job->out.content_type != NULL ? job->out.content_type
-                                                             : "application/json",
-                               job->out.body, job->out.body_len);
-            } else {
-                static h2o_generator_t generator = {NULL, NULL};
-                req->res.status = job->out.status;
-                req->res.reason = job->out.reason;
-                req->res.content_length = 0;
-                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                               H2O_STRLIT("no-store"));
-                http_add_header(req, "request-id", job->info.request_id);
-                http_log_request(req, &job->info, job->out.status);
-                h2o_start_response(req, &generator);
-                h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-            }
-        }
-        dash_job_free(job);
-    }
-}
-
-/* Copies header `name` (or NULL when absent) into the job's string area at *cursor. */
-static const char *copy_str(char **cursor, const char *s, size_t len)
-{
-    char *out = *cursor;
-    memcpy(out, s, len);
-    out[len] = '\0';
-    *cursor += len + 1;
-    return out;
-}
-
-static const h2o_iovec_t *find_header(h2o_req_t *req, const h2o_token_t *token, const char *name)
+const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name)
 {
     ssize_t i = token != NULL ? h2o_find_header(&req->headers, token, -1)
                               : h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
     return i < 0 ? NULL : &req->headers.entries[i].value;
 }
 
-static int is_https(struct server *srv, h2o_req_t *req)
+int http_is_https(h2o_req_t *req)
 {
+    struct server *srv = http_worker_of(req)->srv;
+
     if (req->scheme == &H2O_URL_SCHEME_HTTPS)
         return 1;
     if (srv->cfg->trust_proxy) {
-        const h2o_iovec_t *v = find_header(req, NULL, "x-forwarded-proto");
+        const h2o_iovec_t *v = http_find_header(req, NULL, "x-forwarded-proto");
         return v != NULL && h2o_lcstris(v->base, v->len, H2O_STRLIT("https"));
     }
     return 0;
-}
-
-static void handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
-{
-    struct worker *w = http_worker_of(req);
-    struct server *srv = w->srv;
-    const h2o_iovec_t *cookie = find_header(req, H2O_TOKEN_COOKIE, NULL),
-                      *csrf = find_header(req, NULL, "x-csrf-token"),
-                      *origin = find_header(req, NULL, "origin"),
-                      *ctype = find_header(req, H2O_TOKEN_CONTENT_TYPE, NULL);
-    h2o_iovec_t path = req->path_normalized, query = {NULL, 0};
-    char peer[INET6_ADDRSTRLEN];
-
-    if (req->entity.len > DASH_BODY_MAX) {
-        http_send_error(req, info, KN_ERR_BODY_TOO_LARGE,
-                        "Dashboard requests are limited to 64 KiB.", NULL);
-        return;
-    }
-    if (req->query_at != SIZE_MAX)
-        query =
-            h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
-    format_peer(req, peer, sizeof(peer));
-
-    struct dash_job *job = kn_calloc(1, sizeof(*job));
-    size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
-                  (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
-                  (ctype ? ctype->len : 0) + strlen(peer) + 16;
-    char *cur = job->strings = kn_malloc(need);
-    job->w = w;
-    job->req = req;
-    job->info = *info;
-    job->in.method = copy_str(&cur, req->method.base, req->method.len);
-    job->in.path = copy_str(&cur, path.base, path.len);
-    job->in.query = query.base != NULL ? copy_str(&cur, query.base, query.len) : NULL;
-    job->in.body =
-        copy_str(&cur, req->entity.base != NULL ? req->entity.base : "", req->entity.len);
-    job->in.body_len = req->entity.len;
-    job->in.host = copy_str(&cur, req->authority.base, req->authority.len);
-    job->in.cookie = cookie ? copy_str(&cur, cookie->base, cookie->len) : NULL;
-    job->in.csrf_token = csrf ? copy_str(&cur, csrf->base, csrf->len) : NULL;
-    job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
-    job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
-    job->in.ip = copy_str(&cur, peer, strlen(peer));
-    job->in.https = is_https(srv, req);
-    job->in.request_id = job->info.request_id;
-    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
-    job->guard->job = job;
-
-    pthread_mutex_lock(&srv->dash_lock);
-    if (srv->dash_tail != NULL)
-        srv->dash_tail->next = job;
-    else
-        srv->dash_head = job;
-    srv->dash_tail = job;
-    pthread_cond_signal(&srv->dash_cond);
-    pthread_mutex_unlock(&srv->dash_lock);
 }
 
 /* ---- dashboard pages ---------------------------------------------------------------------- */
@@ -701,6 +542,7 @@ static const char *const page_paths[] = {
     "/signin",
     "/signup",
     "/invite",
+    "/set-password",
     "/settings",
     "/settings/api-keys",
     "/settings/billing",
@@ -737,7 +579,7 @@ static int handle_preflight(h2o_req_t *req, struct reqinfo *info)
     h2o_iovec_t p = req->path_normalized;
 
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) || p.len < 4 ||
-        memcmp(p.base, "/v1/", 4) != 0 || find_header(req, NULL, "origin") == NULL)
+        memcmp(p.base, "/v1/", 4) != 0 || http_find_header(req, NULL, "origin") == NULL)
         return 0;
     http_send_error(req, info, KN_ERR_BROWSER_NOT_ALLOWED, NULL, NULL);
     return 1;
@@ -784,7 +626,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (p.len >= 15 && memcmp(p.base, "/dashboard/api/", 15) == 0) {
-        handle_dashboard_api(req, &info);
+        http_handle_dashboard_api(req, &info);
         return 0;
     }
     if (handle_preflight(req, &info) || handle_page(req, &info))
@@ -1021,7 +863,7 @@ static void worker_setup(struct worker *w)
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = srv->h2o.hosts;
     h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
-    h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
+    dashbridge_worker_init(w);
     live_worker_init(w);
     w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
@@ -1033,9 +875,7 @@ static void worker_dispose(struct worker *w)
     h2o_evloop_t *loop = w->ctx.loop;
 
     h2o_timeout_dispose(loop, &w->refuse_timeout);
-    /* Answers that arrived after the loop stopped belong to requests that are gone. */
-    on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
-    h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
+    dashbridge_worker_dispose(w);
     live_worker_dispose(w);
     /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
      * h2o_context_dispose asserts that no timer is. */
@@ -1239,22 +1079,6 @@ static void setup_h2o(struct server *srv)
     f->srv = srv;
 }
 
-/* Stops the dashboard thread once it has answered what it was given; answers that can no longer
- * be delivered are dropped. */
-static void stop_dashboard(struct server *srv)
-{
-    if (!srv->dash_started)
-        return;
-    pthread_mutex_lock(&srv->dash_lock);
-    srv->dash_stop = 1;
-    pthread_cond_broadcast(&srv->dash_cond);
-    pthread_mutex_unlock(&srv->dash_lock);
-    pthread_join(srv->dash_thread, NULL);
-    srv->dash_started = 0;
-    pthread_mutex_destroy(&srv->dash_lock);
-    pthread_cond_destroy(&srv->dash_cond);
-}
-
 int server_run(const struct kn_config *c)
 {
     struct server *srv = kn_calloc(1, sizeof(*srv));
@@ -1295,13 +1119,8 @@ int server_run(const struct kn_config *c)
         goto fail;
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
             c->database, (double)(kn_mono_ns() - t0) / 1e6);
-    if ((srv->dash = dashboard_new(c, srv->secret, srv->ks, srv->plans, err, sizeof(err))) == NULL)
+    if (dashbridge_start(srv, err, sizeof(err)) != 0)
         goto fail;
-    pthread_mutex_init(&srv->dash_lock, NULL);
-    pthread_cond_init(&srv->dash_cond, NULL);
-    if (pthread_create(&srv->dash_thread, NULL, dash_thread_main, srv) != 0)
-        kn_fatal("cannot start the dashboard thread");
-    srv->dash_started = 1;
     if (open_listener(srv, err, sizeof(err)) != 0)
         goto fail;
     build_refusal(srv);
@@ -1329,7 +1148,7 @@ int server_run(const struct kn_config *c)
     phase_wait(srv, &srv->workers_drained, (unsigned)c->threads);
     /* The threads that send answers to the loops stop first: the dashboard, then the store
      * thread, which writes the last ledger rows and pending usage. */
-    stop_dashboard(srv);
+    dashbridge_stop(srv);
     keysync_stop(srv->ks);
     srv->ks = NULL;
     phase_arrive(srv, &srv->others_stopped);
@@ -1344,9 +1163,8 @@ int server_run(const struct kn_config *c)
     goto out;
 fail:
     fprintf(stderr, "konnect: %s\n", err);
-    stop_dashboard(srv);
+    dashbridge_stop(srv);
 out:
-    dashboard_free(srv->dash);
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
     plans_free(srv->plans);

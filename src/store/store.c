@@ -81,32 +81,47 @@ int store_ping(struct store *s)
     return s->ops->ping(s);
 }
 
-int store_account_create(struct store *s, const char *email, struct store_account *out)
+int store_email_valid(const char *email)
 {
-    struct store_account a;
     size_t len = strlen(email);
     const char *at = strchr(email, '@');
 
     if (len < 3 || len > STORE_EMAIL_MAX || at == NULL || at == email || at[1] == '\0' ||
         strchr(at + 1, '@') != NULL)
-        return store_set_error(s, STORE_ERROR,
-                               "that is not an email address (expected one like dev@example.com)");
+        return 0;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)email[i] <= 0x20 || email[i] == 0x7f)
-            return store_set_error(s, STORE_ERROR, "an email address has no spaces or controls");
+            return 0;
+    return 1;
+}
+
+int store_account_create(struct store *s, const char *email, const char *password_hash,
+                         const char *existing_user, struct store_account *out)
+{
+    struct store_account a;
+    struct store_user u;
+    size_t len = strlen(email);
+
+    if (!store_email_valid(email))
+        return store_set_error(s, STORE_ERROR,
+                               "that is not an email address (expected one like dev@example.com, "
+                               "without spaces)");
     memset(&a, 0, sizeof(a));
     base62_random_id(a.id, "acct_", 20);
     for (size_t i = 0; i <= len; i++)
         a.email[i] = (char)tolower((unsigned char)email[i]);
     a.created_at = kn_unix_now();
     a.quota_requests = a.quota_tokens = STORE_QUOTA_FROM_PLAN;
-    /* The owner is also a dashboard user (without a password until one is set). */
-    struct store_user u;
     memset(&u, 0, sizeof(u));
-    base62_random_id(u.id, "user_", 20);
+    if (existing_user != NULL)
+        kn_strlcpy(u.id, existing_user, sizeof(u.id));
+    else
+        base62_random_id(u.id, "user_", 20);
     kn_strlcpy(u.email, a.email, sizeof(u.email));
+    kn_strlcpy(u.password_hash, password_hash != NULL ? password_hash : "",
+               sizeof(u.password_hash));
     u.created_at = a.created_at;
-    int r = s->ops->account_insert_owned(s, &a, &u);
+    int r = s->ops->account_insert_owned(s, &a, &u, existing_user != NULL);
     if (r == STORE_OK)
         *out = a;
     return r;
@@ -189,12 +204,6 @@ int store_usage_add(struct store *s, const struct store_usage *u, size_t n)
     return s->ops->usage_add(s, u, n);
 }
 
-int store_account_insert_owned(struct store *s, const struct store_account *a,
-                               const struct store_user *u)
-{
-    return s->ops->account_insert_owned(s, a, u);
-}
-
 int store_user_find(struct store *s, const char *email_or_id, struct store_user *out)
 {
     return s->ops->user_find(s, email_or_id, out);
@@ -272,20 +281,79 @@ int store_invites_list(struct store *s, const char *account_id, int64_t now, sto
     return s->ops->invites_list(s, account_id, now, cb, ud);
 }
 
-int store_failure_add(struct store *s, const char *kind, const char *key, int64_t at)
+int store_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures)
 {
-    return s->ops->failure_add(s, kind, key, at);
+    return s->ops->invite_fail(s, hash, max, at, failures);
 }
 
-int store_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
-                        int *count, int64_t *oldest)
+int store_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
+                        struct store_invite *out)
 {
-    return s->ops->failure_count(s, kind, key, since, count, oldest);
+    return s->ops->invite_cancel(s, account_id, id, at, out);
 }
 
-int store_failure_clear(struct store *s, const char *kind, const char *key)
+int store_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count)
 {
-    return s->ops->failure_clear(s, kind, key);
+    return s->ops->invites_pending(s, account_id, now, count);
+}
+
+int store_password_token_insert(struct store *s, const struct store_password_token *t)
+{
+    return s->ops->password_token_insert(s, t);
+}
+
+int store_password_token_find(struct store *s, const uint8_t *hash,
+                              struct store_password_token *out)
+{
+    return s->ops->password_token_find(s, hash, out);
+}
+
+int store_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
+                             int64_t at)
+{
+    return s->ops->password_token_use(s, hash, password_hash, at);
+}
+
+int store_member_remove(struct store *s, const char *account_id, const char *user_id)
+{
+    return s->ops->member_remove(s, account_id, user_id);
+}
+
+int store_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)
+{
+    return s->ops->sessions_delete_others(s, user_id, keep);
+}
+
+int store_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count)
+{
+    return s->ops->key_count_working(s, account_id, now, count);
+}
+
+int store_throttle_get(struct store *s, const char *kind, const char *key,
+                       struct store_throttle *out)
+{
+    return s->ops->throttle_get(s, kind, key, out);
+}
+
+int store_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
+                       int64_t window, struct store_throttle *out)
+{
+    return s->ops->throttle_hit(s, kind, key, now, window, out);
+}
+
+int store_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused)
+{
+    return s->ops->throttle_refuse(s, kind, key, refused);
+}
+
+int store_throttle_clear(struct store *s, const char *kind, const char *key)
+{
+    return s->ops->throttle_clear(s, kind, key);
+}
+
+int store_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted)
+{
+    return s->ops->prune(s, r, now, deleted);
 }
 
 int store_set_durable(struct store *s, int full)

@@ -144,10 +144,37 @@ struct store_session {
 /* An invitation to join an account. Only the keyed hash of its token is stored. */
 struct store_invite {
     uint8_t token_hash[STORE_HASH_LEN];
+    char id[STORE_ID_SIZE]; /* "inv_...", for cancelling it. */
     char account_id[STORE_ID_SIZE];
     char email[STORE_EMAIL_MAX + 1];
     char invited_by[STORE_EMAIL_MAX + 1];
     int64_t created_at, expires_at, accepted_at;
+    int64_t canceled_at; /* Cancelled by an owner or voided by wrong passwords; 0 = neither. */
+    int failures;        /* Wrong passwords given with it. */
+};
+
+/* A one-time link with which a user chooses a password. Only its token's keyed hash is stored. */
+struct store_password_token {
+    uint8_t token_hash[STORE_HASH_LEN];
+    char user_id[STORE_ID_SIZE];
+    int64_t created_at, expires_at, used_at;
+};
+
+/* A throttle counter: attempts of one kind for one key (an email and an address, an address). */
+struct store_throttle {
+    int64_t count;    /* Attempts counted since first_at. */
+    int64_t first_at; /* When counting began (the window's start). */
+    int64_t last_at;  /* The latest attempt counted. */
+    int64_t refused;  /* Attempts refused while throttled and not yet reported in the audit log. */
+};
+
+/* How long the store keeps what it only needs for a while; see store_prune. */
+struct store_retention {
+    int64_t audit_days;      /* Audit entries older than this are deleted; 0 = kept for ever. */
+    int64_t change_log_days; /* Key and account change-log rows older than this are deleted. */
+    int64_t throttle_s;      /* Throttle counters idle for this long are deleted. */
+    int64_t done_days;       /* Used, cancelled or expired invitations and links, this old. */
+    int64_t session_idle_s;  /* Sessions unused for this long are over (KONNECT_SESSION_IDLE). */
 };
 
 typedef int (*store_member_cb)(void *ud, const struct store_member *m);
@@ -189,7 +216,7 @@ struct store_ops {
     int (*audit_list)(struct store *s, const char *account_id, int64_t before_id, int limit,
                       store_audit_cb cb, void *ud);
     int (*account_insert_owned)(struct store *s, const struct store_account *a,
-                                const struct store_user *u);
+                                const struct store_user *u, int existing);
     int (*user_find)(struct store *s, const char *email_or_id, struct store_user *out);
     int (*user_set_password)(struct store *s, const char *user_id, const char *hash);
     int (*member_first)(struct store *s, const char *user_id, struct store_member *out);
@@ -207,10 +234,25 @@ struct store_ops {
     int (*invite_accept)(struct store *s, const uint8_t *hash, int64_t at);
     int (*invites_list)(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
                         void *ud);
-    int (*failure_add)(struct store *s, const char *kind, const char *key, int64_t at);
-    int (*failure_count)(struct store *s, const char *kind, const char *key, int64_t since,
-                         int *count, int64_t *oldest);
-    int (*failure_clear)(struct store *s, const char *kind, const char *key);
+    int (*invite_fail)(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures);
+    int (*invite_cancel)(struct store *s, const char *account_id, const char *id, int64_t at,
+                         struct store_invite *out);
+    int (*invites_pending)(struct store *s, const char *account_id, int64_t now, int64_t *count);
+    int (*password_token_insert)(struct store *s, const struct store_password_token *t);
+    int (*password_token_find)(struct store *s, const uint8_t *hash,
+                               struct store_password_token *out);
+    int (*password_token_use)(struct store *s, const uint8_t *hash, const char *password_hash,
+                              int64_t at);
+    int (*member_remove)(struct store *s, const char *account_id, const char *user_id);
+    int (*sessions_delete_others)(struct store *s, const char *user_id, const uint8_t *keep);
+    int (*key_count_working)(struct store *s, const char *account_id, int64_t now, int64_t *count);
+    int (*throttle_get)(struct store *s, const char *kind, const char *key,
+                        struct store_throttle *out);
+    int (*throttle_hit)(struct store *s, const char *kind, const char *key, int64_t now,
+                        int64_t window, struct store_throttle *out);
+    int (*throttle_refuse)(struct store *s, const char *kind, const char *key, int64_t *refused);
+    int (*throttle_clear)(struct store *s, const char *kind, const char *key);
+    int (*prune)(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
     int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
     int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
                        void *ud);
@@ -252,9 +294,18 @@ void *store_backend(struct store *s);
 /* Thin wrappers over the backend operations; see struct store_ops. */
 int store_migrate(struct store *s);
 int store_ping(struct store *s);
-/* Creates an account for email (lower-cased) and writes it to *out. STORE_CONFLICT when the email
- * is taken. */
-int store_account_create(struct store *s, const char *email, struct store_account *out);
+/* Returns 1 when email has the shape of an email address (local@domain, 3 to STORE_EMAIL_MAX
+ * bytes, no spaces or controls, one '@'), 0 otherwise. Check it before any lookup or log. */
+int store_email_valid(const char *email);
+
+/* Creates an account for email (lower-cased) and its owner, and writes the account to *out.
+ * The owner is a new user, given password_hash (NULL or "" for none), unless existing_user names
+ * the user (by id) that already has this email: a user the caller did not create never becomes an
+ * owner by accident. STORE_CONFLICT when the email has an account, or has a user and
+ * existing_user is NULL (the message then names the user); STORE_NOT_FOUND when existing_user is
+ * not the user of that email; STORE_ERROR for an email that is not one. */
+int store_account_create(struct store *s, const char *email, const char *password_hash,
+                         const char *existing_user, struct store_account *out);
 /* Finds an account by email (any case) or by id. STORE_NOT_FOUND when there is none. */
 int store_account_find(struct store *s, const char *email_or_id, struct store_account *out);
 /* Inserts n keys in one transaction. */
@@ -282,10 +333,6 @@ int store_key_roll(struct store *s, const char *old_id, const struct store_key *
                    int64_t old_expires_at);
 /* Dashboard users, memberships, sessions, invitations and sign-in failures. Each is a thin
  * wrapper over the backend; see struct store_ops. */
-/* Creates an account and its owner user in one transaction (signup). STORE_CONFLICT when the
- * email is taken. The caller fills both ids. */
-int store_account_insert_owned(struct store *s, const struct store_account *a,
-                               const struct store_user *u);
 int store_user_find(struct store *s, const char *email_or_id, struct store_user *out);
 int store_user_set_password(struct store *s, const char *user_id, const char *hash);
 /* The user's first membership (owner before member, oldest first). */
@@ -304,15 +351,52 @@ int store_invite_insert(struct store *s, const struct store_invite *i);
 int store_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out);
 /* Marks an invitation used; STORE_CONFLICT when it already was. */
 int store_invite_accept(struct store *s, const uint8_t *hash, int64_t at);
-/* Calls cb for the account's invitations that are neither accepted nor expired at `now`. */
+/* Calls cb for the account's pending invitations at `now`: neither accepted, cancelled nor
+ * expired. */
 int store_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
                        void *ud);
-/* Records a failed sign-in for kind ("email" or "ip") and key; counts those since `since` and
- * the time of the oldest of them; forgets them all. */
-int store_failure_add(struct store *s, const char *kind, const char *key, int64_t at);
-int store_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
-                        int *count, int64_t *oldest);
-int store_failure_clear(struct store *s, const char *kind, const char *key);
+/* Counts a wrong password given with an invitation and writes the new count to *failures; the
+ * max-th voids it (canceled_at = at). STORE_NOT_FOUND when there is no such invitation. */
+int store_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures);
+/* Cancels the pending invitation `id` of an account and writes it to *out. STORE_NOT_FOUND when
+ * the account has no pending invitation with that id. */
+int store_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
+                        struct store_invite *out);
+/* Counts an account's pending invitations at `now`. */
+int store_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count);
+/* One-time set-password links: insert; find by token hash; use one, which sets the user's
+ * password to password_hash and ends every session of the user in the same transaction
+ * (STORE_CONFLICT when the link was used already). */
+int store_password_token_insert(struct store *s, const struct store_password_token *t);
+int store_password_token_find(struct store *s, const uint8_t *hash,
+                              struct store_password_token *out);
+int store_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
+                             int64_t at);
+/* Removes a user from an account and ends their sessions in it, in one transaction.
+ * STORE_NOT_FOUND when the user is not a member. */
+int store_member_remove(struct store *s, const char *account_id, const char *user_id);
+/* Ends every session of a user except the one whose token hash is `keep`. */
+int store_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep);
+/* Counts an account's working keys at `now`: neither revoked nor expired (rolled keys in their
+ * grace period count). */
+int store_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count);
+
+/* Throttle counters, one per kind and key. get: STORE_NOT_FOUND when there is none. hit: counts
+ * one attempt at `now`, starting the count again when the last one is older than `window`
+ * seconds, sets the refused count back to 0 (the caller read and reported it first) and writes
+ * the counter. refuse: counts an attempt refused while throttled and writes how many were refused
+ * before it (0 for the first). clear: forgets the counter. */
+int store_throttle_get(struct store *s, const char *kind, const char *key,
+                       struct store_throttle *out);
+int store_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
+                       int64_t window, struct store_throttle *out);
+int store_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused);
+int store_throttle_clear(struct store *s, const char *kind, const char *key);
+
+/* Deletes, in small transactions, what the retention settings no longer keep at `now`: expired
+ * sessions, idle throttle counters, finished invitations and links, old change-log rows and old
+ * audit entries. Writes the number of rows deleted to *deleted. */
+int store_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
 
 /* Appends an audit entry (its id and, when 0, its time are filled in by the store). */
 int store_audit_add(struct store *s, const struct store_audit *e);

@@ -104,9 +104,20 @@ enum {
     DS_INVITE_FIND,
     DS_INVITE_ACCEPT,
     DS_INVITES_LIST,
-    DS_FAILURE_ADD,
-    DS_FAILURE_COUNT,
-    DS_FAILURE_CLEAR,
+    DS_INVITE_FAIL,
+    DS_INVITE_CANCEL,
+    DS_INVITES_PENDING,
+    DS_PWTOKEN_INSERT,
+    DS_PWTOKEN_FIND,
+    DS_PWTOKEN_USE,
+    DS_MEMBER_REMOVE,
+    DS_SESSIONS_DELETE_MEMBER,
+    DS_SESSIONS_DELETE_OTHERS,
+    DS_KEY_COUNT_WORKING,
+    DS_THROTTLE_GET,
+    DS_THROTTLE_HIT,
+    DS_THROTTLE_REFUSE,
+    DS_THROTTLE_CLEAR,
     DS_ACCOUNT_SET_PLAN,
     DS_ACCOUNT_SET_QUOTA,
     DS_ACCOUNTS_LOAD,
@@ -137,6 +148,7 @@ struct sqlite_backend {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     sqlite3_stmt *dash[DS__COUNT];
+    sqlite3_stmt *prune[7];
     struct checkpointer *ckpt;
 };
 
@@ -201,6 +213,8 @@ static void sqlite_close(struct store *s)
         sqlite3_finalize(b->st[i]);
     for (int i = 0; i < DS__COUNT; i++)
         sqlite3_finalize(b->dash[i]);
+    for (size_t i = 0; i < sizeof(b->prune) / sizeof(b->prune[0]); i++)
+        sqlite3_finalize(b->prune[i]);
     sqlite3_close(b->db);
     free(b);
     store_set_backend__(s, NULL);
@@ -688,31 +702,43 @@ static int sqlite_user_find(struct store *s, const char *email_or_id, struct sto
 static int insert_user(struct store *s, const struct store_user *u)
 {
     int rc = RUN(s, USER_INSERT,
-                 "INSERT OR IGNORE INTO users(id, email, password_hash, created_at) "
+                 "INSERT INTO users(id, email, password_hash, created_at) "
                  "VALUES (?1, lower(?2), nullif(?3, ''), ?4)",
                  "ttti", u->id, u->email, u->password_hash, u->created_at);
     return done(s, STMT(s, USER_INSERT), rc, "cannot create user");
 }
 
 static int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
-                                       const struct store_user *u)
+                                       const struct store_user *u, int existing)
 {
-    struct store_user existing;
+    struct store_user found;
     int rc;
 
     if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
         return STORE_ERROR;
     if ((rc = sqlite_account_insert(s, a)) != STORE_OK)
         goto rollback;
-    if ((rc = insert_user(s, u)) != STORE_OK)
+    rc = sqlite_user_find(s, u->email, &found);
+    if (rc != STORE_OK && rc != STORE_NOT_FOUND)
         goto rollback;
-    /* The owner may already be a user (a member of another account). */
-    if ((rc = sqlite_user_find(s, u->email, &existing)) != STORE_OK)
+    if (existing) {
+        /* The caller named the user it expects: only that one may become the owner. */
+        if (rc == STORE_NOT_FOUND || strcmp(found.id, u->id) != 0) {
+            rc = store_set_error(s, STORE_NOT_FOUND, "%s is not the dashboard user of %s", u->id,
+                                 u->email);
+            goto rollback;
+        }
+    } else if (rc == STORE_OK) {
+        rc = store_set_error(s, STORE_CONFLICT, "%s is already a dashboard user (%s)", u->email,
+                             found.id);
         goto rollback;
+    } else if ((rc = insert_user(s, u)) != STORE_OK) {
+        goto rollback;
+    }
     rc = RUN(
         s, MEMBER_INSERT,
         "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-        "ttti", a->id, existing.id, "owner", a->created_at);
+        "ttti", a->id, u->id, "owner", a->created_at);
     if ((rc = done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner")) != STORE_OK)
         goto rollback;
     return exec(s, "COMMIT");
@@ -893,13 +919,13 @@ static int sqlite_sessions_delete_user(struct store *s, const char *user_id)
 
 static int sqlite_invite_insert(struct store *s, const struct store_invite *i)
 {
-    int rc =
-        RUN(s, INVITE_INSERT,
-            "INSERT INTO invites(token_hash, account_id, email, invited_by, created_at, "
-            "expires_at) VALUES (?1, ?2, lower(?3), ?4, ?5, ?6)",
-            "httti"
-            "i",
-            i->token_hash, i->account_id, i->email, i->invited_by, i->created_at, i->expires_at);
+    int rc = RUN(s, INVITE_INSERT,
+                 "INSERT INTO invites(token_hash, id, account_id, email, invited_by, created_at, "
+                 "expires_at) VALUES (?1, ?2, ?3, lower(?4), ?5, ?6, ?7)",
+                 "htttt"
+                 "ii",
+                 i->token_hash, i->id, i->account_id, i->email, i->invited_by, i->created_at,
+                 i->expires_at);
     return done(s, STMT(s, INVITE_INSERT), rc, "cannot create invitation");
 }
 
@@ -915,10 +941,16 @@ static void read_invite(sqlite3_stmt *q, struct store_invite *i)
     i->created_at = sqlite3_column_int64(q, 4);
     i->expires_at = sqlite3_column_int64(q, 5);
     i->accepted_at = sqlite3_column_int64(q, 6);
+    copy_text(i->id, sizeof(i->id), q, 7);
+    i->canceled_at = sqlite3_column_int64(q, 8);
+    i->failures = sqlite3_column_int(q, 9);
 }
 
 #define INVITE_COLUMNS                                                                             \
-    "token_hash, account_id, email, invited_by, created_at, expires_at, coalesce(accepted_at, 0)"
+    "token_hash, account_id, email, invited_by, created_at, expires_at, coalesce(accepted_at, "    \
+    "0), "                                                                                         \
+    "coalesce(id, ''), coalesce(canceled_at, 0), failures"
+#define INVITE_PENDING "accepted_at IS NULL AND canceled_at IS NULL AND expires_at > ?2"
 
 static int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out)
 {
@@ -937,13 +969,14 @@ static int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at
 {
     int rc =
         RUN(s, INVITE_ACCEPT,
-            "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL",
+            "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL "
+            "AND canceled_at IS NULL",
             "hi", hash, at);
     if ((rc = done(s, STMT(s, INVITE_ACCEPT), rc, "cannot accept invitation")) != STORE_OK)
         return rc;
     return sqlite3_changes(db_of(s))
                ? STORE_OK
-               : store_set_error(s, STORE_CONFLICT, "invitation already used");
+               : store_set_error(s, STORE_CONFLICT, "invitation already used or cancelled");
 }
 
 static int sqlite_invites_list(struct store *s, const char *account_id, int64_t now,
@@ -952,8 +985,8 @@ static int sqlite_invites_list(struct store *s, const char *account_id, int64_t 
     struct store_invite i;
     sqlite3_stmt *q;
     int rc = RUN(s, INVITES_LIST,
-                 "SELECT " INVITE_COLUMNS " FROM invites WHERE account_id = ?1 AND accepted_at IS "
-                 "NULL AND expires_at > ?2 ORDER BY created_at",
+                 "SELECT " INVITE_COLUMNS " FROM invites WHERE account_id = ?1 AND " INVITE_PENDING
+                 " ORDER BY created_at",
                  "ti", account_id, now);
     q = STMT(s, INVITES_LIST);
     for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
@@ -964,32 +997,254 @@ static int sqlite_invites_list(struct store *s, const char *account_id, int64_t 
     return done(s, q, rc, "cannot list invitations");
 }
 
-static int sqlite_failure_add(struct store *s, const char *kind, const char *key, int64_t at)
+static int sqlite_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at,
+                              int *failures)
 {
-    int rc = RUN(s, FAILURE_ADD, "INSERT INTO signin_failures(kind, key, at) VALUES (?1, ?2, ?3)",
-                 "tti", kind, key, at);
-    return done(s, STMT(s, FAILURE_ADD), rc, "cannot record failure");
+    int rc = RUN(s, INVITE_FAIL,
+                 "UPDATE invites SET failures = failures + 1, canceled_at = CASE WHEN canceled_at "
+                 "IS NULL AND failures + 1 >= ?2 THEN ?3 ELSE canceled_at END "
+                 "WHERE token_hash = ?1 RETURNING failures",
+                 "hii", hash, (int64_t)max, at);
+    if (rc == SQLITE_ROW)
+        *failures = sqlite3_column_int(STMT(s, INVITE_FAIL), 0);
+    int r = done(s, STMT(s, INVITE_FAIL), rc, "cannot count a failed invitation");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such invitation");
+    return r;
 }
 
-static int sqlite_failure_count(struct store *s, const char *kind, const char *key, int64_t since,
-                                int *count, int64_t *oldest)
+static int sqlite_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
+                                struct store_invite *out)
 {
-    int rc = RUN(s, FAILURE_COUNT,
-                 "SELECT count(*), coalesce(min(at), 0) FROM signin_failures "
-                 "WHERE kind = ?1 AND key = ?2 AND at >= ?3",
-                 "tti", kind, key, since);
+    int rc = RUN(s, INVITE_CANCEL,
+                 "UPDATE invites SET canceled_at = ?2 WHERE account_id = ?3 AND id = ?1 AND "
+                 "accepted_at IS NULL AND canceled_at IS NULL AND expires_at > ?2 "
+                 "RETURNING " INVITE_COLUMNS,
+                 "tit", id, at, account_id);
+    if (rc == SQLITE_ROW)
+        read_invite(STMT(s, INVITE_CANCEL), out);
+    int r = done(s, STMT(s, INVITE_CANCEL), rc, "cannot cancel invitation");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such pending invitation");
+    return r;
+}
+
+static int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now,
+                                  int64_t *count)
+{
+    int rc = RUN(s, INVITES_PENDING,
+                 "SELECT count(*) FROM invites WHERE account_id = ?1 AND " INVITE_PENDING, "ti",
+                 account_id, now);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(STMT(s, INVITES_PENDING), 0);
+    return done(s, STMT(s, INVITES_PENDING), rc, "cannot count invitations");
+}
+
+static int sqlite_password_token_insert(struct store *s, const struct store_password_token *t)
+{
+    int rc = RUN(s, PWTOKEN_INSERT,
+                 "INSERT INTO password_tokens(token_hash, user_id, created_at, expires_at) "
+                 "VALUES (?1, ?2, ?3, ?4)",
+                 "htii", t->token_hash, t->user_id, t->created_at, t->expires_at);
+    return done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link");
+}
+
+static int sqlite_password_token_find(struct store *s, const uint8_t *hash,
+                                      struct store_password_token *out)
+{
+    sqlite3_stmt *q;
+    int rc = RUN(s, PWTOKEN_FIND,
+                 "SELECT user_id, created_at, expires_at, coalesce(used_at, 0) FROM "
+                 "password_tokens WHERE token_hash = ?1",
+                 "h", hash);
+    q = STMT(s, PWTOKEN_FIND);
     if (rc == SQLITE_ROW) {
-        *count = sqlite3_column_int(STMT(s, FAILURE_COUNT), 0);
-        *oldest = sqlite3_column_int64(STMT(s, FAILURE_COUNT), 1);
+        memset(out, 0, sizeof(*out));
+        memcpy(out->token_hash, hash, STORE_HASH_LEN);
+        copy_text(out->user_id, sizeof(out->user_id), q, 0);
+        out->created_at = sqlite3_column_int64(q, 1);
+        out->expires_at = sqlite3_column_int64(q, 2);
+        out->used_at = sqlite3_column_int64(q, 3);
     }
-    return done(s, STMT(s, FAILURE_COUNT), rc, "cannot count failures");
+    int r = done(s, q, rc, "cannot read a set-password link");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such link");
+    return r;
 }
 
-static int sqlite_failure_clear(struct store *s, const char *kind, const char *key)
+static int sqlite_password_token_use(struct store *s, const uint8_t *hash,
+                                     const char *password_hash, int64_t at)
 {
-    int rc = RUN(s, FAILURE_CLEAR, "DELETE FROM signin_failures WHERE kind = ?1 AND key = ?2", "tt",
+    char user_id[STORE_ID_SIZE] = "";
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    rc = RUN(s, PWTOKEN_USE,
+             "UPDATE password_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL "
+             "AND expires_at > ?2 RETURNING user_id",
+             "hi", hash, at);
+    if (rc == SQLITE_ROW)
+        copy_text(user_id, sizeof(user_id), STMT(s, PWTOKEN_USE), 0);
+    if ((rc = done(s, STMT(s, PWTOKEN_USE), rc, "cannot use a set-password link")) != STORE_OK)
+        goto rollback;
+    if (user_id[0] == '\0') {
+        rc = store_set_error(s, STORE_CONFLICT, "the link was used already or has expired");
+        goto rollback;
+    }
+    if ((rc = sqlite_user_set_password(s, user_id, password_hash)) != STORE_OK ||
+        (rc = sqlite_sessions_delete_user(s, user_id)) != STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+static int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id)
+{
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    rc = RUN(s, MEMBER_REMOVE, "DELETE FROM memberships WHERE account_id = ?1 AND user_id = ?2",
+             "tt", account_id, user_id);
+    if ((rc = done(s, STMT(s, MEMBER_REMOVE), rc, "cannot remove member")) != STORE_OK)
+        goto rollback;
+    if (sqlite3_changes(db_of(s)) == 0) {
+        rc = store_set_error(s, STORE_NOT_FOUND, "no such member");
+        goto rollback;
+    }
+    rc = RUN(s, SESSIONS_DELETE_MEMBER,
+             "DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2", "tt", account_id,
+             user_id);
+    if ((rc = done(s, STMT(s, SESSIONS_DELETE_MEMBER), rc, "cannot end sessions")) != STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
+}
+
+static int sqlite_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)
+{
+    int rc =
+        RUN(s, SESSIONS_DELETE_OTHERS,
+            "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2", "th", user_id, keep);
+    return done(s, STMT(s, SESSIONS_DELETE_OTHERS), rc, "cannot end sessions");
+}
+
+static int sqlite_key_count_working(struct store *s, const char *account_id, int64_t now,
+                                    int64_t *count)
+{
+    int rc = RUN(s, KEY_COUNT_WORKING,
+                 "SELECT count(*) FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL AND "
+                 "(expires_at IS NULL OR expires_at > ?2)",
+                 "ti", account_id, now);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(STMT(s, KEY_COUNT_WORKING), 0);
+    return done(s, STMT(s, KEY_COUNT_WORKING), rc, "cannot count keys");
+}
+
+static void read_throttle(sqlite3_stmt *q, struct store_throttle *t)
+{
+    t->count = sqlite3_column_int64(q, 0);
+    t->first_at = sqlite3_column_int64(q, 1);
+    t->last_at = sqlite3_column_int64(q, 2);
+    t->refused = sqlite3_column_int64(q, 3);
+}
+
+static int sqlite_throttle_get(struct store *s, const char *kind, const char *key,
+                               struct store_throttle *out)
+{
+    int rc = RUN(s, THROTTLE_GET,
+                 "SELECT count, first_at, last_at, refused FROM throttles WHERE kind = ?1 AND "
+                 "key = ?2",
+                 "tt", kind, key);
+    if (rc == SQLITE_ROW)
+        read_throttle(STMT(s, THROTTLE_GET), out);
+    int r = done(s, STMT(s, THROTTLE_GET), rc, "cannot read a throttle");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no throttle");
+    return r;
+}
+
+static int sqlite_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
+                               int64_t window, struct store_throttle *out)
+{
+    int rc = RUN(s, THROTTLE_HIT,
+                 "INSERT INTO throttles(kind, key, count, first_at, last_at) "
+                 "VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT(kind, key) DO UPDATE SET "
+                 "count = CASE WHEN last_at <= ?3 - ?4 THEN 1 ELSE count + 1 END, "
+                 "first_at = CASE WHEN last_at <= ?3 - ?4 THEN ?3 ELSE first_at END, "
+                 "refused = 0, last_at = ?3 RETURNING count, first_at, last_at, refused",
+                 "ttii", kind, key, now, window);
+    if (rc == SQLITE_ROW)
+        read_throttle(STMT(s, THROTTLE_HIT), out);
+    return done(s, STMT(s, THROTTLE_HIT), rc, "cannot count an attempt");
+}
+
+static int sqlite_throttle_refuse(struct store *s, const char *kind, const char *key,
+                                  int64_t *refused)
+{
+    int rc = RUN(s, THROTTLE_REFUSE,
+                 "UPDATE throttles SET refused = refused + 1 WHERE kind = ?1 AND key = ?2 "
+                 "RETURNING refused - 1",
+                 "tt", kind, key);
+    *refused = rc == SQLITE_ROW ? sqlite3_column_int64(STMT(s, THROTTLE_REFUSE), 0) : 0;
+    return done(s, STMT(s, THROTTLE_REFUSE), rc, "cannot count a refused attempt");
+}
+
+static int sqlite_throttle_clear(struct store *s, const char *kind, const char *key)
+{
+    int rc = RUN(s, THROTTLE_CLEAR, "DELETE FROM throttles WHERE kind = ?1 AND key = ?2", "tt",
                  kind, key);
-    return done(s, STMT(s, FAILURE_CLEAR), rc, "cannot clear failures");
+    return done(s, STMT(s, THROTTLE_CLEAR), rc, "cannot clear a throttle");
+}
+
+/* Deletes at most PRUNE_BATCH rows per statement, each its own short transaction, so that a
+ * prune never holds the write lock long enough to delay a ledger commit. */
+#define PRUNE_BATCH 500
+
+static int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now,
+                        int64_t *deleted)
+{
+    static const char *const sql[] = {
+        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions WHERE "
+        "expires_at <= ?1 OR last_seen_at <= ?1 - ?7 LIMIT 500)",
+        "DELETE FROM throttles WHERE (kind, key) IN (SELECT kind, key FROM throttles WHERE "
+        "last_at <= ?2 LIMIT 500)",
+        "DELETE FROM invites WHERE token_hash IN (SELECT token_hash FROM invites WHERE "
+        "coalesce(accepted_at, canceled_at, expires_at) <= ?3 AND (accepted_at IS NOT NULL OR "
+        "canceled_at IS NOT NULL OR expires_at <= ?1) LIMIT 500)",
+        "DELETE FROM password_tokens WHERE token_hash IN (SELECT token_hash FROM password_tokens "
+        "WHERE coalesce(used_at, expires_at) <= ?3 LIMIT 500)",
+        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE at <= ?4 AND "
+        "seq < (SELECT max(seq) FROM key_changes) LIMIT 500)",
+        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE at <= ?4 "
+        "AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ?5 > 0 AND at <= ?6 "
+        "ORDER BY id LIMIT 500)",
+    };
+    struct sqlite_backend *b = store_backend(s);
+    int64_t total = 0;
+
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        for (;;) {
+            int rc = run(s, &b->prune[i], sql[i], "iiiiiii", now, now - r->throttle_s,
+                         now - r->done_days * 86400, now - r->change_log_days * 86400,
+                         r->audit_days, now - r->audit_days * 86400, r->session_idle_s);
+            sqlite3_reset(b->prune[i]);
+            if (rc != SQLITE_DONE)
+                return fail(s, "cannot prune");
+            int n = sqlite3_changes(db_of(s));
+            total += n;
+            if (n < PRUNE_BATCH)
+                break;
+        }
+    }
+    *deleted = total;
+    return STORE_OK;
 }
 
 /* ---- plans, quotas and the usage ledger ---------------------------------------------------- */
@@ -1465,9 +1720,20 @@ const struct store_ops store_sqlite_ops = {
     .invite_find = sqlite_invite_find,
     .invite_accept = sqlite_invite_accept,
     .invites_list = sqlite_invites_list,
-    .failure_add = sqlite_failure_add,
-    .failure_count = sqlite_failure_count,
-    .failure_clear = sqlite_failure_clear,
+    .invite_fail = sqlite_invite_fail,
+    .invite_cancel = sqlite_invite_cancel,
+    .invites_pending = sqlite_invites_pending,
+    .password_token_insert = sqlite_password_token_insert,
+    .password_token_find = sqlite_password_token_find,
+    .password_token_use = sqlite_password_token_use,
+    .member_remove = sqlite_member_remove,
+    .sessions_delete_others = sqlite_sessions_delete_others,
+    .key_count_working = sqlite_key_count_working,
+    .throttle_get = sqlite_throttle_get,
+    .throttle_hit = sqlite_throttle_hit,
+    .throttle_refuse = sqlite_throttle_refuse,
+    .throttle_clear = sqlite_throttle_clear,
+    .prune = sqlite_prune,
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,

@@ -12,7 +12,7 @@
 // never carry the secret in their message, and screenshots mask the field that shows it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -93,6 +93,7 @@ async function setup(t, opts = {}) {
 
   env.dataDir = await mkdtemp(path.join(tmpdir(), 'konnect-browser-'));
   const port = await freePort();
+  env.port = port;
   env.base = `http://127.0.0.1:${port}`;
   const childEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KONNECT_')) childEnv[k] = v;
@@ -625,6 +626,76 @@ test('members: an invite link lets a new person join the account', { timeout: TE
   await page2.getByRole('cell', { name: owner.email }).waitFor();
   await page2.getByRole('cell', { name: invitee }).first().waitFor();
   await shot(env, page2, 'members-as-invitee');
+  await context2.close();
+  assertCleanPage(env);
+});
+
+// The operator's CLI against the test's data directory and listen address, as in the README.
+function cli(env, ...args) {
+  const childEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KONNECT_')) childEnv[k] = v;
+  childEnv.KONNECT_DATA_DIR = env.dataDir;
+  childEnv.KONNECT_LISTEN = `127.0.0.1:${env.port}`;
+  const p = spawnSync(konnectBin(), args, { env: childEnv, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(p.status, 0, `konnect ${args.join(' ')} failed: ${redact(p.stderr || '')}`);
+  return p;
+}
+
+test('an operator-made owner gets in with the link; members join signed in and are removed', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const ownerEmail = `boss-${rand()}@example.com`;
+  const ownerPassword = `boss ${rand()} password`;
+  const made = cli(env, 'account', 'create', '--email', ownerEmail);
+  const m = /(http:\/\/\S+\/set-password#token=\S+)/.exec(made.stderr);
+  assert.ok(m, 'account create prints a set-password link');
+  assert.ok(m[1].startsWith(`${env.base}/set-password#token=`), 'on the listen address');
+
+  await page.goto(m[1]);
+  await page.getByRole('heading', { level: 1, name: 'Choose your password' }).waitFor();
+  assert.equal(page.url(), `${env.base}/set-password`, 'the token is taken out of the address bar');
+  await shot(env, page, 'set-password');
+  await page.getByLabel('New password', { exact: true }).fill(ownerPassword);
+  await page.getByRole('button', { name: 'Set password', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  await page.getByText(`Signed in as ${ownerEmail}`).waitFor();
+
+  // A teammate who already has a user of their own (their own account).
+  const mate = newUser();
+  const context2 = await newContext(env);
+  const page2 = await newPage(env, context2);
+  await signUp(env, page2, mate);
+
+  await page.goto(`${env.base}/settings/members`);
+  await page.getByLabel('Email address', { exact: true }).fill(mate.email);
+  await page.getByRole('button', { name: 'Create invite link', exact: true }).click();
+  const url = await page.getByLabel(`Invite link for ${mate.email}`).inputValue();
+
+  // Signed in as the invited user: one click, no password.
+  await page2.goto(url);
+  await page2.getByRole('button', { name: `Join as ${mate.email}`, exact: true }).click();
+  await page2.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  await page2.goto(`${env.base}/settings/members`);
+  await page2.getByRole('cell', { name: ownerEmail }).waitFor();
+  await page2.getByText('Only the account\'s owner can invite or remove people.').waitFor();
+  assert.equal(await page2.getByRole('button', { name: 'Create invite link' }).count(), 0, 'a member cannot invite');
+  await shot(env, page2, 'members-as-member');
+  await page2.goto(`${env.base}/settings/api-keys`);
+  await page2.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  const dialog = page2.getByRole('dialog');
+  assert.ok(await dialog.getByRole('radio', { name: /^Live/ }).isDisabled(), 'a member cannot choose a live key');
+  await shot(env, page2, 'create-key-as-member');
+  await dialog.getByRole('button', { name: 'Cancel', exact: true }).click();
+
+  // The owner removes the member: their session in the account ends at once.
+  await page.reload();
+  const row = page.locator('tr').filter({ hasText: mate.email });
+  await row.getByRole('button', { name: 'Remove', exact: true }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Remove member', exact: true }).click();
+  await until(async () => (await page.locator('tr').filter({ hasText: mate.email }).count()) === 0, 'the member is gone from the list');
+  await shot(env, page, 'member-removed');
+  const after = await pageFetch(page2, 'GET', '/dashboard/api/keys');
+  assert.deepEqual([after.status, after.code], [401, 'not_signed_in'], 'the removed member is signed out at once');
   await context2.close();
   assertCleanPage(env);
 });

@@ -48,7 +48,7 @@ class CliTest(ServerTest):
         self.assertEqual(p.returncode, 1)
         self.assertIn("already exists", p.stderr)
         p = self.data.cli("account", "create", "--email", "not an email", check=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 2)
         acct = self.data.cli("account", "create", "--email", "Other@Example.com").stdout.strip()
         self.assertRegex(acct, r"^acct_[0-9A-Za-z]{20}$")
         show = self.data.cli("account", "show", "--account", "other@example.com").stdout

@@ -196,7 +196,7 @@ class DashboardTest(ServerTest):
                              401, "invalid_credentials")
         r = anon.call("POST", "signin", {"email": "alice@example.com", "password": PASSWORD})
         err = self.assertError(r, 429, "too_many_attempts")
-        self.assertIn("Too many failed sign-in attempts", err["message"])
+        self.assertIn("Too many wrong passwords", err["message"])
         self.assertGreater(int(r.headers["Retry-After"]), 0)
         # An unknown email is answered like a wrong password.
         self.assertError(anon.call("POST", "signin", {"email": "nobody@example.com",

@@ -122,8 +122,8 @@ int main(void)
     CHECK(s != NULL);
     plans = plans_parse(plans_json, strlen(plans_json), err, sizeof(err));
     CHECK(plans != NULL);
-    CHECK(store_account_create(s, "dev@example.com", &a) == STORE_OK);
-    CHECK(store_account_create(s, "other@example.com", &other) == STORE_OK);
+    CHECK(store_account_create(s, "dev@example.com", NULL, NULL, &a) == STORE_OK);
+    CHECK(store_account_create(s, "other@example.com", NULL, NULL, &other) == STORE_OK);
     CHECK(store_account_set_plan(s, a.id, "pro") == STORE_OK);
     CHECK(store_account_find(s, a.id, &a) == STORE_OK);
     CHECK_STR(a.plan, "pro");

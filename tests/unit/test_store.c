@@ -134,6 +134,120 @@ static void test_log_stays_bounded(const char *path, const char *account_id)
     store_close(s);
 }
 
+/* Users, invitations, set-password links, throttles and pruning. */
+static void test_access(struct store *s, const char *account_id)
+{
+    struct store_user u;
+    struct store_account b;
+    struct store_invite inv, got;
+    struct store_password_token t, tg;
+    struct store_throttle th;
+    struct store_member m;
+    int64_t n = 0, refused = -1, deleted = 0;
+    int failures = 0;
+
+    /* A user made by an invitation is never made an owner by accident. */
+    memset(&u, 0, sizeof(u));
+    strcpy(u.id, "user_claimed");
+    strcpy(u.email, "claimed@example.com");
+    u.created_at = 1;
+    struct store_member mm = {.role = "member", .created_at = 1};
+    strcpy(mm.account_id, account_id);
+    strcpy(mm.user_id, u.id);
+    CHECK(store_member_add(s, &mm, &u) == STORE_OK);
+    CHECK(store_member_add(s, &mm, &u) == STORE_CONFLICT);
+    CHECK(store_account_create(s, "claimed@example.com", NULL, NULL, &b) == STORE_CONFLICT);
+    CHECK(strstr(store_errmsg(s), "user_claimed") != NULL);
+    CHECK(store_account_find(s, "claimed@example.com", &b) == STORE_NOT_FOUND);
+    CHECK(store_account_create(s, "claimed@example.com", NULL, "user_other", &b) ==
+          STORE_NOT_FOUND);
+    CHECK(store_account_create(s, "claimed@example.com", NULL, "user_claimed", &b) == STORE_OK);
+    CHECK(store_member_find(s, b.id, "user_claimed", &m) == STORE_OK && !strcmp(m.role, "owner"));
+
+    /* Invitations: pending, wrong passwords void them at the fifth, cancellation. */
+    memset(&inv, 0, sizeof(inv));
+    randombytes_buf(inv.token_hash, sizeof(inv.token_hash));
+    strcpy(inv.id, "inv_one");
+    strcpy(inv.account_id, account_id);
+    strcpy(inv.email, "Friend@Example.com");
+    strcpy(inv.invited_by, "dev@example.com");
+    inv.created_at = 1000;
+    inv.expires_at = 2000;
+    CHECK(store_invite_insert(s, &inv) == STORE_OK);
+    CHECK(store_invites_pending(s, account_id, 1500, &n) == STORE_OK && n == 1);
+    CHECK(store_invites_pending(s, account_id, 2000, &n) == STORE_OK && n == 0);
+    for (int i = 1; i <= 5; i++)
+        CHECK(store_invite_fail(s, inv.token_hash, 5, 1500, &failures) == STORE_OK &&
+              failures == i);
+    CHECK(store_invite_find(s, inv.token_hash, &got) == STORE_OK && got.canceled_at == 1500 &&
+          got.failures == 5 && !strcmp(got.email, "friend@example.com"));
+    CHECK(store_invite_accept(s, inv.token_hash, 1600) == STORE_CONFLICT);
+    CHECK(store_invites_pending(s, account_id, 1500, &n) == STORE_OK && n == 0);
+    randombytes_buf(inv.token_hash, sizeof(inv.token_hash));
+    strcpy(inv.id, "inv_two");
+    CHECK(store_invite_insert(s, &inv) == STORE_OK);
+    CHECK(store_invite_cancel(s, "acct_other", "inv_two", 1500, &got) == STORE_NOT_FOUND);
+    CHECK(store_invite_cancel(s, account_id, "inv_two", 1500, &got) == STORE_OK &&
+          !strcmp(got.id, "inv_two"));
+    CHECK(store_invite_cancel(s, account_id, "inv_two", 1500, &got) == STORE_NOT_FOUND);
+
+    /* A set-password link is used once, sets the password and ends the user's sessions. */
+    struct store_session x;
+    memset(&x, 0, sizeof(x));
+    randombytes_buf(x.token_hash, sizeof(x.token_hash));
+    strcpy(x.user_id, "user_claimed");
+    strcpy(x.account_id, account_id);
+    strcpy(x.csrf_token, "c");
+    x.expires_at = 9000;
+    CHECK(store_session_insert(s, &x) == STORE_OK);
+    memset(&t, 0, sizeof(t));
+    randombytes_buf(t.token_hash, sizeof(t.token_hash));
+    strcpy(t.user_id, "user_claimed");
+    t.created_at = 1000;
+    t.expires_at = 2000;
+    CHECK(store_password_token_insert(s, &t) == STORE_OK);
+    CHECK(store_password_token_find(s, t.token_hash, &tg) == STORE_OK && tg.used_at == 0);
+    CHECK(store_password_token_use(s, t.token_hash, "$argon2id$x", 2000) == STORE_CONFLICT);
+    CHECK(store_password_token_use(s, t.token_hash, "$argon2id$x", 1500) == STORE_OK);
+    CHECK(store_password_token_use(s, t.token_hash, "$argon2id$y", 1500) == STORE_CONFLICT);
+    CHECK(store_user_find(s, "user_claimed", &u) == STORE_OK &&
+          !strcmp(u.password_hash, "$argon2id$x"));
+    CHECK(store_session_find(s, x.token_hash, &x) == STORE_NOT_FOUND);
+
+    /* Removing a member ends their sessions in that account. */
+    CHECK(store_session_insert(s, &x) == STORE_OK);
+    CHECK(store_member_remove(s, account_id, "user_claimed") == STORE_OK);
+    CHECK(store_member_remove(s, account_id, "user_claimed") == STORE_NOT_FOUND);
+    CHECK(store_session_find(s, x.token_hash, &x) == STORE_NOT_FOUND);
+
+    /* Throttles count attempts, start again after a quiet window and count refusals. */
+    CHECK(store_throttle_get(s, "signin", "a 1", &th) == STORE_NOT_FOUND);
+    for (int i = 1; i <= 3; i++)
+        CHECK(store_throttle_hit(s, "signin", "a 1", 100 + i, 60, &th) == STORE_OK &&
+              th.count == i && th.first_at == 101 && th.last_at == 100 + i);
+    CHECK(store_throttle_refuse(s, "signin", "a 1", &refused) == STORE_OK && refused == 0);
+    CHECK(store_throttle_refuse(s, "signin", "a 1", &refused) == STORE_OK && refused == 1);
+    CHECK(store_throttle_get(s, "signin", "a 1", &th) == STORE_OK && th.refused == 2);
+    CHECK(store_throttle_hit(s, "signin", "a 1", 200, 60, &th) == STORE_OK && th.count == 1 &&
+          th.first_at == 200 && th.refused == 0);
+    CHECK(store_throttle_clear(s, "signin", "a 1") == STORE_OK);
+    CHECK(store_throttle_get(s, "signin", "a 1", &th) == STORE_NOT_FOUND);
+
+    /* Pruning keeps what is still needed. */
+    CHECK(store_throttle_hit(s, "address", "old", 100, 60, &th) == STORE_OK);
+    CHECK(store_throttle_hit(s, "address", "new", 5000, 60, &th) == STORE_OK);
+    struct store_retention r = {.audit_days = 0,
+                                .change_log_days = 7,
+                                .throttle_s = 3600,
+                                .done_days = 30,
+                                .session_idle_s = 86400};
+    CHECK(store_prune(s, &r, 5000, &deleted) == STORE_OK && deleted >= 1);
+    CHECK(store_throttle_get(s, "address", "old", &th) == STORE_NOT_FOUND);
+    CHECK(store_throttle_get(s, "address", "new", &th) == STORE_OK);
+
+    CHECK(store_key_count_working(s, account_id, 0, &n) == STORE_OK && n >= 1000);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/konnect-store-XXXXXX", path[128], err[256];
@@ -152,12 +266,12 @@ int main(void)
     CHECK(store_migrate(s) == STORE_OK);
     CHECK(store_ping(s) == STORE_OK);
 
-    CHECK(store_account_create(s, "Dev@Example.com", &a) == STORE_OK);
+    CHECK(store_account_create(s, "Dev@Example.com", NULL, NULL, &a) == STORE_OK);
     CHECK_STR(a.email, "dev@example.com");
     CHECK(strncmp(a.id, "acct_", 5) == 0);
-    CHECK(store_account_create(s, "dev@example.com", &a2) == STORE_CONFLICT);
-    CHECK(store_account_create(s, "not-an-email", &a2) == STORE_ERROR);
-    CHECK(store_account_create(s, "a b@example.com", &a2) == STORE_ERROR);
+    CHECK(store_account_create(s, "dev@example.com", NULL, NULL, &a2) == STORE_CONFLICT);
+    CHECK(store_account_create(s, "not-an-email", NULL, NULL, &a2) == STORE_ERROR);
+    CHECK(store_account_create(s, "a b@example.com", NULL, NULL, &a2) == STORE_ERROR);
     CHECK(store_account_find(s, "DEV@example.com", &a2) == STORE_OK && !strcmp(a2.id, a.id));
     CHECK(store_account_find(s, a.id, &a2) == STORE_OK);
     CHECK(store_account_find(s, "nobody@example.com", &a2) == STORE_NOT_FOUND);
@@ -226,6 +340,7 @@ int main(void)
     free(many);
 
     test_ledger(s, a.id);
+    test_access(s, a.id);
     test_log_stays_bounded(path, a.id);
     store_close(s2);
     store_close(s);

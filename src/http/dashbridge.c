@@ -1,0 +1,346 @@
+/* The bridge between the event loops and the dashboard, which does blocking work (the store,
+ * Argon2id) and so runs on threads of its own, never on a loop. A /dashboard/api/ request is
+ * copied into a job, queued to a lane, answered there by dashboard_handle, and sent back to its
+ * event loop as a message.
+ *
+ * Two lanes, each a thread with its own store connection: one for the calls that hash or check a
+ * password (a fraction of a second each), one for everything else, so that a queue of sign-ins
+ * never delays a key revocation. Each lane holds at most KONNECT_DASHBOARD_QUEUE jobs; beyond it a
+ * request is answered 503 dashboard_busy with Retry-After at once. A client that goes away while
+ * its job waits has it skipped: h2o frees the request's pool, whose guard marks the job. The lane
+ * of ordinary calls also prunes the store once an hour (store_prune). */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/util.h"
+#include "dashboard/dashboard.h"
+#include "http/internal.h"
+
+#define DASH_BODY_MAX (64 * 1024)
+#define LANE_CALLS 0
+#define LANE_PASSWORDS 1
+#define LANES 2
+#define PRUNE_FIRST_S 60   /* The first prune, after start. */
+#define PRUNE_EVERY_S 3600 /* Then once an hour. */
+#define WATCH_MS 200       /* How often a waiting job checks that its client is there. */
+
+struct dash_job;
+
+struct dash_lane {
+    struct server *srv;
+    struct dashboard *dash;
+    const char *name;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct dash_job *head, *tail;
+    unsigned queued;
+    int stop, started, prunes;
+};
+
+struct dash_guard {
+    struct dash_job *job;
+};
+
+struct dash_job {
+    h2o_multithread_message_t super; /* First: the message sent back to the loop. */
+    struct dash_job *next;
+    struct worker *w;
+    h2o_req_t *req;   /* NULL once the request is gone. Only the loop's thread touches it. */
+    _Atomic int gone; /* Set by the loop when the client went away: the lane skips the job. */
+    struct dash_guard *guard;
+    h2o_timeout_entry_t watch; /* On the loop, while the job waits: is the client still there? */
+    struct reqinfo info;
+    struct dash_request in;
+    struct dash_response out;
+    char *strings; /* One allocation holding every string of `in` (passwords among them). */
+    size_t strings_len;
+};
+
+static void dash_guard_dispose(void *p)
+{
+    struct dash_guard *g = p;
+    if (g->job != NULL) {
+        g->job->req = NULL;
+        atomic_store(&g->job->gone, 1);
+        if (h2o_timeout_is_linked(&g->job->watch))
+            h2o_timeout_unlink(&g->job->watch);
+    }
+}
+
+static void on_watch(h2o_timeout_entry_t *entry)
+{
+    struct dash_job *job = H2O_STRUCT_FROM_MEMBER(struct dash_job, watch, entry);
+
+    if (job->req == NULL)
+        return;
+    if (http_client_gone(job->req)) {
+        job->req->http1_is_persistent = 0;
+        atomic_store(&job->gone, 1);
+        return;
+    }
+    h2o_timeout_link(job->w->ctx.loop, &job->w->dash_watch_timeout, &job->watch);
+}
+
+static void prune(struct dash_lane *l)
+{
+    int64_t deleted = 0;
+    uint64_t t0 = kn_mono_ns();
+
+    if (dashboard_prune(l->dash, &deleted) != 0)
+        fprintf(stderr, "konnect: pruning the store failed; it is tried again in an hour\n");
+    else if (deleted > 0)
+        fprintf(stderr, "konnect: pruned %lld expired rows from the store in %.0f ms\n",
+                (long long)deleted, (double)(kn_mono_ns() - t0) / 1e6);
+}
+
+static void *lane_main(void *arg)
+{
+    struct dash_lane *l = arg;
+    struct timespec next;
+
+    clock_gettime(CLOCK_REALTIME, &next);
+    next.tv_sec += PRUNE_FIRST_S;
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        while (l->head == NULL && !l->stop) {
+            if (!l->prunes) {
+                pthread_cond_wait(&l->cond, &l->lock);
+                continue;
+            }
+            if (pthread_cond_timedwait(&l->cond, &l->lock, &next) != 0 && l->head == NULL &&
+                !l->stop) {
+                pthread_mutex_unlock(&l->lock);
+                prune(l);
+                clock_gettime(CLOCK_REALTIME, &next);
+                next.tv_sec += PRUNE_EVERY_S;
+                pthread_mutex_lock(&l->lock);
+            }
+        }
+        struct dash_job *job = l->head;
+        if (job == NULL) {
+            pthread_mutex_unlock(&l->lock);
+            return NULL;
+        }
+        l->head = job->next;
+        if (l->head == NULL)
+            l->tail = NULL;
+        l->queued--;
+        pthread_mutex_unlock(&l->lock);
+        if (!atomic_load(&job->gone))
+            dashboard_handle(l->dash, &job->in, &job->out);
+        h2o_multithread_send_message(&job->w->dash_receiver, &job->super);
+    }
+}
+
+static void dash_job_free(struct dash_job *job)
+{
+    if (job->out.body != NULL) {
+        /* The body may hold a new key's secret. */
+        sodium_memzero(job->out.body, job->out.body_len);
+        free(job->out.body);
+    }
+    sodium_memzero(job->strings, job->strings_len);
+    free(job->strings);
+    free(job);
+}
+
+static void send_answer(h2o_req_t *req, struct dash_job *job)
+{
+    char buf[16];
+
+    job->info.error_code = job->out.error_code;
+    if (job->out.set_cookie[0] != '\0')
+        http_add_header(req, "set-cookie", job->out.set_cookie);
+    if (job->out.retry_after != 0) {
+        snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
+        http_add_header(req, "retry-after", buf);
+    }
+    if (job->out.content_disposition[0] != '\0')
+        http_add_header(req, "content-disposition", job->out.content_disposition);
+    if (job->out.body != NULL) {
+        http_send_body(req, &job->info, job->out.status, job->out.reason,
+                       job->out.content_type != NULL ? job->out.content_type : "application/json",
+                       job->out.body, job->out.body_len);
+    } else {
+        static h2o_generator_t generator = {NULL, NULL};
+        req->res.status = job->out.status;
+        req->res.reason = job->out.reason;
+        req->res.content_length = 0;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("no-store"));
+        http_add_header(req, "request-id", job->info.request_id);
+        http_log_request(req, &job->info, job->out.status);
+        h2o_start_response(req, &generator);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+    }
+}
+
+static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        struct dash_job *job = (struct dash_job *)msg;
+        h2o_linklist_unlink(&msg->link);
+        if (h2o_timeout_is_linked(&job->watch))
+            h2o_timeout_unlink(&job->watch);
+        if (job->req != NULL) {
+            job->guard->job = NULL;
+            if (job->out.reason != NULL)
+                send_answer(job->req, job);
+            else /* Skipped: the client left. The answer goes nowhere, but ends the request. */
+                http_send_error(job->req, &job->info, KN_ERR_CLIENT_CLOSED,
+                                "The client closed the connection before its turn.", NULL);
+        }
+        dash_job_free(job);
+    }
+}
+
+void dashbridge_worker_init(struct worker *w)
+{
+    h2o_timeout_init(w->ctx.loop, &w->dash_watch_timeout, WATCH_MS);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
+}
+
+void dashbridge_worker_dispose(struct worker *w)
+{
+    /* Answers that arrived after the loop stopped belong to requests that are gone. */
+    on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
+    h2o_timeout_dispose(w->ctx.loop, &w->dash_watch_timeout);
+}
+
+/* Copies s[0..len) into the job's string area at *cursor. */
+static const char *copy_str(char **cursor, const char *s, size_t len)
+{
+    char *out = *cursor;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    *cursor += len + 1;
+    return out;
+}
+
+void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
+{
+    struct worker *w = http_worker_of(req);
+    struct server *srv = w->srv;
+    const h2o_iovec_t *cookie = http_find_header(req, H2O_TOKEN_COOKIE, NULL),
+                      *csrf = http_find_header(req, NULL, "x-csrf-token"),
+                      *origin = http_find_header(req, NULL, "origin"),
+                      *ctype = http_find_header(req, H2O_TOKEN_CONTENT_TYPE, NULL);
+    h2o_iovec_t path = req->path_normalized, query = {NULL, 0};
+    char peer[INET6_ADDRSTRLEN], msg[160];
+
+    if (req->entity.len > DASH_BODY_MAX) {
+        http_send_error(req, info, KN_ERR_BODY_TOO_LARGE,
+                        "Dashboard requests are limited to 64 KiB.", NULL);
+        return;
+    }
+    if (req->query_at != SIZE_MAX)
+        query =
+            h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    http_client_ip(req, peer, sizeof(peer));
+
+    struct dash_job *job = kn_calloc(1, sizeof(*job));
+    size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
+                  (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
+                  (ctype ? ctype->len : 0) + strlen(peer) + 16;
+    char *cur = job->strings = kn_malloc(need);
+    job->strings_len = need;
+    job->w = w;
+    job->req = req;
+    job->info = *info;
+    job->in.method = copy_str(&cur, req->method.base, req->method.len);
+    job->in.path = copy_str(&cur, path.base, path.len);
+    job->in.query = query.base != NULL ? copy_str(&cur, query.base, query.len) : NULL;
+    job->in.body =
+        copy_str(&cur, req->entity.base != NULL ? req->entity.base : "", req->entity.len);
+    job->in.body_len = req->entity.len;
+    job->in.host = copy_str(&cur, req->authority.base, req->authority.len);
+    job->in.cookie = cookie ? copy_str(&cur, cookie->base, cookie->len) : NULL;
+    job->in.csrf_token = csrf ? copy_str(&cur, csrf->base, csrf->len) : NULL;
+    job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
+    job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
+    job->in.ip = copy_str(&cur, peer, strlen(peer));
+    job->in.https = http_is_https(req);
+    job->in.request_id = job->info.request_id;
+
+    struct dash_lane *l =
+        &srv->lanes[dashboard_hashes_passwords(job->in.method, job->in.path) ? LANE_PASSWORDS
+                                                                             : LANE_CALLS];
+    pthread_mutex_lock(&l->lock);
+    if (l->queued >= srv->cfg->dashboard_queue) {
+        pthread_mutex_unlock(&l->lock);
+        dash_job_free(job);
+        snprintf(msg, sizeof(msg), "The dashboard has %u %s waiting already; retry in a second.",
+                 srv->cfg->dashboard_queue,
+                 l == &srv->lanes[LANE_PASSWORDS] ? "sign-ins and password checks" : "requests");
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_DASHBOARD_BUSY, msg, NULL);
+        return;
+    }
+    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
+    job->guard->job = job;
+    job->watch.cb = on_watch;
+    h2o_timeout_link(w->ctx.loop, &w->dash_watch_timeout, &job->watch);
+    if (l->tail != NULL)
+        l->tail->next = job;
+    else
+        l->head = job;
+    l->tail = job;
+    l->queued++;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+}
+
+int dashbridge_start(struct server *srv, char *err, size_t errsize)
+{
+    static const char *const names[LANES] = {"calls", "passwords"};
+
+    srv->lanes = kn_calloc(LANES, sizeof(*srv->lanes));
+    for (int i = 0; i < LANES; i++) {
+        struct dash_lane *l = &srv->lanes[i];
+        l->srv = srv;
+        l->name = names[i];
+        l->prunes = i == LANE_CALLS;
+        if ((l->dash = dashboard_new(srv->cfg, srv->secret, srv->ks, srv->plans, err, errsize)) ==
+            NULL)
+            return -1;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->cond, NULL);
+        if (pthread_create(&l->thread, NULL, lane_main, l) != 0)
+            kn_fatal("cannot start the dashboard's %s thread", l->name);
+        l->started = 1;
+    }
+    return 0;
+}
+
+void dashbridge_stop(struct server *srv)
+{
+    if (srv->lanes == NULL)
+        return;
+    for (int i = 0; i < LANES; i++) {
+        struct dash_lane *l = &srv->lanes[i];
+        if (l->started) {
+            /* The lane answers what it was given, then stops; answers that can no longer be
+             * delivered are dropped by the loops. */
+            pthread_mutex_lock(&l->lock);
+            l->stop = 1;
+            pthread_cond_broadcast(&l->cond);
+            pthread_mutex_unlock(&l->lock);
+            pthread_join(l->thread, NULL);
+            pthread_mutex_destroy(&l->lock);
+            pthread_cond_destroy(&l->cond);
+        }
+        dashboard_free(l->dash);
+    }
+    free(srv->lanes);
+    srv->lanes = NULL;
+}

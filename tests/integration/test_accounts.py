@@ -1,0 +1,367 @@
+"""Who may get into an account, tried as a hostile customer would: invitations that would hand a
+stranger someone else's user, emails claimed before the operator creates their account, passwords
+guessed through invitations, and the operator's one-time link that lets an operator-made account
+in. Every test here was a hole once."""
+
+import json
+import os
+import re
+import sys
+
+import requests
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import ServerTest  # noqa: E402
+
+API = "/dashboard/api/"
+PASSWORD = "correct horse battery staple"
+OTHER = "a different long password"
+LINK_RE = re.compile(r"(http://\S+)/set-password#token=([0-9A-Za-z]+)")
+
+
+class SourceAdapter(requests.adapters.HTTPAdapter):
+    """Connects from a chosen loopback address (127.0.0.2, ...), as a second client machine."""
+
+    def __init__(self, address):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Browser:
+    """A cookie jar, the CSRF token and a source address, like the dashboard's pages."""
+
+    def __init__(self, srv, address="127.0.0.1"):
+        self.srv = srv
+        self.s = requests.Session()
+        self.s.mount("http://", SourceAdapter(address))
+        self.csrf = None
+
+    def call(self, method, path, body=None, csrf=True):
+        h = {"Content-Type": "application/json"}
+        if csrf and self.csrf:
+            h["X-CSRF-Token"] = self.csrf
+        r = self.s.request(method, self.srv.url + API + path, headers=h,
+                           data=json.dumps(body) if body is not None else None, timeout=30)
+        if r.ok and r.content and "csrf_token" in r.json():
+            self.csrf = r.json()["csrf_token"]
+        return r
+
+    def signup(self, email, password=PASSWORD):
+        r = self.call("POST", "signup", {"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def signin(self, email, password=PASSWORD):
+        return self.call("POST", "signin", {"email": email, "password": password})
+
+    def invite(self, email):
+        r = self.call("POST", "members/invite", {"email": email})
+        assert r.status_code == 201, r.text
+        return r.json()["invite_url"].split("#token=")[1]
+
+
+def set_password_link(stderr):
+    m = LINK_RE.search(stderr)
+    assert m, f"no set-password link in: {stderr}"
+    return m.group(1), m.group(2)
+
+
+class AccountTakeoverTest(ServerTest):
+    """The owner made by `konnect account create` (dev@example.com, in ServerTest.setUp) has no
+    password until they use the operator's link."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.start()
+        self.stranger = Browser(self.srv)
+        self.stranger.signup("stranger@example.net")
+
+    def test_invitation_cannot_give_an_operator_made_owner_a_password(self):
+        token = self.stranger.invite("dev@example.com")
+        anon = Browser(self.srv)
+        r = anon.call("POST", "invites/accept", {"token": token, "password": OTHER})
+        self.assertError(r, 403, "password_not_set")
+        self.assertNotIn("konnect_session", anon.s.cookies)
+        # The stranger's password does not open the owner's user, and the owner is still not a
+        # member of the stranger's account.
+        self.assertError(Browser(self.srv).signin("dev@example.com", OTHER), 401,
+                         "invalid_credentials")
+        members = self.stranger.call("GET", "members").json()["data"]
+        self.assertEqual([m["email"] for m in members], ["stranger@example.net"])
+
+    def test_invitation_never_replaces_an_existing_password(self):
+        victim = Browser(self.srv)
+        victim.signup("victim@example.org")
+        token = self.stranger.invite("victim@example.org")
+        r = Browser(self.srv).call("POST", "invites/accept", {"token": token, "password": OTHER})
+        self.assertError(r, 401, "invalid_credentials", "password")
+        self.assertEqual(victim.signin("victim@example.org").status_code, 200)
+        self.assertError(Browser(self.srv).signin("victim@example.org", OTHER), 401,
+                         "invalid_credentials")
+
+    def test_existing_user_joins_with_their_own_session(self):
+        victim = Browser(self.srv)
+        victim.signup("victim@example.org")
+        token = self.stranger.invite("victim@example.org")
+        # Signed in as someone else: refused, the link stays usable.
+        r = self.stranger.call("POST", "invites/accept", {"token": token})
+        self.assertError(r, 403, "invite_for_another_user")
+        # The session alone is not enough without its CSRF token.
+        r = victim.call("POST", "invites/accept", {"token": token}, csrf=False)
+        self.assertError(r, 403, "csrf_failed")
+        r = victim.call("POST", "invites/accept", {"token": token})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["account"]["email"], "stranger@example.net")
+        self.assertEqual(r.json()["role"], "member")
+
+    def test_existing_user_joins_with_their_current_password(self):
+        Browser(self.srv).signup("victim@example.org")
+        token = self.stranger.invite("victim@example.org")
+        b = Browser(self.srv)
+        r = b.call("POST", "invites/accept", {"token": token, "password": PASSWORD})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["user"]["email"], "victim@example.org")
+
+    def test_guessing_through_an_invitation_is_throttled_audited_and_voids_it(self):
+        Browser(self.srv).signup("victim@example.org")
+        token = self.stranger.invite("victim@example.org")
+        guesser = Browser(self.srv)
+        codes = []
+        for i in range(8):
+            r = guesser.call("POST", "invites/accept", {"token": token, "password": f"guess {i:04}xx"})
+            codes.append(r.json()["error"]["code"])
+        # Five wrong passwords void the invitation; after that it is gone for everyone, the
+        # right password included.
+        self.assertEqual(codes[:5], ["invalid_credentials"] * 5, codes)
+        self.assertTrue(all(c in ("invite_invalid", "too_many_attempts") for c in codes[5:]),
+                        codes)
+        r = Browser(self.srv, "127.0.0.2").call("POST", "invites/accept",
+                                               {"token": token, "password": PASSWORD})
+        self.assertError(r, 400, "invite_invalid", "token")
+        audit = json.loads(self.data.cli("audit", "--json").stdout)
+        accepts = [e for e in audit if e["action"] == "member.join" and e["result"] == "failed"]
+        self.assertGreaterEqual(len(accepts), 5)
+        self.assertTrue(any(e["action"] == "member.invite_voided" for e in audit), audit[:5])
+        # The victim's own sign-in from another address is not locked out by any of it.
+        self.assertEqual(Browser(self.srv, "127.0.0.3").signin("victim@example.org").status_code,
+                         200)
+
+    def test_claimed_email_is_not_handed_an_account_by_the_operator(self):
+        token = self.stranger.invite("boss@example.com")
+        r = Browser(self.srv).call("POST", "invites/accept", {"token": token, "password": OTHER})
+        self.assertEqual(r.status_code, 200, r.text)  # a new user, chosen by the stranger
+        p = self.data.cli("account", "create", "--email", "boss@example.com", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("already a dashboard user", p.stderr)
+        self.assertIn("--existing-user", p.stderr)
+        self.assertEqual(p.stdout, "")
+        p2 = self.data.cli("account", "show", "--account", "boss@example.com", check=False)
+        self.assertNotEqual(p2.returncode, 0)
+        # Naming the user explicitly is the operator's informed choice.
+        user_id = re.search(r"--existing-user (user_[0-9A-Za-z]+)", p.stderr)
+        self.assertTrue(user_id, p.stderr)
+        p = self.data.cli("account", "create", "--email", "boss@example.com",
+                          "--existing-user", "user_doesnotexist", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        p = self.data.cli("account", "create", "--email", "boss@example.com",
+                          "--existing-user", user_id.group(1))
+        self.assertRegex(p.stdout.strip(), r"^acct_[0-9A-Za-z]+$")
+
+    def test_signup_closed_does_not_open_a_way_in(self):
+        self.srv.stop()
+        self.servers.remove(self.srv)
+        srv = self.start(KONNECT_SIGNUP="closed")
+        stranger = Browser(srv)
+        self.assertEqual(stranger.signin("stranger@example.net").status_code, 200)
+        token = stranger.invite("dev@example.com")
+        r = Browser(srv).call("POST", "invites/accept", {"token": token, "password": OTHER})
+        self.assertError(r, 403, "password_not_set")
+
+
+class ThrottleTest(ServerTest):
+    """Throttles per email and address and per address, with growing delays, never per email
+    alone; refused attempts are counted, not logged one row each; sign-ups are throttled."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.start(KONNECT_SIGNUPS_PER_HOUR_PER_IP=2)
+        self.alice = Browser(self.srv)
+        self.alice.signup("alice@example.com")
+
+    def test_guesses_from_one_address_do_not_lock_out_another(self):
+        attacker = Browser(self.srv, "127.0.0.2")
+        for i in range(5):
+            self.assertError(attacker.signin("alice@example.com", f"guess {i} xxxxx"), 401,
+                             "invalid_credentials")
+        r = attacker.signin("alice@example.com")  # even the right password waits now
+        self.assertError(r, 429, "too_many_attempts")
+        self.assertGreaterEqual(int(r.headers["Retry-After"]), 10)
+        # The real user, from their own address, is not locked out.
+        self.assertEqual(Browser(self.srv, "127.0.0.1").signin("alice@example.com").status_code,
+                         200)
+
+    def test_one_address_guessing_many_emails_is_throttled(self):
+        attacker = Browser(self.srv, "127.0.0.4")
+        codes = [attacker.signin(f"nobody{i}@example.com", "a wrong password").json()["error"]
+                 ["code"] for i in range(21)]
+        self.assertEqual(codes[:20], ["invalid_credentials"] * 20)
+        self.assertEqual(codes[20], "too_many_attempts")
+        # Another address is unaffected.
+        self.assertEqual(Browser(self.srv, "127.0.0.5").signin("alice@example.com").status_code,
+                         200)
+
+    def test_refused_attempts_are_counted_not_logged_one_by_one(self):
+        attacker = Browser(self.srv, "127.0.0.6")
+        for i in range(5):
+            attacker.signin("alice@example.com", f"guess {i} xxxxx")
+        for i in range(40):
+            self.assertError(attacker.signin("alice@example.com", "still guessing"), 429,
+                             "too_many_attempts")
+        log = self.alice.call("GET", "audit").json()["data"]
+        signins = [e for e in log if e["action"] == "user.signin"]
+        self.assertEqual(sum(1 for e in signins if e["result"] == "throttled"), 1, signins)
+        self.assertEqual(sum(1 for e in signins if e["result"] == "failed"), 5)
+        self.assertLess(len(log), 20)
+
+    def test_invalid_emails_are_refused_before_any_lookup(self):
+        for bad in ["no-at-sign", "a@", "@b", "a b@example.com", "x\n@example.com", "a@b@c"]:
+            r = Browser(self.srv).signin(bad)
+            self.assertError(r, 400, "invalid_parameter", "email")
+        log = json.loads(self.data.cli("audit", "--json").stdout)
+        self.assertFalse(any(e["action"] == "user.signin" for e in log), log)
+
+    def test_signups_are_throttled_per_address(self):
+        b = Browser(self.srv, "127.0.0.7")
+        b.signup("one@example.com")
+        Browser(self.srv, "127.0.0.7").signup("two@example.com")
+        r = Browser(self.srv, "127.0.0.7").call("POST", "signup",
+                                              {"email": "three@example.com", "password": PASSWORD})
+        self.assertError(r, 429, "too_many_attempts")
+        self.assertGreater(int(r.headers["Retry-After"]), 60)
+        Browser(self.srv, "127.0.0.8").signup("four@example.com")
+
+
+class DashboardLanesTest(ServerTest):
+    """Password hashing has a lane of its own with a bounded queue: a flood of sign-ins is refused
+    with 503 and Retry-After, never delays a key revocation, and jobs whose client left are
+    skipped."""
+
+    def test_signin_flood_neither_delays_revocation_nor_grows_a_queue(self):
+        srv = self.start(KONNECT_DASHBOARD_QUEUE=3)
+        alice = Browser(srv)
+        alice.signup("alice@example.com")
+        r = alice.call("POST", "keys", {"name": "k", "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        key, secret = r.json()["key"], r.json()["secret"]
+        self.secrets.append(secret)
+        import threading
+        import time
+        results, done_at = [], []
+
+        def signin(i):
+            b = Browser(srv, f"127.0.1.{i + 1}")
+            r = b.signin(f"user{i}@example.com", "a wrong password")
+            results.append((r.status_code, r.json()["error"]["code"], r.headers.get("Retry-After")))
+            done_at.append(time.monotonic())
+
+        threads = [threading.Thread(target=signin, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        r = alice.call("POST", f"keys/{key['id']}/revoke")
+        revoked_at = time.monotonic()
+        self.assertEqual(r.status_code, 200, r.text)
+        for t in threads:
+            t.join()
+        busy = [x for x in results if x[1] == "dashboard_busy"]
+        self.assertTrue(busy, results)
+        self.assertTrue(all(x[0] == 503 and x[2] == "1" for x in busy), busy)
+        self.assertTrue(all(x[1] in ("dashboard_busy", "invalid_credentials") for x in results))
+        # The revocation was answered while accepted sign-ins were still being checked.
+        self.assertLess(revoked_at, max(done_at))
+        self.assertEqual(srv.post(secret).json()["error"]["code"], "api_key_revoked")
+
+    def test_job_of_a_client_that_left_is_skipped(self):
+        import socket
+        import time
+        srv = self.start(KONNECT_DASHBOARD_QUEUE=8)
+        body = json.dumps({"email": "gone@example.com", "password": "a wrong password"})
+        head = (f"POST {API}signin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+        socks = []
+        for _ in range(6):
+            c = socket.create_connection(("127.0.0.1", srv.port))
+            c.sendall(head)
+            socks.append(c)
+        for c in socks[1:]:
+            c.close()  # gone before its turn
+        socks[0].settimeout(30)
+        self.assertIn(b"401", socks[0].recv(4096))
+        socks[0].close()
+        time.sleep(0.5)
+        audit = json.loads(self.data.cli("audit", "--json", "--limit", "100").stdout)
+        checked = [e for e in audit if e["action"] == "user.signin" and e["target"] == "gone@example.com"]
+        self.assertLess(len(checked), 6, "jobs of clients that left were still run")
+
+
+class SetPasswordLinkTest(ServerTest):
+    """`konnect account create` prints a one-time link; the owner chooses a password with it."""
+
+    def setUp(self):
+        self.data = harness.DataDir()
+        self.servers = []
+        self.secrets = []
+
+    def test_operator_made_owner_signs_in_through_the_link(self):
+        srv = self.start()
+        p = self.data.cli("account", "create", "--email", "owner@example.com")
+        self.assertRegex(p.stdout.strip(), r"^acct_[0-9A-Za-z]+$")
+        base, token = set_password_link(p.stderr)
+        self.assertEqual(base, "http://127.0.0.1:8080")  # the listen address by default
+        b = Browser(srv)
+        r = b.call("POST", "password/set", {"token": token, "password": "short"})
+        self.assertError(r, 400, "invalid_parameter", "password")
+        r = b.call("POST", "password/set", {"token": token, "password": PASSWORD})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["user"]["email"], "owner@example.com")
+        self.assertEqual(r.json()["role"], "owner")
+        self.assertEqual(b.call("GET", "session").status_code, 200)
+        # Single use.
+        r = Browser(srv).call("POST", "password/set", {"token": token, "password": OTHER})
+        self.assertError(r, 400, "link_invalid", "token")
+        self.assertEqual(Browser(srv).signin("owner@example.com").status_code, 200)
+        audit = json.loads(self.data.cli("audit", "--json").stdout)
+        self.assertTrue(any(e["action"] == "user.password_set" for e in audit))
+        self.assertNotIn(token, json.dumps(audit))
+
+    def test_link_uses_the_public_url_and_expires(self):
+        p = self.data.cli("account", "create", "--email", "owner@example.com",
+                          KONNECT_PUBLIC_URL="https://dash.example.com")
+        base, token = set_password_link(p.stderr.replace("https://", "http://"))
+        self.assertIn("https://dash.example.com/set-password#token=", p.stderr)
+        # A fresh link for an existing user, and the old one stays valid until used.
+        p = self.data.cli("user", "password-link", "--email", "owner@example.com")
+        _, token2 = set_password_link(p.stderr.replace("https://", "http://") + p.stdout)
+        self.assertNotEqual(token, token2)
+        srv = self.start()
+        r = Browser(srv).call("POST", "password/set", {"token": "x" * 43, "password": PASSWORD})
+        self.assertError(r, 400, "link_invalid", "token")
+        r = Browser(srv).call("POST", "password/set", {"token": token2, "password": PASSWORD})
+        self.assertEqual(r.status_code, 200, r.text)
+
+    def test_link_token_never_reaches_the_server_output(self):
+        srv = self.start()
+        p = self.data.cli("account", "create", "--email", "owner@example.com")
+        _, token = set_password_link(p.stderr)
+        Browser(srv).call("POST", "password/set", {"token": token, "password": PASSWORD})
+        srv.stop()
+        self.assertNotIn(token, srv.output())
+
+
+if __name__ == "__main__":
+    harness.main()
