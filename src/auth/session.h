@@ -8,6 +8,9 @@
 
 #define SESSION_TOKEN_LEN 43 /* base62 characters: 256 bits */
 #define SESSION_COOKIE "konnect_session"
+/* Over HTTPS the cookie carries the __Host- prefix: browsers then accept it only when Secure,
+ * with Path=/ and no Domain, so that no other host (a sibling subdomain) can plant or shadow it. */
+#define SESSION_COOKIE_HTTPS "__Host-konnect_session"
 
 /* Writes a new token and its terminating NUL into out. */
 void session_token_new(char out[SESSION_TOKEN_LEN + 1]);

@@ -9,6 +9,7 @@
 
 #include "core/base62.h"
 #include "core/redact.h"
+#include "core/termsafe.h"
 #include "core/util.h"
 #include "keys/apikey.h"
 #include "keys/keysync.h"
@@ -20,6 +21,17 @@
 #include "store/store.h"
 
 #define MAX_BATCH 1000000
+
+/* Stored text (names, emails, audit details, store messages that quote them) on its way to the
+ * terminal, made safe (core/termsafe.h): each call fills the next of a few rotating buffers, so
+ * that one printf can show several. The CLI is single-threaded. */
+static const char *shown(const char *s)
+{
+    static char bufs[8][TERMSAFE_SIZE(600)];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    return termsafe_copy(b, sizeof(bufs[0]), s != NULL ? s : "");
+}
 
 static const char account_usage[] =
     "Usage: konnect account create --email EMAIL [--existing-user USER_ID]\n"
@@ -300,9 +312,9 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
             o->help = 1;
             break;
         default: {
-            char shown[64];
+            char echo[64];
             fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
-                    redact_copy(shown, sizeof(shown), argv[optind - 1]), usage);
+                    shown(redact_copy(echo, sizeof(echo), argv[optind - 1])), usage);
             return -1;
         }
         }
@@ -334,14 +346,14 @@ static struct store *open_store(struct kn_config *c)
 static int find_account(struct store *s, const char *which, struct store_account *a)
 {
     int r = store_account_find(s, which, a);
-    char shown[STORE_EMAIL_MAX + 16];
-    redact_copy(shown, sizeof(shown), which);
+    char raw[STORE_EMAIL_MAX + 16], echo[TERMSAFE_SIZE(STORE_EMAIL_MAX + 16)];
+    termsafe_copy(echo, sizeof(echo), redact_copy(raw, sizeof(raw), which));
     if (r == STORE_NOT_FOUND)
         fprintf(stderr,
                 "konnect: no account %s (create it with: konnect account create --email %s)\n",
-                shown, strchr(shown, '@') ? shown : "EMAIL");
+                echo, strchr(echo, '@') ? echo : "EMAIL");
     else if (r != STORE_OK)
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
     return r;
 }
 
@@ -417,7 +429,7 @@ static int parse_month(const struct opts *o, int64_t *month)
 
 static void print_json(json_t *doc)
 {
-    json_dumpf(doc, stdout, JSON_INDENT(2));
+    json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     putchar('\n');
 }
 
@@ -466,17 +478,17 @@ static int account_show(struct kn_config *c, const struct opts *o)
         return 1;
     if (find_account(s, o->account, &a) != STORE_OK)
         goto out;
-    printf("id       %s\nemail    %s\ncreated  %s\n", a.id, a.email,
+    printf("id       %s\nemail    %s\ncreated  %s\n", a.id, shown(a.email),
            kn_format_time(a.created_at, tbuf, sizeof(tbuf)));
     if ((plans = load_plans(c)) == NULL)
         goto out;
     if (report_usage(s, plans, &a, kn_month_of(kn_unix_now()), kn_unix_now(), &u) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     json_t *quota = json_object_get(u, "quota"), *totals = json_object_get(u, "totals");
     printf("plan     %s%s\n",
-           json_string_value(json_object_get(json_object_get(u, "plan"), "name")),
+           shown(json_string_value(json_object_get(json_object_get(u, "plan"), "name"))),
            a.plan[0] == '\0' ? " (the default plan)" : "");
     quota_shown("requests", json_object_get(quota, "requests"));
     quota_shown("tokens", json_object_get(quota, "tokens"));
@@ -499,7 +511,7 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
     struct store_account a;
     struct plans *plans;
     const struct plan *p;
-    char detail[256], shown[PLAN_NAME_MAX + 8];
+    char detail[256], echo[PLAN_NAME_MAX + 8];
     int ret = 1, follow_default = 0;
 
     if (o->account == NULL || o->plan == NULL) {
@@ -515,14 +527,14 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
         follow_default = 1;
     }
     if (p == NULL) {
-        redact_copy(shown, sizeof(shown), o->plan);
+        redact_copy(echo, sizeof(echo), o->plan);
         if (plans->builtin)
             fprintf(stderr,
                     "konnect: no plan '%s': there is no plans file at %s, so the only plan is",
-                    shown, c->plans_file);
+                    shown(echo), c->plans_file);
         else
             fprintf(stderr, "konnect: the plans file %s has no plan '%s'; its plans are",
-                    c->plans_file, shown);
+                    c->plans_file, shown(echo));
         for (size_t i = 0; i < plans->count; i++)
             fprintf(stderr, " %s", plans->plan[i].name);
         fputc('\n', stderr);
@@ -533,14 +545,14 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
     if ((s = open_store(c)) == NULL || find_account(s, o->account, &a) != STORE_OK)
         goto out;
     if (store_account_set_plan(s, a.id, stored) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     snprintf(detail, sizeof(detail), "plan %s%s (was %s)", p->name,
              stored[0] == '\0' ? ", the default" : "", a.plan[0] ? a.plan : "the default");
     lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.plan", a.email, "ok",
                           detail);
-    printf("%s is on plan %s%s\n", a.email, p->name,
+    printf("%s is on plan %s%s\n", shown(a.email), p->name,
            stored[0] == '\0' ? " (the default plan)" : "");
     report_notify(c, "the plan is in force");
     ret = 0;
@@ -604,7 +616,7 @@ static int account_set_quota(struct kn_config *c, const struct opts *o)
     if (o->tokens == NULL)
         tokens = a.quota_tokens;
     if (store_account_set_quota(s, a.id, requests, tokens) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     quota_text(a.quota_requests, r0, sizeof(r0));
@@ -618,7 +630,7 @@ static int account_set_quota(struct kn_config *c, const struct opts *o)
         p = plans_find(plans, NULL);
     describe_quota(requests, p->requests_per_month, rq, sizeof(rq));
     describe_quota(tokens, p->tokens_per_month, tq, sizeof(tq));
-    printf("%s: requests %s, tokens %s\n", a.email, rq, tq);
+    printf("%s: requests %s, tokens %s\n", shown(a.email), rq, tq);
     report_notify(c, "the quotas are in force");
     ret = 0;
 out:
@@ -647,7 +659,7 @@ static int issue_password_link(struct kn_config *c, struct store *s, const struc
     t.expires_at = t.created_at + 7 * 86400;
     if (store_password_token_insert(s, &t) != STORE_OK) {
         sodium_memzero(token, sizeof(token));
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         return -1;
     }
     config_base_url(c, base, sizeof(base));
@@ -669,7 +681,7 @@ static int account_create(struct kn_config *c, const struct opts *o)
     struct store *s;
     struct store_account a;
     struct store_user u;
-    char shown[STORE_EMAIL_MAX + 16], when[32];
+    char echo[STORE_EMAIL_MAX + 16], when[32];
     int ret = 1, r;
 
     if (o->email == NULL) {
@@ -682,9 +694,10 @@ static int account_create(struct kn_config *c, const struct opts *o)
     }
     if ((s = open_store(c)) == NULL)
         return 1;
-    redact_copy(shown, sizeof(shown), o->email);
+    redact_copy(echo, sizeof(echo), o->email);
     if (store_account_find(s, o->email, &a) == STORE_OK) {
-        fprintf(stderr, "konnect: an account with email %s already exists (%s)\n", shown, a.id);
+        fprintf(stderr, "konnect: an account with email %s already exists (%s)\n", shown(echo),
+                a.id);
         goto out;
     }
     if (o->existing_user == NULL && store_user_find(s, o->email, &u) == STORE_OK) {
@@ -695,17 +708,17 @@ static int account_create(struct kn_config *c, const struct opts *o)
                 "an invitation, not by this command. Konnect does not hand an account to a user "
                 "it did not create. If that user is the right owner, run again with "
                 "--existing-user %s\n",
-                shown, u.id, kn_format_time(u.created_at, when, sizeof(when)), u.id);
+                shown(echo), u.id, kn_format_time(u.created_at, when, sizeof(when)), u.id);
         goto out;
     }
     r = store_account_create(s, o->email, NULL, o->existing_user, &a);
     if (r != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     printf("%s\n", a.id);
     fflush(stdout);
-    fprintf(stderr, "konnect: created account %s for %s\n", a.id, a.email);
+    fprintf(stderr, "konnect: created account %s for %s\n", a.id, shown(a.email));
     lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.create", a.email, "ok",
                           o->existing_user != NULL ? "owner: an existing user" : "owner: new user");
     if (store_user_find(s, a.email, &u) == STORE_OK && u.password_hash[0] == '\0' &&
@@ -738,9 +751,9 @@ int cli_account(struct kn_config *c, int argc, char **argv)
         return account_set_plan(c, &o);
     if (strcmp(o.positional[0], "set-quota") == 0)
         return account_set_quota(c, &o);
-    char shown[64];
+    char echo[64];
     fprintf(stderr, "konnect: unknown account command '%s'\n\n%s",
-            redact_copy(shown, sizeof(shown), o.positional[0]), account_usage);
+            shown(redact_copy(echo, sizeof(echo), o.positional[0])), account_usage);
     return 2;
 }
 
@@ -786,7 +799,7 @@ int cli_usage(struct kn_config *c, int argc, char **argv)
     if ((s = open_account(c, &o, &a, &plans)) == NULL)
         return 1;
     if (report_usage(s, plans, &a, month, kn_unix_now(), &u) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     if (o.json) {
@@ -836,7 +849,7 @@ int cli_invoice(struct kn_config *c, int argc, char **argv)
     int rc = list ? report_months(s, plans, &a, kn_unix_now(), &doc)
                   : report_invoice(s, plans, &a, month, kn_unix_now(), &doc);
     if (rc != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     if (o.json) {
@@ -984,14 +997,14 @@ static int key_create(struct kn_config *c, const struct opts *o)
         struct store_key k;
         char sk[APIKEY_LEN + 1];
         if (lifecycle_create(s, secret, &spec, &cli_actor, &k, sk) != STORE_OK) {
-            fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+            fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
             goto out;
         }
         show_secret(sk); /* everything else goes to stderr */
         fprintf(stderr,
                 "konnect: created %s key %s \"%s\" (%s) for %s.\n"
                 "konnect: copy the key now: it won't be shown again.\n",
-                k.mode, k.id, k.name, k.environment, a.email);
+                k.mode, k.id, shown(k.name), k.environment, shown(a.email));
     } else {
         /* Bulk: chunks of keys, one transaction each, one secret per line. */
         keys = kn_calloc(CHUNK, sizeof(*keys));
@@ -1002,7 +1015,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
                 lifecycle_fill(secret, &spec, cli_actor.name, &keys[i],
                                secrets + i * (APIKEY_LEN + 1));
             if (store_key_insert(s, keys, n) != STORE_OK) {
-                fprintf(stderr, "konnect: %s (after %lld keys)\n", store_errmsg(s), done);
+                fprintf(stderr, "konnect: %s (after %lld keys)\n", shown(store_errmsg(s)), done);
                 goto out;
             }
             for (size_t i = 0; i < n; i++)
@@ -1013,7 +1026,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
         char detail[64];
         snprintf(detail, sizeof(detail), "%lld %s keys named \"%.20s\"", count, o->mode, o->name);
         lifecycle_audit(s, a.id, &cli_actor, "key.create_bulk", NULL, "ok", detail);
-        fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, o->mode, a.email);
+        fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, o->mode, shown(a.email));
     }
     report_notify(c, "the key works from the next request on");
     ret = 0;
@@ -1070,7 +1083,7 @@ static int list_one(void *ud, const struct store_key *k)
                    "STATUS", "ALLOWED IPS");
         /* The hint holds a 3-byte ellipsis that prints as one column. */
         printf("%-24s  %-20.20s  %-4s  %-11s  %-19s  %-20s  %-20s  %-20s  %-7s  %s\n", k->id,
-               k->name, k->mode, k->environment, k->hint, created, used, expires, status,
+               shown(k->name), k->mode, k->environment, k->hint, created, used, expires, status,
                k->ip_allowlist[0] ? k->ip_allowlist : "any");
     }
     l->n++;
@@ -1095,14 +1108,14 @@ static int key_list(struct kn_config *c, const struct opts *o)
     if (l.json)
         l.arr = json_array();
     if (store_key_list(s, a.id, list_one, &l) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     if (l.json) {
-        json_dumpf(l.arr, stdout, JSON_INDENT(2));
+        json_dumpf(l.arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
         putchar('\n');
     } else if (l.n == 0) {
-        fprintf(stderr, "konnect: %s has no keys yet\n", a.email);
+        fprintf(stderr, "konnect: %s has no keys yet\n", shown(a.email));
     }
     ret = 0;
 out:
@@ -1152,7 +1165,7 @@ static int resolve_key(struct kn_config *c, struct store *s, const char *arg, st
         return -1;
     }
     if (r != STORE_OK && r != STORE_NOT_FOUND)
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
     return r == STORE_OK ? 0 : -1;
 }
 
@@ -1189,7 +1202,7 @@ static int key_revoke(struct kn_config *c, const struct opts *o)
                 kn_format_time(k.revoked_at, tbuf, sizeof(tbuf)));
         ret = 0;
     } else if (lifecycle_revoke(s, &k, &cli_actor) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
     } else {
         printf("revoked %s\n", k.id);
         report_notify(c, "the key is refused from the next request on");
@@ -1215,7 +1228,7 @@ static int key_expire(struct kn_config *c, const struct opts *o)
         return o->npositional != 2 ? 2 : 1;
     int64_t at = kn_unix_now() + in;
     if (lifecycle_expire(s, &k, at, &cli_actor) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
     } else {
         printf("%s expires at %s\n", k.id, kn_format_time(at, tbuf, sizeof(tbuf)));
         report_notify(c, "the new expiry is in force");
@@ -1244,14 +1257,14 @@ static int key_roll(struct kn_config *c, const struct opts *o)
     if (load_secret(c, secret) != 0)
         goto out;
     if (lifecycle_roll(s, secret, &old, grace, &cli_actor, &k, sk) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     show_secret(sk);
     fprintf(stderr,
             "konnect: rolled %s into %s \"%s\"; the old key %s at %s.\n"
             "konnect: copy the new key now: it won't be shown again.\n",
-            old.id, k.id, k.name, grace ? "keeps working until" : "stopped working",
+            old.id, k.id, shown(k.name), grace ? "keeps working until" : "stopped working",
             kn_format_time(kn_unix_now() + grace, tbuf, sizeof(tbuf)));
     report_notify(c, "both keys are in force");
     ret = 0;
@@ -1296,7 +1309,7 @@ static int key_update(struct kn_config *c, const struct opts *o)
     ret = 0;
     goto out;
 fail:
-    fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+    fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
 out:
     store_close(s);
     return ret;
@@ -1324,9 +1337,9 @@ int cli_key(struct kn_config *c, int argc, char **argv)
         return key_revoke(c, &o);
     if (strcmp(o.positional[0], "expire") == 0)
         return key_expire(c, &o);
-    char shown[64];
+    char echo[64];
     fprintf(stderr, "konnect: unknown key command '%s'\n\n%s",
-            redact_copy(shown, sizeof(shown), o.positional[0]), key_usage);
+            shown(redact_copy(echo, sizeof(echo), o.positional[0])), key_usage);
     return 2;
 }
 
@@ -1353,8 +1366,9 @@ static int audit_one(void *ud, const struct store_audit *e)
         if (a->n == 0)
             printf("%-20s  %-24s  %-16s  %-15s  %-7s  %-40s  %s\n", "TIME", "ACTOR", "ACTION", "IP",
                    "RESULT", "TARGET", "DETAIL");
-        printf("%-20s  %-24s  %-16s  %-15s  %-7s  %-40s  %s\n", t, e->actor, e->action,
-               e->ip[0] ? e->ip : "-", e->result, e->target, e->detail);
+        printf("%-20s  %-24s  %-16s  %-15s  %-7s  %-40s  %s\n", t, shown(e->actor),
+               shown(e->action), e->ip[0] ? shown(e->ip) : "-", shown(e->result), shown(e->target),
+               shown(e->detail));
     }
     a->n++;
     return 0;
@@ -1388,11 +1402,11 @@ int cli_audit(struct kn_config *c, int argc, char **argv)
         a.arr = json_array();
     if (store_audit_list(s, o.account != NULL ? acct.id : "", 0, (int)limit, audit_one, &a) !=
         STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     if (a.json) {
-        json_dumpf(a.arr, stdout, JSON_INDENT(2));
+        json_dumpf(a.arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
         putchar('\n');
     }
     ret = 0;
@@ -1406,7 +1420,7 @@ static int user_password_link(struct kn_config *c, const struct opts *o)
 {
     struct store *s;
     struct store_user u;
-    char shown[STORE_EMAIL_MAX + 16];
+    char echo[STORE_EMAIL_MAX + 16];
     int ret = 1;
 
     if (!store_email_valid(o->email)) {
@@ -1416,10 +1430,10 @@ static int user_password_link(struct kn_config *c, const struct opts *o)
     if ((s = open_store(c)) == NULL)
         return 1;
     if (store_user_find(s, o->email, &u) != STORE_OK)
-        fprintf(stderr, "konnect: no user %s\n", redact_copy(shown, sizeof(shown), o->email));
+        fprintf(stderr, "konnect: no user %s\n", shown(redact_copy(echo, sizeof(echo), o->email)));
     else if (issue_password_link(c, s, &u, NULL, 0) == 0) {
         fprintf(stderr, "konnect: give this link to %s: it is single use and valid for 7 days\n",
-                u.email);
+                shown(u.email));
         ret = 0;
     }
     store_close(s);
@@ -1459,19 +1473,19 @@ int cli_user(struct kn_config *c, int argc, char **argv)
         return 1;
     }
     if (store_user_find(s, o.email, &u) != STORE_OK) {
-        char shown[STORE_EMAIL_MAX + 16];
-        fprintf(stderr, "konnect: no user %s\n", redact_copy(shown, sizeof(shown), o.email));
+        char echo[STORE_EMAIL_MAX + 16];
+        fprintf(stderr, "konnect: no user %s\n", shown(redact_copy(echo, sizeof(echo), o.email)));
         goto out;
     }
     if (password_hash(pw, hash) != 0 || store_user_set_password(s, u.id, hash) != STORE_OK ||
         store_sessions_delete_user(s, u.id) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+        fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
         goto out;
     }
     struct store_member m;
     lifecycle_audit(s, store_member_first(s, u.id, &m) == STORE_OK ? m.account_id : "", &cli_actor,
                     "user.password_reset", NULL, "ok", u.email);
-    printf("password set for %s; their sessions have ended\n", u.email);
+    printf("password set for %s; their sessions have ended\n", shown(u.email));
     ret = 0;
 out:
     sodium_memzero(pw, sizeof(pw));

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/ipnet.h"
 #include "core/util.h"
 
 static int env_uint(const char *name, long long max, long long *out, char *err, size_t errsize)
@@ -97,6 +98,8 @@ static int parse_public_url(struct kn_config *c, const char *v, char *err, size_
             goto bad;
     memcpy(c->public_url, v, len);
     c->public_url[len] = '\0';
+    c->public_https = strncmp(v, "https://", 8) == 0;
+    c->public_host = c->public_url + (c->public_https ? 8 : 7);
     return 0;
 bad:
     snprintf(err, errsize,
@@ -255,6 +258,17 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     if (c->session_idle_s < 60 || c->session_max_s < 60) {
         snprintf(err, errsize, "KONNECT_SESSION_IDLE and KONNECT_SESSION_MAX must be at least 60");
         return -1;
+    }
+    if ((v = getenv("KONNECT_TRUSTED_PROXIES")) != NULL && *v != '\0') {
+        char why[256];
+        struct iplist *l = iplist_parse(v, why, sizeof(why));
+        if (l == NULL || strlen(v) >= sizeof(c->trusted_proxies)) {
+            snprintf(err, errsize, "KONNECT_TRUSTED_PROXIES: %s", l == NULL ? why : "too long");
+            free(l);
+            return -1;
+        }
+        free(l);
+        kn_strlcpy(c->trusted_proxies, v, sizeof(c->trusted_proxies));
     }
     if ((v = getenv("KONNECT_PUBLIC_URL")) != NULL && *v != '\0' &&
         parse_public_url(c, v, err, errsize) != 0)

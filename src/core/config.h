@@ -30,17 +30,21 @@ struct kn_config {
     char signup[8];               /* KONNECT_SIGNUP: "open" (default), "invite" or "closed". */
     unsigned session_idle_s;      /* KONNECT_SESSION_IDLE, default 86400 (24 h). */
     unsigned session_max_s;       /* KONNECT_SESSION_MAX, default 604800 (7 days). */
-    int trust_proxy;              /* KONNECT_TRUST_PROXY: 1 to believe X-Forwarded-Proto. */
-    char model_url[1024];         /* KONNECT_MODEL_URL, default http://127.0.0.1:11434/v1. */
-    char model_api_key[512];      /* KONNECT_MODEL_API_KEY, default none. A secret: never logged. */
+    int trust_proxy; /* KONNECT_TRUST_PROXY (deprecated): 1 to believe any peer's X-Forwarded-Proto.
+                      */
+    char trusted_proxies[2048]; /* KONNECT_TRUSTED_PROXIES: CIDR list of proxies, or "" (none). */
+    char model_url[1024];       /* KONNECT_MODEL_URL, default http://127.0.0.1:11434/v1. */
+    char model_api_key[512];    /* KONNECT_MODEL_API_KEY, default none. A secret: never logged. */
     unsigned model_connect_timeout_ms;    /* KONNECT_MODEL_CONNECT_TIMEOUT_MS, default 5000. */
     unsigned model_first_byte_timeout_ms; /* KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS, default 60000. */
     unsigned model_timeout_ms;            /* KONNECT_MODEL_TIMEOUT_MS, default 300000. */
     size_t model_max_response_bytes;      /* KONNECT_MODEL_MAX_RESPONSE_BYTES, default 8 MiB. */
     char plans_file[PATH_MAX];            /* KONNECT_PLANS, default <data dir>/plans.json. */
-    int plans_file_set;   /* 1 when KONNECT_PLANS names the file (it must then exist). */
-    int ledger_sync_full; /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
-    char public_url[512]; /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
+    int plans_file_set;      /* 1 when KONNECT_PLANS names the file (it must then exist). */
+    int ledger_sync_full;    /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
+    char public_url[512];    /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
+    const char *public_host; /* The authority part of public_url ("dash.example.com"). */
+    int public_https;        /* 1 when public_url is https://. */
     uint32_t max_keys_per_account;      /* KONNECT_MAX_KEYS_PER_ACCOUNT, default 100, 0 = no cap. */
     uint32_t signups_per_hour;          /* KONNECT_SIGNUPS_PER_HOUR, default 100, 0 = no limit. */
     uint32_t signups_per_hour_ip;       /* KONNECT_SIGNUPS_PER_HOUR_PER_IP, default 5, 0 = none. */

@@ -119,6 +119,9 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                               "This account has reached a limit."},
     [KN_ERR_DASHBOARD_BUSY] = {503, "Service Unavailable", "api_error", "dashboard_busy",
                                "The dashboard has too many requests waiting; retry shortly."},
+    [KN_ERR_MISDIRECTED] = {421, "Misdirected Request", "invalid_request_error",
+                            "misdirected_request",
+                            "The dashboard answers only at its public address. Open it there."},
     [KN_ERR_INTERNAL] = {500, "Internal Server Error", "api_error", "internal_error",
                          "An internal error occurred."},
 };

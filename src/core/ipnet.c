@@ -144,3 +144,74 @@ int iplist_contains(const struct iplist *l, const struct sockaddr *sa)
     }
     return 0;
 }
+
+/* Parses one X-Forwarded-For entry: an address, optionally bracketed (IPv6) and with a port, as
+ * some proxies write them. Returns 0 and fills *out, or -1. */
+static int parse_forwarded(const char *s, size_t len, struct sockaddr_storage *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *end = s + len;
+
+    while (s < end && (*s == ' ' || *s == '\t'))
+        s++;
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (s < end && *s == '[') {
+        const char *close = memchr(s, ']', (size_t)(end - s));
+        if (close == NULL)
+            return -1;
+        s++;
+        end = close;
+    } else if (memchr(s, ':', (size_t)(end - s)) != NULL &&
+               memchr(s, '.', (size_t)(end - s)) != NULL) {
+        end = memchr(s, ':', (size_t)(end - s)); /* "192.0.2.7:5678" */
+    }
+    if (end <= s || (size_t)(end - s) >= sizeof(host))
+        return -1;
+    memcpy(host, s, (size_t)(end - s));
+    host[end - s] = '\0';
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)out)->sin_addr) == 1) {
+        out->ss_family = AF_INET;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)out)->sin6_addr) == 1) {
+        out->ss_family = AF_INET6;
+        return 0;
+    }
+    return -1;
+}
+
+static void copy_addr(struct sockaddr_storage *out, const struct sockaddr *sa)
+{
+    memset(out, 0, sizeof(*out));
+    if (sa->sa_family == AF_INET)
+        memcpy(out, sa, sizeof(struct sockaddr_in));
+    else if (sa->sa_family == AF_INET6)
+        memcpy(out, sa, sizeof(struct sockaddr_in6));
+}
+
+void ipnet_forwarded_client(const struct iplist *trusted, const struct sockaddr *peer,
+                            const struct ipnet_text *xff, size_t n, struct sockaddr_storage *out)
+{
+    struct sockaddr_storage hop;
+
+    copy_addr(out, peer);
+    if (trusted == NULL || trusted->n == 0 || !iplist_contains(trusted, peer))
+        return;
+    for (size_t i = n; i-- > 0;) {
+        const char *v = xff[i].base;
+        size_t end = xff[i].len;
+        while (end > 0) {
+            size_t start = end;
+            while (start > 0 && v[start - 1] != ',')
+                start--;
+            if (parse_forwarded(v + start, end - start, &hop) != 0)
+                return; /* Garbage: keep the last hop we believed. */
+            *out = hop;
+            if (!iplist_contains(trusted, (struct sockaddr *)&hop))
+                return;
+            end = start > 0 ? start - 1 : 0;
+        }
+    }
+}

@@ -42,4 +42,19 @@ int iplist_format(const struct iplist *l, char *buf, size_t bufsize);
 /* Returns 1 when the address sa (AF_INET or AF_INET6) lies in one of l's ranges. */
 int iplist_contains(const struct iplist *l, const struct sockaddr *sa);
 
+/* One header value, borrowed: the X-Forwarded-For values of a request, in the order received. */
+struct ipnet_text {
+    const char *base;
+    size_t len;
+};
+
+/* The client behind trusted proxies: given the socket peer and the request's X-Forwarded-For
+ * values, writes the client's address to *out. Only a peer in `trusted` is believed; then the
+ * list is read from the right, skipping addresses that are themselves trusted proxies, and the
+ * first one that is not is the client (if all are, the left-most). An entry that is not an
+ * address stops the walk at the last hop believed, never at something a client wrote. With a
+ * NULL or empty list, or an untrusted peer, the client is the peer. */
+void ipnet_forwarded_client(const struct iplist *trusted, const struct sockaddr *peer,
+                            const struct ipnet_text *xff, size_t n, struct sockaddr_storage *out);
+
 #endif

@@ -112,13 +112,15 @@ void dash_reply_store_error(struct dashboard *d, struct dash_response *res,
 void dash_set_cookie(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
                      const char *token)
 {
+    const char *name = req->https ? SESSION_COOKIE_HTTPS : SESSION_COOKIE;
+
     if (token != NULL)
         snprintf(res->set_cookie, sizeof(res->set_cookie),
-                 SESSION_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%u%s", token,
+                 "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%u%s", name, token,
                  d->cfg->session_max_s, req->https ? "; Secure" : "");
     else
         snprintf(res->set_cookie, sizeof(res->set_cookie),
-                 SESSION_COOKIE "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0%s",
+                 "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0%s", name,
                  req->https ? "; Secure" : "");
 }
 
@@ -185,13 +187,16 @@ const char *dash_email_member(json_t *doc, const struct dash_request *req,
     return email;
 }
 
-/* Requests made without a session must come from the dashboard's own origin. */
-static int same_origin(const struct dash_request *req)
+/* Requests made without a session must come from the dashboard's own origin: KONNECT_PUBLIC_URL
+ * when it is set (the HTTP layer has already refused other hosts), else the Host asked for. */
+static int same_origin(struct dashboard *d, const struct dash_request *req)
 {
-    char expected[300];
+    char expected[600];
 
     if (req->origin == NULL)
         return 1; /* Not a browser's cross-origin request; SameSite and JSON cover the rest. */
+    if (d->cfg->public_url[0] != '\0')
+        return strcmp(req->origin, d->cfg->public_url) == 0;
     if (req->host == NULL)
         return 0;
     snprintf(expected, sizeof(expected), "%s://%s", req->https ? "https" : "http", req->host);
@@ -207,7 +212,9 @@ int dash_session_of(struct dashboard *d, const struct dash_request *req, struct 
 
     memset(w, 0, sizeof(*w));
     if (req->cookie == NULL ||
-        session_cookie_find(req->cookie, strlen(req->cookie), SESSION_COOKIE, &token, &len) != 0 ||
+        session_cookie_find(req->cookie, strlen(req->cookie),
+                            req->https ? SESSION_COOKIE_HTTPS : SESSION_COOKIE, &token,
+                            &len) != 0 ||
         len != SESSION_TOKEN_LEN)
         return -1;
     session_token_hash(d->secret, token, len, hash);
@@ -995,13 +1002,14 @@ void dashboard_handle(struct dashboard *d, const struct dash_request *req,
     }
     /* Every state-changing call made with a session carries its CSRF token; every call made
      * without one comes from our own origin. */
-    if (signed_in && strcmp(req->method, "GET") != 0 && (!csrf_ok(req, &w) || !same_origin(req))) {
+    if (signed_in && strcmp(req->method, "GET") != 0 &&
+        (!csrf_ok(req, &w) || !same_origin(d, req))) {
         dash_reply_error(res, req, KN_ERR_CSRF_FAILED, NULL, NULL);
         dash_audit(d, w.member.account_id, w.user.email, req->ip, "csrf.refused", req->path + 15,
                    "denied", req->method);
         return;
     }
-    if (!signed_in && !same_origin(req)) {
+    if (!signed_in && !same_origin(d, req)) {
         dash_reply_error(res, req, KN_ERR_CSRF_FAILED, NULL, NULL);
         return;
     }

@@ -269,7 +269,8 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
     job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
     job->in.ip = copy_str(&cur, peer, strlen(peer));
-    job->in.https = http_is_https(req);
+    /* Behind KONNECT_PUBLIC_URL https://..., browsers reach the dashboard only over HTTPS. */
+    job->in.https = http_is_https(req) || srv->cfg->public_https;
     job->in.request_id = job->info.request_id;
 
     struct dash_lane *l =

@@ -31,6 +31,7 @@ struct server {
     struct keytable *kt;
     struct keysync *ks;
     struct plans *plans;
+    struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;   /* The first of listen_fds, for printing the address. */
@@ -81,8 +82,15 @@ struct reqinfo {
 };
 
 struct worker *http_worker_of(h2o_req_t *req);
-/* Writes the client's address as text ("" when unknown). */
+/* The client's address: the socket's peer, or, when that peer is a trusted proxy
+ * (KONNECT_TRUSTED_PROXIES), the address it forwarded (ipnet_forwarded_client). IP allowlists,
+ * throttles, the audit log and the access log all take it from here. Returns 1 and fills *out,
+ * or 0 when the peer is unknown. */
+int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out);
+/* The same as text ("" when unknown). */
 void http_client_ip(h2o_req_t *req, char *out, size_t size);
+/* Returns 1 when the socket's peer is a trusted proxy. */
+int http_peer_trusted(h2o_req_t *req);
 /* The value of the request header `token` (or `name` when token is NULL), or NULL. */
 const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name);
 /* Returns 1 when the client of an HTTP/1 request has closed its connection. HTTP/1 stops reading

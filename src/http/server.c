@@ -28,6 +28,7 @@
 #include "dashboard/dashboard.h"
 #include "core/base62.h"
 #include "core/errors.h"
+#include "core/ipnet.h"
 #include "core/util.h"
 #include "http/accesslog.h"
 #include "http/internal.h"
@@ -49,13 +50,45 @@ struct worker *http_worker_of(h2o_req_t *req)
     return (struct worker *)req->conn->ctx;
 }
 
+int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    struct sockaddr_storage peer;
+    struct ipnet_text xff[16];
+    size_t n = 0;
+
+    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) == 0)
+        return 0;
+    if (srv->trusted == NULL) {
+        *out = peer;
+        return 1;
+    }
+    for (ssize_t i = -1;
+         n < sizeof(xff) / sizeof(xff[0]) &&
+         (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-forwarded-for"), i)) != -1;) {
+        xff[n].base = req->headers.entries[i].value.base;
+        xff[n++].len = req->headers.entries[i].value.len;
+    }
+    ipnet_forwarded_client(srv->trusted, (struct sockaddr *)&peer, xff, n, out);
+    return 1;
+}
+
+int http_peer_trusted(h2o_req_t *req)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    struct sockaddr_storage peer;
+
+    return srv->trusted != NULL &&
+           req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) != 0 &&
+           iplist_contains(srv->trusted, (struct sockaddr *)&peer);
+}
+
 void http_client_ip(h2o_req_t *req, char *out, size_t size)
 {
     struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
 
     out[0] = '\0';
-    if (len == 0)
+    if (!http_client_addr(req, &ss))
         return;
     if (ss.ss_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)size);
@@ -331,7 +364,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     struct sockaddr_storage peer;
     memset(&in, 0, sizeof(in));
     in.now = now;
-    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) != 0)
+    if (http_client_addr(req, &peer))
         in.peer = (struct sockaddr *)&peer;
     for (i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
         if (in.header_count++ == 0) {
@@ -477,7 +510,7 @@ int http_is_https(h2o_req_t *req)
 
     if (req->scheme == &H2O_URL_SCHEME_HTTPS)
         return 1;
-    if (srv->cfg->trust_proxy) {
+    if (srv->cfg->trust_proxy || http_peer_trusted(req)) {
         const h2o_iovec_t *v = http_find_header(req, NULL, "x-forwarded-proto");
         return v != NULL && h2o_lcstris(v->base, v->len, H2O_STRLIT("https"));
     }
@@ -551,6 +584,20 @@ static const char *const page_paths[] = {
     "/dashboard",
 };
 
+/* With KONNECT_PUBLIC_URL set, the dashboard answers only at that host: a page or call asked for
+ * under any other Host (a DNS-rebinding page that made its own name point here, say) is refused.
+ * Returns 1 when the request may go on; otherwise sends 421. */
+static int dashboard_host_ok(h2o_req_t *req, struct reqinfo *info)
+{
+    const char *want = http_worker_of(req)->srv->cfg->public_host;
+
+    if (want == NULL || h2o_lcstris(req->authority.base, req->authority.len, want, strlen(want)))
+        return 1;
+    req->http1_is_persistent = 0;
+    http_send_error(req, info, KN_ERR_MISDIRECTED, NULL, NULL);
+    return 0;
+}
+
 /* Serves the dashboard's pages and assets for GET and HEAD. Returns 1 when it answered. */
 static int handle_page(h2o_req_t *req, struct reqinfo *info)
 {
@@ -569,7 +616,8 @@ static int handle_page(h2o_req_t *req, struct reqinfo *info)
     }
     if (f == NULL)
         return 0;
-    send_asset(req, info, f);
+    if (dashboard_host_ok(req, info))
+        send_asset(req, info, f);
     return 1;
 }
 
@@ -626,7 +674,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (p.len >= 15 && memcmp(p.base, "/dashboard/api/", 15) == 0) {
-        http_handle_dashboard_api(req, &info);
+        if (dashboard_host_ok(req, &info))
+            http_handle_dashboard_api(req, &info);
         return 0;
     }
     if (handle_preflight(req, &info) || handle_page(req, &info))
@@ -687,6 +736,11 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
     size_t len;
     ssize_t ct;
 
+    /* Over HTTPS, every answer tells browsers to use nothing else for this host (RFC 6797). */
+    if (http_is_https(req))
+        h2o_add_header_by_str(&req->pool, &req->res.headers,
+                              H2O_STRLIT("strict-transport-security"), 0, NULL,
+                              H2O_STRLIT("max-age=31536000"));
     if (req->res.status < 400 ||
         h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("request-id"), -1) != -1) {
         h2o_setup_next_ostream(req, slot);
@@ -1109,6 +1163,14 @@ int server_run(const struct kn_config *c)
         goto fail;
     if ((srv->plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err))) == NULL)
         goto fail;
+    if (c->trusted_proxies[0] != '\0' &&
+        (srv->trusted = iplist_parse(c->trusted_proxies, err, sizeof(err))) == NULL)
+        goto fail;
+    if (c->trust_proxy)
+        fprintf(stderr,
+                "konnect: warning: KONNECT_TRUST_PROXY=1 believes X-Forwarded-Proto from any "
+                "client, and will be removed in the next release; set KONNECT_TRUSTED_PROXIES to "
+                "your proxies' addresses instead (such as 10.0.0.0/8 or 127.0.0.1)\n");
     if (srv->plans->builtin)
         fprintf(stderr,
                 "konnect: no plans file at %s; every account is on the built-in plan \"default\" "
@@ -1168,6 +1230,7 @@ out:
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
     plans_free(srv->plans);
+    free(srv->trusted);
     live_upstream_dispose(&srv->upstream);
     accesslog_close(srv->log);
     if (srv->workers == NULL && srv->listen_fds != NULL) /* not handed to threads yet */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/termsafe.h"
 #include "core/util.h"
 
 #define DAY 86400
@@ -652,9 +653,18 @@ char *report_invoice_csv(const json_t *invoice, size_t *len)
     return buf;
 }
 
-/* Writes s in a column `width` characters wide (UTF-8 aware): cut with '~' when longer. */
-static void column(FILE *f, const char *s, int width, int right)
+/* Stored text for the text renderings, which go to terminals (core/termsafe.h). */
+static const char *safe(const char *s, char *buf, size_t size)
 {
+    return termsafe_copy(buf, size, s);
+}
+
+/* Writes s in a column `width` characters wide (UTF-8 aware): cut with '~' when longer. Text
+ * from the store is made terminal-safe first. */
+static void column(FILE *f, const char *text, int width, int right)
+{
+    char buf[TERMSAFE_SIZE(300)];
+    const char *s = safe(text, buf, sizeof(buf));
     int chars = 0;
     size_t bytes = 0, cut = 0;
 
@@ -732,7 +742,9 @@ char *report_invoice_text(const json_t *invoice)
             strcmp(str(invoice, "status"), "open") == 0
                 ? "open (the month is not over: amounts can still grow)"
                 : "final");
-    fprintf(f, "Account   %s (%s)\n", str(acct, "email"), str(acct, "id"));
+    char email[TERMSAFE_SIZE(STORE_EMAIL_MAX)];
+    fprintf(f, "Account   %s (%s)\n", safe(str(acct, "email"), email, sizeof(email)),
+            str(acct, "id"));
     fprintf(f, "Period    %.10s to %s (UTC)\n", str(invoice, "period_start"), last);
     fprintf(f, "Currency  %s\n\n", upper_code(cur, code, sizeof(code)));
     static const struct column_def cols[] = {
@@ -783,8 +795,10 @@ char *report_usage_text(const json_t *usage)
     FILE *f = open_text(&buf, &size);
     int current = json_is_true(json_object_get(usage, "current"));
 
-    fprintf(f, "Usage of %s (%s) in %s, as of %s\n\n", str(acct, "email"), str(acct, "id"),
-            str(usage, "month"), str(usage, "as_of"));
+    char email[TERMSAFE_SIZE(STORE_EMAIL_MAX)];
+    fprintf(f, "Usage of %s (%s) in %s, as of %s\n\n",
+            safe(str(acct, "email"), email, sizeof(email)), str(acct, "id"), str(usage, "month"),
+            str(usage, "as_of"));
     fprintf(f, "%-10s%s\n", "Plan", str(json_object_get(usage, "plan"), "name"));
     if (current) {
         quota_line(f, "Requests", json_object_get(quota, "requests"));

@@ -246,6 +246,37 @@ class ThrottleTest(ServerTest):
         Browser(self.srv, "127.0.0.8").signup("four@example.com")
 
 
+class TerminalSafetyTest(ServerTest):
+    """A stored string cannot forge lines or drive the operator's terminal through the CLI."""
+
+    def test_cli_text_output_escapes_controls_and_bidi_overrides(self):
+        srv = self.start()
+        evil_email = "\u202eevil\u2066@example.com"
+        b = Browser(srv)
+        b.signup(evil_email)
+        name = "ok\u202etxt.exe\u009b2J\u2028forged line"
+        r = b.call("POST", "keys", {"name": name, "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+        Browser(srv).signin(evil_email, "a wrong password")
+        outputs = [
+            self.data.cli("key", "list", "--account", evil_email).stdout,
+            self.data.cli("audit").stdout,
+            self.data.cli("audit", "--json").stdout,
+            self.data.cli("account", "show", "--account", evil_email).stdout,
+            self.data.cli("usage", "--account", evil_email).stdout,
+            self.data.cli("invoice", "--account", evil_email).stdout,
+            self.data.cli("key", "list", "--account", evil_email, "--json").stdout,
+        ]
+        for out in outputs:
+            for bad in ("\u202e", "\u2066", "\u009b", "\u2028", "\x1b"):
+                self.assertNotIn(bad, out)
+        self.assertIn("\\u202e", outputs[0] + outputs[1])
+        # Each audit entry is still one line.
+        for line in outputs[1].splitlines()[1:]:
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT")
+
+
 class DashboardLanesTest(ServerTest):
     """Password hashing has a lane of its own with a bounded queue: a flood of sign-ins is refused
     with 503 and Retry-After, never delays a key revocation, and jobs whose client left are

@@ -24,7 +24,8 @@ class DocsTest(unittest.TestCase):
         dashboard_only = {"not_signed_in", "csrf_failed", "invalid_credentials",
                           "too_many_attempts", "signup_closed", "email_taken", "invite_invalid",
                           "key_not_active", "password_not_set", "invite_for_another_user",
-                          "link_invalid", "owner_required", "limit_reached", "dashboard_busy"}
+                          "link_invalid", "owner_required", "limit_reached", "dashboard_busy",
+                          "misdirected_request"}
         for code in sorted(codes):
             with self.subTest(code=code):
                 if code in dashboard_only:

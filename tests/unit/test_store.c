@@ -134,6 +134,20 @@ static void test_log_stays_bounded(const char *path, const char *account_id)
     store_close(s);
 }
 
+static int count_keys(void *ud, const struct store_key *k)
+{
+    (void)k;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static int count_audit(void *ud, const struct store_audit *e)
+{
+    (void)e;
+    (*(int *)ud)++;
+    return 0;
+}
+
 /* Users, invitations, set-password links, throttles and pruning. */
 static void test_access(struct store *s, const char *account_id)
 {
@@ -244,6 +258,39 @@ static void test_access(struct store *s, const char *account_id)
     CHECK(store_prune(s, &r, 5000, &deleted) == STORE_OK && deleted >= 1);
     CHECK(store_throttle_get(s, "address", "old", &th) == STORE_NOT_FOUND);
     CHECK(store_throttle_get(s, "address", "new", &th) == STORE_OK);
+    /* Expired and idle sessions go; a live one stays. */
+    struct store_session live = x, old = x, idle = x;
+    randombytes_buf(live.token_hash, sizeof(live.token_hash));
+    randombytes_buf(old.token_hash, sizeof(old.token_hash));
+    randombytes_buf(idle.token_hash, sizeof(idle.token_hash));
+    strcpy(live.user_id, "user_claimed");
+    live.last_seen_at = 4990, live.expires_at = 9000;
+    old.last_seen_at = 4990, old.expires_at = 4999;
+    idle.last_seen_at = 100, idle.expires_at = 9000;
+    strcpy(old.user_id, live.user_id);
+    strcpy(idle.user_id, live.user_id);
+    CHECK(store_session_insert(s, &live) == STORE_OK && store_session_insert(s, &old) == STORE_OK &&
+          store_session_insert(s, &idle) == STORE_OK);
+    r.session_idle_s = 3600;
+    CHECK(store_prune(s, &r, 5000, &deleted) == STORE_OK && deleted == 2);
+    CHECK(store_session_find(s, live.token_hash, &x) == STORE_OK);
+    CHECK(store_session_find(s, old.token_hash, &x) == STORE_NOT_FOUND);
+    CHECK(store_session_find(s, idle.token_hash, &x) == STORE_NOT_FOUND);
+    /* The audit log is kept for audit_days; the change log for change_log_days, but never its
+     * newest row (a server's cursor). */
+    struct store_audit e = {.at = 1000};
+    strcpy(e.actor, "cli");
+    strcpy(e.action, "test.old");
+    strcpy(e.result, "ok");
+    CHECK(store_audit_add(s, &e) == STORE_OK);
+    r.audit_days = 1;
+    int64_t later = kn_unix_now() + 30 * 86400;
+    CHECK(store_prune(s, &r, later, &deleted) == STORE_OK && deleted > 1000);
+    int64_t seq = 0;
+    int nk = 0;
+    CHECK(store_key_changes(s, 1, &seq, count_keys, &nk) == STORE_OK && nk == 1);
+    int na = 0;
+    CHECK(store_audit_list(s, "", 0, 10, count_audit, &na) == STORE_OK && na == 0);
 
     CHECK(store_key_count_working(s, account_id, 0, &n) == STORE_OK && n >= 1000);
 }

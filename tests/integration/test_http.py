@@ -1,0 +1,179 @@
+"""The HTTP layer tried as an attacker would: proxies that may or may not be trusted, ambiguous
+request framing (request smuggling), memory held before authentication, and connections from
+one address."""
+
+import json
+import os
+import socket
+import sys
+import time
+
+import requests
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import ServerTest  # noqa: E402
+from test_accounts import Browser, SourceAdapter  # noqa: E402
+
+
+def session_from(address):
+    s = requests.Session()
+    s.mount("http://", SourceAdapter(address))
+    return s
+
+
+def access_log(srv):
+    lines = []
+    for line in srv.output().splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+class TrustedProxyTest(ServerTest):
+    """KONNECT_TRUSTED_PROXIES=127.0.0.1: requests from 127.0.0.1 are a proxy's, from 127.0.0.2
+    a client's own."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.start(KONNECT_TRUSTED_PROXIES="127.0.0.1/32, 10.0.0.0/8")
+        self.forwarded = self.key("dev@example.com", "test", "fwd", "--allow-ip", "203.0.113.9")
+        self.proxy = self.key("dev@example.com", "test", "proxy", "--allow-ip", "127.0.0.1")
+
+    def chat(self, key, address, **headers):
+        h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        h.update(headers)
+        return session_from(address).post(self.srv.url + "/v1/chat", headers=h,
+                                          data='{"message": "Hello"}', timeout=10)
+
+    def test_allowlists_see_the_forwarded_client_only_behind_a_trusted_proxy(self):
+        xff = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+        self.assertEqual(self.chat(self.forwarded, "127.0.0.1", **xff).status_code, 200)
+        # Behind the proxy, the proxy's own address is not the client's.
+        self.assertError(self.chat(self.proxy, "127.0.0.1", **xff), 401, "ip_not_allowed")
+        # A trusted hop in the chain is skipped; the client's own claim to the left is not read.
+        self.assertEqual(self.chat(self.forwarded, "127.0.0.1",
+                                   **{"X-Forwarded-For": "1.2.3.4, 203.0.113.9, 10.1.2.3"})
+                         .status_code, 200)
+        # A client that is not a trusted proxy cannot claim an address.
+        self.assertError(self.chat(self.forwarded, "127.0.0.2", **xff), 401, "ip_not_allowed")
+        log = access_log(self.srv)
+        remotes = [e["remote"] for e in log if e["path"] == "/v1/chat"]
+        self.assertEqual(remotes[:3], ["203.0.113.9", "203.0.113.9", "203.0.113.9"])
+        self.assertEqual(remotes[3], "127.0.0.2")
+
+    def test_throttles_and_audit_use_the_forwarded_client(self):
+        Browser(self.srv).signup("alice@example.com")
+
+        def signin(xff, password):
+            return requests.post(self.srv.url + "/dashboard/api/signin",
+                                 headers={"Content-Type": "application/json",
+                                          "X-Forwarded-For": xff},
+                                 data=json.dumps({"email": "alice@example.com",
+                                                  "password": password}), timeout=30)
+
+        for i in range(5):
+            self.assertError(signin("203.0.113.50", f"wrong {i} xxxxxx"), 401,
+                             "invalid_credentials")
+        self.assertError(signin("203.0.113.50", "correct horse battery staple"), 429,
+                         "too_many_attempts")
+        # Everyone behind the same proxy is not throttled with the guesser.
+        self.assertEqual(signin("203.0.113.51", "correct horse battery staple").status_code,
+                         200)
+        log = json.loads(self.data.cli("audit", "--json").stdout)
+        ips = {e["ip"] for e in log if e["action"] == "user.signin"}
+        self.assertEqual(ips, {"203.0.113.50", "203.0.113.51"})
+
+    def test_forwarded_proto_is_believed_only_from_a_trusted_proxy(self):
+        body = json.dumps({"email": "bob@example.com", "password": "correct horse battery"})
+        h = {"Content-Type": "application/json", "X-Forwarded-Proto": "https"}
+        r = session_from("127.0.0.1").post(self.srv.url + "/dashboard/api/signup", headers=h,
+                                           data=body, timeout=30)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertIn("Secure", r.headers["Set-Cookie"])
+        body = json.dumps({"email": "eve@example.com", "password": "correct horse battery"})
+        r = session_from("127.0.0.2").post(self.srv.url + "/dashboard/api/signup", headers=h,
+                                           data=body, timeout=30)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertNotIn("Secure", r.headers["Set-Cookie"])
+
+
+class CookiesAndOriginsTest(ServerTest):
+    def test_over_https_the_cookie_is_host_prefixed_and_hsts_is_sent(self):
+        srv = self.start(KONNECT_TRUSTED_PROXIES="127.0.0.1")
+        https = {"Content-Type": "application/json", "X-Forwarded-Proto": "https"}
+        s = requests.Session()
+        r = s.post(srv.url + "/dashboard/api/signup", headers=https, timeout=30,
+                   data=json.dumps({"email": "h@example.com", "password": "correct horse battery"}))
+        self.assertEqual(r.status_code, 201, r.text)
+        cookie = r.headers["Set-Cookie"]
+        self.assertTrue(cookie.startswith("__Host-konnect_session="), cookie)
+        for attr in ("; Secure", "; Path=/", "; HttpOnly", "; SameSite=Strict"):
+            self.assertIn(attr, cookie)
+        self.assertNotIn("Domain", cookie)
+        self.assertEqual(r.headers["Strict-Transport-Security"], "max-age=31536000")
+        token = r.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+        # The prefixed cookie is the session over HTTPS; the unprefixed name is not read there,
+        # so a cookie planted by another host over plain HTTP cannot stand in for it.
+        ok = requests.get(srv.url + "/dashboard/api/session", timeout=10,
+                          headers={"X-Forwarded-Proto": "https",
+                                   "Cookie": f"__Host-konnect_session={token}"})
+        self.assertEqual(ok.status_code, 200, ok.text)
+        planted = requests.get(srv.url + "/dashboard/api/session", timeout=10,
+                               headers={"X-Forwarded-Proto": "https",
+                                        "Cookie": f"konnect_session={token}"})
+        self.assertError(planted, 401, "not_signed_in")
+        # Every answer over HTTPS carries HSTS, API errors included; none over plain HTTP.
+        r = requests.post(srv.url + "/v1/chat", headers={"X-Forwarded-Proto": "https"}, timeout=10)
+        self.assertEqual(r.headers.get("Strict-Transport-Security"), "max-age=31536000")
+        r = requests.post(srv.url + "/v1/chat", timeout=10)
+        self.assertNotIn("Strict-Transport-Security", r.headers)
+
+    def test_public_url_is_the_only_dashboard_host_and_origin(self):
+        srv = self.start(KONNECT_PUBLIC_URL="http://dash.example.test")
+        key = self.key()
+        host = {"Host": "dash.example.test"}
+        # A page or call under another Host (DNS rebinding) is refused.
+        r = requests.get(srv.url + "/signin", timeout=10)
+        self.assertError(r, 421, "misdirected_request")
+        r = requests.post(srv.url + "/dashboard/api/signin", timeout=10,
+                          headers={"Content-Type": "application/json", "Host": "evil.test:80"},
+                          data=json.dumps({"email": "a@example.com", "password": "x" * 12}))
+        self.assertError(r, 421, "misdirected_request")
+        self.assertEqual(requests.get(srv.url + "/signin", headers=host, timeout=10).status_code,
+                         200)
+        body = json.dumps({"email": "p@example.com", "password": "correct horse battery"})
+        ct = {"Content-Type": "application/json"}
+        r = requests.post(srv.url + "/dashboard/api/signup", timeout=30, data=body,
+                          headers=dict(ct, Origin=srv.url, **host))
+        self.assertError(r, 403, "csrf_failed")
+        r = requests.post(srv.url + "/dashboard/api/signup", timeout=30, data=body,
+                          headers=dict(ct, Origin="http://dash.example.test", **host))
+        self.assertEqual(r.status_code, 201, r.text)
+        # The API for keys answers at any host.
+        self.assertEqual(srv.post(key).status_code, 200)
+
+
+class NoProxySettingTest(ServerTest):
+    def test_without_the_setting_forwarded_headers_change_nothing(self):
+        srv = self.start()
+        key = self.key("dev@example.com", "test", "fwd", "--allow-ip", "203.0.113.9")
+        r = srv.post(key, headers={"X-Forwarded-For": "203.0.113.9"})
+        self.assertError(r, 401, "ip_not_allowed")
+        srv.stop()
+        self.assertEqual([e["remote"] for e in access_log(srv) if e["path"] == "/v1/chat"],
+                         ["127.0.0.1"])
+
+    def test_old_setting_still_works_with_a_warning(self):
+        srv = self.start(KONNECT_TRUST_PROXY=1)
+        time.sleep(0.1)
+        self.assertIn("KONNECT_TRUSTED_PROXIES", srv.output())
+
+    def test_bad_proxy_list_is_refused_at_start(self):
+        p = self.data.cli("plans", check=False, KONNECT_TRUSTED_PROXIES="10.0.0.1/8")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("KONNECT_TRUSTED_PROXIES", p.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()
