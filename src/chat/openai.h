@@ -28,7 +28,8 @@ struct chat_call {
     size_t body_len;
     char *prompt; /* The last user message's text, for mock answers. */
     size_t prompt_len;
-    uint32_t input_estimate; /* Input tokens by the rule of thumb, when the backend says none. */
+    uint32_t input_estimate; /* Input tokens by the rule of thumb (over the whole upstream request
+                              * body: messages, tools, schemas), when the backend says none. */
 };
 
 /* Builds the call for a /v1/chat request. */
@@ -44,6 +45,11 @@ int chat_call_from_openai(const char *body, size_t len, const char *default_mode
 
 void chat_call_cleanup(struct chat_call *c);
 
+/* The most tokens a backend may report for one count of one request. More, a negative or a
+ * fractional count is not usage but a broken backend: such usage is ignored (logged, and the
+ * request billed by estimate; README "Billing rules"). */
+#define CHAT_USAGE_MAX 10000000
+
 /* What the backend answered. Strings point into `root`, which chat_result_cleanup releases. */
 struct chat_result {
     json_t *root;
@@ -52,7 +58,9 @@ struct chat_result {
     const char *finish_reason; /* "stop" when the backend gave none. */
     const char *model;         /* The backend's model name, or NULL. */
     int has_usage;
+    int usage_invalid; /* The backend sent usage that cannot be read (see CHAT_USAGE_MAX). */
     uint32_t input_tokens, output_tokens;
+    size_t generated_bytes; /* Of every choice: content, reasoning, refusal, tool calls. */
 };
 
 /* Parses a non-streaming chat completion. Returns 0, or -1 when it is not one (not JSON, no
@@ -75,14 +83,20 @@ char *chat_openai_completion(json_t *base, const char *id, int64_t created, cons
 struct chat_chunk {
     json_t *root;
     int done;            /* "data: [DONE]" */
-    const char *content; /* The delta's text, or NULL. */
+    const char *content; /* The first choice's delta text, or NULL. */
     size_t content_len;
     const char *finish_reason; /* Or NULL. */
     const char *model;
     int has_choices;
     int has_usage;
+    int usage_invalid; /* As in struct chat_result. */
     uint32_t input_tokens, output_tokens;
+    size_t generated_bytes; /* Generated text in every choice's delta, as in chat_result. */
 };
+
+/* The output tokens billed for one streamed event that a backend reported no usage for: about
+ * 4 bytes of generated text a token, and at least 1 when it generated anything. */
+uint32_t chat_event_tokens(size_t generated_bytes);
 
 /* Parses one event's data. Returns 0, or -1 when it is neither [DONE] nor a JSON object. */
 int chat_chunk_parse(const char *data, size_t len, struct chat_chunk *out);

@@ -27,11 +27,13 @@ HTTP endpoints:
     POST /_fake/reset           clear the counters and go back to normal mode (204)
 
 A request whose "model" is "fake-<mode>" (for example "fake-slow_head") gets that mode whatever
-the global one is.
+the global one is. After the mode, "+" adds shapes of answer that real backends give, in any
+number: "fake-slow_stream+tools+no_usage" streams a tool call slowly and reports no usage.
 
 Modes: normal, slow_head, slow_stream, fail, reject, unauthorized, overloaded, malformed,
 bad_shape, disconnect, no_usage, garbage, until_close, informational, idle_close. See MODES below
-for what each one does.
+for what each one does. Shapes: tools, reasoning, multi_token, long, big_event, no_finish,
+bad_usage, huge_usage, no_usage (SHAPES below).
 """
 
 import argparse
@@ -66,6 +68,18 @@ MODES = {
     "informational": "a correct answer after a 100 Continue",
     "idle_close": "a correct answer, then the connection is closed 100 ms later (a short "
                   "keep-alive timeout)",
+}
+# Shapes of answer, combined with a mode through the model name ("fake-normal+tools+no_usage").
+SHAPES = {
+    "tools": "a tool call (get_weather) instead of text; streamed as tool_calls argument pieces",
+    "reasoning": "reasoning_content pieces before the answer, as vLLM and DeepSeek stream them",
+    "multi_token": "several words (tokens) per streamed piece",
+    "long": "a long answer: the echo repeated to 600 pieces",
+    "big_event": "streaming: two pieces, then one event of more than 1 MiB",
+    "no_finish": "streaming: the pieces and [DONE], without finish_reason or usage",
+    "bad_usage": "usage that cannot be read: a negative and a fractional count",
+    "huge_usage": "usage of 10^11 completion tokens",
+    "no_usage": "no usage, streamed or not",
 }
 DELAYED_MODES = ("slow_head", "slow_stream")
 DEFAULT_DELAY_MS = 2000
@@ -107,10 +121,11 @@ def _text(content):
     return ""
 
 
-def answer_for(messages):
+def answer_for(messages, shapes=()):
     """(content, pieces, usage) for a list of messages, exactly as the backend answers them.
 
-    Tests can call this to predict what Konnect should pass through."""
+    Tests can call this to predict what Konnect should pass through. With shapes (SHAPES), the
+    answer is the one for that shape: see shaped_answer."""
     last_user = ""
     words = 0
     for m in messages if isinstance(messages, list) else []:
@@ -121,13 +136,49 @@ def answer_for(messages):
         if m.get("role") == "user":
             last_user = text
     content = "Echo: " + last_user[:ECHO_LIMIT]
+    if "long" in shapes:
+        content = " ".join([content] * (600 // max(len(content.split()), 1) + 1))
     # Each piece is a word and the whitespace after it; content starts with "Echo:", so the
     # pieces join back to exactly the content.
     pieces = re.findall(r"\S+\s*", content)
+    tokens = len(pieces)
+    if "multi_token" in shapes:
+        pieces = ["".join(pieces[i:i + 4]) for i in range(0, len(pieces), 4)]
     prompt = max(words, 1)
-    usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces),
-             "total_tokens": prompt + len(pieces)}
+    usage = {"prompt_tokens": prompt, "completion_tokens": tokens,
+             "total_tokens": prompt + tokens}
     return content, pieces, usage
+
+
+TOOL_NAME = "get_weather"
+
+
+def shaped_answer(messages, shapes):
+    """Everything a shaped answer holds: {"content", "pieces" (streamed text), "reasoning" (pieces),
+    "tool_args" (pieces of the tool call's arguments), "usage" (or None), "finish"}. Usage counts
+    one token per word of text and of reasoning, and one per argument piece plus one for the
+    tool's name."""
+    content, pieces, usage = answer_for(messages, shapes)
+    out = {"content": content, "pieces": pieces, "reasoning": [], "tool_args": [],
+           "finish": "stop"}
+    completion = usage["completion_tokens"]
+    if "reasoning" in shapes:
+        out["reasoning"] = re.findall(r"\S+\s*", "Let me think about what was asked: "
+                                      + content[6:] + " I will echo it.")
+        completion += len(out["reasoning"])
+    if "tools" in shapes:
+        args = json.dumps({"location": content[6:60] or "Paris", "unit": "celsius"})
+        out["tool_args"] = [args[i:i + 8] for i in range(0, len(args), 8)]
+        out["content"], out["pieces"], out["finish"] = None, [], "tool_calls"
+        completion = len(out["tool_args"]) + 1
+    usage = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": completion,
+             "total_tokens": usage["prompt_tokens"] + completion}
+    if "bad_usage" in shapes:
+        usage = {"prompt_tokens": -3, "completion_tokens": 2.5, "total_tokens": -0.5}
+    elif "huge_usage" in shapes:
+        usage = {"prompt_tokens": 5, "completion_tokens": 10**11, "total_tokens": 10**11 + 5}
+    out["usage"] = None if "no_usage" in shapes else usage
+    return out
 
 
 class _Cancelled(Exception):
@@ -326,12 +377,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                         "invalid_request_error", None, "messages"))
             backend._count("completed")
             return
-        mode, delay_ms = backend._mode_for(req.get("model"))
+        mode, delay_ms, shapes = backend._mode_for(req.get("model"))
         stream = req.get("stream") is True
         model = req.get("model") if isinstance(req.get("model"), str) else "fake-model"
         opts = req.get("stream_options")
         include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        if mode == "no_usage":
+        if "no_usage" in shapes:
             include_usage = False
 
         if mode == "slow_head" or (mode == "slow_stream" and not stream):
@@ -353,11 +404,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             backend._count("completed")
             return
 
-        content, pieces, usage = answer_for(req["messages"])
+        answer = shaped_answer(req["messages"], shapes)
         ident = f"chatcmpl-fake{backend._next_id()}"
         created = int(time.time())
         if stream:
-            self._stream(mode, delay_ms, ident, created, model, pieces, usage, include_usage)
+            self._stream(mode, delay_ms, ident, created, model, answer, shapes, include_usage)
             return
 
         if mode == "malformed":
@@ -368,11 +419,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(200, {"hello": "world"})
             backend._count("completed")
             return
+        message = {"role": "assistant", "content": answer["content"]}
+        if answer["reasoning"]:
+            message["reasoning_content"] = "".join(answer["reasoning"])
+        if answer["tool_args"]:
+            message["tool_calls"] = [{"id": "call_fake1", "type": "function", "function": {
+                "name": TOOL_NAME, "arguments": "".join(answer["tool_args"])}}]
         doc = {"id": ident, "object": "chat.completion", "created": created, "model": model,
-               "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop"}]}
-        if mode != "no_usage":
-            doc["usage"] = usage
+               "choices": [{"index": 0, "message": message, "finish_reason": answer["finish"]}]}
+        if answer["usage"] is not None:
+            doc["usage"] = answer["usage"]
         body = _dumps(doc)
         if mode == "disconnect":
             # Promise the whole body, send half of it, then close.
@@ -396,7 +452,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         time.sleep(0.1)
         self.close_connection = True
 
-    def _stream(self, mode, delay_ms, ident, created, model, pieces, usage, include_usage):
+    def _stream(self, mode, delay_ms, ident, created, model, answer, shapes, include_usage):
         backend = self.backend
 
         def chunk(delta=None, finish=None, **extra):
@@ -416,14 +472,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif mode == "bad_shape":
             events = [chunk(hello="world"), chunk(hello="again")]
         else:
-            events = [chunk({"content": p}) for p in pieces]
+            events = [chunk({"reasoning_content": p}) for p in answer["reasoning"]]
+            events += [chunk({"content": p}) for p in answer["pieces"]]
+            if answer["tool_args"]:
+                events.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1",
+                                                     "type": "function", "function": {
+                                                         "name": TOOL_NAME, "arguments": ""}}]}))
+                events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]})
+                           for a in answer["tool_args"]]
+            if "big_event" in shapes:
+                events = events[:2] + [chunk({"content": "x" * (1100 * 1024)})]
             if mode == "disconnect":
                 events = events[:2]
-            else:
-                events.append(chunk({}, "stop"))
-                if include_usage:
-                    events.append(chunk(choices=[], usage=usage))
-        if mode != "disconnect":
+            elif "no_finish" not in shapes and "big_event" not in shapes:
+                events.append(chunk({}, answer["finish"]))
+                if include_usage and answer["usage"] is not None:
+                    events.append(chunk(choices=[], usage=answer["usage"]))
+        if mode != "disconnect" and "big_event" not in shapes:
             events.append(b"data: [DONE]\n\n")
 
         if mode == "until_close":
@@ -569,14 +634,21 @@ class FakeBackend:
             self._delay_ms = int(delay_ms)
 
     def _mode_for(self, model):
-        """The mode for one request and its delay: "fake-<mode>" as the model overrides."""
+        """The mode for one request, its delay and its shapes: "fake-<mode>[+<shape>...]" as the
+        model overrides the global mode."""
         with self._lock:
             mode, delay = self._mode, self._delay_ms
-        if isinstance(model, str) and model.startswith("fake-") and model[5:] in MODES:
-            mode = model[5:]
+        shapes = set()
+        if isinstance(model, str) and model.startswith("fake-"):
+            parts = model[5:].split("+")
+            if parts[0] in MODES:
+                mode = parts[0]
+            shapes = {p for p in parts if p in SHAPES}
+        if mode == "no_usage":
+            shapes.add("no_usage")
         if mode in DELAYED_MODES and delay <= 0:
             delay = DEFAULT_DELAY_MS
-        return mode, delay
+        return mode, delay, shapes
 
     # -- counters ---------------------------------------------------------------------------
 

@@ -271,6 +271,7 @@ class LiveTest(harness.ServerTest):
             ("fake-garbage", 502, "model_backend_error"),
             ("fake-slow_head", 504, "model_backend_timeout"),
         ]
+        billed = set()  # streams cut after part of the answer was sent: billed for that part
         for stream in (False, True):
             for model, status, code in cases:
                 with self.subTest(model=model, stream=stream):
@@ -281,6 +282,10 @@ class LiveTest(harness.ServerTest):
                         events = self.read_events(r)
                         err = json.loads(events[-1][1])["error"]
                         self.assertEqual(err["code"], code)
+                        if "was billed" in err["message"]:
+                            billed.add(r.headers["request-id"])
+                        else:
+                            self.assertIn("not billed", err["message"])
                     else:
                         err = self.assertError(r, status, code)
                         self.assertIn("not billed", err["message"])
@@ -289,10 +294,17 @@ class LiveTest(harness.ServerTest):
                                                     "stream": stream})
                     self.assertEqual(r.status_code, 200 if stream and r.status_code == 200
                                      else status, r.text)
-        self.assertEqual(self.ledger(), [])
-        # The quota was given back: nothing is counted against the account.
+                    if stream and r.status_code == 200 and "was billed" in r.text:
+                        billed.add(r.headers["request-id"])
+        # Only the cut streams that had sent part of an answer are in the ledger: the two
+        # "disconnect" streams (one per API). Every failure before any answer is not billed.
+        self.assertEqual(len(billed), 2)
+        self.assertEqual({row[0] for row in self.ledger()}, billed)
+        for row in self.ledger():
+            self.assertGreater(row[4], 0)
+        # The quota was given back: nothing else is counted against the account.
         self.assertEqual(self.completions(srv, self.live).status_code, 200)
-        self.assertEqual(len(self.ledger()), 1)
+        self.assertEqual(len(self.ledger()), 3)
 
     def test_backend_down_and_backend_timeouts(self):
         self.backend.stop()
@@ -305,12 +317,15 @@ class LiveTest(harness.ServerTest):
         srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=700)
         self.backend.set_mode("normal", delay_ms=400)
         r = self.completions(srv, self.live, model="fake-slow_stream", stream=True)
-        if r.status_code == 200:
-            events = self.read_events(r)
-            self.assertEqual(json.loads(events[-1][1])["error"]["code"], "model_backend_timeout")
-        else:
-            self.assertError(r, 504, "model_backend_timeout")
-        self.assertEqual(self.ledger(), [])
+        self.assertEqual(r.status_code, 200)
+        events = self.read_events(r)
+        err = json.loads(events[-1][1])["error"]
+        self.assertEqual(err["code"], "model_backend_timeout")
+        # The stream had delivered part of its answer: that part is billed.
+        self.assertIn("already streamed was billed", err["message"])
+        rows = self.ledger()
+        self.assertEqual([row[0] for row in rows], [r.headers["request-id"]])
+        self.assertGreaterEqual(rows[0][4], 1)
 
     def test_client_that_goes_away_cancels_the_backend_call(self):
         srv = self.serve()

@@ -1,0 +1,261 @@
+"""No answer leaves without its bill: streams of every shape real backends send (tool calls,
+reasoning, several tokens per piece, no usage, long), ended every way they can end (complete,
+client gone, backend cut, total timeout, an event too large, no finish), compared with what the
+backend generated. The rule (README "Billing rules"): a stream that delivered anything is billed
+for what the backend generated until Konnect stopped the call; the backend's usage when it
+reported one, otherwise about 4 bytes of generated text a token and at least 1 per event, and the
+whole upstream request for the input."""
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from fake_backend import TOOL_NAME, FakeBackend, shaped_answer  # noqa: E402
+
+PLANS = {"currency": "usd", "plans": [{"name": "metered", "max_concurrent_requests": 64,
+                                       "price_per_million_output_tokens_micros": 1000000}]}
+HELLO = [{"role": "user", "content": "one two three four five six seven eight nine ten"}]
+
+
+def est(piece):
+    """The estimate for one event that generated `piece`."""
+    n = len(piece.encode())
+    return 0 if n == 0 else max(1, math.ceil(n / 4))
+
+
+def stream_estimate(answer, pieces=None):
+    """What Konnect bills for a stream of `answer` without usage (all of it, or its first
+    `pieces` events of generated text)."""
+    events = [est(p) for p in answer["reasoning"]] + [est(p) for p in answer["pieces"]]
+    if answer["tool_args"]:
+        events.append(est(TOOL_NAME))
+        events += [est(a) for a in answer["tool_args"]]
+    return sum(events if pieces is None else events[:pieces])
+
+
+class StreamBillingTest(harness.ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.backend = FakeBackend().start()
+        self.addCleanup(self.backend.stop)
+        with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+            json.dump(PLANS, f)
+        self.live = self.key(mode="live", name="prod")
+
+    def serve(self, **env):
+        env.setdefault("KONNECT_MODEL_URL", self.backend.url)
+        return self.start(**env)
+
+    def row(self, request_id, wait=3.0):
+        """(input_tokens, output_tokens) of a request's ledger row, or None."""
+        deadline = time.time() + wait
+        while True:
+            db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+            try:
+                r = db.execute("SELECT input_tokens, output_tokens FROM usage_ledger "
+                               "WHERE request_id = ?", (request_id,)).fetchone()
+            finally:
+                db.close()
+            if r is not None or time.time() > deadline:
+                return r
+            time.sleep(0.05)
+
+    def rows(self):
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        try:
+            return db.execute("SELECT request_id, input_tokens, output_tokens FROM usage_ledger"
+                              ).fetchall()
+        finally:
+            db.close()
+
+    def stream(self, srv, model, messages=HELLO, api="openai", **extra):
+        if api == "openai":
+            body = {"model": model, "messages": messages, "stream": True}
+            body.update(extra)
+            r = srv.post(self.live, body, path="/v1/chat/completions", stream=True)
+        else:
+            r = srv.post(self.live, {"message": messages[-1]["content"], "model": model,
+                                     "stream": True}, stream=True)
+        self.assertEqual(r.status_code, 200, r.text)
+        events = [line[6:] for line in r.iter_lines() if line.startswith(b"data: ")]
+        return r.headers["request-id"], events
+
+    # ---- complete streams -------------------------------------------------------------------
+
+    def test_complete_streams_are_billed_as_the_backend_reports(self):
+        srv = self.serve()
+        for shape in ("tools", "reasoning", "multi_token", "long"):
+            with self.subTest(shape=shape):
+                rid, events = self.stream(srv, f"fake-normal+{shape}",
+                                          stream_options={"include_usage": True})
+                usage = shaped_answer(HELLO, {shape})["usage"]
+                self.assertEqual(self.row(rid), (usage["prompt_tokens"],
+                                                 usage["completion_tokens"]))
+                self.assertEqual(json.loads(events[-2])["usage"]["completion_tokens"],
+                                 usage["completion_tokens"])
+
+    def test_streams_without_usage_are_billed_for_every_generated_byte(self):
+        srv = self.serve()
+        for shape in ("tools", "reasoning", "multi_token", "long"):
+            for api in ("openai", "konnect"):
+                if shape == "tools" and api == "konnect":
+                    continue  # /v1/chat takes no tools
+                with self.subTest(shape=shape, api=api):
+                    rid, events = self.stream(srv, f"fake-normal+{shape}+no_usage", api=api)
+                    answer = shaped_answer(HELLO, {shape})
+                    billed = self.row(rid)
+                    self.assertEqual(billed[1], stream_estimate(answer))
+                    # More than one token per piece when pieces hold several tokens.
+                    if shape == "multi_token":
+                        self.assertGreater(billed[1], len(answer["pieces"]))
+                    if shape == "tools":
+                        self.assertGreater(billed[1], len(answer["tool_args"]))
+
+    def test_input_estimate_covers_tools_and_schemas(self):
+        srv = self.serve()
+        tools = [{"type": "function", "function": {
+            "name": f"tool_{i}", "description": "does a thing " * 20,
+            "parameters": {"type": "object", "properties": {
+                f"p{j}": {"type": "string", "description": "a field " * 5} for j in range(10)}}}}
+            for i in range(5)]
+        rid, _ = self.stream(srv, "fake-normal+tools+no_usage", tools=tools)
+        schema_bytes = len(json.dumps(tools, separators=(",", ":")))
+        self.assertGreaterEqual(self.row(rid)[0], schema_bytes // 4)
+
+    def test_non_streamed_answers_without_usage_are_estimated_from_the_whole_message(self):
+        srv = self.serve()
+        body = {"model": "fake-normal+tools+no_usage", "messages": HELLO}
+        r = srv.post(self.live, body, path="/v1/chat/completions")
+        self.assertEqual(r.status_code, 200, r.text)
+        call = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]
+        self.assertEqual(call["name"], TOOL_NAME)
+        answer = shaped_answer(HELLO, {"tools"})
+        generated = len(TOOL_NAME) + len("".join(answer["tool_args"]))
+        self.assertEqual(self.row(r.headers["request-id"])[1], math.ceil(generated / 4))
+        self.assertEqual(r.json()["usage"]["completion_tokens"], math.ceil(generated / 4))
+        body["model"] = "fake-normal+reasoning+no_usage"
+        r = srv.post(self.live, body, path="/v1/chat/completions")
+        answer = shaped_answer(HELLO, {"reasoning"})
+        generated = len("".join(answer["reasoning"])) + len(answer["content"])
+        self.assertEqual(self.row(r.headers["request-id"])[1], math.ceil(generated / 4))
+
+    # ---- streams that end early -------------------------------------------------------------
+
+    def raw_stream(self, srv, model, stop_after):
+        """Starts a streamed /v1/chat/completions on a raw socket, reads until stop_after events
+        carried generated text, then closes the connection as a client that leaves."""
+        body = json.dumps({"model": model, "messages": HELLO, "stream": True}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + self.live.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        rid = None
+        while True:
+            got += s.recv(65536)
+            if rid is None and b"\r\n\r\n" in got:
+                head = got.split(b"\r\n\r\n", 1)[0].decode()
+                rid = [h.split(": ", 1)[1] for h in head.split("\r\n")
+                       if h.lower().startswith("request-id:")][0]
+            if got.count(b'"arguments":"') + got.count(b'"content":"') - 1 >= stop_after:
+                break
+        s.close()
+        return rid
+
+    def test_a_client_leaving_a_tool_call_stream_pays_for_what_was_generated(self):
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=300)
+        rid = self.raw_stream(srv, "fake-slow_stream+tools", stop_after=3)
+        deadline = time.time() + 3
+        while self.backend.stats()["cancelled"] == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.backend.stats()["cancelled"], 1, "the backend call is cancelled")
+        billed = self.row(rid)
+        self.assertIsNotNone(billed, "a tool-call stream the client left must be billed")
+        answer = shaped_answer(HELLO, {"tools"})
+        self.assertGreaterEqual(billed[1], stream_estimate(answer, 3))
+        self.assertLess(billed[1], stream_estimate(answer))
+
+    def test_a_client_leaving_a_multi_token_stream_is_billed_by_bytes_not_pieces(self):
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=300)
+        rid = self.raw_stream(srv, "fake-slow_stream+multi_token", stop_after=2)
+        billed = self.row(rid)
+        answer = shaped_answer(HELLO, {"multi_token"})
+        self.assertIsNotNone(billed)
+        self.assertGreaterEqual(billed[1], stream_estimate(answer, 2))
+        self.assertGreater(billed[1], 2)
+
+    def test_cut_streams_are_billed_for_what_they_delivered(self):
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=900)
+        self.backend.set_mode("normal", delay_ms=250)
+        cases = [
+            ("fake-disconnect+multi_token", "model_backend_error", "closed the connection"),
+            ("fake-normal+big_event", "model_backend_error", "larger than 1 MiB"),
+            ("fake-normal+no_finish", "model_backend_error", "without finishing"),
+            ("fake-slow_stream+long", "model_backend_timeout", "did not finish"),
+        ]
+        for model, code, why in cases:
+            for api in ("openai", "konnect"):
+                with self.subTest(model=model, api=api):
+                    rid, events = self.stream(srv, model, api=api)
+                    err = json.loads(events[-1])["error"]
+                    self.assertEqual(err["code"], code)
+                    self.assertIn(why, err["message"])
+                    self.assertIn("already streamed was billed", err["message"])
+                    billed = self.row(rid)
+                    self.assertIsNotNone(billed)
+                    delivered = [json.loads(e) for e in events[:-1] if e != b"[DONE]"]
+                    text = "".join(
+                        (d.get("delta") or {}).get("content", "") if api == "konnect" else
+                        "".join((c.get("delta") or {}).get("content") or ""
+                                for c in d.get("choices", []))
+                        for d in delivered)
+                    self.assertGreaterEqual(billed[1], math.ceil(len(text.encode()) / 4))
+                    self.assertGreater(billed[1], 0)
+
+    def test_a_stream_that_failed_before_any_answer_is_not_billed(self):
+        srv = self.serve()
+        for model in ("fake-malformed", "fake-bad_shape"):
+            r = srv.post(self.live, {"model": model, "messages": HELLO, "stream": True},
+                         path="/v1/chat/completions", stream=True)
+            if r.status_code == 200:  # the role chunk went out first: an error event ends it
+                last = [e for e in r.iter_lines() if e.startswith(b"data: ")][-1][6:]
+                self.assertIn("not billed", json.loads(last)["error"]["message"])
+            else:
+                self.assertError(r, 502, "model_backend_error")
+            self.assertIsNone(self.row(r.headers["request-id"], wait=0.5))
+
+    # ---- usage that cannot be read ----------------------------------------------------------
+
+    def test_unreadable_usage_is_ignored_logged_and_estimated(self):
+        srv = self.serve()
+        ids = []
+        for shape in ("bad_usage", "huge_usage"):
+            with self.subTest(shape=shape, stream=True):
+                rid, _ = self.stream(srv, f"fake-normal+{shape}",
+                                     stream_options={"include_usage": True})
+                ids.append(rid)
+                answer = shaped_answer(HELLO, {shape})
+                self.assertEqual(self.row(rid)[1], stream_estimate(answer))
+            with self.subTest(shape=shape, stream=False):
+                r = srv.post(self.live, {"model": f"fake-normal+{shape}", "messages": HELLO},
+                             path="/v1/chat/completions")
+                self.assertEqual(r.status_code, 200, r.text)
+                ids.append(r.headers["request-id"])
+                content = r.json()["choices"][0]["message"]["content"]
+                self.assertEqual(self.row(ids[-1])[1], math.ceil(len(content) / 4))
+        srv.stop()
+        out = srv.output()
+        for rid in ids:
+            self.assertIn(f"usage that cannot be read for request {rid}", out)
+
+
+if __name__ == "__main__":
+    harness.main()
