@@ -128,6 +128,8 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     apikey_mode_parse(old->mode, &spec.mode);
     apikey_env_parse(old->environment, &spec.env);
     spec.allowlist = old->ip_allowlist;
+    /* The replacement inherits the expiry: rolling must never be a way out of one. */
+    spec.expires_at = old->expires_at;
     lifecycle_fill(secret, &spec, who->name, k, sk);
     r = store_key_roll(s, old->id, k, now + grace);
     snprintf(detail, sizeof(detail), "replaced by %s (%s); old key expires in %lld s", k->id,

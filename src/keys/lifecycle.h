@@ -46,8 +46,9 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                      const struct lifecycle_spec *spec, const struct lifecycle_actor *who,
                      struct store_key *k, char sk[APIKEY_LEN + 1]);
 
-/* Rolls the key `old`: a replacement with the same account, name, mode, environment and
- * allowlist, and the old key expiring after grace seconds (0 = now). Writes the replacement to
+/* Rolls the key `old`: a replacement with the same account, name, mode, environment,
+ * allowlist and expiry, and the old key expiring after grace seconds (0 = now) or at its own
+ * expiry when that comes first. Writes the replacement to
  * *k and its secret to sk. STORE_CONFLICT when the old key is revoked, expired or already rolled.
  */
 int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],

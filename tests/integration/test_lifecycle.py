@@ -97,6 +97,32 @@ class LifecycleTest(ServerTest):
         self.assertNotIn(key[8:], json.dumps(log) + text)
 
 
+class RollExpiryTest(harness.ServerTest):
+    def test_rolling_keeps_the_expiry(self):
+        """Rolling used to give the replacement no expiry: a way out of `key expire`."""
+        key = self.key("dev@example.com", "test", "expiring", "--expires-in", "2h")
+        kid = self.data.key_id(key)
+        old = [k for k in json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                                   "--json").stdout) if k["id"] == kid][0]
+        self.assertIsNotNone(old["expires"])
+        p = self.data.cli("key", "roll", kid, "--grace", "1h")
+        self.secrets.append(p.stdout.strip())
+        keys = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                        "--json").stdout)
+        new = [k for k in keys if k["id"] == old["rolled_to"] or k["id"] != kid][0]
+        self.assertEqual(new["expires"], old["expires"])
+        # A later expiry is inherited as well (the dashboard rolls through the same code).
+        self.data.cli("key", "expire", new["id"], "--in", "3h")
+        expires = [k for k in json.loads(self.data.cli(
+            "key", "list", "--account", "dev@example.com", "--json").stdout)
+            if k["id"] == new["id"]][0]["expires"]
+        p = self.data.cli("key", "roll", new["id"])
+        self.secrets.append(p.stdout.strip())
+        latest = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                          "--json").stdout)[-1]
+        self.assertEqual(latest["expires"], expires)
+
+
 def subprocess_run(args, stdin, env):
     import subprocess
     return subprocess.run(args, input=stdin, env=env, capture_output=True, text=True, timeout=60)
