@@ -89,6 +89,11 @@ static char *dump(json_t *doc, size_t *len)
     return s;
 }
 
+char *chat_json_dump(json_t *doc, size_t *len)
+{
+    return dump(doc, len);
+}
+
 /* "data: <json>\n\n" */
 static char *event_of(json_t *doc, size_t *len)
 {
@@ -105,8 +110,6 @@ static char *event_of(json_t *doc, size_t *len)
 void chat_call_from_konnect(const struct chat_request *req, const char *default_model,
                             struct chat_call *out)
 {
-    struct jsonw w;
-
     memset(out, 0, sizeof(*out));
     out->api = CHAT_API_KONNECT;
     out->stream = req->stream;
@@ -116,22 +119,34 @@ void chat_call_from_konnect(const struct chat_request *req, const char *default_
     } else {
         kn_strlcpy(out->model, default_model, sizeof(out->model));
     }
-    jsonw_init(&w, req->message_len + 160);
-    jsonw_lit(&w, "{\"model\":");
-    jsonw_str(&w, out->model, strlen(out->model));
-    jsonw_lit(&w, ",\"messages\":[{\"role\":\"user\",\"content\":");
-    jsonw_str(&w, req->message, req->message_len);
-    if (req->stream)
-        jsonw_lit(&w, "}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
-    else
-        jsonw_lit(&w, "}],\"stream\":false}");
-    if ((out->body = jsonw_finish(&w, &out->body_len)) == NULL)
-        kn_fatal("cannot build the upstream request");
     out->prompt = kn_malloc(req->message_len + 1);
     memcpy(out->prompt, req->message, req->message_len);
     out->prompt[req->message_len] = '\0';
     out->prompt_len = req->message_len;
-    out->input_estimate = chat_estimate_tokens(out->body, out->body_len);
+    out->input_estimate = chat_estimate_tokens(req->message, req->message_len);
+}
+
+void chat_call_prepare(struct chat_call *c, const char *backend_model)
+{
+    if (c->api == CHAT_API_OPENAI) {
+        json_object_set_new(c->root, "model", json_string(backend_model));
+        c->body = dump(c->root, &c->body_len);
+    } else {
+        struct jsonw w;
+        jsonw_init(&w, c->prompt_len + 160);
+        jsonw_lit(&w, "{\"model\":");
+        jsonw_str(&w, backend_model, strlen(backend_model));
+        jsonw_lit(&w, ",\"messages\":[{\"role\":\"user\",\"content\":");
+        jsonw_str(&w, c->prompt, c->prompt_len);
+        if (c->stream)
+            jsonw_lit(&w, "}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+        else
+            jsonw_lit(&w, "}],\"stream\":false}");
+        if ((c->body = jsonw_finish(&w, &c->body_len)) == NULL)
+            kn_fatal("cannot build the upstream request");
+    }
+    /* Tools, response formats and system prompts are input too: the estimate covers it all. */
+    c->input_estimate = chat_estimate_tokens(c->body, c->body_len);
 }
 
 static void set_err(struct chat_error *err, enum kn_err code, const char *param, const char *msg)
@@ -171,7 +186,64 @@ static size_t content_text(json_t *content, char **out)
     return n;
 }
 
-int chat_call_from_openai(const char *body, size_t len, const char *default_model,
+/* Refuses the parameters that cost the operator more or keep its data, unless allowed. Returns
+ * 0, or -1 with *err filled. */
+static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
+{
+    json_t *v;
+    char msg[200];
+    const char *name = NULL;
+
+    if ((v = json_object_get(root, "n")) != NULL && !json_is_null(v) && !(allowed & PLAN_PARAM_N) &&
+        !(json_is_integer(v) && json_integer_value(v) == 1))
+        name = "n";
+    else if ((v = json_object_get(root, "service_tier")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_SERVICE_TIER))
+        name = "service_tier";
+    else if ((v = json_object_get(root, "store")) != NULL && !json_is_null(v) &&
+             !json_is_false(v) && !(allowed & PLAN_PARAM_STORE))
+        name = "store";
+    else if ((v = json_object_get(root, "metadata")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_METADATA))
+        name = "metadata";
+    else if ((v = json_object_get(root, "web_search_options")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_WEB_SEARCH))
+        name = "web_search_options";
+    else if ((v = json_object_get(root, "audio")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_AUDIO))
+        name = "audio";
+    else if ((v = json_object_get(root, "prediction")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_PREDICTION))
+        name = "prediction";
+    else if (!(allowed & PLAN_PARAM_AUDIO)) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(root, "modalities"), i, m)
+        {
+            if (json_is_string(m) && strcmp(json_string_value(m), "audio") == 0)
+                name = "modalities";
+        }
+    }
+    if (name == NULL)
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "'%s'%s is not available on this account's plan: it changes what an answer costs "
+             "or keeps your data with the provider. Ask the operator to allow it.",
+             name, strcmp(name, "n") == 0 ? " above 1" : "");
+    set_err(err, KN_ERR_UNSUPPORTED_PARAMETER, name, msg);
+    return -1;
+}
+
+/* A positive whole number of tokens, or 0. */
+static uint32_t token_count(json_t *v)
+{
+    if (!json_is_integer(v) || json_integer_value(v) <= 0)
+        return 0;
+    return json_integer_value(v) > CHAT_USAGE_MAX ? CHAT_USAGE_MAX
+                                                  : (uint32_t)json_integer_value(v);
+}
+
+int chat_call_from_openai(const char *body, size_t len, const char *default_model, uint32_t allowed,
                           struct chat_call *out, struct chat_error *err)
 {
     json_error_t jerr;
@@ -273,14 +345,18 @@ int chat_call_from_openai(const char *body, size_t len, const char *default_mode
     } else {
         json_object_del(root, "stream_options");
     }
+    if (check_costly(root, allowed, err) != 0)
+        goto fail;
     if (out->prompt == NULL) {
         out->prompt = kn_strdup("");
         out->prompt_len = 0;
     }
-    out->body = dump(root, &out->body_len);
-    /* Tools, response formats and system prompts are input too: the estimate covers it all. */
-    out->input_estimate = chat_estimate_tokens(out->body, out->body_len);
-    json_decref(root);
+    /* For a mock answer's usage; chat_call_prepare estimates what goes to a backend. */
+    out->input_estimate = chat_estimate_tokens(body, len);
+    out->max_output = token_count(json_object_get(root, "max_completion_tokens"));
+    if (out->max_output == 0)
+        out->max_output = token_count(json_object_get(root, "max_tokens"));
+    out->root = root;
     return 0;
 fail:
     json_decref(root);
@@ -290,6 +366,8 @@ fail:
 
 void chat_call_cleanup(struct chat_call *c)
 {
+    if (c->root != NULL)
+        json_decref(c->root);
     free(c->body);
     free(c->prompt);
     memset(c, 0, sizeof(*c));

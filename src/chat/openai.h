@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "chat/chat.h"
+#include "metering/plans.h"
 
 /* The API a client called. */
 enum chat_api {
@@ -18,16 +19,18 @@ enum chat_api {
     CHAT_API_OPENAI,  /* POST /v1/chat/completions: OpenAI's request and response shapes. */
 };
 
-/* A validated request, ready to forward. */
+/* A validated request. chat_call_prepare makes it ready to forward. */
 struct chat_call {
     enum chat_api api;
-    int stream;        /* The client wants Server-Sent Events. */
-    int include_usage; /* Streaming OpenAI clients: they asked for the usage chunk. */
-    char model[CHAT_MODEL_MAX + 1];
+    int stream;                     /* The client wants Server-Sent Events. */
+    int include_usage;              /* Streaming OpenAI clients: they asked for the usage chunk. */
+    char model[CHAT_MODEL_MAX + 1]; /* The model asked for (or the default). */
+    json_t *root;                   /* /v1/chat/completions: the request, owned. */
     char *body; /* The upstream request (JSON), always asking for usage when streaming. */
     size_t body_len;
     char *prompt; /* The last user message's text, for mock answers. */
     size_t prompt_len;
+    uint32_t max_output;     /* max_completion_tokens or max_tokens when given, else 0. */
     uint32_t input_estimate; /* Input tokens by the rule of thumb (over the whole upstream request
                               * body: messages, tools, schemas), when the backend says none. */
 };
@@ -38,10 +41,16 @@ void chat_call_from_konnect(const struct chat_request *req, const char *default_
 
 /* Validates a /v1/chat/completions body: a JSON object with a non-empty "messages" array of
  * objects with a string "role", an optional "model" (default_model when absent), an optional
- * boolean "stream" and an optional "stream_options" object; anything else goes to the backend as
- * it is. Returns 0, or -1 with *err filled. */
-int chat_call_from_openai(const char *body, size_t len, const char *default_model,
+ * boolean "stream" and an optional "stream_options" object; any other member goes to the backend
+ * as it is, except those that change what an answer costs the operator or touch its data (see
+ * enum plan_param), refused with KN_ERR_UNSUPPORTED_PARAMETER unless `allowed` has their bit.
+ * Returns 0, or -1 with *err filled. */
+int chat_call_from_openai(const char *body, size_t len, const char *default_model, uint32_t allowed,
                           struct chat_call *out, struct chat_error *err);
+
+/* Writes the upstream request for the backend's model name `backend_model` into c->body and
+ * estimates its input tokens. Needed only for calls that go to the backend. */
+void chat_call_prepare(struct chat_call *c, const char *backend_model);
 
 void chat_call_cleanup(struct chat_call *c);
 
@@ -62,6 +71,9 @@ struct chat_result {
     uint32_t input_tokens, output_tokens;
     size_t generated_bytes; /* Of every choice: content, reasoning, refusal, tool calls. */
 };
+
+/* Serializes doc as compact JSON. Returns a string to free() and its length in *len. */
+char *chat_json_dump(json_t *doc, size_t *len);
 
 /* Parses a non-streaming chat completion. Returns 0, or -1 when it is not one (not JSON, no
  * choices, no message). */

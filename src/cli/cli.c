@@ -170,11 +170,15 @@ static const char invoice_usage[] =
 
 static const char plans_usage[] =
     "Usage: konnect plans [--json]\n"
+    "       konnect plans reload\n"
     "\n"
     "List the plans of the plans file (KONNECT_PLANS, default <data dir>/plans.json) with their\n"
     "monthly quotas, prices (in micro-units: 1,000,000 = one unit of the currency) and limits.\n"
     "The default plan is marked with '*'. Without a plans file every account is on the\n"
     "built-in plan 'default': unlimited and free.\n"
+    "\n"
+    "'reload' checks the file and makes the running server read it again (as SIGHUP does);\n"
+    "an invalid file is refused and the server keeps the plans in force.\n"
     "\n"
     "Options:\n"
     "  --json              print JSON\n"
@@ -542,6 +546,19 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
     }
     /* The account stores "" for the default plan, whichever plan that is at the time. */
     const char *stored = follow_default || plans->builtin ? "" : p->name;
+    if (stored[0] != '\0') {
+        /* A plan the running server does not know would stop the account's live requests. */
+        char cmd[PLAN_NAME_MAX + 16], answer[64];
+        snprintf(cmd, sizeof(cmd), "has-plan %s", stored);
+        if (keysync_ask(c->socket_path, cmd, answer, sizeof(answer), 5000) == 1 &&
+            strcmp(answer, "unknown") == 0) {
+            fprintf(stderr,
+                    "konnect: the running server does not know plan %s yet: reload its plans "
+                    "first (konnect plans reload, or SIGHUP), then set the plan\n",
+                    stored);
+            goto out;
+        }
+    }
     if ((s = open_store(c)) == NULL || find_account(s, o->account, &a) != STORE_OK)
         goto out;
     if (store_account_set_plan(s, a.id, stored) != STORE_OK) {
@@ -881,6 +898,34 @@ static void price_text(int64_t micros, char *buf, size_t size)
     snprintf(buf, size, "%lld", (long long)micros);
 }
 
+static int plans_reload(struct kn_config *c)
+{
+    struct plans *plans = load_plans(c);
+    char answer[700];
+    int r;
+
+    if (plans == NULL) {
+        fprintf(stderr, "konnect: the running server keeps the plans in force\n");
+        return 1;
+    }
+    plans_free(plans);
+    r = keysync_ask(c->socket_path, "reload-plans", answer, sizeof(answer), 10000);
+    if (r == 0) {
+        fprintf(stderr,
+                "konnect: no server is running with the data directory %s; the plans file is "
+                "valid and is read when one starts\n",
+                c->data_dir);
+        return 0;
+    }
+    if (r < 0) {
+        fprintf(stderr, "konnect: the running server did not answer\n");
+        return 1;
+    }
+    fprintf(stderr, "konnect: the running server %s\n",
+            strncmp(answer, "ok ", 3) == 0 ? answer + 3 : answer);
+    return strncmp(answer, "ok", 2) == 0 ? 0 : 1;
+}
+
 int cli_plans(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
@@ -893,6 +938,8 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
         fputs(plans_usage, stdout);
         return 0;
     }
+    if (o.npositional == 1 && strcmp(o.positional[0], "reload") == 0)
+        return plans_reload(c);
     if (o.npositional != 0) {
         fputs(plans_usage, stderr);
         return 2;

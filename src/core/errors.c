@@ -31,6 +31,15 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                   "A required parameter is missing."},
     [KN_ERR_UNKNOWN_PARAMETER] = {400, "Bad Request", "invalid_request_error", "unknown_parameter",
                                   "Unknown parameter."},
+    [KN_ERR_UNSUPPORTED_PARAMETER] = {400, "Bad Request", "invalid_request_error",
+                                      "unsupported_parameter",
+                                      "This parameter is not available on this account's plan."},
+    [KN_ERR_MODEL_NOT_FOUND] = {404, "Not Found", "invalid_request_error", "model_not_found",
+                                "The model does not exist or this account's plan cannot use it."},
+    [KN_ERR_PLAN_UNAVAILABLE] = {503, "Service Unavailable", "api_error", "plan_unavailable",
+                                 "This account's plan is not defined on this server, so live "
+                                 "requests are refused until the operator fixes it. Test keys "
+                                 "still work."},
     [KN_ERR_UNSUPPORTED_MEDIA_TYPE] = {415, "Unsupported Media Type", "invalid_request_error",
                                        "unsupported_media_type",
                                        "Send the request body as JSON with "

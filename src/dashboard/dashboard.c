@@ -24,15 +24,13 @@
 #define MAX_GRACE (30 * 86400)
 
 struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
-                                struct keysync *ks, const struct plans *plans, char *err,
-                                size_t errsize)
+                                struct keysync *ks, char *err, size_t errsize)
 {
     struct dashboard *d = kn_calloc(1, sizeof(*d));
 
     d->cfg = c;
     memcpy(d->secret, secret, 32);
     d->ks = ks;
-    d->plans = plans;
     if ((d->store = store_open(c->database, 1, err, errsize)) == NULL) {
         sodium_memzero(d->secret, sizeof(d->secret));
         free(d);
@@ -68,7 +66,7 @@ int dashboard_prune(struct dashboard *d, int64_t *deleted)
 
 const struct plans *dash_plans(struct dashboard *d)
 {
-    return d->plans;
+    return keysync_plans(d->ks);
 }
 
 /* ---- responses --------------------------------------------------------------------------- */

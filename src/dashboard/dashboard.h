@@ -47,12 +47,11 @@ struct dash_response {
 
 struct dashboard;
 
-/* Opens the dashboard's own store connection. ks (may be NULL in tests) is asked to apply key
- * changes at once; plans (the server's, which must outlive the dashboard) price the usage
+/* Opens the dashboard's own store connection. ks (the server's store thread, which must outlive
+ * the dashboard) is asked to apply key changes at once, and its plans in force price the usage
  * reports. Returns NULL with a message in err on failure. */
 struct dashboard *dashboard_new(const struct kn_config *c, const uint8_t secret[32],
-                                struct keysync *ks, const struct plans *plans, char *err,
-                                size_t errsize);
+                                struct keysync *ks, char *err, size_t errsize);
 
 /* Frees the dashboard and closes its store connection. */
 void dashboard_free(struct dashboard *d);

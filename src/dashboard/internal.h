@@ -21,7 +21,6 @@ struct dashboard {
     uint8_t secret[32];
     struct keysync *ks;
     struct store *store;
-    const struct plans *plans;
 };
 
 /* The signed-in user of a request. */

@@ -311,8 +311,7 @@ int dashbridge_start(struct server *srv, char *err, size_t errsize)
         l->srv = srv;
         l->name = names[i];
         l->prunes = i == LANE_CALLS;
-        if ((l->dash = dashboard_new(srv->cfg, srv->secret, srv->ks, srv->plans, err, errsize)) ==
-            NULL)
+        if ((l->dash = dashboard_new(srv->cfg, srv->secret, srv->ks, err, errsize)) == NULL)
             return -1;
         pthread_mutex_init(&l->lock, NULL);
         pthread_cond_init(&l->cond, NULL);

@@ -30,7 +30,6 @@ struct server {
     uint8_t secret[APIKEY_SECRET_LEN];
     struct keytable *kt;
     struct keysync *ks;
-    struct plans *plans;
     struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
     struct accesslog *log;
     h2o_globalconf_t h2o;

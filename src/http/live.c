@@ -41,8 +41,13 @@ struct live_req {
     struct reqinfo info;
     struct keyrec *key;
     int64_t month;
-    int quota_held; /* The request still holds its reservation in the quota. */
-    int busy;       /* Inside a callback of the backend call: lr must not be freed. */
+    int quota_held;       /* The request still holds its reservation in the quota. */
+    uint64_t tokens_held; /* Tokens of the account's quota it reserved. */
+    struct plan_model pm; /* The model as billed: public name and prices of its plan. */
+    char plan[PLAN_NAME_MAX + 1];
+    char currency[8];
+    int rename; /* With a model catalogue, answers name the public model, never the backend's. */
+    int busy;   /* Inside a callback of the backend call: lr must not be freed. */
     struct chat_call call;
     char id[48];
     int64_t created;
@@ -184,8 +189,8 @@ static void maybe_free(struct live_req *lr)
     unlink_timer(&lr->phase_timer);
     unlink_timer(&lr->watch_timer);
     if (lr->quota_held)
-        quota_release(lr->key->acct, lr->month);
-    atomic_fetch_sub(&lr->key->inflight, 1);
+        quota_release(lr->key->acct, lr->month, lr->tokens_held);
+    atomic_fetch_sub(&lr->key->acct->inflight, 1);
     chat_call_cleanup(&lr->call);
     sse_free(&lr->sse);
     free(lr->head);
@@ -453,8 +458,6 @@ static void on_ledger_done(struct ledger_entry *e, int ok)
  * body, or the end of the stream) waits in `out` until the row is durable. */
 static void bill(struct live_req *lr, uint32_t in, uint32_t out)
 {
-    struct server *srv = lr->w->srv;
-    const struct plan *plan = atomic_load(&lr->key->acct->plan);
     struct store_ledger_row *row = &lr->ledger.row;
     struct timeval tv;
 
@@ -467,17 +470,17 @@ static void bill(struct live_req *lr, uint32_t in, uint32_t out)
     kn_strlcpy(row->key_id, lr->key->id, sizeof(row->key_id));
     kn_strlcpy(row->environment, apikey_env_name((enum apikey_env)lr->key->env),
                sizeof(row->environment));
-    kn_strlcpy(row->model, lr->call.model, sizeof(row->model));
-    kn_strlcpy(row->currency, srv->plans->currency, sizeof(row->currency));
-    kn_strlcpy(row->plan, plan->name, sizeof(row->plan));
+    kn_strlcpy(row->model, lr->pm.name, sizeof(row->model));
+    kn_strlcpy(row->currency, lr->currency, sizeof(row->currency));
+    kn_strlcpy(row->plan, lr->plan, sizeof(row->plan));
     row->input_tokens = in;
     row->output_tokens = out;
-    row->price_micros = plan_price(plan, in, out);
+    row->price_micros = plan_model_price(&lr->pm, in, out);
     gettimeofday(&tv, NULL);
     row->at_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     lr->ledger.done = on_ledger_done;
     lr->phase = PHASE_BILLING;
-    keysync_bill(srv->ks, &lr->ledger);
+    keysync_bill(lr->w->srv->ks, &lr->ledger);
 }
 
 static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -500,7 +503,8 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         }
         /* Billed: the reservation became usage. */
         lr->quota_held = 0;
-        quota_add_tokens(lr->key->acct, lr->month, (uint64_t)lr->in_tokens + lr->out_tokens);
+        quota_settle(lr->key->acct, lr->month, lr->tokens_held,
+                     (uint64_t)lr->in_tokens + lr->out_tokens);
         if (lr->req == NULL) {
             maybe_free(lr); /* Billed, but the client left before the answer. */
         } else if (lr->end_err != KN_OK) {
@@ -552,11 +556,16 @@ static void finish_plain(struct live_req *lr)
     /* Without usage, the whole message is estimated: content, reasoning, tool calls. */
     in = r.has_usage ? r.input_tokens : lr->call.input_estimate;
     out = r.has_usage ? r.output_tokens : chat_event_tokens(r.generated_bytes);
+    if (lr->rename && r.root != NULL)
+        json_object_set_new(r.root, "model", json_string(lr->pm.name));
     if (lr->call.api == CHAT_API_KONNECT)
-        doc = chat_konnect_response(lr->id, lr->created, r.model != NULL ? r.model : lr->call.model,
-                                    1, r.content, r.content_len, r.finish_reason, in, out, &len);
+        doc = chat_konnect_response(lr->id, lr->created,
+                                    lr->rename || r.model == NULL ? lr->pm.name : r.model, 1,
+                                    r.content, r.content_len, r.finish_reason, in, out, &len);
     else if (!r.has_usage)
         doc = chat_openai_completion(r.root, NULL, 0, NULL, NULL, 0, in, out, &len);
+    else if (lr->rename)
+        doc = chat_json_dump(r.root, &len);
     else {
         /* The backend's own document goes to the client as it came. */
         doc = kn_malloc(lr->body_len + 1);
@@ -580,7 +589,7 @@ static int on_event(void *ud, const char *data, size_t len)
 {
     struct live_req *lr = ud;
     struct chat_chunk c;
-    char *ev = NULL;
+    char *ev = NULL, *renamed = NULL;
     size_t elen = 0;
 
     if (lr->saw_done)
@@ -606,8 +615,13 @@ static int on_event(void *ud, const char *data, size_t len)
         lr->gen_tokens = UINT32_MAX - lr->gen_tokens < t ? UINT32_MAX : lr->gen_tokens + t;
         lr->gen_events++;
     }
-    if (c.model != NULL && chat_valid_model(c.model, strlen(c.model)))
+    if (lr->rename && c.root != NULL && json_object_get(c.root, "model") != NULL) {
+        /* The public name, never the backend's: the event is written anew. */
+        json_object_set_new(c.root, "model", json_string(lr->pm.name));
+        data = renamed = chat_json_dump(c.root, &len);
+    } else if (!lr->rename && c.model != NULL && chat_valid_model(c.model, strlen(c.model))) {
         kn_strlcpy(lr->model, c.model, sizeof(lr->model));
+    }
     if (c.finish_reason != NULL) {
         lr->saw_finish = 1;
         kn_strlcpy(lr->finish, c.finish_reason, sizeof(lr->finish));
@@ -634,6 +648,7 @@ static int on_event(void *ud, const char *data, size_t len)
         free(ev);
     }
     chat_chunk_cleanup(&c);
+    free(renamed);
     return 0;
 }
 
@@ -811,8 +826,8 @@ static upstream_head_cb on_connect(struct upstream_call *client, const char *err
 
 /* ---- the request ------------------------------------------------------------------------- */
 
-void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t month,
-                 struct chat_call *call)
+void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                 const struct live_terms *terms, struct chat_call *call)
 {
     struct worker *w = http_worker_of(req);
     struct live_upstream *u = &w->srv->upstream;
@@ -823,11 +838,16 @@ void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64
     lr->req = req;
     lr->info = *info;
     lr->key = key;
-    lr->month = month;
+    lr->month = terms->month;
     lr->quota_held = 1;
+    lr->tokens_held = terms->held;
+    lr->pm = *terms->pm;
+    kn_strlcpy(lr->plan, terms->plan->name, sizeof(lr->plan));
+    kn_strlcpy(lr->currency, terms->ps->currency, sizeof(lr->currency));
+    lr->rename = terms->ps->has_catalogue;
     lr->call = *call;
     memset(call, 0, sizeof(*call));
-    kn_strlcpy(lr->model, lr->call.model, sizeof(lr->model));
+    kn_strlcpy(lr->model, lr->pm.name, sizeof(lr->model));
     lr->created = kn_unix_now();
     base62_random_id(lr->id, lr->call.api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
     sse_init(&lr->sse, SSE_EVENT_MAX);

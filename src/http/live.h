@@ -49,11 +49,22 @@ void live_upstream_dispose(struct live_upstream *u);
 void live_worker_init(struct worker *w);
 void live_worker_dispose(struct worker *w);
 
-/* Answers a live key's request: call is taken over (its contents moved out). The caller has
- * authenticated the key, applied the rate limits, counted the request in the key's in-flight
- * count and reserved it in the account's quota for `month`; live_handle gives both back when the
- * request ends without being billed, and the in-flight count in any case. */
-void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t month,
-                 struct chat_call *call);
+/* What a live request was admitted on. */
+struct live_terms {
+    int64_t month;               /* The quota month it was reserved in. */
+    uint64_t held;               /* Tokens of the account's quota it reserved. */
+    const struct plan *plan;     /* The account's plan at admission. */
+    const struct plan_model *pm; /* The model as billed: public name, backend name, prices. */
+    const struct plans *ps;      /* The plans in force (currency, catalogue). */
+};
+
+/* Answers a live key's request: call is taken over (its contents moved out), prepared for the
+ * backend (chat_call_prepare). The caller has authenticated the key, applied the rate limits,
+ * counted the request in its account's in-flight count and reserved it (and terms->held tokens)
+ * in the account's quota for terms->month; live_handle settles or gives both back when the
+ * request ends, and the in-flight count in any case. It is billed on the terms it was admitted
+ * on. */
+void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                 const struct live_terms *terms, struct chat_call *call);
 
 #endif

@@ -29,6 +29,7 @@
 #include "core/base62.h"
 #include "core/errors.h"
 #include "core/ipnet.h"
+#include "core/jsonw.h"
 #include "core/util.h"
 #include "http/accesslog.h"
 #include "http/internal.h"
@@ -229,8 +230,10 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     const struct kn_config *c = http_worker_of(req)->srv->cfg;
     struct ratelimit_result minute, day;
     int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
-    uint32_t rpm = live ? atomic_load(&key->acct->plan)->requests_per_minute : c->test_rpm,
-             rpd = live ? 0 : c->test_rpd;
+    const struct plan *plan = live ? atomic_load(&key->acct->plan) : NULL;
+    /* Live keys share their account's limit: more keys buy nothing. */
+    uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
+    _Atomic uint64_t *tat = live ? &key->acct->rate_tat : &key->rate_tat;
     char msg[256], buf[16];
 
     if (rpd != 0) {
@@ -250,17 +253,23 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     }
     if (rpm != 0) {
         have_minute = 1;
-        if (!ratelimit_gcra_take(&key->rate_tat, rpm, 60, kn_mono_ns(), &minute)) {
+        if (!ratelimit_gcra_take(tat, rpm, 60, kn_mono_ns(), &minute)) {
             if (have_day) {
                 /* The day keeps the request it counted: give it back, and report it given back. */
                 ratelimit_daily_refund(&key->day_cell, now);
                 day.remaining++;
             }
-            snprintf(msg, sizeof(msg),
-                     "Rate limit reached for this %s key (%u requests per minute). Retry after "
-                     "%u second%s.",
-                     live ? "live" : "test", rpm, minute.retry_after,
-                     minute.retry_after == 1 ? "" : "s");
+            if (live)
+                snprintf(msg, sizeof(msg),
+                         "Rate limit reached for this account's live keys (%u requests per "
+                         "minute for all of them together, plan \"%s\"). Retry after %u "
+                         "second%s.",
+                         rpm, plan->name, minute.retry_after, minute.retry_after == 1 ? "" : "s");
+            else
+                snprintf(msg, sizeof(msg),
+                         "Rate limit reached for this test key (%u requests per minute). Retry "
+                         "after %u second%s.",
+                         rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
             http_add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
             snprintf(buf, sizeof(buf), "%u", minute.retry_after);
             http_add_header(req, "retry-after", buf);
@@ -310,63 +319,88 @@ static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
             "API key is invalid, revoked or expired\"");
 }
 
-/* Admits a live request past its key's concurrency cap and its account's monthly quota, or
- * answers 429. Returns 1 when admitted (the request then holds one of each). */
-static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t now,
-                      int64_t month)
+/* The tokens a live request reserves of its account's token quota at admission: its input
+ * estimate and the most it may generate (max_completion_tokens or max_tokens), or this many
+ * when it names none. */
+#define OUTPUT_RESERVE_DEFAULT 4096
+
+/* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
+ * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
+static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                      const struct plan *plan, const struct chat_call *call, int64_t now,
+                      int64_t month, uint64_t *held)
 {
     struct acctrec *a = key->acct;
-    const struct plan *plan = atomic_load(&a->plan);
     char msg[400], when[32], mbuf[8];
     enum quota_outcome q;
+    uint64_t want = (uint64_t)call->input_estimate +
+                    (call->max_output ? call->max_output : OUTPUT_RESERVE_DEFAULT);
 
-    if (atomic_fetch_add(&key->inflight, 1) >= plan->max_concurrent) {
-        atomic_fetch_sub(&key->inflight, 1);
+    if (atomic_fetch_add(&a->inflight, 1) >= plan->max_concurrent) {
+        atomic_fetch_sub(&a->inflight, 1);
         snprintf(msg, sizeof(msg),
-                 "This key already has %u requests in flight, the most its plan (\"%s\") "
-                 "allows at once. Retry when one finishes.",
+                 "This account already has %u live requests in flight, the most its plan "
+                 "(\"%s\") allows at once, all keys together. Retry when one finishes.",
                  plan->max_concurrent, plan->name);
         http_add_header(req, "retry-after", "1");
         http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
         return 0;
     }
-    if ((q = quota_reserve(a, month)) == QUOTA_OK)
+    if ((q = quota_reserve(a, month, want, held)) == QUOTA_OK)
         return 1;
-    atomic_fetch_sub(&key->inflight, 1);
+    atomic_fetch_sub(&a->inflight, 1);
     int64_t reset = kn_month_start(month + 1);
     kn_format_time(reset, when, sizeof(when));
     kn_month_format(month, mbuf, sizeof(mbuf));
     snprintf(msg, sizeof(msg),
-             "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"). "
+             "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"%s). "
              "The quota resets at %s, in %lld hours. Test keys still work; to go on now, ask "
              "for a higher quota or plan.",
              (long long)(q == QUOTA_REQUESTS_USED_UP ? atomic_load(&a->quota_requests)
                                                      : atomic_load(&a->quota_tokens)),
-             q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name, when,
+             q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name,
+             q == QUOTA_TOKENS_USED_UP ? ", counting what requests in flight may use" : "", when,
              (long long)((reset - now + 3599) / 3600));
     http_send_error(req, info, KN_ERR_INSUFFICIENT_QUOTA, msg, NULL);
     return 0;
 }
 
-static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
+/* The plan a key's requests are served on: its account's; for a test key of an account whose
+ * plan the server does not know, the default plan (test keys never touch billing). NULL for a
+ * live key then. */
+static const struct plan *plan_of(const struct plans *ps, const struct keyrec *key)
+{
+    const struct plan *p = atomic_load(&key->acct->plan);
+    return p != NULL || key->mode == APIKEY_MODE_LIVE ? p : plans_find(ps, NULL);
+}
+
+static int send_model_not_found(h2o_req_t *req, struct reqinfo *info, const char *model, size_t len,
+                                const struct plan *plan)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "The model '%.*s' does not exist or this account's plan (\"%s\") cannot use it. "
+             "GET /v1/models lists the models it can use.",
+             (int)(len > 128 ? 128 : len), model, plan->name);
+    http_send_error(req, info, KN_ERR_MODEL_NOT_FOUND, msg, "model");
+    return 0;
+}
+
+/* Authenticates a /v1/ request and applies the plan's availability. Returns the key, or NULL
+ * after answering. */
+static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now)
 {
     struct server *srv = http_worker_of(req)->srv;
     struct auth_input in;
     struct keyrec *key;
-    struct chat_request creq;
-    struct chat_call call;
-    struct chat_error cerr;
-    enum kn_err err;
-    ssize_t i;
-    int64_t now = kn_unix_now();
-    const char *body = req->entity.base != NULL ? req->entity.base : "";
-
     struct sockaddr_storage peer;
+    enum kn_err err;
+
     memset(&in, 0, sizeof(in));
     in.now = now;
     if (http_client_addr(req, &peer))
         in.peer = (struct sockaddr *)&peer;
-    for (i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
         if (in.header_count++ == 0) {
             in.header = req->headers.entries[i].value.base;
             in.header_len = req->headers.entries[i].value.len;
@@ -377,8 +411,40 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     if (err != KN_OK) {
         send_www_authenticate(req, err);
         http_send_error(req, info, err, NULL, NULL);
-        return;
+        return NULL;
     }
+    if (key->mode == APIKEY_MODE_LIVE && atomic_load(&key->acct->plan) == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "This account is on plan \"%.64s\", which this server's plans do not define, so "
+                 "its live requests are refused until the operator fixes it. Test keys still "
+                 "work.",
+                 atomic_load(&key->acct->plan_wanted) != NULL ? atomic_load(&key->acct->plan_wanted)
+                                                              : "?");
+        http_send_error(req, info, KN_ERR_PLAN_UNAVAILABLE, msg, NULL);
+        return NULL;
+    }
+    return key;
+}
+
+static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const struct plans *ps = keysync_plans(srv->ks);
+    const struct plan *plan;
+    struct plan_model pm;
+    struct keyrec *key;
+    struct chat_request creq;
+    struct chat_call call;
+    struct chat_error cerr;
+    int64_t now = kn_unix_now();
+    const char *body = req->entity.base != NULL ? req->entity.base : "";
+    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    uint64_t held = 0;
+
+    if ((key = authenticate(req, info, now)) == NULL)
+        return;
+    plan = plan_of(ps, key);
     if (!check_limits(req, info, key, now)) {
         keytable_touch(srv->kt, key, now, 0);
         return;
@@ -398,24 +464,34 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
             /* The hot path of test keys: the mock answer written directly. */
             char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
             size_t len;
-            base62_random_id(id, "chat_", 24);
             if (creq.model != NULL) {
                 memcpy(model, creq.model, creq.model_len);
                 model[creq.model_len] = '\0';
             } else {
-                kn_strlcpy(model, srv->cfg->default_model, sizeof(model));
+                kn_strlcpy(model, default_model, sizeof(model));
             }
+            if (ps->has_catalogue && plans_model(ps, plan, model, strlen(model), &pm) != 0) {
+                chat_request_cleanup(&creq);
+                send_model_not_found(req, info, model, strlen(model), plan);
+                return;
+            }
+            base62_random_id(id, "chat_", 24);
             char *out = chat_mock_response(&creq, model, id, now, &len);
             chat_request_cleanup(&creq);
             http_send_json(req, info, 200, "OK", out, len);
             free(out);
             return;
         }
-        chat_call_from_konnect(&creq, srv->cfg->default_model, &call);
+        chat_call_from_konnect(&creq, default_model, &call);
         chat_request_cleanup(&creq);
-    } else if (chat_call_from_openai(body, req->entity.len, srv->cfg->default_model, &call,
-                                     &cerr) != 0) {
+    } else if (chat_call_from_openai(body, req->entity.len, default_model, plan->allowed_params,
+                                     &call, &cerr) != 0) {
         http_send_error(req, info, cerr.err, cerr.message, cerr.param);
+        return;
+    }
+    if (plans_model(ps, plan, call.model, strlen(call.model), &pm) != 0) {
+        send_model_not_found(req, info, call.model, strlen(call.model), plan);
+        chat_call_cleanup(&call);
         return;
     }
     if (key->mode == APIKEY_MODE_TEST) {
@@ -442,12 +518,74 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         chat_call_cleanup(&call);
         return;
     }
+    chat_call_prepare(&call, pm.backend);
     int64_t month = kn_month_of(now);
-    if (!admit_live(req, info, key, now, month)) {
+    if (!admit_live(req, info, key, plan, &call, now, month, &held)) {
         chat_call_cleanup(&call);
         return;
     }
-    live_handle(req, info, key, month, &call);
+    struct live_terms terms = {month, held, plan, &pm, ps};
+    live_handle(req, info, key, &terms, &call);
+}
+
+/* One model in OpenAI's format. */
+static void model_json(struct jsonw *w, const char *id, int64_t created)
+{
+    jsonw_lit(w, "{\"id\":");
+    jsonw_str(w, id, strlen(id));
+    jsonw_lit(w, ",\"object\":\"model\",\"created\":");
+    jsonw_int(w, created);
+    jsonw_lit(w, ",\"owned_by\":\"konnect\"}");
+}
+
+/* GET /v1/models and /v1/models/{id}: the models the caller's plan may use, in OpenAI's format
+ * (many tools list them at start). Without a catalogue, every name is allowed, and the list holds
+ * the default model. Any valid key may ask; asking counts against no limit. */
+static void handle_models(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const struct plans *ps = keysync_plans(srv->ks);
+    const struct plan *plan;
+    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    h2o_iovec_t p = req->path_normalized;
+    struct plan_model pm;
+    struct keyrec *key;
+    struct jsonw w;
+    size_t len;
+    char *out;
+
+    if ((key = authenticate(req, info, kn_unix_now())) == NULL)
+        return;
+    plan = plan_of(ps, key);
+    jsonw_init(&w, 256);
+    if (p.len > 11) { /* /v1/models/{id} */
+        const char *id = p.base + 11;
+        size_t idlen = p.len - 11;
+        int known = ps->has_catalogue
+                        ? plans_model(ps, plan, id, idlen, &pm) == 0
+                        : strlen(default_model) == idlen && memcmp(default_model, id, idlen) == 0;
+        if (!known || idlen > PLAN_MODEL_MAX) {
+            free(jsonw_finish(&w, &len));
+            send_model_not_found(req, info, id, idlen, plan);
+            return;
+        }
+        memcpy(pm.name, id, idlen);
+        pm.name[idlen] = '\0';
+        model_json(&w, pm.name, 0);
+    } else {
+        jsonw_lit(&w, "{\"object\":\"list\",\"data\":[");
+        if (!ps->has_catalogue)
+            model_json(&w, default_model, 0);
+        for (size_t i = 0; ps->has_catalogue && i < plan->nmodels; i++) {
+            if (i > 0)
+                jsonw_lit(&w, ",");
+            model_json(&w, plan->models[i].name, 0);
+        }
+        jsonw_lit(&w, "]}");
+    }
+    out = jsonw_finish(&w, &len);
+    http_send_json(req, info, 200, "OK", out, len);
+    free(out);
 }
 
 static void handle_chat_konnect(h2o_req_t *req, struct reqinfo *info)
@@ -636,7 +774,7 @@ static int handle_preflight(h2o_req_t *req, struct reqinfo *info)
 /* ---- routing ----------------------------------------------------------------------------- */
 
 struct route {
-    const char *path;
+    const char *path;  /* Exact, or a prefix when it ends with '/'. */
     const char *allow; /* The Allow header: the methods the route takes. */
     void (*post)(h2o_req_t *, struct reqinfo *);
     void (*get)(h2o_req_t *, struct reqinfo *);
@@ -645,6 +783,8 @@ struct route {
 static const struct route routes[] = {
     {"/v1/chat", "POST", handle_chat_konnect, NULL},
     {"/v1/chat/completions", "POST", handle_chat_completions, NULL},
+    {"/v1/models", "GET, HEAD", NULL, handle_models},
+    {"/v1/models/", "GET, HEAD", NULL, handle_models},
     {"/healthz", "GET, HEAD", NULL, handle_healthz},
     {"/readyz", "GET, HEAD", NULL, handle_readyz},
 };
@@ -682,7 +822,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];
-        if (!h2o_memis(p.base, p.len, r->path, strlen(r->path)))
+        size_t rl = strlen(r->path);
+        if (r->path[rl - 1] == '/' ? p.len <= rl || memcmp(p.base, r->path, rl) != 0
+                                   : !h2o_memis(p.base, p.len, r->path, rl))
             continue;
         if (r->post != NULL && h2o_memis(m.base, m.len, H2O_STRLIT("POST"))) {
             r->post(req, &info);
@@ -1151,6 +1293,7 @@ int server_run(const struct kn_config *c)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (config_ensure_data_dir(c, err, sizeof(err)) != 0 ||
         lock_data_dir(srv, err, sizeof(err)) != 0 ||
@@ -1161,7 +1304,8 @@ int server_run(const struct kn_config *c)
     uint64_t t0 = kn_mono_ns();
     if (live_upstream_init(&srv->upstream, c, err, sizeof(err)) != 0)
         goto fail;
-    if ((srv->plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err))) == NULL)
+    struct plans *plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
+    if (plans == NULL)
         goto fail;
     if (c->trusted_proxies[0] != '\0' &&
         (srv->trusted = iplist_parse(c->trusted_proxies, err, sizeof(err))) == NULL)
@@ -1171,13 +1315,14 @@ int server_run(const struct kn_config *c)
                 "konnect: warning: KONNECT_TRUST_PROXY=1 believes X-Forwarded-Proto from any "
                 "client, and will be removed in the next release; set KONNECT_TRUSTED_PROXIES to "
                 "your proxies' addresses instead (such as 10.0.0.0/8 or 127.0.0.1)\n");
-    if (srv->plans->builtin)
+    if (plans->builtin)
         fprintf(stderr,
                 "konnect: no plans file at %s; every account is on the built-in plan \"default\" "
                 "(no quota, no charge)\n",
                 c->plans_file);
-    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, srv->plans,
-                                 c->ledger_sync_full, err, sizeof(err))) == NULL)
+    /* The store thread takes the plans over (it reloads them on SIGHUP). */
+    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, plans, c->plans_file,
+                                 c->plans_file_set, c->ledger_sync_full, err, sizeof(err))) == NULL)
         goto fail;
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
             c->database, (double)(kn_mono_ns() - t0) / 1e6);
@@ -1198,8 +1343,19 @@ int server_run(const struct kn_config *c)
     print_listening(srv);
     fflush(stderr);
 
-    while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
-        ;
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP) {
+            /* The plans file again; an invalid one keeps the plans in force. */
+            char msg[600];
+            int ok = keysync_reload_plans(srv->ks, msg, sizeof(msg)) == 0;
+            fprintf(stderr, "konnect: SIGHUP: %s%s\n", ok ? "" : "not reloaded, ", msg);
+            fflush(stderr);
+        }
+    }
     fprintf(stderr, "konnect: %s received, finishing in-flight requests\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     atomic_store(&srv->stopping, 1);
@@ -1229,7 +1385,6 @@ fail:
 out:
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
-    plans_free(srv->plans);
     free(srv->trusted);
     live_upstream_dispose(&srv->upstream);
     accesslog_close(srv->log);

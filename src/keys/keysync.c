@@ -52,7 +52,20 @@ struct keysync {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     uint64_t requested, completed;
-    const struct plans *plans;
+    /* The plans in force; replaced plans are kept until stop, for the pointers into them that
+     * requests in flight and account records still hold. */
+    _Atomic(const struct plans *) plans;
+    struct plans *owned;    /* The plans in force, owned (the first ones, or a reload's). */
+    struct plans **retired; /* Earlier ones. */
+    size_t nretired;
+    char **wanted; /* Names of plans accounts are on but the plans do not define. */
+    size_t nwanted;
+    char *plans_path; /* To reload from (KONNECT_PLANS or the default). */
+    int plans_required;
+    /* Plan reloads asked for by other threads (SIGHUP): a counter and the answer. */
+    uint64_t reload_requested, reload_completed;
+    char reload_msg[512];
+    int reload_ok;
     struct accounts accounts;
     int64_t account_seq;
     /* The ledger queue: entries waiting for the next group commit. */
@@ -103,11 +116,23 @@ static struct acctrec *account_get(struct keysync *ks, const char *id, int creat
     }
     struct acctrec *a = kn_calloc(1, sizeof(*a));
     kn_strlcpy(a->id, id, sizeof(a->id));
-    const struct plan *p = plans_find(ks->plans, NULL);
+    const struct plan *p = plans_find(atomic_load(&ks->plans), NULL);
     quota_configure(a, p, p->requests_per_month, p->tokens_per_month);
     t->slot[i] = a;
     t->count++;
     return a;
+}
+
+static void free_plans(struct keysync *ks)
+{
+    plans_free(ks->owned);
+    for (size_t i = 0; i < ks->nretired; i++)
+        plans_free(ks->retired[i]);
+    free(ks->retired);
+    for (size_t i = 0; i < ks->nwanted; i++)
+        free(ks->wanted[i]);
+    free(ks->wanted);
+    free(ks->plans_path);
 }
 
 static void free_accounts(struct keysync *ks)
@@ -118,25 +143,80 @@ static void free_accounts(struct keysync *ks)
     ks->accounts.slot = NULL;
 }
 
+/* The name of a plan an account is on but the plans do not define, kept until stop. */
+static const char *wanted_name(struct keysync *ks, const char *name)
+{
+    for (size_t i = 0; i < ks->nwanted; i++)
+        if (strcmp(ks->wanted[i], name) == 0)
+            return ks->wanted[i];
+    ks->wanted = kn_realloc(ks->wanted, (ks->nwanted + 1) * sizeof(*ks->wanted));
+    return ks->wanted[ks->nwanted++] = kn_strdup(name);
+}
+
 static int apply_account(void *ud, const struct store_account *s)
 {
     struct keysync *ks = ud;
     struct acctrec *a = account_get(ks, s->id, 1);
-    const struct plan *p = plans_find(ks->plans, s->plan);
+    const struct plan *p = plans_find(atomic_load(&ks->plans), s->plan);
 
     if (p == NULL) {
-        /* The plan was taken out of the plans file: bill on the default plan rather than
-         * refuse the account's traffic, and say so. */
-        p = plans_find(ks->plans, NULL);
-        fprintf(stderr,
-                "konnect: account %s is on plan \"%s\", which the plans file does not define; "
-                "using the default plan \"%s\"\n",
-                s->id, s->plan, p->name);
+        /* A plan these plans do not define (taken out of the file, or set before the file was
+         * reloaded): refuse the account's live traffic rather than serve it free or at another
+         * plan's prices, and say so (once per plan name). */
+        const char *was = atomic_load(&a->plan_wanted);
+        if (atomic_load(&a->plan) != NULL || was == NULL || strcmp(was, s->plan) != 0)
+            fprintf(stderr,
+                    "konnect: account %s is on plan \"%s\", which the plans file does not "
+                    "define; its live requests are refused (503 plan_unavailable) until the plan "
+                    "is added and the plans reloaded, or the account moved to another plan\n",
+                    s->id, s->plan);
+        atomic_store(&a->plan_wanted, wanted_name(ks, s->plan));
+        quota_configure(a, NULL, 0, 0);
+        return 0;
     }
     quota_configure(
         a, p,
         s->quota_requests == STORE_QUOTA_FROM_PLAN ? p->requests_per_month : s->quota_requests,
         s->quota_tokens == STORE_QUOTA_FROM_PLAN ? p->tokens_per_month : s->quota_tokens);
+    return 0;
+}
+
+/* Puts new plans in force (on the store thread): every account is applied again from the store,
+ * so that each record points into the new plans. The old plans stay until stop. */
+static void use_plans(struct keysync *ks, struct plans *p)
+{
+    int64_t seq = 0;
+
+    if (ks->owned != NULL) {
+        ks->retired = kn_realloc(ks->retired, (ks->nretired + 1) * sizeof(*ks->retired));
+        ks->retired[ks->nretired++] = ks->owned;
+    }
+    ks->owned = p;
+    atomic_store(&ks->plans, p);
+    if (store_accounts_load(ks->store, &seq, apply_account, ks) != STORE_OK)
+        fprintf(stderr,
+                "konnect: cannot read accounts after reloading plans (the next change "
+                "to each account applies them): %s\n",
+                store_errmsg(ks->store));
+}
+
+/* Reads the plans file again; on the store thread. An invalid file keeps the plans in force.
+ * Writes what happened to msg. Returns 0 or -1. */
+static int reload_plans(struct keysync *ks, char *msg, size_t size)
+{
+    char err[512];
+    struct plans *p = plans_load(ks->plans_path, ks->plans_required, err, sizeof(err));
+
+    if (p == NULL) {
+        snprintf(msg, size, "the plans in force are kept: %s", err);
+        return -1;
+    }
+    use_plans(ks, p);
+    if (p->builtin)
+        snprintf(msg, size, "the built-in plan is in force (no file at %s)", ks->plans_path);
+    else
+        snprintf(msg, size, "%zu plan%s in force from %s", p->count, p->count == 1 ? "" : "s",
+                 ks->plans_path);
     return 0;
 }
 
@@ -317,21 +397,32 @@ static void write_ledger(struct keysync *ks)
 
 static void serve_client(struct keysync *ks, int fd)
 {
-    char buf[64];
+    char buf[700];
     struct pollfd p = {.fd = fd, .events = POLLIN};
     ssize_t n;
+    int len = 0;
 
     /* A client that connects but says nothing must not stall the thread for long. */
-    if (poll(&p, 1, 200) <= 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+    if (poll(&p, 1, 200) <= 0 || (n = read(fd, buf, 127)) <= 0)
         return;
     buf[n] = '\0';
-    if (strncmp(buf, "sync", 4) == 0) {
-        int len = sync_changes(ks)
-                      ? snprintf(buf, sizeof(buf), "ok %lld\n", (long long)ks->last_seq)
-                      : snprintf(buf, sizeof(buf), "error\n");
-        if (write(fd, buf, (size_t)len) != len) {
-            /* The client went away; nothing to do. */
-        }
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (strcmp(buf, "sync") == 0) {
+        len = sync_changes(ks) ? snprintf(buf, sizeof(buf), "ok %lld\n", (long long)ks->last_seq)
+                               : snprintf(buf, sizeof(buf), "error\n");
+    } else if (strcmp(buf, "reload-plans") == 0) {
+        char msg[600];
+        int ok = reload_plans(ks, msg, sizeof(msg)) == 0;
+        fprintf(stderr, "konnect: plans reloaded on request: %s\n", msg);
+        len = snprintf(buf, sizeof(buf), "%s %s\n", ok ? "ok" : "error", msg);
+    } else if (strncmp(buf, "has-plan ", 9) == 0) {
+        len = snprintf(buf, sizeof(buf), "%s\n",
+                       plans_find(atomic_load(&ks->plans), buf + 9) != NULL ? "ok" : "unknown");
+    } else {
+        len = snprintf(buf, sizeof(buf), "error unknown command\n");
+    }
+    if (len > 0 && write(fd, buf, (size_t)len) != len) {
+        /* The client went away; nothing to do. */
     }
 }
 
@@ -353,8 +444,18 @@ static void *thread_main(void *arg)
                 /* Nothing to read: another wake-up got there first. */
             }
             pthread_mutex_lock(&ks->lock);
-            uint64_t target = ks->requested;
+            uint64_t target = ks->requested, reload = ks->reload_requested;
             pthread_mutex_unlock(&ks->lock);
+            if (reload > ks->reload_completed) {
+                char msg[sizeof(ks->reload_msg)];
+                int ok = reload_plans(ks, msg, sizeof(msg)) == 0;
+                pthread_mutex_lock(&ks->lock);
+                kn_strlcpy(ks->reload_msg, msg, sizeof(ks->reload_msg));
+                ks->reload_ok = ok;
+                ks->reload_completed = reload;
+                pthread_cond_broadcast(&ks->cond);
+                pthread_mutex_unlock(&ks->lock);
+            }
             if (target > ks->completed) {
                 sync_changes(ks);
                 pthread_mutex_lock(&ks->lock);
@@ -414,12 +515,16 @@ static int bind_socket(struct keysync *ks, const char *path, char *err, size_t e
 }
 
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              const struct plans *plans, int durable, char *err, size_t errsize)
+                              struct plans *plans, const char *plans_path, int plans_required,
+                              int durable, char *err, size_t errsize)
 {
     struct keysync *ks = kn_calloc(1, sizeof(*ks));
 
     ks->kt = kt;
-    ks->plans = plans;
+    ks->owned = plans;
+    atomic_init(&ks->plans, plans);
+    ks->plans_path = kn_strdup(plans_path);
+    ks->plans_required = plans_required;
     pthread_mutex_init(&ks->lock, NULL);
     pthread_cond_init(&ks->cond, NULL);
     pthread_mutex_init(&ks->ledger_lock, NULL);
@@ -469,6 +574,7 @@ fail:
     free_accounts(ks);
     free(ks->ledger_rows);
     pthread_mutex_destroy(&ks->ledger_lock);
+    free_plans(ks);
     free(ks);
     return NULL;
 }
@@ -500,7 +606,32 @@ void keysync_stop(struct keysync *ks)
     free(ks->ledger_rows);
     free_accounts(ks);
     store_close(ks->store);
+    free_plans(ks);
     free(ks);
+}
+
+const struct plans *keysync_plans(struct keysync *ks)
+{
+    return atomic_load(&ks->plans);
+}
+
+int keysync_reload_plans(struct keysync *ks, char *msg, size_t size)
+{
+    uint64_t one = 1, mine;
+    int ok;
+
+    pthread_mutex_lock(&ks->lock);
+    mine = ++ks->reload_requested;
+    pthread_mutex_unlock(&ks->lock);
+    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
+        kn_fatal("cannot wake the store thread");
+    pthread_mutex_lock(&ks->lock);
+    while (ks->reload_completed < mine && !atomic_load(&ks->stop))
+        pthread_cond_wait(&ks->cond, &ks->lock);
+    ok = ks->reload_completed >= mine && ks->reload_ok;
+    kn_strlcpy(msg, ks->reload_completed >= mine ? ks->reload_msg : "the server is stopping", size);
+    pthread_mutex_unlock(&ks->lock);
+    return ok ? 0 : -1;
 }
 
 void keysync_sync_now(struct keysync *ks)
@@ -525,34 +656,51 @@ int keysync_ready(struct keysync *ks, uint64_t *age_ms)
     return atomic_load(&ks->ready) && *age_ms < 3 * TICK_MS;
 }
 
-int keysync_notify(const char *socket_path, int timeout_ms)
+int keysync_ask(const char *socket_path, const char *command, char *answer, size_t size,
+                int timeout_ms)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct pollfd p;
-    char buf[64];
     ssize_t n;
     int fd, ret = -1;
+    size_t len = strlen(command);
 
+    answer[0] = '\0';
     if (strlen(socket_path) >= sizeof(sa.sun_path))
         return 0;
     memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
         return -1;
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         ret = (errno == ENOENT || errno == ECONNREFUSED) ? 0 : -1;
         goto out;
     }
-    if (write(fd, "sync\n", 5) != 5)
+    char line[512];
+    if (len + 1 >= sizeof(line))
+        goto out;
+    memcpy(line, command, len);
+    line[len++] = '\n';
+    /* One write, so that the server reads the whole line at once; no SIGPIPE if it is gone. */
+    if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len)
         goto out;
     p.fd = fd;
     p.events = POLLIN;
-    if (poll(&p, 1, timeout_ms) <= 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+    if (poll(&p, 1, timeout_ms) <= 0 || (n = read(fd, answer, size - 1)) <= 0)
         goto out;
-    buf[n] = '\0';
-    if (strncmp(buf, "ok", 2) == 0)
-        ret = 1;
+    answer[n] = '\0';
+    answer[strcspn(answer, "\n")] = '\0';
+    ret = 1;
 out:
     close(fd);
     return ret;
+}
+
+int keysync_notify(const char *socket_path, int timeout_ms)
+{
+    char answer[64];
+    int r = keysync_ask(socket_path, "sync", answer, sizeof(answer), timeout_ms);
+
+    if (r <= 0)
+        return r;
+    return strncmp(answer, "ok", 2) == 0 ? 1 : -1;
 }

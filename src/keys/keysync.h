@@ -8,7 +8,9 @@
  * the previous commit was on disk goes into the next one), each acknowledged once durable.
  *
  * The control socket is a Unix socket in the data directory. The protocol is one line each way:
- * the client sends "sync\n", the server applies every pending change and answers "ok <seq>\n". */
+ * "sync" (the server applies every pending change and answers "ok <seq>"), "reload-plans" (it
+ * reads the plans file again: "ok <what>" or "error <why>"), "has-plan NAME" ("ok" or
+ * "unknown": does the running server know that plan). */
 #ifndef KN_KEYS_KEYSYNC_H
 #define KN_KEYS_KEYSYNC_H
 
@@ -36,12 +38,30 @@ struct ledger_entry {
  * stored mode or environment is unknown. */
 int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out);
 
-/* Opens the store at db_url, loads every account (with its plan from `plans`, which must outlive
- * the thread) and every key into kt, binds the control socket at socket_path (NULL: none; the
- * caller must be the only server using it) and starts the store thread. durable chooses how the
- * ledger is committed (see store_set_durable). Returns NULL with a message in err on failure. */
+/* Opens the store at db_url, loads every account (with its plan from `plans`, which the keysync
+ * takes over, and reloads from plans_path, a file that must exist when plans_required) and every
+ * key into kt, binds the control socket at socket_path (NULL: none; the caller must be the only
+ * server using it) and starts the store thread. durable chooses how the ledger is committed (see
+ * store_set_durable). Returns NULL with a message in err on failure (plans then still belong to
+ * the caller only if it was never taken: it is freed). */
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              const struct plans *plans, int durable, char *err, size_t errsize);
+                              struct plans *plans, const char *plans_path, int plans_required,
+                              int durable, char *err, size_t errsize);
+
+/* The plans in force. They and the plans before them stay valid until keysync_stop. Safe from
+ * any thread. */
+const struct plans *keysync_plans(struct keysync *ks);
+
+/* Reads the plans file again and puts it in force on every account (SIGHUP, `konnect plans
+ * reload`), waiting for the store thread to do it; an invalid file keeps the plans in force.
+ * Writes what happened to msg. Returns 0, or -1 when the plans in force were kept. */
+int keysync_reload_plans(struct keysync *ks, char *msg, size_t size);
+
+/* Sends one command line to the server on socket_path ("sync", "reload-plans", "has-plan NAME")
+ * and reads its one-line answer into answer (without the newline), waiting up to timeout_ms.
+ * Returns 1 when it answered, 0 when no server listens there, -1 when it did not answer. */
+int keysync_ask(const char *socket_path, const char *command, char *answer, size_t size,
+                int timeout_ms);
 
 /* Queues a ledger row for the next group commit. Safe from any thread; never blocks on I/O. */
 void keysync_bill(struct keysync *ks, struct ledger_entry *e);

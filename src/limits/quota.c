@@ -27,42 +27,66 @@ void quota_load(struct acctrec *a, int64_t month, uint64_t requests, uint64_t to
     atomic_store(&a->tokens_cell, cell(month, tokens));
 }
 
-enum quota_outcome quota_reserve(struct acctrec *a, int64_t month)
+/* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left. */
+static int hold_tokens(struct acctrec *a, int64_t month, int64_t max_tokens, uint64_t want,
+                       uint64_t *held)
+{
+    uint64_t r = atomic_load(&a->tokens_reserved), billed, left;
+
+    *held = 0;
+    if (max_tokens == PLAN_UNLIMITED)
+        return 0;
+    do {
+        billed = count_in(atomic_load(&a->tokens_cell), month);
+        if (billed + r >= (uint64_t)max_tokens)
+            return -1;
+        left = (uint64_t)max_tokens - billed - r;
+        *held = want < left ? want : left;
+    } while (!atomic_compare_exchange_weak(&a->tokens_reserved, &r, r + *held));
+    return 0;
+}
+
+enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t tokens, uint64_t *held)
 {
     int64_t max_requests = atomic_load(&a->quota_requests),
             max_tokens = atomic_load(&a->quota_tokens);
     uint64_t c = atomic_load(&a->requests_cell), n;
 
-    if (max_tokens != PLAN_UNLIMITED &&
-        count_in(atomic_load(&a->tokens_cell), month) >= (uint64_t)max_tokens)
+    if (hold_tokens(a, month, max_tokens, tokens, held) != 0)
         return QUOTA_TOKENS_USED_UP;
     do {
         n = count_in(c, month);
-        if (max_requests != PLAN_UNLIMITED && n >= (uint64_t)max_requests)
+        if (max_requests != PLAN_UNLIMITED && n >= (uint64_t)max_requests) {
+            atomic_fetch_sub(&a->tokens_reserved, *held);
+            *held = 0;
             return QUOTA_REQUESTS_USED_UP;
+        }
     } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, cell(month, n + 1)));
     return QUOTA_OK;
 }
 
-void quota_release(struct acctrec *a, int64_t month)
+void quota_release(struct acctrec *a, int64_t month, uint64_t held)
 {
     uint64_t c = atomic_load(&a->requests_cell);
 
+    atomic_fetch_sub(&a->tokens_reserved, held);
     do {
         if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
             return; /* A new month started since: nothing of this one to give back. */
     } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, c - 1));
 }
 
-void quota_add_tokens(struct acctrec *a, int64_t month, uint64_t tokens)
+void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens)
 {
     uint64_t c = atomic_load(&a->tokens_cell), n;
 
+    /* Billed first, then the hold given back: in between, both count (never neither). */
     do {
         if ((int64_t)(c >> MONTH_SHIFT) > month)
-            return; /* Billed to a month that is over. */
+            break; /* Billed to a month that is over. */
         n = count_in(c, month) + tokens;
     } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(month, n)));
+    atomic_fetch_sub(&a->tokens_reserved, held);
 }
 
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens)

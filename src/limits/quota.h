@@ -1,9 +1,15 @@
-/* Monthly quotas of live usage, per account, in memory. Every live request reserves one request
- * of its account's quota before it reaches the model backend and gives it back if it is not
- * billed, so that with a quota of N exactly N live requests are billed in a month, however many
- * arrive at once. Tokens are known only once the backend answers: they are added when a request
- * is billed, and a request is refused once the tokens already billed reach the token quota (so
- * the requests in flight when that happens may pass it by their own tokens).
+/* An account's live limits, per account (never per key, so that more keys buy nothing): its
+ * plan, its monthly quotas of requests and tokens, its requests per minute and its requests in
+ * flight, all in memory.
+ *
+ * Every live request reserves one request of its account's monthly quota and an estimate of its
+ * tokens before it reaches the model backend (quota_reserve), and settles them once billed
+ * (quota_settle) or gives them back if it is not (quota_release), so that with a quota of N
+ * exactly N live requests are billed in a month, however many arrive at once, and concurrent long
+ * requests cannot overshoot the token quota without bound: a request is admitted while the tokens
+ * billed plus those reserved by requests in flight are below the quota, and reserves at most what
+ * remains. The overshoot is bounded by what the requests in flight at that moment use beyond
+ * their reservations (README "Quotas").
  *
  * The counters are for the calendar month (UTC) they name; the first request of a new month
  * starts them again from zero. At start, they are loaded from the ledger's rollup. */
@@ -20,7 +26,10 @@
 /* One account. Records are never freed while the server runs, so that keys can point at them. */
 struct acctrec {
     char id[ACCOUNT_REC_ID_SIZE];
+    /* The plan in force, or NULL when the account's plan is one the server's plans do not define
+     * (plan_wanted names it): live requests are then refused, never served free. */
     _Atomic(const struct plan *) plan;
+    _Atomic(const char *) plan_wanted;
     _Atomic int64_t quota_requests; /* In force this month: PLAN_UNLIMITED or a limit. */
     _Atomic int64_t quota_tokens;
     /* The month counted, and in it: requests billed or in flight, tokens billed. The month and
@@ -28,6 +37,9 @@ struct acctrec {
      * resets the count atomically. */
     _Atomic uint64_t requests_cell;
     _Atomic uint64_t tokens_cell;
+    _Atomic uint64_t tokens_reserved; /* Held by live requests in flight, any month. */
+    _Atomic uint64_t rate_tat;        /* GCRA state of the plan's requests_per_minute. */
+    _Atomic uint32_t inflight;        /* Live requests being answered right now. */
 };
 
 enum quota_outcome {
@@ -36,21 +48,24 @@ enum quota_outcome {
     QUOTA_TOKENS_USED_UP,
 };
 
-/* Sets the plan and the limits in force (an override or the plan's). */
+/* Sets the plan (NULL: unknown, see plan_wanted) and the limits in force (an override or the
+ * plan's). */
 void quota_configure(struct acctrec *a, const struct plan *plan, int64_t quota_requests,
                      int64_t quota_tokens);
 
 /* Sets the usage already billed in `month` (at start, from the store). */
 void quota_load(struct acctrec *a, int64_t month, uint64_t requests, uint64_t tokens);
 
-/* Reserves one request in `month`. Returns QUOTA_OK, or why not (nothing reserved). */
-enum quota_outcome quota_reserve(struct acctrec *a, int64_t month);
+/* Reserves one request and up to `tokens` tokens in `month`, and writes the tokens reserved to
+ * *held (what remains of the quota when that is less; 0 without a token quota). Returns
+ * QUOTA_OK, or why not (nothing reserved). */
+enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t tokens, uint64_t *held);
 
-/* Gives back a request reserved in `month` that was not billed. */
-void quota_release(struct acctrec *a, int64_t month);
+/* Gives back a request reserved in `month` that was not billed, and its held tokens. */
+void quota_release(struct acctrec *a, int64_t month, uint64_t held);
 
-/* Adds the tokens of a billed request reserved in `month`. */
-void quota_add_tokens(struct acctrec *a, int64_t month, uint64_t tokens);
+/* A request reserved in `month` was billed `tokens`: they replace the `held` ones. */
+void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens);
 
 /* The usage counted in `month`: requests billed or in flight, tokens billed. */
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens);

@@ -27,7 +27,10 @@ void plans_free(struct plans *p)
 {
     if (p == NULL)
         return;
+    for (size_t i = 0; p->plan != NULL && i < p->count; i++)
+        free(p->plan[i].models);
     free(p->plan);
+    free(p->catalogue);
     free(p);
 }
 
@@ -72,7 +75,242 @@ static const char *const plan_members[] = {
     "requests_per_minute",
     "max_concurrent_requests",
     "description",
+    "models",
+    "allowed_parameters",
 };
+
+static const struct {
+    const char *name;
+    enum plan_param bit;
+} param_names[] = {
+    {"n", PLAN_PARAM_N},
+    {"service_tier", PLAN_PARAM_SERVICE_TIER},
+    {"store", PLAN_PARAM_STORE},
+    {"metadata", PLAN_PARAM_METADATA},
+    {"web_search_options", PLAN_PARAM_WEB_SEARCH},
+    {"audio", PLAN_PARAM_AUDIO},
+    {"prediction", PLAN_PARAM_PREDICTION},
+};
+
+static int valid_model_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > PLAN_MODEL_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/* Reads the three prices of o into out; a price that is absent stays as it is. */
+static int get_prices(json_t *o, const char *what, struct plan_model *out, char *err,
+                      size_t errsize)
+{
+    return get_int(o, what, "price_per_request_micros", PLAN_PRICE_MAX, out->price_per_request,
+                   &out->price_per_request, err, errsize) != 0 ||
+                   get_int(o, what, "price_per_million_input_tokens_micros", PLAN_PRICE_MAX,
+                           out->price_per_million_input, &out->price_per_million_input, err,
+                           errsize) != 0 ||
+                   get_int(o, what, "price_per_million_output_tokens_micros", PLAN_PRICE_MAX,
+                           out->price_per_million_output, &out->price_per_million_output, err,
+                           errsize) != 0
+               ? -1
+               : 0;
+}
+
+/* The catalogue: "models": [{"name", "backend_model"?, prices?, "description"?}, ...]. */
+static int parse_catalogue(json_t *list, struct plans *p, char *err, size_t errsize)
+{
+    static const char *const members[] = {"name",
+                                          "backend_model",
+                                          "price_per_request_micros",
+                                          "price_per_million_input_tokens_micros",
+                                          "price_per_million_output_tokens_micros",
+                                          "description"};
+    json_t *m, *v;
+    const char *key;
+    size_t i;
+
+    if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > 4096) {
+        snprintf(err, errsize, "\"models\" must be a list of 1 to 4096 models");
+        return -1;
+    }
+    p->nmodels = json_array_size(list);
+    p->catalogue = kn_calloc(p->nmodels, sizeof(*p->catalogue));
+    json_array_foreach(list, i, m)
+    {
+        struct plan_model *pm = &p->catalogue[i];
+        json_t *name = json_object_get(m, "name"), *backend = json_object_get(m, "backend_model");
+        if (!json_is_object(m) || !json_is_string(name) ||
+            !valid_model_name(json_string_value(name))) {
+            snprintf(err, errsize,
+                     "every model needs a \"name\" of 1 to 128 printable ASCII characters "
+                     "without spaces");
+            return -1;
+        }
+        const char *mn = json_string_value(name);
+        json_object_foreach(m, key, v)
+        {
+            size_t k = 0;
+            while (k < sizeof(members) / sizeof(members[0]) && strcmp(members[k], key) != 0)
+                k++;
+            if (strcmp(key, "backends") == 0) {
+                snprintf(err, errsize,
+                         "model %.64s: \"backends\" (a list of backends per model) is not "
+                         "supported yet; every model goes to KONNECT_MODEL_URL",
+                         mn);
+                return -1;
+            }
+            if (k == sizeof(members) / sizeof(members[0])) {
+                snprintf(err, errsize, "model %.64s: unknown member \"%.64s\"", mn, key);
+                return -1;
+            }
+        }
+        if (backend != NULL &&
+            (!json_is_string(backend) || !valid_model_name(json_string_value(backend)))) {
+            snprintf(err, errsize,
+                     "model %.64s: \"backend_model\" must be 1 to 128 printable ASCII "
+                     "characters without spaces",
+                     mn);
+            return -1;
+        }
+        kn_strlcpy(pm->name, mn, sizeof(pm->name));
+        kn_strlcpy(pm->backend, backend != NULL ? json_string_value(backend) : mn,
+                   sizeof(pm->backend));
+        pm->price_per_request = pm->price_per_million_input = pm->price_per_million_output = -1;
+        if (get_prices(m, mn, pm, err, errsize) != 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->catalogue[j].name, mn) == 0) {
+                snprintf(err, errsize, "model %.64s is defined twice", mn);
+                return -1;
+            }
+    }
+    p->has_catalogue = 1;
+    return 0;
+}
+
+static const struct plan_model *catalogue_find(const struct plans *p, const char *name, size_t len)
+{
+    for (size_t i = 0; i < p->nmodels; i++)
+        if (strlen(p->catalogue[i].name) == len && memcmp(p->catalogue[i].name, name, len) == 0)
+            return &p->catalogue[i];
+    return NULL;
+}
+
+/* A plan's models, priced: the plan's override, else the model's, else the plan's price. */
+static int plan_models(json_t *spec, struct plans *ps, struct plan *pl, char *err, size_t errsize)
+{
+    size_t n = ps->nmodels, i;
+    json_t *v;
+    const char *key;
+
+    if (spec != NULL && !ps->has_catalogue) {
+        snprintf(err, errsize,
+                 "plan %.64s: \"models\" needs the catalogue of models (top-level "
+                 "\"models\")",
+                 pl->name);
+        return -1;
+    }
+    if (!ps->has_catalogue)
+        return 0;
+    if (spec != NULL && !json_is_array(spec) && !json_is_object(spec)) {
+        snprintf(err, errsize,
+                 "plan %.64s: \"models\" must be a list of model names or an object of model "
+                 "names to prices",
+                 pl->name);
+        return -1;
+    }
+    if (spec != NULL)
+        n = json_is_array(spec) ? json_array_size(spec) : json_object_size(spec);
+    pl->models = kn_calloc(n > 0 ? n : 1, sizeof(*pl->models));
+    for (i = 0; i < n; i++) {
+        const struct plan_model *base;
+        json_t *over = NULL;
+        const char *name;
+        if (spec == NULL) {
+            base = &ps->catalogue[i];
+        } else {
+            if (json_is_array(spec)) {
+                v = json_array_get(spec, i);
+                name = json_is_string(v) ? json_string_value(v) : "";
+            } else {
+                void *it = json_object_iter(spec);
+                for (size_t k = 0; k < i; k++)
+                    it = json_object_iter_next(spec, it);
+                name = json_object_iter_key(it);
+                over = json_object_iter_value(it);
+            }
+            if ((base = catalogue_find(ps, name, strlen(name))) == NULL) {
+                snprintf(err, errsize, "plan %.64s: no model \"%.64s\" in the catalogue", pl->name,
+                         name);
+                return -1;
+            }
+        }
+        struct plan_model *m = &pl->models[pl->nmodels];
+        for (size_t k = 0; k < pl->nmodels; k++)
+            if (strcmp(pl->models[k].name, base->name) == 0) {
+                snprintf(err, errsize, "plan %.64s: model %.64s is listed twice", pl->name,
+                         base->name);
+                return -1;
+            }
+        *m = *base;
+        if (m->price_per_request < 0)
+            m->price_per_request = pl->price_per_request;
+        if (m->price_per_million_input < 0)
+            m->price_per_million_input = pl->price_per_million_input;
+        if (m->price_per_million_output < 0)
+            m->price_per_million_output = pl->price_per_million_output;
+        if (over != NULL) {
+            char what[PLAN_NAME_MAX + PLAN_MODEL_MAX + 16];
+            snprintf(what, sizeof(what), "%s, model %s", pl->name, base->name);
+            if (!json_is_object(over)) {
+                snprintf(err, errsize, "plan %.150s: the prices must be an object", what);
+                return -1;
+            }
+            json_object_foreach(over, key, v)
+            {
+                if (strncmp(key, "price_per_", 10) != 0) {
+                    snprintf(err, errsize, "plan %.150s: unknown member \"%.64s\"", what, key);
+                    return -1;
+                }
+            }
+            if (get_prices(over, what, m, err, errsize) != 0)
+                return -1;
+        }
+        pl->nmodels++;
+    }
+    return 0;
+}
+
+static int allowed_params(json_t *list, const char *plan, uint32_t *out, char *err, size_t errsize)
+{
+    json_t *v;
+    size_t i, k;
+
+    *out = 0;
+    if (list == NULL || json_is_null(list))
+        return 0;
+    if (!json_is_array(list))
+        goto bad;
+    json_array_foreach(list, i, v)
+    {
+        for (k = 0; k < sizeof(param_names) / sizeof(param_names[0]); k++)
+            if (json_is_string(v) && strcmp(json_string_value(v), param_names[k].name) == 0)
+                break;
+        if (k == sizeof(param_names) / sizeof(param_names[0]))
+            goto bad;
+        *out |= param_names[k].bit;
+    }
+    return 0;
+bad:
+    snprintf(err, errsize,
+             "plan %.64s: \"allowed_parameters\" must be a list of n, service_tier, store, "
+             "metadata, web_search_options, audio and prediction",
+             plan);
+    return -1;
+}
 
 static int parse_plan(json_t *o, struct plan *out, char *err, size_t errsize)
 {
@@ -121,7 +359,8 @@ static int parse_plan(json_t *o, struct plan *out, char *err, size_t errsize)
         return -1;
     }
     out->max_concurrent = (uint32_t)n;
-    return 0;
+    return allowed_params(json_object_get(o, "allowed_parameters"), pn, &out->allowed_params, err,
+                          errsize);
 }
 
 struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsize)
@@ -143,7 +382,8 @@ struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsiz
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "currency") != 0 && strcmp(key, "default_plan") != 0 &&
-            strcmp(key, "plans") != 0) {
+            strcmp(key, "plans") != 0 && strcmp(key, "models") != 0 &&
+            strcmp(key, "default_model") != 0) {
             snprintf(err, errsize, "unknown member \"%.64s\"", key);
             goto fail;
         }
@@ -164,10 +404,24 @@ struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsiz
         }
         kn_strlcpy(p->currency, c, sizeof(p->currency));
     }
+    if ((v = json_object_get(root, "models")) != NULL && parse_catalogue(v, p, err, errsize) != 0)
+        goto fail;
+    if ((v = json_object_get(root, "default_model")) != NULL) {
+        const char *dm = json_is_string(v) ? json_string_value(v) : "";
+        if (!valid_model_name(dm) ||
+            (p->has_catalogue && catalogue_find(p, dm, strlen(dm)) == NULL)) {
+            snprintf(err, errsize, "\"default_model\" must name a model%s",
+                     p->has_catalogue ? " of the catalogue" : "");
+            goto fail;
+        }
+        kn_strlcpy(p->default_model, dm, sizeof(p->default_model));
+    }
     p->count = json_array_size(list);
     p->plan = kn_calloc(p->count, sizeof(*p->plan));
     for (size_t i = 0; i < p->count; i++) {
-        if (parse_plan(json_array_get(list, i), &p->plan[i], err, errsize) != 0)
+        if (parse_plan(json_array_get(list, i), &p->plan[i], err, errsize) != 0 ||
+            plan_models(json_object_get(json_array_get(list, i), "models"), p, &p->plan[i], err,
+                        errsize) != 0)
             goto fail;
         for (size_t j = 0; j < i; j++)
             if (strcmp(p->plan[j].name, p->plan[i].name) == 0) {
@@ -246,4 +500,33 @@ int64_t plan_price(const struct plan *plan, uint32_t input_tokens, uint32_t outp
         (unsigned __int128)input_tokens * (uint64_t)plan->price_per_million_input +
         (unsigned __int128)output_tokens * (uint64_t)plan->price_per_million_output;
     return plan->price_per_request + (int64_t)((t + 500000) / 1000000);
+}
+
+int64_t plan_model_price(const struct plan_model *m, uint32_t input_tokens, uint32_t output_tokens)
+{
+    unsigned __int128 t = (unsigned __int128)input_tokens * (uint64_t)m->price_per_million_input +
+                          (unsigned __int128)output_tokens * (uint64_t)m->price_per_million_output;
+    return m->price_per_request + (int64_t)((t + 500000) / 1000000);
+}
+
+int plans_model(const struct plans *ps, const struct plan *plan, const char *name, size_t len,
+                struct plan_model *out)
+{
+    if (!ps->has_catalogue) {
+        if (len > PLAN_MODEL_MAX)
+            return -1;
+        memcpy(out->name, name, len);
+        out->name[len] = '\0';
+        memcpy(out->backend, out->name, len + 1);
+        out->price_per_request = plan->price_per_request;
+        out->price_per_million_input = plan->price_per_million_input;
+        out->price_per_million_output = plan->price_per_million_output;
+        return 0;
+    }
+    for (size_t i = 0; i < plan->nmodels; i++)
+        if (strlen(plan->models[i].name) == len && memcmp(plan->models[i].name, name, len) == 0) {
+            *out = plan->models[i];
+            return 0;
+        }
+    return -1;
 }

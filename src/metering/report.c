@@ -221,6 +221,20 @@ json_t *report_plan_json(const struct plan *p)
     json_object_set_new(o, "requests_per_minute",
                         p->requests_per_minute ? json_integer(p->requests_per_minute)
                                                : json_null());
+    /* With a model catalogue, the models the plan may use and their prices for it. */
+    if (p->models != NULL) {
+        json_t *models = json_array();
+        for (size_t i = 0; i < p->nmodels; i++)
+            json_array_append_new(models,
+                                  json_pack("{s:s, s:I, s:I, s:I}", "name", p->models[i].name,
+                                            "price_per_request_micros",
+                                            (json_int_t)p->models[i].price_per_request,
+                                            "price_per_million_input_tokens_micros",
+                                            (json_int_t)p->models[i].price_per_million_input,
+                                            "price_per_million_output_tokens_micros",
+                                            (json_int_t)p->models[i].price_per_million_output));
+        json_object_set_new(o, "models", models);
+    }
     return o;
 }
 

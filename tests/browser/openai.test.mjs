@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -145,6 +145,10 @@ before(async () => {
   });
   fx.backendRoot = fx.backendUrl.replace(/\/v1$/, '');
 
+  // A model catalogue of one model, so that every other name is a 404 the SDK raises as such.
+  await writeFile(path.join(fx.dataDir, 'plans.json'), JSON.stringify({
+    currency: 'usd', models: [{ name: 'fake-model' }], plans: [{ name: 'default' }],
+  }));
   // An account and its keys, made before the server starts so that it loads them at once.
   await cli('account', 'create', '--email', EMAIL);
   fx.live = await createKey('live');
@@ -280,6 +284,27 @@ test('a test key: Konnect\'s mock answers, streamed or not, and the backend is n
   assert.ok(text.startsWith('[mock response'), `a streamed test-key answer is the mock, got: ${JSON.stringify(text.slice(0, 60))}`);
 
   assert.equal((await backendStats()).requests, calls, 'no test-key request reached the backend');
+});
+
+test('models.list names the plan\'s models; an unknown model is a NotFoundError; costly parameters a BadRequestError', { timeout: TEST_MS }, async () => {
+  for (const key of [fx.live, fx.test]) {
+    const ids = [];
+    for await (const m of sdk(key).models.list()) ids.push(m.id);
+    assert.deepEqual(ids, ['fake-model'], 'models.list() lists the catalogue\'s models');
+    assert.equal((await sdk(key).models.retrieve('fake-model')).id, 'fake-model');
+    await assert.rejects(sdk(key).chat.completions.create(ask({ model: 'gpt-4o' })), (err) => {
+      assert.ok(err instanceof OpenAI.NotFoundError, `a NotFoundError, got ${err && err.constructor && err.constructor.name}`);
+      assert.equal(err.status, 404);
+      assert.equal(err.code, 'model_not_found');
+      return true;
+    });
+    await assert.rejects(sdk(key).chat.completions.create(ask({ n: 2 })), (err) => {
+      assert.ok(err instanceof OpenAI.BadRequestError, `a BadRequestError, got ${err && err.constructor && err.constructor.name}`);
+      assert.equal(err.code, 'unsupported_parameter');
+      assert.equal(err.param, 'n');
+      return true;
+    });
+  }
 });
 
 test('a wrong key is an AuthenticationError; the live key\'s usage is recorded', { timeout: TEST_MS }, async () => {

@@ -70,10 +70,28 @@ static _Atomic int admitted;
 
 static void *reserve_many(void *arg)
 {
+    uint64_t held;
     (void)arg;
     for (int i = 0; i < 10000; i++)
-        if (quota_reserve(&shared, 24322) == QUOTA_OK)
+        if (quota_reserve(&shared, 24322, 0, &held) == QUOTA_OK)
             atomic_fetch_add(&admitted, 1);
+    return NULL;
+}
+
+static struct acctrec tokens_shared;
+static _Atomic uint64_t tokens_billed;
+
+/* Requests of 100 tokens each against a quota of 10,000: reserve, then bill what they used. */
+static void *spend_tokens(void *arg)
+{
+    uint64_t held;
+    (void)arg;
+    for (int i = 0; i < 2000; i++) {
+        if (quota_reserve(&tokens_shared, 24322, 100, &held) != QUOTA_OK)
+            continue;
+        quota_settle(&tokens_shared, 24322, held, 100);
+        atomic_fetch_add(&tokens_billed, 100);
+    }
     return NULL;
 }
 
@@ -81,28 +99,37 @@ static void test_quota(void)
 {
     struct plan plan = {.name = "p", .requests_per_month = 3, .tokens_per_month = 100};
     struct acctrec a;
-    uint64_t req, tok;
+    uint64_t req, tok, held, h2;
 
     memset(&a, 0, sizeof(a));
     quota_configure(&a, &plan, 3, 100);
     quota_load(&a, 100, 1, 0);
-    CHECK(quota_reserve(&a, 100) == QUOTA_OK);
-    CHECK(quota_reserve(&a, 100) == QUOTA_OK);
-    CHECK(quota_reserve(&a, 100) == QUOTA_REQUESTS_USED_UP);
-    quota_release(&a, 100);
-    CHECK(quota_reserve(&a, 100) == QUOTA_OK);
-    quota_add_tokens(&a, 100, 100);
+    CHECK(quota_reserve(&a, 100, 10, &held) == QUOTA_OK && held == 10);
+    CHECK(quota_reserve(&a, 100, 10, &h2) == QUOTA_OK && h2 == 10);
+    CHECK(quota_reserve(&a, 100, 10, &held) == QUOTA_REQUESTS_USED_UP && held == 0);
+    CHECK(atomic_load(&a.tokens_reserved) == 20);
+    quota_release(&a, 100, 10);
+    CHECK(quota_reserve(&a, 100, 1000, &held) == QUOTA_OK && held == 90); /* what is left */
+    quota_settle(&a, 100, held, 100);
+    quota_settle(&a, 100, h2, 0);
     quota_usage(&a, 100, &req, &tok);
-    CHECK(req == 3 && tok == 100);
+    CHECK(req == 3 && tok == 100 && atomic_load(&a.tokens_reserved) == 0);
     /* A new month starts from zero; the old month's late releases do not touch it. */
     quota_configure(&a, &plan, 3, 1000);
-    CHECK(quota_reserve(&a, 101) == QUOTA_OK);
-    quota_release(&a, 100);
+    CHECK(quota_reserve(&a, 101, 0, &held) == QUOTA_OK);
+    quota_release(&a, 100, 0);
     quota_usage(&a, 101, &req, &tok);
     CHECK(req == 1 && tok == 0);
     quota_configure(&a, &plan, PLAN_UNLIMITED, 5);
-    quota_add_tokens(&a, 101, 5);
-    CHECK(quota_reserve(&a, 101) == QUOTA_TOKENS_USED_UP);
+    quota_settle(&a, 101, 0, 5);
+    CHECK(quota_reserve(&a, 101, 1, &held) == QUOTA_TOKENS_USED_UP);
+    /* Requests in flight hold their share: the quota is full while they run. */
+    quota_configure(&a, &plan, PLAN_UNLIMITED, 20);
+    CHECK(quota_reserve(&a, 101, 10, &held) == QUOTA_OK && held == 10);
+    CHECK(quota_reserve(&a, 101, 10, &h2) == QUOTA_OK && h2 == 5);
+    CHECK(quota_reserve(&a, 101, 10, &tok) == QUOTA_TOKENS_USED_UP);
+    quota_release(&a, 101, held);
+    CHECK(quota_reserve(&a, 101, 10, &held) == QUOTA_OK && held == 10);
 
     /* Exactly the quota under contention. */
     pthread_t t[4];
@@ -113,6 +140,65 @@ static void test_quota(void)
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     CHECK(atomic_load(&admitted) == 12345);
+    /* Requests that use what they reserve never take the tokens past the quota. */
+    memset(&tokens_shared, 0, sizeof(tokens_shared));
+    quota_configure(&tokens_shared, &plan, PLAN_UNLIMITED, 10000);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, spend_tokens, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK(atomic_load(&tokens_billed) == 10000);
+    quota_usage(&tokens_shared, 24322, &req, &tok);
+    CHECK(tok == 10000 && atomic_load(&tokens_shared.tokens_reserved) == 0);
+}
+
+/* The model catalogue: which models each plan may use, at which prices, under which names. */
+static void test_catalogue(void)
+{
+    struct plans *p =
+        parse("{\"default_model\":\"small\",\"models\":["
+              "{\"name\":\"small\",\"backend_model\":\"llama3.2:1b\","
+              "\"price_per_million_output_tokens_micros\":400000},"
+              "{\"name\":\"large\",\"price_per_request_micros\":50}],"
+              "\"plans\":[{\"name\":\"free\",\"models\":[\"small\"],"
+              "\"price_per_million_input_tokens_micros\":7},"
+              "{\"name\":\"pro\",\"allowed_parameters\":[\"n\",\"store\"]},"
+              "{\"name\":\"vip\",\"models\":{\"large\":{\"price_per_request_micros\":1}}}]}");
+    struct plan_model m;
+
+    CHECK(p != NULL && p->has_catalogue && strcmp(p->default_model, "small") == 0);
+    const struct plan *fr = plans_find(p, "free"), *pro = plans_find(p, "pro"),
+                      *vip = plans_find(p, "vip");
+    CHECK(plans_model(p, fr, "small", 5, &m) == 0 && strcmp(m.backend, "llama3.2:1b") == 0);
+    /* The model's own price first, the plan's for what the model does not set. */
+    CHECK(m.price_per_million_output == 400000 && m.price_per_million_input == 7);
+    CHECK(plans_model(p, fr, "large", 5, &m) == -1);
+    CHECK(plans_model(p, fr, "other", 5, &m) == -1);
+    CHECK(plans_model(p, pro, "large", 5, &m) == 0 && m.price_per_request == 50 &&
+          strcmp(m.backend, "large") == 0);
+    CHECK(pro->nmodels == 2 && pro->allowed_params == (PLAN_PARAM_N | PLAN_PARAM_STORE));
+    CHECK(plans_model(p, vip, "large", 5, &m) == 0 && m.price_per_request == 1);
+    CHECK(plan_model_price(&m, 0, 0) == 1);
+    CHECK(plans_model(p, vip, "small", 5, &m) == -1);
+    plans_free(p);
+    /* Without a catalogue every name is a model at the plan's prices. */
+    p = parse("{\"plans\":[{\"name\":\"a\",\"price_per_request_micros\":3}]}");
+    CHECK(plans_model(p, plans_find(p, NULL), "anything", 8, &m) == 0 &&
+          strcmp(m.backend, "anything") == 0 && m.price_per_request == 3);
+    plans_free(p);
+    /* Mistakes are refused with a reason. */
+    CHECK(parse("{\"plans\":[{\"name\":\"a\",\"models\":[\"x\"]}]}") == NULL);
+    CHECK(
+        parse("{\"models\":[{\"name\":\"x\"}],\"plans\":[{\"name\":\"a\",\"models\":[\"y\"]}]}") ==
+        NULL);
+    CHECK(parse("{\"models\":[{\"name\":\"x\"},{\"name\":\"x\"}],\"plans\":[{\"name\":\"a\"}]}") ==
+          NULL);
+    CHECK(parse("{\"models\":[{\"name\":\"x\",\"backends\":[]}],\"plans\":[{\"name\":\"a\"}]}") ==
+          NULL);
+    CHECK(parse("{\"models\":[{\"name\":\"x y\"}],\"plans\":[{\"name\":\"a\"}]}") == NULL);
+    CHECK(parse("{\"default_model\":\"z\",\"models\":[{\"name\":\"x\"}],\"plans\":[{\"name\":\"a\"}"
+                "]}") == NULL);
+    CHECK(parse("{\"plans\":[{\"name\":\"a\",\"allowed_parameters\":[\"temperature\"]}]}") == NULL);
 }
 
 static void test_months(void)
@@ -161,6 +247,7 @@ int main(void)
     test_time_ids();
     test_plans();
     test_quota();
+    test_catalogue();
     test_months();
     return unit_result();
 }

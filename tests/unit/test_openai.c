@@ -21,12 +21,61 @@ static int collect(void *ud, const char *data, size_t len)
     return 0;
 }
 
+static uint32_t allowed; /* The plan's allowed costly parameters, for openai(). */
+
 static enum kn_err openai(const char *body, struct chat_call *out)
 {
     struct chat_error e;
-    if (chat_call_from_openai(body, strlen(body), "default-model", out, &e) == 0)
+    if (chat_call_from_openai(body, strlen(body), "default-model", allowed, out, &e) == 0) {
+        chat_call_prepare(out, out->model);
         return KN_OK;
+    }
     return e.err;
+}
+
+/* Parameters that cost the operator more are refused unless the plan allows them. */
+static void test_costly_parameters(void)
+{
+    static const char *const costly[][2] = {
+        {"\"n\":2", "n"},
+        {"\"service_tier\":\"priority\"", "service_tier"},
+        {"\"store\":true", "store"},
+        {"\"metadata\":{\"a\":\"b\"}", "metadata"},
+        {"\"web_search_options\":{}", "web_search_options"},
+        {"\"audio\":{\"voice\":\"alloy\"}", "audio"},
+        {"\"modalities\":[\"text\",\"audio\"]", "modalities"},
+        {"\"prediction\":{\"type\":\"content\",\"content\":\"x\"}", "prediction"},
+    };
+    static const char *const harmless[] = {"\"n\":1", "\"store\":false", "\"metadata\":null",
+                                           "\"modalities\":[\"text\"]"};
+    struct chat_call c;
+    struct chat_error e;
+    char body[256];
+
+    for (size_t i = 0; i < sizeof(costly) / sizeof(costly[0]); i++) {
+        snprintf(body, sizeof(body), "{%s,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                 costly[i][0]);
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0, &c, &e) == -1 &&
+              e.err == KN_ERR_UNSUPPORTED_PARAMETER && strcmp(e.param, costly[i][1]) == 0);
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xff, &c, &e) == 0);
+        chat_call_cleanup(&c);
+    }
+    for (size_t i = 0; i < sizeof(harmless) / sizeof(harmless[0]); i++) {
+        snprintf(body, sizeof(body), "{%s,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                 harmless[i]);
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0, &c, &e) == 0);
+        chat_call_cleanup(&c);
+    }
+    /* The reservation reads max_completion_tokens, else max_tokens. */
+    const char *b = "{\"max_tokens\":50,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 50);
+    chat_call_cleanup(&c);
+    b = "{\"max_completion_tokens\":7,\"max_tokens\":50,\"messages\":[{\"role\":\"user\"}]}";
+    CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 7);
+    /* The backend's name goes upstream. */
+    chat_call_prepare(&c, "backend-name");
+    CHECK(strstr(c.body, "\"model\":\"backend-name\"") != NULL);
+    chat_call_cleanup(&c);
 }
 
 static void test_openai_requests(void)
@@ -186,6 +235,7 @@ static void test_mock_answers(void)
 int main(void)
 {
     test_openai_requests();
+    test_costly_parameters();
     test_results();
     test_sse();
     test_chunks_and_events();

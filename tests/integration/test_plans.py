@@ -1,0 +1,262 @@
+"""Plans as a customer who wants more than they pay for would try them: any model name, costly
+parameters, more keys to get around a limit, many long requests at once against a token quota,
+and an operator whose plans file changed while the server runs."""
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from fake_backend import FakeBackend  # noqa: E402
+
+CATALOGUE = {
+    "currency": "usd",
+    "default_plan": "free",
+    "default_model": "small",
+    "models": [
+        {"name": "small", "backend_model": "fake-normal",
+         "price_per_million_output_tokens_micros": 1000000},
+        {"name": "large", "backend_model": "fake-slow_stream",
+         "price_per_request_micros": 1000},
+    ],
+    "plans": [
+        {"name": "free", "models": ["small"], "max_concurrent_requests": 8},
+        {"name": "pro", "allowed_parameters": ["n"], "max_concurrent_requests": 8},
+        {"name": "rpm3", "requests_per_minute": 3},
+        {"name": "solo", "max_concurrent_requests": 1},
+        {"name": "tokens300", "tokens_per_month": 300, "max_concurrent_requests": 64},
+    ],
+}
+
+
+class PlansTest(harness.ServerTest):
+    plans = CATALOGUE
+
+    def setUp(self):
+        super().setUp()
+        self.backend = FakeBackend().start()
+        self.addCleanup(self.backend.stop)
+        self.write_plans(self.plans)
+        self.live = self.key(mode="live", name="prod")
+        self.test = self.key(mode="test", name="dev")
+
+    def write_plans(self, plans):
+        with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+            f.write(plans if isinstance(plans, str) else json.dumps(plans))
+
+    def serve(self, **env):
+        env.setdefault("KONNECT_MODEL_URL", self.backend.url)
+        return self.start(**env)
+
+    def set_plan(self, plan):
+        self.data.cli("account", "set-plan", "--account", "dev@example.com", "--plan", plan)
+
+    def ledger(self):
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        try:
+            return db.execute("SELECT request_id, model, plan, input_tokens, output_tokens, "
+                              "price_micros FROM usage_ledger ORDER BY at_ms").fetchall()
+        finally:
+            db.close()
+
+    def completions(self, srv, key, model=None, **extra):
+        body = {"messages": [{"role": "user", "content": "Hello plans"}]}
+        if model is not None:
+            body["model"] = model
+        body.update(extra)
+        return srv.post(key, body, path="/v1/chat/completions")
+
+    def models(self, srv, key, path="/v1/models"):
+        import requests
+        return requests.get(srv.url + path, headers={"Authorization": f"Bearer {key}"},
+                            timeout=10)
+
+
+class CatalogueTest(PlansTest):
+    def test_only_the_plan_s_models_exist_under_their_public_names(self):
+        srv = self.serve()
+        for key in (self.live, self.test):
+            err = self.assertError(self.completions(srv, key, "gpt-4o"), 404, "model_not_found",
+                                   "model")
+            self.assertIn("/v1/models", err["message"])
+            self.assertError(self.completions(srv, key, "large"), 404, "model_not_found", "model")
+            self.assertError(srv.post(key, {"message": "hi", "model": "large"}), 404,
+                             "model_not_found", "model")
+        r = self.completions(srv, self.live, "small")
+        self.assertEqual(r.status_code, 200, r.text)
+        # The backend is asked for its own name; the client only ever sees the public one.
+        self.assertEqual(self.backend.stats()["bodies"][-1]["model"], "fake-normal")
+        self.assertEqual(r.json()["model"], "small")
+        r = srv.post(self.live, {"message": "hi"})  # the catalogue's default model
+        self.assertEqual(r.json()["model"], "small")
+        r = srv.post(self.live, {"message": "hi", "stream": True}, stream=True)
+        text = r.text
+        self.assertNotIn("fake-normal", text)
+        self.assertIn('"model":"small"', text)
+        rows = self.ledger()
+        self.assertEqual({row[1] for row in rows}, {"small"})
+
+    def test_models_lists_what_the_caller_s_plan_may_use(self):
+        srv = self.serve()
+        r = self.models(srv, self.live)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["object"], "list")
+        self.assertEqual([m["id"] for m in r.json()["data"]], ["small"])
+        self.assertEqual(r.json()["data"][0]["object"], "model")
+        self.assertEqual(self.models(srv, self.live, "/v1/models/small").json()["id"], "small")
+        self.assertError(self.models(srv, self.live, "/v1/models/large"), 404, "model_not_found",
+                         "model")
+        self.set_plan("pro")
+        self.assertEqual([m["id"] for m in self.models(srv, self.test).json()["data"]],
+                         ["small", "large"])
+        self.assertError(self.models(srv, "sk_test_" + "x" * 38), 401, "invalid_api_key")
+
+    def test_each_model_is_priced_on_its_own(self):
+        srv = self.serve()
+        self.set_plan("pro")
+        self.assertEqual(self.completions(srv, self.live, "small").status_code, 200)
+        self.assertEqual(self.completions(srv, self.live, "large").status_code, 200)
+        (small, large) = self.ledger()
+        self.assertEqual(small[1:3], ("small", "pro"))
+        self.assertEqual(small[5], small[4])  # 1 micro-unit per output token
+        self.assertEqual(large[5], 1000)  # per request, no token price
+
+    def test_costly_parameters_are_refused_unless_the_plan_allows_them(self):
+        srv = self.serve()
+        for key in (self.live, self.test):
+            self.assertError(self.completions(srv, key, "small", n=3), 400,
+                             "unsupported_parameter", "n")
+            self.assertError(self.completions(srv, key, "small", store=True), 400,
+                             "unsupported_parameter", "store")
+            self.assertError(self.completions(srv, key, "small", service_tier="priority"), 400,
+                             "unsupported_parameter", "service_tier")
+            self.assertError(self.completions(srv, key, "small",
+                                              modalities=["text", "audio"]), 400,
+                             "unsupported_parameter", "modalities")
+        self.assertEqual(self.completions(srv, self.live, "small", n=1).status_code, 200)
+        self.set_plan("pro")
+        self.assertEqual(self.completions(srv, self.live, "small", n=3).status_code, 200)
+        self.assertError(self.completions(srv, self.live, "small", store=True), 400,
+                         "unsupported_parameter", "store")
+
+
+class ExamplesTest(harness.ServerTest):
+    def test_example_plans_files_are_valid(self):
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+        for name in ("plans.json", "plans-catalogue.json"):
+            p = self.data.cli("plans", "--json", KONNECT_PLANS=os.path.join(root, name))
+            self.assertTrue(json.loads(p.stdout)["plans"], name)
+
+
+class AccountLimitsTest(PlansTest):
+    def test_more_keys_do_not_buy_more_requests_per_minute(self):
+        srv = self.serve()
+        self.set_plan("rpm3")
+        second = self.key(mode="live", name="second")
+        for _ in range(3):
+            self.assertEqual(self.completions(srv, self.live, "small").status_code, 200)
+        err = self.assertError(self.completions(srv, second, "small"), 429, "rate_limited")
+        self.assertIn("all of them together", err["message"])
+
+    def test_more_keys_do_not_buy_more_requests_in_flight(self):
+        srv = self.serve()
+        self.set_plan("solo")
+        second = self.key(mode="live", name="second")
+        self.backend.set_mode("normal", delay_ms=800)
+        slow = threading.Thread(target=lambda: self.completions(srv, self.live, "large",
+                                                                stream=True))
+        slow.start()
+        deadline = time.time() + 5
+        while self.backend.stats()["active"] == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertError(self.completions(srv, second, "small"), 429,
+                         "too_many_concurrent_requests")
+        slow.join()
+        self.assertEqual(self.completions(srv, second, "small").status_code, 200)
+
+    def test_long_requests_at_once_cannot_run_past_the_token_quota(self):
+        """Each request reserves its input estimate and max_tokens at admission: 20 requests at
+        once against a quota of 300 tokens, each allowed 100, admit only as many as fit."""
+        srv = self.serve()
+        self.set_plan("tokens300")
+        self.backend.set_mode("normal", delay_ms=300)
+        codes = []
+
+        def one():
+            r = self.completions(srv, self.live, "large", max_tokens=100, stream=True)
+            codes.append(r.status_code)
+            r.close()
+
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        admitted = codes.count(200)
+        self.assertGreaterEqual(admitted, 2)
+        self.assertLessEqual(admitted, 3, codes)
+        self.assertEqual(codes.count(429), 20 - admitted)
+
+
+class ReloadTest(PlansTest):
+    plans = {"currency": "usd", "plans": [
+        {"name": "basic", "price_per_request_micros": 10, "max_concurrent_requests": 8}]}
+
+    def test_plans_reach_the_running_server(self):
+        srv = self.serve()
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        # A plan added to the file after start: the server must know it before accounts use it.
+        self.write_plans({"currency": "usd", "plans": [
+            {"name": "basic", "price_per_request_micros": 10, "max_concurrent_requests": 8},
+            {"name": "gold", "price_per_request_micros": 777, "max_concurrent_requests": 8}]})
+        p = self.data.cli("account", "set-plan", "--account", "dev@example.com", "--plan",
+                          "gold", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("does not know plan gold", p.stderr)
+        p = self.data.cli("plans", "reload")
+        self.assertIn("2 plans in force", p.stderr)
+        self.set_plan("gold")
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        self.assertEqual((self.ledger()[-1][2], self.ledger()[-1][5]), ("gold", 777))
+        # An invalid file is refused; the plans in force stay.
+        self.write_plans('{"plans": [{"name": "gold", "typo": 1}]}')
+        p = self.data.cli("plans", "reload", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("typo", p.stderr)
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        self.assertEqual(self.ledger()[-1][5], 777)
+        # SIGHUP reads it again, as `plans reload` does.
+        self.write_plans({"currency": "usd", "plans": [
+            {"name": "basic"}, {"name": "gold", "price_per_request_micros": 888}]})
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while "SIGHUP: 2 plans in force" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("SIGHUP: 2 plans in force", srv.output())
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        self.assertEqual(self.ledger()[-1][5], 888)
+
+    def test_an_account_on_an_unknown_plan_is_refused_never_served_free(self):
+        srv = self.serve()
+        self.write_plans({"currency": "usd", "plans": [
+            {"name": "basic", "price_per_request_micros": 10},
+            {"name": "gold", "price_per_request_micros": 777}]})
+        self.data.cli("plans", "reload")
+        self.set_plan("gold")
+        # The operator takes gold out of the file and reloads: gold accounts stop, visibly.
+        self.write_plans({"currency": "usd", "plans": [{"name": "basic"}]})
+        self.data.cli("plans", "reload")
+        err = self.assertError(self.completions(srv, self.live), 503, "plan_unavailable")
+        self.assertIn('"gold"', err["message"])
+        self.assertEqual(self.completions(srv, self.test).status_code, 200)  # test keys work
+        self.assertEqual(len(self.ledger()), 0)
+        self.assertIn('is on plan "gold", which the plans file does not define', srv.output())
+
+
+if __name__ == "__main__":
+    harness.main()
