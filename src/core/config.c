@@ -140,6 +140,7 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     c->max_header_bytes = 16 * 1024;
     c->request_timeout_ms = 10000;
     c->max_connections = 4096;
+    c->max_connections_per_ip = 256;
     c->shutdown_timeout_ms = 5000;
     c->test_rpm = 60;
     c->test_rpd = 1000;
@@ -180,6 +181,7 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     UINT_SETTING("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 256 * 1024);
     UINT_SETTING("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 3600 * 1000);
     UINT_SETTING("KONNECT_MAX_CONNECTIONS", max_connections, 1000000);
+    UINT_SETTING("KONNECT_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, 1000000);
     UINT_SETTING("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 600 * 1000);
     UINT_SETTING("KONNECT_TEST_KEY_RPM", test_rpm, 1000000000);
     UINT_SETTING("KONNECT_TEST_KEY_RPD", test_rpd, 1000000000);

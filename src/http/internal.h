@@ -46,6 +46,8 @@ struct server {
     /* The dashboard runs on threads of its own (it does blocking work), http/dashbridge.c. */
     struct dash_lane *lanes;
     char refusal[REFUSAL_SIZE];    /* The raw HTTP answer to a connection over the limit. */
+    char refusal_ip[REFUSAL_SIZE]; /* ... and to one over its address's limit. */
+    struct ipcounts *ipcounts;     /* Open connections per address (http/conns.c). */
     struct live_upstream upstream; /* The model backend (http/live.c). */
 };
 
@@ -61,6 +63,10 @@ struct worker {
     h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
     h2o_timeout_t dash_watch_timeout;         /* Waiting dashboard jobs look for their client. */
     struct live_worker live;                  /* Live requests (http/live.c). */
+    struct {
+        h2o_socket_t *sock; /* The connection whose first request is being refused early. */
+        enum kn_err err;
+    } early;
 };
 
 struct kn_handler {
@@ -99,6 +105,19 @@ const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, co
 int http_client_gone(h2o_req_t *req);
 /* Returns 1 when the client reached us over HTTPS (directly, or through a trusted proxy). */
 int http_is_https(h2o_req_t *req);
+
+/* Connections (http/conns.c): limits, refusals, and the early refusal of a first request that
+ * cannot succeed. init and dispose are called once by server_run; on_accept is the listening
+ * socket's read callback; early_refusal, called first for every request, answers it (returns 1)
+ * when its connection's first read refused it. */
+void conns_init(struct server *srv);
+void conns_dispose(struct server *srv);
+void conns_on_accept(h2o_socket_t *listener, const char *err);
+int conns_early_refusal(h2o_req_t *req, struct reqinfo *info);
+
+/* Answers an authentication failure on /v1/: WWW-Authenticate (RFC 6750) and the error, and
+ * closes the connection, so that a client without a valid key sends one request on it. */
+void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err);
 
 /* The dashboard bridge (http/dashbridge.c): copies /dashboard/api/ requests to the dashboard's
  * threads and their answers back. start and stop are called once by server_run; the worker

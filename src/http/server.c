@@ -32,6 +32,7 @@
 #include "core/jsonw.h"
 #include "core/util.h"
 #include "http/accesslog.h"
+#include "http/framing.h"
 #include "http/internal.h"
 #include "keys/keysync.h"
 #include "keys/keytable.h"
@@ -306,6 +307,15 @@ static int is_json_content_type(h2o_req_t *req)
     return len == 0 || *v == ';';
 }
 
+static void send_www_authenticate(h2o_req_t *req, enum kn_err err);
+
+void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
+{
+    req->http1_is_persistent = 0;
+    send_www_authenticate(req, err);
+    http_send_error(req, info, err, NULL, NULL);
+}
+
 static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
 {
     /* RFC 6750 section 3.1: a request without credentials gets the bare challenge; a bad token
@@ -409,8 +419,7 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
     err = auth_authenticate(srv->kt, srv->secret, &in, &key);
     info->key = key;
     if (err != KN_OK) {
-        send_www_authenticate(req, err);
-        http_send_error(req, info, err, NULL, NULL);
+        http_send_auth_error(req, info, err);
         return NULL;
     }
     if (key->mode == APIKEY_MODE_LIVE && atomic_load(&key->acct->plan) == NULL) {
@@ -797,6 +806,35 @@ static size_t header_bytes(h2o_req_t *req)
     return n;
 }
 
+/* RFC 9112 section 6.3: a request whose body two servers could delimit differently (several
+ * Content-Length values, Content-Length with Transfer-Encoding, Transfer-Encoding in HTTP/1.0) is
+ * refused with 400 and its connection closed, so that nothing after it is ever read as a request
+ * (http/framing.h says why the raw head is read). Only requests with a body can have one. Returns
+ * 1 when the request may go on. */
+static int framing_ok(h2o_req_t *req, struct reqinfo *info)
+{
+    h2o_socket_t *sock;
+    struct framing_info f;
+    char msg[200];
+
+    if (req->version >= 0x200 || req->entity.base == NULL ||
+        req->conn->callbacks->get_socket == NULL ||
+        (sock = req->conn->callbacks->get_socket(req->conn)) == NULL || sock->input == NULL)
+        return 1;
+    if (framing_parse(sock->input->bytes,
+                      sock->input->size < H2O_MAX_REQLEN ? sock->input->size : H2O_MAX_REQLEN,
+                      &f) <= 0 ||
+        f.framing == FRAMING_OK)
+        return 1;
+    req->http1_is_persistent = 0;
+    snprintf(msg, sizeof(msg),
+             "%s, so its end is ambiguous (RFC 9112 section 6.3). It is refused and the "
+             "connection closed.",
+             framing_problem(f.framing));
+    http_send_error(req, info, KN_ERR_BAD_REQUEST, msg, NULL);
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct server *srv = ((struct kn_handler *)self)->srv;
@@ -805,6 +843,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     memset(&info, 0, sizeof(info));
     new_request_id(req, info.request_id);
+    if (conns_early_refusal(req, &info) || !framing_ok(req, &info))
+        return 0;
     if (header_bytes(req) > srv->cfg->max_header_bytes) {
         char msg[128];
         req->http1_is_persistent = 0;
@@ -931,104 +971,7 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
     h2o_setup_next_ostream(req, &o->super.next);
 }
 
-/* ---- connections and threads ------------------------------------------------------------- */
-
-static void on_conn_close(void *data)
-{
-    struct worker *w = data;
-    w->conns--;
-    atomic_fetch_sub(&w->srv->conns, 1);
-}
-
-/* A connection over the limit is answered with a 503 once its request has arrived (or after a
- * second), so that closing it does not reset the connection before the client reads the answer. */
-struct refused {
-    h2o_socket_t *sock;
-    struct worker *w;
-    h2o_timeout_entry_t timeout;
-    int answered;
-    char request_id[4 + REQUEST_ID_LEN + 1];
-    char response[REFUSAL_SIZE];
-};
-
-static void refused_written(h2o_socket_t *sock, const char *err)
-{
-    struct refused *r = sock->data;
-    (void)err;
-    r->w->conns--;
-    h2o_socket_close(sock);
-    free(r);
-}
-
-static void refused_answer(struct refused *r)
-{
-    h2o_iovec_t buf;
-
-    if (r->answered)
-        return;
-    r->answered = 1;
-    /* The template holds a placeholder request id of the right length; each refusal gets its own.
-     */
-    memcpy(r->response, r->w->srv->refusal, sizeof(r->response));
-    for (char *p = r->response; (p = strstr(p, REFUSAL_ID_PLACEHOLDER)) != NULL;) {
-        memcpy(p, r->request_id, sizeof(r->request_id) - 1);
-        p += sizeof(r->request_id) - 1;
-    }
-    buf = h2o_iovec_init(r->response, strlen(r->response));
-    if (h2o_timeout_is_linked(&r->timeout))
-        h2o_timeout_unlink(&r->timeout);
-    h2o_socket_read_stop(r->sock);
-    h2o_socket_write(r->sock, &buf, 1, refused_written);
-}
-
-static void refused_read(h2o_socket_t *sock, const char *err)
-{
-    (void)err;
-    h2o_buffer_consume(&sock->input, sock->input->size);
-    refused_answer(sock->data);
-}
-
-static void refused_timeout(h2o_timeout_entry_t *entry)
-{
-    refused_answer(H2O_STRUCT_FROM_MEMBER(struct refused, timeout, entry));
-}
-
-static void refuse_connection(struct worker *w, h2o_socket_t *sock)
-{
-    struct refused *r = kn_calloc(1, sizeof(*r));
-
-    r->sock = sock;
-    r->w = w;
-    w->conns++; /* So that shutdown waits for the answer and its timer. */
-    base62_time_id(r->request_id, "req_", REQUEST_ID_LEN, kn_unix_ms());
-    r->timeout.cb = refused_timeout;
-    sock->data = r;
-    h2o_timeout_link(w->ctx.loop, &w->refuse_timeout, &r->timeout);
-    h2o_socket_read_start(sock, refused_read);
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    struct worker *w = listener->data;
-    h2o_socket_t *sock;
-
-    if (err != NULL)
-        return;
-    /* Accept a bounded batch per wake-up so that one busy listener cannot starve the loop. */
-    for (int i = 0; i < 16; i++) {
-        if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
-            return;
-        if (atomic_fetch_add(&w->srv->conns, 1) >= w->srv->cfg->max_connections) {
-            atomic_fetch_sub(&w->srv->conns, 1);
-            refuse_connection(w, sock);
-            continue;
-        }
-        w->conns++;
-        sock->on_close.cb = on_conn_close;
-        sock->on_close.data = w;
-        h2o_accept(&w->accept_ctx, sock);
-    }
-}
+/* ---- threads ------------------------------------------------------------------------------ */
 
 /* Counts a worker into one of the server's start-up and shutdown phases. */
 static void phase_arrive(struct server *srv, unsigned *counter)
@@ -1063,7 +1006,7 @@ static void worker_setup(struct worker *w)
     live_worker_init(w);
     w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
-    h2o_socket_read_start(w->listener, on_accept);
+    h2o_socket_read_start(w->listener, conns_on_accept);
 }
 
 static void worker_dispose(struct worker *w)
@@ -1235,19 +1178,6 @@ static void print_listening(struct server *srv)
             srv->cfg->threads, keytable_count(srv->kt));
 }
 
-static void build_refusal(struct server *srv)
-{
-    size_t len;
-    const char *id = REFUSAL_ID_PLACEHOLDER;
-    char *body = kn_error_json(KN_ERR_TOO_MANY_CONNECTIONS, NULL, NULL, id, &len);
-    snprintf(srv->refusal, sizeof(srv->refusal),
-             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\nCache-Control: no-store\r\nRetry-After: 1\r\n"
-             "request-id: %s\r\nConnection: close\r\n\r\n%s",
-             len, id, body);
-    free(body);
-}
-
 static void setup_h2o(struct server *srv)
 {
     h2o_hostconf_t *host;
@@ -1330,7 +1260,7 @@ int server_run(const struct kn_config *c)
         goto fail;
     if (open_listener(srv, err, sizeof(err)) != 0)
         goto fail;
-    build_refusal(srv);
+    conns_init(srv);
     setup_h2o(srv);
 
     srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
@@ -1386,6 +1316,7 @@ out:
     keysync_stop(srv->ks);
     keytable_free(srv->kt);
     free(srv->trusted);
+    conns_dispose(srv);
     live_upstream_dispose(&srv->upstream);
     accesslog_close(srv->log);
     if (srv->workers == NULL && srv->listen_fds != NULL) /* not handed to threads yet */

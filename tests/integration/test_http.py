@@ -154,6 +154,149 @@ class CookiesAndOriginsTest(ServerTest):
         self.assertEqual(srv.post(key).status_code, 200)
 
 
+def raw(port, data, source="127.0.0.1", timeout=5.0, wait_close=True):
+    """Sends bytes on a new connection and reads until the server closes it (or timeout)."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(data)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if not wait_close and b"\r\n\r\n" in got:
+                break
+    except socket.timeout:
+        pass
+    s.close()
+    return got
+
+
+class FramingTest(ServerTest):
+    """Request smuggling: a body whose end two servers could read differently is refused with
+    400 and the connection closed, so that nothing after it is read as a request."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.start()
+        self.k = self.key()
+
+    def request(self, version, headers, body):
+        head = f"POST /v1/chat HTTP/{version}\r\nHost: x\r\nAuthorization: Bearer {self.k}\r\n"
+        head += "Content-Type: application/json\r\n" + "".join(h + "\r\n" for h in headers)
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        return raw(self.srv.port, head.encode() + b"\r\n" + body + smuggled)
+
+    def assert_refused(self, got, why):
+        self.assertTrue(got.startswith(b"HTTP/1.1 400 "), got[:200])
+        self.assertEqual(got.count(b"HTTP/1.1 "), 1, "nothing after it was answered")
+        self.assertIn(b"Connection: close", got)
+        body = json.loads(got.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(body["error"]["code"], "bad_request")
+        self.assertIn(why, body["error"]["message"])
+        self.assertRegex(body["error"]["request_id"], r"^req_")
+
+    def test_ambiguous_framings_are_refused(self):
+        body = b'{"message":"hi"}'
+        n = len(body)
+        for version in ("1.1", "1.0"):
+            with self.subTest(version=version):
+                self.assert_refused(self.request(version, [f"Content-Length: {n}",
+                                                           f"Content-Length: {n + 40}"], body),
+                                    "different values")
+                self.assert_refused(self.request(version, [f"Content-Length: {n}",
+                                                           "Transfer-Encoding: chunked"],
+                                                 f"{n:x}\r\n".encode() + body + b"\r\n0\r\n\r\n"),
+                                    "Transfer-Encoding" if version == "1.0" else "both")
+        self.assert_refused(self.request("1.0", ["Transfer-Encoding: chunked"],
+                                         f"{n:x}\r\n".encode() + body + b"\r\n0\r\n\r\n"),
+                            "HTTP/1.0")
+        self.assert_refused(self.request("1.1", ["Transfer-Encoding: chunked",
+                                                 "Transfer-Encoding: chunked"],
+                                         f"{n:x}\r\n".encode() + body + b"\r\n0\r\n\r\n"),
+                            "more than one")
+
+    def test_unambiguous_framings_still_work(self):
+        body = b'{"message":"hi"}'
+        n = len(body)
+        # Equal Content-Length values say the same thing (RFC 9112 allows them).
+        for headers, payload in (([f"Content-Length: {n}"], body),
+                                 ([f"Content-Length: {n}", f"Content-Length: {n}"], body),
+                                 (["Transfer-Encoding: chunked"],
+                                  f"{n:x}\r\n".encode() + body + b"\r\n0\r\n\r\n")):
+            got = self.request("1.1", headers + ["Connection: close"], payload)
+            self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:300])
+
+
+class MemoryBeforeAuthenticationTest(ServerTest):
+    def test_first_request_with_a_bad_key_is_refused_before_its_body(self):
+        srv = self.start()
+        for key in ("", "Authorization: Bearer sk_live_" + "A" * 38 + "\r\n"):
+            head = (f"POST /v1/chat HTTP/1.1\r\nHost: x\r\n{key}Content-Type: application/json"
+                    "\r\nContent-Length: 1000000\r\n\r\n").encode()
+            t0 = time.monotonic()
+            got = raw(srv.port, head + b"{", timeout=5)  # the body never comes
+            self.assertLess(time.monotonic() - t0, 2, "answered without waiting for the body")
+            self.assertTrue(got.startswith(b"HTTP/1.1 401 "), got[:200])
+            self.assertIn(b"www-authenticate: bearer", got.lower())
+            self.assertIn(b"Connection: close", got)
+        # A dashboard call larger than the dashboard takes, and a body sent to a page.
+        for path in ("/dashboard/api/signin", "/healthz"):
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 900000\r\n\r\n").encode()
+            got = raw(srv.port, head, timeout=5)
+            self.assertTrue(got.startswith(b"HTTP/1.1 413 "), got[:200])
+        # A valid key's request is read in full, as always.
+        key = self.key()
+        body = json.dumps({"message": "x" * 5000}).encode()
+        head = (f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/json\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.assertTrue(raw(srv.port, head + body).startswith(b"HTTP/1.1 200 "))
+
+    def test_a_bad_key_closes_the_connection(self):
+        srv = self.start()
+        s = requests.Session()
+        r = s.post(srv.url + "/v1/chat", headers={"Authorization": "Bearer nope"}, timeout=5)
+        self.assertEqual(r.status_code, 401)
+        self.assertEqual(r.headers.get("Connection"), "close")
+
+    def test_connections_per_address_are_capped_except_for_trusted_proxies(self):
+        srv = self.start(KONNECT_MAX_CONNECTIONS_PER_IP=3, KONNECT_TRUSTED_PROXIES="127.0.0.20")
+        held = []
+        for _ in range(3):
+            c = socket.socket()
+            c.bind(("127.0.0.19", 0))
+            c.connect(("127.0.0.1", srv.port))
+            held.append(c)
+        time.sleep(0.2)
+        got = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", source="127.0.0.19")
+        self.assertTrue(got.startswith(b"HTTP/1.1 503 "), got[:200])
+        body = json.loads(got.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(body["error"]["code"], "too_many_connections")
+        self.assertIn("one address", body["error"]["message"])
+        # Another address is unaffected; a trusted proxy is not capped.
+        ok = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        self.assertTrue(raw(srv.port, ok, source="127.0.0.21").startswith(b"HTTP/1.1 200 "))
+        for _ in range(5):
+            c = socket.socket()
+            c.bind(("127.0.0.20", 0))
+            c.connect(("127.0.0.1", srv.port))
+            held.append(c)
+        self.assertTrue(raw(srv.port, ok, source="127.0.0.20").startswith(b"HTTP/1.1 200 "))
+        # Closing frees the address's share.
+        for c in held[:3]:
+            c.close()
+        time.sleep(0.3)
+        self.assertTrue(raw(srv.port, ok, source="127.0.0.19").startswith(b"HTTP/1.1 200 "))
+        for c in held[3:]:
+            c.close()
+
+
 class NoProxySettingTest(ServerTest):
     def test_without_the_setting_forwarded_headers_change_nothing(self):
         srv = self.start()
