@@ -3,6 +3,8 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/config.h"
@@ -139,9 +141,21 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+#ifdef NDEBUG
         printf("konnect %s\n", KONNECT_VERSION);
+#else
+        printf("konnect %s (debug build)\n", KONNECT_VERSION);
+#endif
         return 0;
     }
+    /* Everything Konnect creates (database, secret, control socket, logs) is its owner's alone,
+     * from the moment it exists. */
+    umask(077);
+#ifdef NDEBUG
+    /* The server secret, keys being checked and passwords live in memory: no core dump of them,
+     * and no other process of the same user may read this one's memory. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
     if (sodium_init() < 0)
         kn_fatal("libsodium failed to initialise");
     if (config_load(&c, err, sizeof(err)) != 0) {

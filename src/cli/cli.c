@@ -3,9 +3,11 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <sodium.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/base62.h"
 #include "core/redact.h"
@@ -333,18 +335,44 @@ static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o
     return 0;
 }
 
-static struct store *open_store(struct kn_config *c)
-{
-    char err[512];
-    struct store *s;
+/* How a command uses the store: only `account create` and `migrate` may create one; every
+ * other command needs the one it names, so that a command run from another directory (or with
+ * another KONNECT_DATA_DIR) never quietly makes a fresh database and secret. */
+enum store_use {
+    STORE_MUST_EXIST,
+    STORE_MAY_CREATE,
+};
 
+static struct store *open_store_for(struct kn_config *c, enum store_use use)
+{
+    char err[512], where[PATH_MAX + 16];
+    struct store *s;
+    int existed = store_exists(c->database, where, sizeof(where));
+
+    if (!existed && use == STORE_MUST_EXIST) {
+        fprintf(stderr,
+                "konnect: no database at %s, and this command creates none: is the data "
+                "directory right? (--data-dir or KONNECT_DATA_DIR; it is %s)\n",
+                where, c->data_dir);
+        return NULL;
+    }
     if (config_ensure_data_dir(c, err, sizeof(err)) != 0) {
         fprintf(stderr, "konnect: %s\n", err);
         return NULL;
     }
-    if ((s = store_open(c->database, 1, err, sizeof(err))) == NULL)
+    if ((s = store_open(c->database, 1, err, sizeof(err))) == NULL) {
         fprintf(stderr, "konnect: %s\n", err);
+        return NULL;
+    }
+    if (!existed)
+        fprintf(stderr, "konnect: created a new database at %s\n", where);
+    config_warn_public(c);
     return s;
+}
+
+static struct store *open_store(struct kn_config *c)
+{
+    return open_store_for(c, STORE_MUST_EXIST);
 }
 
 static int find_account(struct store *s, const char *which, struct store_account *a)
@@ -352,11 +380,14 @@ static int find_account(struct store *s, const char *which, struct store_account
     int r = store_account_find(s, which, a);
     char raw[STORE_EMAIL_MAX + 16], echo[TERMSAFE_SIZE(STORE_EMAIL_MAX + 16)];
     termsafe_copy(echo, sizeof(echo), redact_copy(raw, sizeof(raw), which));
-    if (r == STORE_NOT_FOUND)
+    if (r == STORE_NOT_FOUND) {
+        char where[PATH_MAX + 16];
+        store_exists(store_url_of(s), where, sizeof(where));
         fprintf(stderr,
-                "konnect: no account %s (create it with: konnect account create --email %s)\n",
-                echo, strchr(echo, '@') ? echo : "EMAIL");
-    else if (r != STORE_OK)
+                "konnect: no account %s in %s (create it with: konnect account create --email "
+                "%s)\n",
+                echo, where, strchr(echo, '@') ? echo : "EMAIL");
+    } else if (r != STORE_OK)
         fprintf(stderr, "konnect: %s\n", shown(store_errmsg(s)));
     return r;
 }
@@ -372,10 +403,12 @@ int cli_migrate(struct kn_config *c, int argc, char **argv)
         fputs(migrate_usage, stdout);
         return 0;
     }
-    if ((s = open_store(c)) == NULL)
+    if ((s = open_store_for(c, STORE_MAY_CREATE)) == NULL)
         return 1;
     store_close(s);
-    fprintf(stderr, "konnect: database %s is up to date\n", c->database);
+    char where[PATH_MAX + 16];
+    store_exists(c->database, where, sizeof(where));
+    fprintf(stderr, "konnect: database %s is up to date\n", where);
     return 0;
 }
 
@@ -383,11 +416,17 @@ static const struct lifecycle_actor cli_actor = {"cli", ""};
 
 static int load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
 {
-    char err[512];
+    char err[512], where[PATH_MAX + 16];
+    int existed = access(c->secret_file, F_OK) == 0;
+
     if (apikey_secret_load(c->secret_file, 1, secret, err, sizeof(err)) != 0) {
         fprintf(stderr, "konnect: %s\n", err);
         return -1;
     }
+    if (!existed)
+        fprintf(stderr,
+                "konnect: created a new server secret at %s (a server must use the same one)\n",
+                kn_abs_path(c->secret_file, where, sizeof(where)));
     return 0;
 }
 
@@ -401,12 +440,19 @@ static void show_secret(char sk[APIKEY_LEN + 1])
 
 static void report_notify(struct kn_config *c, const char *what)
 {
+    char where[PATH_MAX + 16];
     int n = keysync_notify(c->socket_path, 5000);
+
     if (n > 0)
         fprintf(stderr, "konnect: the running server applied it: %s\n", what);
     else if (n < 0)
         fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
                         "a second\n");
+    else
+        fprintf(stderr,
+                "konnect: no server is running with the data directory %s: the change is in the "
+                "database, for the server that starts with it\n",
+                kn_abs_path(c->data_dir, where, sizeof(where)));
 }
 
 /* ---- accounts, plans, usage and invoices ---------------------------------------------------- */
@@ -709,7 +755,7 @@ static int account_create(struct kn_config *c, const struct opts *o)
         fprintf(stderr, "konnect: --email must be an email address such as dev@example.com\n");
         return 2;
     }
-    if ((s = open_store(c)) == NULL)
+    if ((s = open_store_for(c, STORE_MAY_CREATE)) == NULL)
         return 1;
     redact_copy(echo, sizeof(echo), o->email);
     if (store_account_find(s, o->email, &a) == STORE_OK) {
@@ -958,8 +1004,11 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
         plans_free(plans);
         return 0;
     }
-    if (plans->builtin)
-        fprintf(stderr, "konnect: no plans file at %s; the built-in plan applies\n", c->plans_file);
+    if (plans->builtin) {
+        char where[PATH_MAX + 16];
+        fprintf(stderr, "konnect: no plans file at %s; the built-in plan applies\n",
+                kn_abs_path(c->plans_file, where, sizeof(where)));
+    }
     printf("  %-20s  %14s  %14s  %14s  %14s  %14s  %8s  %10s\n", "PLAN", "REQUESTS/MONTH",
            "TOKENS/MONTH", "PER REQUEST", "PER 1M INPUT", "PER 1M OUTPUT", "RPM", "CONCURRENT");
     for (size_t i = 0; i < plans->count; i++) {

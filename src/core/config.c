@@ -75,6 +75,34 @@ int config_set_listen(struct kn_config *c, const char *value)
     return 0;
 }
 
+/* Reads the first line of a file that holds a secret (KONNECT_MODEL_API_KEY_FILE) into out,
+ * warning when others may read it. Returns 0, or -1 with a message. */
+static int read_secret_file(const char *path, char *out, size_t size, char *err, size_t errsize)
+{
+    FILE *f = fopen(path, "r");
+    struct stat st;
+
+    if (f == NULL) {
+        snprintf(err, errsize, "KONNECT_MODEL_API_KEY_FILE: cannot read %s: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077) != 0)
+        fprintf(stderr,
+                "konnect: warning: KONNECT_MODEL_API_KEY_FILE %s can be read by other users; run: "
+                "chmod 600 %s\n",
+                path, path);
+    if (fgets(out, (int)size, f) == NULL)
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    if (out[0] == '\0') {
+        snprintf(err, errsize, "KONNECT_MODEL_API_KEY_FILE: %s is empty", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* KONNECT_PUBLIC_URL: an http(s) origin, "scheme://host[:port]", with nothing after it but an
  * optional "/". */
 static int parse_public_url(struct kn_config *c, const char *v, char *err, size_t errsize)
@@ -225,7 +253,19 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
         }
         kn_strlcpy(c->model_url, v, sizeof(c->model_url));
     }
-    if ((v = getenv("KONNECT_MODEL_API_KEY")) != NULL && *v != '\0') {
+    if ((v = getenv("KONNECT_MODEL_API_KEY_FILE")) != NULL && *v != '\0') {
+        if (getenv("KONNECT_MODEL_API_KEY") != NULL && *getenv("KONNECT_MODEL_API_KEY") != '\0') {
+            snprintf(err, errsize,
+                     "set one of KONNECT_MODEL_API_KEY and KONNECT_MODEL_API_KEY_FILE, not both");
+            return -1;
+        }
+        if (read_secret_file(v, c->model_api_key, sizeof(c->model_api_key), err, errsize) != 0)
+            return -1;
+        v = c->model_api_key;
+    } else {
+        v = getenv("KONNECT_MODEL_API_KEY");
+    }
+    if (v != NULL && *v != '\0') {
         /* It goes into a request header: no controls, and a bounded length. */
         for (const char *p = v; *p != '\0'; p++)
             if ((unsigned char)*p < 0x20 || *p == 0x7f)
@@ -235,7 +275,8 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
                      "KONNECT_MODEL_API_KEY must be under 512 bytes with no control characters");
             return -1;
         }
-        kn_strlcpy(c->model_api_key, v, sizeof(c->model_api_key));
+        if (v != c->model_api_key)
+            kn_strlcpy(c->model_api_key, v, sizeof(c->model_api_key));
     }
     if ((v = getenv("KONNECT_LEDGER_SYNC")) != NULL && *v != '\0') {
         if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0) {
@@ -309,4 +350,31 @@ int config_ensure_data_dir(const struct kn_config *c, char *err, size_t errsize)
         return -1;
     }
     return 0;
+}
+
+void config_warn_public(const struct kn_config *c)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    const char *db = strncmp(c->database, "sqlite:", 7) == 0 ? c->database + 7 : c->database;
+    char path[PATH_MAX + 8], abs[PATH_MAX + 16];
+    struct stat st;
+
+    if (stat(c->data_dir, &st) == 0 && (st.st_mode & 077) != 0)
+        fprintf(stderr,
+                "konnect: warning: the data directory %s can be read by other users; run: "
+                "chmod 700 %s\n",
+                kn_abs_path(c->data_dir, abs, sizeof(abs)), abs);
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        snprintf(path, sizeof(path), "%s%s", db, suffixes[i]);
+        if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
+            fprintf(stderr,
+                    "konnect: warning: %s can be read by other users (it holds the password and "
+                    "key hashes); run: chmod 600 %s\n",
+                    kn_abs_path(path, abs, sizeof(abs)), abs);
+    }
+    if (stat(c->plans_file, &st) == 0 && (st.st_mode & 022) != 0)
+        fprintf(stderr,
+                "konnect: warning: the plans file %s can be changed by other users; run: chmod "
+                "go-w %s\n",
+                kn_abs_path(c->plans_file, abs, sizeof(abs)), abs);
 }

@@ -71,4 +71,9 @@ int config_set_listen(struct kn_config *c, const char *value);
 /* Creates the data directory (mode 0700) when it is missing. Returns 0, or -1 with a message. */
 int config_ensure_data_dir(const struct kn_config *c, char *err, size_t errsize);
 
+/* Warns on stderr about each of the data directory, the database and its log, and the plans
+ * file that exists and that users other than its owner may read or write (every password hash
+ * and key hash is in the database), saying how to fix it. */
+void config_warn_public(const struct kn_config *c);
+
 #endif

@@ -1,11 +1,13 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 noreturn void kn_fatal(const char *fmt, ...)
 {
@@ -197,4 +199,57 @@ int kn_month_parse(const char *s, int64_t *month)
         return -1;
     *month = y * 12 + m - 1;
     return 0;
+}
+
+/* Removes "." and ".." segments and doubled slashes from an absolute path, in place. */
+static void normalize(char *p)
+{
+    char *out = p, *seg = p;
+
+    while (*seg != '\0') {
+        while (*seg == '/')
+            seg++;
+        char *end = strchr(seg, '/');
+        size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
+        if (len == 0)
+            break;
+        if (len == 1 && seg[0] == '.') {
+            /* nothing */
+        } else if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (out > p && *--out != '/')
+                ;
+        } else {
+            *out++ = '/';
+            memmove(out, seg, len);
+            out += len;
+        }
+        seg += len;
+    }
+    if (out == p)
+        *out++ = '/';
+    *out = '\0';
+}
+
+char *kn_abs_path(const char *path, char *out, size_t size)
+{
+    char dir[PATH_MAX], real[PATH_MAX], joined[2 * PATH_MAX + 2];
+    const char *slash = strrchr(path, '/');
+
+    /* The directory part resolved when it exists (symbolic links too); otherwise the path is
+     * taken from the working directory and tidied up as written. */
+    if (slash != NULL) {
+        size_t n = (size_t)(slash - path);
+        snprintf(dir, sizeof(dir), "%.*s", (int)(n > 0 ? n : 1), path);
+        if (realpath(dir, real) != NULL) {
+            snprintf(out, size, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", slash + 1);
+            return out;
+        }
+    }
+    if (path[0] == '/' || getcwd(real, sizeof(real)) == NULL)
+        snprintf(joined, sizeof(joined), "%s", path);
+    else
+        snprintf(joined, sizeof(joined), "%s/%s", real, path);
+    normalize(joined);
+    snprintf(out, size, "%s", joined);
+    return out;
 }

@@ -40,6 +40,11 @@ int kn_parse_duration(const char *s, int64_t *out);
  * zero time is written as "-". Returns buf. */
 char *kn_format_time(int64_t t, char *buf, size_t bufsize);
 
+/* Writes path as an absolute path into out (the working directory before a relative one; "./"
+ * and "../" resolved where the directories exist), so that messages say exactly which file they
+ * mean. Returns out. */
+char *kn_abs_path(const char *path, char *out, size_t size);
+
 /* Calendar months, UTC, numbered year * 12 + month - 1 so that consecutive months differ by 1.
  * Billing periods and quotas use them. */
 int64_t kn_month_of(int64_t unix_s);

@@ -39,6 +39,7 @@
 #include "limits/quota.h"
 #include "limits/ratelimit.h"
 #include "metering/plans.h"
+#include "store/store.h"
 
 /* A request id: "req_" and 24 base62 characters that start with the time, from the loop's clock
  * (wall-clock milliseconds, read once per loop turn). */
@@ -1232,6 +1233,8 @@ int server_run(const struct kn_config *c)
         goto fail;
     srv->kt = keytable_new(1024);
     uint64_t t0 = kn_mono_ns();
+    char where[PATH_MAX + 16];
+    int existed = store_exists(c->database, where, sizeof(where));
     if (live_upstream_init(&srv->upstream, c, err, sizeof(err)) != 0)
         goto fail;
     struct plans *plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
@@ -1254,8 +1257,11 @@ int server_run(const struct kn_config *c)
     if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, plans, c->plans_file,
                                  c->plans_file_set, c->ledger_sync_full, err, sizeof(err))) == NULL)
         goto fail;
-    fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt),
-            c->database, (double)(kn_mono_ns() - t0) / 1e6);
+    if (!existed)
+        fprintf(stderr, "konnect: created a new database at %s\n", where);
+    fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt), where,
+            (double)(kn_mono_ns() - t0) / 1e6);
+    config_warn_public(c);
     if (dashbridge_start(srv, err, sizeof(err)) != 0)
         goto fail;
     if (open_listener(srv, err, sizeof(err)) != 0)

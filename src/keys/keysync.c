@@ -395,48 +395,86 @@ static void write_ledger(struct keysync *ks)
     }
 }
 
-static void serve_client(struct keysync *ks, int fd)
+/* Control-socket clients being read: each is served once its line has arrived, and dropped
+ * after CLIENT_MS without one. None ever makes the store thread wait: the ledger's group commits
+ * go on between their reads. */
+#define CLIENTS_MAX 8
+#define CLIENT_MS 2000
+
+struct client {
+    int fd;
+    uint64_t deadline_ns;
+    size_t len;
+    char line[128];
+};
+
+/* Answers one command line. */
+static void answer_client(struct keysync *ks, struct client *cl)
 {
     char buf[700];
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    ssize_t n;
-    int len = 0;
+    int len;
 
-    /* A client that connects but says nothing must not stall the thread for long. */
-    if (poll(&p, 1, 200) <= 0 || (n = read(fd, buf, 127)) <= 0)
-        return;
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (strcmp(buf, "sync") == 0) {
+    cl->line[strcspn(cl->line, "\r\n")] = '\0';
+    if (strcmp(cl->line, "sync") == 0) {
         len = sync_changes(ks) ? snprintf(buf, sizeof(buf), "ok %lld\n", (long long)ks->last_seq)
                                : snprintf(buf, sizeof(buf), "error\n");
-    } else if (strcmp(buf, "reload-plans") == 0) {
+    } else if (strcmp(cl->line, "reload-plans") == 0) {
         char msg[600];
         int ok = reload_plans(ks, msg, sizeof(msg)) == 0;
         fprintf(stderr, "konnect: plans reloaded on request: %s\n", msg);
         len = snprintf(buf, sizeof(buf), "%s %s\n", ok ? "ok" : "error", msg);
-    } else if (strncmp(buf, "has-plan ", 9) == 0) {
-        len = snprintf(buf, sizeof(buf), "%s\n",
-                       plans_find(atomic_load(&ks->plans), buf + 9) != NULL ? "ok" : "unknown");
+    } else if (strncmp(cl->line, "has-plan ", 9) == 0) {
+        len =
+            snprintf(buf, sizeof(buf), "%s\n",
+                     plans_find(atomic_load(&ks->plans), cl->line + 9) != NULL ? "ok" : "unknown");
     } else {
         len = snprintf(buf, sizeof(buf), "error unknown command\n");
     }
-    if (len > 0 && write(fd, buf, (size_t)len) != len) {
+    /* A few bytes into a local socket's empty buffer: never blocks; a client gone is no matter. */
+    if (send(cl->fd, buf, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) != len) {
         /* The client went away; nothing to do. */
     }
+}
+
+/* Reads what a client sent; returns 1 when it is done with (answered, gone or silent too long). */
+static int read_client(struct keysync *ks, struct client *cl, uint64_t now)
+{
+    ssize_t n = recv(cl->fd, cl->line + cl->len, sizeof(cl->line) - 1 - cl->len, MSG_DONTWAIT);
+
+    if (n > 0) {
+        cl->len += (size_t)n;
+        cl->line[cl->len] = '\0';
+        if (memchr(cl->line, '\n', cl->len) != NULL || cl->len == sizeof(cl->line) - 1) {
+            answer_client(ks, cl);
+            return 1;
+        }
+        return 0;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return 1;
+    return now >= cl->deadline_ns;
 }
 
 static void *thread_main(void *arg)
 {
     struct keysync *ks = arg;
     uint64_t next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
+    struct client clients[CLIENTS_MAX];
+    size_t nclients = 0;
 
     while (!atomic_load(&ks->stop)) {
-        struct pollfd p[2] = {{.fd = ks->wake_fd, .events = POLLIN},
-                              {.fd = ks->listen_fd, .events = POLLIN}};
-        uint64_t now = kn_mono_ns();
-        int timeout = now >= next_tick ? 0 : (int)((next_tick - now) / 1000000) + 1;
-        int n = poll(p, ks->listen_fd >= 0 ? 2 : 1, timeout);
+        struct pollfd p[2 + CLIENTS_MAX] = {
+            {.fd = ks->wake_fd, .events = POLLIN},
+            {.fd = nclients < CLIENTS_MAX ? ks->listen_fd : -1, .events = POLLIN}};
+        uint64_t now = kn_mono_ns(), wake = next_tick;
+        for (size_t i = 0; i < nclients; i++) {
+            p[2 + i].fd = clients[i].fd;
+            p[2 + i].events = POLLIN;
+            if (clients[i].deadline_ns < wake)
+                wake = clients[i].deadline_ns;
+        }
+        int timeout = now >= wake ? 0 : (int)((wake - now) / 1000000) + 1;
+        int n = poll(p, 2 + nclients, timeout);
 
         if (n > 0 && (p[0].revents & POLLIN) != 0) {
             uint64_t v;
@@ -465,11 +503,24 @@ static void *thread_main(void *arg)
             }
         }
         write_ledger(ks);
-        if (n > 0 && (p[1].revents & POLLIN) != 0) {
-            int fd = accept4(ks->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        now = kn_mono_ns();
+        for (size_t i = 0; i < nclients;) {
+            if (((n > 0 && p[2 + i].revents != 0) || now >= clients[i].deadline_ns) &&
+                read_client(ks, &clients[i], now)) {
+                close(clients[i].fd);
+                clients[i] = clients[--nclients];
+                p[2 + i] = p[2 + nclients]; /* Keep each poll entry beside its client. */
+                continue;
+            }
+            i++;
+        }
+        if (n > 0 && ks->listen_fd >= 0 && (p[1].revents & POLLIN) != 0 && nclients < CLIENTS_MAX) {
+            int fd = accept4(ks->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd >= 0) {
-                serve_client(ks, fd);
-                close(fd);
+                struct client *cl = &clients[nclients++];
+                memset(cl, 0, sizeof(*cl));
+                cl->fd = fd;
+                cl->deadline_ns = now + CLIENT_MS * 1000000ull;
             }
         }
         if (kn_mono_ns() >= next_tick) {
@@ -480,6 +531,8 @@ static void *thread_main(void *arg)
             next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
         }
     }
+    for (size_t i = 0; i < nclients; i++)
+        close(clients[i].fd);
     write_ledger(ks);
     if (flush_usage(ks) != 0)
         fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/base62.h"
 #include "core/util.h"
@@ -13,6 +14,7 @@ struct store {
     const struct store_ops *ops;
     void *backend;
     char errmsg[512];
+    char url[4096];
 };
 
 struct store *store_open(const char *url, int migrate, char *err, size_t errsize)
@@ -25,6 +27,7 @@ struct store *store_open(const char *url, int migrate, char *err, size_t errsize
         return NULL;
     }
     s->ops = &store_sqlite_ops;
+    kn_strlcpy(s->url, url, sizeof(s->url));
     if (strncmp(url, "sqlite:", 7) == 0)
         url += 7;
     if (s->ops->open(s, url) != STORE_OK || (migrate && s->ops->migrate(s) != STORE_OK)) {
@@ -35,6 +38,17 @@ struct store *store_open(const char *url, int migrate, char *err, size_t errsize
     return s;
 }
 
+int store_exists(const char *url, char *where, size_t size)
+{
+    struct stat st;
+
+    if (strncmp(url, "sqlite:", 7) == 0)
+        url += 7;
+    if (where != NULL)
+        kn_abs_path(url, where, size);
+    return stat(url, &st) == 0;
+}
+
 void store_close(struct store *s)
 {
     if (s == NULL)
@@ -42,6 +56,11 @@ void store_close(struct store *s)
     if (s->backend != NULL)
         s->ops->close(s);
     free(s);
+}
+
+const char *store_url_of(struct store *s)
+{
+    return s->url;
 }
 
 const char *store_errmsg(struct store *s)

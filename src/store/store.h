@@ -277,8 +277,15 @@ extern const struct store_ops store_sqlite_ops;
  * NULL with a message written into err. */
 struct store *store_open(const char *url, int migrate, char *err, size_t errsize);
 
+/* Returns 1 when the store that url names exists already (a database file for SQLite), 0 when
+ * opening it would create it. Writes the path it looked at, absolute, to where (when not NULL). */
+int store_exists(const char *url, char *where, size_t size);
+
 /* Closes the connection (NULL is accepted). */
 void store_close(struct store *s);
+
+/* Returns the URL (or path) s was opened with. */
+const char *store_url_of(struct store *s);
 
 /* Returns the message of the last failed call on s. */
 const char *store_errmsg(struct store *s);

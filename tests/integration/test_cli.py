@@ -153,11 +153,15 @@ class CliTest(ServerTest):
                            env=dict(os.environ, KONNECT_DATA_DIR=env_dir), check=True,
                            capture_output=True)
             self.assertTrue(os.path.exists(os.path.join(env_dir, "konnect.db")))
-            subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
-                            "test", "--name", "k", "--data-dir", nested],
-                           env=dict(os.environ, KONNECT_DATA_DIR=env_dir), capture_output=True)
-            # --data-dir wins over the environment (the account lives in env_dir only).
-            self.assertTrue(os.path.exists(os.path.join(nested, "konnect.db")))
+            p = subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
+                                "test", "--name", "k", "--data-dir", nested],
+                               env=dict(os.environ, KONNECT_DATA_DIR=env_dir),
+                               capture_output=True, text=True)
+            # --data-dir wins over the environment, and key create makes no database there.
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"no database at {os.path.realpath(other.path)}/nested/konnect.db",
+                          p.stderr)
+            self.assertFalse(os.path.exists(nested))
             secret = os.path.join(env_dir, "secret")
             subprocess.run([harness.BINARY, "key", "create", "--account", "a@b.co", "--mode",
                             "test", "--name", "k"], env=dict(os.environ, KONNECT_DATA_DIR=env_dir),
@@ -176,6 +180,71 @@ class CliTest(ServerTest):
             self.assertEqual(p.stdout, "")
         finally:
             other.cleanup()
+
+    def test_a_wrong_data_directory_is_said_and_never_silently_created(self):
+        """From another working directory the CLI used to make a fresh database and secret, and
+        the key made there then got 401 from the real server."""
+        import subprocess
+        import tempfile
+        elsewhere = tempfile.mkdtemp(prefix="konnect-cwd-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KONNECT_")}
+        try:
+            for args in (["key", "list", "--account", "dev@example.com"],
+                         ["account", "show", "--account", "dev@example.com"],
+                         ["usage", "--account", "dev@example.com"],
+                         ["invoice", "--account", "dev@example.com"],
+                         ["audit"],
+                         ["key", "create", "--account", "dev@example.com", "--mode", "test",
+                          "--name", "x"],
+                         ["key", "revoke", "key_abc"]):
+                p = subprocess.run([harness.BINARY, *args], cwd=elsewhere, env=env,
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, (args, p.stderr))
+                self.assertIn(f"no database at {os.path.realpath(elsewhere)}/var/konnect.db",
+                              p.stderr)
+                self.assertEqual(os.listdir(elsewhere), [], "nothing was created")
+            p = subprocess.run([harness.BINARY, "plans"], cwd=elsewhere, env=env,
+                               capture_output=True, text=True, timeout=30)
+            self.assertIn(f"no plans file at {os.path.realpath(elsewhere)}/var/plans.json",
+                          p.stderr)
+            # A command that creates the store says so, with the absolute paths.
+            p = subprocess.run([harness.BINARY, "account", "create", "--email", "x@example.com"],
+                               cwd=elsewhere, env=env, capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(f"created a new database at {os.path.realpath(elsewhere)}/var/konnect.db",
+                          p.stderr)
+            self.assertIn(f"created a new server secret at {os.path.realpath(elsewhere)}/var/secret",
+                          p.stderr)
+            p = subprocess.run([harness.BINARY, "key", "create", "--account", "x@example.com",
+                                "--mode", "test", "--name", "k"], cwd=elsewhere, env=env,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(f"no server is running with the data directory "
+                          f"{os.path.realpath(elsewhere)}/var", p.stderr)
+        finally:
+            import shutil
+            shutil.rmtree(elsewhere, ignore_errors=True)
+
+    def test_files_are_private_and_public_ones_are_warned_about(self):
+        srv = harness.Server(self.data)
+        try:
+            d = self.data.path
+            self.assertEqual(stat.S_IMODE(os.stat(d).st_mode) & 0o077, 0)
+            for name in ("konnect.db", "secret", "konnect.sock"):
+                self.assertEqual(stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) & 0o077, 0,
+                                 name)
+            for name in os.listdir(d):
+                if name.startswith("konnect.db"):
+                    self.assertEqual(stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) & 0o077,
+                                     0, name)
+        finally:
+            srv.stop()
+        os.chmod(os.path.join(self.data.path, "konnect.db"), 0o644)
+        os.chmod(self.data.path, 0o755)
+        p = self.data.cli("audit")
+        self.assertIn("konnect.db can be read by other users", p.stderr)
+        self.assertIn("chmod 600", p.stderr)
+        self.assertIn("chmod 700", p.stderr)
 
     def test_migrate(self):
         p = self.data.cli("migrate")

@@ -4,6 +4,7 @@ one address."""
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -295,6 +296,92 @@ class MemoryBeforeAuthenticationTest(ServerTest):
         self.assertTrue(raw(srv.port, ok, source="127.0.0.19").startswith(b"HTTP/1.1 200 "))
         for c in held[3:]:
             c.close()
+
+
+class ProcessTest(ServerTest):
+    def test_a_silent_control_client_never_stalls_billing(self):
+        """The store thread used to wait 200 ms for each control-socket client to speak, with
+        every live answer waiting behind it."""
+        from fake_backend import FakeBackend
+        backend = FakeBackend().start()
+        self.addCleanup(backend.stop)
+        srv = self.start(KONNECT_MODEL_URL=backend.url)
+        live = self.key(mode="live", name="prod")
+        silent = []
+        for _ in range(8):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(os.path.join(self.data.path, "konnect.sock"))
+            silent.append(c)
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        r = srv.post(live)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        # The command line still reaches the server once a slot frees.
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "test",
+                          "--name", "later")
+        self.secrets.append(p.stdout.strip())
+        self.assertIn("the running server applied it", p.stderr)
+        for c in silent:
+            c.close()
+
+    def test_the_model_api_key_can_come_from_a_file(self):
+        from fake_backend import FakeBackend
+        backend = FakeBackend(api_key="backend-secret-from-file").start()
+        self.addCleanup(backend.stop)
+        path = os.path.join(self.data.path, "model-key")
+        with open(path, "w") as f:
+            f.write("backend-secret-from-file\n")
+        os.chmod(path, 0o600)
+        srv = self.start(KONNECT_MODEL_URL=backend.url, KONNECT_MODEL_API_KEY_FILE=path)
+        live = self.key(mode="live", name="prod")
+        self.assertEqual(srv.post(live).status_code, 200)
+        srv.stop()
+        self.assertNotIn("backend-secret-from-file", srv.output())
+        p = self.data.cli("plans", check=False, KONNECT_MODEL_API_KEY_FILE=path,
+                          KONNECT_MODEL_API_KEY="x")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not both", p.stderr)
+
+    def test_the_server_leaves_no_core_dump(self):
+        import resource
+        import subprocess
+        import tempfile
+        version = subprocess.run([harness.BINARY, "version"], capture_output=True, text=True)
+        if "debug" in version.stdout:
+            self.skipTest("debug builds keep core dumps, for debugging")
+        with open("/proc/sys/kernel/core_pattern") as f:
+            if f.read().startswith("|"):
+                self.skipTest("core dumps go to a program on this machine")
+        cwd = tempfile.mkdtemp(prefix="konnect-core-")
+
+        def allow_cores():
+            resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,
+                                                      resource.RLIM_INFINITY))
+        # The machine writes cores for a process that allows them (else the test proves nothing).
+        control = subprocess.Popen(["sleep", "30"], cwd=cwd, preexec_fn=allow_cores)
+        control.send_signal(signal.SIGABRT)
+        control.wait()
+        if not [n for n in os.listdir(cwd) if n.startswith("core")]:
+            self.skipTest("this machine writes no core dumps")
+        for n in os.listdir(cwd):
+            os.remove(os.path.join(cwd, n))
+        port = harness.free_port()
+        proc = subprocess.Popen([harness.BINARY, "serve", "--listen", f"127.0.0.1:{port}"],
+                                cwd=cwd, env=self.data.env(), preexec_fn=allow_cores,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGABRT)
+        proc.wait()
+        self.assertEqual([n for n in os.listdir(cwd) if n.startswith("core")], [])
+        import shutil
+        shutil.rmtree(cwd, ignore_errors=True)
 
 
 class NoProxySettingTest(ServerTest):

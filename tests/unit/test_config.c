@@ -57,5 +57,11 @@ int main(void)
     char t[32];
     CHECK_STR(kn_format_time(0, t, sizeof(t)), "-");
     CHECK_STR(kn_format_time(86400, t, sizeof(t)), "1970-01-02T00:00:00Z");
+    /* Absolute paths for messages: resolved where the directories exist, tidied otherwise. */
+    char abs[4096];
+    CHECK_STR(kn_abs_path("/tmp/../tmp/x", abs, sizeof(abs)), "/tmp/x");
+    CHECK_STR(kn_abs_path("/nonexistent-dir/./a/../b", abs, sizeof(abs)), "/nonexistent-dir/b");
+    CHECK(kn_abs_path("./var/konnect.db", abs, sizeof(abs))[0] == '/' &&
+          strstr(abs, "/./") == NULL);
     return unit_result();
 }
