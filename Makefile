@@ -31,6 +31,8 @@ run: build
 	@echo "  export KONNECT_API_KEY=\$$(build/konnect key create --account dev@example.com --mode test --name laptop)"
 	@echo "  curl http://$(LISTEN)/v1/chat -H \"Authorization: Bearer \$$KONNECT_API_KEY\" -H \"Content-Type: application/json\" -d '{\"message\": \"Hello\"}'"
 	@echo ""
+	@echo "account create also prints a one-time link with which the owner sets a dashboard password."
+	@echo ""
 	@echo "Live keys (--mode live) go to the model backend at $(or $(KONNECT_MODEL_URL),http://127.0.0.1:11434/v1) (KONNECT_MODEL_URL;"
 	@echo "the default is a local Ollama). Plans and quotas: see examples/plans.json and README.md."
 	@echo ""

@@ -25,16 +25,16 @@ static const char usage[] =
     "  serve     run the HTTP server\n"
     "  account   create and show customer accounts, set their plan and quotas\n"
     "  key       create, list, roll, update, revoke and expire API keys\n"
-    "  user      set a dashboard user's password\n"
+    "  user      set a dashboard user's password, or make a one-time set-password link\n"
     "  audit     print the audit log\n"
     "  usage     print an account's billed usage and cost in a month\n"
     "  invoice   print an account's invoice for a month (text, JSON or CSV), or list them\n"
-    "  plans     list the plans of the plans file\n"
+    "  plans     list the plans of the plans file, or make the server reload it\n"
     "  migrate   create or upgrade the database\n"
     "  version   print the version\n"
     "\n"
     "Every command reads KONNECT_DATA_DIR (default ./var) for the database (konnect.db) and the\n"
-    "server secret (secret), and creates both when they are missing.\n"
+    "server secret (secret). Only 'account create' and 'migrate' create a database, and say so.\n"
     "Run 'konnect COMMAND --help' for a command's options.\n";
 
 static const char serve_usage[] =
@@ -58,6 +58,8 @@ static const char serve_usage[] =
     "  KONNECT_REQUEST_TIMEOUT_MS   time to send a request's headers and body, and idle\n"
     "                               keep-alive time, default 10000\n"
     "  KONNECT_MAX_CONNECTIONS      open connections, default 4096 (503 above it)\n"
+    "  KONNECT_MAX_CONNECTIONS_PER_IP  open connections from one address, default 256\n"
+    "  KONNECT_DASHBOARD_QUEUE      dashboard requests waiting per lane, default 64\n"
     "  KONNECT_SHUTDOWN_TIMEOUT_MS  drain time on SIGTERM/SIGINT, default 5000\n"
     "  KONNECT_TEST_KEY_RPM         requests per minute per test key, default 60 (0 = no limit)\n"
     "  KONNECT_TEST_KEY_RPD         requests per UTC day per test key, default 1000 (0 = no "
@@ -73,7 +75,15 @@ static const char serve_usage[] =
     "  KONNECT_PLANS                plans file, default <data dir>/plans.json\n"
     "  KONNECT_LEDGER_SYNC          normal (default: a ledger commit survives a crash of the\n"
     "                               process, not of the machine) or full (it waits for the disk)\n"
-    "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n";
+    "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n"
+    "\n"
+    "Behind a reverse proxy:\n"
+    "  KONNECT_TRUSTED_PROXIES      the proxies' addresses (CIDR list): only they are believed\n"
+    "                               about X-Forwarded-For and X-Forwarded-Proto\n"
+    "  KONNECT_PUBLIC_URL           the dashboard's public origin: its only Host and Origin\n"
+    "\n"
+    "SIGHUP (or 'konnect plans reload') reads the plans file again. See README.md for every\n"
+    "setting.\n";
 
 static int cmd_serve(struct kn_config *c, int argc, char **argv)
 {
