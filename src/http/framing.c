@@ -41,6 +41,22 @@ static int64_t length_of(const char *v, size_t len)
     return n;
 }
 
+int framing_suspect(const char *head, size_t len)
+{
+    const char *p = head, *end = head + len;
+    int lengths = 0;
+
+    /* Each header line starts after a '\n'; only two names matter, so look at the first byte of
+     * each line before comparing anything. */
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
+        if (*p == 'c' && (size_t)(end - p) >= 15 && memcmp(p, "content-length:", 15) == 0)
+            lengths++;
+        else if (*p == 't' && (size_t)(end - p) >= 18 && memcmp(p, "transfer-encoding:", 18) == 0)
+            return 1;
+    }
+    return lengths > 1;
+}
+
 int framing_parse(const char *buf, size_t len, struct framing_info *out)
 {
     struct phr_header headers[HEADERS_MAX];

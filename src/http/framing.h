@@ -35,6 +35,11 @@ struct framing_info {
     int authorization_count;
 };
 
+/* Returns 1 when the request head at head[0..len) (header names lower-cased, as h2o leaves them)
+ * could be framed ambiguously: it names Content-Length more than once, or Transfer-Encoding at
+ * all. Cheap (two memmem passes), so that framing_parse runs only for such heads. */
+int framing_suspect(const char *head, size_t len);
+
 /* Parses the request head at buf[0..len) and writes what it says to *out. Returns the head's
  * length, -2 when the head is not complete, -1 when it is not an HTTP/1 request head. */
 int framing_parse(const char *buf, size_t len, struct framing_info *out);

@@ -822,9 +822,12 @@ static int framing_ok(h2o_req_t *req, struct reqinfo *info)
         req->conn->callbacks->get_socket == NULL ||
         (sock = req->conn->callbacks->get_socket(req->conn)) == NULL || sock->input == NULL)
         return 1;
-    if (framing_parse(sock->input->bytes,
-                      sock->input->size < H2O_MAX_REQLEN ? sock->input->size : H2O_MAX_REQLEN,
-                      &f) <= 0 ||
+    const char *bytes = sock->input->bytes;
+    size_t len = sock->input->size < H2O_MAX_REQLEN ? sock->input->size : H2O_MAX_REQLEN;
+    /* The body follows the head in the same buffer (decoded in place when chunked). */
+    if (req->entity.base >= bytes && req->entity.base <= bytes + len)
+        len = (size_t)(req->entity.base - bytes);
+    if (!framing_suspect(bytes, len) || framing_parse(bytes, len, &f) <= 0 ||
         f.framing == FRAMING_OK)
         return 1;
     req->http1_is_persistent = 0;

@@ -138,6 +138,8 @@ class ServerTest(unittest.TestCase):
     def start(self, **env):
         s = Server(self.data, **env)
         self.servers.append(s)
+        # If setUp fails after this, tearDown is not run: the server must not outlive the test.
+        self.addCleanup(lambda: s.proc.poll() is None and s.proc.kill())
         return s
 
     def key(self, *args, **kw):

@@ -42,5 +42,12 @@ int main(void)
           FRAMING_CODING_IN_HTTP10);
     CHECK(framing("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n") == FRAMING_OK);
     CHECK(framing("GET / HTTP/1.1\r\nHost: x\r\n\r\n") == FRAMING_OK);
+    /* The cheap pre-check: only heads that could be ambiguous are parsed. */
+    const char *one = "POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n";
+    const char *two = "POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n";
+    const char *te = "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
+    CHECK(!framing_suspect(one, strlen(one)));
+    CHECK(framing_suspect(two, strlen(two)));
+    CHECK(framing_suspect(te, strlen(te)));
     return unit_result();
 }
