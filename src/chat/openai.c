@@ -197,6 +197,14 @@ static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
     if ((v = json_object_get(root, "n")) != NULL && !json_is_null(v) && !(allowed & PLAN_PARAM_N) &&
         !(json_is_integer(v) && json_integer_value(v) == 1))
         name = "n";
+    /* Backends that speak this API (vLLM and others) also generate several answers for best_of
+     * and beam search, and bill one: the same cost as n. */
+    else if ((v = json_object_get(root, "best_of")) != NULL && !json_is_null(v) &&
+             !(allowed & PLAN_PARAM_N) && !(json_is_integer(v) && json_integer_value(v) == 1))
+        name = "best_of";
+    else if ((v = json_object_get(root, "use_beam_search")) != NULL && !json_is_null(v) &&
+             !json_is_false(v) && !(allowed & PLAN_PARAM_N))
+        name = "use_beam_search";
     else if ((v = json_object_get(root, "service_tier")) != NULL && !json_is_null(v) &&
              !(allowed & PLAN_PARAM_SERVICE_TIER))
         name = "service_tier";
@@ -218,9 +226,13 @@ static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
     else if (!(allowed & PLAN_PARAM_AUDIO)) {
         size_t i;
         json_t *m;
-        json_array_foreach(json_object_get(root, "modalities"), i, m)
+        json_t *mod = json_object_get(root, "modalities");
+        /* A string is not what the API documents, but a lenient backend reads it as a list. */
+        if (json_is_string(mod) && strstr(json_string_value(mod), "audio") != NULL)
+            name = "modalities";
+        json_array_foreach(mod, i, m)
         {
-            if (json_is_string(m) && strcmp(json_string_value(m), "audio") == 0)
+            if (json_is_string(m) && strstr(json_string_value(m), "audio") != NULL)
                 name = "modalities";
         }
     }
@@ -229,7 +241,7 @@ static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
     snprintf(msg, sizeof(msg),
              "'%s'%s is not available on this account's plan: it changes what an answer costs "
              "or keeps your data with the provider. Ask the operator to allow it.",
-             name, strcmp(name, "n") == 0 ? " above 1" : "");
+             name, strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0 ? " above 1" : "");
     set_err(err, KN_ERR_UNSUPPORTED_PARAMETER, name, msg);
     return -1;
 }

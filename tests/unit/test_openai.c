@@ -38,6 +38,9 @@ static void test_costly_parameters(void)
 {
     static const char *const costly[][2] = {
         {"\"n\":2", "n"},
+        {"\"best_of\":4", "best_of"},
+        {"\"use_beam_search\":true", "use_beam_search"},
+        {"\"modalities\":\"audio\"", "modalities"},
         {"\"service_tier\":\"priority\"", "service_tier"},
         {"\"store\":true", "store"},
         {"\"metadata\":{\"a\":\"b\"}", "metadata"},
@@ -46,8 +49,9 @@ static void test_costly_parameters(void)
         {"\"modalities\":[\"text\",\"audio\"]", "modalities"},
         {"\"prediction\":{\"type\":\"content\",\"content\":\"x\"}", "prediction"},
     };
-    static const char *const harmless[] = {"\"n\":1", "\"store\":false", "\"metadata\":null",
-                                           "\"modalities\":[\"text\"]"};
+    static const char *const harmless[] = {"\"n\":1",           "\"store\":false",
+                                           "\"metadata\":null", "\"modalities\":[\"text\"]",
+                                           "\"best_of\":1",     "\"use_beam_search\":false"};
     struct chat_call c;
     struct chat_error e;
     char body[256];
