@@ -637,6 +637,13 @@ static void do_key_update(struct dashboard *d, const struct dash_request *req,
     }
     if (allowlist_member(doc, req, res, allow) != 0 || own_key(d, req, res, w, id, &k) != 0)
         goto out;
+    /* Where a live key may be used from is the owner's to decide, like the key itself. */
+    if (json_object_get(doc, "ip_allowlist") != NULL && strcmp(k.mode, "live") == 0 &&
+        strcmp(w->member.role, "owner") != 0) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "Only the account's owner can change a live key's IP allowlist.", NULL);
+        goto out;
+    }
     if (name != NULL && lifecycle_rename(d->store, &k, name, &w->actor) != STORE_OK)
         goto fail;
     if (json_object_get(doc, "ip_allowlist") != NULL &&

@@ -340,6 +340,44 @@ class DashboardLanesTest(ServerTest):
         self.assertLess(len(checked), 6, "jobs of clients that left were still run")
 
 
+class RolesTest(ServerTest):
+    """A member, invited by the owner, tries what only the owner may do with the live keys."""
+
+    def test_a_member_cannot_take_over_or_widen_live_keys(self):
+        srv = self.start()
+        owner = Browser(srv)
+        owner.signup("owner@example.com")
+        r = owner.call("POST", "keys", {"name": "prod", "mode": "live",
+                                        "ip_allowlist": ["203.0.113.9"]})
+        self.assertEqual(r.status_code, 201, r.text)
+        live, secret = r.json()["key"]["id"], r.json()["secret"]
+        self.secrets.append(secret)
+        test = owner.call("POST", "keys", {"name": "dev", "mode": "test"}).json()["key"]["id"]
+        member = Browser(srv)
+        r = member.call("POST", "invites/accept", {"token": owner.invite("mate@example.com"),
+                                                   "password": OTHER})
+        self.assertEqual(r.json()["role"], "member")
+        for method, path, body in (
+                ("POST", "keys", {"name": "mine", "mode": "live"}),
+                ("POST", f"keys/{live}/roll", {"grace_seconds": 0}),
+                ("PATCH", f"keys/{live}", {"ip_allowlist": []}),
+                ("PATCH", f"keys/{live}", {"name": "x", "ip_allowlist": ["0.0.0.0/0"]}),
+                ("POST", "members/invite", {"email": "friend@example.com"})):
+            with self.subTest(path=path, body=body):
+                self.assertError(member.call(method, path, body), 403, "owner_required")
+        # Nothing changed: the live key still answers only from its address, under its name.
+        key = [k for k in owner.call("GET", "keys").json()["data"] if k["id"] == live][0]
+        self.assertEqual((key["name"], key["ip_allowlist"]), ("prod", ["203.0.113.9"]))
+        self.assertError(srv.post(secret, {"message": "x"}), 401, "ip_not_allowed")
+        # What a member may do: rename a live key, change a test key, revoke a leaked live key.
+        self.assertEqual(member.call("PATCH", f"keys/{live}", {"name": "prod 2"}).status_code,
+                         200)
+        self.assertEqual(member.call("PATCH", f"keys/{test}",
+                                     {"ip_allowlist": ["127.0.0.1"]}).status_code, 200)
+        self.assertEqual(member.call("POST", f"keys/{live}/revoke").status_code, 200)
+        self.assertError(srv.post(secret, {"message": "x"}), 401, "api_key_revoked")
+
+
 class SetPasswordLinkTest(ServerTest):
     """`konnect account create` prints a one-time link; the owner chooses a password with it."""
 
