@@ -55,6 +55,8 @@ struct conninfo {
     h2o_socket_cb h2o; /* h2o's read callback, while this file reads the first request head. */
 };
 
+/* The key an address is counted under: IPv4 as it is, IPv6 by its /64 (one host is given a
+ * whole /64, as the throttles count it too). */
 static void addr_key(const struct sockaddr *sa, uint8_t out[16])
 {
     static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -65,6 +67,8 @@ static void addr_key(const struct sockaddr *sa, uint8_t out[16])
         memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
     } else if (sa->sa_family == AF_INET6) {
         memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        if (memcmp(out, v4_mapped, 12) != 0)
+            memset(out + 8, 0, 8);
     }
 }
 
@@ -242,10 +246,18 @@ static void refuse_connection(struct worker *w, h2o_socket_t *sock, const char *
 
 /* ---- the first request of a connection -------------------------------------------------- */
 
+/* The request target's path, without its query string. */
+static size_t path_len(const struct framing_info *f)
+{
+    const char *q = memchr(f->path, '?', f->path_len);
+    return q != NULL ? (size_t)(q - f->path) : f->path_len;
+}
+
 static int is_api_chat(const struct framing_info *f)
 {
-    return (f->path_len == 8 && memcmp(f->path, "/v1/chat", 8) == 0) ||
-           (f->path_len == 20 && memcmp(f->path, "/v1/chat/completions", 20) == 0);
+    size_t n = path_len(f);
+    return (n == 8 && memcmp(f->path, "/v1/chat", 8) == 0) ||
+           (n == 20 && memcmp(f->path, "/v1/chat/completions", 20) == 0);
 }
 
 /* The refusal a request head earns whatever its body holds, or KN_OK. */
@@ -264,8 +276,12 @@ static enum kn_err refusal_of(struct worker *w, const struct framing_info *f)
         enum kn_err err = auth_authenticate(w->srv->kt, w->srv->secret, &in, &key);
         return err == KN_ERR_IP_NOT_ALLOWED ? KN_OK : err;
     }
-    if (f->path_len >= 15 && memcmp(f->path, "/dashboard/api/", 15) == 0)
+    if (path_len(f) >= 15 && memcmp(f->path, "/dashboard/api/", 15) == 0)
         return f->content_length > DASH_BODY_MAX ? KN_ERR_BODY_TOO_LARGE : KN_OK;
+    /* A path the handler does not recognise (an encoded or unusual form of one): its own
+     * answer, after the body, is the right one. */
+    if (path_len(f) >= 4 && memcmp(f->path, "/v1/", 4) == 0 && !is_api_chat(f))
+        return KN_OK;
     /* Every other path takes no body: pages, health, /v1/models. */
     return f->content_length > DASH_BODY_MAX ? KN_ERR_BODY_TOO_LARGE : KN_OK;
 }

@@ -57,8 +57,8 @@ int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
 {
     struct server *srv = http_worker_of(req)->srv;
     struct sockaddr_storage peer;
-    struct ipnet_text xff[16];
-    size_t n = 0;
+    struct ipnet_text few[16], *xff = few;
+    size_t n = 0, cap = sizeof(few) / sizeof(few[0]);
 
     if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) == 0)
         return 0;
@@ -66,9 +66,16 @@ int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
         *out = peer;
         return 1;
     }
+    /* Every X-Forwarded-For line: a proxy that appends a line of its own puts the one address it
+     * vouches for last, after however many lines the client sent. */
     for (ssize_t i = -1;
-         n < sizeof(xff) / sizeof(xff[0]) &&
          (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-forwarded-for"), i)) != -1;) {
+        if (n == cap) {
+            struct ipnet_text *more = h2o_mem_alloc_pool(&req->pool, 2 * cap * sizeof(*more));
+            memcpy(more, xff, n * sizeof(*xff));
+            xff = more;
+            cap *= 2;
+        }
         xff[n].base = req->headers.entries[i].value.base;
         xff[n++].len = req->headers.entries[i].value.len;
     }
@@ -227,12 +234,12 @@ void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *m
 
 /* Applies a key's rate limits: the test-key limits, or the live limit of its account's plan.
  * Returns 1 when the request may go on; otherwise sends the 429. */
-static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key, int64_t now)
+static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                        const struct plan *plan, int64_t now)
 {
     const struct kn_config *c = http_worker_of(req)->srv->cfg;
     struct ratelimit_result minute, day;
     int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
-    const struct plan *plan = live ? atomic_load(&key->acct->plan) : NULL;
     /* Live keys share their account's limit: more keys buy nothing. */
     uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
     _Atomic uint64_t *tat = live ? &key->acct->rate_tat : &key->rate_tat;
@@ -376,15 +383,6 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
     return 0;
 }
 
-/* The plan a key's requests are served on: its account's; for a test key of an account whose
- * plan the server does not know, the default plan (test keys never touch billing). NULL for a
- * live key then. */
-static const struct plan *plan_of(const struct plans *ps, const struct keyrec *key)
-{
-    const struct plan *p = atomic_load(&key->acct->plan);
-    return p != NULL || key->mode == APIKEY_MODE_LIVE ? p : plans_find(ps, NULL);
-}
-
 static int send_model_not_found(h2o_req_t *req, struct reqinfo *info, const char *model, size_t len,
                                 const struct plan *plan)
 {
@@ -397,9 +395,13 @@ static int send_model_not_found(h2o_req_t *req, struct reqinfo *info, const char
     return 0;
 }
 
-/* Authenticates a /v1/ request and applies the plan's availability. Returns the key, or NULL
- * after answering. */
-static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now)
+/* Authenticates a /v1/ request and finds the plan it is served on, read once for the whole
+ * request (a reload may change the account's plan, or take it away, at any moment): the
+ * account's; for a test key of an account whose plan the server does not know, the default plan
+ * of ps (test keys never touch billing). A live key of such an account is refused. Returns the
+ * key and writes the plan to *plan, or returns NULL after answering. */
+static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now,
+                                   const struct plans *ps, const struct plan **plan)
 {
     struct server *srv = http_worker_of(req)->srv;
     struct auth_input in;
@@ -423,7 +425,10 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
         http_send_auth_error(req, info, err);
         return NULL;
     }
-    if (key->mode == APIKEY_MODE_LIVE && atomic_load(&key->acct->plan) == NULL) {
+    *plan = atomic_load(&key->acct->plan);
+    if (*plan == NULL && key->mode == APIKEY_MODE_TEST)
+        *plan = plans_find(ps, NULL);
+    if (*plan == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg),
                  "This account is on plan \"%.64s\", which this server's plans do not define, so "
@@ -452,10 +457,9 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
     uint64_t held = 0;
 
-    if ((key = authenticate(req, info, now)) == NULL)
+    if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
         return;
-    plan = plan_of(ps, key);
-    if (!check_limits(req, info, key, now)) {
+    if (!check_limits(req, info, key, plan, now)) {
         keytable_touch(srv->kt, key, now, 0);
         return;
     }
@@ -564,9 +568,8 @@ static void handle_models(h2o_req_t *req, struct reqinfo *info)
     size_t len;
     char *out;
 
-    if ((key = authenticate(req, info, kn_unix_now())) == NULL)
+    if ((key = authenticate(req, info, kn_unix_now(), ps, &plan)) == NULL)
         return;
-    plan = plan_of(ps, key);
     jsonw_init(&w, 256);
     if (p.len > 11) { /* /v1/models/{id} */
         const char *id = p.base + 11;
@@ -1191,6 +1194,10 @@ static void setup_h2o(struct server *srv)
 
     h2o_config_init(&srv->h2o);
     srv->h2o.server_name = h2o_iovec_init(H2O_STRLIT("konnect"));
+    /* No cleartext HTTP/2 (prior knowledge or Upgrade: h2c): without TLS no browser uses it, and
+     * its 100 streams a connection with 16 MiB windows would hold far more memory before
+     * authentication than HTTP/1 does, and would keep a connection open after a 401. */
+    srv->h2o.http1.upgrade_to_http2 = 0;
     srv->h2o.max_request_entity_size = srv->cfg->max_body_bytes;
     srv->h2o.http1.req_timeout = srv->cfg->request_timeout_ms;
     srv->h2o.http2.idle_timeout = srv->cfg->request_timeout_ms;

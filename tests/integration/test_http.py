@@ -31,6 +31,17 @@ def access_log(srv):
     return lines
 
 
+def remotes_of(srv, path, n):
+    """The client addresses of the first n access-log entries for path, waiting for them: a
+    request's entry is written after its answer."""
+    deadline = time.time() + 5
+    while True:
+        remotes = [e["remote"] for e in access_log(srv) if e["path"] == path]
+        if len(remotes) >= n or time.time() > deadline:
+            return remotes[:n]
+        time.sleep(0.05)
+
+
 class TrustedProxyTest(ServerTest):
     """KONNECT_TRUSTED_PROXIES=127.0.0.1: requests from 127.0.0.1 are a proxy's, from 127.0.0.2
     a client's own."""
@@ -58,10 +69,24 @@ class TrustedProxyTest(ServerTest):
                          .status_code, 200)
         # A client that is not a trusted proxy cannot claim an address.
         self.assertError(self.chat(self.forwarded, "127.0.0.2", **xff), 401, "ip_not_allowed")
-        log = access_log(self.srv)
-        remotes = [e["remote"] for e in log if e["path"] == "/v1/chat"]
-        self.assertEqual(remotes[:3], ["203.0.113.9", "203.0.113.9", "203.0.113.9"])
-        self.assertEqual(remotes[3], "127.0.0.2")
+        self.assertEqual(remotes_of(self.srv, "/v1/chat", 4),
+                         ["203.0.113.9", "203.0.113.9", "203.0.113.9", "127.0.0.2"])
+
+    def test_a_client_cannot_push_the_proxy_s_line_out_of_reach(self):
+        # The proxy appends its own X-Forwarded-For line after however many the client sent;
+        # only the last address is the one it vouches for.
+        for spoofed in (1, 16, 40):
+            head = "".join("X-Forwarded-For: 203.0.113.9\r\n" for _ in range(spoofed))
+            body = b'{"message":"hi"}'
+            got = raw(self.srv.port, (
+                f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.forwarded}"
+                f"\r\nContent-Type: application/json\r\n{head}"
+                f"X-Forwarded-For: 198.51.100.1\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode() + body)
+            with self.subTest(spoofed=spoofed):
+                self.assertTrue(got.startswith(b"HTTP/1.1 401 "), got[:200])
+                self.assertIn(b"ip_not_allowed", got)
+        self.assertEqual(remotes_of(self.srv, "/v1/chat", 3), ["198.51.100.1"] * 3)
 
     def test_throttles_and_audit_use_the_forwarded_client(self):
         Browser(self.srv).signup("alice@example.com")
@@ -231,6 +256,33 @@ class FramingTest(ServerTest):
                                   f"{n:x}\r\n".encode() + body + b"\r\n0\r\n\r\n")):
             got = self.request("1.1", headers + ["Connection: close"], payload)
             self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:300])
+
+
+class ProtocolTest(ServerTest):
+    def test_no_cleartext_http2(self):
+        # Prior knowledge and Upgrade: h2c both stay HTTP/1.1: HTTP/2 without TLS would hold
+        # many streams' bodies before authentication and keep a connection open after a 401.
+        srv = self.start()
+        got = raw(srv.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        self.assertTrue(got.startswith(b"HTTP/1.1 400 "), got[:200])
+        key = self.key()
+        body = b'{"message":"hi"}'
+        got = raw(srv.port, (
+            f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body, wait_close=False)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:200])
+
+    def test_a_query_string_does_not_change_what_a_path_is(self):
+        # /v1/chat/completions?api-version=... is the same call, with the same body limit.
+        srv = self.start()
+        key = self.key()
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 70000}]})
+        for path in ("/v1/chat/completions", "/v1/chat/completions?api-version=2024-06-01"):
+            with self.subTest(path=path):
+                r = srv.post(key, body, path=path)
+                self.assertEqual(r.status_code, 200, r.text[:300])
 
 
 class MemoryBeforeAuthenticationTest(ServerTest):

@@ -258,5 +258,62 @@ class ReloadTest(PlansTest):
         self.assertIn('is on plan "gold", which the plans file does not define', srv.output())
 
 
+class ReloadRaceTest(PlansTest):
+    """Reloads while requests are in flight: a request reads its account's plan once, so a plan
+    that disappears between two reads of it can neither crash the server nor serve the request
+    on no plan."""
+    plans = {"plans": [{"name": "free"}, {"name": "gold", "requests_per_minute": 0}]}
+
+    def test_reloads_under_load_neither_crash_nor_serve_without_a_plan(self):
+        self.set_plan("gold")
+        srv = self.serve(KONNECT_THREADS=4)
+        req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               f"{self.live}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+               ).encode()
+        stop = threading.Event()
+        answers = []
+
+        def load():
+            import socket
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                        for _ in range(20):
+                            s.sendall(req * 50)
+                            got = b""
+                            while got.count(b"HTTP/1.1 ") < 50 or not got.endswith(b"}"):
+                                chunk = s.recv(1 << 20)
+                                if not chunk:
+                                    raise OSError("closed")
+                                got += chunk
+                            answers.append(got)
+                except OSError:
+                    if srv.proc.poll() is not None:
+                        return
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        with_gold, without = json.dumps(self.plans), json.dumps({"plans": [{"name": "free"}]})
+        deadline, n = time.time() + 4, 0
+        while time.time() < deadline and srv.proc.poll() is None:
+            self.write_plans(without if n % 2 == 0 else with_gold)
+            srv.proc.send_signal(signal.SIGHUP)
+            n += 1
+            time.sleep(0.002)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertIsNone(srv.proc.poll(), srv.output()[-2000:])
+        self.assertGreater(n, 100)
+        statuses = set()
+        for got in answers:
+            for head in got.split(b"HTTP/1.1 ")[1:]:
+                statuses.add(int(head[:3]))
+        # Taken on gold and refused for its body (400: it holds no messages), or refused
+        # because gold was gone at that moment; nothing else.
+        self.assertLessEqual(statuses, {400, 503}, statuses)
+        self.assertIn(503, statuses)
+
+
 if __name__ == "__main__":
     harness.main()
