@@ -21,7 +21,7 @@ build: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j $(JOBS) --target konnect -- --no-print-directory
 
 run: build
-	@mkdir -p $(DATA_DIR)
+	@mkdir -p -m 700 $(DATA_DIR)
 	@echo ""
 	@echo "Konnect is starting on http://$(LISTEN) with its data in $(DATA_DIR)/"
 	@echo "Dashboard: http://$(LISTEN)/ (sign up, then Settings > API Keys)."
