@@ -186,62 +186,76 @@ static size_t content_text(json_t *content, char **out)
     return n;
 }
 
-/* Refuses the parameters that cost the operator more or keep its data, unless allowed. Returns
- * 0, or -1 with *err filled. */
+/* What makes a costly parameter's value harmless. */
+enum harmless {
+    HARMLESS_NULL,  /* only null (or leaving it out) */
+    HARMLESS_FALSE, /* null or false */
+    HARMLESS_ONE,   /* null or 1 */
+};
+
+/* The parameters that cost the operator more or keep its data, and the plan flag that allows
+ * each. Backends that speak this API (vLLM and others) also generate several answers for best_of
+ * and beam search and bill one: the same cost as n. */
+static const struct costly {
+    const char *name;
+    uint32_t flag;
+    enum harmless harmless;
+} costly[] = {
+    {"n", PLAN_PARAM_N, HARMLESS_ONE},
+    {"best_of", PLAN_PARAM_N, HARMLESS_ONE},
+    {"use_beam_search", PLAN_PARAM_N, HARMLESS_FALSE},
+    {"service_tier", PLAN_PARAM_SERVICE_TIER, HARMLESS_NULL},
+    {"store", PLAN_PARAM_STORE, HARMLESS_FALSE},
+    {"metadata", PLAN_PARAM_METADATA, HARMLESS_NULL},
+    {"web_search_options", PLAN_PARAM_WEB_SEARCH, HARMLESS_NULL},
+    {"audio", PLAN_PARAM_AUDIO, HARMLESS_NULL},
+    {"prediction", PLAN_PARAM_PREDICTION, HARMLESS_NULL},
+};
+
+static int is_harmless(json_t *v, enum harmless h)
+{
+    return v == NULL || json_is_null(v) || (h == HARMLESS_FALSE && json_is_false(v)) ||
+           (h == HARMLESS_ONE && json_is_integer(v) && json_integer_value(v) == 1);
+}
+
+/* Whether modalities asks for audio: in a list, or in a string, which is not what the API
+ * documents but which a lenient backend reads as a list. */
+static int wants_audio(json_t *modalities)
+{
+    size_t i;
+    json_t *m;
+
+    if (json_is_string(modalities))
+        return strstr(json_string_value(modalities), "audio") != NULL;
+    json_array_foreach(modalities, i, m)
+    {
+        if (json_is_string(m) && strstr(json_string_value(m), "audio") != NULL)
+            return 1;
+    }
+    return 0;
+}
+
+/* Refuses the costly parameters the plan does not allow. Returns 0, or -1 with *err filled. */
 static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
 {
-    json_t *v;
     char msg[200];
+    const struct costly *c = NULL;
     const char *name = NULL;
 
-    if ((v = json_object_get(root, "n")) != NULL && !json_is_null(v) && !(allowed & PLAN_PARAM_N) &&
-        !(json_is_integer(v) && json_integer_value(v) == 1))
-        name = "n";
-    /* Backends that speak this API (vLLM and others) also generate several answers for best_of
-     * and beam search, and bill one: the same cost as n. */
-    else if ((v = json_object_get(root, "best_of")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_N) && !(json_is_integer(v) && json_integer_value(v) == 1))
-        name = "best_of";
-    else if ((v = json_object_get(root, "use_beam_search")) != NULL && !json_is_null(v) &&
-             !json_is_false(v) && !(allowed & PLAN_PARAM_N))
-        name = "use_beam_search";
-    else if ((v = json_object_get(root, "service_tier")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_SERVICE_TIER))
-        name = "service_tier";
-    else if ((v = json_object_get(root, "store")) != NULL && !json_is_null(v) &&
-             !json_is_false(v) && !(allowed & PLAN_PARAM_STORE))
-        name = "store";
-    else if ((v = json_object_get(root, "metadata")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_METADATA))
-        name = "metadata";
-    else if ((v = json_object_get(root, "web_search_options")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_WEB_SEARCH))
-        name = "web_search_options";
-    else if ((v = json_object_get(root, "audio")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_AUDIO))
-        name = "audio";
-    else if ((v = json_object_get(root, "prediction")) != NULL && !json_is_null(v) &&
-             !(allowed & PLAN_PARAM_PREDICTION))
-        name = "prediction";
-    else if (!(allowed & PLAN_PARAM_AUDIO)) {
-        size_t i;
-        json_t *m;
-        json_t *mod = json_object_get(root, "modalities");
-        /* A string is not what the API documents, but a lenient backend reads it as a list. */
-        if (json_is_string(mod) && strstr(json_string_value(mod), "audio") != NULL)
-            name = "modalities";
-        json_array_foreach(mod, i, m)
-        {
-            if (json_is_string(m) && strstr(json_string_value(m), "audio") != NULL)
-                name = "modalities";
-        }
+    for (size_t i = 0; name == NULL && i < sizeof(costly) / sizeof(costly[0]); i++) {
+        if (!(allowed & costly[i].flag) &&
+            !is_harmless(json_object_get(root, costly[i].name), costly[i].harmless))
+            name = (c = &costly[i])->name;
     }
+    if (name == NULL && !(allowed & PLAN_PARAM_AUDIO) &&
+        wants_audio(json_object_get(root, "modalities")))
+        name = "modalities";
     if (name == NULL)
         return 0;
     snprintf(msg, sizeof(msg),
              "'%s'%s is not available on this account's plan: it changes what an answer costs "
              "or keeps your data with the provider. Ask the operator to allow it.",
-             name, strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0 ? " above 1" : "");
+             name, c != NULL && c->harmless == HARMLESS_ONE ? " above 1" : "");
     set_err(err, KN_ERR_UNSUPPORTED_PARAMETER, name, msg);
     return -1;
 }
