@@ -636,6 +636,13 @@ char *chat_konnect_final_event(const char *id, int64_t created, const char *mode
                   "chat.response.chunk", "created", (json_int_t)created, "model", model, "livemode",
                   livemode, "delta", "finish_reason", finish_reason, "usage", "input_tokens",
                   (json_int_t)input_tokens, "output_tokens", (json_int_t)output_tokens);
+    if (doc == NULL && strcmp(finish_reason, "stop") != 0) /* not text: the answer still ends */
+        return chat_konnect_final_event(id, created, model, livemode, "stop", input_tokens,
+                                        output_tokens, len);
+    if (doc == NULL) {
+        *len = 0;
+        return NULL;
+    }
     size_t n;
     char *ev = event_of(doc, &n);
     json_decref(doc);

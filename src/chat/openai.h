@@ -132,7 +132,8 @@ int sse_feed(struct sse_parser *p, const char *bytes, size_t n,
 /* /v1/chat: a piece of the answer. */
 char *chat_konnect_delta_event(const char *id, int64_t created, const char *model, int livemode,
                                const char *content, size_t content_len, size_t *len);
-/* /v1/chat: the last event, with the finish reason and the usage, then [DONE]. */
+/* /v1/chat: the last event, with the finish reason ("stop" when it is not valid UTF-8) and the
+ * usage, then [DONE]. NULL only when the model name is not valid UTF-8. */
 char *chat_konnect_final_event(const char *id, int64_t created, const char *model, int livemode,
                                const char *finish_reason, uint32_t input_tokens,
                                uint32_t output_tokens, size_t *len);

@@ -88,6 +88,8 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                               "This request was not billed."},
     [KN_ERR_NOT_READY] = {503, "Service Unavailable", "api_error", "not_ready",
                           "The store is not reachable."},
+    [KN_ERR_SHUTTING_DOWN] = {503, "Service Unavailable", "api_error", "server_shutting_down",
+                              "The server is shutting down; retry the request."},
     [KN_ERR_BROWSER_NOT_ALLOWED] =
         {403, "Forbidden", "invalid_request_error", "browser_not_allowed",
          "Secret API keys are for server-side code only, so this API "

@@ -85,3 +85,24 @@ char *termsafe_copy(char *dst, size_t dstsize, const char *src)
     dst[used] = '\0';
     return dst;
 }
+
+char *utf8_clean_copy(char *dst, size_t dstsize, const char *src)
+{
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    const unsigned char *s = (const unsigned char *)src;
+    size_t used = 0;
+
+    if (dstsize == 0)
+        return dst;
+    while (*s != '\0') {
+        uint32_t cp;
+        size_t n = utf8_decode(s, &cp), len = n == 0 ? 3 : n;
+        if (used + len >= dstsize)
+            break;
+        memcpy(dst + used, n == 0 ? replacement : (const char *)s, len);
+        used += len;
+        s += n == 0 ? 1 : n;
+    }
+    dst[used] = '\0';
+    return dst;
+}

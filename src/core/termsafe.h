@@ -17,4 +17,9 @@
  * UTF-8 as \xNN. Returns dst. */
 char *termsafe_copy(char *dst, size_t dstsize, const char *src);
 
+/* Copies src into dst (dstsize bytes, always terminated, cut at a whole character) as valid
+ * UTF-8: each byte that is not part of a UTF-8 character becomes U+FFFD. For text that must go
+ * into JSON, which cannot hold anything else (jansson refuses such strings). Returns dst. */
+char *utf8_clean_copy(char *dst, size_t dstsize, const char *src);
+
 #endif

@@ -36,6 +36,7 @@ struct live_worker {
     struct upstream_pool pool;
     h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
     h2o_multithread_receiver_t ledger_receiver;
+    h2o_linklist_t reqs; /* Its live requests, from admission until freed. */
     int ready;
 };
 
@@ -48,6 +49,13 @@ void live_upstream_dispose(struct live_upstream *u);
 /* Per event loop; called on the loop's thread before it runs, and after it stopped. */
 void live_worker_init(struct worker *w);
 void live_worker_dispose(struct worker *w);
+
+/* At the end of shutdown's drain: ends every live request still running. A stream that
+ * delivered part of its answer is billed for it, as however else it ends, and closes with a
+ * server_shutting_down event; anything else is answered 503 server_shutting_down, unbilled.
+ * Returns how many bills are still on their way to the ledger (live_worker_billing). */
+void live_worker_stop(struct worker *w);
+size_t live_worker_billing(struct worker *w);
 
 /* What a live request was admitted on. */
 struct live_terms {

@@ -1060,6 +1060,16 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->ctx.loop, 20);
         accesslog_flush(srv->log, &w->log);
     }
+    /* Live requests still running are ended: a stream that delivered part of its answer is
+     * billed for it (its row is queued to the store thread, which writes every queued row before
+     * it stops) and closes with an error event, sent once the row is durable, for which the loop
+     * runs up to a second more. */
+    live_worker_stop(w);
+    deadline = kn_mono_ns() + 1000000000u;
+    while ((live_worker_billing(w) > 0 || w->conns > 0) && kn_mono_ns() < deadline) {
+        h2o_evloop_run(w->ctx.loop, 20);
+        accesslog_flush(srv->log, &w->log);
+    }
     accesslog_flush(srv->log, &w->log);
     /* The dashboard and store threads may still send answers to this loop's queue: the loop is
      * disposed of only once they have stopped. A loop with connections left past the deadline

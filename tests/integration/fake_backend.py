@@ -33,7 +33,7 @@ number: "fake-slow_stream+tools+no_usage" streams a tool call slowly and reports
 Modes: normal, slow_head, slow_stream, fail, reject, unauthorized, overloaded, malformed,
 bad_shape, disconnect, no_usage, garbage, until_close, informational, idle_close. See MODES below
 for what each one does. Shapes: tools, reasoning, multi_token, long, big_event, no_finish,
-bad_usage, huge_usage, no_usage (SHAPES below).
+bad_usage, huge_usage, no_usage, early_usage, odd_finish (SHAPES below).
 """
 
 import argparse
@@ -80,6 +80,9 @@ SHAPES = {
     "bad_usage": "usage that cannot be read: a negative and a fractional count",
     "huge_usage": "usage of 10^11 completion tokens",
     "no_usage": "no usage, streamed or not",
+    "early_usage": "streaming: usage (the prompt and 1 completion token) after the first piece, "
+                   "as some proxies send it, and none at the end",
+    "odd_finish": "a finish_reason of 20 non-ASCII characters (40 bytes)",
 }
 DELAYED_MODES = ("slow_head", "slow_stream")
 DEFAULT_DELAY_MS = 2000
@@ -178,6 +181,8 @@ def shaped_answer(messages, shapes):
     elif "huge_usage" in shapes:
         usage = {"prompt_tokens": 5, "completion_tokens": 10**11, "total_tokens": 10**11 + 5}
     out["usage"] = None if "no_usage" in shapes else usage
+    if "odd_finish" in shapes:
+        out["finish"] = "\u00e9" * 20
     return out
 
 
@@ -474,6 +479,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             events = [chunk({"reasoning_content": p}) for p in answer["reasoning"]]
             events += [chunk({"content": p}) for p in answer["pieces"]]
+            if "early_usage" in shapes and answer["usage"] is not None:
+                early = {"prompt_tokens": answer["usage"]["prompt_tokens"],
+                         "completion_tokens": 1,
+                         "total_tokens": answer["usage"]["prompt_tokens"] + 1}
+                events.insert(len(answer["reasoning"]) + 1, chunk(choices=[], usage=early))
             if answer["tool_args"]:
                 events.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1",
                                                      "type": "function", "function": {
@@ -486,7 +496,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 events = events[:2]
             elif "no_finish" not in shapes and "big_event" not in shapes:
                 events.append(chunk({}, answer["finish"]))
-                if include_usage and answer["usage"] is not None:
+                if include_usage and answer["usage"] is not None and \
+                        "early_usage" not in shapes:
                     events.append(chunk(choices=[], usage=answer["usage"]))
         if mode != "disconnect" and "big_event" not in shapes:
             events.append(b"data: [DONE]\n\n")

@@ -9,6 +9,7 @@ whole upstream request for the input."""
 import json
 import math
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -220,6 +221,51 @@ class StreamBillingTest(harness.ServerTest):
                     self.assertGreaterEqual(billed[1], math.ceil(len(text.encode()) / 4))
                     self.assertGreater(billed[1], 0)
 
+    def test_streams_still_running_at_shutdown_are_billed_for_what_they_delivered(self):
+        # Longer than the drain: the server ends them at its deadline, as any other end.
+        srv = self.serve(KONNECT_SHUTDOWN_TIMEOUT_MS=600)
+        self.backend.set_mode("normal", delay_ms=100)
+        streams = []
+        for api in ("openai", "konnect"):
+            r = self.stream_open(srv, "fake-slow_stream+long", api)
+            streams.append((api, r, r.iter_lines()))
+        for _, _, lines in streams:  # both have started
+            while not next(lines).startswith(b"data: {"):
+                pass
+        # A non-streamed request in flight gets an answer too, unbilled.
+        self.backend.set_mode("normal", delay_ms=5000)
+        import threading
+        plain = {}
+        t = threading.Thread(target=lambda: plain.update(r=srv.post(
+            self.live, {"model": "fake-slow_head", "messages": HELLO},
+            path="/v1/chat/completions")))
+        t.start()
+        time.sleep(0.3)
+        srv.proc.send_signal(signal.SIGTERM)
+        for api, r, lines in streams:
+            with self.subTest(api=api):
+                events = [line[6:] for line in lines if line.startswith(b"data: ")]
+                err = json.loads(events[-1])["error"]
+                self.assertEqual(err["code"], "server_shutting_down")
+                self.assertIn("already streamed was billed", err["message"])
+                billed = self.row(r.headers["request-id"])
+                self.assertIsNotNone(billed, "a stream cut by shutdown must be billed")
+                self.assertGreater(billed[1], 0)
+        t.join(10)
+        self.assertError(plain["r"], 503, "server_shutting_down")
+        self.assertIsNone(self.row(plain["r"].headers["request-id"], wait=0.2))
+        self.assertEqual(srv.proc.wait(10), 0)
+
+    def stream_open(self, srv, model, api):
+        if api == "openai":
+            r = srv.post(self.live, {"model": model, "messages": HELLO, "stream": True},
+                         path="/v1/chat/completions", stream=True)
+        else:
+            r = srv.post(self.live, {"message": "hi", "model": model, "stream": True},
+                         stream=True)
+        self.assertEqual(r.status_code, 200)
+        return r
+
     def test_a_stream_that_failed_before_any_answer_is_not_billed(self):
         srv = self.serve()
         for model in ("fake-malformed", "fake-bad_shape"):
@@ -256,6 +302,36 @@ class StreamBillingTest(harness.ServerTest):
         for rid in ids:
             self.assertIn(f"usage that cannot be read for request {rid}", out)
 
+    def test_usage_reported_early_does_not_cap_the_bill(self):
+        # A backend (or a proxy in front of one) that reports usage after the first piece and
+        # never again: what it generated after that usage is billed too.
+        srv = self.serve()
+        answer = shaped_answer(HELLO, {"long"})
+        expected = 1 + sum(est(p) for p in answer["pieces"][1:])
+        for api in ("openai", "konnect"):
+            with self.subTest(api=api):
+                extra = {"stream_options": {"include_usage": True}} if api == "openai" else {}
+                rid, events = self.stream(srv, "fake-normal+long+early_usage", api=api, **extra)
+                self.assertEqual(self.row(rid)[1], expected)
+                docs = [json.loads(e) for e in events if e != b"[DONE]"]
+                usage = [d["usage"] for d in docs if d.get("usage")][-1]
+                # The client is told what it was billed.
+                self.assertEqual(usage.get("completion_tokens", usage.get("output_tokens")),
+                                 expected)
+
+    def test_a_finish_reason_that_does_not_fit_never_stops_the_server(self):
+        # 20 two-byte characters: /v1/chat's final event keeps what fits, cut at a whole one.
+        srv = self.serve()
+        rid, events = self.stream(srv, "fake-normal+odd_finish", api="konnect")
+        self.assertEqual(events[-1], b"[DONE]")
+        self.assertEqual(json.loads(events[-2])["finish_reason"], "\u00e9" * 15)
+        self.assertIsNotNone(self.row(rid))
+        rid, events = self.stream(srv, "fake-normal+odd_finish")  # passed on as it came
+        finishes = [c["finish_reason"] for e in events if e != b"[DONE]"
+                    for c in json.loads(e).get("choices", []) if c.get("finish_reason")]
+        self.assertEqual(finishes, ["\u00e9" * 20])
+        self.assertIsNotNone(self.row(rid))
+        self.assertEqual(srv.post(self.live, {"message": "still here?"}).status_code, 200)
 
 if __name__ == "__main__":
     harness.main()

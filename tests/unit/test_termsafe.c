@@ -32,5 +32,12 @@ int main(void)
     char small[8];
     CHECK_STR(termsafe_copy(small, sizeof(small), "ab\ncdef"), "ab\\ncde");
     CHECK_STR(termsafe_copy(small, sizeof(small), "abcd\x1b"), "abcd");
+    /* Clean UTF-8 for JSON: bad bytes replaced, a cut never splits a character. */
+    CHECK_STR(utf8_clean_copy(buf, sizeof(buf), "members/\xff\xfe/x \xc3"),
+              "members/\xef\xbf\xbd\xef\xbf\xbd/x \xef\xbf\xbd");
+    CHECK_STR(utf8_clean_copy(buf, sizeof(buf), "caf\xc3\xa9 \xed\xa0\x80"),
+              "caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK_STR(utf8_clean_copy(small, sizeof(small), "abcdef\xc3\xa9"), "abcdef");
+    CHECK_STR(utf8_clean_copy(small, 5, "\xe2\x82\xac\xe2\x82\xac"), "\xe2\x82\xac");
     return unit_result();
 }
