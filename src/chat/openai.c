@@ -260,13 +260,51 @@ static int check_costly(json_t *root, uint32_t allowed, struct chat_error *err)
     return -1;
 }
 
-/* A positive whole number of tokens, or 0. */
-static uint32_t token_count(json_t *v)
+/* Reads max_tokens and max_completion_tokens into the output a request reserves of its quota
+ * (call->max_output). Each, when given, is a positive whole number, and both are sent as the
+ * smaller, so that a backend honouring either stops there. max_tokens is honoured by every
+ * backend that speaks this API; max_completion_tokens alone is not (Ollama ignores it), so
+ * alone it never reserves less than CHAT_OUTPUT_RESERVE_DEFAULT. The backends' own names for
+ * the limit, which would override both, are refused. Returns 0, or -1 with *err filled. */
+static int output_limit(json_t *root, struct chat_call *out, struct chat_error *err)
 {
-    if (!json_is_integer(v) || json_integer_value(v) <= 0)
-        return 0;
-    return json_integer_value(v) > CHAT_USAGE_MAX ? CHAT_USAGE_MAX
-                                                  : (uint32_t)json_integer_value(v);
+    static const char *const names[] = {"max_tokens", "max_completion_tokens"};
+    static const char *const native[] = {"n_predict", "num_predict", "max_new_tokens"};
+    json_int_t limit[2] = {0, 0}, least = 0;
+    char msg[200];
+
+    for (size_t i = 0; i < sizeof(native) / sizeof(native[0]); i++) {
+        json_t *v = json_object_get(root, native[i]);
+        if (v != NULL && !json_is_null(v)) {
+            snprintf(msg, sizeof(msg),
+                     "'%s' is not accepted here: set 'max_tokens' to limit the answer.", native[i]);
+            set_err(err, KN_ERR_UNSUPPORTED_PARAMETER, native[i], msg);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(root, names[i]);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            snprintf(msg, sizeof(msg), "'%s' must be a positive whole number of tokens.", names[i]);
+            set_err(err, KN_ERR_INVALID_PARAMETER, names[i], msg);
+            return -1;
+        }
+        limit[i] = json_integer_value(v);
+        if (least == 0 || limit[i] < least)
+            least = limit[i];
+    }
+    for (size_t i = 0; i < 2; i++) {
+        if (limit[i] != 0 && limit[i] != least)
+            json_object_set_new(root, names[i], json_integer(least));
+    }
+    if (least > CHAT_USAGE_MAX)
+        least = CHAT_USAGE_MAX;
+    if (limit[0] == 0 && least != 0 && least < CHAT_OUTPUT_RESERVE_DEFAULT)
+        least = CHAT_OUTPUT_RESERVE_DEFAULT;
+    out->max_output = (uint32_t)least;
+    return 0;
 }
 
 int chat_call_from_openai(const char *body, size_t len, const char *default_model, uint32_t allowed,
@@ -371,7 +409,7 @@ int chat_call_from_openai(const char *body, size_t len, const char *default_mode
     } else {
         json_object_del(root, "stream_options");
     }
-    if (check_costly(root, allowed, err) != 0)
+    if (check_costly(root, allowed, err) != 0 || output_limit(root, out, err) != 0)
         goto fail;
     if (out->prompt == NULL) {
         out->prompt = kn_strdup("");
@@ -379,9 +417,6 @@ int chat_call_from_openai(const char *body, size_t len, const char *default_mode
     }
     /* For a mock answer's usage; chat_call_prepare estimates what goes to a backend. */
     out->input_estimate = chat_estimate_tokens(body, len);
-    out->max_output = token_count(json_object_get(root, "max_completion_tokens"));
-    if (out->max_output == 0)
-        out->max_output = token_count(json_object_get(root, "max_tokens"));
     out->root = root;
     return 0;
 fail:

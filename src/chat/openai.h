@@ -30,7 +30,8 @@ struct chat_call {
     size_t body_len;
     char *prompt; /* The last user message's text, for mock answers. */
     size_t prompt_len;
-    uint32_t max_output;     /* max_completion_tokens or max_tokens when given, else 0. */
+    uint32_t max_output;     /* The output it reserves of its quota (output_limit in openai.c),
+                              * or 0 for CHAT_OUTPUT_RESERVE_DEFAULT. */
     uint32_t input_estimate; /* Input tokens by the rule of thumb (over the whole upstream request
                               * body: messages, tools, schemas), when the backend says none. */
 };
@@ -58,6 +59,10 @@ void chat_call_cleanup(struct chat_call *c);
  * fractional count is not usage but a broken backend: such usage is ignored (logged, and the
  * request billed by estimate; README "Billing rules"). */
 #define CHAT_USAGE_MAX 10000000
+
+/* The output tokens a live request reserves of its account's token quota at admission when it
+ * names no limit the backend is sure to honour (max_tokens); with its input estimate. */
+#define CHAT_OUTPUT_RESERVE_DEFAULT 4096
 
 /* What the backend answered. Strings point into `root`, which chat_result_cleanup releases. */
 struct chat_result {

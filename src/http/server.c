@@ -337,11 +337,6 @@ static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
             "API key is invalid, revoked or expired\"");
 }
 
-/* The tokens a live request reserves of its account's token quota at admission: its input
- * estimate and the most it may generate (max_completion_tokens or max_tokens), or this many
- * when it names none. */
-#define OUTPUT_RESERVE_DEFAULT 4096
-
 /* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
  * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
 static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
@@ -352,7 +347,7 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
     char msg[400], when[32], mbuf[8];
     enum quota_outcome q;
     uint64_t want = (uint64_t)call->input_estimate +
-                    (call->max_output ? call->max_output : OUTPUT_RESERVE_DEFAULT);
+                    (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
 
     if (atomic_fetch_add(&a->inflight, 1) >= plan->max_concurrent) {
         atomic_fetch_sub(&a->inflight, 1);

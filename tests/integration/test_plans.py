@@ -202,6 +202,33 @@ class AccountLimitsTest(PlansTest):
         self.assertLessEqual(admitted, 3, codes)
         self.assertEqual(codes.count(429), 20 - admitted)
 
+    def test_a_limit_the_backend_may_ignore_does_not_shrink_the_reservation(self):
+        """max_completion_tokens alone is ignored by some backends (Ollama's OpenAI API; the
+        fake backend too): a tiny one must not let many long answers in at once."""
+        srv = self.serve()
+        self.set_plan("tokens300")
+        self.backend.set_mode("normal", delay_ms=300)
+        codes = []
+
+        def one():
+            r = self.completions(srv, self.live, "large", max_completion_tokens=1, stream=True)
+            codes.append(r.status_code)
+            r.close()
+
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(codes.count(200), 1, codes)
+        # The backends' own names for the limit would override max_tokens: refused.
+        for name in ("n_predict", "num_predict", "max_new_tokens"):
+            self.assertError(self.completions(srv, self.live, "small", max_tokens=5,
+                                              **{name: 100000}),
+                             400, "unsupported_parameter", name)
+        self.assertError(self.completions(srv, self.live, "small", max_tokens="5"), 400,
+                         "invalid_parameter", "max_tokens")
+
 
 class ReloadTest(PlansTest):
     plans = {"currency": "usd", "plans": [

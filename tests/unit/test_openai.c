@@ -70,16 +70,45 @@ static void test_costly_parameters(void)
         CHECK(chat_call_from_openai(body, strlen(body), "m", 0, &c, &e) == 0);
         chat_call_cleanup(&c);
     }
-    /* The reservation reads max_completion_tokens, else max_tokens. */
+    /* The reservation is the smaller limit, sent in both fields; max_completion_tokens alone
+     * (which some backends ignore) never reserves less than the default. */
     const char *b = "{\"max_tokens\":50,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
     CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 50);
     chat_call_cleanup(&c);
+    b = "{\"max_completion_tokens\":1,\"messages\":[{\"role\":\"user\"}]}";
+    CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 &&
+          c.max_output == CHAT_OUTPUT_RESERVE_DEFAULT);
+    chat_call_cleanup(&c);
+    b = "{\"max_completion_tokens\":9000,\"messages\":[{\"role\":\"user\"}]}";
+    CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 9000);
+    chat_call_cleanup(&c);
     b = "{\"max_completion_tokens\":7,\"max_tokens\":50,\"messages\":[{\"role\":\"user\"}]}";
     CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 7);
-    /* The backend's name goes upstream. */
+    /* The backend's name goes upstream, and the smaller limit in both fields. */
     chat_call_prepare(&c, "backend-name");
     CHECK(strstr(c.body, "\"model\":\"backend-name\"") != NULL);
+    CHECK(strstr(c.body, "\"max_tokens\":7") != NULL &&
+          strstr(c.body, "\"max_completion_tokens\":7") != NULL);
     chat_call_cleanup(&c);
+    b = "{\"max_completion_tokens\":70,\"max_tokens\":5,\"messages\":[{\"role\":\"user\"}]}";
+    CHECK(chat_call_from_openai(b, strlen(b), "m", 0, &c, &e) == 0 && c.max_output == 5);
+    chat_call_cleanup(&c);
+    /* Limits that are not positive whole numbers, and the backends' own names for them. */
+    static const char *const bad[][2] = {
+        {"\"max_tokens\":0", "max_tokens"},
+        {"\"max_tokens\":\"100\"", "max_tokens"},
+        {"\"max_tokens\":1.5", "max_tokens"},
+        {"\"max_completion_tokens\":-1", "max_completion_tokens"},
+        {"\"n_predict\":100000", "n_predict"},
+        {"\"num_predict\":-1", "num_predict"},
+        {"\"max_new_tokens\":100000", "max_new_tokens"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{%s,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                 bad[i][0]);
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xff, &c, &e) == -1 &&
+              strcmp(e.param, bad[i][1]) == 0);
+    }
 }
 
 static void test_openai_requests(void)
