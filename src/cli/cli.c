@@ -1445,11 +1445,13 @@ struct audit_ctx {
     int n;
 };
 
-static int audit_one(void *ud, const struct store_audit *e)
+static int audit_one(void *ud, const struct store_audit *entry)
 {
     struct audit_ctx *a = ud;
+    struct store_audit clean = *entry, *e = &clean;
     char t[32];
 
+    lifecycle_audit_clean(e); /* Rows written before entries were cleaned as they were written. */
     kn_format_time(e->at, t, sizeof(t));
     if (a->json) {
         json_t *o =

@@ -668,9 +668,12 @@ struct audit_page {
     int n;
 };
 
-static int collect_audit(void *ud, const struct store_audit *e)
+static int collect_audit(void *ud, const struct store_audit *entry)
 {
     struct audit_page *p = ud;
+    struct store_audit clean = *entry, *e = &clean;
+
+    lifecycle_audit_clean(e); /* Rows written before entries were cleaned as they were written. */
     json_array_append_new(p->arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "id",
                                             (json_int_t)e->id, "time", (json_int_t)e->at, "actor",
                                             e->actor, "action", e->action, "target", e->target,

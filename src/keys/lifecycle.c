@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/base62.h"
+#include "core/termsafe.h"
 #include "core/ipnet.h"
 #include "core/util.h"
 
@@ -62,6 +63,24 @@ void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecy
                sizeof(k->ip_allowlist));
 }
 
+static void clean_field(char *field, size_t size)
+{
+    char tmp[512];
+
+    utf8_clean_copy(tmp, size < sizeof(tmp) ? size : sizeof(tmp), field);
+    memcpy(field, tmp, strlen(tmp) + 1);
+}
+
+void lifecycle_audit_clean(struct store_audit *e)
+{
+    clean_field(e->actor, sizeof(e->actor));
+    clean_field(e->action, sizeof(e->action));
+    clean_field(e->target, sizeof(e->target));
+    clean_field(e->ip, sizeof(e->ip));
+    clean_field(e->result, sizeof(e->result));
+    clean_field(e->detail, sizeof(e->detail));
+}
+
 void lifecycle_audit_entry(struct store *s, const char *account_id, const char *actor,
                            const char *ip, const char *action, const char *target,
                            const char *result, const char *detail)
@@ -76,6 +95,7 @@ void lifecycle_audit_entry(struct store *s, const char *account_id, const char *
     kn_strlcpy(e.ip, ip != NULL ? ip : "", sizeof(e.ip));
     kn_strlcpy(e.result, result, sizeof(e.result));
     kn_strlcpy(e.detail, detail != NULL ? detail : "", sizeof(e.detail));
+    lifecycle_audit_clean(&e);
     if (store_audit_add(s, &e) != STORE_OK)
         fprintf(stderr, "konnect: %s\n", store_errmsg(s));
 }

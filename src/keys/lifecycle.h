@@ -65,6 +65,10 @@ int lifecycle_rename(struct store *s, const struct store_key *k, const char *nam
 int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
                             const struct lifecycle_actor *who);
 
+/* Makes every text field of an audit entry valid UTF-8 (lifecycle_audit_entry does it before
+ * writing; readers of older rows do it before building JSON, which refuses anything else). */
+void lifecycle_audit_clean(struct store_audit *e);
+
 /* Writes one audit entry. NULL strings are stored empty. Failures to write the audit log are
  * reported on stderr and do not undo the change they record. */
 void lifecycle_audit_entry(struct store *s, const char *account_id, const char *actor,

@@ -377,6 +377,24 @@ class RolesTest(ServerTest):
         self.assertEqual(member.call("POST", f"keys/{live}/revoke").status_code, 200)
         self.assertError(srv.post(secret, {"message": "x"}), 401, "api_key_revoked")
 
+    def test_refused_attempts_cannot_be_hidden_from_the_audit_log(self):
+        # Bytes that are not UTF-8 in a path once made the entry impossible to show.
+        srv = self.start()
+        owner = Browser(srv)
+        owner.signup("owner@example.com")
+        member = Browser(srv)
+        member.call("POST", "invites/accept", {"token": owner.invite("mate@example.com"),
+                                               "password": OTHER})
+        self.assertError(member.call("POST", "members/%FF%FE/remove"), 403, "owner_required")
+        self.assertError(member.call("PATCH", "keys/%C3", {"name": "x"}, csrf=False), 403,
+                         "csrf_failed")
+        entries = owner.call("GET", "audit").json()["data"]
+        refused = {e["action"]: e["target"] for e in entries if e["result"] == "denied"}
+        self.assertEqual(refused.get("member.refused"), "members/\ufffd\ufffd/remove")
+        self.assertEqual(refused.get("csrf.refused"), "keys/\ufffd")
+        log = json.loads(self.data.cli("audit", "--json").stdout)
+        self.assertIn("members/\ufffd\ufffd/remove", [e["target"] for e in log])
+
 
 class SetPasswordLinkTest(ServerTest):
     """`konnect account create` prints a one-time link; the owner chooses a password with it."""
