@@ -119,6 +119,8 @@ static const char user_usage[] =
     "                 256 bytes.\n"
     "  password-link  Print a one-time link (valid 7 days) with which the user chooses a new\n"
     "                 password in the dashboard; using it ends every session of the user.\n"
+    "                 It replaces the user's earlier links, and setting the password in any\n"
+    "                 way voids it.\n"
     "                 Links are on KONNECT_PUBLIC_URL when it is set, else on the listen\n"
     "                 address (KONNECT_LISTEN).\n"
     "\n"

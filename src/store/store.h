@@ -341,6 +341,7 @@ int store_key_roll(struct store *s, const char *old_id, const struct store_key *
 /* Dashboard users, memberships, sessions, invitations and sign-in failures. Each is a thin
  * wrapper over the backend; see struct store_ops. */
 int store_user_find(struct store *s, const char *email_or_id, struct store_user *out);
+/* Sets a user's password and voids their unused set-password links, in one transaction. */
 int store_user_set_password(struct store *s, const char *user_id, const char *hash);
 /* The user's first membership (owner before member, oldest first). */
 int store_member_first(struct store *s, const char *user_id, struct store_member *out);
@@ -371,9 +372,10 @@ int store_invite_cancel(struct store *s, const char *account_id, const char *id,
                         struct store_invite *out);
 /* Counts an account's pending invitations at `now`. */
 int store_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count);
-/* One-time set-password links: insert; find by token hash; use one, which sets the user's
- * password to password_hash and ends every session of the user in the same transaction
- * (STORE_CONFLICT when the link was used already). */
+/* One-time set-password links: insert, which voids the user's earlier unused links; find by
+ * token hash; use one, which sets the user's password to password_hash and ends every session of
+ * the user in the same transaction (STORE_CONFLICT when the link was used already). Setting a
+ * password in any way (store_user_set_password too) voids the user's unused links. */
 int store_password_token_insert(struct store *s, const struct store_password_token *t);
 int store_password_token_find(struct store *s, const uint8_t *hash,
                               struct store_password_token *out);

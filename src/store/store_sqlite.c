@@ -110,6 +110,7 @@ enum {
     DS_PWTOKEN_INSERT,
     DS_PWTOKEN_FIND,
     DS_PWTOKEN_USE,
+    DS_PWTOKENS_VOID,
     DS_MEMBER_REMOVE,
     DS_SESSIONS_DELETE_MEMBER,
     DS_SESSIONS_DELETE_OTHERS,
@@ -771,14 +772,39 @@ static int sqlite_user_find(struct store *s, const char *email_or_id, struct sto
                              : fail(s, "cannot read user");
 }
 
-static int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash)
+/* Forgets a user's set-password links that were not used: a new password, or a newer link,
+ * makes them worthless, and one left in a shell history or a chat must not open the user. */
+static int void_password_tokens(struct store *s, const char *user_id)
+{
+    int rc =
+        RUN(s, PWTOKENS_VOID, "DELETE FROM password_tokens WHERE user_id = ?1 AND used_at IS NULL",
+            "t", user_id);
+    return done(s, STMT(s, PWTOKENS_VOID), rc, "cannot void set-password links");
+}
+
+/* Inside a transaction. */
+static int set_password(struct store *s, const char *user_id, const char *hash)
 {
     int rc = RUN(s, USER_PASSWORD, "UPDATE users SET password_hash = ?2 WHERE id = ?1", "tt",
                  user_id, hash);
     if ((rc = done(s, STMT(s, USER_PASSWORD), rc, "cannot set password")) != STORE_OK)
         return rc;
-    return sqlite3_changes(db_of(s)) ? STORE_OK
-                                     : store_set_error(s, STORE_NOT_FOUND, "no such user");
+    if (sqlite3_changes(db_of(s)) == 0)
+        return store_set_error(s, STORE_NOT_FOUND, "no such user");
+    return void_password_tokens(s, user_id);
+}
+
+static int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash)
+{
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    if ((rc = set_password(s, user_id, hash)) != STORE_OK) {
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    return exec(s, "COMMIT");
 }
 
 #define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"
@@ -1040,13 +1066,26 @@ static int sqlite_invites_pending(struct store *s, const char *account_id, int64
     return done(s, STMT(s, INVITES_PENDING), rc, "cannot count invitations");
 }
 
+/* A new link replaces the user's earlier ones that were not used. */
 static int sqlite_password_token_insert(struct store *s, const struct store_password_token *t)
 {
-    int rc = RUN(s, PWTOKEN_INSERT,
-                 "INSERT INTO password_tokens(token_hash, user_id, created_at, expires_at) "
-                 "VALUES (?1, ?2, ?3, ?4)",
-                 "htii", t->token_hash, t->user_id, t->created_at, t->expires_at);
-    return done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link");
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    if ((rc = void_password_tokens(s, t->user_id)) != STORE_OK)
+        goto rollback;
+    rc = RUN(s, PWTOKEN_INSERT,
+             "INSERT INTO password_tokens(token_hash, user_id, created_at, expires_at) "
+             "VALUES (?1, ?2, ?3, ?4)",
+             "htii", t->token_hash, t->user_id, t->created_at, t->expires_at);
+    if ((rc = done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link")) !=
+        STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
 }
 
 static int sqlite_password_token_find(struct store *s, const uint8_t *hash,
@@ -1092,7 +1131,7 @@ static int sqlite_password_token_use(struct store *s, const uint8_t *hash,
         rc = store_set_error(s, STORE_CONFLICT, "the link was used already or has expired");
         goto rollback;
     }
-    if ((rc = sqlite_user_set_password(s, user_id, password_hash)) != STORE_OK ||
+    if ((rc = set_password(s, user_id, password_hash)) != STORE_OK ||
         (rc = sqlite_sessions_delete_user(s, user_id)) != STORE_OK)
         goto rollback;
     return exec(s, "COMMIT");

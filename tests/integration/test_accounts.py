@@ -6,6 +6,7 @@ in. Every test here was a hole once."""
 import json
 import os
 import re
+import subprocess
 import sys
 
 import requests
@@ -431,15 +432,45 @@ class SetPasswordLinkTest(ServerTest):
                           KONNECT_PUBLIC_URL="https://dash.example.com")
         base, token = set_password_link(p.stderr.replace("https://", "http://"))
         self.assertIn("https://dash.example.com/set-password#token=", p.stderr)
-        # A fresh link for an existing user, and the old one stays valid until used.
+        # A fresh link for an existing user replaces the old one.
         p = self.data.cli("user", "password-link", "--email", "owner@example.com")
         _, token2 = set_password_link(p.stderr.replace("https://", "http://") + p.stdout)
         self.assertNotEqual(token, token2)
         srv = self.start()
-        r = Browser(srv).call("POST", "password/set", {"token": "x" * 43, "password": PASSWORD})
-        self.assertError(r, 400, "link_invalid", "token")
+        for stale in ("x" * 43, token):
+            r = Browser(srv).call("POST", "password/set", {"token": stale, "password": PASSWORD})
+            self.assertError(r, 400, "link_invalid", "token")
         r = Browser(srv).call("POST", "password/set", {"token": token2, "password": PASSWORD})
         self.assertEqual(r.status_code, 200, r.text)
+
+    def test_a_password_set_any_way_voids_every_older_link(self):
+        # Links sit in shell histories and chats for days: once the owner has a password, none
+        # of them may set another.
+        srv = self.start()
+        p = self.data.cli("account", "create", "--email", "owner@example.com")
+        _, first = set_password_link(p.stderr)
+        owner = Browser(srv)
+        r = owner.call("POST", "password/set", {"token": first, "password": PASSWORD})
+        self.assertEqual(r.status_code, 200, r.text)
+        for how in ("dashboard", "cli"):
+            with self.subTest(how=how):
+                p = self.data.cli("user", "password-link", "--email", "owner@example.com")
+                _, old = set_password_link(p.stderr + p.stdout)
+                if how == "dashboard":
+                    r = owner.call("POST", "password", {"current_password": PASSWORD,
+                                                        "new_password": OTHER})
+                    self.assertEqual(r.status_code, 204, r.text)
+                    owner.call("POST", "password", {"current_password": OTHER,
+                                                    "new_password": PASSWORD})
+                else:
+                    p = subprocess.run([harness.BINARY, "user", "set-password", "--email",
+                                        "owner@example.com"], input=PASSWORD + "\n",
+                                       env=self.data.env(), capture_output=True, text=True)
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                r = Browser(srv).call("POST", "password/set",
+                                      {"token": old, "password": "an attacker's password"})
+                self.assertError(r, 400, "link_invalid", "token")
+        self.assertEqual(Browser(srv).signin("owner@example.com").status_code, 200)
 
     def test_link_token_never_reaches_the_server_output(self):
         srv = self.start()
