@@ -195,7 +195,9 @@ enum harmless {
 
 /* The parameters that cost the operator more or keep its data, and the plan flag that allows
  * each. Backends that speak this API (vLLM and others) also generate several answers for best_of
- * and beam search and bill one: the same cost as n. */
+ * and beam search and bill one: the same cost as n. Routers (OpenRouter and others) take other
+ * models to fall back on, which the catalogue does not price, and the providers to use, whose
+ * prices differ. */
 static const struct costly {
     const char *name;
     uint32_t flag;
@@ -210,6 +212,9 @@ static const struct costly {
     {"web_search_options", PLAN_PARAM_WEB_SEARCH, HARMLESS_NULL},
     {"audio", PLAN_PARAM_AUDIO, HARMLESS_NULL},
     {"prediction", PLAN_PARAM_PREDICTION, HARMLESS_NULL},
+    {"models", PLAN_PARAM_MODELS, HARMLESS_NULL},
+    {"route", PLAN_PARAM_MODELS, HARMLESS_NULL},
+    {"provider", PLAN_PARAM_PROVIDER, HARMLESS_NULL},
 };
 
 static int is_harmless(json_t *v, enum harmless h)

@@ -90,6 +90,8 @@ static const struct {
     {"web_search_options", PLAN_PARAM_WEB_SEARCH},
     {"audio", PLAN_PARAM_AUDIO},
     {"prediction", PLAN_PARAM_PREDICTION},
+    {"models", PLAN_PARAM_MODELS},
+    {"provider", PLAN_PARAM_PROVIDER},
 };
 
 static int valid_model_name(const char *s)
@@ -307,7 +309,7 @@ static int allowed_params(json_t *list, const char *plan, uint32_t *out, char *e
 bad:
     snprintf(err, errsize,
              "plan %.64s: \"allowed_parameters\" must be a list of n, service_tier, store, "
-             "metadata, web_search_options, audio and prediction",
+             "metadata, web_search_options, audio, prediction, models and provider",
              plan);
     return -1;
 }

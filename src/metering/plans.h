@@ -42,6 +42,8 @@ enum plan_param {
     PLAN_PARAM_WEB_SEARCH = 1 << 4,   /* "web_search_options" */
     PLAN_PARAM_AUDIO = 1 << 5,        /* "audio", or "modalities" with "audio" */
     PLAN_PARAM_PREDICTION = 1 << 6,   /* "prediction": predicted output, billed in full */
+    PLAN_PARAM_MODELS = 1 << 7,       /* "models" (and "route"): other models to fall back on */
+    PLAN_PARAM_PROVIDER = 1 << 8,     /* "provider": which providers serve the model */
 };
 
 #define PLAN_MODEL_MAX 128

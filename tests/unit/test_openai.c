@@ -40,6 +40,9 @@ static void test_costly_parameters(void)
         {"\"n\":2", "n"},
         {"\"best_of\":4", "best_of"},
         {"\"use_beam_search\":true", "use_beam_search"},
+        {"\"models\":[\"gpt-4o\"]", "models"},
+        {"\"route\":\"fallback\"", "route"},
+        {"\"provider\":{\"order\":[\"x\"]}", "provider"},
         {"\"modalities\":\"audio\"", "modalities"},
         {"\"service_tier\":\"priority\"", "service_tier"},
         {"\"store\":true", "store"},
@@ -61,7 +64,7 @@ static void test_costly_parameters(void)
                  costly[i][0]);
         CHECK(chat_call_from_openai(body, strlen(body), "m", 0, &c, &e) == -1 &&
               e.err == KN_ERR_UNSUPPORTED_PARAMETER && strcmp(e.param, costly[i][1]) == 0);
-        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xff, &c, &e) == 0);
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xffff, &c, &e) == 0);
         chat_call_cleanup(&c);
     }
     for (size_t i = 0; i < sizeof(harmless) / sizeof(harmless[0]); i++) {
@@ -106,7 +109,7 @@ static void test_costly_parameters(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(body, sizeof(body), "{%s,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
                  bad[i][0]);
-        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xff, &c, &e) == -1 &&
+        CHECK(chat_call_from_openai(body, strlen(body), "m", 0xffff, &c, &e) == -1 &&
               strcmp(e.param, bad[i][1]) == 0);
     }
 }
