@@ -135,7 +135,7 @@ void dash_member_remove(struct dashboard *d, const struct dash_request *req,
                          "The owner cannot be removed from the account.", "user_id");
         return;
     }
-    if (store_member_remove(d->store, m.account_id, m.user_id) != STORE_OK) {
+    if (store_member_remove(d->store, m.account_id, m.user_id, kn_unix_now()) != STORE_OK) {
         dash_reply_store_error(d, res, req);
         return;
     }

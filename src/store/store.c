@@ -333,9 +333,9 @@ int store_password_token_use(struct store *s, const uint8_t *hash, const char *p
     return s->ops->password_token_use(s, hash, password_hash, at);
 }
 
-int store_member_remove(struct store *s, const char *account_id, const char *user_id)
+int store_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at)
 {
-    return s->ops->member_remove(s, account_id, user_id);
+    return s->ops->member_remove(s, account_id, user_id, at);
 }
 
 int store_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)

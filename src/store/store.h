@@ -243,7 +243,8 @@ struct store_ops {
                                struct store_password_token *out);
     int (*password_token_use)(struct store *s, const uint8_t *hash, const char *password_hash,
                               int64_t at);
-    int (*member_remove)(struct store *s, const char *account_id, const char *user_id);
+    int (*member_remove)(struct store *s, const char *account_id, const char *user_id,
+                         int64_t at);
     int (*sessions_delete_others)(struct store *s, const char *user_id, const uint8_t *keep);
     int (*key_count_working)(struct store *s, const char *account_id, int64_t now, int64_t *count);
     int (*throttle_get)(struct store *s, const char *kind, const char *key,
@@ -357,7 +358,8 @@ int store_session_delete(struct store *s, const uint8_t *hash);
 int store_sessions_delete_user(struct store *s, const char *user_id);
 int store_invite_insert(struct store *s, const struct store_invite *i);
 int store_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out);
-/* Marks an invitation used; STORE_CONFLICT when it already was. */
+/* Marks an invitation used and cancels the account's other pending invitations for its email,
+ * in one transaction; STORE_CONFLICT when it was used or cancelled already. */
 int store_invite_accept(struct store *s, const uint8_t *hash, int64_t at);
 /* Calls cb for the account's pending invitations at `now`: neither accepted, cancelled nor
  * expired. */
@@ -381,9 +383,10 @@ int store_password_token_find(struct store *s, const uint8_t *hash,
                               struct store_password_token *out);
 int store_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
                              int64_t at);
-/* Removes a user from an account and ends their sessions in it, in one transaction.
- * STORE_NOT_FOUND when the user is not a member. */
-int store_member_remove(struct store *s, const char *account_id, const char *user_id);
+/* Removes a user from an account, ends their sessions in it and cancels the account's pending
+ * invitations for their email (at `at`), in one transaction. STORE_NOT_FOUND when the user is
+ * not a member. */
+int store_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at);
 /* Ends every session of a user except the one whose token hash is `keep`. */
 int store_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep);
 /* Counts an account's working keys at `now`: neither revoked nor expired (rolled keys in their

@@ -106,6 +106,7 @@ enum {
     DS_INVITES_LIST,
     DS_INVITE_FAIL,
     DS_INVITE_CANCEL,
+    DS_INVITES_CANCEL_EMAIL,
     DS_INVITES_PENDING,
     DS_PWTOKEN_INSERT,
     DS_PWTOKEN_FIND,
@@ -991,18 +992,45 @@ static int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store
                              : fail(s, "cannot read invitation");
 }
 
+/* Cancels an account's pending invitations for an email: the person joined, or was removed,
+ * and no invitation made before may bring them (back) in. */
+static int cancel_invites_for(struct store *s, const char *account_id, const char *email,
+                              int64_t at)
+{
+    int rc = RUN(s, INVITES_CANCEL_EMAIL,
+                 "UPDATE invites SET canceled_at = ?3 WHERE account_id = ?1 AND email = ?2 AND "
+                 "accepted_at IS NULL AND canceled_at IS NULL",
+                 "tti", account_id, email, at);
+    return done(s, STMT(s, INVITES_CANCEL_EMAIL), rc, "cannot cancel invitations");
+}
+
 static int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
 {
-    int rc =
-        RUN(s, INVITE_ACCEPT,
-            "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL "
-            "AND canceled_at IS NULL",
-            "hi", hash, at);
+    char account_id[STORE_ID_SIZE] = "", email[STORE_EMAIL_MAX + 1] = "";
+    int rc;
+
+    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        return STORE_ERROR;
+    rc = RUN(s, INVITE_ACCEPT,
+             "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL "
+             "AND canceled_at IS NULL RETURNING account_id, email",
+             "hi", hash, at);
+    if (rc == SQLITE_ROW) {
+        copy_text(account_id, sizeof(account_id), STMT(s, INVITE_ACCEPT), 0);
+        copy_text(email, sizeof(email), STMT(s, INVITE_ACCEPT), 1);
+    }
     if ((rc = done(s, STMT(s, INVITE_ACCEPT), rc, "cannot accept invitation")) != STORE_OK)
-        return rc;
-    return sqlite3_changes(db_of(s))
-               ? STORE_OK
-               : store_set_error(s, STORE_CONFLICT, "invitation already used or cancelled");
+        goto rollback;
+    if (account_id[0] == '\0') {
+        rc = store_set_error(s, STORE_CONFLICT, "invitation already used or cancelled");
+        goto rollback;
+    }
+    if ((rc = cancel_invites_for(s, account_id, email, at)) != STORE_OK)
+        goto rollback;
+    return exec(s, "COMMIT");
+rollback:
+    exec(s, "ROLLBACK");
+    return rc;
 }
 
 static int sqlite_invites_list(struct store *s, const char *account_id, int64_t now,
@@ -1140,12 +1168,17 @@ rollback:
     return rc;
 }
 
-static int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id)
+static int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id,
+                                int64_t at)
 {
+    struct store_user u;
     int rc;
 
     if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
         return STORE_ERROR;
+    if ((rc = sqlite_user_find(s, user_id, &u)) != STORE_OK ||
+        (rc = cancel_invites_for(s, account_id, u.email, at)) != STORE_OK)
+        goto rollback;
     rc = RUN(s, MEMBER_REMOVE, "DELETE FROM memberships WHERE account_id = ?1 AND user_id = ?2",
              "tt", account_id, user_id);
     if ((rc = done(s, STMT(s, MEMBER_REMOVE), rc, "cannot remove member")) != STORE_OK)

@@ -378,6 +378,27 @@ class RolesTest(ServerTest):
         self.assertEqual(member.call("POST", f"keys/{live}/revoke").status_code, 200)
         self.assertError(srv.post(secret, {"message": "x"}), 401, "api_key_revoked")
 
+    def test_a_removed_member_cannot_come_back_with_an_older_invitation(self):
+        srv = self.start()
+        owner = Browser(srv)
+        owner.signup("owner@example.com")
+        first, second = owner.invite("bob@example.com"), owner.invite("Bob@Example.com")
+        bob = Browser(srv)
+        r = bob.call("POST", "invites/accept", {"token": first, "password": OTHER})
+        self.assertEqual(r.status_code, 200, r.text)
+        # Joining used up every invitation of the account for that email: the second link
+        # cannot bring bob back once the owner removes him.
+        self.assertEqual(owner.call("GET", "members").json()["invites"], [])
+        bob_id = [m["user_id"] for m in owner.call("GET", "members").json()["data"]
+                  if m["email"] == "bob@example.com"][0]
+        self.assertEqual(owner.call("POST", f"members/{bob_id}/remove").status_code, 204)
+        again = Browser(srv)
+        self.assertError(again.call("POST", "invites/accept",
+                                    {"token": second, "password": OTHER}),
+                         400, "invite_invalid", "token")
+        members = [m["email"] for m in owner.call("GET", "members").json()["data"]]
+        self.assertEqual(members, ["owner@example.com"])
+
     def test_refused_attempts_cannot_be_hidden_from_the_audit_log(self):
         # Bytes that are not UTF-8 in a path once made the entry impossible to show.
         srv = self.start()

@@ -228,10 +228,18 @@ static void test_access(struct store *s, const char *account_id)
           !strcmp(u.password_hash, "$argon2id$x"));
     CHECK(store_session_find(s, x.token_hash, &x) == STORE_NOT_FOUND);
 
-    /* Removing a member ends their sessions in that account. */
+    /* Removing a member ends their sessions in that account and cancels its pending
+     * invitations for them. */
     CHECK(store_session_insert(s, &x) == STORE_OK);
-    CHECK(store_member_remove(s, account_id, "user_claimed") == STORE_OK);
-    CHECK(store_member_remove(s, account_id, "user_claimed") == STORE_NOT_FOUND);
+    CHECK(store_user_find(s, "user_claimed", &u) == STORE_OK);
+    randombytes_buf(inv.token_hash, sizeof(inv.token_hash));
+    strcpy(inv.id, "inv_three");
+    kn_strlcpy(inv.email, u.email, sizeof(inv.email));
+    inv.expires_at = 9000;
+    CHECK(store_invite_insert(s, &inv) == STORE_OK);
+    CHECK(store_member_remove(s, account_id, "user_claimed", 1700) == STORE_OK);
+    CHECK(store_invite_find(s, inv.token_hash, &got) == STORE_OK && got.canceled_at == 1700);
+    CHECK(store_member_remove(s, account_id, "user_claimed", 1700) == STORE_NOT_FOUND);
     CHECK(store_session_find(s, x.token_hash, &x) == STORE_NOT_FOUND);
 
     /* Throttles count attempts, start again after a quiet window and count refusals. */
