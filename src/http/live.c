@@ -363,6 +363,7 @@ void live_worker_stop(struct worker *w)
 {
     h2o_linklist_t *node = w->live.reqs.next, *next;
 
+    w->live.stopping = 1;
     for (; node != &w->live.reqs; node = next) {
         struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, node, node);
         next = node->next; /* Ending lr may free it, never another request. */

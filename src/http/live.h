@@ -37,6 +37,7 @@ struct live_worker {
     h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
     h2o_multithread_receiver_t ledger_receiver;
     h2o_linklist_t reqs; /* Its live requests, from admission until freed. */
+    int stopping;        /* live_worker_stop ran: no live request starts any more. */
     int ready;
 };
 
@@ -50,7 +51,8 @@ void live_upstream_dispose(struct live_upstream *u);
 void live_worker_init(struct worker *w);
 void live_worker_dispose(struct worker *w);
 
-/* At the end of shutdown's drain: ends every live request still running. A stream that
+/* At the end of shutdown's drain: ends every live request still running, and refuses those
+ * that arrive after (503 server_shutting_down). A stream that
  * delivered part of its answer is billed for it, as however else it ends, and closes with a
  * server_shutting_down event; anything else is answered 503 server_shutting_down, unbilled.
  * Returns how many bills are still on their way to the ledger (live_worker_billing). */

@@ -527,6 +527,12 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         chat_call_cleanup(&call);
         return;
     }
+    if (http_worker_of(req)->live.stopping) {
+        /* Past the drain's deadline: nothing more starts that could not be billed. */
+        http_send_error(req, info, KN_ERR_SHUTTING_DOWN, NULL, NULL);
+        chat_call_cleanup(&call);
+        return;
+    }
     chat_call_prepare(&call, pm.backend);
     int64_t month = kn_month_of(now);
     if (!admit_live(req, info, key, plan, &call, now, month, &held)) {

@@ -256,6 +256,37 @@ class StreamBillingTest(harness.ServerTest):
         self.assertIsNone(self.row(plain["r"].headers["request-id"], wait=0.2))
         self.assertEqual(srv.proc.wait(10), 0)
 
+    def test_a_request_that_arrives_after_the_drain_never_reaches_the_backend(self):
+        # Its body completes in the second the server gives the last bills: it must not start.
+        srv = self.serve(KONNECT_SHUTDOWN_TIMEOUT_MS=300)
+        body = json.dumps({"model": "fake-normal+long", "messages": HELLO,
+                           "stream": True}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + self.live.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:-1])
+        time.sleep(0.2)
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.sendall(body[-1:])
+        s.settimeout(5)
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except (socket.timeout, ConnectionError):
+            pass
+        s.close()
+        self.assertEqual(srv.proc.wait(10), 0)
+        if got:  # answered, not silently dropped: and never with an answer
+            self.assertTrue(got.startswith(b"HTTP/1.1 503 "), got[:300])
+            self.assertIn(b"server_shutting_down", got)
+        self.assertEqual(self.backend.stats().get("completed", 0), 0)
+        self.assertEqual(self.rows(), [])
+
     def stream_open(self, srv, model, api):
         if api == "openai":
             r = srv.post(self.live, {"model": model, "messages": HELLO, "stream": True},
