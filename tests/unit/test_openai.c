@@ -221,6 +221,11 @@ static void test_chunks_and_events(void)
 
     CHECK(chat_chunk_parse(d, strlen(d), &k) == 0);
     CHECK(k.has_choices && k.content_len == 2 && k.finish_reason == NULL && !k.has_usage);
+    CHECK(k.generated_bytes == 2);
+    chat_chunk_cleanup(&k);
+    /* Text where some backends put it counts as generated too. */
+    d = "{\"choices\":[{\"delta\":{\"text\":\"abc\"}},{\"text\":\"defg\",\"delta\":{}}]}";
+    CHECK(chat_chunk_parse(d, strlen(d), &k) == 0 && k.generated_bytes == 7);
     chat_chunk_cleanup(&k);
     d = "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}";
     CHECK(chat_chunk_parse(d, strlen(d), &k) == 0);
