@@ -926,6 +926,11 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
     size_t len;
     ssize_t ct;
 
+    /* Once the server is stopping, every answer closes its connection: h2o 2.2.5 keeps a
+     * connection alive for a request that arrived during the drain, and one still open at the
+     * end would outlive its loop. */
+    if (atomic_load_explicit(&((struct kn_filter *)self)->srv->stopping, memory_order_relaxed))
+        req->http1_is_persistent = 0;
     /* Over HTTPS, every answer tells browsers to use nothing else for this host (RFC 6797). */
     if (http_is_https(req))
         h2o_add_header_by_str(&req->pool, &req->res.headers,

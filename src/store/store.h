@@ -243,8 +243,7 @@ struct store_ops {
                                struct store_password_token *out);
     int (*password_token_use)(struct store *s, const uint8_t *hash, const char *password_hash,
                               int64_t at);
-    int (*member_remove)(struct store *s, const char *account_id, const char *user_id,
-                         int64_t at);
+    int (*member_remove)(struct store *s, const char *account_id, const char *user_id, int64_t at);
     int (*sessions_delete_others)(struct store *s, const char *user_id, const uint8_t *keep);
     int (*key_count_working)(struct store *s, const char *account_id, int64_t now, int64_t *count);
     int (*throttle_get)(struct store *s, const char *kind, const char *key,
