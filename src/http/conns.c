@@ -299,7 +299,11 @@ static void on_first_read(h2o_socket_t *sock, const char *err)
         return; /* The head is not complete yet; h2o's request timer still runs. */
     /* From here on h2o reads this connection as it always does. */
     h2o_socket_read_start(sock, ci->h2o);
-    refusal = r > 0 ? refusal_of(w, &f) : KN_OK;
+    /* Only a body still to come is worth refusing early: one that has arrived with its head (a
+     * small one, as a flood of bad keys sends) is read as usual, and the connection kept. */
+    refusal = r > 0 && (uint64_t)r + (uint64_t)f.content_length > sock->input->size
+                  ? refusal_of(w, &f)
+                  : KN_OK;
     if (refusal != KN_OK) {
         /* Same width, all zeros: h2o then reads no body, and the answer is the refusal. */
         memset((char *)f.length_value, '0', f.length_value_len);

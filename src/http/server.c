@@ -319,7 +319,6 @@ static void send_www_authenticate(h2o_req_t *req, enum kn_err err);
 
 void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
 {
-    req->http1_is_persistent = 0;
     send_www_authenticate(req, err);
     http_send_error(req, info, err, NULL, NULL);
 }
