@@ -179,24 +179,29 @@ class AccountLimitsTest(PlansTest):
         slow.join()
         self.assertEqual(self.completions(srv, second, "small").status_code, 200)
 
+    def at_once(self, srv, n, **params):
+        """n streamed live requests sent together; their status codes."""
+        codes = []
+
+        def one():
+            r = self.completions(srv, self.live, "large", stream=True, **params)
+            codes.append(r.status_code)
+            r.close()
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return codes
+
     def test_long_requests_at_once_cannot_run_past_the_token_quota(self):
         """Each request reserves its input estimate and max_tokens at admission: 20 requests at
         once against a quota of 300 tokens, each allowed 100, admit only as many as fit."""
         srv = self.serve()
         self.set_plan("tokens300")
         self.backend.set_mode("normal", delay_ms=300)
-        codes = []
-
-        def one():
-            r = self.completions(srv, self.live, "large", max_tokens=100, stream=True)
-            codes.append(r.status_code)
-            r.close()
-
-        threads = [threading.Thread(target=one) for _ in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = self.at_once(srv, 20, max_tokens=100)
         admitted = codes.count(200)
         self.assertGreaterEqual(admitted, 2)
         self.assertLessEqual(admitted, 3, codes)
@@ -208,18 +213,7 @@ class AccountLimitsTest(PlansTest):
         srv = self.serve()
         self.set_plan("tokens300")
         self.backend.set_mode("normal", delay_ms=300)
-        codes = []
-
-        def one():
-            r = self.completions(srv, self.live, "large", max_completion_tokens=1, stream=True)
-            codes.append(r.status_code)
-            r.close()
-
-        threads = [threading.Thread(target=one) for _ in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = self.at_once(srv, 20, max_completion_tokens=1)
         self.assertEqual(codes.count(200), 1, codes)
         # The backends' own names for the limit would override max_tokens: refused.
         for name in ("n_predict", "num_predict", "max_new_tokens"):
