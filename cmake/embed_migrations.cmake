@@ -1,7 +1,7 @@
 # Writes a C file that embeds the numbered SQL migrations (NNN_name.sql) given in MIGRATIONS
 # (a |-separated list, sorted) as NUL-terminated strings. Run with cmake -P.
 string(REPLACE "|" ";" MIGRATIONS "${MIGRATIONS}")
-set(out "/* Generated from src/store/migrations/ by cmake/embed_migrations.cmake. */\n")
+set(out "/* Generated from src/store/migrations/sqlite/ by cmake/embed_migrations.cmake. */\n")
 string(APPEND out "#include \"store/migrations.h\"\n\n")
 set(table "")
 set(i 0)

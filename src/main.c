@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/fault.h"
 #include "core/redact.h"
 #include "core/util.h"
 #include "http/server.h"
@@ -168,7 +169,8 @@ int main(int argc, char **argv)
 #endif
     if (sodium_init() < 0)
         kn_fatal("libsodium failed to initialise");
-    if (config_load(&c, err, sizeof(err)) != 0) {
+    if (fault_init(getenv("KONNECT_FAULT"), err, sizeof(err)) != 0 ||
+        config_load(&c, err, sizeof(err)) != 0) {
         fprintf(stderr, "konnect: %s\n", err);
         return 2;
     }

@@ -14,6 +14,7 @@
 #include "core/termsafe.h"
 #include "core/util.h"
 #include "keys/apikey.h"
+#include "keys/keyjson.h"
 #include "keys/keysync.h"
 #include "auth/password.h"
 #include "auth/session.h"
@@ -1112,7 +1113,13 @@ static int key_create(struct kn_config *c, const struct opts *o)
             for (size_t i = 0; i < n; i++)
                 lifecycle_fill(secret, &spec, cli_actor.name, &keys[i],
                                secrets + i * (APIKEY_LEN + 1));
-            if (store_key_insert(s, keys, n) != STORE_OK) {
+            /* Each chunk is audited in its own transaction: what is in the store is audited. */
+            struct store_audit e;
+            char detail[96];
+            snprintf(detail, sizeof(detail), "%zu %s keys named \"%.20s\" (%lld to %lld of %lld)",
+                     n, o->mode, o->name, done + 1, done + (long long)n, count);
+            lifecycle_key_entry(&e, a.id, &cli_actor, "key.create_bulk", NULL, detail);
+            if (store_key_insert(s, keys, n, &e) != STORE_OK) {
                 fprintf(stderr, "konnect: %s (after %lld keys)\n", shown(store_errmsg(s)), done);
                 goto out;
             }
@@ -1121,9 +1128,6 @@ static int key_create(struct kn_config *c, const struct opts *o)
             done += (long long)n;
         }
         fflush(stdout);
-        char detail[64];
-        snprintf(detail, sizeof(detail), "%lld %s keys named \"%.20s\"", count, o->mode, o->name);
-        lifecycle_audit(s, a.id, &cli_actor, "key.create_bulk", NULL, "ok", detail);
         fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, o->mode, shown(a.email));
     }
     report_notify(c, "the key works from the next request on");
@@ -1146,12 +1150,7 @@ struct list_ctx {
     int n;
 };
 
-static json_t *time_or_null(int64_t t)
-{
-    return t != 0 ? json_integer(t) : json_null();
-}
-
-static int list_one(void *ud, const struct store_key *k)
+static int list_one(void *ud, const struct store_key *k, uint64_t requests)
 {
     struct list_ctx *l = ud;
     char created[32], used[32], expires[32];
@@ -1161,19 +1160,7 @@ static int list_one(void *ud, const struct store_key *k)
     kn_format_time(k->last_used_at, used, sizeof(used));
     kn_format_time(k->expires_at, expires, sizeof(expires));
     if (l->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:s}", "id", k->id,
-                              "name", k->name, "mode", k->mode, "environment", k->environment,
-                              "hint", k->hint, "status", status, "created",
-                              (json_int_t)k->created_at, "created_by", k->created_by, "requests",
-                              (json_int_t)k->requests_total, "ip_allowlist", k->ip_allowlist);
-        if (o == NULL)
-            kn_fatal("cannot build key JSON");
-        json_object_set_new(o, "last_used", time_or_null(k->last_used_at));
-        json_object_set_new(o, "expires", time_or_null(k->expires_at));
-        json_object_set_new(o, "revoked", time_or_null(k->revoked_at));
-        json_object_set_new(o, "rolled_to",
-                            k->rolled_to[0] ? json_string(k->rolled_to) : json_null());
-        json_array_append_new(l->arr, o);
+        json_array_append_new(l->arr, keyjson_doc(k, requests, l->now));
     } else {
         if (l->n == 0)
             printf("%-24s  %-20s  %-4s  %-11s  %-17s  %-20s  %-20s  %-20s  %-7s  %s\n", "ID",

@@ -14,6 +14,7 @@
 #include "core/errors.h"
 #include "core/util.h"
 #include "dashboard/internal.h"
+#include "keys/keyjson.h"
 #include "keys/keysync.h"
 #include "keys/lifecycle.h"
 #include "metering/plans.h"
@@ -323,38 +324,16 @@ static void do_session(struct dashboard *d, const struct dash_request *req,
 
 /* ---- keys -------------------------------------------------------------------------------- */
 
-static json_t *time_or_null(int64_t t)
-{
-    return t != 0 ? json_integer(t) : json_null();
-}
-
+/* A key in an answer about that key alone. Its request count is the key list's business: 0
+ * here (the only true figure for a key just created). */
 static json_t *key_doc(const struct store_key *k)
 {
-    json_t *allow = json_array();
-    const char *p = k->ip_allowlist;
-
-    while (*p != '\0') {
-        size_t len = strcspn(p, ",");
-        json_array_append_new(allow, json_stringn(p, len));
-        p += len + (p[len] == ',');
-    }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:o}", "id", k->id, "name",
-                          k->name, "mode", k->mode, "environment", k->environment, "hint", k->hint,
-                          "status", lifecycle_status(k, kn_unix_now()), "created",
-                          (json_int_t)k->created_at, "created_by", k->created_by, "requests",
-                          (json_int_t)k->requests_total, "ip_allowlist", allow);
-    if (o == NULL)
-        kn_fatal("cannot build key document");
-    json_object_set_new(o, "last_used", time_or_null(k->last_used_at));
-    json_object_set_new(o, "expires", time_or_null(k->expires_at));
-    json_object_set_new(o, "revoked", time_or_null(k->revoked_at));
-    json_object_set_new(o, "rolled_to", k->rolled_to[0] ? json_string(k->rolled_to) : json_null());
-    return o;
+    return keyjson_doc(k, 0, kn_unix_now());
 }
 
-static int collect_key(void *ud, const struct store_key *k)
+static int collect_key(void *ud, const struct store_key *k, uint64_t requests)
 {
-    json_array_insert_new(ud, 0, key_doc(k)); /* newest first */
+    json_array_insert_new(ud, 0, keyjson_doc(k, requests, kn_unix_now())); /* newest first */
     return 0;
 }
 

@@ -40,7 +40,7 @@ struct keysync {
     int listen_fd;
     int wake_fd;
     pthread_t thread;
-    int64_t last_seq;
+    struct store_cursor key_cursor; /* Where the key change feed has been read to. */
     _Atomic int stop;
     _Atomic int ready;
     _Atomic uint64_t last_ok_ns;
@@ -67,12 +67,13 @@ struct keysync {
     char reload_msg[512];
     int reload_ok;
     struct accounts accounts;
-    int64_t account_seq;
+    struct store_cursor account_cursor;
     /* The ledger queue: entries waiting for the next group commit. */
     pthread_mutex_t ledger_lock;
     struct ledger_entry *ledger_head, **ledger_tail;
     int ledger_signaled; /* 1 while the thread has been woken and not yet found the queue empty. */
     struct store_ledger_row *ledger_rows;
+    uint8_t *ledger_outcome;
     size_t ledger_last_batch; /* Rows written by the last call of write_ledger. */
 };
 
@@ -185,7 +186,7 @@ static int apply_account(void *ud, const struct store_account *s)
  * so that each record points into the new plans. The old plans stay until stop. */
 static void use_plans(struct keysync *ks, struct plans *p)
 {
-    int64_t seq = 0;
+    struct store_cursor cursor;
 
     if (ks->owned != NULL) {
         ks->retired = kn_realloc(ks->retired, (ks->nretired + 1) * sizeof(*ks->retired));
@@ -193,7 +194,7 @@ static void use_plans(struct keysync *ks, struct plans *p)
     }
     ks->owned = p;
     atomic_store(&ks->plans, p);
-    if (store_accounts_load(ks->store, &seq, apply_account, ks) != STORE_OK)
+    if (store_accounts_load(ks->store, &cursor, apply_account, ks) != STORE_OK)
         fprintf(stderr,
                 "konnect: cannot read accounts after reloading plans (the next change "
                 "to each account applies them): %s\n",
@@ -228,7 +229,8 @@ static int load_month(void *ud, const struct store_month_total *t)
     return 0;
 }
 
-int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out)
+int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
+                       struct keyrec_data *out)
 {
     memset(out, 0, sizeof(*out));
     if (apikey_mode_parse(k->mode, &out->mode) != 0 ||
@@ -240,18 +242,18 @@ int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_dat
     out->expires_at = k->expires_at;
     out->revoked_at = k->revoked_at;
     out->last_used = k->last_used_at;
-    out->day_cell = k->requests_today ? ratelimit_daily_cell(k->requests_today, now) : 0;
+    out->day_cell = requests_today ? ratelimit_daily_cell(requests_today, now) : 0;
     return 0;
 }
 
-static int apply_key(void *ud, const struct store_key *k)
+static int apply_key(void *ud, const struct store_key *k, uint32_t requests_today)
 {
     struct keysync *ks = ud;
     struct keyrec_data d;
     struct iplist *allow = NULL;
     char err[256];
 
-    if (keysync_key_to_rec(k, kn_unix_now(), &d) != 0) {
+    if (keysync_key_to_rec(k, requests_today, kn_unix_now(), &d) != 0) {
         fprintf(stderr, "konnect: skipping key %s with unknown mode or environment\n", k->id);
         return 0;
     }
@@ -281,8 +283,8 @@ static void mark(struct keysync *ks, int ok)
 
 static int sync_changes(struct keysync *ks)
 {
-    int ok = store_account_changes(ks->store, &ks->account_seq, apply_account, ks) == STORE_OK &&
-             store_key_changes(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) ==
+    int ok = store_account_changes(ks->store, &ks->account_cursor, apply_account, ks) == STORE_OK &&
+             store_key_changes(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) ==
                  STORE_OK;
     if (!ok)
         fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
@@ -339,11 +341,15 @@ void keysync_bill(struct keysync *ks, struct ledger_entry *e)
 }
 
 /* Writes every queued ledger row, in group commits of up to LEDGER_BATCH_MAX rows, and tells each
- * entry's owner once its row is durable. A failing store is retried for about a second before the
- * rows are given up (their requests are then not delivered, so they are not billed either). */
+ * entry's owner once its row is durable (or was billed by an earlier try of the same batch). A
+ * commit that lost a race (STORE_RETRY) is tried again at once, a few times; a store that fails
+ * otherwise is retried for about a second before the rows are given up (their requests are then
+ * not delivered, so they are not billed either). A row the store reports voided is given up at
+ * once: a fence was put on its request. */
 static void write_ledger(struct keysync *ks)
 {
     static const unsigned backoff_ms[] = {10, 50, 200, 750};
+    enum { RETRIES_AT_ONCE = 3 };
 
     if (ks->ledger_last_batch >= LEDGER_BUSY_ROWS) {
         struct timespec delay = {0, LEDGER_DELAY_US * 1000};
@@ -377,20 +383,24 @@ static void write_ledger(struct keysync *ks)
         for (e = list; e != NULL; e = e->next)
             ks->ledger_rows[n++] = e->row;
         ks->ledger_last_batch += n;
-        for (size_t attempt = 0;; attempt++) {
-            if (store_ledger_add(ks->store, ks->ledger_rows, n, NULL) == STORE_OK) {
+        for (size_t attempt = 0, at_once = 0;;) {
+            int r = store_ledger_add(ks->store, ks->ledger_rows, n, ks->ledger_outcome);
+            if (r == STORE_OK) {
                 ok = 1;
                 break;
             }
+            if (r == STORE_RETRY && at_once++ < RETRIES_AT_ONCE)
+                continue;
             fprintf(stderr, "konnect: cannot write %zu ledger rows (attempt %zu): %s\n", n,
                     attempt + 1, store_errmsg(ks->store));
             if (attempt == sizeof(backoff_ms) / sizeof(backoff_ms[0]))
                 break;
-            poll(NULL, 0, (int)backoff_ms[attempt]);
+            poll(NULL, 0, (int)backoff_ms[attempt++]);
         }
-        for (e = list; e != NULL; e = next) {
+        n = 0;
+        for (e = list; e != NULL; e = next, n++) {
             next = e->next;
-            e->done(e, ok);
+            e->done(e, ok && ks->ledger_outcome[n] != STORE_LEDGER_VOIDED);
         }
     }
 }
@@ -416,7 +426,7 @@ static void answer_client(struct keysync *ks, struct client *cl)
 
     cl->line[strcspn(cl->line, "\r\n")] = '\0';
     if (strcmp(cl->line, "sync") == 0) {
-        len = sync_changes(ks) ? snprintf(buf, sizeof(buf), "ok %lld\n", (long long)ks->last_seq)
+        len = sync_changes(ks) ? snprintf(buf, sizeof(buf), "ok\n")
                                : snprintf(buf, sizeof(buf), "error\n");
     } else if (strcmp(cl->line, "reload-plans") == 0) {
         char msg[600];
@@ -463,18 +473,19 @@ static void *thread_main(void *arg)
     size_t nclients = 0;
 
     while (!atomic_load(&ks->stop)) {
-        struct pollfd p[2 + CLIENTS_MAX] = {
+        struct pollfd p[3 + CLIENTS_MAX] = {
             {.fd = ks->wake_fd, .events = POLLIN},
-            {.fd = nclients < CLIENTS_MAX ? ks->listen_fd : -1, .events = POLLIN}};
+            {.fd = nclients < CLIENTS_MAX ? ks->listen_fd : -1, .events = POLLIN},
+            {.fd = store_changes_fd(ks->store), .events = POLLIN}};
         uint64_t now = kn_mono_ns(), wake = next_tick;
         for (size_t i = 0; i < nclients; i++) {
-            p[2 + i].fd = clients[i].fd;
-            p[2 + i].events = POLLIN;
+            p[3 + i].fd = clients[i].fd;
+            p[3 + i].events = POLLIN;
             if (clients[i].deadline_ns < wake)
                 wake = clients[i].deadline_ns;
         }
         int timeout = now >= wake ? 0 : (int)((wake - now) / 1000000) + 1;
-        int n = poll(p, 2 + nclients, timeout);
+        int n = poll(p, 3 + nclients, timeout);
 
         if (n > 0 && (p[0].revents & POLLIN) != 0) {
             uint64_t v;
@@ -502,14 +513,19 @@ static void *thread_main(void *arg)
                 pthread_mutex_unlock(&ks->lock);
             }
         }
+        if (n > 0 && (p[2].revents & POLLIN) != 0) {
+            /* A connection of this process committed a key or account change. */
+            store_changes_drain(ks->store);
+            sync_changes(ks);
+        }
         write_ledger(ks);
         now = kn_mono_ns();
         for (size_t i = 0; i < nclients;) {
-            if (((n > 0 && p[2 + i].revents != 0) || now >= clients[i].deadline_ns) &&
+            if (((n > 0 && p[3 + i].revents != 0) || now >= clients[i].deadline_ns) &&
                 read_client(ks, &clients[i], now)) {
                 close(clients[i].fd);
                 clients[i] = clients[--nclients];
-                p[2 + i] = p[2 + nclients]; /* Keep each poll entry beside its client. */
+                p[3 + i] = p[3 + nclients]; /* Keep each poll entry beside its client. */
                 continue;
             }
             i++;
@@ -583,13 +599,17 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     pthread_mutex_init(&ks->ledger_lock, NULL);
     ks->ledger_tail = &ks->ledger_head;
     ks->ledger_rows = kn_malloc(LEDGER_BATCH_MAX * sizeof(*ks->ledger_rows));
+    ks->ledger_outcome = kn_malloc(LEDGER_BATCH_MAX);
     ks->listen_fd = -1;
     ks->wake_fd = -1;
-    if ((ks->store = store_open(db_url, 1, err, errsize)) == NULL)
+    /* The one writer of the store: checkpoints on a thread of their own, so that no commit waits
+     * for one, and the ledger's durability as configured. */
+    if ((ks->store = store_open_with(db_url,
+                                     durable ? "sync=full&checkpoint=background"
+                                             : "sync=normal&checkpoint=background",
+                                     1, err, errsize)) == NULL)
         goto fail;
-    if (store_set_durable(ks->store, durable) != STORE_OK ||
-        store_checkpoint_in_background(ks->store) != STORE_OK ||
-        store_accounts_load(ks->store, &ks->account_seq, apply_account, ks) != STORE_OK ||
+    if (store_accounts_load(ks->store, &ks->account_cursor, apply_account, ks) != STORE_OK ||
         store_usage_month_totals(ks->store, kn_month_of(kn_unix_now()), load_month, ks) !=
             STORE_OK) {
         snprintf(err, errsize, "cannot load accounts: %s", store_errmsg(ks->store));
@@ -598,7 +618,7 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     int64_t count = 0;
     if (store_key_count(ks->store, &count) == STORE_OK)
         keytable_reserve(kt, (size_t)count + 1024);
-    if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->last_seq, apply_key, ks) !=
+    if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) !=
         STORE_OK) {
         snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));
         goto fail;
@@ -626,6 +646,7 @@ fail:
     store_close(ks->store);
     free_accounts(ks);
     free(ks->ledger_rows);
+    free(ks->ledger_outcome);
     pthread_mutex_destroy(&ks->ledger_lock);
     free_plans(ks);
     free(ks);
@@ -657,6 +678,7 @@ void keysync_stop(struct keysync *ks)
     pthread_cond_destroy(&ks->cond);
     pthread_mutex_destroy(&ks->ledger_lock);
     free(ks->ledger_rows);
+    free(ks->ledger_outcome);
     free_accounts(ks);
     store_close(ks->store);
     free_plans(ks);

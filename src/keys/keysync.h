@@ -8,7 +8,7 @@
  * the previous commit was on disk goes into the next one), each acknowledged once durable.
  *
  * The control socket is a Unix socket in the data directory. The protocol is one line each way:
- * "sync" (the server applies every pending change and answers "ok <seq>"), "reload-plans" (it
+ * "sync" (the server applies every pending change and answers "ok"), "reload-plans" (it
  * reads the plans file again: "ok <what>" or "error <why>"), "has-plan NAME" ("ok" or
  * "unknown": does the running server know that plan). */
 #ifndef KN_KEYS_KEYSYNC_H
@@ -34,9 +34,10 @@ struct ledger_entry {
     void (*done)(struct ledger_entry *e, int ok);
 };
 
-/* Converts a stored key into the key table's form, at Unix time now. Returns 0, or -1 when the
- * stored mode or environment is unknown. */
-int keysync_key_to_rec(const struct store_key *k, int64_t now, struct keyrec_data *out);
+/* Converts a stored key, with the requests it served today, into the key table's form, at Unix
+ * time now. Returns 0, or -1 when the stored mode or environment is unknown. */
+int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
+                       struct keyrec_data *out);
 
 /* Opens the store at db_url, loads every account (with its plan from `plans`, which the keysync
  * takes over, and reloads from plans_path, a file that must exist when plans_required) and every

@@ -81,34 +81,70 @@ void lifecycle_audit_clean(struct store_audit *e)
     clean_field(e->detail, sizeof(e->detail));
 }
 
+static void fill_entry(struct store_audit *e, const char *account_id, const char *actor,
+                       const char *ip, const char *action, const char *target, const char *result,
+                       const char *detail)
+{
+    memset(e, 0, sizeof(*e));
+    e->at = kn_unix_now();
+    kn_strlcpy(e->account_id, account_id != NULL ? account_id : "", sizeof(e->account_id));
+    kn_strlcpy(e->actor, actor, sizeof(e->actor));
+    kn_strlcpy(e->action, action, sizeof(e->action));
+    kn_strlcpy(e->target, target != NULL ? target : "", sizeof(e->target));
+    kn_strlcpy(e->ip, ip != NULL ? ip : "", sizeof(e->ip));
+    kn_strlcpy(e->result, result, sizeof(e->result));
+    kn_strlcpy(e->detail, detail != NULL ? detail : "", sizeof(e->detail));
+    lifecycle_audit_clean(e);
+}
+
+static void add_entry(struct store *s, const struct store_audit *e)
+{
+    if (store_audit_add(s, e) != STORE_OK)
+        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+}
+
 void lifecycle_audit_entry(struct store *s, const char *account_id, const char *actor,
                            const char *ip, const char *action, const char *target,
                            const char *result, const char *detail)
 {
     struct store_audit e;
+    fill_entry(&e, account_id, actor, ip, action, target, result, detail);
+    add_entry(s, &e);
+}
 
-    memset(&e, 0, sizeof(e));
-    kn_strlcpy(e.account_id, account_id != NULL ? account_id : "", sizeof(e.account_id));
-    kn_strlcpy(e.actor, actor, sizeof(e.actor));
-    kn_strlcpy(e.action, action, sizeof(e.action));
-    kn_strlcpy(e.target, target != NULL ? target : "", sizeof(e.target));
-    kn_strlcpy(e.ip, ip != NULL ? ip : "", sizeof(e.ip));
-    kn_strlcpy(e.result, result, sizeof(e.result));
-    kn_strlcpy(e.detail, detail != NULL ? detail : "", sizeof(e.detail));
-    lifecycle_audit_clean(&e);
-    if (store_audit_add(s, &e) != STORE_OK)
-        fprintf(stderr, "konnect: %s\n", store_errmsg(s));
+void lifecycle_key_entry(struct store_audit *e, const char *account_id,
+                         const struct lifecycle_actor *who, const char *action,
+                         const struct store_key *k, const char *detail)
+{
+    char target[128] = "";
+
+    if (k != NULL)
+        snprintf(target, sizeof(target), "%s (%s)", k->id, k->hint);
+    fill_entry(e, account_id, who->name, who->ip, action, target, "ok", detail);
 }
 
 void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
                      const char *action, const struct store_key *k, const char *result,
                      const char *detail)
 {
-    char target[128] = "";
+    struct store_audit e;
+    lifecycle_key_entry(&e, account_id, who, action, k, detail);
+    kn_strlcpy(e.result, result, sizeof(e.result));
+    add_entry(s, &e);
+}
 
-    if (k != NULL)
-        snprintf(target, sizeof(target), "%s (%s)", k->id, k->hint);
-    lifecycle_audit_entry(s, account_id, who->name, who->ip, action, target, result, detail);
+/* After a key change that carried entry e: a change that failed committed nothing, so its entry
+ * is written on its own, as "failed" (keeping the change's error message). Returns r. */
+static int audited(struct store *s, int r, struct store_audit *e)
+{
+    if (r == STORE_OK)
+        return r;
+    char msg[512];
+    kn_strlcpy(msg, store_errmsg(s), sizeof(msg));
+    kn_strlcpy(e->result, "failed", sizeof(e->result));
+    add_entry(s, e);
+    store_set_error(s, r, "%s", msg);
+    return r;
 }
 
 int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
@@ -118,12 +154,13 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     char detail[256];
     int r;
 
+    struct store_audit e;
+
     lifecycle_fill(secret, spec, who->name, k, sk);
-    r = store_key_insert(s, k, 1);
     snprintf(detail, sizeof(detail), "name \"%.64s\", %s, %s%s%.120s", k->name, k->mode,
              k->environment, k->ip_allowlist[0] ? ", allowlist " : "", k->ip_allowlist);
-    lifecycle_audit(s, k->account_id, who, "key.create", k, r == STORE_OK ? "ok" : "failed",
-                    detail);
+    lifecycle_key_entry(&e, k->account_id, who, "key.create", k, detail);
+    r = audited(s, store_key_insert(s, k, 1, &e), &e);
     if (r != STORE_OK)
         sodium_memzero(sk, APIKEY_LEN + 1);
     return r;
@@ -150,12 +187,12 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     spec.allowlist = old->ip_allowlist;
     /* The replacement inherits the expiry: rolling must never be a way out of one. */
     spec.expires_at = old->expires_at;
+    struct store_audit e;
     lifecycle_fill(secret, &spec, who->name, k, sk);
-    r = store_key_roll(s, old->id, k, now + grace);
     snprintf(detail, sizeof(detail), "replaced by %s (%s); old key expires in %lld s", k->id,
              k->hint, (long long)grace);
-    lifecycle_audit(s, old->account_id, who, "key.roll", old, r == STORE_OK ? "ok" : "failed",
-                    detail);
+    lifecycle_key_entry(&e, old->account_id, who, "key.roll", old, detail);
+    r = audited(s, store_key_roll(s, old->id, k, now + grace, &e), &e);
     if (r != STORE_OK)
         sodium_memzero(sk, APIKEY_LEN + 1);
     return r;
@@ -163,40 +200,38 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
 
 int lifecycle_revoke(struct store *s, const struct store_key *k, const struct lifecycle_actor *who)
 {
-    int r = store_key_revoke(s, k->id, kn_unix_now(), who->name);
-    lifecycle_audit(s, k->account_id, who, "key.revoke", k, r == STORE_OK ? "ok" : "failed", NULL);
-    return r;
+    struct store_audit e;
+    lifecycle_key_entry(&e, k->account_id, who, "key.revoke", k, NULL);
+    return audited(s, store_key_revoke(s, k->id, e.at, who->name, &e), &e);
 }
 
 int lifecycle_expire(struct store *s, const struct store_key *k, int64_t at,
                      const struct lifecycle_actor *who)
 {
     char detail[64];
-    int r = store_key_expire(s, k->id, at);
+    struct store_audit e;
     kn_format_time(at, detail, sizeof(detail));
-    lifecycle_audit(s, k->account_id, who, "key.expire", k, r == STORE_OK ? "ok" : "failed",
-                    detail);
-    return r;
+    lifecycle_key_entry(&e, k->account_id, who, "key.expire", k, detail);
+    return audited(s, store_key_expire(s, k->id, at, &e), &e);
 }
 
 int lifecycle_rename(struct store *s, const struct store_key *k, const char *name,
                      const struct lifecycle_actor *who)
 {
     char detail[STORE_NAME_MAX * 2 + 32];
-    int r = store_key_rename(s, k->id, name);
+    struct store_audit e;
     snprintf(detail, sizeof(detail), "\"%s\" -> \"%s\"", k->name, name);
-    lifecycle_audit(s, k->account_id, who, "key.rename", k, r == STORE_OK ? "ok" : "failed",
-                    detail);
-    return r;
+    lifecycle_key_entry(&e, k->account_id, who, "key.rename", k, detail);
+    return audited(s, store_key_rename(s, k->id, name, &e), &e);
 }
 
 int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
                             const struct lifecycle_actor *who)
 {
-    int r = store_key_set_allowlist(s, k->id, canonical);
-    lifecycle_audit(s, k->account_id, who, "key.allowlist", k, r == STORE_OK ? "ok" : "failed",
-                    canonical[0] ? canonical : "any address");
-    return r;
+    struct store_audit e;
+    lifecycle_key_entry(&e, k->account_id, who, "key.allowlist", k,
+                        canonical[0] ? canonical : "any address");
+    return audited(s, store_key_set_allowlist(s, k->id, canonical, &e), &e);
 }
 
 const char *lifecycle_status(const struct store_key *k, int64_t now)

@@ -76,6 +76,11 @@ void lifecycle_audit_entry(struct store *s, const char *account_id, const char *
                            const char *result, const char *detail);
 
 /* Writes one audit entry about key k (or about nothing when k is NULL), by `who`. */
+/* Fills e as the "ok" entry of a key change, for the store to commit with the change (see the
+ * store_key_* functions); k may be NULL. */
+void lifecycle_key_entry(struct store_audit *e, const char *account_id,
+                         const struct lifecycle_actor *who, const char *action,
+                         const struct store_key *k, const char *detail);
 void lifecycle_audit(struct store *s, const char *account_id, const struct lifecycle_actor *who,
                      const char *action, const struct store_key *k, const char *result,
                      const char *detail);

@@ -102,9 +102,10 @@ struct list_order {
     size_t n, seen;
 };
 
-static int note_order(void *ud, const struct store_key *k)
+static int note_order(void *ud, const struct store_key *k, uint64_t requests)
 {
     struct list_order *o = ud;
+    (void)requests;
     for (size_t i = 0; i < o->n; i++)
         if (strcmp(o->ku[i].key.id, k->id) == 0)
             o->ku[i].order = o->seen;

@@ -1,4 +1,5 @@
-/* The schema migrations, numbered SQL files under src/store/migrations/ embedded at build time. */
+/* The SQLite schema migrations, numbered SQL files under src/store/migrations/sqlite/ (one folder
+ * per backend, with the same numbers) embedded at build time. */
 #ifndef KN_STORE_MIGRATIONS_H
 #define KN_STORE_MIGRATIONS_H
 

@@ -1,10 +1,11 @@
 /* The store: accounts, keys and usage counts, behind one interface with pluggable backends (a
  * table of function pointers, like SQLite's VFS). The backend is chosen from the database URL;
- * today that is SQLite (a file path or "sqlite:PATH").
+ * today that is SQLite (a file path, or "sqlite:PATH" with options after a '?', see store_open).
  *
  * A `struct store` is a connection: use it from one thread at a time. Functions return STORE_OK
  * (0) or a negative enum store_status; output parameters are written only on success, and
- * store_errmsg tells what went wrong. */
+ * store_errmsg tells what went wrong. Times are the caller's: every function that stamps a row
+ * takes `at` or `now` (Unix seconds, or milliseconds where the name says so). */
 #ifndef KN_STORE_STORE_H
 #define KN_STORE_STORE_H
 
@@ -23,6 +24,12 @@ enum store_status {
     STORE_ERROR = -1,
     STORE_NOT_FOUND = -2,
     STORE_CONFLICT = -3,
+    /* The store cannot be reached (a lost connection, a disk that fails): not ready; back off,
+     * then try again. */
+    STORE_UNAVAILABLE = -4,
+    /* The call lost a race with another writer (a lock held too long, a serialisation failure):
+     * nothing was changed; try again at once. */
+    STORE_RETRY = -5,
 };
 
 /* An account's monthly quota overrides: a limit (>= 0), or one of these. */
@@ -40,6 +47,23 @@ struct store_account {
 };
 
 typedef int (*store_account_cb)(void *ud, const struct store_account *a);
+
+/* Where a reader of a change feed (store_key_changes, store_account_changes) stands. Opaque:
+ * only the backend that filled it reads it. A backend hands a reader every change committed
+ * after its cursor at least once, whatever order its writers commit in: with one writer at a
+ * time (SQLite) a sequence number is enough; a backend whose sequence values can commit out of
+ * order must keep more here. */
+struct store_cursor {
+    int64_t v[4];
+};
+
+/* What store_ledger_add did with each row. */
+enum store_ledger_outcome {
+    STORE_LEDGER_ADDED = 1,         /* Written now: the request is billed. */
+    STORE_LEDGER_BILLED_BEFORE = 2, /* Its request id was billed already (a retried batch). */
+    STORE_LEDGER_VOIDED = 3,        /* Its request id was voided (store_ledger_void): not billed,
+                                       and its answer must not be delivered. */
+};
 
 /* One billed request: a row of the usage ledger. */
 struct store_ledger_row {
@@ -90,19 +114,17 @@ struct store_key {
     char hint[STORE_HINT_SIZE];
     char created_by[STORE_EMAIL_MAX + 1];
     int64_t created_at;
-    int64_t last_used_at;          /* 0 = never. */
-    int64_t expires_at;            /* 0 = never. */
-    int64_t revoked_at;            /* 0 = not revoked. */
-    uint32_t requests_today;       /* Requests served on the current UTC day (filled by loads). */
-    uint64_t requests_total;       /* Requests served in all (filled by store_key_list). */
-    char rolled_to[STORE_ID_SIZE]; /* The replacement's id once rolled, or "". */
+    int64_t last_used_at;                   /* 0 = never. */
+    int64_t expires_at;                     /* 0 = never. */
+    int64_t revoked_at;                     /* 0 = not revoked. */
+    char rolled_to[STORE_ID_SIZE];          /* The replacement's id once rolled, or "". */
     char ip_allowlist[STORE_ALLOWLIST_MAX]; /* "203.0.113.0/24,2001:db8::1", or "" for any. */
 };
 
 /* One audit-log entry. Never holds a secret: keys are named by id and hint. */
 struct store_audit {
     int64_t id;                       /* Assigned by the store. */
-    int64_t at;                       /* Unix time. */
+    int64_t at;                       /* Unix time, given by the caller. */
     char account_id[STORE_ID_SIZE];   /* The account concerned, or "" for none. */
     char actor[STORE_EMAIL_MAX + 16]; /* "cli", a user's email, or "anonymous". */
     char action[32];                  /* key.create, key.revoke, key.roll, user.signin, ... */
@@ -188,30 +210,38 @@ struct store_usage {
     int64_t last_used; /* Unix time of the latest of them. */
 };
 
-/* Called once per key by the listing and loading functions; returning non-zero stops the walk. */
-typedef int (*store_key_cb)(void *ud, const struct store_key *key);
+/* Called once per key by store_key_list, with the requests the key has served in all, and by the
+ * loading functions, with the requests it served on the day they were given; returning non-zero
+ * stops the walk. */
+typedef int (*store_key_list_cb)(void *ud, const struct store_key *key, uint64_t requests_total);
+typedef int (*store_key_load_cb)(void *ud, const struct store_key *key, uint32_t requests_today);
 
 struct store;
 
 /* The operations a backend implements. */
 struct store_ops {
     const char *name;
-    int (*open)(struct store *s, const char *url);
+    /* Opens the store at `where` (the URL without its scheme and options) with the options after
+     * the URL's '?' ("name=value&...", NULL for none; an unknown one is an error). */
+    int (*open)(struct store *s, const char *where, const char *options);
     void (*close)(struct store *s);
     int (*migrate)(struct store *s);
     int (*ping)(struct store *s);
-    int (*account_insert)(struct store *s, const struct store_account *a);
     int (*account_find)(struct store *s, const char *email_or_id, struct store_account *out);
-    int (*key_insert)(struct store *s, const struct store_key *keys, size_t n);
+    int (*key_insert)(struct store *s, const struct store_key *keys, size_t n,
+                      const struct store_audit *audit);
     int (*key_count)(struct store *s, int64_t *count);
     int (*key_find)(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
-    int (*key_list)(struct store *s, const char *account_id, store_key_cb cb, void *ud);
-    int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor);
-    int (*key_expire)(struct store *s, const char *id, int64_t at);
-    int (*key_rename)(struct store *s, const char *id, const char *name);
-    int (*key_set_allowlist)(struct store *s, const char *id, const char *allowlist);
+    int (*key_list)(struct store *s, const char *account_id, store_key_list_cb cb, void *ud);
+    int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor,
+                      const struct store_audit *audit);
+    int (*key_expire)(struct store *s, const char *id, int64_t at, const struct store_audit *audit);
+    int (*key_rename)(struct store *s, const char *id, const char *name,
+                      const struct store_audit *audit);
+    int (*key_set_allowlist)(struct store *s, const char *id, const char *allowlist,
+                             const struct store_audit *audit);
     int (*key_roll)(struct store *s, const char *old_id, const struct store_key *replacement,
-                    int64_t old_expires_at);
+                    int64_t old_expires_at, const struct store_audit *audit);
     int (*audit_add)(struct store *s, const struct store_audit *e);
     int (*audit_list)(struct store *s, const char *account_id, int64_t before_id, int limit,
                       store_audit_cb cb, void *ud);
@@ -253,18 +283,22 @@ struct store_ops {
     int (*throttle_refuse)(struct store *s, const char *kind, const char *key, int64_t *refused);
     int (*throttle_clear)(struct store *s, const char *kind, const char *key);
     int (*prune)(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
-    int (*keys_load)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
-    int (*key_changes)(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
-                       void *ud);
+    int (*keys_load)(struct store *s, int64_t today, struct store_cursor *cursor,
+                     store_key_load_cb cb, void *ud);
+    int (*key_changes)(struct store *s, int64_t today, struct store_cursor *cursor,
+                       store_key_load_cb cb, void *ud);
+    int (*changes_fd)(struct store *s);
+    void (*changes_drain)(struct store *s);
     int (*usage_add)(struct store *s, const struct store_usage *u, size_t n);
-    int (*set_durable)(struct store *s, int full);
-    int (*checkpoint_in_background)(struct store *s);
     int (*account_set_plan)(struct store *s, const char *id, const char *plan);
     int (*account_set_quota)(struct store *s, const char *id, int64_t requests, int64_t tokens);
-    int (*accounts_load)(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
-    int (*account_changes)(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
+    int (*accounts_load)(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                         void *ud);
+    int (*account_changes)(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                           void *ud);
     int (*ledger_add)(struct store *s, const struct store_ledger_row *rows, size_t n,
-                      size_t *added);
+                      uint8_t *outcome);
+    int (*ledger_void)(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
     int (*usage_month_totals)(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
     int (*usage_sums)(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
                       store_usage_sum_cb cb, void *ud);
@@ -272,10 +306,19 @@ struct store_ops {
 
 extern const struct store_ops store_sqlite_ops;
 
-/* Opens the store named by url (a path ending in anything, or "sqlite:PATH"), creating it when
- * missing, and applies pending migrations when migrate is non-zero. Returns the connection, or
- * NULL with a message written into err. */
+/* Opens the store named by url, creating it when missing, and applies pending migrations when
+ * migrate is non-zero; a store migrated by a newer Konnect than this one is refused. Returns the
+ * connection, or NULL with a message written into err.
+ *
+ * url is a path (any text without a scheme) or "sqlite:PATH", which may carry options after a
+ * '?': "sync=full" (every commit waits for the disk, and so survives a power loss) or
+ * "sync=normal" (the default: a commit survives a crash of the process, not of the machine), and
+ * "checkpoint=background" (for a connection that writes all the time, the server's store thread:
+ * SQLite's WAL checkpoints run on a thread of their own, so that no commit waits for them;
+ * stopped by store_close). `options`, when not NULL, are more of them, applied after the URL's. */
 struct store *store_open(const char *url, int migrate, char *err, size_t errsize);
+struct store *store_open_with(const char *url, const char *options, int migrate, char *err,
+                              size_t errsize);
 
 /* Returns 1 when the store that url names exists already (a database file for SQLite), 0 when
  * opening it would create it. Writes the path it looked at, absolute, to where (when not NULL). */
@@ -315,29 +358,35 @@ int store_account_create(struct store *s, const char *email, const char *passwor
                          const char *existing_user, struct store_account *out);
 /* Finds an account by email (any case) or by id. STORE_NOT_FOUND when there is none. */
 int store_account_find(struct store *s, const char *email_or_id, struct store_account *out);
-/* Inserts n keys in one transaction. */
-int store_key_insert(struct store *s, const struct store_key *keys, size_t n);
+/* Key changes. Each commits in one transaction with its audit entry `audit` (none when NULL),
+ * so that every change made is audited; a change that fails writes no entry (the caller records
+ * the failure if it wants). Inserts n keys. */
+int store_key_insert(struct store *s, const struct store_key *keys, size_t n,
+                     const struct store_audit *audit);
 /* Counts every key in the store. */
 int store_key_count(struct store *s, int64_t *count);
 /* Finds a key by id (when id is not NULL) or by hash. */
 int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
-/* Calls cb for every key of an account, oldest first. */
-int store_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud);
+/* Calls cb for every key of an account, oldest first, with its requests in all. */
+int store_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud);
 /* Revokes a key at Unix time `at`, recording the actor; a key already revoked keeps its first
  * revocation. STORE_NOT_FOUND when there is no such key. */
-int store_key_revoke(struct store *s, const char *id, int64_t at, const char *actor);
+int store_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                     const struct store_audit *audit);
 /* Sets when a key expires (Unix time, 0 = never). STORE_NOT_FOUND when there is no such key. Each
  * of these two changes one field only, so that concurrent commands cannot undo each other. */
-int store_key_expire(struct store *s, const char *id, int64_t at);
+int store_key_expire(struct store *s, const char *id, int64_t at, const struct store_audit *audit);
 /* Renames a key. STORE_NOT_FOUND when there is no such key. */
-int store_key_rename(struct store *s, const char *id, const char *name);
+int store_key_rename(struct store *s, const char *id, const char *name,
+                     const struct store_audit *audit);
 /* Replaces a key's IP allowlist (canonical text, "" for none). */
-int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist);
-/* Rolls a key in one transaction: inserts the replacement, records it on the old key and makes
- * the old key expire at old_expires_at (or keeps an earlier expiry). STORE_NOT_FOUND when the old
- * key does not exist; STORE_CONFLICT when it is revoked or already rolled. */
+int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
+                            const struct store_audit *audit);
+/* Rolls a key: inserts the replacement, records it on the old key and makes the old key expire
+ * at old_expires_at (or keeps an earlier expiry). STORE_NOT_FOUND when the old key does not
+ * exist; STORE_CONFLICT when it is revoked or already rolled. */
 int store_key_roll(struct store *s, const char *old_id, const struct store_key *replacement,
-                   int64_t old_expires_at);
+                   int64_t old_expires_at, const struct store_audit *audit);
 /* Dashboard users, memberships, sessions, invitations and sign-in failures. Each is a thin
  * wrapper over the backend; see struct store_ops. */
 int store_user_find(struct store *s, const char *email_or_id, struct store_user *out);
@@ -409,42 +458,50 @@ int store_throttle_clear(struct store *s, const char *kind, const char *key);
  * audit entries. Writes the number of rows deleted to *deleted. */
 int store_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
 
-/* Appends an audit entry (its id and, when 0, its time are filled in by the store). */
+/* Appends an audit entry (its id is filled in by the store, its time is the caller's). */
 int store_audit_add(struct store *s, const struct store_audit *e);
 /* Calls cb for the newest `limit` audit entries of an account ("" for every account), newest
  * first, with ids below before_id (0 = from the newest). */
 int store_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
                      store_audit_cb cb, void *ud);
-/* Calls cb for every key, with today's request count; writes the newest change sequence number
- * (taken before reading, so that no change is missed) to *last_seq. */
-int store_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
-/* Calls cb for every key changed after *last_seq and advances *last_seq. */
-int store_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb, void *ud);
+/* The change feed. keys_load calls cb for every key, with its request count on `today` (a UTC
+ * day number), and sets *cursor to where the keys read stand (taken in the same snapshot, so
+ * that no change is missed); key_changes calls cb for every key changed after *cursor (a key may
+ * come more than once) and advances it. */
+int store_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
+                    store_key_load_cb cb, void *ud);
+int store_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
+                      store_key_load_cb cb, void *ud);
+/* What a reader of the change feed waits on: a descriptor that becomes readable when a change to
+ * keys or accounts may have committed (SQLite: one this process's connections signal when they
+ * commit one; changes made by other processes arrive by the reader's own polling, or a nudge),
+ * or -1 when the backend has none. changes_drain consumes its readiness without blocking. */
+int store_changes_fd(struct store *s);
+void store_changes_drain(struct store *s);
 /* Adds request counts and last-used times in one transaction. */
 int store_usage_add(struct store *s, const struct store_usage *u, size_t n);
 
-/* Chooses what a commit on this connection survives: with full = 1, a power loss (the commit
- * waits for the disk); with 0, a crash of the process but not of the machine. */
-int store_set_durable(struct store *s, int full);
-/* For a connection that writes all the time (the server's store thread): the backend's
- * housekeeping of what it wrote (SQLite's WAL checkpoints) runs on a thread of its own, so that
- * no commit waits for it. Stopped by store_close. */
-int store_checkpoint_in_background(struct store *s);
 /* Puts an account on a plan ("" = the default plan). STORE_NOT_FOUND when there is no such
  * account. */
 int store_account_set_plan(struct store *s, const char *id, const char *plan);
 /* Overrides an account's monthly quotas (each STORE_QUOTA_FROM_PLAN, STORE_QUOTA_UNLIMITED or a
  * limit). STORE_NOT_FOUND when there is no such account. */
 int store_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens);
-/* Calls cb for every account and writes the newest account-change sequence number (taken before
- * reading) to *last_seq. */
-int store_accounts_load(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
-/* Calls cb for every account whose plan or quota changed after *last_seq and advances it. */
-int store_account_changes(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud);
-/* Appends n ledger rows and adds them to the rollup, in one transaction (a group commit). A row
- * whose request id is already in the ledger is skipped, so that a retried batch never bills a
- * request twice; *added (when not NULL) gets the number of rows written. */
-int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n, size_t *added);
+/* The accounts' change feed, as keys_load and key_changes: every account, then every account
+ * whose plan or quota changed after *cursor. */
+int store_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                        void *ud);
+int store_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                          void *ud);
+/* Appends n ledger rows and adds them to the rollup, in one transaction (a group commit), and
+ * writes what it did with rows[i] to outcome[i] (enum store_ledger_outcome). A row whose request
+ * id is in the ledger already is not added again, so that a retried batch never bills a request
+ * twice, and a voided one is never billed. */
+int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
+                     uint8_t *outcome);
+/* Voids request_id in the ledger (at at_ms), unless it is billed: a fence that a late
+ * store_ledger_add of it cannot pass. *was_billed tells which. */
+int store_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
 /* Calls cb with each account's billed requests and tokens in `month` (year * 12 + month - 1). */
 int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
 /* Calls cb for each day, key and model of an account's billed usage from month_from to month_to

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/util.h"
 #include "store/migrations.h"
@@ -15,79 +17,40 @@
 
 void store_set_backend__(struct store *s, void *backend);
 
-enum {
-    ST_ACCOUNT_INSERT,
-    ST_ACCOUNT_FIND,
-    ST_KEY_INSERT,
-    ST_KEY_FIND_ID,
-    ST_KEY_FIND_HASH,
-    ST_KEY_LIST,
-    ST_KEY_REVOKE,
-    ST_KEY_EXPIRE,
-    ST_KEYS_LOAD,
-    ST_KEY_CHANGES,
-    ST_MAX_SEQ,
-    ST_USAGE_DAY,
-    ST_USAGE_LAST_USED,
-    ST_KEY_RENAME,
-    ST_KEY_ALLOWLIST,
-    ST_KEY_ROLL_MARK,
-    ST_KEY_EXISTS,
-    ST_AUDIT_ADD,
-    ST_AUDIT_LIST,
-    ST__COUNT
-};
-
+/* A key's columns (0 to 13, read by read_key); KEY_TODAY is its request count on day ?1. */
 #define KEY_COLUMNS                                                                                \
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
-    "coalesce(k.revoked_at, 0), coalesce((SELECT requests FROM key_usage_daily d "                 \
-    "WHERE d.key_id = k.id AND d.day = ?1), 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
+    "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
+#define KEY_TODAY                                                                                  \
+    "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = ?1), 0)"
 
 #define ACCOUNT_COLUMNS                                                                            \
     "id, email, created_at, coalesce(plan, ''), coalesce(quota_requests, -2), "                    \
     "coalesce(quota_tokens, -2)"
 
-static const char *const sql_text[ST__COUNT] = {
-    [ST_ACCOUNT_INSERT] = "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
-    [ST_ACCOUNT_FIND] = "SELECT " ACCOUNT_COLUMNS ", 0 FROM accounts "
-                        "WHERE email = lower(?1) OR id = ?1",
-    [ST_KEY_INSERT] = "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-                      "created_at, created_by, expires_at, ip_allowlist) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11)",
-    [ST_KEY_FIND_ID] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.id = ?2",
-    [ST_KEY_FIND_HASH] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k WHERE k.hash = ?2",
-    [ST_KEY_LIST] = "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
-                    "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = ?2 "
-                    "ORDER BY k.created_at, k.rowid",
-    [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_by = coalesce(revoked_by, ?3), "
-                      "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
-    [ST_KEY_EXPIRE] = "UPDATE api_keys SET expires_at = nullif(?2, 0) WHERE id = ?1",
-    [ST_KEYS_LOAD] = "SELECT " KEY_COLUMNS ", 0 FROM api_keys k",
-    [ST_KEY_CHANGES] = "SELECT " KEY_COLUMNS ", c.seq FROM key_changes c "
-                       "JOIN api_keys k ON k.id = c.key_id WHERE c.seq > ?2 ORDER BY c.seq",
-    [ST_MAX_SEQ] = "SELECT coalesce(max(seq), 0) FROM key_changes",
-    [ST_USAGE_DAY] =
-        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES (?1, ?2, ?3) "
-        "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + excluded.requests",
-    [ST_USAGE_LAST_USED] = "UPDATE api_keys SET last_used_at = ?2 "
-                           "WHERE id = ?1 AND coalesce(last_used_at, 0) < ?2",
-    [ST_KEY_RENAME] = "UPDATE api_keys SET name = ?2 WHERE id = ?1",
-    [ST_KEY_ALLOWLIST] = "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1",
-    [ST_KEY_ROLL_MARK] = "UPDATE api_keys SET rolled_to = ?2, expires_at = CASE WHEN expires_at "
-                         "IS NOT NULL AND expires_at < ?3 THEN expires_at ELSE ?3 END "
-                         "WHERE id = ?1 AND revoked_at IS NULL AND rolled_to IS NULL",
-    [ST_KEY_EXISTS] = "SELECT 1 FROM api_keys WHERE id = ?1",
-    [ST_AUDIT_ADD] = "INSERT INTO audit_log(at, account_id, actor, action, target, ip, result, "
-                     "detail) VALUES (?1, nullif(?2, ''), ?3, ?4, ?5, nullif(?6, ''), ?7, ?8)",
-    [ST_AUDIT_LIST] = "SELECT id, at, coalesce(account_id, ''), actor, action, "
-                      "coalesce(target, ''), coalesce(ip, ''), result, coalesce(detail, '') "
-                      "FROM audit_log WHERE (?1 = '' OR account_id = ?1) AND (?2 = 0 OR id < ?2) "
-                      "ORDER BY id DESC LIMIT ?3",
-};
-
-/* The statements of the dashboard and of billing, prepared on first use. */
+/* Every statement, prepared on first use (see run). */
 enum {
+    DS_ACCOUNT_INSERT,
+    DS_ACCOUNT_FIND,
+    DS_KEY_INSERT,
+    DS_KEY_FIND_ID,
+    DS_KEY_FIND_HASH,
+    DS_KEY_LIST,
+    DS_KEY_REVOKE,
+    DS_KEY_EXPIRE,
+    DS_KEYS_LOAD,
+    DS_KEY_CHANGES,
+    DS_MAX_SEQ,
+    DS_USAGE_DAY,
+    DS_USAGE_LAST_USED,
+    DS_KEY_RENAME,
+    DS_KEY_ALLOWLIST,
+    DS_KEY_ROLL_MARK,
+    DS_KEY_EXISTS,
+    DS_KEY_COUNT,
+    DS_AUDIT_ADD,
+    DS_AUDIT_LIST,
     DS_USER_INSERT,
     DS_USER_FIND,
     DS_USER_PASSWORD,
@@ -126,6 +89,8 @@ enum {
     DS_ACCOUNT_MAX_SEQ,
     DS_ACCOUNT_CHANGES,
     DS_LEDGER_INSERT,
+    DS_LEDGER_VOIDED,
+    DS_LEDGER_VOID,
     DS_ROLLUP_ADD,
     DS_MONTH_TOTALS,
     DS_USAGE_SUMS,
@@ -148,7 +113,6 @@ struct checkpointer {
 
 struct sqlite_backend {
     sqlite3 *db;
-    sqlite3_stmt *st[ST__COUNT];
     sqlite3_stmt *dash[DS__COUNT];
     sqlite3_stmt *prune[7];
     struct checkpointer *ckpt;
@@ -161,49 +125,150 @@ static sqlite3 *db_of(struct store *s)
     return ((struct sqlite_backend *)store_backend(s))->db;
 }
 
-static int fail(struct store *s, const char *what)
+/* What a SQLite result code means to a caller: a lost race with another writer is worth retrying
+ * at once, a failing disk or file is an unavailable store, anything else is an error. */
+static int status_of(int rc)
 {
-    return store_set_error(s, STORE_ERROR, "%s: %s", what, sqlite3_errmsg(db_of(s)));
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return STORE_RETRY;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+    case SQLITE_READONLY:
+    case SQLITE_PROTOCOL:
+        return STORE_UNAVAILABLE;
+    default:
+        return STORE_ERROR;
+    }
 }
 
-static sqlite3_stmt *stmt(struct store *s, int which)
+static int fail(struct store *s, const char *what)
 {
-    struct sqlite_backend *b = store_backend(s);
-    if (b->st[which] == NULL &&
-        sqlite3_prepare_v3(b->db, sql_text[which], -1, SQLITE_PREPARE_PERSISTENT, &b->st[which],
-                           NULL) != SQLITE_OK)
-        kn_fatal("cannot prepare statement %d: %s", which, sqlite3_errmsg(b->db));
-    sqlite3_reset(b->st[which]);
-    sqlite3_clear_bindings(b->st[which]);
-    return b->st[which];
+    return store_set_error(s, status_of(sqlite3_extended_errcode(db_of(s))), "%s: %s", what,
+                           sqlite3_errmsg(db_of(s)));
 }
 
 static int exec(struct store *s, const char *sql)
 {
     char *msg = NULL;
-    if (sqlite3_exec(db_of(s), sql, NULL, NULL, &msg) != SQLITE_OK) {
-        store_set_error(s, STORE_ERROR, "%s", msg != NULL ? msg : "unknown SQLite error");
+    int rc = sqlite3_exec(db_of(s), sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        rc = store_set_error(s, status_of(rc), "%s", msg != NULL ? msg : "unknown SQLite error");
         sqlite3_free(msg);
-        return STORE_ERROR;
+        return rc;
     }
     return STORE_OK;
 }
 
-static int sqlite_open(struct store *s, const char *path)
+static int start_checkpointer(struct store *s);
+
+/* The change feed's wake-up: one eventfd for the process, signalled whenever one of its
+ * connections commits a change to a key or an account (other processes nudge the server through
+ * its control socket instead). */
+static pthread_once_t changes_once = PTHREAD_ONCE_INIT;
+static int changes_fd = -1;
+
+static void changes_init(void)
+{
+    changes_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+static int sqlite_changes_fd(struct store *s)
+{
+    (void)s;
+    pthread_once(&changes_once, changes_init);
+    return changes_fd;
+}
+
+static void sqlite_changes_drain(struct store *s)
+{
+    uint64_t v;
+    if (sqlite_changes_fd(s) >= 0 && read(changes_fd, &v, sizeof(v)) < 0) {
+        /* Nothing was pending. */
+    }
+}
+
+/* Returns status after signalling readers of the change feed when it is STORE_OK. */
+static int changed(struct store *s, int status)
+{
+    uint64_t one = 1;
+    if (status == STORE_OK && sqlite_changes_fd(s) >= 0 &&
+        write(changes_fd, &one, sizeof(one)) < 0) {
+        /* The counter is full: readers have a wake-up pending anyway. */
+    }
+    return status;
+}
+
+/* The newest migration this build knows. */
+static int known_version(void)
+{
+    return store_migrations_count > 0 ? store_migrations[store_migrations_count - 1].version : 0;
+}
+
+/* Refuses a database migrated by a newer Konnect: this build would misread its tables. */
+static int check_version(struct store *s, const char *path)
+{
+    sqlite3_stmt *q = NULL;
+    int version = 0;
+
+    if (sqlite3_prepare_v2(db_of(s), "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
+                           &q, NULL) != SQLITE_OK) {
+        sqlite3_finalize(q);
+        return STORE_OK; /* A new database: nothing migrated yet. */
+    }
+    if (sqlite3_step(q) == SQLITE_ROW)
+        version = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (version > known_version())
+        return store_set_error(s, STORE_ERROR,
+                               "the database %s was migrated by a newer Konnect (schema version "
+                               "%d; this one knows up to %d): use that version, or a newer one",
+                               path, version, known_version());
+    return STORE_OK;
+}
+
+static int sqlite_open(struct store *s, const char *path, const char *options)
 {
     struct sqlite_backend *b = kn_calloc(1, sizeof(*b));
+    int full = 0, background = 0, r;
 
     store_set_backend__(s, b);
-    if (sqlite3_open_v2(path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+    /* Options first: a typo must not open (and create) the database before it is refused. */
+    for (const char *o = options; o != NULL && *o != '\0';) {
+        size_t n = strcspn(o, "&");
+        if (n == 9 && strncmp(o, "sync=full", 9) == 0)
+            full = 1;
+        else if (n == 11 && strncmp(o, "sync=normal", 11) == 0)
+            full = 0;
+        else if (n == 21 && strncmp(o, "checkpoint=background", 21) == 0)
+            background = 1;
+        else if (n == 17 && strncmp(o, "checkpoint=inline", 17) == 0)
+            background = 0;
+        else
+            return store_set_error(s, STORE_ERROR,
+                                   "unknown SQLite option \"%.*s\" (known: sync=full, "
+                                   "sync=normal, checkpoint=background, checkpoint=inline)",
+                                   (int)(n > 64 ? 64 : n), o);
+        o += n + (o[n] == '&');
+    }
+    if ((r = sqlite3_open_v2(path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL)) !=
         SQLITE_OK)
-        return store_set_error(s, STORE_ERROR, "cannot open database %s: %s", path,
+        return store_set_error(s, status_of(r), "cannot open database %s: %s", path,
                                b->db != NULL ? sqlite3_errmsg(b->db) : "out of memory");
     sqlite3_busy_timeout(b->db, 5000);
-    if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-                "PRAGMA foreign_keys = ON;") != STORE_OK)
-        return store_set_error(s, STORE_ERROR, "cannot open database %s: %s", path,
-                               store_errmsg(s));
-    return STORE_OK;
+    /* In WAL mode, NORMAL writes each commit to the log without waiting for the disk; FULL waits
+     * for it (fsync) at every commit. */
+    if ((r = exec(s, full ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                            "PRAGMA foreign_keys = ON;"
+                          : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                            "PRAGMA foreign_keys = ON;")) != STORE_OK)
+        return store_set_error(s, r, "cannot open database %s: %s", path, store_errmsg(s));
+    if ((r = check_version(s, path)) != STORE_OK)
+        return r;
+    return background ? start_checkpointer(s) : STORE_OK;
 }
 
 static void sqlite_close(struct store *s)
@@ -211,8 +276,6 @@ static void sqlite_close(struct store *s)
     struct sqlite_backend *b = store_backend(s);
     if (b->ckpt != NULL)
         checkpointer_stop(b->ckpt);
-    for (int i = 0; i < ST__COUNT; i++)
-        sqlite3_finalize(b->st[i]);
     for (int i = 0; i < DS__COUNT; i++)
         sqlite3_finalize(b->dash[i]);
     for (size_t i = 0; i < sizeof(b->prune) / sizeof(b->prune[0]); i++)
@@ -271,399 +334,19 @@ fail:
     return STORE_ERROR;
 }
 
-static int sqlite_ping(struct store *s)
-{
-    sqlite3_stmt *q = stmt(s, ST_MAX_SEQ);
-    int rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    return rc == SQLITE_ROW ? STORE_OK : fail(s, "ping");
-}
-
-static int sqlite_account_insert(struct store *s, const struct store_account *a)
-{
-    sqlite3_stmt *q = stmt(s, ST_ACCOUNT_INSERT);
-    int rc;
-
-    sqlite3_bind_text(q, 1, a->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, a->email, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 3, a->created_at);
-    rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    if (rc == SQLITE_CONSTRAINT)
-        return store_set_error(s, STORE_CONFLICT, "an account with email %s already exists",
-                               a->email);
-    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot create account");
-}
-
-static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
-{
-    const unsigned char *t = sqlite3_column_text(q, col);
-    kn_strlcpy(dst, t != NULL ? (const char *)t : "", size);
-}
-
-static void read_account(sqlite3_stmt *q, struct store_account *a)
-{
-    memset(a, 0, sizeof(*a));
-    copy_text(a->id, sizeof(a->id), q, 0);
-    copy_text(a->email, sizeof(a->email), q, 1);
-    a->created_at = sqlite3_column_int64(q, 2);
-    copy_text(a->plan, sizeof(a->plan), q, 3);
-    a->quota_requests = sqlite3_column_int64(q, 4);
-    a->quota_tokens = sqlite3_column_int64(q, 5);
-}
-
-static int sqlite_account_find(struct store *s, const char *email_or_id, struct store_account *out)
-{
-    sqlite3_stmt *q = stmt(s, ST_ACCOUNT_FIND);
-    int rc;
-
-    sqlite3_bind_text(q, 1, email_or_id, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
-        read_account(q, out);
-    sqlite3_reset(q);
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    if (rc == SQLITE_DONE)
-        return store_set_error(s, STORE_NOT_FOUND, "no account %s", email_or_id);
-    return fail(s, "cannot read account");
-}
-
-/* Inserts one key row inside the caller's transaction; returns the sqlite3_step code. */
-static int insert_key_row(struct store *s, const struct store_key *k)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_INSERT);
-    sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, k->account_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, k->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, k->mode, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, k->environment, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(q, 6, k->hash, STORE_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(q, 7, k->hint, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 8, k->created_at);
-    sqlite3_bind_text(q, 9, k->created_by, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 10, k->expires_at);
-    sqlite3_bind_text(q, 11, k->ip_allowlist, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    return rc;
-}
-
-static int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n)
-{
-    /* Bulk loads touch random places of two indexes (ids and hashes are random): give them a
-     * page cache that holds those indexes, or every insert reads and writes pages. */
-    if (n > 1000)
-        exec(s, "PRAGMA cache_size = -262144");
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
-    for (size_t i = 0; i < n; i++) {
-        if (insert_key_row(s, &keys[i]) != SQLITE_DONE) {
-            fail(s, "cannot create key");
-            exec(s, "ROLLBACK");
-            return STORE_ERROR;
-        }
-    }
-    return exec(s, "COMMIT");
-}
-
-static int sqlite_key_count(struct store *s, int64_t *count)
-{
-    sqlite3_stmt *q = NULL;
-    int rc;
-
-    if (sqlite3_prepare_v2(db_of(s), "SELECT count(*) FROM api_keys", -1, &q, NULL) != SQLITE_OK)
-        return fail(s, "cannot count keys");
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
-        *count = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    return rc == SQLITE_ROW ? STORE_OK : fail(s, "cannot count keys");
-}
-
-static void read_key(sqlite3_stmt *q, struct store_key *k)
-{
-    const void *hash;
-
-    memset(k, 0, sizeof(*k));
-    copy_text(k->id, sizeof(k->id), q, 0);
-    copy_text(k->account_id, sizeof(k->account_id), q, 1);
-    copy_text(k->name, sizeof(k->name), q, 2);
-    copy_text(k->mode, sizeof(k->mode), q, 3);
-    copy_text(k->environment, sizeof(k->environment), q, 4);
-    hash = sqlite3_column_blob(q, 5);
-    if (hash != NULL && sqlite3_column_bytes(q, 5) == STORE_HASH_LEN)
-        memcpy(k->hash, hash, STORE_HASH_LEN);
-    copy_text(k->hint, sizeof(k->hint), q, 6);
-    k->created_at = sqlite3_column_int64(q, 7);
-    copy_text(k->created_by, sizeof(k->created_by), q, 8);
-    k->last_used_at = sqlite3_column_int64(q, 9);
-    k->expires_at = sqlite3_column_int64(q, 10);
-    k->revoked_at = sqlite3_column_int64(q, 11);
-    k->requests_today = (uint32_t)sqlite3_column_int64(q, 12);
-    copy_text(k->rolled_to, sizeof(k->rolled_to), q, 13);
-    copy_text(k->ip_allowlist, sizeof(k->ip_allowlist), q, 14);
-    k->requests_total = (uint64_t)sqlite3_column_int64(q, 15);
-}
-
-static int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash,
-                           struct store_key *out)
-{
-    sqlite3_stmt *q = stmt(s, id != NULL ? ST_KEY_FIND_ID : ST_KEY_FIND_HASH);
-    int rc;
-
-    sqlite3_bind_int64(q, 1, kn_unix_now() / 86400);
-    if (id != NULL)
-        sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_blob(q, 2, hash, STORE_HASH_LEN, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
-        read_key(q, out);
-    sqlite3_reset(q);
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    if (rc == SQLITE_DONE)
-        return store_set_error(s, STORE_NOT_FOUND, "no such key");
-    return fail(s, "cannot read key");
-}
-
-static int walk_keys(struct store *s, sqlite3_stmt *q, int64_t *last_seq, store_key_cb cb, void *ud)
-{
-    struct store_key k;
-    int rc;
-
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        read_key(q, &k);
-        if (last_seq != NULL && sqlite3_column_int64(q, 15) > *last_seq)
-            *last_seq = sqlite3_column_int64(q, 15);
-        k.requests_total = last_seq != NULL ? 0 : k.requests_total;
-        if (cb(ud, &k) != 0)
-            break;
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read keys");
-}
-
-static int sqlite_key_list(struct store *s, const char *account_id, store_key_cb cb, void *ud)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_LIST);
-    sqlite3_bind_int64(q, 1, kn_unix_now() / 86400);
-    sqlite3_bind_text(q, 2, account_id, -1, SQLITE_STATIC);
-    return walk_keys(s, q, NULL, cb, ud);
-}
-
-static int update_key(struct store *s, sqlite3_stmt *q)
-{
-    int rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE)
-        return fail(s, "cannot update key");
-    if (sqlite3_changes(db_of(s)) == 0)
-        return store_set_error(s, STORE_NOT_FOUND, "no such key");
-    return STORE_OK;
-}
-
-static int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_REVOKE);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, at);
-    sqlite3_bind_text(q, 3, actor, -1, SQLITE_STATIC);
-    return update_key(s, q);
-}
-
-static int sqlite_key_expire(struct store *s, const char *id, int64_t at)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_EXPIRE);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, at);
-    return update_key(s, q);
-}
-
-static int sqlite_keys_load(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
-                            void *ud)
-{
-    sqlite3_stmt *q;
-    int64_t seq = 0;
-    int rc;
-
-    /* One read transaction, so that the sequence number matches the keys read. */
-    if (exec(s, "BEGIN") != STORE_OK)
-        return STORE_ERROR;
-    q = stmt(s, ST_MAX_SEQ);
-    if (sqlite3_step(q) == SQLITE_ROW)
-        seq = sqlite3_column_int64(q, 0);
-    sqlite3_reset(q);
-    q = stmt(s, ST_KEYS_LOAD);
-    sqlite3_bind_int64(q, 1, today);
-    rc = walk_keys(s, q, NULL, cb, ud);
-    exec(s, "COMMIT");
-    if (rc == STORE_OK)
-        *last_seq = seq;
-    return rc;
-}
-
-static int sqlite_key_changes(struct store *s, int64_t today, int64_t *last_seq, store_key_cb cb,
-                              void *ud)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_CHANGES);
-    int64_t seq = *last_seq;
-    int rc;
-
-    sqlite3_bind_int64(q, 1, today);
-    sqlite3_bind_int64(q, 2, seq);
-    rc = walk_keys(s, q, &seq, cb, ud);
-    if (rc == STORE_OK)
-        *last_seq = seq;
-    return rc;
-}
-
-static int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
-{
-    if (n == 0)
-        return STORE_OK;
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_stmt *q = stmt(s, ST_USAGE_DAY);
-        sqlite3_bind_text(q, 1, u[i].key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, u[i].day);
-        sqlite3_bind_int64(q, 3, u[i].requests);
-        int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        q = stmt(s, ST_USAGE_LAST_USED);
-        sqlite3_bind_text(q, 1, u[i].key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, u[i].last_used);
-        if (rc == SQLITE_DONE)
-            rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) {
-            fail(s, "cannot record usage");
-            exec(s, "ROLLBACK");
-            return STORE_ERROR;
-        }
-    }
-    return exec(s, "COMMIT");
-}
-
-static int sqlite_key_rename(struct store *s, const char *id, const char *name)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_RENAME);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
-    return update_key(s, q);
-}
-
-static int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist)
-{
-    sqlite3_stmt *q = stmt(s, ST_KEY_ALLOWLIST);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, allowlist, -1, SQLITE_STATIC);
-    return update_key(s, q);
-}
-
-static int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key *repl,
-                           int64_t old_expires_at)
-{
-    sqlite3_stmt *q;
-    int rc;
-
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
-    q = stmt(s, ST_KEY_ROLL_MARK);
-    sqlite3_bind_text(q, 1, old_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, repl->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 3, old_expires_at);
-    rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE) {
-        fail(s, "cannot roll key");
-        goto rollback;
-    }
-    if (sqlite3_changes(db_of(s)) == 0) {
-        q = stmt(s, ST_KEY_EXISTS);
-        sqlite3_bind_text(q, 1, old_id, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc == SQLITE_ROW)
-            store_set_error(s, STORE_CONFLICT, "the key is revoked or was already rolled");
-        else
-            store_set_error(s, STORE_NOT_FOUND, "no such key");
-        exec(s, "ROLLBACK");
-        return rc == SQLITE_ROW ? STORE_CONFLICT : STORE_NOT_FOUND;
-    }
-    if (insert_key_row(s, repl) != SQLITE_DONE) {
-        fail(s, "cannot create the replacement key");
-        goto rollback;
-    }
-    return exec(s, "COMMIT");
-rollback:
-    exec(s, "ROLLBACK");
-    return STORE_ERROR;
-}
-
-static int sqlite_audit_add(struct store *s, const struct store_audit *e)
-{
-    sqlite3_stmt *q = stmt(s, ST_AUDIT_ADD);
-    int rc;
-
-    sqlite3_bind_int64(q, 1, e->at != 0 ? e->at : kn_unix_now());
-    sqlite3_bind_text(q, 2, e->account_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, e->actor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, e->action, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, e->target, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 6, e->ip, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 7, e->result, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 8, e->detail, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot write the audit log");
-}
-
-static int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
-                             store_audit_cb cb, void *ud)
-{
-    sqlite3_stmt *q = stmt(s, ST_AUDIT_LIST);
-    struct store_audit e;
-    int rc;
-
-    sqlite3_bind_text(q, 1, account_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, before_id);
-    sqlite3_bind_int(q, 3, limit);
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        memset(&e, 0, sizeof(e));
-        e.id = sqlite3_column_int64(q, 0);
-        e.at = sqlite3_column_int64(q, 1);
-        copy_text(e.account_id, sizeof(e.account_id), q, 2);
-        copy_text(e.actor, sizeof(e.actor), q, 3);
-        copy_text(e.action, sizeof(e.action), q, 4);
-        copy_text(e.target, sizeof(e.target), q, 5);
-        copy_text(e.ip, sizeof(e.ip), q, 6);
-        copy_text(e.result, sizeof(e.result), q, 7);
-        copy_text(e.detail, sizeof(e.detail), q, 8);
-        if (cb(ud, &e) != 0)
-            break;
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read the audit log");
-}
-
-/* ---- dashboard: users, memberships, sessions, invitations, sign-in failures ---------------- */
-
-/* Prepares (once) and runs a one-off statement with arguments described by fmt: 't' text, 'i'
- * int64, 'h' a STORE_HASH_LEN blob. Leaves the statement positioned on its first row when there
- * is one; the caller reads it and resets. Returns the sqlite3_step code. */
+/* Prepares (once) and runs a statement with arguments described by fmt: 't' text, 'i' int64,
+ * 'h' a STORE_HASH_LEN blob. Leaves the statement positioned on its first row when there is one;
+ * the caller reads it and resets. Returns the sqlite3_step code, or the preparation's error code
+ * when the statement cannot be prepared (then *cache stays NULL: sqlite3_reset accepts that, and
+ * callers read columns only after SQLITE_ROW). */
 static int run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...)
 {
-    struct sqlite_backend *b = store_backend(s);
     va_list ap;
-    int i = 1;
+    int i = 1, rc;
 
-    (void)b;
-    if (*cache == NULL &&
-        sqlite3_prepare_v3(db_of(s), sql, -1, SQLITE_PREPARE_PERSISTENT, cache, NULL) != SQLITE_OK)
-        kn_fatal("cannot prepare statement: %s", sqlite3_errmsg(db_of(s)));
+    if (*cache == NULL && (rc = sqlite3_prepare_v3(db_of(s), sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                                   cache, NULL)) != SQLITE_OK)
+        return rc;
     sqlite3_reset(*cache);
     sqlite3_clear_bindings(*cache);
     va_start(ap, fmt);
@@ -689,6 +372,7 @@ static int run(struct store *s, sqlite3_stmt **cache, const char *sql, const cha
     run((s), &((struct sqlite_backend *)store_backend(s))->dash[DS_##name], sql, __VA_ARGS__)
 #define STMT(s, name) (((struct sqlite_backend *)store_backend(s))->dash[DS_##name])
 
+/* Resets q and turns a sqlite3_step code into a status. */
 static int done(struct store *s, sqlite3_stmt *q, int rc, const char *what)
 {
     sqlite3_reset(q);
@@ -698,6 +382,450 @@ static int done(struct store *s, sqlite3_stmt *q, int rc, const char *what)
         return store_set_error(s, STORE_CONFLICT, "%s: already exists", what);
     return fail(s, what);
 }
+
+/* For a statement that reads one row: STORE_OK with the row read by `read` into out (when
+ * there was one), STORE_NOT_FOUND with the message `none` (when there was none). */
+static int one_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_stmt *, void *),
+                   void *out, const char *none, const char *what)
+{
+    if (rc == SQLITE_ROW)
+        read(q, out);
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "%s", none);
+    return fail(s, what);
+}
+
+/* Calls read(q, row) then cb(ud, row) for each row, from the one rc says the statement is on;
+ * returning non-zero from cb ends the walk. */
+static int each_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_stmt *, void *),
+                    void *row, int (*cb)(void *ud, void *row, sqlite3_stmt *q), void *ud,
+                    const char *what)
+{
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read(q, row);
+        if (cb(ud, row, q) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, what);
+}
+
+static int begin(struct store *s)
+{
+    return exec(s, "BEGIN IMMEDIATE");
+}
+
+/* Commits, or rolls back and returns status when status is not STORE_OK (the error already
+ * recorded). */
+static int end(struct store *s, int status)
+{
+    if (status == STORE_OK && (status = exec(s, "COMMIT")) == STORE_OK)
+        return STORE_OK;
+    char msg[512];
+    kn_strlcpy(msg, store_errmsg(s), sizeof(msg));
+    exec(s, "ROLLBACK");
+    return store_set_error(s, status, "%s", msg);
+}
+
+static int sqlite_ping(struct store *s)
+{
+    int rc = RUN(s, MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM key_changes", "");
+    return done(s, STMT(s, MAX_SEQ), rc, "ping");
+}
+
+static int sqlite_account_insert(struct store *s, const struct store_account *a)
+{
+    int rc =
+        RUN(s, ACCOUNT_INSERT, "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
+            "tti", a->id, a->email, a->created_at);
+    sqlite3_reset(STMT(s, ACCOUNT_INSERT));
+    if (rc == SQLITE_CONSTRAINT)
+        return store_set_error(s, STORE_CONFLICT, "an account with email %s already exists",
+                               a->email);
+    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot create account");
+}
+
+static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+    kn_strlcpy(dst, t != NULL ? (const char *)t : "", size);
+}
+
+static void read_account(sqlite3_stmt *q, void *out)
+{
+    struct store_account *a = out;
+    memset(a, 0, sizeof(*a));
+    copy_text(a->id, sizeof(a->id), q, 0);
+    copy_text(a->email, sizeof(a->email), q, 1);
+    a->created_at = sqlite3_column_int64(q, 2);
+    copy_text(a->plan, sizeof(a->plan), q, 3);
+    a->quota_requests = sqlite3_column_int64(q, 4);
+    a->quota_tokens = sqlite3_column_int64(q, 5);
+}
+
+static int sqlite_account_find(struct store *s, const char *email_or_id, struct store_account *out)
+{
+    int rc = RUN(s, ACCOUNT_FIND,
+                 "SELECT " ACCOUNT_COLUMNS " FROM accounts WHERE email = lower(?1) OR id = ?1", "t",
+                 email_or_id);
+    char none[STORE_EMAIL_MAX + 16];
+    snprintf(none, sizeof(none), "no account %s", email_or_id);
+    return one_row(s, STMT(s, ACCOUNT_FIND), rc, read_account, out, none, "cannot read account");
+}
+
+/* Writes an audit entry inside the caller's transaction (none when e is NULL). */
+static int audit_row(struct store *s, const struct store_audit *e)
+{
+    if (e == NULL)
+        return STORE_OK;
+    int rc = RUN(s, AUDIT_ADD,
+                 "INSERT INTO audit_log(at, account_id, actor, action, target, ip, result, "
+                 "detail) VALUES (?1, nullif(?2, ''), ?3, ?4, ?5, nullif(?6, ''), ?7, ?8)",
+                 "ittttttt", e->at, e->account_id, e->actor, e->action, e->target, e->ip, e->result,
+                 e->detail);
+    return done(s, STMT(s, AUDIT_ADD), rc, "cannot write the audit log");
+}
+
+/* Inserts one key row inside the caller's transaction. */
+static int insert_key_row(struct store *s, const struct store_key *k)
+{
+    int rc = RUN(s, KEY_INSERT,
+                 "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
+                 "created_at, created_by, expires_at, ip_allowlist) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11)",
+                 "tttttht"
+                 "itit",
+                 k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint,
+                 k->created_at, k->created_by, k->expires_at, k->ip_allowlist);
+    return done(s, STMT(s, KEY_INSERT), rc, "cannot create key");
+}
+
+static int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n,
+                             const struct store_audit *audit)
+{
+    int r;
+
+    /* Bulk loads touch random places of two indexes (ids and hashes are random): give them a
+     * page cache that holds those indexes, or every insert reads and writes pages. */
+    if (n > 1000)
+        exec(s, "PRAGMA cache_size = -262144");
+    if ((r = begin(s)) != STORE_OK)
+        return r;
+    for (size_t i = 0; i < n && r == STORE_OK; i++)
+        r = insert_key_row(s, &keys[i]);
+    if (r == STORE_OK)
+        r = audit_row(s, audit);
+    return changed(s, end(s, r));
+}
+
+static void read_count(sqlite3_stmt *q, void *out)
+{
+    *(int64_t *)out = sqlite3_column_int64(q, 0);
+}
+
+static int sqlite_key_count(struct store *s, int64_t *count)
+{
+    int rc = RUN(s, KEY_COUNT, "SELECT count(*) FROM api_keys", "");
+    return one_row(s, STMT(s, KEY_COUNT), rc, read_count, count, "no count", "cannot count keys");
+}
+
+static void read_key(sqlite3_stmt *q, void *out)
+{
+    struct store_key *k = out;
+    const void *hash;
+
+    memset(k, 0, sizeof(*k));
+    copy_text(k->id, sizeof(k->id), q, 0);
+    copy_text(k->account_id, sizeof(k->account_id), q, 1);
+    copy_text(k->name, sizeof(k->name), q, 2);
+    copy_text(k->mode, sizeof(k->mode), q, 3);
+    copy_text(k->environment, sizeof(k->environment), q, 4);
+    hash = sqlite3_column_blob(q, 5);
+    if (hash != NULL && sqlite3_column_bytes(q, 5) == STORE_HASH_LEN)
+        memcpy(k->hash, hash, STORE_HASH_LEN);
+    copy_text(k->hint, sizeof(k->hint), q, 6);
+    k->created_at = sqlite3_column_int64(q, 7);
+    copy_text(k->created_by, sizeof(k->created_by), q, 8);
+    k->last_used_at = sqlite3_column_int64(q, 9);
+    k->expires_at = sqlite3_column_int64(q, 10);
+    k->revoked_at = sqlite3_column_int64(q, 11);
+    copy_text(k->rolled_to, sizeof(k->rolled_to), q, 12);
+    copy_text(k->ip_allowlist, sizeof(k->ip_allowlist), q, 13);
+}
+
+static int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash,
+                           struct store_key *out)
+{
+    int rc =
+        id != NULL
+            ? RUN(s, KEY_FIND_ID, "SELECT " KEY_COLUMNS " FROM api_keys k WHERE k.id = ?1", "t", id)
+            : RUN(s, KEY_FIND_HASH, "SELECT " KEY_COLUMNS " FROM api_keys k WHERE k.hash = ?1", "h",
+                  hash);
+    return one_row(s, id != NULL ? STMT(s, KEY_FIND_ID) : STMT(s, KEY_FIND_HASH), rc, read_key, out,
+                   "no such key", "cannot read key");
+}
+
+/* A walk over keys with one count beside each (column 14), for the two callback types. */
+struct key_walk {
+    store_key_list_cb list;
+    store_key_load_cb load;
+    void *ud;
+};
+
+static int key_walk_one(void *ud, void *row, sqlite3_stmt *q)
+{
+    struct key_walk *w = ud;
+    int64_t count = sqlite3_column_int64(q, 14);
+    return w->list != NULL ? w->list(w->ud, row, (uint64_t)count)
+                           : w->load(w->ud, row, (uint32_t)count);
+}
+
+static int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud)
+{
+    struct key_walk w = {cb, NULL, ud};
+    struct store_key k;
+    int rc = RUN(s, KEY_LIST,
+                 "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
+                 "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = ?1 "
+                 "ORDER BY k.created_at, k.rowid",
+                 "t", account_id);
+    return each_row(s, STMT(s, KEY_LIST), rc, read_key, &k, key_walk_one, &w, "cannot read keys");
+}
+
+/* Ends a one-statement key change: STORE_NOT_FOUND when it changed no row; else writes the audit
+ * entry and commits. */
+static int end_key_change(struct store *s, sqlite3_stmt *q, int rc, const struct store_audit *audit)
+{
+    int r = done(s, q, rc, "cannot update key");
+    if (r == STORE_OK && sqlite3_changes(db_of(s)) == 0)
+        r = store_set_error(s, STORE_NOT_FOUND, "no such key");
+    if (r == STORE_OK)
+        r = audit_row(s, audit);
+    return changed(s, end(s, r));
+}
+
+static int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                             const struct store_audit *audit)
+{
+    int r = begin(s);
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, KEY_REVOKE,
+                 "UPDATE api_keys SET revoked_by = coalesce(revoked_by, ?3), "
+                 "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                 "tit", id, at, actor);
+    return end_key_change(s, STMT(s, KEY_REVOKE), rc, audit);
+}
+
+static int sqlite_key_expire(struct store *s, const char *id, int64_t at,
+                             const struct store_audit *audit)
+{
+    int r = begin(s);
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, KEY_EXPIRE, "UPDATE api_keys SET expires_at = nullif(?2, 0) WHERE id = ?1",
+                 "ti", id, at);
+    return end_key_change(s, STMT(s, KEY_EXPIRE), rc, audit);
+}
+
+static int sqlite_key_rename(struct store *s, const char *id, const char *name,
+                             const struct store_audit *audit)
+{
+    int r = begin(s);
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, KEY_RENAME, "UPDATE api_keys SET name = ?2 WHERE id = ?1", "tt", id, name);
+    return end_key_change(s, STMT(s, KEY_RENAME), rc, audit);
+}
+
+static int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
+                                    const struct store_audit *audit)
+{
+    int r = begin(s);
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, KEY_ALLOWLIST, "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1", "tt", id,
+                 allowlist);
+    return end_key_change(s, STMT(s, KEY_ALLOWLIST), rc, audit);
+}
+
+/* The change feed. SQLite has one writer at a time, so a change-log row's sequence number is
+ * also its commit order: the cursor is the highest number read (v[0]), and a reader never
+ * misses a row by reading `seq > v[0]`. */
+static int walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_cursor *c,
+                        int (*one)(void *ud, void *row, sqlite3_stmt *q), void *ud, void *row,
+                        void (*read)(sqlite3_stmt *, void *), int seq_col, const char *what)
+{
+    int64_t seq = c->v[0];
+
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read(q, row);
+        if (sqlite3_column_int64(q, seq_col) > seq)
+            seq = sqlite3_column_int64(q, seq_col);
+        if (one(ud, row, q) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return fail(s, what);
+    c->v[0] = seq;
+    return STORE_OK;
+}
+
+/* Reads the newest change-log number (of key_changes or account_changes) into c, inside the
+ * caller's read transaction, before the rows it goes with are read. */
+static int cursor_at_newest(struct store *s, int keys, struct store_cursor *c)
+{
+    int rc = keys
+                 ? RUN(s, MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM key_changes", "")
+                 : RUN(s, ACCOUNT_MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM account_changes", "");
+    memset(c, 0, sizeof(*c));
+    return one_row(s, keys ? STMT(s, MAX_SEQ) : STMT(s, ACCOUNT_MAX_SEQ), rc, read_count, &c->v[0],
+                   "no change log", "cannot read the change log");
+}
+
+static int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
+                            store_key_load_cb cb, void *ud)
+{
+    struct key_walk w = {NULL, cb, ud};
+    struct store_cursor c;
+    struct store_key k;
+    int r;
+
+    /* One read transaction, so that the cursor matches the keys read. */
+    if ((r = exec(s, "BEGIN")) != STORE_OK)
+        return r;
+    if ((r = cursor_at_newest(s, 1, &c)) == STORE_OK) {
+        int rc =
+            RUN(s, KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i", today);
+        r = each_row(s, STMT(s, KEYS_LOAD), rc, read_key, &k, key_walk_one, &w, "cannot read keys");
+    }
+    exec(s, "COMMIT");
+    if (r == STORE_OK)
+        *cursor = c;
+    return r;
+}
+
+static int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
+                              store_key_load_cb cb, void *ud)
+{
+    struct key_walk w = {NULL, cb, ud};
+    struct store_key k;
+    int rc = RUN(s, KEY_CHANGES,
+                 "SELECT " KEY_COLUMNS ", " KEY_TODAY ", c.seq FROM key_changes c "
+                 "JOIN api_keys k ON k.id = c.key_id WHERE c.seq > ?2 ORDER BY c.seq",
+                 "ii", today, cursor->v[0]);
+    return walk_changes(s, STMT(s, KEY_CHANGES), rc, cursor, key_walk_one, &w, &k, read_key, 15,
+                        "cannot read key changes");
+}
+
+static int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
+{
+    int r;
+
+    if (n == 0)
+        return STORE_OK;
+    if ((r = begin(s)) != STORE_OK)
+        return r;
+    for (size_t i = 0; i < n && r == STORE_OK; i++) {
+        int rc = RUN(s, USAGE_DAY,
+                     "INSERT INTO key_usage_daily(key_id, day, requests) VALUES (?1, ?2, ?3) "
+                     "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + "
+                     "excluded.requests",
+                     "tii", u[i].key_id, u[i].day, (int64_t)u[i].requests);
+        if ((r = done(s, STMT(s, USAGE_DAY), rc, "cannot record usage")) != STORE_OK)
+            break;
+        rc = RUN(s, USAGE_LAST_USED,
+                 "UPDATE api_keys SET last_used_at = ?2 "
+                 "WHERE id = ?1 AND coalesce(last_used_at, 0) < ?2",
+                 "ti", u[i].key_id, u[i].last_used);
+        r = done(s, STMT(s, USAGE_LAST_USED), rc, "cannot record usage");
+    }
+    return end(s, r);
+}
+
+static int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key *repl,
+                           int64_t old_expires_at, const struct store_audit *audit)
+{
+    int r, rc;
+
+    if ((r = begin(s)) != STORE_OK)
+        return r;
+    rc = RUN(s, KEY_ROLL_MARK,
+             "UPDATE api_keys SET rolled_to = ?2, expires_at = CASE WHEN expires_at "
+             "IS NOT NULL AND expires_at < ?3 THEN expires_at ELSE ?3 END "
+             "WHERE id = ?1 AND revoked_at IS NULL AND rolled_to IS NULL",
+             "tti", old_id, repl->id, old_expires_at);
+    if ((r = done(s, STMT(s, KEY_ROLL_MARK), rc, "cannot roll key")) != STORE_OK)
+        return end(s, r);
+    if (sqlite3_changes(db_of(s)) == 0) {
+        rc = RUN(s, KEY_EXISTS, "SELECT 1 FROM api_keys WHERE id = ?1", "t", old_id);
+        if ((r = done(s, STMT(s, KEY_EXISTS), rc, "cannot roll key")) == STORE_OK)
+            r = rc == SQLITE_ROW
+                    ? store_set_error(s, STORE_CONFLICT, "the key is revoked or was already rolled")
+                    : store_set_error(s, STORE_NOT_FOUND, "no such key");
+        return end(s, r);
+    }
+    if ((r = insert_key_row(s, repl)) == STORE_OK)
+        r = audit_row(s, audit);
+    return changed(s, end(s, r));
+}
+
+static int sqlite_audit_add(struct store *s, const struct store_audit *e)
+{
+    return audit_row(s, e);
+}
+
+static void read_audit(sqlite3_stmt *q, void *out)
+{
+    struct store_audit *e = out;
+    memset(e, 0, sizeof(*e));
+    e->id = sqlite3_column_int64(q, 0);
+    e->at = sqlite3_column_int64(q, 1);
+    copy_text(e->account_id, sizeof(e->account_id), q, 2);
+    copy_text(e->actor, sizeof(e->actor), q, 3);
+    copy_text(e->action, sizeof(e->action), q, 4);
+    copy_text(e->target, sizeof(e->target), q, 5);
+    copy_text(e->ip, sizeof(e->ip), q, 6);
+    copy_text(e->result, sizeof(e->result), q, 7);
+    copy_text(e->detail, sizeof(e->detail), q, 8);
+}
+
+struct audit_walk {
+    store_audit_cb cb;
+    void *ud;
+};
+
+static int audit_one(void *ud, void *row, sqlite3_stmt *q)
+{
+    struct audit_walk *w = ud;
+    (void)q;
+    return w->cb(w->ud, row);
+}
+
+static int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
+                             store_audit_cb cb, void *ud)
+{
+    struct audit_walk t = {cb, ud};
+    struct store_audit e;
+    int rc = RUN(s, AUDIT_LIST,
+                 "SELECT id, at, coalesce(account_id, ''), actor, action, "
+                 "coalesce(target, ''), coalesce(ip, ''), result, coalesce(detail, '') "
+                 "FROM audit_log WHERE (?1 = '' OR account_id = ?1) AND (?2 = 0 OR id < ?2) "
+                 "ORDER BY id DESC LIMIT ?3",
+                 "tii", account_id, before_id, (int64_t)limit);
+    return each_row(s, STMT(s, AUDIT_LIST), rc, read_audit, &e, audit_one, &t,
+                    "cannot read the audit log");
+}
+
+/* ---- dashboard: users, memberships, sessions, invitations, sign-in failures ---------------- */
 
 static int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out);
 
@@ -1331,13 +1459,6 @@ static int update_account(struct store *s, sqlite3_stmt *q, int rc)
     return STORE_OK;
 }
 
-static int sqlite_set_durable(struct store *s, int full)
-{
-    /* In WAL mode, NORMAL writes each commit to the log without waiting for the disk; FULL waits
-     * for it (fsync) at every commit. */
-    return exec(s, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
-}
-
 /* ---- checkpoints ---------------------------------------------------------------------------
  * In WAL mode, commits append pages to the log, and a checkpoint copies them back into the
  * database. SQLite runs one inside the commit that takes the log past 1,000 pages, which stalls
@@ -1487,7 +1608,7 @@ static void checkpointer_stop(struct checkpointer *c)
     free(c);
 }
 
-static int sqlite_checkpoint_in_background(struct store *s)
+static int start_checkpointer(struct store *s)
 {
     struct sqlite_backend *b = store_backend(s);
     struct checkpointer *c;
@@ -1528,7 +1649,7 @@ static int sqlite_account_set_plan(struct store *s, const char *id, const char *
 {
     int rc = RUN(s, ACCOUNT_SET_PLAN, "UPDATE accounts SET plan = nullif(?2, '') WHERE id = ?1",
                  "tt", id, plan);
-    return update_account(s, STMT(s, ACCOUNT_SET_PLAN), rc);
+    return changed(s, update_account(s, STMT(s, ACCOUNT_SET_PLAN), rc));
 }
 
 static int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests,
@@ -1538,57 +1659,53 @@ static int sqlite_account_set_quota(struct store *s, const char *id, int64_t req
                  "UPDATE accounts SET quota_requests = nullif(?2, -2), "
                  "quota_tokens = nullif(?3, -2) WHERE id = ?1",
                  "tii", id, requests, tokens);
-    return update_account(s, STMT(s, ACCOUNT_SET_QUOTA), rc);
+    return changed(s, update_account(s, STMT(s, ACCOUNT_SET_QUOTA), rc));
 }
 
-static int walk_accounts(struct store *s, sqlite3_stmt *q, int rc, int64_t *seq,
-                         store_account_cb cb, void *ud)
+struct account_walk {
+    store_account_cb cb;
+    void *ud;
+};
+
+static int account_one(void *ud, void *row, sqlite3_stmt *q)
 {
+    struct account_walk *w = ud;
+    (void)q;
+    return w->cb(w->ud, row);
+}
+
+static int sqlite_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                                void *ud)
+{
+    struct account_walk w = {cb, ud};
+    struct store_cursor c;
     struct store_account a;
+    int r;
 
-    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
-        read_account(q, &a);
-        if (seq != NULL && sqlite3_column_int64(q, 6) > *seq)
-            *seq = sqlite3_column_int64(q, 6);
-        if (cb(ud, &a) != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
+    if ((r = exec(s, "BEGIN")) != STORE_OK)
+        return r;
+    if ((r = cursor_at_newest(s, 0, &c)) == STORE_OK) {
+        int rc = RUN(s, ACCOUNTS_LOAD, "SELECT " ACCOUNT_COLUMNS " FROM accounts", "");
+        r = each_row(s, STMT(s, ACCOUNTS_LOAD), rc, read_account, &a, account_one, &w,
+                     "cannot read accounts");
     }
-    sqlite3_reset(q);
-    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot read accounts");
-}
-
-static int sqlite_accounts_load(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
-{
-    int64_t seq = 0;
-    int rc;
-
-    if (exec(s, "BEGIN") != STORE_OK)
-        return STORE_ERROR;
-    if (RUN(s, ACCOUNT_MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM account_changes", "") ==
-        SQLITE_ROW)
-        seq = sqlite3_column_int64(STMT(s, ACCOUNT_MAX_SEQ), 0);
-    sqlite3_reset(STMT(s, ACCOUNT_MAX_SEQ));
-    rc = RUN(s, ACCOUNTS_LOAD, "SELECT " ACCOUNT_COLUMNS ", 0 FROM accounts", "");
-    rc = walk_accounts(s, STMT(s, ACCOUNTS_LOAD), rc, NULL, cb, ud);
     exec(s, "COMMIT");
-    if (rc == STORE_OK)
-        *last_seq = seq;
-    return rc;
+    if (r == STORE_OK)
+        *cursor = c;
+    return r;
 }
 
-static int sqlite_account_changes(struct store *s, int64_t *last_seq, store_account_cb cb, void *ud)
+static int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                                  void *ud)
 {
-    int64_t seq = *last_seq;
+    struct account_walk w = {cb, ud};
+    struct store_account a;
     int rc = RUN(s, ACCOUNT_CHANGES,
                  "SELECT " ACCOUNT_COLUMNS ", c.seq FROM account_changes c "
                  "JOIN accounts a ON a.id = c.account_id WHERE c.seq > ?1 ORDER BY c.seq",
-                 "i", *last_seq);
-    rc = walk_accounts(s, STMT(s, ACCOUNT_CHANGES), rc, &seq, cb, ud);
-    if (rc == STORE_OK)
-        *last_seq = seq;
-    return rc;
+                 "i", cursor->v[0]);
+    return walk_changes(s, STMT(s, ACCOUNT_CHANGES), rc, cursor, account_one, &w, &a, read_account,
+                        6, "cannot read account changes");
 }
 
 static int64_t month_of_ms(int64_t at_ms)
@@ -1619,10 +1736,27 @@ static int same_group(const struct rollup_sum *g, const struct store_ledger_row 
            strcmp(g->row->key_id, r->key_id) == 0 && strcmp(g->row->model, r->model) == 0;
 }
 
-static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
-                             size_t *added)
+static void read_voided(sqlite3_stmt *q, void *out)
 {
-    size_t count = 0, mask = 1;
+    *(int *)out = sqlite3_column_int(q, 0) != 0;
+}
+
+/* Why a row's request id is in the ledger already: billed before (a retried batch) or voided. */
+static int existing_row(struct store *s, const char *request_id, uint8_t *outcome)
+{
+    int voided = 0;
+    int rc = RUN(s, LEDGER_VOIDED, "SELECT voided FROM usage_ledger WHERE request_id = ?1", "t",
+                 request_id);
+    int r = one_row(s, STMT(s, LEDGER_VOIDED), rc, read_voided, &voided, "ledger row vanished",
+                    "cannot read the ledger");
+    *outcome = voided ? STORE_LEDGER_VOIDED : STORE_LEDGER_BILLED_BEFORE;
+    return r;
+}
+
+static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
+                             uint8_t *outcome)
+{
+    size_t mask = 1;
     struct rollup_sum *sums;
     int rc;
 
@@ -1633,9 +1767,9 @@ static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *row
     sums = kn_calloc(mask, sizeof(*sums));
     mask--;
     restart_log(store_backend(s));
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK) {
+    if ((rc = begin(s)) != STORE_OK) {
         free(sums);
-        return STORE_ERROR;
+        return rc;
     }
     for (size_t i = 0; i < n; i++) {
         const struct store_ledger_row *r = &rows[i];
@@ -1651,9 +1785,13 @@ static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *row
         sqlite3_reset(STMT(s, LEDGER_INSERT));
         if (rc != SQLITE_DONE)
             goto fail;
-        if (sqlite3_changes(db_of(s)) == 0)
-            continue; /* Already billed: a retried batch. */
-        count++;
+        if (sqlite3_changes(db_of(s)) == 0) {
+            /* Billed already (a retried batch) or voided: either way nothing to add. */
+            if (existing_row(s, r->request_id, &outcome[i]) != STORE_OK)
+                goto fail;
+            continue;
+        }
+        outcome[i] = STORE_LEDGER_ADDED;
         size_t k = rollup_hash(r, day) & mask;
         while (sums[k].row != NULL && !same_group(&sums[k], r, day))
             k = (k + 1) & mask;
@@ -1688,18 +1826,33 @@ static int sqlite_ledger_add(struct store *s, const struct store_ledger_row *row
             goto fail;
     }
     free(sums);
-    if (exec(s, "COMMIT") != STORE_OK) {
-        exec(s, "ROLLBACK");
-        return STORE_ERROR;
-    }
-    if (added != NULL)
-        *added = count;
-    return STORE_OK;
+    return end(s, STORE_OK);
 fail:
     free(sums);
-    fail(s, "cannot record billed usage");
-    exec(s, "ROLLBACK");
-    return STORE_ERROR;
+    return end(s, fail(s, "cannot record billed usage"));
+}
+
+static int sqlite_ledger_void(struct store *s, const char *request_id, int64_t at_ms,
+                              int *was_billed)
+{
+    int r = begin(s);
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, LEDGER_VOID,
+                 "INSERT OR IGNORE INTO usage_ledger(request_id, account_id, key_id, environment, "
+                 "model, input_tokens, output_tokens, price_micros, currency, plan, at_ms, month, "
+                 "voided) VALUES (?1, '', '', '', '', 0, 0, 0, '', '', ?2, ?3, 1)",
+                 "tii", request_id, at_ms, month_of_ms(at_ms));
+    if ((r = done(s, STMT(s, LEDGER_VOID), rc, "cannot void a ledger row")) != STORE_OK)
+        return end(s, r);
+    if (sqlite3_changes(db_of(s)) == 1) {
+        *was_billed = 0;
+        return end(s, STORE_OK);
+    }
+    uint8_t outcome;
+    if ((r = existing_row(s, request_id, &outcome)) == STORE_OK)
+        *was_billed = outcome == STORE_LEDGER_BILLED_BEFORE;
+    return end(s, r);
 }
 
 static int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb,
@@ -1763,7 +1916,6 @@ const struct store_ops store_sqlite_ops = {
     .close = sqlite_close,
     .migrate = sqlite_migrate,
     .ping = sqlite_ping,
-    .account_insert = sqlite_account_insert,
     .account_find = sqlite_account_find,
     .key_insert = sqlite_key_insert,
     .key_find = sqlite_key_find,
@@ -1809,13 +1961,14 @@ const struct store_ops store_sqlite_ops = {
     .keys_load = sqlite_keys_load,
     .key_changes = sqlite_key_changes,
     .usage_add = sqlite_usage_add,
-    .set_durable = sqlite_set_durable,
-    .checkpoint_in_background = sqlite_checkpoint_in_background,
+    .changes_fd = sqlite_changes_fd,
+    .changes_drain = sqlite_changes_drain,
     .account_set_plan = sqlite_account_set_plan,
     .account_set_quota = sqlite_account_set_quota,
     .accounts_load = sqlite_accounts_load,
     .account_changes = sqlite_account_changes,
     .ledger_add = sqlite_ledger_add,
+    .ledger_void = sqlite_ledger_void,
     .usage_month_totals = sqlite_usage_month_totals,
     .usage_sums = sqlite_usage_sums,
 };

@@ -25,7 +25,7 @@ class LifecycleTest(ServerTest):
         err = self.assertError(self.srv.post(key), 401, "ip_not_allowed")
         self.assertIn("IP", err["message"])
         listed = [k for k in self.keys() if k["name"] == "office"][0]
-        self.assertEqual(listed["ip_allowlist"], "10.0.0.0/8,192.0.2.1")
+        self.assertEqual(listed["ip_allowlist"], ["10.0.0.0/8", "192.0.2.1"])
         # Allowing this machine takes effect on the next request; removing the list too.
         self.data.cli("key", "update", listed["id"], "--allow-ip", "127.0.0.0/8")
         self.assertEqual(self.srv.post(key).status_code, 200)
@@ -74,7 +74,7 @@ class LifecycleTest(ServerTest):
         self.assertError(self.srv.post(old), 401, "api_key_expired")
         self.assertError(self.srv.post(new), 502, "model_backend_error")
         k = [k for k in self.keys() if k["status"] == "active"][0]
-        self.assertEqual((k["environment"], k["ip_allowlist"]), ("staging", "127.0.0.1"))
+        self.assertEqual((k["environment"], k["ip_allowlist"]), ("staging", ["127.0.0.1"]))
 
     def test_rename_and_audit_log(self):
         key = self.key(name="first")

@@ -34,7 +34,7 @@ static void add_key(struct store *s, const char *account_id, const char *id, con
                sizeof(k.hint));
     kn_strlcpy(k.created_by, "cli", sizeof(k.created_by));
     k.created_at = created;
-    CHECK(store_key_insert(s, &k, 1) == STORE_OK);
+    CHECK(store_key_insert(s, &k, 1, NULL) == STORE_OK);
 }
 
 /* Bills one request at Unix time t. */
@@ -42,7 +42,7 @@ static void bill(struct store *s, const char *account_id, const char *key_id, co
                  const char *model, uint32_t in, uint32_t out, int64_t price, int64_t t)
 {
     struct store_ledger_row r;
-    size_t added = 0;
+    uint8_t outcome = 0;
 
     memset(&r, 0, sizeof(r));
     snprintf(r.request_id, sizeof(r.request_id), "req_test%06d", ++seq);
@@ -56,9 +56,10 @@ static void bill(struct store *s, const char *account_id, const char *key_id, co
     r.output_tokens = out;
     r.price_micros = price;
     r.at_ms = t * 1000 + 123;
-    CHECK(store_ledger_add(s, &r, 1, &added) == STORE_OK && added == 1);
+    CHECK(store_ledger_add(s, &r, 1, &outcome) == STORE_OK && outcome == STORE_LEDGER_ADDED);
     /* A retried batch bills nothing twice. */
-    CHECK(store_ledger_add(s, &r, 1, &added) == STORE_OK && added == 0);
+    CHECK(store_ledger_add(s, &r, 1, &outcome) == STORE_OK &&
+          outcome == STORE_LEDGER_BILLED_BEFORE);
     ledger_total += price;
 }
 
