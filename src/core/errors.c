@@ -198,11 +198,3 @@ char *kn_error_json(enum kn_err err, const char *message, const char *param, con
     *len = strlen(out);
     return out;
 }
-
-enum kn_err kn_error_from_code(const char *code)
-{
-    for (int i = 1; i < KN_ERR__COUNT; i++)
-        if (strcmp(defs[i].code, code) == 0)
-            return (enum kn_err)i;
-    return KN_ERR_INTERNAL;
-}

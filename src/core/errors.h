@@ -70,9 +70,6 @@ struct kn_error_def {
 /* Returns the table row for err (never NULL; unknown values map to KN_ERR_INTERNAL). */
 const struct kn_error_def *kn_error_def(enum kn_err err);
 
-/* Returns the enum value whose public code is `code`, or KN_ERR_INTERNAL when none matches. */
-enum kn_err kn_error_from_code(const char *code);
-
 /* Builds the public error document {"error": {"type", "code", "message", "param",
  * "request_id"}} with message (NULL: the table's) and param (NULL: null). A message or param that
  * is not valid UTF-8 is replaced by the defaults. Returns a string the caller frees with free()

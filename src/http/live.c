@@ -68,7 +68,7 @@ struct live_req {
     size_t out_len, out_cap;
     h2o_generator_t generator;
     /* What the streamed answer said so far. */
-    int saw_done, saw_finish, have_usage, sent_role, usage_warned;
+    int saw_done, saw_finish, have_usage, usage_warned;
     uint32_t in_tokens, out_tokens;
     uint32_t gen_tokens; /* Output tokens by estimate over the events so far (chat_event_tokens). */
     uint32_t gen_at_usage; /* gen_tokens when the backend's latest usage arrived. */

@@ -1236,7 +1236,7 @@ int server_run(const struct kn_config *c)
     struct server *srv = kn_calloc(1, sizeof(*srv));
     char err[512];
     sigset_t sigs;
-    int sig, ret = 1;
+    int sig, ret = 1, started = 0;
 
     srv->cfg = c;
     pthread_mutex_init(&srv->phase_lock, NULL);
@@ -1300,6 +1300,7 @@ int server_run(const struct kn_config *c)
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0)
             kn_fatal("cannot start thread %d", i);
     }
+    started = 1; /* The workers own the listening sockets from here on. */
     phase_wait(srv, &srv->workers_ready, (unsigned)c->threads);
     print_listening(srv);
     fflush(stderr);
@@ -1336,7 +1337,6 @@ int server_run(const struct kn_config *c)
         logbuf_free(&srv->workers[i].log);
     }
     ret = 0;
-    free(srv->workers);
     h2o_config_dispose(&srv->h2o);
     fprintf(stderr, "konnect: stopped\n");
     goto out;
@@ -1350,9 +1350,12 @@ out:
     conns_dispose(srv);
     live_upstream_dispose(&srv->upstream);
     accesslog_close(srv->log);
-    if (srv->workers == NULL && srv->listen_fds != NULL) /* not handed to threads yet */
+    /* Only the listening sockets that never reached a worker are still this thread's to close
+     * (each worker closes its own; srv->workers is not a sign of it, and is freed here). */
+    if (!started && srv->listen_fds != NULL)
         for (int i = 0; i < c->threads; i++)
             close(srv->listen_fds[i]);
+    free(srv->workers);
     free(srv->listen_fds);
     if (srv->lock_fd >= 0)
         close(srv->lock_fd);
