@@ -30,7 +30,8 @@ struct server {
     uint8_t secret[APIKEY_SECRET_LEN];
     struct keytable *kt;
     struct keysync *ks;
-    struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
+    struct limiter *limiter; /* Every request counter (limits/limiter.h). */
+    struct iplist *trusted;  /* KONNECT_TRUSTED_PROXIES, or NULL. */
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;   /* The first of listen_fds, for printing the address. */

@@ -13,7 +13,7 @@
 #include "core/util.h"
 #include "http/internal.h"
 #include "keys/keysync.h"
-#include "limits/quota.h"
+#include "limits/limiter.h"
 #include "metering/plans.h"
 
 #define WATCH_MS 200          /* How often a waiting request checks that its client is there. */
@@ -43,9 +43,10 @@ struct live_req {
     struct reqinfo info;
     struct keyrec *key;
     int64_t month;
-    int quota_held;       /* The request still holds its reservation in the quota. */
-    uint64_t tokens_held; /* Tokens of the account's quota it reserved. */
-    struct plan_model pm; /* The model as billed: public name and prices of its plan. */
+    int quota_held;          /* The request still holds its reservation in the quota. */
+    uint64_t tokens_held;    /* Tokens of the account's quota it reserved. */
+    struct limiter *limiter; /* Where the reservation and the in-flight slot go back. */
+    struct plan_model pm;    /* The model as billed: public name and prices of its plan. */
     char plan[PLAN_NAME_MAX + 1];
     char currency[8];
     int rename; /* With a model catalogue, answers name the public model, never the backend's. */
@@ -194,8 +195,8 @@ static void maybe_free(struct live_req *lr)
     unlink_timer(&lr->watch_timer);
     h2o_linklist_unlink(&lr->node);
     if (lr->quota_held)
-        quota_release(lr->key->acct, lr->month, lr->tokens_held);
-    atomic_fetch_sub(&lr->key->acct->inflight, 1);
+        limiter_quota_release(lr->limiter, lr->key->acct, lr->month, lr->tokens_held);
+    limiter_inflight_release(lr->limiter, lr->key->acct);
     chat_call_cleanup(&lr->call);
     sse_free(&lr->sse);
     free(lr->head);
@@ -536,8 +537,8 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         }
         /* Billed: the reservation became usage. */
         lr->quota_held = 0;
-        quota_settle(lr->key->acct, lr->month, lr->tokens_held,
-                     (uint64_t)lr->in_tokens + lr->out_tokens);
+        limiter_quota_settle(lr->limiter, lr->key->acct, lr->month, lr->tokens_held,
+                             (uint64_t)lr->in_tokens + lr->out_tokens);
         if (lr->req == NULL) {
             maybe_free(lr); /* Billed, but the client left before the answer. */
         } else if (lr->end_err != KN_OK) {
@@ -879,6 +880,7 @@ void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
     lr->info = *info;
     lr->key = key;
     lr->month = terms->month;
+    lr->limiter = terms->limiter;
     lr->quota_held = 1;
     lr->tokens_held = terms->held;
     lr->pm = *terms->pm;

@@ -66,6 +66,7 @@ struct live_terms {
     const struct plan *plan;     /* The account's plan at admission. */
     const struct plan_model *pm; /* The model as billed: public name, backend name, prices. */
     const struct plans *ps;      /* The plans in force (currency, catalogue). */
+    struct limiter *limiter;     /* Where the reservation and the slot are given back. */
 };
 
 /* Answers a live key's request: call is taken over (its contents moved out), prepared for the

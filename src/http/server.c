@@ -36,8 +36,7 @@
 #include "http/internal.h"
 #include "keys/keysync.h"
 #include "keys/keytable.h"
-#include "limits/quota.h"
-#include "limits/ratelimit.h"
+#include "limits/limiter.h"
 #include "metering/plans.h"
 #include "store/store.h"
 
@@ -242,12 +241,12 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
     /* Live keys share their account's limit: more keys buy nothing. */
     uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
-    _Atomic uint64_t *tat = live ? &key->acct->rate_tat : &key->rate_tat;
+    struct limiter *lim = http_worker_of(req)->srv->limiter;
     char msg[256], buf[16];
 
     if (rpd != 0) {
         have_day = 1;
-        if (!ratelimit_daily_take(&key->day_cell, rpd, now, &day)) {
+        if (!limiter_daily_take(lim, key, rpd, now, &day)) {
             snprintf(msg, sizeof(msg),
                      "Daily request limit reached for this test key (%u requests per UTC day). "
                      "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
@@ -262,10 +261,10 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     }
     if (rpm != 0) {
         have_minute = 1;
-        if (!ratelimit_gcra_take(tat, rpm, 60, kn_mono_ns(), &minute)) {
+        if (!limiter_rate_take(lim, key, live, rpm, 60, kn_mono_ns(), &minute)) {
             if (have_day) {
                 /* The day keeps the request it counted: give it back, and report it given back. */
-                ratelimit_daily_refund(&key->day_cell, now);
+                limiter_daily_refund(lim, key, now);
                 day.remaining++;
             }
             if (live)
@@ -343,13 +342,13 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                       int64_t month, uint64_t *held)
 {
     struct acctrec *a = key->acct;
+    struct limiter *lim = http_worker_of(req)->srv->limiter;
     char msg[400], when[32], mbuf[8];
     enum quota_outcome q;
     uint64_t want = (uint64_t)call->input_estimate +
                     (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
 
-    if (atomic_fetch_add(&a->inflight, 1) >= plan->max_concurrent) {
-        atomic_fetch_sub(&a->inflight, 1);
+    if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
         snprintf(msg, sizeof(msg),
                  "This account already has %u live requests in flight, the most its plan "
                  "(\"%s\") allows at once, all keys together. Retry when one finishes.",
@@ -358,9 +357,9 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
         http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
         return 0;
     }
-    if ((q = quota_reserve(a, month, want, held)) == QUOTA_OK)
+    if ((q = limiter_quota_reserve(lim, a, month, want, held)) == QUOTA_OK)
         return 1;
-    atomic_fetch_sub(&a->inflight, 1);
+    limiter_inflight_release(lim, a);
     int64_t reset = kn_month_start(month + 1);
     kn_format_time(reset, when, sizeof(when));
     kn_month_format(month, mbuf, sizeof(mbuf));
@@ -538,7 +537,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         chat_call_cleanup(&call);
         return;
     }
-    struct live_terms terms = {month, held, plan, &pm, ps};
+    struct live_terms terms = {month, held, plan, &pm, ps, http_worker_of(req)->srv->limiter};
     live_handle(req, info, key, &terms, &call);
 }
 
@@ -1239,6 +1238,7 @@ int server_run(const struct kn_config *c)
     int sig, ret = 1, started = 0;
 
     srv->cfg = c;
+    srv->limiter = &limiter_local;
     pthread_mutex_init(&srv->phase_lock, NULL);
     pthread_cond_init(&srv->phase_cond, NULL);
     srv->listen_fd = -1;

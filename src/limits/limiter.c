@@ -1,0 +1,72 @@
+/* The in-process limiter: the counters are atomics in the key and account records
+ * (limits/ratelimit.c and limits/quota.c do the arithmetic). */
+#include "limits/limiter.h"
+
+static int local_rate_take(struct limiter *l, struct keyrec *key, int per_account, uint32_t limit,
+                           uint32_t window, uint64_t now_ns, struct ratelimit_result *out)
+{
+    (void)l;
+    return ratelimit_gcra_take(per_account ? &key->acct->rate_tat : &key->rate_tat, limit, window,
+                               now_ns, out);
+}
+
+static int local_daily_take(struct limiter *l, struct keyrec *key, uint32_t limit, int64_t now,
+                            struct ratelimit_result *out)
+{
+    (void)l;
+    return ratelimit_daily_take(&key->day_cell, limit, now, out);
+}
+
+static void local_daily_refund(struct limiter *l, struct keyrec *key, int64_t now)
+{
+    (void)l;
+    ratelimit_daily_refund(&key->day_cell, now);
+}
+
+static int local_inflight_acquire(struct limiter *l, struct acctrec *a, uint32_t max)
+{
+    (void)l;
+    if (atomic_fetch_add(&a->inflight, 1) < max)
+        return 1;
+    atomic_fetch_sub(&a->inflight, 1);
+    return 0;
+}
+
+static void local_inflight_release(struct limiter *l, struct acctrec *a)
+{
+    (void)l;
+    atomic_fetch_sub(&a->inflight, 1);
+}
+
+static enum quota_outcome local_quota_reserve(struct limiter *l, struct acctrec *a, int64_t month,
+                                              uint64_t tokens, uint64_t *held)
+{
+    (void)l;
+    return quota_reserve(a, month, tokens, held);
+}
+
+static void local_quota_release(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held)
+{
+    (void)l;
+    quota_release(a, month, held);
+}
+
+static void local_quota_settle(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held,
+                               uint64_t tokens)
+{
+    (void)l;
+    quota_settle(a, month, held, tokens);
+}
+
+static const struct limiter_ops local_ops = {
+    .rate_take = local_rate_take,
+    .daily_take = local_daily_take,
+    .daily_refund = local_daily_refund,
+    .inflight_acquire = local_inflight_acquire,
+    .inflight_release = local_inflight_release,
+    .quota_reserve = local_quota_reserve,
+    .quota_release = local_quota_release,
+    .quota_settle = local_quota_settle,
+};
+
+struct limiter limiter_local = {&local_ops};
