@@ -4,7 +4,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #ifndef NDEBUG
@@ -25,6 +24,21 @@ int fault_hit(enum fault_kind k)
     uint64_t n = atomic_fetch_add_explicit(&f->calls, 1, memory_order_relaxed) + 1;
     return n >= f->from && (f->count == UINT64_MAX || n - f->from < f->count);
 }
+
+/* Reads a positive decimal number of at most 18 digits at *p (digits only: no sign, no space)
+ * and moves *p past it. Returns it, or 0 when there is none. */
+static uint64_t number(const char **p)
+{
+    uint64_t n = 0;
+    int digits = 0;
+
+    while (**p >= '0' && **p <= '9' && digits < 19) {
+        n = n * 10 + (uint64_t)(**p - '0');
+        (*p)++;
+        digits++;
+    }
+    return digits == 0 || digits > 18 ? 0 : n;
+}
 #endif
 
 int fault_init(const char *spec, char *err, size_t errsize)
@@ -37,40 +51,39 @@ int fault_init(const char *spec, char *err, size_t errsize)
              "switch: unset it, or use a debug build (CMAKE_BUILD_TYPE=Debug)");
     return -1;
 #else
-    char buf[256];
-    if (strlen(spec) >= sizeof(buf))
-        goto bad;
-    memcpy(buf, spec, strlen(spec) + 1);
-    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item != NULL;
-         item = strtok_r(NULL, ",", &save)) {
-        char *colon = strchr(item, ':'), *end;
+    struct fault parsed[FAULT__COUNT];
+    const char *p = spec;
+
+    memset(parsed, 0, sizeof(parsed));
+    for (;;) {
         int k;
-        if (colon == NULL)
-            goto bad;
-        *colon = '\0';
-        for (k = 0; k < FAULT__COUNT && strcmp(item, kind_names[k]) != 0; k++)
-            ;
-        if (k == FAULT__COUNT)
-            goto bad;
-        unsigned long long from = strtoull(colon + 1, &end, 10), count = 1;
-        if (end == colon + 1 || from == 0)
-            goto bad;
-        if (*end == 'x') {
-            if (strcmp(end + 1, "*") == 0) {
-                count = UINT64_MAX;
-                end += 2;
-            } else {
-                char *cend;
-                count = strtoull(end + 1, &cend, 10);
-                if (cend == end + 1 || count == 0)
-                    goto bad;
-                end = cend;
+        for (k = 0; k < FAULT__COUNT; k++) {
+            size_t len = strlen(kind_names[k]);
+            if (strncmp(p, kind_names[k], len) == 0 && p[len] == ':') {
+                p += len + 1;
+                break;
             }
         }
-        if (*end != '\0')
+        if (k == FAULT__COUNT || (parsed[k].from = number(&p)) == 0)
             goto bad;
-        faults[k].from = from;
-        faults[k].count = count;
+        parsed[k].count = 1;
+        if (*p == 'x') {
+            p++;
+            if (*p == '*') {
+                parsed[k].count = UINT64_MAX;
+                p++;
+            } else if ((parsed[k].count = number(&p)) == 0) {
+                goto bad;
+            }
+        }
+        if (*p == '\0')
+            break;
+        if (*p++ != ',')
+            goto bad;
+    }
+    for (int k = 0; k < FAULT__COUNT; k++) {
+        faults[k].from = parsed[k].from;
+        faults[k].count = parsed[k].count;
     }
     fprintf(stderr, "konnect: KONNECT_FAULT=%s: calls will fail on purpose\n", spec);
     return 0;

@@ -42,9 +42,9 @@ int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64
 /* Opens the store at db_url, loads every account (with its plan from `plans`, which the keysync
  * takes over, and reloads from plans_path, a file that must exist when plans_required) and every
  * key into kt, binds the control socket at socket_path (NULL: none; the caller must be the only
- * server using it) and starts the store thread. durable chooses how the ledger is committed (see
- * store_set_durable). Returns NULL with a message in err on failure (plans then still belong to
- * the caller only if it was never taken: it is freed). */
+ * server using it) and starts the store thread. durable chooses how the ledger is committed (1:
+ * every commit waits for the disk, the store's sync=full). Returns NULL with a message in err on
+ * failure (plans then still belong to the caller only if it was never taken: it is freed). */
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
                               struct plans *plans, const char *plans_path, int plans_required,
                               int durable, char *err, size_t errsize);

@@ -125,14 +125,16 @@ static sqlite3 *db_of(struct store *s)
     return ((struct sqlite_backend *)store_backend(s))->db;
 }
 
-/* What a SQLite result code means to a caller: a lost race with another writer is worth retrying
- * at once, a failing disk or file is an unavailable store, anything else is an error. */
+/* What a SQLite result code (extended) means to a caller. A read transaction that lost the race
+ * to write (SQLITE_BUSY_SNAPSHOT) is worth retrying at once. A lock that another writer held past
+ * the busy timeout (plain SQLITE_BUSY, after 5 s of waiting) is not: the store is as good as
+ * unavailable, like a failing disk or file. Anything else is an error. */
 static int status_of(int rc)
 {
+    if (rc == SQLITE_BUSY_SNAPSHOT || (rc & 0xff) == SQLITE_LOCKED)
+        return STORE_RETRY;
     switch (rc & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return STORE_RETRY;
     case SQLITE_IOERR:
     case SQLITE_CANTOPEN:
     case SQLITE_FULL:
@@ -156,7 +158,8 @@ static int exec(struct store *s, const char *sql)
     char *msg = NULL;
     int rc = sqlite3_exec(db_of(s), sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-        rc = store_set_error(s, status_of(rc), "%s", msg != NULL ? msg : "unknown SQLite error");
+        rc = store_set_error(s, status_of(sqlite3_extended_errcode(db_of(s))), "%s",
+                             msg != NULL ? msg : "unknown SQLite error");
         sqlite3_free(msg);
         return rc;
     }
@@ -372,15 +375,30 @@ static int run(struct store *s, sqlite3_stmt **cache, const char *sql, const cha
     run((s), &((struct sqlite_backend *)store_backend(s))->dash[DS_##name], sql, __VA_ARGS__)
 #define STMT(s, name) (((struct sqlite_backend *)store_backend(s))->dash[DS_##name])
 
+/* 1 when the statement that just failed broke a uniqueness constraint (a row that exists
+ * already), 0 for any other failure, another constraint included. */
+static int duplicate(struct store *s, int rc)
+{
+    int ext = sqlite3_extended_errcode(db_of(s));
+    return rc == SQLITE_CONSTRAINT &&
+           (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY);
+}
+
 /* Resets q and turns a sqlite3_step code into a status. */
 static int done(struct store *s, sqlite3_stmt *q, int rc, const char *what)
 {
-    sqlite3_reset(q);
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+        sqlite3_reset(q);
         return STORE_OK;
-    if (rc == SQLITE_CONSTRAINT)
+    }
+    /* The extended code is read before the reset, which would report the failure again. */
+    if (duplicate(s, rc)) {
+        sqlite3_reset(q);
         return store_set_error(s, STORE_CONFLICT, "%s: already exists", what);
-    return fail(s, what);
+    }
+    int r = fail(s, what);
+    sqlite3_reset(q);
+    return r;
 }
 
 /* For a statement that reads one row: STORE_OK with the row read by `read` into out (when
@@ -432,6 +450,17 @@ static int end(struct store *s, int status)
     return store_set_error(s, status, "%s", msg);
 }
 
+/* Ends a read transaction: one left open would keep this connection on an old snapshot, blind to
+ * every later change. Returns status, or the failure to end it. */
+static int end_read(struct store *s, int status)
+{
+    int r = exec(s, "COMMIT");
+    if (r == STORE_OK)
+        return status;
+    exec(s, "ROLLBACK");
+    return status != STORE_OK ? status : r;
+}
+
 static int sqlite_ping(struct store *s)
 {
     int rc = RUN(s, MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM key_changes", "");
@@ -443,11 +472,12 @@ static int sqlite_account_insert(struct store *s, const struct store_account *a)
     int rc =
         RUN(s, ACCOUNT_INSERT, "INSERT INTO accounts(id, email, created_at) VALUES (?1, ?2, ?3)",
             "tti", a->id, a->email, a->created_at);
-    sqlite3_reset(STMT(s, ACCOUNT_INSERT));
-    if (rc == SQLITE_CONSTRAINT)
+    if (duplicate(s, rc)) {
+        sqlite3_reset(STMT(s, ACCOUNT_INSERT));
         return store_set_error(s, STORE_CONFLICT, "an account with email %s already exists",
                                a->email);
-    return rc == SQLITE_DONE ? STORE_OK : fail(s, "cannot create account");
+    }
+    return done(s, STMT(s, ACCOUNT_INSERT), rc, "cannot create account");
 }
 
 static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
@@ -707,7 +737,7 @@ static int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor 
             RUN(s, KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i", today);
         r = each_row(s, STMT(s, KEYS_LOAD), rc, read_key, &k, key_walk_one, &w, "cannot read keys");
     }
-    exec(s, "COMMIT");
+    r = end_read(s, r);
     if (r == STORE_OK)
         *cursor = c;
     return r;
@@ -844,8 +874,8 @@ static int sqlite_account_insert_owned(struct store *s, const struct store_accou
     struct store_user found;
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     if ((rc = sqlite_account_insert(s, a)) != STORE_OK)
         goto rollback;
     rc = sqlite_user_find(s, u->email, &found);
@@ -871,10 +901,9 @@ static int sqlite_account_insert_owned(struct store *s, const struct store_accou
         "ttti", a->id, u->id, "owner", a->created_at);
     if ((rc = done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner")) != STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static void read_user(sqlite3_stmt *q, struct store_user *u)
@@ -927,13 +956,9 @@ static int sqlite_user_set_password(struct store *s, const char *user_id, const 
 {
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
-    if ((rc = set_password(s, user_id, hash)) != STORE_OK) {
-        exec(s, "ROLLBACK");
+    if ((rc = begin(s)) != STORE_OK)
         return rc;
-    }
-    return exec(s, "COMMIT");
+    return end(s, set_password(s, user_id, hash));
 }
 
 #define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"
@@ -983,8 +1008,8 @@ static int sqlite_member_add(struct store *s, const struct store_member *m,
 {
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     if (u != NULL && (rc = insert_user(s, u)) != STORE_OK)
         goto rollback;
     rc = RUN(
@@ -993,10 +1018,9 @@ static int sqlite_member_add(struct store *s, const struct store_member *m,
         "ttti", m->account_id, m->user_id, m->role, m->created_at);
     if ((rc = done(s, STMT(s, MEMBER_INSERT), rc, "cannot add member")) != STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static int sqlite_members_list(struct store *s, const char *account_id, store_member_cb cb,
@@ -1137,8 +1161,8 @@ static int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at
     char account_id[STORE_ID_SIZE] = "", email[STORE_EMAIL_MAX + 1] = "";
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     rc = RUN(s, INVITE_ACCEPT,
              "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL "
              "AND canceled_at IS NULL RETURNING account_id, email",
@@ -1155,10 +1179,9 @@ static int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at
     }
     if ((rc = cancel_invites_for(s, account_id, email, at)) != STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static int sqlite_invites_list(struct store *s, const char *account_id, int64_t now,
@@ -1227,8 +1250,8 @@ static int sqlite_password_token_insert(struct store *s, const struct store_pass
 {
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     if ((rc = void_password_tokens(s, t->user_id)) != STORE_OK)
         goto rollback;
     rc = RUN(s, PWTOKEN_INSERT,
@@ -1238,10 +1261,9 @@ static int sqlite_password_token_insert(struct store *s, const struct store_pass
     if ((rc = done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link")) !=
         STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static int sqlite_password_token_find(struct store *s, const uint8_t *hash,
@@ -1273,8 +1295,8 @@ static int sqlite_password_token_use(struct store *s, const uint8_t *hash,
     char user_id[STORE_ID_SIZE] = "";
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     rc = RUN(s, PWTOKEN_USE,
              "UPDATE password_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL "
              "AND expires_at > ?2 RETURNING user_id",
@@ -1290,10 +1312,9 @@ static int sqlite_password_token_use(struct store *s, const uint8_t *hash,
     if ((rc = set_password(s, user_id, password_hash)) != STORE_OK ||
         (rc = sqlite_sessions_delete_user(s, user_id)) != STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id,
@@ -1302,8 +1323,8 @@ static int sqlite_member_remove(struct store *s, const char *account_id, const c
     struct store_user u;
     int rc;
 
-    if (exec(s, "BEGIN IMMEDIATE") != STORE_OK)
-        return STORE_ERROR;
+    if ((rc = begin(s)) != STORE_OK)
+        return rc;
     if ((rc = sqlite_user_find(s, user_id, &u)) != STORE_OK ||
         (rc = cancel_invites_for(s, account_id, u.email, at)) != STORE_OK)
         goto rollback;
@@ -1320,10 +1341,9 @@ static int sqlite_member_remove(struct store *s, const char *account_id, const c
              user_id);
     if ((rc = done(s, STMT(s, SESSIONS_DELETE_MEMBER), rc, "cannot end sessions")) != STORE_OK)
         goto rollback;
-    return exec(s, "COMMIT");
+    rc = STORE_OK;
 rollback:
-    exec(s, "ROLLBACK");
-    return rc;
+    return end(s, rc);
 }
 
 static int sqlite_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)
@@ -1689,7 +1709,7 @@ static int sqlite_accounts_load(struct store *s, struct store_cursor *cursor, st
         r = each_row(s, STMT(s, ACCOUNTS_LOAD), rc, read_account, &a, account_one, &w,
                      "cannot read accounts");
     }
-    exec(s, "COMMIT");
+    r = end_read(s, r);
     if (r == STORE_OK)
         *cursor = c;
     return r;

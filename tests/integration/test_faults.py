@@ -120,7 +120,9 @@ class MalformedSwitchTest(unittest.TestCase):
             self.skipTest("a release build refuses any switch")
         data = harness.DataDir()
         try:
-            for bad in ("store", "disk:1", "store:0", "store:1x", "store:1x0", "ledger:2y"):
+            for bad in ("store", "disk:1", "store:0", "store:1x", "store:1x0", "ledger:2y",
+                        "store:-1", "store:+1", "store: 1", "store:3x-1", ",", "store:1,,ledger:2",
+                        "store:99999999999999999999999", "store:1,"):
                 r = subprocess.run([harness.BINARY, "serve", "--listen", "127.0.0.1:0"],
                                    env=data.env(KONNECT_FAULT=bad), capture_output=True,
                                    text=True, timeout=30)

@@ -398,6 +398,13 @@ static void conform(const char *url)
     strcpy(k.id, "key_two");
     CHECK(store_key_insert(s, &k, 1, &e) == STORE_CONFLICT);
     CHECK(audited(s, a.id, "test.create") == 1);
+    /* A key of no account breaks another constraint: an error, not "exists already"; and the
+     * connection is out of its transaction (the next change goes through). */
+    struct store_key orphan = k;
+    strcpy(orphan.id, "key_orphan");
+    strcpy(orphan.account_id, "acct_nope");
+    randombytes_buf(orphan.hash, sizeof(orphan.hash));
+    CHECK(store_key_insert(s, &orphan, 1, NULL) == STORE_ERROR);
     strcpy(k.id, "key_one");
 
     /* Another connection sees the insert in the change feed, from where it loaded. */
