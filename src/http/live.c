@@ -20,6 +20,9 @@
 #define POOL_IDLE_MS 2000     /* Idle backend connections are closed before backends do it. */
 #define POOL_IDLE_MAX 1024    /* Idle backend connections kept per event loop. */
 #define SSE_EVENT_MAX 1048576 /* The largest streamed event accepted from a backend. */
+/* Streamed output waiting for a slow client: past this, the backend is read no more until the
+ * client has taken it (so a request holds at most about twice this, plus one event). */
+#define OUT_PAUSE_BYTES 262144
 
 struct live_req;
 
@@ -63,10 +66,13 @@ struct live_req {
     size_t body_len, body_cap;
     struct sse_parser sse;
     int streaming; /* The client's answer has started (status and headers sent). */
-    int sending;   /* An h2o_send is in progress; more output waits in `out`. */
+    int sending;   /* An h2o_send of `wire` is in progress; more output waits in `out`. */
     int ending;    /* The last bytes are in `out`. */
+    int paused;    /* The backend is not read while `out` is full (OUT_PAUSE_BYTES). */
     char *out;
     size_t out_len, out_cap;
+    char *wire; /* What h2o is sending (it points at these bytes until it proceeds). */
+    size_t wire_cap;
     h2o_generator_t generator;
     /* What the streamed answer said so far. */
     int saw_done, saw_finish, have_usage, usage_warned;
@@ -202,6 +208,7 @@ static void maybe_free(struct live_req *lr)
     free(lr->head);
     free(lr->body);
     free(lr->out);
+    free(lr->wire);
     free(lr->usage_event);
     free(lr);
 }
@@ -424,7 +431,16 @@ static void on_proceed(h2o_generator_t *self, h2o_req_t *req)
     struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, generator, self);
     (void)req;
     lr->sending = 0;
+    if (lr->ending) {
+        flush_out(lr); /* The last bytes: lr may be gone after this. */
+        return;
+    }
     flush_out(lr);
+    /* The client took what was waiting: the backend may be read again. */
+    if (lr->paused && lr->out_len < OUT_PAUSE_BYTES && lr->client != NULL) {
+        lr->paused = 0;
+        upstream_call_resume(lr->client);
+    }
 }
 
 static void on_stop(h2o_generator_t *self, h2o_req_t *req)
@@ -463,10 +479,24 @@ static void flush_out(struct live_req *lr)
         return;
     if (!lr->streaming)
         start_stream(lr);
-    /* h2o keeps pointing at the bytes until they are written: they go in the request's pool. */
-    h2o_iovec_t buf = h2o_strdup(&req->pool, lr->out != NULL ? lr->out : "", lr->out_len);
     /* A stream that failed still ends cleanly: its last event says what went wrong. */
     h2o_send_state_t state = lr->ending ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS;
+    h2o_iovec_t buf;
+    if (state == H2O_SEND_STATE_IN_PROGRESS) {
+        /* h2o points at the bytes until it proceeds: they move to `wire` (and `out` takes the
+         * wire's old buffer), so that a long stream reuses two buffers instead of growing the
+         * request's pool by every byte it sends. */
+        char *spare = lr->wire;
+        size_t spare_cap = lr->wire_cap;
+        lr->wire = lr->out;
+        lr->wire_cap = lr->out_cap;
+        lr->out = spare;
+        lr->out_cap = spare_cap;
+        buf = h2o_iovec_init(lr->wire, lr->out_len);
+    } else {
+        /* The last bytes: lr may be freed before h2o has written them, so they go in the pool. */
+        buf = h2o_strdup(&req->pool, lr->out != NULL ? lr->out : "", lr->out_len);
+    }
     lr->out_len = 0;
     lr->sending = 1;
     if (state != H2O_SEND_STATE_IN_PROGRESS) {
@@ -786,6 +816,11 @@ static int on_body(struct upstream_call *client, const char *err, const char *da
     lr->busy = 0;
     if (lr->phase == PHASE_BODY && err == NULL) {
         lr->client = client; /* Still reading. */
+        if (lr->sending && lr->out_len >= OUT_PAUSE_BYTES && !lr->paused) {
+            /* The client reads slower than the backend writes: let the backend wait. */
+            lr->paused = 1;
+            upstream_call_pause(client);
+        }
         return 0;
     }
     maybe_free(lr);

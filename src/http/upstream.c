@@ -33,6 +33,7 @@ struct upstream_call_full {
     upstream_body_cb on_body;
     h2o_timeout_entry_t io_timer;
     int head_delivered; /* on_head has been called. */
+    int paused;         /* upstream_call_pause: not reading, no silence timeout. */
     struct upstream_response res;
 };
 
@@ -280,6 +281,34 @@ static void deliver(struct upstream_call_full *c, int reusable)
             return;
         }
     }
+    if (h2o_timeout_is_linked(&c->io_timer))
+        h2o_timeout_unlink(&c->io_timer);
+    if (!c->paused)
+        h2o_timeout_link(c->pool->loop, c->pool->io_timeout, &c->io_timer);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err);
+
+void upstream_call_pause(struct upstream_call *call)
+{
+    struct upstream_call_full *c = (struct upstream_call_full *)call;
+
+    if (c->paused || c->conn == NULL)
+        return;
+    c->paused = 1;
+    h2o_socket_read_stop(c->conn->sock);
+    if (h2o_timeout_is_linked(&c->io_timer))
+        h2o_timeout_unlink(&c->io_timer);
+}
+
+void upstream_call_resume(struct upstream_call *call)
+{
+    struct upstream_call_full *c = (struct upstream_call_full *)call;
+
+    if (!c->paused)
+        return;
+    c->paused = 0;
+    h2o_socket_read_start(c->conn->sock, on_read);
     if (h2o_timeout_is_linked(&c->io_timer))
         h2o_timeout_unlink(&c->io_timer);
     h2o_timeout_link(c->pool->loop, c->pool->io_timeout, &c->io_timer);

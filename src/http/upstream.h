@@ -106,6 +106,14 @@ void upstream_pool_dispose(struct upstream_pool *pool);
 void upstream_call_start(struct upstream_call **callp, void *data, struct upstream_pool *pool,
                          upstream_connect_cb cb);
 
+/* Stops reading a call's response, and with it the silence timeout: a call paused by its owner
+ * (whose client reads slower than the backend writes) is not a silent backend. Its bytes wait in
+ * the kernel's buffers, which then push back on the backend. resume reads again. Either may be
+ * called from outside the callbacks or from the body callback (the pause then takes effect once
+ * it returns). */
+void upstream_call_pause(struct upstream_call *call);
+void upstream_call_resume(struct upstream_call *call);
+
 /* Ends a call from outside its callbacks (no callback runs); its connection is closed. */
 void upstream_call_cancel(struct upstream_call *call);
 

@@ -83,7 +83,11 @@ SHAPES = {
     "early_usage": "streaming: usage (the prompt and 1 completion token) after the first piece, "
                    "as some proxies send it, and none at the end",
     "odd_finish": "a finish_reason of 20 non-ASCII characters (40 bytes)",
+    "huge": "streaming: 60 MB of text pieces before the answer, written as fast as the proxy "
+            "reads them (stats: huge_bytes written so far)",
 }
+HUGE_BATCHES = 600  # of HUGE_BATCH events of about 200 bytes each: 60 MB in all
+HUGE_BATCH = 500
 DELAYED_MODES = ("slow_head", "slow_stream")
 DEFAULT_DELAY_MS = 2000
 MAX_BODIES = 1000
@@ -512,6 +516,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                     ("Cache-Control", "no-cache"),
                                     ("Transfer-Encoding", "chunked")])
         self._write(head + http_chunk(first))
+        if "huge" in shapes:
+            batch = http_chunk(chunk({"content": "lorem ipsum dolor sit amet, consectetur "
+                                                 "adipiscing elit, sed do eiusmod tempor "
+                                                 "incididunt ut labore et dolore magna aliqua. "})
+                               ) * HUGE_BATCH
+            for _ in range(HUGE_BATCHES):
+                self._write(batch)
+                backend._count("huge_bytes", len(batch))
         for event in events:
             if mode == "slow_stream":
                 self._wait(delay_ms)
@@ -664,7 +676,7 @@ class FakeBackend:
     # -- counters ---------------------------------------------------------------------------
 
     def _reset_stats(self):
-        self._stats = {"requests": 0, "completed": 0, "cancelled": 0, "aborted": 0,
+        self._stats = {"requests": 0, "completed": 0, "cancelled": 0, "aborted": 0, "huge_bytes": 0,
                        "active": 0, "max_active": 0, "connections": 0}
         self._bodies = collections.deque(maxlen=MAX_BODIES)
         self._last_headers = {}

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -220,6 +221,49 @@ class StreamBillingTest(harness.ServerTest):
                         for d in delivered)
                     self.assertGreaterEqual(billed[1], math.ceil(len(text.encode()) / 4))
                     self.assertGreater(billed[1], 0)
+
+    def test_a_client_that_never_reads_holds_the_backend_not_the_server_memory(self):
+        """A 60 MB stream to a client that reads nothing: Konnect stops reading the backend past
+        its bound instead of buffering the stream, the pause is no backend silence (the call is
+        not cancelled by the silence timeout), and the stream, cut by the total timeout, is
+        billed like any other early end."""
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=5000, KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS=1000)
+
+        def rss_kb():
+            with open(f"/proc/{srv.proc.pid}/status") as f:
+                return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+        before = rss_kb()
+        body = json.dumps({"model": "fake-normal+huge", "stream": True,
+                           "messages": HELLO}).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        self.addCleanup(s.close)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + self.live.encode() + b"\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(2.5)  # past the silence timeout, within the total one; nothing read
+        stats = self.backend.stats()
+        grown = rss_kb() - before
+        self.assertEqual((stats["cancelled"], stats["completed"]), (0, 0), stats)
+        # The backend is held back: far less than the 60 MB went out (kernel buffers took some).
+        self.assertLess(stats["huge_bytes"], 30 * 1024 * 1024, stats)
+        if "debug build" not in subprocess.run([harness.BINARY, "--version"],
+                                               capture_output=True, text=True).stdout:
+            # (AddressSanitizer keeps freed memory aside, so only a release build can say.)
+            self.assertLess(grown, 20 * 1024, f"the server grew by {grown} kB")
+        # The total timeout ends the stream; what the backend generated is billed though the
+        # client never read a byte of it.
+        rows = []
+        deadline = time.time() + 10
+        while not rows and time.time() < deadline:
+            rows = self.rows()
+            time.sleep(0.2)
+        self.assertEqual(len(rows), 1)
+        self.assertGreater(rows[0][2], 1000)
+        s.close()  # (a connection still open at shutdown is left to the process's exit)
 
     def test_streams_still_running_at_shutdown_are_billed_for_what_they_delivered(self):
         # Longer than the drain: the server ends them at its deadline, as any other end.
