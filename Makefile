@@ -1,13 +1,14 @@
 # The commands people type. CMake does the building; see README.md.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 LISTEN     ?= $(or $(KONNECT_LISTEN),127.0.0.1:8080)
 DATA_DIR   ?= $(or $(KONNECT_DATA_DIR),./var)
 
-.PHONY: all deps build run test test-fast bench fuzz format clean
+.PHONY: all deps build run test test-fast tsan bench fuzz format clean
 
 all: build
 
@@ -38,7 +39,8 @@ run: build
 	@echo ""
 	@KONNECT_DATA_DIR=$(DATA_DIR) exec $(BUILD)/konnect serve --listen $(LISTEN)
 
-# Every test, then every test again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Every test, then every test again under AddressSanitizer and UndefinedBehaviorSanitizer, then
+# under ThreadSanitizer.
 test: deps
 	@scripts/install-deps.sh test
 	@# The browser and SDK tests' npm dependencies (playwright-core, openai), pinned by the lockfile.
@@ -52,6 +54,15 @@ test: deps
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory tsan
+
+# Every test under ThreadSanitizer (tests/tsan.supp says what it cannot see).
+tsan: deps
+	@scripts/install-deps.sh test
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_TSAN=ON >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS) -- --no-print-directory
+	@cd $(TSAN_BUILD) && TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:second_deadlock_stack=1 \
+		ctest --output-on-failure -j $(JOBS)
 
 bench: build
 	@scripts/install-deps.sh bench
@@ -77,4 +88,4 @@ format:
 	@clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

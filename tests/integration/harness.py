@@ -162,6 +162,7 @@ class ServerTest(unittest.TestCase):
                 out = s.output()
                 self.assertNotIn("ERROR: AddressSanitizer", out)
                 self.assertNotIn("runtime error:", out)
+                self.assertNotIn("WARNING: ThreadSanitizer", out)
                 self.assertEqual(code, 0, f"server exit status {code}: {out[-2000:]}")
                 for secret in self.secrets:
                     self.assertNotIn(secret, out, "a secret key reached the server's output")
