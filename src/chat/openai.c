@@ -444,6 +444,21 @@ void chat_call_cleanup(struct chat_call *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* What a completion and a chunk both say beside their text: the model, the usage (has_usage 1
+ * when readable, usage_invalid 1 when sent but unreadable) and the bytes generated in each
+ * choice's `member` ("message" or "delta"). */
+static void read_answer(json_t *root, json_t *choices, const char *member, const char **model,
+                        int *has_usage, int *usage_invalid, uint32_t *in, uint32_t *out,
+                        size_t *generated)
+{
+    json_t *v = json_object_get(root, "model");
+    *model = json_is_string(v) ? json_string_value(v) : NULL;
+    int u = read_usage(json_object_get(root, "usage"), in, out);
+    *has_usage = u == 1;
+    *usage_invalid = u < 0;
+    *generated = choices_bytes(choices, member);
+}
+
 int chat_result_parse(const char *body, size_t len, struct chat_result *out)
 {
     json_t *choices, *choice, *message, *content, *v;
@@ -464,13 +479,8 @@ int chat_result_parse(const char *body, size_t len, struct chat_result *out)
     out->content_len = json_is_string(content) ? json_string_length(content) : 0;
     v = json_object_get(choice, "finish_reason");
     out->finish_reason = json_is_string(v) ? json_string_value(v) : "stop";
-    v = json_object_get(out->root, "model");
-    out->model = json_is_string(v) ? json_string_value(v) : NULL;
-    int u =
-        read_usage(json_object_get(out->root, "usage"), &out->input_tokens, &out->output_tokens);
-    out->has_usage = u == 1;
-    out->usage_invalid = u < 0;
-    out->generated_bytes = choices_bytes(choices, "message");
+    read_answer(out->root, choices, "message", &out->model, &out->has_usage, &out->usage_invalid,
+                &out->input_tokens, &out->output_tokens, &out->generated_bytes);
     return 0;
 fail:
     chat_result_cleanup(out);
@@ -562,13 +572,8 @@ int chat_chunk_parse(const char *data, size_t len, struct chat_chunk *out)
     }
     v = json_object_get(choice, "finish_reason");
     out->finish_reason = json_is_string(v) ? json_string_value(v) : NULL;
-    v = json_object_get(out->root, "model");
-    out->model = json_is_string(v) ? json_string_value(v) : NULL;
-    int u =
-        read_usage(json_object_get(out->root, "usage"), &out->input_tokens, &out->output_tokens);
-    out->has_usage = u == 1;
-    out->usage_invalid = u < 0;
-    out->generated_bytes = choices_bytes(choices, "delta");
+    read_answer(out->root, choices, "delta", &out->model, &out->has_usage, &out->usage_invalid,
+                &out->input_tokens, &out->output_tokens, &out->generated_bytes);
     return 0;
 }
 

@@ -799,28 +799,42 @@ out:
     return ret;
 }
 
-int cli_account(struct kn_config *c, int argc, char **argv)
+/* One command of a group ("key create"): its name and what runs it. */
+struct subcommand {
+    const char *name;
+    int (*run)(struct kn_config *c, const struct opts *o);
+};
+
+/* Parses a group's options and runs the command its first word names (cmds ends with a NULL
+ * name); prints the group's usage for --help, no command or an unknown one. */
+static int run_group(struct kn_config *c, int argc, char **argv, const char *group,
+                     const char *usage, const struct subcommand *cmds)
 {
     struct opts o;
+    char echo[64];
 
-    if (parse_opts(c, argc, argv, &o, account_usage) != 0)
+    if (parse_opts(c, argc, argv, &o, usage) != 0)
         return 2;
     if (o.help || o.npositional == 0) {
-        fputs(account_usage, o.help ? stdout : stderr);
+        fputs(usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
     }
-    if (strcmp(o.positional[0], "create") == 0)
-        return account_create(c, &o);
-    if (strcmp(o.positional[0], "show") == 0)
-        return account_show(c, &o);
-    if (strcmp(o.positional[0], "set-plan") == 0)
-        return account_set_plan(c, &o);
-    if (strcmp(o.positional[0], "set-quota") == 0)
-        return account_set_quota(c, &o);
-    char echo[64];
-    fprintf(stderr, "konnect: unknown account command '%s'\n\n%s",
-            shown(redact_copy(echo, sizeof(echo), o.positional[0])), account_usage);
+    for (; cmds->name != NULL; cmds++)
+        if (strcmp(o.positional[0], cmds->name) == 0)
+            return cmds->run(c, &o);
+    fprintf(stderr, "konnect: unknown %s command '%s'\n\n%s", group,
+            shown(redact_copy(echo, sizeof(echo), o.positional[0])), usage);
     return 2;
+}
+
+int cli_account(struct kn_config *c, int argc, char **argv)
+{
+    static const struct subcommand cmds[] = {{"create", account_create},
+                                             {"show", account_show},
+                                             {"set-plan", account_set_plan},
+                                             {"set-quota", account_set_quota},
+                                             {NULL, NULL}};
+    return run_group(c, argc, argv, "account", account_usage, cmds);
 }
 
 /* Opens the store and the plans and finds the account of --account, for usage and invoice. */
@@ -838,6 +852,13 @@ static struct store *open_account(struct kn_config *c, const struct opts *o,
         return NULL;
     }
     return s;
+}
+
+/* Prints a text report and frees it. */
+static void put_text(char *text)
+{
+    fputs(text, stdout);
+    free(text);
 }
 
 int cli_usage(struct kn_config *c, int argc, char **argv)
@@ -871,9 +892,7 @@ int cli_usage(struct kn_config *c, int argc, char **argv)
     if (o.json) {
         print_json(u);
     } else {
-        char *text = report_usage_text(u);
-        fputs(text, stdout);
-        free(text);
+        put_text(report_usage_text(u));
     }
     ret = 0;
 out:
@@ -921,18 +940,14 @@ int cli_invoice(struct kn_config *c, int argc, char **argv)
     if (o.json) {
         print_json(doc);
     } else if (list) {
-        char *text = report_months_text(doc);
-        fputs(text, stdout);
-        free(text);
+        put_text(report_months_text(doc));
     } else if (o.csv) {
         size_t len;
         char *csv = report_invoice_csv(doc, &len);
         fwrite(csv, 1, len, stdout);
         free(csv);
     } else {
-        char *text = report_invoice_text(doc);
-        fputs(text, stdout);
-        free(text);
+        put_text(report_invoice_text(doc));
     }
     ret = 0;
 out:
@@ -1402,30 +1417,10 @@ out:
 
 int cli_key(struct kn_config *c, int argc, char **argv)
 {
-    struct opts o;
-
-    if (parse_opts(c, argc, argv, &o, key_usage) != 0)
-        return 2;
-    if (o.help || o.npositional == 0) {
-        fputs(key_usage, o.help ? stdout : stderr);
-        return o.help ? 0 : 2;
-    }
-    if (strcmp(o.positional[0], "create") == 0)
-        return key_create(c, &o);
-    if (strcmp(o.positional[0], "list") == 0)
-        return key_list(c, &o);
-    if (strcmp(o.positional[0], "roll") == 0)
-        return key_roll(c, &o);
-    if (strcmp(o.positional[0], "update") == 0)
-        return key_update(c, &o);
-    if (strcmp(o.positional[0], "revoke") == 0)
-        return key_revoke(c, &o);
-    if (strcmp(o.positional[0], "expire") == 0)
-        return key_expire(c, &o);
-    char echo[64];
-    fprintf(stderr, "konnect: unknown key command '%s'\n\n%s",
-            shown(redact_copy(echo, sizeof(echo), o.positional[0])), key_usage);
-    return 2;
+    static const struct subcommand cmds[] = {
+        {"create", key_create}, {"list", key_list},     {"roll", key_roll}, {"update", key_update},
+        {"revoke", key_revoke}, {"expire", key_expire}, {NULL, NULL}};
+    return run_group(c, argc, argv, "key", key_usage, cmds);
 }
 
 struct audit_ctx {

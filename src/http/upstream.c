@@ -34,6 +34,7 @@ struct upstream_call_full {
     h2o_timeout_entry_t io_timer;
     int head_delivered; /* on_head has been called. */
     int paused;         /* upstream_call_pause: not reading, no silence timeout. */
+    int eof;            /* The connection ended while paused, with bytes still to feed. */
     struct upstream_response res;
 };
 
@@ -254,40 +255,71 @@ static void on_io_timeout(h2o_timeout_entry_t *entry)
     call_fail(c, upstream_error_timeout);
 }
 
-/* Hands what the parser found to the owner's callbacks. */
-static void deliver(struct upstream_call_full *c, int reusable)
+/* Hands what the parser found to the owner's callbacks. Returns 1 while the call goes on, 0 once
+ * it is over (and freed). */
+static int deliver(struct upstream_call_full *c, int reusable)
 {
     if (!c->head_delivered) {
         if (!c->res.head_done)
-            return; /* More to come. */
+            return 1; /* More to come. */
         c->head_delivered = 1;
         c->on_body = c->on_head(&c->super, NULL, c->res.parser.status_code,
                                 h2o_iovec_init(c->res.ctype, c->res.ctype_len));
         if (c->on_body == NULL) {
             call_free(c, 0);
-            return;
+            return 0;
         }
     }
     if (c->res.complete) {
         c->on_body(&c->super, upstream_error_eos, c->res.body, c->res.body_len);
         call_free(c, reusable && http_should_keep_alive(&c->res.parser));
-        return;
+        return 0;
     }
     if (c->res.body_len > 0) {
         int stop = c->on_body(&c->super, NULL, c->res.body, c->res.body_len);
         c->res.body_len = 0;
         if (stop) {
             call_free(c, 0);
-            return;
+            return 0;
         }
     }
     if (h2o_timeout_is_linked(&c->io_timer))
         h2o_timeout_unlink(&c->io_timer);
     if (!c->paused)
         h2o_timeout_link(c->pool->loop, c->pool->io_timeout, &c->io_timer);
+    return 1;
+}
+
+/* h2o reads all that the kernel holds at once (megabytes from a fast backend): it is parsed and
+ * handed on a slice at a time, so that an owner that pauses the call stops the flow within a
+ * slice, the rest waiting in the socket's buffer until it resumes. */
+#define FEED_SLICE 16384
+
+/* Feeds what the socket's buffer holds, until it is empty or the call paused. Returns 1 while
+ * the call goes on, 0 once it is over. */
+static int feed_input(struct upstream_call_full *c)
+{
+    h2o_socket_t *sock = c->conn->sock;
+
+    while (sock->input->size > 0 && !c->paused) {
+        size_t n = sock->input->size < FEED_SLICE ? sock->input->size : FEED_SLICE;
+        int r = upstream_response_feed(&c->res, sock->input->bytes, n);
+        h2o_buffer_consume(&sock->input, n);
+        if (r < 0) {
+            c->res.body_len = 0;
+            call_fail(c, upstream_error_parse);
+            return 0;
+        }
+        /* Bytes after the end of the response (r == 1) make the connection unfit for reuse;
+         * bytes left in the buffer do too (call_free sees them). */
+        if (!deliver(c, r == 0))
+            return 0;
+    }
+    return 1;
 }
 
 static void on_read(h2o_socket_t *sock, const char *err);
+static void end_of_input(struct upstream_call_full *c);
 
 void upstream_call_pause(struct upstream_call *call)
 {
@@ -308,6 +340,13 @@ void upstream_call_resume(struct upstream_call *call)
     if (!c->paused)
         return;
     c->paused = 0;
+    /* What arrived before the pause first; it may pause the call again, or end it. */
+    if (!feed_input(c) || c->paused)
+        return;
+    if (c->eof) {
+        end_of_input(c);
+        return;
+    }
     h2o_socket_read_start(c->conn->sock, on_read);
     if (h2o_timeout_is_linked(&c->io_timer))
         h2o_timeout_unlink(&c->io_timer);
@@ -318,25 +357,28 @@ static void on_read(h2o_socket_t *sock, const char *err)
 {
     struct conn *conn = sock->data;
     struct upstream_call_full *c = conn->call;
-    int r;
 
-    if (err == NULL) {
-        r = upstream_response_feed(&c->res, sock->input->bytes, sock->input->size);
-        h2o_buffer_consume(&sock->input, sock->input->size);
-    } else {
-        /* The connection ended: that completes a response that runs to the end of it. */
-        r = upstream_response_feed(&c->res, NULL, 0);
-        if (r == 0 && !c->res.complete)
-            r = -1;
-        if (r == 0)
-            r = 1; /* Complete, but the connection is gone. */
-    }
-    if (r < 0) {
-        c->res.body_len = 0;
-        call_fail(c, err != NULL ? upstream_error_closed : upstream_error_parse);
+    if (!feed_input(c) || err == NULL)
+        return;
+    if (c->paused) {
+        c->eof = 1; /* Seen once the bytes before it have been fed. */
         return;
     }
-    deliver(c, r == 0);
+    end_of_input(c);
+}
+
+/* The connection ended: that completes a response that runs to the end of it. */
+static void end_of_input(struct upstream_call_full *c)
+{
+    int r = upstream_response_feed(&c->res, NULL, 0);
+    if (r == 0 && !c->res.complete)
+        r = -1;
+    if (r < 0) {
+        c->res.body_len = 0;
+        call_fail(c, upstream_error_closed);
+        return;
+    }
+    deliver(c, 0); /* Complete, but the connection is gone. */
 }
 
 /* ---- a call's request -------------------------------------------------------------------- */

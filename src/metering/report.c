@@ -729,7 +729,22 @@ static void usage_columns(FILE *f, const json_t *o, const char *amount, const ch
 struct column_def {
     const char *title;
     int width, right;
+    const char *member; /* The text member a row shows in it; NULL for the usage columns. */
 };
+
+/* One row: the text columns of cols (those with a member) from obj, then the usage columns with
+ * `amount` as the money member, and the end of the line. */
+static void table_row(FILE *f, const json_t *obj, const struct column_def *cols, size_t n,
+                      const char *amount, const char *currency)
+{
+    for (size_t i = 0; i < n && cols[i].member != NULL; i++) {
+        if (i > 0)
+            fputs("  ", f);
+        column(f, str(obj, cols[i].member), cols[i].width, cols[i].right);
+    }
+    usage_columns(f, obj, amount, currency);
+    fputc('\n', f);
+}
 
 static void header_row(FILE *f, const struct column_def *cols, size_t n)
 {
@@ -763,20 +778,13 @@ char *report_invoice_text(const json_t *invoice)
     fprintf(f, "Period    %.10s to %s (UTC)\n", str(invoice, "period_start"), last);
     fprintf(f, "Currency  %s\n\n", upper_code(cur, code, sizeof(code)));
     static const struct column_def cols[] = {
-        {"MODEL", 24, 0},        {"KEY", 24, 0},           {"KEY NAME", 20, 0}, {"REQUESTS", 10, 1},
-        {"INPUT TOKENS", 12, 1}, {"OUTPUT TOKENS", 13, 1}, {"AMOUNT", 16, 1},
+        {"MODEL", 24, 0, "model"}, {"KEY", 24, 0, "key_id"},      {"KEY NAME", 20, 0, "key_name"},
+        {"REQUESTS", 10, 1, NULL}, {"INPUT TOKENS", 12, 1, NULL}, {"OUTPUT TOKENS", 13, 1, NULL},
+        {"AMOUNT", 16, 1, NULL},
     };
     header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(json_object_get(invoice, "lines"), i, line)
-    {
-        column(f, str(line, "model"), 24, 0);
-        fputs("  ", f);
-        column(f, str(line, "key_id"), 24, 0);
-        fputs("  ", f);
-        column(f, str(line, "key_name"), 20, 0);
-        usage_columns(f, line, "amount_micros", cur);
-        fputc('\n', f);
-    }
+        table_row(f, line, cols, sizeof(cols) / sizeof(cols[0]), "amount_micros", cur);
     if (json_array_size(json_object_get(invoice, "lines")) == 0)
         fputs("(no billed usage in this period)\n", f);
     column(f, "TOTAL", 72, 0);
@@ -830,31 +838,23 @@ char *report_usage_text(const json_t *usage)
         return close_text(f, &buf, &size);
     }
     static const struct column_def cols[] = {
-        {"KEY", 24, 0},           {"NAME", 20, 0},     {"MODE", 4, 0},
-        {"ENVIRONMENT", 11, 0},   {"REQUESTS", 10, 1}, {"INPUT TOKENS", 12, 1},
-        {"OUTPUT TOKENS", 13, 1}, {"COST", 16, 1},
+        {"KEY", 24, 0, "key_id"},       {"NAME", 20, 0, "name"},
+        {"MODE", 4, 0, "mode"},         {"ENVIRONMENT", 11, 0, "environment"},
+        {"REQUESTS", 10, 1, NULL},      {"INPUT TOKENS", 12, 1, NULL},
+        {"OUTPUT TOKENS", 13, 1, NULL}, {"COST", 16, 1, NULL},
     };
     header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(json_object_get(usage, "keys"), i, k)
-    {
-        column(f, str(k, "key_id"), 24, 0);
-        fputs("  ", f);
-        column(f, str(k, "name"), 20, 0);
-        fputs("  ", f);
-        column(f, str(k, "mode"), 4, 0);
-        fputs("  ", f);
-        column(f, str(k, "environment"), 11, 0);
-        usage_columns(f, k, "cost_micros", cur);
-        fputc('\n', f);
-    }
+        table_row(f, k, cols, sizeof(cols) / sizeof(cols[0]), "cost_micros", cur);
     return close_text(f, &buf, &size);
 }
 
 char *report_months_text(const json_t *months)
 {
     static const struct column_def cols[] = {
-        {"MONTH", 8, 0},         {"INVOICE", 22, 0},       {"STATUS", 6, 0}, {"REQUESTS", 10, 1},
-        {"INPUT TOKENS", 12, 1}, {"OUTPUT TOKENS", 13, 1}, {"TOTAL", 16, 1},
+        {"MONTH", 8, 0, "month"},  {"INVOICE", 22, 0, "number"},  {"STATUS", 6, 0, "status"},
+        {"REQUESTS", 10, 1, NULL}, {"INPUT TOKENS", 12, 1, NULL}, {"OUTPUT TOKENS", 13, 1, NULL},
+        {"TOTAL", 16, 1, NULL},
     };
     char *buf = NULL;
     size_t size = 0, i;
@@ -863,14 +863,6 @@ char *report_months_text(const json_t *months)
 
     header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(months, i, m)
-    {
-        column(f, str(m, "month"), 8, 0);
-        fputs("  ", f);
-        column(f, str(m, "number"), 22, 0);
-        fputs("  ", f);
-        column(f, str(m, "status"), 6, 0);
-        usage_columns(f, m, "total_micros", str(m, "currency"));
-        fputc('\n', f);
-    }
+        table_row(f, m, cols, sizeof(cols) / sizeof(cols[0]), "total_micros", str(m, "currency"));
     return close_text(f, &buf, &size);
 }

@@ -252,8 +252,9 @@ class StreamBillingTest(harness.ServerTest):
         self.assertLess(stats["huge_bytes"], 30 * 1024 * 1024, stats)
         if "debug build" not in subprocess.run([harness.BINARY, "--version"],
                                                capture_output=True, text=True).stdout:
-            # (AddressSanitizer keeps freed memory aside, so only a release build can say.)
-            self.assertLess(grown, 20 * 1024, f"the server grew by {grown} kB")
+            # (AddressSanitizer keeps freed memory aside, so only a release build can say.) What
+            # remains is what h2o read from the kernel at once, parsed a slice at a time.
+            self.assertLess(grown, 16 * 1024, f"the server grew by {grown} kB")
         # The total timeout ends the stream; what the backend generated is billed though the
         # client never read a byte of it.
         rows = []
