@@ -49,6 +49,9 @@
 #                          runs after a BENCH_WARMUP warm-up
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
 #   KONNECT_BIN            the binary (default build/konnect)
+#   BENCH_BASELINE_BIN     another Konnect binary (an earlier commit's build) to compare with in
+#                          the same run: rows c0 and d0 are rows c and d served by it, each round
+#                          beside the new binary's, and the ratios c/c0 and d/d0 are printed
 set -eu
 set -o pipefail
 
@@ -71,6 +74,7 @@ LIVE_ROUNDS=${BENCH_LIVE_ROUNDS:-2}
 LIVE_RATE=${BENCH_LIVE_RATE:-2000}
 LIVE_CONNS=${BENCH_LIVE_CONNECTIONS:-32}
 LIVE_DURATION=${BENCH_LIVE_DURATION:-$DURATION}
+BASE_BIN=${BENCH_BASELINE_BIN:-}
 
 die() {
     echo "bench: $*" >&2
@@ -80,7 +84,7 @@ note() { echo "bench: $*" >&2; }
 
 TOOLS="wrk nginx curl awk sort"
 [ "$LIVE" = 0 ] || TOOLS="$TOOLS sqlite3 cc pkg-config"
-for tool in $TOOLS "$BIN"; do
+for tool in $TOOLS "$BIN" ${BASE_BIN:+"$BASE_BIN"}; do
     command -v "$tool" >/dev/null 2>&1 ||
         die "$tool not found (run 'make bench', or 'make build' and 'scripts/install-deps.sh bench')"
 done
@@ -227,7 +231,7 @@ start_konnect() {
     shift 2
     t0=$(now_ms)
     KONNECT_DATA_DIR=$dir KONNECT_TEST_KEY_RPM=0 KONNECT_TEST_KEY_RPD=0 \
-        "$BIN" serve --listen 127.0.0.1:0 --threads "$THREADS" "$@" 2>"$log" &
+        "${START_BIN:-$BIN}" serve --listen 127.0.0.1:0 --threads "$THREADS" "$@" 2>"$log" &
     KPID=$!
     PIDS="$PIDS $KPID"
     # The kernel chooses the port; the server names it once it listens.
@@ -380,8 +384,10 @@ awk -v n="$NKEYS" -v seed="$RANDOM" 'BEGIN {
 }' >"$TMP/garbage.keys"
 GARBAGE=$TMP/garbage.keys
 
-# c' gets a copy of the store (a data directory serves one server at a time).
+# c' gets a copy of the store (a data directory serves one server at a time), and so does the
+# baseline binary.
 cp -a "$TMP/store" "$TMP/store-log"
+[ -z "$BASE_BIN" ] || cp -a "$TMP/store" "$TMP/store-base"
 
 # Memory with a near-empty store, measured alone.
 make_store "$TMP/store10" 10
@@ -411,6 +417,10 @@ K_PID=$KPID K_URL=http://127.0.0.1:$KPORT/v1/chat K_START_MS=$KSTART_MS
 RSS_SMALL=$(rss_kb "$K_PID")
 start_konnect konnect-log "$TMP/store-log" --access-log "$TMP/access.log"
 KL_URL=http://127.0.0.1:$KPORT/v1/chat KL_PID=$KPID
+if [ -n "$BASE_BIN" ]; then
+    START_BIN=$BASE_BIN start_konnect konnect-base "$TMP/store-base" --access-log off
+    K0_URL=http://127.0.0.1:$KPORT/v1/chat K0_PID=$KPID
+fi
 
 # chat URL KEY [CURL OPTIONS]: one chat request.
 chat() {
@@ -623,12 +633,16 @@ ROW_CL="c'  konnect, access log"
 ROW_D="d   konnect, bad checksum"
 ROW_DU="d'  konnect, unknown key"
 ROW_CB="c1M konnect, $BIG keys"
+ROW_C0="c0  baseline binary"
+ROW_D0="d0  baseline, bad checksum"
 for round in $(seq 1 "$ROUNDS"); do
     bench "$ROW_A" "$round" "$A_URL" "$KEYS" "$A_PIDS"
     bench "$ROW_B" "$round" "$B_URL" "$KEYS" "$B_PIDS"
+    [ -z "$BASE_BIN" ] || bench "$ROW_C0" "$round" "$K0_URL" "$KEYS" "$K0_PID"
     bench "$ROW_C" "$round" "$K_URL" "$KEYS" "$K_PID"
     : >"$TMP/access.log" # the server appends; this keeps one run's worth
     bench "$ROW_CL" "$round" "$KL_URL" "$KEYS" "$KL_PID"
+    [ -z "$BASE_BIN" ] || bench "$ROW_D0" "$round" "$K0_URL" "$GARBAGE" "$K0_PID"
     bench "$ROW_D" "$round" "$K_URL" "$GARBAGE" "$K_PID"
     bench "$ROW_DU" "$round" "$K_URL" "$UNKNOWN" "$K_PID"
     if [ "$SKIP_1M" != 1 ]; then
@@ -733,6 +747,10 @@ if [ -s "$RUNS" ]; then
         'BEGIN { printf "%d lines of %.0f bytes in one run", l, l ? b / l : 0 }')"
     line "d/c" "$(ratio "$D" "$C")   target >= 1.00: $(verdict "$(ratio "$D" "$C")" 1)"
     line "d'/c" "$(ratio "$DU" "$C")"
+    if [ -n "$BASE_BIN" ]; then
+        line "c/c0 (new binary / baseline)" "$(ratio "$C" "$(rps_of "$ROW_C0")")"
+        line "d/d0" "$(ratio "$D" "$(rps_of "$ROW_D0")")"
+    fi
     if [ "$SKIP_1M" != 1 ]; then
         CB=$(rps_of "$ROW_CB")
         line "c1M/c" "$(ratio "$CB" "$C")   target >= 0.90: $(verdict "$(ratio "$CB" "$C")" 0.9)"
