@@ -14,6 +14,7 @@
 #include "core/termsafe.h"
 #include "core/util.h"
 #include "keys/apikey.h"
+#include "keys/control.h"
 #include "keys/keyjson.h"
 #include "keys/keysync.h"
 #include "auth/password.h"
@@ -444,7 +445,7 @@ static void show_secret(char sk[APIKEY_LEN + 1])
 static void report_notify(struct kn_config *c, const char *what)
 {
     char where[PATH_MAX + 16];
-    int n = keysync_notify(c->socket_path, 5000);
+    int n = control_notify(c->socket_path, 5000);
 
     if (n > 0)
         fprintf(stderr, "konnect: the running server applied it: %s\n", what);
@@ -599,7 +600,7 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
         /* A plan the running server does not know would stop the account's live requests. */
         char cmd[PLAN_NAME_MAX + 16], answer[64];
         snprintf(cmd, sizeof(cmd), "has-plan %s", stored);
-        if (keysync_ask(c->socket_path, cmd, answer, sizeof(answer), 5000) == 1 &&
+        if (control_ask(c->socket_path, cmd, answer, sizeof(answer), 5000) == 1 &&
             strcmp(answer, "unknown") == 0) {
             fprintf(stderr,
                     "konnect: the running server does not know plan %s yet: reload its plans "
@@ -973,7 +974,7 @@ static int plans_reload(struct kn_config *c)
         return 1;
     }
     plans_free(plans);
-    r = keysync_ask(c->socket_path, "reload-plans", answer, sizeof(answer), 10000);
+    r = control_ask(c->socket_path, "reload-plans", answer, sizeof(answer), 10000);
     if (r == 0) {
         fprintf(stderr,
                 "konnect: no server is running with the data directory %s; the plans file is "

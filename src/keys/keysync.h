@@ -1,16 +1,11 @@
 /* The store thread of a running server: the one writer of the store. It loads every key into the
- * key table and every account's plan, quota and month's usage at start, then
- * keeps the table equal to the store: each key change (creation, revocation, expiry) appended to
- * the store's change log is applied within one second, and at once when a command nudges the
- * server through its control socket. The same thread writes back last-used times and request
- * counts in batches, so the request path never waits for the disk, and it writes the usage
- * ledger: billed requests are queued to it and written in group commits (every row queued while
- * the previous commit was on disk goes into the next one), each acknowledged once durable.
- *
- * The control socket is a Unix socket in the data directory. The protocol is one line each way:
- * "sync" (the server applies every pending change and answers "ok"), "reload-plans" (it
- * reads the plans file again: "ok <what>" or "error <why>"), "has-plan NAME" ("ok" or
- * "unknown": does the running server know that plan). */
+ * key table and every account's plan, quota and month's usage at start (limits/accounts.h), then
+ * keeps them equal to the store: each change (creation, revocation, expiry, plan, quota) in the
+ * store's change feed is applied within one second, and at once when a command nudges the server
+ * through its control socket (keys/control.h) or a connection of this process commits one. The
+ * same thread writes back last-used times and request counts in batches, so the request path
+ * never waits for the disk, and it writes the usage ledger in group commits (metering/ledger.h).
+ */
 #ifndef KN_KEYS_KEYSYNC_H
 #define KN_KEYS_KEYSYNC_H
 
@@ -19,20 +14,11 @@
 
 #include "keys/keytable.h"
 #include "limits/quota.h"
+#include "metering/ledger.h"
 #include "metering/plans.h"
 #include "store/store.h"
 
 struct keysync;
-
-/* A billed request waiting for its ledger row. */
-struct ledger_entry {
-    struct store_ledger_row row;
-    struct ledger_entry *next;
-    /* Called on the store thread once the row is durable (ok = 1), or when it could not be
-     * written after retries (ok = 0; the request must then not be delivered). The entry belongs
-     * to the caller again when this is called. */
-    void (*done)(struct ledger_entry *e, int ok);
-};
 
 /* Converts a stored key, with the requests it served today, into the key table's form, at Unix
  * time now. Returns 0, or -1 when the stored mode or environment is unknown. */
@@ -58,12 +44,6 @@ const struct plans *keysync_plans(struct keysync *ks);
  * Writes what happened to msg. Returns 0, or -1 when the plans in force were kept. */
 int keysync_reload_plans(struct keysync *ks, char *msg, size_t size);
 
-/* Sends one command line to the server on socket_path ("sync", "reload-plans", "has-plan NAME")
- * and reads its one-line answer into answer (without the newline), waiting up to timeout_ms.
- * Returns 1 when it answered, 0 when no server listens there, -1 when it did not answer. */
-int keysync_ask(const char *socket_path, const char *command, char *answer, size_t size,
-                int timeout_ms);
-
 /* Queues a ledger row for the next group commit. Safe from any thread; never blocks on I/O. */
 void keysync_bill(struct keysync *ks, struct ledger_entry *e);
 
@@ -77,10 +57,5 @@ int keysync_ready(struct keysync *ks, uint64_t *age_ms);
 /* Applies every pending key change now and returns once it is in the key table. For threads of
  * the same process (the dashboard), which cannot wait on their own control socket. */
 void keysync_sync_now(struct keysync *ks);
-
-/* Asks the server listening on socket_path to apply pending key changes now, waiting up to
- * timeout_ms for its answer. Returns 1 when a server applied them, 0 when no server is listening
- * there, -1 when one is listening but did not answer in time. */
-int keysync_notify(const char *socket_path, int timeout_ms);
 
 #endif
