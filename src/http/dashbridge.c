@@ -169,12 +169,7 @@ static void send_answer(h2o_req_t *req, struct dash_job *job)
                        job->out.body, job->out.body_len);
     } else {
         static h2o_generator_t generator = {NULL, NULL};
-        req->res.status = job->out.status;
-        req->res.reason = job->out.reason;
-        req->res.content_length = 0;
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                       H2O_STRLIT("no-store"));
-        http_add_header(req, "request-id", job->info.request_id);
+        http_response_head(req, &job->info, job->out.status, job->out.reason, NULL, "no-store", 0);
         http_log_request(req, &job->info, job->out.status);
         h2o_start_response(req, &generator);
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);

@@ -457,14 +457,7 @@ static void start_stream(struct live_req *lr)
     lr->streaming = 1;
     lr->generator.proceed = on_proceed;
     lr->generator.stop = on_stop;
-    req->res.status = 200;
-    req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("text/event-stream; charset=utf-8"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                   H2O_STRLIT("no-cache"));
-    http_add_header(req, "request-id", lr->info.request_id);
-    http_add_header(req, "x-request-id", lr->info.request_id);
+    http_response_head(req, &lr->info, 200, "OK", HTTP_EVENT_STREAM, "no-cache", SIZE_MAX);
     /* Proxies such as nginx must not hold the events back. */
     http_add_header(req, "x-accel-buffering", "no");
     h2o_start_response(req, &lr->generator);

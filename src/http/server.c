@@ -47,189 +47,7 @@ static void new_request_id(h2o_req_t *req, char *out)
     base62_time_id(out, "req_", REQUEST_ID_LEN, h2o_now(req->conn->ctx->loop));
 }
 
-struct worker *http_worker_of(h2o_req_t *req)
-{
-    return (struct worker *)req->conn->ctx;
-}
-
-int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
-{
-    struct server *srv = http_worker_of(req)->srv;
-    struct sockaddr_storage peer;
-    struct ipnet_text few[16], *xff = few;
-    size_t n = 0, cap = sizeof(few) / sizeof(few[0]);
-
-    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) == 0)
-        return 0;
-    if (srv->trusted == NULL) {
-        *out = peer;
-        return 1;
-    }
-    /* Every X-Forwarded-For line: a proxy that appends a line of its own puts the one address it
-     * vouches for last, after however many lines the client sent. */
-    for (ssize_t i = -1;
-         (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-forwarded-for"), i)) != -1;) {
-        if (n == cap) {
-            struct ipnet_text *more = h2o_mem_alloc_pool(&req->pool, 2 * cap * sizeof(*more));
-            memcpy(more, xff, n * sizeof(*xff));
-            xff = more;
-            cap *= 2;
-        }
-        xff[n].base = req->headers.entries[i].value.base;
-        xff[n++].len = req->headers.entries[i].value.len;
-    }
-    ipnet_forwarded_client(srv->trusted, (struct sockaddr *)&peer, xff, n, out);
-    return 1;
-}
-
-int http_peer_trusted(h2o_req_t *req)
-{
-    struct server *srv = http_worker_of(req)->srv;
-    struct sockaddr_storage peer;
-
-    return srv->trusted != NULL &&
-           req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) != 0 &&
-           iplist_contains(srv->trusted, (struct sockaddr *)&peer);
-}
-
-void http_client_ip(h2o_req_t *req, char *out, size_t size)
-{
-    struct sockaddr_storage ss;
-
-    out[0] = '\0';
-    if (!http_client_addr(req, &ss))
-        return;
-    if (ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)size);
-    else if (ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)size);
-}
-
-void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
-{
-    struct worker *w = http_worker_of(req);
-    struct accesslog_entry e;
-    struct timeval now;
-    char peer[INET6_ADDRSTRLEN];
-    uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
-                     (uint64_t)req->timestamps.request_begin_at.tv_usec;
-
-    if (!accesslog_enabled(w->srv->log))
-        return;
-    gettimeofday(&now, NULL);
-    http_client_ip(req, peer, sizeof(peer));
-    memset(&e, 0, sizeof(e));
-    e.time = now.tv_sec;
-    e.request_id = info->request_id;
-    e.method = req->input.method.base;
-    e.method_len = req->input.method.len;
-    /* The path without its query string: queries are where careless clients put secrets. */
-    e.path = req->path_normalized.base;
-    e.path_len = req->path_normalized.len;
-    e.status = status;
-    e.error_code = info->error_code;
-    e.key_id = info->key != NULL ? info->key->id : NULL;
-    e.mode = info->key != NULL ? apikey_mode_name((enum apikey_mode)info->key->mode) : NULL;
-    e.remote = peer[0] ? peer : NULL;
-    uint64_t nowus = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
-    e.duration_us = began != 0 && nowus > began ? nowus - began : 0;
-    e.body_bytes = req->entity.len;
-    accesslog_append(w->srv->log, &w->log, &e);
-}
-
-void http_add_header(h2o_req_t *req, const char *name, const char *value)
-{
-    h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
-                          v.len);
-}
-
-/* Sends body (copied) as a JSON response and logs the request. */
-void http_send_json(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
-                    const char *body, size_t len)
-{
-    http_send_body(req, info, status, reason, "application/json", body, len);
-}
-
-void http_send_body(h2o_req_t *req, struct reqinfo *info, int status, const char *reason,
-                    const char *content_type, const char *body, size_t len)
-{
-    req->res.status = status;
-    req->res.reason = reason;
-    req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
-                   strlen(content_type));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                   H2O_STRLIT("no-store"));
-    if (strcmp(content_type, "application/json") != 0)
-        http_add_header(req, "x-content-type-options", "nosniff");
-    http_add_header(req, "request-id", info->request_id);
-    /* The name OpenAI's SDKs read the request id from. */
-    http_add_header(req, "x-request-id", info->request_id);
-    http_log_request(req, info, status);
-    h2o_send_inline(req, body, len);
-}
-
-void http_send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, const char *message,
-                     const char *param)
-{
-    const struct kn_error_def *d = kn_error_def(err);
-    size_t len;
-    char *body = kn_error_json(err, message, param, info->request_id, &len);
-
-    info->error_code = d->code;
-    http_send_json(req, info, d->status, d->reason, body, len);
-    free(body);
-}
-
 /* ---- /v1/chat ---------------------------------------------------------------------------- */
-
-static void format_duration(uint32_t s, char *out, size_t size)
-{
-    if (s < 60)
-        snprintf(out, size, "%us", s);
-    else if (s < 3600)
-        snprintf(out, size, "%um%us", s / 60, s % 60);
-    else
-        snprintf(out, size, "%uh%um%us", s / 3600, s / 60 % 60, s % 60);
-}
-
-/* Adds the rate-limit headers for a test key: the IETF draft's RateLimit-Policy and RateLimit,
- * and OpenAI's x-ratelimit-*-requests for the tightest limit. */
-void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
-                                const struct ratelimit_result *day)
-{
-    char policy[128] = "", state[128] = "", buf[48];
-    const struct ratelimit_result *tight = NULL;
-
-    if (minute != NULL) {
-        snprintf(policy, sizeof(policy), "\"minute\";q=%u;w=%u", minute->limit, minute->window);
-        snprintf(state, sizeof(state), "\"minute\";r=%u;t=%u", minute->remaining, minute->reset);
-        tight = minute;
-    }
-    if (day != NULL) {
-        size_t pl = strlen(policy), sl = strlen(state);
-        snprintf(policy + pl, sizeof(policy) - pl, "%s\"day\";q=%u;w=%u", pl ? ", " : "",
-                 day->limit, day->window);
-        snprintf(state + sl, sizeof(state) - sl, "%s\"day\";r=%u;t=%u", sl ? ", " : "",
-                 day->remaining, day->reset);
-        /* The tighter limit is the one with fewer requests left; on a tie, the one that takes
-         * longer to come back. */
-        if (tight == NULL || !day->allowed || day->remaining < tight->remaining ||
-            (day->remaining == tight->remaining && day->reset > tight->reset))
-            tight = day;
-    }
-    if (tight == NULL)
-        return;
-    http_add_header(req, "ratelimit-policy", policy);
-    http_add_header(req, "ratelimit", state);
-    snprintf(buf, sizeof(buf), "%u", tight->limit);
-    http_add_header(req, "x-ratelimit-limit-requests", buf);
-    snprintf(buf, sizeof(buf), "%u", tight->remaining);
-    http_add_header(req, "x-ratelimit-remaining-requests", buf);
-    format_duration(tight->reset, buf, sizeof(buf));
-    http_add_header(req, "x-ratelimit-reset-requests", buf);
-}
 
 /* Applies a key's rate limits: the test-key limits, or the live limit of its account's plan.
  * Returns 1 when the request may go on; otherwise sends the 429. */
@@ -312,27 +130,6 @@ static int is_json_content_type(h2o_req_t *req)
         len--;
     }
     return len == 0 || *v == ';';
-}
-
-static void send_www_authenticate(h2o_req_t *req, enum kn_err err);
-
-void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
-{
-    send_www_authenticate(req, err);
-    http_send_error(req, info, err, NULL, NULL);
-}
-
-static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
-{
-    /* RFC 6750 section 3.1: a request without credentials gets the bare challenge; a bad token
-     * gets error="invalid_token". */
-    if (err == KN_ERR_MISSING_API_KEY)
-        http_add_header(req, "www-authenticate", "Bearer realm=\"konnect\"");
-    else
-        http_add_header(
-            req, "www-authenticate",
-            "Bearer realm=\"konnect\", error=\"invalid_token\", error_description=\"The "
-            "API key is invalid, revoked or expired\"");
 }
 
 /* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
@@ -507,15 +304,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         base62_random_id(id, api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
         char *out = chat_mock_answer(&call, id, now, &len);
         if (call.stream) {
-            http_add_header(req, "request-id", info->request_id);
-            http_add_header(req, "x-request-id", info->request_id);
-            req->res.status = 200;
-            req->res.reason = "OK";
-            req->res.content_length = len;
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                           H2O_STRLIT("text/event-stream; charset=utf-8"));
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                           H2O_STRLIT("no-cache"));
+            http_response_head(req, info, 200, "OK", HTTP_EVENT_STREAM, "no-cache", len);
             http_log_request(req, info, 200);
             h2o_send_inline(req, out, len);
         } else {
@@ -634,39 +423,6 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
     http_send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
 }
 
-int http_client_gone(h2o_req_t *req)
-{
-    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL
-                             ? req->conn->callbacks->get_socket(req->conn)
-                             : NULL;
-    char c;
-
-    if (sock == NULL || req->version >= 0x200)
-        return 0; /* HTTP/2 reports a reset stream itself: h2o frees the request. */
-    ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name)
-{
-    ssize_t i = token != NULL ? h2o_find_header(&req->headers, token, -1)
-                              : h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
-    return i < 0 ? NULL : &req->headers.entries[i].value;
-}
-
-int http_is_https(h2o_req_t *req)
-{
-    struct server *srv = http_worker_of(req)->srv;
-
-    if (req->scheme == &H2O_URL_SCHEME_HTTPS)
-        return 1;
-    if (srv->cfg->trust_proxy || http_peer_trusted(req)) {
-        const h2o_iovec_t *v = http_find_header(req, NULL, "x-forwarded-proto");
-        return v != NULL && h2o_lcstris(v->base, v->len, H2O_STRLIT("https"));
-    }
-    return 0;
-}
-
 /* ---- dashboard pages ---------------------------------------------------------------------- */
 
 struct embedded_file {
@@ -702,20 +458,14 @@ static const char *content_type_of(const char *name)
 
 static void send_asset(h2o_req_t *req, struct reqinfo *info, const struct embedded_file *f)
 {
-    req->res.status = 200;
-    req->res.reason = "OK";
-    req->res.content_length = f->len;
-    http_add_header(req, "content-type", content_type_of(f->name));
+    http_response_head(req, info, 200, "OK", content_type_of(f->name), "no-cache", f->len);
     /* No inline script or style, no framing, no referrer: the pages handle sessions and keys. */
     http_add_header(
         req, "content-security-policy",
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
     http_add_header(req, "x-frame-options", "DENY");
-    http_add_header(req, "x-content-type-options", "nosniff");
     http_add_header(req, "referrer-policy", "no-referrer");
-    http_add_header(req, "cache-control", "no-cache");
-    http_add_header(req, "request-id", info->request_id);
     http_log_request(req, info, 200);
     h2o_send_inline(req, (const char *)f->data, f->len);
 }

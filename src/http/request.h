@@ -1,0 +1,35 @@
+/* What Konnect reads of a request beside its body: the worker it belongs to, its client's address
+ * (behind trusted proxies too), its headers, whether its client is still there, whether it came
+ * over HTTPS. Internal to src/http/. */
+#ifndef KN_HTTP_REQUEST_H
+#define KN_HTTP_REQUEST_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+
+struct worker;
+
+struct worker *http_worker_of(h2o_req_t *req);
+/* The client's address: the socket's peer, or, when that peer is a trusted proxy
+ * (KONNECT_TRUSTED_PROXIES), the address it forwarded (ipnet_forwarded_client). IP allowlists,
+ * throttles, the audit log and the access log all take it from here. Returns 1 and fills *out,
+ * or 0 when the peer is unknown. */
+int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out);
+/* The same as text ("" when unknown). */
+void http_client_ip(h2o_req_t *req, char *out, size_t size);
+/* Returns 1 when the socket's peer is a trusted proxy. */
+int http_peer_trusted(h2o_req_t *req);
+/* The value of the request header `token` (or `name` when token is NULL), or NULL. */
+const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name);
+/* Returns 1 when the client of an HTTP/1 request has closed its connection. HTTP/1 stops reading
+ * a connection while its request is being answered, so h2o would notice only when it writes;
+ * this peeks at the socket instead (end of stream or an error: gone). Pipelined bytes waiting
+ * count as "still there". */
+int http_client_gone(h2o_req_t *req);
+/* Returns 1 when the client reached us over HTTPS (directly, or through a trusted proxy). */
+int http_is_https(h2o_req_t *req);
+
+#endif
