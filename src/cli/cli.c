@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,52 +198,6 @@ static const char migrate_usage[] =
     "Create the database when it is missing and apply pending schema migrations. Every command\n"
     "does this by itself; this command does only that.\n";
 
-enum {
-    OPT_DATA_DIR = 256,
-    OPT_EMAIL,
-    OPT_ACCOUNT,
-    OPT_MODE,
-    OPT_NAME,
-    OPT_ENV,
-    OPT_EXPIRES_IN,
-    OPT_COUNT,
-    OPT_IN,
-    OPT_JSON,
-    OPT_ALLOW_IP,
-    OPT_GRACE,
-    OPT_LIMIT,
-    OPT_PLAN,
-    OPT_REQUESTS,
-    OPT_TOKENS,
-    OPT_MONTH,
-    OPT_CSV,
-    OPT_EXISTING_USER
-};
-
-static const struct option long_options[] = {
-    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
-    {"email", required_argument, NULL, OPT_EMAIL},
-    {"account", required_argument, NULL, OPT_ACCOUNT},
-    {"mode", required_argument, NULL, OPT_MODE},
-    {"name", required_argument, NULL, OPT_NAME},
-    {"environment", required_argument, NULL, OPT_ENV},
-    {"expires-in", required_argument, NULL, OPT_EXPIRES_IN},
-    {"count", required_argument, NULL, OPT_COUNT},
-    {"in", required_argument, NULL, OPT_IN},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"allow-ip", required_argument, NULL, OPT_ALLOW_IP},
-    {"grace", required_argument, NULL, OPT_GRACE},
-    {"limit", required_argument, NULL, OPT_LIMIT},
-    {"plan", required_argument, NULL, OPT_PLAN},
-    {"requests", required_argument, NULL, OPT_REQUESTS},
-    {"tokens", required_argument, NULL, OPT_TOKENS},
-    {"month", required_argument, NULL, OPT_MONTH},
-    {"csv", no_argument, NULL, OPT_CSV},
-    {"existing-user", required_argument, NULL, OPT_EXISTING_USER},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
 struct opts {
     const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
         *limit, *plan, *requests, *tokens, *month, *existing_user;
@@ -251,83 +206,80 @@ struct opts {
     int npositional;
 };
 
+/* Every option of every command: its name, and the member of struct opts its value goes to (a
+ * string for an option with a value, an int set to 1 for a flag). --data-dir is the exception:
+ * it goes to the configuration. */
+struct opt_def {
+    const char *name;
+    int has_value;
+    size_t offset;
+};
+
+#define OPT_VALUE(name, member)                                                                    \
+    {                                                                                              \
+        name, 1, offsetof(struct opts, member)                                                     \
+    }
+#define OPT_FLAG(name, member)                                                                     \
+    {                                                                                              \
+        name, 0, offsetof(struct opts, member)                                                     \
+    }
+#define OPT_DATA_DIR_INDEX 0
+
+static const struct opt_def opt_defs[] = {
+    {"data-dir", 1, 0}, /* OPT_DATA_DIR_INDEX */
+    OPT_VALUE("email", email),
+    OPT_VALUE("account", account),
+    OPT_VALUE("mode", mode),
+    OPT_VALUE("name", name),
+    OPT_VALUE("environment", env),
+    OPT_VALUE("expires-in", expires_in),
+    OPT_VALUE("count", count),
+    OPT_VALUE("in", in),
+    OPT_FLAG("json", json),
+    OPT_VALUE("allow-ip", allow_ip),
+    OPT_VALUE("grace", grace),
+    OPT_VALUE("limit", limit),
+    OPT_VALUE("plan", plan),
+    OPT_VALUE("requests", requests),
+    OPT_VALUE("tokens", tokens),
+    OPT_VALUE("month", month),
+    OPT_FLAG("csv", csv),
+    OPT_VALUE("existing-user", existing_user),
+    OPT_FLAG("help", help),
+};
+#define OPT_COUNT (sizeof(opt_defs) / sizeof(opt_defs[0]))
+
 /* Parses the options after the subcommand (argv[0] = group, argv[1] = verb). */
 static int parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, const char *usage)
 {
+    struct option longs[OPT_COUNT + 1];
     int ch;
 
     memset(o, 0, sizeof(*o));
+    memset(longs, 0, sizeof(longs));
+    for (size_t i = 0; i < OPT_COUNT; i++) {
+        longs[i].name = opt_defs[i].name;
+        longs[i].has_arg = opt_defs[i].has_value ? required_argument : no_argument;
+        longs[i].val = 256 + (int)i;
+    }
     optind = 1;
     opterr = 0; /* getopt would echo the argument, which may be a pasted secret. */
-    while ((ch = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
-        switch (ch) {
-        case OPT_DATA_DIR:
-            config_set_data_dir(c, optarg);
-            break;
-        case OPT_EMAIL:
-            o->email = optarg;
-            break;
-        case OPT_ACCOUNT:
-            o->account = optarg;
-            break;
-        case OPT_MODE:
-            o->mode = optarg;
-            break;
-        case OPT_NAME:
-            o->name = optarg;
-            break;
-        case OPT_ENV:
-            o->env = optarg;
-            break;
-        case OPT_EXPIRES_IN:
-            o->expires_in = optarg;
-            break;
-        case OPT_COUNT:
-            o->count = optarg;
-            break;
-        case OPT_IN:
-            o->in = optarg;
-            break;
-        case OPT_JSON:
-            o->json = 1;
-            break;
-        case OPT_ALLOW_IP:
-            o->allow_ip = optarg;
-            break;
-        case OPT_GRACE:
-            o->grace = optarg;
-            break;
-        case OPT_LIMIT:
-            o->limit = optarg;
-            break;
-        case OPT_PLAN:
-            o->plan = optarg;
-            break;
-        case OPT_REQUESTS:
-            o->requests = optarg;
-            break;
-        case OPT_TOKENS:
-            o->tokens = optarg;
-            break;
-        case OPT_MONTH:
-            o->month = optarg;
-            break;
-        case OPT_CSV:
-            o->csv = 1;
-            break;
-        case OPT_EXISTING_USER:
-            o->existing_user = optarg;
-            break;
-        case 'h':
-            o->help = 1;
-            break;
-        default: {
+    while ((ch = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        const struct opt_def *d = ch >= 256 && ch < 256 + (int)OPT_COUNT ? &opt_defs[ch - 256]
+                                  : ch == 'h'                            ? &opt_defs[OPT_COUNT - 1]
+                                                                         : NULL;
+        if (d == NULL) {
             char echo[64];
             fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
                     shown(redact_copy(echo, sizeof(echo), argv[optind - 1])), usage);
             return -1;
         }
-        }
+        if (d == &opt_defs[OPT_DATA_DIR_INDEX])
+            config_set_data_dir(c, optarg);
+        else if (d->has_value)
+            *(const char **)(void *)((char *)o + d->offset) = optarg;
+        else
+            *(int *)(void *)((char *)o + d->offset) = 1;
     }
     for (int i = optind; i < argc; i++) {
         if (o->npositional == (int)(sizeof(o->positional) / sizeof(o->positional[0]))) {

@@ -65,10 +65,11 @@ struct live_req {
     char *body;
     size_t body_len, body_cap;
     struct sse_parser sse;
-    int streaming; /* The client's answer has started (status and headers sent). */
-    int sending;   /* An h2o_send of `wire` is in progress; more output waits in `out`. */
-    int ending;    /* The last bytes are in `out`. */
-    int paused;    /* The backend is not read while `out` is full (OUT_PAUSE_BYTES). */
+    int streaming;       /* The client's answer has started (status and headers sent). */
+    int sending;         /* An h2o_send of `wire` is in progress; more output waits in `out`. */
+    int ending;          /* The last bytes are in `out`. */
+    int paused;          /* The backend is not read while `out` is full (OUT_PAUSE_BYTES). */
+    uint64_t stalled_ns; /* When the end began to wait for a client that reads nothing; 0: not. */
     char *out;
     size_t out_len, out_cap;
     char *wire; /* What h2o is sending (it points at these bytes until it proceeds). */
@@ -234,6 +235,7 @@ static void cancel_backend(struct live_req *lr)
 }
 
 static void flush_out(struct live_req *lr);
+static void append_out(struct live_req *lr, const char *s, size_t n);
 
 /* Ends the request with an error, unbilled: a JSON error when nothing was sent yet, otherwise an
  * error event that closes the stream. */
@@ -257,15 +259,13 @@ static void fail(struct live_req *lr, enum kn_err err, const char *message)
     char *ev = chat_error_event(json, jlen, &elen);
     free(json);
     lr->info.error_code = kn_error_def(err)->code;
-    lr->out_len = 0; /* Nothing held back for the end matters any more. */
+    /* What waits for the client goes before the error event when it was billed (the stream
+     * ends after its ledger row was written); anything else must not be delivered. */
+    if (!(lr->phase == PHASE_DONE && lr->ledger_ok))
+        lr->out_len = 0;
     free(lr->usage_event);
     lr->usage_event = NULL;
-    if (lr->out_cap < elen) {
-        lr->out_cap = elen;
-        lr->out = kn_realloc(lr->out, lr->out_cap);
-    }
-    memcpy(lr->out, ev, elen);
-    lr->out_len = elen;
+    append_out(lr, ev, elen);
     free(ev);
     lr->ending = 1;
     flush_out(lr);
@@ -364,6 +364,26 @@ static void on_watch(h2o_timeout_entry_t *entry)
             fail(lr, KN_ERR_CLIENT_CLOSED, NULL);
         return;
     }
+    if (lr->phase == PHASE_DONE && lr->ending && lr->sending) {
+        /* The answer is over (and billed, or not to be), but its end waits behind bytes the
+         * client does not read: h2o 2.2.5 has no write timeout, so after the request timeout
+         * the connection is shut down, which fails the write and frees the request and the
+         * account's in-flight slot. */
+        uint64_t now = kn_mono_ns(),
+                 limit = (uint64_t)lr->w->srv->cfg->request_timeout_ms * 1000000u;
+        h2o_socket_t *sock = lr->req->conn->callbacks->get_socket != NULL
+                                 ? lr->req->conn->callbacks->get_socket(lr->req->conn)
+                                 : NULL;
+        if (lr->stalled_ns == 0) {
+            lr->stalled_ns = now;
+        } else if (now - lr->stalled_ns >= limit && sock != NULL) {
+            fprintf(stderr,
+                    "konnect: request %s: the client read nothing of its answer's end for %u ms; "
+                    "closing its connection\n",
+                    lr->info.request_id, lr->w->srv->cfg->request_timeout_ms);
+            shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+        }
+    }
     h2o_timeout_link(lr->w->ctx.loop, &lr->w->live.watch_timeout, &lr->watch_timer);
 }
 
@@ -431,6 +451,7 @@ static void on_proceed(h2o_generator_t *self, h2o_req_t *req)
     struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, generator, self);
     (void)req;
     lr->sending = 0;
+    lr->stalled_ns = 0;
     if (lr->ending) {
         flush_out(lr); /* The last bytes: lr may be gone after this. */
         return;

@@ -443,6 +443,10 @@ static void connect_to(struct upstream_call_full *c, struct sockaddr *addr, sock
         call_fail(c, upstream_error_io);
         return;
     }
+    /* A fixed receive buffer bounds what h2o reads from the backend at once (it reads until the
+     * kernel has nothing left), and so what a paused call holds for a slow client. */
+    int rcvbuf = UPSTREAM_RCVBUF;
+    setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     conn = kn_calloc(1, sizeof(*conn));
     conn->pool = c->pool;
     conn->sock = sock;

@@ -16,6 +16,9 @@
 
 #define UPSTREAM_CTYPE_MAX 128 /* Enough of Content-Type to tell what it is. */
 #define UPSTREAM_FIELD_MAX 16  /* "content-type" and a little more: longer names cannot match. */
+/* The receive buffer of a backend connection (SO_RCVBUF; the kernel doubles it for its own
+ * bookkeeping). Enough for 2.5 MB/s at 100 ms round trips; a chat answer streams far slower. */
+#define UPSTREAM_RCVBUF 262144
 
 /* The error strings handed to the callbacks (compare the pointers). */
 extern const char upstream_error_eos[];     /* on_body: the response is complete */
@@ -108,9 +111,10 @@ void upstream_call_start(struct upstream_call **callp, void *data, struct upstre
 
 /* Stops reading a call's response, and with it the silence timeout: a call paused by its owner
  * (whose client reads slower than the backend writes) is not a silent backend. Its bytes wait in
- * the kernel's buffers, which then push back on the backend. resume reads again. Either may be
- * called from outside the callbacks or from the body callback (the pause then takes effect once
- * it returns). */
+ * the kernel's buffers, which then push back on the backend. resume reads again, feeding first
+ * what arrived before the pause (its callbacks run from inside resume). pause may be called from
+ * the body callback (it takes effect once that returns); resume only from outside the
+ * callbacks. */
 void upstream_call_pause(struct upstream_call *call);
 void upstream_call_resume(struct upstream_call *call);
 

@@ -266,6 +266,70 @@ class StreamBillingTest(harness.ServerTest):
         self.assertGreater(rows[0][2], 1000)
         s.close()  # (a connection still open at shutdown is left to the process's exit)
 
+    def open_huge_stream(self, srv, rcvbuf=4096):
+        body = json.dumps({"model": "fake-normal+huge", "stream": True,
+                           "messages": HELLO}).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.connect(("127.0.0.1", srv.port))
+        self.addCleanup(s.close)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + self.live.encode() + b"\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        return s
+
+    def test_a_client_that_never_reads_the_end_is_let_go(self):
+        """Once its stream is over and billed, a client that still reads nothing has its
+        connection closed after the request timeout: it cannot hold the request (its buffers,
+        its account's in-flight slot) for ever."""
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=1500, KONNECT_REQUEST_TIMEOUT_MS=1500)
+        s = self.open_huge_stream(srv)
+        deadline = time.time() + 8
+        while not self.rows() and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(self.rows()), 1)
+        deadline = time.time() + 8
+        while "read nothing of its answer's end" not in srv.output() and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertIn("read nothing of its answer's end for 1500 ms", srv.output())
+        # The connection is gone: what remains in flight drains, then the end (or a reset).
+        s.settimeout(5)
+        try:
+            while s.recv(1 << 20):
+                pass
+        except ConnectionError:
+            pass
+
+    def test_what_was_billed_reaches_a_slow_client_before_the_error_event(self):
+        """A stream cut by the total timeout while its text waited for a slow client: the client
+        still gets all of that text, then the error event; it is billed for no more than it
+        got."""
+        srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=1500)
+        s = self.open_huge_stream(srv)
+        time.sleep(3)  # the total timeout ends the stream while the client reads nothing
+        s.settimeout(10)
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+                if b'"code":"model_backend_timeout"' in got[-4096:]:
+                    break
+        except socket.timeout:
+            pass
+        self.assertIn(b"model_backend_timeout", got)
+        delivered = 0
+        for line in got.split(b"\n"):
+            if line.startswith(b"data: {") and b'"choices"' in line:
+                for c in json.loads(line[6:])["choices"]:
+                    delivered += est((c.get("delta") or {}).get("content") or "")
+        billed = self.rows()[0][2]
+        self.assertGreater(billed, 1000)
+        self.assertLessEqual(billed, delivered)
+
     def test_streams_still_running_at_shutdown_are_billed_for_what_they_delivered(self):
         # Longer than the drain: the server ends them at its deadline, as any other end.
         srv = self.serve(KONNECT_SHUTDOWN_TIMEOUT_MS=600)
