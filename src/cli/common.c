@@ -1,0 +1,364 @@
+/* What the operator commands share; see internal.h. */
+#include "cli/cli.h"
+
+#include "cli/internal.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/base62.h"
+#include "core/redact.h"
+#include "core/termsafe.h"
+#include "core/util.h"
+#include "keys/apikey.h"
+#include "keys/control.h"
+#include "keys/keyjson.h"
+#include "keys/keysync.h"
+#include "auth/password.h"
+#include "auth/session.h"
+#include "keys/lifecycle.h"
+#include "metering/plans.h"
+#include "metering/report.h"
+#include "store/store.h"
+
+/* Stored text (names, emails, audit details, store messages that quote them) on its way to the
+ * terminal, made safe (core/termsafe.h): each call fills the next of a few rotating buffers, so
+ * that one printf can show several. The CLI is single-threaded. */
+const char *cli_shown(const char *s)
+{
+    static char bufs[8][TERMSAFE_SIZE(600)];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    return termsafe_copy(b, sizeof(bufs[0]), s != NULL ? s : "");
+}
+
+static const char migrate_usage[] =
+    "Usage: konnect migrate [--data-dir DIR]\n"
+    "\n"
+    "Create the database when it is missing and apply pending schema migrations. Every command\n"
+    "does this by itself; this command does only that.\n";
+
+/* Every option of every command: its name, and the member of struct opts its value goes to (a
+ * string for an option with a value, an int set to 1 for a flag). --data-dir is the exception:
+ * it goes to the configuration. */
+struct opt_def {
+    const char *name;
+    int has_value;
+    size_t offset;
+};
+
+#define OPT_VALUE(name, member)                                                                    \
+    {                                                                                              \
+        name, 1, offsetof(struct opts, member)                                                     \
+    }
+#define OPT_FLAG(name, member)                                                                     \
+    {                                                                                              \
+        name, 0, offsetof(struct opts, member)                                                     \
+    }
+#define OPT_DATA_DIR_INDEX 0
+
+static const struct opt_def opt_defs[] = {
+    {"data-dir", 1, 0}, /* OPT_DATA_DIR_INDEX */
+    OPT_VALUE("email", email),
+    OPT_VALUE("account", account),
+    OPT_VALUE("mode", mode),
+    OPT_VALUE("name", name),
+    OPT_VALUE("environment", env),
+    OPT_VALUE("expires-in", expires_in),
+    OPT_VALUE("count", count),
+    OPT_VALUE("in", in),
+    OPT_FLAG("json", json),
+    OPT_VALUE("allow-ip", allow_ip),
+    OPT_VALUE("grace", grace),
+    OPT_VALUE("limit", limit),
+    OPT_VALUE("plan", plan),
+    OPT_VALUE("requests", requests),
+    OPT_VALUE("tokens", tokens),
+    OPT_VALUE("month", month),
+    OPT_FLAG("csv", csv),
+    OPT_VALUE("existing-user", existing_user),
+    OPT_FLAG("help", help),
+};
+#define OPT_COUNT (sizeof(opt_defs) / sizeof(opt_defs[0]))
+
+/* Parses the options after the subcommand (argv[0] = group, argv[1] = verb). */
+int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, const char *usage)
+{
+    struct option longs[OPT_COUNT + 1];
+    int ch;
+
+    memset(o, 0, sizeof(*o));
+    memset(longs, 0, sizeof(longs));
+    for (size_t i = 0; i < OPT_COUNT; i++) {
+        longs[i].name = opt_defs[i].name;
+        longs[i].has_arg = opt_defs[i].has_value ? required_argument : no_argument;
+        longs[i].val = 256 + (int)i;
+    }
+    optind = 1;
+    opterr = 0; /* getopt would echo the argument, which may be a pasted secret. */
+    while ((ch = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        const struct opt_def *d = ch >= 256 && ch < 256 + (int)OPT_COUNT ? &opt_defs[ch - 256]
+                                  : ch == 'h'                            ? &opt_defs[OPT_COUNT - 1]
+                                                                         : NULL;
+        if (d == NULL) {
+            char echo[64];
+            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
+                    cli_shown(redact_copy(echo, sizeof(echo), argv[optind - 1])), usage);
+            return -1;
+        }
+        if (d == &opt_defs[OPT_DATA_DIR_INDEX])
+            config_set_data_dir(c, optarg);
+        else if (d->has_value)
+            *(const char **)(void *)((char *)o + d->offset) = optarg;
+        else
+            *(int *)(void *)((char *)o + d->offset) = 1;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (o->npositional == (int)(sizeof(o->positional) / sizeof(o->positional[0]))) {
+            fprintf(stderr, "konnect: too many arguments\n");
+            return -1;
+        }
+        o->positional[o->npositional++] = argv[i];
+    }
+    return 0;
+}
+
+struct store *cli_open_store_for(struct kn_config *c, enum store_use use)
+{
+    char err[512], where[PATH_MAX + 16];
+    struct store *s;
+    int existed = store_exists(c->database, where, sizeof(where));
+
+    if (!existed && use == STORE_MUST_EXIST) {
+        fprintf(stderr,
+                "konnect: no database at %s, and this command creates none: is the data "
+                "directory right? (--data-dir or KONNECT_DATA_DIR; it is %s)\n",
+                where, c->data_dir);
+        return NULL;
+    }
+    if (config_ensure_data_dir(c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: %s\n", err);
+        return NULL;
+    }
+    if ((s = store_open(c->database, 1, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "konnect: %s\n", err);
+        return NULL;
+    }
+    if (!existed)
+        fprintf(stderr, "konnect: created a new database at %s\n", where);
+    config_warn_public(c);
+    return s;
+}
+
+struct store *cli_open_store(struct kn_config *c)
+{
+    return cli_open_store_for(c, STORE_MUST_EXIST);
+}
+
+int cli_find_account(struct store *s, const char *which, struct store_account *a)
+{
+    int r = store_account_find(s, which, a);
+    char raw[STORE_EMAIL_MAX + 16], echo[TERMSAFE_SIZE(STORE_EMAIL_MAX + 16)];
+    termsafe_copy(echo, sizeof(echo), redact_copy(raw, sizeof(raw), which));
+    if (r == STORE_NOT_FOUND) {
+        char where[PATH_MAX + 16];
+        store_exists(store_url_of(s), where, sizeof(where));
+        fprintf(stderr,
+                "konnect: no account %s in %s (create it with: konnect account create --email "
+                "%s)\n",
+                echo, where, strchr(echo, '@') ? echo : "EMAIL");
+    } else if (r != STORE_OK)
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+    return r;
+}
+
+int cli_migrate(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    struct store *s;
+
+    if (cli_parse_opts(c, argc, argv, &o, migrate_usage) != 0)
+        return 2;
+    if (o.help) {
+        fputs(migrate_usage, stdout);
+        return 0;
+    }
+    if ((s = cli_open_store_for(c, STORE_MAY_CREATE)) == NULL)
+        return 1;
+    store_close(s);
+    char where[PATH_MAX + 16];
+    store_exists(c->database, where, sizeof(where));
+    fprintf(stderr, "konnect: database %s is up to date\n", where);
+    return 0;
+}
+
+const struct lifecycle_actor cli_actor = {"cli", ""};
+
+int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
+{
+    char err[512], where[PATH_MAX + 16];
+    int existed = access(c->secret_file, F_OK) == 0;
+
+    if (apikey_secret_load(c->secret_file, 1, secret, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: %s\n", err);
+        return -1;
+    }
+    if (!existed)
+        fprintf(stderr,
+                "konnect: created a new server secret at %s (a server must use the same one)\n",
+                kn_abs_path(c->secret_file, where, sizeof(where)));
+    return 0;
+}
+
+/* The one way a secret leaves the CLI: alone on a line of standard output, then wiped. */
+void cli_show_secret(char sk[APIKEY_LEN + 1])
+{
+    printf("%s\n", sk);
+    fflush(stdout);
+    sodium_memzero(sk, APIKEY_LEN + 1);
+}
+
+void cli_report_notify(struct kn_config *c, const char *what)
+{
+    char where[PATH_MAX + 16];
+    int n = control_notify(c->socket_path, 5000);
+
+    if (n > 0)
+        fprintf(stderr, "konnect: the running server applied it: %s\n", what);
+    else if (n < 0)
+        fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
+                        "a second\n");
+    else
+        fprintf(stderr,
+                "konnect: no server is running with the data directory %s: the change is in the "
+                "database, for the server that starts with it\n",
+                kn_abs_path(c->data_dir, where, sizeof(where)));
+}
+
+/* ---- accounts, plans, usage and invoices ---------------------------------------------------- */
+
+struct plans *cli_load_plans(const struct kn_config *c)
+{
+    char err[512];
+    struct plans *p = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
+    if (p == NULL)
+        fprintf(stderr, "konnect: %s\n", err);
+    return p;
+}
+
+/* Parses --month (default: this month). Returns 0, or -1 after saying why. */
+int cli_parse_month(const struct opts *o, int64_t *month)
+{
+    *month = kn_month_of(kn_unix_now());
+    if (o->month != NULL && kn_month_parse(o->month, month) != 0) {
+        fprintf(stderr, "konnect: --month takes a month such as 2026-11\n");
+        return -1;
+    }
+    return 0;
+}
+
+void cli_print_json(json_t *doc)
+{
+    json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    putchar('\n');
+}
+
+/* Makes a one-time set-password link for user u and prints it, on stderr after `intro` when
+ * to_stderr is set (the command's own output is something else), else alone on stdout. */
+int cli_issue_password_link(struct kn_config *c, struct store *s, const struct store_user *u,
+                            const char *intro, int to_stderr)
+{
+    struct store_password_token t;
+    uint8_t secret[APIKEY_SECRET_LEN];
+    char token[SESSION_TOKEN_LEN + 1], base[600];
+
+    if (cli_load_secret(c, secret) != 0)
+        return -1;
+    memset(&t, 0, sizeof(t));
+    session_token_new(token);
+    session_token_hash(secret, token, SESSION_TOKEN_LEN, t.token_hash);
+    sodium_memzero(secret, sizeof(secret));
+    kn_strlcpy(t.user_id, u->id, sizeof(t.user_id));
+    t.created_at = kn_unix_now();
+    t.expires_at = t.created_at + 7 * 86400;
+    if (store_password_token_insert(s, &t) != STORE_OK) {
+        sodium_memzero(token, sizeof(token));
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+        return -1;
+    }
+    config_base_url(c, base, sizeof(base));
+    /* The token travels in the fragment, which browsers never send to servers. */
+    if (to_stderr)
+        fprintf(stderr, "konnect: %s\nkonnect:   %s/set-password#token=%s\n", intro, base, token);
+    else
+        printf("%s/set-password#token=%s\n", base, token);
+    fflush(stdout);
+    sodium_memzero(token, sizeof(token));
+    struct store_member m;
+    lifecycle_audit(s, store_member_first(s, u->id, &m) == STORE_OK ? m.account_id : "", &cli_actor,
+                    "user.password_link", NULL, "ok", u->email);
+    return 0;
+}
+
+/* Parses a group's options and runs the command its first word names (cmds ends with a NULL
+ * name); prints the group's usage for --help, no command or an unknown one. */
+int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group, const char *usage,
+                  const struct subcommand *cmds)
+{
+    struct opts o;
+    char echo[64];
+
+    if (cli_parse_opts(c, argc, argv, &o, usage) != 0)
+        return 2;
+    if (o.help || o.npositional == 0) {
+        fputs(usage, o.help ? stdout : stderr);
+        return o.help ? 0 : 2;
+    }
+    for (; cmds->name != NULL; cmds++)
+        if (strcmp(o.positional[0], cmds->name) == 0)
+            return cmds->run(c, &o);
+    fprintf(stderr, "konnect: unknown %s command '%s'\n\n%s", group,
+            cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])), usage);
+    return 2;
+}
+
+/* Opens the store and the plans and finds the account of --account, for usage and invoice. */
+struct store *cli_open_account(struct kn_config *c, const struct opts *o, struct store_account *a,
+                               struct plans **plans)
+{
+    struct store *s;
+
+    if ((*plans = cli_load_plans(c)) == NULL)
+        return NULL;
+    if ((s = cli_open_store(c)) == NULL || cli_find_account(s, o->account, a) != STORE_OK) {
+        store_close(s);
+        plans_free(*plans);
+        *plans = NULL;
+        return NULL;
+    }
+    return s;
+}
+
+/* Prints a text report and frees it. */
+void cli_put_text(char *text)
+{
+    fputs(text, stdout);
+    free(text);
+}
+
+void cli_quota_text(int64_t q, char *buf, size_t size)
+{
+    if (q == STORE_QUOTA_FROM_PLAN)
+        snprintf(buf, size, "plan");
+    else if (q == STORE_QUOTA_UNLIMITED)
+        snprintf(buf, size, "unlimited");
+    else
+        snprintf(buf, size, "%lld", (long long)q);
+}

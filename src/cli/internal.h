@@ -1,0 +1,84 @@
+/* What the operator commands share (internal to src/cli/): option parsing from one table, opening
+ * the store and the plans, finding an account, printing stored text safely, running a group's
+ * subcommands. Each command group has a file of its own: accounts.c, keys.c, users.c (and
+ * set-password links), audit.c, billing.c (usage, invoices, plans); common.c holds this. */
+#ifndef KN_CLI_INTERNAL_H
+#define KN_CLI_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "keys/apikey.h"
+#include "keys/lifecycle.h"
+#include "metering/plans.h"
+#include "store/store.h"
+
+#define MAX_BATCH 1000000
+
+/* A command's options and arguments, as parsed by cli_parse_opts. */
+struct opts {
+    const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
+        *limit, *plan, *requests, *tokens, *month, *existing_user;
+    int json, csv, help;
+    const char *positional[4];
+    int npositional;
+};
+
+/* How a command uses the store: only `account create` and `migrate` may create one; every
+ * other command needs the one it names, so that a command run from another directory (or with
+ * another KONNECT_DATA_DIR) never quietly makes a fresh database and secret. */
+enum store_use {
+    STORE_MUST_EXIST,
+    STORE_MAY_CREATE,
+};
+
+/* One command of a group ("key create"): its name and what runs it. */
+struct subcommand {
+    const char *name;
+    int (*run)(struct kn_config *c, const struct opts *o);
+};
+
+/* Who the CLI is in the audit log. */
+extern const struct lifecycle_actor cli_actor;
+
+/* Stored text (names, emails, audit details, store messages that quote them) on its way to the
+ * terminal, made safe (core/termsafe.h): each call fills the next of a few rotating buffers, so
+ * that one printf can show several. The CLI is single-threaded. */
+const char *cli_shown(const char *s);
+/* Parses the options after the subcommand (argv[0] = group, argv[1] = verb); prints usage on an
+ * unknown option. Returns 0 or -1. */
+int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, const char *usage);
+/* Opens the store of the data directory (see enum store_use); NULL after printing why. */
+struct store *cli_open_store_for(struct kn_config *c, enum store_use use);
+struct store *cli_open_store(struct kn_config *c);
+/* Finds --account (an email or an id); prints why not. */
+int cli_find_account(struct store *s, const char *which, struct store_account *a);
+/* Reads the server secret; prints why not. Returns 0 or -1. */
+int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN]);
+/* Prints a new key's secret on standard output, then wipes it. */
+void cli_show_secret(char sk[APIKEY_LEN + 1]);
+/* Nudges the running server after a change, saying `what` when it applied it. */
+void cli_report_notify(struct kn_config *c, const char *what);
+/* The plans file, or NULL after printing why. */
+struct plans *cli_load_plans(const struct kn_config *c);
+/* --month (YYYY-MM, default the current one) as year * 12 + month - 1. Returns 0 or -1. */
+int cli_parse_month(const struct opts *o, int64_t *month);
+/* Prints doc as indented ASCII JSON. */
+void cli_print_json(json_t *doc);
+/* Makes a one-time set-password link for u and prints it after intro. Returns 0 or -1. */
+int cli_issue_password_link(struct kn_config *c, struct store *s, const struct store_user *u,
+                            const char *intro, int to_stderr);
+/* Parses a group's options and runs the command its first word names (cmds ends with a NULL
+ * name); prints the group's usage for --help, no command or an unknown one. */
+int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group, const char *usage,
+                  const struct subcommand *cmds);
+/* Opens the store and the plans and finds the account of --account, for usage and invoice. */
+struct store *cli_open_account(struct kn_config *c, const struct opts *o, struct store_account *a,
+                               struct plans **plans);
+/* A monthly quota override as text: "plan", "unlimited" or the limit. */
+void cli_quota_text(int64_t q, char *buf, size_t size);
+/* Prints a text report and frees it. */
+void cli_put_text(char *text);
+
+#endif
