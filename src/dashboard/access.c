@@ -132,8 +132,10 @@ static int64_t signup_wait(struct dashboard *d, const char *kind, const char *ke
     return throttle_wait(&p, &t, now);
 }
 
-void dash_signup(struct dashboard *d, const struct dash_request *req, struct dash_response *res)
+void dash_signup(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                 struct who *w, const char *param)
 {
+    (void)w, (void)param;
     struct store_account a;
     struct store_user u;
     struct store_member m;
@@ -204,8 +206,10 @@ out:
 
 /* ---- sign-in ----------------------------------------------------------------------------- */
 
-void dash_signin(struct dashboard *d, const struct dash_request *req, struct dash_response *res)
+void dash_signin(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                 struct who *w, const char *param)
 {
+    (void)w, (void)param;
     struct store_user u;
     struct store_member m;
     struct attempt at;
@@ -318,8 +322,9 @@ static void invite_wrong_password(struct dashboard *d, const struct dash_request
 }
 
 void dash_invite_accept(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res, struct who *w)
+                        struct dash_response *res, struct who *w, const char *param)
 {
+    (void)param;
     struct store_invite inv;
     struct store_user u, fresh;
     struct attempt at;
@@ -407,8 +412,9 @@ out:
 /* ---- passwords --------------------------------------------------------------------------- */
 
 void dash_password_set(struct dashboard *d, const struct dash_request *req,
-                       struct dash_response *res)
+                       struct dash_response *res, struct who *w, const char *param)
 {
+    (void)w, (void)param;
     struct store_password_token t;
     struct store_user u;
     struct store_member m;
@@ -461,8 +467,9 @@ out:
 }
 
 void dash_password_change(struct dashboard *d, const struct dash_request *req,
-                          struct dash_response *res, struct who *w)
+                          struct dash_response *res, struct who *w, const char *param)
 {
+    (void)param;
     struct attempt at;
     char hash[PASSWORD_HASH_SIZE], note[96], detail[160];
     int failed = 0;

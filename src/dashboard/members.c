@@ -27,8 +27,9 @@ static int collect_invite(void *ud, const struct store_invite *i)
 }
 
 void dash_members(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                  struct who *w)
+                  struct who *w, const char *param)
 {
+    (void)param;
     json_t *members = json_array(), *invites = json_array();
 
     if (store_members_list(d->store, w->member.account_id, collect_member, members) != STORE_OK ||
@@ -43,8 +44,9 @@ void dash_members(struct dashboard *d, const struct dash_request *req, struct da
 }
 
 void dash_invite(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                 struct who *w)
+                 struct who *w, const char *param)
 {
+    (void)param;
     struct store_invite inv;
     struct store_member m;
     struct store_user u;

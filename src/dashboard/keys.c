@@ -1,0 +1,343 @@
+/* The dashboard's keys: the list, creation (the secret shown once), rolling, revocation, renaming
+ * and allowlists, with the roles that may do each. */
+#include "dashboard/dashboard.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth/password.h"
+#include "auth/session.h"
+#include "core/base62.h"
+#include "core/errors.h"
+#include "core/util.h"
+#include "dashboard/internal.h"
+#include "keys/keyjson.h"
+#include "keys/keysync.h"
+#include "keys/lifecycle.h"
+#include "metering/plans.h"
+#include "metering/report.h"
+#include "store/store.h"
+
+#define MAX_GRACE (30 * 86400)
+
+/* ---- keys -------------------------------------------------------------------------------- */
+
+/* A key in an answer about that key alone. Its request count is the key list's business: 0
+ * here (the only true figure for a key just created). */
+static json_t *key_doc(const struct store_key *k)
+{
+    return keyjson_doc(k, 0, kn_unix_now());
+}
+
+static int collect_key(void *ud, const struct store_key *k, uint64_t requests)
+{
+    json_array_insert_new(ud, 0, keyjson_doc(k, requests, kn_unix_now())); /* newest first */
+    return 0;
+}
+
+void dash_keys_list(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                    struct who *w, const char *param)
+{
+    (void)param;
+    int64_t month = kn_month_of(kn_unix_now());
+    json_t *arr = json_array(), *usage = NULL, *k;
+    char m[16];
+    size_t i;
+
+    if (store_key_list(d->store, w->member.account_id, collect_key, arr) != STORE_OK ||
+        report_key_usage(d->store, w->member.account_id, month, &usage) != STORE_OK) {
+        json_decref(arr);
+        dash_reply_store_error(d, res, req);
+        return;
+    }
+    /* This month's billed usage of each key, zeros for keys without any. */
+    json_array_foreach(arr, i, k)
+    {
+        json_t *u = json_object_get(usage, json_string_value(json_object_get(k, "id")));
+        json_object_set_new(k, "usage",
+                            u != NULL ? json_incref(u)
+                                      : json_pack("{s:i, s:i, s:i, s:i, s:i}", "requests", 0,
+                                                  "input_tokens", 0, "output_tokens", 0, "tokens",
+                                                  0, "cost_micros", 0));
+    }
+    json_decref(usage);
+    dash_reply_json(res, 200, "OK",
+                    json_pack("{s:o, s:s, s:s}", "data", arr, "month",
+                              kn_month_format(month, m, sizeof(m)), "currency",
+                              dash_plans(d)->currency));
+}
+
+/* Reads "ip_allowlist": [..] into canonical text. Returns 0, or -1 after replying 400. */
+static int allowlist_member(json_t *doc, const struct dash_request *req, struct dash_response *res,
+                            char out[STORE_ALLOWLIST_MAX])
+{
+    json_t *v = json_object_get(doc, "ip_allowlist"), *item;
+    char text[STORE_ALLOWLIST_MAX * 2] = "", err[256];
+    size_t i, used = 0;
+
+    out[0] = '\0';
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        goto bad;
+    json_array_foreach(v, i, item)
+    {
+        if (!json_is_string(item) || used + json_string_length(item) + 2 >= sizeof(text))
+            goto bad;
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "%s%s", used ? "," : "",
+                                 json_string_value(item));
+    }
+    if (lifecycle_canonical_allowlist(text, out, err, sizeof(err)) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, err, "ip_allowlist");
+        return -1;
+    }
+    return 0;
+bad:
+    dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                     "'ip_allowlist' must be a list of IP addresses and CIDR ranges.",
+                     "ip_allowlist");
+    return -1;
+}
+
+static void sync_keys(struct dashboard *d)
+{
+    /* The change must be in force on the API before this answer reaches the browser. */
+    if (d->ks != NULL)
+        keysync_sync_now(d->ks);
+}
+
+static void reply_key_and_secret(struct dash_response *res, int status, const struct store_key *k,
+                                 char sk[APIKEY_LEN + 1], json_t *extra_rolled)
+{
+    json_t *doc = json_pack("{s:o, s:s}", "key", key_doc(k), "secret", sk);
+    if (extra_rolled != NULL)
+        json_object_set_new(doc, "rolled", extra_rolled);
+    sodium_memzero(sk, APIKEY_LEN + 1);
+    dash_reply_json(res, status, "Created", doc);
+}
+
+/* Live keys are the owner's to create and roll; every working key counts towards the account's
+ * cap (KONNECT_MAX_KEYS_PER_ACCOUNT), which only the operator's CLI may exceed. Returns 0, or -1
+ * after replying. */
+static int may_add_key(struct dashboard *d, const struct dash_request *req,
+                       struct dash_response *res, const struct who *w, int live, int grows)
+{
+    int64_t n = 0;
+    char msg[200];
+
+    if (live && strcmp(w->member.role, "owner") != 0) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "Only the account's owner can create or roll live keys. Ask them, or "
+                         "use a test key.",
+                         NULL);
+        return -1;
+    }
+    if (!grows || d->cfg->max_keys_per_account == 0)
+        return 0;
+    if (store_key_count_working(d->store, w->member.account_id, kn_unix_now(), &n) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        return -1;
+    }
+    if (n < d->cfg->max_keys_per_account)
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "This account has %lld working API keys, the most it may have. Revoke keys you no "
+             "longer use first.",
+             (long long)n);
+    dash_reply_error(res, req, KN_ERR_LIMIT_REACHED, msg, NULL);
+    return -1;
+}
+
+void dash_key_create(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                     struct who *w, const char *param)
+{
+    (void)param;
+    struct lifecycle_spec spec;
+    struct store_key k;
+    char sk[APIKEY_LEN + 1], allow[STORE_ALLOWLIST_MAX];
+    int failed = 0;
+    json_t *doc, *v;
+    const char *name, *mode, *env;
+
+    if ((doc = dash_body_object(req, res)) == NULL)
+        return;
+    memset(&spec, 0, sizeof(spec));
+    name = dash_string_member(doc, "name", 1, req, res, &failed);
+    mode = failed ? NULL : dash_string_member(doc, "mode", 1, req, res, &failed);
+    env = failed ? NULL : dash_string_member(doc, "environment", 0, req, res, &failed);
+    if (failed)
+        goto out;
+    if (lifecycle_valid_name(name) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "Give the key a name of 1 to 128 bytes.", "name");
+        goto out;
+    }
+    if (apikey_mode_parse(mode, &spec.mode) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'mode' must be test or live.",
+                         "mode");
+        goto out;
+    }
+    spec.env = spec.mode == APIKEY_MODE_LIVE ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
+    if (env != NULL && apikey_env_parse(env, &spec.env) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "'environment' must be development, staging or production.",
+                         "environment");
+        goto out;
+    }
+    if ((v = json_object_get(doc, "expires_in_days")) != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 3650) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "'expires_in_days' must be a whole number of days from 1 to 3650.",
+                             "expires_in_days");
+            goto out;
+        }
+        spec.expires_at = kn_unix_now() + json_integer_value(v) * 86400;
+    }
+    if ((v = json_object_get(doc, "expires_at")) != NULL && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) <= kn_unix_now()) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "'expires_at' must be a Unix time in the future.", "expires_at");
+            goto out;
+        }
+        spec.expires_at = json_integer_value(v);
+    }
+    if (allowlist_member(doc, req, res, allow) != 0 ||
+        may_add_key(d, req, res, w, spec.mode == APIKEY_MODE_LIVE, 1) != 0)
+        goto out;
+    spec.account_id = w->member.account_id;
+    spec.name = name;
+    spec.allowlist = allow;
+    if (lifecycle_create(d->store, d->secret, &spec, &w->actor, &k, sk) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        goto out;
+    }
+    sync_keys(d);
+    reply_key_and_secret(res, 201, &k, sk, NULL);
+out:
+    json_decref(doc);
+}
+
+/* Finds the key `id` of the signed-in account. Returns 0, or -1 after replying 404. */
+static int own_key(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                   const struct who *w, const char *id, struct store_key *k)
+{
+    if (strlen(id) < STORE_ID_SIZE && store_key_find(d->store, id, NULL, k) == STORE_OK &&
+        strcmp(k->account_id, w->member.account_id) == 0)
+        return 0;
+    dash_reply_error(res, req, KN_ERR_NOT_FOUND, "No such API key.", "id");
+    return -1;
+}
+
+static int reload(struct dashboard *d, struct store_key *k)
+{
+    char id[STORE_ID_SIZE];
+    kn_strlcpy(id, k->id, sizeof(id));
+    return store_key_find(d->store, id, NULL, k);
+}
+
+void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                   struct who *w, const char *id)
+{
+    struct store_key old, k;
+    char sk[APIKEY_LEN + 1];
+    json_t *doc, *v;
+    json_int_t grace = 0;
+    int r;
+
+    if ((doc = dash_body_object(req, res)) == NULL)
+        return;
+    if ((v = json_object_get(doc, "grace_seconds")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MAX_GRACE) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "'grace_seconds' must be between 0 and 2592000 (30 days).",
+                             "grace_seconds");
+            goto out;
+        }
+        grace = json_integer_value(v);
+    }
+    if (own_key(d, req, res, w, id, &old) != 0 ||
+        may_add_key(d, req, res, w, strcmp(old.mode, "live") == 0, grace > 0) != 0)
+        goto out;
+    r = lifecycle_roll(d->store, d->secret, &old, grace, &w->actor, &k, sk);
+    if (r == STORE_CONFLICT) {
+        dash_reply_error(res, req, KN_ERR_KEY_NOT_ACTIVE, NULL, NULL);
+        goto out;
+    }
+    if (r != STORE_OK || reload(d, &old) != STORE_OK) {
+        sodium_memzero(sk, sizeof(sk));
+        dash_reply_store_error(d, res, req);
+        goto out;
+    }
+    sync_keys(d);
+    reply_key_and_secret(res, 201, &k, sk, key_doc(&old));
+out:
+    json_decref(doc);
+}
+
+void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                     struct who *w, const char *id)
+{
+    struct store_key k;
+
+    if (own_key(d, req, res, w, id, &k) != 0)
+        return;
+    if (k.revoked_at == 0 && lifecycle_revoke(d->store, &k, &w->actor) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        return;
+    }
+    sync_keys(d);
+    if (reload(d, &k) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        return;
+    }
+    dash_reply_json(res, 200, "OK", json_pack("{s:o}", "key", key_doc(&k)));
+}
+
+void dash_key_update(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                     struct who *w, const char *id)
+{
+    struct store_key k;
+    char allow[STORE_ALLOWLIST_MAX];
+    int failed = 0;
+    json_t *doc;
+    const char *name;
+
+    if ((doc = dash_body_object(req, res)) == NULL)
+        return;
+    name = dash_string_member(doc, "name", 0, req, res, &failed);
+    if (failed)
+        goto out;
+    if (name != NULL && lifecycle_valid_name(name) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "Give the key a name of 1 to 128 bytes.", "name");
+        goto out;
+    }
+    if (allowlist_member(doc, req, res, allow) != 0 || own_key(d, req, res, w, id, &k) != 0)
+        goto out;
+    /* Where a live key may be used from is the owner's to decide, like the key itself. */
+    if (json_object_get(doc, "ip_allowlist") != NULL && strcmp(k.mode, "live") == 0 &&
+        strcmp(w->member.role, "owner") != 0) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "Only the account's owner can change a live key's IP allowlist.", NULL);
+        goto out;
+    }
+    if (name != NULL && lifecycle_rename(d->store, &k, name, &w->actor) != STORE_OK)
+        goto fail;
+    if (json_object_get(doc, "ip_allowlist") != NULL &&
+        lifecycle_set_allowlist(d->store, &k, allow, &w->actor) != STORE_OK)
+        goto fail;
+    sync_keys(d);
+    if (reload(d, &k) != STORE_OK)
+        goto fail;
+    dash_reply_json(res, 200, "OK", json_pack("{s:o}", "key", key_doc(&k)));
+    goto out;
+fail:
+    dash_reply_store_error(d, res, req);
+out:
+    json_decref(doc);
+}
