@@ -98,4 +98,14 @@ void dashbridge_stop(struct server *srv);
 void dashbridge_worker_init(struct worker *w);
 void dashbridge_worker_dispose(struct worker *w);
 void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info);
+/* The API (http/chat.c) and the dashboard's pages (http/pages.c): route handlers. page and
+ * preflight answer (1) requests that are theirs, 0 otherwise; dashboard_host_ok answers 421 (0)
+ * to a Host other than KONNECT_PUBLIC_URL's. */
+void http_handle_chat_konnect(h2o_req_t *req, struct reqinfo *info);
+void http_handle_chat_completions(h2o_req_t *req, struct reqinfo *info);
+void http_handle_models(h2o_req_t *req, struct reqinfo *info);
+int http_handle_page(h2o_req_t *req, struct reqinfo *info);
+int http_handle_preflight(h2o_req_t *req, struct reqinfo *info);
+int http_dashboard_host_ok(h2o_req_t *req, struct reqinfo *info);
+
 #endif

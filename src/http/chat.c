@@ -1,0 +1,367 @@
+/* The API: POST /v1/chat and /v1/chat/completions (authentication, limits, the mock answer of a
+ * test key, admission of a live one, handed to live.c) and GET /v1/models. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+#include "auth/bearer.h"
+#include "core/base62.h"
+#include "core/jsonw.h"
+#include "core/util.h"
+#include "http/internal.h"
+#include "keys/keysync.h"
+#include "limits/limiter.h"
+
+/* ---- /v1/chat ---------------------------------------------------------------------------- */
+
+/* Applies a key's rate limits: the test-key limits, or the live limit of its account's plan.
+ * Returns 1 when the request may go on; otherwise sends the 429. */
+static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                        const struct plan *plan, int64_t now)
+{
+    const struct kn_config *c = http_worker_of(req)->srv->cfg;
+    struct ratelimit_result minute, day;
+    int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
+    /* Live keys share their account's limit: more keys buy nothing. */
+    uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
+    struct limiter *lim = http_worker_of(req)->srv->limiter;
+    char msg[256], buf[16];
+
+    if (rpd != 0) {
+        have_day = 1;
+        if (!limiter_daily_take(lim, key, rpd, now, &day)) {
+            snprintf(msg, sizeof(msg),
+                     "Daily request limit reached for this test key (%u requests per UTC day). "
+                     "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
+                     "a live key for production traffic.",
+                     rpd, day.reset);
+            http_add_ratelimit_headers(req, NULL, &day);
+            snprintf(buf, sizeof(buf), "%u", day.retry_after);
+            http_add_header(req, "retry-after", buf);
+            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            return 0;
+        }
+    }
+    if (rpm != 0) {
+        have_minute = 1;
+        if (!limiter_rate_take(lim, key, live, rpm, 60, kn_mono_ns(), &minute)) {
+            if (have_day) {
+                /* The day keeps the request it counted: give it back, and report it given back. */
+                limiter_daily_refund(lim, key, now);
+                day.remaining++;
+            }
+            if (live)
+                snprintf(msg, sizeof(msg),
+                         "Rate limit reached for this account's live keys (%u requests per "
+                         "minute for all of them together, plan \"%s\"). Retry after %u "
+                         "second%s.",
+                         rpm, plan->name, minute.retry_after, minute.retry_after == 1 ? "" : "s");
+            else
+                snprintf(msg, sizeof(msg),
+                         "Rate limit reached for this test key (%u requests per minute). Retry "
+                         "after %u second%s.",
+                         rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
+            http_add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
+            snprintf(buf, sizeof(buf), "%u", minute.retry_after);
+            http_add_header(req, "retry-after", buf);
+            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            return 0;
+        }
+    }
+    http_add_ratelimit_headers(req, have_minute ? &minute : NULL, have_day ? &day : NULL);
+    return 1;
+}
+
+static int is_json_content_type(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    const char *v;
+    size_t len;
+
+    if (i < 0)
+        return 0;
+    v = req->headers.entries[i].value.base;
+    len = req->headers.entries[i].value.len;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    if (len < 16 || strncasecmp(v, "application/json", 16) != 0)
+        return 0;
+    v += 16;
+    len -= 16;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    return len == 0 || *v == ';';
+}
+
+/* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
+ * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
+static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                      const struct plan *plan, const struct chat_call *call, int64_t now,
+                      int64_t month, uint64_t *held)
+{
+    struct acctrec *a = key->acct;
+    struct limiter *lim = http_worker_of(req)->srv->limiter;
+    char msg[400], when[32], mbuf[8];
+    enum quota_outcome q;
+    uint64_t want = (uint64_t)call->input_estimate +
+                    (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
+
+    if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
+        snprintf(msg, sizeof(msg),
+                 "This account already has %u live requests in flight, the most its plan "
+                 "(\"%s\") allows at once, all keys together. Retry when one finishes.",
+                 plan->max_concurrent, plan->name);
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
+        return 0;
+    }
+    if ((q = limiter_quota_reserve(lim, a, month, want, held)) == QUOTA_OK)
+        return 1;
+    limiter_inflight_release(lim, a);
+    int64_t reset = kn_month_start(month + 1);
+    kn_format_time(reset, when, sizeof(when));
+    kn_month_format(month, mbuf, sizeof(mbuf));
+    snprintf(msg, sizeof(msg),
+             "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"%s). "
+             "The quota resets at %s, in %lld hours. Test keys still work; to go on now, ask "
+             "for a higher quota or plan.",
+             (long long)(q == QUOTA_REQUESTS_USED_UP ? atomic_load(&a->quota_requests)
+                                                     : atomic_load(&a->quota_tokens)),
+             q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name,
+             q == QUOTA_TOKENS_USED_UP ? ", counting what requests in flight may use" : "", when,
+             (long long)((reset - now + 3599) / 3600));
+    http_send_error(req, info, KN_ERR_INSUFFICIENT_QUOTA, msg, NULL);
+    return 0;
+}
+
+static int send_model_not_found(h2o_req_t *req, struct reqinfo *info, const char *model, size_t len,
+                                const struct plan *plan)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "The model '%.*s' does not exist or this account's plan (\"%s\") cannot use it. "
+             "GET /v1/models lists the models it can use.",
+             (int)(len > 128 ? 128 : len), model, plan->name);
+    http_send_error(req, info, KN_ERR_MODEL_NOT_FOUND, msg, "model");
+    return 0;
+}
+
+/* Authenticates a /v1/ request and finds the plan it is served on, read once for the whole
+ * request (a reload may change the account's plan, or take it away, at any moment): the
+ * account's; for a test key of an account whose plan the server does not know, the default plan
+ * of ps (test keys never touch billing). A live key of such an account is refused. Returns the
+ * key and writes the plan to *plan, or returns NULL after answering. */
+static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now,
+                                   const struct plans *ps, const struct plan **plan)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    struct auth_input in;
+    struct keyrec *key;
+    struct sockaddr_storage peer;
+    enum kn_err err;
+
+    memset(&in, 0, sizeof(in));
+    in.now = now;
+    if (http_client_addr(req, &peer))
+        in.peer = (struct sockaddr *)&peer;
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;) {
+        if (in.header_count++ == 0) {
+            in.header = req->headers.entries[i].value.base;
+            in.header_len = req->headers.entries[i].value.len;
+        }
+    }
+    err = auth_authenticate(srv->kt, srv->secret, &in, &key);
+    info->key = key;
+    if (err != KN_OK) {
+        http_send_auth_error(req, info, err);
+        return NULL;
+    }
+    *plan = atomic_load(&key->acct->plan);
+    if (*plan == NULL && key->mode == APIKEY_MODE_TEST)
+        *plan = plans_find(ps, NULL);
+    if (*plan == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "This account is on plan \"%.64s\", which this server's plans do not define, so "
+                 "its live requests are refused until the operator fixes it. Test keys still "
+                 "work.",
+                 atomic_load(&key->acct->plan_wanted) != NULL ? atomic_load(&key->acct->plan_wanted)
+                                                              : "?");
+        http_send_error(req, info, KN_ERR_PLAN_UNAVAILABLE, msg, NULL);
+        return NULL;
+    }
+    return key;
+}
+
+static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const struct plans *ps = keysync_plans(srv->ks);
+    const struct plan *plan;
+    struct plan_model pm;
+    struct keyrec *key;
+    struct chat_request creq;
+    struct chat_call call;
+    struct chat_error cerr;
+    int64_t now = kn_unix_now();
+    const char *body = req->entity.base != NULL ? req->entity.base : "";
+    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    uint64_t held = 0;
+
+    if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
+        return;
+    if (!check_limits(req, info, key, plan, now)) {
+        keytable_touch(srv->kt, key, now, 0);
+        return;
+    }
+    /* Counted once admitted by the limits: this is the count the daily limit resumes from. */
+    keytable_touch(srv->kt, key, now, 1);
+    if (!is_json_content_type(req)) {
+        http_send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
+        return;
+    }
+    if (api == CHAT_API_KONNECT) {
+        if (chat_request_parse(body, req->entity.len, &creq, &cerr) != 0) {
+            http_send_error(req, info, cerr.err, cerr.message, cerr.param);
+            return;
+        }
+        if (key->mode == APIKEY_MODE_TEST && !creq.stream) {
+            /* The hot path of test keys: the mock answer written directly. */
+            char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
+            size_t len;
+            if (creq.model != NULL) {
+                memcpy(model, creq.model, creq.model_len);
+                model[creq.model_len] = '\0';
+            } else {
+                kn_strlcpy(model, default_model, sizeof(model));
+            }
+            if (ps->has_catalogue && plans_model(ps, plan, model, strlen(model), &pm) != 0) {
+                chat_request_cleanup(&creq);
+                send_model_not_found(req, info, model, strlen(model), plan);
+                return;
+            }
+            base62_random_id(id, "chat_", 24);
+            char *out = chat_mock_response(&creq, model, id, now, &len);
+            chat_request_cleanup(&creq);
+            http_send_json(req, info, 200, "OK", out, len);
+            free(out);
+            return;
+        }
+        chat_call_from_konnect(&creq, default_model, &call);
+        chat_request_cleanup(&creq);
+    } else if (chat_call_from_openai(body, req->entity.len, default_model, plan->allowed_params,
+                                     &call, &cerr) != 0) {
+        http_send_error(req, info, cerr.err, cerr.message, cerr.param);
+        return;
+    }
+    if (plans_model(ps, plan, call.model, strlen(call.model), &pm) != 0) {
+        send_model_not_found(req, info, call.model, strlen(call.model), plan);
+        chat_call_cleanup(&call);
+        return;
+    }
+    if (key->mode == APIKEY_MODE_TEST) {
+        char id[9 + 24 + 1];
+        size_t len;
+        base62_random_id(id, api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
+        char *out = chat_mock_answer(&call, id, now, &len);
+        if (call.stream) {
+            http_response_head(req, info, 200, "OK", HTTP_EVENT_STREAM, "no-cache", len);
+            http_log_request(req, info, 200);
+            h2o_send_inline(req, out, len);
+        } else {
+            http_send_json(req, info, 200, "OK", out, len);
+        }
+        free(out);
+        chat_call_cleanup(&call);
+        return;
+    }
+    if (http_worker_of(req)->live.stopping) {
+        /* Past the drain's deadline: nothing more starts that could not be billed. */
+        http_send_error(req, info, KN_ERR_SHUTTING_DOWN, NULL, NULL);
+        chat_call_cleanup(&call);
+        return;
+    }
+    chat_call_prepare(&call, pm.backend);
+    int64_t month = kn_month_of(now);
+    if (!admit_live(req, info, key, plan, &call, now, month, &held)) {
+        chat_call_cleanup(&call);
+        return;
+    }
+    struct live_terms terms = {month, held, plan, &pm, ps, http_worker_of(req)->srv->limiter};
+    live_handle(req, info, key, &terms, &call);
+}
+
+/* One model in OpenAI's format. */
+static void model_json(struct jsonw *w, const char *id, int64_t created)
+{
+    jsonw_lit(w, "{\"id\":");
+    jsonw_str(w, id, strlen(id));
+    jsonw_lit(w, ",\"object\":\"model\",\"created\":");
+    jsonw_int(w, created);
+    jsonw_lit(w, ",\"owned_by\":\"konnect\"}");
+}
+
+/* GET /v1/models and /v1/models/{id}: the models the caller's plan may use, in OpenAI's format
+ * (many tools list them at start). Without a catalogue, every name is allowed, and the list holds
+ * the default model. Any valid key may ask; asking counts against no limit. */
+void http_handle_models(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const struct plans *ps = keysync_plans(srv->ks);
+    const struct plan *plan;
+    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    h2o_iovec_t p = req->path_normalized;
+    struct plan_model pm;
+    struct keyrec *key;
+    struct jsonw w;
+    size_t len;
+    char *out;
+
+    if ((key = authenticate(req, info, kn_unix_now(), ps, &plan)) == NULL)
+        return;
+    jsonw_init(&w, 256);
+    if (p.len > 11) { /* /v1/models/{id} */
+        const char *id = p.base + 11;
+        size_t idlen = p.len - 11;
+        int known = ps->has_catalogue
+                        ? plans_model(ps, plan, id, idlen, &pm) == 0
+                        : strlen(default_model) == idlen && memcmp(default_model, id, idlen) == 0;
+        if (!known || idlen > PLAN_MODEL_MAX) {
+            free(jsonw_finish(&w, &len));
+            send_model_not_found(req, info, id, idlen, plan);
+            return;
+        }
+        memcpy(pm.name, id, idlen);
+        pm.name[idlen] = '\0';
+        model_json(&w, pm.name, 0);
+    } else {
+        jsonw_lit(&w, "{\"object\":\"list\",\"data\":[");
+        if (!ps->has_catalogue)
+            model_json(&w, default_model, 0);
+        for (size_t i = 0; ps->has_catalogue && i < plan->nmodels; i++) {
+            if (i > 0)
+                jsonw_lit(&w, ",");
+            model_json(&w, plan->models[i].name, 0);
+        }
+        jsonw_lit(&w, "]}");
+    }
+    out = jsonw_finish(&w, &len);
+    http_send_json(req, info, 200, "OK", out, len);
+    free(out);
+}
+
+void http_handle_chat_konnect(h2o_req_t *req, struct reqinfo *info)
+{
+    handle_chat(req, info, CHAT_API_KONNECT);
+}
+
+void http_handle_chat_completions(h2o_req_t *req, struct reqinfo *info)
+{
+    handle_chat(req, info, CHAT_API_OPENAI);
+}
