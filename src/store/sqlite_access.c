@@ -1,0 +1,609 @@
+/* The SQLite backend's dashboard access: users, memberships, sessions, invitations, set-password
+ * links, throttles and pruning (see sqlite_internal.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "store/sqlite_internal.h"
+
+/* ---- dashboard: users, memberships, sessions, invitations, sign-in failures ---------------- */
+
+static int insert_user(struct store *s, const struct store_user *u)
+{
+    int rc = RUN(s, USER_INSERT,
+                 "INSERT INTO users(id, email, password_hash, created_at) "
+                 "VALUES (?1, lower(?2), nullif(?3, ''), ?4)",
+                 "ttti", u->id, u->email, u->password_hash, u->created_at);
+    return sq_done(s, STMT(s, USER_INSERT), rc, "cannot create user");
+}
+
+int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
+                                const struct store_user *u, int existing)
+{
+    struct store_user found;
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    if ((rc = sqlite_account_insert(s, a)) != STORE_OK)
+        goto rollback;
+    rc = sqlite_user_find(s, u->email, &found);
+    if (rc != STORE_OK && rc != STORE_NOT_FOUND)
+        goto rollback;
+    if (existing) {
+        /* The caller named the user it expects: only that one may become the owner. */
+        if (rc == STORE_NOT_FOUND || strcmp(found.id, u->id) != 0) {
+            rc = store_set_error(s, STORE_NOT_FOUND, "%s is not the dashboard user of %s", u->id,
+                                 u->email);
+            goto rollback;
+        }
+    } else if (rc == STORE_OK) {
+        rc = store_set_error(s, STORE_CONFLICT, "%s is already a dashboard user (%s)", u->email,
+                             found.id);
+        goto rollback;
+    } else if ((rc = insert_user(s, u)) != STORE_OK) {
+        goto rollback;
+    }
+    rc = RUN(
+        s, MEMBER_INSERT,
+        "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "ttti", a->id, u->id, "owner", a->created_at);
+    if ((rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner")) != STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+static void read_user(sqlite3_stmt *q, struct store_user *u)
+{
+    memset(u, 0, sizeof(*u));
+    sq_copy_text(u->id, sizeof(u->id), q, 0);
+    sq_copy_text(u->email, sizeof(u->email), q, 1);
+    sq_copy_text(u->password_hash, sizeof(u->password_hash), q, 2);
+    u->created_at = sqlite3_column_int64(q, 3);
+}
+
+int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out)
+{
+    int rc = RUN(s, USER_FIND,
+                 "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
+                 "WHERE email = lower(?1) OR id = ?1",
+                 "t", email_or_id);
+    if (rc == SQLITE_ROW)
+        read_user(STMT(s, USER_FIND), out);
+    sqlite3_reset(STMT(s, USER_FIND));
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such user")
+                             : sq_fail(s, "cannot read user");
+}
+
+/* Forgets a user's set-password links that were not used: a new password, or a newer link,
+ * makes them worthless, and one left in a shell history or a chat must not open the user. */
+static int void_password_tokens(struct store *s, const char *user_id)
+{
+    int rc =
+        RUN(s, PWTOKENS_VOID, "DELETE FROM password_tokens WHERE user_id = ?1 AND used_at IS NULL",
+            "t", user_id);
+    return sq_done(s, STMT(s, PWTOKENS_VOID), rc, "cannot void set-password links");
+}
+
+/* Inside a transaction. */
+static int set_password(struct store *s, const char *user_id, const char *hash)
+{
+    int rc = RUN(s, USER_PASSWORD, "UPDATE users SET password_hash = ?2 WHERE id = ?1", "tt",
+                 user_id, hash);
+    if ((rc = sq_done(s, STMT(s, USER_PASSWORD), rc, "cannot set password")) != STORE_OK)
+        return rc;
+    if (sqlite3_changes(sq_db_of(s)) == 0)
+        return store_set_error(s, STORE_NOT_FOUND, "no such user");
+    return void_password_tokens(s, user_id);
+}
+
+int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash)
+{
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    return sq_end(s, set_password(s, user_id, hash));
+}
+
+#define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"
+
+static void read_member(sqlite3_stmt *q, struct store_member *m)
+{
+    memset(m, 0, sizeof(*m));
+    sq_copy_text(m->account_id, sizeof(m->account_id), q, 0);
+    sq_copy_text(m->user_id, sizeof(m->user_id), q, 1);
+    sq_copy_text(m->email, sizeof(m->email), q, 2);
+    sq_copy_text(m->role, sizeof(m->role), q, 3);
+    m->created_at = sqlite3_column_int64(q, 4);
+}
+
+static int one_member(struct store *s, sqlite3_stmt *q, int rc, struct store_member *out)
+{
+    if (rc == SQLITE_ROW)
+        read_member(q, out);
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such membership")
+                             : sq_fail(s, "cannot read membership");
+}
+
+int sqlite_member_first(struct store *s, const char *user_id, struct store_member *out)
+{
+    int rc = RUN(s, MEMBER_FIRST,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.user_id = ?1 ORDER BY m.role = 'owner' DESC, m.created_at LIMIT 1",
+                 "t", user_id);
+    return one_member(s, STMT(s, MEMBER_FIRST), rc, out);
+}
+
+int sqlite_member_find(struct store *s, const char *account_id, const char *user_id,
+                       struct store_member *out)
+{
+    int rc = RUN(s, MEMBER_FIND,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.account_id = ?1 AND m.user_id = ?2",
+                 "tt", account_id, user_id);
+    return one_member(s, STMT(s, MEMBER_FIND), rc, out);
+}
+
+int sqlite_member_add(struct store *s, const struct store_member *m, const struct store_user *u)
+{
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    if (u != NULL && (rc = insert_user(s, u)) != STORE_OK)
+        goto rollback;
+    rc = RUN(
+        s, MEMBER_INSERT,
+        "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "ttti", m->account_id, m->user_id, m->role, m->created_at);
+    if ((rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add member")) != STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+int sqlite_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud)
+{
+    struct store_member m;
+    sqlite3_stmt *q;
+    int rc = RUN(s, MEMBERS_LIST,
+                 "SELECT " MEMBER_COLUMNS " FROM memberships m JOIN users u ON u.id = m.user_id "
+                 "WHERE m.account_id = ?1 ORDER BY m.created_at, m.rowid",
+                 "t", account_id);
+    q = STMT(s, MEMBERS_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_member(q, &m);
+        if (cb(ud, &m) != 0)
+            break;
+    }
+    return sq_done(s, q, rc, "cannot list members");
+}
+
+int sqlite_session_insert(struct store *s, const struct store_session *x)
+{
+    int rc = RUN(s, SESSION_INSERT,
+                 "INSERT INTO sessions(token_hash, user_id, account_id, csrf_token, created_at, "
+                 "last_seen_at, expires_at, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 "htttiiit", x->token_hash, x->user_id, x->account_id, x->csrf_token, x->created_at,
+                 x->last_seen_at, x->expires_at, x->ip);
+    return sq_done(s, STMT(s, SESSION_INSERT), rc, "cannot create session");
+}
+
+int sqlite_session_find(struct store *s, const uint8_t *hash, struct store_session *out)
+{
+    sqlite3_stmt *q;
+    int rc = RUN(s, SESSION_FIND,
+                 "SELECT user_id, account_id, csrf_token, created_at, last_seen_at, expires_at, "
+                 "coalesce(ip, '') FROM sessions WHERE token_hash = ?1",
+                 "h", hash);
+    q = STMT(s, SESSION_FIND);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        memcpy(out->token_hash, hash, STORE_HASH_LEN);
+        sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
+        sq_copy_text(out->account_id, sizeof(out->account_id), q, 1);
+        sq_copy_text(out->csrf_token, sizeof(out->csrf_token), q, 2);
+        out->created_at = sqlite3_column_int64(q, 3);
+        out->last_seen_at = sqlite3_column_int64(q, 4);
+        out->expires_at = sqlite3_column_int64(q, 5);
+        sq_copy_text(out->ip, sizeof(out->ip), q, 6);
+    }
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such session")
+                             : sq_fail(s, "cannot read session");
+}
+
+int sqlite_session_touch(struct store *s, const uint8_t *hash, int64_t at)
+{
+    int rc = RUN(s, SESSION_TOUCH, "UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
+                 "hi", hash, at);
+    return sq_done(s, STMT(s, SESSION_TOUCH), rc, "cannot update session");
+}
+
+int sqlite_session_delete(struct store *s, const uint8_t *hash)
+{
+    int rc = RUN(s, SESSION_DELETE, "DELETE FROM sessions WHERE token_hash = ?1", "h", hash);
+    return sq_done(s, STMT(s, SESSION_DELETE), rc, "cannot end session");
+}
+
+int sqlite_sessions_delete_user(struct store *s, const char *user_id)
+{
+    int rc = RUN(s, SESSIONS_DELETE_USER, "DELETE FROM sessions WHERE user_id = ?1", "t", user_id);
+    return sq_done(s, STMT(s, SESSIONS_DELETE_USER), rc, "cannot end sessions");
+}
+
+int sqlite_invite_insert(struct store *s, const struct store_invite *i)
+{
+    int rc = RUN(s, INVITE_INSERT,
+                 "INSERT INTO invites(token_hash, id, account_id, email, invited_by, created_at, "
+                 "expires_at) VALUES (?1, ?2, ?3, lower(?4), ?5, ?6, ?7)",
+                 "htttt"
+                 "ii",
+                 i->token_hash, i->id, i->account_id, i->email, i->invited_by, i->created_at,
+                 i->expires_at);
+    return sq_done(s, STMT(s, INVITE_INSERT), rc, "cannot create invitation");
+}
+
+static void read_invite(sqlite3_stmt *q, struct store_invite *i)
+{
+    const void *h = sqlite3_column_blob(q, 0);
+    memset(i, 0, sizeof(*i));
+    if (h != NULL && sqlite3_column_bytes(q, 0) == STORE_HASH_LEN)
+        memcpy(i->token_hash, h, STORE_HASH_LEN);
+    sq_copy_text(i->account_id, sizeof(i->account_id), q, 1);
+    sq_copy_text(i->email, sizeof(i->email), q, 2);
+    sq_copy_text(i->invited_by, sizeof(i->invited_by), q, 3);
+    i->created_at = sqlite3_column_int64(q, 4);
+    i->expires_at = sqlite3_column_int64(q, 5);
+    i->accepted_at = sqlite3_column_int64(q, 6);
+    sq_copy_text(i->id, sizeof(i->id), q, 7);
+    i->canceled_at = sqlite3_column_int64(q, 8);
+    i->failures = sqlite3_column_int(q, 9);
+}
+
+#define INVITE_COLUMNS                                                                             \
+    "token_hash, account_id, email, invited_by, created_at, expires_at, coalesce(accepted_at, "    \
+    "0), "                                                                                         \
+    "coalesce(id, ''), coalesce(canceled_at, 0), failures"
+#define INVITE_PENDING "accepted_at IS NULL AND canceled_at IS NULL AND expires_at > ?2"
+
+int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out)
+{
+    int rc = RUN(s, INVITE_FIND, "SELECT " INVITE_COLUMNS " FROM invites WHERE token_hash = ?1",
+                 "h", hash);
+    if (rc == SQLITE_ROW)
+        read_invite(STMT(s, INVITE_FIND), out);
+    sqlite3_reset(STMT(s, INVITE_FIND));
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such invitation")
+                             : sq_fail(s, "cannot read invitation");
+}
+
+/* Cancels an account's pending invitations for an email: the person joined, or was removed,
+ * and no invitation made before may bring them (back) in. */
+static int cancel_invites_for(struct store *s, const char *account_id, const char *email,
+                              int64_t at)
+{
+    int rc = RUN(s, INVITES_CANCEL_EMAIL,
+                 "UPDATE invites SET canceled_at = ?3 WHERE account_id = ?1 AND email = ?2 AND "
+                 "accepted_at IS NULL AND canceled_at IS NULL",
+                 "tti", account_id, email, at);
+    return sq_done(s, STMT(s, INVITES_CANCEL_EMAIL), rc, "cannot cancel invitations");
+}
+
+int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
+{
+    char account_id[STORE_ID_SIZE] = "", email[STORE_EMAIL_MAX + 1] = "";
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    rc = RUN(s, INVITE_ACCEPT,
+             "UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1 AND accepted_at IS NULL "
+             "AND canceled_at IS NULL RETURNING account_id, email",
+             "hi", hash, at);
+    if (rc == SQLITE_ROW) {
+        sq_copy_text(account_id, sizeof(account_id), STMT(s, INVITE_ACCEPT), 0);
+        sq_copy_text(email, sizeof(email), STMT(s, INVITE_ACCEPT), 1);
+    }
+    if ((rc = sq_done(s, STMT(s, INVITE_ACCEPT), rc, "cannot accept invitation")) != STORE_OK)
+        goto rollback;
+    if (account_id[0] == '\0') {
+        rc = store_set_error(s, STORE_CONFLICT, "invitation already used or cancelled");
+        goto rollback;
+    }
+    if ((rc = cancel_invites_for(s, account_id, email, at)) != STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+int sqlite_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
+                        void *ud)
+{
+    struct store_invite i;
+    sqlite3_stmt *q;
+    int rc = RUN(s, INVITES_LIST,
+                 "SELECT " INVITE_COLUMNS " FROM invites WHERE account_id = ?1 AND " INVITE_PENDING
+                 " ORDER BY created_at",
+                 "ti", account_id, now);
+    q = STMT(s, INVITES_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_invite(q, &i);
+        if (cb(ud, &i) != 0)
+            break;
+    }
+    return sq_done(s, q, rc, "cannot list invitations");
+}
+
+int sqlite_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures)
+{
+    int rc = RUN(s, INVITE_FAIL,
+                 "UPDATE invites SET failures = failures + 1, canceled_at = CASE WHEN canceled_at "
+                 "IS NULL AND failures + 1 >= ?2 THEN ?3 ELSE canceled_at END "
+                 "WHERE token_hash = ?1 RETURNING failures",
+                 "hii", hash, (int64_t)max, at);
+    if (rc == SQLITE_ROW)
+        *failures = sqlite3_column_int(STMT(s, INVITE_FAIL), 0);
+    int r = sq_done(s, STMT(s, INVITE_FAIL), rc, "cannot count a failed invitation");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such invitation");
+    return r;
+}
+
+int sqlite_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
+                         struct store_invite *out)
+{
+    int rc = RUN(s, INVITE_CANCEL,
+                 "UPDATE invites SET canceled_at = ?2 WHERE account_id = ?3 AND id = ?1 AND "
+                 "accepted_at IS NULL AND canceled_at IS NULL AND expires_at > ?2 "
+                 "RETURNING " INVITE_COLUMNS,
+                 "tit", id, at, account_id);
+    if (rc == SQLITE_ROW)
+        read_invite(STMT(s, INVITE_CANCEL), out);
+    int r = sq_done(s, STMT(s, INVITE_CANCEL), rc, "cannot cancel invitation");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such pending invitation");
+    return r;
+}
+
+int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count)
+{
+    int rc = RUN(s, INVITES_PENDING,
+                 "SELECT count(*) FROM invites WHERE account_id = ?1 AND " INVITE_PENDING, "ti",
+                 account_id, now);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(STMT(s, INVITES_PENDING), 0);
+    return sq_done(s, STMT(s, INVITES_PENDING), rc, "cannot count invitations");
+}
+
+/* A new link replaces the user's earlier ones that were not used. */
+int sqlite_password_token_insert(struct store *s, const struct store_password_token *t)
+{
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    if ((rc = void_password_tokens(s, t->user_id)) != STORE_OK)
+        goto rollback;
+    rc = RUN(s, PWTOKEN_INSERT,
+             "INSERT INTO password_tokens(token_hash, user_id, created_at, expires_at) "
+             "VALUES (?1, ?2, ?3, ?4)",
+             "htii", t->token_hash, t->user_id, t->created_at, t->expires_at);
+    if ((rc = sq_done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link")) !=
+        STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+int sqlite_password_token_find(struct store *s, const uint8_t *hash,
+                               struct store_password_token *out)
+{
+    sqlite3_stmt *q;
+    int rc = RUN(s, PWTOKEN_FIND,
+                 "SELECT user_id, created_at, expires_at, coalesce(used_at, 0) FROM "
+                 "password_tokens WHERE token_hash = ?1",
+                 "h", hash);
+    q = STMT(s, PWTOKEN_FIND);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        memcpy(out->token_hash, hash, STORE_HASH_LEN);
+        sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
+        out->created_at = sqlite3_column_int64(q, 1);
+        out->expires_at = sqlite3_column_int64(q, 2);
+        out->used_at = sqlite3_column_int64(q, 3);
+    }
+    int r = sq_done(s, q, rc, "cannot read a set-password link");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no such link");
+    return r;
+}
+
+int sqlite_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
+                              int64_t at)
+{
+    char user_id[STORE_ID_SIZE] = "";
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    rc = RUN(s, PWTOKEN_USE,
+             "UPDATE password_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL "
+             "AND expires_at > ?2 RETURNING user_id",
+             "hi", hash, at);
+    if (rc == SQLITE_ROW)
+        sq_copy_text(user_id, sizeof(user_id), STMT(s, PWTOKEN_USE), 0);
+    if ((rc = sq_done(s, STMT(s, PWTOKEN_USE), rc, "cannot use a set-password link")) != STORE_OK)
+        goto rollback;
+    if (user_id[0] == '\0') {
+        rc = store_set_error(s, STORE_CONFLICT, "the link was used already or has expired");
+        goto rollback;
+    }
+    if ((rc = set_password(s, user_id, password_hash)) != STORE_OK ||
+        (rc = sqlite_sessions_delete_user(s, user_id)) != STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at)
+{
+    struct store_user u;
+    int rc;
+
+    if ((rc = sq_begin(s)) != STORE_OK)
+        return rc;
+    if ((rc = sqlite_user_find(s, user_id, &u)) != STORE_OK ||
+        (rc = cancel_invites_for(s, account_id, u.email, at)) != STORE_OK)
+        goto rollback;
+    rc = RUN(s, MEMBER_REMOVE, "DELETE FROM memberships WHERE account_id = ?1 AND user_id = ?2",
+             "tt", account_id, user_id);
+    if ((rc = sq_done(s, STMT(s, MEMBER_REMOVE), rc, "cannot remove member")) != STORE_OK)
+        goto rollback;
+    if (sqlite3_changes(sq_db_of(s)) == 0) {
+        rc = store_set_error(s, STORE_NOT_FOUND, "no such member");
+        goto rollback;
+    }
+    rc = RUN(s, SESSIONS_DELETE_MEMBER,
+             "DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2", "tt", account_id,
+             user_id);
+    if ((rc = sq_done(s, STMT(s, SESSIONS_DELETE_MEMBER), rc, "cannot end sessions")) != STORE_OK)
+        goto rollback;
+    rc = STORE_OK;
+rollback:
+    return sq_end(s, rc);
+}
+
+int sqlite_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)
+{
+    int rc =
+        RUN(s, SESSIONS_DELETE_OTHERS,
+            "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2", "th", user_id, keep);
+    return sq_done(s, STMT(s, SESSIONS_DELETE_OTHERS), rc, "cannot end sessions");
+}
+
+int sqlite_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count)
+{
+    int rc = RUN(s, KEY_COUNT_WORKING,
+                 "SELECT count(*) FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL AND "
+                 "(expires_at IS NULL OR expires_at > ?2)",
+                 "ti", account_id, now);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(STMT(s, KEY_COUNT_WORKING), 0);
+    return sq_done(s, STMT(s, KEY_COUNT_WORKING), rc, "cannot count keys");
+}
+
+static void read_throttle(sqlite3_stmt *q, struct store_throttle *t)
+{
+    t->count = sqlite3_column_int64(q, 0);
+    t->first_at = sqlite3_column_int64(q, 1);
+    t->last_at = sqlite3_column_int64(q, 2);
+    t->refused = sqlite3_column_int64(q, 3);
+}
+
+int sqlite_throttle_get(struct store *s, const char *kind, const char *key,
+                        struct store_throttle *out)
+{
+    int rc = RUN(s, THROTTLE_GET,
+                 "SELECT count, first_at, last_at, refused FROM throttles WHERE kind = ?1 AND "
+                 "key = ?2",
+                 "tt", kind, key);
+    if (rc == SQLITE_ROW)
+        read_throttle(STMT(s, THROTTLE_GET), out);
+    int r = sq_done(s, STMT(s, THROTTLE_GET), rc, "cannot read a throttle");
+    if (r == STORE_OK && rc == SQLITE_DONE)
+        return store_set_error(s, STORE_NOT_FOUND, "no throttle");
+    return r;
+}
+
+int sqlite_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
+                        int64_t window, struct store_throttle *out)
+{
+    int rc = RUN(s, THROTTLE_HIT,
+                 "INSERT INTO throttles(kind, key, count, first_at, last_at) "
+                 "VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT(kind, key) DO UPDATE SET "
+                 "count = CASE WHEN last_at <= ?3 - ?4 THEN 1 ELSE count + 1 END, "
+                 "first_at = CASE WHEN last_at <= ?3 - ?4 THEN ?3 ELSE first_at END, "
+                 "refused = 0, last_at = ?3 RETURNING count, first_at, last_at, refused",
+                 "ttii", kind, key, now, window);
+    if (rc == SQLITE_ROW)
+        read_throttle(STMT(s, THROTTLE_HIT), out);
+    return sq_done(s, STMT(s, THROTTLE_HIT), rc, "cannot count an attempt");
+}
+
+int sqlite_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused)
+{
+    int rc = RUN(s, THROTTLE_REFUSE,
+                 "UPDATE throttles SET refused = refused + 1 WHERE kind = ?1 AND key = ?2 "
+                 "RETURNING refused - 1",
+                 "tt", kind, key);
+    *refused = rc == SQLITE_ROW ? sqlite3_column_int64(STMT(s, THROTTLE_REFUSE), 0) : 0;
+    return sq_done(s, STMT(s, THROTTLE_REFUSE), rc, "cannot count a refused attempt");
+}
+
+int sqlite_throttle_clear(struct store *s, const char *kind, const char *key)
+{
+    int rc = RUN(s, THROTTLE_CLEAR, "DELETE FROM throttles WHERE kind = ?1 AND key = ?2", "tt",
+                 kind, key);
+    return sq_done(s, STMT(s, THROTTLE_CLEAR), rc, "cannot clear a throttle");
+}
+
+/* Deletes at most PRUNE_BATCH rows per statement, each its own short transaction, so that a
+ * prune never holds the write lock long enough to delay a ledger commit. */
+#define PRUNE_BATCH 500
+
+int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted)
+{
+    static const char *const sql[] = {
+        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions WHERE "
+        "expires_at <= ?1 OR last_seen_at <= ?1 - ?7 LIMIT 500)",
+        "DELETE FROM throttles WHERE (kind, key) IN (SELECT kind, key FROM throttles WHERE "
+        "last_at <= ?2 LIMIT 500)",
+        "DELETE FROM invites WHERE token_hash IN (SELECT token_hash FROM invites WHERE "
+        "coalesce(accepted_at, canceled_at, expires_at) <= ?3 AND (accepted_at IS NOT NULL OR "
+        "canceled_at IS NOT NULL OR expires_at <= ?1) LIMIT 500)",
+        "DELETE FROM password_tokens WHERE token_hash IN (SELECT token_hash FROM password_tokens "
+        "WHERE coalesce(used_at, expires_at) <= ?3 LIMIT 500)",
+        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE at <= ?4 AND "
+        "seq < (SELECT max(seq) FROM key_changes) LIMIT 500)",
+        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE at <= ?4 "
+        "AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ?5 > 0 AND at <= ?6 "
+        "ORDER BY id LIMIT 500)",
+    };
+    struct sqlite_backend *b = store_backend(s);
+    int64_t total = 0;
+
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        for (;;) {
+            int rc = sq_run(s, &b->prune[i], sql[i], "iiiiiii", now, now - r->throttle_s,
+                            now - r->done_days * 86400, now - r->change_log_days * 86400,
+                            r->audit_days, now - r->audit_days * 86400, r->session_idle_s);
+            sqlite3_reset(b->prune[i]);
+            if (rc != SQLITE_DONE)
+                return sq_fail(s, "cannot prune");
+            int n = sqlite3_changes(sq_db_of(s));
+            total += n;
+            if (n < PRUNE_BATCH)
+                break;
+        }
+    }
+    *deleted = total;
+    return STORE_OK;
+}

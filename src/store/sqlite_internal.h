@@ -1,0 +1,190 @@
+/* What the SQLite backend's files share (internal to src/store/): the backend's state, its one
+ * statement mechanism (RUN: prepared on first use, bound from a format) and the row and
+ * transaction helpers. store_sqlite.c holds the backend's table and keys, accounts, the change
+ * feed and the ledger; sqlite_access.c the dashboard's users, memberships, sessions, invitations,
+ * set-password links, throttles and pruning; sqlite_checkpoint.c the writer's checkpoints. */
+#ifndef KN_STORE_SQLITE_INTERNAL_H
+#define KN_STORE_SQLITE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+/* An account's columns (0 to 5, read by sq_read_account). */
+#define ACCOUNT_COLUMNS                                                                            \
+    "id, email, created_at, coalesce(plan, ''), coalesce(quota_requests, -2), "                    \
+    "coalesce(quota_tokens, -2)"
+
+/* Every statement, prepared on first use (see sq_run). */
+enum {
+    DS_ACCOUNT_INSERT,
+    DS_ACCOUNT_FIND,
+    DS_KEY_INSERT,
+    DS_KEY_FIND_ID,
+    DS_KEY_FIND_HASH,
+    DS_KEY_LIST,
+    DS_KEY_REVOKE,
+    DS_KEY_EXPIRE,
+    DS_KEYS_LOAD,
+    DS_KEY_CHANGES,
+    DS_MAX_SEQ,
+    DS_USAGE_DAY,
+    DS_USAGE_LAST_USED,
+    DS_KEY_RENAME,
+    DS_KEY_ALLOWLIST,
+    DS_KEY_ROLL_MARK,
+    DS_KEY_EXISTS,
+    DS_KEY_COUNT,
+    DS_AUDIT_ADD,
+    DS_AUDIT_LIST,
+    DS_USER_INSERT,
+    DS_USER_FIND,
+    DS_USER_PASSWORD,
+    DS_MEMBER_INSERT,
+    DS_MEMBER_FIRST,
+    DS_MEMBER_FIND,
+    DS_MEMBERS_LIST,
+    DS_SESSION_INSERT,
+    DS_SESSION_FIND,
+    DS_SESSION_TOUCH,
+    DS_SESSION_DELETE,
+    DS_SESSIONS_DELETE_USER,
+    DS_INVITE_INSERT,
+    DS_INVITE_FIND,
+    DS_INVITE_ACCEPT,
+    DS_INVITES_LIST,
+    DS_INVITE_FAIL,
+    DS_INVITE_CANCEL,
+    DS_INVITES_CANCEL_EMAIL,
+    DS_INVITES_PENDING,
+    DS_PWTOKEN_INSERT,
+    DS_PWTOKEN_FIND,
+    DS_PWTOKEN_USE,
+    DS_PWTOKENS_VOID,
+    DS_MEMBER_REMOVE,
+    DS_SESSIONS_DELETE_MEMBER,
+    DS_SESSIONS_DELETE_OTHERS,
+    DS_KEY_COUNT_WORKING,
+    DS_THROTTLE_GET,
+    DS_THROTTLE_HIT,
+    DS_THROTTLE_REFUSE,
+    DS_THROTTLE_CLEAR,
+    DS_ACCOUNT_SET_PLAN,
+    DS_ACCOUNT_SET_QUOTA,
+    DS_ACCOUNTS_LOAD,
+    DS_ACCOUNT_MAX_SEQ,
+    DS_ACCOUNT_CHANGES,
+    DS_LEDGER_INSERT,
+    DS_LEDGER_VOIDED,
+    DS_LEDGER_VOID,
+    DS_ROLLUP_ADD,
+    DS_MONTH_TOTALS,
+    DS_USAGE_SUMS,
+    DS__COUNT
+};
+
+struct sqlite_backend {
+    sqlite3 *db;
+    sqlite3_stmt *dash[DS__COUNT];
+    sqlite3_stmt *prune[7];
+    struct checkpointer *ckpt;
+};
+
+#define RUN(s, name, sql, ...)                                                                     \
+    sq_run((s), &((struct sqlite_backend *)store_backend(s))->dash[DS_##name], sql, __VA_ARGS__)
+#define STMT(s, name) (((struct sqlite_backend *)store_backend(s))->dash[DS_##name])
+
+/* The helpers (store_sqlite.c): the connection, an error from its last failure, a script, a
+ * statement (see RUN), a step's code turned into a status. */
+sqlite3 *sq_db_of(struct store *s);
+int sq_fail(struct store *s, const char *what);
+int sq_exec(struct store *s, const char *sql);
+int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...);
+int sq_done(struct store *s, sqlite3_stmt *q, int rc, const char *what);
+/* One row into out by read, or STORE_NOT_FOUND with the message none. */
+int sq_one_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_stmt *, void *),
+               void *out, const char *none, const char *what);
+/* Every row: read(q, row), then cb(ud, row, q); non-zero from cb ends the walk. */
+int sq_each_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_stmt *, void *),
+                void *row, int (*cb)(void *ud, void *row, sqlite3_stmt *q), void *ud,
+                const char *what);
+/* BEGIN IMMEDIATE; and COMMIT, or ROLLBACK keeping the error, when status is not STORE_OK. */
+int sq_begin(struct store *s);
+int sq_end(struct store *s, int status);
+/* Ends a read transaction (rolled back, and reported, when it cannot end). */
+int sq_end_read(struct store *s, int status);
+/* A text column, "" for NULL. */
+void sq_copy_text(char *dst, size_t size, sqlite3_stmt *q, int col);
+/* Inserts an account row, inside the caller's transaction. */
+int sqlite_account_insert(struct store *s, const struct store_account *a);
+
+/* Signals readers of the change feed (store_changes_fd) when status is STORE_OK; returns it. */
+int sq_changed(struct store *s, int status);
+/* The newest change-log number of key_changes (keys 1) or account_changes into c, inside the
+ * caller's read transaction. */
+int sq_cursor_at_newest(struct store *s, int keys, struct store_cursor *c);
+/* Walks change-feed rows (their sequence number in column seq_col), advancing c past them. */
+int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_cursor *c,
+                    int (*one)(void *ud, void *row, sqlite3_stmt *q), void *ud, void *row,
+                    void (*read)(sqlite3_stmt *, void *), int seq_col, const char *what);
+/* Row readers: an account (columns ACCOUNT_COLUMNS), a count (column 0). */
+void sq_read_account(sqlite3_stmt *q, void *out);
+void sq_read_count(sqlite3_stmt *q, void *out);
+
+/* The access operations (sqlite_access.c), in the ops table. */
+int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
+                                const struct store_user *u, int existing);
+int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out);
+int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash);
+int sqlite_member_first(struct store *s, const char *user_id, struct store_member *out);
+int sqlite_member_find(struct store *s, const char *account_id, const char *user_id,
+                       struct store_member *out);
+int sqlite_member_add(struct store *s, const struct store_member *m, const struct store_user *u);
+int sqlite_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud);
+int sqlite_session_insert(struct store *s, const struct store_session *x);
+int sqlite_session_find(struct store *s, const uint8_t *hash, struct store_session *out);
+int sqlite_session_touch(struct store *s, const uint8_t *hash, int64_t at);
+int sqlite_session_delete(struct store *s, const uint8_t *hash);
+int sqlite_sessions_delete_user(struct store *s, const char *user_id);
+int sqlite_invite_insert(struct store *s, const struct store_invite *i);
+int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out);
+int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at);
+int sqlite_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
+                        void *ud);
+int sqlite_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures);
+int sqlite_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
+                         struct store_invite *out);
+int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count);
+int sqlite_password_token_insert(struct store *s, const struct store_password_token *t);
+int sqlite_password_token_find(struct store *s, const uint8_t *hash,
+                               struct store_password_token *out);
+int sqlite_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
+                              int64_t at);
+int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at);
+int sqlite_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep);
+int sqlite_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count);
+int sqlite_throttle_get(struct store *s, const char *kind, const char *key,
+                        struct store_throttle *out);
+int sqlite_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
+                        int64_t window, struct store_throttle *out);
+int sqlite_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused);
+int sqlite_throttle_clear(struct store *s, const char *kind, const char *key);
+int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
+
+/* The plans, quotas and ledger operations (sqlite_ledger.c), in the ops table. */
+int sqlite_account_set_plan(struct store *s, const char *id, const char *plan);
+int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens);
+int sqlite_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                         void *ud);
+int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
+                           void *ud);
+int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
+                      uint8_t *outcome);
+int sqlite_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
+int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
+int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
+                      store_usage_sum_cb cb, void *ud);
+
+#endif
