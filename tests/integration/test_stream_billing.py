@@ -234,16 +234,7 @@ class StreamBillingTest(harness.ServerTest):
                 return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
 
         before = rss_kb()
-        body = json.dumps({"model": "fake-normal+huge", "stream": True,
-                           "messages": HELLO}).encode()
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", srv.port))
-        self.addCleanup(s.close)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                  b"Authorization: Bearer " + self.live.encode() + b"\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: " +
-                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        s = self.open_huge_stream(srv)
         time.sleep(2.5)  # past the silence timeout, within the total one; nothing read
         stats = self.backend.stats()
         grown = rss_kb() - before
