@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,18 +10,6 @@
 
 #include "core/ipnet.h"
 #include "core/util.h"
-
-static int env_uint(const char *name, long long max, long long *out, char *err, size_t errsize)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return 0;
-    if (kn_parse_int(v, 0, max, out) != 0) {
-        snprintf(err, errsize, "%s must be an integer between 0 and %lld", name, max);
-        return -1;
-    }
-    return 1;
-}
 
 void config_set_data_dir(struct kn_config *c, const char *dir)
 {
@@ -154,6 +143,60 @@ void config_base_url(const struct kn_config *c, char *buf, size_t size)
         snprintf(buf, size, "http://%s:%d", host, c->listen_port);
 }
 
+/* Every numeric setting: its variable, where it goes, its default and the values it takes. */
+struct number_setting {
+    const char *env;
+    size_t offset, size; /* Of its member of struct kn_config (an unsigned or a size_t). */
+    long long def, min, max;
+};
+
+#define NUMBER(env, member, def, min, max)                                                         \
+    {                                                                                              \
+        env, offsetof(struct kn_config, member), sizeof(((struct kn_config *)0)->member), def,     \
+            min, max                                                                               \
+    }
+
+static const struct number_setting numbers[] = {
+    /* 0 is "one per core" (below). */
+    NUMBER("KONNECT_THREADS", threads, 0, 0, 256),
+    NUMBER("KONNECT_MAX_BODY_BYTES", max_body_bytes, 1024 * 1024, CHAT_BODY_MIN,
+           64LL * 1024 * 1024),
+    NUMBER("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 16 * 1024, 1024, 256 * 1024),
+    NUMBER("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 10000, 100, 3600 * 1000),
+    NUMBER("KONNECT_MAX_CONNECTIONS", max_connections, 4096, 1, 1000000),
+    NUMBER("KONNECT_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, 256, 0, 1000000),
+    NUMBER("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 5000, 0, 600 * 1000),
+    NUMBER("KONNECT_TEST_KEY_RPM", test_rpm, 60, 0, 1000000000),
+    NUMBER("KONNECT_TEST_KEY_RPD", test_rpd, 1000, 0, 1000000000),
+    NUMBER("KONNECT_SESSION_IDLE", session_idle_s, 86400, 60, 365 * 86400),
+    NUMBER("KONNECT_SESSION_MAX", session_max_s, 7 * 86400, 60, 365 * 86400),
+    NUMBER("KONNECT_TRUST_PROXY", trust_proxy, 0, 0, 1),
+    NUMBER("KONNECT_MODEL_CONNECT_TIMEOUT_MS", model_connect_timeout_ms, 5000, 10, 3600 * 1000),
+    NUMBER("KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS", model_first_byte_timeout_ms, 60000, 10,
+           3600 * 1000),
+    NUMBER("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 300000, 10, 24 * 3600 * 1000),
+    NUMBER("KONNECT_MODEL_MAX_RESPONSE_BYTES", model_max_response_bytes, 8 * 1024 * 1024, 4096,
+           1024LL * 1024 * 1024),
+    NUMBER("KONNECT_MAX_KEYS_PER_ACCOUNT", max_keys_per_account, 100, 0, 1000000),
+    NUMBER("KONNECT_SIGNUPS_PER_HOUR", signups_per_hour, 100, 0, 1000000),
+    NUMBER("KONNECT_SIGNUPS_PER_HOUR_PER_IP", signups_per_hour_ip, 5, 0, 1000000),
+    NUMBER("KONNECT_DASHBOARD_QUEUE", dashboard_queue, 64, 1, 100000),
+    NUMBER("KONNECT_AUDIT_RETENTION_DAYS", audit_retention_days, 400, 0, 36500),
+    NUMBER("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 7, 1, 36500),
+};
+
+static void set_number(struct kn_config *c, const struct number_setting *d, long long n)
+{
+    char *at = (char *)c + d->offset;
+    if (d->size == sizeof(uint64_t)) {
+        uint64_t v = (uint64_t)n;
+        memcpy(at, &v, sizeof(v));
+    } else {
+        uint32_t v = (uint32_t)n;
+        memcpy(at, &v, sizeof(v));
+    }
+}
+
 int config_load(struct kn_config *c, char *err, size_t errsize)
 {
     const char *v;
@@ -163,32 +206,13 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     memset(c, 0, sizeof(*c));
     kn_strlcpy(c->listen_host, "127.0.0.1", sizeof(c->listen_host));
     c->listen_port = 8080;
-    c->threads = cores > 0 ? (int)cores : 1;
-    c->max_body_bytes = 1024 * 1024;
-    c->max_header_bytes = 16 * 1024;
-    c->request_timeout_ms = 10000;
-    c->max_connections = 4096;
-    c->max_connections_per_ip = 256;
-    c->shutdown_timeout_ms = 5000;
-    c->test_rpm = 60;
-    c->test_rpd = 1000;
+    for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++)
+        set_number(c, &numbers[i], numbers[i].def);
     kn_strlcpy(c->access_log, "-", sizeof(c->access_log));
     kn_strlcpy(c->default_model, "konnect-default", sizeof(c->default_model));
     kn_strlcpy(c->signup, "open", sizeof(c->signup));
-    c->session_idle_s = 86400;
-    c->session_max_s = 7 * 86400;
     kn_strlcpy(c->model_url, "http://127.0.0.1:11434/v1", sizeof(c->model_url));
-    c->model_connect_timeout_ms = 5000;
-    c->model_first_byte_timeout_ms = 60000;
-    c->model_timeout_ms = 300000;
-    c->model_max_response_bytes = 8 * 1024 * 1024;
     c->ledger_sync_full = 0;
-    c->max_keys_per_account = 100;
-    c->signups_per_hour = 100;
-    c->signups_per_hour_ip = 5;
-    c->dashboard_queue = 64;
-    c->audit_retention_days = 400;
-    c->change_log_retention_days = 7;
 
     v = getenv("KONNECT_DATA_DIR");
     config_set_data_dir(c, v != NULL && *v != '\0' ? v : "./var");
@@ -196,56 +220,19 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
         snprintf(err, errsize, "KONNECT_LISTEN must look like 127.0.0.1:8080");
         return -1;
     }
-#define UINT_SETTING(name, field, max)                                                             \
-    do {                                                                                           \
-        int r_ = env_uint(name, max, &n, err, errsize);                                            \
-        if (r_ < 0)                                                                                \
-            return -1;                                                                             \
-        if (r_ > 0)                                                                                \
-            c->field = n;                                                                          \
-    } while (0)
-    UINT_SETTING("KONNECT_THREADS", threads, 256);
-    UINT_SETTING("KONNECT_MAX_BODY_BYTES", max_body_bytes, 64LL * 1024 * 1024);
-    UINT_SETTING("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 256 * 1024);
-    UINT_SETTING("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 3600 * 1000);
-    UINT_SETTING("KONNECT_MAX_CONNECTIONS", max_connections, 1000000);
-    UINT_SETTING("KONNECT_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, 1000000);
-    UINT_SETTING("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 600 * 1000);
-    UINT_SETTING("KONNECT_TEST_KEY_RPM", test_rpm, 1000000000);
-    UINT_SETTING("KONNECT_TEST_KEY_RPD", test_rpd, 1000000000);
-    UINT_SETTING("KONNECT_SESSION_IDLE", session_idle_s, 365 * 86400);
-    UINT_SETTING("KONNECT_SESSION_MAX", session_max_s, 365 * 86400);
-    UINT_SETTING("KONNECT_TRUST_PROXY", trust_proxy, 1);
-    UINT_SETTING("KONNECT_MODEL_CONNECT_TIMEOUT_MS", model_connect_timeout_ms, 3600 * 1000);
-    UINT_SETTING("KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS", model_first_byte_timeout_ms, 3600 * 1000);
-    UINT_SETTING("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 24 * 3600 * 1000);
-    UINT_SETTING("KONNECT_MODEL_MAX_RESPONSE_BYTES", model_max_response_bytes,
-                 1024LL * 1024 * 1024);
-    UINT_SETTING("KONNECT_MAX_KEYS_PER_ACCOUNT", max_keys_per_account, 1000000);
-    UINT_SETTING("KONNECT_SIGNUPS_PER_HOUR", signups_per_hour, 1000000);
-    UINT_SETTING("KONNECT_SIGNUPS_PER_HOUR_PER_IP", signups_per_hour_ip, 1000000);
-    UINT_SETTING("KONNECT_DASHBOARD_QUEUE", dashboard_queue, 100000);
-    UINT_SETTING("KONNECT_AUDIT_RETENTION_DAYS", audit_retention_days, 36500);
-    UINT_SETTING("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 36500);
-#undef UINT_SETTING
+    for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+        const struct number_setting *d = &numbers[i];
+        if ((v = getenv(d->env)) == NULL || *v == '\0')
+            continue;
+        if (kn_parse_int(v, d->min, d->max, &n) != 0) {
+            snprintf(err, errsize, "%s must be an integer between %lld and %lld", d->env, d->min,
+                     d->max);
+            return -1;
+        }
+        set_number(c, d, n);
+    }
     if (c->threads == 0)
         c->threads = cores > 0 ? (int)cores : 1;
-    if (c->max_body_bytes < CHAT_BODY_MIN || c->max_header_bytes < 1024 ||
-        c->request_timeout_ms < 100 || c->max_connections == 0) {
-        snprintf(err, errsize,
-                 "KONNECT_MAX_BODY_BYTES must be at least %d, KONNECT_MAX_HEADER_BYTES at least "
-                 "1024, KONNECT_REQUEST_TIMEOUT_MS at least 100 and KONNECT_MAX_CONNECTIONS at "
-                 "least 1",
-                 CHAT_BODY_MIN);
-        return -1;
-    }
-    if (c->model_connect_timeout_ms < 10 || c->model_first_byte_timeout_ms < 10 ||
-        c->model_timeout_ms < 10 || c->model_max_response_bytes < 4096) {
-        snprintf(err, errsize,
-                 "KONNECT_MODEL_*_TIMEOUT_MS must be at least 10 and "
-                 "KONNECT_MODEL_MAX_RESPONSE_BYTES at least 4096");
-        return -1;
-    }
     if ((v = getenv("KONNECT_MODEL_URL")) != NULL && *v != '\0') {
         if (strlen(v) >= sizeof(c->model_url)) {
             snprintf(err, errsize, "KONNECT_MODEL_URL is too long");
@@ -291,16 +278,6 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
             return -1;
         }
         kn_strlcpy(c->signup, v, sizeof(c->signup));
-    }
-    if (c->dashboard_queue == 0 || c->change_log_retention_days == 0) {
-        snprintf(
-            err, errsize,
-            "KONNECT_DASHBOARD_QUEUE and KONNECT_CHANGE_LOG_RETENTION_DAYS must be at least 1");
-        return -1;
-    }
-    if (c->session_idle_s < 60 || c->session_max_s < 60) {
-        snprintf(err, errsize, "KONNECT_SESSION_IDLE and KONNECT_SESSION_MAX must be at least 60");
-        return -1;
     }
     if ((v = getenv("KONNECT_TRUSTED_PROXIES")) != NULL && *v != '\0') {
         char why[256];
@@ -355,8 +332,12 @@ int config_ensure_data_dir(const struct kn_config *c, char *err, size_t errsize)
 void config_warn_public(const struct kn_config *c)
 {
     static const char *const suffixes[] = {"", "-wal", "-shm"};
-    const char *db = strncmp(c->database, "sqlite:", 7) == 0 ? c->database + 7 : c->database;
-    char path[PATH_MAX + 8], abs[PATH_MAX + 16];
+    char db[PATH_MAX], path[PATH_MAX + 8], abs[PATH_MAX + 16];
+    /* The file a "sqlite:" URL names is the part before its options. */
+    kn_strlcpy(db, strncmp(c->database, "sqlite:", 7) == 0 ? c->database + 7 : c->database,
+               sizeof(db));
+    if (strncmp(c->database, "sqlite:", 7) == 0)
+        db[strcspn(db, "?")] = '\0';
     struct stat st;
 
     if (stat(c->data_dir, &st) == 0 && (st.st_mode & 077) != 0)

@@ -35,7 +35,15 @@ int main(void)
     unsetenv("KONNECT_TEST_KEY_RPM");
     setenv("KONNECT_MAX_BODY_BYTES", "10", 1);
     CHECK(config_load(&c, err, sizeof(err)) != 0);
+    CHECK(strstr(err, "KONNECT_MAX_BODY_BYTES must be an integer between") != NULL);
     unsetenv("KONNECT_MAX_BODY_BYTES");
+    /* Every numeric setting comes from one table, with its default and its range. */
+    setenv("KONNECT_SESSION_IDLE", "59", 1);
+    CHECK(config_load(&c, err, sizeof(err)) != 0 && strstr(err, "between 60 and") != NULL);
+    unsetenv("KONNECT_SESSION_IDLE");
+    CHECK(config_load(&c, err, sizeof(err)) == 0 && c.session_idle_s == 86400 &&
+          c.max_body_bytes == 1024 * 1024 && c.model_timeout_ms == 300000 &&
+          c.change_log_retention_days == 7 && c.threads >= 1);
 
     CHECK(config_set_listen(&c, "[::1]:8081") == 0 && !strcmp(c.listen_host, "::1") &&
           c.listen_port == 8081);
