@@ -85,7 +85,8 @@ fuzz: deps
 		$(FUZZ_BUILD)/corpus/backend_http tests/fuzz/corpus/backend_http
 
 format:
-	@clang-format -i $$(git ls-files --cached --others --exclude-standard '*.c' '*.h')
+	@clang-format -i $$(git ls-files --cached --others --exclude-standard -- 'src/*.[ch]' \
+		'tests/*.[ch]' 'bench/*.[ch]')
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -67,7 +67,7 @@ void http_response_head(h2o_req_t *req, const struct reqinfo *info, int status, 
                        strlen(content_type));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, cache_control,
                    strlen(cache_control));
-    if (content_type != NULL && strcmp(content_type, "application/json") != 0)
+    if (content_type == NULL || strcmp(content_type, "application/json") != 0)
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"),
                               0, NULL, H2O_STRLIT("nosniff"));
     /* The id is copied once into the request's pool (info may not outlive the handler). */

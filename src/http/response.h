@@ -28,8 +28,9 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status);
 void http_add_header(h2o_req_t *req, const char *name, const char *value);
 /* The response builder: sets the head of every answer Konnect gives, its status and reason,
  * Content-Type (none when NULL), Cache-Control, the request id under both names ("request-id",
- * and "x-request-id", which OpenAI's SDKs read), and nosniff for anything but JSON.
- * content_length is the body's length, or SIZE_MAX for a body streamed after it. */
+ * and "x-request-id", which OpenAI's SDKs read), and nosniff for anything but JSON (bodiless
+ * answers included). content_length is the body's length, or SIZE_MAX for a body streamed after it.
+ */
 void http_response_head(h2o_req_t *req, const struct reqinfo *info, int status, const char *reason,
                         const char *content_type, const char *cache_control, size_t content_length);
 /* The Content-Type of streamed events. */
