@@ -38,53 +38,60 @@ static const char usage[] =
     "server secret (secret). Only 'account create' and 'migrate' create a database, and say so.\n"
     "Run 'konnect COMMAND --help' for a command's options.\n";
 
-static const char serve_usage[] =
+/* serve --help: this, the numeric settings from config.c's table, then serve_usage_tail. Each
+ * line fits in 79 columns. */
+static const char serve_usage_head[] =
     "Usage: konnect serve [--listen HOST:PORT] [--data-dir DIR] [--threads N]\n"
     "\n"
-    "Run the HTTP server: POST /v1/chat, POST /v1/chat/completions (OpenAI-compatible), the\n"
-    "dashboard at /, GET /healthz and GET /readyz. Live keys' requests go to the model backend\n"
-    "and are billed; test keys get mock answers.\n"
+    "Run the HTTP server: POST /v1/chat, POST /v1/chat/completions\n"
+    "(OpenAI-compatible), the dashboard at /, GET /healthz and GET /readyz. Live\n"
+    "keys' requests go to the model backend and are billed; test keys get mock\n"
+    "answers.\n"
     "\n"
     "Options (each overrides its environment variable):\n"
-    "  --listen HOST:PORT   address to listen on (KONNECT_LISTEN, default 127.0.0.1:8080;\n"
-    "                       port 0 picks a free port)\n"
-    "  --data-dir DIR       database and server secret (KONNECT_DATA_DIR, default ./var)\n"
-    "  --threads N          event-loop threads (KONNECT_THREADS, default: one per core)\n"
-    "  --access-log DEST    '-' for stderr, 'off', or a file (KONNECT_ACCESS_LOG, default -)\n"
+    "  --listen HOST:PORT   address to listen on (KONNECT_LISTEN, default\n"
+    "                       127.0.0.1:8080; port 0 picks a free port)\n"
+    "  --data-dir DIR       database and server secret (KONNECT_DATA_DIR,\n"
+    "                       default ./var)\n"
+    "  --threads N          event-loop threads, 1 to 256 (KONNECT_THREADS)\n"
+    "  --access-log DEST    '-' for stderr, 'off', or a file (KONNECT_ACCESS_LOG,\n"
+    "                       default -)\n"
     "  -h, --help           show this help\n"
     "\n"
-    "Limits, from the environment (see README.md):\n"
-    "  KONNECT_MAX_BODY_BYTES       request body limit, default 1048576 (413 above it)\n"
-    "  KONNECT_MAX_HEADER_BYTES     request header limit, default 16384 (431 above it)\n"
-    "  KONNECT_REQUEST_TIMEOUT_MS   time to send a request's headers and body, and idle\n"
-    "                               keep-alive time, default 10000\n"
-    "  KONNECT_MAX_CONNECTIONS      open connections, default 4096 (503 above it)\n"
-    "  KONNECT_MAX_CONNECTIONS_PER_IP  open connections from one address, default 256\n"
-    "  KONNECT_DASHBOARD_QUEUE      dashboard requests waiting per lane, default 64\n"
-    "  KONNECT_SHUTDOWN_TIMEOUT_MS  drain time on SIGTERM/SIGINT, default 5000\n"
-    "  KONNECT_TEST_KEY_RPM         requests per minute per test key, default 60 (0 = no limit)\n"
-    "  KONNECT_TEST_KEY_RPD         requests per UTC day per test key, default 1000 (0 = no "
-    "limit)\n"
-    "  KONNECT_MODEL                model used when a request names none\n"
+    "Numbers, from the environment (each with its default and the values it takes):\n";
+
+static const char serve_usage_tail[] =
     "\n"
-    "Live requests, from the environment:\n"
-    "  KONNECT_MODEL_URL            OpenAI-compatible backend, default http://127.0.0.1:11434/v1\n"
+    "Other settings, from the environment:\n"
+    "  KONNECT_MODEL                model used when a request names none, default\n"
+    "                               konnect-default\n"
+    "  KONNECT_MODEL_URL            OpenAI-compatible backend, default\n"
+    "                               http://127.0.0.1:11434/v1\n"
     "  KONNECT_MODEL_API_KEY        bearer token for the backend (never logged)\n"
-    "  KONNECT_MODEL_CONNECT_TIMEOUT_MS, KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS,\n"
-    "  KONNECT_MODEL_TIMEOUT_MS     backend timeouts, default 5000, 60000, 300000 (504 past them)\n"
-    "  KONNECT_MODEL_MAX_RESPONSE_BYTES  largest backend answer, default 8388608\n"
+    "  KONNECT_MODEL_API_KEY_FILE   or a file whose first line is that token\n"
     "  KONNECT_PLANS                plans file, default <data dir>/plans.json\n"
-    "  KONNECT_LEDGER_SYNC          normal (default: a ledger commit survives a crash of the\n"
-    "                               process, not of the machine) or full (it waits for the disk)\n"
-    "  KONNECT_DATABASE, KONNECT_SECRET_FILE  override the paths under the data directory\n"
+    "  KONNECT_LEDGER_SYNC          normal (default: a ledger commit survives a\n"
+    "                               crash of the process, not of the machine) or\n"
+    "                               full (it waits for the disk)\n"
+    "  KONNECT_SIGNUP               sign-up: open (default), invite or closed\n"
+    "  KONNECT_DATABASE             the store, default <data dir>/konnect.db\n"
+    "  KONNECT_SECRET_FILE          the server secret, default <data dir>/secret\n"
     "\n"
     "Behind a reverse proxy:\n"
-    "  KONNECT_TRUSTED_PROXIES      the proxies' addresses (CIDR list): only they are believed\n"
-    "                               about X-Forwarded-For and X-Forwarded-Proto\n"
-    "  KONNECT_PUBLIC_URL           the dashboard's public origin: its only Host and Origin\n"
+    "  KONNECT_TRUSTED_PROXIES      the proxies' addresses (CIDR list): only they\n"
+    "                               are believed about X-Forwarded-For and\n"
+    "                               X-Forwarded-Proto\n"
+    "  KONNECT_PUBLIC_URL           the dashboard's origin: its only Host and Origin\n"
     "\n"
-    "SIGHUP (or 'konnect plans reload') reads the plans file again. See README.md for every\n"
-    "setting.\n";
+    "SIGHUP (or 'konnect plans reload') reads the plans file again. See README.md\n"
+    "for every setting.\n";
+
+static void print_serve_usage(FILE *out)
+{
+    fputs(serve_usage_head, out);
+    config_print_settings(out);
+    fputs(serve_usage_tail, out);
+}
 
 static int cmd_serve(struct kn_config *c, int argc, char **argv)
 {
@@ -120,18 +127,20 @@ static int cmd_serve(struct kn_config *c, int argc, char **argv)
             kn_strlcpy(c->access_log, optarg, sizeof(c->access_log));
             break;
         case 'h':
-            fputs(serve_usage, stdout);
+            print_serve_usage(stdout);
             return 0;
         default: {
             char shown[64];
-            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
-                    redact_copy(shown, sizeof(shown), argv[optind - 1]), serve_usage);
+            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n",
+                    redact_copy(shown, sizeof(shown), argv[optind - 1]));
+            print_serve_usage(stderr);
             return 2;
         }
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "konnect: serve takes no arguments\n\n%s", serve_usage);
+        fputs("konnect: serve takes no arguments\n\n", stderr);
+        print_serve_usage(stderr);
         return 2;
     }
     return server_run(c);

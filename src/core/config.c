@@ -143,47 +143,107 @@ void config_base_url(const struct kn_config *c, char *buf, size_t size)
         snprintf(buf, size, "http://%s:%d", host, c->listen_port);
 }
 
-/* Every numeric setting: its variable, where it goes, its default and the values it takes. */
+/* Every numeric setting: its variable, where it goes, its default, the values it takes and what it
+ * is for ("konnect serve --help" prints this table; README.md's settings table must agree). */
 struct number_setting {
     const char *env;
     size_t offset, size; /* Of its member of struct kn_config (an unsigned or a size_t). */
     long long def, min, max;
+    const char *help; /* A short phrase, without parentheses, for --help. */
 };
 
-#define NUMBER(env, member, def, min, max)                                                         \
+#define NUMBER(env, member, def, min, max, help)                                                   \
     {                                                                                              \
         env, offsetof(struct kn_config, member), sizeof(((struct kn_config *)0)->member), def,     \
-            min, max                                                                               \
+            min, max, help                                                                         \
     }
 
 static const struct number_setting numbers[] = {
-    /* 0 is "one per core" (below). */
-    NUMBER("KONNECT_THREADS", threads, 0, 0, 256),
-    NUMBER("KONNECT_MAX_BODY_BYTES", max_body_bytes, 1024 * 1024, CHAT_BODY_MIN,
-           64LL * 1024 * 1024),
-    NUMBER("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 16 * 1024, 1024, 256 * 1024),
-    NUMBER("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 10000, 100, 3600 * 1000),
-    NUMBER("KONNECT_MAX_CONNECTIONS", max_connections, 4096, 1, 1000000),
-    NUMBER("KONNECT_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, 256, 0, 1000000),
-    NUMBER("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 5000, 0, 600 * 1000),
-    NUMBER("KONNECT_TEST_KEY_RPM", test_rpm, 60, 0, 1000000000),
-    NUMBER("KONNECT_TEST_KEY_RPD", test_rpd, 1000, 0, 1000000000),
-    NUMBER("KONNECT_SESSION_IDLE", session_idle_s, 86400, 60, 365 * 86400),
-    NUMBER("KONNECT_SESSION_MAX", session_max_s, 7 * 86400, 60, 365 * 86400),
-    NUMBER("KONNECT_TRUST_PROXY", trust_proxy, 0, 0, 1),
-    NUMBER("KONNECT_MODEL_CONNECT_TIMEOUT_MS", model_connect_timeout_ms, 5000, 10, 3600 * 1000),
+    /* 0 is "one per core" (config_load). */
+    NUMBER("KONNECT_THREADS", threads, 0, 0, 256, "event-loop threads, 0 = one per core"),
+    NUMBER("KONNECT_MAX_BODY_BYTES", max_body_bytes, 1024 * 1024, CHAT_BODY_MIN, 64LL * 1024 * 1024,
+           "request body limit, 413 above it"),
+    NUMBER("KONNECT_MAX_HEADER_BYTES", max_header_bytes, 16 * 1024, 1024, 256 * 1024,
+           "request header limit, 431 above it"),
+    NUMBER("KONNECT_REQUEST_TIMEOUT_MS", request_timeout_ms, 10000, 100, 3600 * 1000,
+           "time to send a request's headers and body, and idle keep-alive time"),
+    NUMBER("KONNECT_MAX_CONNECTIONS", max_connections, 4096, 1, 1000000,
+           "open connections, 503 above it"),
+    NUMBER("KONNECT_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, 256, 0, 1000000,
+           "open connections from one address, 0 = no cap"),
+    NUMBER("KONNECT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, 5000, 0, 600 * 1000,
+           "drain time on SIGTERM/SIGINT"),
+    NUMBER("KONNECT_TEST_KEY_RPM", test_rpm, 60, 0, 1000000000,
+           "requests per minute per test key, 0 = no limit"),
+    NUMBER("KONNECT_TEST_KEY_RPD", test_rpd, 1000, 0, 1000000000,
+           "requests per UTC day per test key, 0 = no limit"),
+    NUMBER("KONNECT_SESSION_IDLE", session_idle_s, 86400, 60, 365 * 86400,
+           "seconds a dashboard session survives unused"),
+    NUMBER("KONNECT_SESSION_MAX", session_max_s, 7 * 86400, 60, 365 * 86400,
+           "seconds a dashboard session lasts at most"),
+    NUMBER("KONNECT_TRUST_PROXY", trust_proxy, 0, 0, 1,
+           "deprecated: 1 believes any client's X-Forwarded-Proto; use KONNECT_TRUSTED_PROXIES"),
+    NUMBER("KONNECT_MODEL_CONNECT_TIMEOUT_MS", model_connect_timeout_ms, 5000, 10, 3600 * 1000,
+           "time to connect to the backend, 504 past it"),
     NUMBER("KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS", model_first_byte_timeout_ms, 60000, 10,
-           3600 * 1000),
-    NUMBER("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 300000, 10, 24 * 3600 * 1000),
+           3600 * 1000, "time to the backend's first byte, and longest silence in a stream"),
+    NUMBER("KONNECT_MODEL_TIMEOUT_MS", model_timeout_ms, 300000, 10, 24 * 3600 * 1000,
+           "time for the backend's whole answer, 504 past it"),
     NUMBER("KONNECT_MODEL_MAX_RESPONSE_BYTES", model_max_response_bytes, 8 * 1024 * 1024, 4096,
-           1024LL * 1024 * 1024),
-    NUMBER("KONNECT_MAX_KEYS_PER_ACCOUNT", max_keys_per_account, 100, 0, 1000000),
-    NUMBER("KONNECT_SIGNUPS_PER_HOUR", signups_per_hour, 100, 0, 1000000),
-    NUMBER("KONNECT_SIGNUPS_PER_HOUR_PER_IP", signups_per_hour_ip, 5, 0, 1000000),
-    NUMBER("KONNECT_DASHBOARD_QUEUE", dashboard_queue, 64, 1, 100000),
-    NUMBER("KONNECT_AUDIT_RETENTION_DAYS", audit_retention_days, 400, 0, 36500),
-    NUMBER("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 7, 1, 36500),
+           1024LL * 1024 * 1024, "largest backend answer not streamed, 502 above it"),
+    NUMBER("KONNECT_MAX_KEYS_PER_ACCOUNT", max_keys_per_account, 100, 0, 1000000,
+           "working keys an account may make in the dashboard, 0 = no cap"),
+    NUMBER("KONNECT_SIGNUPS_PER_HOUR", signups_per_hour, 100, 0, 1000000,
+           "dashboard sign-ups per hour on the whole server, 0 = no limit"),
+    NUMBER("KONNECT_SIGNUPS_PER_HOUR_PER_IP", signups_per_hour_ip, 5, 0, 1000000,
+           "dashboard sign-ups per hour from one address, 0 = no limit"),
+    NUMBER("KONNECT_DASHBOARD_QUEUE", dashboard_queue, 64, 1, 100000,
+           "dashboard requests waiting per lane, 503 above it"),
+    NUMBER("KONNECT_AUDIT_RETENTION_DAYS", audit_retention_days, 400, 0, 36500,
+           "days audit entries are kept, 0 = for ever"),
+    NUMBER("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 7, 1, 36500,
+           "days key and account change-log rows are kept"),
 };
+
+/* --help's layout: what a setting does starts in this column, and no line is wider than 79. */
+enum { SETTING_COLUMN = 31, SETTING_WIDTH = 79 };
+
+/* Writes one word of a setting's line at *col, after the variable's name (first) or a space, and
+ * on a new line (in SETTING_COLUMN) when it would not fit. */
+static void put_word(FILE *out, int *col, int first, const char *word, int len)
+{
+    int gap = !first ? 1 : *col < SETTING_COLUMN - 2 ? SETTING_COLUMN - *col : 2;
+
+    if (*col + gap + len > SETTING_WIDTH) {
+        fprintf(out, "\n%*s", SETTING_COLUMN, "");
+        *col = SETTING_COLUMN;
+    } else {
+        fprintf(out, "%*s", gap, "");
+        *col += gap;
+    }
+    fwrite(word, 1, (size_t)len, out);
+    *col += len;
+}
+
+void config_print_settings(FILE *out)
+{
+    for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+        const struct number_setting *d = &numbers[i];
+        char range[96];
+        int col = fprintf(out, "  %s", d->env), first = 1;
+
+        for (const char *w = d->help; *w != '\0'; first = 0) {
+            int len = (int)strcspn(w, " ");
+            put_word(out, &col, first, w, len);
+            w += len;
+            w += strspn(w, " ");
+        }
+        /* The default and the range stay together on one line. */
+        snprintf(range, sizeof(range), "(default %lld, %lld..%lld)", d->def, d->min, d->max);
+        put_word(out, &col, first, range, (int)strlen(range));
+        fputc('\n', out);
+    }
+}
 
 static void set_number(struct kn_config *c, const struct number_setting *d, long long n)
 {

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* The smallest body limit that still admits the largest valid chat request. */
 #define CHAT_BODY_MIN 65536
@@ -61,6 +62,10 @@ void config_base_url(const struct kn_config *c, char *buf, size_t size);
 /* Fills c with defaults, then applies the environment. Returns 0, or -1 with a message in err
  * naming the variable that holds a bad value. */
 int config_load(struct kn_config *c, char *err, size_t errsize);
+
+/* Prints every numeric setting, one to a few lines each under 80 columns: its variable, what it
+ * sets, its default and the values it takes ("konnect serve --help"). */
+void config_print_settings(FILE *out);
 
 /* Sets the data directory and the paths derived from it (unless their variables are set). */
 void config_set_data_dir(struct kn_config *c, const char *dir);
