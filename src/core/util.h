@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdnoreturn.h>
 
+/* The structure of type `type` whose member `member` is at ptr. */
+#define KN_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
 /* Prints "konnect: <message>" to stderr and exits with status 70 (internal software error). */
 noreturn void kn_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

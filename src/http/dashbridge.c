@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/mailbox.h"
 #include "core/util.h"
 #include "dashboard/dashboard.h"
 #include "http/internal.h"
@@ -36,11 +37,8 @@ struct dash_lane {
     struct dashboard *dash;
     const char *name;
     pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct dash_job *head, *tail;
-    unsigned queued;
-    int stop, started, prunes;
+    struct mailbox jobs; /* At most KONNECT_DASHBOARD_QUEUE waiting. */
+    int started, prunes;
 };
 
 struct dash_guard {
@@ -49,7 +47,7 @@ struct dash_guard {
 
 struct dash_job {
     h2o_multithread_message_t super; /* First: the message sent back to the loop. */
-    struct dash_job *next;
+    struct mailbox_msg msg;          /* How it travels to the lane. */
     struct worker *w;
     h2o_req_t *req;   /* NULL once the request is gone. Only the loop's thread touches it. */
     _Atomic int gone; /* Set by the loop when the client went away: the lane skips the job. */
@@ -107,31 +105,16 @@ static void *lane_main(void *arg)
     clock_gettime(CLOCK_REALTIME, &next);
     next.tv_sec += PRUNE_FIRST_S;
     for (;;) {
-        pthread_mutex_lock(&l->lock);
-        while (l->head == NULL && !l->stop) {
-            if (!l->prunes) {
-                pthread_cond_wait(&l->cond, &l->lock);
-                continue;
-            }
-            if (pthread_cond_timedwait(&l->cond, &l->lock, &next) != 0 && l->head == NULL &&
-                !l->stop) {
-                pthread_mutex_unlock(&l->lock);
-                prune(l);
-                clock_gettime(CLOCK_REALTIME, &next);
-                next.tv_sec += PRUNE_EVERY_S;
-                pthread_mutex_lock(&l->lock);
-            }
+        struct mailbox_msg *m = mailbox_wait(&l->jobs, l->prunes ? &next : NULL);
+        if (m == NULL) {
+            if (mailbox_closed(&l->jobs))
+                return NULL; /* Closed, and every job taken. */
+            prune(l);
+            clock_gettime(CLOCK_REALTIME, &next);
+            next.tv_sec += PRUNE_EVERY_S;
+            continue;
         }
-        struct dash_job *job = l->head;
-        if (job == NULL) {
-            pthread_mutex_unlock(&l->lock);
-            return NULL;
-        }
-        l->head = job->next;
-        if (l->head == NULL)
-            l->tail = NULL;
-        l->queued--;
-        pthread_mutex_unlock(&l->lock);
+        struct dash_job *job = KN_CONTAINER_OF(m, struct dash_job, msg);
         if (!atomic_load(&job->gone))
             dashboard_handle(l->dash, &job->in, &job->out);
         h2o_multithread_send_message(&job->w->dash_receiver, &job->super);
@@ -271,9 +254,14 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     struct dash_lane *l =
         &srv->lanes[dashboard_hashes_passwords(job->in.method, job->in.path) ? LANE_PASSWORDS
                                                                              : LANE_CALLS];
-    pthread_mutex_lock(&l->lock);
-    if (l->queued >= srv->cfg->dashboard_queue) {
-        pthread_mutex_unlock(&l->lock);
+    /* The guard and the watch are set before the lane can see the job. */
+    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
+    job->guard->job = job;
+    job->watch.cb = on_watch;
+    h2o_timeout_link(w->ctx.loop, &w->dash_watch_timeout, &job->watch);
+    if (mailbox_put(&l->jobs, &job->msg) != MAILBOX_OK) {
+        job->guard->job = NULL;
+        h2o_timeout_unlink(&job->watch);
         dash_job_free(job);
         snprintf(msg, sizeof(msg), "The dashboard has %u %s waiting already; retry in a second.",
                  srv->cfg->dashboard_queue,
@@ -282,18 +270,6 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
         http_send_error(req, info, KN_ERR_DASHBOARD_BUSY, msg, NULL);
         return;
     }
-    job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
-    job->guard->job = job;
-    job->watch.cb = on_watch;
-    h2o_timeout_link(w->ctx.loop, &w->dash_watch_timeout, &job->watch);
-    if (l->tail != NULL)
-        l->tail->next = job;
-    else
-        l->head = job;
-    l->tail = job;
-    l->queued++;
-    pthread_cond_signal(&l->cond);
-    pthread_mutex_unlock(&l->lock);
 }
 
 int dashbridge_start(struct server *srv, char *err, size_t errsize)
@@ -308,8 +284,8 @@ int dashbridge_start(struct server *srv, char *err, size_t errsize)
         l->prunes = i == LANE_CALLS;
         if ((l->dash = dashboard_new(srv->cfg, srv->secret, srv->ks, err, errsize)) == NULL)
             return -1;
-        pthread_mutex_init(&l->lock, NULL);
-        pthread_cond_init(&l->cond, NULL);
+        if (mailbox_init(&l->jobs, srv->cfg->dashboard_queue, 0) != 0)
+            kn_fatal("cannot make the dashboard's %s mailbox", l->name);
         if (pthread_create(&l->thread, NULL, lane_main, l) != 0)
             kn_fatal("cannot start the dashboard's %s thread", l->name);
         l->started = 1;
@@ -326,13 +302,9 @@ void dashbridge_stop(struct server *srv)
         if (l->started) {
             /* The lane answers what it was given, then stops; answers that can no longer be
              * delivered are dropped by the loops. */
-            pthread_mutex_lock(&l->lock);
-            l->stop = 1;
-            pthread_cond_broadcast(&l->cond);
-            pthread_mutex_unlock(&l->lock);
+            mailbox_close(&l->jobs);
             pthread_join(l->thread, NULL);
-            pthread_mutex_destroy(&l->lock);
-            pthread_cond_destroy(&l->cond);
+            mailbox_dispose(&l->jobs);
         }
         dashboard_free(l->dash);
     }

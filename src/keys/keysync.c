@@ -3,17 +3,18 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/mailbox.h"
 #include "core/util.h"
 #include "keys/control.h"
 #include "limits/accounts.h"
@@ -22,11 +23,23 @@
 
 #define TICK_MS 1000
 
+/* What other threads put in the store thread's mailbox. */
+enum { MSG_BILL, MSG_SYNC, MSG_RELOAD_PLANS };
+
+/* A request that its thread waits on (MSG_SYNC, MSG_RELOAD_PLANS). */
+struct call {
+    struct mailbox_msg msg;
+    sem_t done;
+    int ok;
+    char *out; /* What happened, for MSG_RELOAD_PLANS. */
+    size_t outsize;
+};
+
 struct keysync {
     struct keytable *kt;
     struct store *store;
     struct control *control; /* NULL: none (keys/control.h). */
-    int wake_fd;
+    struct mailbox mailbox;  /* Ledger rows and requests from other threads. */
     pthread_t thread;
     struct store_cursor key_cursor; /* Where the key change feed has been read to. */
     _Atomic int stop;
@@ -35,18 +48,9 @@ struct keysync {
     struct store_usage *batch; /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
-    /* In-process sync requests: a request bumps `requested` and waits until `completed` passes
-     * it. */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    uint64_t requested, completed;
-    /* Plan reloads asked for by other threads (SIGHUP): a counter and the answer. */
-    uint64_t reload_requested, reload_completed;
-    char reload_msg[512];
-    int reload_ok;
     struct accounts *accounts; /* And the plans in force (limits/accounts.h). */
     struct store_cursor account_cursor;
-    struct ledger *ledger; /* Billed requests waiting for their rows (metering/ledger.h). */
+    struct ledger *ledger; /* The ledger's group commits (metering/ledger.h). */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -147,7 +151,9 @@ static int flush_usage(struct keysync *ks)
 
 void keysync_bill(struct keysync *ks, struct ledger_entry *e)
 {
-    ledger_bill(ks->ledger, e);
+    e->msg.kind = MSG_BILL;
+    if (mailbox_put(&ks->mailbox, &e->msg) != MAILBOX_OK)
+        e->done(e, 0); /* The store thread has stopped: the answer cannot be billed. */
 }
 
 /* The control socket's answers (keys/control.h). */
@@ -170,29 +176,34 @@ static void answer(void *ud, const char *line, char *buf, size_t size)
     }
 }
 
-/* Requests from other threads of this process (the dashboard's syncs, SIGHUP's reloads), each a
- * counter the asking thread bumps and waits to see completed. */
-static void serve_requests(struct keysync *ks)
+/* Everything other threads put in the mailbox, until it is empty: the ledger rows first, in
+ * group commits, so that no answer waits behind a request, then the requests in their order. */
+static void serve_mailbox(struct keysync *ks)
 {
-    pthread_mutex_lock(&ks->lock);
-    uint64_t target = ks->requested, reload = ks->reload_requested;
-    pthread_mutex_unlock(&ks->lock);
-    if (reload > ks->reload_completed) {
-        char msg[sizeof(ks->reload_msg)];
-        int ok = accounts_reload_plans(ks->accounts, ks->store, msg, sizeof(msg)) == 0;
-        pthread_mutex_lock(&ks->lock);
-        kn_strlcpy(ks->reload_msg, msg, sizeof(ks->reload_msg));
-        ks->reload_ok = ok;
-        ks->reload_completed = reload;
-        pthread_cond_broadcast(&ks->cond);
-        pthread_mutex_unlock(&ks->lock);
+    struct mailbox_msg *m, *next, *calls = NULL, **calls_tail = &calls;
+
+    ledger_gather(ks->ledger);
+    while ((m = mailbox_take_all(&ks->mailbox)) != NULL) {
+        for (; m != NULL; m = next) {
+            next = m->next;
+            if (m->kind == MSG_BILL) {
+                ledger_add(ks->ledger, ks->store, KN_CONTAINER_OF(m, struct ledger_entry, msg));
+            } else {
+                m->next = NULL;
+                *calls_tail = m;
+                calls_tail = &m->next;
+            }
+        }
+        ledger_commit(ks->ledger, ks->store);
     }
-    if (target > ks->completed) {
-        sync_changes(ks);
-        pthread_mutex_lock(&ks->lock);
-        ks->completed = target;
-        pthread_cond_broadcast(&ks->cond);
-        pthread_mutex_unlock(&ks->lock);
+    for (m = calls; m != NULL; m = next) {
+        struct call *c = KN_CONTAINER_OF(m, struct call, msg);
+        next = m->next;
+        if (m->kind == MSG_SYNC)
+            c->ok = sync_changes(ks);
+        else
+            c->ok = accounts_reload_plans(ks->accounts, ks->store, c->out, c->outsize) == 0;
+        sem_post(&c->done);
     }
 }
 
@@ -203,7 +214,7 @@ static void *thread_main(void *arg)
 
     while (!atomic_load(&ks->stop)) {
         struct pollfd p[2 + CONTROL_POLLFDS] = {
-            {.fd = ks->wake_fd, .events = POLLIN},
+            {.fd = mailbox_fd(&ks->mailbox), .events = POLLIN},
             {.fd = store_changes_fd(ks->store), .events = POLLIN}};
         uint64_t now = kn_mono_ns(), wake = next_tick;
         size_t nctl = ks->control != NULL ? control_pollfds(ks->control, p + 2, &wake) : 0;
@@ -211,18 +222,14 @@ static void *thread_main(void *arg)
         int n = poll(p, 2 + nctl, timeout);
 
         if (n > 0 && (p[0].revents & POLLIN) != 0) {
-            uint64_t v;
-            if (read(ks->wake_fd, &v, sizeof(v)) < 0) {
-                /* Nothing to read: another wake-up got there first. */
-            }
-            serve_requests(ks);
+            mailbox_clear_fd(&ks->mailbox);
+            serve_mailbox(ks);
         }
         if (n > 0 && (p[1].revents & POLLIN) != 0) {
             /* A connection of this process committed a key or account change. */
             store_changes_drain(ks->store);
             sync_changes(ks);
         }
-        ledger_write(ks->ledger, ks->store);
         if (ks->control != NULL)
             control_serve(ks->control, p + 2, nctl, kn_mono_ns());
         if (kn_mono_ns() >= next_tick) {
@@ -233,7 +240,8 @@ static void *thread_main(void *arg)
             next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
         }
     }
-    ledger_write(ks->ledger, ks->store);
+    /* The mailbox is closed: what was put in before is written or answered now. */
+    serve_mailbox(ks);
     if (flush_usage(ks) != 0)
         fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");
     return NULL;
@@ -247,9 +255,12 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
 
     ks->kt = kt;
     ks->accounts = accounts_new(plans, plans_path, plans_required);
-    pthread_mutex_init(&ks->lock, NULL);
-    pthread_cond_init(&ks->cond, NULL);
-    ks->wake_fd = -1;
+    if (mailbox_init(&ks->mailbox, 0, 1) != 0) {
+        snprintf(err, errsize, "eventfd: %s", strerror(errno));
+        accounts_free(ks->accounts);
+        free(ks);
+        return NULL;
+    }
     /* The one writer of the store: checkpoints on a thread of their own, so that no commit waits
      * for one, and the ledger's durability as configured. */
     if ((ks->store = store_open_with(db_url,
@@ -276,11 +287,7 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     if (socket_path != NULL &&
         (ks->control = control_open(socket_path, answer, ks, err, errsize)) == NULL)
         goto fail;
-    if ((ks->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-        snprintf(err, errsize, "eventfd: %s", strerror(errno));
-        goto fail;
-    }
-    ks->ledger = ledger_new(ks->wake_fd);
+    ks->ledger = ledger_new();
     if (pthread_create(&ks->thread, NULL, thread_main, ks) != 0) {
         snprintf(err, errsize, "cannot start the store thread");
         goto fail;
@@ -288,8 +295,7 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     return ks;
 fail:
     control_close(ks->control);
-    if (ks->wake_fd >= 0)
-        close(ks->wake_fd);
+    mailbox_dispose(&ks->mailbox);
     store_close(ks->store);
     ledger_free(ks->ledger);
     accounts_free(ks->accounts);
@@ -299,23 +305,15 @@ fail:
 
 void keysync_stop(struct keysync *ks)
 {
-    uint64_t one = 1;
-
     if (ks == NULL)
         return;
     atomic_store(&ks->stop, 1);
-    pthread_mutex_lock(&ks->lock);
-    pthread_cond_broadcast(&ks->cond);
-    pthread_mutex_unlock(&ks->lock);
-    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
-        kn_fatal("cannot wake the store thread");
+    mailbox_close(&ks->mailbox); /* Wakes the thread, and turns later requests away. */
     pthread_join(ks->thread, NULL);
     control_close(ks->control);
-    close(ks->wake_fd);
+    mailbox_dispose(&ks->mailbox);
     free(ks->batch);
     free(ks->batch_recs);
-    pthread_mutex_destroy(&ks->lock);
-    pthread_cond_destroy(&ks->cond);
     ledger_free(ks->ledger);
     store_close(ks->store);
     accounts_free(ks->accounts);
@@ -327,38 +325,36 @@ const struct plans *keysync_plans(struct keysync *ks)
     return accounts_plans(ks->accounts);
 }
 
-int keysync_reload_plans(struct keysync *ks, char *msg, size_t size)
+/* Puts a request in the store thread's mailbox and waits for its answer. Returns 0, or -1 when
+ * the request failed or the store thread has stopped (then "the server is stopping" is in out). */
+static int call(struct keysync *ks, int kind, char *out, size_t outsize)
 {
-    uint64_t one = 1, mine;
+    struct call c = {.msg.kind = kind, .out = out, .outsize = outsize};
     int ok;
 
-    pthread_mutex_lock(&ks->lock);
-    mine = ++ks->reload_requested;
-    pthread_mutex_unlock(&ks->lock);
-    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
-        kn_fatal("cannot wake the store thread");
-    pthread_mutex_lock(&ks->lock);
-    while (ks->reload_completed < mine && !atomic_load(&ks->stop))
-        pthread_cond_wait(&ks->cond, &ks->lock);
-    ok = ks->reload_completed >= mine && ks->reload_ok;
-    kn_strlcpy(msg, ks->reload_completed >= mine ? ks->reload_msg : "the server is stopping", size);
-    pthread_mutex_unlock(&ks->lock);
+    sem_init(&c.done, 0, 0);
+    if (mailbox_put(&ks->mailbox, &c.msg) != MAILBOX_OK) {
+        ok = 0;
+        if (out != NULL)
+            kn_strlcpy(out, "the server is stopping", outsize);
+    } else {
+        while (sem_wait(&c.done) != 0) {
+            /* Interrupted by a signal: wait again. */
+        }
+        ok = c.ok;
+    }
+    sem_destroy(&c.done);
     return ok ? 0 : -1;
+}
+
+int keysync_reload_plans(struct keysync *ks, char *msg, size_t size)
+{
+    return call(ks, MSG_RELOAD_PLANS, msg, size);
 }
 
 void keysync_sync_now(struct keysync *ks)
 {
-    uint64_t one = 1, mine;
-
-    pthread_mutex_lock(&ks->lock);
-    mine = ++ks->requested;
-    pthread_mutex_unlock(&ks->lock);
-    if (write(ks->wake_fd, &one, sizeof(one)) != sizeof(one))
-        kn_fatal("cannot wake the store thread");
-    pthread_mutex_lock(&ks->lock);
-    while (ks->completed < mine && !atomic_load(&ks->stop))
-        pthread_cond_wait(&ks->cond, &ks->lock);
-    pthread_mutex_unlock(&ks->lock);
+    call(ks, MSG_SYNC, NULL, 0);
 }
 
 int keysync_ready(struct keysync *ks, uint64_t *age_ms)

@@ -5,6 +5,8 @@
  * through its control socket (keys/control.h) or a connection of this process commits one. The
  * same thread writes back last-used times and request counts in batches, so the request path
  * never waits for the disk, and it writes the usage ledger in group commits (metering/ledger.h).
+ * Other threads reach it through one mailbox (core/mailbox.h): ledger rows, and the requests they
+ * wait on (apply the key changes now, reload the plans).
  */
 #ifndef KN_KEYS_KEYSYNC_H
 #define KN_KEYS_KEYSYNC_H
@@ -44,7 +46,9 @@ const struct plans *keysync_plans(struct keysync *ks);
  * Writes what happened to msg. Returns 0, or -1 when the plans in force were kept. */
 int keysync_reload_plans(struct keysync *ks, char *msg, size_t size);
 
-/* Queues a ledger row for the next group commit. Safe from any thread; never blocks on I/O. */
+/* Puts a ledger row in the store thread's mailbox for the next group commit. Safe from any
+ * thread; never blocks on I/O. Once the store thread has stopped, the entry is given up at once
+ * (its done is called with ok = 0 on the calling thread). */
 void keysync_bill(struct keysync *ks, struct ledger_entry *e);
 
 /* Stops the thread after a last flush of usage counts, removes the control socket and frees ks. */
