@@ -284,6 +284,10 @@ class DashboardTest(ServerTest):
         self.assertNotIn("unsafe-inline", csp)
         self.assertIn("/assets/app.js", r.text)
         self.assertEqual(requests.get(self.srv.url + "/assets/app.js").status_code, 200)
+        # The entry's imports are modules beside it, served as JavaScript.
+        r = requests.get(self.srv.url + "/assets/router.js")
+        self.assertEqual(r.status_code, 200)
+        self.assertTrue(r.headers["Content-Type"].startswith("text/javascript"))
         self.assertError(requests.get(self.srv.url + "/assets/nope.js"), 404, "not_found")
         r = requests.options(self.srv.url + "/v1/chat",
                              headers={"Origin": "https://app.example",
