@@ -294,7 +294,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         return;
     }
     struct live_terms terms = {month, held, plan, &pm, ps, http_worker_of(req)->srv->limiter};
-    live_handle(req, info, key, &terms, &call);
+    live_handle(&http_worker_of(req)->live, req, info, key, &terms, &call);
 }
 
 /* One model in OpenAI's format. */

@@ -240,7 +240,7 @@ static void refuse_connection(struct worker *w, h2o_socket_t *sock, const char *
     base62_time_id(r->request_id, "req_", REQUEST_ID_LEN, kn_unix_ms());
     r->timeout.cb = refused_timeout;
     sock->data = r;
-    h2o_timeout_link(w->ctx.loop, &w->refuse_timeout, &r->timeout);
+    h2o_timeout_link(w->loop.ctx.loop, &w->refuse_timeout, &r->timeout);
     h2o_socket_read_start(sock, refused_read);
 }
 

@@ -82,7 +82,7 @@ static void on_watch(h2o_timeout_entry_t *entry)
         atomic_store(&job->gone, 1);
         return;
     }
-    h2o_timeout_link(job->w->ctx.loop, &job->w->dash_watch_timeout, &job->watch);
+    h2o_timeout_link(job->w->loop.ctx.loop, &job->w->dash_watch_timeout, &job->watch);
 }
 
 static void prune(struct dash_lane *l)
@@ -183,16 +183,16 @@ static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t
 
 void dashbridge_worker_init(struct worker *w)
 {
-    h2o_timeout_init(w->ctx.loop, &w->dash_watch_timeout, WATCH_MS);
-    h2o_multithread_register_receiver(w->ctx.queue, &w->dash_receiver, on_dash_answers);
+    h2o_timeout_init(w->loop.ctx.loop, &w->dash_watch_timeout, WATCH_MS);
+    h2o_multithread_register_receiver(w->loop.ctx.queue, &w->dash_receiver, on_dash_answers);
 }
 
 void dashbridge_worker_dispose(struct worker *w)
 {
     /* Answers that arrived after the loop stopped belong to requests that are gone. */
     on_dash_answers(&w->dash_receiver, &w->dash_receiver._messages);
-    h2o_multithread_unregister_receiver(w->ctx.queue, &w->dash_receiver);
-    h2o_timeout_dispose(w->ctx.loop, &w->dash_watch_timeout);
+    h2o_multithread_unregister_receiver(w->loop.ctx.queue, &w->dash_receiver);
+    h2o_timeout_dispose(w->loop.ctx.loop, &w->dash_watch_timeout);
 }
 
 /* Copies s[0..len) into the job's string area at *cursor. */
@@ -258,7 +258,7 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
     job->guard->job = job;
     job->watch.cb = on_watch;
-    h2o_timeout_link(w->ctx.loop, &w->dash_watch_timeout, &job->watch);
+    h2o_timeout_link(w->loop.ctx.loop, &w->dash_watch_timeout, &job->watch);
     if (mailbox_put(&l->jobs, &job->msg) != MAILBOX_OK) {
         job->guard->job = NULL;
         h2o_timeout_unlink(&job->watch);

@@ -51,15 +51,15 @@ struct server {
     char refusal_ip[REFUSAL_SIZE]; /* ... and to one over its address's limit. */
     struct ipcounts *ipcounts;     /* Open connections per address (http/conns.c). */
     struct live_upstream upstream; /* The model backend (http/live.c). */
+    struct live_setup live_setup;  /* What each loop's live requests are handed. */
 };
 
 struct worker {
-    h2o_context_t ctx; /* First, so that a request's context leads back to its worker. */
+    struct http_loop loop; /* First, so that a request's context leads back to its worker. */
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     struct server *srv;
     pthread_t thread;
-    struct logbuf log;
     unsigned conns;
     h2o_timeout_t refuse_timeout;
     h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
@@ -70,6 +70,11 @@ struct worker {
         enum kn_err err;
     } early;
 };
+
+static inline struct worker *http_worker_of(h2o_req_t *req)
+{
+    return (struct worker *)req->conn->ctx;
+}
 
 struct kn_handler {
     h2o_handler_t super;

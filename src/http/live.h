@@ -18,8 +18,8 @@
 #include "chat/openai.h"
 #include "core/config.h"
 #include "http/upstream.h"
+#include "metering/ledger.h"
 
-struct worker;
 struct reqinfo;
 struct keyrec;
 
@@ -31,8 +31,26 @@ struct live_upstream {
     SSL_CTX *ssl_ctx;  /* For an https:// backend (peers verified against the system CAs). */
 };
 
+/* What an event loop's live requests are handed when it is set up: the backend, the limits, and
+ * where bills go. */
+struct live_setup {
+    const struct live_upstream *upstream;
+    unsigned connect_timeout_ms;    /* KONNECT_MODEL_CONNECT_TIMEOUT_MS */
+    unsigned first_byte_timeout_ms; /* KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS, and any silence */
+    unsigned total_timeout_ms;      /* KONNECT_MODEL_TIMEOUT_MS */
+    unsigned stall_timeout_ms;      /* An answer's end waiting for a client that reads nothing (h2o
+                                     * 2.2.5 has no write timeout): KONNECT_REQUEST_TIMEOUT_MS. */
+    size_t max_response_bytes;      /* KONNECT_MODEL_MAX_RESPONSE_BYTES */
+    /* The billing sink: takes a ledger entry, and calls its done once the row is durable or
+     * given up, from any thread (the server's is the store thread, keysync_bill). */
+    void (*bill)(void *ud, struct ledger_entry *e);
+    void *bill_ud;
+};
+
 /* One event loop's share: its connection pool, its timers, and its queue of ledger answers. */
 struct live_worker {
+    struct live_setup setup;
+    h2o_context_t *ctx;
     struct upstream_pool pool;
     h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
     h2o_multithread_receiver_t ledger_receiver;
@@ -48,16 +66,16 @@ int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char 
 void live_upstream_dispose(struct live_upstream *u);
 
 /* Per event loop; called on the loop's thread before it runs, and after it stopped. */
-void live_worker_init(struct worker *w);
-void live_worker_dispose(struct worker *w);
+void live_worker_init(struct live_worker *lw, h2o_context_t *ctx, const struct live_setup *setup);
+void live_worker_dispose(struct live_worker *lw);
 
 /* At the end of shutdown's drain: ends every live request still running, and refuses those
  * that arrive after (503 server_shutting_down). A stream that
  * delivered part of its answer is billed for it, as however else it ends, and closes with a
  * server_shutting_down event; anything else is answered 503 server_shutting_down, unbilled.
  * Returns how many bills are still on their way to the ledger (live_worker_billing). */
-void live_worker_stop(struct worker *w);
-size_t live_worker_billing(struct worker *w);
+void live_worker_stop(struct live_worker *lw);
+size_t live_worker_billing(struct live_worker *lw);
 
 /* What a live request was admitted on. */
 struct live_terms {
@@ -75,7 +93,7 @@ struct live_terms {
  * in the account's quota for terms->month; live_handle settles or gives both back when the
  * request ends, and the in-flight count in any case. It is billed on the terms it was admitted
  * on. */
-void live_handle(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                  const struct live_terms *terms, struct chat_call *call);
 
 #endif

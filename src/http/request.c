@@ -6,23 +6,17 @@
 #include <string.h>
 
 #include "core/ipnet.h"
-#include "http/internal.h"
-
-struct worker *http_worker_of(h2o_req_t *req)
-{
-    return (struct worker *)req->conn->ctx;
-}
 
 int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
 {
-    struct server *srv = http_worker_of(req)->srv;
+    const struct iplist *trusted = http_loop_of(req)->trusted;
     struct sockaddr_storage peer;
     struct ipnet_text few[16], *xff = few;
     size_t n = 0, cap = sizeof(few) / sizeof(few[0]);
 
     if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) == 0)
         return 0;
-    if (srv->trusted == NULL) {
+    if (trusted == NULL) {
         *out = peer;
         return 1;
     }
@@ -39,18 +33,18 @@ int http_client_addr(h2o_req_t *req, struct sockaddr_storage *out)
         xff[n].base = req->headers.entries[i].value.base;
         xff[n++].len = req->headers.entries[i].value.len;
     }
-    ipnet_forwarded_client(srv->trusted, (struct sockaddr *)&peer, xff, n, out);
+    ipnet_forwarded_client(trusted, (struct sockaddr *)&peer, xff, n, out);
     return 1;
 }
 
 int http_peer_trusted(h2o_req_t *req)
 {
-    struct server *srv = http_worker_of(req)->srv;
+    const struct iplist *trusted = http_loop_of(req)->trusted;
     struct sockaddr_storage peer;
 
-    return srv->trusted != NULL &&
+    return trusted != NULL &&
            req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&peer) != 0 &&
-           iplist_contains(srv->trusted, (struct sockaddr *)&peer);
+           iplist_contains(trusted, (struct sockaddr *)&peer);
 }
 
 void http_client_ip(h2o_req_t *req, char *out, size_t size)
@@ -88,11 +82,9 @@ int http_client_gone(h2o_req_t *req)
 
 int http_is_https(h2o_req_t *req)
 {
-    struct server *srv = http_worker_of(req)->srv;
-
     if (req->scheme == &H2O_URL_SCHEME_HTTPS)
         return 1;
-    if (srv->cfg->trust_proxy || http_peer_trusted(req)) {
+    if (http_loop_of(req)->trust_any_proxy || http_peer_trusted(req)) {
         const h2o_iovec_t *v = http_find_header(req, NULL, "x-forwarded-proto");
         return v != NULL && h2o_lcstris(v->base, v->len, H2O_STRLIT("https"));
     }

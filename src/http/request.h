@@ -1,6 +1,6 @@
-/* What Konnect reads of a request beside its body: the worker it belongs to, its client's address
- * (behind trusted proxies too), its headers, whether its client is still there, whether it came
- * over HTTPS. Internal to src/http/. */
+/* What Konnect reads of a request beside its body: the event loop it runs on, its client's
+ * address (behind trusted proxies too), its headers, whether its client is still there, whether
+ * it came over HTTPS. Internal to src/http/. */
 #ifndef KN_HTTP_REQUEST_H
 #define KN_HTTP_REQUEST_H
 
@@ -10,9 +10,27 @@
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
 
-struct worker;
+#include "http/accesslog.h"
 
-struct worker *http_worker_of(h2o_req_t *req);
+struct iplist;
+
+/* What reading a request and answering it need of the event loop it runs on: the h2o context
+ * (first, so that a request's conn->ctx leads here), the access log with the loop's own line
+ * buffer, and the trusted proxies. The server's worker begins with one (http/internal.h); a test
+ * of a module that answers requests makes one of its own. */
+struct http_loop {
+    h2o_context_t ctx;
+    struct accesslog *log;
+    struct logbuf log_buf;
+    const struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
+    int trust_any_proxy;          /* KONNECT_TRUST_PROXY=1 (deprecated). */
+};
+
+static inline struct http_loop *http_loop_of(h2o_req_t *req)
+{
+    return (struct http_loop *)req->conn->ctx;
+}
+
 /* The client's address: the socket's peer, or, when that peer is a trusted proxy
  * (KONNECT_TRUSTED_PROXIES), the address it forwarded (ipnet_forwarded_client). IP allowlists,
  * throttles, the audit log and the access log all take it from here. Returns 1 and fills *out,

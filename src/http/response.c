@@ -8,18 +8,18 @@
 #include <sys/time.h>
 
 #include "http/accesslog.h"
-#include "http/internal.h"
+#include "http/request.h"
 
 void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
 {
-    struct worker *w = http_worker_of(req);
+    struct http_loop *loop = http_loop_of(req);
     struct accesslog_entry e;
     struct timeval now;
     char peer[INET6_ADDRSTRLEN];
     uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
                      (uint64_t)req->timestamps.request_begin_at.tv_usec;
 
-    if (!accesslog_enabled(w->srv->log))
+    if (!accesslog_enabled(loop->log))
         return;
     gettimeofday(&now, NULL);
     http_client_ip(req, peer, sizeof(peer));
@@ -39,7 +39,7 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     uint64_t nowus = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
     e.duration_us = began != 0 && nowus > began ? nowus - began : 0;
     e.body_bytes = req->entity.len;
-    accesslog_append(w->srv->log, &w->log, &e);
+    accesslog_append(loop->log, &loop->log_buf, &e);
 }
 
 void http_add_header(h2o_req_t *req, const char *name, const char *value)

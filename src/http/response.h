@@ -1,6 +1,6 @@
 /* Answers: the access-log record of a request, the one builder of every answer's head, and the
- * JSON, error and rate-limit answers built on it. Internal to src/http/; it calls nothing of the
- * server but the worker a request belongs to (for the access log). */
+ * JSON, error and rate-limit answers built on it. Internal to src/http/; it needs nothing of the
+ * server but the event loop's record of a request (http/request.h, for the access log). */
 #ifndef KN_HTTP_RESPONSE_H
 #define KN_HTTP_RESPONSE_H
 

@@ -292,34 +292,43 @@ static void phase_wait(struct server *srv, unsigned *counter, unsigned target)
 /* Everything of a worker's event loop is created on the thread that runs it: h2o 2.2.5 recycles
  * socket buffers through per-thread free lists, so a socket made on one thread (the loop's
  * message queue among them) and used on another corrupts both lists. */
+/* The live requests' billing sink: the store thread's mailbox. */
+static void bill_to_store(void *ud, struct ledger_entry *e)
+{
+    keysync_bill(ud, e);
+}
+
 static void worker_setup(struct worker *w)
 {
     struct server *srv = w->srv;
     int fd = srv->listen_fds[w - srv->workers];
 
-    h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->h2o);
-    w->accept_ctx.ctx = &w->ctx;
+    h2o_context_init(&w->loop.ctx, h2o_evloop_create(), &srv->h2o);
+    w->loop.log = srv->log;
+    w->loop.trusted = srv->trusted;
+    w->loop.trust_any_proxy = srv->cfg->trust_proxy != 0;
+    w->accept_ctx.ctx = &w->loop.ctx;
     w->accept_ctx.hosts = srv->h2o.hosts;
-    h2o_timeout_init(w->ctx.loop, &w->refuse_timeout, 1000);
+    h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
     dashbridge_worker_init(w);
-    live_worker_init(w);
-    w->listener = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
+    w->listener = h2o_evloop_socket_create(w->loop.ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, conns_on_accept);
 }
 
 static void worker_dispose(struct worker *w)
 {
-    h2o_evloop_t *loop = w->ctx.loop;
+    h2o_evloop_t *loop = w->loop.ctx.loop;
 
     h2o_timeout_dispose(loop, &w->refuse_timeout);
     dashbridge_worker_dispose(w);
-    live_worker_dispose(w);
+    live_worker_dispose(&w->live);
     /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
      * h2o_context_dispose asserts that no timer is. */
-    if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
-        h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
-    h2o_context_dispose(&w->ctx);
+    if (h2o_timeout_is_linked(&w->loop.ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&w->loop.ctx.http2._graceful_shutdown_timeout);
+    h2o_context_dispose(&w->loop.ctx);
     h2o_evloop_destroy(loop);
 }
 
@@ -332,37 +341,37 @@ static void *worker_main(void *arg)
     worker_setup(w);
     phase_arrive(srv, &srv->workers_ready);
     while (!atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
-        h2o_evloop_run(w->ctx.loop, 100);
-        accesslog_flush(srv->log, &w->log);
+        h2o_evloop_run(w->loop.ctx.loop, 100);
+        accesslog_flush(srv->log, &w->loop.log_buf);
     }
     /* Stop accepting, ask keep-alive and HTTP/2 connections to wind down, then let the
      * connections we have finish what they are doing. */
-    h2o_context_request_shutdown(&w->ctx);
+    h2o_context_request_shutdown(&w->loop.ctx);
     /* h2o 2.2.5 leaves idle HTTP/1 keep-alive connections open until their timeout; shorten it
      * (h2o reads the value when timers fire), so that they close within a second. */
-    if (w->ctx.http1.req_timeout.timeout > 1000)
-        w->ctx.http1.req_timeout.timeout = 1000;
-    if (w->ctx.http2.idle_timeout.timeout > 1000)
-        w->ctx.http2.idle_timeout.timeout = 1000;
+    if (w->loop.ctx.http1.req_timeout.timeout > 1000)
+        w->loop.ctx.http1.req_timeout.timeout = 1000;
+    if (w->loop.ctx.http2.idle_timeout.timeout > 1000)
+        w->loop.ctx.http2.idle_timeout.timeout = 1000;
     h2o_socket_read_stop(w->listener);
     h2o_socket_close(w->listener);
     w->listener = NULL;
     deadline = kn_mono_ns() + (uint64_t)srv->cfg->shutdown_timeout_ms * 1000000u;
     while (w->conns > 0 && kn_mono_ns() < deadline) {
-        h2o_evloop_run(w->ctx.loop, 20);
-        accesslog_flush(srv->log, &w->log);
+        h2o_evloop_run(w->loop.ctx.loop, 20);
+        accesslog_flush(srv->log, &w->loop.log_buf);
     }
     /* Live requests still running are ended: a stream that delivered part of its answer is
      * billed for it (its row is queued to the store thread, which writes every queued row before
      * it stops) and closes with an error event, sent once the row is durable, for which the loop
      * runs up to a second more. */
-    live_worker_stop(w);
+    live_worker_stop(&w->live);
     deadline = kn_mono_ns() + 1000000000u;
-    while ((live_worker_billing(w) > 0 || w->conns > 0) && kn_mono_ns() < deadline) {
-        h2o_evloop_run(w->ctx.loop, 20);
-        accesslog_flush(srv->log, &w->log);
+    while ((live_worker_billing(&w->live) > 0 || w->conns > 0) && kn_mono_ns() < deadline) {
+        h2o_evloop_run(w->loop.ctx.loop, 20);
+        accesslog_flush(srv->log, &w->loop.log_buf);
     }
-    accesslog_flush(srv->log, &w->log);
+    accesslog_flush(srv->log, &w->loop.log_buf);
     /* The dashboard and store threads may still send answers to this loop's queue: the loop is
      * disposed of only once they have stopped. A loop with connections left past the deadline
      * is left as it is; the process is about to exit. */
@@ -370,7 +379,7 @@ static void *worker_main(void *arg)
     phase_wait(srv, &srv->others_stopped, 1);
     if (w->conns == 0)
         worker_dispose(w);
-    accesslog_flush(srv->log, &w->log);
+    accesslog_flush(srv->log, &w->loop.log_buf);
     return NULL;
 }
 
@@ -570,6 +579,16 @@ int server_run(const struct kn_config *c)
     if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, plans, c->plans_file,
                                  c->plans_file_set, c->ledger_sync_full, err, sizeof(err))) == NULL)
         goto fail;
+    srv->live_setup = (struct live_setup){
+        .upstream = &srv->upstream,
+        .connect_timeout_ms = c->model_connect_timeout_ms,
+        .first_byte_timeout_ms = c->model_first_byte_timeout_ms,
+        .total_timeout_ms = c->model_timeout_ms,
+        .stall_timeout_ms = c->request_timeout_ms,
+        .max_response_bytes = c->model_max_response_bytes,
+        .bill = bill_to_store,
+        .bill_ud = srv->ks,
+    };
     if (!existed)
         fprintf(stderr, "konnect: created a new database at %s\n", where);
     fprintf(stderr, "konnect: loaded %zu keys from %s in %.0f ms\n", keytable_count(srv->kt), where,
@@ -622,7 +641,7 @@ int server_run(const struct kn_config *c)
     phase_arrive(srv, &srv->others_stopped);
     for (int i = 0; i < c->threads; i++) {
         pthread_join(srv->workers[i].thread, NULL);
-        logbuf_free(&srv->workers[i].log);
+        logbuf_free(&srv->workers[i].loop.log_buf);
     }
     ret = 0;
     h2o_config_dispose(&srv->h2o);
