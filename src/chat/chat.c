@@ -1,6 +1,5 @@
 #include "chat/chat.h"
 
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,79 +135,4 @@ uint32_t chat_estimate_tokens(const char *text, size_t len)
     if (len == 0)
         return 0;
     return (uint32_t)((len + 3) / 4);
-}
-
-/* Writes s (printable ASCII) as the body of a JSON string: quotes and backslashes escaped. */
-static size_t escape_ascii(const char *s, char *out)
-{
-    size_t o = 0;
-    for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\')
-            out[o++] = '\\';
-        out[o++] = *s;
-    }
-    out[o] = '\0';
-    return o;
-}
-
-size_t chat_mock_content(const char *message, size_t message_len, const char *model, char *out,
-                         size_t outsize)
-{
-    static const char *const replies[] = {
-        "Hello! This is where your model's answer will appear.",
-        "Your request was authenticated and validated successfully.",
-        "Everything is wired up: switch to a live key for real model output.",
-        "Test keys are rate limited and never billed.",
-    };
-    unsigned char digest[16];
-    char fp[33];
-    int n;
-
-    /* The content depends only on the model and the message, so the same input always gives the
-     * same answer. */
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, sizeof(digest));
-    crypto_generichash_update(&st, (const unsigned char *)model, strlen(model));
-    crypto_generichash_update(&st, (const unsigned char *)"\0", 1);
-    crypto_generichash_update(&st, (const unsigned char *)message, message_len);
-    crypto_generichash_final(&st, digest, sizeof(digest));
-    sodium_bin2hex(fp, sizeof(fp), digest, 4);
-    n = snprintf(out, outsize,
-                 "[mock response: test key, no model was called] %s (message of %zu bytes, "
-                 "fingerprint %s)",
-                 replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], message_len, fp);
-    if (n < 0 || (size_t)n >= outsize)
-        kn_fatal("mock content too long");
-    return (size_t)n;
-}
-
-char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
-                         int64_t created, size_t *len)
-{
-    char content[512], emodel[2 * CHAT_MODEL_MAX + 1];
-    size_t model_len = strlen(model), size,
-           clen =
-               chat_mock_content(req->message, req->message_len, model, content, sizeof(content));
-    char *out;
-    int n;
-
-    /* Every piece is ASCII that needs no escaping but the model name (printable ASCII, checked
-     * by the caller or the configuration), so the document is written directly: this is the hot
-     * path for test keys. */
-    if (model_len > CHAT_MODEL_MAX)
-        kn_fatal("model name too long");
-    escape_ascii(model, emodel);
-    size = 256 + strlen(id) + strlen(emodel) + clen;
-    out = kn_malloc(size);
-    n = snprintf(out, size,
-                 "{\"id\":\"%s\",\"object\":\"chat.response\",\"created\":%lld,\"model\":\"%s\","
-                 "\"livemode\":false,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
-                 "\"finish_reason\":\"stop\",\"usage\":{\"input_tokens\":%u,\"output_tokens\":%u}}",
-                 id, (long long)created, emodel, content,
-                 chat_estimate_tokens(req->message, req->message_len),
-                 chat_estimate_tokens(content, clen));
-    if (n < 0 || (size_t)n >= size)
-        kn_fatal("mock response too long");
-    *len = (size_t)n;
-    return out;
 }

@@ -1,4 +1,5 @@
-/* POST /v1/chat: request validation and the deterministic mock answer given to test keys. */
+/* POST /v1/chat: request validation and token estimates (the mock answer of test keys is in
+ * chat/mock.h). */
 #ifndef KN_CHAT_CHAT_H
 #define KN_CHAT_CHAT_H
 
@@ -39,17 +40,6 @@ int chat_request_parse(const char *body, size_t len, struct chat_request *req,
 
 /* Releases what chat_request_parse allocated. */
 void chat_request_cleanup(struct chat_request *req);
-
-/* Builds the mock response body for a test key: the same message and model always give the same
- * content, which says plainly that it is a mock. Returns a NUL-terminated JSON document the caller
- * frees with free(), and writes its length to *len. */
-char *chat_mock_response(const struct chat_request *req, const char *model, const char *id,
-                         int64_t created, size_t *len);
-
-/* Writes the mock answer's text for a message and model into out (at least 512 bytes): what
- * chat_mock_response puts in "content". Returns its length. */
-size_t chat_mock_content(const char *message, size_t message_len, const char *model, char *out,
-                         size_t outsize);
 
 /* Checks a model name: 1..CHAT_MODEL_MAX printable ASCII characters without spaces. */
 int chat_valid_model(const char *s, size_t len);

@@ -153,7 +153,4 @@ char *chat_openai_usage_event(const char *id, int64_t created, const char *model
 /* An error in the middle of a stream: data: {"error": ...}. `error_json` is kn_error_json's. */
 char *chat_error_event(const char *error_json, size_t error_len, size_t *len);
 
-/* The whole mock answer to a test key, streamed or not, in the shape of c->api. */
-char *chat_mock_answer(const struct chat_call *c, const char *id, int64_t created, size_t *len);
-
 #endif

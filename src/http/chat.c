@@ -7,6 +7,7 @@
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
 #include "auth/bearer.h"
+#include "chat/mock.h"
 #include "core/base62.h"
 #include "core/jsonw.h"
 #include "core/util.h"
@@ -247,7 +248,14 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
                 return;
             }
             base62_random_id(id, "chat_", 24);
-            char *out = chat_mock_response(&creq, model, id, now, &len);
+            struct chat_mock m = {CHAT_API_KONNECT,
+                                  0,
+                                  0,
+                                  model,
+                                  creq.message,
+                                  creq.message_len,
+                                  chat_estimate_tokens(creq.message, creq.message_len)};
+            char *out = chat_mock_answer(&m, id, now, &len);
             chat_request_cleanup(&creq);
             http_send_json(req, info, 200, "OK", out, len);
             free(out);
@@ -269,7 +277,8 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         char id[9 + 24 + 1];
         size_t len;
         base62_random_id(id, api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);
-        char *out = chat_mock_answer(&call, id, now, &len);
+        struct chat_mock m = chat_mock_of(&call);
+        char *out = chat_mock_answer(&m, id, now, &len);
         if (call.stream) {
             http_response_head(req, info, 200, "OK", HTTP_EVENT_STREAM, "no-cache", len);
             http_log_request(req, info, 200);

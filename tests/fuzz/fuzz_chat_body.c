@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "chat/mock.h"
 #include "core/redact.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -39,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (req.message_len == 0 || req.message_len > CHAT_MESSAGE_MAX)
         abort();
-    char *out = chat_mock_response(&req, "m", "chat_x", 1, &len);
+    struct chat_mock m = {CHAT_API_KONNECT, 0, 0, "m", req.message, req.message_len, 1};
+    char *out = chat_mock_answer(&m, "chat_x", 1, &len);
     json_t *doc = json_loadb(out, len, 0, NULL);
     if (doc == NULL)
         abort();

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "chat/chat.h"
+#include "chat/mock.h"
 #include "unit.h"
 
 static enum kn_err parse(const char *body, const char **param)
@@ -69,8 +70,15 @@ int main(void)
     const char *body = "{\"message\": \"Hello\"}";
     size_t l1, l2;
     CHECK(chat_request_parse(body, strlen(body), &r, &e) == 0);
-    char *a = chat_mock_response(&r, "m", "chat_1", 1, &l1);
-    char *b = chat_mock_response(&r, "m", "chat_2", 2, &l2);
+    struct chat_mock m = {CHAT_API_KONNECT,
+                          0,
+                          0,
+                          "m",
+                          r.message,
+                          r.message_len,
+                          chat_estimate_tokens(r.message, r.message_len)};
+    char *a = chat_mock_answer(&m, "chat_1", 1, &l1);
+    char *b = chat_mock_answer(&m, "chat_2", 2, &l2);
     json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL);
     const char *ca = json_string_value(json_object_get(json_object_get(ja, "message"), "content"));
     const char *cb = json_string_value(json_object_get(json_object_get(jb, "message"), "content"));
@@ -79,7 +87,8 @@ int main(void)
     CHECK(json_is_false(json_object_get(ja, "livemode")));
     CHECK_STR(json_string_value(json_object_get(ja, "object")), "chat.response");
     CHECK(json_integer_value(json_object_get(json_object_get(ja, "usage"), "input_tokens")) == 2);
-    char *c = chat_mock_response(&r, "other", "chat_3", 3, &l2);
+    m.model = "other";
+    char *c = chat_mock_answer(&m, "chat_3", 3, &l2);
     json_t *jc = json_loads(c, 0, NULL);
     const char *cc = json_string_value(json_object_get(json_object_get(jc, "message"), "content"));
     CHECK(strcmp(ca, cc) != 0);

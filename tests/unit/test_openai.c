@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "chat/openai.h"
+#include "chat/mock.h"
 #include "unit.h"
 
 struct collected {
@@ -257,16 +258,17 @@ static void test_mock_answers(void)
     CHECK(openai("{\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":["
                  "{\"role\":\"user\",\"content\":\"Same\"}]}",
                  &c) == KN_OK);
-    a = chat_mock_answer(&c, "id", 1, &len);
-    b = chat_mock_answer(&c, "id", 1, &len);
+    struct chat_mock m = chat_mock_of(&c);
+    a = chat_mock_answer(&m, "id", 1, &len);
+    b = chat_mock_answer(&m, "id", 1, &len);
     CHECK_STR(a, b);                            /* Deterministic. */
     CHECK(strstr(a, "[mock response") == NULL); /* Streamed word by word... */
     CHECK(strstr(a, "\"content\":\"[mock \"") != NULL);
     CHECK(strstr(a, "\"usage\"") != NULL && strcmp(a + len - 14, "data: [DONE]\n\n") == 0);
     free(a);
     free(b);
-    c.stream = 0;
-    a = chat_mock_answer(&c, "id", 1, &len);
+    m.stream = 0;
+    a = chat_mock_answer(&m, "id", 1, &len);
     CHECK(strstr(a, "\"object\":\"chat.completion\"") != NULL);
     CHECK(strstr(a, "[mock response: test key, no model was called]") != NULL);
     free(a);
