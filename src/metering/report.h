@@ -18,6 +18,9 @@
 #include "metering/plans.h"
 #include "store/store.h"
 
+/* Writes day (days since the Unix epoch) as YYYY-MM-DD to buf and returns buf. */
+char *report_day_format(int64_t day, char *buf, size_t size);
+
 /* The largest money text report_money writes, with its NUL. */
 #define REPORT_MONEY_SIZE 40
 
