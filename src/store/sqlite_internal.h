@@ -1,8 +1,10 @@
 /* What the SQLite backend's files share (internal to src/store/): the backend's state, its one
  * statement mechanism (RUN: prepared on first use, bound from a format) and the row and
- * transaction helpers. store_sqlite.c holds the backend's table and keys, accounts, the change
- * feed and the ledger; sqlite_access.c the dashboard's users, memberships, sessions, invitations,
- * set-password links, throttles and pruning; sqlite_checkpoint.c the writer's checkpoints. */
+ * transaction helpers. store_sqlite.c holds the backend's table, opening and migrating, the
+ * statement and row helpers, accounts and the change feed's wake-ups; sqlite_keys.c the keys,
+ * their changes, request counts and the audit log; sqlite_ledger.c the plans, quotas and ledger;
+ * sqlite_access.c the dashboard's users, memberships, sessions, invitations, set-password links,
+ * throttles and pruning; sqlite_checkpoint.c the writer's checkpoints. */
 #ifndef KN_STORE_SQLITE_INTERNAL_H
 #define KN_STORE_SQLITE_INTERNAL_H
 
@@ -132,6 +134,30 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
 /* Row readers: an account (columns ACCOUNT_COLUMNS), a count (column 0). */
 void sq_read_account(sqlite3_stmt *q, void *out);
 void sq_read_count(sqlite3_stmt *q, void *out);
+
+/* The key operations (sqlite_keys.c), in the ops table. */
+int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n,
+                      const struct store_audit *audit);
+int sqlite_key_count(struct store *s, int64_t *count);
+int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
+int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud);
+int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                      const struct store_audit *audit);
+int sqlite_key_expire(struct store *s, const char *id, int64_t at, const struct store_audit *audit);
+int sqlite_key_rename(struct store *s, const char *id, const char *name,
+                      const struct store_audit *audit);
+int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
+                             const struct store_audit *audit);
+int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
+                     store_key_load_cb cb, void *ud);
+int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
+                       store_key_load_cb cb, void *ud);
+int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n);
+int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key *repl,
+                    int64_t old_expires_at, const struct store_audit *audit);
+int sqlite_audit_add(struct store *s, const struct store_audit *e);
+int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
+                      store_audit_cb cb, void *ud);
 
 /* The access operations (sqlite_access.c), in the ops table. */
 int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
