@@ -146,6 +146,16 @@ static int cmd_serve(struct kn_config *c, int argc, char **argv)
     return server_run(c);
 }
 
+/* The commands, by the name that follows "konnect". */
+static const struct {
+    const char *name;
+    int (*run)(struct kn_config *c, int argc, char **argv);
+} commands[] = {
+    {"serve", cmd_serve},     {"account", cli_account}, {"key", cli_key},
+    {"user", cli_user},       {"audit", cli_audit},     {"usage", cli_usage},
+    {"invoice", cli_invoice}, {"plans", cli_plans},     {"migrate", cli_migrate},
+};
+
 int main(int argc, char **argv)
 {
     struct kn_config c;
@@ -183,24 +193,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "konnect: %s\n", err);
         return 2;
     }
-    if (strcmp(argv[1], "serve") == 0)
-        return cmd_serve(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "account") == 0)
-        return cli_account(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "key") == 0)
-        return cli_key(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "user") == 0)
-        return cli_user(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "audit") == 0)
-        return cli_audit(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "usage") == 0)
-        return cli_usage(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "invoice") == 0)
-        return cli_invoice(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "plans") == 0)
-        return cli_plans(&c, argc - 1, argv + 1);
-    if (strcmp(argv[1], "migrate") == 0)
-        return cli_migrate(&c, argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(&c, argc - 1, argv + 1);
     char shown[64];
     fprintf(stderr, "konnect: unknown command '%s'\n\n%s",
             redact_copy(shown, sizeof(shown), argv[1]), usage);

@@ -161,12 +161,11 @@ static void send_answer(h2o_req_t *req, struct dash_job *job)
 
 static void on_dash_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
+    h2o_multithread_message_t *msg;
+
     (void)receiver;
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+    while ((msg = http_next_message(messages)) != NULL) {
         struct dash_job *job = (struct dash_job *)msg;
-        h2o_linklist_unlink(&msg->link);
         if (h2o_timeout_is_linked(&job->watch))
             h2o_timeout_unlink(&job->watch);
         if (job->req != NULL) {

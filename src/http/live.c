@@ -490,12 +490,11 @@ void live_bill(struct live_req *lr, uint32_t in, uint32_t out)
 
 static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
+    h2o_multithread_message_t *msg;
+
     (void)receiver;
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+    while ((msg = http_next_message(messages)) != NULL) {
         struct live_req *lr = (struct live_req *)msg;
-        h2o_linklist_unlink(&msg->link);
         lr->phase = PHASE_DONE;
         if (!lr->ledger_ok) {
             if (lr->end_err != KN_OK)

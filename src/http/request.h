@@ -31,6 +31,19 @@ static inline struct http_loop *http_loop_of(h2o_req_t *req)
     return (struct http_loop *)req->conn->ctx;
 }
 
+/* Takes the first of the messages an h2o multithread receiver was given (its on_messages
+ * callback's list), or NULL when none is left. */
+static inline h2o_multithread_message_t *http_next_message(h2o_linklist_t *messages)
+{
+    h2o_multithread_message_t *msg;
+
+    if (h2o_linklist_is_empty(messages))
+        return NULL;
+    msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+    h2o_linklist_unlink(&msg->link);
+    return msg;
+}
+
 /* The client's address: the socket's peer, or, when that peer is a trusted proxy
  * (KONNECT_TRUSTED_PROXIES), the address it forwarded (ipnet_forwarded_client). IP allowlists,
  * throttles, the audit log and the access log all take it from here. Returns 1 and fills *out,

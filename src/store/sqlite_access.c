@@ -55,8 +55,9 @@ rollback:
     return sq_end(s, rc);
 }
 
-static void read_user(sqlite3_stmt *q, struct store_user *u)
+static void read_user(sqlite3_stmt *q, void *out)
 {
+    struct store_user *u = out;
     memset(u, 0, sizeof(*u));
     sq_copy_text(u->id, sizeof(u->id), q, 0);
     sq_copy_text(u->email, sizeof(u->email), q, 1);
@@ -70,13 +71,8 @@ int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user
                  "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
                  "WHERE email = lower(?1) OR id = ?1",
                  "t", email_or_id);
-    if (rc == SQLITE_ROW)
-        read_user(STMT(s, USER_FIND), out);
-    sqlite3_reset(STMT(s, USER_FIND));
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such user")
-                             : sq_fail(s, "cannot read user");
+    return sq_one_row(s, STMT(s, USER_FIND), rc, read_user, out, "no such user",
+                      "cannot read user");
 }
 
 /* Forgets a user's set-password links that were not used: a new password, or a newer link,
@@ -112,8 +108,9 @@ int sqlite_user_set_password(struct store *s, const char *user_id, const char *h
 
 #define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"
 
-static void read_member(sqlite3_stmt *q, struct store_member *m)
+static void read_member(sqlite3_stmt *q, void *out)
 {
+    struct store_member *m = out;
     memset(m, 0, sizeof(*m));
     sq_copy_text(m->account_id, sizeof(m->account_id), q, 0);
     sq_copy_text(m->user_id, sizeof(m->user_id), q, 1);
@@ -124,13 +121,7 @@ static void read_member(sqlite3_stmt *q, struct store_member *m)
 
 static int one_member(struct store *s, sqlite3_stmt *q, int rc, struct store_member *out)
 {
-    if (rc == SQLITE_ROW)
-        read_member(q, out);
-    sqlite3_reset(q);
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such membership")
-                             : sq_fail(s, "cannot read membership");
+    return sq_one_row(s, q, rc, read_member, out, "no such membership", "cannot read membership");
 }
 
 int sqlite_member_first(struct store *s, const char *user_id, struct store_member *out)
@@ -198,30 +189,30 @@ int sqlite_session_insert(struct store *s, const struct store_session *x)
     return sq_done(s, STMT(s, SESSION_INSERT), rc, "cannot create session");
 }
 
+static void read_session(sqlite3_stmt *q, void *row)
+{
+    struct store_session *out = row;
+
+    memset(out, 0, sizeof(*out));
+    sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
+    sq_copy_text(out->account_id, sizeof(out->account_id), q, 1);
+    sq_copy_text(out->csrf_token, sizeof(out->csrf_token), q, 2);
+    out->created_at = sqlite3_column_int64(q, 3);
+    out->last_seen_at = sqlite3_column_int64(q, 4);
+    out->expires_at = sqlite3_column_int64(q, 5);
+    sq_copy_text(out->ip, sizeof(out->ip), q, 6);
+}
+
 int sqlite_session_find(struct store *s, const uint8_t *hash, struct store_session *out)
 {
-    sqlite3_stmt *q;
     int rc = RUN(s, SESSION_FIND,
                  "SELECT user_id, account_id, csrf_token, created_at, last_seen_at, expires_at, "
                  "coalesce(ip, '') FROM sessions WHERE token_hash = ?1",
                  "h", hash);
-    q = STMT(s, SESSION_FIND);
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof(*out));
+    if ((rc = sq_one_row(s, STMT(s, SESSION_FIND), rc, read_session, out, "no such session",
+                         "cannot read session")) == STORE_OK)
         memcpy(out->token_hash, hash, STORE_HASH_LEN);
-        sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
-        sq_copy_text(out->account_id, sizeof(out->account_id), q, 1);
-        sq_copy_text(out->csrf_token, sizeof(out->csrf_token), q, 2);
-        out->created_at = sqlite3_column_int64(q, 3);
-        out->last_seen_at = sqlite3_column_int64(q, 4);
-        out->expires_at = sqlite3_column_int64(q, 5);
-        sq_copy_text(out->ip, sizeof(out->ip), q, 6);
-    }
-    sqlite3_reset(q);
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such session")
-                             : sq_fail(s, "cannot read session");
+    return rc;
 }
 
 int sqlite_session_touch(struct store *s, const uint8_t *hash, int64_t at)
@@ -255,8 +246,9 @@ int sqlite_invite_insert(struct store *s, const struct store_invite *i)
     return sq_done(s, STMT(s, INVITE_INSERT), rc, "cannot create invitation");
 }
 
-static void read_invite(sqlite3_stmt *q, struct store_invite *i)
+static void read_invite(sqlite3_stmt *q, void *out)
 {
+    struct store_invite *i = out;
     const void *h = sqlite3_column_blob(q, 0);
     memset(i, 0, sizeof(*i));
     if (h != NULL && sqlite3_column_bytes(q, 0) == STORE_HASH_LEN)
@@ -282,13 +274,8 @@ int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite
 {
     int rc = RUN(s, INVITE_FIND, "SELECT " INVITE_COLUMNS " FROM invites WHERE token_hash = ?1",
                  "h", hash);
-    if (rc == SQLITE_ROW)
-        read_invite(STMT(s, INVITE_FIND), out);
-    sqlite3_reset(STMT(s, INVITE_FIND));
-    if (rc == SQLITE_ROW)
-        return STORE_OK;
-    return rc == SQLITE_DONE ? store_set_error(s, STORE_NOT_FOUND, "no such invitation")
-                             : sq_fail(s, "cannot read invitation");
+    return sq_one_row(s, STMT(s, INVITE_FIND), rc, read_invite, out, "no such invitation",
+                      "cannot read invitation");
 }
 
 /* Cancels an account's pending invitations for an email: the person joined, or was removed,
@@ -372,12 +359,8 @@ int sqlite_invite_cancel(struct store *s, const char *account_id, const char *id
                  "accepted_at IS NULL AND canceled_at IS NULL AND expires_at > ?2 "
                  "RETURNING " INVITE_COLUMNS,
                  "tit", id, at, account_id);
-    if (rc == SQLITE_ROW)
-        read_invite(STMT(s, INVITE_CANCEL), out);
-    int r = sq_done(s, STMT(s, INVITE_CANCEL), rc, "cannot cancel invitation");
-    if (r == STORE_OK && rc == SQLITE_DONE)
-        return store_set_error(s, STORE_NOT_FOUND, "no such pending invitation");
-    return r;
+    return sq_one_row(s, STMT(s, INVITE_CANCEL), rc, read_invite, out, "no such pending invitation",
+                      "cannot cancel invitation");
 }
 
 int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count)
@@ -385,9 +368,8 @@ int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now,
     int rc = RUN(s, INVITES_PENDING,
                  "SELECT count(*) FROM invites WHERE account_id = ?1 AND " INVITE_PENDING, "ti",
                  account_id, now);
-    if (rc == SQLITE_ROW)
-        *count = sqlite3_column_int64(STMT(s, INVITES_PENDING), 0);
-    return sq_done(s, STMT(s, INVITES_PENDING), rc, "cannot count invitations");
+    return sq_one_row(s, STMT(s, INVITES_PENDING), rc, sq_read_count, count, "no count",
+                      "cannot count invitations");
 }
 
 /* A new link replaces the user's earlier ones that were not used. */
@@ -411,27 +393,28 @@ rollback:
     return sq_end(s, rc);
 }
 
+static void read_password_token(sqlite3_stmt *q, void *row)
+{
+    struct store_password_token *out = row;
+
+    memset(out, 0, sizeof(*out));
+    sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
+    out->created_at = sqlite3_column_int64(q, 1);
+    out->expires_at = sqlite3_column_int64(q, 2);
+    out->used_at = sqlite3_column_int64(q, 3);
+}
+
 int sqlite_password_token_find(struct store *s, const uint8_t *hash,
                                struct store_password_token *out)
 {
-    sqlite3_stmt *q;
     int rc = RUN(s, PWTOKEN_FIND,
                  "SELECT user_id, created_at, expires_at, coalesce(used_at, 0) FROM "
                  "password_tokens WHERE token_hash = ?1",
                  "h", hash);
-    q = STMT(s, PWTOKEN_FIND);
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof(*out));
+    if ((rc = sq_one_row(s, STMT(s, PWTOKEN_FIND), rc, read_password_token, out, "no such link",
+                         "cannot read a set-password link")) == STORE_OK)
         memcpy(out->token_hash, hash, STORE_HASH_LEN);
-        sq_copy_text(out->user_id, sizeof(out->user_id), q, 0);
-        out->created_at = sqlite3_column_int64(q, 1);
-        out->expires_at = sqlite3_column_int64(q, 2);
-        out->used_at = sqlite3_column_int64(q, 3);
-    }
-    int r = sq_done(s, q, rc, "cannot read a set-password link");
-    if (r == STORE_OK && rc == SQLITE_DONE)
-        return store_set_error(s, STORE_NOT_FOUND, "no such link");
-    return r;
+    return rc;
 }
 
 int sqlite_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
@@ -504,13 +487,13 @@ int sqlite_key_count_working(struct store *s, const char *account_id, int64_t no
                  "SELECT count(*) FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL AND "
                  "(expires_at IS NULL OR expires_at > ?2)",
                  "ti", account_id, now);
-    if (rc == SQLITE_ROW)
-        *count = sqlite3_column_int64(STMT(s, KEY_COUNT_WORKING), 0);
-    return sq_done(s, STMT(s, KEY_COUNT_WORKING), rc, "cannot count keys");
+    return sq_one_row(s, STMT(s, KEY_COUNT_WORKING), rc, sq_read_count, count, "no count",
+                      "cannot count keys");
 }
 
-static void read_throttle(sqlite3_stmt *q, struct store_throttle *t)
+static void read_throttle(sqlite3_stmt *q, void *out)
 {
+    struct store_throttle *t = out;
     t->count = sqlite3_column_int64(q, 0);
     t->first_at = sqlite3_column_int64(q, 1);
     t->last_at = sqlite3_column_int64(q, 2);
@@ -524,12 +507,8 @@ int sqlite_throttle_get(struct store *s, const char *kind, const char *key,
                  "SELECT count, first_at, last_at, refused FROM throttles WHERE kind = ?1 AND "
                  "key = ?2",
                  "tt", kind, key);
-    if (rc == SQLITE_ROW)
-        read_throttle(STMT(s, THROTTLE_GET), out);
-    int r = sq_done(s, STMT(s, THROTTLE_GET), rc, "cannot read a throttle");
-    if (r == STORE_OK && rc == SQLITE_DONE)
-        return store_set_error(s, STORE_NOT_FOUND, "no throttle");
-    return r;
+    return sq_one_row(s, STMT(s, THROTTLE_GET), rc, read_throttle, out, "no throttle",
+                      "cannot read a throttle");
 }
 
 int sqlite_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
