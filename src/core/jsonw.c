@@ -91,31 +91,15 @@ void jsonw_str(struct jsonw *w, const char *str, size_t len)
             i += n;
             continue;
         }
+        /* Two-character escapes where JSON has them, else \u00XX. */
+        static const char short_escape[0x60] = {
+            ['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
+            ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
         w->buf[w->len++] = '\\';
-        switch (c) {
-        case '"':
-        case '\\':
-            w->buf[w->len++] = (char)c;
-            break;
-        case '\b':
-            w->buf[w->len++] = 'b';
-            break;
-        case '\f':
-            w->buf[w->len++] = 'f';
-            break;
-        case '\n':
-            w->buf[w->len++] = 'n';
-            break;
-        case '\r':
-            w->buf[w->len++] = 'r';
-            break;
-        case '\t':
-            w->buf[w->len++] = 't';
-            break;
-        default:
+        if (c < sizeof(short_escape) && short_escape[c] != 0)
+            w->buf[w->len++] = short_escape[c];
+        else
             w->len += (size_t)snprintf(w->buf + w->len, 6, "u%04X", c);
-            break;
-        }
         i++;
     }
     w->buf[w->len++] = '"';

@@ -328,8 +328,7 @@ enum access {
     OWNER, /* Signed in as the account's owner. */
 };
 
-typedef void (*dash_fn)(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res, struct who *w, const char *param);
+typedef dash_handler *dash_fn;
 
 struct route {
     const char *method;

@@ -77,46 +77,16 @@ void dash_start_session(struct dashboard *d, const struct dash_request *req,
 json_t *dash_session_doc(const struct store_user *u, const struct store_member *m,
                          const char *account_email, const char *csrf);
 
-/* Keys (keys.c) and records (billing.c): route handlers (dashboard.c's route table). */
-void dash_keys_list(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                    struct who *w, const char *param);
-void dash_key_create(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                     struct who *w, const char *param);
-void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                   struct who *w, const char *param);
-void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                     struct who *w, const char *param);
-void dash_key_update(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                     struct who *w, const char *param);
-void dash_audit_page(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                     struct who *w, const char *param);
-void dash_usage(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                struct who *w, const char *param);
-void dash_invoices(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                   struct who *w, const char *param);
-void dash_invoice(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                  struct who *w, const char *param);
-
-/* Access (access.c): sign-up, sign-in, invitations, passwords. */
-void dash_signup(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                 struct who *w, const char *param);
-void dash_signin(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                 struct who *w, const char *param);
-void dash_invite_accept(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res, struct who *w, const char *param);
-void dash_password_set(struct dashboard *d, const struct dash_request *req,
-                       struct dash_response *res, struct who *w, const char *param);
-void dash_password_change(struct dashboard *d, const struct dash_request *req,
+/* A route handler (dashboard.c's route table): param is the path's "*" segment, or "". */
+typedef void dash_handler(struct dashboard *d, const struct dash_request *req,
                           struct dash_response *res, struct who *w, const char *param);
 
+/* Keys (keys.c) and records (billing.c). */
+dash_handler dash_keys_list, dash_key_create, dash_key_roll, dash_key_revoke, dash_key_update;
+dash_handler dash_audit_page, dash_usage, dash_invoices, dash_invoice;
+/* Access (access.c): sign-up, sign-in, invitations, passwords. */
+dash_handler dash_signup, dash_signin, dash_invite_accept, dash_password_set, dash_password_change;
 /* Members (members.c): the list, invitations and their cancellation, removal. */
-void dash_members(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                  struct who *w, const char *param);
-void dash_invite(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
-                 struct who *w, const char *param);
-void dash_invite_cancel(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res, struct who *w, const char *id);
-void dash_member_remove(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res, struct who *w, const char *user_id);
+dash_handler dash_members, dash_invite, dash_invite_cancel, dash_member_remove;
 
 #endif

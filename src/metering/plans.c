@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/chat.h"
 #include "core/util.h"
 
 static struct plans *builtin(void)
@@ -94,15 +95,12 @@ static const struct {
     {"provider", PLAN_PARAM_PROVIDER},
 };
 
+_Static_assert(PLAN_MODEL_MAX == CHAT_MODEL_MAX, "a plan's model is a model of the API");
+
+/* A model name as the API accepts it (chat_valid_model). */
 static int valid_model_name(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > PLAN_MODEL_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
+    return chat_valid_model(s, strlen(s));
 }
 
 /* Reads the three prices of o into out; a price that is absent stays as it is. */
