@@ -1,3 +1,5 @@
+/* API authentication: the bearer header, the key's format and checksum, the key table probe; see
+ * bearer.h. */
 #include "auth/bearer.h"
 
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* Dashboard passwords: hashing and checking with Argon2id; see password.h. */
 #include "auth/password.h"
 
 #include <pthread.h>

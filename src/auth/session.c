@@ -1,3 +1,4 @@
+/* Session and invitation tokens, and the cookies that carry them; see session.h. */
 #include "auth/session.h"
 
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* Throttles for password guessing and sign-up floods: their delays and lockouts; see throttle.h. */
 #include "auth/throttle.h"
 
 #include <string.h>

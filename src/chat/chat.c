@@ -1,3 +1,4 @@
+/* POST /v1/chat: request validation and token estimates; see chat.h. */
 #include "chat/chat.h"
 
 #include <stdio.h>

@@ -1,3 +1,5 @@
+/* The OpenAI chat-completions protocol both ways: requests, results, streamed events; see
+ * openai.h. */
 #include "chat/openai.h"
 
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* Base62 text and random identifiers; see base62.h. */
 #include "core/base62.h"
 
 #include <sodium.h>

@@ -1,3 +1,5 @@
+/* Settings: reading KONNECT_* variables, their table of numbers, --help's list of them; see
+ * config.h. */
 #include "core/config.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* The errors table and the JSON error document; see errors.h. */
 #include "core/errors.h"
 
 #include <jansson.h>

@@ -1,3 +1,4 @@
+/* IP ranges (CIDR): allowlists, trusted proxies, the forwarded client address; see ipnet.h. */
 #include "core/ipnet.h"
 
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* A JSON writer for the hot path's fixed-shape documents; see jsonw.h. */
 #include "core/jsonw.h"
 
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* Redaction of anything shaped like an API key; see redact.h. */
 #include "core/redact.h"
 
 #include <string.h>

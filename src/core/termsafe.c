@@ -1,3 +1,4 @@
+/* Text made safe for a terminal; see termsafe.h. */
 #include "core/termsafe.h"
 
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* Allocation, fatal errors, clocks, string and time helpers; see util.h. */
 #include "core/util.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* The dashboard's routes, their access rules, and sessions; see dashboard.h. */
 #include "dashboard/dashboard.h"
 
 #include <jansson.h>

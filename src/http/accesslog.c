@@ -1,3 +1,4 @@
+/* The access log: one redacted JSON line per request; see accesslog.h. */
 #include "http/accesslog.h"
 
 #include <errno.h>

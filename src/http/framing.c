@@ -1,3 +1,4 @@
+/* How an HTTP/1 request's body is delimited, read from its raw head; see framing.h. */
 #include "http/framing.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* konnect serve: routing, listeners, event-loop threads, start-up and shutdown; see server.h. */
 #include "http/server.h"
 
 #include <arpa/inet.h>

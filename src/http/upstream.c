@@ -1,3 +1,4 @@
+/* The model backend's HTTP/1.1 client and its pool of keep-alive connections; see upstream.h. */
 #include "http/upstream.h"
 
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* API keys: their format, checksum, keyed hash and the server secret; see apikey.h. */
 #include "keys/apikey.h"
 
 #include <errno.h>

@@ -1,3 +1,5 @@
+/* The store thread: its mailbox, the change feed applied to the key table, usage counts; see
+ * keysync.h. */
 #include "keys/keysync.h"
 
 #include <errno.h>

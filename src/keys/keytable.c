@@ -1,3 +1,4 @@
+/* The in-memory key table, lock-free for readers; see keytable.h. */
 #include "keys/keytable.h"
 
 #include <pthread.h>

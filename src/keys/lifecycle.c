@@ -1,3 +1,5 @@
+/* Key changes, each with its audit entry: create, roll, rename, allowlist, expire, revoke; see
+ * lifecycle.h. */
 #include "keys/lifecycle.h"
 
 #include <jansson.h>

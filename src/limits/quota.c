@@ -1,3 +1,4 @@
+/* An account's live limits: plan, monthly quotas, reservations, in-flight count; see quota.h. */
 #include "limits/quota.h"
 
 #define MONTH_SHIFT 40

@@ -1,3 +1,4 @@
+/* Request limits on lock-free cells: GCRA per minute, counts per UTC day; see ratelimit.h. */
 #include "limits/ratelimit.h"
 
 #define NS 1000000000ull

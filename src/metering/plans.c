@@ -1,3 +1,4 @@
+/* Plans: the plans file, the model catalogue, prices; see plans.h. */
 #include "metering/plans.h"
 
 #include <errno.h>

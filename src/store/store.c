@@ -1,3 +1,5 @@
+/* The store's wrappers: the backend chosen by URL, every call through the fault switch; see
+ * store.h. */
 #include "store/store.h"
 
 #include <ctype.h>
