@@ -98,16 +98,10 @@ static int account_show(struct kn_config *c, const struct opts *o)
     struct plans *plans = NULL;
     json_t *u = NULL;
     char tbuf[32], money[REPORT_MONEY_SIZE];
-    int ret = 1;
+    int ret = 1, status;
 
-    if (o->account == NULL) {
-        fprintf(stderr, "konnect: account show needs --account\n");
-        return 2;
-    }
-    if ((s = cli_open_store(c)) == NULL)
-        return 1;
-    if (cli_find_account(s, o->account, &a) != STORE_OK)
-        goto out;
+    if ((s = cli_require_account(c, o, "account show", &a, &status)) == NULL)
+        return status;
     printf("id       %s\nemail    %s\ncreated  %s\n", a.id, cli_shown(a.email),
            kn_format_time(a.created_at, tbuf, sizeof(tbuf)));
     if ((plans = cli_load_plans(c)) == NULL)
@@ -187,18 +181,12 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
     }
     if ((s = cli_open_store(c)) == NULL || cli_find_account(s, o->account, &a) != STORE_OK)
         goto out;
-    if (store_account_set_plan(s, a.id, stored) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
-        goto out;
-    }
     snprintf(detail, sizeof(detail), "plan %s%s (was %s)", p->name,
              stored[0] == '\0' ? ", the default" : "", a.plan[0] ? a.plan : "the default");
-    lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.plan", a.email, "ok",
-                          detail);
-    printf("%s is on plan %s%s\n", cli_shown(a.email), p->name,
-           stored[0] == '\0' ? " (the default plan)" : "");
-    cli_report_notify(c, "the plan is in force");
-    ret = 0;
+    int rc = store_account_set_plan(s, a.id, stored);
+    ret = cli_account_changed(c, s, &a, rc, "account.plan", detail, "the plan is in force",
+                              "%s is on plan %s%s\n", cli_shown(a.email), p->name,
+                              stored[0] == '\0' ? " (the default plan)" : "");
 out:
     store_close(s);
     plans_free(plans);
@@ -248,24 +236,18 @@ static int account_set_quota(struct kn_config *c, const struct opts *o)
         requests = a.quota_requests;
     if (o->tokens == NULL)
         tokens = a.quota_tokens;
-    if (store_account_set_quota(s, a.id, requests, tokens) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
-        goto out;
-    }
     cli_quota_text(a.quota_requests, r0, sizeof(r0));
     cli_quota_text(requests, r1, sizeof(r1));
     cli_quota_text(a.quota_tokens, t0, sizeof(t0));
     cli_quota_text(tokens, t1, sizeof(t1));
     snprintf(detail, sizeof(detail), "requests %s (was %s), tokens %s (was %s)", r1, r0, t1, t0);
-    lifecycle_audit_entry(s, a.id, cli_actor.name, cli_actor.ip, "account.quota", a.email, "ok",
-                          detail);
     if ((p = plans_find(plans, a.plan)) == NULL)
         p = plans_find(plans, NULL);
     describe_quota(requests, p->requests_per_month, rq, sizeof(rq));
     describe_quota(tokens, p->tokens_per_month, tq, sizeof(tq));
-    printf("%s: requests %s, tokens %s\n", cli_shown(a.email), rq, tq);
-    cli_report_notify(c, "the quotas are in force");
-    ret = 0;
+    int rc = store_account_set_quota(s, a.id, requests, tokens);
+    ret = cli_account_changed(c, s, &a, rc, "account.quota", detail, "the quotas are in force",
+                              "%s: requests %s, tokens %s\n", cli_shown(a.email), rq, tq);
 out:
     store_close(s);
     plans_free(plans);

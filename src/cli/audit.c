@@ -80,14 +80,10 @@ int cli_audit(struct kn_config *c, int argc, char **argv)
     struct store_account acct;
     struct audit_ctx a = {0};
     long long limit = 100;
-    int ret = 1;
+    int ret = 1, done = cli_parse_command(c, argc, argv, &o, audit_usage);
 
-    if (cli_parse_opts(c, argc, argv, &o, audit_usage) != 0)
-        return 2;
-    if (o.help) {
-        fputs(audit_usage, stdout);
-        return 0;
-    }
+    if (done >= 0)
+        return done;
     if (o.npositional != 0 || (o.limit != NULL && kn_parse_int(o.limit, 1, 100000, &limit) != 0)) {
         fputs(audit_usage, stderr);
         return 2;
@@ -104,10 +100,8 @@ int cli_audit(struct kn_config *c, int argc, char **argv)
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
         goto out;
     }
-    if (a.json) {
-        json_dumpf(a.arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-        putchar('\n');
-    }
+    if (a.json)
+        cli_print_json(a.arr);
     ret = 0;
 out:
     json_decref(a.arr);

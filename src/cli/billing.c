@@ -77,63 +77,68 @@ static const char plans_usage[] =
     "  --data-dir DIR      where the plans file is looked for (KONNECT_DATA_DIR, default ./var)\n"
     "  -h, --help          show this help\n";
 
+/* Prints a usage report as JSON or as text. */
+static void usage_show(const struct opts *o, json_t *u)
+{
+    if (o->json)
+        cli_print_json(u);
+    else
+        cli_put_text(report_usage_text(u));
+}
+
 int cli_usage(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
-    struct store *s;
-    struct store_account a;
-    struct plans *plans;
-    int64_t month;
-    json_t *u = NULL;
-    int ret = 1;
+    int done = cli_parse_command(c, argc, argv, &o, usage_usage);
 
-    if (cli_parse_opts(c, argc, argv, &o, usage_usage) != 0)
-        return 2;
-    if (o.help) {
-        fputs(usage_usage, stdout);
-        return 0;
-    }
+    if (done >= 0)
+        return done;
     if (o.npositional != 0 || o.account == NULL) {
         fprintf(stderr, "konnect: usage needs --account\n\n%s", usage_usage);
         return 2;
     }
-    if (cli_parse_month(&o, &month) != 0)
-        return 2;
-    if ((s = cli_open_account(c, &o, &a, &plans)) == NULL)
-        return 1;
-    if (report_usage(s, plans, &a, month, kn_unix_now(), &u) != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
-        goto out;
-    }
-    if (o.json) {
-        cli_print_json(u);
+    return cli_account_report(c, &o, report_usage, usage_show);
+}
+
+/* report_months (every month with billed usage; the month is not used) as a cli_report_fn. */
+static int months_report(struct store *s, const struct plans *plans, const struct store_account *a,
+                         int64_t month, int64_t now, json_t **out)
+{
+    (void)month;
+    return report_months(s, plans, a, now, out);
+}
+
+/* Prints the list of invoices as JSON or as text. */
+static void months_show(const struct opts *o, json_t *doc)
+{
+    if (o->json)
+        cli_print_json(doc);
+    else
+        cli_put_text(report_months_text(doc));
+}
+
+/* Prints an invoice as JSON, CSV or text. */
+static void invoice_show(const struct opts *o, json_t *doc)
+{
+    if (o->json) {
+        cli_print_json(doc);
+    } else if (o->csv) {
+        size_t len;
+        char *csv = report_invoice_csv(doc, &len);
+        fwrite(csv, 1, len, stdout);
+        free(csv);
     } else {
-        cli_put_text(report_usage_text(u));
+        cli_put_text(report_invoice_text(doc));
     }
-    ret = 0;
-out:
-    json_decref(u);
-    plans_free(plans);
-    store_close(s);
-    return ret;
 }
 
 int cli_invoice(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
-    struct store *s;
-    struct store_account a;
-    struct plans *plans;
-    int64_t month;
-    json_t *doc = NULL;
-    int ret = 1, list;
+    int done = cli_parse_command(c, argc, argv, &o, invoice_usage), list;
 
-    if (cli_parse_opts(c, argc, argv, &o, invoice_usage) != 0)
-        return 2;
-    if (o.help) {
-        fputs(invoice_usage, stdout);
-        return 0;
-    }
+    if (done >= 0)
+        return done;
     list = o.npositional == 1 && strcmp(o.positional[0], "list") == 0;
     if ((o.npositional != 0 && !list) || o.account == NULL) {
         fprintf(stderr, "konnect: invoice needs --account\n\n%s", invoice_usage);
@@ -143,34 +148,9 @@ int cli_invoice(struct kn_config *c, int argc, char **argv)
         fprintf(stderr, "konnect: choose one of --json and --csv (list takes only --json)\n");
         return 2;
     }
-    if (cli_parse_month(&o, &month) != 0)
-        return 2;
-    if ((s = cli_open_account(c, &o, &a, &plans)) == NULL)
-        return 1;
-    int rc = list ? report_months(s, plans, &a, kn_unix_now(), &doc)
-                  : report_invoice(s, plans, &a, month, kn_unix_now(), &doc);
-    if (rc != STORE_OK) {
-        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
-        goto out;
-    }
-    if (o.json) {
-        cli_print_json(doc);
-    } else if (list) {
-        cli_put_text(report_months_text(doc));
-    } else if (o.csv) {
-        size_t len;
-        char *csv = report_invoice_csv(doc, &len);
-        fwrite(csv, 1, len, stdout);
-        free(csv);
-    } else {
-        cli_put_text(report_invoice_text(doc));
-    }
-    ret = 0;
-out:
-    json_decref(doc);
-    plans_free(plans);
-    store_close(s);
-    return ret;
+    if (list)
+        return cli_account_report(c, &o, months_report, months_show);
+    return cli_account_report(c, &o, report_invoice, invoice_show);
 }
 
 static void price_text(int64_t micros, char *buf, size_t size)
@@ -211,13 +191,10 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
     struct opts o;
     struct plans *plans;
     char rq[32], tq[32], pr[32], pi[32], po[32], rpm[32];
+    int done = cli_parse_command(c, argc, argv, &o, plans_usage);
 
-    if (cli_parse_opts(c, argc, argv, &o, plans_usage) != 0)
-        return 2;
-    if (o.help) {
-        fputs(plans_usage, stdout);
-        return 0;
-    }
+    if (done >= 0)
+        return done;
     if (o.npositional == 1 && strcmp(o.positional[0], "reload") == 0)
         return plans_reload(c);
     if (o.npositional != 0) {

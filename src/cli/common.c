@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,19 @@ int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, c
     return 0;
 }
 
+/* Parses a command's options and answers --help; -1 when the command goes on, else its exit
+ * status. */
+int cli_parse_command(struct kn_config *c, int argc, char **argv, struct opts *o, const char *usage)
+{
+    if (cli_parse_opts(c, argc, argv, o, usage) != 0)
+        return 2;
+    if (o->help) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    return -1;
+}
+
 struct store *cli_open_store_for(struct kn_config *c, enum store_use use)
 {
     char err[512], where[PATH_MAX + 16];
@@ -179,17 +193,36 @@ int cli_find_account(struct store *s, const char *which, struct store_account *a
     return r;
 }
 
+/* Opens the store and finds the account of --account, which `command` needs; NULL after saying
+ * why, with *status 2 (no --account) or 1. */
+struct store *cli_require_account(struct kn_config *c, const struct opts *o, const char *command,
+                                  struct store_account *a, int *status)
+{
+    struct store *s;
+
+    *status = 1;
+    if (o->account == NULL) {
+        fprintf(stderr, "konnect: %s needs --account\n", command);
+        *status = 2;
+        return NULL;
+    }
+    if ((s = cli_open_store(c)) == NULL)
+        return NULL;
+    if (cli_find_account(s, o->account, a) != STORE_OK) {
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
 int cli_migrate(struct kn_config *c, int argc, char **argv)
 {
     struct opts o;
     struct store *s;
+    int done = cli_parse_command(c, argc, argv, &o, migrate_usage);
 
-    if (cli_parse_opts(c, argc, argv, &o, migrate_usage) != 0)
-        return 2;
-    if (o.help) {
-        fputs(migrate_usage, stdout);
-        return 0;
-    }
+    if (done >= 0)
+        return done;
     if ((s = cli_open_store_for(c, STORE_MAY_CREATE)) == NULL)
         return 1;
     store_close(s);
@@ -344,6 +377,54 @@ struct store *cli_open_account(struct kn_config *c, const struct opts *o, struct
         return NULL;
     }
     return s;
+}
+
+/* Runs a report command for --account and --month: the plans, the store, the account, then the
+ * report made and shown. Returns the exit status. */
+int cli_account_report(struct kn_config *c, const struct opts *o, cli_report_fn *make,
+                       cli_show_fn *show)
+{
+    struct store *s;
+    struct store_account a;
+    struct plans *plans;
+    int64_t month;
+    json_t *doc = NULL;
+    int ret = 1;
+
+    if (cli_parse_month(o, &month) != 0)
+        return 2;
+    if ((s = cli_open_account(c, o, &a, &plans)) == NULL)
+        return 1;
+    if (make(s, plans, &a, month, kn_unix_now(), &doc) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+    } else {
+        show(o, doc);
+        ret = 0;
+    }
+    json_decref(doc);
+    plans_free(plans);
+    store_close(s);
+    return ret;
+}
+
+/* Ends a change to account a that the store answered with rc: its error, or the audit entry, the
+ * line on standard output and the nudge to the running server. Returns the exit status. */
+int cli_account_changed(struct kn_config *c, struct store *s, const struct store_account *a, int rc,
+                        const char *action, const char *detail, const char *in_force,
+                        const char *fmt, ...)
+{
+    va_list ap;
+
+    if (rc != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+        return 1;
+    }
+    lifecycle_audit_entry(s, a->id, cli_actor.name, cli_actor.ip, action, a->email, "ok", detail);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    cli_report_notify(c, in_force);
+    return 0;
 }
 
 /* Prints a text report and frees it. */

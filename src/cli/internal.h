@@ -49,11 +49,21 @@ const char *cli_shown(const char *s);
 /* Parses the options after the subcommand (argv[0] = group, argv[1] = verb); prints usage on an
  * unknown option. Returns 0 or -1. */
 int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, const char *usage);
+/* Parses a command's options (cli_parse_opts) and answers --help with the usage on standard
+ * output. Returns -1 when the command goes on, else its exit status: 2 after bad options, 0 after
+ * --help. */
+int cli_parse_command(struct kn_config *c, int argc, char **argv, struct opts *o,
+                      const char *usage);
 /* Opens the store of the data directory (see enum store_use); NULL after printing why. */
 struct store *cli_open_store_for(struct kn_config *c, enum store_use use);
 struct store *cli_open_store(struct kn_config *c);
 /* Finds --account (an email or an id); prints why not. */
 int cli_find_account(struct store *s, const char *which, struct store_account *a);
+/* Opens the store and finds the account of --account, which `command` ("key list") needs.
+ * Returns the store, or NULL after saying why, with *status the exit status: 2 when --account is
+ * missing, else 1. */
+struct store *cli_require_account(struct kn_config *c, const struct opts *o, const char *command,
+                                  struct store_account *a, int *status);
 /* Reads the server secret; prints why not. Returns 0 or -1. */
 int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN]);
 /* Prints a new key's secret on standard output, then wipes it. */
@@ -76,6 +86,23 @@ int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group,
 /* Opens the store and the plans and finds the account of --account, for usage and invoice. */
 struct store *cli_open_account(struct kn_config *c, const struct opts *o, struct store_account *a,
                                struct plans **plans);
+/* Makes a report of account a for `month` into *out, as report_usage and report_invoice do. */
+typedef int cli_report_fn(struct store *s, const struct plans *plans, const struct store_account *a,
+                          int64_t month, int64_t now, json_t **out);
+/* Prints a report that a cli_report_fn made, in the form the options ask for. */
+typedef void cli_show_fn(const struct opts *o, json_t *doc);
+/* Runs a report command (usage, invoice) for --account and --month: opens the plans and the
+ * store, finds the account, makes the report with make and prints it with show. Returns the exit
+ * status: 0, 2 for a bad --month, or 1 after saying why. */
+int cli_account_report(struct kn_config *c, const struct opts *o, cli_report_fn *make,
+                       cli_show_fn *show);
+/* Ends a change to account a (set-plan, set-quota), rc being what the store answered it: prints
+ * the store's error and returns 1, or records action and detail in the audit log, prints the line
+ * that fmt makes on standard output, nudges the running server (saying in_force when it applied
+ * it) and returns 0. */
+int cli_account_changed(struct kn_config *c, struct store *s, const struct store_account *a, int rc,
+                        const char *action, const char *detail, const char *in_force,
+                        const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 /* A monthly quota override as text: "plan", "unlimited" or the limit. */
 void cli_quota_text(int64_t q, char *buf, size_t size);
 /* Prints a text report and frees it. */

@@ -215,16 +215,10 @@ static int key_list(struct kn_config *c, const struct opts *o)
     struct store *s;
     struct store_account a;
     struct list_ctx l = {.json = o->json, .now = kn_unix_now()};
-    int ret = 1;
+    int ret = 1, status;
 
-    if (o->account == NULL) {
-        fprintf(stderr, "konnect: key list needs --account\n");
-        return 2;
-    }
-    if ((s = cli_open_store(c)) == NULL)
-        return 1;
-    if (cli_find_account(s, o->account, &a) != STORE_OK)
-        goto out;
+    if ((s = cli_require_account(c, o, "key list", &a, &status)) == NULL)
+        return status;
     if (l.json)
         l.arr = json_array();
     if (store_key_list(s, a.id, list_one, &l) != STORE_OK) {
@@ -232,8 +226,7 @@ static int key_list(struct kn_config *c, const struct opts *o)
         goto out;
     }
     if (l.json) {
-        json_dumpf(l.arr, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-        putchar('\n');
+        cli_print_json(l.arr);
     } else if (l.n == 0) {
         fprintf(stderr, "konnect: %s has no keys yet\n", cli_shown(a.email));
     }
