@@ -1,0 +1,195 @@
+/* The store thread on a real SQLite file: key changes made through another connection (as the CLI
+ * and the dashboard make them) reach the key table, each with what it changes (creation,
+ * revocation, expiry, allowlist, roll), at once when asked and within moments when not; a key
+ * whose allowlist cannot be read is usable from nowhere; the plans are reloaded through the
+ * thread's mailbox; ledger rows are acknowledged, a repeated request id as billed before. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <semaphore.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/ipnet.h"
+#include "core/util.h"
+#include "keys/keysync.h"
+#include "keys/lifecycle.h"
+#include "store/store.h"
+#include "unit.h"
+
+static char dir[] = "/tmp/konnect-keysync-XXXXXX";
+static char plans_path[128];
+
+static void write_plans(const char *json)
+{
+    FILE *f = fopen(plans_path, "w");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        fputs(json, f);
+        fclose(f);
+    }
+}
+
+static struct keyrec *find(struct keytable *kt, const struct store_key *k)
+{
+    return keytable_lookup(kt, k->hash);
+}
+
+static int allows(struct keyrec *r, const char *ip)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    const struct iplist *l = atomic_load(&r->allow);
+
+    inet_pton(AF_INET, ip, &sin.sin_addr);
+    return l == NULL || iplist_contains(l, (struct sockaddr *)&sin);
+}
+
+struct billed {
+    struct ledger_entry e;
+    sem_t done;
+    int ok;
+};
+
+static void on_billed(struct ledger_entry *e, int ok)
+{
+    struct billed *b = KN_CONTAINER_OF(e, struct billed, e);
+    b->ok = ok;
+    sem_post(&b->done);
+}
+
+static int bill(struct keysync *ks, const char *request_id, const struct store_key *k)
+{
+    struct billed b = {.e.done = on_billed, .ok = -1};
+
+    sem_init(&b.done, 0, 0);
+    kn_strlcpy(b.e.row.request_id, request_id, sizeof(b.e.row.request_id));
+    kn_strlcpy(b.e.row.account_id, k->account_id, sizeof(b.e.row.account_id));
+    kn_strlcpy(b.e.row.key_id, k->id, sizeof(b.e.row.key_id));
+    kn_strlcpy(b.e.row.environment, "production", sizeof(b.e.row.environment));
+    kn_strlcpy(b.e.row.model, "m1", sizeof(b.e.row.model));
+    kn_strlcpy(b.e.row.currency, "usd", sizeof(b.e.row.currency));
+    kn_strlcpy(b.e.row.plan, "default", sizeof(b.e.row.plan));
+    b.e.row.input_tokens = 3;
+    b.e.row.output_tokens = 4;
+    b.e.row.at_ms = (int64_t)kn_unix_ms();
+    keysync_bill(ks, &b.e);
+    while (sem_wait(&b.done) != 0) {
+    }
+    sem_destroy(&b.done);
+    return b.ok;
+}
+
+int main(void)
+{
+    char path[128], err[256], sk[APIKEY_LEN + 1], sk2[APIKEY_LEN + 1], msg[600];
+    uint8_t secret[APIKEY_SECRET_LEN];
+    struct lifecycle_actor who = {"cli", ""};
+    struct store_account a;
+    struct store_key k, k2, got;
+    struct keyrec *r;
+
+    CHECK(sodium_init() >= 0);
+    randombytes_buf(secret, sizeof(secret));
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/konnect.db", dir);
+    snprintf(plans_path, sizeof(plans_path), "%s/plans.json", dir);
+    write_plans("{\"currency\":\"usd\",\"plans\":[{\"name\":\"first\"}]}");
+
+    /* The commands' connection, and the server's store thread. */
+    struct store *s = store_open(path, 1, err, sizeof(err));
+    CHECK(s != NULL);
+    if (s == NULL)
+        return unit_result();
+    CHECK(store_account_create(s, "dev@example.com", NULL, NULL, &a) == STORE_OK);
+    struct keytable *kt = keytable_new(16);
+    struct plans *plans = plans_load(plans_path, 1, err, sizeof(err));
+    CHECK(plans != NULL);
+    struct keysync *ks = keysync_start(kt, path, NULL, plans, plans_path, 1, 0, err, sizeof(err));
+    CHECK(ks != NULL);
+    if (ks == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return unit_result();
+    }
+    uint64_t age;
+    CHECK(keysync_ready(ks, &age) && age < 3000);
+
+    /* A new key is in the table once the change is applied, with its account and settings. */
+    struct lifecycle_spec spec = {.account_id = a.id,
+                                  .name = "laptop",
+                                  .mode = APIKEY_MODE_LIVE,
+                                  .env = APIKEY_ENV_PRODUCTION,
+                                  .allowlist = ""};
+    CHECK(lifecycle_create(s, secret, &spec, &who, &k, sk) == STORE_OK);
+    keysync_sync_now(ks);
+    CHECK((r = find(kt, &k)) != NULL);
+    if (r == NULL)
+        return unit_result();
+    CHECK(!strcmp(r->id, k.id) && r->mode == APIKEY_MODE_LIVE && r->acct != NULL &&
+          !strcmp(r->acct->id, a.id));
+    CHECK(atomic_load(&r->revoked_at) == 0 && atomic_load(&r->expires_at) == 0);
+    CHECK(allows(r, "198.51.100.1"));
+
+    /* An allowlist, then an expiry, each applied to the same record. */
+    CHECK(store_key_find(s, k.id, NULL, &got) == STORE_OK);
+    CHECK(lifecycle_set_allowlist(s, &got, "192.0.2.0/24", &who) == STORE_OK);
+    keysync_sync_now(ks);
+    CHECK(allows(r, "192.0.2.9") && !allows(r, "198.51.100.1"));
+    int64_t when = kn_unix_now() + 3600;
+    CHECK(lifecycle_expire(s, &got, when, &who) == STORE_OK);
+    keysync_sync_now(ks);
+    CHECK(atomic_load(&r->expires_at) == when);
+
+    /* A roll: the replacement appears, the old key expires after its grace. */
+    CHECK(store_key_find(s, k.id, NULL, &got) == STORE_OK);
+    CHECK(lifecycle_roll(s, secret, &got, 60, &who, &k2, sk2) == STORE_OK);
+    keysync_sync_now(ks);
+    struct keyrec *r2 = find(kt, &k2);
+    CHECK(r2 != NULL && allows(r2, "192.0.2.9") && !allows(r2, "198.51.100.1"));
+    CHECK(atomic_load(&r->expires_at) <= kn_unix_now() + 60);
+
+    /* A revocation reaches the table without being asked for: a commit of this process wakes
+     * the store thread (well under a second; the periodic read would take up to one). */
+    CHECK(store_key_find(s, k2.id, NULL, &got) == STORE_OK);
+    uint64_t t0 = kn_mono_ns();
+    CHECK(lifecycle_revoke(s, &got, &who) == STORE_OK);
+    while (r2 != NULL && atomic_load(&r2->revoked_at) == 0 && kn_mono_ns() - t0 < 2000000000ull)
+        poll(NULL, 0, 1);
+    CHECK(r2 != NULL && atomic_load(&r2->revoked_at) != 0);
+    CHECK(kn_mono_ns() - t0 < 500000000ull);
+
+    /* An allowlist that cannot be read (written behind Konnect's back) fails closed. */
+    sqlite3 *raw;
+    CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE api_keys SET ip_allowlist = 'not an address' WHERE id = '%s'", k.id);
+    CHECK(sqlite3_exec(raw, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(raw);
+    keysync_sync_now(ks);
+    CHECK(!allows(r, "192.0.2.9") && !allows(r, "198.51.100.1") && !allows(r, "127.0.0.1"));
+
+    /* The plans, reloaded through the store thread's mailbox; an invalid file keeps them. */
+    write_plans("{\"currency\":\"usd\",\"plans\":[{\"name\":\"second\"}]}");
+    CHECK(keysync_reload_plans(ks, msg, sizeof(msg)) == 0);
+    CHECK(plans_find(keysync_plans(ks), "second") != NULL);
+    write_plans("{\"plans\": 7}");
+    CHECK(keysync_reload_plans(ks, msg, sizeof(msg)) == -1);
+    CHECK(msg[0] != '\0' && plans_find(keysync_plans(ks), "second") != NULL);
+
+    /* Ledger rows: acknowledged once written; the same request id again is billed before, and
+     * acknowledged as billed (never twice in the ledger). */
+    CHECK(bill(ks, "req_000000000000000000000001", &k) == 1);
+    CHECK(bill(ks, "req_000000000000000000000001", &k) == 1);
+    CHECK(bill(ks, "req_000000000000000000000002", &k) == 1);
+
+    keysync_stop(ks);
+    keytable_free(kt);
+    store_close(s);
+    snprintf(sql, sizeof(sql), "rm -rf %s", dir);
+    if (system(sql) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+    return unit_result();
+}
