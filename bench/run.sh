@@ -472,8 +472,24 @@ B_URL=http://127.0.0.1:$NPORT/v1/chat B_PIDS=$NPIDS
 # socket errors, seconds, bg %, other %, state. State is ok, or what went wrong.
 LIVE_LAT=$TMP/live-latency.tsv
 LIVE_TPUT=$TMP/live-throughput.tsv
+# Rows L: where the time went, from the server's own stage times (SIGUSR1 makes it write the stage
+# times of the live requests it answered since the last SIGUSR1; docs/benchmarks.md): name,
+# round, stage, p50, p90, p99, p99.9 (microseconds), max since the server started.
+LIVE_STAGES=$TMP/live-stages.tsv
+# Only a binary whose serve --help names SIGUSR1 is sent one (an older one would die of it).
+STAGES_OK=0
+"$BIN" serve --help 2>/dev/null | grep -q SIGUSR1 && STAGES_OK=1
 : >"$LIVE_LAT"
 : >"$LIVE_TPUT"
+: >"$LIVE_STAGES"
+
+# stage_mark: asks the server under test ($STAGE_PID) for its stage times; the report after a
+# run covers that run (and its warm-up).
+stage_mark() {
+    [ -n "${STAGE_PID:-}" ] && [ "$STAGES_OK" = 1 ] || return 0
+    kill -USR1 "$STAGE_PID" 2>/dev/null || true
+    sleep 0.2
+}
 
 # measure OUT PIDS COMMAND...: the measured run of every row. Waits for quiet cores, calls the
 # function named by $MEASURE_BEFORE (if set; not timed), runs COMMAND with its output in OUT and
@@ -519,8 +535,17 @@ latency_row() {
     out=$TMP/loadgen-$2-$(printf '%s' "$1" | tr -cs 'A-Za-z0-9' '-').txt
     shift 5
     note "live round $round/$LIVE_ROUNDS, row $name ($LIVE_RATE requests/s for $LIVE_DURATION)"
-    measure "$out" "$pids" "$LOADGEN" -r "$LIVE_RATE" -c "$LIVE_CONNS" -d "$LIVE_DURATION" \
+    STAGE_PID=${spid#0} MEASURE_BEFORE=stage_mark MEASURE_AFTER=stage_mark \
+        measure "$out" "$pids" "$LOADGEN" -r "$LIVE_RATE" -c "$LIVE_CONNS" -d "$LIVE_DURATION" \
         -w "$WARMUP" "$@" "$url" || state="loadgen failed: $(tail -n1 "$out")"
+    if [ "$spid" != 0 ] && [ -n "${STAGE_LOG:-}" ]; then
+        # The last report in the server's log.
+        awk -v name="$name" -v round="$round" '
+            /live stages of/ { n = 0 }
+            /konnect: stage [a-z]/ { l[++n] = $3 "\t" $4 "\t" $5 "\t" $6 "\t" $7 "\t" $8 }
+            END { for (i = 1; i <= n; i++) printf "%s\t%d\t%s\n", name, round, l[i] }' \
+            "$STAGE_LOG" >>"$LIVE_STAGES"
+    fi
     if [ "$spid" != 0 ] && ! alive "$spid"; then
         state="server died"
     fi
@@ -669,9 +694,9 @@ if [ "$LIVE" != 0 ]; then
             -H 'Content-Type: application/json' -b "$L0_BODY"
         for mode in full normal; do
             if [ $mode = full ]; then
-                row=$ROW_LF spid=$LF_PID url=$LF_URL
+                row=$ROW_LF spid=$LF_PID url=$LF_URL STAGE_LOG=$TMP/konnect-live-full.stderr
             else
-                row=$ROW_LN spid=$LN_PID url=$LN_URL
+                row=$ROW_LN spid=$LN_PID url=$LN_URL STAGE_LOG=$TMP/konnect-live-normal.stderr
             fi
             if ! alive "$spid"; then
                 skipped "$LIVE_LAT" "$row" "$round" 12
@@ -824,6 +849,24 @@ if [ "$LIVE" != 0 ]; then
         line "${name#L   konnect live, }" "p50 +$d50 ms, p99 +$d99 ms   target p99 < 1 ms at $LIVE_RATE/s: $(
             awk -v d="$d99" 'BEGIN { print (d + 0 < 1 ? "met" : "NOT met") }')"
     done
+    echo "where an answer's time goes (Konnect's own stage times, SIGUSR1; microseconds, medians"
+    echo "over the rounds; max: the highest since the server started):"
+    for name in "$ROW_LF" "$ROW_LN"; do
+        [ -s "$LIVE_STAGES" ] && grep -q "^$name" "$LIVE_STAGES" || continue
+        printf '  %-28s %9s %9s %9s %9s %9s\n' "$name" "p50" "p90" "p99" "p99.9" "max"
+        for st in admit connect backend queue commit wake answer total; do
+            printf '    %-26s' "$st"
+            for c in 4 5 6 7; do
+                printf ' %9s' "$(awk -F'\t' -v n="$name" -v s="$st" -v c="$c" \
+                    '$1 == n && $3 == s { print $c }' "$LIVE_STAGES" | median)"
+            done
+            printf ' %9s\n' "$(awk -F'\t' -v n="$name" -v s="$st" \
+                '$1 == n && $3 == s { print $8 }' "$LIVE_STAGES" | sort -g | tail -n1)"
+        done
+    done
+    echo "  admit: body, plan and quota checks; connect: a pooled backend connection; backend: the"
+    echo "  backend's answer; queue: to the store thread; commit: the group commit; wake: back to the"
+    echo "  event loop; answer: handed to h2o; total: the handler to the answer."
     echo
     echo "Billed requests, closed loop (wrk -t$WRK_THREADS -c$CONNS -d$LIVE_DURATION after a $WARMUP warm-up, the live"
     echo "key on every request; ledger rows counted with sqlite3 before and after the measured run):"

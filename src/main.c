@@ -83,7 +83,8 @@ static const char serve_usage_tail[] =
     "                               X-Forwarded-Proto\n"
     "  KONNECT_PUBLIC_URL           the dashboard's origin: its only Host and Origin\n"
     "\n"
-    "SIGHUP (or 'konnect plans reload') reads the plans file again. See README.md\n"
+    "SIGHUP (or 'konnect plans reload') reads the plans file again. SIGUSR1 writes\n"
+    "the live path's stage times since the last SIGUSR1 to stderr. See README.md\n"
     "for every setting.\n";
 
 static void print_serve_usage(FILE *out)

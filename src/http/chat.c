@@ -217,6 +217,9 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
 
     if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
         return;
+    /* A live request's stages are timed from here (live.h); test keys take no clock. (h2o's
+     * own arrival time is its loop's cached clock, up to a millisecond stale: not used.) */
+    uint64_t began_ns = key->mode == APIKEY_MODE_LIVE ? kn_mono_ns() : 0;
     if (!check_limits(req, info, key, plan, now)) {
         keytable_touch(srv->kt, key, now, 0);
         return;
@@ -302,7 +305,8 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         chat_call_cleanup(&call);
         return;
     }
-    struct live_terms terms = {month, held, plan, &pm, ps, http_worker_of(req)->srv->limiter};
+    struct live_terms terms = {month,   held, plan, &pm, ps, http_worker_of(req)->srv->limiter,
+                               began_ns};
     live_handle(&http_worker_of(req)->live, req, info, key, &terms, &call);
 }
 

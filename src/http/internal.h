@@ -52,6 +52,7 @@ struct server {
     struct ipcounts *ipcounts;     /* Open connections per address (http/conns.c). */
     struct live_upstream upstream; /* The model backend (http/live.c). */
     struct live_setup live_setup;  /* What each loop's live requests are handed. */
+    struct live_report *live_seen; /* The stage times at the last report (SIGUSR1). */
 };
 
 struct worker {

@@ -483,9 +483,26 @@ void live_bill(struct live_req *lr, uint32_t in, uint32_t out)
     row->price_micros = plan_model_price(&lr->pm, in, out);
     gettimeofday(&tv, NULL);
     row->at_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    lr->answered_ns = kn_mono_ns();
     lr->ledger.done = on_ledger_done;
     lr->phase = PHASE_BILLING;
     lr->lw->setup.bill(lr->lw->setup.bill_ud, &lr->ledger);
+}
+
+/* Times the stages of a request whose answer is being handed to h2o now. */
+static void record_stages(struct live_req *lr)
+{
+    struct histogram *h = lr->lw->stage;
+    uint64_t now = kn_mono_ns();
+
+    histogram_add(&h[LIVE_STAGE_ADMIT], lr->admitted_ns - lr->began_ns);
+    histogram_add(&h[LIVE_STAGE_CONNECT], lr->connected_ns - lr->admitted_ns);
+    histogram_add(&h[LIVE_STAGE_BACKEND], lr->answered_ns - lr->connected_ns);
+    histogram_add(&h[LIVE_STAGE_QUEUE], lr->ledger.taken_ns - lr->answered_ns);
+    histogram_add(&h[LIVE_STAGE_COMMIT], lr->ledger.committed_ns - lr->ledger.taken_ns);
+    histogram_add(&h[LIVE_STAGE_WAKE], lr->acked_ns - lr->ledger.committed_ns);
+    histogram_add(&h[LIVE_STAGE_ANSWER], now - lr->acked_ns);
+    histogram_add(&h[LIVE_STAGE_TOTAL], now - lr->began_ns);
 }
 
 static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -496,6 +513,7 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
     while ((msg = http_next_message(messages)) != NULL) {
         struct live_req *lr = (struct live_req *)msg;
         lr->phase = PHASE_DONE;
+        lr->acked_ns = kn_mono_ns();
         if (!lr->ledger_ok) {
             if (lr->end_err != KN_OK)
                 fprintf(stderr,
@@ -517,9 +535,11 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
             if (lr->usage_event != NULL)
                 live_append_out(lr, lr->usage_event, lr->usage_event_len);
             lr->ending = 1;
+            record_stages(lr);
             live_flush_out(lr);
         } else {
             h2o_req_t *req = lr->req;
+            record_stages(lr);
             detach(lr);
             http_send_json(req, &lr->info, 200, "OK", lr->out, lr->out_len);
             live_maybe_free(lr);
@@ -543,6 +563,8 @@ void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, s
     lr->key = key;
     lr->month = terms->month;
     lr->limiter = terms->limiter;
+    lr->began_ns = terms->began_ns;
+    lr->admitted_ns = kn_mono_ns();
     lr->quota_held = 1;
     lr->tokens_held = terms->held;
     lr->pm = *terms->pm;

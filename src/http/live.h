@@ -11,12 +11,14 @@
 #define KN_HTTP_LIVE_H
 
 #include <openssl/ssl.h>
+#include <stdio.h>
 
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
 
 #include "chat/openai.h"
 #include "core/config.h"
+#include "core/histogram.h"
 #include "http/upstream.h"
 #include "metering/ledger.h"
 
@@ -47,6 +49,23 @@ struct live_setup {
     void *bill_ud;
 };
 
+/* The stages of a live request that was answered, each timed (nanoseconds) into a histogram of
+ * its loop: what holds an answer, and where. */
+enum live_stage {
+    LIVE_STAGE_ADMIT,   /* the handler: body, plan, quota and in-flight admission */
+    LIVE_STAGE_CONNECT, /* admitted: a pooled connection to the backend (or a new one) */
+    LIVE_STAGE_BACKEND, /* the request sent, until the backend's answer is complete */
+    LIVE_STAGE_QUEUE,   /* the bill queued, until the store thread takes it */
+    LIVE_STAGE_COMMIT,  /* its group commit (with the others taken with it) */
+    LIVE_STAGE_WAKE,    /* committed, until the loop has the acknowledgement */
+    LIVE_STAGE_ANSWER,  /* the acknowledgement, until the answer is handed to h2o */
+    LIVE_STAGE_TOTAL,   /* from the handler to the answer */
+    LIVE_STAGES
+};
+
+/* The stage names, as reports print them. */
+extern const char *const live_stage_names[LIVE_STAGES];
+
 /* One event loop's share: its connection pool, its timers, and its queue of ledger answers. */
 struct live_worker {
     struct live_setup setup;
@@ -57,6 +76,7 @@ struct live_worker {
     h2o_linklist_t reqs; /* Its live requests, from admission until freed. */
     int stopping;        /* live_worker_stop ran: no live request starts any more. */
     int ready;
+    struct histogram stage[LIVE_STAGES]; /* Written by the loop only (core/histogram.h). */
 };
 
 /* Parses KONNECT_MODEL_URL and prepares what every request needs. Returns 0, or -1 with a
@@ -85,7 +105,16 @@ struct live_terms {
     const struct plan_model *pm; /* The model as billed: public name, backend name, prices. */
     const struct plans *ps;      /* The plans in force (currency, catalogue). */
     struct limiter *limiter;     /* Where the reservation and the slot are given back. */
+    uint64_t began_ns;           /* kn_mono_ns() when the handler took the request. */
 };
+
+/* Writes the stage times of every live request answered since the last call (the first call: since
+ * the start) to f, merging the loops' histograms; *before is the caller's copy of the last call's
+ * counters (zeroed before the first). For the main thread (SIGUSR1). */
+struct live_report {
+    struct histogram_snap stage[LIVE_STAGES];
+};
+void live_report(FILE *f, struct live_worker *const *lws, size_t n, struct live_report *before);
 
 /* Answers a live key's request: call is taken over (its contents moved out), prepared for the
  * backend (chat_call_prepare). The caller has authenticated the key, applied the rate limits,

@@ -315,6 +315,7 @@ upstream_head_cb live_on_connect(struct upstream_call *client, const char *err,
         return NULL;
     }
     lr->phase = PHASE_FIRST_BYTE;
+    lr->connected_ns = kn_mono_ns();
     lr->phase_timer.cb = live_on_phase_timeout;
     h2o_timeout_link(lr->lw->ctx->loop, &lr->lw->first_byte_timeout, &lr->phase_timer);
     *reqbufs = lr->reqbufs;

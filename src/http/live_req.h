@@ -83,6 +83,8 @@ struct live_req {
     char model[CHAT_MODEL_MAX + 1]; /* The model that answers: the backend's name for it. */
     char *usage_event; /* OpenAI clients that asked for usage: the usage chunk, sent last. */
     size_t usage_event_len;
+    /* kn_mono_ns() at each stage's end (enum live_stage). */
+    uint64_t began_ns, admitted_ns, connected_ns, answered_ns, acked_ns;
 };
 
 /* Ends the request with an error, unbilled: a JSON error when nothing was sent yet, otherwise an

@@ -531,6 +531,7 @@ static void setup_h2o(struct server *srv)
 int server_run(const struct kn_config *c)
 {
     struct server *srv = kn_calloc(1, sizeof(*srv));
+    srv->live_seen = kn_calloc(1, sizeof(*srv->live_seen));
     char err[512];
     sigset_t sigs;
     int sig, ret = 1, started = 0;
@@ -548,6 +549,7 @@ int server_run(const struct kn_config *c)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (config_ensure_data_dir(c, err, sizeof(err)) != 0 ||
         lock_data_dir(srv, err, sizeof(err)) != 0 ||
@@ -618,6 +620,15 @@ int server_run(const struct kn_config *c)
             continue;
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (sig == SIGUSR1) {
+            /* The live path's stage times since the last SIGUSR1 (docs/benchmarks.md). */
+            struct live_worker *lws[256];
+            size_t n = 0;
+            for (int i = 0; i < c->threads && n < sizeof(lws) / sizeof(lws[0]); i++)
+                lws[n++] = &srv->workers[i].live;
+            live_report(stderr, lws, n, srv->live_seen);
+            continue;
+        }
         if (sig == SIGHUP) {
             /* The plans file again; an invalid one keeps the plans in force. */
             char msg[600];
@@ -670,6 +681,7 @@ out:
     sodium_memzero(srv->secret, sizeof(srv->secret));
     pthread_mutex_destroy(&srv->phase_lock);
     pthread_cond_destroy(&srv->phase_cond);
+    free(srv->live_seen);
     free(srv);
     return ret;
 }

@@ -46,6 +46,7 @@ void ledger_gather(struct ledger *l)
 
 void ledger_add(struct ledger *l, struct store *s, struct ledger_entry *e)
 {
+    e->taken_ns = kn_mono_ns();
     l->entries[l->n] = e;
     l->rows[l->n++] = e->row;
     if (l->n == LEDGER_BATCH_MAX)
@@ -77,6 +78,9 @@ void ledger_commit(struct ledger *l, struct store *s)
     }
     l->n = 0;
     l->round += n;
-    for (size_t i = 0; i < n; i++)
+    uint64_t now = kn_mono_ns();
+    for (size_t i = 0; i < n; i++) {
+        l->entries[i]->committed_ns = now;
         l->entries[i]->done(l->entries[i], ok && l->outcome[i] != STORE_LEDGER_VOIDED);
+    }
 }

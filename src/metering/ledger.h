@@ -14,6 +14,8 @@
 struct ledger_entry {
     struct mailbox_msg msg; /* How it travels to the store thread. */
     struct store_ledger_row row;
+    /* kn_mono_ns() when the store thread took the row and when its commit returned. */
+    uint64_t taken_ns, committed_ns;
     /* Called on the store thread once the row is durable (ok = 1), or when it could not be
      * written after retries or its request id was voided (ok = 0; the request must then not be
      * delivered). The entry belongs to the caller again when this is called. */

@@ -4,6 +4,7 @@ goes away, the per-key concurrency cap, and monthly quotas that let exactly N re
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -111,6 +112,27 @@ class LiveTest(harness.ServerTest):
                              "AND tbl_name = 'usage_ledger'").fetchall()
         db.close()
         self.assertEqual(indexes, [])
+
+    def test_sigusr1_reports_the_stage_times_of_answered_requests(self):
+        srv = self.serve()
+        for _ in range(3):
+            self.assertEqual(self.chat(srv, self.live).status_code, 200)
+        self.assertEqual(self.chat(srv, self.test).status_code, 200)  # not a live request
+        srv.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + 5
+        while "stage total" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
+        out = srv.output()
+        self.assertIn("live stages of 3 answers since the last report", out)
+        for stage in ("admit", "connect", "backend", "queue", "commit", "wake", "answer", "total"):
+            self.assertRegex(out, r"konnect: stage %s +[0-9.]+ " % stage)
+        # The next report counts only what came after, and the server goes on serving.
+        srv.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + 5
+        while "live stages of 0 answers" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("live stages of 0 answers", srv.output())
+        self.assertEqual(self.chat(srv, self.live).status_code, 200)
 
     def test_openai_endpoint_passes_the_backend_answer_through(self):
         srv = self.serve()

@@ -218,7 +218,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     chat_call_prepare(&call, pm.backend);
     CHECK(limiter_inflight_acquire(&limiter_local, &account, 100));
     CHECK(limiter_quota_reserve(&limiter_local, &account, month, 5000, &held) == QUOTA_OK);
-    struct live_terms terms = {month, held, plan, &pm, plans, &limiter_local};
+    struct live_terms terms = {month, held, plan, &pm, plans, &limiter_local, kn_mono_ns()};
     live_handle(&lw, req, &info, &key, &terms, &call);
     return 0;
 }
@@ -490,6 +490,23 @@ int main(void)
     test_stream_billed_by_usage();
     test_stream_cut_by_backend_billed_for_its_part();
     test_client_leaving_mid_stream_is_billed();
+
+    /* Every answered request was timed, stage by stage; a report says so. */
+    CHECK(atomic_load(&lw.stage[LIVE_STAGE_TOTAL].count) >= 2);
+    CHECK(atomic_load(&lw.stage[LIVE_STAGE_COMMIT].count) ==
+          atomic_load(&lw.stage[LIVE_STAGE_TOTAL].count));
+    struct live_report *seen = kn_calloc(1, sizeof(*seen));
+    struct live_worker *lws[] = {&lw};
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    live_report(f, lws, 1, seen);
+    live_report(f, lws, 1, seen); /* Nothing since the first. */
+    fclose(f);
+    CHECK(text != NULL && strstr(text, "konnect: stage commit") != NULL);
+    CHECK(text != NULL && strstr(text, "live stages of 0 answers") != NULL);
+    free(text);
+    free(seen);
 
     h2o_loop_t *loop = hl.ctx.loop;
     live_worker_dispose(&lw);
