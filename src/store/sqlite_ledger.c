@@ -140,7 +140,7 @@ int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size
         mask <<= 1;
     sums = kn_calloc(mask, sizeof(*sums));
     mask--;
-    checkpointer_restart_log(((struct sqlite_backend *)store_backend(s))->ckpt, sq_db_of(s));
+    checkpointer_restart_log(((struct sqlite_backend *)store_backend(s))->ckpt, sq_db_of(s), 0);
     if ((rc = sq_begin(s)) != STORE_OK) {
         free(sums);
         return rc;

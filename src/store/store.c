@@ -139,6 +139,12 @@ int store_ping(struct store *s)
     return fault_hit(FAULT_STORE) ? injected(s) : s->ops->ping(s);
 }
 
+void store_idle(struct store *s)
+{
+    if (s->ops->idle != NULL)
+        s->ops->idle(s);
+}
+
 int store_email_valid(const char *email)
 {
     size_t len = strlen(email);

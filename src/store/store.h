@@ -227,6 +227,10 @@ struct store_ops {
     void (*close)(struct store *s);
     int (*migrate)(struct store *s);
     int (*ping)(struct store *s);
+    /* Called by the store thread when nothing waits for it (its mailbox is empty): housekeeping
+     * that would otherwise hold a commit and the answers waiting for it runs now (SQLite: the
+     * log's restart, sqlite_checkpoint.c). May be NULL. */
+    void (*idle)(struct store *s);
     int (*account_find)(struct store *s, const char *email_or_id, struct store_account *out);
     int (*key_insert)(struct store *s, const struct store_key *keys, size_t n,
                       const struct store_audit *audit);
@@ -344,6 +348,7 @@ void *store_backend(struct store *s);
 /* Thin wrappers over the backend operations; see struct store_ops. */
 int store_migrate(struct store *s);
 int store_ping(struct store *s);
+void store_idle(struct store *s);
 /* Returns 1 when email has the shape of an email address (local@domain, 3 to STORE_EMAIL_MAX
  * bytes, no spaces or controls, one '@'), 0 otherwise. Check it before any lookup or log. */
 int store_email_valid(const char *email);

@@ -452,12 +452,19 @@ static int start_checkpointer(struct store *s)
     return STORE_OK;
 }
 
+static void sqlite_idle(struct store *s)
+{
+    struct sqlite_backend *b = store_backend(s);
+    checkpointer_restart_log(b->ckpt, b->db, 1);
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .migrate = sqlite_migrate,
     .ping = sqlite_ping,
+    .idle = sqlite_idle,
     .account_find = sqlite_account_find,
     .key_insert = sqlite_key_insert,
     .key_find = sqlite_key_find,
