@@ -178,26 +178,30 @@ static void answer(void *ud, const char *line, char *buf, size_t size)
     }
 }
 
-/* Everything other threads put in the mailbox, until it is empty: the ledger rows first, in
- * group commits, so that no answer waits behind a request, then the requests in their order. */
-static void serve_mailbox(struct keysync *ks)
+/* One round of what other threads put in the mailbox: everything in it now, the ledger rows
+ * first, in one group commit, so that no answer waits behind a request, then the requests in
+ * their order. Returns 1 when it took something (more may have come since: the caller goes round
+ * again without waiting), 0 when it found the mailbox empty. One round at a time, so that under
+ * a load that never lets the mailbox empty, the change feed (revocations), the control socket and
+ * the usage counts still get their turn between rounds. */
+static int serve_mailbox(struct keysync *ks)
 {
     struct mailbox_msg *m, *next, *calls = NULL, **calls_tail = &calls;
 
     ledger_gather(ks->ledger);
-    while ((m = mailbox_take_all(&ks->mailbox)) != NULL) {
-        for (; m != NULL; m = next) {
-            next = m->next;
-            if (m->kind == MSG_BILL) {
-                ledger_add(ks->ledger, ks->store, KN_CONTAINER_OF(m, struct ledger_entry, msg));
-            } else {
-                m->next = NULL;
-                *calls_tail = m;
-                calls_tail = &m->next;
-            }
+    if ((m = mailbox_take_all(&ks->mailbox)) == NULL)
+        return 0;
+    for (; m != NULL; m = next) {
+        next = m->next;
+        if (m->kind == MSG_BILL) {
+            ledger_add(ks->ledger, ks->store, KN_CONTAINER_OF(m, struct ledger_entry, msg));
+        } else {
+            m->next = NULL;
+            *calls_tail = m;
+            calls_tail = &m->next;
         }
-        ledger_commit(ks->ledger, ks->store);
     }
+    ledger_commit(ks->ledger, ks->store);
     for (m = calls; m != NULL; m = next) {
         struct call *c = KN_CONTAINER_OF(m, struct call, msg);
         next = m->next;
@@ -207,12 +211,14 @@ static void serve_mailbox(struct keysync *ks)
             c->ok = accounts_reload_plans(ks->accounts, ks->store, c->out, c->outsize) == 0;
         sem_post(&c->done);
     }
+    return 1;
 }
 
 static void *thread_main(void *arg)
 {
     struct keysync *ks = arg;
     uint64_t next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
+    int more = 0; /* The last round took something: look again at once. */
 
     while (!atomic_load(&ks->stop)) {
         struct pollfd p[2 + CONTROL_POLLFDS] = {
@@ -220,12 +226,15 @@ static void *thread_main(void *arg)
             {.fd = store_changes_fd(ks->store), .events = POLLIN}};
         uint64_t now = kn_mono_ns(), wake = next_tick;
         size_t nctl = ks->control != NULL ? control_pollfds(ks->control, p + 2, &wake) : 0;
-        int timeout = now >= wake ? 0 : (int)((wake - now) / 1000000) + 1;
+        int timeout = more || now >= wake ? 0 : (int)((wake - now) / 1000000) + 1;
         int n = poll(p, 2 + nctl, timeout);
 
-        if (n > 0 && (p[0].revents & POLLIN) != 0) {
-            mailbox_clear_fd(&ks->mailbox);
-            serve_mailbox(ks);
+        if (more || (n > 0 && (p[0].revents & POLLIN) != 0)) {
+            if (n > 0 && (p[0].revents & POLLIN) != 0)
+                mailbox_clear_fd(&ks->mailbox);
+            /* Found empty: nothing waits now, so the store's housekeeping holds no answer. */
+            if (!(more = serve_mailbox(ks)))
+                store_idle(ks->store);
         }
         if (n > 0 && (p[1].revents & POLLIN) != 0) {
             /* A connection of this process committed a key or account change. */
@@ -243,7 +252,8 @@ static void *thread_main(void *arg)
         }
     }
     /* The mailbox is closed: what was put in before is written or answered now. */
-    serve_mailbox(ks);
+    while (serve_mailbox(ks)) {
+    }
     if (flush_usage(ks) != 0)
         fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");
     return NULL;
