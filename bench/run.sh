@@ -4,6 +4,8 @@
 # Runs in one go, on 127.0.0.1 only, with everything in a fresh temporary directory:
 #   a   nginx answering POST /v1/chat with a fixed JSON body as large as Konnect's answer
 #   b   nginx gating the same route on a map of the same 10,000 bearer keys (401 otherwise)
+#   h   the least an h2o server of the same library can do (bench/h2o_min.c): the same body and
+#       headers for every request, nothing checked; Konnect's ceiling on this machine
 #   c   Konnect, valid test keys (10,000 in the store, per-key limits off, access log off)
 #   c'  the same with the access log written to a file
 #   d   Konnect, keys that fail the format check (right shape, wrong checksum)
@@ -47,6 +49,8 @@
 #   BENCH_LIVE_CONNECTIONS=32  keep-alive connections the load generator opens for L0 and L
 #   BENCH_LIVE_DURATION    measured length of the live-path runs (default BENCH_DURATION); each
 #                          runs after a BENCH_WARMUP warm-up
+#   BENCH_PROFILE=0        skip the profile of a test-key request (bench/profile.sh: perf stat and
+#                          perf record of Konnect and the minimal h2o server under wrk)
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
 #   KONNECT_BIN            the binary (default build/konnect)
 #   BENCH_BASELINE_BIN     another Konnect binary (an earlier commit's build) to compare with in
@@ -230,7 +234,9 @@ start_konnect() {
     local name=$1 dir=$2 log=$TMP/$1.stderr t0 deadline
     shift 2
     t0=$(now_ms)
-    KONNECT_DATA_DIR=$dir KONNECT_TEST_KEY_RPM=0 KONNECT_TEST_KEY_RPD=0 \
+    # The load generators are one client address: no cap on its connections (the open-loop
+    # generator opens more when answers are held, and 256 would refuse them).
+    KONNECT_DATA_DIR=$dir KONNECT_TEST_KEY_RPM=0 KONNECT_TEST_KEY_RPD=0 KONNECT_MAX_CONNECTIONS_PER_IP=0 \
         "${START_BIN:-$BIN}" serve --listen 127.0.0.1:0 --threads "$THREADS" "$@" 2>"$log" &
     KPID=$!
     PIDS="$PIDS $KPID"
@@ -354,6 +360,16 @@ if [ "$LIVE" != 0 ]; then
         -o "$LOADGEN" "$ROOT/bench/loadgen.c" $(pkg-config --libs libh2o-evloop) -lssl -lcrypto \
         -lm 2>"$TMP/loadgen-build.log" || die "cannot build bench/loadgen.c: $(cat "$TMP/loadgen-build.log")"
 fi
+# The disk's own write-and-fdatasync latency, beside the live rows (bench/syncbench.c).
+SYNCBENCH=$TMP/syncbench
+cc -std=gnu17 -O2 -Wall -o "$SYNCBENCH" "$ROOT/bench/syncbench.c" 2>"$TMP/syncbench-build.log" ||
+    die "cannot build bench/syncbench.c: $(cat "$TMP/syncbench-build.log")"
+# Row h: the least an h2o server of the same library can do (bench/h2o_min.c), built the same way.
+H2O_MIN=$TMP/h2o_min
+# shellcheck disable=SC2046 # pkg-config prints several words
+cc -std=gnu17 -O2 -Wall -DH2O_USE_LIBUV=0 $(pkg-config --cflags libh2o-evloop) -pthread \
+    -o "$H2O_MIN" "$ROOT/bench/h2o_min.c" $(pkg-config --libs libh2o-evloop) -lssl -lcrypto \
+    2>"$TMP/h2o_min-build.log" || die "cannot build bench/h2o_min.c: $(cat "$TMP/h2o_min-build.log")"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BG_BEFORE=$(cpu_busy 2)
 note "creating $NKEYS keys"
@@ -461,6 +477,16 @@ $NGINX_200" "    map_hash_max_size 65536;
 B_URL=http://127.0.0.1:$NPORT/v1/chat B_PIDS=$NPIDS
 
 [ "$(chat "$A_URL" x | wc -c)" -eq "$BODY_LEN" ] || die "nginx's body size differs from Konnect's"
+
+# h: the same bytes from bench/h2o_min, with Konnect's headers and Content-Length.
+printf '%s' "$BODY" >"$TMP/h2o_min.body"
+HPORT=$(free_port)
+"$H2O_MIN" "$HPORT" "$THREADS" "$TMP/h2o_min.body" 2>"$TMP/h2o_min.log" &
+H_PID=$!
+PIDS="$PIDS $H_PID"
+wait_http "http://127.0.0.1:$HPORT/healthz" "$H_PID" 30
+H_URL=http://127.0.0.1:$HPORT/v1/chat
+[ "$(chat "$H_URL" x | wc -c)" -eq "$BODY_LEN" ] || die "h2o_min's body size differs from Konnect's"
 [ "$(status "$B_URL" "$(tail -n1 "$KEYS")")" = 200 ] || die "nginx's map refused a valid key"
 [ "$(status "$B_URL" "$(head -n1 "$UNKNOWN")")" = 401 ] || die "nginx's map took an unknown key"
 
@@ -482,6 +508,16 @@ STAGES_OK=0
 : >"$LIVE_LAT"
 : >"$LIVE_TPUT"
 : >"$LIVE_STAGES"
+
+# stages_of NAME ROUND: the last stage report in $STAGE_LOG, the server's log, as NAME's.
+stages_of() {
+    [ -n "${STAGE_LOG:-}" ] && [ "$STAGES_OK" = 1 ] || return 0
+    awk -v name="$1" -v round="$2" '
+        /live stages of/ { n = 0 }
+        /konnect: stage [a-z]/ { l[++n] = $3 "\t" $4 "\t" $5 "\t" $6 "\t" $7 "\t" $8 }
+        END { for (i = 1; i <= n; i++) printf "%s\t%d\t%s\n", name, round, l[i] }' \
+        "$STAGE_LOG" >>"$LIVE_STAGES"
+}
 
 # stage_mark: asks the server under test ($STAGE_PID) for its stage times; the report after a
 # run covers that run (and its warm-up).
@@ -538,14 +574,7 @@ latency_row() {
     STAGE_PID=${spid#0} MEASURE_BEFORE=stage_mark MEASURE_AFTER=stage_mark \
         measure "$out" "$pids" "$LOADGEN" -r "$LIVE_RATE" -c "$LIVE_CONNS" -d "$LIVE_DURATION" \
         -w "$WARMUP" "$@" "$url" || state="loadgen failed: $(tail -n1 "$out")"
-    if [ "$spid" != 0 ] && [ -n "${STAGE_LOG:-}" ]; then
-        # The last report in the server's log.
-        awk -v name="$name" -v round="$round" '
-            /live stages of/ { n = 0 }
-            /konnect: stage [a-z]/ { l[++n] = $3 "\t" $4 "\t" $5 "\t" $6 "\t" $7 "\t" $8 }
-            END { for (i = 1; i <= n; i++) printf "%s\t%d\t%s\n", name, round, l[i] }' \
-            "$STAGE_LOG" >>"$LIVE_STAGES"
-    fi
+    [ "$spid" = 0 ] || stages_of "$name" "$round"
     if [ "$spid" != 0 ] && ! alive "$spid"; then
         state="server died"
     fi
@@ -555,6 +584,43 @@ latency_row() {
             name, round, v["p50_us"] / 1000, v["p90_us"] / 1000, v["p99_us"] / 1000,
             v["p999_us"] / 1000, v["max_us"] / 1000, v["requests"], v["errors"], v["non200"],
             v["connections"], v["lag_p99_us"] / 1000, bg, other, state }' "$out" >>"$LIVE_LAT"
+}
+
+# Rows G0 and G: one connection, one request at a time (wrk -t1 -c1): name, round, requests/s,
+# p50, p90, p99 (ms), non-2xx, socket errors, bg %, other %, state.
+LIVE_ONE=$TMP/live-one.tsv
+: >"$LIVE_ONE"
+# The disk (S): round, p50, p90, p99, p99.9, max (ms) of one 8 KiB write and fdatasync, syncs.
+LIVE_SYNC=$TMP/live-sync.tsv
+: >"$LIVE_SYNC"
+
+# one_row NAME ROUND SERVER_PID PIDS URL: one closed-loop run on a single connection.
+one_row() {
+    local name=$1 round=$2 spid=$3 pids=$4 url=$5 state=ok out
+    out=$TMP/wrk-$2-$(printf '%s' "$1" | tr -cs 'A-Za-z0-9' '-').txt
+    note "live round $round/$LIVE_ROUNDS, row $name (one connection, $LIVE_DURATION)"
+    STAGE_PID=${spid#0} MEASURE_BEFORE=stage_mark MEASURE_AFTER=stage_mark \
+        measure "$out" "$pids" wrk -t1 -c1 -d"$LIVE_DURATION" --latency -s "$LUA" "$url" -- \
+        "$TMP/live.keys" || state="wrk failed: $(tail -n1 "$out")"
+    if [ "$spid" != 0 ]; then
+        alive "$spid" || state="server died"
+        stages_of "$name" "$round"
+    fi
+    awk -v name="$name" -v round="$round" -v bg="$MBG" -v other="$MOTHER" -v state="$state" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v + 0
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "90%" { p90 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        END { printf "%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d\t%d\t%s\n", name, round, rps,
+            p50, p90, p99, bad, errs, bg, other, state }' "$out" >>"$LIVE_ONE"
 }
 
 # skipped FILE NAME ROUND N: the line of a run that was not made (its server had died), with N
@@ -653,6 +719,7 @@ fi
 
 ROW_A="a   nginx static"
 ROW_B="b   nginx key map"
+ROW_H="h   h2o minimal"
 ROW_C="c   konnect"
 ROW_CL="c'  konnect, access log"
 ROW_D="d   konnect, bad checksum"
@@ -663,6 +730,7 @@ ROW_D0="d0  baseline, bad checksum"
 for round in $(seq 1 "$ROUNDS"); do
     bench "$ROW_A" "$round" "$A_URL" "$KEYS" "$A_PIDS"
     bench "$ROW_B" "$round" "$B_URL" "$KEYS" "$B_PIDS"
+    bench "$ROW_H" "$round" "$H_URL" "$KEYS" "$H_PID"
     [ -z "$BASE_BIN" ] || bench "$ROW_C0" "$round" "$K0_URL" "$KEYS" "$K0_PID"
     bench "$ROW_C" "$round" "$K_URL" "$KEYS" "$K_PID"
     : >"$TMP/access.log" # the server appends; this keeps one run's worth
@@ -688,10 +756,25 @@ if [ "$LIVE" != 0 ]; then
     ROW_LN="L   konnect live, sync normal"
     ROW_TF="T   konnect live, sync full"
     ROW_TN="T   konnect live, sync normal"
+    ROW_G0="G0  backend direct, 1 connection"
+    ROW_GN="G   konnect live, 1 connection"
     L0_BODY='{"model":"konnect-default","messages":[{"role":"user","content":"Hello"}]}'
     for round in $(seq 1 "$LIVE_ROUNDS"); do
         latency_row "$ROW_L0" "$round" 0 "$M_PIDS" "$M_URL" \
             -H 'Content-Type: application/json' -b "$L0_BODY"
+        note "live round $round/$LIVE_ROUNDS, the disk's fdatasync ($LIVE_DURATION)"
+        "$SYNCBENCH" "$LS/syncbench.tmp" "${LIVE_DURATION%s}" >"$TMP/syncbench-$round.txt" 2>&1 &&
+            awk -v round="$round" '{ v[$1] = $2 }
+                END { printf "%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\tok\n", round, v["p50_us"] / 1000,
+                    v["p90_us"] / 1000, v["p99_us"] / 1000, v["p999_us"] / 1000, v["max_us"] / 1000,
+                    v["syncs"] }' "$TMP/syncbench-$round.txt" >>"$LIVE_SYNC"
+        one_row "$ROW_G0" "$round" 0 "$M_PIDS" "$M_URL"
+        if alive "$LN_PID"; then
+            STAGE_LOG=$TMP/konnect-live-normal.stderr \
+                one_row "$ROW_GN" "$round" "$LN_PID" "$LN_PID $M_PIDS" "$LN_URL"
+        else
+            skipped "$LIVE_ONE" "$ROW_GN" "$round" 9
+        fi
         for mode in full normal; do
             if [ $mode = full ]; then
                 row=$ROW_LF spid=$LF_PID url=$LF_URL STAGE_LOG=$TMP/konnect-live-full.stderr
@@ -721,6 +804,13 @@ if [ "$LIVE" != 0 ]; then
     done
     LF_ROWS=$(ledger_rows "$LS/konnect.db")
     LN_ROWS=$(ledger_rows "$TMP/live-normal/konnect.db")
+fi
+
+PROFILE=${BENCH_PROFILE:-1}
+if [ "$PROFILE" != 0 ] && command -v perf >/dev/null; then
+    # shellcheck source=bench/profile.sh
+    . "$ROOT/bench/profile.sh"
+    PROFILE_OUT=$(profile_rows)
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -767,7 +857,10 @@ if [ -s "$RUNS" ]; then
     DU=$(rps_of "$ROW_DU")
     echo "ratios of median requests/s:"
     line "c/a" "$(ratio "$C" "$A")"
-    line "c/b" "$(ratio "$C" "$B")   target >= 0.80: $(verdict "$(ratio "$C" "$B")" 0.8)"
+    H=$(rps_of "$ROW_H")
+    line "c/b" "$(ratio "$C" "$B")   target >= 0.90: $(verdict "$(ratio "$C" "$B")" 0.9) (the aim: 1.00)"
+    line "c/h (Konnect over its HTTP library)" "$(ratio "$C" "$H")   target >= 0.97: $(verdict "$(ratio "$C" "$H")" 0.97)"
+    line "h/b (the library against nginx)" "$(ratio "$H" "$B")"
     line "c'/c" "$(ratio "$CL" "$C")   access log: $(awk -v b="$LOG_BYTES" -v l="$LOG_LINES" \
         'BEGIN { printf "%d lines of %.0f bytes in one run", l, l ? b / l : 0 }')"
     line "d/c" "$(ratio "$D" "$C")   target >= 1.00: $(verdict "$(ratio "$D" "$C")" 1)"
@@ -846,12 +939,52 @@ if [ "$LIVE" != 0 ]; then
             'BEGIN { printf "%.3f", a - b }')
         d99=$(awk -v a="$(lmed "$LIVE_LAT" "$name" 5)" -v b="$(lmed "$LIVE_LAT" "$ROW_L0" 5)" \
             'BEGIN { printf "%.3f", a - b }')
+        if [ "$name" = "$ROW_LF" ] && [ -s "$LIVE_SYNC" ]; then
+            s99=$(cut -f4 "$LIVE_SYNC" | median)
+            line "${name#L   konnect live, }" "p50 +$d50 ms, p99 +$d99 ms   target p99 added within 1 ms of the disk's fdatasync p99 ($s99 ms): $(
+                awk -v d="$d99" -v s="$s99" 'BEGIN { print (d + 0 <= s + 1 ? "met" : "NOT met") }')"
+            continue
+        fi
         line "${name#L   konnect live, }" "p50 +$d50 ms, p99 +$d99 ms   target p99 < 1 ms at $LIVE_RATE/s: $(
             awk -v d="$d99" 'BEGIN { print (d + 0 < 1 ? "met" : "NOT met") }')"
     done
+    if [ -s "$LIVE_SYNC" ]; then
+        line "the disk: 8 KiB write + fdatasync" "p50 $(cut -f2 "$LIVE_SYNC" | median) ms, p99 $(
+            cut -f4 "$LIVE_SYNC" | median) ms (per round: $(cut -f4 "$LIVE_SYNC" | tr '\n' ' ')), max $(
+            cut -f6 "$LIVE_SYNC" | sort -g | tail -n1) ms"
+    fi
+    for name in "$ROW_LF" "$ROW_LN"; do
+        [ "$(lruns "$LIVE_LAT" "$name")" -gt 0 ] && [ "$(lruns "$LIVE_LAT" "$ROW_L0")" -gt 0 ] || continue
+        line "every round, ${name#L   konnect live, }" "$(paste <(lcol "$LIVE_LAT" "$name" 5) <(lcol "$LIVE_LAT" "$ROW_L0" 5) <(lcol "$LIVE_LAT" "$name" 7) <(lcol "$LIVE_LAT" "$ROW_L0" 7) |
+            awk '{ printf "%sp99 +%.3f, max +%.1f ms", (NR > 1 ? "; " : ""), $1 - $2, $3 - $4 }')"
+    done
+    echo
+    echo "One connection, one live request at a time (wrk -t1 -c1 -d$LIVE_DURATION, sync normal):"
+    printf '%-34s %10s %8s %8s %8s %7s %6s %4s %6s\n' "row" "requests/s" "p50 ms" "p90 ms" \
+        "p99 ms" "non-2xx" "errors" "bg %" "other %"
+    for name in "$ROW_G0" "$ROW_GN"; do
+        if [ "$(lruns "$LIVE_ONE" "$name")" -eq 0 ]; then
+            printf '%-34s %s\n' "$name" "no run went through (see below)"
+            continue
+        fi
+        printf '%-34s %10.0f %8.3f %8.3f %8.3f %7d %6d %4s %6s\n' "$name" \
+            "$(lmed "$LIVE_ONE" "$name" 3)" "$(lmed "$LIVE_ONE" "$name" 4)" \
+            "$(lmed "$LIVE_ONE" "$name" 5)" "$(lmed "$LIVE_ONE" "$name" 6)" \
+            "$(lsum "$LIVE_ONE" "$name" 7)" "$(lsum "$LIVE_ONE" "$name" 8)" \
+            "$(lmax "$LIVE_ONE" "$name" 9)" "$(lmax "$LIVE_ONE" "$name" 10)"
+    done
+    if [ "$(lruns "$LIVE_ONE" "$ROW_GN")" -gt 0 ] && [ "$(lruns "$LIVE_ONE" "$ROW_G0")" -gt 0 ]; then
+        g99=$(awk -v a="$(lmed "$LIVE_ONE" "$ROW_GN" 6)" -v b="$(lmed "$LIVE_ONE" "$ROW_G0" 6)" \
+            'BEGIN { printf "%.0f", (a - b) * 1000 }')
+        g50=$(awk -v a="$(lmed "$LIVE_ONE" "$ROW_GN" 4)" -v b="$(lmed "$LIVE_ONE" "$ROW_G0" 4)" \
+            'BEGIN { printf "%.0f", (a - b) * 1000 }')
+        line "added at one connection" "p50 +$g50 us, p99 +$g99 us   target p99 <= 150 us: $(
+            awk -v d="$g99" 'BEGIN { print (d + 0 <= 150 ? "met" : "NOT met") }')"
+    fi
+    echo
     echo "where an answer's time goes (Konnect's own stage times, SIGUSR1; microseconds, medians"
     echo "over the rounds; max: the highest since the server started):"
-    for name in "$ROW_LF" "$ROW_LN"; do
+    for name in "$ROW_LF" "$ROW_LN" "$ROW_GN"; do
         [ -s "$LIVE_STAGES" ] && grep -q "^$name" "$LIVE_STAGES" || continue
         printf '  %-28s %9s %9s %9s %9s %9s\n' "$name" "p50" "p90" "p99" "p99.9" "max"
         for st in admit connect backend queue commit wake answer total; do
@@ -937,3 +1070,4 @@ if [ "$LIVE" != 0 ]; then
         echo
     done
 fi
+[ -z "${PROFILE_OUT:-}" ] || echo "$PROFILE_OUT"
