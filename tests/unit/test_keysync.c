@@ -87,7 +87,7 @@ static int bill(struct keysync *ks, const char *request_id, const struct store_k
 #define FLOOD 64
 static struct keysync *flood_ks;
 static _Atomic int flooding;
-static _Atomic uint64_t flood_seq, flood_billed;
+static _Atomic uint64_t flood_seq, flood_billed, flood_returned;
 static struct ledger_entry flood[FLOOD];
 
 static void flood_put(struct ledger_entry *e)
@@ -104,7 +104,7 @@ static void on_flood_billed(struct ledger_entry *e, int ok)
     if (atomic_load(&flooding))
         flood_put(e);
     else
-        e->row.request_id[0] = '\0'; /* Back with its owner. */
+        atomic_fetch_add(&flood_returned, 1); /* Back with its owner. */
 }
 
 static void flood_start(struct keysync *ks, const struct store_key *k)
@@ -130,9 +130,8 @@ static void flood_start(struct keysync *ks, const struct store_key *k)
 static void flood_stop(void)
 {
     atomic_store(&flooding, 0);
-    for (int i = 0; i < FLOOD; i++)
-        while (flood[i].row.request_id[0] != '\0')
-            poll(NULL, 0, 1);
+    while (atomic_load(&flood_returned) < FLOOD)
+        poll(NULL, 0, 1);
 }
 
 int main(void)
