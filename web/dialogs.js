@@ -78,11 +78,14 @@ export function showSecret(dlg, holder, { title, intro }) {
   // First Escape is held back so a stray key press does not lose an uncopied key.
   let warned = false;
   dlg.addEventListener('cancel', (ev) => {
+    ev.preventDefault();
     if (!warned && !status.textContent) {
-      ev.preventDefault();
       warned = true;
       status.textContent = 'Copy your key first, then press Done. Press Escape again to close without copying.';
+      return;
     }
+    // The closing Escape: the secret goes at once, not a task later with the native close event.
+    dlg.dismiss();
   });
   dlg.cleanupSecret = () => {
     input.value = '';
