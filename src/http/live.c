@@ -498,9 +498,12 @@ static void record_stages(struct live_req *lr)
     histogram_add(&h[LIVE_STAGE_ADMIT], lr->admitted_ns - lr->began_ns);
     histogram_add(&h[LIVE_STAGE_CONNECT], lr->connected_ns - lr->admitted_ns);
     histogram_add(&h[LIVE_STAGE_BACKEND], lr->answered_ns - lr->connected_ns);
-    histogram_add(&h[LIVE_STAGE_QUEUE], lr->ledger.taken_ns - lr->answered_ns);
-    histogram_add(&h[LIVE_STAGE_COMMIT], lr->ledger.committed_ns - lr->ledger.taken_ns);
-    histogram_add(&h[LIVE_STAGE_WAKE], lr->acked_ns - lr->ledger.committed_ns);
+    if (lr->ledger.taken_ns != 0 && lr->ledger.committed_ns >= lr->ledger.taken_ns) {
+        /* A billing sink that stamps its rows (metering/ledger.c does). */
+        histogram_add(&h[LIVE_STAGE_QUEUE], lr->ledger.taken_ns - lr->answered_ns);
+        histogram_add(&h[LIVE_STAGE_COMMIT], lr->ledger.committed_ns - lr->ledger.taken_ns);
+        histogram_add(&h[LIVE_STAGE_WAKE], lr->acked_ns - lr->ledger.committed_ns);
+    }
     histogram_add(&h[LIVE_STAGE_ANSWER], now - lr->acked_ns);
     histogram_add(&h[LIVE_STAGE_TOTAL], now - lr->began_ns);
 }

@@ -13,10 +13,18 @@ const char *const live_stage_names[LIVE_STAGES] = {
     [LIVE_STAGE_ANSWER] = "answer",   [LIVE_STAGE_TOTAL] = "total",
 };
 
-void live_report(FILE *f, struct live_worker *const *lws, size_t n, struct live_report *before)
+void live_report(FILE *out, struct live_worker *const *lws, size_t n, struct live_report *before)
 {
     static const double at[] = {0.5, 0.9, 0.99, 0.999};
     struct live_report *now = kn_calloc(1, sizeof(*now));
+    char *text = NULL;
+    size_t text_len = 0;
+    /* Written whole at the end, so that other lines of the same stream (the access log on
+     * stderr) cannot land inside it. */
+    FILE *f = open_memstream(&text, &text_len);
+
+    if (f == NULL)
+        kn_fatal("cannot write the stage report");
 
     for (size_t i = 0; i < n; i++)
         for (int s = 0; s < LIVE_STAGES; s++)
@@ -37,7 +45,10 @@ void live_report(FILE *f, struct live_worker *const *lws, size_t n, struct live_
             fprintf(f, " %9.1f", (double)histogram_percentile(&period->stage[s], at[p]) / 1e3);
         fprintf(f, " %9.1f\n", (double)period->stage[s].max / 1e3);
     }
-    fflush(f);
+    fclose(f);
+    fwrite(text, 1, text_len, out);
+    fflush(out);
+    free(text);
     memcpy(before, now, sizeof(*before));
     free(period);
     free(now);

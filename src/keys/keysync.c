@@ -319,8 +319,9 @@ void keysync_stop(struct keysync *ks)
 {
     if (ks == NULL)
         return;
-    atomic_store(&ks->stop, 1);
+    /* Closed first: a put the thread could miss is refused instead (given up at once). */
     mailbox_close(&ks->mailbox); /* Wakes the thread, and turns later requests away. */
+    atomic_store(&ks->stop, 1);
     pthread_join(ks->thread, NULL);
     control_close(ks->control);
     mailbox_dispose(&ks->mailbox);

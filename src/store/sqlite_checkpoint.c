@@ -93,7 +93,9 @@ static void *checkpointer_main(void *arg)
 
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
-        if (c->wal_frames - c->copied < WAL_FRAMES_CHECKPOINT || c->busy || c->restart_due) {
+        /* Passive checkpoints go on while a restart is due: a reader holding an old snapshot
+         * makes the restart wait (it is tried again), and the log must not grow meanwhile. */
+        if (c->wal_frames - c->copied < WAL_FRAMES_CHECKPOINT || c->busy) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
         }
