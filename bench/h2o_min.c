@@ -11,6 +11,7 @@
 #include <h2o.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,7 @@ int main(int argc, char **argv)
     body = malloc(1 << 20);
     body_len = fread(body, 1, 1 << 20, f);
     fclose(f);
+    signal(SIGPIPE, SIG_IGN); /* A client that leaves must not kill the server (Konnect too). */
     h2o_config_init(&config);
     h2o_hostconf_t *host =
         h2o_config_register_host(&config, h2o_iovec_init(H2O_STRLIT("default")), 65535);

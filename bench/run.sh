@@ -523,8 +523,14 @@ stages_of() {
 # run covers that run (and its warm-up).
 stage_mark() {
     [ -n "${STAGE_PID:-}" ] && [ "$STAGES_OK" = 1 ] || return 0
+    local before i
+    before=$(grep -c 'live stages of' "${STAGE_LOG:-/dev/null}" 2>/dev/null || true)
     kill -USR1 "$STAGE_PID" 2>/dev/null || true
-    sleep 0.2
+    # Until the report is in the log (2 s at most), so that stages_of reads this one.
+    for i in $(seq 1 40); do
+        [ "$(grep -c 'live stages of' "${STAGE_LOG:-/dev/null}" 2>/dev/null || true)" -gt "${before:-0}" ] && break
+        sleep 0.05
+    done
 }
 
 # measure OUT PIDS COMMAND...: the measured run of every row. Waits for quiet cores, calls the
@@ -955,8 +961,15 @@ if [ "$LIVE" != 0 ]; then
     fi
     for name in "$ROW_LF" "$ROW_LN"; do
         [ "$(lruns "$LIVE_LAT" "$name")" -gt 0 ] && [ "$(lruns "$LIVE_LAT" "$ROW_L0")" -gt 0 ] || continue
-        line "every round, ${name#L   konnect live, }" "$(paste <(lcol "$LIVE_LAT" "$name" 5) <(lcol "$LIVE_LAT" "$ROW_L0" 5) <(lcol "$LIVE_LAT" "$name" 7) <(lcol "$LIVE_LAT" "$ROW_L0" 7) |
-            awk '{ printf "%sp99 +%.3f, max +%.1f ms", (NR > 1 ? "; " : ""), $1 - $2, $3 - $4 }')"
+        line "every round, ${name#L   konnect live, }" "$(awk -F'\t' -v n="$name" -v z="$ROW_L0" '
+            $NF == "ok" && $1 == z { b99[$2] = $5; bmx[$2] = $7 }
+            $NF == "ok" && $1 == n { a99[$2] = $5; amx[$2] = $7 }
+            END {
+                for (r = 1; r <= 999; r++)
+                    if ((r in a99) && (r in b99))
+                        printf "%s%d: p99 +%.3f, max +%.1f ms", (k++ ? "; " : ""), r,
+                            a99[r] - b99[r], amx[r] - bmx[r]
+            }' "$LIVE_LAT")"
     done
     echo
     echo "One connection, one live request at a time (wrk -t1 -c1 -d$LIVE_DURATION, sync normal):"

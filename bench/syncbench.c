@@ -1,8 +1,10 @@
-/* The disk's own commit latency, for the live rows of bench/run.sh: appends 8 KiB (about what a
- * group commit of one ledger row writes to SQLite's log) to a file and calls fdatasync, as many
- * times as it can in the given seconds, and prints the latency of each write-and-sync as
- * percentiles in microseconds. A live request under KONNECT_LEDGER_SYNC=full waits for one such
- * sync; this is the least it can wait. Not part of Konnect.
+/* The disk's own commit latency, for the live rows of bench/run.sh: writes 8 KiB (about what a
+ * group commit of one ledger row writes to SQLite's log) into a file of 64 MiB made beforehand,
+ * going round it as SQLite's log does after a restart (so that a sync writes data, not the file's
+ * size), and calls fdatasync, as many times as it can in the given seconds (at most 1,000,000), and
+ * prints the latency of each write-and-sync as percentiles in microseconds. A live request under
+ * KONNECT_LEDGER_SYNC=full waits for one such sync; this is the least it can wait. Not part of
+ * Konnect.
  *
  *   syncbench FILE SECONDS */
 #define _GNU_SOURCE
@@ -29,7 +31,8 @@ static int by_value(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     static char block[8192];
-    size_t n = 0, cap = 1 << 16;
+    enum { RING = 64 << 20 };
+    size_t n = 0, cap = 1000000;
     unsigned long long *v, end;
     int fd;
 
@@ -42,11 +45,21 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(block, 'k', sizeof(block));
+    for (off_t at = 0; at < RING; at += (off_t)sizeof(block))
+        if (pwrite(fd, block, sizeof(block), at) != (ssize_t)sizeof(block)) {
+            perror("write");
+            return 1;
+        }
+    if (fsync(fd) != 0) {
+        perror("fsync");
+        return 1;
+    }
     v = malloc(cap * sizeof(*v));
     end = now_ns() + (unsigned long long)(atof(argv[2]) * 1e9);
     while (now_ns() < end && n < cap) {
         unsigned long long t0 = now_ns();
-        if (write(fd, block, sizeof(block)) != (ssize_t)sizeof(block) || fdatasync(fd) != 0) {
+        off_t at = (off_t)((n * sizeof(block)) % RING);
+        if (pwrite(fd, block, sizeof(block), at) != (ssize_t)sizeof(block) || fdatasync(fd) != 0) {
             perror("write or fdatasync");
             return 1;
         }
@@ -54,6 +67,10 @@ int main(int argc, char **argv)
     }
     close(fd);
     unlink(argv[1]);
+    if (n == 0) {
+        fprintf(stderr, "syncbench: no sync in the time given\n");
+        return 1;
+    }
     qsort(v, n, sizeof(*v), by_value);
     printf("syncs %zu\n", n);
     printf("p50_us %.1f\np90_us %.1f\np99_us %.1f\np999_us %.1f\nmax_us %.1f\n",
