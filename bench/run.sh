@@ -49,6 +49,8 @@
 #   BENCH_LIVE_CONNECTIONS=32  keep-alive connections the load generator opens for L0 and L
 #   BENCH_LIVE_DURATION    measured length of the live-path runs (default BENCH_DURATION); each
 #                          runs after a BENCH_WARMUP warm-up
+#   BENCH_IDLE_CONNS=10000 idle keep-alive connections held open for the memory figures (0: none;
+#                          the script raises its open-file limit to 20000 when it can)
 #   BENCH_PROFILE=0        skip the profile of a test-key request (bench/profile.sh: perf stat and
 #                          perf record of Konnect and the minimal h2o server under wrk)
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
@@ -58,6 +60,8 @@
 #                          beside the new binary's, and the ratios c/c0 and d/d0 are printed
 set -eu
 set -o pipefail
+# Room for the idle connections of the memory figures (BENCH_IDLE_CONNS).
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -361,6 +365,10 @@ if [ "$LIVE" != 0 ]; then
         -lm 2>"$TMP/loadgen-build.log" || die "cannot build bench/loadgen.c: $(cat "$TMP/loadgen-build.log")"
 fi
 # The disk's own write-and-fdatasync latency, beside the live rows (bench/syncbench.c).
+# Idle keep-alive connections, for the memory figures (bench/idleconns.c).
+IDLECONNS=$TMP/idleconns
+cc -std=gnu17 -O2 -Wall -o "$IDLECONNS" "$ROOT/bench/idleconns.c" 2>"$TMP/idleconns-build.log" ||
+    die "cannot build bench/idleconns.c: $(cat "$TMP/idleconns-build.log")"
 SYNCBENCH=$TMP/syncbench
 cc -std=gnu17 -O2 -Wall -o "$SYNCBENCH" "$ROOT/bench/syncbench.c" 2>"$TMP/syncbench-build.log" ||
     die "cannot build bench/syncbench.c: $(cat "$TMP/syncbench-build.log")"
@@ -403,6 +411,7 @@ GARBAGE=$TMP/garbage.keys
 # c' gets a copy of the store (a data directory serves one server at a time), and so does the
 # baseline binary.
 cp -a "$TMP/store" "$TMP/store-log"
+cp -a "$TMP/store" "$TMP/store-idle"
 [ -z "$BASE_BIN" ] || cp -a "$TMP/store" "$TMP/store-base"
 
 # Memory with a near-empty store, measured alone.
@@ -751,6 +760,35 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 RSS_SMALL_LOADED=$(rss_kb "$K_PID")
 [ "$SKIP_1M" = 1 ] || RSS_BIG_LOADED=$(rss_kb "$BIG_PID")
+
+# Memory per connection: a server of its own holding IDLE_N idle keep-alive connections (each has
+# had one answer), with the connection cap and the keep-alive time raised for them.
+IDLE_N=${BENCH_IDLE_CONNS:-10000}
+RSS_IDLE0="" RSS_IDLEN="" IDLE_OPEN=0
+if [ "$IDLE_N" -gt 0 ] && [ "$(ulimit -n)" -gt $((IDLE_N + 512)) ]; then
+    note "opening $IDLE_N idle keep-alive connections"
+    KONNECT_MAX_CONNECTIONS=$((IDLE_N + 100)) KONNECT_REQUEST_TIMEOUT_MS=300000 \
+        start_konnect konnect-idle "$TMP/store-idle" --access-log off
+    IDLE_PID=$KPID IDLE_PORT=$KPORT
+    sleep 1
+    RSS_IDLE0=$(rss_kb "$IDLE_PID")
+    mkfifo "$TMP/idle.fifo"
+    "$IDLECONNS" "$IDLE_PORT" "$IDLE_N" "$(head -n1 "$KEYS")" <"$TMP/idle.fifo" >"$TMP/idle.out" 2>&1 &
+    IDLE_CLIENT=$!
+    PIDS="$PIDS $IDLE_CLIENT"
+    exec 8>"$TMP/idle.fifo" # the client holds its connections until this closes
+    for _ in $(seq 1 600); do
+        grep -q '^open' "$TMP/idle.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    IDLE_OPEN=$(awk '/^open/ { print $2 }' "$TMP/idle.out")
+    sleep 1
+    RSS_IDLEN=$(rss_kb "$IDLE_PID")
+    exec 8>&-
+    wait "$IDLE_CLIENT" 2>/dev/null || true
+    forget_pid "$IDLE_CLIENT"
+    stop_pid "$IDLE_PID"
+fi
 LOG_BYTES=$(wc -c <"$TMP/access.log")
 LOG_LINES=$(wc -l <"$TMP/access.log")
 
@@ -887,6 +925,11 @@ echo "Konnect memory and start-up:"
 line "RSS idle, 10 keys" "$(mb "$RSS10")"
 line "RSS idle, $NKEYS keys" "$(mb "$RSS_SMALL")"
 line "RSS after the rounds, $NKEYS keys" "$(mb "$RSS_SMALL_LOADED")"
+if [ -n "$RSS_IDLEN" ]; then
+    line "RSS with ${IDLE_OPEN:-0} idle keep-alive connections" "$(mb "$RSS_IDLEN") ($(mb "$RSS_IDLE0") before: $(awk -v a="$RSS_IDLEN" -v b="$RSS_IDLE0" -v n="${IDLE_OPEN:-0}" 'BEGIN { printf "%.1f KB", (n > 0 ? (a - b) / n : 0) }') per connection)"
+else
+    line "RSS with $IDLE_N idle keep-alive connections" "not measured (ulimit -n $(ulimit -n) is too low, or BENCH_IDLE_CONNS=0)"
+fi
 line "start-up, $NKEYS keys (launch to /healthz)" "$(secs "$K_START_MS")"
 line "key create --count $NKEYS" "$(secs "$CREATE_SMALL_MS")"
 if [ "$SKIP_1M" != 1 ]; then
