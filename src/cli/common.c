@@ -326,7 +326,15 @@ int cli_issue_password_link(struct kn_config *c, struct store *s, const struct s
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
         return -1;
     }
-    config_base_url(c, base, sizeof(base));
+    /* Where the running server answers, when one runs (it may listen elsewhere than this
+     * command's KONNECT_LISTEN); else this command's own settings. */
+    char answer[700];
+    if (c->public_url[0] == '\0' &&
+        control_ask(c->socket_path, "base-url", answer, sizeof(answer), 2000) == 1 &&
+        strncmp(answer, "ok ", 3) == 0)
+        kn_strlcpy(base, answer + 3, sizeof(base));
+    else
+        config_base_url(c, base, sizeof(base));
     /* The token travels in the fragment, which browsers never send to servers. */
     if (to_stderr)
         fprintf(stderr, "konnect: %s\nkonnect:   %s/set-password#token=%s\n", intro, base, token);

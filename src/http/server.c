@@ -495,6 +495,14 @@ static void print_listening(struct server *srv)
     fprintf(stderr, "konnect: listening on http://%s%s%s:%d (%d threads, %zu keys loaded)\n",
             ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", port,
             srv->cfg->threads, keytable_count(srv->kt));
+    /* The links commands print (set-password) point here: the public URL, else this address,
+     * with the port the kernel chose for port 0, and a wildcard address as loopback. */
+    struct kn_config where = *srv->cfg;
+    char url[600];
+    if (port != 0)
+        where.listen_port = port;
+    config_base_url(&where, url, sizeof(url));
+    keysync_set_base_url(srv->ks, url);
 }
 
 static void setup_h2o(struct server *srv)

@@ -52,7 +52,8 @@ struct keysync {
     size_t cap;
     struct accounts *accounts; /* And the plans in force (limits/accounts.h). */
     struct store_cursor account_cursor;
-    struct ledger *ledger; /* The ledger's group commits (metering/ledger.h). */
+    struct ledger *ledger;    /* The ledger's group commits (metering/ledger.h). */
+    _Atomic(char *) base_url; /* The running server's own address, for the CLI's links. */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -170,6 +171,9 @@ static void answer(void *ud, const char *line, char *buf, size_t size)
         int ok = accounts_reload_plans(ks->accounts, ks->store, msg, sizeof(msg)) == 0;
         fprintf(stderr, "konnect: plans reloaded on request: %s\n", msg);
         snprintf(buf, size, "%s %s\n", ok ? "ok" : "error", msg);
+    } else if (strcmp(line, "base-url") == 0) {
+        const char *url = atomic_load(&ks->base_url);
+        snprintf(buf, size, url != NULL ? "ok %s\n" : "error not listening yet\n", url);
     } else if (strncmp(line, "has-plan ", 9) == 0) {
         snprintf(buf, size, "%s\n",
                  plans_find(accounts_plans(ks->accounts), line + 9) != NULL ? "ok" : "unknown");
@@ -330,7 +334,13 @@ void keysync_stop(struct keysync *ks)
     ledger_free(ks->ledger);
     store_close(ks->store);
     accounts_free(ks->accounts);
+    free(atomic_load(&ks->base_url));
     free(ks);
+}
+
+void keysync_set_base_url(struct keysync *ks, const char *url)
+{
+    free(atomic_exchange(&ks->base_url, kn_strdup(url)));
 }
 
 const struct plans *keysync_plans(struct keysync *ks)

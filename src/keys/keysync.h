@@ -37,6 +37,11 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
                               struct plans *plans, const char *plans_path, int plans_required,
                               int durable, char *err, size_t errsize);
 
+/* Tells the store thread the address the server answers at (KONNECT_PUBLIC_URL, else where it
+ * listens), which it gives to commands that ask through the control socket ("base-url"), so
+ * that the links they print point at this server. Once, before the CLI may ask. */
+void keysync_set_base_url(struct keysync *ks, const char *url);
+
 /* The plans in force. They and the plans before them stay valid until keysync_stop. Safe from
  * any thread. */
 const struct plans *keysync_plans(struct keysync *ks);

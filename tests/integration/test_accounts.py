@@ -431,7 +431,7 @@ class SetPasswordLinkTest(ServerTest):
         p = self.data.cli("account", "create", "--email", "owner@example.com")
         self.assertRegex(p.stdout.strip(), r"^acct_[0-9A-Za-z]+$")
         base, token = set_password_link(p.stderr)
-        self.assertEqual(base, "http://127.0.0.1:8080")  # the listen address by default
+        self.assertEqual(base, srv.url)  # where the running server answers
         b = Browser(srv)
         r = b.call("POST", "password/set", {"token": token, "password": "short"})
         self.assertError(r, 400, "invalid_parameter", "password")
@@ -447,6 +447,14 @@ class SetPasswordLinkTest(ServerTest):
         audit = json.loads(self.data.cli("audit", "--json").stdout)
         self.assertTrue(any(e["action"] == "user.password_set" for e in audit))
         self.assertNotIn(token, json.dumps(audit))
+
+    def test_link_points_at_the_running_server_wherever_it_listens(self):
+        srv = self.start()
+        # The command's own KONNECT_LISTEN names another port: the running server's wins.
+        p = self.data.cli("account", "create", "--email", "owner@example.com",
+                          KONNECT_LISTEN="127.0.0.1:1")
+        base, _ = set_password_link(p.stderr)
+        self.assertEqual(base, srv.url)
 
     def test_link_uses_the_public_url_and_expires(self):
         p = self.data.cli("account", "create", "--email", "owner@example.com",
