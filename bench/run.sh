@@ -311,6 +311,14 @@ EOF
 RUNS=$TMP/runs.tsv
 : >"$RUNS"
 
+# An awk function for wrk's latencies (512.00us, 1.20ms or 1.05s) in milliseconds.
+WRK_MS='function ms(v) {
+    if (v ~ /us$/) return v / 1000
+    if (v ~ /ms$/) return v + 0
+    if (v ~ /s$/) return v * 1000
+    return v + 0
+}'
+
 B_URL="" B_KEYS=""
 bench_warmup() {
     fg_wait wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$LUA" "$B_URL" -- "$B_KEYS" "$NKEYS" \
@@ -330,12 +338,7 @@ bench() {
     bg=$MBG other=$MOTHER
     # Latencies come as 512.00us, 1.20ms or 1.05s; the table shows milliseconds.
     awk -v name="$name" -v round="$round" -v bg="$bg" -v other="$other" '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /s$/) return v * 1000
-            return v + 0
-        }
+        '"$WRK_MS"'
         /^Requests\/sec:/ { rps = $2 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
@@ -622,12 +625,7 @@ one_row() {
         stages_of "$name" "$round"
     fi
     awk -v name="$name" -v round="$round" -v bg="$MBG" -v other="$MOTHER" -v state="$state" '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /s$/) return v * 1000
-            return v + 0
-        }
+        '"$WRK_MS"'
         /^Requests\/sec:/ { rps = $2 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "90%" { p90 = ms($2) }
