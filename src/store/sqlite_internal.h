@@ -135,82 +135,12 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
 void sq_read_account(sqlite3_stmt *q, void *out);
 void sq_read_count(sqlite3_stmt *q, void *out);
 
-/* The key operations (sqlite_keys.c), in the ops table. */
-int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n,
-                      const struct store_audit *audit);
-int sqlite_key_count(struct store *s, int64_t *count);
-int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
-int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud);
-int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
-                      const struct store_audit *audit);
-int sqlite_key_expire(struct store *s, const char *id, int64_t at, const struct store_audit *audit);
-int sqlite_key_rename(struct store *s, const char *id, const char *name,
-                      const struct store_audit *audit);
-int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
-                             const struct store_audit *audit);
-int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
-                     store_key_load_cb cb, void *ud);
-int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
-                       store_key_load_cb cb, void *ud);
-int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n);
-int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key *repl,
-                    int64_t old_expires_at, const struct store_audit *audit);
-int sqlite_audit_add(struct store *s, const struct store_audit *e);
-int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
-                      store_audit_cb cb, void *ud);
-
-/* The access operations (sqlite_access.c), in the ops table. */
-int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
-                                const struct store_user *u, int existing);
-int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out);
-int sqlite_user_set_password(struct store *s, const char *user_id, const char *hash);
-int sqlite_member_first(struct store *s, const char *user_id, struct store_member *out);
-int sqlite_member_find(struct store *s, const char *account_id, const char *user_id,
-                       struct store_member *out);
-int sqlite_member_add(struct store *s, const struct store_member *m, const struct store_user *u);
-int sqlite_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud);
-int sqlite_session_insert(struct store *s, const struct store_session *x);
-int sqlite_session_find(struct store *s, const uint8_t *hash, struct store_session *out);
-int sqlite_session_touch(struct store *s, const uint8_t *hash, int64_t at);
-int sqlite_session_delete(struct store *s, const uint8_t *hash);
-int sqlite_sessions_delete_user(struct store *s, const char *user_id);
-int sqlite_invite_insert(struct store *s, const struct store_invite *i);
-int sqlite_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out);
-int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at);
-int sqlite_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
-                        void *ud);
-int sqlite_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures);
-int sqlite_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
-                         struct store_invite *out);
-int sqlite_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count);
-int sqlite_password_token_insert(struct store *s, const struct store_password_token *t);
-int sqlite_password_token_find(struct store *s, const uint8_t *hash,
-                               struct store_password_token *out);
-int sqlite_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
-                              int64_t at);
-int sqlite_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at);
-int sqlite_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep);
-int sqlite_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count);
-int sqlite_throttle_get(struct store *s, const char *kind, const char *key,
-                        struct store_throttle *out);
-int sqlite_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
-                        int64_t window, struct store_throttle *out);
-int sqlite_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused);
-int sqlite_throttle_clear(struct store *s, const char *kind, const char *key);
-int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
-
-/* The plans, quotas and ledger operations (sqlite_ledger.c), in the ops table. */
-int sqlite_account_set_plan(struct store *s, const char *id, const char *plan);
-int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens);
-int sqlite_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
-                         void *ud);
-int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
-                           void *ud);
-int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
-                      uint8_t *outcome);
-int sqlite_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
-int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
-int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
-                      store_usage_sum_cb cb, void *ud);
+/* The operations of the ops table (store.h's STORE_OPS and STORE_OPS_OWN): keys and the change feed
+ * in sqlite_keys.c, dashboard access in sqlite_access.c, plans, quotas and the ledger in
+ * sqlite_ledger.c, accounts in store_sqlite.c. */
+#define SQLITE_OP(name, params, args) int sqlite_##name params;
+STORE_OPS(SQLITE_OP)
+STORE_OPS_OWN(SQLITE_OP)
+#undef SQLITE_OP
 
 #endif

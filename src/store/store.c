@@ -115,6 +115,15 @@ static int injected(struct store *s)
 
 /* Every call to the backend goes through here, so that the fault switch can fail any of them. */
 #define CALL(s, op, ...) (fault_hit(FAULT_STORE) ? injected(s) : (s)->ops->op((s), __VA_ARGS__))
+#define CALL_ARGS(s, op, args) (fault_hit(FAULT_STORE) ? injected(s) : (s)->ops->op args)
+
+#define WRAPPER(name, params, args)                                                                \
+    int store_##name params                                                                        \
+    {                                                                                              \
+        return CALL_ARGS(s, name, args);                                                           \
+    }
+STORE_OPS(WRAPPER)
+#undef WRAPPER
 
 void *store_backend(struct store *s)
 {
@@ -191,236 +200,6 @@ int store_account_create(struct store *s, const char *email, const char *passwor
     return r;
 }
 
-int store_account_find(struct store *s, const char *email_or_id, struct store_account *out)
-{
-    return CALL(s, account_find, email_or_id, out);
-}
-
-int store_key_insert(struct store *s, const struct store_key *keys, size_t n,
-                     const struct store_audit *audit)
-{
-    return CALL(s, key_insert, keys, n, audit);
-}
-
-int store_key_count(struct store *s, int64_t *count)
-{
-    return CALL(s, key_count, count);
-}
-
-int store_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
-{
-    return CALL(s, key_find, id, hash, out);
-}
-
-int store_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud)
-{
-    return CALL(s, key_list, account_id, cb, ud);
-}
-
-int store_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
-                     const struct store_audit *audit)
-{
-    return CALL(s, key_revoke, id, at, actor, audit);
-}
-
-int store_key_expire(struct store *s, const char *id, int64_t at, const struct store_audit *audit)
-{
-    return CALL(s, key_expire, id, at, audit);
-}
-
-int store_key_rename(struct store *s, const char *id, const char *name,
-                     const struct store_audit *audit)
-{
-    return CALL(s, key_rename, id, name, audit);
-}
-
-int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
-                            const struct store_audit *audit)
-{
-    return CALL(s, key_set_allowlist, id, allowlist, audit);
-}
-
-int store_key_roll(struct store *s, const char *old_id, const struct store_key *replacement,
-                   int64_t old_expires_at, const struct store_audit *audit)
-{
-    return CALL(s, key_roll, old_id, replacement, old_expires_at, audit);
-}
-
-int store_user_find(struct store *s, const char *email_or_id, struct store_user *out)
-{
-    return CALL(s, user_find, email_or_id, out);
-}
-
-int store_user_set_password(struct store *s, const char *user_id, const char *hash)
-{
-    return CALL(s, user_set_password, user_id, hash);
-}
-
-int store_member_first(struct store *s, const char *user_id, struct store_member *out)
-{
-    return CALL(s, member_first, user_id, out);
-}
-
-int store_member_find(struct store *s, const char *account_id, const char *user_id,
-                      struct store_member *out)
-{
-    return CALL(s, member_find, account_id, user_id, out);
-}
-
-int store_member_add(struct store *s, const struct store_member *m, const struct store_user *u)
-{
-    return CALL(s, member_add, m, u);
-}
-
-int store_members_list(struct store *s, const char *account_id, store_member_cb cb, void *ud)
-{
-    return CALL(s, members_list, account_id, cb, ud);
-}
-
-int store_session_insert(struct store *s, const struct store_session *x)
-{
-    return CALL(s, session_insert, x);
-}
-
-int store_session_find(struct store *s, const uint8_t *hash, struct store_session *out)
-{
-    return CALL(s, session_find, hash, out);
-}
-
-int store_session_touch(struct store *s, const uint8_t *hash, int64_t at)
-{
-    return CALL(s, session_touch, hash, at);
-}
-
-int store_session_delete(struct store *s, const uint8_t *hash)
-{
-    return CALL(s, session_delete, hash);
-}
-
-int store_sessions_delete_user(struct store *s, const char *user_id)
-{
-    return CALL(s, sessions_delete_user, user_id);
-}
-
-int store_invite_insert(struct store *s, const struct store_invite *i)
-{
-    return CALL(s, invite_insert, i);
-}
-
-int store_invite_find(struct store *s, const uint8_t *hash, struct store_invite *out)
-{
-    return CALL(s, invite_find, hash, out);
-}
-
-int store_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
-{
-    return CALL(s, invite_accept, hash, at);
-}
-
-int store_invites_list(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
-                       void *ud)
-{
-    return CALL(s, invites_list, account_id, now, cb, ud);
-}
-
-int store_invite_fail(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures)
-{
-    return CALL(s, invite_fail, hash, max, at, failures);
-}
-
-int store_invite_cancel(struct store *s, const char *account_id, const char *id, int64_t at,
-                        struct store_invite *out)
-{
-    return CALL(s, invite_cancel, account_id, id, at, out);
-}
-
-int store_invites_pending(struct store *s, const char *account_id, int64_t now, int64_t *count)
-{
-    return CALL(s, invites_pending, account_id, now, count);
-}
-
-int store_password_token_insert(struct store *s, const struct store_password_token *t)
-{
-    return CALL(s, password_token_insert, t);
-}
-
-int store_password_token_find(struct store *s, const uint8_t *hash,
-                              struct store_password_token *out)
-{
-    return CALL(s, password_token_find, hash, out);
-}
-
-int store_password_token_use(struct store *s, const uint8_t *hash, const char *password_hash,
-                             int64_t at)
-{
-    return CALL(s, password_token_use, hash, password_hash, at);
-}
-
-int store_member_remove(struct store *s, const char *account_id, const char *user_id, int64_t at)
-{
-    return CALL(s, member_remove, account_id, user_id, at);
-}
-
-int store_sessions_delete_others(struct store *s, const char *user_id, const uint8_t *keep)
-{
-    return CALL(s, sessions_delete_others, user_id, keep);
-}
-
-int store_key_count_working(struct store *s, const char *account_id, int64_t now, int64_t *count)
-{
-    return CALL(s, key_count_working, account_id, now, count);
-}
-
-int store_throttle_get(struct store *s, const char *kind, const char *key,
-                       struct store_throttle *out)
-{
-    return CALL(s, throttle_get, kind, key, out);
-}
-
-int store_throttle_hit(struct store *s, const char *kind, const char *key, int64_t now,
-                       int64_t window, struct store_throttle *out)
-{
-    return CALL(s, throttle_hit, kind, key, now, window, out);
-}
-
-int store_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused)
-{
-    return CALL(s, throttle_refuse, kind, key, refused);
-}
-
-int store_throttle_clear(struct store *s, const char *kind, const char *key)
-{
-    return CALL(s, throttle_clear, kind, key);
-}
-
-int store_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted)
-{
-    return CALL(s, prune, r, now, deleted);
-}
-
-int store_audit_add(struct store *s, const struct store_audit *e)
-{
-    return CALL(s, audit_add, e);
-}
-
-int store_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
-                     store_audit_cb cb, void *ud)
-{
-    return CALL(s, audit_list, account_id, before_id, limit, cb, ud);
-}
-
-int store_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
-                    store_key_load_cb cb, void *ud)
-{
-    return CALL(s, keys_load, today, cursor, cb, ud);
-}
-
-int store_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
-                      store_key_load_cb cb, void *ud)
-{
-    return CALL(s, key_changes, today, cursor, cb, ud);
-}
-
 int store_changes_fd(struct store *s)
 {
     return s->ops->changes_fd(s);
@@ -431,52 +210,10 @@ void store_changes_drain(struct store *s)
     s->ops->changes_drain(s);
 }
 
-int store_usage_add(struct store *s, const struct store_usage *u, size_t n)
-{
-    return CALL(s, usage_add, u, n);
-}
-
-int store_account_set_plan(struct store *s, const char *id, const char *plan)
-{
-    return CALL(s, account_set_plan, id, plan);
-}
-
-int store_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens)
-{
-    return CALL(s, account_set_quota, id, requests, tokens);
-}
-
-int store_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb, void *ud)
-{
-    return CALL(s, accounts_load, cursor, cb, ud);
-}
-
-int store_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
-                          void *ud)
-{
-    return CALL(s, account_changes, cursor, cb, ud);
-}
-
 int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n,
                      uint8_t *outcome)
 {
     if (fault_hit(FAULT_LEDGER))
         return injected(s);
     return CALL(s, ledger_add, rows, n, outcome);
-}
-
-int store_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed)
-{
-    return CALL(s, ledger_void, request_id, at_ms, was_billed);
-}
-
-int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
-{
-    return CALL(s, usage_month_totals, month, cb, ud);
-}
-
-int store_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
-                     store_usage_sum_cb cb, void *ud)
-{
-    return CALL(s, usage_sums, account_id, month_from, month_to, cb, ud);
 }

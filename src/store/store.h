@@ -218,94 +218,160 @@ typedef int (*store_key_load_cb)(void *ud, const struct store_key *key, uint32_t
 
 struct store;
 
+/* The backend operations that the store's wrappers (store_NAME, declared below) pass on as they
+ * are: X(NAME, parameters, arguments). Each is a field of struct store_ops, a wrapper in store.c
+ * that the fault switch can fail, and a function of each backend (SQLite: sqlite_NAME); what each
+ * does is said at its wrapper. Adding one is a line here, its wrapper's declaration and each
+ * backend's function. */
+/* Laid out by hand: clang-format would write "struct store * s". */
+/* clang-format off */
+#define STORE_OPS(X)                                                                               \
+    X(account_find, (struct store *s, const char *email_or_id, struct store_account *out),         \
+      (s, email_or_id, out))                                                                       \
+    X(key_insert,                                                                                  \
+      (struct store *s, const struct store_key *keys, size_t n, const struct store_audit *audit),  \
+      (s, keys, n, audit))                                                                         \
+    X(key_count, (struct store *s, int64_t *count), (s, count))                                    \
+    X(key_find, (struct store *s, const char *id, const uint8_t *hash, struct store_key *out),     \
+      (s, id, hash, out))                                                                          \
+    X(key_list, (struct store *s, const char *account_id, store_key_list_cb cb, void *ud),         \
+      (s, account_id, cb, ud))                                                                     \
+    X(key_revoke,                                                                                  \
+      (struct store *s, const char *id, int64_t at, const char *actor,                             \
+       const struct store_audit *audit),                                                           \
+      (s, id, at, actor, audit))                                                                   \
+    X(key_expire, (struct store *s, const char *id, int64_t at, const struct store_audit *audit),  \
+      (s, id, at, audit))                                                                          \
+    X(key_rename,                                                                                  \
+      (struct store *s, const char *id, const char *name, const struct store_audit *audit),        \
+      (s, id, name, audit))                                                                        \
+    X(key_set_allowlist,                                                                           \
+      (struct store *s, const char *id, const char *allowlist, const struct store_audit *audit),   \
+      (s, id, allowlist, audit))                                                                   \
+    X(key_roll,                                                                                    \
+      (struct store *s, const char *old_id, const struct store_key *replacement,                   \
+       int64_t old_expires_at, const struct store_audit *audit),                                   \
+      (s, old_id, replacement, old_expires_at, audit))                                             \
+    X(audit_add, (struct store *s, const struct store_audit *e), (s, e))                           \
+    X(audit_list,                                                                                  \
+      (struct store *s, const char *account_id, int64_t before_id, int limit, store_audit_cb cb,   \
+       void *ud),                                                                                  \
+      (s, account_id, before_id, limit, cb, ud))                                                   \
+    X(user_find, (struct store *s, const char *email_or_id, struct store_user *out),               \
+      (s, email_or_id, out))                                                                       \
+    X(user_set_password, (struct store *s, const char *user_id, const char *hash),                 \
+      (s, user_id, hash))                                                                          \
+    X(member_first, (struct store *s, const char *user_id, struct store_member *out),              \
+      (s, user_id, out))                                                                           \
+    X(member_find,                                                                                 \
+      (struct store *s, const char *account_id, const char *user_id, struct store_member *out),    \
+      (s, account_id, user_id, out))                                                               \
+    X(member_add, (struct store *s, const struct store_member *m, const struct store_user *u),     \
+      (s, m, u))                                                                                   \
+    X(members_list, (struct store *s, const char *account_id, store_member_cb cb, void *ud),       \
+      (s, account_id, cb, ud))                                                                     \
+    X(session_insert, (struct store *s, const struct store_session *x), (s, x))                    \
+    X(session_find, (struct store *s, const uint8_t *hash, struct store_session *out),             \
+      (s, hash, out))                                                                              \
+    X(session_touch, (struct store *s, const uint8_t *hash, int64_t at), (s, hash, at))            \
+    X(session_delete, (struct store *s, const uint8_t *hash), (s, hash))                           \
+    X(sessions_delete_user, (struct store *s, const char *user_id), (s, user_id))                  \
+    X(invite_insert, (struct store *s, const struct store_invite *i), (s, i))                      \
+    X(invite_find, (struct store *s, const uint8_t *hash, struct store_invite *out),               \
+      (s, hash, out))                                                                              \
+    X(invite_accept, (struct store *s, const uint8_t *hash, int64_t at), (s, hash, at))            \
+    X(invites_list,                                                                                \
+      (struct store *s, const char *account_id, int64_t now, store_invite_cb cb, void *ud),        \
+      (s, account_id, now, cb, ud))                                                                \
+    X(invite_fail, (struct store *s, const uint8_t *hash, int max, int64_t at, int *failures),     \
+      (s, hash, max, at, failures))                                                                \
+    X(invite_cancel,                                                                               \
+      (struct store *s, const char *account_id, const char *id, int64_t at,                        \
+       struct store_invite *out),                                                                  \
+      (s, account_id, id, at, out))                                                                \
+    X(invites_pending, (struct store *s, const char *account_id, int64_t now, int64_t *count),     \
+      (s, account_id, now, count))                                                                 \
+    X(password_token_insert, (struct store *s, const struct store_password_token *t), (s, t))      \
+    X(password_token_find,                                                                         \
+      (struct store *s, const uint8_t *hash, struct store_password_token *out), (s, hash, out))    \
+    X(password_token_use,                                                                          \
+      (struct store *s, const uint8_t *hash, const char *password_hash, int64_t at),               \
+      (s, hash, password_hash, at))                                                                \
+    X(member_remove, (struct store *s, const char *account_id, const char *user_id, int64_t at),   \
+      (s, account_id, user_id, at))                                                                \
+    X(sessions_delete_others, (struct store *s, const char *user_id, const uint8_t *keep),         \
+      (s, user_id, keep))                                                                          \
+    X(key_count_working, (struct store *s, const char *account_id, int64_t now, int64_t *count),   \
+      (s, account_id, now, count))                                                                 \
+    X(throttle_get,                                                                                \
+      (struct store *s, const char *kind, const char *key, struct store_throttle *out),            \
+      (s, kind, key, out))                                                                         \
+    X(throttle_hit,                                                                                \
+      (struct store *s, const char *kind, const char *key, int64_t now, int64_t window,            \
+       struct store_throttle *out),                                                                \
+      (s, kind, key, now, window, out))                                                            \
+    X(throttle_refuse, (struct store *s, const char *kind, const char *key, int64_t *refused),     \
+      (s, kind, key, refused))                                                                     \
+    X(throttle_clear, (struct store *s, const char *kind, const char *key), (s, kind, key))        \
+    X(prune, (struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted),    \
+      (s, r, now, deleted))                                                                        \
+    X(keys_load,                                                                                   \
+      (struct store *s, int64_t today, struct store_cursor *cursor, store_key_load_cb cb,          \
+       void *ud),                                                                                  \
+      (s, today, cursor, cb, ud))                                                                  \
+    X(key_changes,                                                                                 \
+      (struct store *s, int64_t today, struct store_cursor *cursor, store_key_load_cb cb,          \
+       void *ud),                                                                                  \
+      (s, today, cursor, cb, ud))                                                                  \
+    X(usage_add, (struct store *s, const struct store_usage *u, size_t n), (s, u, n))              \
+    X(account_set_plan, (struct store *s, const char *id, const char *plan), (s, id, plan))        \
+    X(account_set_quota, (struct store *s, const char *id, int64_t requests, int64_t tokens),      \
+      (s, id, requests, tokens))                                                                   \
+    X(accounts_load,                                                                               \
+      (struct store *s, struct store_cursor *cursor, store_account_cb cb, void *ud),               \
+      (s, cursor, cb, ud))                                                                         \
+    X(account_changes,                                                                             \
+      (struct store *s, struct store_cursor *cursor, store_account_cb cb, void *ud),               \
+      (s, cursor, cb, ud))                                                                         \
+    X(ledger_void, (struct store *s, const char *request_id, int64_t at_ms, int *was_billed),      \
+      (s, request_id, at_ms, was_billed))                                                          \
+    X(usage_month_totals, (struct store *s, int64_t month, store_month_total_cb cb, void *ud),     \
+      (s, month, cb, ud))                                                                          \
+    X(usage_sums,                                                                                  \
+      (struct store *s, const char *account_id, int64_t month_from, int64_t month_to,              \
+       store_usage_sum_cb cb, void *ud),                                                           \
+      (s, account_id, month_from, month_to, cb, ud))
+
+/* The other operations that return a status, whose wrappers do more than pass them on. open opens
+ * the store at `where` (the URL without its scheme and options) with the options after the URL's
+ * '?' ("name=value&...", NULL for none; an unknown one is an error); changes_fd returns a
+ * descriptor, not a status (store_changes_fd). */
+#define STORE_OPS_OWN(X)                                                                           \
+    X(open, (struct store *s, const char *where, const char *options), (s, where, options))        \
+    X(migrate, (struct store *s), (s))                                                             \
+    X(ping, (struct store *s), (s))                                                                \
+    X(changes_fd, (struct store *s), (s))                                                          \
+    X(account_insert_owned,                                                                        \
+      (struct store *s, const struct store_account *a, const struct store_user *u, int existing),  \
+      (s, a, u, existing))                                                                         \
+    X(ledger_add,                                                                                  \
+      (struct store *s, const struct store_ledger_row *rows, size_t n, uint8_t *outcome),          \
+      (s, rows, n, outcome))
+/* clang-format on */
+
+#define STORE_OP_FIELD(name, params, args) int(*name) params;
+
 /* The operations a backend implements. */
 struct store_ops {
     const char *name;
-    /* Opens the store at `where` (the URL without its scheme and options) with the options after
-     * the URL's '?' ("name=value&...", NULL for none; an unknown one is an error). */
-    int (*open)(struct store *s, const char *where, const char *options);
     void (*close)(struct store *s);
-    int (*migrate)(struct store *s);
-    int (*ping)(struct store *s);
     /* Called by the store thread when nothing waits for it (its mailbox is empty): housekeeping
      * that would otherwise hold a commit and the answers waiting for it runs now (SQLite: the
      * log's restart, sqlite_checkpoint.c). May be NULL. */
     void (*idle)(struct store *s);
-    int (*account_find)(struct store *s, const char *email_or_id, struct store_account *out);
-    int (*key_insert)(struct store *s, const struct store_key *keys, size_t n,
-                      const struct store_audit *audit);
-    int (*key_count)(struct store *s, int64_t *count);
-    int (*key_find)(struct store *s, const char *id, const uint8_t *hash, struct store_key *out);
-    int (*key_list)(struct store *s, const char *account_id, store_key_list_cb cb, void *ud);
-    int (*key_revoke)(struct store *s, const char *id, int64_t at, const char *actor,
-                      const struct store_audit *audit);
-    int (*key_expire)(struct store *s, const char *id, int64_t at, const struct store_audit *audit);
-    int (*key_rename)(struct store *s, const char *id, const char *name,
-                      const struct store_audit *audit);
-    int (*key_set_allowlist)(struct store *s, const char *id, const char *allowlist,
-                             const struct store_audit *audit);
-    int (*key_roll)(struct store *s, const char *old_id, const struct store_key *replacement,
-                    int64_t old_expires_at, const struct store_audit *audit);
-    int (*audit_add)(struct store *s, const struct store_audit *e);
-    int (*audit_list)(struct store *s, const char *account_id, int64_t before_id, int limit,
-                      store_audit_cb cb, void *ud);
-    int (*account_insert_owned)(struct store *s, const struct store_account *a,
-                                const struct store_user *u, int existing);
-    int (*user_find)(struct store *s, const char *email_or_id, struct store_user *out);
-    int (*user_set_password)(struct store *s, const char *user_id, const char *hash);
-    int (*member_first)(struct store *s, const char *user_id, struct store_member *out);
-    int (*member_find)(struct store *s, const char *account_id, const char *user_id,
-                       struct store_member *out);
-    int (*member_add)(struct store *s, const struct store_member *m, const struct store_user *u);
-    int (*members_list)(struct store *s, const char *account_id, store_member_cb cb, void *ud);
-    int (*session_insert)(struct store *s, const struct store_session *x);
-    int (*session_find)(struct store *s, const uint8_t *hash, struct store_session *out);
-    int (*session_touch)(struct store *s, const uint8_t *hash, int64_t at);
-    int (*session_delete)(struct store *s, const uint8_t *hash);
-    int (*sessions_delete_user)(struct store *s, const char *user_id);
-    int (*invite_insert)(struct store *s, const struct store_invite *i);
-    int (*invite_find)(struct store *s, const uint8_t *hash, struct store_invite *out);
-    int (*invite_accept)(struct store *s, const uint8_t *hash, int64_t at);
-    int (*invites_list)(struct store *s, const char *account_id, int64_t now, store_invite_cb cb,
-                        void *ud);
-    int (*invite_fail)(struct store *s, const uint8_t *hash, int max, int64_t at, int *failures);
-    int (*invite_cancel)(struct store *s, const char *account_id, const char *id, int64_t at,
-                         struct store_invite *out);
-    int (*invites_pending)(struct store *s, const char *account_id, int64_t now, int64_t *count);
-    int (*password_token_insert)(struct store *s, const struct store_password_token *t);
-    int (*password_token_find)(struct store *s, const uint8_t *hash,
-                               struct store_password_token *out);
-    int (*password_token_use)(struct store *s, const uint8_t *hash, const char *password_hash,
-                              int64_t at);
-    int (*member_remove)(struct store *s, const char *account_id, const char *user_id, int64_t at);
-    int (*sessions_delete_others)(struct store *s, const char *user_id, const uint8_t *keep);
-    int (*key_count_working)(struct store *s, const char *account_id, int64_t now, int64_t *count);
-    int (*throttle_get)(struct store *s, const char *kind, const char *key,
-                        struct store_throttle *out);
-    int (*throttle_hit)(struct store *s, const char *kind, const char *key, int64_t now,
-                        int64_t window, struct store_throttle *out);
-    int (*throttle_refuse)(struct store *s, const char *kind, const char *key, int64_t *refused);
-    int (*throttle_clear)(struct store *s, const char *kind, const char *key);
-    int (*prune)(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
-    int (*keys_load)(struct store *s, int64_t today, struct store_cursor *cursor,
-                     store_key_load_cb cb, void *ud);
-    int (*key_changes)(struct store *s, int64_t today, struct store_cursor *cursor,
-                       store_key_load_cb cb, void *ud);
-    int (*changes_fd)(struct store *s);
     void (*changes_drain)(struct store *s);
-    int (*usage_add)(struct store *s, const struct store_usage *u, size_t n);
-    int (*account_set_plan)(struct store *s, const char *id, const char *plan);
-    int (*account_set_quota)(struct store *s, const char *id, int64_t requests, int64_t tokens);
-    int (*accounts_load)(struct store *s, struct store_cursor *cursor, store_account_cb cb,
-                         void *ud);
-    int (*account_changes)(struct store *s, struct store_cursor *cursor, store_account_cb cb,
-                           void *ud);
-    int (*ledger_add)(struct store *s, const struct store_ledger_row *rows, size_t n,
-                      uint8_t *outcome);
-    int (*ledger_void)(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
-    int (*usage_month_totals)(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
-    int (*usage_sums)(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
-                      store_usage_sum_cb cb, void *ud);
+    STORE_OPS(STORE_OP_FIELD)
+    STORE_OPS_OWN(STORE_OP_FIELD)
 };
 
 extern const struct store_ops store_sqlite_ops;
