@@ -48,9 +48,7 @@ int sqlite_account_insert_owned(struct store *s, const struct store_account *a,
         s, MEMBER_INSERT,
         "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
         "ttti", a->id, u->id, "owner", a->created_at);
-    if ((rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner")) != STORE_OK)
-        goto rollback;
-    rc = STORE_OK;
+    rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add the owner");
 rollback:
     return sq_end(s, rc);
 }
@@ -155,9 +153,7 @@ int sqlite_member_add(struct store *s, const struct store_member *m, const struc
         s, MEMBER_INSERT,
         "INSERT INTO memberships(account_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
         "ttti", m->account_id, m->user_id, m->role, m->created_at);
-    if ((rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add member")) != STORE_OK)
-        goto rollback;
-    rc = STORE_OK;
+    rc = sq_done(s, STMT(s, MEMBER_INSERT), rc, "cannot add member");
 rollback:
     return sq_end(s, rc);
 }
@@ -311,9 +307,7 @@ int sqlite_invite_accept(struct store *s, const uint8_t *hash, int64_t at)
         rc = store_set_error(s, STORE_CONFLICT, "invitation already used or cancelled");
         goto rollback;
     }
-    if ((rc = cancel_invites_for(s, account_id, email, at)) != STORE_OK)
-        goto rollback;
-    rc = STORE_OK;
+    rc = cancel_invites_for(s, account_id, email, at);
 rollback:
     return sq_end(s, rc);
 }
@@ -385,10 +379,7 @@ int sqlite_password_token_insert(struct store *s, const struct store_password_to
              "INSERT INTO password_tokens(token_hash, user_id, created_at, expires_at) "
              "VALUES (?1, ?2, ?3, ?4)",
              "htii", t->token_hash, t->user_id, t->created_at, t->expires_at);
-    if ((rc = sq_done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link")) !=
-        STORE_OK)
-        goto rollback;
-    rc = STORE_OK;
+    rc = sq_done(s, STMT(s, PWTOKEN_INSERT), rc, "cannot create a set-password link");
 rollback:
     return sq_end(s, rc);
 }
@@ -466,9 +457,7 @@ int sqlite_member_remove(struct store *s, const char *account_id, const char *us
     rc = RUN(s, SESSIONS_DELETE_MEMBER,
              "DELETE FROM sessions WHERE account_id = ?1 AND user_id = ?2", "tt", account_id,
              user_id);
-    if ((rc = sq_done(s, STMT(s, SESSIONS_DELETE_MEMBER), rc, "cannot end sessions")) != STORE_OK)
-        goto rollback;
-    rc = STORE_OK;
+    rc = sq_done(s, STMT(s, SESSIONS_DELETE_MEMBER), rc, "cannot end sessions");
 rollback:
     return sq_end(s, rc);
 }

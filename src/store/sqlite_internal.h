@@ -9,6 +9,7 @@
 #define KN_STORE_SQLITE_INTERNAL_H
 
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,6 +105,7 @@ sqlite3 *sq_db_of(struct store *s);
 int sq_fail(struct store *s, const char *what);
 int sq_exec(struct store *s, const char *sql);
 int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...);
+int sq_vrun(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, va_list ap);
 int sq_done(struct store *s, sqlite3_stmt *q, int rc, const char *what);
 /* One row into out by read, or STORE_NOT_FOUND with the message none. */
 int sq_one_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_stmt *, void *),
@@ -124,9 +126,23 @@ int sqlite_account_insert(struct store *s, const struct store_account *a);
 
 /* Signals readers of the change feed (store_changes_fd) when status is STORE_OK; returns it. */
 int sq_changed(struct store *s, int status);
-/* The newest change-log number of key_changes (keys 1) or account_changes into c, inside the
- * caller's read transaction. */
-int sq_cursor_at_newest(struct store *s, int keys, struct store_cursor *c);
+/* Reads a whole table with where the change feed stands (key_changes when keys is 1, else
+ * account_changes) in one read transaction, so that the cursor matches the rows read: runs the
+ * statement `which` (its SQL and bindings as sq_run's), walks its rows as sq_each_row and sets
+ * *cursor once all are read. */
+int sq_load_all(struct store *s, int keys, struct store_cursor *cursor,
+                void (*read)(sqlite3_stmt *, void *), void *row,
+                int (*one)(void *ud, void *row, sqlite3_stmt *q), void *ud, const char *what,
+                int which, const char *sql, const char *fmt, ...);
+/* The caller's callback (the one of its type) and its argument, for the function a row walk
+ * (sq_each_row, sq_walk_changes) calls for each row. */
+struct sq_walk {
+    store_key_list_cb key_list;
+    store_key_load_cb key_load;
+    store_audit_cb audit;
+    store_account_cb account;
+    void *ud;
+};
 /* Walks change-feed rows (their sequence number in column seq_col), advancing c past them. */
 int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_cursor *c,
                     int (*one)(void *ud, void *row, sqlite3_stmt *q), void *ud, void *row,

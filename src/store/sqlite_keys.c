@@ -1,6 +1,7 @@
 /* The SQLite backend's keys: their rows, their changes with the audit entry each commits with,
  * the change feed's key half, request counts, and the audit log (see sqlite_internal.h). */
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,23 +111,17 @@ int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct
 }
 
 /* A walk over keys with one count beside each (column 14), for the two callback types. */
-struct key_walk {
-    store_key_list_cb list;
-    store_key_load_cb load;
-    void *ud;
-};
-
 static int key_walk_one(void *ud, void *row, sqlite3_stmt *q)
 {
-    struct key_walk *w = ud;
+    struct sq_walk *w = ud;
     int64_t count = sqlite3_column_int64(q, 14);
-    return w->list != NULL ? w->list(w->ud, row, (uint64_t)count)
-                           : w->load(w->ud, row, (uint32_t)count);
+    return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
+                               : w->key_load(w->ud, row, (uint32_t)count);
 }
 
 int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb cb, void *ud)
 {
-    struct key_walk w = {cb, NULL, ud};
+    struct sq_walk w = {.key_list = cb, .ud = ud};
     struct store_key k;
     int rc = RUN(s, KEY_LIST,
                  "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
@@ -137,11 +132,21 @@ int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb c
                        "cannot read keys");
 }
 
-/* Ends a one-statement key change: STORE_NOT_FOUND when it sq_changed no row; else writes the audit
- * entry and commits. */
-static int end_key_change(struct store *s, sqlite3_stmt *q, int rc, const struct store_audit *audit)
+/* A one-statement key change (the statement `which`, its SQL and bindings as sq_run's) and its
+ * audit entry, in one transaction: STORE_NOT_FOUND when the statement changed no row. */
+static int key_change(struct store *s, const struct store_audit *audit, int which, const char *sql,
+                      const char *fmt, ...)
 {
-    int r = sq_done(s, q, rc, "cannot update key");
+    struct sqlite_backend *b = store_backend(s);
+    va_list ap;
+    int r = sq_begin(s);
+
+    if (r != STORE_OK)
+        return r;
+    va_start(ap, fmt);
+    int rc = sq_vrun(s, &b->dash[which], sql, fmt, ap);
+    va_end(ap);
+    r = sq_done(s, b->dash[which], rc, "cannot update key");
     if (r == STORE_OK && sqlite3_changes(sq_db_of(s)) == 0)
         r = store_set_error(s, STORE_NOT_FOUND, "no such key");
     if (r == STORE_OK)
@@ -152,74 +157,47 @@ static int end_key_change(struct store *s, sqlite3_stmt *q, int rc, const struct
 int sqlite_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
                       const struct store_audit *audit)
 {
-    int r = sq_begin(s);
-    if (r != STORE_OK)
-        return r;
-    int rc = RUN(s, KEY_REVOKE,
-                 "UPDATE api_keys SET revoked_by = coalesce(revoked_by, ?3), "
-                 "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
-                 "tit", id, at, actor);
-    return end_key_change(s, STMT(s, KEY_REVOKE), rc, audit);
+    return key_change(s, audit, DS_KEY_REVOKE,
+                      "UPDATE api_keys SET revoked_by = coalesce(revoked_by, ?3), "
+                      "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                      "tit", id, at, actor);
 }
 
 int sqlite_key_expire(struct store *s, const char *id, int64_t at, const struct store_audit *audit)
 {
-    int r = sq_begin(s);
-    if (r != STORE_OK)
-        return r;
-    int rc = RUN(s, KEY_EXPIRE, "UPDATE api_keys SET expires_at = nullif(?2, 0) WHERE id = ?1",
-                 "ti", id, at);
-    return end_key_change(s, STMT(s, KEY_EXPIRE), rc, audit);
+    return key_change(s, audit, DS_KEY_EXPIRE,
+                      "UPDATE api_keys SET expires_at = nullif(?2, 0) WHERE id = ?1", "ti", id, at);
 }
 
 int sqlite_key_rename(struct store *s, const char *id, const char *name,
                       const struct store_audit *audit)
 {
-    int r = sq_begin(s);
-    if (r != STORE_OK)
-        return r;
-    int rc = RUN(s, KEY_RENAME, "UPDATE api_keys SET name = ?2 WHERE id = ?1", "tt", id, name);
-    return end_key_change(s, STMT(s, KEY_RENAME), rc, audit);
+    return key_change(s, audit, DS_KEY_RENAME, "UPDATE api_keys SET name = ?2 WHERE id = ?1", "tt",
+                      id, name);
 }
 
 int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
                              const struct store_audit *audit)
 {
-    int r = sq_begin(s);
-    if (r != STORE_OK)
-        return r;
-    int rc = RUN(s, KEY_ALLOWLIST, "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1", "tt", id,
-                 allowlist);
-    return end_key_change(s, STMT(s, KEY_ALLOWLIST), rc, audit);
+    return key_change(s, audit, DS_KEY_ALLOWLIST,
+                      "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1", "tt", id, allowlist);
 }
 
 int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
                      store_key_load_cb cb, void *ud)
 {
-    struct key_walk w = {NULL, cb, ud};
-    struct store_cursor c;
+    struct sq_walk w = {.key_load = cb, .ud = ud};
     struct store_key k;
-    int r;
 
-    /* One read transaction, so that the cursor matches the keys read. */
-    if ((r = sq_exec(s, "BEGIN")) != STORE_OK)
-        return r;
-    if ((r = sq_cursor_at_newest(s, 1, &c)) == STORE_OK) {
-        int rc =
-            RUN(s, KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i", today);
-        r = sq_each_row(s, STMT(s, KEYS_LOAD), rc, read_key, &k, key_walk_one, &w,
-                        "cannot read keys");
-    }
-    r = sq_end_read(s, r);
-    if (r == STORE_OK)
-        *cursor = c;
-    return r;
+    return sq_load_all(s, 1, cursor, read_key, &k, key_walk_one, &w, "cannot read keys",
+                       DS_KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i",
+                       today);
 }
 
 int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
                        store_key_load_cb cb, void *ud)
 {
-    struct key_walk w = {NULL, cb, ud};
+    struct sq_walk w = {.key_load = cb, .ud = ud};
     struct store_key k;
     int rc = RUN(s, KEY_CHANGES,
                  "SELECT " KEY_COLUMNS ", " KEY_TODAY ", c.seq FROM key_changes c "
@@ -301,22 +279,17 @@ static void read_audit(sqlite3_stmt *q, void *out)
     sq_copy_text(e->detail, sizeof(e->detail), q, 8);
 }
 
-struct audit_walk {
-    store_audit_cb cb;
-    void *ud;
-};
-
 static int audit_one(void *ud, void *row, sqlite3_stmt *q)
 {
-    struct audit_walk *w = ud;
+    struct sq_walk *w = ud;
     (void)q;
-    return w->cb(w->ud, row);
+    return w->audit(w->ud, row);
 }
 
 int sqlite_audit_list(struct store *s, const char *account_id, int64_t before_id, int limit,
                       store_audit_cb cb, void *ud)
 {
-    struct audit_walk t = {cb, ud};
+    struct sq_walk t = {.audit = cb, .ud = ud};
     struct store_audit e;
     int rc = RUN(s, AUDIT_LIST,
                  "SELECT id, at, coalesce(account_id, ''), actor, action, "

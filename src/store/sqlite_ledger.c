@@ -36,43 +36,27 @@ int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests, 
     return sq_changed(s, update_account(s, STMT(s, ACCOUNT_SET_QUOTA), rc));
 }
 
-struct account_walk {
-    store_account_cb cb;
-    void *ud;
-};
-
 static int account_one(void *ud, void *row, sqlite3_stmt *q)
 {
-    struct account_walk *w = ud;
+    struct sq_walk *w = ud;
     (void)q;
-    return w->cb(w->ud, row);
+    return w->account(w->ud, row);
 }
 
 int sqlite_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
                          void *ud)
 {
-    struct account_walk w = {cb, ud};
-    struct store_cursor c;
+    struct sq_walk w = {.account = cb, .ud = ud};
     struct store_account a;
-    int r;
 
-    if ((r = sq_exec(s, "BEGIN")) != STORE_OK)
-        return r;
-    if ((r = sq_cursor_at_newest(s, 0, &c)) == STORE_OK) {
-        int rc = RUN(s, ACCOUNTS_LOAD, "SELECT " ACCOUNT_COLUMNS " FROM accounts", "");
-        r = sq_each_row(s, STMT(s, ACCOUNTS_LOAD), rc, sq_read_account, &a, account_one, &w,
-                        "cannot read accounts");
-    }
-    r = sq_end_read(s, r);
-    if (r == STORE_OK)
-        *cursor = c;
-    return r;
+    return sq_load_all(s, 0, cursor, sq_read_account, &a, account_one, &w, "cannot read accounts",
+                       DS_ACCOUNTS_LOAD, "SELECT " ACCOUNT_COLUMNS " FROM accounts", "");
 }
 
 int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,
                            void *ud)
 {
-    struct account_walk w = {cb, ud};
+    struct sq_walk w = {.account = cb, .ud = ud};
     struct store_account a;
     int rc = RUN(s, ACCOUNT_CHANGES,
                  "SELECT " ACCOUNT_COLUMNS ", c.seq FROM account_changes c "

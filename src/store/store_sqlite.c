@@ -240,9 +240,8 @@ fail:
  * the caller reads it and resets. Returns the sqlite3_step code, or the preparation's error code
  * when the statement cannot be prepared (then *cache stays NULL: sqlite3_reset accepts that, and
  * callers read columns only after SQLITE_ROW). */
-int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...)
+int sq_vrun(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, va_list ap)
 {
-    va_list ap;
     int i = 1, rc;
 
     if (*cache == NULL && (rc = sqlite3_prepare_v3(sq_db_of(s), sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -250,7 +249,6 @@ int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *f
         return rc;
     sqlite3_reset(*cache);
     sqlite3_clear_bindings(*cache);
-    va_start(ap, fmt);
     for (const char *f = fmt; *f != '\0'; f++, i++) {
         switch (*f) {
         case 't':
@@ -265,8 +263,16 @@ int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *f
             break;
         }
     }
-    va_end(ap);
     return sqlite3_step(*cache);
+}
+
+int sq_run(struct store *s, sqlite3_stmt **cache, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sq_vrun(s, cache, sql, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* 1 when the statement that just failed broke a uniqueness constraint (a row that exists
@@ -430,7 +436,7 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
 
 /* Reads the newest change-log number (of key_changes or account_changes) into c, inside the
  * caller's read transaction, before the rows it goes with are read. */
-int sq_cursor_at_newest(struct store *s, int keys, struct store_cursor *c)
+static int cursor_at_newest(struct store *s, int keys, struct store_cursor *c)
 {
     int rc = keys
                  ? RUN(s, MAX_SEQ, "SELECT coalesce(max(seq), 0) FROM key_changes", "")
@@ -438,6 +444,30 @@ int sq_cursor_at_newest(struct store *s, int keys, struct store_cursor *c)
     memset(c, 0, sizeof(*c));
     return sq_one_row(s, keys ? STMT(s, MAX_SEQ) : STMT(s, ACCOUNT_MAX_SEQ), rc, sq_read_count,
                       &c->v[0], "no change log", "cannot read the change log");
+}
+
+int sq_load_all(struct store *s, int keys, struct store_cursor *cursor,
+                void (*read)(sqlite3_stmt *, void *), void *row,
+                int (*one)(void *ud, void *row, sqlite3_stmt *q), void *ud, const char *what,
+                int which, const char *sql, const char *fmt, ...)
+{
+    struct sqlite_backend *b = store_backend(s);
+    struct store_cursor c;
+    va_list ap;
+    int r;
+
+    if ((r = sq_exec(s, "BEGIN")) != STORE_OK)
+        return r;
+    if ((r = cursor_at_newest(s, keys, &c)) == STORE_OK) {
+        va_start(ap, fmt);
+        int rc = sq_vrun(s, &b->dash[which], sql, fmt, ap);
+        va_end(ap);
+        r = sq_each_row(s, b->dash[which], rc, read, row, one, ud, what);
+    }
+    r = sq_end_read(s, r);
+    if (r == STORE_OK)
+        *cursor = c;
+    return r;
 }
 
 static int start_checkpointer(struct store *s)
