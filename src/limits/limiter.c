@@ -58,15 +58,10 @@ static void local_quota_settle(struct limiter *l, struct acctrec *a, int64_t mon
     quota_settle(a, month, held, tokens);
 }
 
-static const struct limiter_ops local_ops = {
-    .rate_take = local_rate_take,
-    .daily_take = local_daily_take,
-    .daily_refund = local_daily_refund,
-    .inflight_acquire = local_inflight_acquire,
-    .inflight_release = local_inflight_release,
-    .quota_reserve = local_quota_reserve,
-    .quota_release = local_quota_release,
-    .quota_settle = local_quota_settle,
-};
+#define LOCAL(type, name, params, args) .name = local_##name,
+#define LOCAL_VOID(name, params, args) .name = local_##name,
+static const struct limiter_ops local_ops = {LIMITER_OPS(LOCAL, LOCAL_VOID)};
+#undef LOCAL
+#undef LOCAL_VOID
 
 struct limiter limiter_local = {&local_ops};

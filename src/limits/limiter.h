@@ -22,27 +22,50 @@
 
 struct limiter;
 
+/* The operations, each V(NAME, parameters, arguments) for one that returns nothing and
+ * X(TYPE, NAME, parameters, arguments) for one that returns a TYPE. Each is a field of struct
+ * limiter_ops, a wrapper limiter_NAME below and a function of each implementation (here:
+ * local_NAME in limiter.c).
+ *
+ *   rate_take         takes one request from the per-minute cell of key (per_account = 0) or of
+ *                     its account (1), allowing `limit` per `window` seconds, at monotonic time
+ *                     now_ns; returns out->allowed
+ *   daily_take        takes one request from key's count for the UTC day of now (Unix time),
+ *                     allowing `limit`; daily_refund gives one back the same day
+ *   inflight_acquire  takes one of an account's `max` in-flight slots: 1, or 0 when all are
+ *                     taken; inflight_release gives it back
+ *   quota_reserve, quota_release, quota_settle: as in limits/quota.h */
+/* Laid out by hand: clang-format would write "struct limiter * l". */
+/* clang-format off */
+#define LIMITER_OPS(X, V)                                                                          \
+    X(int, rate_take,                                                                              \
+      (struct limiter *l, struct keyrec *key, int per_account, uint32_t limit, uint32_t window,    \
+       uint64_t now_ns, struct ratelimit_result *out),                                             \
+      (l, key, per_account, limit, window, now_ns, out))                                           \
+    X(int, daily_take,                                                                             \
+      (struct limiter *l, struct keyrec *key, uint32_t limit, int64_t now,                         \
+       struct ratelimit_result *out),                                                              \
+      (l, key, limit, now, out))                                                                   \
+    V(daily_refund, (struct limiter *l, struct keyrec *key, int64_t now), (l, key, now))           \
+    X(int, inflight_acquire, (struct limiter *l, struct acctrec *a, uint32_t max), (l, a, max))    \
+    V(inflight_release, (struct limiter *l, struct acctrec *a), (l, a))                            \
+    X(enum quota_outcome, quota_reserve,                                                           \
+      (struct limiter *l, struct acctrec *a, int64_t month, uint64_t tokens, uint64_t *held),      \
+      (l, a, month, tokens, held))                                                                 \
+    V(quota_release, (struct limiter *l, struct acctrec *a, int64_t month, uint64_t held),         \
+      (l, a, month, held))                                                                         \
+    V(quota_settle,                                                                                \
+      (struct limiter *l, struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens),       \
+      (l, a, month, held, tokens))
+/* clang-format on */
+
+#define LIMITER_FIELD(type, name, params, args) type(*name) params;
+#define LIMITER_FIELD_VOID(name, params, args) void(*name) params;
 struct limiter_ops {
-    /* Takes one request from the per-minute cell of key (per_account = 0) or of its account
-     * (1), allowing `limit` per `window` seconds, at monotonic time now_ns. Returns
-     * out->allowed. */
-    int (*rate_take)(struct limiter *l, struct keyrec *key, int per_account, uint32_t limit,
-                     uint32_t window, uint64_t now_ns, struct ratelimit_result *out);
-    /* Takes one request from key's count for the UTC day of now (Unix time), allowing `limit`;
-     * refund gives one back the same day. */
-    int (*daily_take)(struct limiter *l, struct keyrec *key, uint32_t limit, int64_t now,
-                      struct ratelimit_result *out);
-    void (*daily_refund)(struct limiter *l, struct keyrec *key, int64_t now);
-    /* Takes one of an account's `max` in-flight slots: 1, or 0 when all are taken. */
-    int (*inflight_acquire)(struct limiter *l, struct acctrec *a, uint32_t max);
-    void (*inflight_release)(struct limiter *l, struct acctrec *a);
-    /* As quota_reserve, quota_release and quota_settle (limits/quota.h). */
-    enum quota_outcome (*quota_reserve)(struct limiter *l, struct acctrec *a, int64_t month,
-                                        uint64_t tokens, uint64_t *held);
-    void (*quota_release)(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held);
-    void (*quota_settle)(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held,
-                         uint64_t tokens);
+    LIMITER_OPS(LIMITER_FIELD, LIMITER_FIELD_VOID)
 };
+#undef LIMITER_FIELD
+#undef LIMITER_FIELD_VOID
 
 struct limiter {
     const struct limiter_ops *ops;
@@ -51,51 +74,18 @@ struct limiter {
 /* The in-process limiter. */
 extern struct limiter limiter_local;
 
-static inline int limiter_rate_take(struct limiter *l, struct keyrec *key, int per_account,
-                                    uint32_t limit, uint32_t window, uint64_t now_ns,
-                                    struct ratelimit_result *out)
-{
-    return l->ops->rate_take(l, key, per_account, limit, window, now_ns, out);
-}
-
-static inline int limiter_daily_take(struct limiter *l, struct keyrec *key, uint32_t limit,
-                                     int64_t now, struct ratelimit_result *out)
-{
-    return l->ops->daily_take(l, key, limit, now, out);
-}
-
-static inline void limiter_daily_refund(struct limiter *l, struct keyrec *key, int64_t now)
-{
-    l->ops->daily_refund(l, key, now);
-}
-
-static inline int limiter_inflight_acquire(struct limiter *l, struct acctrec *a, uint32_t max)
-{
-    return l->ops->inflight_acquire(l, a, max);
-}
-
-static inline void limiter_inflight_release(struct limiter *l, struct acctrec *a)
-{
-    l->ops->inflight_release(l, a);
-}
-
-static inline enum quota_outcome limiter_quota_reserve(struct limiter *l, struct acctrec *a,
-                                                       int64_t month, uint64_t tokens,
-                                                       uint64_t *held)
-{
-    return l->ops->quota_reserve(l, a, month, tokens, held);
-}
-
-static inline void limiter_quota_release(struct limiter *l, struct acctrec *a, int64_t month,
-                                         uint64_t held)
-{
-    l->ops->quota_release(l, a, month, held);
-}
-
-static inline void limiter_quota_settle(struct limiter *l, struct acctrec *a, int64_t month,
-                                        uint64_t held, uint64_t tokens)
-{
-    l->ops->quota_settle(l, a, month, held, tokens);
-}
+#define LIMITER_WRAPPER(type, name, params, args)                                                  \
+    static inline type limiter_##name params                                                       \
+    {                                                                                              \
+        return l->ops->name args;                                                                  \
+    }
+#define LIMITER_WRAPPER_VOID(name, params, args)                                                   \
+    static inline void limiter_##name params                                                       \
+    {                                                                                              \
+        l->ops->name args;                                                                         \
+    }
+LIMITER_OPS(LIMITER_WRAPPER, LIMITER_WRAPPER_VOID)
+#undef LIMITER_WRAPPER
+#undef LIMITER_WRAPPER_VOID
 
 #endif
