@@ -24,17 +24,21 @@ struct slab {
 struct keytable {
     _Atomic(struct slots *) cur;
     _Atomic size_t count;
-    /* Writer-only state. Old slot arrays are kept until keytable_free because a reader may still
-     * be probing one when it is replaced. */
+    /* Writer-only state. Replaced slot arrays and allowlists are kept until keytable_free, because
+     * a reader may still be probing or checking one when it is replaced. */
     pthread_mutex_t writer;
-    struct slots **retired;
+    void **retired;
     size_t nretired;
-    /* Replaced allowlists, kept until keytable_free for the same reason. */
-    struct iplist **old_lists;
-    size_t nold_lists;
     struct slab *slabs;
     _Atomic(struct keyrec *) dirty_head;
 };
+
+/* Keeps what a reader may still be using until keytable_free. */
+static void retire(struct keytable *kt, void *p)
+{
+    kt->retired = kn_realloc(kt->retired, (kt->nretired + 1) * sizeof(*kt->retired));
+    kt->retired[kt->nretired++] = p;
+}
 
 static uint64_t slot_index(const uint8_t hash[APIKEY_HASH_LEN])
 {
@@ -78,9 +82,6 @@ void keytable_free(struct keytable *kt)
     for (size_t i = 0; i < kt->nretired; i++)
         free(kt->retired[i]);
     free(kt->retired);
-    for (size_t i = 0; i < kt->nold_lists; i++)
-        free(kt->old_lists[i]);
-    free(kt->old_lists);
     free(atomic_load(&kt->cur));
     pthread_mutex_destroy(&kt->writer);
     free(kt);
@@ -122,8 +123,7 @@ static void grow(struct keytable *kt)
             slots_put(s, r);
     }
     atomic_store_explicit(&kt->cur, s, memory_order_release);
-    kt->retired = kn_realloc(kt->retired, (kt->nretired + 1) * sizeof(*kt->retired));
-    kt->retired[kt->nretired++] = old;
+    retire(kt, old);
 }
 
 static struct keyrec *rec_alloc(struct keytable *kt)
@@ -155,11 +155,8 @@ static void set_allow(struct keytable *kt, struct keyrec *r, const struct iplist
         memcpy(copy, want, size);
     }
     atomic_store_explicit(&r->allow, copy, memory_order_release);
-    if (old != NULL) {
-        /* A reader may still be checking against it. */
-        kt->old_lists = kn_realloc(kt->old_lists, (kt->nold_lists + 1) * sizeof(*kt->old_lists));
-        kt->old_lists[kt->nold_lists++] = old;
-    }
+    if (old != NULL)
+        retire(kt, old); /* A reader may still be checking against it. */
 }
 
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
