@@ -409,30 +409,24 @@ static void send_request(struct upstream_call_full *c)
 
 static void on_handshake(h2o_socket_t *sock, const char *err)
 {
-    struct conn *conn = sock->data;
-    struct upstream_call_full *c = conn->call;
+    struct upstream_call_full *c = ((struct conn *)sock->data)->call;
 
-    if (err != NULL) {
+    if (err != NULL)
         call_fail(c, err);
-        return;
-    }
-    send_request(c);
+    else
+        send_request(c);
 }
 
 static void on_connected(h2o_socket_t *sock, const char *err)
 {
-    struct conn *conn = sock->data;
-    struct upstream_call_full *c = conn->call;
+    struct upstream_call_full *c = ((struct conn *)sock->data)->call;
 
-    if (err != NULL) {
+    if (err != NULL)
         call_fail(c, upstream_error_io);
-        return;
-    }
-    if (c->pool->ssl_ctx != NULL) {
+    else if (c->pool->ssl_ctx != NULL)
         h2o_socket_ssl_handshake(sock, c->pool->ssl_ctx, c->pool->host, on_handshake);
-        return;
-    }
-    send_request(c);
+    else
+        send_request(c);
 }
 
 static void connect_to(struct upstream_call_full *c, struct sockaddr *addr, socklen_t addrlen)

@@ -102,6 +102,14 @@ int apikey_env_parse(const char *name, enum apikey_env *out)
     return -1;
 }
 
+/* Wipes the secret's text, closes its file and returns ret. */
+static int secret_done(int fd, char *text, size_t size, int ret)
+{
+    sodium_memzero(text, size);
+    close(fd);
+    return ret;
+}
+
 static int secret_create(const char *path, uint8_t out[APIKEY_SECRET_LEN], char *err,
                          size_t errsize)
 {
@@ -119,13 +127,10 @@ static int secret_create(const char *path, uint8_t out[APIKEY_SECRET_LEN], char 
     if (write(fd, hex, APIKEY_SECRET_LEN * 2 + 1) != APIKEY_SECRET_LEN * 2 + 1 || fsync(fd) != 0) {
         snprintf(err, errsize, "cannot write server secret %s: %s", path, strerror(errno));
         unlink(path);
-        goto out;
+    } else {
+        ret = 0;
     }
-    ret = 0;
-out:
-    sodium_memzero(hex, sizeof(hex));
-    close(fd);
-    return ret;
+    return secret_done(fd, hex, sizeof(hex), ret);
 }
 
 int apikey_secret_load(const char *path, int create, uint8_t out[APIKEY_SECRET_LEN], char *err,
@@ -162,7 +167,5 @@ int apikey_secret_load(const char *path, int create, uint8_t out[APIKEY_SECRET_L
     }
     ret = 0;
 out:
-    sodium_memzero(buf, sizeof(buf));
-    close(fd);
-    return ret;
+    return secret_done(fd, buf, sizeof(buf), ret);
 }
