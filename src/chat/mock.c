@@ -20,7 +20,6 @@ size_t chat_mock_content(const char *message, size_t message_len, const char *mo
     };
     unsigned char digest[16];
     char fp[33];
-    int n;
 
     /* The content depends only on the model and the message, so the same input always gives the
      * same answer. */
@@ -31,13 +30,34 @@ size_t chat_mock_content(const char *message, size_t message_len, const char *mo
     crypto_generichash_update(&st, (const unsigned char *)message, message_len);
     crypto_generichash_final(&st, digest, sizeof(digest));
     sodium_bin2hex(fp, sizeof(fp), digest, 4);
-    n = snprintf(out, outsize,
-                 "[mock response: test key, no model was called] %s (message of %zu bytes, "
-                 "fingerprint %s)",
-                 replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))], message_len, fp);
-    if (n < 0 || (size_t)n >= outsize)
-        kn_fatal("mock content too long");
-    return (size_t)n;
+    /* "[mock response: test key, no model was called] REPLY (message of N bytes, fingerprint
+     * FP)", put together without printf: it is written for every test-key answer. */
+    const char *reply = replies[digest[4] % (sizeof(replies) / sizeof(replies[0]))];
+    char num[KN_DECIMAL_MAX];
+    size_t numlen = kn_decimal(num, (int64_t)message_len);
+    const struct {
+        const char *s;
+        size_t len;
+    } parts[] = {
+#define LIT(s) {s, sizeof(s) - 1}
+        LIT("[mock response: test key, no model was called] "),
+        {reply, strlen(reply)},
+        LIT(" (message of "),
+        {num, numlen},
+        LIT(" bytes, fingerprint "),
+        {fp, 8},
+        LIT(")"),
+#undef LIT
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (n + parts[i].len >= outsize)
+            kn_fatal("mock content too long");
+        memcpy(out + n, parts[i].s, parts[i].len);
+        n += parts[i].len;
+    }
+    out[n] = '\0';
+    return n;
 }
 
 /* Appends s[0..n) to the growing buffer *out. */

@@ -6,17 +6,6 @@
 
 const char base62_alphabet[63] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-int base62_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 36;
-    return -1;
-}
-
 void base62_encode_fixed(uint64_t v, char *out, size_t width)
 {
     for (size_t i = width; i > 0; i--) {
@@ -45,14 +34,25 @@ void base62_random(char *out, size_t n)
 
 void base62_random_id(char *out, const char *prefix, size_t n)
 {
+    /* A ChaCha20 keystream under a per-thread key drawn once from the system: the ids need to be
+     * unpredictable, not secret (no secret is made here), and the system's generator would cost
+     * a system call every 256 bytes (libsodium's getrandom chunks), one every few requests. */
+    static _Thread_local unsigned char key[crypto_stream_chacha20_ietf_KEYBYTES];
+    static _Thread_local unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES];
     static _Thread_local unsigned char pool[4096];
     static _Thread_local size_t pool_used = sizeof(pool);
+    static _Thread_local int keyed;
     size_t plen = strlen(prefix), have = 0;
 
     memcpy(out, prefix, plen);
     while (have < n) {
         if (pool_used == sizeof(pool)) {
-            randombytes_buf(pool, sizeof(pool));
+            if (!keyed) {
+                randombytes_buf(key, sizeof(key));
+                keyed = 1;
+            }
+            crypto_stream_chacha20_ietf(pool, sizeof(pool), nonce, key);
+            sodium_increment(nonce, sizeof(nonce)); /* A new block of the stream each time. */
             pool_used = 0;
         }
         unsigned char b = pool[pool_used++];

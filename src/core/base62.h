@@ -8,8 +8,18 @@
 /* The alphabet, in value order: 0-9, A-Z, a-z. */
 extern const char base62_alphabet[63];
 
-/* Returns the value (0..61) of c in the alphabet, or -1 when c is not a base62 character. */
-int base62_value(unsigned char c);
+/* Returns the value (0..61) of c in the alphabet, or -1 when c is not a base62 character. Inline:
+ * it runs for every character of every key presented. */
+static inline int base62_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 36;
+    return -1;
+}
 
 /* Writes v as exactly `width` base62 digits, most significant first, zero-padded with '0'. The
  * caller guarantees 62^width > v. Does not terminate the string. */
@@ -20,8 +30,9 @@ void base62_encode_fixed(uint64_t v, char *out, size_t width);
 void base62_random(char *out, size_t n);
 
 /* Writes prefix followed by n random base62 characters and a terminating NUL into out, which must
- * hold strlen(prefix) + n + 1 bytes. Used for public ids such as "key_…" and "req_…"; draws from a
- * per-thread buffer so that request ids cost no system call. */
+ * hold strlen(prefix) + n + 1 bytes. Used for public ids such as "key_…" and "req_…", never for a
+ * secret: draws from a per-thread ChaCha20 stream keyed once from the system's generator, so that
+ * request ids cost no system call. */
 void base62_random_id(char *out, const char *prefix, size_t n);
 
 #define BASE62_TIME_DIGITS 7 /* Milliseconds since the epoch: 62^7 ms runs to the year 2081. */

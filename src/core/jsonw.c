@@ -1,7 +1,6 @@
 /* A JSON writer for the hot path's fixed-shape documents; see jsonw.h. */
 #include "core/jsonw.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +107,8 @@ void jsonw_str(struct jsonw *w, const char *str, size_t len)
 
 void jsonw_int(struct jsonw *w, int64_t v)
 {
-    reserve(w, 21);
-    w->len += (size_t)snprintf(w->buf + w->len, 22, "%" PRId64, v);
+    reserve(w, KN_DECIMAL_MAX);
+    w->len += kn_decimal(w->buf + w->len, v);
 }
 
 char *jsonw_finish(struct jsonw *w, size_t *len)

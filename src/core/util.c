@@ -146,6 +146,23 @@ char *kn_format_time(int64_t t, char *buf, size_t bufsize)
     return buf;
 }
 
+size_t kn_decimal(char *out, int64_t v)
+{
+    char tmp[KN_DECIMAL_MAX];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0, len = 0;
+
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = tmp[--n];
+    return len;
+}
+
 /* Days since the epoch of a civil date, and back: Howard Hinnant's algorithms, exact for the
  * proleptic Gregorian calendar. */
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)

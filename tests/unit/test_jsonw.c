@@ -1,9 +1,12 @@
 /* The JSON writer: every string comes out byte for byte as jansson's compact output writes it,
  * and text that is not UTF-8 is refused exactly when jansson refuses it. */
 #include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/jsonw.h"
+#include "core/util.h"
 #include "unit.h"
 
 /* Compares one string with jansson's view of it. Returns 1 when they agree. */
@@ -110,8 +113,32 @@ static void test_document(void)
     CHECK(jsonw_finish(&w, &n) == NULL);
 }
 
+/* kn_decimal agrees with printf at the edges and on random values. */
+static void test_decimal(void)
+{
+    int64_t edges[] = {0, 1, 9, 10, -1, -10, 99, 100, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    char got[KN_DECIMAL_MAX + 1], want[32];
+
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]) + 10000; i++) {
+        int64_t v;
+        if (i < sizeof(edges) / sizeof(edges[0])) {
+            v = edges[i];
+        } else {
+            uint64_t r = ((uint64_t)rand() << 33) ^ ((uint64_t)rand() << 11) ^ (uint64_t)rand();
+            v = (int64_t)(r >> (1 + rand() % 63)); /* Below 2^63, any number of digits. */
+            if (rand() & 1)
+                v = -v;
+        }
+        size_t n = kn_decimal(got, v);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%lld", (long long)v);
+        CHECK_STR(got, want);
+    }
+}
+
 int main(void)
 {
+    test_decimal();
     test_every_byte_and_pair();
     test_sequences();
     test_random();
