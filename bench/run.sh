@@ -57,7 +57,8 @@
 #   KONNECT_BIN            the binary (default build/konnect)
 #   BENCH_BASELINE_BIN     another Konnect binary (an earlier commit's build) to compare with in
 #                          the same run: rows c0 and d0 are rows c and d served by it, each round
-#                          beside the new binary's, and the ratios c/c0 and d/d0 are printed
+#                          beside the new binary's, and the ratios c/c0 and d/d0 are printed;
+#                          row Lb is row L (sync normal) served by it, in each live round
 set -eu
 set -o pipefail
 # Room for the idle connections of the memory figures (BENCH_IDLE_CONNS).
@@ -531,10 +532,11 @@ stages_of() {
         "$STAGE_LOG" >>"$LIVE_STAGES"
 }
 
-# stage_mark: asks the server under test ($STAGE_PID) for its stage times; the report after a
-# run covers that run (and its warm-up).
+# stage_mark: asks the server under test ($STAGE_PID, whose log is $STAGE_LOG) for its stage
+# times; the report after a run covers that run (and its warm-up). Without a log to read it from,
+# nothing is asked (an older binary may not know the signal).
 stage_mark() {
-    [ -n "${STAGE_PID:-}" ] && [ "$STAGES_OK" = 1 ] || return 0
+    [ -n "${STAGE_PID:-}" ] && [ -n "${STAGE_LOG:-}" ] && [ "$STAGES_OK" = 1 ] || return 0
     local before i
     before=$(grep -c 'live stages of' "${STAGE_LOG:-/dev/null}" 2>/dev/null || true)
     kill -USR1 "$STAGE_PID" 2>/dev/null || true
@@ -715,6 +717,22 @@ EOF
         start_konnect konnect-live-normal "$TMP/live-normal"
     LN_PID=$KPID LN_URL=http://127.0.0.1:$KPORT/v1/chat
 
+    # With a baseline binary, a third server of its own (its store made by its own commands, so
+    # that a newer store is never handed to it), sync normal: row Lb beside row L.
+    if [ -n "$BASE_BIN" ]; then
+        LB=$TMP/live-base
+        KONNECT_DATA_DIR=$LB "$BASE_BIN" account create --email live@example.com >/dev/null \
+            2>>"$TMP/cli.log" || die "baseline account create failed: $(tail -n3 "$TMP/cli.log")"
+        KONNECT_DATA_DIR=$LB "$BASE_BIN" key create --account live@example.com --mode live \
+            --name bench >"$TMP/live-base.keys" 2>>"$TMP/cli.log" ||
+            die "baseline key create failed: $(tail -n3 "$TMP/cli.log")"
+        cp "$LS/plans.json" "$LB/plans.json"
+        KONNECT_MODEL_URL=$M_BASE KONNECT_ACCESS_LOG=off KONNECT_LEDGER_SYNC=normal \
+            START_BIN=$BASE_BIN start_konnect konnect-live-base "$LB"
+        LB_PID=$KPID LB_URL=http://127.0.0.1:$KPORT/v1/chat
+        LB_KEY=$(head -n1 "$TMP/live-base.keys")
+    fi
+
     # Both answer the live key from the backend and bill it.
     for u in "$LF_URL" "$LN_URL"; do
         a=$(chat "$u" "$LIVE_KEY" -w ' %{http_code}')
@@ -796,6 +814,7 @@ if [ "$LIVE" != 0 ]; then
     ROW_L0="L0  backend direct"
     ROW_LF="L   konnect live, sync full"
     ROW_LN="L   konnect live, sync normal"
+    ROW_LB="Lb  baseline, sync normal"
     ROW_TF="T   konnect live, sync full"
     ROW_TN="T   konnect live, sync normal"
     ROW_G0="G0  backend direct, 1 connection"
@@ -831,6 +850,12 @@ if [ "$LIVE" != 0 ]; then
                 -H "Authorization: Bearer $LIVE_KEY" -H 'Content-Type: application/json' \
                 -b '{"message": "Hello"}'
         done
+        if [ -n "$BASE_BIN" ] && alive "$LB_PID"; then
+            # No stage report: an older binary may not know SIGUSR1.
+            STAGE_LOG="" latency_row "$ROW_LB" "$round" "$LB_PID" "$LB_PID $M_PIDS" "$LB_URL" \
+                -H "Authorization: Bearer $LB_KEY" -H 'Content-Type: application/json' \
+                -b '{"message": "Hello"}'
+        fi
         for mode in full normal; do
             if [ $mode = full ]; then
                 row=$ROW_TF spid=$LF_PID url=$LF_URL db=$LS/konnect.db
@@ -960,7 +985,7 @@ if [ "$LIVE" != 0 ]; then
     echo "to the end of its answer):"
     printf '%-30s %7s %7s %7s %7s %7s %8s %6s %7s %5s %7s %4s %6s\n' "row" "p50 ms" "p90 ms" \
         "p99 ms" "p99.9" "max ms" "answers" "errors" "non-200" "conns" "lag p99" "bg %" "other %"
-    for name in "$ROW_L0" "$ROW_LF" "$ROW_LN"; do
+    for name in "$ROW_L0" "$ROW_LF" "$ROW_LN" ${BASE_BIN:+"$ROW_LB"}; do
         if [ "$(lruns "$LIVE_LAT" "$name")" -eq 0 ]; then
             printf '%-30s %s\n' "$name" "no run went through (see below)"
             continue
@@ -995,6 +1020,13 @@ if [ "$LIVE" != 0 ]; then
         line "${name#L   konnect live, }" "p50 +$d50 ms, p99 +$d99 ms   target p99 < 1 ms at $LIVE_RATE/s: $(
             awk -v d="$d99" 'BEGIN { print (d + 0 < 1 ? "met" : "NOT met") }')"
     done
+    if [ -n "$BASE_BIN" ] && [ "$(lruns "$LIVE_LAT" "$ROW_LB")" -gt 0 ] &&
+        [ "$(lruns "$LIVE_LAT" "$ROW_L0")" -gt 0 ]; then
+        line "baseline binary, sync normal" "p50 +$(awk -v a="$(lmed "$LIVE_LAT" "$ROW_LB" 3)" \
+            -v b="$(lmed "$LIVE_LAT" "$ROW_L0" 3)" 'BEGIN { printf "%.3f", a - b }') ms, p99 +$(
+            awk -v a="$(lmed "$LIVE_LAT" "$ROW_LB" 5)" -v b="$(lmed "$LIVE_LAT" "$ROW_L0" 5)" \
+                'BEGIN { printf "%.3f", a - b }') ms (row Lb, to compare with sync normal)"
+    fi
     if [ -s "$LIVE_SYNC" ]; then
         line "the disk: 8 KiB write + fdatasync" "p50 $(cut -f2 "$LIVE_SYNC" | median) ms, p99 $(
             cut -f4 "$LIVE_SYNC" | median) ms (per round: $(cut -f4 "$LIVE_SYNC" | tr '\n' ' ')), max $(
