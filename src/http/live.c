@@ -471,7 +471,7 @@ void live_bill(struct live_req *lr, uint32_t in, uint32_t out)
     lr->out_tokens = out;
     memset(row, 0, sizeof(*row));
     kn_strlcpy(row->request_id, lr->info.request_id, sizeof(row->request_id));
-    kn_strlcpy(row->account_id, lr->key->account_id, sizeof(row->account_id));
+    kn_strlcpy(row->account_id, lr->key->acct->id, sizeof(row->account_id));
     kn_strlcpy(row->key_id, lr->key->id, sizeof(row->key_id));
     kn_strlcpy(row->environment, apikey_env_name((enum apikey_env)lr->key->env),
                sizeof(row->environment));

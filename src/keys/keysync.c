@@ -65,7 +65,6 @@ int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64
         return -1;
     memcpy(out->hash, k->hash, APIKEY_HASH_LEN);
     kn_strlcpy(out->id, k->id, sizeof(out->id));
-    kn_strlcpy(out->account_id, k->account_id, sizeof(out->account_id));
     out->expires_at = k->expires_at;
     out->revoked_at = k->revoked_at;
     out->last_used = k->last_used_at;

@@ -172,7 +172,6 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         r = rec_alloc(kt);
         memcpy(r->hash, d->hash, APIKEY_HASH_LEN);
         kn_strlcpy(r->id, d->id, sizeof(r->id));
-        kn_strlcpy(r->account_id, d->account_id, sizeof(r->account_id));
         r->mode = (uint8_t)d->mode;
         r->env = (uint8_t)d->env;
         r->acct = d->acct;

@@ -18,34 +18,30 @@
 struct acctrec;
 
 #define KEY_ID_SIZE 32
-#define ACCOUNT_ID_SIZE 32
 
 /* One key. The fields above `expires_at` never change after insertion; the atomic fields below it
  * are updated in place. */
 struct keyrec {
     uint8_t hash[APIKEY_HASH_LEN];
     char id[KEY_ID_SIZE];
-    char account_id[ACCOUNT_ID_SIZE];
+    struct acctrec *acct;       /* The key's account, whose id it bills (limits/quota.h). */
+    _Atomic int64_t expires_at; /* Unix seconds, 0 = never. */
+    _Atomic int64_t revoked_at; /* Unix seconds, 0 = not revoked. */
+    _Atomic int64_t last_used;  /* Unix seconds of the last authenticated request. */
+    _Atomic uint64_t rate_tat;  /* GCRA theoretical arrival time (see limits/ratelimit.h). */
+    _Atomic uint64_t day_cell;  /* Daily counter (see limits/ratelimit.h). */
+    _Atomic(const struct iplist *) allow; /* Addresses the key may be used from; NULL = any. */
+    struct keyrec *dirty_next;
+    _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
+    _Atomic uint8_t dirty;             /* 1 while the record is on the dirty list. */
     uint8_t mode;                      /* enum apikey_mode */
     uint8_t env;                       /* enum apikey_env */
-    struct acctrec *acct;              /* The key's account (limits/quota.h). */
-    _Atomic int64_t expires_at;        /* Unix seconds, 0 = never. */
-    _Atomic int64_t revoked_at;        /* Unix seconds, 0 = not revoked. */
-    _Atomic int64_t last_used;         /* Unix seconds of the last authenticated request. */
-    _Atomic uint64_t rate_tat;         /* GCRA theoretical arrival time (see limits/ratelimit.h). */
-    _Atomic uint64_t day_cell;         /* Daily counter (see limits/ratelimit.h). */
-    _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
-    _Atomic uint32_t inflight;         /* Live requests being answered right now. */
-    _Atomic(const struct iplist *) allow; /* Addresses the key may be used from; NULL = any. */
-    _Atomic int dirty;                    /* 1 while the record is on the dirty list. */
-    struct keyrec *dirty_next;
 };
 
 /* The fields of a key that the store owns; used to insert or refresh a record. */
 struct keyrec_data {
     uint8_t hash[APIKEY_HASH_LEN];
     char id[KEY_ID_SIZE];
-    char account_id[ACCOUNT_ID_SIZE];
     enum apikey_mode mode;
     enum apikey_env env;
     struct acctrec *acct;

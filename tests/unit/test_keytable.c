@@ -32,7 +32,6 @@ int main(void)
     for (int i = 0; i < N; i++) {
         randombytes_buf(data[i].hash, APIKEY_HASH_LEN);
         snprintf(data[i].id, sizeof(data[i].id), "key_%d", i);
-        snprintf(data[i].account_id, sizeof(data[i].account_id), "acct_%d", i % 7);
         data[i].mode = i % 2 ? APIKEY_MODE_LIVE : APIKEY_MODE_TEST;
     }
 

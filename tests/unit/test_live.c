@@ -295,7 +295,6 @@ static void setup(void)
     kn_strlcpy(account.id, "acct_test", sizeof(account.id));
     quota_configure(&account, plans_find(plans, "default"), PLAN_UNLIMITED, PLAN_UNLIMITED);
     kn_strlcpy(key.id, "key_test", sizeof(key.id));
-    kn_strlcpy(key.account_id, "acct_test", sizeof(key.account_id));
     key.mode = APIKEY_MODE_LIVE;
     key.env = APIKEY_ENV_PRODUCTION;
     key.acct = &account;
@@ -366,6 +365,7 @@ static void test_plain_waits_for_its_bill(void)
     CHECK(nbilled == 1);
     CHECK(billed[0].input_tokens == 11 && billed[0].output_tokens == 7);
     CHECK_STR(billed[0].key_id, "key_test");
+    CHECK_STR(billed[0].account_id, "acct_test"); /* The account record's id. */
     run_loop_ms(150);
     CHECK(atomic_load(&c->got_len) == 0); /* Nothing before the bill is durable. */
     CHECK(live_worker_billing(&lw) == 1);
