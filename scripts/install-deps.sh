@@ -7,8 +7,8 @@ pkgs=""
 for group in "$@"; do
     case "$group" in
     build) pkgs="$pkgs gcc make cmake pkg-config libh2o-evloop-dev libsodium-dev libjansson-dev
-                 libsqlite3-dev libssl-dev zlib1g-dev libhttp-parser-dev libjs-chart.js" ;;
-    test) pkgs="$pkgs curl python3 python3-requests clang-format git chromium openssl" ;;
+                 libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libhttp-parser-dev libjs-chart.js" ;;
+    test) pkgs="$pkgs curl python3 python3-requests clang-format git chromium openssl postgresql" ;;
     bench) pkgs="$pkgs wrk nginx-light sqlite3" ;;
     fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     *) echo "install-deps: unknown group $group" >&2; exit 2 ;;
@@ -42,6 +42,11 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# PostgreSQL's package makes and starts a system cluster on port 5432; the tests run their own
+# servers on unix sockets and never use it.
+if echo "$missing" | grep -q postgresql; then
+    $SUDO systemctl stop postgresql >/dev/null 2>&1 || $SUDO service postgresql stop >/dev/null 2>&1 || true
+fi
 # nginx-light starts a system nginx on port 80 on install; the benchmarks run their own.
 if echo "$missing" | grep -q nginx; then
     $SUDO systemctl stop nginx >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true

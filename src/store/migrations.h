@@ -1,5 +1,6 @@
-/* The SQLite schema migrations, numbered SQL files under src/store/migrations/sqlite/ (one folder
- * per backend, with the same numbers) embedded at build time. */
+/* The schema migrations, numbered SQL files under src/store/migrations/<backend>/ embedded at
+ * build time. A number means the same schema on every backend: PostgreSQL's first file is 007,
+ * SQLite's 001 to 007 in one. */
 #ifndef KN_STORE_MIGRATIONS_H
 #define KN_STORE_MIGRATIONS_H
 
@@ -14,5 +15,8 @@ struct store_migration {
 /* The migrations in ascending version order, and how many there are. */
 extern const struct store_migration store_migrations[];
 extern const size_t store_migrations_count;
+/* The PostgreSQL schema's, from src/store/migrations/postgresql/. */
+extern const struct store_migration store_pg_migrations[];
+extern const size_t store_pg_migrations_count;
 
 #endif

@@ -20,6 +20,24 @@ struct store {
     char url[4096];
 };
 
+int store_is_postgres(const char *url)
+{
+    return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
+}
+
+/* Opens s's backend at `where` with options, and migrates when asked; NULL (s freed) when either
+ * fails. */
+static struct store *opened(struct store *s, const char *where, const char *options, int migrate,
+                            char *err, size_t errsize)
+{
+    if (s->ops->open(s, where, options) != STORE_OK || (migrate && store_migrate(s) != STORE_OK)) {
+        snprintf(err, errsize, "%s", s->errmsg);
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
 struct store *store_open(const char *url, int migrate, char *err, size_t errsize)
 {
     return store_open_with(url, NULL, migrate, err, errsize);
@@ -32,9 +50,16 @@ struct store *store_open_with(const char *url, const char *options, int migrate,
     char where[4096], opts[1024] = "";
     const char *q = NULL;
 
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        snprintf(err, errsize, "PostgreSQL is not supported by this build yet: use a SQLite path");
-        return NULL;
+    if (store_is_postgres(url)) {
+        /* libpq reads the whole URL, its own parameters after the '?' included. */
+        if (strlen(url) >= sizeof(s->url)) {
+            snprintf(err, errsize, "the database URL is too long");
+            return NULL;
+        }
+        s = kn_calloc(1, sizeof(*s));
+        s->ops = &store_pg_ops;
+        kn_strlcpy(s->url, url, sizeof(s->url));
+        return opened(s, url, options, migrate, err, errsize);
     }
     /* Options come after a '?' of a "sqlite:" URL only: a plain path is taken as it is. */
     if (strncmp(url, "sqlite:", 7) == 0) {
@@ -54,13 +79,7 @@ struct store *store_open_with(const char *url, const char *options, int migrate,
     s = kn_calloc(1, sizeof(*s));
     s->ops = &store_sqlite_ops;
     kn_strlcpy(s->url, where, sizeof(s->url));
-    if (s->ops->open(s, where, opts[0] != '\0' ? opts : NULL) != STORE_OK ||
-        (migrate && store_migrate(s) != STORE_OK)) {
-        snprintf(err, errsize, "%s", s->errmsg);
-        store_close(s);
-        return NULL;
-    }
-    return s;
+    return opened(s, where, opts[0] != '\0' ? opts : NULL, migrate, err, errsize);
 }
 
 int store_exists(const char *url, char *where, size_t size)
@@ -68,6 +87,12 @@ int store_exists(const char *url, char *where, size_t size)
     struct stat st;
     char path[4096];
 
+    if (store_is_postgres(url)) {
+        /* A database that libpq cannot find is an error when it is opened: nothing to create. */
+        if (where != NULL)
+            store_url_redacted(url, where, size);
+        return 1;
+    }
     if (strncmp(url, "sqlite:", 7) == 0) {
         url += 7;
         kn_strlcpy(path, url, sizeof(path));
@@ -91,6 +116,43 @@ void store_close(struct store *s)
 const char *store_url_of(struct store *s)
 {
     return s->url;
+}
+
+void store_url_redacted(const char *url, char *out, size_t size)
+{
+    size_t o = 0;
+    const char *p = url, *auth_end = NULL;
+
+    if (size == 0)
+        return;
+    if (store_is_postgres(url)) {
+        /* postgresql://user:password@host/db: the password goes, the user stays. */
+        const char *start = strstr(url, "://") + 3;
+        const char *at = start + strcspn(start, "@/?");
+        const char *colon = memchr(start, ':', (size_t)(at - start));
+        if (*at == '@' && colon != NULL && colon + 1 < at)
+            auth_end = at;
+        for (; *p != '\0' && o + 1 < size; p++) {
+            if (auth_end != NULL && p == colon + 1) {
+                for (const char *m = "***"; *m != '\0' && o + 1 < size; m++)
+                    out[o++] = *m;
+                p = auth_end - 1;
+                continue;
+            }
+            /* A password given as a parameter: password=...&. */
+            if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
+                for (const char *m = p[0] == '?' ? "?password=***" : "&password=***";
+                     *m != '\0' && o + 1 < size; m++)
+                    out[o++] = *m;
+                p += 9 + strcspn(p + 10, "&");
+                continue;
+            }
+            out[o++] = *p;
+        }
+        out[o] = '\0';
+        return;
+    }
+    kn_strlcpy(out, url, size);
 }
 
 const char *store_errmsg(struct store *s)

@@ -375,12 +375,22 @@ struct store_ops {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops;
+
+/* Returns 1 when url names a PostgreSQL database ("postgresql://..." or "postgres://...", any
+ * URL that libpq reads), 0 for SQLite. */
+int store_is_postgres(const char *url);
+
+/* Writes url to out without its password (a PostgreSQL URL's user:password@ or password=
+ * parameter), for messages and logs. */
+void store_url_redacted(const char *url, char *out, size_t size);
 
 /* Opens the store named by url, creating it when missing, and applies pending migrations when
  * migrate is non-zero; a store migrated by a newer Konnect than this one is refused. Returns the
  * connection, or NULL with a message written into err.
  *
- * url is a path (any text without a scheme) or "sqlite:PATH", which may carry options after a
+ * url is a PostgreSQL URL (store_is_postgres; read by libpq as it is, with its own parameters),
+ * a path (any text without a scheme) or "sqlite:PATH", which may carry options after a
  * '?': "sync=full" (every commit waits for the disk, and so survives a power loss) or
  * "sync=normal" (the default: a commit survives a crash of the process, not of the machine), and
  * "checkpoint=background" (for a connection that writes all the time, the server's store thread:
@@ -391,7 +401,8 @@ struct store *store_open_with(const char *url, const char *options, int migrate,
                               size_t errsize);
 
 /* Returns 1 when the store that url names exists already (a database file for SQLite), 0 when
- * opening it would create it. Writes the path it looked at, absolute, to where (when not NULL). */
+ * opening it would create it. Writes the path it looked at, absolute, to where (when not NULL).
+ * A PostgreSQL database is never created by opening it: 1, and its URL without the password. */
 int store_exists(const char *url, char *where, size_t size);
 
 /* Closes the connection (NULL is accepted). */

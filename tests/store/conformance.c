@@ -487,7 +487,8 @@ int main(int argc, char **argv)
     conform(url);
     for (int i = 1; i < argc; i++)
         conform(argv[i]);
-    CHECK(store_open("postgres://localhost/x", 1, err, sizeof(err)) == NULL);
+    /* A PostgreSQL server that is not there: refused with a message, at once. */
+    CHECK(store_open("postgresql:///x?host=/nonexistent", 1, err, sizeof(err)) == NULL);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
