@@ -81,12 +81,22 @@ export function setBusy(button, busy, busyText) {
 }
 
 let toastTimer = null;
-export function toast(message) {
+export function toast(message, ms = 4000) {
   $toast.textContent = message;
   $toast.classList.add('is-visible');
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => {
     $toast.classList.remove('is-visible');
     $toast.textContent = '';
-  }, 4000);
+  }, ms);
+}
+
+/* What an answer's "propagation" says of servers that had not applied the change yet, as a
+ * sentence, or '' when it is in force on every running server. */
+export function propagationWarning(answer) {
+  const p = answer && answer.propagation;
+  if (!p || !Array.isArray(p.lagging) || p.lagging.length === 0) return '';
+  const which = p.lagging.length === 1 ? 'server' : 'servers';
+  return `Saved, but not yet in force on ${which} ${p.lagging.join(', ')}: ` +
+    'they apply it as soon as they reach the database.';
 }

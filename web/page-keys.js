@@ -1,7 +1,7 @@
 // Settings → API Keys: the list of keys, and creating, rolling, renaming and revoking them.
 
 import { isOwner } from './state.js';
-import { alertBox, field, h, setBusy, toast, uid } from './dom.js';
+import { alertBox, field, h, propagationWarning, setBusy, toast, uid } from './dom.js';
 import { ago, capitalize, dateFmt, dateTimeFmt, money, nowSec, numFmt, personName, span, timeEl } from './format.js';
 import { api, errorText } from './api.js';
 import { focusHeading } from './router.js';
@@ -250,7 +250,8 @@ function createKeyDialog(refresh) {
       const k = answer.key || {};
       showSecret(dlg, holder, {
         title: 'Save your secret key',
-        intro: `“${k.name || body.name}” — ${k.mode === 'live' ? 'live' : 'test'} key for ${k.environment || body.environment}.`,
+        intro: `“${k.name || body.name}” — ${k.mode === 'live' ? 'live' : 'test'} key for ${k.environment || body.environment}.` +
+          (propagationWarning(answer) ? ` ${propagationWarning(answer)}` : ''),
       });
       holder.secret = null;
     } catch (e) {
@@ -315,6 +316,7 @@ function rollDialog(k, refresh) {
       if (grace === 0) intro = `The old key ${k.hint} has stopped working.`;
       else if (old.expires) intro = `The old key ${k.hint} keeps working until ${dateTimeFmt.format(new Date(old.expires * 1000))}.`;
       else intro = `The old key ${k.hint} keeps working for ${span(grace)}.`;
+      if (propagationWarning(answer)) intro += ` ${propagationWarning(answer)}`;
       showSecret(dlg, holder, { title: 'Save your new secret key', intro });
       holder.secret = null;
     } catch (e) {
@@ -373,8 +375,10 @@ function revokeDialog(k, refresh) {
     confirmLabel: 'Revoke key',
     danger: true,
     action: () => api('POST', keyPath(k, '/revoke')),
-    onDone: () => {
-      toast(`Key “${k.name}” revoked.`);
+    onDone: (answer) => {
+      const late = propagationWarning(answer);
+      if (late) toast(`Key “${k.name}” revoked. ${late}`, 15000);
+      else toast(`Key “${k.name}” revoked.`);
       refresh();
     },
   });

@@ -57,6 +57,8 @@ static const char account_usage[] =
     "  --plan NAME         a plan named in the plans file (see 'konnect plans')\n"
     "  --requests N        live requests a month: N, unlimited or plan\n"
     "  --tokens N          tokens a month: N, unlimited or plan\n"
+    "  --wait DURATION     how long a change waits for every running server to apply it\n"
+    "                      (default 5s); exit status 3 names those that had not\n"
     "  --data-dir DIR      where the database and server secret live (KONNECT_DATA_DIR, "
     "default ./var)\n"
     "  -h, --help          show this help\n"
@@ -184,7 +186,7 @@ static int account_set_plan(struct kn_config *c, const struct opts *o)
     snprintf(detail, sizeof(detail), "plan %s%s (was %s)", p->name,
              stored[0] == '\0' ? ", the default" : "", a.plan[0] ? a.plan : "the default");
     int rc = store_account_set_plan(s, a.id, stored);
-    ret = cli_account_changed(c, s, &a, rc, "account.plan", detail, "the plan is in force",
+    ret = cli_account_changed(c, s, o, &a, rc, "account.plan", detail, "the plan is in force",
                               "%s is on plan %s%s\n", cli_shown(a.email), p->name,
                               stored[0] == '\0' ? " (the default plan)" : "");
 out:
@@ -246,7 +248,7 @@ static int account_set_quota(struct kn_config *c, const struct opts *o)
     describe_quota(requests, p->requests_per_month, rq, sizeof(rq));
     describe_quota(tokens, p->tokens_per_month, tq, sizeof(tq));
     int rc = store_account_set_quota(s, a.id, requests, tokens);
-    ret = cli_account_changed(c, s, &a, rc, "account.quota", detail, "the quotas are in force",
+    ret = cli_account_changed(c, s, o, &a, rc, "account.quota", detail, "the quotas are in force",
                               "%s: requests %s, tokens %s\n", cli_shown(a.email), rq, tq);
 out:
     store_close(s);

@@ -20,6 +20,7 @@
 #include "core/util.h"
 #include "keys/apikey.h"
 #include "keys/control.h"
+#include "keys/propagation.h"
 #include "keys/keyjson.h"
 #include "keys/keysync.h"
 #include "auth/password.h"
@@ -85,6 +86,7 @@ static const struct opt_def opt_defs[] = {
     OPT_VALUE("month", month),
     OPT_FLAG("csv", csv),
     OPT_VALUE("existing-user", existing_user),
+    OPT_VALUE("wait", wait),
     OPT_FLAG("help", help),
 };
 #define OPT_COUNT (sizeof(opt_defs) / sizeof(opt_defs[0]))
@@ -128,6 +130,12 @@ int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, c
         }
         o->positional[o->npositional++] = argv[i];
     }
+    int64_t wait_s = 5;
+    if (o->wait != NULL && (kn_parse_duration(o->wait, &wait_s) != 0 || wait_s > 3600)) {
+        fprintf(stderr, "konnect: --wait takes a duration such as 0, 5s or 1m (at most 1h)\n");
+        return -1;
+    }
+    o->wait_ms = wait_s * 1000;
     return 0;
 }
 
@@ -258,21 +266,42 @@ void cli_show_secret(char sk[APIKEY_LEN + 1])
     sodium_memzero(sk, APIKEY_LEN + 1);
 }
 
-void cli_report_notify(struct kn_config *c, const char *what)
+int cli_report_notify(struct kn_config *c, struct store *s, const struct opts *o, const char *what)
 {
     char where[PATH_MAX + 16];
-    int n = control_notify(c->socket_path, 5000);
+    struct propagation p;
 
-    if (n > 0)
-        fprintf(stderr, "konnect: the running server applied it: %s\n", what);
-    else if (n < 0)
-        fprintf(stderr, "konnect: the running server did not answer; it applies the change within "
-                        "a second\n");
-    else
+    /* A server of this data directory applies it before it answers; others read the change
+     * logs when notified (PostgreSQL) or within a second. */
+    if (control_notify(c->socket_path, 5000) < 0)
+        fprintf(stderr, "konnect: the server of this data directory did not answer the nudge\n");
+    if (propagation_wait(s, (int)o->wait_ms, &p) != STORE_OK) {
         fprintf(stderr,
-                "konnect: no server is running with the data directory %s: the change is in the "
-                "database, for the server that starts with it\n",
-                kn_abs_path(c->data_dir, where, sizeof(where)));
+                "konnect: the change is committed, but whether the servers applied it cannot be "
+                "read: %s\n",
+                cli_shown(store_errmsg(s)));
+        return 3;
+    }
+    if (p.live == 0) {
+        if (store_is_postgres(store_url_of(s)))
+            fprintf(stderr, "konnect: no server is running with this store: the change is in the "
+                            "database, for the servers that start with it\n");
+        else
+            fprintf(stderr,
+                    "konnect: no server is running with the data directory %s: the change is in "
+                    "the database, for the server that starts with it\n",
+                    kn_abs_path(c->data_dir, where, sizeof(where)));
+        return 0;
+    }
+    if (p.lagging[0] == '\0') {
+        fprintf(stderr, "konnect: applied by every running server (%d): %s\n", p.live, what);
+        return 0;
+    }
+    fprintf(stderr,
+            "konnect: warning: the change is committed, but %d of %d running servers had not "
+            "applied it after %lld ms: %s; they apply it as soon as they reach the store\n",
+            p.live - p.applied, p.live, (long long)o->wait_ms, cli_shown(p.lagging));
+    return 3;
 }
 
 /* ---- accounts, plans, usage and invoices ---------------------------------------------------- */
@@ -417,9 +446,9 @@ int cli_account_report(struct kn_config *c, const struct opts *o, cli_report_fn 
 
 /* Ends a change to account a that the store answered with rc: its error, or the audit entry, the
  * line on standard output and the nudge to the running server. Returns the exit status. */
-int cli_account_changed(struct kn_config *c, struct store *s, const struct store_account *a, int rc,
-                        const char *action, const char *detail, const char *in_force,
-                        const char *fmt, ...)
+int cli_account_changed(struct kn_config *c, struct store *s, const struct opts *o,
+                        const struct store_account *a, int rc, const char *action,
+                        const char *detail, const char *in_force, const char *fmt, ...)
 {
     va_list ap;
 
@@ -431,8 +460,7 @@ int cli_account_changed(struct kn_config *c, struct store *s, const struct store
     va_start(ap, fmt);
     vprintf(fmt, ap);
     va_end(ap);
-    cli_report_notify(c, in_force);
-    return 0;
+    return cli_report_notify(c, s, o, in_force);
 }
 
 /* Prints a text report and frees it. */

@@ -20,6 +20,8 @@
 struct opts {
     const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
         *limit, *plan, *requests, *tokens, *month, *existing_user;
+    const char *wait;
+    int64_t wait_ms; /* --wait as milliseconds (default 5 s), checked before any change. */
     int json, csv, help;
     const char *positional[4];
     int npositional;
@@ -68,8 +70,11 @@ struct store *cli_require_account(struct kn_config *c, const struct opts *o, con
 int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN]);
 /* Prints a new key's secret on standard output, then wipes it. */
 void cli_show_secret(char sk[APIKEY_LEN + 1]);
-/* Nudges the running server after a change, saying `what` when it applied it. */
-void cli_report_notify(struct kn_config *c, const char *what);
+/* After a change committed to s: nudges a server running with this data directory (which
+ * applies it at once), then waits up to --wait for every live server to have applied it
+ * (keys/propagation.h) and says so, with `what` (what is now in force). Returns the command's
+ * exit status: 0, or 3 when live servers lag (the change stays committed; they are named). */
+int cli_report_notify(struct kn_config *c, struct store *s, const struct opts *o, const char *what);
 /* The plans file, or NULL after printing why. */
 struct plans *cli_load_plans(const struct kn_config *c);
 /* --month (YYYY-MM, default the current one) as year * 12 + month - 1. Returns 0 or -1. */
@@ -98,11 +103,12 @@ int cli_account_report(struct kn_config *c, const struct opts *o, cli_report_fn 
                        cli_show_fn *show);
 /* Ends a change to account a (set-plan, set-quota), rc being what the store answered it: prints
  * the store's error and returns 1, or records action and detail in the audit log, prints the line
- * that fmt makes on standard output, nudges the running server (saying in_force when it applied
- * it) and returns 0. */
-int cli_account_changed(struct kn_config *c, struct store *s, const struct store_account *a, int rc,
-                        const char *action, const char *detail, const char *in_force,
-                        const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+ * that fmt makes on standard output and reports the change's propagation (cli_report_notify,
+ * saying in_force), whose exit status it returns. */
+int cli_account_changed(struct kn_config *c, struct store *s, const struct opts *o,
+                        const struct store_account *a, int rc, const char *action,
+                        const char *detail, const char *in_force, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
 /* A monthly quota override as text: "plan", "unlimited" or the limit. */
 void cli_quota_text(int64_t q, char *buf, size_t size);
 /* Prints a text report and frees it. */

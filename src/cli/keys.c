@@ -47,7 +47,8 @@ static const char key_usage[] =
     "  roll     Replace a key: print the new secret (shown once) and let the old key work\n"
     "           for the grace period (default: none, it stops at once), then expire.\n"
     "  update   Rename a key, or replace its IP allowlist ('none' removes it).\n"
-    "  revoke   Revoke a key. A running server refuses it from the very next request.\n"
+    "  revoke   Revoke a key. Every running server refuses it from the very next request once\n"
+    "           this returns.\n"
     "  expire   Make a key expire now, or after DURATION.\n"
     "\n"
     "Options:\n"
@@ -64,6 +65,8 @@ static const char key_usage[] =
     "  --grace DURATION        for roll: how long the old key keeps working (0, 1h, 24h, 7d)\n"
     "  --in DURATION           for expire: when the key stops working (default: now)\n"
     "  --json                  for list: print JSON\n"
+    "  --wait DURATION         how long a change waits for every running server to apply it\n"
+    "                          (default 5s); exit status 3 names those that had not\n"
     "  --data-dir DIR          where the database and server secret live (KONNECT_DATA_DIR,\n"
     "                          default ./var)\n"
     "  -h, --help              show this help\n";
@@ -165,8 +168,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
         fprintf(stderr, "konnect: created %lld %s keys for %s\n", count, o->mode,
                 cli_shown(a.email));
     }
-    cli_report_notify(c, "the key works from the next request on");
-    ret = 0;
+    ret = cli_report_notify(c, s, o, "the key works from the next request on");
 out:
     if (secrets != NULL) {
         sodium_memzero(secrets, CHUNK * (APIKEY_LEN + 1));
@@ -318,8 +320,7 @@ static int key_revoke(struct kn_config *c, const struct opts *o)
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
     } else {
         printf("revoked %s\n", k.id);
-        cli_report_notify(c, "the key is refused from the next request on");
-        ret = 0;
+        ret = cli_report_notify(c, s, o, "the key is refused from the next request on");
     }
     store_close(s);
     return ret;
@@ -344,8 +345,7 @@ static int key_expire(struct kn_config *c, const struct opts *o)
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
     } else {
         printf("%s expires at %s\n", k.id, kn_format_time(at, tbuf, sizeof(tbuf)));
-        cli_report_notify(c, "the new expiry is in force");
-        ret = 0;
+        ret = cli_report_notify(c, s, o, "the new expiry is in force");
     }
     store_close(s);
     return ret;
@@ -379,8 +379,7 @@ static int key_roll(struct kn_config *c, const struct opts *o)
             "konnect: copy the new key now: it won't be shown again.\n",
             old.id, k.id, cli_shown(k.name), grace ? "keeps working until" : "stopped working",
             kn_format_time(kn_unix_now() + grace, tbuf, sizeof(tbuf)));
-    cli_report_notify(c, "both keys are in force");
-    ret = 0;
+    ret = cli_report_notify(c, s, o, "both keys are in force");
 out:
     sodium_memzero(secret, sizeof(secret));
     store_close(s);
@@ -417,10 +416,10 @@ static int key_update(struct kn_config *c, const struct opts *o)
     if (o->allow_ip != NULL && lifecycle_set_allowlist(s, &k, allow, &cli_actor) != STORE_OK)
         goto fail;
     printf("updated %s\n", k.id);
-    if (o->allow_ip != NULL)
-        cli_report_notify(c,
-                          allow[0] ? "the allowlist is in force" : "the key works from anywhere");
-    ret = 0;
+    ret = o->allow_ip == NULL ? 0
+                              : cli_report_notify(c, s, o,
+                                                  allow[0] ? "the allowlist is in force"
+                                                           : "the key works from anywhere");
     goto out;
 fail:
     fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));

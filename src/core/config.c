@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base62.h"
 #include "core/ipnet.h"
 #include "core/util.h"
 
@@ -259,6 +260,24 @@ static void set_number(struct kn_config *c, const struct number_setting *d, long
     }
 }
 
+/* The host name (its first label, only the characters a node id may hold) and a random suffix,
+ * so that two processes on one machine never share an id. */
+static void default_node_id(char *out, size_t size)
+{
+    char host[256] = "", suffix[16];
+    size_t n = 0;
+
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        host[0] = '\0';
+    for (const char *h = host; *h != '\0' && *h != '.' && n < 40; h++)
+        if ((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+            *h == '-' || *h == '_')
+            host[n++] = *h;
+    host[n] = '\0';
+    base62_random_id(suffix, "", 6);
+    snprintf(out, size, "%s-%s", n > 0 ? host : "node", suffix);
+}
+
 int config_load(struct kn_config *c, char *err, size_t errsize)
 {
     const char *v;
@@ -355,6 +374,19 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     if ((v = getenv("KONNECT_PUBLIC_URL")) != NULL && *v != '\0' &&
         parse_public_url(c, v, err, errsize) != 0)
         return -1;
+    if ((v = getenv("KONNECT_NODE_ID")) != NULL && *v != '\0') {
+        size_t len = strlen(v);
+        if (len >= sizeof(c->node_id) ||
+            strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                      "0123456789._-") != len) {
+            snprintf(err, errsize,
+                     "KONNECT_NODE_ID must be 1 to 63 letters, digits, '.', '_' or '-'");
+            return -1;
+        }
+        kn_strlcpy(c->node_id, v, sizeof(c->node_id));
+    } else {
+        default_node_id(c->node_id, sizeof(c->node_id));
+    }
     if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')
         kn_strlcpy(c->access_log, v, sizeof(c->access_log));
     if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {

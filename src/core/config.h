@@ -45,6 +45,7 @@ struct kn_config {
     int plans_file_set;      /* 1 when KONNECT_PLANS names the file (it must then exist). */
     int ledger_sync_full;    /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
     char public_url[512];    /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
+    char node_id[64];        /* KONNECT_NODE_ID, default the host name and a random suffix. */
     const char *public_host; /* The authority part of public_url ("dash.example.com"). */
     int public_https;        /* 1 when public_url is https://. */
     uint32_t max_keys_per_account;      /* KONNECT_MAX_KEYS_PER_ACCOUNT, default 100, 0 = no cap. */

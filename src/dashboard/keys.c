@@ -19,6 +19,7 @@
 #include "keys/keyjson.h"
 #include "keys/keysync.h"
 #include "keys/lifecycle.h"
+#include "keys/propagation.h"
 #include "metering/plans.h"
 #include "metering/report.h"
 #include "store/store.h"
@@ -104,17 +105,44 @@ bad:
     return -1;
 }
 
-static void sync_keys(struct dashboard *d)
+/* How long a change waits for every running server to apply it before the answer says which
+ * had not (the CLI's --wait default). */
+#define PROPAGATION_WAIT_MS 5000
+
+/* The change must be in force on the API of every running server before this answer reaches the
+ * browser: this server applies it at once, the others when notified; then every live server's
+ * heartbeat must show it. Returns what the answer says of it: {"servers": N, "lagging": [...]}
+ * (the ids of the servers that had not applied it in time, none when it is in force). */
+static json_t *sync_keys(struct dashboard *d)
 {
-    /* The change must be in force on the API before this answer reaches the browser. */
+    struct propagation p;
+    json_t *lagging = json_array();
+
     if (d->ks != NULL)
         keysync_sync_now(d->ks);
+    if (propagation_wait(d->store, PROPAGATION_WAIT_MS, &p) != STORE_OK) {
+        /* Committed, but unconfirmed: said as such, never as in force. */
+        fprintf(stderr, "konnect: cannot confirm a key change on every server: %s\n",
+                store_errmsg(d->store));
+        json_array_append_new(lagging, json_string("unknown"));
+        return json_pack("{s:i, s:o}", "servers", 0, "lagging", lagging);
+    }
+    for (const char *id = p.lagging; *id != '\0';) {
+        size_t n = strcspn(id, ",");
+        json_array_append_new(lagging, json_stringn(id, n));
+        id += n;
+        id += strspn(id, ", ");
+    }
+    if (p.lagging[0] != '\0')
+        fprintf(stderr, "konnect: a key change was not applied in time by: %s\n", p.lagging);
+    return json_pack("{s:i, s:o}", "servers", p.live, "lagging", lagging);
 }
 
 static void reply_key_and_secret(struct dash_response *res, int status, const struct store_key *k,
-                                 char sk[APIKEY_LEN + 1], json_t *extra_rolled)
+                                 char sk[APIKEY_LEN + 1], json_t *extra_rolled, json_t *propagation)
 {
-    json_t *doc = json_pack("{s:o, s:s}", "key", key_doc(k), "secret", sk);
+    json_t *doc =
+        json_pack("{s:o, s:s, s:o}", "key", key_doc(k), "secret", sk, "propagation", propagation);
     if (extra_rolled != NULL)
         json_object_set_new(doc, "rolled", extra_rolled);
     sodium_memzero(sk, APIKEY_LEN + 1);
@@ -216,8 +244,7 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         dash_reply_store_error(d, res, req);
         goto out;
     }
-    sync_keys(d);
-    reply_key_and_secret(res, 201, &k, sk, NULL);
+    reply_key_and_secret(res, 201, &k, sk, NULL, sync_keys(d));
 out:
     json_decref(doc);
 }
@@ -273,8 +300,7 @@ void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct d
         dash_reply_store_error(d, res, req);
         goto out;
     }
-    sync_keys(d);
-    reply_key_and_secret(res, 201, &k, sk, key_doc(&old));
+    reply_key_and_secret(res, 201, &k, sk, key_doc(&old), sync_keys(d));
 out:
     json_decref(doc);
 }
@@ -290,12 +316,14 @@ void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct
         dash_reply_store_error(d, res, req);
         return;
     }
-    sync_keys(d);
+    json_t *propagation = sync_keys(d);
     if (reload(d, &k) != STORE_OK) {
+        json_decref(propagation);
         dash_reply_store_error(d, res, req);
         return;
     }
-    dash_reply_json(res, 200, "OK", json_pack("{s:o}", "key", key_doc(&k)));
+    dash_reply_json(res, 200, "OK",
+                    json_pack("{s:o, s:o}", "key", key_doc(&k), "propagation", propagation));
 }
 
 void dash_key_update(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
@@ -331,10 +359,13 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
     if (json_object_get(doc, "ip_allowlist") != NULL &&
         lifecycle_set_allowlist(d->store, &k, allow, &w->actor) != STORE_OK)
         goto fail;
-    sync_keys(d);
-    if (reload(d, &k) != STORE_OK)
+    json_t *propagation = sync_keys(d);
+    if (reload(d, &k) != STORE_OK) {
+        json_decref(propagation);
         goto fail;
-    dash_reply_json(res, 200, "OK", json_pack("{s:o}", "key", key_doc(&k)));
+    }
+    dash_reply_json(res, 200, "OK",
+                    json_pack("{s:o, s:o}", "key", key_doc(&k), "propagation", propagation));
     goto out;
 fail:
     dash_reply_store_error(d, res, req);

@@ -587,8 +587,11 @@ int server_run(const struct kn_config *c)
                 "(no quota, no charge)\n",
                 c->plans_file);
     /* The store thread takes the plans over (it reloads them on SIGHUP). */
+    struct store_node node = {.counters = "local", .version = KONNECT_VERSION};
+    kn_strlcpy(node.id, c->node_id, sizeof(node.id));
     if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, plans, c->plans_file,
-                                 c->plans_file_set, c->ledger_sync_full, err, sizeof(err))) == NULL)
+                                 c->plans_file_set, c->ledger_sync_full, &node, err,
+                                 sizeof(err))) == NULL)
         goto fail;
     srv->live_setup = (struct live_setup){
         .upstream = &srv->upstream,

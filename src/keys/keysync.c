@@ -54,6 +54,8 @@ struct keysync {
     struct store_cursor account_cursor;
     struct ledger *ledger;    /* The ledger's group commits (metering/ledger.h). */
     _Atomic(char *) base_url; /* The running server's own address, for the CLI's links. */
+    struct store_node node;   /* This server's row in the nodes table. */
+    int beat_failed;          /* The last heartbeat failed (said once, not every second). */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -107,6 +109,23 @@ static void mark(struct keysync *ks, int ok)
         atomic_store(&ks->last_ok_ns, kn_mono_ns());
 }
 
+/* Writes this server's heartbeat with the change-log positions it has applied: whoever changed a
+ * key waits for every live server's row to reach its change (keys/propagation.h). */
+static int beat(struct keysync *ks)
+{
+    const char *url = atomic_load(&ks->base_url);
+
+    ks->node.key_seq = ks->key_cursor.v[0];
+    ks->node.account_seq = ks->account_cursor.v[0];
+    kn_strlcpy(ks->node.address, url != NULL ? url : "", sizeof(ks->node.address));
+    int failed = store_node_beat(ks->store, &ks->node) != STORE_OK;
+    if (failed && !ks->beat_failed)
+        fprintf(stderr, "konnect: cannot write this node's heartbeat (will retry): %s\n",
+                store_errmsg(ks->store));
+    ks->beat_failed = failed;
+    return !failed;
+}
+
 static int sync_changes(struct keysync *ks)
 {
     int ok = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts) ==
@@ -115,6 +134,8 @@ static int sync_changes(struct keysync *ks)
                  STORE_OK;
     if (!ok)
         fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
+    else
+        ok = beat(ks);
     mark(ks, ok);
     return ok;
 }
@@ -259,16 +280,23 @@ static void *thread_main(void *arg)
     }
     if (flush_usage(ks) != 0)
         fprintf(stderr, "konnect: usage of the last second could not be written at shutdown\n");
+    /* Gone at once, so that nobody waits for this server to apply a change (a server that stops
+     * without saying so is no longer live 3 seconds after its last heartbeat). */
+    if (store_node_leave(ks->store, ks->node.id) != STORE_OK)
+        fprintf(stderr, "konnect: cannot remove this node from the nodes table: %s\n",
+                store_errmsg(ks->store));
     return NULL;
 }
 
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
                               struct plans *plans, const char *plans_path, int plans_required,
-                              int durable, char *err, size_t errsize)
+                              int durable, const struct store_node *node, char *err, size_t errsize)
 {
     struct keysync *ks = kn_calloc(1, sizeof(*ks));
 
     ks->kt = kt;
+    ks->node = *node;
+    ks->node.started_at = kn_unix_now();
     ks->accounts = accounts_new(plans, plans_path, plans_required);
     if (mailbox_init(&ks->mailbox, 0, 1) != 0) {
         snprintf(err, errsize, "eventfd: %s", strerror(errno));
@@ -296,6 +324,10 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) !=
         STORE_OK) {
         snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));
+        goto fail;
+    }
+    if (!beat(ks)) {
+        snprintf(err, errsize, "cannot write this node's heartbeat: %s", store_errmsg(ks->store));
         goto fail;
     }
     mark(ks, 1);

@@ -31,11 +31,15 @@ int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64
  * takes over, and reloads from plans_path, a file that must exist when plans_required) and every
  * key into kt, binds the control socket at socket_path (NULL: none; the caller must be the only
  * server using it) and starts the store thread. durable chooses how the ledger is committed (1:
- * every commit waits for the disk, the store's sync=full). Returns NULL with a message in err on
- * failure (plans then still belong to the caller only if it was never taken: it is freed). */
+ * every commit waits for the disk, the store's sync=full). node names this server in the nodes
+ * table (its id, counters and version; the rest is filled in): the store thread writes its
+ * heartbeat there each time it reads the change logs, at least once a second, and removes it at
+ * keysync_stop. Returns NULL with a message in err on failure (plans then still belong to the
+ * caller only if it was never taken: it is freed). */
 struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
                               struct plans *plans, const char *plans_path, int plans_required,
-                              int durable, char *err, size_t errsize);
+                              int durable, const struct store_node *node, char *err,
+                              size_t errsize);
 
 /* Tells the store thread the address the server answers at (KONNECT_PUBLIC_URL, else where it
  * listens), which it gives to commands that ask through the control socket ("base-url"), so

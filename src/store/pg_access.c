@@ -561,8 +561,13 @@ int pg_prune(struct store *s, const struct store_retention *r, int64_t now, int6
         "$4::bigint AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
         "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE $5::bigint > 0 AND "
         "at <= $6::bigint ORDER BY id LIMIT 500)",
+        /* Servers not seen for a day (see the SQLite backend). */
+        "DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE seen_ms < ($1::bigint - 86400) "
+        "* 1000 LIMIT 500)",
     };
     int64_t total = 0;
+    _Static_assert(sizeof(sql) / sizeof(sql[0]) == PS_PRUNE_LAST - PS_PRUNE_FIRST + 1,
+                   "one prepared statement per prune statement");
 
     for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
         for (;;) {

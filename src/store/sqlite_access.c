@@ -554,9 +554,15 @@ int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, 
         "AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
         "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ?5 > 0 AND at <= ?6 "
         "ORDER BY id LIMIT 500)",
+        /* Servers not seen for a day: stopped without saying so (their row is not live after 3
+         * seconds; this only keeps the table short). */
+        "DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE seen_ms < (?1 - 86400) * 1000 "
+        "LIMIT 500)",
     };
     struct sqlite_backend *b = store_backend(s);
     int64_t total = 0;
+    _Static_assert(sizeof(sql) / sizeof(sql[0]) == sizeof(b->prune) / sizeof(b->prune[0]),
+                   "one cached statement per prune statement");
 
     for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
         for (;;) {

@@ -85,13 +85,16 @@ enum {
     DS_ROLLUP_ADD,
     DS_MONTH_TOTALS,
     DS_USAGE_SUMS,
+    DS_NODE_BEAT,
+    DS_NODE_LEAVE,
+    DS_NODES_LIST,
     DS__COUNT
 };
 
 struct sqlite_backend {
     sqlite3 *db;
     sqlite3_stmt *dash[DS__COUNT];
-    sqlite3_stmt *prune[7];
+    sqlite3_stmt *prune[8];
     struct checkpointer *ckpt;
 };
 

@@ -48,11 +48,11 @@ struct store_account {
 
 typedef int (*store_account_cb)(void *ud, const struct store_account *a);
 
-/* Where a reader of a change feed (store_key_changes, store_account_changes) stands. Opaque:
- * only the backend that filled it reads it. A backend hands a reader every change committed
- * after its cursor at least once, whatever order its writers commit in: with one writer at a
- * time (SQLite) a sequence number is enough; a backend whose sequence values can commit out of
- * order must keep more here. */
+/* Where a reader of a change feed (store_key_changes, store_account_changes) stands. A backend
+ * hands a reader every change committed after its cursor at least once, whatever order its
+ * writers commit in. v[0] is the position in the change log, a number that grows with every
+ * change and means the same on every connection (store_changes_newest, store_node_beat); the
+ * rest is the backend's. */
 struct store_cursor {
     int64_t v[4];
 };
@@ -216,6 +216,21 @@ struct store_usage {
 typedef int (*store_key_list_cb)(void *ud, const struct store_key *key, uint64_t requests_total);
 typedef int (*store_key_load_cb)(void *ud, const struct store_key *key, uint32_t requests_today);
 
+/* A server that uses the store (the nodes table): its heartbeat and how far it has applied the
+ * change logs. */
+#define STORE_NODE_ID_MAX 63
+struct store_node {
+    char id[STORE_NODE_ID_MAX + 1];
+    int64_t started_at;           /* Unix time. */
+    int64_t key_seq, account_seq; /* Change-log positions applied (store_cursor's v[0]). */
+    char counters[8];             /* Where its limits are counted: "local" or "redis". */
+    char version[32];
+    char address[128]; /* Its base URL, for operators. */
+    int64_t age_ms;    /* nodes_list: since its last beat, by the store's clock. */
+};
+
+typedef int (*store_node_cb)(void *ud, const struct store_node *n);
+
 struct store;
 
 /* The backend operations that the store's wrappers (store_NAME, declared below) pass on as they
@@ -340,7 +355,12 @@ struct store;
     X(usage_sums,                                                                                  \
       (struct store *s, const char *account_id, int64_t month_from, int64_t month_to,              \
        store_usage_sum_cb cb, void *ud),                                                           \
-      (s, account_id, month_from, month_to, cb, ud))
+      (s, account_id, month_from, month_to, cb, ud))                                               \
+    X(node_beat, (struct store *s, const struct store_node *n), (s, n))                            \
+    X(node_leave, (struct store *s, const char *id), (s, id))                                      \
+    X(nodes_list, (struct store *s, store_node_cb cb, void *ud), (s, cb, ud))                      \
+    X(changes_newest, (struct store *s, int64_t *key_seq, int64_t *account_seq),                   \
+      (s, key_seq, account_seq))
 
 /* The other operations that return a status, whose wrappers do more than pass them on. open opens
  * the store at `where` (the URL without its scheme and options) with the options after the URL's
@@ -590,5 +610,14 @@ int store_usage_month_totals(struct store *s, int64_t month, store_month_total_c
  * (inclusive), by day, then key, then model. */
 int store_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
                      store_usage_sum_cb cb, void *ud);
+
+/* The nodes table. node_beat writes n (id, started_at, the positions applied, counters, version,
+ * address), stamped with the store's clock; node_leave deletes a node that stops; nodes_list
+ * calls cb for every node with its age_ms by the store's clock, newest first. changes_newest
+ * writes the positions of the newest key and account changes committed. */
+int store_node_beat(struct store *s, const struct store_node *n);
+int store_node_leave(struct store *s, const char *id);
+int store_nodes_list(struct store *s, store_node_cb cb, void *ud);
+int store_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq);
 
 #endif

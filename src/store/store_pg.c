@@ -591,6 +591,73 @@ int pg_load_all(struct store *s, int keys, struct store_cursor *cursor,
     return r;
 }
 
+/* ---- the nodes table ---------------------------------------------------------------------- */
+
+/* PostgreSQL's clock in milliseconds: every node's heartbeat is stamped and aged by it. */
+#define PG_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+int pg_node_beat(struct store *s, const struct store_node *n)
+{
+    return PG_RUN(s, NODE_BEAT,
+                  "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
+                  "version, address) VALUES ($1, $2, " PG_NOW_MS ", $3, $4, $5, $6, $7) "
+                  "ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, "
+                  "seen_ms = excluded.seen_ms, key_seq = excluded.key_seq, "
+                  "account_seq = excluded.account_seq, counters = excluded.counters, "
+                  "version = excluded.version, address = excluded.address",
+                  NULL, "cannot write the node's heartbeat", "tiiittt", n->id, n->started_at,
+                  n->key_seq, n->account_seq, n->counters, n->version, n->address);
+}
+
+int pg_node_leave(struct store *s, const char *id)
+{
+    return PG_RUN(s, NODE_LEAVE, "DELETE FROM nodes WHERE id = $1", NULL, "cannot remove the node",
+                  "t", id);
+}
+
+int pg_nodes_list(struct store *s, store_node_cb cb, void *ud)
+{
+    struct store_node n;
+    PGresult *res;
+    int r = PG_RUN(s, NODES_LIST,
+                   "SELECT id, started_at, " PG_NOW_MS " - seen_ms, key_seq, account_seq, "
+                   "counters, version, address FROM nodes ORDER BY seen_ms DESC",
+                   &res, "cannot read the nodes", "");
+    if (r != STORE_OK)
+        return r;
+    for (int i = 0, count = PQntuples(res); i < count; i++) {
+        memset(&n, 0, sizeof(n));
+        pg_text(n.id, sizeof(n.id), res, i, 0);
+        n.started_at = pg_int(res, i, 1);
+        n.age_ms = pg_int(res, i, 2);
+        n.key_seq = pg_int(res, i, 3);
+        n.account_seq = pg_int(res, i, 4);
+        pg_text(n.counters, sizeof(n.counters), res, i, 5);
+        pg_text(n.version, sizeof(n.version), res, i, 6);
+        pg_text(n.address, sizeof(n.address), res, i, 7);
+        if (cb(ud, &n) != 0)
+            break;
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
+int pg_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq)
+{
+    PGresult *res;
+    /* One statement, so one snapshot for both. */
+    int r = PG_RUN(s, CHANGES_NEWEST,
+                   "SELECT (SELECT coalesce(max(seq), 0) FROM key_changes), "
+                   "(SELECT coalesce(max(seq), 0) FROM account_changes)",
+                   &res, "cannot read the change logs", "");
+    if (r != STORE_OK)
+        return r;
+    *key_seq = pg_int(res, 0, 0);
+    *account_seq = pg_int(res, 0, 1);
+    PQclear(res);
+    return STORE_OK;
+}
+
 /* The listener: a connection of its own that LISTENs, so that a notification is never taken by
  * a query of the main connection. A lost one is made again (at most once a second); the
  * notifications sent meanwhile are lost, which the store thread's reading of the change log every

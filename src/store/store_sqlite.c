@@ -470,6 +470,69 @@ int sq_load_all(struct store *s, int keys, struct store_cursor *cursor,
     return r;
 }
 
+/* ---- the nodes table ---------------------------------------------------------------------- */
+
+int sqlite_node_beat(struct store *s, const struct store_node *n)
+{
+    int rc = RUN(s, NODE_BEAT,
+                 "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
+                 "version, address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO "
+                 "UPDATE SET started_at = excluded.started_at, seen_ms = excluded.seen_ms, "
+                 "key_seq = excluded.key_seq, account_seq = excluded.account_seq, "
+                 "counters = excluded.counters, version = excluded.version, "
+                 "address = excluded.address",
+                 "tiiiittt", n->id, n->started_at, (int64_t)kn_unix_ms(), n->key_seq,
+                 n->account_seq, n->counters, n->version, n->address);
+    return sq_done(s, STMT(s, NODE_BEAT), rc, "cannot write the node's heartbeat");
+}
+
+int sqlite_node_leave(struct store *s, const char *id)
+{
+    int rc = RUN(s, NODE_LEAVE, "DELETE FROM nodes WHERE id = ?1", "t", id);
+    return sq_done(s, STMT(s, NODE_LEAVE), rc, "cannot remove the node");
+}
+
+int sqlite_nodes_list(struct store *s, store_node_cb cb, void *ud)
+{
+    struct store_node n;
+    sqlite3_stmt *q;
+    int rc = RUN(s, NODES_LIST,
+                 "SELECT id, started_at, ?1 - seen_ms, key_seq, account_seq, counters, version, "
+                 "address FROM nodes ORDER BY seen_ms DESC",
+                 "i", (int64_t)kn_unix_ms());
+    q = STMT(s, NODES_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        memset(&n, 0, sizeof(n));
+        sq_copy_text(n.id, sizeof(n.id), q, 0);
+        n.started_at = sqlite3_column_int64(q, 1);
+        n.age_ms = sqlite3_column_int64(q, 2);
+        n.key_seq = sqlite3_column_int64(q, 3);
+        n.account_seq = sqlite3_column_int64(q, 4);
+        sq_copy_text(n.counters, sizeof(n.counters), q, 5);
+        sq_copy_text(n.version, sizeof(n.version), q, 6);
+        sq_copy_text(n.address, sizeof(n.address), q, 7);
+        if (cb(ud, &n) != 0)
+            break;
+    }
+    return sq_done(s, q, rc, "cannot read the nodes");
+}
+
+int sqlite_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq)
+{
+    struct store_cursor k, a;
+    int r;
+
+    if ((r = sq_exec(s, "BEGIN")) != STORE_OK)
+        return r;
+    if ((r = cursor_at_newest(s, 1, &k)) == STORE_OK)
+        r = cursor_at_newest(s, 0, &a);
+    if ((r = sq_end_read(s, r)) == STORE_OK) {
+        *key_seq = k.v[0];
+        *account_seq = a.v[0];
+    }
+    return r;
+}
+
 static int start_checkpointer(struct store *s)
 {
     struct sqlite_backend *b = store_backend(s);

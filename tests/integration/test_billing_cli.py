@@ -174,7 +174,7 @@ class BillingCliTest(ServerTest):
         p = self.data.cli("account", "set-quota", "--account", "quota@example.com",
                           "--requests", "2")
         self.assertIn("requests 2 a month", p.stdout)
-        self.assertIn("the running server applied it", p.stderr)
+        self.assertIn("applied by every running server (1)", p.stderr)
         self.assertEqual(self.chat(srv, live).status_code, 200)
         self.assertEqual(self.chat(srv, live).status_code, 200)
         self.assertError(self.chat(srv, live), 429, "insufficient_quota")

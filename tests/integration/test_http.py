@@ -386,7 +386,7 @@ class ProcessTest(ServerTest):
         p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "test",
                           "--name", "later")
         self.secrets.append(p.stdout.strip())
-        self.assertIn("the running server applied it", p.stderr)
+        self.assertIn("applied by every running server (1)", p.stderr)
         for c in silent:
             c.close()
 

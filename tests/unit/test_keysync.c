@@ -159,7 +159,9 @@ int main(void)
     struct keytable *kt = keytable_new(16);
     struct plans *plans = plans_load(plans_path, 1, err, sizeof(err));
     CHECK(plans != NULL);
-    struct keysync *ks = keysync_start(kt, path, NULL, plans, plans_path, 1, 0, err, sizeof(err));
+    struct store_node node = {.id = "node-test", .counters = "local", .version = "test"};
+    struct keysync *ks =
+        keysync_start(kt, path, NULL, plans, plans_path, 1, 0, &node, err, sizeof(err));
     CHECK(ks != NULL);
     if (ks == NULL) {
         fprintf(stderr, "%s\n", err);

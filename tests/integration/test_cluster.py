@@ -1,0 +1,154 @@
+"""Several servers on one PostgreSQL store (a private server from tests/services.py): a change made
+through the CLI or any server's dashboard is in force on every live server once it returns; a
+server that lags is named and the command exits 3; a dead server is not waited for; a dashboard
+session works on a server other than the one that signed in."""
+
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+import harness  # noqa: E402
+import services  # noqa: E402
+from harness import DataDir, ServerTest  # noqa: E402
+from test_dashboard import Browser  # noqa: E402
+
+PG = None
+
+
+class NodeDir(DataDir):
+    """A server's own data directory, on the shared store, with the shared server secret."""
+
+    def __init__(self, database, secret_file, node_id):
+        super().__init__()
+        self.shared = {"KONNECT_DATABASE": database, "KONNECT_SECRET_FILE": secret_file,
+                       "KONNECT_NODE_ID": node_id}
+
+    def env(self, **extra):
+        return super().env(**{**self.shared, **extra})
+
+
+class ClusterTest(ServerTest):
+    def setUp(self):
+        self.servers = []
+        self.secrets = []
+        self.url = PG.database()
+        self.dirs = []
+        secret = os.path.join(DataDir().path, "secret")
+        for name in ("node-a", "node-b"):
+            self.dirs.append(NodeDir(self.url, secret, name))
+        self.data = self.dirs[0]
+        self.data.account()
+        self.addCleanup(lambda: [d.cleanup() for d in self.dirs[1:]])
+
+    def node(self, i, **env):
+        s = harness.Server(self.dirs[i], **env)
+        self.servers.append(s)
+        self.addCleanup(lambda: s.proc.poll() is None and s.proc.kill())
+        return s
+
+    def revoke(self, secret, *extra):
+        key_id = self.data.key_id(secret)
+        return self.data.cli("key", "revoke", key_id, *extra, check=False)
+
+    def test_a_revocation_through_the_cli_is_in_force_on_every_node_when_it_returns(self):
+        a, b = self.node(0), self.node(1)
+        key = self.key()
+        # Created through the CLI: both nodes answer it once the command returned.
+        self.assertEqual(a.post(key).status_code, 200)
+        self.assertEqual(b.post(key).status_code, 200)
+        p = self.revoke(key)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("applied by every running server (2)", p.stderr)
+        self.assertError(b.post(key), 401, "api_key_revoked")
+        self.assertError(a.post(key), 401, "api_key_revoked")
+
+    def test_a_revocation_through_one_dashboard_is_refused_by_the_other_node(self):
+        a, b = self.node(0), self.node(1)
+        alice = Browser(a)
+        alice.signup("alice@example.com")
+        r = alice.call("POST", "keys", {"name": "web", "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertEqual(r.json()["propagation"], {"servers": 2, "lagging": []})
+        key, secret = r.json()["key"], r.json()["secret"]
+        self.secrets.append(secret)
+        self.assertEqual(b.post(secret).status_code, 200)
+        # The session signed in on node A works on node B (sessions are in the store).
+        on_b = Browser(b)
+        on_b.s, on_b.csrf = alice.s, alice.csrf
+        self.assertEqual(on_b.call("GET", "session").json()["user"]["email"],
+                         "alice@example.com")
+        r = alice.call("POST", f"keys/{key['id']}/revoke")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["propagation"], {"servers": 2, "lagging": []})
+        self.assertError(b.post(secret), 401, "api_key_revoked")
+        # And the other way round: revoked through B's dashboard, refused by A.
+        r = on_b.call("POST", "keys", {"name": "second", "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        second, secret2 = r.json()["key"], r.json()["secret"]
+        self.secrets.append(secret2)
+        self.assertEqual(a.post(secret2).status_code, 200)
+        self.assertEqual(on_b.call("POST", f"keys/{second['id']}/revoke").status_code, 200)
+        self.assertError(a.post(secret2), 401, "api_key_revoked")
+
+    def test_a_node_that_lags_is_named_and_catches_up(self):
+        a, b = self.node(0), self.node(1)
+        key = self.key()
+        self.assertEqual(b.post(key).status_code, 200)
+        # Frozen: its heartbeat is still fresh, but it applies nothing.
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            p = self.revoke(key, "--wait", "1s")
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("1 of 2 running servers had not applied it", p.stderr)
+        self.assertIn("node-b", p.stderr)
+        self.assertNotIn("node-a", p.stderr)
+        self.assertError(a.post(key), 401, "api_key_revoked")
+        # The change stays committed, and node B applies it once it runs again.
+        deadline = time.time() + 10
+        while b.post(key).status_code == 200 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertError(b.post(key), 401, "api_key_revoked")
+        p = self.data.cli("key", "list", "--account", "dev@example.com", "--json")
+        self.assertEqual(json.loads(p.stdout)[0]["status"], "revoked")
+
+    def test_a_dead_node_is_not_waited_for_and_a_stopped_one_leaves(self):
+        a, b = self.node(0), self.node(1)
+        key = self.key()
+        b.proc.kill()
+        b.proc.wait()
+        p = self.revoke(key)
+        # Waited until B's heartbeat was too old to count it live, then confirmed by A alone.
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("applied by every running server (1)", p.stderr)
+        self.assertError(a.post(key), 401, "api_key_revoked")
+        self.servers.remove(b)
+        b.log.close()
+        # A server stopped with SIGTERM removes itself: no command waits for it.
+        self.assertEqual(a.stop(), 0)
+        self.servers.remove(a)
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "test",
+                          "--name", "later")
+        self.secrets.append(p.stdout.strip())
+        self.assertIn("no server is running with this store", p.stderr)
+
+
+def main():
+    global PG
+    harness.BINARY = os.path.abspath(sys.argv.pop(1))
+    PG = services.Postgres().start()
+    try:
+        import unittest
+        result = unittest.main(verbosity=2, exit=False).result
+    finally:
+        PG.stop()
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
