@@ -73,6 +73,8 @@ static const char serve_usage_tail[] =
     "  KONNECT_LEDGER_SYNC          normal (default: a ledger commit survives a\n"
     "                               crash of the process, not of the machine) or\n"
     "                               full (it waits for the disk)\n"
+    "  KONNECT_LEDGER_SPOOL         where ledger rows wait while the store cannot\n"
+    "                               take them, default <data dir>/ledger.spool; off\n"
     "  KONNECT_SIGNUP               sign-up: open (default), invite or closed\n"
     "  KONNECT_DATABASE             the store, default <data dir>/konnect.db; or a\n"
     "                               PostgreSQL URL (postgresql://user@host/db)\n"

@@ -28,6 +28,10 @@ void config_set_data_dir(struct kn_config *c, const char *dir)
     else
         snprintf(c->secret_file, sizeof(c->secret_file), "%.*s/secret", PATH_MAX - 16, dir);
     snprintf(c->socket_path, sizeof(c->socket_path), "%.*s/konnect.sock", PATH_MAX - 16, dir);
+    if ((v = getenv("KONNECT_LEDGER_SPOOL")) != NULL && *v != '\0')
+        kn_strlcpy(c->spool_path, strcmp(v, "off") == 0 ? "" : v, sizeof(c->spool_path));
+    else
+        snprintf(c->spool_path, sizeof(c->spool_path), "%.*s/ledger.spool", PATH_MAX - 16, dir);
     c->plans_file_set = (v = getenv("KONNECT_PLANS")) != NULL && *v != '\0';
     if (c->plans_file_set)
         kn_strlcpy(c->plans_file, v, sizeof(c->plans_file));
@@ -206,6 +210,9 @@ static const struct number_setting numbers[] = {
            "days audit entries are kept, 0 = for ever"),
     NUMBER("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 7, 1, 36500,
            "days key and account change-log rows are kept"),
+    NUMBER("KONNECT_LEDGER_SPOOL_MAX_BYTES", spool_max_bytes, 64LL * 1024 * 1024, 4096,
+           16LL * 1024 * 1024 * 1024,
+           "ledger rows spooled while the store is down, past it answers are refused"),
 };
 
 /* --help's layout: what a setting does starts in this column, and no line is wider than 79. */

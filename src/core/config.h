@@ -42,12 +42,15 @@ struct kn_config {
     unsigned model_timeout_ms;            /* KONNECT_MODEL_TIMEOUT_MS, default 300000. */
     size_t model_max_response_bytes;      /* KONNECT_MODEL_MAX_RESPONSE_BYTES, default 8 MiB. */
     char plans_file[PATH_MAX];            /* KONNECT_PLANS, default <data dir>/plans.json. */
-    int plans_file_set;      /* 1 when KONNECT_PLANS names the file (it must then exist). */
-    int ledger_sync_full;    /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
-    char public_url[512];    /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
-    char node_id[64];        /* KONNECT_NODE_ID, default the host name and a random suffix. */
-    const char *public_host; /* The authority part of public_url ("dash.example.com"). */
-    int public_https;        /* 1 when public_url is https://. */
+    int plans_file_set;        /* 1 when KONNECT_PLANS names the file (it must then exist). */
+    int ledger_sync_full;      /* KONNECT_LEDGER_SYNC: "normal" (default, 0) or "full" (1). */
+    char public_url[512];      /* KONNECT_PUBLIC_URL: "https://dash.example.com", or "" (unset). */
+    char node_id[64];          /* KONNECT_NODE_ID, default the host name and a random suffix. */
+    char spool_path[PATH_MAX]; /* KONNECT_LEDGER_SPOOL, default <data dir>/ledger.spool; ""
+                                  when "off". */
+    uint64_t spool_max_bytes;  /* KONNECT_LEDGER_SPOOL_MAX_BYTES. */
+    const char *public_host;   /* The authority part of public_url ("dash.example.com"). */
+    int public_https;          /* 1 when public_url is https://. */
     uint32_t max_keys_per_account;      /* KONNECT_MAX_KEYS_PER_ACCOUNT, default 100, 0 = no cap. */
     uint32_t signups_per_hour;          /* KONNECT_SIGNUPS_PER_HOUR, default 100, 0 = no limit. */
     uint32_t signups_per_hour_ip;       /* KONNECT_SIGNUPS_PER_HOUR_PER_IP, default 5, 0 = none. */

@@ -299,6 +299,18 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         chat_call_cleanup(&call);
         return;
     }
+    if (keysync_billing_down(srv->ks)) {
+        /* The store takes no ledger rows: nothing starts that could not be billed (what is in
+         * flight goes to the spool). */
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_BILLING_UNAVAILABLE,
+                        "Usage cannot be recorded for billing right now, so live requests are "
+                        "refused before they start. This request was not billed; retry shortly. "
+                        "Test keys still work.",
+                        NULL);
+        chat_call_cleanup(&call);
+        return;
+    }
     chat_call_prepare(&call, pm.backend);
     int64_t month = kn_month_of(now);
     if (!admit_live(req, info, key, plan, &call, now, month, &held)) {

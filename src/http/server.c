@@ -589,9 +589,16 @@ int server_run(const struct kn_config *c)
     /* The store thread takes the plans over (it reloads them on SIGHUP). */
     struct store_node node = {.counters = "local", .version = KONNECT_VERSION};
     kn_strlcpy(node.id, c->node_id, sizeof(node.id));
-    if ((srv->ks = keysync_start(srv->kt, c->database, c->socket_path, plans, c->plans_file,
-                                 c->plans_file_set, c->ledger_sync_full, &node, err,
-                                 sizeof(err))) == NULL)
+    struct keysync_config kc = {.db_url = c->database,
+                                .socket_path = c->socket_path,
+                                .plans = plans,
+                                .plans_path = c->plans_file,
+                                .plans_required = c->plans_file_set,
+                                .durable = c->ledger_sync_full,
+                                .node = &node,
+                                .spool_path = c->spool_path[0] != '\0' ? c->spool_path : NULL,
+                                .spool_max_bytes = c->spool_max_bytes};
+    if ((srv->ks = keysync_start(srv->kt, &kc, err, sizeof(err))) == NULL)
         goto fail;
     srv->live_setup = (struct live_setup){
         .upstream = &srv->upstream,

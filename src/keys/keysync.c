@@ -22,6 +22,7 @@
 #include "limits/accounts.h"
 #include "limits/ratelimit.h"
 #include "metering/ledger.h"
+#include "metering/spool.h"
 
 #define TICK_MS 1000
 
@@ -55,6 +56,7 @@ struct keysync {
     struct ledger *ledger;    /* The ledger's group commits (metering/ledger.h). */
     _Atomic(char *) base_url; /* The running server's own address, for the CLI's links. */
     struct store_node node;   /* This server's row in the nodes table. */
+    struct spool *spool;      /* The ledger's spool, or NULL (metering/spool.h). */
     int beat_failed;          /* The last heartbeat failed (said once, not every second). */
 };
 
@@ -109,6 +111,24 @@ static void mark(struct keysync *ks, int ok)
         atomic_store(&ks->last_ok_ns, kn_mono_ns());
 }
 
+/* Replays the ledger's spool into the store. Returns the rows replayed, or -1 when the store
+ * failed (they stay spooled). */
+static long replay_spool(struct keysync *ks)
+{
+    long voided, n;
+
+    if (ks->spool == NULL || spool_pending(ks->spool) == 0)
+        return 0;
+    if ((n = spool_replay(ks->spool, ks->store, &voided)) < 0) {
+        fprintf(stderr, "konnect: cannot replay the ledger spool yet: %s\n",
+                store_errmsg(ks->store));
+        return -1;
+    }
+    fprintf(stderr, "konnect: replayed %ld spooled ledger rows into the store\n", n);
+    ledger_mark_up(ks->ledger);
+    return n;
+}
+
 /* Writes this server's heartbeat with the change-log positions it has applied: whoever changed a
  * key waits for every live server's row to reach its change (keys/propagation.h). */
 static int beat(struct keysync *ks)
@@ -119,6 +139,9 @@ static int beat(struct keysync *ks)
     ks->node.account_seq = ks->account_cursor.v[0];
     kn_strlcpy(ks->node.address, url != NULL ? url : "", sizeof(ks->node.address));
     int failed = store_node_beat(ks->store, &ks->node) != STORE_OK;
+    /* A write went through: the store takes ledger rows again once the spool is in. */
+    if (!failed && ks->ledger != NULL && (ks->spool == NULL || spool_pending(ks->spool) == 0))
+        ledger_mark_up(ks->ledger);
     if (failed && !ks->beat_failed)
         fprintf(stderr, "konnect: cannot write this node's heartbeat (will retry): %s\n",
                 store_errmsg(ks->store));
@@ -269,6 +292,7 @@ static void *thread_main(void *arg)
             control_serve(ks->control, p + 2, nctl, kn_mono_ns());
         if (kn_mono_ns() >= next_tick) {
             /* Ready means both halves of the round trip worked this time. */
+            replay_spool(ks);
             int ok = sync_changes(ks);
             if (flush_usage(ks) != 0 && ok)
                 mark(ks, 0);
@@ -288,16 +312,15 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              struct plans *plans, const char *plans_path, int plans_required,
-                              int durable, const struct store_node *node, char *err, size_t errsize)
+struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *cfg, char *err,
+                              size_t errsize)
 {
     struct keysync *ks = kn_calloc(1, sizeof(*ks));
 
     ks->kt = kt;
-    ks->node = *node;
+    ks->node = *cfg->node;
     ks->node.started_at = kn_unix_now();
-    ks->accounts = accounts_new(plans, plans_path, plans_required);
+    ks->accounts = accounts_new(cfg->plans, cfg->plans_path, cfg->plans_required);
     if (mailbox_init(&ks->mailbox, 0, 1) != 0) {
         snprintf(err, errsize, "eventfd: %s", strerror(errno));
         accounts_free(ks->accounts);
@@ -306,11 +329,23 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
     }
     /* The one writer of the store: checkpoints on a thread of their own, so that no commit waits
      * for one, and the ledger's durability as configured. */
-    if ((ks->store = store_open_with(db_url,
-                                     durable ? "sync=full&checkpoint=background"
-                                             : "sync=normal&checkpoint=background",
+    if ((ks->store = store_open_with(cfg->db_url,
+                                     cfg->durable ? "sync=full&checkpoint=background"
+                                                  : "sync=normal&checkpoint=background",
                                      1, err, errsize)) == NULL)
         goto fail;
+    ks->ledger = ledger_new();
+    if (cfg->spool_path != NULL) {
+        if ((ks->spool = spool_open(cfg->spool_path, cfg->spool_max_bytes, err, errsize)) == NULL)
+            goto fail;
+        ledger_set_spool(ks->ledger, ks->spool);
+        /* Rows spooled before a stop or crash go in before anything else is served. */
+        if (replay_spool(ks) < 0) {
+            snprintf(err, errsize, "cannot replay the ledger spool %s into the store: %s",
+                     cfg->spool_path, store_errmsg(ks->store));
+            goto fail;
+        }
+    }
     if (store_accounts_load(ks->store, &ks->account_cursor, accounts_apply, ks->accounts) !=
             STORE_OK ||
         store_usage_month_totals(ks->store, kn_month_of(kn_unix_now()), accounts_load_month,
@@ -331,10 +366,9 @@ struct keysync *keysync_start(struct keytable *kt, const char *db_url, const cha
         goto fail;
     }
     mark(ks, 1);
-    if (socket_path != NULL &&
-        (ks->control = control_open(socket_path, answer, ks, err, errsize)) == NULL)
+    if (cfg->socket_path != NULL &&
+        (ks->control = control_open(cfg->socket_path, answer, ks, err, errsize)) == NULL)
         goto fail;
-    ks->ledger = ledger_new();
     if (pthread_create(&ks->thread, NULL, thread_main, ks) != 0) {
         snprintf(err, errsize, "cannot start the store thread");
         goto fail;
@@ -345,6 +379,7 @@ fail:
     mailbox_dispose(&ks->mailbox);
     store_close(ks->store);
     ledger_free(ks->ledger);
+    spool_close(ks->spool);
     accounts_free(ks->accounts);
     free(ks);
     return NULL;
@@ -363,10 +398,16 @@ void keysync_stop(struct keysync *ks)
     free(ks->batch);
     free(ks->batch_recs);
     ledger_free(ks->ledger);
+    spool_close(ks->spool);
     store_close(ks->store);
     accounts_free(ks->accounts);
     free(atomic_load(&ks->base_url));
     free(ks);
+}
+
+int keysync_billing_down(struct keysync *ks)
+{
+    return ledger_down(ks->ledger);
 }
 
 void keysync_set_base_url(struct keysync *ks, const char *url)

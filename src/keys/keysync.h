@@ -27,19 +27,34 @@ struct keysync;
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
                        struct keyrec_data *out);
 
-/* Opens the store at db_url, loads every account (with its plan from `plans`, which the keysync
- * takes over, and reloads from plans_path, a file that must exist when plans_required) and every
- * key into kt, binds the control socket at socket_path (NULL: none; the caller must be the only
- * server using it) and starts the store thread. durable chooses how the ledger is committed (1:
- * every commit waits for the disk, the store's sync=full). node names this server in the nodes
- * table (its id, counters and version; the rest is filled in): the store thread writes its
- * heartbeat there each time it reads the change logs, at least once a second, and removes it at
- * keysync_stop. Returns NULL with a message in err on failure (plans then still belong to the
- * caller only if it was never taken: it is freed). */
-struct keysync *keysync_start(struct keytable *kt, const char *db_url, const char *socket_path,
-                              struct plans *plans, const char *plans_path, int plans_required,
-                              int durable, const struct store_node *node, char *err,
+/* What the store thread is started with. */
+struct keysync_config {
+    const char *db_url;      /* The store (store_open). */
+    const char *socket_path; /* The control socket, or NULL for none (the caller must be the
+                                only server using it). */
+    struct plans *plans;     /* The plans in force, taken over (reloaded from plans_path, a file
+                                that must exist when plans_required). */
+    const char *plans_path;
+    int plans_required;
+    int durable; /* 1: every ledger commit waits for the disk (the store's sync=full). */
+    /* This server's row in the nodes table (its id, counters and version; the rest is filled
+     * in): the store thread writes its heartbeat there each time it reads the change logs, at
+     * least once a second, and removes it at keysync_stop. */
+    const struct store_node *node;
+    const char *spool_path; /* The ledger's spool (metering/spool.h), or NULL for none. */
+    uint64_t spool_max_bytes;
+};
+
+/* Opens the store, loads every account (with its plan) and every key into kt, replays the
+ * ledger's spool, binds the control socket and starts the store thread. Returns NULL with a
+ * message in err on failure (the plans then still belong to the caller only if they were never
+ * taken: they are freed). */
+struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *cfg, char *err,
                               size_t errsize);
+
+/* Returns 1 while the store does not take ledger rows (metering/ledger.h's ledger_down): live
+ * requests are refused before they start. Safe from any thread. */
+int keysync_billing_down(struct keysync *ks);
 
 /* Tells the store thread the address the server answers at (KONNECT_PUBLIC_URL, else where it
  * listens), which it gives to commands that ask through the control socket ("base-url"), so

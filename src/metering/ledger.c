@@ -2,12 +2,15 @@
 #include "metering/ledger.h"
 
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/util.h"
+#include "metering/spool.h"
 
 #define LEDGER_BATCH_MAX 4096
 /* Group commits under load: when a round committed at least LEDGER_BUSY_ROWS rows, the next one
@@ -22,8 +25,25 @@ struct ledger {
     struct store_ledger_row rows[LEDGER_BATCH_MAX];
     uint8_t outcome[LEDGER_BATCH_MAX];
     size_t n;
-    size_t round; /* Rows committed since the last ledger_gather. */
+    size_t round;        /* Rows committed since the last ledger_gather. */
+    struct spool *spool; /* Where rows go that the store cannot take, or NULL. */
+    _Atomic int down;    /* See ledger_down. */
 };
+
+void ledger_set_spool(struct ledger *l, struct spool *sp)
+{
+    l->spool = sp;
+}
+
+int ledger_down(const struct ledger *l)
+{
+    return atomic_load(&l->down);
+}
+
+void ledger_mark_up(struct ledger *l)
+{
+    atomic_store(&l->down, 0);
+}
 
 struct ledger *ledger_new(void)
 {
@@ -72,9 +92,26 @@ void ledger_commit(struct ledger *l, struct store *s)
             continue;
         fprintf(stderr, "konnect: cannot write %zu ledger rows (attempt %zu): %s\n", n, attempt + 1,
                 store_errmsg(s));
-        if (attempt == sizeof(backoff_ms) / sizeof(backoff_ms[0]))
+        /* While the store is known to be down, answers do not wait a second for it each. */
+        if (attempt == sizeof(backoff_ms) / sizeof(backoff_ms[0]) || atomic_load(&l->down))
             break;
         poll(NULL, 0, (int)backoff_ms[attempt++]);
+    }
+    atomic_store(&l->down, !ok);
+    if (!ok && l->spool != NULL) {
+        if (spool_add(l->spool, l->rows, n) == 0) {
+            ok = 1;
+            memset(l->outcome, STORE_LEDGER_ADDED, n);
+            fprintf(stderr,
+                    "konnect: spooled %zu ledger rows (%llu waiting) until the store takes "
+                    "them again\n",
+                    n, (unsigned long long)spool_pending(l->spool));
+        } else {
+            fprintf(stderr,
+                    "konnect: cannot spool %zu ledger rows either: their answers are not "
+                    "delivered\n",
+                    n);
+        }
     }
     l->n = 0;
     l->round += n;

@@ -23,8 +23,22 @@ struct ledger_entry {
 };
 
 struct ledger;
+struct spool;
 
 struct ledger *ledger_new(void);
+
+/* Gives the writer a spool (metering/spool.h; NULL: none) for the rows that the store cannot
+ * take: a commit that fails for good writes them there instead, and they count as durable. */
+void ledger_set_spool(struct ledger *l, struct spool *sp);
+
+/* Returns 1 while the store does not take ledger rows (the last commit failed for good, and
+ * nothing has been written since): new live requests are refused, unbilled, rather than served
+ * into a ledger that cannot take them. Safe from any thread. */
+int ledger_down(const struct ledger *l);
+
+/* Called by the store thread once a write to the store succeeded (a heartbeat, a replay of the
+ * spool): the store takes writes again. */
+void ledger_mark_up(struct ledger *l);
 
 /* Frees the writer, which must hold no row (ledger_commit has run since the last ledger_add). */
 void ledger_free(struct ledger *l);
@@ -39,8 +53,9 @@ void ledger_add(struct ledger *l, struct store *s, struct ledger_entry *e);
 
 /* Writes the rows gathered to s in one commit and calls each entry's done. A commit that lost a
  * race (STORE_RETRY) is tried again at once, a few times; a store that fails otherwise is
- * retried for about a second before the rows are given up. A row the store reports voided is
- * given up at once. */
+ * retried for about a second (once only while ledger_down), then the rows go to the spool, or,
+ * without one or when it fails too, are given up. A row the store reports voided is given up at
+ * once. */
 void ledger_commit(struct ledger *l, struct store *s);
 
 #endif

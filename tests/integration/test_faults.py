@@ -1,7 +1,9 @@
-"""Failure paths that run (KONNECT_FAULT, debug builds only): ledger commits that fail give
-`503 billing_unavailable` and bill nothing, a commit retried after a failure bills once, a store
-that cannot be reached turns /readyz to 503 and back, and the request counts written while it was
-down are kept and written later. A release build refuses the switch."""
+"""Failure paths that run (KONNECT_FAULT, debug builds only): a ledger commit that fails for good
+goes to the spool and is replayed once (its answer delivered), and without a spool gives `503
+billing_unavailable` and bills nothing; while the store takes no rows, new live requests are
+refused before they start; a commit retried after a failure bills once; a store that cannot be
+reached turns /readyz to 503 and back, and the request counts written while it was down are kept
+and written later. A release build refuses the switch."""
 
 import json
 import os
@@ -36,9 +38,23 @@ class FaultTest(harness.ServerTest):
             json.dump(PLANS, f)
         self.live = self.key(mode="live", name="prod")
 
-    def serve(self, fault):
+    def serve(self, fault, **env):
         return self.start(KONNECT_MODEL_URL=self.backend.url, KONNECT_MODEL="fake-model",
-                          KONNECT_FAULT=fault, KONNECT_TEST_KEY_RPM="0", KONNECT_TEST_KEY_RPD="0")
+                          KONNECT_FAULT=fault, KONNECT_TEST_KEY_RPM="0", KONNECT_TEST_KEY_RPD="0",
+                          **env)
+
+    def spool(self):
+        with open(os.path.join(self.data.path, "ledger.spool")) as f:
+            return f.read()
+
+    def until_billed(self, request_ids, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            rows = sorted(row[0] for row in self.ledger())
+            if rows == sorted(request_ids):
+                return rows
+            time.sleep(0.1)
+        return sorted(row[0] for row in self.ledger())
 
     def ledger(self):
         db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
@@ -47,14 +63,59 @@ class FaultTest(harness.ServerTest):
         finally:
             db.close()
 
-    def test_a_ledger_that_cannot_be_written_delivers_nothing(self):
-        # Five failed tries (the first and four retries over about a second) give the row up.
+    def test_a_ledger_that_cannot_be_written_spools_the_row_and_replays_it_once(self):
+        # Five failed tries (the first and four retries over about a second): the row goes to the
+        # spool, synced, and the answer is delivered; the next tick replays it into the store.
         srv = self.serve("ledger:1x5")
+        r = srv.post(self.live, {"message": "Hello"})
+        self.assertEqual(r.status_code, 200, r.text)
+        rid = r.headers["request-id"]
+        self.assertIn("spooled 1 ledger rows", srv.output())
+        self.assertEqual(self.until_billed([rid]), [rid])
+        self.assertIn("replayed 1 spooled ledger rows into the store", srv.output())
+        self.assertEqual(self.spool(), "")
+        # The store takes rows again: the next request is billed the usual way.
+        r2 = srv.post(self.live, {"message": "Hello"})
+        self.assertEqual(r2.status_code, 200, r2.text)
+        self.assertEqual(self.until_billed([rid, r2.headers["request-id"]]),
+                         sorted([rid, r2.headers["request-id"]]))
+
+    def test_while_the_ledger_is_down_live_requests_are_refused_and_the_spool_outlives_a_stop(self):
+        test = self.key(mode="test", name="dev")
+        srv = self.serve("ledger:1x*")
+        r = srv.post(self.live, {"message": "Hello"})
+        self.assertEqual(r.status_code, 200, r.text)
+        rid = r.headers["request-id"]
+        # Nothing new starts that could not be billed; test keys go on.
+        r = srv.post(self.live, {"message": "Hello"})
+        self.assertError(r, 503, "billing_unavailable")
+        self.assertEqual(r.headers["retry-after"], "1")
+        self.assertIn("refused before they start", r.text)
+        self.assertEqual(srv.post(test, {"message": "hi"}).status_code, 200)
+        self.assertEqual(self.ledger(), [])
+        self.assertIn(rid, self.spool())
+        self.assertEqual(srv.stop(), 0)
+        self.servers.remove(srv)
+        # The next start replays the spool before it serves, and bills the request once.
+        srv = self.serve("")
+        self.assertIn("replayed 1 spooled ledger rows", srv.output())
+        self.assertEqual([row[0] for row in self.ledger()], [rid])
+        self.assertEqual(srv.post(self.live, {"message": "Hello"}).status_code, 200)
+
+    def test_without_a_spool_a_ledger_that_cannot_be_written_delivers_nothing(self):
+        # Five failed tries (the first and four retries over about a second) give the row up.
+        srv = self.serve("ledger:1x5", KONNECT_LEDGER_SPOOL="off")
         r = srv.post(self.live, {"message": "Hello"})
         self.assertError(r, 503, "billing_unavailable")
         self.assertNotIn("Hello", r.text)
         self.assertEqual(self.ledger(), [])
-        r = srv.post(self.live, {"message": "Hello"})
+        # Refused while the store takes no rows, then billed once a heartbeat went through.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = srv.post(self.live, {"message": "Hello"})
+            if r.status_code != 503:
+                break
+            time.sleep(0.1)
         self.assertEqual(r.status_code, 200, r.text)
         self.assertEqual([row[0] for row in self.ledger()], [r.headers["request-id"]])
         self.assertIn("cannot write 1 ledger rows (attempt 5)", srv.output())

@@ -160,8 +160,12 @@ int main(void)
     struct plans *plans = plans_load(plans_path, 1, err, sizeof(err));
     CHECK(plans != NULL);
     struct store_node node = {.id = "node-test", .counters = "local", .version = "test"};
-    struct keysync *ks =
-        keysync_start(kt, path, NULL, plans, plans_path, 1, 0, &node, err, sizeof(err));
+    struct keysync_config kc = {.db_url = path,
+                                .plans = plans,
+                                .plans_path = plans_path,
+                                .plans_required = 1,
+                                .node = &node};
+    struct keysync *ks = keysync_start(kt, &kc, err, sizeof(err));
     CHECK(ks != NULL);
     if (ks == NULL) {
         fprintf(stderr, "%s\n", err);
