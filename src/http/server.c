@@ -56,20 +56,36 @@ static void handle_healthz(h2o_req_t *req, struct reqinfo *info)
     http_send_json(req, info, 200, "OK", body, sizeof(body) - 1);
 }
 
+/* Readiness, component by component: the store (its last round trip, once a second), the
+ * ledger (taking rows, or spooling them), the counters of the limits. Ready when all are well;
+ * degraded (still 200: known keys and test keys are served from memory) when the store or the
+ * ledger is not; unavailable (503) while the server is stopping, so that a load balancer takes
+ * it out before it closes. */
 static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
 {
     struct server *srv = http_worker_of(req)->srv;
     uint64_t age;
-    int ok = keysync_ready(srv->ks, &age);
-    char body[256];
-    int len = snprintf(body, sizeof(body),
-                       "{\"status\":\"%s\",\"store\":\"%s\",\"keys\":%zu,\"store_checked_ms_ago\":"
-                       "%llu}",
-                       ok ? "ready" : "unavailable", ok ? "ok" : "unreachable",
-                       keytable_count(srv->kt), (unsigned long long)age);
-    if (!ok)
+    int store_ok = keysync_ready(srv->ks, &age), ledger_ok = !keysync_billing_down(srv->ks);
+    int stopping = atomic_load(&srv->stopping);
+    const char *status = stopping ? "unavailable" : store_ok && ledger_ok ? "ready" : "degraded";
+    char body[640];
+    int len = snprintf(
+        body, sizeof(body),
+        "{\"status\":\"%s\",\"node\":\"%s\",\"keys\":%zu,\"store\":\"%s\","
+        "\"store_checked_ms_ago\":%llu,\"components\":{\"store\":{\"status\":\"%s\","
+        "\"backend\":\"%s\",\"checked_ms_ago\":%llu},\"ledger\":{\"status\":\"%s\","
+        "\"spooled\":%llu},\"counters\":{\"status\":\"ok\",\"where\":\"local\"}}}",
+        status, keysync_node_id(srv->ks), keytable_count(srv->kt), store_ok ? "ok" : "unreachable",
+        (unsigned long long)age, store_ok ? "ok" : "unreachable",
+        store_is_postgres(srv->cfg->database) ? "postgresql" : "sqlite", (unsigned long long)age,
+        ledger_ok                         ? "ok"
+        : srv->cfg->spool_path[0] != '\0' ? "spooling"
+                                          : "down",
+        (unsigned long long)keysync_spooled(srv->ks));
+    if (stopping)
         info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
-    http_send_json(req, info, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", body, (size_t)len);
+    http_send_json(req, info, stopping ? 503 : 200, stopping ? "Service Unavailable" : "OK", body,
+                   (size_t)len);
 }
 
 /* ---- routing ----------------------------------------------------------------------------- */

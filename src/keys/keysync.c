@@ -57,6 +57,7 @@ struct keysync {
     _Atomic(char *) base_url; /* The running server's own address, for the CLI's links. */
     struct store_node node;   /* This server's row in the nodes table. */
     struct spool *spool;      /* The ledger's spool, or NULL (metering/spool.h). */
+    _Atomic uint64_t spooled; /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;          /* The last heartbeat failed (said once, not every second). */
 };
 
@@ -126,6 +127,7 @@ static long replay_spool(struct keysync *ks)
     }
     fprintf(stderr, "konnect: replayed %ld spooled ledger rows into the store\n", n);
     ledger_mark_up(ks->ledger);
+    atomic_store(&ks->spooled, 0);
     return n;
 }
 
@@ -282,6 +284,8 @@ static void *thread_main(void *arg)
             /* Found empty: nothing waits now, so the store's housekeeping holds no answer. */
             if (!(more = serve_mailbox(ks)))
                 store_idle(ks->store);
+            if (ks->spool != NULL)
+                atomic_store(&ks->spooled, spool_pending(ks->spool));
         }
         if (n > 0 && (p[1].revents & POLLIN) != 0) {
             /* A connection of this process committed a key or account change. */
@@ -408,6 +412,16 @@ void keysync_stop(struct keysync *ks)
 int keysync_billing_down(struct keysync *ks)
 {
     return ledger_down(ks->ledger);
+}
+
+uint64_t keysync_spooled(struct keysync *ks)
+{
+    return atomic_load(&ks->spooled);
+}
+
+const char *keysync_node_id(struct keysync *ks)
+{
+    return ks->node.id;
 }
 
 void keysync_set_base_url(struct keysync *ks, const char *url)

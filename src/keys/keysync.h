@@ -56,6 +56,12 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
  * requests are refused before they start. Safe from any thread. */
 int keysync_billing_down(struct keysync *ks);
 
+/* The ledger rows waiting in the spool for the store. Safe from any thread. */
+uint64_t keysync_spooled(struct keysync *ks);
+
+/* This server's id in the nodes table. */
+const char *keysync_node_id(struct keysync *ks);
+
 /* Tells the store thread the address the server answers at (KONNECT_PUBLIC_URL, else where it
  * listens), which it gives to commands that ask through the control socket ("base-url"), so
  * that the links they print point at this server. Once, before the CLI may ask. */

@@ -265,6 +265,11 @@ class ChatTest(ServerTest):
         self.assertEqual(r.status_code, 200)
         self.assertEqual(r.json()["status"], "ready")
         self.assertEqual(r.json()["keys"], 2)
+        c = r.json()["components"]
+        self.assertEqual((c["store"]["status"], c["store"]["backend"]), ("ok", "sqlite"))
+        self.assertEqual((c["ledger"]["status"], c["ledger"]["spooled"]), ("ok", 0))
+        self.assertEqual(c["counters"]["where"], "local")
+        self.assertTrue(r.json()["node"])
 
     def test_keep_alive_and_concurrency(self):
         errors = []
