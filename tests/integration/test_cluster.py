@@ -7,16 +7,22 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+
+import requests
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 import harness  # noqa: E402
 import services  # noqa: E402
 from harness import DataDir, ServerTest  # noqa: E402
+from fake_backend import FakeBackend  # noqa: E402
 from test_dashboard import Browser  # noqa: E402
 
 PG = None
+PLANS = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
+                    "max_concurrent_requests": 100}]}
 
 
 class NodeDir(DataDir):
@@ -35,7 +41,9 @@ class ClusterTest(ServerTest):
     def setUp(self):
         self.servers = []
         self.secrets = []
-        self.url = PG.database()
+        PG.counter += 1
+        self.dbname = f"cluster_{PG.counter}"
+        self.url = PG.database(self.dbname)
         self.dirs = []
         secret = os.path.join(DataDir().path, "secret")
         for name in ("node-a", "node-b"):
@@ -49,6 +57,123 @@ class ClusterTest(ServerTest):
         self.servers.append(s)
         self.addCleanup(lambda: s.proc.poll() is None and s.proc.kill())
         return s
+
+    def live_nodes(self, count=2):
+        """count nodes with a model backend and a priced plan, and a live key."""
+        self.backend = FakeBackend().start()
+        self.addCleanup(self.backend.stop)
+        for d in self.dirs:
+            with open(os.path.join(d.path, "plans.json"), "w") as f:
+                json.dump(PLANS, f)
+        self.live = self.key(mode="live", name="load")
+        return [self.node(i, KONNECT_MODEL_URL=self.backend.url) for i in range(count)]
+
+    def ledger(self):
+        """The ledger's request ids (bills, not fences) and the rollup's request count."""
+        ids = PG.psql("SELECT request_id FROM usage_ledger WHERE voided = 0",
+                      self.dbname).split()
+        rolled = int(PG.psql("SELECT coalesce(sum(requests), 0) FROM usage_rollup", self.dbname))
+        return ids, rolled
+
+    def load(self, nodes, clients, during):
+        """Runs clients against the nodes in turn while during() runs; returns the request ids
+        of every 200 answer and of every other answer, by node."""
+        answered, refused, lock, stop = {}, [], threading.Lock(), threading.Event()
+        body = json.dumps({"model": "fake-model",
+                           "messages": [{"role": "user", "content": "bill me"}]})
+        headers = {"Authorization": f"Bearer {self.live}", "Content-Type": "application/json"}
+
+        def client(node):
+            s = requests.Session()
+            while not stop.is_set():
+                try:
+                    r = s.post(node.url + "/v1/chat/completions", data=body, headers=headers,
+                               timeout=10)
+                except requests.RequestException:
+                    if node.proc.poll() is not None:
+                        return  # The node is gone.
+                    continue
+                with lock:
+                    if r.status_code == 200:
+                        r.json()  # A whole answer, not a cut one.
+                        answered.setdefault(node.url, []).append(r.headers["request-id"])
+                    else:
+                        refused.append((r.status_code, r.headers.get("request-id")))
+        threads = [threading.Thread(target=client, args=(nodes[i % len(nodes)],))
+                   for i in range(clients)]
+        for t in threads:
+            t.start()
+        try:
+            during()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        return answered, refused
+
+    def settled(self, nodes, timeout=30):
+        """Waits until every node is ready with nothing spooled."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            docs = [requests.get(n.url + "/readyz", timeout=5).json() for n in nodes]
+            if all(d["status"] == "ready" and d["components"]["ledger"]["spooled"] == 0
+                   for d in docs):
+                return docs
+            time.sleep(0.2)
+        raise AssertionError(f"the nodes did not settle: {docs}")
+
+    def test_postgresql_restarted_under_load_loses_and_doubles_no_bill(self):
+        a, b = self.live_nodes()
+
+        def restart():
+            time.sleep(1.5)
+            PG.restart(downtime=1.0)
+            time.sleep(2.0)
+        answered, refused = self.load([a, b], 6, restart)
+        self.settled([a, b])
+        delivered = [rid for ids in answered.values() for rid in ids]
+        self.assertGreater(len(delivered), 50, "the load generator got too few answers")
+        ids, rolled = self.ledger()
+        self.assertEqual([rid for rid in delivered if rid not in set(ids)], [],
+                         "answers delivered without a ledger row")
+        self.assertEqual(len(ids), len(set(ids)), "a request was billed twice")
+        self.assertEqual(rolled, len(ids), "the rollup disagrees with the ledger")
+        # Refusals while the store was away were not billed.
+        self.assertEqual([c for c, _ in refused if c != 503], [])
+        self.assertEqual([rid for _, rid in refused if rid in set(ids)], [])
+        # Extra rows are requests in flight whose answer could not be delivered: at most one
+        # per client.
+        self.assertLessEqual(len(ids) - len(delivered), 6)
+        print(f"{len(delivered)} answers, {len(refused)} refused while the store was away, "
+              f"{len(ids)} ledger rows", flush=True)
+        # Service resumed by itself on both nodes.
+        for n in (a, b):
+            r = n.post(self.live)
+            self.assertEqual(r.status_code, 200, r.text)
+
+    def test_kill_9_of_one_node_under_load_loses_no_bill_and_the_other_serves_on(self):
+        a, b = self.live_nodes()
+
+        def kill_b():
+            time.sleep(1.5)
+            b.proc.send_signal(signal.SIGKILL)
+            b.proc.wait()
+            time.sleep(1.5)
+        answered, refused = self.load([a, b], 6, kill_b)
+        b.log.close()
+        self.servers.remove(b)
+        self.settled([a])
+        delivered = [rid for ids in answered.values() for rid in ids]
+        ids, rolled = self.ledger()
+        self.assertEqual([rid for rid in delivered if rid not in set(ids)], [],
+                         "answers delivered without a ledger row")
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(rolled, len(ids))
+        self.assertLessEqual(len(ids) - len(delivered), 3, "more rows than requests in flight")
+        self.assertEqual(refused, [])
+        # Node A kept serving through the kill and after it.
+        self.assertGreater(len(answered.get(a.url, [])), 20)
+        self.assertEqual(a.post(self.live).status_code, 200)
 
     def revoke(self, secret, *extra):
         key_id = self.data.key_id(secret)
