@@ -78,6 +78,8 @@ static const char serve_usage_tail[] =
     "  KONNECT_SIGNUP               sign-up: open (default), invite or closed\n"
     "  KONNECT_DATABASE             the store, default <data dir>/konnect.db; or a\n"
     "                               PostgreSQL URL (postgresql://user@host/db)\n"
+    "  KONNECT_REDIS_URL            Redis for limits counted across servers:\n"
+    "                               redis://host:port or unix:///path/redis.sock\n"
     "  KONNECT_NODE_ID              this server's name among those of one store,\n"
     "                               default the host name and a random suffix\n"
     "  KONNECT_SECRET_FILE          the server secret, default <data dir>/secret\n"

@@ -1,6 +1,7 @@
-"""Private PostgreSQL servers for the tests: initdb into a temporary directory, a unix socket only
-(no TCP port), no system service. When the tests run as root, the server runs as the `postgres`
-user that Debian's package creates (initdb refuses root).
+"""Private PostgreSQL and Redis servers for the tests: initdb into a temporary directory, a unix
+socket only (no TCP port), no system service. When the tests run as root, PostgreSQL runs as the
+`postgres` user that Debian's package creates (initdb refuses root); Redis listens on a unix
+socket only (--port 0).
 
 As a module: Postgres().start() and .database(name) give a libpq URL per empty database.
 As a command: `services.py postgres -- CMD ARGS...` starts one server, replaces every `{pg}` in
@@ -101,6 +102,55 @@ class Postgres:
                 return f.read()
         except OSError:
             return ""
+
+
+class Redis:
+    """A Redis server of its own: a unix socket only (--port 0), no persistence unless asked."""
+
+    def __init__(self, appendonly=False):
+        self.dir = tempfile.mkdtemp(prefix="kn-redis-")
+        self.sock = os.path.join(self.dir, "redis.sock")
+        self.appendonly = appendonly
+        self.proc = None
+
+    def start(self):
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            raise RuntimeError("redis-server is not installed: run scripts/install-deps.sh test")
+        args = [binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+                "--dir", self.dir, "--save", "", "--daemonize", "no",
+                "--appendonly", "yes" if self.appendonly else "no"]
+        self.log_file = open(os.path.join(self.dir, "log"), "a")
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(self.sock) and self.cli("PING").strip() == "PONG":
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self):
+        return f"unix://{self.sock}"
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-s", self.sock, *args], capture_output=True,
+                              text=True).stdout
+
+    def stop_server(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self, downtime=0.0):
+        self.stop_server()
+        time.sleep(downtime)
+        self.start()
+
+    def stop(self):
+        self.stop_server()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main(argv):

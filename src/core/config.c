@@ -210,6 +210,8 @@ static const struct number_setting numbers[] = {
            "days audit entries are kept, 0 = for ever"),
     NUMBER("KONNECT_CHANGE_LOG_RETENTION_DAYS", change_log_retention_days, 7, 1, 36500,
            "days key and account change-log rows are kept"),
+    NUMBER("KONNECT_REDIS_TIMEOUT_MS", redis_timeout_ms, 250, 10, 60000,
+           "longest wait for Redis's answer before a request falls back"),
     NUMBER("KONNECT_LEDGER_SPOOL_MAX_BYTES", spool_max_bytes, 64LL * 1024 * 1024, 4096,
            16LL * 1024 * 1024 * 1024,
            "ledger rows spooled while the store is down, past it answers are refused"),
@@ -381,6 +383,13 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     if ((v = getenv("KONNECT_PUBLIC_URL")) != NULL && *v != '\0' &&
         parse_public_url(c, v, err, errsize) != 0)
         return -1;
+    if ((v = getenv("KONNECT_REDIS_URL")) != NULL && *v != '\0') {
+        if (strlen(v) >= sizeof(c->redis_url)) {
+            snprintf(err, errsize, "KONNECT_REDIS_URL is too long");
+            return -1;
+        }
+        kn_strlcpy(c->redis_url, v, sizeof(c->redis_url));
+    }
     if ((v = getenv("KONNECT_NODE_ID")) != NULL && *v != '\0') {
         size_t len = strlen(v);
         if (len >= sizeof(c->node_id) ||

@@ -49,6 +49,8 @@ struct kn_config {
     char spool_path[PATH_MAX]; /* KONNECT_LEDGER_SPOOL, default <data dir>/ledger.spool; ""
                                   when "off". */
     uint64_t spool_max_bytes;  /* KONNECT_LEDGER_SPOOL_MAX_BYTES. */
+    char redis_url[512];       /* KONNECT_REDIS_URL, "" for none (limits counted locally). */
+    unsigned redis_timeout_ms; /* KONNECT_REDIS_TIMEOUT_MS. */
     const char *public_host;   /* The authority part of public_url ("dash.example.com"). */
     int public_https;          /* 1 when public_url is https://. */
     uint32_t max_keys_per_account;      /* KONNECT_MAX_KEYS_PER_ACCOUNT, default 100, 0 = no cap. */

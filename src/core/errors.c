@@ -80,6 +80,10 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                     "too_many_concurrent_requests",
                                     "This key has too many requests in flight; retry when one "
                                     "finishes."},
+    [KN_ERR_QUOTA_UNAVAILABLE] = {503, "Service Unavailable", "api_error", "quota_unavailable",
+                                  "This account's quotas cannot be checked right now (the "
+                                  "cluster's counters are unreachable), so its live requests "
+                                  "are refused. This request was not billed; retry shortly."},
     [KN_ERR_BILLING_UNAVAILABLE] = {503, "Service Unavailable", "api_error", "billing_unavailable",
                                     "The request could not be recorded for billing, so its "
                                     "answer was withheld. It was not billed; retry shortly."},

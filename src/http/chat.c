@@ -13,14 +13,53 @@
 #include "core/util.h"
 #include "http/internal.h"
 #include "keys/keysync.h"
+#include "limits/cluster.h"
 #include "limits/limiter.h"
 
 /* ---- /v1/chat ---------------------------------------------------------------------------- */
 
-/* Applies a key's rate limits: the test-key limits, or the live limit of its account's plan.
- * Returns 1 when the request may go on; otherwise sends the 429. */
+/* Answers 429 for a request refused by a limit: by the day (by_day) or by the minute, with the
+ * limits' headers (have_day: the day's result is known). */
+static void refuse_limits(h2o_req_t *req, struct reqinfo *info, int live, const struct plan *plan,
+                          int by_day, const struct ratelimit_result *minute,
+                          const struct ratelimit_result *day, int have_day)
+{
+    char msg[256], buf[16];
+
+    if (by_day) {
+        snprintf(msg, sizeof(msg),
+                 "Daily request limit reached for this test key (%u requests per UTC day). "
+                 "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
+                 "a live key for production traffic.",
+                 day->limit, day->reset);
+        http_add_ratelimit_headers(req, NULL, day);
+        snprintf(buf, sizeof(buf), "%u", day->retry_after);
+    } else {
+        if (live)
+            snprintf(msg, sizeof(msg),
+                     "Rate limit reached for this account's live keys (%u requests per "
+                     "minute for all of them together, plan \"%s\"). Retry after %u "
+                     "second%s.",
+                     minute->limit, plan->name, minute->retry_after,
+                     minute->retry_after == 1 ? "" : "s");
+        else
+            snprintf(msg, sizeof(msg),
+                     "Rate limit reached for this test key (%u requests per minute). Retry "
+                     "after %u second%s.",
+                     minute->limit, minute->retry_after, minute->retry_after == 1 ? "" : "s");
+        http_add_ratelimit_headers(req, minute, have_day ? day : NULL);
+        snprintf(buf, sizeof(buf), "%u", minute->retry_after);
+    }
+    http_add_header(req, "retry-after", buf);
+    http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+}
+
+/* Applies a key's rate limits in this process: the test-key limits, or the live limit of its
+ * account's plan; share > 1 divides them (rounded up) for a node that counts its share of a
+ * cluster's limits while Redis is away. Returns 1 when the request may go on; otherwise sends
+ * the 429. */
 static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
-                        const struct plan *plan, int64_t now)
+                        const struct plan *plan, int64_t now, unsigned share)
 {
     const struct kn_config *c = http_worker_of(req)->srv->cfg;
     struct ratelimit_result minute, day;
@@ -28,20 +67,15 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     /* Live keys share their account's limit: more keys buy nothing. */
     uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
     struct limiter *lim = http_worker_of(req)->srv->limiter;
-    char msg[256], buf[16];
 
+    if (share > 1) {
+        rpm = (rpm + share - 1) / share;
+        rpd = (rpd + share - 1) / share;
+    }
     if (rpd != 0) {
         have_day = 1;
         if (!limiter_daily_take(lim, key, rpd, now, &day)) {
-            snprintf(msg, sizeof(msg),
-                     "Daily request limit reached for this test key (%u requests per UTC day). "
-                     "It resets at 00:00 UTC, in %u seconds. Test keys are for development; use "
-                     "a live key for production traffic.",
-                     rpd, day.reset);
-            http_add_ratelimit_headers(req, NULL, &day);
-            snprintf(buf, sizeof(buf), "%u", day.retry_after);
-            http_add_header(req, "retry-after", buf);
-            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            refuse_limits(req, info, live, plan, 1, NULL, &day, 1);
             return 0;
         }
     }
@@ -53,21 +87,7 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
                 limiter_daily_refund(lim, key, now);
                 day.remaining++;
             }
-            if (live)
-                snprintf(msg, sizeof(msg),
-                         "Rate limit reached for this account's live keys (%u requests per "
-                         "minute for all of them together, plan \"%s\"). Retry after %u "
-                         "second%s.",
-                         rpm, plan->name, minute.retry_after, minute.retry_after == 1 ? "" : "s");
-            else
-                snprintf(msg, sizeof(msg),
-                         "Rate limit reached for this test key (%u requests per minute). Retry "
-                         "after %u second%s.",
-                         rpm, minute.retry_after, minute.retry_after == 1 ? "" : "s");
-            http_add_ratelimit_headers(req, &minute, have_day ? &day : NULL);
-            snprintf(buf, sizeof(buf), "%u", minute.retry_after);
-            http_add_header(req, "retry-after", buf);
-            http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+            refuse_limits(req, info, live, plan, 0, &minute, &day, have_day);
             return 0;
         }
     }
@@ -100,32 +120,25 @@ static int is_json_content_type(h2o_req_t *req)
     return len == 0 || *v == ';';
 }
 
-/* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
- * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
-static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
-                      const struct plan *plan, const struct chat_call *call, int64_t now,
-                      int64_t month, uint64_t *held)
+/* Answers 429 for a live request refused by its account's cap on requests in flight. */
+static void refuse_inflight(h2o_req_t *req, struct reqinfo *info, const struct plan *plan)
 {
-    struct acctrec *a = key->acct;
-    struct limiter *lim = http_worker_of(req)->srv->limiter;
-    char msg[400], when[32], mbuf[8];
-    enum quota_outcome q;
-    uint64_t want = (uint64_t)call->input_estimate +
-                    (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "This account already has %u live requests in flight, the most its plan "
+             "(\"%s\") allows at once, all keys together. Retry when one finishes.",
+             plan->max_concurrent, plan->name);
+    http_add_header(req, "retry-after", "1");
+    http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
+}
 
-    if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
-        snprintf(msg, sizeof(msg),
-                 "This account already has %u live requests in flight, the most its plan "
-                 "(\"%s\") allows at once, all keys together. Retry when one finishes.",
-                 plan->max_concurrent, plan->name);
-        http_add_header(req, "retry-after", "1");
-        http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
-        return 0;
-    }
-    if ((q = limiter_quota_reserve(lim, a, month, want, held)) == QUOTA_OK)
-        return 1;
-    limiter_inflight_release(lim, a);
+/* Answers 429 for a live request refused by its account's monthly quota (q says which). */
+static void refuse_quota(h2o_req_t *req, struct reqinfo *info, struct acctrec *a,
+                         const struct plan *plan, enum quota_outcome q, int64_t now, int64_t month)
+{
+    char msg[400], when[32], mbuf[8];
     int64_t reset = kn_month_start(month + 1);
+
     kn_format_time(reset, when, sizeof(when));
     kn_month_format(month, mbuf, sizeof(mbuf));
     snprintf(msg, sizeof(msg),
@@ -138,6 +151,28 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
              q == QUOTA_TOKENS_USED_UP ? ", counting what requests in flight may use" : "", when,
              (long long)((reset - now + 3599) / 3600));
     http_send_error(req, info, KN_ERR_INSUFFICIENT_QUOTA, msg, NULL);
+}
+
+/* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
+ * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
+static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                      const struct plan *plan, const struct chat_call *call, int64_t now,
+                      int64_t month, uint64_t *held)
+{
+    struct acctrec *a = key->acct;
+    struct limiter *lim = http_worker_of(req)->srv->limiter;
+    enum quota_outcome q;
+    uint64_t want = (uint64_t)call->input_estimate +
+                    (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
+
+    if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
+        refuse_inflight(req, info, plan);
+        return 0;
+    }
+    if ((q = limiter_quota_reserve(lim, a, month, want, held)) == QUOTA_OK)
+        return 1;
+    limiter_inflight_release(lim, a);
+    refuse_quota(req, info, a, plan, q, now, month);
     return 0;
 }
 
@@ -200,32 +235,234 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
     return key;
 }
 
+/* A request waiting for Redis (limits/cluster.h): what its handler had, copied, since the handler
+ * has returned. req is NULL once the client went away (its guard, in the request's pool, says so
+ * when h2o frees the request). */
+struct cluster_wait {
+    h2o_req_t *req;
+    struct cluster_guard *guard;
+    struct reqinfo info;
+    enum chat_api api;
+    struct keyrec *key;
+    const struct plan *plan;
+    const struct plans *ps;
+    int64_t now, month;
+    uint64_t began_ns;
+    struct plan_model pm;
+    struct chat_call call; /* A live request's call, prepared. */
+};
+
+struct cluster_guard {
+    struct cluster_wait *w;
+};
+
+static void on_cluster_guard_dispose(void *p)
+{
+    struct cluster_guard *g = p;
+    if (g->w != NULL)
+        g->w->req = NULL;
+}
+
+static struct cluster_wait *cluster_wait_new(h2o_req_t *req, const struct reqinfo *info,
+                                             enum chat_api api, struct keyrec *key,
+                                             const struct plan *plan, const struct plans *ps,
+                                             int64_t now, uint64_t began_ns)
+{
+    struct cluster_wait *w = kn_calloc(1, sizeof(*w));
+    *w = (struct cluster_wait){.req = req,
+                               .info = *info,
+                               .api = api,
+                               .key = key,
+                               .plan = plan,
+                               .ps = ps,
+                               .now = now,
+                               .began_ns = began_ns};
+    w->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*w->guard), on_cluster_guard_dispose);
+    w->guard->w = w;
+    return w;
+}
+
+/* Takes the request back from the wait: NULL when the client left meanwhile. */
+static h2o_req_t *cluster_wait_take(struct cluster_wait *w)
+{
+    if (w->req != NULL)
+        w->guard->w = NULL;
+    return w->req;
+}
+
+static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, struct keyrec *key,
+                       const struct plan *plan, const struct plans *ps, int64_t now,
+                       uint64_t began_ns);
+
+static void on_test_limits(void *ud, int ok, const struct cluster_test_result *r)
+{
+    struct cluster_wait *w = ud;
+    h2o_req_t *req = cluster_wait_take(w);
+    struct server *srv;
+
+    if (req == NULL) {
+        free(w);
+        return;
+    }
+    srv = http_worker_of(req)->srv;
+    if (!ok) {
+        /* Redis did not answer: this node's share of the limits, counted here. */
+        if (!check_limits(req, &w->info, w->key, w->plan, w->now,
+                          (unsigned)keysync_live_nodes(srv->ks))) {
+            keytable_touch(srv->kt, w->key, w->now, 0);
+            free(w);
+            return;
+        }
+    } else if (r->refused) {
+        refuse_limits(req, &w->info, 0, w->plan, r->refused == 1, &r->minute, &r->day,
+                      r->day.limit != 0);
+        keytable_touch(srv->kt, w->key, w->now, 0);
+        free(w);
+        return;
+    } else {
+        http_add_ratelimit_headers(req, r->minute.limit ? &r->minute : NULL,
+                                   r->day.limit ? &r->day : NULL);
+    }
+    keytable_touch(srv->kt, w->key, w->now, 1);
+    serve_chat(req, &w->info, w->api, w->key, w->plan, w->ps, w->now, w->began_ns);
+    free(w);
+}
+
 static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
 {
     struct server *srv = http_worker_of(req)->srv;
     const struct plans *ps = keysync_plans(srv->ks);
     const struct plan *plan;
-    struct plan_model pm;
     struct keyrec *key;
-    struct chat_request creq;
-    struct chat_call call;
-    struct chat_error cerr;
     int64_t now = kn_unix_now();
-    const char *body = req->entity.base != NULL ? req->entity.base : "";
-    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
-    uint64_t held = 0;
 
     if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
         return;
     /* A live request's stages are timed from here (live.h); test keys take no clock. (h2o's
      * own arrival time is its loop's cached clock, up to a millisecond stale: not used.) */
     uint64_t began_ns = key->mode == APIKEY_MODE_LIVE ? kn_mono_ns() : 0;
-    if (!check_limits(req, info, key, plan, now)) {
+    if (srv->has_redis) {
+        if (key->mode == APIKEY_MODE_LIVE) {
+            /* Its account's limits are asked of Redis in one call with its quotas, once the
+             * request is read (admit_in_cluster). */
+            keytable_touch(srv->kt, key, now, 1);
+            serve_chat(req, info, api, key, plan, ps, now, began_ns);
+            return;
+        }
+        const struct kn_config *c = srv->cfg;
+        struct cluster_wait *w = cluster_wait_new(req, info, api, key, plan, ps, now, began_ns);
+        if (cluster_test_take(key->id, c->test_rpm, c->test_rpd, on_test_limits, w) == 0)
+            return;
+        /* No connection: this node's share, counted here. */
+        cluster_wait_take(w);
+        free(w);
+        if (!check_limits(req, info, key, plan, now, (unsigned)keysync_live_nodes(srv->ks))) {
+            keytable_touch(srv->kt, key, now, 0);
+            return;
+        }
+    } else if (!check_limits(req, info, key, plan, now, 1)) {
         keytable_touch(srv->kt, key, now, 0);
         return;
     }
     /* Counted once admitted by the limits: this is the count the daily limit resumes from. */
     keytable_touch(srv->kt, key, now, 1);
+    serve_chat(req, info, api, key, plan, ps, now, began_ns);
+}
+
+/* Redis's answer to a live request's admission. */
+static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r)
+{
+    struct cluster_wait *w = ud;
+    h2o_req_t *req = cluster_wait_take(w);
+
+    if (req == NULL) {
+        /* The client left: what was reserved for it goes back. */
+        if (ok && r->outcome == CLUSTER_ADMITTED)
+            cluster_release(w->key->acct->id, w->month, w->info.request_id);
+        chat_call_cleanup(&w->call);
+        free(w);
+        return;
+    }
+    if (!ok || r->outcome == CLUSTER_NOT_SEEDED) {
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE,
+                        ok ? "This account's usage this month is not in the cluster's counters "
+                             "yet (they were restarted empty, or the month has just begun), so "
+                             "its quotas cannot be checked and its live requests are refused for "
+                             "a moment. This request was not billed; retry shortly."
+                           : NULL,
+                        NULL);
+    } else if (r->outcome == CLUSTER_RATE) {
+        refuse_limits(req, &w->info, 1, w->plan, 0, &r->minute, NULL, 0);
+    } else if (r->outcome == CLUSTER_INFLIGHT) {
+        refuse_inflight(req, &w->info, w->plan);
+    } else if (r->outcome == CLUSTER_REQUESTS_USED_UP || r->outcome == CLUSTER_TOKENS_USED_UP) {
+        refuse_quota(req, &w->info, w->key->acct, w->plan,
+                     r->outcome == CLUSTER_REQUESTS_USED_UP ? QUOTA_REQUESTS_USED_UP
+                                                            : QUOTA_TOKENS_USED_UP,
+                     w->now, w->month);
+    } else {
+        if (r->minute.limit != 0)
+            http_add_ratelimit_headers(req, &r->minute, NULL);
+        struct live_terms terms = {w->month,    r->held, w->plan,
+                                   &w->pm,      w->ps,   http_worker_of(req)->srv->limiter,
+                                   w->began_ns, 1};
+        live_handle(&http_worker_of(req)->live, req, &w->info, w->key, &terms, &w->call);
+    }
+    chat_call_cleanup(&w->call);
+    free(w);
+}
+
+/* Asks Redis to admit a live request (its account's requests per minute, in flight and monthly
+ * quotas, in one call); it goes on in on_live_admit. Without a connection it is refused: quotas
+ * are money, and no node may spend an account's quota on its own. */
+static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
+                             const struct plan *plan, const struct plans *ps,
+                             const struct plan_model *pm, struct chat_call *call, int64_t now,
+                             int64_t month, uint64_t began_ns)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    struct acctrec *a = key->acct;
+    struct cluster_wait *w = cluster_wait_new(req, info, call->api, key, plan, ps, now, began_ns);
+
+    w->month = month;
+    w->pm = *pm;
+    w->call = *call;
+    memset(call, 0, sizeof(*call));
+    struct cluster_admit_ask ask = {
+        .account_id = a->id,
+        .month = month,
+        .rpm = plan->requests_per_minute,
+        .max_inflight = plan->max_concurrent,
+        .quota_requests = atomic_load(&a->quota_requests),
+        .quota_tokens = atomic_load(&a->quota_tokens),
+        .want_tokens = (uint64_t)w->call.input_estimate +
+                       (w->call.max_output ? w->call.max_output : CHAT_OUTPUT_RESERVE_DEFAULT),
+        .lease = w->info.request_id,
+        /* Past the longest a request may last, so that only a node that died lets it lapse. */
+        .lease_ms = (uint64_t)srv->cfg->model_timeout_ms + 60000};
+    if (cluster_admit(&ask, on_live_admit, w) == 0)
+        return;
+    cluster_wait_take(w);
+    http_add_header(req, "retry-after", "1");
+    http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE, NULL, NULL);
+    chat_call_cleanup(&w->call);
+    free(w);
+}
+
+static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, struct keyrec *key,
+                       const struct plan *plan, const struct plans *ps, int64_t now,
+                       uint64_t began_ns)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    struct plan_model pm;
+    struct chat_request creq;
+    struct chat_call call;
+    struct chat_error cerr;
+    const char *body = req->entity.base != NULL ? req->entity.base : "";
+    const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    uint64_t held = 0;
+
     if (!is_json_content_type(req)) {
         http_send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         return;
@@ -313,12 +550,16 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     }
     chat_call_prepare(&call, pm.backend);
     int64_t month = kn_month_of(now);
+    if (srv->has_redis) {
+        admit_in_cluster(req, info, key, plan, ps, &pm, &call, now, month, began_ns);
+        return;
+    }
     if (!admit_live(req, info, key, plan, &call, now, month, &held)) {
         chat_call_cleanup(&call);
         return;
     }
-    struct live_terms terms = {month,   held, plan, &pm, ps, http_worker_of(req)->srv->limiter,
-                               began_ns};
+    struct live_terms terms = {month,    held, plan, &pm, ps, http_worker_of(req)->srv->limiter,
+                               began_ns, 0};
     live_handle(&http_worker_of(req)->live, req, info, key, &terms, &call);
 }
 

@@ -20,6 +20,7 @@
 #include "keys/apikey.h"
 #include "keys/keytable.h"
 #include "limits/ratelimit.h"
+#include "limits/redis.h"
 
 #define REFUSAL_SIZE 768
 /* Stands for the request id in the prebuilt answer to connections over the limit. */
@@ -32,7 +33,9 @@ struct server {
     struct keytable *kt;
     struct keysync *ks;
     struct limiter *limiter; /* Every request counter (limits/limiter.h). */
-    struct iplist *trusted;  /* KONNECT_TRUSTED_PROXIES, or NULL. */
+    int has_redis;           /* Limits counted in Redis too (limits/cluster.h). */
+    struct redis_target redis;
+    struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;   /* The first of listen_fds, for printing the address. */

@@ -18,6 +18,7 @@
 #include "http/request.h"
 #include "http/response.h"
 #include "keys/keytable.h"
+#include "limits/cluster.h"
 #include "limits/limiter.h"
 #include "metering/plans.h"
 
@@ -134,9 +135,14 @@ void live_maybe_free(struct live_req *lr)
     live_unlink_timer(&lr->phase_timer);
     live_unlink_timer(&lr->watch_timer);
     h2o_linklist_unlink(&lr->node);
-    if (lr->quota_held)
-        limiter_quota_release(lr->limiter, lr->key->acct, lr->month, lr->tokens_held);
-    limiter_inflight_release(lr->limiter, lr->key->acct);
+    if (lr->leased) {
+        if (lr->quota_held)
+            cluster_release(lr->key->acct->id, lr->month, lr->info.request_id);
+    } else {
+        if (lr->quota_held)
+            limiter_quota_release(lr->limiter, lr->key->acct, lr->month, lr->tokens_held);
+        limiter_inflight_release(lr->limiter, lr->key->acct);
+    }
     chat_call_cleanup(&lr->call);
     sse_free(&lr->sse);
     free(lr->head);
@@ -528,8 +534,12 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         }
         /* Billed: the reservation became usage. */
         lr->quota_held = 0;
-        limiter_quota_settle(lr->limiter, lr->key->acct, lr->month, lr->tokens_held,
-                             (uint64_t)lr->in_tokens + lr->out_tokens);
+        if (lr->leased)
+            cluster_settle(lr->key->acct->id, lr->month, lr->info.request_id,
+                           (uint64_t)lr->in_tokens + lr->out_tokens);
+        else
+            limiter_quota_settle(lr->limiter, lr->key->acct, lr->month, lr->tokens_held,
+                                 (uint64_t)lr->in_tokens + lr->out_tokens);
         if (lr->req == NULL) {
             live_maybe_free(lr); /* Billed, but the client left before the answer. */
         } else if (lr->end_err != KN_OK) {
@@ -566,6 +576,7 @@ void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, s
     lr->key = key;
     lr->month = terms->month;
     lr->limiter = terms->limiter;
+    lr->leased = terms->leased;
     lr->began_ns = terms->began_ns;
     lr->admitted_ns = kn_mono_ns();
     lr->quota_held = 1;

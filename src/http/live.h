@@ -106,6 +106,8 @@ struct live_terms {
     const struct plans *ps;      /* The plans in force (currency, catalogue). */
     struct limiter *limiter;     /* Where the reservation and the slot are given back. */
     uint64_t began_ns;           /* kn_mono_ns() when the handler took the request. */
+    int leased; /* Admitted by Redis (limits/cluster.h): its lease, the request id, is settled or
+                   released there instead. */
 };
 
 /* Writes the stage times of every live request answered since the last call (the first call: since

@@ -37,6 +37,7 @@
 #include "http/internal.h"
 #include "keys/keysync.h"
 #include "keys/keytable.h"
+#include "limits/cluster.h"
 #include "limits/limiter.h"
 #include "metering/plans.h"
 #include "store/store.h"
@@ -329,6 +330,8 @@ static void worker_setup(struct worker *w)
     h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
     dashbridge_worker_init(w);
     live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
+    if (srv->has_redis)
+        cluster_conn = redis_conn_new(w->loop.ctx.loop, &srv->redis, srv->cfg->redis_timeout_ms);
     w->listener = h2o_evloop_socket_create(w->loop.ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, conns_on_accept);
@@ -341,6 +344,8 @@ static void worker_dispose(struct worker *w)
     h2o_timeout_dispose(loop, &w->refuse_timeout);
     dashbridge_worker_dispose(w);
     live_worker_dispose(&w->live);
+    redis_conn_free(cluster_conn);
+    cluster_conn = NULL;
     /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
      * h2o_context_dispose asserts that no timer is. */
     if (h2o_timeout_is_linked(&w->loop.ctx.http2._graceful_shutdown_timeout))
@@ -603,8 +608,14 @@ int server_run(const struct kn_config *c)
                 "(no quota, no charge)\n",
                 c->plans_file);
     /* The store thread takes the plans over (it reloads them on SIGHUP). */
-    struct store_node node = {.counters = "local", .version = KONNECT_VERSION};
+    if (c->redis_url[0] != '\0') {
+        if (redis_target_parse(c->redis_url, &srv->redis, err, sizeof(err)) != 0)
+            goto fail;
+        srv->has_redis = 1;
+    }
+    struct store_node node = {.version = KONNECT_VERSION};
     kn_strlcpy(node.id, c->node_id, sizeof(node.id));
+    kn_strlcpy(node.counters, srv->has_redis ? "redis" : "local", sizeof(node.counters));
     struct keysync_config kc = {.db_url = c->database,
                                 .socket_path = c->socket_path,
                                 .plans = plans,
@@ -613,7 +624,8 @@ int server_run(const struct kn_config *c)
                                 .durable = c->ledger_sync_full,
                                 .node = &node,
                                 .spool_path = c->spool_path[0] != '\0' ? c->spool_path : NULL,
-                                .spool_max_bytes = c->spool_max_bytes};
+                                .spool_max_bytes = c->spool_max_bytes,
+                                .redis = srv->has_redis ? &srv->redis : NULL};
     if ((srv->ks = keysync_start(srv->kt, &kc, err, sizeof(err))) == NULL)
         goto fail;
     srv->live_setup = (struct live_setup){

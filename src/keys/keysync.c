@@ -23,6 +23,8 @@
 #include "limits/ratelimit.h"
 #include "metering/ledger.h"
 #include "metering/spool.h"
+#include "keys/propagation.h"
+#include "limits/cluster.h"
 
 #define TICK_MS 1000
 
@@ -57,6 +59,12 @@ struct keysync {
     _Atomic(char *) base_url; /* The running server's own address, for the CLI's links. */
     struct store_node node;   /* This server's row in the nodes table. */
     struct spool *spool;      /* The ledger's spool, or NULL (metering/spool.h). */
+    int has_redis;            /* The limits are counted in Redis (limits/cluster.h). */
+    struct redis_target redis_target;
+    redisContext *redis;      /* The store thread's connection, for the seeding; NULL while
+                                 it is lost. */
+    int redis_said;           /* Its loss was reported. */
+    _Atomic int live_nodes;   /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled; /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;          /* The last heartbeat failed (said once, not every second). */
 };
@@ -112,6 +120,42 @@ static void mark(struct keysync *ks, int ok)
         atomic_store(&ks->last_ok_ns, kn_mono_ns());
 }
 
+/* Several servers on one store must count their limits in one place, or an account could spend
+ * its quota once on each: a server without Redis does not start while another live server uses
+ * the store, nor one with Redis while a live server counts locally. A row under 3 seconds old may
+ * be a server that just died (a restart after a crash): it is given that long to age. Returns 0,
+ * or -1 with a message. */
+static int refuse_mixed_counters(struct keysync *ks, char *err, size_t errsize)
+{
+    int others = 0, local = 0;
+    uint64_t deadline = kn_mono_ns() + (PROPAGATION_LIVE_MS + 500) * 1000000ull;
+
+    for (;;) {
+        if (propagation_live_others(ks->store, ks->node.id, &others, &local) != STORE_OK) {
+            snprintf(err, errsize, "cannot read the nodes table: %s", store_errmsg(ks->store));
+            return -1;
+        }
+        int bad = ks->has_redis ? local > 0 : others > 0;
+        if (!bad)
+            return 0;
+        if (kn_mono_ns() >= deadline)
+            break;
+        poll(NULL, 0, 200);
+    }
+    if (ks->has_redis)
+        snprintf(err, errsize,
+                 "another live server uses this store and counts its limits in its own memory: "
+                 "every server of one store needs the same KONNECT_REDIS_URL (stop it, or give it "
+                 "Redis)");
+    else
+        snprintf(err, errsize,
+                 "%d other live server%s use%s this store: several servers need "
+                 "KONNECT_REDIS_URL (Redis), so that an account's quotas and limits hold across "
+                 "them instead of once on each",
+                 others, others == 1 ? "" : "s", others == 1 ? "s" : "");
+    return -1;
+}
+
 /* Replays the ledger's spool into the store. Returns the rows replayed, or -1 when the store
  * failed (they stay spooled). */
 static long replay_spool(struct keysync *ks)
@@ -131,6 +175,12 @@ static long replay_spool(struct keysync *ks)
     return n;
 }
 
+static int count_live(void *ud, const struct store_node *n)
+{
+    *(int *)ud += n->age_ms < PROPAGATION_LIVE_MS;
+    return 0;
+}
+
 /* Writes this server's heartbeat with the change-log positions it has applied: whoever changed a
  * key waits for every live server's row to reach its change (keys/propagation.h). */
 static int beat(struct keysync *ks)
@@ -140,7 +190,9 @@ static int beat(struct keysync *ks)
     ks->node.key_seq = ks->key_cursor.v[0];
     ks->node.account_seq = ks->account_cursor.v[0];
     kn_strlcpy(ks->node.address, url != NULL ? url : "", sizeof(ks->node.address));
-    int failed = store_node_beat(ks->store, &ks->node) != STORE_OK;
+    int failed = store_node_beat(ks->store, &ks->node) != STORE_OK, live = 0;
+    if (!failed && store_nodes_list(ks->store, count_live, &live) == STORE_OK)
+        atomic_store(&ks->live_nodes, live > 0 ? live : 1);
     /* A write went through: the store takes ledger rows again once the spool is in. */
     if (!failed && ks->ledger != NULL && (ks->spool == NULL || spool_pending(ks->spool) == 0))
         ledger_mark_up(ks->ledger);
@@ -149,6 +201,60 @@ static int beat(struct keysync *ks)
                 store_errmsg(ks->store));
     ks->beat_failed = failed;
     return !failed;
+}
+
+static int seed_one(void *ud, const struct store_month_total *t)
+{
+    struct keysync *ks = ud;
+    return cluster_seed_account(ks->redis, t->account_id, kn_month_of(kn_unix_now()), t->requests,
+                                t->tokens);
+}
+
+/* Puts this month's billed usage of every account into Redis unless it is there (its seeded
+ * mark): at start, and within a second of Redis losing it (a restart without persistence, a new
+ * month). Until then, live requests are refused (limits/konnect.lua). */
+static void seed_redis(struct keysync *ks)
+{
+    char err[512], mark[48];
+    redisReply *r;
+    int64_t month = kn_month_of(kn_unix_now());
+
+    if (!ks->has_redis)
+        return;
+    if (ks->redis == NULL &&
+        (ks->redis = redis_sync_connect(&ks->redis_target, err, sizeof(err))) == NULL) {
+        if (!ks->redis_said)
+            fprintf(stderr, "konnect: %s (will retry)\n", err);
+        ks->redis_said = 1;
+        return;
+    }
+    cluster_seeded_key(month, mark, sizeof(mark));
+    if ((r = redisCommand(ks->redis, "EXISTS %s", mark)) == NULL)
+        goto lost;
+    int seeded = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (seeded)
+        return;
+    if (store_usage_month_totals(ks->store, month, seed_one, ks) != STORE_OK) {
+        fprintf(stderr, "konnect: cannot seed Redis with this month's usage: %s\n",
+                ks->redis->err ? ks->redis->errstr : store_errmsg(ks->store));
+        if (ks->redis->err)
+            goto lost;
+        return;
+    }
+    if ((r = redisCommand(ks->redis, "SET %s 1 PX %lld", mark, 40LL * 86400000)) == NULL)
+        goto lost;
+    freeReplyObject(r);
+    fprintf(stderr, "konnect: seeded Redis %s with this month's usage\n", ks->redis_target.shown);
+    ks->redis_said = 0;
+    return;
+lost:
+    if (!ks->redis_said)
+        fprintf(stderr, "konnect: lost the store thread's connection to Redis %s: %s\n",
+                ks->redis_target.shown, ks->redis->errstr);
+    ks->redis_said = 1;
+    redisFree(ks->redis);
+    ks->redis = NULL;
 }
 
 static int sync_changes(struct keysync *ks)
@@ -297,6 +403,7 @@ static void *thread_main(void *arg)
         if (kn_mono_ns() >= next_tick) {
             /* Ready means both halves of the round trip worked this time. */
             replay_spool(ks);
+            seed_redis(ks);
             int ok = sync_changes(ks);
             if (flush_usage(ks) != 0 && ok)
                 mark(ks, 0);
@@ -324,6 +431,11 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
     ks->kt = kt;
     ks->node = *cfg->node;
     ks->node.started_at = kn_unix_now();
+    atomic_store(&ks->live_nodes, 1);
+    if (cfg->redis != NULL) {
+        ks->has_redis = 1;
+        ks->redis_target = *cfg->redis;
+    }
     ks->accounts = accounts_new(cfg->plans, cfg->plans_path, cfg->plans_required);
     if (mailbox_init(&ks->mailbox, 0, 1) != 0) {
         snprintf(err, errsize, "eventfd: %s", strerror(errno));
@@ -365,10 +477,13 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
         snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));
         goto fail;
     }
+    if (store_is_postgres(cfg->db_url) && refuse_mixed_counters(ks, err, errsize) != 0)
+        goto fail;
     if (!beat(ks)) {
         snprintf(err, errsize, "cannot write this node's heartbeat: %s", store_errmsg(ks->store));
         goto fail;
     }
+    seed_redis(ks);
     mark(ks, 1);
     if (cfg->socket_path != NULL &&
         (ks->control = control_open(cfg->socket_path, answer, ks, err, errsize)) == NULL)
@@ -379,6 +494,8 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
     }
     return ks;
 fail:
+    if (ks->redis != NULL)
+        redisFree(ks->redis);
     control_close(ks->control);
     mailbox_dispose(&ks->mailbox);
     store_close(ks->store);
@@ -404,9 +521,16 @@ void keysync_stop(struct keysync *ks)
     ledger_free(ks->ledger);
     spool_close(ks->spool);
     store_close(ks->store);
+    if (ks->redis != NULL)
+        redisFree(ks->redis);
     accounts_free(ks->accounts);
     free(atomic_load(&ks->base_url));
     free(ks);
+}
+
+int keysync_live_nodes(struct keysync *ks)
+{
+    return atomic_load(&ks->live_nodes);
 }
 
 int keysync_billing_down(struct keysync *ks)

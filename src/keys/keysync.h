@@ -18,6 +18,7 @@
 #include "limits/quota.h"
 #include "metering/ledger.h"
 #include "metering/plans.h"
+#include "limits/redis.h"
 #include "store/store.h"
 
 struct keysync;
@@ -43,6 +44,9 @@ struct keysync_config {
     const struct store_node *node;
     const char *spool_path; /* The ledger's spool (metering/spool.h), or NULL for none. */
     uint64_t spool_max_bytes;
+    /* Redis, where the limits are counted (limits/cluster.h), or NULL for none: the store
+     * thread seeds each month's usage there. */
+    const struct redis_target *redis;
 };
 
 /* Opens the store, loads every account (with its plan) and every key into kt, replays the
@@ -58,6 +62,10 @@ int keysync_billing_down(struct keysync *ks);
 
 /* The ledger rows waiting in the spool for the store. Safe from any thread. */
 uint64_t keysync_spooled(struct keysync *ks);
+
+/* The live servers of the store (this one included), as of the last heartbeat. Safe from any
+ * thread. */
+int keysync_live_nodes(struct keysync *ks);
 
 /* This server's id in the nodes table. */
 const char *keysync_node_id(struct keysync *ks);

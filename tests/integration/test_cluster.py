@@ -1,12 +1,16 @@
-"""Several servers on one PostgreSQL store (a private server from tests/services.py): a change made
-through the CLI or any server's dashboard is in force on every live server once it returns; a
-server that lags is named and the command exits 3; a dead server is not waited for; a dashboard
-session works on a server other than the one that signed in."""
+"""Several servers on one PostgreSQL store and one Redis (private servers from tests/services.py):
+a change made through the CLI or any server's dashboard is in force on every live server once it
+returns; a server that lags is named and the command exits 3; a dead server is not waited for; a
+dashboard session works on a server other than the one that signed in; an account's quota, a test
+key's rate limit and an account's cap on requests in flight hold exactly over all the servers
+together; PostgreSQL or Redis restarted, or one server killed, under live load loses and doubles
+no bill; a server without Redis does not join servers that share a store."""
 
 import json
 import os
 import signal
 import sys
+import subprocess
 import threading
 import time
 
@@ -21,6 +25,7 @@ from fake_backend import FakeBackend  # noqa: E402
 from test_dashboard import Browser  # noqa: E402
 
 PG = None
+REDIS = None
 PLANS = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
                     "max_concurrent_requests": 100}]}
 
@@ -31,7 +36,7 @@ class NodeDir(DataDir):
     def __init__(self, database, secret_file, node_id):
         super().__init__()
         self.shared = {"KONNECT_DATABASE": database, "KONNECT_SECRET_FILE": secret_file,
-                       "KONNECT_NODE_ID": node_id}
+                       "KONNECT_NODE_ID": node_id, "KONNECT_REDIS_URL": REDIS.url}
 
     def env(self, **extra):
         return super().env(**{**self.shared, **extra})
@@ -45,8 +50,9 @@ class ClusterTest(ServerTest):
         self.dbname = f"cluster_{PG.counter}"
         self.url = PG.database(self.dbname)
         self.dirs = []
+        REDIS.cli("FLUSHALL")
         secret = os.path.join(DataDir().path, "secret")
-        for name in ("node-a", "node-b"):
+        for name in ("node-a", "node-b", "node-c"):
             self.dirs.append(NodeDir(self.url, secret, name))
         self.data = self.dirs[0]
         self.data.account()
@@ -58,15 +64,107 @@ class ClusterTest(ServerTest):
         self.addCleanup(lambda: s.proc.poll() is None and s.proc.kill())
         return s
 
-    def live_nodes(self, count=2):
+    def live_nodes(self, count=2, plans=None, **env):
         """count nodes with a model backend and a priced plan, and a live key."""
         self.backend = FakeBackend().start()
         self.addCleanup(self.backend.stop)
         for d in self.dirs:
             with open(os.path.join(d.path, "plans.json"), "w") as f:
-                json.dump(PLANS, f)
+                json.dump(plans or PLANS, f)
         self.live = self.key(mode="live", name="load")
-        return [self.node(i, KONNECT_MODEL_URL=self.backend.url) for i in range(count)]
+        return [self.node(i, KONNECT_MODEL_URL=self.backend.url, **env) for i in range(count)]
+
+    def storm(self, nodes, key, clients, per_client, path="/v1/chat"):
+        """clients threads each send per_client requests with key, spread over the nodes;
+        returns the status codes (and error codes) of every answer."""
+        out, lock = [], threading.Lock()
+
+        def client(i):
+            s = requests.Session()
+            node = nodes[i % len(nodes)]
+            for _ in range(per_client):
+                r = s.post(node.url + path, data=json.dumps({"message": "hi"}), timeout=30,
+                           headers={"Authorization": f"Bearer {key}",
+                                    "Content-Type": "application/json"})
+                code = r.json()["error"]["code"] if r.status_code != 200 else None
+                with lock:
+                    out.append((r.status_code, code))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    def test_a_monthly_quota_is_exact_over_three_nodes_under_concurrency(self):
+        nodes = self.live_nodes(3)
+        p = self.data.cli("account", "set-quota", "--account", "dev@example.com",
+                          "--requests", "25")
+        self.assertIn("applied by every running server (3)", p.stderr)
+        got = self.storm(nodes, self.live, 12, 5)
+        ok = [c for c in got if c[0] == 200]
+        self.assertEqual(len(ok), 25, got)
+        self.assertEqual(sorted(set(got) - {(200, None)}), [(429, "insufficient_quota")])
+        ids, rolled = self.ledger()
+        self.assertEqual((len(ids), rolled), (25, 25))
+
+    def test_a_test_keys_rate_limit_is_exact_over_nodes(self):
+        nodes = [self.node(i, KONNECT_TEST_KEY_RPM="10", KONNECT_TEST_KEY_RPD="0")
+                 for i in range(3)]
+        key = self.key()
+        got = self.storm(nodes, key, 6, 5)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 10, got)
+        self.assertEqual(sorted(set(got) - {(200, None)}), [(429, "rate_limited")])
+
+    def test_the_accounts_cap_on_requests_in_flight_holds_over_nodes(self):
+        plans = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
+                            "max_concurrent_requests": 3}]}
+        a, b = self.live_nodes(2, plans=plans)
+        self.backend.set_mode("slow_head", delay_ms=1500)
+        got = self.storm([a, b], self.live, 10, 1)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 3, got)
+        self.assertEqual(sorted(set(got) - {(200, None)}),
+                         [(429, "too_many_concurrent_requests")])
+        # Every slot came back once its request was billed.
+        self.backend.set_mode("normal")
+        self.assertEqual(a.post(self.live).status_code, 200)
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 4)
+
+    def test_redis_restarted_under_load_loses_and_doubles_no_bill(self):
+        a, b = self.live_nodes(2)
+
+        def restart():
+            time.sleep(1.5)
+            REDIS.restart(downtime=0.5)
+            time.sleep(2.5)
+        answered, refused = self.load([a, b], 6, restart)
+        self.settled([a, b])
+        delivered = [rid for ids in answered.values() for rid in ids]
+        ids, rolled = self.ledger()
+        self.assertEqual([rid for rid in delivered if rid not in set(ids)], [])
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(rolled, len(ids))
+        # While Redis was away (and until each month's usage was seeded again), live requests
+        # were refused, fail closed, and not billed.
+        self.assertEqual(sorted({c for c, _ in refused}), [503] if refused else [])
+        self.assertEqual([rid for _, rid in refused if rid in set(ids)], [])
+        print(f"{len(delivered)} answers, {len(refused)} refused while Redis was away",
+              flush=True)
+        for n in (a, b):
+            r = n.post(self.live)
+            self.assertEqual(r.status_code, 200, r.text)
+
+    def test_a_node_without_redis_does_not_join_nodes_that_share_a_store(self):
+        a = self.node(0)
+        env = self.dirs[1].env(KONNECT_REDIS_URL="")
+        env.pop("KONNECT_REDIS_URL")
+        p = subprocess.run([harness.BINARY, "serve", "--listen", f"127.0.0.1:{harness.free_port()}"],
+                           env=env, capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("1 other live server uses this store", p.stderr)
+        self.assertIn("KONNECT_REDIS_URL", p.stderr)
+        self.assertEqual(a.post(self.key()).status_code, 200)
 
     def ledger(self):
         """The ledger's request ids (bills, not fences) and the rollup's request count."""
@@ -264,13 +362,15 @@ class ClusterTest(ServerTest):
 
 
 def main():
-    global PG
+    global PG, REDIS
     harness.BINARY = os.path.abspath(sys.argv.pop(1))
     PG = services.Postgres().start()
+    REDIS = services.Redis().start()
     try:
         import unittest
         result = unittest.main(verbosity=2, exit=False).result
     finally:
+        REDIS.stop()
         PG.stop()
     sys.exit(0 if result.wasSuccessful() else 1)
 

@@ -220,7 +220,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     chat_call_prepare(&call, pm.backend);
     CHECK(limiter_inflight_acquire(&limiter_local, &account, 100));
     CHECK(limiter_quota_reserve(&limiter_local, &account, month, 5000, &held) == QUOTA_OK);
-    struct live_terms terms = {month, held, plan, &pm, plans, &limiter_local, kn_mono_ns()};
+    struct live_terms terms = {month, held, plan, &pm, plans, &limiter_local, kn_mono_ns(), 0};
     live_handle(&lw, req, &info, &key, &terms, &call);
     return 0;
 }

@@ -1,0 +1,82 @@
+/* Cluster-wide limits (KONNECT_REDIS_URL): one atomic Redis call per request (limits/konnect.lua),
+ * sent from the request's event loop without blocking it, so that every limit holds across all
+ * nodes together: a test key's requests per minute and per day; a live account's requests per
+ * minute, requests in flight and monthly quotas of requests and tokens, reserved at admission as
+ * a lease (the request id) that is settled once billed or released if not, and that lapses,
+ * counted as billed, if its node dies. Each month's usage is seeded into Redis from the store by
+ * every node's store thread (SET NX), and a live request is refused while it is not (it is
+ * money).
+ *
+ * When Redis cannot be reached or does not answer in time, the caller falls back: a test key's
+ * limits to this node's share (the limit divided by the live nodes, rounded up), counted locally;
+ * a live request is refused (503 quota_unavailable), unbilled. */
+#ifndef KN_LIMITS_CLUSTER_H
+#define KN_LIMITS_CLUSTER_H
+
+#include <stdint.h>
+
+#include "limits/quota.h"
+#include "limits/ratelimit.h"
+#include "limits/redis.h"
+
+/* The event loop's connection (set by each worker thread; NULL without Redis). */
+extern __thread struct redis_conn *cluster_conn;
+
+/* What Redis said of a test key's request. */
+struct cluster_test_result {
+    int refused; /* 0, 1 by the day limit, 2 by the minute limit. */
+    struct ratelimit_result minute, day;
+};
+
+typedef void (*cluster_test_cb)(void *ud, int ok, const struct cluster_test_result *r);
+
+/* Takes one request from a test key's limits (0 = none). Returns 0 when asked (cb is called
+ * later: ok = 0 when Redis failed to answer), -1 when there is no connection (cb is not
+ * called). */
+int cluster_test_take(const char *key_id, uint32_t rpm, uint32_t rpd, cluster_test_cb cb, void *ud);
+
+enum cluster_admit_outcome {
+    CLUSTER_ADMITTED = 0,
+    CLUSTER_NOT_SEEDED = 1,
+    CLUSTER_RATE = 2,
+    CLUSTER_INFLIGHT = 3,
+    CLUSTER_REQUESTS_USED_UP = 4,
+    CLUSTER_TOKENS_USED_UP = 5,
+};
+
+struct cluster_admit_result {
+    enum cluster_admit_outcome outcome;
+    uint64_t held; /* Tokens reserved. */
+    struct ratelimit_result minute;
+};
+
+typedef void (*cluster_admit_cb)(void *ud, int ok, const struct cluster_admit_result *r);
+
+/* What a live request asks of its account's limits (0 or -1 as in limits/quota.h for none). */
+struct cluster_admit_ask {
+    const char *account_id;
+    int64_t month;
+    uint32_t rpm, max_inflight;
+    int64_t quota_requests, quota_tokens; /* PLAN_UNLIMITED (-1) for none. */
+    uint64_t want_tokens;
+    const char *lease; /* The request id. */
+    uint64_t lease_ms; /* Longer than the request may last. */
+};
+
+/* Asks Redis to admit a live request. Returns 0 (cb later) or -1 (no connection). */
+int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void *ud);
+
+/* The lease of an admitted request: billed (tokens become usage) or not. Sent without waiting;
+ * when Redis cannot take it, the lease lapses and counts as billed. */
+void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens);
+void cluster_release(const char *account_id, int64_t month, const char *lease);
+
+/* The name of the mark that says a month's usage is in Redis (written by the seeding). */
+void cluster_seeded_key(int64_t month, char *buf, size_t size);
+
+/* Seeds one account's billed usage of a month into Redis, on the store thread's connection
+ * (SET NX: a count Redis already has is never replaced). Returns 0 or -1. */
+int cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
+                         uint64_t requests, uint64_t tokens);
+
+#endif

@@ -1,0 +1,171 @@
+#!lua name=konnect
+-- Konnect's cluster-wide limits: every node calls these, one call per request, so that the limits
+-- of an account (or a test key) hold across all nodes together, exactly. Each function runs
+-- atomically and reads Redis's own clock, never a node's. Keys carry their account or key in a
+-- hash tag ({a:ID}, {k:ID}).
+--
+-- kn_test   a test key's requests per minute (GCRA) and per UTC day, both checked before either
+--           is taken
+-- kn_admit  a live request: its account's requests per minute, requests in flight, monthly
+--           requests and tokens; reserves one request and up to the tokens wanted, as a lease that
+--           lapses if its node never settles it (a node that dies mid-request)
+-- kn_settle the lease's request was billed: its tokens become usage
+-- kn_release the lease's request was not billed: request and tokens go back
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- GCRA over window_ms with a burst of limit. Returns allowed, remaining, reset_ms, retry_ms and
+-- the new arrival time to store when allowed.
+local function gcra(key, limit, window_ms, now)
+    local interval = window_ms / limit
+    local tat = tonumber(redis.call('GET', key))
+    local base = now
+    if tat ~= nil and tat > now then
+        base = tat
+    end
+    local nxt = base + interval
+    if nxt - now > window_ms then
+        return 0, 0, base - now, nxt - now - window_ms, nil
+    end
+    return 1, math.floor((window_ms - (nxt - now)) / interval), nxt - now, 0, nxt
+end
+
+local function num(v)
+    return tonumber(v) or 0
+end
+
+-- KEYS: the key's minute cell, its day prefix. ARGV: rpm, rpd.
+-- Returns {refused (0, 1 day, 2 minute), minute remaining, minute reset ms, minute retry ms,
+--          day remaining, day reset ms}.
+local function kn_test(keys, args)
+    local rpm, rpd = num(args[1]), num(args[2])
+    local now = now_ms()
+    local day = math.floor(now / 86400000)
+    local day_key = keys[2] .. day
+    local day_reset = (day + 1) * 86400000 - now
+    local count = num(redis.call('GET', day_key))
+    if rpd > 0 and count >= rpd then
+        return {1, 0, 0, 0, 0, day_reset}
+    end
+    local ok, remaining, reset, retry, nxt = 1, 0, 0, 0, nil
+    if rpm > 0 then
+        ok, remaining, reset, retry, nxt = gcra(keys[1], rpm, 60000, now)
+        if ok == 0 then
+            return {2, 0, math.ceil(reset), math.ceil(retry), math.max(rpd - count, 0), day_reset}
+        end
+        redis.call('SET', keys[1], tostring(nxt), 'PX', math.ceil(nxt - now) + 1000)
+    end
+    if rpd > 0 then
+        redis.call('INCR', day_key)
+        redis.call('PEXPIRE', day_key, day_reset + 86400000)
+    end
+    return {0, remaining, math.ceil(reset), 0, math.max(rpd - count - 1, 0), day_reset}
+end
+
+-- Leases that lapsed (their node never settled them: it died, or was cut off for longer than any
+-- request may last) count as billed, with the tokens they held: never an overshoot.
+local function lapse(leases, held, reserved, tokens, month, now)
+    local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+    for _, id in ipairs(gone) do
+        local h = redis.call('HGET', held, id)
+        redis.call('ZREM', leases, id)
+        redis.call('HDEL', held, id)
+        if h then
+            local m, t = string.match(h, '^(%d+):(%d+)$')
+            redis.call('DECRBY', reserved, num(t))
+            if m == month then
+                redis.call('INCRBY', tokens, num(t))
+            end
+        end
+    end
+end
+
+-- KEYS: the account's minute cell, the month's requests, the month's tokens, the leases (a sorted
+-- set by lapse time), what each lease holds, the tokens reserved, the month's seeded mark.
+-- ARGV: rpm, max in flight, request quota (-1: none), token quota (-1: none), tokens wanted,
+-- lease id, lease ms, month.
+-- Returns {outcome, tokens held, minute remaining, minute reset ms, minute retry ms}: outcome 0
+-- admitted, 1 not seeded (the month's usage is not in Redis yet: refuse, it is money), 2 rate,
+-- 3 in flight, 4 requests used up, 5 tokens used up.
+local function kn_admit(keys, args)
+    local rate, requests, tokens, leases, held, reserved, seeded =
+        keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
+    local rpm, max_inflight = num(args[1]), num(args[2])
+    local quota_requests, quota_tokens, want = num(args[3]), num(args[4]), num(args[5])
+    local lease, lease_ms, month = args[6], num(args[7]), args[8]
+    local now = now_ms()
+
+    lapse(leases, held, reserved, tokens, month, now)
+    if redis.call('EXISTS', requests) == 0 and redis.call('EXISTS', seeded) == 0 then
+        return {1, 0, 0, 0, 0}
+    end
+    local ok, remaining, reset, retry, nxt = 1, 0, 0, 0, nil
+    if rpm > 0 then
+        ok, remaining, reset, retry, nxt = gcra(rate, rpm, 60000, now)
+        if ok == 0 then
+            return {2, 0, 0, math.ceil(reset), math.ceil(retry)}
+        end
+    end
+    if max_inflight > 0 and redis.call('ZCARD', leases) >= max_inflight then
+        return {3, 0, remaining, math.ceil(reset), 0}
+    end
+    local used = num(redis.call('GET', requests))
+    if quota_requests >= 0 and used >= quota_requests then
+        return {4, 0, remaining, math.ceil(reset), 0}
+    end
+    local hold = 0
+    if quota_tokens >= 0 then
+        local billed, r = num(redis.call('GET', tokens)), num(redis.call('GET', reserved))
+        if billed + r >= quota_tokens then
+            return {5, 0, remaining, math.ceil(reset), 0}
+        end
+        hold = math.min(want, quota_tokens - billed - r)
+    end
+    if nxt ~= nil then
+        redis.call('SET', rate, tostring(nxt), 'PX', math.ceil(nxt - now) + 1000)
+    end
+    redis.call('INCR', requests)
+    redis.call('PEXPIRE', requests, 40 * 86400000)
+    redis.call('INCRBY', reserved, hold)
+    redis.call('ZADD', leases, now + lease_ms, lease)
+    redis.call('HSET', held, lease, month .. ':' .. hold)
+    return {0, hold, remaining, math.ceil(reset), 0}
+end
+
+-- KEYS: the month's tokens, the leases, what each holds, the tokens reserved. ARGV: lease id,
+-- tokens billed.
+local function kn_settle(keys, args)
+    local tokens, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
+    local h = redis.call('HGET', held, args[1])
+    if redis.call('ZREM', leases, args[1]) == 1 and h then
+        local _, t = string.match(h, '^(%d+):(%d+)$')
+        redis.call('DECRBY', reserved, num(t))
+        redis.call('HDEL', held, args[1])
+    end
+    redis.call('INCRBY', tokens, num(args[2]))
+    redis.call('PEXPIRE', tokens, 40 * 86400000)
+    return 1
+end
+
+-- KEYS: the month's requests, the leases, what each holds, the tokens reserved. ARGV: lease id.
+local function kn_release(keys, args)
+    local requests, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
+    local h = redis.call('HGET', held, args[1])
+    if redis.call('ZREM', leases, args[1]) == 1 and h then
+        local _, t = string.match(h, '^(%d+):(%d+)$')
+        redis.call('DECRBY', reserved, num(t))
+        redis.call('HDEL', held, args[1])
+        if num(redis.call('GET', requests)) > 0 then
+            redis.call('DECR', requests)
+        end
+    end
+    return 1
+end
+
+redis.register_function('kn_test', kn_test)
+redis.register_function('kn_admit', kn_admit)
+redis.register_function('kn_settle', kn_settle)
+redis.register_function('kn_release', kn_release)
