@@ -336,6 +336,14 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     struct keyrec *key;
     int64_t now = kn_unix_now();
 
+    if (keysync_stale(srv->ks)) {
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_NOT_READY,
+                        "This server has not read the latest key changes yet (it was paused); "
+                        "retry in a moment.",
+                        NULL);
+        return;
+    }
     if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
         return;
     /* A live request's stages are timed from here (live.h); test keys take no clock. (h2o's

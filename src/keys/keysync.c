@@ -50,7 +50,8 @@ struct keysync {
     _Atomic int stop;
     _Atomic int ready;
     _Atomic uint64_t last_ok_ns;
-    struct store_usage *batch; /* The usage being written, and the records it came from. */
+    _Atomic uint64_t last_try_ns; /* The last reading of the change logs begun (keysync_stale). */
+    struct store_usage *batch;    /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
     struct accounts *accounts; /* And the plans in force (limits/accounts.h). */
@@ -259,6 +260,7 @@ lost:
 
 static int sync_changes(struct keysync *ks)
 {
+    atomic_store(&ks->last_try_ns, kn_mono_ns());
     int ok = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts) ==
                  STORE_OK &&
              store_key_changes(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) ==
@@ -485,6 +487,7 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
     }
     seed_redis(ks);
     mark(ks, 1);
+    atomic_store(&ks->last_try_ns, kn_mono_ns());
     if (cfg->socket_path != NULL &&
         (ks->control = control_open(cfg->socket_path, answer, ks, err, errsize)) == NULL)
         goto fail;
@@ -526,6 +529,11 @@ void keysync_stop(struct keysync *ks)
     accounts_free(ks->accounts);
     free(atomic_load(&ks->base_url));
     free(ks);
+}
+
+int keysync_stale(struct keysync *ks)
+{
+    return kn_mono_ns() - atomic_load(&ks->last_try_ns) > PROPAGATION_LIVE_MS * 1000000ull;
 }
 
 int keysync_live_nodes(struct keysync *ks)

@@ -316,6 +316,27 @@ class ClusterTest(ServerTest):
         self.assertEqual(a.post(secret2).status_code, 200)
         self.assertEqual(on_b.call("POST", f"keys/{second['id']}/revoke").status_code, 200)
         self.assertError(a.post(secret2), 401, "api_key_revoked")
+        # A node frozen for longer than its heartbeat lasts is no longer waited for; when it
+        # runs again it serves nothing before it has read the change logs.
+        r = alice.call("POST", "keys", {"name": "third", "mode": "test"})
+        third, secret3 = r.json()["key"], r.json()["secret"]
+        self.secrets.append(secret3)
+        self.assertEqual(b.post(secret3).status_code, 200)
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            r = alice.call("POST", f"keys/{third['id']}/revoke")
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["key"]["status"], "revoked")
+        self.assertEqual(r.json()["propagation"], {"servers": 1, "lagging": []})
+        r = b.post(secret3)
+        self.assertIn(r.status_code, (401, 503), r.text)
+        self.assertIn(r.json()["error"]["code"], ("api_key_revoked", "not_ready"))
+        deadline = time.time() + 10
+        while b.post(secret3).status_code == 503 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertError(b.post(secret3), 401, "api_key_revoked")
 
     def test_a_node_that_lags_is_named_and_catches_up(self):
         a, b = self.node(0), self.node(1)
