@@ -62,13 +62,19 @@ static const char invoice_usage[] =
 
 static const char plans_usage[] =
     "Usage: konnect plans [--json]\n"
+    "       konnect plans apply FILE [--wait DURATION]\n"
     "       konnect plans reload\n"
     "\n"
-    "List the plans of the plans file (KONNECT_PLANS, default <data dir>/plans.json) with their\n"
-    "monthly quotas, prices (in micro-units: 1,000,000 = one unit of the currency) and limits.\n"
-    "The default plan is marked with '*'. Without a plans file every account is on the\n"
-    "built-in plan 'default': unlimited and free.\n"
+    "List the plans in force with their monthly quotas, prices (in micro-units: 1,000,000 = one\n"
+    "unit of the currency) and limits: the newest version published in the store, or else the\n"
+    "plans file (KONNECT_PLANS, default <data dir>/plans.json). The default plan is marked\n"
+    "with '*'. Without either, every account is on the built-in plan 'default': unlimited and\n"
+    "free.\n"
     "\n"
+    "'apply' checks FILE and publishes it in the store as a new version, which every running\n"
+    "server puts in force (waiting, as key changes do, until each has: exit status 3 names the\n"
+    "servers that had not); each ledger row names the version that priced it. Once a version is\n"
+    "published, servers follow the store and no longer read their own plans file.\n"
     "'reload' checks the file and makes the running server read it again (as SIGHUP does);\n"
     "an invalid file is refused and the server keeps the plans in force.\n"
     "\n"
@@ -158,6 +164,64 @@ static void price_text(int64_t micros, char *buf, size_t size)
     snprintf(buf, size, "%lld", (long long)micros);
 }
 
+/* Checks a plans file and publishes it in the store as the next version. */
+static int plans_apply(struct kn_config *c, const struct opts *o, const char *path)
+{
+    char err[512], detail[256];
+    struct plans *p = plans_load(path, 1, err, sizeof(err));
+    struct store *s;
+    struct store_audit e;
+    int64_t version = 0;
+    FILE *f;
+    char *body = NULL;
+    size_t len = 0;
+
+    if (p == NULL) {
+        fprintf(stderr, "konnect: %s; nothing was published\n", err);
+        return 1;
+    }
+    /* The text as read and checked is what every server parses. */
+    if ((f = fopen(path, "r")) == NULL) {
+        plans_free(p);
+        fprintf(stderr, "konnect: cannot read %s\n", path);
+        return 1;
+    }
+    char buf[65536];
+    for (size_t n; (n = fread(buf, 1, sizeof(buf), f)) > 0; len += n) {
+        body = kn_realloc(body, len + n + 1);
+        memcpy(body + len, buf, n);
+    }
+    fclose(f);
+    if (body == NULL)
+        body = kn_strdup("");
+    body[len] = '\0';
+    if ((s = cli_open_store(c)) == NULL) {
+        plans_free(p);
+        free(body);
+        return 1;
+    }
+    snprintf(detail, sizeof(detail), "%zu plans, default \"%.64s\"", p->count,
+             p->plan[p->default_index].name);
+    memset(&e, 0, sizeof(e));
+    e.at = kn_unix_now();
+    kn_strlcpy(e.actor, cli_actor.name, sizeof(e.actor));
+    kn_strlcpy(e.action, "plans.apply", sizeof(e.action));
+    kn_strlcpy(e.target, "plans", sizeof(e.target));
+    kn_strlcpy(e.result, "ok", sizeof(e.result));
+    kn_strlcpy(e.detail, detail, sizeof(e.detail));
+    int r = store_plans_publish(s, body, e.at, cli_actor.name, &e, &version), ret = 1;
+    free(body);
+    if (r != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+    } else {
+        printf("published plans version %lld: %s\n", (long long)version, detail);
+        ret = cli_report_notify(c, s, o, "the new plans are in force");
+    }
+    plans_free(p);
+    store_close(s);
+    return ret;
+}
+
 static int plans_reload(struct kn_config *c)
 {
     struct plans *plans = cli_load_plans(c);
@@ -197,6 +261,13 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
         return done;
     if (o.npositional == 1 && strcmp(o.positional[0], "reload") == 0)
         return plans_reload(c);
+    if (o.npositional >= 1 && strcmp(o.positional[0], "apply") == 0) {
+        if (o.npositional != 2) {
+            fprintf(stderr, "konnect: plans apply takes one plans file\n");
+            return 2;
+        }
+        return plans_apply(c, &o, o.positional[1]);
+    }
     if (o.npositional != 0) {
         fputs(plans_usage, stderr);
         return 2;
@@ -207,14 +278,18 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
         json_t *arr = json_array();
         for (size_t i = 0; i < plans->count; i++)
             json_array_append_new(arr, report_plan_json(&plans->plan[i]));
-        json_t *doc = json_pack("{s:s, s:s, s:b, s:o}", "currency", plans->currency, "default_plan",
-                                plans->plan[plans->default_index].name, "builtin", plans->builtin,
-                                "plans", arr);
+        json_t *doc =
+            json_pack("{s:s, s:s, s:b, s:I, s:o}", "currency", plans->currency, "default_plan",
+                      plans->plan[plans->default_index].name, "builtin", plans->builtin, "version",
+                      (json_int_t)plans->version, "plans", arr);
         cli_print_json(doc);
         json_decref(doc);
         plans_free(plans);
         return 0;
     }
+    if (plans->version > 0)
+        fprintf(stderr, "konnect: plans version %lld, published in the store\n",
+                (long long)plans->version);
     if (plans->builtin) {
         char where[PATH_MAX + 16];
         fprintf(stderr, "konnect: no plans file at %s; the built-in plan applies\n",

@@ -308,9 +308,36 @@ int cli_report_notify(struct kn_config *c, struct store *s, const struct opts *o
 
 struct plans *cli_load_plans(const struct kn_config *c)
 {
-    char err[512];
-    struct plans *p = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
-    if (p == NULL)
+    char err[512], *body = NULL;
+    int64_t version = 0;
+    struct plans *p;
+
+    /* Plans published in the store (konnect plans apply) are the ones in force. */
+    if (store_exists(c->database, NULL, 0)) {
+        struct store *s = store_open(c->database, 1, err, sizeof(err));
+        if (s == NULL) {
+            fprintf(stderr, "konnect: %s\n", err);
+            return NULL;
+        }
+        int r = store_plans_newest(s, &version, &body);
+        if (r != STORE_OK)
+            fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+        store_close(s);
+        if (r != STORE_OK)
+            return NULL;
+    }
+    if (body != NULL) {
+        p = plans_parse(body, strlen(body), err, sizeof(err));
+        free(body);
+        if (p == NULL) {
+            fprintf(stderr, "konnect: plans version %lld in the store: %s\n", (long long)version,
+                    err);
+            return NULL;
+        }
+        p->version = version;
+        return p;
+    }
+    if ((p = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err))) == NULL)
         fprintf(stderr, "konnect: %s\n", err);
     return p;
 }

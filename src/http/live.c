@@ -484,6 +484,7 @@ void live_bill(struct live_req *lr, uint32_t in, uint32_t out)
     kn_strlcpy(row->model, lr->pm.name, sizeof(row->model));
     kn_strlcpy(row->currency, lr->currency, sizeof(row->currency));
     kn_strlcpy(row->plan, lr->plan, sizeof(row->plan));
+    row->plan_version = lr->plan_version;
     row->input_tokens = in;
     row->output_tokens = out;
     row->price_micros = plan_model_price(&lr->pm, in, out);
@@ -583,6 +584,7 @@ void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, s
     lr->tokens_held = terms->held;
     lr->pm = *terms->pm;
     kn_strlcpy(lr->plan, terms->plan->name, sizeof(lr->plan));
+    lr->plan_version = terms->ps->version;
     kn_strlcpy(lr->currency, terms->ps->currency, sizeof(lr->currency));
     lr->rename = terms->ps->has_catalogue;
     lr->call = *call;

@@ -44,6 +44,7 @@ struct live_req {
     uint64_t tokens_held;    /* Tokens of the account's quota it reserved. */
     struct limiter *limiter; /* Where the reservation and the in-flight slot go back. */
     int leased;              /* ...or its lease in Redis (live_terms). */
+    int64_t plan_version;    /* The plans version at admission (its ledger row names it). */
     struct plan_model pm;    /* The model as billed: public name and prices of its plan. */
     char plan[PLAN_NAME_MAX + 1];
     char currency[8];

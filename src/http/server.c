@@ -602,11 +602,7 @@ int server_run(const struct kn_config *c)
                 "konnect: warning: KONNECT_TRUST_PROXY=1 believes X-Forwarded-Proto from any "
                 "client, and will be removed in the next release; set KONNECT_TRUSTED_PROXIES to "
                 "your proxies' addresses instead (such as 10.0.0.0/8 or 127.0.0.1)\n");
-    if (plans->builtin)
-        fprintf(stderr,
-                "konnect: no plans file at %s; every account is on the built-in plan \"default\" "
-                "(no quota, no charge)\n",
-                c->plans_file);
+
     /* The store thread takes the plans over (it reloads them on SIGHUP). */
     if (c->redis_url[0] != '\0') {
         if (redis_target_parse(c->redis_url, &srv->redis, err, sizeof(err)) != 0)
@@ -628,6 +624,11 @@ int server_run(const struct kn_config *c)
                                 .redis = srv->has_redis ? &srv->redis : NULL};
     if ((srv->ks = keysync_start(srv->kt, &kc, err, sizeof(err))) == NULL)
         goto fail;
+    if (keysync_plans(srv->ks)->builtin)
+        fprintf(stderr,
+                "konnect: no plans file at %s; every account is on the built-in plan \"default\" "
+                "(no quota, no charge)\n",
+                c->plans_file);
     srv->live_setup = (struct live_setup){
         .upstream = &srv->upstream,
         .connect_timeout_ms = c->model_connect_timeout_ms,

@@ -190,6 +190,7 @@ static int beat(struct keysync *ks)
 
     ks->node.key_seq = ks->key_cursor.v[0];
     ks->node.account_seq = ks->account_cursor.v[0];
+    ks->node.plans_version = accounts_plans(ks->accounts)->version;
     kn_strlcpy(ks->node.address, url != NULL ? url : "", sizeof(ks->node.address));
     int failed = store_node_beat(ks->store, &ks->node) != STORE_OK, live = 0;
     if (!failed && store_nodes_list(ks->store, count_live, &live) == STORE_OK)
@@ -265,6 +266,13 @@ static int sync_changes(struct keysync *ks)
                  STORE_OK &&
              store_key_changes(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) ==
                  STORE_OK;
+    if (ok) {
+        char msg[600];
+        int changed = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));
+        if (changed != 0)
+            fprintf(stderr, "konnect: %s\n", msg);
+        ok = changed >= 0;
+    }
     if (!ok)
         fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
     else
@@ -471,6 +479,15 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
         snprintf(err, errsize, "cannot load accounts: %s", store_errmsg(ks->store));
         goto fail;
     }
+    /* Plans published in the store win over the file, before anything is served or billed. */
+    char msg[600];
+    int from_store = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));
+    if (from_store < 0) {
+        snprintf(err, errsize, "%s", msg);
+        goto fail;
+    }
+    if (from_store > 0)
+        fprintf(stderr, "konnect: %s\n", msg);
     int64_t count = 0;
     if (store_key_count(ks->store, &count) == STORE_OK)
         keytable_reserve(kt, (size_t)count + 1024);

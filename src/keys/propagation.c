@@ -11,7 +11,7 @@
 #define POLL_MS 10
 
 struct look {
-    int64_t key_seq, account_seq;
+    int64_t key_seq, account_seq, plans_version;
     const char *self;
     struct propagation *p;
     int others, local;
@@ -25,7 +25,8 @@ static int look_one(void *ud, const struct store_node *n)
     if (n->age_ms >= PROPAGATION_LIVE_MS)
         return 0;
     p->live++;
-    if (n->key_seq >= l->key_seq && n->account_seq >= l->account_seq) {
+    if (n->key_seq >= l->key_seq && n->account_seq >= l->account_seq &&
+        n->plans_version >= l->plans_version) {
         p->applied++;
         return 0;
     }
@@ -40,7 +41,7 @@ int propagation_wait(struct store *s, int wait_ms, struct propagation *out)
     uint64_t deadline = kn_mono_ns() + (uint64_t)(wait_ms > 0 ? wait_ms : 0) * 1000000ull;
     int r;
 
-    if ((r = store_changes_newest(s, &l.key_seq, &l.account_seq)) != STORE_OK)
+    if ((r = store_changes_newest(s, &l.key_seq, &l.account_seq, &l.plans_version)) != STORE_OK)
         return r;
     for (;;) {
         memset(out, 0, sizeof(*out));

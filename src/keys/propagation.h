@@ -1,8 +1,9 @@
 /* Confirmation that a change is in force everywhere: every server writes, at least once a second
- * and at once after it applied changes, how far it has read the key and account change logs (the
- * nodes table, keys/keysync.h). Whoever changes a key, an account or a plan (the CLI, any
- * server's dashboard) waits here until every live server has applied it. A server is live while
- * its last heartbeat is under PROPAGATION_LIVE_MS old by the store's clock. */
+ * and at once after it applied changes, how far it has read the key and account change logs and
+ * which plans version it has in force (the nodes table, keys/keysync.h). Whoever changes a key, an
+ * account or a plan (the CLI, any server's dashboard) waits here until every live server has
+ * applied it. A server is live while its last heartbeat is under PROPAGATION_LIVE_MS old by the
+ * store's clock. */
 #ifndef KN_KEYS_PROPAGATION_H
 #define KN_KEYS_PROPAGATION_H
 

@@ -165,9 +165,51 @@ static void use_plans(struct accounts *t, struct store *s, struct plans *p)
                 store_errmsg(s));
 }
 
+/* Puts the store's newest plans version in force when it is newer than the plans in force (or
+ * when `force`... never older). Returns 1 when it changed them, 0 when not, -1 when the store
+ * failed or the version cannot be read (the plans in force are kept). */
+int accounts_sync_store_plans(struct accounts *t, struct store *s, char *msg, size_t size)
+{
+    char err[512], *body = NULL;
+    int64_t version = 0;
+    const struct plans *now = atomic_load(&t->plans);
+
+    if (store_plans_newest(s, &version, &body) != STORE_OK) {
+        snprintf(msg, size, "cannot read the store's plans: %s", store_errmsg(s));
+        return -1;
+    }
+    if (body == NULL || version <= now->version) {
+        free(body);
+        return 0;
+    }
+    struct plans *p = plans_parse(body, strlen(body), err, sizeof(err));
+    free(body);
+    if (p == NULL) {
+        snprintf(msg, size,
+                 "plans version %lld in the store cannot be read (kept version %lld): %s",
+                 (long long)version, (long long)now->version, err);
+        return -1;
+    }
+    p->version = version;
+    use_plans(t, s, p);
+    snprintf(msg, size, "plans version %lld from the store in force (%zu plan%s)",
+             (long long)version, p->count, p->count == 1 ? "" : "s");
+    return 1;
+}
+
 int accounts_reload_plans(struct accounts *t, struct store *s, char *msg, size_t size)
 {
     char err[512];
+    const struct plans *now = atomic_load(&t->plans);
+
+    if (now->version > 0) {
+        /* Once plans are in the store, every server follows the store, never its own file. */
+        snprintf(msg, size,
+                 "the plans come from the store (version %lld): publish a new version with "
+                 "konnect plans apply FILE",
+                 (long long)now->version);
+        return -1;
+    }
     struct plans *p = plans_load(t->plans_path, t->plans_required, err, sizeof(err));
 
     if (p == NULL) {

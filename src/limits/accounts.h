@@ -36,8 +36,14 @@ int accounts_apply(void *ud, const struct store_account *a);
 /* A store_month_total_cb: the month's billed usage of an account, at start. ud is the table. */
 int accounts_load_month(void *ud, const struct store_month_total *m);
 
+/* Puts the store's newest plans version (`konnect plans apply`) in force on every account when
+ * it is newer than the plans in force. Writes what happened to msg. Returns 1 when the plans
+ * changed, 0 when not, -1 when the store failed or its version is unreadable (kept). */
+int accounts_sync_store_plans(struct accounts *t, struct store *s, char *msg, size_t size);
+
 /* Reads the plans file again and puts it in force on every account (read again from s). An
- * invalid file keeps the plans in force. Writes what happened to msg. Returns 0 or -1. */
+ * invalid file keeps the plans in force, and so do plans from the store (which follow the store
+ * only). Writes what happened to msg. Returns 0 or -1. */
 int accounts_reload_plans(struct accounts *t, struct store *s, char *msg, size_t size);
 
 #endif

@@ -76,8 +76,9 @@ struct plans {
     size_t count;
     struct plan *plan;
     size_t default_index;
-    int builtin;                            /* 1 when no file was found: the built-in plan. */
-    int has_catalogue;                      /* 1 when the file has "models". */
+    int builtin;       /* 1 when no file was found: the built-in plan. */
+    int64_t version;   /* The store's plans version (`konnect plans apply`), 0 for a file's. */
+    int has_catalogue; /* 1 when the file has "models". */
     char default_model[PLAN_MODEL_MAX + 1]; /* The file's "default_model", or "". */
     size_t nmodels;
     struct plan_model *catalogue; /* The file's models; a price not set is -1. */

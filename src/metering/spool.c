@@ -99,12 +99,13 @@ uint64_t spool_pending(const struct spool *sp)
 
 static char *row_line(const struct store_ledger_row *r, size_t *len)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "request_id",
-                          r->request_id, "account_id", r->account_id, "key_id", r->key_id,
-                          "environment", r->environment, "model", r->model, "currency", r->currency,
-                          "plan", r->plan, "input_tokens", (json_int_t)r->input_tokens,
-                          "output_tokens", (json_int_t)r->output_tokens, "price_micros",
-                          (json_int_t)r->price_micros, "at_ms", (json_int_t)r->at_ms);
+    json_t *o =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "plan_version",
+                  (json_int_t)r->plan_version, "request_id", r->request_id, "account_id",
+                  r->account_id, "key_id", r->key_id, "environment", r->environment, "model",
+                  r->model, "currency", r->currency, "plan", r->plan, "input_tokens",
+                  (json_int_t)r->input_tokens, "output_tokens", (json_int_t)r->output_tokens,
+                  "price_micros", (json_int_t)r->price_micros, "at_ms", (json_int_t)r->at_ms);
     char *s = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(o);
     if (s != NULL)
@@ -170,15 +171,15 @@ static int read_row(const char *line, size_t len, struct store_ledger_row *r)
     json_error_t e;
     json_t *o = json_loadb(line, len, 0, &e);
     const char *rid, *acct, *key, *env, *model, *cur, *plan;
-    json_int_t in, out, price, at;
+    json_int_t in, out, price, at, pv = 0;
     int ok;
 
     memset(r, 0, sizeof(*r));
-    ok = o != NULL &&
-         json_unpack(o, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "request_id",
-                     &rid, "account_id", &acct, "key_id", &key, "environment", &env, "model",
-                     &model, "currency", &cur, "plan", &plan, "input_tokens", &in, "output_tokens",
-                     &out, "price_micros", &price, "at_ms", &at) == 0;
+    ok = o != NULL && json_unpack(o, "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s?I}",
+                                  "request_id", &rid, "account_id", &acct, "key_id", &key,
+                                  "environment", &env, "model", &model, "currency", &cur, "plan",
+                                  &plan, "input_tokens", &in, "output_tokens", &out, "price_micros",
+                                  &price, "at_ms", &at, "plan_version", &pv) == 0;
     if (ok) {
         kn_strlcpy(r->request_id, rid, sizeof(r->request_id));
         kn_strlcpy(r->account_id, acct, sizeof(r->account_id));
@@ -191,6 +192,7 @@ static int read_row(const char *line, size_t len, struct store_ledger_row *r)
         r->output_tokens = (uint32_t)out;
         r->price_micros = price;
         r->at_ms = at;
+        r->plan_version = pv;
     }
     json_decref(o);
     return ok ? 0 : -1;

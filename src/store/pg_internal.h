@@ -92,6 +92,8 @@ enum {
     PS_NODE_LEAVE,
     PS_NODES_LIST,
     PS_CHANGES_NEWEST,
+    PS_PLANS_PUBLISH,
+    PS_PLANS_NEWEST,
     PS_PRUNE_FIRST,
     PS_PRUNE_LAST = PS_PRUNE_FIRST + 7,
     PS__COUNT
@@ -146,6 +148,8 @@ void pg_array_free(struct pg_array *a);
 
 /* Inserts an account row, inside the caller's transaction. */
 int pg_account_insert(struct store *s, const struct store_account *a);
+/* Writes an audit entry inside the caller's transaction (none when e is NULL). */
+int pg_audit_row(struct store *s, const struct store_audit *e);
 /* Row readers: an account (columns PG_ACCOUNT_COLUMNS), a count (column 0). */
 void pg_read_account(PGresult *res, int row, void *out);
 void pg_read_count(PGresult *res, int row, void *out);

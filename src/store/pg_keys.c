@@ -18,7 +18,7 @@
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = $1), 0)"
 
 /* Writes an audit entry inside the caller's transaction (none when e is NULL). */
-static int audit_row(struct store *s, const struct store_audit *e)
+int pg_audit_row(struct store *s, const struct store_audit *e)
 {
     if (e == NULL)
         return STORE_OK;
@@ -53,7 +53,7 @@ int pg_key_insert(struct store *s, const struct store_key *keys, size_t n,
     for (size_t i = 0; i < n && r == STORE_OK; i++)
         r = insert_key_row(s, &keys[i]);
     if (r == STORE_OK)
-        r = audit_row(s, audit);
+        r = pg_audit_row(s, audit);
     return pg_end(s, r);
 }
 
@@ -137,7 +137,7 @@ static int key_change(struct store *s, const struct store_audit *audit, int whic
         r = store_set_error(s, STORE_NOT_FOUND, "no such key");
     PQclear(res);
     if (r == STORE_OK)
-        r = audit_row(s, audit);
+        r = pg_audit_row(s, audit);
     return pg_end(s, r);
 }
 
@@ -259,13 +259,13 @@ int pg_key_roll(struct store *s, const char *old_id, const struct store_key *rep
         return pg_end(s, r);
     }
     if ((r = insert_key_row(s, repl)) == STORE_OK)
-        r = audit_row(s, audit);
+        r = pg_audit_row(s, audit);
     return pg_end(s, r);
 }
 
 int pg_audit_add(struct store *s, const struct store_audit *e)
 {
-    return audit_row(s, e);
+    return pg_audit_row(s, e);
 }
 
 static void read_audit(PGresult *res, int i, void *out)

@@ -86,13 +86,13 @@ static int existing_row(struct store *s, const char *request_id, uint8_t *outcom
 #define LEDGER_ADD_SQL                                                                             \
     "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "         \
     "$5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], "              \
-    "$11::bigint[], $12::bigint[]) WITH ORDINALITY AS t(request_id, account_id, key_id, "          \
-    "environment, model, input_tokens, output_tokens, price_micros, currency, plan, at_ms, "       \
-    "month, ord)), "                                                                               \
+    "$11::bigint[], $12::bigint[], $13::bigint[]) WITH ORDINALITY AS t(request_id, account_id, "   \
+    "key_id, environment, model, input_tokens, output_tokens, price_micros, currency, plan, "      \
+    "at_ms, month, plan_version, ord)), "                                                          \
     "ins AS (INSERT INTO usage_ledger(request_id, account_id, key_id, environment, model, "        \
-    "input_tokens, output_tokens, price_micros, currency, plan, at_ms, month) "                    \
+    "input_tokens, output_tokens, price_micros, currency, plan, at_ms, month, plan_version) "      \
     "SELECT request_id, account_id, key_id, environment, model, input_tokens, output_tokens, "     \
-    "price_micros, currency, plan, at_ms, month FROM input ORDER BY ord "                          \
+    "price_micros, currency, plan, at_ms, month, plan_version FROM input ORDER BY ord "            \
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id, account_id, key_id, environment, "  \
     "model, input_tokens, output_tokens, price_micros, at_ms, month), "                            \
     "roll AS (INSERT INTO usage_rollup AS r(account_id, day, key_id, model, environment, month, "  \
@@ -110,7 +110,7 @@ static int existing_row(struct store *s, const char *request_id, uint8_t *outcom
 
 int pg_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n, uint8_t *outcome)
 {
-    struct pg_array col[12];
+    struct pg_array col[13];
     PGresult *res = NULL;
     int r;
 
@@ -129,14 +129,15 @@ int pg_ledger_add(struct store *s, const struct store_ledger_row *rows, size_t n
         pg_array_text(&col[9], x->plan);
         pg_array_int(&col[10], x->at_ms);
         pg_array_int(&col[11], kn_month_of(x->at_ms / 1000));
+        pg_array_int(&col[12], x->plan_version);
         outcome[i] = 0;
     }
-    for (size_t c = 0; c < 12; c++)
+    for (size_t c = 0; c < 13; c++)
         pg_array_end(&col[c]);
-    r = PG_RUN(s, LEDGER_ADD, LEDGER_ADD_SQL, &res, "cannot record billed usage", "aaaaaaaaaaaa",
+    r = PG_RUN(s, LEDGER_ADD, LEDGER_ADD_SQL, &res, "cannot record billed usage", "aaaaaaaaaaaaa",
                col[0].buf, col[1].buf, col[2].buf, col[3].buf, col[4].buf, col[5].buf, col[6].buf,
-               col[7].buf, col[8].buf, col[9].buf, col[10].buf, col[11].buf);
-    for (size_t c = 0; c < 12; c++)
+               col[7].buf, col[8].buf, col[9].buf, col[10].buf, col[11].buf, col[12].buf);
+    for (size_t c = 0; c < 13; c++)
         pg_array_free(&col[c]);
     if (r != STORE_OK)
         return r;

@@ -88,6 +88,9 @@ enum {
     DS_NODE_BEAT,
     DS_NODE_LEAVE,
     DS_NODES_LIST,
+    DS_PLANS_PUBLISH,
+    DS_PLANS_NEWEST,
+    DS_PLANS_MAX,
     DS__COUNT
 };
 
@@ -126,6 +129,8 @@ int sq_end_read(struct store *s, int status);
 void sq_copy_text(char *dst, size_t size, sqlite3_stmt *q, int col);
 /* Inserts an account row, inside the caller's transaction. */
 int sqlite_account_insert(struct store *s, const struct store_account *a);
+/* Writes an audit entry inside the caller's transaction (none when e is NULL). */
+int sq_audit_row(struct store *s, const struct store_audit *e);
 
 /* Signals readers of the change feed (store_changes_fd) when status is STORE_OK; returns it. */
 int sq_changed(struct store *s, int status);

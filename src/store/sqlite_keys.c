@@ -19,7 +19,7 @@
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = ?1), 0)"
 
 /* Writes an audit entry inside the caller's transaction (none when e is NULL). */
-static int audit_row(struct store *s, const struct store_audit *e)
+int sq_audit_row(struct store *s, const struct store_audit *e)
 {
     if (e == NULL)
         return STORE_OK;
@@ -59,7 +59,7 @@ int sqlite_key_insert(struct store *s, const struct store_key *keys, size_t n,
     for (size_t i = 0; i < n && r == STORE_OK; i++)
         r = insert_key_row(s, &keys[i]);
     if (r == STORE_OK)
-        r = audit_row(s, audit);
+        r = sq_audit_row(s, audit);
     return sq_changed(s, sq_end(s, r));
 }
 
@@ -150,7 +150,7 @@ static int key_change(struct store *s, const struct store_audit *audit, int whic
     if (r == STORE_OK && sqlite3_changes(sq_db_of(s)) == 0)
         r = store_set_error(s, STORE_NOT_FOUND, "no such key");
     if (r == STORE_OK)
-        r = audit_row(s, audit);
+        r = sq_audit_row(s, audit);
     return sq_changed(s, sq_end(s, r));
 }
 
@@ -255,13 +255,13 @@ int sqlite_key_roll(struct store *s, const char *old_id, const struct store_key 
         return sq_end(s, r);
     }
     if ((r = insert_key_row(s, repl)) == STORE_OK)
-        r = audit_row(s, audit);
+        r = sq_audit_row(s, audit);
     return sq_changed(s, sq_end(s, r));
 }
 
 int sqlite_audit_add(struct store *s, const struct store_audit *e)
 {
-    return audit_row(s, e);
+    return sq_audit_row(s, e);
 }
 
 static void read_audit(sqlite3_stmt *q, void *out)

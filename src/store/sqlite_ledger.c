@@ -136,10 +136,11 @@ int sqlite_ledger_add(struct store *s, const struct store_ledger_row *rows, size
         rc = RUN(s, LEDGER_INSERT,
                  "INSERT OR IGNORE INTO usage_ledger(request_id, account_id, key_id, "
                  "environment, model, input_tokens, output_tokens, price_micros, currency, plan, "
-                 "at_ms, month) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                 "tttttiiittii", r->request_id, r->account_id, r->key_id, r->environment, r->model,
+                 "at_ms, month, plan_version) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 "tttttiiittiii", r->request_id, r->account_id, r->key_id, r->environment, r->model,
                  (int64_t)r->input_tokens, (int64_t)r->output_tokens, r->price_micros, r->currency,
-                 r->plan, r->at_ms, month);
+                 r->plan, r->at_ms, month, r->plan_version);
         sqlite3_reset(STMT(s, LEDGER_INSERT));
         if (rc != SQLITE_DONE)
             goto fail;

@@ -78,6 +78,7 @@ struct store_ledger_row {
     uint32_t output_tokens;
     int64_t price_micros; /* Integer micro-units of the currency. */
     int64_t at_ms;        /* Unix time in milliseconds. */
+    int64_t plan_version; /* The plans version that priced it (0: a plans file). */
 };
 
 /* Billed usage summed over one UTC day, key and model (the ledger's rollup). */
@@ -223,6 +224,7 @@ struct store_node {
     char id[STORE_NODE_ID_MAX + 1];
     int64_t started_at;           /* Unix time. */
     int64_t key_seq, account_seq; /* Change-log positions applied (store_cursor's v[0]). */
+    int64_t plans_version;        /* The plans version in force (0: a file's). */
     char counters[8];             /* Where its limits are counted: "local" or "redis". */
     char version[32];
     char address[128]; /* Its base URL, for operators. */
@@ -359,8 +361,14 @@ struct store;
     X(node_beat, (struct store *s, const struct store_node *n), (s, n))                            \
     X(node_leave, (struct store *s, const char *id), (s, id))                                      \
     X(nodes_list, (struct store *s, store_node_cb cb, void *ud), (s, cb, ud))                      \
-    X(changes_newest, (struct store *s, int64_t *key_seq, int64_t *account_seq),                   \
-      (s, key_seq, account_seq))
+    X(changes_newest,                                                                              \
+      (struct store *s, int64_t *key_seq, int64_t *account_seq, int64_t *plans_version),           \
+      (s, key_seq, account_seq, plans_version))                                                    \
+    X(plans_publish,                                                                               \
+      (struct store *s, const char *body, int64_t at, const char *by,                              \
+       const struct store_audit *audit, int64_t *version),                                         \
+      (s, body, at, by, audit, version))                                                           \
+    X(plans_newest, (struct store *s, int64_t *version, char **body), (s, version, body))
 
 /* The other operations that return a status, whose wrappers do more than pass them on. open opens
  * the store at `where` (the URL without its scheme and options) with the options after the URL's
@@ -614,10 +622,19 @@ int store_usage_sums(struct store *s, const char *account_id, int64_t month_from
 /* The nodes table. node_beat writes n (id, started_at, the positions applied, counters, version,
  * address), stamped with the store's clock; node_leave deletes a node that stops; nodes_list
  * calls cb for every node with its age_ms by the store's clock, newest first. changes_newest
- * writes the positions of the newest key and account changes committed. */
+ * writes the positions of the newest key and account changes committed, and the newest plans
+ * version (0: none). */
 int store_node_beat(struct store *s, const struct store_node *n);
 int store_node_leave(struct store *s, const char *id);
 int store_nodes_list(struct store *s, store_node_cb cb, void *ud);
-int store_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq);
+int store_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq,
+                         int64_t *plans_version);
+/* Plans in the store. publish stores a plans file's text (already validated) as the next
+ * version, with its audit entry, in one transaction, and writes the version; newest writes the
+ * newest version and its text (malloc'd, the caller frees it), or 0 and NULL when none was ever
+ * published. */
+int store_plans_publish(struct store *s, const char *body, int64_t at, const char *by,
+                        const struct store_audit *audit, int64_t *version);
+int store_plans_newest(struct store *s, int64_t *version, char **body);
 
 #endif

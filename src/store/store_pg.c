@@ -598,15 +598,17 @@ int pg_load_all(struct store *s, int keys, struct store_cursor *cursor,
 
 int pg_node_beat(struct store *s, const struct store_node *n)
 {
-    return PG_RUN(s, NODE_BEAT,
-                  "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
-                  "version, address) VALUES ($1, $2, " PG_NOW_MS ", $3, $4, $5, $6, $7) "
-                  "ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, "
-                  "seen_ms = excluded.seen_ms, key_seq = excluded.key_seq, "
-                  "account_seq = excluded.account_seq, counters = excluded.counters, "
-                  "version = excluded.version, address = excluded.address",
-                  NULL, "cannot write the node's heartbeat", "tiiittt", n->id, n->started_at,
-                  n->key_seq, n->account_seq, n->counters, n->version, n->address);
+    return PG_RUN(
+        s, NODE_BEAT,
+        "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
+        "version, address, plans_version) VALUES ($1, $2, " PG_NOW_MS ", $3, $4, $5, $6, $7, $8) "
+        "ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, "
+        "seen_ms = excluded.seen_ms, key_seq = excluded.key_seq, "
+        "account_seq = excluded.account_seq, counters = excluded.counters, "
+        "version = excluded.version, address = excluded.address, "
+        "plans_version = excluded.plans_version",
+        NULL, "cannot write the node's heartbeat", "tiiittti", n->id, n->started_at, n->key_seq,
+        n->account_seq, n->counters, n->version, n->address, n->plans_version);
 }
 
 int pg_node_leave(struct store *s, const char *id)
@@ -621,7 +623,7 @@ int pg_nodes_list(struct store *s, store_node_cb cb, void *ud)
     PGresult *res;
     int r = PG_RUN(s, NODES_LIST,
                    "SELECT id, started_at, " PG_NOW_MS " - seen_ms, key_seq, account_seq, "
-                   "counters, version, address FROM nodes ORDER BY seen_ms DESC",
+                   "counters, version, address, plans_version FROM nodes ORDER BY seen_ms DESC",
                    &res, "cannot read the nodes", "");
     if (r != STORE_OK)
         return r;
@@ -635,6 +637,7 @@ int pg_nodes_list(struct store *s, store_node_cb cb, void *ud)
         pg_text(n.counters, sizeof(n.counters), res, i, 5);
         pg_text(n.version, sizeof(n.version), res, i, 6);
         pg_text(n.address, sizeof(n.address), res, i, 7);
+        n.plans_version = pg_int(res, i, 8);
         if (cb(ud, &n) != 0)
             break;
     }
@@ -642,18 +645,63 @@ int pg_nodes_list(struct store *s, store_node_cb cb, void *ud)
     return STORE_OK;
 }
 
-int pg_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq)
+int pg_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq,
+                      int64_t *plans_version)
 {
     PGresult *res;
-    /* One statement, so one snapshot for both. */
+    /* One statement, so one snapshot for all three. */
     int r = PG_RUN(s, CHANGES_NEWEST,
                    "SELECT (SELECT coalesce(max(seq), 0) FROM key_changes), "
-                   "(SELECT coalesce(max(seq), 0) FROM account_changes)",
+                   "(SELECT coalesce(max(seq), 0) FROM account_changes), "
+                   "(SELECT coalesce(max(version), 0) FROM plans_versions)",
                    &res, "cannot read the change logs", "");
     if (r != STORE_OK)
         return r;
     *key_seq = pg_int(res, 0, 0);
     *account_seq = pg_int(res, 0, 1);
+    *plans_version = pg_int(res, 0, 2);
+    PQclear(res);
+    return STORE_OK;
+}
+
+int pg_plans_publish(struct store *s, const char *body, int64_t at, const char *by,
+                     const struct store_audit *audit, int64_t *version)
+{
+    PGresult *res = NULL;
+    int r = pg_begin(s);
+
+    if (r != STORE_OK)
+        return r;
+    r = PG_RUN(s, PLANS_PUBLISH,
+               "INSERT INTO plans_versions(body, created_at, created_by) VALUES ($1, $2, $3) "
+               "RETURNING version",
+               &res, "cannot publish the plans", "tit", body, at, by);
+    int64_t v = 0;
+    if (r == STORE_OK) {
+        v = pg_int(res, 0, 0);
+        PQclear(res);
+        r = pg_audit_row(s, audit);
+    }
+    if ((r = pg_end(s, r)) == STORE_OK)
+        *version = v;
+    return r;
+}
+
+int pg_plans_newest(struct store *s, int64_t *version, char **body)
+{
+    PGresult *res;
+    int r = PG_RUN(s, PLANS_NEWEST,
+                   "SELECT version, body FROM plans_versions ORDER BY version DESC LIMIT 1", &res,
+                   "cannot read the plans", "");
+    if (r != STORE_OK)
+        return r;
+    if (PQntuples(res) == 1) {
+        *version = pg_int(res, 0, 0);
+        *body = kn_strdup(PQgetvalue(res, 0, 1));
+    } else {
+        *version = 0;
+        *body = NULL;
+    }
     PQclear(res);
     return STORE_OK;
 }

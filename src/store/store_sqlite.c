@@ -476,13 +476,14 @@ int sqlite_node_beat(struct store *s, const struct store_node *n)
 {
     int rc = RUN(s, NODE_BEAT,
                  "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
-                 "version, address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO "
-                 "UPDATE SET started_at = excluded.started_at, seen_ms = excluded.seen_ms, "
-                 "key_seq = excluded.key_seq, account_seq = excluded.account_seq, "
-                 "counters = excluded.counters, version = excluded.version, "
-                 "address = excluded.address",
-                 "tiiiittt", n->id, n->started_at, (int64_t)kn_unix_ms(), n->key_seq,
-                 n->account_seq, n->counters, n->version, n->address);
+                 "version, address, plans_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                 "ON CONFLICT(id) DO UPDATE SET started_at = excluded.started_at, "
+                 "seen_ms = excluded.seen_ms, key_seq = excluded.key_seq, "
+                 "account_seq = excluded.account_seq, counters = excluded.counters, "
+                 "version = excluded.version, address = excluded.address, "
+                 "plans_version = excluded.plans_version",
+                 "tiiiittti", n->id, n->started_at, (int64_t)kn_unix_ms(), n->key_seq,
+                 n->account_seq, n->counters, n->version, n->address, n->plans_version);
     return sq_done(s, STMT(s, NODE_BEAT), rc, "cannot write the node's heartbeat");
 }
 
@@ -498,7 +499,7 @@ int sqlite_nodes_list(struct store *s, store_node_cb cb, void *ud)
     sqlite3_stmt *q;
     int rc = RUN(s, NODES_LIST,
                  "SELECT id, started_at, ?1 - seen_ms, key_seq, account_seq, counters, version, "
-                 "address FROM nodes ORDER BY seen_ms DESC",
+                 "address, plans_version FROM nodes ORDER BY seen_ms DESC",
                  "i", (int64_t)kn_unix_ms());
     q = STMT(s, NODES_LIST);
     for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
@@ -511,26 +512,69 @@ int sqlite_nodes_list(struct store *s, store_node_cb cb, void *ud)
         sq_copy_text(n.counters, sizeof(n.counters), q, 5);
         sq_copy_text(n.version, sizeof(n.version), q, 6);
         sq_copy_text(n.address, sizeof(n.address), q, 7);
+        n.plans_version = sqlite3_column_int64(q, 8);
         if (cb(ud, &n) != 0)
             break;
     }
     return sq_done(s, q, rc, "cannot read the nodes");
 }
 
-int sqlite_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq)
+int sqlite_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq,
+                          int64_t *plans_version)
 {
     struct store_cursor k, a;
+    int64_t pv = 0;
     int r;
 
     if ((r = sq_exec(s, "BEGIN")) != STORE_OK)
         return r;
-    if ((r = cursor_at_newest(s, 1, &k)) == STORE_OK)
-        r = cursor_at_newest(s, 0, &a);
+    if ((r = cursor_at_newest(s, 1, &k)) == STORE_OK &&
+        (r = cursor_at_newest(s, 0, &a)) == STORE_OK) {
+        int rc = RUN(s, PLANS_MAX, "SELECT coalesce(max(version), 0) FROM plans_versions", "");
+        r = sq_one_row(s, STMT(s, PLANS_MAX), rc, sq_read_count, &pv, "no plans",
+                       "cannot read the plans");
+    }
     if ((r = sq_end_read(s, r)) == STORE_OK) {
         *key_seq = k.v[0];
         *account_seq = a.v[0];
+        *plans_version = pv;
     }
     return r;
+}
+
+int sqlite_plans_publish(struct store *s, const char *body, int64_t at, const char *by,
+                         const struct store_audit *audit, int64_t *version)
+{
+    int r = sq_begin(s);
+
+    if (r != STORE_OK)
+        return r;
+    int rc = RUN(s, PLANS_PUBLISH,
+                 "INSERT INTO plans_versions(body, created_at, created_by) VALUES (?1, ?2, ?3)",
+                 "tit", body, at, by);
+    int64_t v = sqlite3_last_insert_rowid(sq_db_of(s)); /* Before the audit row's insert. */
+    if ((r = sq_done(s, STMT(s, PLANS_PUBLISH), rc, "cannot publish the plans")) == STORE_OK)
+        r = sq_audit_row(s, audit);
+    if ((r = sq_changed(s, sq_end(s, r))) == STORE_OK)
+        *version = v;
+    return r;
+}
+
+int sqlite_plans_newest(struct store *s, int64_t *version, char **body)
+{
+    int rc = RUN(s, PLANS_NEWEST,
+                 "SELECT version, body FROM plans_versions ORDER BY version DESC LIMIT 1", "");
+    sqlite3_stmt *q = STMT(s, PLANS_NEWEST);
+
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(q, 0);
+        const unsigned char *t = sqlite3_column_text(q, 1);
+        *body = kn_strdup(t != NULL ? (const char *)t : "");
+    } else if (rc == SQLITE_DONE) {
+        *version = 0;
+        *body = NULL;
+    }
+    return sq_done(s, q, rc, "cannot read the plans");
 }
 
 static int start_checkpointer(struct store *s)

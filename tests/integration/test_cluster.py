@@ -155,6 +155,33 @@ class ClusterTest(ServerTest):
             r = n.post(self.live)
             self.assertEqual(r.status_code, 200, r.text)
 
+    def test_plans_applied_in_the_store_reach_every_node_and_name_their_version(self):
+        a, b = self.live_nodes(2)
+        path = os.path.join(self.data.path, "new-plans.json")
+        with open(path, "w") as f:
+            json.dump({"plans": [{"name": "metered", "price_per_request_micros": 5000,
+                                  "requests_per_month": 3, "max_concurrent_requests": 100}]}, f)
+        p = self.data.cli("plans", "apply", path)
+        self.assertIn("published plans version 1", p.stdout)
+        self.assertIn("applied by every running server (2)", p.stderr)
+        # In force on both nodes, with one quota for the account over both.
+        got = [n.post(self.live).status_code for n in (a, b, a, b, a)]
+        self.assertEqual(got, [200, 200, 200, 429, 429])
+        rows = PG.psql("SELECT price_micros, plan_version FROM usage_ledger WHERE voided = 0",
+                       self.dbname).split()
+        self.assertEqual(rows, ["5000|1"] * 3)
+        # A broken file publishes nothing; the servers keep version 1.
+        with open(path, "w") as f:
+            f.write('{"plans": [')
+        p = self.data.cli("plans", "apply", path, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nothing was published", p.stderr)
+        listed = json.loads(self.data.cli("plans", "--json").stdout)
+        self.assertEqual(listed["version"], 1)
+        # A node's own file no longer counts: SIGHUP's reload says where the plans come from.
+        p = self.data.cli("plans", "reload", check=False)
+        self.assertIn("the plans come from the store (version 1)", p.stderr)
+
     def test_a_node_without_redis_does_not_join_nodes_that_share_a_store(self):
         a = self.node(0)
         env = self.dirs[1].env(KONNECT_REDIS_URL="")

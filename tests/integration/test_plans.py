@@ -262,6 +262,35 @@ class ReloadTest(PlansTest):
         self.assertEqual(self.completions(srv, self.live).status_code, 200)
         self.assertEqual(self.ledger()[-1][5], 888)
 
+    def test_plans_applied_to_the_store_win_over_the_file(self):
+        srv = self.serve()
+        path = os.path.join(self.data.path, "published.json")
+        with open(path, "w") as f:
+            json.dump({"currency": "usd", "plans": [
+                {"name": "basic", "max_concurrent_requests": 8},
+                {"name": "gold", "price_per_request_micros": 4242,
+                 "max_concurrent_requests": 8}]}, f)
+        p = self.data.cli("plans", "apply", path)
+        self.assertIn("published plans version 1: 2 plans", p.stdout)
+        self.assertIn("applied by every running server (1)", p.stderr)
+        self.assertIn("plans version 1 from the store in force", srv.output())
+        # The store's plans are the ones the commands check against and the server bills with.
+        self.set_plan("gold")
+        self.assertEqual(self.completions(srv, self.live).status_code, 200)
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        try:
+            row = db.execute("SELECT plan, price_micros, plan_version FROM usage_ledger "
+                             "ORDER BY at_ms DESC LIMIT 1").fetchone()
+        finally:
+            db.close()
+        self.assertEqual(row, ("gold", 4242, 1))
+        # The server's own file no longer counts.
+        p = self.data.cli("plans", "reload", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the plans come from the store (version 1)", p.stderr)
+        audit = self.data.cli("audit", "--json").stdout
+        self.assertIn("plans.apply", audit)
+
     def test_an_account_on_an_unknown_plan_is_refused_never_served_free(self):
         srv = self.serve()
         self.write_plans({"currency": "usd", "plans": [

@@ -345,6 +345,57 @@ static struct store_audit entry(const char *account_id, const char *action)
     return e;
 }
 
+static int node_cb(void *ud, const struct store_node *n)
+{
+    struct store_node *out = ud;
+    if (strcmp(n->id, "node-x") == 0)
+        *out = *n;
+    return 0;
+}
+
+/* Nodes' heartbeats with what they applied, and plans versions, seen from another connection. */
+static void test_nodes_and_plans(struct store *s, struct store *s2)
+{
+    int64_t k = -1, a = -1, pv = -1, v1 = 0, v2 = 0, version;
+    char *body = (char *)"x";
+    struct store_node n = {.id = "node-x",
+                           .started_at = 77,
+                           .key_seq = 3,
+                           .account_seq = 4,
+                           .plans_version = 0,
+                           .counters = "redis",
+                           .version = "t",
+                           .address = "http://n"},
+                      got;
+
+    CHECK(store_plans_newest(s2, &version, &body) == STORE_OK && version == 0 && body == NULL);
+    CHECK(store_changes_newest(s2, &k, &a, &pv) == STORE_OK && k > 0 && a >= 0 && pv == 0);
+    struct store_audit e = entry("", "plans.apply");
+    CHECK(store_plans_publish(s, "{\"plans\":[{\"name\":\"one\"}]}", 10, "cli", &e, &v1) ==
+          STORE_OK);
+    CHECK(store_plans_publish(s, "{\"plans\":[{\"name\":\"two\"}]}", 11, "cli", NULL, &v2) ==
+          STORE_OK);
+    CHECK(v1 > 0 && v2 > v1);
+    CHECK(store_plans_newest(s2, &version, &body) == STORE_OK && version == v2);
+    CHECK(body != NULL && strstr(body, "two") != NULL);
+    free(body);
+    CHECK(store_changes_newest(s2, &k, &a, &pv) == STORE_OK && pv == v2);
+    CHECK(audited(s, "", "plans.apply") == 1);
+
+    n.plans_version = v2;
+    CHECK(store_node_beat(s, &n) == STORE_OK);
+    n.key_seq = 9;
+    CHECK(store_node_beat(s, &n) == STORE_OK);
+    memset(&got, 0, sizeof(got));
+    CHECK(store_nodes_list(s2, node_cb, &got) == STORE_OK);
+    CHECK(strcmp(got.id, "node-x") == 0 && got.key_seq == 9 && got.account_seq == 4);
+    CHECK(got.plans_version == v2 && got.started_at == 77 && strcmp(got.counters, "redis") == 0);
+    CHECK(got.age_ms >= 0 && got.age_ms < 3000);
+    CHECK(store_node_leave(s, "node-x") == STORE_OK);
+    memset(&got, 0, sizeof(got));
+    CHECK(store_nodes_list(s2, node_cb, &got) == STORE_OK && got.id[0] == '\0');
+}
+
 /* The whole contract on one empty store at url. */
 static void conform(const char *url)
 {
@@ -473,6 +524,7 @@ static void conform(const char *url)
 
     test_ledger(s, a.id);
     test_access(s, a.id);
+    test_nodes_and_plans(s, s2);
     store_close(s2);
     store_close(s);
 }
