@@ -33,6 +33,7 @@ static const char usage[] =
     "  plans     list the plans in force, publish a plans file (apply), or make the\n"
     "            server reload its file\n"
     "  migrate   create or upgrade the database\n"
+    "  store     copy a SQLite store into PostgreSQL (store copy --from --to)\n"
     "  version   print the version\n"
     "\n"
     "Every command reads KONNECT_DATA_DIR (default ./var) for the database (konnect.db) and the\n"
@@ -163,6 +164,7 @@ static const struct {
     {"serve", cmd_serve},     {"account", cli_account}, {"key", cli_key},
     {"user", cli_user},       {"audit", cli_audit},     {"usage", cli_usage},
     {"invoice", cli_invoice}, {"plans", cli_plans},     {"migrate", cli_migrate},
+    {"store", cli_store},
 };
 
 int main(int argc, char **argv)

@@ -30,5 +30,7 @@ int cli_plans(struct kn_config *c, int argc, char **argv);
 
 /* `konnect migrate`; argv[0] is "migrate". */
 int cli_migrate(struct kn_config *c, int argc, char **argv);
+/* konnect store copy: a SQLite store copied into PostgreSQL (store/copy.h). */
+int cli_store(struct kn_config *c, int argc, char **argv);
 
 #endif

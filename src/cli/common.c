@@ -28,6 +28,7 @@
 #include "keys/lifecycle.h"
 #include "metering/plans.h"
 #include "metering/report.h"
+#include "store/copy.h"
 #include "store/store.h"
 
 /* Stored text (names, emails, audit details, store messages that quote them) on its way to the
@@ -46,6 +47,18 @@ static const char migrate_usage[] =
     "\n"
     "Create the database when it is missing and apply pending schema migrations. Every command\n"
     "does this by itself; this command does only that.\n";
+
+static const char store_usage[] =
+    "Usage: konnect store copy --from SQLITE --to POSTGRESQL_URL\n"
+    "\n"
+    "Copy a single-node installation's SQLite store (a path, such as var/konnect.db, or a\n"
+    "sqlite: URL) into an empty PostgreSQL database (postgresql://user@host/db): accounts,\n"
+    "users and memberships, keys and their request counts, the audit log, sessions,\n"
+    "invitations, set-password links, the usage ledger and its rollup, published plans. It\n"
+    "runs in one PostgreSQL transaction, then counts each table again there; nothing is copied\n"
+    "when anything fails. Stop the server first, so that no bill is written to the old store\n"
+    "meanwhile. Keys keep working on the new store when its servers use the same server secret\n"
+    "(KONNECT_SECRET_FILE, default <data dir>/secret): only keyed hashes are stored.\n";
 
 /* Every option of every command: its name, and the member of struct opts its value goes to (a
  * string for an option with a value, an int set to 1 for a flag). --data-dir is the exception:
@@ -87,6 +100,8 @@ static const struct opt_def opt_defs[] = {
     OPT_FLAG("csv", csv),
     OPT_VALUE("existing-user", existing_user),
     OPT_VALUE("wait", wait),
+    OPT_VALUE("from", from),
+    OPT_VALUE("to", to),
     OPT_FLAG("help", help),
 };
 #define OPT_COUNT (sizeof(opt_defs) / sizeof(opt_defs[0]))
@@ -237,6 +252,33 @@ int cli_migrate(struct kn_config *c, int argc, char **argv)
     char where[PATH_MAX + 16];
     store_exists(c->database, where, sizeof(where));
     fprintf(stderr, "konnect: database %s is up to date\n", where);
+    return 0;
+}
+
+int cli_store(struct kn_config *c, int argc, char **argv)
+{
+    struct opts o;
+    char err[600], from[PATH_MAX + 16], to[4096];
+    int done = cli_parse_command(c, argc, argv, &o, store_usage);
+
+    if (done >= 0)
+        return done;
+    if (o.npositional != 1 || strcmp(o.positional[0], "copy") != 0 || o.from == NULL ||
+        o.to == NULL) {
+        fputs(store_usage, stderr);
+        return 2;
+    }
+    store_url_redacted(o.to, to, sizeof(to));
+    store_exists(o.from, from, sizeof(from));
+    fprintf(stderr, "konnect: copying %s into %s\n", from, to);
+    if (store_copy(o.from, o.to, stdout, err, sizeof(err)) != 0) {
+        fprintf(stderr, "konnect: %s; nothing was copied\n", cli_shown(err));
+        return 1;
+    }
+    fprintf(stderr,
+            "konnect: copied. Point every server at it (KONNECT_DATABASE) with the same server "
+            "secret (%s), and KONNECT_REDIS_URL for several servers\n",
+            c->secret_file);
     return 0;
 }
 

@@ -112,6 +112,10 @@ int pg_vrun(struct store *s, int which, const char *sql, PGresult **res, const c
             const char *fmt, va_list ap);
 #define PG_RUN(s, name, sql, res, what, ...) pg_run((s), PS_##name, sql, res, what, __VA_ARGS__)
 
+/* The connection (made again if it was lost), for code of this folder that speaks to PostgreSQL
+ * directly (store/copy.c); NULL when it cannot be made. */
+PGconn *pg_connection(struct store *s);
+
 /* A script or a statement without parameters, run as it is (not prepared). */
 int pg_exec(struct store *s, const char *sql, const char *what);
 /* BEGIN; and COMMIT, or ROLLBACK keeping the error, when status is not STORE_OK. */

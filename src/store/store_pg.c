@@ -101,6 +101,11 @@ static int ensure_connected(struct store *s)
     return STORE_OK;
 }
 
+PGconn *pg_connection(struct store *s)
+{
+    return ensure_connected(s) == STORE_OK ? pg_of(s)->conn : NULL;
+}
+
 /* What a failed result means to a caller (see pg_run). */
 static int status_of(PGconn *c, PGresult *res)
 {

@@ -182,6 +182,64 @@ class ClusterTest(ServerTest):
         p = self.data.cli("plans", "reload", check=False)
         self.assertIn("the plans come from the store (version 1)", p.stderr)
 
+    def test_a_single_node_store_copied_into_postgresql_keeps_keys_bills_and_users(self):
+        # A SQLite installation with history: keys (one revoked), a dashboard user, bills.
+        PG.counter += 1
+        self.dbname = f"copy_{PG.counter}"
+        self.url = PG.database(self.dbname)
+        old = DataDir()
+        self.addCleanup(old.cleanup)
+        old.account()
+        backend = FakeBackend().start()
+        self.addCleanup(backend.stop)
+        with open(os.path.join(old.path, "plans.json"), "w") as f:
+            json.dump(PLANS, f)
+        live = old.key(mode="live", name="prod")
+        gone = old.key(mode="test", name="gone")
+        self.secrets += [live, gone]
+        srv = harness.Server(old, KONNECT_MODEL_URL=backend.url)
+        self.servers.append(srv)
+        user = Browser(srv)
+        user.signup("carol@example.com")
+        for _ in range(3):
+            self.assertEqual(srv.post(live).status_code, 200)
+        old.cli("key", "revoke", old.key_id(gone))
+        self.assertEqual(srv.stop(), 0)
+        self.servers.remove(srv)
+
+        p = old.cli("store", "copy", "--from", os.path.join(old.path, "konnect.db"), "--to",
+                    self.url, check=False)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"usage_ledger\s+3 rows")
+        self.assertRegex(p.stdout, r"api_keys\s+2 rows")
+        self.assertIn("copied", p.stderr)
+        self.assertNotIn("password", p.stderr)
+        # Copying into a store that is not empty is refused, and copies nothing.
+        p = old.cli("store", "copy", "--from", os.path.join(old.path, "konnect.db"), "--to",
+                    self.url, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not empty", p.stderr)
+
+        # A server on PostgreSQL with the same secret: the same keys, users and bills.
+        node = NodeDir(self.url, os.path.join(old.path, "secret"), "node-new")
+        self.addCleanup(node.cleanup)
+        with open(os.path.join(node.path, "plans.json"), "w") as f:
+            json.dump(PLANS, f)
+        srv = harness.Server(node, KONNECT_MODEL_URL=backend.url)
+        self.servers.append(srv)
+        self.assertEqual(srv.post(live).status_code, 200)
+        self.assertError(srv.post(gone), 401, "api_key_revoked")
+        carol = Browser(srv)
+        r = carol.call("POST", "signin", {"email": "carol@example.com",
+                                          "password": "correct horse battery staple"})
+        self.assertEqual(r.status_code, 200, r.text)
+        usage = json.loads(node.cli("usage", "--account", "dev@example.com", "--json").stdout)
+        self.assertEqual(usage["totals"]["requests"], 4)
+        audit = node.cli("audit", "--json").stdout
+        self.assertIn("key.revoke", audit)
+        # New audit entries and plans versions go on after the copied ones.
+        node.cli("key", "create", "--account", "dev@example.com", "--mode", "test", "--name", "n")
+
     def test_a_node_without_redis_does_not_join_nodes_that_share_a_store(self):
         a = self.node(0)
         env = self.dirs[1].env(KONNECT_REDIS_URL="")
