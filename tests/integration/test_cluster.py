@@ -240,6 +240,76 @@ class ClusterTest(ServerTest):
         # New audit entries and plans versions go on after the copied ones.
         node.cli("key", "create", "--account", "dev@example.com", "--mode", "test", "--name", "n")
 
+    def nginx(self, nodes):
+        """nginx with contrib/nginx/konnect-cluster.conf in front of nodes; returns its URL."""
+        import shutil
+        here = os.path.dirname(os.path.abspath(__file__))
+        sample = os.path.join(here, "..", "..", "contrib", "nginx", "konnect-cluster.conf")
+        d = DataDir()
+        self.addCleanup(d.cleanup)
+        port = harness.free_port()
+        with open(sample) as f:
+            conf = f.read()
+        conf = conf.replace("127.0.0.1:8081", f"127.0.0.1:{nodes[0].port}")
+        conf = conf.replace("127.0.0.1:8082", f"127.0.0.1:{nodes[1].port}")
+        conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        with open(os.path.join(d.path, "konnect.conf"), "w") as f:
+            f.write(conf)
+        temp = "".join(f"{t}_temp_path {d.path}/{t};\n"
+                       for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        with open(os.path.join(d.path, "nginx.conf"), "w") as f:
+            f.write(f"{'user root;' if os.geteuid() == 0 else ''}\n"
+                    f"worker_processes 1;\ndaemon off;\npid {d.path}/nginx.pid;\n"
+                    f"error_log {d.path}/error.log;\nevents {{ worker_connections 256; }}\n"
+                    f"http {{\naccess_log off;\n{temp}include {d.path}/konnect.conf;\n}}\n")
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        proc = subprocess.Popen([binary, "-c", os.path.join(d.path, "nginx.conf"), "-p", d.path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (proc.terminate(), proc.wait()))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                requests.get(url + "/healthz", timeout=1)
+                return url
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("nginx did not start: " + open(f"{d.path}/error.log").read())
+
+    def test_two_nodes_behind_nginx_with_the_sample_configuration(self):
+        a, b = (self.node(i, KONNECT_TRUSTED_PROXIES="127.0.0.1") for i in range(2))
+        url = self.nginx([a, b])
+
+        class Front:  # The load balancer, as the harness's servers are used.
+            pass
+        front = Front()
+        front.url = url
+        alice = Browser(front)
+        alice.signup("alice@example.com")
+        r = alice.call("POST", "keys", {"name": "web", "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertEqual(r.json()["propagation"]["servers"], 2)
+        key, secret = r.json()["key"], r.json()["secret"]
+        self.secrets.append(secret)
+        s = requests.Session()
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        for _ in range(6):
+            r = s.post(url + "/v1/chat", data=json.dumps({"message": "hi"}), headers=headers)
+            self.assertEqual(r.status_code, 200, r.text)
+        # Both servers answered (round robin), each with the one session the client has.
+        for n in (a, b):
+            self.assertIn('"path":"/v1/chat"', n.output())
+        for _ in range(4):
+            self.assertEqual(alice.call("GET", "keys").status_code, 200)
+        r = alice.call("POST", f"keys/{key['id']}/revoke")
+        self.assertEqual(r.status_code, 200, r.text)
+        for _ in range(4):
+            r = s.post(url + "/v1/chat", data=json.dumps({"message": "hi"}), headers=headers)
+            self.assertError(r, 401, "api_key_revoked")
+        # The revocation made through the proxy is audited.
+        audit = json.loads(self.data.cli("audit", "--json").stdout)
+        self.assertTrue(any(e["action"] == "key.revoke" for e in audit), audit)
+
     def test_a_node_without_redis_does_not_join_nodes_that_share_a_store(self):
         a = self.node(0)
         env = self.dirs[1].env(KONNECT_REDIS_URL="")
