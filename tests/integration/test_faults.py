@@ -72,6 +72,10 @@ class FaultTest(harness.ServerTest):
         rid = r.headers["request-id"]
         self.assertIn("spooled 1 ledger rows", srv.output())
         self.assertEqual(self.until_billed([rid]), [rid])
+        # Said once the replay's commit is done (the row may be visible a moment before).
+        deadline = time.time() + 5
+        while "replayed 1 spooled" not in srv.output() and time.time() < deadline:
+            time.sleep(0.05)
         self.assertIn("replayed 1 spooled ledger rows into the store", srv.output())
         self.assertEqual(self.spool(), "")
         # The store takes rows again: the next request is billed the usual way.
