@@ -50,7 +50,7 @@ struct keysync {
     _Atomic int stop;
     _Atomic int ready;
     _Atomic uint64_t last_ok_ns;
-    _Atomic uint64_t last_try_ns; /* The last reading of the change logs begun (keysync_stale). */
+    _Atomic uint64_t last_try_ns; /* The last reading of the change logs ended (keysync_stale). */
     struct store_usage *batch;    /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
@@ -261,7 +261,7 @@ lost:
 
 static int sync_changes(struct keysync *ks)
 {
-    atomic_store(&ks->last_try_ns, kn_mono_ns());
+    uint64_t began = kn_mono_ns();
     int ok = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts) ==
                  STORE_OK &&
              store_key_changes(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) ==
@@ -277,6 +277,10 @@ static int sync_changes(struct keysync *ks)
         fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
     else
         ok = beat(ks);
+    /* When the reading began, stored once what it read is in the key table (keysync_stale): a
+     * loop that sees this time also sees every change committed before it, even when the
+     * process was frozen in the middle of this reading. */
+    atomic_store(&ks->last_try_ns, began);
     mark(ks, ok);
     return ok;
 }
