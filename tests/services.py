@@ -142,6 +142,9 @@ class Redis:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+        if getattr(self, "log_file", None) is not None:
+            self.log_file.close()
+            self.log_file = None
 
     def restart(self, downtime=0.0):
         self.stop_server()

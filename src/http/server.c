@@ -58,31 +58,36 @@ static void handle_healthz(h2o_req_t *req, struct reqinfo *info)
 }
 
 /* Readiness, component by component: the store (its last round trip, once a second), the
- * ledger (taking rows, or spooling them), the counters of the limits. Ready when all are well;
- * degraded (still 200: known keys and test keys are served from memory) when the store or the
- * ledger is not; unavailable (503) while the server is stopping, so that a load balancer takes
- * it out before it closes. */
+ * ledger (taking rows, or spooling them), the counters of the limits (local, or Redis reached).
+ * Ready when all are well; degraded (still 200: known keys and test keys are served from memory)
+ * when the store or the ledger is not; unavailable (503) while the server is stopping, so that a
+ * load balancer takes it out before it closes. */
 static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
 {
     struct server *srv = http_worker_of(req)->srv;
     uint64_t age;
     int store_ok = keysync_ready(srv->ks, &age), ledger_ok = !keysync_billing_down(srv->ks);
     int stopping = atomic_load(&srv->stopping);
-    const char *status = stopping ? "unavailable" : store_ok && ledger_ok ? "ready" : "degraded";
+    /* With Redis: this loop's connection (each loop has its own). */
+    int counters_ok = !srv->has_redis || (cluster_conn != NULL && redis_conn_ready(cluster_conn));
+    const char *status = stopping                               ? "unavailable"
+                         : store_ok && ledger_ok && counters_ok ? "ready"
+                                                                : "degraded";
     char body[640];
     int len = snprintf(
         body, sizeof(body),
         "{\"status\":\"%s\",\"node\":\"%s\",\"keys\":%zu,\"store\":\"%s\","
         "\"store_checked_ms_ago\":%llu,\"components\":{\"store\":{\"status\":\"%s\","
         "\"backend\":\"%s\",\"checked_ms_ago\":%llu},\"ledger\":{\"status\":\"%s\","
-        "\"spooled\":%llu},\"counters\":{\"status\":\"ok\",\"where\":\"local\"}}}",
+        "\"spooled\":%llu},\"counters\":{\"status\":\"%s\",\"where\":\"%s\"}}}",
         status, keysync_node_id(srv->ks), keytable_count(srv->kt), store_ok ? "ok" : "unreachable",
         (unsigned long long)age, store_ok ? "ok" : "unreachable",
         store_is_postgres(srv->cfg->database) ? "postgresql" : "sqlite", (unsigned long long)age,
         ledger_ok                         ? "ok"
         : srv->cfg->spool_path[0] != '\0' ? "spooling"
                                           : "down",
-        (unsigned long long)keysync_spooled(srv->ks));
+        (unsigned long long)keysync_spooled(srv->ks), counters_ok ? "ok" : "unreachable",
+        srv->has_redis ? "redis" : "local");
     if (stopping)
         info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
     http_send_json(req, info, stopping ? 503 : 200, stopping ? "Service Unavailable" : "OK", body,

@@ -145,6 +145,9 @@ class ClusterTest(ServerTest):
         self.assertEqual([rid for rid in delivered if rid not in set(ids)], [])
         self.assertEqual(len(ids), len(set(ids)))
         self.assertEqual(rolled, len(ids))
+        for n in (a, b):
+            c = requests.get(n.url + "/readyz", timeout=5).json()["components"]["counters"]
+            self.assertEqual(c, {"status": "ok", "where": "redis"})
         # While Redis was away (and until each month's usage was seeded again), live requests
         # were refused, fail closed, and not billed.
         self.assertEqual(sorted({c for c, _ in refused}), [503] if refused else [])
