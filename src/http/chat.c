@@ -391,7 +391,18 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         free(w);
         return;
     }
-    if (!ok || r->outcome == CLUSTER_NOT_SEEDED) {
+    if (ok && r->outcome == CLUSTER_ADMITTED &&
+        (http_worker_of(req)->live.stopping ||
+         keysync_billing_down(http_worker_of(req)->srv->ks))) {
+        /* While Redis answered, the server began to stop or the store stopped taking bills:
+         * nothing starts that could not be billed. */
+        cluster_release(w->key->acct->id, w->month, w->info.request_id);
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, &w->info,
+                        http_worker_of(req)->live.stopping ? KN_ERR_SHUTTING_DOWN
+                                                           : KN_ERR_BILLING_UNAVAILABLE,
+                        NULL, NULL);
+    } else if (!ok || r->outcome == CLUSTER_NOT_SEEDED) {
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE,
                         ok ? "This account's usage this month is not in the cluster's counters "

@@ -205,11 +205,18 @@ static int beat(struct keysync *ks)
     return !failed;
 }
 
+struct seeding {
+    struct keysync *ks;
+    int64_t month;
+    int failed;
+};
+
 static int seed_one(void *ud, const struct store_month_total *t)
 {
-    struct keysync *ks = ud;
-    return cluster_seed_account(ks->redis, t->account_id, kn_month_of(kn_unix_now()), t->requests,
-                                t->tokens);
+    struct seeding *g = ud;
+    if (cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens) != 0)
+        g->failed = 1;
+    return g->failed;
 }
 
 /* Puts this month's billed usage of every account into Redis unless it is there (its seeded
@@ -237,16 +244,23 @@ static void seed_redis(struct keysync *ks)
     freeReplyObject(r);
     if (seeded)
         return;
-    if (store_usage_month_totals(ks->store, month, seed_one, ks) != STORE_OK) {
+    struct seeding g = {ks, month, 0};
+    if (store_usage_month_totals(ks->store, month, seed_one, &g) != STORE_OK || g.failed) {
         fprintf(stderr, "konnect: cannot seed Redis with this month's usage: %s\n",
-                ks->redis->err ? ks->redis->errstr : store_errmsg(ks->store));
+                g.failed ? (ks->redis->err ? ks->redis->errstr : "Redis refused a count")
+                         : store_errmsg(ks->store));
         if (ks->redis->err)
             goto lost;
         return;
     }
     if ((r = redisCommand(ks->redis, "SET %s 1 PX %lld", mark, 40LL * 86400000)) == NULL)
         goto lost;
+    int marked = r->type != REDIS_REPLY_ERROR;
     freeReplyObject(r);
+    if (!marked) {
+        fprintf(stderr, "konnect: Redis refused this month's seeded mark\n");
+        return;
+    }
     fprintf(stderr, "konnect: seeded Redis %s with this month's usage\n", ks->redis_target.shown);
     ks->redis_said = 0;
     return;

@@ -183,13 +183,13 @@ void cluster_settle(const char *account_id, int64_t month, const char *lease, ui
 {
     struct account_keys k;
     char t[24];
-    const char *argv[6] = {k.tokens, k.leases, k.held, k.reserved, lease, t};
+    const char *argv[8] = {k.tokens, k.leases, k.held, k.reserved, k.requests, k.seeded, lease, t};
 
     if (cluster_conn == NULL)
         return;
     account_keys(account_id, month, &k);
     snprintf(t, sizeof(t), "%llu", (unsigned long long)tokens);
-    redis_conn_fcall(cluster_conn, "kn_settle", 4, 6, argv, on_done, NULL);
+    redis_conn_fcall(cluster_conn, "kn_settle", 6, 8, argv, on_done, NULL);
 }
 
 void cluster_release(const char *account_id, int64_t month, const char *lease)

@@ -78,6 +78,7 @@ local function lapse(leases, held, reserved, tokens, month, now)
             redis.call('DECRBY', reserved, num(t))
             if m == month then
                 redis.call('INCRBY', tokens, num(t))
+                redis.call('PEXPIRE', tokens, 40 * 86400000)
             end
         end
     end
@@ -135,18 +136,23 @@ local function kn_admit(keys, args)
     return {0, hold, remaining, math.ceil(reset), 0}
 end
 
--- KEYS: the month's tokens, the leases, what each holds, the tokens reserved. ARGV: lease id,
--- tokens billed.
+-- KEYS: the month's tokens, the leases, what each holds, the tokens reserved, the month's
+-- requests, the month's seeded mark. ARGV: lease id, tokens billed. While the month is not seeded
+-- (Redis lost it), the tokens are not added: the seeding, from the ledger where this request's
+-- row already is, counts them, and a count made now would keep the seed out (SET NX).
 local function kn_settle(keys, args)
     local tokens, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
+    local seeded = redis.call('EXISTS', keys[5]) == 1 or redis.call('EXISTS', keys[6]) == 1
     local h = redis.call('HGET', held, args[1])
     if redis.call('ZREM', leases, args[1]) == 1 and h then
         local _, t = string.match(h, '^(%d+):(%d+)$')
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
     end
-    redis.call('INCRBY', tokens, num(args[2]))
-    redis.call('PEXPIRE', tokens, 40 * 86400000)
+    if seeded then
+        redis.call('INCRBY', tokens, num(args[2]))
+        redis.call('PEXPIRE', tokens, 40 * 86400000)
+    end
     return 1
 end
 

@@ -204,6 +204,11 @@ int store_copy(const char *from, const char *to, FILE *report, char *err, size_t
                  "new database");
         goto out;
     }
+    /* One read transaction on SQLite: every table from the same moment. */
+    if (sqlite3_exec(sq_db_of(src), "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errsize, "cannot read the SQLite store: %s", sqlite3_errmsg(sq_db_of(src)));
+        goto out;
+    }
     PGresult *r = PQexec(pg, "BEGIN");
     in_tx = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
@@ -237,6 +242,8 @@ int store_copy(const char *from, const char *to, FILE *report, char *err, size_t
 out:
     if (in_tx && pg_conn(dst) != NULL)
         PQclear(PQexec(pg_conn(dst), "ROLLBACK"));
+    if (src != NULL)
+        sqlite3_exec(sq_db_of(src), "COMMIT", NULL, NULL, NULL);
     store_close(src);
     store_close(dst);
     return ret;

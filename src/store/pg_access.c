@@ -10,7 +10,7 @@ static int insert_user(struct store *s, const struct store_user *u)
 {
     return PG_RUN(s, USER_INSERT,
                   "INSERT INTO users(id, email, password_hash, created_at) "
-                  "VALUES ($1, lower($2), nullif($3, ''), $4)",
+                  "VALUES ($1, lower($2 COLLATE \"C\"), nullif($3, ''), $4)",
                   NULL, "cannot create user", "ttti", u->id, u->email, u->password_hash,
                   u->created_at);
 }
@@ -71,7 +71,7 @@ int pg_user_find(struct store *s, const char *email_or_id, struct store_user *ou
     PGresult *res;
     int r = PG_RUN(s, USER_FIND,
                    "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
-                   "WHERE email = lower($1) OR id = $1",
+                   "WHERE email = lower($1 COLLATE \"C\") OR id = $1",
                    &res, "cannot read user", "t", email_or_id);
     return r != STORE_OK ? r : pg_one_row(s, res, read_user, out, "no such user");
 }
@@ -239,7 +239,7 @@ int pg_invite_insert(struct store *s, const struct store_invite *i)
 {
     return PG_RUN(s, INVITE_INSERT,
                   "INSERT INTO invites(token_hash, id, account_id, email, invited_by, created_at, "
-                  "expires_at) VALUES ($1, $2, $3, lower($4), $5, $6, $7)",
+                  "expires_at) VALUES ($1, $2, $3, lower($4 COLLATE \"C\"), $5, $6, $7)",
                   NULL, "cannot create invitation",
                   "htttt"
                   "ii",

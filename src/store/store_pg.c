@@ -49,22 +49,27 @@ static void quiet(void *arg, const char *message)
     (void)arg, (void)message;
 }
 
-/* Connection parameters that every connection gets unless the URL sets them: a bounded connect,
- * keepalives that find a dead server in seconds, and a name in pg_stat_activity. */
+/* Connection parameters that every connection gets unless the URL sets them (libpq keeps the last
+ * value of a repeated keyword, and the URL, expanded from dbname, comes last): a bounded connect,
+ * keepalives that find a dead server in seconds, and a name in pg_stat_activity. Every new
+ * connection then sets synchronous_commit on, whatever the server's or the role's default: the
+ * ledger needs a commit durable when it returns. */
 static PGconn *connect_url(const char *url, const char *app)
 {
-    const char *keys[] = {"dbname",
-                          "connect_timeout",
-                          "keepalives",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "application_name",
-                          NULL};
-    const char *vals[] = {url, "2", "1", "5", "2", "3", app, NULL};
+    const char *keys[] = {
+        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "application_name", "dbname",          NULL};
+    const char *vals[] = {"2", "1", "5", "2", "3", app, url, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c != NULL)
         PQsetNoticeProcessor(c, quiet, NULL);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, "SET synchronous_commit = on");
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok)
+            PQfinish(c), c = NULL;
+    }
     return c;
 }
 
@@ -422,10 +427,6 @@ int pg_open(struct store *s, const char *url, const char *options)
     b->url = kn_strdup(url);
     if ((r = ensure_connected(s)) != STORE_OK)
         return r;
-    /* Billing needs every commit durable before it returns, whatever the server's default. */
-    if ((r = pg_exec(s, "SET synchronous_commit = on", "cannot configure the connection")) !=
-        STORE_OK)
-        return r;
     PGresult *res = PQexec(b->conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
     int has = ok_result(res) && PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
@@ -531,7 +532,8 @@ int pg_account_find(struct store *s, const char *email_or_id, struct store_accou
     PGresult *res;
     char none[STORE_EMAIL_MAX + 16];
     int r = PG_RUN(s, ACCOUNT_FIND,
-                   "SELECT " PG_ACCOUNT_COLUMNS " FROM accounts WHERE email = lower($1) OR id = $1",
+                   "SELECT " PG_ACCOUNT_COLUMNS
+                   " FROM accounts WHERE email = lower($1 COLLATE \"C\") OR id = $1",
                    &res, "cannot read account", "t", email_or_id);
     if (r != STORE_OK)
         return r;
