@@ -121,28 +121,47 @@ static void mark(struct keysync *ks, int ok)
         atomic_store(&ks->last_ok_ns, kn_mono_ns());
 }
 
+static int beat(struct keysync *ks);
+
 /* Several servers on one store must count their limits in one place, or an account could spend
  * its quota once on each: a server without Redis does not start while another live server uses
- * the store, nor one with Redis while a live server counts locally. A row under 3 seconds old may
+ * the store, nor one with Redis while a live server counts locally. Under the start lock, its
+ * heartbeat is written first and the check made after, so that of two servers started together
+ * the second to take the lock sees the first and refuses. A row under 3 seconds old may
  * be a server that just died (a restart after a crash): it is given that long to age. Returns 0,
- * or -1 with a message. */
+ * or -1 with a message (the heartbeat removed again). */
 static int refuse_mixed_counters(struct keysync *ks, char *err, size_t errsize)
 {
     int others = 0, local = 0;
     uint64_t deadline = kn_mono_ns() + (PROPAGATION_LIVE_MS + 500) * 1000000ull;
 
+    if (store_start_lock(ks->store, 1) != STORE_OK) {
+        snprintf(err, errsize, "%s", store_errmsg(ks->store));
+        return -1;
+    }
+    if (!beat(ks)) {
+        snprintf(err, errsize, "cannot write this node's heartbeat: %s", store_errmsg(ks->store));
+        store_start_lock(ks->store, 0);
+        return -1;
+    }
     for (;;) {
         if (propagation_live_others(ks->store, ks->node.id, &others, &local) != STORE_OK) {
             snprintf(err, errsize, "cannot read the nodes table: %s", store_errmsg(ks->store));
+            store_start_lock(ks->store, 0);
             return -1;
         }
         int bad = ks->has_redis ? local > 0 : others > 0;
-        if (!bad)
+        if (!bad) {
+            store_start_lock(ks->store, 0);
             return 0;
+        }
         if (kn_mono_ns() >= deadline)
             break;
         poll(NULL, 0, 200);
+        beat(ks);
     }
+    store_node_leave(ks->store, ks->node.id);
+    store_start_lock(ks->store, 0);
     if (ks->has_redis)
         snprintf(err, errsize,
                  "another live server uses this store and counts its limits in its own memory: "

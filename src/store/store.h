@@ -368,7 +368,8 @@ struct store;
       (struct store *s, const char *body, int64_t at, const char *by,                              \
        const struct store_audit *audit, int64_t *version),                                         \
       (s, body, at, by, audit, version))                                                           \
-    X(plans_newest, (struct store *s, int64_t *version, char **body), (s, version, body))
+    X(plans_newest, (struct store *s, int64_t *version, char **body), (s, version, body))          \
+    X(start_lock, (struct store *s, int take), (s, take))
 
 /* The other operations that return a status, whose wrappers do more than pass them on. open opens
  * the store at `where` (the URL without its scheme and options) with the options after the URL's
@@ -636,5 +637,9 @@ int store_changes_newest(struct store *s, int64_t *key_seq, int64_t *account_seq
 int store_plans_publish(struct store *s, const char *body, int64_t at, const char *by,
                         const struct store_audit *audit, int64_t *version);
 int store_plans_newest(struct store *s, int64_t *version, char **body);
+/* Takes (take = 1) or gives back (0) the lock that servers starting on one store hold while they
+ * look at each other in the nodes table, so that of two started together the second sees the
+ * first (PostgreSQL: a session advisory lock; SQLite, one server per data directory: nothing). */
+int store_start_lock(struct store *s, int take);
 
 #endif

@@ -694,6 +694,13 @@ int pg_plans_publish(struct store *s, const char *body, int64_t at, const char *
     return r;
 }
 
+int pg_start_lock(struct store *s, int take)
+{
+    return pg_exec(s,
+                   take ? "SELECT pg_advisory_lock(7200003)" : "SELECT pg_advisory_unlock(7200003)",
+                   "cannot take the start lock");
+}
+
 int pg_plans_newest(struct store *s, int64_t *version, char **body)
 {
     PGresult *res;

@@ -313,6 +313,27 @@ class ClusterTest(ServerTest):
         audit = json.loads(self.data.cli("audit", "--json").stdout)
         self.assertTrue(any(e["action"] == "key.revoke" for e in audit), audit)
 
+    def test_of_two_nodes_without_redis_started_together_one_refuses(self):
+        procs = []
+        for d in self.dirs[:2]:
+            env = d.env()
+            env.pop("KONNECT_REDIS_URL")
+            procs.append(subprocess.Popen(
+                [harness.BINARY, "serve", "--listen", f"127.0.0.1:{harness.free_port()}"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        deadline = time.time() + 20
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        time.sleep(1)
+        codes = [p.poll() for p in procs]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=30)
+        # Exactly one refused (the younger); the other was serving.
+        self.assertEqual(sorted(c is None for c in codes), [False, True],
+                         [codes] + [p.stderr.read()[-600:] for p in procs])
+
     def test_a_node_without_redis_does_not_join_nodes_that_share_a_store(self):
         a = self.node(0)
         env = self.dirs[1].env(KONNECT_REDIS_URL="")
