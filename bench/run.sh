@@ -54,8 +54,9 @@
 #   BENCH_PROFILE=0        skip the profile of a test-key request (bench/profile.sh: perf stat and
 #                          perf record of Konnect and the minimal h2o server under wrk)
 #   BENCH_CLUSTER=0        skip the several-servers part (bench/cluster.py: revocation
-#                          propagation over BENCH_REVOCATIONS=100 revocations, and test-key
-#                          requests/s of two servers on PostgreSQL + Redis against one on SQLite)
+#                          propagation over BENCH_REVOCATIONS=100 revocations; test-key and
+#                          live billed requests/s of two servers on PostgreSQL + Redis against
+#                          one on SQLite; the latency Redis admission adds at BENCH_LIVE_RATE)
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
 #   KONNECT_BIN            the binary (default build/konnect)
 #   BENCH_BASELINE_BIN     another Konnect binary (an earlier commit's build) to compare with in
@@ -1162,5 +1163,5 @@ fi
 [ -z "${PROFILE_OUT:-}" ] || echo "$PROFILE_OUT"
 if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
     echo
-    python3 "$ROOT/bench/cluster.py" "$BIN"
+    BENCH_LOADGEN=${LOADGEN:-} python3 "$ROOT/bench/cluster.py" "$BIN"
 fi

@@ -32,8 +32,9 @@ def pg_bindir():
 class Postgres:
     """A PostgreSQL server of its own in a temporary directory."""
 
-    def __init__(self):
+    def __init__(self, fsync=False):
         self.bindir = pg_bindir()
+        self.fsync = fsync
         self.dir = tempfile.mkdtemp(prefix="kn-pg-")
         os.chmod(self.dir, 0o755)
         self.data = os.path.join(self.dir, "data")
@@ -60,11 +61,17 @@ class Postgres:
     def _pg_ctl_start(self):
         # Unix socket only; fsync off because a test restarts the server, never the machine
         # (synchronous_commit stays on: a commit still waits for the server's own log write).
+        # The benchmarks ask for fsync, so that a commit waits for the disk as in production.
+        durable = "-c fsync=on" if self.fsync else "-c fsync=off -c full_page_writes=off"
         opts = (f"-c listen_addresses='' -c unix_socket_directories='{self.sock}' "
-                "-c fsync=off -c full_page_writes=off -c max_connections=200 "
-                "-c shared_buffers=64MB")
+                f"{durable} -c max_connections=200 -c shared_buffers=64MB")
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
                   os.path.join(self.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
+
+    def pid(self):
+        """The postmaster's process id."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            return int(f.readline())
 
     def url(self, db="postgres", user="postgres"):
         return f"postgresql:///{db}?host={self.sock}&user={user}"
