@@ -384,8 +384,9 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
     h2o_req_t *req = cluster_wait_take(w);
 
     if (req == NULL) {
-        /* The client left: what was reserved for it goes back. */
-        if (ok && r->outcome == CLUSTER_ADMITTED)
+        /* The client left: what was reserved for it goes back (or, if Redis did not answer,
+         * is fenced off should the admission still arrive). */
+        if (!ok || r->outcome == CLUSTER_ADMITTED)
             cluster_release(w->key->acct->id, w->month, w->info.request_id);
         chat_call_cleanup(&w->call);
         free(w);
@@ -403,6 +404,10 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
                                                            : KN_ERR_BILLING_UNAVAILABLE,
                         NULL, NULL);
     } else if (!ok || r->outcome == CLUSTER_NOT_SEEDED) {
+        /* No answer (timed out, cut): the admission may yet be applied in Redis; the release
+         * fences it off, so that it never holds this account's quota for a request refused. */
+        if (!ok)
+            cluster_release(w->key->acct->id, w->month, w->info.request_id);
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE,
                         ok ? "This account's usage this month is not in the cluster's counters "

@@ -349,8 +349,7 @@ static void worker_dispose(struct worker *w)
     h2o_timeout_dispose(loop, &w->refuse_timeout);
     dashbridge_worker_dispose(w);
     live_worker_dispose(&w->live);
-    redis_conn_free(cluster_conn);
-    cluster_conn = NULL;
+    cluster_thread_dispose();
     /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
      * h2o_context_dispose asserts that no timer is. */
     if (h2o_timeout_is_linked(&w->loop.ctx.http2._graceful_shutdown_timeout))

@@ -9,9 +9,30 @@
 
 __thread struct redis_conn *cluster_conn;
 
+/* Settlements and releases that could not be sent (Redis away), sent once it is back, before
+ * anything else; and releases whose answer was lost, sent again. Per thread, like the
+ * connection. */
+struct pending_op {
+    char account_id[40];
+    char lease[80];
+    int64_t month;
+    uint64_t tokens;
+    int settle;
+};
+enum { PENDING_MAX = 1024 };
+struct pending_queue {
+    struct pending_op ops[PENDING_MAX];
+    size_t head, count, dropped;
+};
+static __thread struct pending_queue *pending; /* Made at the first op that waits. */
+
+static void pend(const struct pending_op *p);
+static void flush_pending(void);
+
 /* The keys of an account's limits, in konnect.lua's order. */
 struct account_keys {
-    char rate[64], requests[80], tokens[80], leases[64], held[64], reserved[64], seeded[48];
+    char rate[64], requests[80], tokens[80], leases[64], held[64], reserved[64], seeded[48],
+        voids[64];
 };
 
 static void account_keys(const char *account_id, int64_t month, struct account_keys *k)
@@ -23,6 +44,7 @@ static void account_keys(const char *account_id, int64_t month, struct account_k
     snprintf(k->leases, sizeof(k->leases), "kn:{a:%.32s}:leases", account_id);
     snprintf(k->held, sizeof(k->held), "kn:{a:%.32s}:held", account_id);
     snprintf(k->reserved, sizeof(k->reserved), "kn:{a:%.32s}:reserved", account_id);
+    snprintf(k->voids, sizeof(k->voids), "kn:{a:%.32s}:voids", account_id);
     cluster_seeded_key(month, k->seeded, sizeof(k->seeded));
 }
 
@@ -125,6 +147,9 @@ static void on_admit(void *ud, redisReply *r)
     int ok = well_formed(r, 5);
 
     memset(&res, 0, sizeof(res));
+    /* Void (released before it arrived) or an outcome this build does not know: not admitted. */
+    if (ok && (element(r, 0) < CLUSTER_ADMITTED || element(r, 0) > CLUSTER_TOKENS_USED_UP))
+        ok = 0;
     if (ok) {
         res.outcome = (enum cluster_admit_outcome)element(r, 0);
         res.held = (uint64_t)element(r, 1);
@@ -148,12 +173,13 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
 {
     struct account_keys k;
     char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24];
-    const char *argv[15] = {k.rate,     k.requests, k.tokens,   k.leases, k.held,
-                            k.reserved, k.seeded,   rpm,        inflight, qr,
-                            qt,         want,       ask->lease, ms,       month};
+    const char *argv[16] = {k.rate,   k.requests, k.tokens, k.leases, k.held, k.reserved,
+                            k.seeded, k.voids,    rpm,      inflight, qr,     qt,
+                            want,     ask->lease, ms,       month};
 
     if (cluster_conn == NULL)
         return -1;
+    flush_pending();
     account_keys(ask->account_id, ask->month, &k);
     snprintf(rpm, sizeof(rpm), "%u", ask->rpm);
     snprintf(inflight, sizeof(inflight), "%u", ask->max_inflight);
@@ -165,42 +191,137 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
     snprintf(month, sizeof(month), "%lld", (long long)ask->month);
     struct admit_call *a = kn_calloc(1, sizeof(*a));
     *a = (struct admit_call){cb, ud, ask->rpm};
-    if (redis_conn_fcall(cluster_conn, "kn_admit", 7, 15, argv, on_admit, a) != 0) {
+    if (redis_conn_fcall(cluster_conn, "kn_admit", 8, 16, argv, on_admit, a) != 0) {
         free(a);
         return -1;
     }
     return 0;
 }
 
-static void on_done(void *ud, redisReply *r)
+static void on_settled(void *ud, redisReply *r)
 {
     (void)ud;
+    /* No answer (the connection was cut): the settlement may have been applied, so it is not
+     * sent again (tokens would count twice); if it was not, the lease lapses as billed. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         fprintf(stderr, "konnect: Redis refused to settle a lease: %s\n", r->str);
 }
 
-void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens)
+static int send_settle(const struct pending_op *p)
 {
     struct account_keys k;
     char t[24];
-    const char *argv[8] = {k.tokens, k.leases, k.held, k.reserved, k.requests, k.seeded, lease, t};
+    const char *argv[8] = {k.tokens,   k.leases, k.held,   k.reserved,
+                           k.requests, k.seeded, p->lease, t};
+
+    account_keys(p->account_id, p->month, &k);
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)p->tokens);
+    return redis_conn_fcall(cluster_conn, "kn_settle", 6, 8, argv, on_settled, NULL);
+}
+
+static void on_released(void *ud, redisReply *r)
+{
+    struct pending_op *p = ud;
+    if (r == NULL)
+        pend(p); /* Cut before the answer: a release is safe to send again. */
+    else if (r->type == REDIS_REPLY_ERROR)
+        fprintf(stderr, "konnect: Redis refused to release a lease: %s\n", r->str);
+    free(p);
+}
+
+static int send_release(const struct pending_op *p)
+{
+    struct account_keys k;
+    const char *argv[6] = {k.requests, k.leases, k.held, k.reserved, k.voids, p->lease};
+
+    account_keys(p->account_id, p->month, &k);
+    struct pending_op *copy = kn_calloc(1, sizeof(*copy));
+    *copy = *p;
+    if (redis_conn_fcall(cluster_conn, "kn_release", 5, 6, argv, on_released, copy) != 0) {
+        free(copy);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_op(const struct pending_op *p)
+{
+    if (cluster_conn == NULL || !redis_conn_ready(cluster_conn))
+        return -1;
+    return p->settle ? send_settle(p) : send_release(p);
+}
+
+static void pend(const struct pending_op *p)
+{
+    struct pending_queue *q = pending;
+    if (q == NULL)
+        q = pending = kn_calloc(1, sizeof(*q));
+    if (q->count == PENDING_MAX) {
+        /* Full (Redis away for long): the oldest is dropped; its lease lapses as billed. */
+        q->head = (q->head + 1) % PENDING_MAX;
+        q->count--;
+        q->dropped++;
+    }
+    q->ops[(q->head + q->count++) % PENDING_MAX] = *p;
+}
+
+static void flush_pending(void)
+{
+    struct pending_queue *q = pending;
+    while (q != NULL && q->count > 0 && cluster_conn != NULL && redis_conn_ready(cluster_conn)) {
+        struct pending_op p = q->ops[q->head];
+        q->head = (q->head + 1) % PENDING_MAX;
+        q->count--;
+        if (send_op(&p) != 0) {
+            pend(&p);
+            return;
+        }
+    }
+}
+
+void cluster_thread_dispose(void)
+{
+    redis_conn_free(cluster_conn); /* Calls back with no answer: releases wait in the queue. */
+    cluster_conn = NULL;
+    if (pending != NULL) {
+        if (pending->count + pending->dropped > 0)
+            fprintf(stderr,
+                    "konnect: %zu lease settlements or releases were never sent to Redis; their "
+                    "leases count against their accounts' quotas until they lapse (bills are in "
+                    "the ledger either way)\n",
+                    pending->count + pending->dropped);
+        free(pending);
+        pending = NULL;
+    }
+}
+
+size_t cluster_pending(void)
+{
+    return pending != NULL ? pending->count : 0;
+}
+
+static void settle_or_release(const char *account_id, int64_t month, const char *lease,
+                              uint64_t tokens, int settle)
+{
+    struct pending_op p = {.month = month, .tokens = tokens, .settle = settle};
 
     if (cluster_conn == NULL)
         return;
-    account_keys(account_id, month, &k);
-    snprintf(t, sizeof(t), "%llu", (unsigned long long)tokens);
-    redis_conn_fcall(cluster_conn, "kn_settle", 6, 8, argv, on_done, NULL);
+    snprintf(p.account_id, sizeof(p.account_id), "%s", account_id);
+    snprintf(p.lease, sizeof(p.lease), "%s", lease);
+    flush_pending();
+    if (send_op(&p) != 0)
+        pend(&p);
+}
+
+void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens)
+{
+    settle_or_release(account_id, month, lease, tokens, 1);
 }
 
 void cluster_release(const char *account_id, int64_t month, const char *lease)
 {
-    struct account_keys k;
-    const char *argv[5] = {k.requests, k.leases, k.held, k.reserved, lease};
-
-    if (cluster_conn == NULL)
-        return;
-    account_keys(account_id, month, &k);
-    redis_conn_fcall(cluster_conn, "kn_release", 4, 5, argv, on_done, NULL);
+    settle_or_release(account_id, month, lease, 0, 0);
 }
 
 int cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,

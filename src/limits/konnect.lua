@@ -10,7 +10,9 @@
 --           requests and tokens; reserves one request and up to the tokens wanted, as a lease that
 --           lapses if its node never settles it (a node that dies mid-request)
 -- kn_settle the lease's request was billed: its tokens become usage
--- kn_release the lease's request was not billed: request and tokens go back
+-- kn_release the lease's request was not billed: request and tokens go back. A release that finds
+--           no lease (its admission timed out on the node and may still be on its way) leaves a
+--           void fence, so that the admission, if it comes later, is refused and holds nothing
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -85,20 +87,25 @@ local function lapse(leases, held, reserved, tokens, month, now)
 end
 
 -- KEYS: the account's minute cell, the month's requests, the month's tokens, the leases (a sorted
--- set by lapse time), what each lease holds, the tokens reserved, the month's seeded mark.
+-- set by lapse time), what each lease holds, the tokens reserved, the month's seeded mark, the
+-- void fences (a sorted set by expiry: leases released before their admission arrived).
 -- ARGV: rpm, max in flight, request quota (-1: none), token quota (-1: none), tokens wanted,
 -- lease id, lease ms, month.
 -- Returns {outcome, tokens held, minute remaining, minute reset ms, minute retry ms}: outcome 0
 -- admitted, 1 not seeded (the month's usage is not in Redis yet: refuse, it is money), 2 rate,
--- 3 in flight, 4 requests used up, 5 tokens used up.
+-- 3 in flight, 4 requests used up, 5 tokens used up, 6 void (released already: nothing taken).
 local function kn_admit(keys, args)
-    local rate, requests, tokens, leases, held, reserved, seeded =
-        keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
+    local rate, requests, tokens, leases, held, reserved, seeded, voids =
+        keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8]
     local rpm, max_inflight = num(args[1]), num(args[2])
     local quota_requests, quota_tokens, want = num(args[3]), num(args[4]), num(args[5])
     local lease, lease_ms, month = args[6], num(args[7]), args[8]
     local now = now_ms()
 
+    redis.call('ZREMRANGEBYSCORE', voids, '-inf', now)
+    if redis.call('ZREM', voids, lease) == 1 then
+        return {6, 0, 0, 0, 0}
+    end
     lapse(leases, held, reserved, tokens, month, now)
     if redis.call('EXISTS', requests) == 0 and redis.call('EXISTS', seeded) == 0 then
         return {1, 0, 0, 0, 0}
@@ -156,9 +163,12 @@ local function kn_settle(keys, args)
     return 1
 end
 
--- KEYS: the month's requests, the leases, what each holds, the tokens reserved. ARGV: lease id.
+-- KEYS: the month's requests, the leases, what each holds, the tokens reserved, the void fences.
+-- ARGV: lease id. Releasing twice is harmless: the second finds no lease and leaves a fence that
+-- no admission ever meets (lease ids are request ids, never reused), gone after ten minutes.
+local VOID_MS = 600000
 local function kn_release(keys, args)
-    local requests, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
+    local requests, leases, held, reserved, voids = keys[1], keys[2], keys[3], keys[4], keys[5]
     local h = redis.call('HGET', held, args[1])
     if redis.call('ZREM', leases, args[1]) == 1 and h then
         local _, t = string.match(h, '^(%d+):(%d+)$')
@@ -167,6 +177,11 @@ local function kn_release(keys, args)
         if num(redis.call('GET', requests)) > 0 then
             redis.call('DECR', requests)
         end
+    else
+        local now = now_ms()
+        redis.call('ZREMRANGEBYSCORE', voids, '-inf', now)
+        redis.call('ZADD', voids, now + VOID_MS, args[1])
+        redis.call('PEXPIRE', voids, VOID_MS)
     end
     return 1
 end

@@ -131,6 +131,62 @@ class ClusterTest(ServerTest):
         ids, _ = self.ledger()
         self.assertEqual(len(ids), 4)
 
+    def test_an_admission_that_timed_out_holds_no_quota_when_redis_applies_it_late(self):
+        # Redis busy for longer than the node waits (KONNECT_REDIS_TIMEOUT_MS, 250): the live
+        # request is refused, unbilled; the admission, still in Redis's input, is applied once
+        # Redis is free. The node's release fences it: no lease, no request counted.
+        plans = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
+                            "max_concurrent_requests": 1}]}
+        (a,) = self.live_nodes(1, plans=plans)
+        self.assertEqual(a.post(self.live).status_code, 200)
+        busy = threading.Thread(target=REDIS.cli, args=(
+            "EVAL", "local s = redis.call('TIME') repeat local n = redis.call('TIME') until "
+            "(n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 1200000 return 1", "0"))
+        busy.start()
+        time.sleep(0.1)
+        r = a.post(self.live)
+        busy.join()
+        self.assertError(r, 503, "quota_unavailable")
+        # Once the node is connected again, the lease is gone and only the first request counts.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = a.post(self.live)
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        self.assertEqual(r.status_code, 200, r.text)
+        time.sleep(0.3)
+        leases = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:leases").split() if k]
+        for k in leases:
+            self.assertEqual(REDIS.cli("ZCARD", k).strip(), "0", k)
+        counted = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:m:*:req").split() if k]
+        self.assertEqual(len(counted), 1)
+        self.assertEqual(REDIS.cli("GET", counted[0]).strip(), "2")
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 2)
+
+    def test_a_release_that_arrives_before_its_admission_fences_it_off(self):
+        self.node(0)  # loads the functions
+        acct = "kn:{a:acct0}:"
+        REDIS.cli("SET", acct + "m:1:req", "0")
+        keys = [acct + "rate", acct + "m:1:req", acct + "m:1:tok", acct + "leases",
+                acct + "held", acct + "reserved", "kn:seeded:1", acct + "voids"]
+
+        def admit(lease):
+            return REDIS.cli("FCALL", "kn_admit", "8", *keys, "0", "0", "-1", "-1", "10",
+                             lease, "60000", "1").split()
+        REDIS.cli("FCALL", "kn_release", "5", keys[1], keys[3], keys[4], keys[5], keys[7],
+                  "req_late")
+        self.assertEqual(admit("req_late")[0], "6")  # void: nothing taken
+        self.assertEqual(REDIS.cli("ZCARD", keys[3]).strip(), "0")
+        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(admit("req_next")[0], "0")  # the fence stops that one lease only
+        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "1")
+        REDIS.cli("FCALL", "kn_release", "5", keys[1], keys[3], keys[4], keys[5], keys[7],
+                  "req_next")
+        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(REDIS.cli("ZCARD", keys[7]).strip(), "0")
+
     def test_redis_restarted_under_load_loses_and_doubles_no_bill(self):
         a, b = self.live_nodes(2)
 
