@@ -292,13 +292,34 @@ lost:
     ks->redis = NULL;
 }
 
+/* Reads the account and key changes after the cursors; a cursor that fell behind the change log's
+ * retention (the store was out of reach for longer than KONNECT_CHANGE_LOG_RETENTION_DAYS, or
+ * the process was frozen that long) loads every account or key again instead, since the changes
+ * it missed are gone. Returns 1, or 0 when the store failed. */
+static int read_changes(struct keysync *ks)
+{
+    int64_t today = kn_unix_now() / 86400;
+    int r = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts);
+    if (r == STORE_STALE) {
+        fprintf(stderr, "konnect: the account change log was pruned past this server's reading; "
+                        "loading every account again\n");
+        r = store_accounts_load(ks->store, &ks->account_cursor, accounts_apply, ks->accounts);
+    }
+    if (r != STORE_OK)
+        return 0;
+    r = store_key_changes(ks->store, today, &ks->key_cursor, apply_key, ks);
+    if (r == STORE_STALE) {
+        fprintf(stderr, "konnect: the key change log was pruned past this server's reading; "
+                        "loading every key again\n");
+        r = store_keys_load(ks->store, today, &ks->key_cursor, apply_key, ks);
+    }
+    return r == STORE_OK;
+}
+
 static int sync_changes(struct keysync *ks)
 {
     uint64_t began = kn_mono_ns();
-    int ok = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts) ==
-                 STORE_OK &&
-             store_key_changes(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) ==
-                 STORE_OK;
+    int ok = read_changes(ks);
     if (ok) {
         char msg[600];
         int changed = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));

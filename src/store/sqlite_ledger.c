@@ -59,7 +59,8 @@ int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_a
     struct sq_walk w = {.account = cb, .ud = ud};
     struct store_account a;
     int rc = RUN(s, ACCOUNT_CHANGES,
-                 "SELECT " ACCOUNT_COLUMNS ", c.seq FROM account_changes c "
+                 "SELECT " ACCOUNT_COLUMNS ", c.seq, "
+                 "(SELECT min(seq) FROM account_changes) FROM account_changes c "
                  "JOIN accounts a ON a.id = c.account_id WHERE c.seq > ?1 ORDER BY c.seq",
                  "i", cursor->v[0]);
     return sq_walk_changes(s, STMT(s, ACCOUNT_CHANGES), rc, cursor, account_one, &w, &a,

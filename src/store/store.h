@@ -30,6 +30,10 @@ enum store_status {
     /* The call lost a race with another writer (a lock held too long, a serialisation failure):
      * nothing was changed; try again at once. */
     STORE_RETRY = -5,
+    /* A change feed's reader fell behind the change log's retention (store_key_changes,
+     * store_account_changes): changes after its cursor were pruned before it read them, so it
+     * must load everything again (store_keys_load, store_accounts_load). */
+    STORE_STALE = -6,
 };
 
 /* An account's monthly quota overrides: a limit (>= 0), or one of these. */
@@ -578,7 +582,8 @@ int store_audit_list(struct store *s, const char *account_id, int64_t before_id,
 /* The change feed. keys_load calls cb for every key, with its request count on `today` (a UTC
  * day number), and sets *cursor to where the keys read stand (taken in the same snapshot, so
  * that no change is missed); key_changes calls cb for every key changed after *cursor (a key may
- * come more than once) and advances it. */
+ * come more than once) and advances it, or returns STORE_STALE (nothing called) when the change
+ * log no longer holds every change after *cursor. */
 int store_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
                     store_key_load_cb cb, void *ud);
 int store_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,

@@ -552,6 +552,12 @@ int pg_walk_changes(PGresult *res, struct store_cursor *c,
 {
     int64_t seq = c->v[0];
 
+    /* The column after seq is the oldest change the log still holds: past the one after the
+     * cursor, the prune has taken changes this reader never saw. */
+    if (PQntuples(res) > 0 && pg_int(res, 0, seq_col + 1) > seq + 1) {
+        PQclear(res);
+        return STORE_STALE;
+    }
     for (int i = 0, n = PQntuples(res); i < n; i++) {
         read(res, i, row);
         if (pg_int(res, i, seq_col) > seq)

@@ -600,6 +600,27 @@ class ClusterTest(ServerTest):
         p = self.data.cli("key", "list", "--account", "dev@example.com", "--json")
         self.assertEqual(json.loads(p.stdout)[0]["status"], "revoked")
 
+    def test_a_node_behind_the_change_logs_retention_loads_every_key_again(self):
+        # Node B is frozen while a key is revoked and the change log is pruned past B's reading
+        # (as KONNECT_CHANGE_LOG_RETENTION_DAYS does to a node cut off for longer): B must not
+        # read on from its cursor as if nothing were missing.
+        b = self.node(1)
+        key = self.key()
+        self.assertEqual(b.post(key).status_code, 200)
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.revoke(key, "--wait", "0")
+            self.key(name="later")  # a newer change, which the prune keeps
+            PG.psql("DELETE FROM key_changes WHERE seq < (SELECT max(seq) FROM key_changes)",
+                    db=self.dbname)
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        deadline = time.time() + 10
+        while b.post(key).status_code in (200, 503) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertError(b.post(key), 401, "api_key_revoked")
+        self.assertIn("loading every key again", b.output())
+
     def test_a_dead_node_is_not_waited_for_and_a_stopped_one_leaves(self):
         a, b = self.node(0), self.node(1)
         key = self.key()
