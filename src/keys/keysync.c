@@ -224,17 +224,24 @@ static int beat(struct keysync *ks)
     return !failed;
 }
 
+/* Accounts seeded per round trip to Redis. */
+#define SEED_BATCH 512
+
 struct seeding {
     struct keysync *ks;
     int64_t month;
+    size_t queued;
     int failed;
 };
 
 static int seed_one(void *ud, const struct store_month_total *t)
 {
     struct seeding *g = ud;
-    if (cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens) != 0)
-        g->failed = 1;
+    cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
+    if (++g->queued == SEED_BATCH) {
+        g->failed = cluster_seed_collect(g->ks->redis, g->queued) != 0;
+        g->queued = 0;
+    }
     return g->failed;
 }
 
@@ -263,8 +270,12 @@ static void seed_redis(struct keysync *ks)
     freeReplyObject(r);
     if (seeded)
         return;
-    struct seeding g = {ks, month, 0};
-    if (store_usage_month_totals(ks->store, month, seed_one, &g) != STORE_OK || g.failed) {
+    struct seeding g = {ks, month, 0, 0};
+    int listed = store_usage_month_totals(ks->store, month, seed_one, &g);
+    /* The answers still due are read whatever happened, so that the connection stays in step. */
+    if (g.queued > 0 && cluster_seed_collect(ks->redis, g.queued) != 0)
+        g.failed = 1;
+    if (listed != STORE_OK || g.failed) {
         fprintf(stderr, "konnect: cannot seed Redis with this month's usage: %s\n",
                 g.failed ? (ks->redis->err ? ks->redis->errstr : "Redis refused a count")
                          : store_errmsg(ks->store));

@@ -324,23 +324,27 @@ void cluster_release(const char *account_id, int64_t month, const char *lease)
     settle_or_release(account_id, month, lease, 0, 0);
 }
 
-int cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
-                         uint64_t requests, uint64_t tokens)
+void cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
+                          uint64_t requests, uint64_t tokens)
 {
     struct account_keys k;
-    redisReply *r;
-    int ok = 1;
 
     account_keys(account_id, month, &k);
-    /* Pipelined: two commands, one round trip. */
     redisAppendCommand(ctx, "SET %s %llu NX PX %lld", k.requests, (unsigned long long)requests,
                        40LL * 86400000);
     redisAppendCommand(ctx, "SET %s %llu NX PX %lld", k.tokens, (unsigned long long)tokens,
                        40LL * 86400000);
-    for (int i = 0; i < 2; i++) {
-        if (redisGetReply(ctx, (void **)&r) != REDIS_OK || r == NULL) {
+}
+
+int cluster_seed_collect(redisContext *ctx, size_t n)
+{
+    redisReply *r;
+    int ok = 1;
+
+    /* Every answer is read, even after a refusal, so that none is left for the next command. */
+    for (size_t i = 0; i < 2 * n; i++) {
+        if (redisGetReply(ctx, (void **)&r) != REDIS_OK || r == NULL)
             return -1;
-        }
         ok &= r->type != REDIS_REPLY_ERROR;
         freeReplyObject(r);
     }

@@ -82,9 +82,13 @@ void cluster_thread_dispose(void);
 /* The name of the mark that says a month's usage is in Redis (written by the seeding). */
 void cluster_seeded_key(int64_t month, char *buf, size_t size);
 
-/* Seeds one account's billed usage of a month into Redis, on the store thread's connection
- * (SET NX: a count Redis already has is never replaced). Returns 0 or -1. */
-int cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
-                         uint64_t requests, uint64_t tokens);
+/* Seeds accounts' billed usage of a month into Redis, on the store thread's connection (SET NX:
+ * a count Redis already has is never replaced), pipelined: cluster_seed_account queues one
+ * account's commands, cluster_seed_collect reads the answers to the n accounts queued since the
+ * last collect (one round trip for all of them). collect returns 0, or -1 when Redis failed or
+ * refused one. */
+void cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
+                          uint64_t requests, uint64_t tokens);
+int cluster_seed_collect(redisContext *ctx, size_t n);
 
 #endif
