@@ -18,6 +18,7 @@ struct pending_op {
     int64_t month;
     uint64_t tokens;
     int settle;
+    int waited; /* Kept while Redis was away (kn_settle counts it only if still leased). */
 };
 enum { PENDING_MAX = 1024 };
 struct pending_queue {
@@ -211,12 +212,12 @@ static int send_settle(const struct pending_op *p)
 {
     struct account_keys k;
     char t[24];
-    const char *argv[8] = {k.tokens,   k.leases, k.held,   k.reserved,
-                           k.requests, k.seeded, p->lease, t};
+    const char *argv[9] = {k.tokens, k.leases, k.held, k.reserved,           k.requests,
+                           k.seeded, p->lease, t,      p->waited ? "1" : "0"};
 
     account_keys(p->account_id, p->month, &k);
     snprintf(t, sizeof(t), "%llu", (unsigned long long)p->tokens);
-    return redis_conn_fcall(cluster_conn, "kn_settle", 6, 8, argv, on_settled, NULL);
+    return redis_conn_fcall(cluster_conn, "kn_settle", 6, 9, argv, on_settled, NULL);
 }
 
 static void on_released(void *ud, redisReply *r)
@@ -262,7 +263,8 @@ static void pend(const struct pending_op *p)
         q->count--;
         q->dropped++;
     }
-    q->ops[(q->head + q->count++) % PENDING_MAX] = *p;
+    q->ops[(q->head + q->count) % PENDING_MAX] = *p;
+    q->ops[(q->head + q->count++) % PENDING_MAX].waited = 1;
 }
 
 static void flush_pending(void)

@@ -144,19 +144,23 @@ local function kn_admit(keys, args)
 end
 
 -- KEYS: the month's tokens, the leases, what each holds, the tokens reserved, the month's
--- requests, the month's seeded mark. ARGV: lease id, tokens billed. While the month is not seeded
--- (Redis lost it), the tokens are not added: the seeding, from the ledger where this request's
--- row already is, counts them, and a count made now would keep the seed out (SET NX).
+-- requests, the month's seeded mark. ARGV: lease id, tokens billed, and "1" for a settlement that
+-- waited on its node while Redis was away. While the month is not seeded (Redis lost it), the
+-- tokens are not added: the seeding, from the ledger where this request's row already is, counts
+-- them, and a count made now would keep the seed out (SET NX). A settlement that waited adds its
+-- tokens only if its lease is still there: if Redis lost the lease, it was seeded again after the
+-- row was committed, so the seed counted them.
 local function kn_settle(keys, args)
     local tokens, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
     local seeded = redis.call('EXISTS', keys[5]) == 1 or redis.call('EXISTS', keys[6]) == 1
     local h = redis.call('HGET', held, args[1])
-    if redis.call('ZREM', leases, args[1]) == 1 and h then
+    local leased = redis.call('ZREM', leases, args[1]) == 1
+    if leased and h then
         local _, t = string.match(h, '^(%d+):(%d+)$')
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
     end
-    if seeded then
+    if seeded and (args[3] ~= '1' or leased) then
         redis.call('INCRBY', tokens, num(args[2]))
         redis.call('PEXPIRE', tokens, 40 * 86400000)
     end

@@ -213,6 +213,20 @@ class ClusterTest(ServerTest):
         for n in (a, b):
             r = n.post(self.live)
             self.assertEqual(r.status_code, 200, r.text)
+        # Redis's counts are the ledger's again, exactly: no request or token counted twice (a
+        # settlement that waited for Redis adds nothing the seeding counted) or left out.
+        self.settled([a, b])
+        time.sleep(0.3)
+        ids, _ = self.ledger()
+        tokens = int(PG.psql("SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM "
+                             "usage_ledger WHERE voided = 0", self.dbname))
+        req = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:m:*:req").split() if k]
+        tok = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:m:*:tok").split() if k]
+        self.assertEqual((len(req), len(tok)), (1, 1))
+        self.assertEqual(int(REDIS.cli("GET", req[0])), len(ids))
+        self.assertEqual(int(REDIS.cli("GET", tok[0])), tokens)
+        for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:leases").split():
+            self.assertEqual(REDIS.cli("ZCARD", k).strip(), "0", k)
 
     def test_plans_applied_in_the_store_reach_every_node_and_name_their_version(self):
         a, b = self.live_nodes(2)
