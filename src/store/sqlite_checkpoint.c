@@ -44,10 +44,11 @@ struct checkpointer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int wal_frames;  /* Frames in the log after the writer's last commit. */
-    int copied;      /* Frames of the log the last checkpoint copied. */
-    int busy;        /* A checkpoint is running (on either connection). */
-    int restart_due; /* The log is long: the writer should start it again. */
+    int wal_frames;     /* Frames in the log after the writer's last commit. */
+    int copied;         /* Frames of the log the last checkpoint copied. */
+    int busy;           /* A checkpoint is running (on either connection). */
+    int restart_due;    /* The log is long: the writer should start it again. */
+    int restart_wanted; /* The writer found a checkpoint running when it wanted to restart. */
     int stop;
     int flush_fd; /* The database file, for starting its write-back (-1: none); see flush_fd_of. */
 };
@@ -94,8 +95,12 @@ static void *checkpointer_main(void *arg)
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         /* Passive checkpoints go on while a restart is due: a reader holding an old snapshot
-         * makes the restart wait (it is tried again), and the log must not grow meanwhile. */
-        if (c->wal_frames - c->copied < WAL_FRAMES_CHECKPOINT || c->busy) {
+         * makes the restart wait (it is tried again), and the log must not grow meanwhile. But
+         * once the writer found one running when it wanted to restart, the next waits for that
+         * restart: under a writer fast enough to keep them back to back, the restart would
+         * otherwise only find the rare instant between two of them, and the log grew past its
+         * bound while every try was skipped. */
+        if (c->wal_frames - c->copied < WAL_FRAMES_CHECKPOINT || c->busy || c->restart_wanted) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
         }
@@ -125,11 +130,17 @@ void checkpointer_restart_log(struct checkpointer *c, sqlite3 *db, int idle)
     if (c == NULL)
         return;
     pthread_mutex_lock(&c->lock);
-    if (!c->restart_due || c->busy || (!idle && c->wal_frames < 2 * WAL_FRAMES_RESTART)) {
+    if (!c->restart_due || (!idle && c->wal_frames < 2 * WAL_FRAMES_RESTART)) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    if (c->busy) {
+        c->restart_wanted = 1; /* Tried again at the next chance, with no passive one between. */
         pthread_mutex_unlock(&c->lock);
         return;
     }
     c->busy = 1;
+    c->restart_wanted = 0;
     pthread_mutex_unlock(&c->lock);
     sqlite3_busy_timeout(db, 0);
     rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
