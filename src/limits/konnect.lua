@@ -102,9 +102,13 @@ local function kn_admit(keys, args)
     local lease, lease_ms, month = args[6], num(args[7]), args[8]
     local now = now_ms()
 
-    redis.call('ZREMRANGEBYSCORE', voids, '-inf', now)
-    if redis.call('ZREM', voids, lease) == 1 then
-        return {6, 0, 0, 0, 0}
+    -- A server of the version before (no fences) passes seven keys: during a rolling upgrade the
+    -- newest server's functions replace its own, and its calls must still work.
+    if voids then
+        redis.call('ZREMRANGEBYSCORE', voids, '-inf', now)
+        if redis.call('ZREM', voids, lease) == 1 then
+            return {6, 0, 0, 0, 0}
+        end
     end
     lapse(leases, held, reserved, tokens, month, now)
     if redis.call('EXISTS', requests) == 0 and redis.call('EXISTS', seeded) == 0 then
@@ -181,7 +185,7 @@ local function kn_release(keys, args)
         if num(redis.call('GET', requests)) > 0 then
             redis.call('DECR', requests)
         end
-    else
+    elseif voids then -- (four keys from a server of the version before: no fence)
         local now = now_ms()
         redis.call('ZREMRANGEBYSCORE', voids, '-inf', now)
         redis.call('ZADD', voids, now + VOID_MS, args[1])

@@ -186,6 +186,18 @@ class ClusterTest(ServerTest):
                   "req_next")
         self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
         self.assertEqual(REDIS.cli("ZCARD", keys[7]).strip(), "0")
+        # A server of the version before (no fences: seven keys to admit, four to release) keeps
+        # working while a newer one has replaced the functions during a rolling upgrade.
+        old = REDIS.cli("FCALL", "kn_admit", "7", *keys[:7], "0", "0", "-1", "-1", "10",
+                        "req_old", "60000", "1").split()
+        self.assertEqual(old[0], "0", old)
+        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "1")
+        REDIS.cli("FCALL", "kn_release", "4", keys[1], keys[3], keys[4], keys[5], "req_old")
+        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(REDIS.cli("ZCARD", keys[3]).strip(), "0")
+        gone = REDIS.cli("FCALL", "kn_release", "4", keys[1], keys[3], keys[4], keys[5],
+                         "req_old")
+        self.assertNotIn("ERR", gone)
 
     def test_redis_restarted_under_load_loses_and_doubles_no_bill(self):
         a, b = self.live_nodes(2)
