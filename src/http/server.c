@@ -336,7 +336,7 @@ static void worker_setup(struct worker *w)
     dashbridge_worker_init(w);
     live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
     if (srv->has_redis)
-        cluster_conn = redis_conn_new(w->loop.ctx.loop, &srv->redis, srv->cfg->redis_timeout_ms);
+        cluster_thread_init(w->loop.ctx.loop, &srv->redis, srv->cfg->redis_timeout_ms);
     w->listener = h2o_evloop_socket_create(w->loop.ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, conns_on_accept);

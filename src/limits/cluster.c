@@ -263,8 +263,9 @@ static void pend(const struct pending_op *p)
         q->count--;
         q->dropped++;
     }
-    q->ops[(q->head + q->count) % PENDING_MAX] = *p;
-    q->ops[(q->head + q->count++) % PENDING_MAX].waited = 1;
+    struct pending_op *slot = &q->ops[(q->head + q->count++) % PENDING_MAX];
+    *slot = *p;
+    slot->waited = 1;
 }
 
 static void flush_pending(void)
@@ -279,6 +280,12 @@ static void flush_pending(void)
             return;
         }
     }
+}
+
+void cluster_thread_init(h2o_loop_t *loop, const struct redis_target *t, uint32_t timeout_ms)
+{
+    cluster_conn = redis_conn_new(loop, t, timeout_ms);
+    redis_conn_on_ready(cluster_conn, flush_pending);
 }
 
 void cluster_thread_dispose(void)

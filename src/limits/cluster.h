@@ -71,11 +71,14 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
 void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens);
 void cluster_release(const char *account_id, int64_t month, const char *lease);
 /* Settlements and releases are sent at once, or, while Redis is away, kept (per event loop, up
- * to 1,024) and sent before the next call once it is back; a release whose answer is lost is
+ * to 1,024) and sent as soon as it is back; a release whose answer is lost is
  * sent again. A release that finds no lease leaves a void fence in Redis, so that an admission
  * still on its way (it timed out here) is refused when it arrives: call cluster_release for every
  * admission that did not answer. cluster_pending: how many wait on this thread. */
 size_t cluster_pending(void);
+/* Opens this thread's connection (on its event loop): what waits is sent as soon as it is ready,
+ * each time it is. */
+void cluster_thread_init(h2o_loop_t *loop, const struct redis_target *t, uint32_t timeout_ms);
 /* Closes this thread's connection and drops what still waits (saying how much). */
 void cluster_thread_dispose(void);
 

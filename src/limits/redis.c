@@ -144,6 +144,7 @@ struct redis_conn {
     uint64_t *deadlines;
     size_t head, count, cap;
     int freeing;
+    void (*on_ready)(void);
 };
 
 struct call {
@@ -267,6 +268,8 @@ static void on_loaded(redisAsyncContext *ac, void *r, void *priv)
     if (c->said_down)
         fprintf(stderr, "konnect: Redis %s is back\n", c->t.shown);
     c->said_down = 0;
+    if (c->on_ready != NULL)
+        c->on_ready();
 }
 
 static void on_auth(redisAsyncContext *ac, void *r, void *priv)
@@ -367,6 +370,11 @@ struct redis_conn *redis_conn_new(h2o_loop_t *loop, const struct redis_target *t
     h2o_timeout_init(loop, &c->tick_timeout, TICK_MS);
     start_connect(c);
     return c;
+}
+
+void redis_conn_on_ready(struct redis_conn *c, void (*cb)(void))
+{
+    c->on_ready = cb;
 }
 
 void redis_conn_free(struct redis_conn *c)

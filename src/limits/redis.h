@@ -45,6 +45,9 @@ struct redis_conn *redis_conn_new(h2o_loop_t *loop, const struct redis_target *t
 /* Cuts the connection; every call waiting gets NULL. */
 void redis_conn_free(struct redis_conn *c);
 
+/* cb is called on the connection's loop each time it becomes ready (connected, library loaded). */
+void redis_conn_on_ready(struct redis_conn *c, void (*cb)(void));
+
 /* 1 while connected with the library loaded. */
 int redis_conn_ready(const struct redis_conn *c);
 

@@ -199,6 +199,58 @@ class ClusterTest(ServerTest):
                          "req_old")
         self.assertNotIn("ERR", gone)
 
+    def test_a_settlement_kept_while_redis_was_away_is_sent_once_it_is_back(self):
+        # Redis keeps its data (append-only file) across a restart during a streamed answer: the
+        # lease it holds is settled as soon as the node is connected again, with no other
+        # request to carry it, and the tokens counted are the ledger's.
+        (a,) = self.live_nodes(1)
+        self.assertEqual(a.post(self.live).status_code, 200)
+        REDIS.cli("CONFIG", "SET", "appendonly", "yes")
+        REDIS.appendonly = True
+
+        def restore():
+            REDIS.cli("CONFIG", "SET", "appendonly", "no")
+            REDIS.appendonly = False
+        self.addCleanup(restore)
+        self.backend.set_mode("slow_stream", delay_ms=300)
+        body = json.dumps({"model": "fake-model", "stream": True,
+                           "messages": [{"role": "user", "content": "a slow one"}]})
+        out = {}
+
+        def stream():
+            r = requests.post(a.url + "/v1/chat/completions", data=body, stream=True,
+                              headers={"Authorization": f"Bearer {self.live}",
+                                       "Content-Type": "application/json"}, timeout=30)
+            out["status"], out["body"] = r.status_code, r.content
+        t = threading.Thread(target=stream)
+        t.start()
+        leases = lambda: [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:leases").split()
+                          if k and REDIS.cli("ZCARD", k).strip() != "0"]
+        deadline = time.time() + 5
+        while not leases() and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(len(leases()), 1)
+        while REDIS.cli("INFO", "persistence").find("aof_rewrite_in_progress:0") < 0:
+            time.sleep(0.02)
+        REDIS.stop_server()
+        t.join()
+        self.assertEqual(out["status"], 200)
+        self.assertIn(b"[DONE]", out["body"])
+        REDIS.start()
+        self.settled([a])
+        deadline = time.time() + 5
+        while leases() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(leases(), [])
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 2)
+        tokens = int(PG.psql("SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM "
+                             "usage_ledger WHERE voided = 0", self.dbname))
+        req = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:m:*:req").split() if k]
+        tok = [k for k in REDIS.cli("--scan", "--pattern", "kn:{a:*}:m:*:tok").split() if k]
+        self.assertEqual(int(REDIS.cli("GET", req[0])), 2)
+        self.assertEqual(int(REDIS.cli("GET", tok[0])), tokens)
+
     def test_redis_restarted_under_load_loses_and_doubles_no_bill(self):
         a, b = self.live_nodes(2)
 
