@@ -555,10 +555,16 @@ int pg_prune(struct store *s, const struct store_retention *r, int64_t now, int6
         "NULL OR canceled_at IS NOT NULL OR expires_at <= $1::bigint) LIMIT 500)",
         "DELETE FROM password_tokens WHERE token_hash IN (SELECT token_hash FROM password_tokens "
         "WHERE coalesce(used_at, expires_at) <= $3::bigint LIMIT 500)",
-        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE at <= "
-        "$4::bigint AND seq < (SELECT max(seq) FROM key_changes) LIMIT 500)",
-        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE at <= "
-        "$4::bigint AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
+        /* The change logs lose only a prefix, in sequence order, up to the first change still
+         * young enough or the newest (a server's cursor): a change's time is when its
+         * transaction began, not its place in commit order, and a hole in the middle would hide
+         * from the oldest-change test that tells a reader it fell behind. */
+        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE seq < (SELECT "
+        "min(seq) FROM key_changes WHERE at > $4::bigint OR seq = (SELECT max(seq) FROM "
+        "key_changes)) ORDER BY seq LIMIT 500)",
+        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE seq < "
+        "(SELECT min(seq) FROM account_changes WHERE at > $4::bigint OR seq = (SELECT max(seq) "
+        "FROM account_changes)) ORDER BY seq LIMIT 500)",
         "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE $5::bigint > 0 AND "
         "at <= $6::bigint ORDER BY id LIMIT 500)",
         /* Servers not seen for a day (see the SQLite backend). */

@@ -548,10 +548,14 @@ int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, 
         "canceled_at IS NOT NULL OR expires_at <= ?1) LIMIT 500)",
         "DELETE FROM password_tokens WHERE token_hash IN (SELECT token_hash FROM password_tokens "
         "WHERE coalesce(used_at, expires_at) <= ?3 LIMIT 500)",
-        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE at <= ?4 AND "
-        "seq < (SELECT max(seq) FROM key_changes) LIMIT 500)",
-        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE at <= ?4 "
-        "AND seq < (SELECT max(seq) FROM account_changes) LIMIT 500)",
+        /* Only a prefix of each change log, in sequence order (see the PostgreSQL backend): a
+         * clock set back would otherwise leave a hole that the oldest change does not show. */
+        "DELETE FROM key_changes WHERE seq IN (SELECT seq FROM key_changes WHERE seq < (SELECT "
+        "min(seq) FROM key_changes WHERE at > ?4 OR seq = (SELECT max(seq) FROM key_changes)) "
+        "ORDER BY seq LIMIT 500)",
+        "DELETE FROM account_changes WHERE seq IN (SELECT seq FROM account_changes WHERE seq < "
+        "(SELECT min(seq) FROM account_changes WHERE at > ?4 OR seq = (SELECT max(seq) FROM "
+        "account_changes)) ORDER BY seq LIMIT 500)",
         "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ?5 > 0 AND at <= ?6 "
         "ORDER BY id LIMIT 500)",
         /* Servers not seen for a day: stopped without saying so (their row is not live after 3

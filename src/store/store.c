@@ -216,6 +216,13 @@ void store_idle(struct store *s)
         s->ops->idle(s);
 }
 
+int store_feed_stale(int64_t cursor, int64_t oldest, int64_t newest)
+{
+    if (newest < 0)
+        return cursor > 0;
+    return oldest > cursor + 1 || newest < cursor;
+}
+
 int store_email_valid(const char *email)
 {
     size_t len = strlen(email);

@@ -31,8 +31,9 @@ enum store_status {
      * nothing was changed; try again at once. */
     STORE_RETRY = -5,
     /* A change feed's reader fell behind the change log's retention (store_key_changes,
-     * store_account_changes): changes after its cursor were pruned before it read them, so it
-     * must load everything again (store_keys_load, store_accounts_load). */
+     * store_account_changes): changes after its cursor were pruned before it read them, or the
+     * log ends before its cursor (restored from an older copy), so it must load everything
+     * again (store_keys_load, store_accounts_load). */
     STORE_STALE = -6,
 };
 
@@ -462,6 +463,11 @@ void store_idle(struct store *s);
 /* Returns 1 when email has the shape of an email address (local@domain, 3 to STORE_EMAIL_MAX
  * bytes, no spaces or controls, one '@'), 0 otherwise. Check it before any lookup or log. */
 int store_email_valid(const char *email);
+/* For the backends' change feeds: whether a reader at cursor must load everything again, given
+ * the oldest and newest change the log holds (-1 when it is empty). The prune takes only a
+ * prefix of the log and never its newest change, so a hole shows as an oldest change past the
+ * one after the cursor; a newest change before the cursor means the log was rewound. */
+int store_feed_stale(int64_t cursor, int64_t oldest, int64_t newest);
 
 /* Creates an account for email (lower-cased) and its owner, and writes the account to *out.
  * The owner is a new user, given password_hash (NULL or "" for none), unless existing_user names
@@ -583,7 +589,8 @@ int store_audit_list(struct store *s, const char *account_id, int64_t before_id,
  * day number), and sets *cursor to where the keys read stand (taken in the same snapshot, so
  * that no change is missed); key_changes calls cb for every key changed after *cursor (a key may
  * come more than once) and advances it, or returns STORE_STALE (nothing called) when the change
- * log no longer holds every change after *cursor. */
+ * log no longer holds every change after *cursor (pruned), or ends before it (the store was
+ * restored from an older copy). */
 int store_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
                     store_key_load_cb cb, void *ud);
 int store_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,

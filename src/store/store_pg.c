@@ -545,20 +545,23 @@ int pg_account_find(struct store *s, const char *email_or_id, struct store_accou
 
 /* The cursor is the highest sequence number read (v[0]): every writer of a change log holds an
  * advisory lock from taking its number to its commit (see the migration), so the numbers become
- * visible in their order and `seq > v[0]` misses none. */
+ * visible in their order and `seq > v[0]` misses none. The query gives at least one row (seq
+ * null when nothing is new) with the oldest and newest change the log holds after seq. */
 int pg_walk_changes(PGresult *res, struct store_cursor *c,
                     int (*one)(void *ud, void *row, PGresult *res, int i), void *ud, void *row,
                     void (*read)(PGresult *, int, void *), int seq_col)
 {
     int64_t seq = c->v[0];
 
-    /* The column after seq is the oldest change the log still holds: past the one after the
-     * cursor, the prune has taken changes this reader never saw. */
-    if (PQntuples(res) > 0 && pg_int(res, 0, seq_col + 1) > seq + 1) {
+    if (PQntuples(res) > 0 &&
+        store_feed_stale(seq, PQgetisnull(res, 0, seq_col + 1) ? -1 : pg_int(res, 0, seq_col + 1),
+                         PQgetisnull(res, 0, seq_col + 2) ? -1 : pg_int(res, 0, seq_col + 2))) {
         PQclear(res);
         return STORE_STALE;
     }
     for (int i = 0, n = PQntuples(res); i < n; i++) {
+        if (PQgetisnull(res, i, seq_col))
+            continue;
         read(res, i, row);
         if (pg_int(res, i, seq_col) > seq)
             seq = pg_int(res, i, seq_col);

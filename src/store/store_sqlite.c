@@ -418,13 +418,21 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
 {
     int64_t seq = c->v[0];
 
-    /* The column after seq is the oldest change the log still holds: past the one after the
-     * cursor, the prune has taken changes this reader never saw. */
-    if (rc == SQLITE_ROW && sqlite3_column_int64(q, seq_col + 1) > seq + 1) {
+    /* At least one row (seq null when nothing is new), with the oldest and newest change the log
+     * holds after seq. */
+    if (rc == SQLITE_ROW && store_feed_stale(seq,
+                                             sqlite3_column_type(q, seq_col + 1) == SQLITE_NULL
+                                                 ? -1
+                                                 : sqlite3_column_int64(q, seq_col + 1),
+                                             sqlite3_column_type(q, seq_col + 2) == SQLITE_NULL
+                                                 ? -1
+                                                 : sqlite3_column_int64(q, seq_col + 2))) {
         sqlite3_reset(q);
         return STORE_STALE;
     }
     for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        if (sqlite3_column_type(q, seq_col) == SQLITE_NULL)
+            continue;
         read(q, row);
         if (sqlite3_column_int64(q, seq_col) > seq)
             seq = sqlite3_column_int64(q, seq_col);

@@ -142,6 +142,9 @@ static void test_ledger(struct store *s, const char *account_id)
           a.quota_tokens == STORE_QUOTA_FROM_PLAN);
     memset(&a, 0, sizeof(a));
     CHECK(store_account_changes(s, &cur, account_cb, &a) == STORE_OK && a.id[0] == '\0');
+    struct store_cursor ahead = cur; /* past the newest change: a store restored from a copy */
+    ahead.v[0] += 2;
+    CHECK(store_account_changes(s, &ahead, account_cb, &a) == STORE_STALE && a.id[0] == '\0');
 }
 
 static int count_keys(void *ud, const struct store_key *k, uint32_t today)
@@ -316,6 +319,11 @@ static void test_access(struct store *s, const char *account_id)
     struct store_cursor newest = from_start;
     newest.v[0]--; /* one change behind: the newest row is still there, so no gap */
     CHECK(store_key_changes(s, 1, &newest, count_keys, &nk) == STORE_OK && nk == 1);
+    /* A reader ahead of the log's newest change (the store was restored from an older copy, and
+     * the numbers will be taken again) learns it must load everything again. */
+    struct store_cursor ahead = from_start;
+    ahead.v[0] += 3;
+    CHECK(store_key_changes(s, 1, &ahead, count_keys, &nk) == STORE_STALE);
     int na = 0;
     CHECK(store_audit_list(s, "", 0, 10, count_audit, &na) == STORE_OK && na == 0);
 

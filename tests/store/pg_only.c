@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -122,6 +123,53 @@ static void test_reconnect(const char *url, struct store *s)
     PQfinish(admin);
 }
 
+static int64_t scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    int64_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+                    ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                    : -1;
+    PQclear(r);
+    return v;
+}
+
+/* A change's time is its transaction's start, so a later change can be older: the prune takes
+ * only the log's prefix up to the first change still young, never a hole behind it that a reader
+ * would read past; and a reader ahead of the log (a store restored from an older copy) learns
+ * that it must load everything again. */
+static void test_prune_takes_a_prefix(const char *url, struct store *s, const char *account_id)
+{
+    PGconn *c = raw(url);
+    char sql[256], id[16];
+    struct store_retention keep = {
+        .change_log_days = 1, .throttle_s = 1, .done_days = 1, .session_idle_s = 3600};
+    int64_t deleted, now = kn_unix_now();
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "key_p%d", i);
+        add_key(s, account_id, id);
+    }
+    int64_t young = scalar(c, "SELECT seq FROM key_changes WHERE key_id = 'key_p2'");
+    int64_t newest = scalar(c, "SELECT max(seq) FROM key_changes");
+    snprintf(sql, sizeof(sql),
+             "UPDATE key_changes SET at = CASE WHEN seq = %lld THEN %lld ELSE 0 "
+             "END",
+             (long long)young, (long long)now);
+    CHECK(exec_ok(c, sql));
+    CHECK(store_prune(s, &keep, now, &deleted) == STORE_OK);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM key_changes WHERE seq < %lld",
+             (long long)young);
+    CHECK(scalar(c, sql) == 0);
+    CHECK(scalar(c, "SELECT count(*) FROM key_changes WHERE key_id IN ('key_p3', 'key_p4')") == 2);
+    struct store_cursor at_young = {{young}}, before = {{young - 2}}, ahead = {{newest + 3}};
+    struct seen later = {0}, none = {0};
+    CHECK(store_key_changes(s, 1, &at_young, seen_cb, &later) == STORE_OK && later.n == 2);
+    CHECK(has(&later, "key_p3") && has(&later, "key_p4"));
+    CHECK(store_key_changes(s, 1, &before, seen_cb, &none) == STORE_STALE && none.n == 0);
+    CHECK(store_key_changes(s, 1, &ahead, seen_cb, &none) == STORE_STALE && none.n == 0);
+    PQfinish(c);
+}
+
 static void test_redaction(void)
 {
     char out[256];
@@ -161,6 +209,7 @@ int main(int argc, char **argv)
     CHECK(store_account_create(s, "order@example.com", NULL, NULL, &a) == STORE_OK);
     test_commit_order(argv[1], s, a.id);
     test_reconnect(argv[1], s);
+    test_prune_takes_a_prefix(argv[1], s, a.id);
     /* A server that is not there: unavailable, not a crash or a hang. */
     CHECK(store_open("postgresql:///nope?host=/nonexistent", 1, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "cannot connect to PostgreSQL") != NULL);

@@ -54,6 +54,73 @@ static void test_log_stays_bounded(const char *path, int idle_every, double max_
     store_close(s);
 }
 
+static int count_keys(void *ud, const struct store_key *k, uint32_t today)
+{
+    (void)k, (void)today;
+    ++*(int *)ud;
+    return 0;
+}
+
+static int64_t scalar(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+/* A clock set back makes a later change older: the prune takes only the log's prefix up to the
+ * first change still young, never a hole behind it that a reader would read past; and a reader
+ * ahead of the log (a store restored from an older copy) must load everything again. */
+static void test_prune_takes_a_prefix(const char *path)
+{
+    char err[256], sql[256];
+    struct store *s = store_open(path, 1, err, sizeof(err));
+    struct store_account a;
+    struct store_retention keep = {
+        .change_log_days = 1, .throttle_s = 1, .done_days = 1, .session_idle_s = 3600};
+    int64_t deleted, now = kn_unix_now(), young = 0;
+    sqlite3 *db;
+
+    CHECK(s != NULL && store_account_create(s, "prefix@example.com", NULL, NULL, &a) == STORE_OK);
+    for (int i = 0; i < 5; i++) {
+        struct store_key k;
+        memset(&k, 0, sizeof(k));
+        snprintf(k.id, sizeof(k.id), "key_p%d", i);
+        kn_strlcpy(k.account_id, a.id, sizeof(k.account_id));
+        kn_strlcpy(k.name, k.id, sizeof(k.name));
+        kn_strlcpy(k.mode, "live", sizeof(k.mode));
+        kn_strlcpy(k.environment, "production", sizeof(k.environment));
+        k.hash[0] = (uint8_t)i;
+        kn_strlcpy(k.hint, "sk_live_...x", sizeof(k.hint));
+        kn_strlcpy(k.created_by, "cli", sizeof(k.created_by));
+        CHECK(store_key_insert(s, &k, 1, NULL) == STORE_OK);
+    }
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    young = scalar(db, "SELECT seq FROM key_changes WHERE key_id = 'key_p2'");
+    int64_t newest = scalar(db, "SELECT max(seq) FROM key_changes");
+    snprintf(sql, sizeof(sql),
+             "UPDATE key_changes SET at = CASE WHEN seq = %lld THEN %lld ELSE 0 "
+             "END",
+             (long long)young, (long long)now);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(store_prune(s, &keep, now, &deleted) == STORE_OK);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM key_changes WHERE seq < %lld",
+             (long long)young);
+    CHECK(scalar(db, sql) == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM key_changes WHERE key_id IN ('key_p3', 'key_p4')") == 2);
+    struct store_cursor at_young = {{young}}, before = {{young - 2}}, ahead = {{newest + 3}};
+    int n = 0;
+    CHECK(store_key_changes(s, 1, &at_young, count_keys, &n) == STORE_OK && n == 2);
+    n = 0;
+    CHECK(store_key_changes(s, 1, &before, count_keys, &n) == STORE_STALE && n == 0);
+    CHECK(store_key_changes(s, 1, &ahead, count_keys, &n) == STORE_STALE && n == 0);
+    sqlite3_close(db);
+    store_close(s);
+}
+
 static int no_audit(void *ud, const struct store_audit *e)
 {
     (void)ud, (void)e;
@@ -102,6 +169,8 @@ int main(void)
     CHECK(store_open(path, 1, err, sizeof(err)) == NULL && strstr(err, "newer") != NULL);
     CHECK(store_open(path, 0, err, sizeof(err)) == NULL && strstr(err, "999") != NULL);
 
+    snprintf(path, sizeof(path), "%s/prefix.db", dir);
+    test_prune_takes_a_prefix(path);
     snprintf(path, sizeof(path), "%s/log.db", dir);
     test_log_stays_bounded(path, 4, 160);
     test_log_stays_bounded(path, 0, 300);
