@@ -65,6 +65,9 @@ struct keysync {
     redisContext *redis;      /* The store thread's connection, for the seeding; NULL while
                                  it is lost. */
     int redis_said;           /* Its loss was reported. */
+    int reconciled;           /* Redis's counts of this month were checked against the ledger
+                                 since the connection was made and since the spool was last
+                                 replayed (see seed_redis). */
     _Atomic int live_nodes;   /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled; /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;          /* The last heartbeat failed (said once, not every second). */
@@ -190,6 +193,7 @@ static long replay_spool(struct keysync *ks)
         return -1;
     }
     fprintf(stderr, "konnect: replayed %ld spooled ledger rows into the store\n", n);
+    ks->reconciled = 0; /* Their settlements may have found no lease in Redis. */
     ledger_mark_up(ks->ledger);
     atomic_store(&ks->spooled, 0);
     return n;
@@ -230,24 +234,41 @@ static int beat(struct keysync *ks)
 struct seeding {
     struct keysync *ks;
     int64_t month;
-    size_t queued;
+    int reconcile; /* Raising seeded counts (kn_reconcile), not seeding. */
+    size_t queued, raised;
     int failed;
 };
+
+static int seed_collect(struct seeding *g)
+{
+    int r = g->reconcile ? cluster_reconcile_collect(g->ks->redis, g->queued, &g->raised)
+                         : cluster_seed_collect(g->ks->redis, g->queued);
+    g->queued = 0;
+    return r != 0;
+}
 
 static int seed_one(void *ud, const struct store_month_total *t)
 {
     struct seeding *g = ud;
-    cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
-    if (++g->queued == SEED_BATCH) {
-        g->failed = cluster_seed_collect(g->ks->redis, g->queued) != 0;
-        g->queued = 0;
-    }
+    if (g->reconcile)
+        cluster_reconcile_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
+    else
+        cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
+    if (++g->queued == SEED_BATCH)
+        g->failed = seed_collect(g);
     return g->failed;
 }
 
 /* Puts this month's billed usage of every account into Redis unless it is there (its seeded
  * mark): at start, and within a second of Redis losing it (a restart without persistence, a new
- * month). Until then, live requests are refused (limits/konnect.lua). */
+ * month). Until then, live requests are refused (limits/konnect.lua).
+ *
+ * A Redis that kept its mark may still have lost counts: restored from an older copy, a replica
+ * promoted before it caught up, or settlements skipped for rows that reached the ledger after
+ * Redis lost their leases (this server's spool, replayed late). So whenever this thread connects
+ * to Redis, and after each replay of the spool, the month's counts are raised to the ledger's
+ * where they are lower (kn_reconcile; never lowered, so a race with live traffic only errs
+ * towards refusing). */
 static void seed_redis(struct keysync *ks)
 {
     char err[512], mark[48];
@@ -268,19 +289,29 @@ static void seed_redis(struct keysync *ks)
         goto lost;
     int seeded = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
-    if (seeded)
+    if (seeded && ks->reconciled)
         return;
-    struct seeding g = {ks, month, 0, 0};
+    struct seeding g = {.ks = ks, .month = month, .reconcile = seeded};
     int listed = store_usage_month_totals(ks->store, month, seed_one, &g);
     /* The answers still due are read whatever happened, so that the connection stays in step. */
-    if (g.queued > 0 && cluster_seed_collect(ks->redis, g.queued) != 0)
+    if (g.queued > 0 && seed_collect(&g))
         g.failed = 1;
     if (listed != STORE_OK || g.failed) {
-        fprintf(stderr, "konnect: cannot seed Redis with this month's usage: %s\n",
+        fprintf(stderr, "konnect: cannot %s Redis with this month's usage: %s\n",
+                seeded ? "reconcile" : "seed",
                 g.failed ? (ks->redis->err ? ks->redis->errstr : "Redis refused a count")
                          : store_errmsg(ks->store));
         if (ks->redis->err)
             goto lost;
+        return;
+    }
+    if (seeded) {
+        if (g.raised > 0)
+            fprintf(stderr,
+                    "konnect: Redis %s had fewer requests or tokens than the ledger for %zu "
+                    "accounts this month (it lost some); raised them to the ledger's\n",
+                    ks->redis_target.shown, g.raised);
+        ks->reconciled = 1;
         return;
     }
     if ((r = redisCommand(ks->redis, "SET %s 1 PX %lld", mark, 40LL * 86400000)) == NULL)
@@ -293,12 +324,14 @@ static void seed_redis(struct keysync *ks)
     }
     fprintf(stderr, "konnect: seeded Redis %s with this month's usage\n", ks->redis_target.shown);
     ks->redis_said = 0;
+    ks->reconciled = 1; /* Seeded from the ledger: nothing to raise. */
     return;
 lost:
     if (!ks->redis_said)
         fprintf(stderr, "konnect: lost the store thread's connection to Redis %s: %s\n",
                 ks->redis_target.shown, ks->redis->errstr);
     ks->redis_said = 1;
+    ks->reconciled = 0; /* Redis may come back with fewer counts (restored, a replica). */
     redisFree(ks->redis);
     ks->redis = NULL;
 }
@@ -312,16 +345,18 @@ static int read_changes(struct keysync *ks)
     int64_t today = kn_unix_now() / 86400;
     int r = store_account_changes(ks->store, &ks->account_cursor, accounts_apply, ks->accounts);
     if (r == STORE_STALE) {
-        fprintf(stderr, "konnect: the account change log was pruned past this server's reading; "
-                        "loading every account again\n");
+        fprintf(stderr, "konnect: the account change log no longer holds every change after this "
+                        "server's reading (pruned, or restored from an older copy); loading every "
+                        "account again\n");
         r = store_accounts_load(ks->store, &ks->account_cursor, accounts_apply, ks->accounts);
     }
     if (r != STORE_OK)
         return 0;
     r = store_key_changes(ks->store, today, &ks->key_cursor, apply_key, ks);
     if (r == STORE_STALE) {
-        fprintf(stderr, "konnect: the key change log was pruned past this server's reading; "
-                        "loading every key again\n");
+        fprintf(stderr, "konnect: the key change log no longer holds every change after this "
+                        "server's reading (pruned, or restored from an older copy); loading every "
+                        "key again\n");
         r = store_keys_load(ks->store, today, &ks->key_cursor, apply_key, ks);
     }
     return r == STORE_OK;

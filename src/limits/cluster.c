@@ -345,17 +345,41 @@ void cluster_seed_account(redisContext *ctx, const char *account_id, int64_t mon
                        40LL * 86400000);
 }
 
-int cluster_seed_collect(redisContext *ctx, size_t n)
+/* Reads n answers; every one, even after a refusal, so that none is left for the next command.
+ * Counts in *ones the answers that are the integer 1. */
+static int collect(redisContext *ctx, size_t n, size_t *ones)
 {
     redisReply *r;
     int ok = 1;
 
-    /* Every answer is read, even after a refusal, so that none is left for the next command. */
-    for (size_t i = 0; i < 2 * n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (redisGetReply(ctx, (void **)&r) != REDIS_OK || r == NULL)
             return -1;
         ok &= r->type != REDIS_REPLY_ERROR;
+        *ones += r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         freeReplyObject(r);
     }
     return ok ? 0 : -1;
+}
+
+int cluster_seed_collect(redisContext *ctx, size_t n)
+{
+    size_t ones = 0;
+    return collect(ctx, 2 * n, &ones);
+}
+
+void cluster_reconcile_account(redisContext *ctx, const char *account_id, int64_t month,
+                               uint64_t requests, uint64_t tokens)
+{
+    struct account_keys k;
+
+    account_keys(account_id, month, &k);
+    redisAppendCommand(ctx, "FCALL kn_reconcile 4 %s %s %s %s %llu %llu", k.requests, k.tokens,
+                       k.reserved, k.seeded, (unsigned long long)requests,
+                       (unsigned long long)tokens);
+}
+
+int cluster_reconcile_collect(redisContext *ctx, size_t n, size_t *raised)
+{
+    return collect(ctx, n, raised);
 }

@@ -93,5 +93,11 @@ void cluster_seeded_key(int64_t month, char *buf, size_t size);
 void cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
                           uint64_t requests, uint64_t tokens);
 int cluster_seed_collect(redisContext *ctx, size_t n);
+/* The same for a month already seeded (kn_reconcile): raises an account's counts to the ledger's
+ * where Redis has fewer (it lost some), never lowers them. collect also counts, in *raised, the
+ * accounts whose counts were raised. */
+void cluster_reconcile_account(redisContext *ctx, const char *account_id, int64_t month,
+                               uint64_t requests, uint64_t tokens);
+int cluster_reconcile_collect(redisContext *ctx, size_t n, size_t *raised);
 
 #endif

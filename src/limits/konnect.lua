@@ -13,6 +13,9 @@
 -- kn_release the lease's request was not billed: request and tokens go back. A release that finds
 --           no lease (its admission timed out on the node and may still be on its way) leaves a
 --           void fence, so that the admission, if it comes later, is refused and holds nothing
+-- kn_reconcile raises a seeded month's counts to what the ledger holds, when Redis may have lost
+--           some (restored from an older copy, a replica promoted before it caught up, settlements
+--           of rows that reached the ledger late); never lowers them
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -194,7 +197,31 @@ local function kn_release(keys, args)
     return 1
 end
 
+-- KEYS: the month's requests, the month's tokens, the tokens reserved, the month's seeded mark.
+-- ARGV: the requests and tokens the ledger holds for the month. Requests admitted are never fewer
+-- than those billed; tokens billed may run ahead of Redis by those of requests committed but not
+-- settled yet, whose leases still hold their reservation, so the tokens are raised only past what
+-- is reserved. Unseeded months are the seeding's. Returns 1 when a count was raised.
+local function kn_reconcile(keys, args)
+    if redis.call('EXISTS', keys[4]) == 0 then
+        return 0
+    end
+    local raised = 0
+    local billed = num(args[1])
+    if num(redis.call('GET', keys[1])) < billed then
+        redis.call('SET', keys[1], billed, 'PX', 40 * 86400000)
+        raised = 1
+    end
+    local floor = num(args[2]) - num(redis.call('GET', keys[3]))
+    if num(redis.call('GET', keys[2])) < floor then
+        redis.call('SET', keys[2], floor, 'PX', 40 * 86400000)
+        raised = 1
+    end
+    return raised
+end
+
 redis.register_function('kn_test', kn_test)
 redis.register_function('kn_admit', kn_admit)
 redis.register_function('kn_settle', kn_settle)
 redis.register_function('kn_release', kn_release)
+redis.register_function('kn_reconcile', kn_reconcile)
