@@ -33,7 +33,7 @@ static void flush_pending(void);
 /* The keys of an account's limits, in konnect.lua's order. */
 struct account_keys {
     char rate[64], requests[80], tokens[80], leases[64], held[64], reserved[64], seeded[48],
-        voids[64];
+        voids[64], lapsed[64];
 };
 
 static void account_keys(const char *account_id, int64_t month, struct account_keys *k)
@@ -46,6 +46,7 @@ static void account_keys(const char *account_id, int64_t month, struct account_k
     snprintf(k->held, sizeof(k->held), "kn:{a:%.32s}:held", account_id);
     snprintf(k->reserved, sizeof(k->reserved), "kn:{a:%.32s}:reserved", account_id);
     snprintf(k->voids, sizeof(k->voids), "kn:{a:%.32s}:voids", account_id);
+    snprintf(k->lapsed, sizeof(k->lapsed), "kn:{a:%.32s}:lapsed", account_id);
     cluster_seeded_key(month, k->seeded, sizeof(k->seeded));
 }
 
@@ -174,9 +175,9 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
 {
     struct account_keys k;
     char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24];
-    const char *argv[16] = {k.rate,   k.requests, k.tokens, k.leases, k.held, k.reserved,
-                            k.seeded, k.voids,    rpm,      inflight, qr,     qt,
-                            want,     ask->lease, ms,       month};
+    const char *argv[17] = {k.rate,   k.requests, k.tokens,   k.leases, k.held,   k.reserved,
+                            k.seeded, k.voids,    k.lapsed,   rpm,      inflight, qr,
+                            qt,       want,       ask->lease, ms,       month};
 
     if (cluster_conn == NULL)
         return -1;
@@ -192,7 +193,7 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
     snprintf(month, sizeof(month), "%lld", (long long)ask->month);
     struct admit_call *a = kn_calloc(1, sizeof(*a));
     *a = (struct admit_call){cb, ud, ask->rpm};
-    if (redis_conn_fcall(cluster_conn, "kn_admit", 8, 16, argv, on_admit, a) != 0) {
+    if (redis_conn_fcall(cluster_conn, "kn_admit", 9, 17, argv, on_admit, a) != 0) {
         free(a);
         return -1;
     }
@@ -211,13 +212,15 @@ static void on_settled(void *ud, redisReply *r)
 static int send_settle(const struct pending_op *p)
 {
     struct account_keys k;
-    char t[24];
-    const char *argv[9] = {k.tokens, k.leases, k.held, k.reserved,           k.requests,
-                           k.seeded, p->lease, t,      p->waited ? "1" : "0"};
+    char t[24], month[24];
+    const char *argv[11] = {k.tokens, k.leases, k.held,   k.reserved, k.requests,
+                            k.seeded, k.lapsed, p->lease, t,          p->waited ? "1" : "0",
+                            month};
 
     account_keys(p->account_id, p->month, &k);
     snprintf(t, sizeof(t), "%llu", (unsigned long long)p->tokens);
-    return redis_conn_fcall(cluster_conn, "kn_settle", 6, 9, argv, on_settled, NULL);
+    snprintf(month, sizeof(month), "%lld", (long long)p->month);
+    return redis_conn_fcall(cluster_conn, "kn_settle", 7, 11, argv, on_settled, NULL);
 }
 
 static void on_released(void *ud, redisReply *r)
@@ -233,12 +236,15 @@ static void on_released(void *ud, redisReply *r)
 static int send_release(const struct pending_op *p)
 {
     struct account_keys k;
-    const char *argv[6] = {k.requests, k.leases, k.held, k.reserved, k.voids, p->lease};
+    char month[24];
+    const char *argv[9] = {k.requests, k.leases, k.held,   k.reserved, k.voids,
+                           k.tokens,   k.lapsed, p->lease, month};
 
     account_keys(p->account_id, p->month, &k);
+    snprintf(month, sizeof(month), "%lld", (long long)p->month);
     struct pending_op *copy = kn_calloc(1, sizeof(*copy));
     *copy = *p;
-    if (redis_conn_fcall(cluster_conn, "kn_release", 5, 6, argv, on_released, copy) != 0) {
+    if (redis_conn_fcall(cluster_conn, "kn_release", 7, 9, argv, on_released, copy) != 0) {
         free(copy);
         return -1;
     }

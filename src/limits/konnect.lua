@@ -71,8 +71,11 @@ local function kn_test(keys, args)
 end
 
 -- Leases that lapsed (their node never settled them: it died, or was cut off for longer than any
--- request may last) count as billed, with the tokens they held: never an overshoot.
-local function lapse(leases, held, reserved, tokens, month, now)
+-- request may last) count as billed, with the tokens they held: never an overshoot. Each is
+-- remembered for a week (month:tokens:counted), so that a settlement or release that arrives
+-- later (its node was cut off from Redis, not dead) puts the count right.
+local LAPSED_MS = 7 * 86400000
+local function lapse(leases, held, reserved, tokens, month, now, lapsed)
     local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
     for _, id in ipairs(gone) do
         local h = redis.call('HGET', held, id)
@@ -81,25 +84,50 @@ local function lapse(leases, held, reserved, tokens, month, now)
         if h then
             local m, t = string.match(h, '^(%d+):(%d+)$')
             redis.call('DECRBY', reserved, num(t))
+            local counted = 0
             if m == month then
                 redis.call('INCRBY', tokens, num(t))
                 redis.call('PEXPIRE', tokens, 40 * 86400000)
+                counted = 1
+            end
+            if lapsed then
+                redis.call('HSET', lapsed, id, m .. ':' .. t .. ':' .. counted)
+                redis.call('PEXPIRE', lapsed, LAPSED_MS)
             end
         end
     end
 end
 
+-- What a lapsed lease was counted as: its month, its tokens counted as billed (0 when they were
+-- not, at a month's turn), or nil when the lease did not lapse. Forgets it.
+local function unlapse(lapsed, lease)
+    if not lapsed then
+        return nil
+    end
+    local l = redis.call('HGET', lapsed, lease)
+    if not l then
+        return nil
+    end
+    redis.call('HDEL', lapsed, lease)
+    local m, t, counted = string.match(l, '^(%d+):(%d+):(%d)$')
+    if counted ~= '1' then
+        t = 0
+    end
+    return m, num(t)
+end
+
 -- KEYS: the account's minute cell, the month's requests, the month's tokens, the leases (a sorted
 -- set by lapse time), what each lease holds, the tokens reserved, the month's seeded mark, the
--- void fences (a sorted set by expiry: leases released before their admission arrived).
+-- void fences (a sorted set by expiry: leases released before their admission arrived), the
+-- lapsed leases (see lapse).
 -- ARGV: rpm, max in flight, request quota (-1: none), token quota (-1: none), tokens wanted,
 -- lease id, lease ms, month.
 -- Returns {outcome, tokens held, minute remaining, minute reset ms, minute retry ms}: outcome 0
 -- admitted, 1 not seeded (the month's usage is not in Redis yet: refuse, it is money), 2 rate,
 -- 3 in flight, 4 requests used up, 5 tokens used up, 6 void (released already: nothing taken).
 local function kn_admit(keys, args)
-    local rate, requests, tokens, leases, held, reserved, seeded, voids =
-        keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8]
+    local rate, requests, tokens, leases, held, reserved, seeded, voids, lapsed =
+        keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
     local rpm, max_inflight = num(args[1]), num(args[2])
     local quota_requests, quota_tokens, want = num(args[3]), num(args[4]), num(args[5])
     local lease, lease_ms, month = args[6], num(args[7]), args[8]
@@ -113,7 +141,7 @@ local function kn_admit(keys, args)
             return {6, 0, 0, 0, 0}
         end
     end
-    lapse(leases, held, reserved, tokens, month, now)
+    lapse(leases, held, reserved, tokens, month, now, lapsed)
     if redis.call('EXISTS', requests) == 0 and redis.call('EXISTS', seeded) == 0 then
         return {1, 0, 0, 0, 0}
     end
@@ -151,12 +179,13 @@ local function kn_admit(keys, args)
 end
 
 -- KEYS: the month's tokens, the leases, what each holds, the tokens reserved, the month's
--- requests, the month's seeded mark. ARGV: lease id, tokens billed, and "1" for a settlement that
--- waited on its node while Redis was away. While the month is not seeded (Redis lost it), the
--- tokens are not added: the seeding, from the ledger where this request's row already is, counts
--- them, and a count made now would keep the seed out (SET NX). A settlement that waited adds its
--- tokens only if its lease is still there: if Redis lost the lease, it was seeded again after the
--- row was committed, so the seed counted them.
+-- requests, the month's seeded mark, the lapsed leases. ARGV: lease id, tokens billed, "1" for a
+-- settlement that waited on its node while Redis was away, the month. While the month is not
+-- seeded (Redis lost it), the tokens are not added: the seeding, from the ledger where this
+-- request's row already is, counts them, and a count made now would keep the seed out (SET NX).
+-- A settlement that waited adds its tokens only if its lease is still there, or lapsed: if Redis
+-- lost the lease, it was seeded again after the row was committed, so the seed counted them. A
+-- lease that lapsed counted the tokens it held as billed; the difference is put right.
 local function kn_settle(keys, args)
     local tokens, leases, held, reserved = keys[1], keys[2], keys[3], keys[4]
     local seeded = redis.call('EXISTS', keys[5]) == 1 or redis.call('EXISTS', keys[6]) == 1
@@ -167,16 +196,32 @@ local function kn_settle(keys, args)
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
     end
-    if seeded and (args[3] ~= '1' or leased) then
+    local m, counted = nil, 0
+    if not leased then
+        m, counted = unlapse(keys[7], args[1])
+    end
+    if m ~= nil then
+        if m == args[4] and seeded then
+            local now = num(redis.call('GET', tokens))
+            local delta = num(args[2]) - counted
+            if now + delta < 0 then
+                delta = -now
+            end
+            redis.call('INCRBY', tokens, delta)
+            redis.call('PEXPIRE', tokens, 40 * 86400000)
+        end
+    elseif seeded and (args[3] ~= '1' or leased) then
         redis.call('INCRBY', tokens, num(args[2]))
         redis.call('PEXPIRE', tokens, 40 * 86400000)
     end
     return 1
 end
 
--- KEYS: the month's requests, the leases, what each holds, the tokens reserved, the void fences.
--- ARGV: lease id. Releasing twice is harmless: the second finds no lease and leaves a fence that
--- no admission ever meets (lease ids are request ids, never reused), gone after ten minutes.
+-- KEYS: the month's requests, the leases, what each holds, the tokens reserved, the void fences,
+-- the month's tokens, the lapsed leases. ARGV: lease id, the month. Releasing twice is harmless:
+-- the second finds no lease and leaves a fence that no admission ever meets (lease ids are
+-- request ids, never reused), gone after ten minutes. A lease that lapsed gives back its request
+-- and the tokens it was counted as billed.
 local VOID_MS = 600000
 local function kn_release(keys, args)
     local requests, leases, held, reserved, voids = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -187,6 +232,16 @@ local function kn_release(keys, args)
         redis.call('HDEL', held, args[1])
         if num(redis.call('GET', requests)) > 0 then
             redis.call('DECR', requests)
+        end
+        return 1
+    end
+    local m, counted = unlapse(keys[7], args[1])
+    if m ~= nil then
+        if m == args[2] then
+            if num(redis.call('GET', requests)) > 0 then
+                redis.call('DECR', requests)
+            end
+            redis.call('DECRBY', keys[6], math.min(counted, num(redis.call('GET', keys[6]))))
         end
     elseif voids then -- (four keys from a server of the version before: no fence)
         local now = now_ms()

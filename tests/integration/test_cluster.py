@@ -171,34 +171,61 @@ class ClusterTest(ServerTest):
         acct = "kn:{a:acct0}:"
         REDIS.cli("SET", acct + "m:1:req", "0")
         keys = [acct + "rate", acct + "m:1:req", acct + "m:1:tok", acct + "leases",
-                acct + "held", acct + "reserved", "kn:seeded:1", acct + "voids"]
+                acct + "held", acct + "reserved", "kn:seeded:1", acct + "voids", acct + "lapsed"]
 
-        def admit(lease):
-            return REDIS.cli("FCALL", "kn_admit", "8", *keys, "0", "0", "-1", "-1", "10",
-                             lease, "60000", "1").split()
-        REDIS.cli("FCALL", "kn_release", "5", keys[1], keys[3], keys[4], keys[5], keys[7],
-                  "req_late")
+        def admit(lease, ms="60000", want="10"):
+            return REDIS.cli("FCALL", "kn_admit", "9", *keys, "0", "0", "-1", "1000", want,
+                             lease, ms, "1").split()
+
+        def release(lease):
+            REDIS.cli("FCALL", "kn_release", "7", keys[1], keys[3], keys[4], keys[5], keys[7],
+                      keys[2], keys[8], lease, "1")
+
+        def settle(lease, tokens, waited="0"):
+            REDIS.cli("FCALL", "kn_settle", "7", keys[2], keys[3], keys[4], keys[5], keys[1],
+                      keys[6], keys[8], lease, str(tokens), waited, "1")
+
+        def get(k):
+            return int(REDIS.cli("GET", k).strip() or 0)
+        release("req_late")
         self.assertEqual(admit("req_late")[0], "6")  # void: nothing taken
         self.assertEqual(REDIS.cli("ZCARD", keys[3]).strip(), "0")
-        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(get(keys[1]), 0)
         self.assertEqual(admit("req_next")[0], "0")  # the fence stops that one lease only
-        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "1")
-        REDIS.cli("FCALL", "kn_release", "5", keys[1], keys[3], keys[4], keys[5], keys[7],
-                  "req_next")
-        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(get(keys[1]), 1)
+        release("req_next")
+        self.assertEqual(get(keys[1]), 0)
         self.assertEqual(REDIS.cli("ZCARD", keys[7]).strip(), "0")
+        # A lease that lapses (its node was cut off for longer than a request may last) counts as
+        # billed with the tokens it held; its settlement, arriving later, puts the tokens right,
+        # and a late release gives request and tokens back.
+        self.assertEqual(admit("req_cut", ms="1", want="40")[:2], ["0", "40"])
+        self.assertEqual(admit("req_cut2", ms="1", want="30")[:2], ["0", "30"])
+        time.sleep(0.01)
+        self.assertEqual(admit("req_other")[0], "0")  # lapses the two
+        self.assertEqual((get(keys[1]), get(keys[2]), get(keys[5])), (3, 70, 10))
+        settle("req_cut", 25, waited="1")
+        self.assertEqual(get(keys[2]), 55)
+        release("req_cut2")
+        self.assertEqual((get(keys[1]), get(keys[2])), (2, 25))
+        settle("req_cut", 25, waited="1")  # once only
+        self.assertEqual(get(keys[2]), 25)
+        release("req_other")
+        self.assertEqual((get(keys[1]), get(keys[2]), get(keys[5])), (1, 25, 0))
         # A server of the version before (no fences: seven keys to admit, four to release) keeps
         # working while a newer one has replaced the functions during a rolling upgrade.
         old = REDIS.cli("FCALL", "kn_admit", "7", *keys[:7], "0", "0", "-1", "-1", "10",
                         "req_old", "60000", "1").split()
         self.assertEqual(old[0], "0", old)
-        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "1")
+        self.assertEqual(get(keys[1]), 2)
         REDIS.cli("FCALL", "kn_release", "4", keys[1], keys[3], keys[4], keys[5], "req_old")
-        self.assertEqual(REDIS.cli("GET", keys[1]).strip(), "0")
+        self.assertEqual(get(keys[1]), 1)
         self.assertEqual(REDIS.cli("ZCARD", keys[3]).strip(), "0")
         gone = REDIS.cli("FCALL", "kn_release", "4", keys[1], keys[3], keys[4], keys[5],
                          "req_old")
         self.assertNotIn("ERR", gone)
+        self.assertNotIn("ERR", REDIS.cli("FCALL", "kn_settle", "6", keys[2], keys[3], keys[4],
+                                          keys[5], keys[1], keys[6], "req_gone", "5", "0"))
 
     def test_a_settlement_kept_while_redis_was_away_is_sent_once_it_is_back(self):
         # Redis keeps its data (append-only file) across a restart during a streamed answer: the
