@@ -189,8 +189,9 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
     struct store_key k;
     PGresult *res;
     int r = PG_RUN(s, KEY_CHANGES,
-                   "SELECT " KEY_COLUMNS ", " KEY_TODAY ", c.seq, m.lo, m.hi FROM (SELECT "
-                   "min(seq) AS lo, max(seq) AS hi FROM key_changes) m LEFT JOIN (key_changes c "
+                   "SELECT " KEY_COLUMNS ", " KEY_TODAY ", c.seq, m.lo, m.hi FROM (SELECT (SELECT "
+                   "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
+                   "m LEFT JOIN (key_changes c "
                    "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
                    &res, "cannot read key changes", "ii", today, cursor->v[0]);
     return r != STORE_OK ? r : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, 15);

@@ -56,8 +56,9 @@ int pg_account_changes(struct store *s, struct store_cursor *cursor, store_accou
     struct store_account a;
     PGresult *res;
     int r = PG_RUN(s, ACCOUNT_CHANGES,
-                   "SELECT " PG_ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT min(seq) AS "
-                   "lo, max(seq) AS hi FROM account_changes) m LEFT JOIN (account_changes c "
+                   "SELECT " PG_ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT (SELECT "
+                   "min(seq) FROM account_changes) AS lo, (SELECT max(seq) FROM account_changes) "
+                   "AS hi) m LEFT JOIN (account_changes c "
                    "JOIN accounts a ON a.id = c.account_id) ON c.seq > $1 ORDER BY c.seq",
                    &res, "cannot read account changes", "i", cursor->v[0]);
     return r != STORE_OK ? r

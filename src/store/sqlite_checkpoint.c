@@ -130,7 +130,11 @@ void checkpointer_restart_log(struct checkpointer *c, sqlite3 *db, int idle)
     if (c == NULL)
         return;
     pthread_mutex_lock(&c->lock);
-    if (!c->restart_due || (!idle && c->wal_frames < 2 * WAL_FRAMES_RESTART)) {
+    /* A restart wanted (and held back from passive checkpoints) is taken at the next call, idle
+     * or not: passive checkpoints wait for it, so a writer that stays busy must not leave it
+     * until the log is twice as long. */
+    if (!c->restart_due ||
+        (!idle && !c->restart_wanted && c->wal_frames < 2 * WAL_FRAMES_RESTART)) {
         pthread_mutex_unlock(&c->lock);
         return;
     }

@@ -59,8 +59,9 @@ int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_a
     struct sq_walk w = {.account = cb, .ud = ud};
     struct store_account a;
     int rc = RUN(s, ACCOUNT_CHANGES,
-                 "SELECT " ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT min(seq) AS lo, "
-                 "max(seq) AS hi FROM account_changes) m LEFT JOIN (account_changes c JOIN "
+                 "SELECT " ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT (SELECT min(seq) FROM "
+                 "account_changes) AS lo, (SELECT max(seq) FROM account_changes) AS hi) m LEFT "
+                 "JOIN (account_changes c JOIN "
                  "accounts a ON a.id = c.account_id) ON c.seq > ?1 ORDER BY c.seq",
                  "i", cursor->v[0]);
     return sq_walk_changes(s, STMT(s, ACCOUNT_CHANGES), rc, cursor, account_one, &w, &a,

@@ -419,7 +419,8 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
     int64_t seq = c->v[0];
 
     /* At least one row (seq null when nothing is new), with the oldest and newest change the log
-     * holds after seq. */
+     * holds after seq (two scalar subqueries: SQLite answers a lone min() or max() from the
+     * index, but scans the whole log for both in one). */
     if (rc == SQLITE_ROW && store_feed_stale(seq,
                                              sqlite3_column_type(q, seq_col + 1) == SQLITE_NULL
                                                  ? -1
