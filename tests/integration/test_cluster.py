@@ -741,6 +741,35 @@ class ClusterTest(ServerTest):
         p = self.data.cli("key", "list", "--account", "dev@example.com", "--json")
         self.assertEqual(json.loads(p.stdout)[0]["status"], "revoked")
 
+    def test_a_node_ahead_of_the_change_log_is_not_counted_as_having_applied_a_change(self):
+        # A server that read a store since restored from an older copy has a heartbeat past the
+        # log's newest change: its numbers are not this log's, so it confirms nothing.
+        a = self.node(0)
+        key = self.key()
+        self.assertEqual(a.post(key).status_code, 200)
+        stop = threading.Event()
+
+        def beat():  # a server ahead of the log, alive all along
+            while not stop.is_set():
+                PG.psql("INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, "
+                        "counters, version, address, plans_version) VALUES ('node-ahead', 0, "
+                        "(extract(epoch from clock_timestamp()) * 1000)::bigint, 1000000, "
+                        "1000000, 'redis', 'x', '', 1000000) ON CONFLICT (id) DO UPDATE SET "
+                        "seen_ms = excluded.seen_ms", self.dbname)
+                time.sleep(0.3)
+        t = threading.Thread(target=beat)
+        t.start()
+        try:
+            time.sleep(0.5)
+            p = self.revoke(key, "--wait", "1s")
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("node-ahead", p.stderr)
+        self.assertNotIn("node-a,", p.stderr)
+        self.assertError(a.post(key), 401, "api_key_revoked")
+
     def test_a_node_behind_the_change_logs_retention_loads_every_key_again(self):
         # Node B is frozen while a key is revoked and the change log is pruned past B's reading
         # (as KONNECT_CHANGE_LOG_RETENTION_DAYS does to a node cut off for longer): B must not
