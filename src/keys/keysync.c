@@ -62,15 +62,15 @@ struct keysync {
     struct spool *spool;      /* The ledger's spool, or NULL (metering/spool.h). */
     int has_redis;            /* The limits are counted in Redis (limits/cluster.h). */
     struct redis_target redis_target;
-    redisContext *redis;      /* The store thread's connection, for the seeding; NULL while
-                                 it is lost. */
-    int redis_said;           /* Its loss was reported. */
-    int reconciled;           /* Redis's counts of this month were checked against the ledger
-                                 since the connection was made and since the spool was last
-                                 replayed (see seed_redis). */
-    _Atomic int live_nodes;   /* Live servers in the nodes table (this one included). */
-    _Atomic uint64_t spooled; /* Its rows waiting, for other threads (keysync_spooled). */
-    int beat_failed;          /* The last heartbeat failed (said once, not every second). */
+    redisContext *redis;         /* The store thread's connection, for the seeding; NULL while
+                                    it is lost. */
+    int redis_said;              /* Its loss was reported. */
+    int reconcile_due;           /* The spool was replayed since Redis's counts were last raised to
+                                    the ledger's (see seed_redis). */
+    uint64_t reconcile_after_ns; /* A failed raise is tried again from then. */
+    _Atomic int live_nodes;      /* Live servers in the nodes table (this one included). */
+    _Atomic uint64_t spooled;    /* Its rows waiting, for other threads (keysync_spooled). */
+    int beat_failed;             /* The last heartbeat failed (said once, not every second). */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -193,7 +193,7 @@ static long replay_spool(struct keysync *ks)
         return -1;
     }
     fprintf(stderr, "konnect: replayed %ld spooled ledger rows into the store\n", n);
-    ks->reconciled = 0; /* Their settlements may have found no lease in Redis. */
+    ks->reconcile_due = 1; /* Their settlements may have found no lease in Redis. */
     ledger_mark_up(ks->ledger);
     atomic_store(&ks->spooled, 0);
     return n;
@@ -265,13 +265,34 @@ static int seed_one(void *ud, const struct store_month_total *t)
  *
  * A Redis that kept its mark may still have lost counts: restored from an older copy, a replica
  * promoted before it caught up, or settlements skipped for rows that reached the ledger after
- * Redis lost their leases (this server's spool, replayed late). So whenever this thread connects
- * to Redis, and after each replay of the spool, the month's counts are raised to the ledger's
- * where they are lower (kn_reconcile; never lowered, so a race with live traffic only errs
- * towards refusing). */
+ * Redis lost their leases (this server's spool, replayed late). Redis names each run of its
+ * process (run_id, new at every start and on a promoted replica), and CLUSTER_RUN_KEY holds the
+ * run under which the counts were last seeded or checked: whenever it is not the current one,
+ * and after each replay of this server's spool, the month's counts are raised to what the ledger
+ * holds plus the leases in flight where they are lower (kn_reconcile: never lowered, so a race
+ * with live traffic only errs towards refusing). */
+static int same_run(struct keysync *ks, char *run, size_t size, int *same)
+{
+    redisReply *r;
+    const char *at;
+
+    if ((r = redisCommand(ks->redis, "INFO server")) == NULL)
+        return -1;
+    run[0] = '\0';
+    if (r->type == REDIS_REPLY_STRING && (at = strstr(r->str, "run_id:")) != NULL)
+        snprintf(run, size, "%.*s", (int)strcspn(at + 7, "\r\n"), at + 7);
+    freeReplyObject(r);
+    if ((r = redisCommand(ks->redis, "GET %s", CLUSTER_RUN_KEY)) == NULL)
+        return -1;
+    *same = run[0] != '\0' && r->type == REDIS_REPLY_STRING && strcmp(r->str, run) == 0;
+    freeReplyObject(r);
+    return 0;
+}
+
 static void seed_redis(struct keysync *ks)
 {
-    char err[512], mark[48];
+    char err[512], mark[48], run[64];
+    int same;
     redisReply *r;
     int64_t month = kn_month_of(kn_unix_now());
 
@@ -289,7 +310,9 @@ static void seed_redis(struct keysync *ks)
         goto lost;
     int seeded = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
-    if (seeded && ks->reconciled)
+    if (same_run(ks, run, sizeof(run), &same) != 0)
+        goto lost;
+    if (seeded && ((same && !ks->reconcile_due) || kn_mono_ns() < ks->reconcile_after_ns))
         return;
     struct seeding g = {.ks = ks, .month = month, .reconcile = seeded};
     int listed = store_usage_month_totals(ks->store, month, seed_one, &g);
@@ -303,6 +326,8 @@ static void seed_redis(struct keysync *ks)
                          : store_errmsg(ks->store));
         if (ks->redis->err)
             goto lost;
+        if (seeded) /* Live traffic goes on meanwhile: not every second. */
+            ks->reconcile_after_ns = kn_mono_ns() + 60ull * 1000000000ull;
         return;
     }
     if (seeded) {
@@ -311,7 +336,9 @@ static void seed_redis(struct keysync *ks)
                     "konnect: Redis %s had fewer requests or tokens than the ledger for %zu "
                     "accounts this month (it lost some); raised them to the ledger's\n",
                     ks->redis_target.shown, g.raised);
-        ks->reconciled = 1;
+        ks->reconcile_due = 0;
+        if (run[0] != '\0' && (r = redisCommand(ks->redis, "SET %s %s", CLUSTER_RUN_KEY, run)))
+            freeReplyObject(r);
         return;
     }
     if ((r = redisCommand(ks->redis, "SET %s 1 PX %lld", mark, 40LL * 86400000)) == NULL)
@@ -324,14 +351,15 @@ static void seed_redis(struct keysync *ks)
     }
     fprintf(stderr, "konnect: seeded Redis %s with this month's usage\n", ks->redis_target.shown);
     ks->redis_said = 0;
-    ks->reconciled = 1; /* Seeded from the ledger: nothing to raise. */
+    ks->reconcile_due = 0; /* Seeded from the ledger: nothing to raise. */
+    if (run[0] != '\0' && (r = redisCommand(ks->redis, "SET %s %s", CLUSTER_RUN_KEY, run)))
+        freeReplyObject(r);
     return;
 lost:
     if (!ks->redis_said)
         fprintf(stderr, "konnect: lost the store thread's connection to Redis %s: %s\n",
                 ks->redis_target.shown, ks->redis->errstr);
     ks->redis_said = 1;
-    ks->reconciled = 0; /* Redis may come back with fewer counts (restored, a replica). */
     redisFree(ks->redis);
     ks->redis = NULL;
 }

@@ -381,7 +381,7 @@ void cluster_reconcile_account(redisContext *ctx, const char *account_id, int64_
 
     account_keys(account_id, month, &k);
     redisAppendCommand(ctx, "FCALL kn_reconcile 4 %s %s %s %s %llu %llu", k.requests, k.tokens,
-                       k.reserved, k.seeded, (unsigned long long)requests,
+                       k.leases, k.seeded, (unsigned long long)requests,
                        (unsigned long long)tokens);
 }
 

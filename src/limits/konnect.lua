@@ -252,22 +252,23 @@ local function kn_release(keys, args)
     return 1
 end
 
--- KEYS: the month's requests, the month's tokens, the tokens reserved, the month's seeded mark.
--- ARGV: the requests and tokens the ledger holds for the month. Requests admitted are never fewer
--- than those billed; tokens billed may run ahead of Redis by those of requests committed but not
--- settled yet, whose leases still hold their reservation, so the tokens are raised only past what
--- is reserved. Unseeded months are the seeding's. Returns 1 when a count was raised.
+-- KEYS: the month's requests, the month's tokens, the leases, the month's seeded mark. ARGV: the
+-- requests and tokens the ledger holds for the month. The requests counted are at least those
+-- billed and those in flight (leased); the tokens at least those billed. Both floors may count a
+-- request committed but not settled yet twice (its settlement comes after): an error towards
+-- refusing, made only when Redis may have lost counts. Unseeded months are the seeding's.
+-- Returns 1 when a count was raised.
 local function kn_reconcile(keys, args)
     if redis.call('EXISTS', keys[4]) == 0 then
         return 0
     end
     local raised = 0
-    local billed = num(args[1])
-    if num(redis.call('GET', keys[1])) < billed then
-        redis.call('SET', keys[1], billed, 'PX', 40 * 86400000)
+    local counted = num(args[1]) + redis.call('ZCARD', keys[3])
+    if num(redis.call('GET', keys[1])) < counted then
+        redis.call('SET', keys[1], counted, 'PX', 40 * 86400000)
         raised = 1
     end
-    local floor = num(args[2]) - num(redis.call('GET', keys[3]))
+    local floor = num(args[2])
     if num(redis.call('GET', keys[2])) < floor then
         redis.call('SET', keys[2], floor, 'PX', 40 * 86400000)
         raised = 1

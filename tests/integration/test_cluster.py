@@ -212,6 +212,26 @@ class ClusterTest(ServerTest):
         self.assertEqual(get(keys[2]), 25)
         release("req_other")
         self.assertEqual((get(keys[1]), get(keys[2]), get(keys[5])), (1, 25, 0))
+        # Raised to the ledger (a Redis that lost counts): requests to those billed plus those in
+        # flight, tokens to those billed; never lowered.
+        def reconcile(billed, tokens):
+            return REDIS.cli("FCALL", "kn_reconcile", "4", keys[1], keys[2], keys[3], keys[6],
+                             str(billed), str(tokens)).strip()
+        REDIS.cli("SET", keys[6], "1")  # the month's seeded mark
+        self.assertEqual(admit("req_a")[0], "0")
+        self.assertEqual(admit("req_b")[0], "0")
+        self.assertEqual(reconcile(1, 25), "0")  # nothing is lower than the ledger
+        self.assertEqual(reconcile(6, 90), "1")
+        self.assertEqual((get(keys[1]), get(keys[2])), (8, 90))
+        self.assertEqual(reconcile(2, 10), "0")
+        self.assertEqual((get(keys[1]), get(keys[2])), (8, 90))
+        release("req_a")
+        release("req_b")
+        REDIS.cli("SET", keys[1], "1")
+        REDIS.cli("SET", keys[2], "25")
+        REDIS.cli("DEL", keys[6], keys[1])
+        self.assertEqual(reconcile(6, 90), "0")  # unseeded: the seeding's
+        REDIS.cli("SET", keys[1], "1")
         # A server of the version before (no fences: seven keys to admit, four to release) keeps
         # working while a newer one has replaced the functions during a rolling upgrade.
         old = REDIS.cli("FCALL", "kn_admit", "7", *keys[:7], "0", "0", "-1", "-1", "10",
