@@ -305,6 +305,13 @@ static void seed_redis(struct keysync *ks)
         ks->redis_said = 1;
         return;
     }
+    /* A server of an older version that reconnected put its functions back: ours again, within a
+     * second, once it is gone or not. */
+    if (redis_sync_library(ks->redis, &ks->redis_target, err, sizeof(err)) != 0) {
+        if (ks->redis->err)
+            goto lost;
+        fprintf(stderr, "konnect: %s\n", err);
+    }
     cluster_seeded_key(month, mark, sizeof(mark));
     if ((r = redisCommand(ks->redis, "EXISTS %s", mark)) == NULL)
         goto lost;

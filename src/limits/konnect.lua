@@ -17,6 +17,12 @@
 --           some (restored from an older copy, a replica promoted before it caught up, settlements
 --           of rows that reached the ledger late); never lowers them
 
+-- The version of these functions. A server loads them only when Redis holds none or an older
+-- version (kn_version), so that a server of an older version that reconnects during a rolling
+-- upgrade does not put its own back under the newer servers. (Servers from before kn_version
+-- replace them whenever they connect: the functions accept their calls.)
+local VERSION = 2
+
 local function now_ms()
     local t = redis.call('TIME')
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -276,6 +282,7 @@ local function kn_reconcile(keys, args)
     return raised
 end
 
+redis.register_function('kn_version', function() return VERSION end)
 redis.register_function('kn_test', kn_test)
 redis.register_function('kn_admit', kn_admit)
 redis.register_function('kn_settle', kn_settle)

@@ -120,6 +120,24 @@ const char *redis_library(size_t *len)
     return (const char *)redis_library_files[0].data;
 }
 
+/* The library's VERSION (see konnect.lua), read from its text. */
+static long long library_version(void)
+{
+    static long long version = -1;
+    if (version < 0) {
+        size_t len;
+        const char *lib = redis_library(&len), *at = memmem(lib, len, "local VERSION = ", 16);
+        version = at != NULL ? strtoll(at + 16, NULL, 10) : 0;
+    }
+    return version;
+}
+
+/* Whether the functions Redis holds (a reply to FCALL kn_version) are as new as this build's. */
+static int library_current(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= library_version();
+}
+
 /* ---- the event loop's connection ----------------------------------------------------------- */
 
 /* The longest wait before connecting again. */
@@ -250,6 +268,21 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     lost(c, status == REDIS_OK ? "disconnected" : ac->errstr);
 }
 
+static void on_loaded(redisAsyncContext *ac, void *r, void *priv);
+
+static void on_version(redisAsyncContext *ac, void *r, void *priv)
+{
+    size_t len;
+    const char *lib = redis_library(&len);
+
+    if (r == NULL)
+        return; /* Lost: on_disconnect says so. */
+    if (library_current(r))
+        on_loaded(ac, r, priv);
+    else
+        redisAsyncCommand(ac, on_loaded, NULL, "FUNCTION LOAD REPLACE %b", lib, len);
+}
+
 static void on_loaded(redisAsyncContext *ac, void *r, void *priv)
 {
     struct redis_conn *c = ac->data;
@@ -287,8 +320,6 @@ static void on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
     struct redis_conn *c = ac->data;
-    size_t len;
-    const char *lib = redis_library(&len);
 
     if (status != REDIS_OK) {
         c->ac = NULL; /* hiredis frees it. */
@@ -301,7 +332,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
         else
             redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", c->t.password);
     }
-    redisAsyncCommand(ac, on_loaded, NULL, "FUNCTION LOAD REPLACE %b", lib, len);
+    redisAsyncCommand(ac, on_version, NULL, "FCALL kn_version 0");
 }
 
 static void start_connect(struct redis_conn *c)
@@ -458,14 +489,39 @@ int redis_conn_fcall(struct redis_conn *c, const char *fn, int numkeys, int argc
 
 /* ---- the store thread's connection --------------------------------------------------------- */
 
+int redis_sync_library(redisContext *ctx, const struct redis_target *t, char *err, size_t errsize)
+{
+    size_t len;
+    const char *lib = redis_library(&len);
+    redisReply *r = redisCommand(ctx, "FCALL kn_version 0");
+
+    if (r == NULL) {
+        snprintf(err, errsize, "Redis %s: %s", t->shown, ctx->errstr);
+        return -1;
+    }
+    int current = library_current(r);
+    freeReplyObject(r);
+    if (current)
+        return 0;
+    r = redisCommand(ctx, "FUNCTION LOAD REPLACE %b", lib, len);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errsize,
+                 "Redis %s refuses Konnect's functions (Redis 7 or later is needed): %s", t->shown,
+                 r != NULL ? r->str : ctx->errstr);
+        if (r != NULL)
+            freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
 redisContext *redis_sync_connect(const struct redis_target *t, char *err, size_t errsize)
 {
     struct timeval tv = {2, 0};
     redisContext *ctx = t->is_unix ? redisConnectUnixWithTimeout(t->path, tv)
                                    : redisConnectWithTimeout(t->host, t->port, tv);
     redisReply *r = NULL;
-    size_t len;
-    const char *lib = redis_library(&len);
 
     if (ctx == NULL || ctx->err) {
         snprintf(err, errsize, "cannot connect to Redis %s: %s", t->shown,
@@ -482,16 +538,10 @@ redisContext *redis_sync_connect(const struct redis_target *t, char *err, size_t
             goto fail;
         }
         freeReplyObject(r);
+        r = NULL;
     }
-    r = redisCommand(ctx, "FUNCTION LOAD REPLACE %b", lib, len);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errsize,
-                 "Redis %s refuses Konnect's functions (Redis 7 or later is needed): %s", t->shown,
-                 r != NULL ? r->str : ctx->errstr);
-        goto fail;
-    }
-    freeReplyObject(r);
-    return ctx;
+    if (redis_sync_library(ctx, t, err, errsize) == 0)
+        return ctx;
 fail:
     if (r != NULL)
         freeReplyObject(r);

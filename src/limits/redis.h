@@ -57,6 +57,10 @@ int redis_conn_ready(const struct redis_conn *c);
 int redis_conn_fcall(struct redis_conn *c, const char *fn, int numkeys, int argc, const char **argv,
                      redis_cb cb, void *ud);
 
+/* On a blocking connection: loads this build's library unless Redis holds the same version or a
+ * newer one (a server of an older version may have put its own back). 0, or -1 with a message. */
+int redis_sync_library(redisContext *ctx, const struct redis_target *t, char *err, size_t errsize);
+
 /* A blocking connection (the store thread's), with the library loaded; NULL with a message. */
 redisContext *redis_sync_connect(const struct redis_target *t, char *err, size_t errsize);
 

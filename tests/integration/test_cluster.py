@@ -8,6 +8,7 @@ no bill; a server without Redis does not join servers that share a store."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -165,6 +166,39 @@ class ClusterTest(ServerTest):
         self.assertEqual(REDIS.cli("GET", counted[0]).strip(), "2")
         ids, _ = self.ledger()
         self.assertEqual(len(ids), 2)
+
+    def test_a_server_loads_its_functions_only_over_older_ones(self):
+        # During a rolling upgrade, a server of an older version that reconnects must not put its
+        # functions back under the newer servers: each loads its own only when Redis holds none
+        # or older ones.
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "src", "limits",
+                               "konnect.lua")) as f:
+            lib = f.read()
+        ours = int(re.search(r"local VERSION = (\d+)", lib).group(1))
+
+        def load(version):
+            REDIS.cli("FUNCTION", "LOAD", "REPLACE",
+                      lib.replace(f"local VERSION = {ours}", f"local VERSION = {version}"))
+        load(ours + 1)
+        a = self.node(0)
+        self.assertEqual(a.post(self.key()).status_code, 200)
+        self.assertEqual(REDIS.cli("FCALL", "kn_version", "0").strip(), str(ours + 1))
+        a.stop()
+        load(ours - 1)
+        a = self.node(0)
+        self.assertEqual(a.post(self.key()).status_code, 200)
+        deadline = time.time() + 5
+        while REDIS.cli("FCALL", "kn_version", "0").strip() != str(ours) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(REDIS.cli("FCALL", "kn_version", "0").strip(), str(ours))
+        # An older server that connects later puts its own back: the running server restores
+        # its version within a second, without reconnecting.
+        load(ours - 1)
+        deadline = time.time() + 5
+        while REDIS.cli("FCALL", "kn_version", "0").strip() != str(ours) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(REDIS.cli("FCALL", "kn_version", "0").strip(), str(ours))
+        self.assertEqual(a.post(self.key()).status_code, 200)
 
     def test_a_release_that_arrives_before_its_admission_fences_it_off(self):
         self.node(0)  # loads the functions
