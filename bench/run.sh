@@ -56,7 +56,8 @@
 #   BENCH_CLUSTER=0        skip the several-servers part (bench/cluster.py: revocation
 #                          propagation over BENCH_REVOCATIONS=100 revocations; test-key and
 #                          live billed requests/s of two servers on PostgreSQL + Redis against
-#                          one on SQLite; the latency Redis admission adds at BENCH_LIVE_RATE)
+#                          one on SQLite, BENCH_CLUSTER_CONNECTIONS=128 per server; the latency
+#                          Redis admission adds at BENCH_LIVE_RATE)
 #   BENCH_KEEP=1           keep the temporary directory (its path is printed)
 #   KONNECT_BIN            the binary (default build/konnect)
 #   BENCH_BASELINE_BIN     another Konnect binary (an earlier commit's build) to compare with in

@@ -78,10 +78,17 @@ end
 
 -- Leases that lapsed (their node never settled them: it died, or was cut off for longer than any
 -- request may last) count as billed, with the tokens they held: never an overshoot. Each is
--- remembered for a week (month:tokens:counted), so that a settlement or release that arrives
--- later (its node was cut off from Redis, not dead) puts the count right.
+-- remembered for a week, so that a settlement or release that arrives later (its node was cut
+-- off from Redis, not dead) puts the count right: in `lapsed`, a sorted set by lapse time, and
+-- what it was counted as in `held` under "x:" and its id (month:tokens:counted).
 local LAPSED_MS = 7 * 86400000
 local function lapse(leases, held, reserved, tokens, month, now, lapsed)
+    if lapsed then
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', lapsed, '-inf', now - LAPSED_MS)) do
+            redis.call('HDEL', held, 'x:' .. id)
+        end
+        redis.call('ZREMRANGEBYSCORE', lapsed, '-inf', now - LAPSED_MS)
+    end
     local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
     for _, id in ipairs(gone) do
         local h = redis.call('HGET', held, id)
@@ -97,8 +104,8 @@ local function lapse(leases, held, reserved, tokens, month, now, lapsed)
                 counted = 1
             end
             if lapsed then
-                redis.call('HSET', lapsed, id, m .. ':' .. t .. ':' .. counted)
-                redis.call('PEXPIRE', lapsed, LAPSED_MS)
+                redis.call('ZADD', lapsed, now, id)
+                redis.call('HSET', held, 'x:' .. id, m .. ':' .. t .. ':' .. counted)
             end
         end
     end
@@ -106,15 +113,15 @@ end
 
 -- What a lapsed lease was counted as: its month, its tokens counted as billed (0 when they were
 -- not, at a month's turn), or nil when the lease did not lapse. Forgets it.
-local function unlapse(lapsed, lease)
-    if not lapsed then
+local function unlapse(lapsed, held, lease)
+    if not lapsed or redis.call('ZREM', lapsed, lease) == 0 then
         return nil
     end
-    local l = redis.call('HGET', lapsed, lease)
+    local l = redis.call('HGET', held, 'x:' .. lease)
+    redis.call('HDEL', held, 'x:' .. lease)
     if not l then
         return nil
     end
-    redis.call('HDEL', lapsed, lease)
     local m, t, counted = string.match(l, '^(%d+):(%d+):(%d)$')
     if counted ~= '1' then
         t = 0
@@ -204,7 +211,7 @@ local function kn_settle(keys, args)
     end
     local m, counted = nil, 0
     if not leased then
-        m, counted = unlapse(keys[7], args[1])
+        m, counted = unlapse(keys[7], held, args[1])
     end
     if m ~= nil then
         if m == args[4] and seeded then
@@ -241,7 +248,7 @@ local function kn_release(keys, args)
         end
         return 1
     end
-    local m, counted = unlapse(keys[7], args[1])
+    local m, counted = unlapse(keys[7], held, args[1])
     if m ~= nil then
         if m == args[2] then
             if num(redis.call('GET', requests)) > 0 then
