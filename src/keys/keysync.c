@@ -68,6 +68,7 @@ struct keysync {
     int reconcile_due;           /* The spool was replayed since Redis's counts were last raised to
                                     the ledger's (see seed_redis). */
     uint64_t reconcile_after_ns; /* A failed raise is tried again from then. */
+    uint64_t blind_check_ns;     /* Without INFO, the next check of the counts. */
     _Atomic int live_nodes;      /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled;    /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;             /* The last heartbeat failed (said once, not every second). */
@@ -266,8 +267,9 @@ static int seed_one(void *ud, const struct store_month_total *t)
  * A Redis that kept its mark may still have lost counts: restored from an older copy, a replica
  * promoted before it caught up, or settlements skipped for rows that reached the ledger after
  * Redis lost their leases (this server's spool, replayed late). Redis names each run of its
- * process (run_id, new at every start and on a promoted replica), and CLUSTER_RUN_KEY holds the
- * run under which the counts were last seeded or checked: whenever it is not the current one,
+ * process (run_id, new at every start) and each history of its data (master_replid, new at every
+ * promotion of a replica), and CLUSTER_RUN_KEY holds the two under which the counts were last
+ * seeded or checked: whenever they are not the current ones,
  * and after each replay of this server's spool, the month's counts are raised to what the ledger
  * holds plus the leases in flight where they are lower (kn_reconcile: never lowered, so a race
  * with live traffic only errs towards refusing). */
@@ -276,12 +278,31 @@ static int same_run(struct keysync *ks, char *run, size_t size, int *same)
     redisReply *r;
     const char *at;
 
-    if ((r = redisCommand(ks->redis, "INFO server")) == NULL)
+    const char *replid;
+
+    if ((r = redisCommand(ks->redis, "INFO server replication")) == NULL)
         return -1;
     run[0] = '\0';
-    if (r->type == REDIS_REPLY_STRING && (at = strstr(r->str, "run_id:")) != NULL)
-        snprintf(run, size, "%.*s", (int)strcspn(at + 7, "\r\n"), at + 7);
+    if (r->type == REDIS_REPLY_STRING && (at = strstr(r->str, "run_id:")) != NULL &&
+        (replid = strstr(r->str, "master_replid:")) != NULL)
+        snprintf(run, size, "%.*s:%.*s", (int)strcspn(at + 7, "\r\n"), at + 7,
+                 (int)strcspn(replid + 14, "\r\n"), replid + 14);
     freeReplyObject(r);
+    if (run[0] == '\0') {
+        /* No INFO (an ACL that denies it): nothing says whether Redis lost counts, so they are
+         * checked, but once a minute, not every second. */
+        *same = kn_mono_ns() < ks->blind_check_ns;
+        if (!*same) {
+            if (ks->blind_check_ns == 0)
+                fprintf(stderr,
+                        "konnect: Redis %s does not say which run it is (INFO server "
+                        "replication is denied): its counts are checked against the "
+                        "ledger once a minute\n",
+                        ks->redis_target.shown);
+            ks->blind_check_ns = kn_mono_ns() + 60ull * 1000000000ull;
+        }
+        return 0;
+    }
     if ((r = redisCommand(ks->redis, "GET %s", CLUSTER_RUN_KEY)) == NULL)
         return -1;
     *same = run[0] != '\0' && r->type == REDIS_REPLY_STRING && strcmp(r->str, run) == 0;
@@ -291,7 +312,7 @@ static int same_run(struct keysync *ks, char *run, size_t size, int *same)
 
 static void seed_redis(struct keysync *ks)
 {
-    char err[512], mark[48], run[64];
+    char err[512], mark[48], run[96];
     int same;
     redisReply *r;
     int64_t month = kn_month_of(kn_unix_now());
@@ -333,8 +354,8 @@ static void seed_redis(struct keysync *ks)
                          : store_errmsg(ks->store));
         if (ks->redis->err)
             goto lost;
-        if (seeded) /* Live traffic goes on meanwhile: not every second. */
-            ks->reconcile_after_ns = kn_mono_ns() + 60ull * 1000000000ull;
+        if (seeded) /* It reads the month's usage: every five seconds, not every one. */
+            ks->reconcile_after_ns = kn_mono_ns() + 5ull * 1000000000ull;
         return;
     }
     if (seeded) {

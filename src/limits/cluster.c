@@ -46,7 +46,7 @@ static void account_keys(const char *account_id, int64_t month, struct account_k
     snprintf(k->held, sizeof(k->held), "kn:{a:%.32s}:held", account_id);
     snprintf(k->reserved, sizeof(k->reserved), "kn:{a:%.32s}:reserved", account_id);
     snprintf(k->voids, sizeof(k->voids), "kn:{a:%.32s}:voids", account_id);
-    snprintf(k->lapsed, sizeof(k->lapsed), "kn:{a:%.32s}:lapsed", account_id);
+    snprintf(k->lapsed, sizeof(k->lapsed), "kn:{a:%.32s}:lapses", account_id);
     cluster_seeded_key(month, k->seeded, sizeof(k->seeded));
 }
 

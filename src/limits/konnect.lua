@@ -21,7 +21,7 @@
 -- version (kn_version), so that a server of an older version that reconnects during a rolling
 -- upgrade does not put its own back under the newer servers. (Servers from before kn_version
 -- replace them whenever they connect: the functions accept their calls.)
-local VERSION = 2
+local VERSION = 3
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -289,7 +289,8 @@ local function kn_reconcile(keys, args)
     return raised
 end
 
-redis.register_function('kn_version', function() return VERSION end)
+redis.register_function{function_name = 'kn_version', callback = function() return VERSION end,
+                        flags = {'no-writes'}}
 redis.register_function('kn_test', kn_test)
 redis.register_function('kn_admit', kn_admit)
 redis.register_function('kn_settle', kn_settle)

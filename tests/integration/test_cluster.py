@@ -6,6 +6,7 @@ key's rate limit and an account's cap on requests in flight hold exactly over al
 together; PostgreSQL or Redis restarted, or one server killed, under live load loses and doubles
 no bill; a server without Redis does not join servers that share a store."""
 
+import hashlib
 import json
 import os
 import re
@@ -175,6 +176,12 @@ class ClusterTest(ServerTest):
                                "konnect.lua")) as f:
             lib = f.read()
         ours = int(re.search(r"local VERSION = (\d+)", lib).group(1))
+        # The functions' text of each version: a change to konnect.lua must come with a new
+        # VERSION (servers load only newer ones), and its text's hash here.
+        texts = {3: "c737668d6142334f2071970ec7d1309273ac83cda4aa87e7038bfb930c396cb1"}
+        body = re.sub(r"local VERSION = \d+", "local VERSION = ?", lib)
+        self.assertEqual(hashlib.sha256(body.encode()).hexdigest(), texts.get(ours),
+                         "konnect.lua changed: raise its VERSION and record the new text's hash")
 
         def load(version):
             REDIS.cli("FUNCTION", "LOAD", "REPLACE",
@@ -205,7 +212,7 @@ class ClusterTest(ServerTest):
         acct = "kn:{a:acct0}:"
         REDIS.cli("SET", acct + "m:1:req", "0")
         keys = [acct + "rate", acct + "m:1:req", acct + "m:1:tok", acct + "leases",
-                acct + "held", acct + "reserved", "kn:seeded:1", acct + "voids", acct + "lapsed"]
+                acct + "held", acct + "reserved", "kn:seeded:1", acct + "voids", acct + "lapses"]
 
         def admit(lease, ms="60000", want="10"):
             return REDIS.cli("FCALL", "kn_admit", "9", *keys, "0", "0", "-1", "1000", want,
