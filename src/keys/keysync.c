@@ -276,17 +276,12 @@ static int seed_one(void *ud, const struct store_month_total *t)
 static int same_run(struct keysync *ks, char *run, size_t size, int *same)
 {
     redisReply *r;
-    const char *at;
-
-    const char *replid;
 
     if ((r = redisCommand(ks->redis, "INFO server replication")) == NULL)
         return -1;
     run[0] = '\0';
-    if (r->type == REDIS_REPLY_STRING && (at = strstr(r->str, "run_id:")) != NULL &&
-        (replid = strstr(r->str, "master_replid:")) != NULL)
-        snprintf(run, size, "%.*s:%.*s", (int)strcspn(at + 7, "\r\n"), at + 7,
-                 (int)strcspn(replid + 14, "\r\n"), replid + 14);
+    if (r->type == REDIS_REPLY_STRING)
+        redis_run_of(r->str, run, size);
     freeReplyObject(r);
     if (run[0] == '\0') {
         /* No INFO (an ACL that denies it): nothing says whether Redis lost counts, so they are
@@ -308,6 +303,18 @@ static int same_run(struct keysync *ks, char *run, size_t size, int *same)
     *same = run[0] != '\0' && r->type == REDIS_REPLY_STRING && strcmp(r->str, run) == 0;
     freeReplyObject(r);
     return 0;
+}
+
+/* Says in Redis that its counts are good for this run: the event loops spend on them again. */
+static void mark_run(struct keysync *ks, const char *run)
+{
+    redisReply *r;
+    if (run[0] == '\0' || (r = redisCommand(ks->redis, "SET %s %s", CLUSTER_RUN_KEY, run)) == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR)
+        fprintf(stderr, "konnect: Redis %s refused %s (live requests wait for it): %s\n",
+                ks->redis_target.shown, CLUSTER_RUN_KEY, r->str);
+    freeReplyObject(r);
 }
 
 static void seed_redis(struct keysync *ks)
@@ -365,8 +372,7 @@ static void seed_redis(struct keysync *ks)
                     "accounts this month (it lost some); raised them to the ledger's\n",
                     ks->redis_target.shown, g.raised);
         ks->reconcile_due = 0;
-        if (run[0] != '\0' && (r = redisCommand(ks->redis, "SET %s %s", CLUSTER_RUN_KEY, run)))
-            freeReplyObject(r);
+        mark_run(ks, run);
         return;
     }
     if ((r = redisCommand(ks->redis, "SET %s 1 PX %lld", mark, 40LL * 86400000)) == NULL)
@@ -380,8 +386,7 @@ static void seed_redis(struct keysync *ks)
     fprintf(stderr, "konnect: seeded Redis %s with this month's usage\n", ks->redis_target.shown);
     ks->redis_said = 0;
     ks->reconcile_due = 0; /* Seeded from the ledger: nothing to raise. */
-    if (run[0] != '\0' && (r = redisCommand(ks->redis, "SET %s %s", CLUSTER_RUN_KEY, run)))
-        freeReplyObject(r);
+    mark_run(ks, run);
     return;
 lost:
     if (!ks->redis_said)

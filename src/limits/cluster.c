@@ -179,7 +179,8 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
                             k.seeded, k.voids,    k.lapsed,   rpm,      inflight, qr,
                             qt,       want,       ask->lease, ms,       month};
 
-    if (cluster_conn == NULL)
+    /* Until Redis's counts are known good for its current run, nothing is spent on them. */
+    if (cluster_conn == NULL || !redis_conn_counts_ok(cluster_conn))
         return -1;
     flush_pending();
     account_keys(ask->account_id, ask->month, &k);

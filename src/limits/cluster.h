@@ -82,10 +82,6 @@ void cluster_thread_init(h2o_loop_t *loop, const struct redis_target *t, uint32_
 /* Closes this thread's connection and drops what still waits (saying how much). */
 void cluster_thread_dispose(void);
 
-/* Holds the Redis run and data history (INFO's run_id and master_replid) under which the counts
- * were last seeded or raised to the ledger's (keys/keysync.c). */
-#define CLUSTER_RUN_KEY "kn:run"
-
 /* The name of the mark that says a month's usage is in Redis (written by the seeding). */
 void cluster_seeded_key(int64_t month, char *buf, size_t size);
 

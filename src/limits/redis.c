@@ -163,6 +163,10 @@ struct redis_conn {
     size_t head, count, cap;
     int freeing;
     void (*on_ready)(void);
+    char run[96];  /* Redis's run and data history, "" when INFO is denied. */
+    int counts_ok; /* See redis_conn_counts_ok. */
+    int checking;  /* A GET of CLUSTER_RUN_KEY is on its way. */
+    uint64_t next_check_ns;
 };
 
 struct call {
@@ -270,6 +274,56 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static void on_loaded(redisAsyncContext *ac, void *r, void *priv);
 
+int redis_run_of(const char *info, char *out, size_t size)
+{
+    const char *run = strstr(info, "run_id:"), *replid = strstr(info, "master_replid:");
+
+    out[0] = '\0';
+    if (run == NULL || replid == NULL)
+        return -1;
+    snprintf(out, size, "%.*s:%.*s", (int)strcspn(run + 7, "\r\n"), run + 7,
+             (int)strcspn(replid + 14, "\r\n"), replid + 14);
+    return 0;
+}
+
+static void on_run_key(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct redis_conn *c = ac->data;
+    redisReply *reply = r;
+    (void)priv;
+    c->checking = 0;
+    if (reply == NULL)
+        return;
+    c->counts_ok = reply->type == REDIS_REPLY_STRING && strcmp(reply->str, c->run) == 0;
+    if (!c->counts_ok) {
+        c->next_check_ns = kn_mono_ns() + 50000000ull;
+        arm(c);
+    }
+}
+
+static void check_counts(struct redis_conn *c)
+{
+    if (c->checking || c->ac == NULL)
+        return;
+    c->checking = 1;
+    redisAsyncCommand(c->ac, on_run_key, NULL, "GET %s", CLUSTER_RUN_KEY);
+}
+
+static void on_info(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct redis_conn *c = ac->data;
+    redisReply *reply = r;
+    (void)priv;
+    if (reply == NULL)
+        return;
+    if (reply->type != REDIS_REPLY_STRING ||
+        redis_run_of(reply->str, c->run, sizeof(c->run)) != 0) {
+        c->counts_ok = 1; /* Nothing can tell: the store thread checks once a minute. */
+        return;
+    }
+    check_counts(c);
+}
+
 static void on_version(redisAsyncContext *ac, void *r, void *priv)
 {
     size_t len;
@@ -298,6 +352,9 @@ static void on_loaded(redisAsyncContext *ac, void *r, void *priv)
     }
     c->ready = 1;
     c->backoff_ms = 0;
+    c->counts_ok = 0;
+    c->checking = 0;
+    redisAsyncCommand(ac, on_info, NULL, "INFO server replication");
     if (c->said_down)
         fprintf(stderr, "konnect: Redis %s is back\n", c->t.shown);
     c->said_down = 0;
@@ -386,6 +443,12 @@ static void on_tick(h2o_timeout_entry_t *entry)
         }
         return;
     }
+    if (c->ready && !c->counts_ok && c->run[0] != '\0') {
+        if (now >= c->next_check_ns)
+            check_counts(c);
+        arm(c);
+        return;
+    }
     if (c->count > 0)
         arm(c);
 }
@@ -430,6 +493,11 @@ void redis_conn_free(struct redis_conn *c)
 int redis_conn_ready(const struct redis_conn *c)
 {
     return c->ready;
+}
+
+int redis_conn_counts_ok(const struct redis_conn *c)
+{
+    return c->ready && c->counts_ok;
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)

@@ -45,6 +45,20 @@ struct redis_conn *redis_conn_new(h2o_loop_t *loop, const struct redis_target *t
 /* Cuts the connection; every call waiting gets NULL. */
 void redis_conn_free(struct redis_conn *c);
 
+/* Holds Redis's run and data history (INFO's run_id and master_replid, see redis_run_of) under
+ * which the counts were last seeded or raised to the ledger's (keys/keysync.c). */
+#define CLUSTER_RUN_KEY "kn:run"
+
+/* From the text of INFO server and replication, "run_id:master_replid" into out; 0, or -1 when
+ * the text does not hold both. */
+int redis_run_of(const char *info, char *out, size_t size);
+
+/* 1 while Redis's counts are known good for its current run and data history (CLUSTER_RUN_KEY
+ * names them, or INFO is denied and nothing can tell): a Redis restored from an older copy or a
+ * promoted replica may have lost counts, and until a store thread has raised them to the
+ * ledger's, admissions that spend money must wait (checked every 50 ms). */
+int redis_conn_counts_ok(const struct redis_conn *c);
+
 /* cb is called on the connection's loop each time it becomes ready (connected, library loaded). */
 void redis_conn_on_ready(struct redis_conn *c, void (*cb)(void));
 
