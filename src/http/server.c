@@ -68,8 +68,11 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
     uint64_t age;
     int store_ok = keysync_ready(srv->ks, &age), ledger_ok = !keysync_billing_down(srv->ks);
     int stopping = atomic_load(&srv->stopping);
-    /* With Redis: this loop's connection (each loop has its own). */
-    int counters_ok = !srv->has_redis || (cluster_conn != NULL && redis_conn_ready(cluster_conn));
+    /* With Redis: this loop's connection (each loop has its own), and whether Redis's counts are
+     * known good for its current run (until then live requests wait: "checking"). */
+    int counters_up = !srv->has_redis || (cluster_conn != NULL && redis_conn_ready(cluster_conn));
+    int counters_ok =
+        !srv->has_redis || (cluster_conn != NULL && redis_conn_counts_ok(cluster_conn));
     const char *status = stopping                               ? "unavailable"
                          : store_ok && ledger_ok && counters_ok ? "ready"
                                                                 : "degraded";
@@ -86,7 +89,10 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
         ledger_ok                         ? "ok"
         : srv->cfg->spool_path[0] != '\0' ? "spooling"
                                           : "down",
-        (unsigned long long)keysync_spooled(srv->ks), counters_ok ? "ok" : "unreachable",
+        (unsigned long long)keysync_spooled(srv->ks),
+        counters_ok   ? "ok"
+        : counters_up ? "checking"
+                      : "unreachable",
         srv->has_redis ? "redis" : "local");
     if (stopping)
         info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
