@@ -34,6 +34,7 @@ static const char usage[] =
     "            server reload its file\n"
     "  migrate   create or upgrade the database\n"
     "  store     copy a SQLite store into PostgreSQL (store copy --from --to)\n"
+    "  backup    copy the SQLite store, consistent, while the server runs (--to FILE)\n"
     "  version   print the version\n"
     "\n"
     "Every command reads KONNECT_DATA_DIR (default ./var) for the database (konnect.db) and the\n"
@@ -164,7 +165,7 @@ static const struct {
     {"serve", cmd_serve},     {"account", cli_account}, {"key", cli_key},
     {"user", cli_user},       {"audit", cli_audit},     {"usage", cli_usage},
     {"invoice", cli_invoice}, {"plans", cli_plans},     {"migrate", cli_migrate},
-    {"store", cli_store},
+    {"store", cli_store},     {"backup", cli_backup},
 };
 
 int main(int argc, char **argv)

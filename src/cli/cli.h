@@ -32,5 +32,6 @@ int cli_plans(struct kn_config *c, int argc, char **argv);
 int cli_migrate(struct kn_config *c, int argc, char **argv);
 /* konnect store copy: a SQLite store copied into PostgreSQL (store/copy.h). */
 int cli_store(struct kn_config *c, int argc, char **argv);
+int cli_backup(struct kn_config *c, int argc, char **argv);
 
 #endif

@@ -197,6 +197,11 @@ struct store_throttle {
 };
 
 /* How long the store keeps what it only needs for a while; see store_prune. */
+/* What a backup holds, read back from the copy once written (store_backup). */
+struct store_backup_info {
+    int64_t bytes, accounts, users, keys, ledger_rows, audit_entries;
+};
+
 struct store_retention {
     int64_t audit_days;      /* Audit entries older than this are deleted; 0 = kept for ever. */
     int64_t change_log_days; /* Key and account change-log rows older than this are deleted. */
@@ -374,7 +379,8 @@ struct store;
        const struct store_audit *audit, int64_t *version),                                         \
       (s, body, at, by, audit, version))                                                           \
     X(plans_newest, (struct store *s, int64_t *version, char **body), (s, version, body))          \
-    X(start_lock, (struct store *s, int take), (s, take))
+    X(start_lock, (struct store *s, int take), (s, take))                                          \
+    X(backup, (struct store *s, const char *to, struct store_backup_info *info), (s, to, info))
 
 /* The other operations that return a status, whose wrappers do more than pass them on. open opens
  * the store at `where` (the URL without its scheme and options) with the options after the URL's
@@ -653,5 +659,11 @@ int store_plans_newest(struct store *s, int64_t *version, char **body);
  * look at each other in the nodes table, so that of two started together the second sees the
  * first (PostgreSQL: a session advisory lock; SQLite, one server per data directory: nothing). */
 int store_start_lock(struct store *s, int take);
+/* Writes a consistent copy of the whole store into the new file `to`, while servers go on using
+ * it. SQLite: VACUUM INTO, in one read transaction (writers are not held; the step-by-step backup
+ * API would start again at every commit of a busy writer), into a file created 0600 that must not
+ * exist; the copy is a plain database file, not in WAL mode. PostgreSQL: STORE_ERROR, saying to use
+ * pg_dump. The server secret is not in the store, so not in the copy. */
+int store_backup(struct store *s, const char *to, struct store_backup_info *info);
 
 #endif

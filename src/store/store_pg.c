@@ -773,6 +773,14 @@ static void pg_changes_drain(struct store *s)
         PQfreemem(n);
 }
 
+int pg_backup(struct store *s, const char *to, struct store_backup_info *info)
+{
+    (void)to, (void)info;
+    return store_set_error(s, STORE_ERROR,
+                           "konnect backup copies a SQLite store; back up PostgreSQL with pg_dump "
+                           "(or base backups with WAL archiving), see docs/operations.md");
+}
+
 #define PG_OP(name, params, args) .name = pg_##name,
 /* clang-format off */
 const struct store_ops store_pg_ops = {

@@ -14,7 +14,7 @@ from harness import DataDir, KEY_RE, ServerTest  # noqa: E402
 class CliTest(ServerTest):
     def test_help_everywhere(self):
         for args in (["--help"], ["serve", "--help"], ["account", "--help"], ["key", "--help"],
-                     ["migrate", "--help"], ["key", "create", "--help"],
+                     ["migrate", "--help"], ["backup", "--help"], ["key", "create", "--help"],
                      ["key", "list", "--help"], ["key", "revoke", "--help"],
                      ["account", "create", "--help"]):
             with self.subTest(args=args):

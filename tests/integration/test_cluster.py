@@ -168,6 +168,13 @@ class ClusterTest(ServerTest):
         ids, _ = self.ledger()
         self.assertEqual(len(ids), 2)
 
+    def test_backup_of_a_postgresql_store_points_to_pg_dump(self):
+        copy = os.path.join(self.data.path, "copy.db")
+        p = self.data.cli("backup", "--to", copy, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("pg_dump", p.stderr)
+        self.assertFalse(os.path.exists(copy))
+
     def test_a_server_loads_its_functions_only_over_older_ones(self):
         # During a rolling upgrade, a server of an older version that reconnects must not put its
         # functions back under the newer servers: each loads its own only when Redis holds none

@@ -74,6 +74,76 @@ class LiveTest(harness.ServerTest):
         return srv.post(key, body if body is not None else {"message": "Hello live world"},
                         path=path, **kw)
 
+    def test_a_backup_taken_under_live_load_is_whole_and_restores(self):
+        # konnect backup copies the store while live requests are answered and billed: none
+        # waits or fails for it, the copy is private, whole and holds no secret, and a server
+        # started on it (with the same secret) serves the same keys and bills on.
+        srv = self.serve()
+        stop, statuses, lock = threading.Event(), [], threading.Lock()
+
+        def load():
+            s = requests.Session()
+            while not stop.is_set():
+                r = s.post(srv.url + "/v1/chat", json={"message": "bill me"}, timeout=10,
+                           headers={"Authorization": f"Bearer {self.live}"})
+                with lock:
+                    statuses.append(r.status_code)
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            copy = os.path.join(self.data.path, "..", os.path.basename(self.data.path) + ".bak")
+            self.addCleanup(lambda: os.path.exists(copy) and os.unlink(copy))
+            p = self.data.cli("backup", "--to", copy)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertTrue(statuses)
+        self.assertEqual(set(statuses), {200})
+        self.assertRegex(p.stdout, r"read back whole\): 1 accounts, \d+ users, 2 keys, \d+ "
+                                   r"ledger rows")
+        self.assertIn("not in the backup", p.stderr)
+        self.assertEqual(os.stat(copy).st_mode & 0o777, 0o600)
+        with open(os.path.join(self.data.path, "secret"), "rb") as f:
+            secret = f.read().strip()
+        with open(copy, "rb") as f:
+            self.assertNotIn(secret, f.read())
+        db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            copied = db.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]
+            # Each row with its rollup: the copy is one moment of the store.
+            rolled = db.execute("SELECT coalesce(sum(requests), 0) FROM usage_rollup").fetchone()[0]
+        finally:
+            db.close()
+        self.assertGreater(copied, 0)
+        self.assertEqual(rolled, copied)
+        self.assertLess(copied, len(self.ledger()))
+        # A file that exists is never replaced.
+        p = self.data.cli("backup", "--to", copy, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("exists already", p.stderr)
+        # Restored into another data directory with the same secret: the keys work, bills go on.
+        srv.stop()
+        restored = harness.DataDir()
+        self.addCleanup(restored.cleanup)
+        os.replace(copy, os.path.join(restored.path, "konnect.db"))
+        for name in ("secret", "plans.json"):
+            with open(os.path.join(self.data.path, name), "rb") as f, \
+                    open(os.path.join(restored.path, name), "wb") as g:
+                g.write(f.read())
+        os.chmod(os.path.join(restored.path, "secret"), 0o600)
+        again = harness.Server(restored, KONNECT_MODEL_URL=self.backend.url,
+                               KONNECT_MODEL="fake-model")
+        self.servers.append(again)
+        self.assertEqual(self.chat(again, self.live).status_code, 200)
+        self.assertEqual(self.chat(again, self.test).status_code, 200)
+        usage = json.loads(restored.cli("usage", "--account", "dev@example.com", "--json").stdout)
+        self.assertEqual(usage["totals"]["requests"], copied + 1)
+
     def completions(self, srv, key, model="fake-model", stream=False, **extra):
         body = {"model": model, "messages": [{"role": "user", "content": "Hello live world"}]}
         if stream:
