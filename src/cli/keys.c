@@ -362,7 +362,8 @@ static int key_roll(struct kn_config *c, const struct opts *o)
 
     if (o->grace != NULL && strcmp(o->grace, "now") != 0 &&
         (kn_parse_duration(o->grace, &grace) != 0 || grace > 30LL * 86400)) {
-        fprintf(stderr, "konnect: --grace takes now or a duration up to 30d (1h, 24h, 7d)\n");
+        fprintf(stderr, "konnect: --grace takes now, 0 or a duration with its unit, up to 30d "
+                        "(90s, 1h, 24h, 7d)\n");
         return 2;
     }
     if ((s = open_key(c, o, "roll", &old)) == NULL)

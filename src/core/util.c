@@ -123,6 +123,9 @@ int kn_parse_duration(const char *s, int64_t *out)
         unit = 86400;
         break;
     default:
+        /* A number without its unit (is "90" seconds or minutes?) is refused; only 0 needs none. */
+        if (strcmp(num, "0") != 0)
+            return -1;
         len++;
         break;
     }

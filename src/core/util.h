@@ -35,8 +35,9 @@ size_t kn_strlcpy(char *dst, const char *src, size_t dstsize);
  * writes *out on success, -1 otherwise (out untouched). */
 int kn_parse_int(const char *s, long long min, long long max, long long *out);
 
-/* Parses a duration such as "90", "90s", "15m", "24h" or "7d" into seconds. Returns 0 and writes
- * *out on success, -1 on a malformed or out-of-range value. */
+/* Parses a duration such as "90s", "15m", "24h" or "7d" into seconds ("0" needs no unit; any other
+ * number without one is refused). Returns 0 and writes *out on success, -1 on a malformed or
+ * out-of-range value. */
 int kn_parse_duration(const char *s, int64_t *out);
 
 /* Formats a Unix time as RFC 3339 UTC ("2026-11-27T15:26:12Z") into buf (at least 21 bytes). A

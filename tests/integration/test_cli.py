@@ -4,6 +4,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -42,6 +43,29 @@ class CliTest(ServerTest):
                 self.assertNotEqual(p.returncode, 0)
                 self.assertEqual(p.stdout, "")
                 self.assertTrue(p.stderr.strip())
+
+    def test_a_duration_without_its_unit_is_refused(self):
+        key = self.key()
+        for args in (["key", "expire", "-", "--in", "90"],
+                     ["key", "roll", "-", "--grace", "10"],
+                     ["key", "revoke", "-", "--wait", "5"],
+                     ["key", "create", "--account", "dev@example.com", "--mode", "test",
+                      "--name", "x", "--expires-in", "30"]):
+            with self.subTest(args=args):
+                p = subprocess.run([harness.BINARY, *args], env=self.data.env(), input=key,
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertEqual(p.stdout, "")
+                self.assertRegex(p.stderr, r"takes .*(90s|5s)")
+        # The key is as it was: neither expired, rolled nor revoked.
+        listed = json.loads(self.data.cli("key", "list", "--account", "dev@example.com",
+                                          "--json").stdout)
+        self.assertEqual([k["status"] for k in listed], ["active"])
+        # 0 needs no unit.
+        p = subprocess.run([harness.BINARY, "key", "expire", "-", "--in", "0"],
+                           env=self.data.env(), input=key, capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_accounts(self):
         p = self.data.cli("account", "create", "--email", "dev@example.com", check=False)

@@ -52,7 +52,9 @@ int main(void)
     CHECK(config_set_listen(&c, "host:99999") != 0);
     CHECK(config_set_listen(&c, "host:") != 0);
 
-    CHECK(kn_parse_duration("90", &d) == 0 && d == 90);
+    CHECK(kn_parse_duration("90", &d) != 0); /* seconds or minutes? a unit is needed */
+    CHECK(kn_parse_duration("0", &d) == 0 && d == 0);
+    CHECK(kn_parse_duration("90s", &d) == 0 && d == 90);
     CHECK(kn_parse_duration("15m", &d) == 0 && d == 900);
     CHECK(kn_parse_duration("24h", &d) == 0 && d == 86400);
     CHECK(kn_parse_duration("7d", &d) == 0 && d == 604800);
