@@ -1,4 +1,4 @@
-/* konnect account: create, show, set-plan, set-quota. */
+/* konnect account: create, list, show, set-plan, set-quota. */
 #include "cli/cli.h"
 
 #include "cli/internal.h"
@@ -30,6 +30,7 @@
 
 static const char account_usage[] =
     "Usage: konnect account create --email EMAIL [--existing-user USER_ID]\n"
+    "       konnect account list [--json]\n"
     "       konnect account show --account EMAIL|ID\n"
     "       konnect account set-plan --account EMAIL|ID --plan NAME\n"
     "       konnect account set-quota --account EMAIL|ID [--requests N|unlimited|plan]\n"
@@ -42,6 +43,8 @@ static const char account_usage[] =
     "             owner chooses a password to sign in to the dashboard. If EMAIL is already a\n"
     "             dashboard user (made by sign-up or an invitation, not by this command), it is\n"
     "             refused, unless --existing-user names that user.\n"
+    "  list       List every account, oldest first: id, email, creation time, plan and the\n"
+    "             quotas set on it (--json: a JSON array).\n"
     "  show       Print an account's id, email, creation time, plan, the monthly quotas in\n"
     "             force and this month's billed usage and cost.\n"
     "  set-plan   Put an account on a plan of the plans file ('default' follows the file's\n"
@@ -91,6 +94,91 @@ static void quota_shown(const char *label, json_t *q)
     printf(" (%s)\n", strcmp(json_string_value(json_object_get(q, "source")), "plan") == 0
                           ? "plan quota"
                           : "account override");
+}
+
+static int add_account(void *ud, const struct store_account *a)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:s, s:I, s:s?, s:I, s:I}", "id", a->id, "email",
+                                        a->email, "created_at", (json_int_t)a->created_at, "plan",
+                                        a->plan[0] != '\0' ? a->plan : NULL, "qr",
+                                        (json_int_t)a->quota_requests, "qt",
+                                        (json_int_t)a->quota_tokens));
+    return 0;
+}
+
+static int by_creation(const void *x, const void *y)
+{
+    json_t *a = *(json_t *const *)x, *b = *(json_t *const *)y;
+    json_int_t ta = json_integer_value(json_object_get(a, "created_at"));
+    json_int_t tb = json_integer_value(json_object_get(b, "created_at"));
+    return ta != tb ? (ta < tb ? -1 : 1)
+                    : strcmp(json_string_value(json_object_get(a, "id")),
+                             json_string_value(json_object_get(b, "id")));
+}
+
+/* A quota set on an account, as set-quota takes it: a number, "unlimited", or null (the plan's). */
+static json_t *quota_set(json_int_t q)
+{
+    return q == STORE_QUOTA_FROM_PLAN   ? json_null()
+           : q == STORE_QUOTA_UNLIMITED ? json_string("unlimited")
+                                        : json_integer(q);
+}
+
+static int account_list(struct kn_config *c, const struct opts *o)
+{
+    struct store *s;
+    struct store_cursor cur;
+    json_t *all = json_array(), *out = json_array();
+    char tbuf[32];
+    int ret = 1;
+
+    if (o->npositional != 1) {
+        fputs("konnect: account list takes no arguments\n", stderr);
+        json_decref(all);
+        json_decref(out);
+        return 2;
+    }
+    if ((s = cli_open_store_for(c, STORE_MUST_EXIST)) == NULL)
+        goto done;
+    if (store_accounts_load(s, &cur, add_account, all) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+        goto done;
+    }
+    size_t n = json_array_size(all);
+    json_t **v = kn_calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(all, i);
+    qsort(v, n, sizeof(*v), by_creation);
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = v[i];
+        json_int_t at = json_integer_value(json_object_get(a, "created_at"));
+        json_array_append_new(
+            out, json_pack(
+                     "{s:O, s:O, s:s, s:O, s:o, s:o}", "id", json_object_get(a, "id"), "email",
+                     json_object_get(a, "email"), "created", kn_format_time(at, tbuf, sizeof(tbuf)),
+                     "plan", json_object_get(a, "plan") ? json_object_get(a, "plan") : json_null(),
+                     "quota_requests", quota_set(json_integer_value(json_object_get(a, "qr"))),
+                     "quota_tokens", quota_set(json_integer_value(json_object_get(a, "qt")))));
+    }
+    free(v);
+    if (o->json) {
+        cli_print_json(out);
+    } else {
+        printf("%-25s %-32s %-20s %s\n", "ID", "EMAIL", "CREATED", "PLAN");
+        for (size_t i = 0; i < n; i++) {
+            json_t *a = json_array_get(out, i), *plan = json_object_get(a, "plan");
+            printf("%-25s %-32s %-20s %s\n", json_string_value(json_object_get(a, "id")),
+                   cli_shown(json_string_value(json_object_get(a, "email"))),
+                   json_string_value(json_object_get(a, "created")),
+                   json_is_string(plan) ? cli_shown(json_string_value(plan)) : "(default)");
+        }
+    }
+    ret = 0;
+done:
+    json_decref(all);
+    json_decref(out);
+    store_close(s);
+    return ret;
 }
 
 static int account_show(struct kn_config *c, const struct opts *o)
@@ -316,10 +404,8 @@ out:
 
 int cli_account(struct kn_config *c, int argc, char **argv)
 {
-    static const struct subcommand cmds[] = {{"create", account_create},
-                                             {"show", account_show},
-                                             {"set-plan", account_set_plan},
-                                             {"set-quota", account_set_quota},
-                                             {NULL, NULL}};
+    static const struct subcommand cmds[] = {
+        {"create", account_create},     {"list", account_list},           {"show", account_show},
+        {"set-plan", account_set_plan}, {"set-quota", account_set_quota}, {NULL, NULL}};
     return cli_run_group(c, argc, argv, "account", account_usage, cmds);
 }

@@ -78,6 +78,17 @@ class CliTest(ServerTest):
         show = self.data.cli("account", "show", "--account", "other@example.com").stdout
         self.assertIn(acct, show)
         self.assertIn("other@example.com", show)
+        # Every account, oldest first, with the quotas set on it.
+        self.data.cli("account", "set-quota", "--account", acct, "--requests", "5", "--tokens",
+                      "unlimited")
+        listed = json.loads(self.data.cli("account", "list", "--json").stdout)
+        self.assertEqual([a["email"] for a in listed], ["dev@example.com", "other@example.com"])
+        self.assertEqual((listed[1]["id"], listed[1]["plan"], listed[1]["quota_requests"],
+                          listed[1]["quota_tokens"]), (acct, None, 5, "unlimited"))
+        self.assertIsNone(listed[0]["quota_requests"])
+        text = self.data.cli("account", "list").stdout.splitlines()
+        self.assertEqual(text[0].split(), ["ID", "EMAIL", "CREATED", "PLAN"])
+        self.assertIn(acct, text[2])
         p = self.data.cli("key", "create", "--account", "nobody@example.com", "--mode", "test",
                           "--name", "x", check=False)
         self.assertEqual(p.returncode, 1)
