@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+#include <strings.h>
+
+#include "core/redact.h"
 #include "core/termsafe.h"
 #include "core/util.h"
 #include "http/live_req.h"
@@ -259,6 +263,140 @@ static enum kn_err status_error(int status)
     return KN_ERR_MODEL_BACKEND_ERROR;
 }
 
+/* How much of an error answer is read to say why (the rest is dropped). */
+#define ERR_BODY_MAX 4096
+
+/* The message of a backend's error document: OpenAI's and vLLM's {"error": {"message", "code"}},
+ * vLLM's older {"message"}, Ollama's and llama.cpp's {"error": "..."} or {"error": {"message"}}.
+ * Writes its code ("" when none) too. "" when the body is not such a document. */
+static void backend_reason(const char *body, size_t len, char *msg, size_t msize, char *code,
+                           size_t csize)
+{
+    json_t *doc = json_loadb(body, len, 0, NULL), *e = json_object_get(doc, "error");
+    const char *m = json_is_string(e)   ? json_string_value(e)
+                    : json_is_object(e) ? json_string_value(json_object_get(e, "message"))
+                                        : json_string_value(json_object_get(doc, "message"));
+    json_t *c = json_is_object(e) ? json_object_get(e, "code") : NULL;
+
+    msg[0] = code[0] = '\0';
+    if (m != NULL) {
+        char safe[512];
+        redact_copy(safe, sizeof(safe), m);
+        termsafe_copy(msg, msize, safe);
+    }
+    if (json_is_string(c))
+        termsafe_copy(code, csize, json_string_value(c));
+    json_decref(doc);
+}
+
+/* Says what the backend answered, at most once a second per event loop for the same status: the
+ * operator's view of a failing backend (its URL, the status, the first bytes of its answer). */
+static void log_backend_error(struct live_req *lr)
+{
+    static __thread uint64_t last_ns;
+    static __thread unsigned quiet;
+    static __thread int last_status;
+    const h2o_url_t *u = &lr->lw->setup.upstream->url;
+    uint64_t now = kn_mono_ns();
+    char first[201], safe[201];
+    size_t n = lr->body_len < 200 ? lr->body_len : 200;
+
+    if (last_ns != 0 && now - last_ns < 1000000000ull && lr->err_status == last_status) {
+        quiet++;
+        return;
+    }
+    memcpy(first, lr->body != NULL ? lr->body : "", n);
+    first[n] = '\0';
+    redact_copy(safe, sizeof(safe), first);
+    termsafe_copy(first, sizeof(first), safe);
+    char more[64] = "";
+    if (quiet > 0)
+        snprintf(more, sizeof(more), " (and %u more such answers in the last second)", quiet);
+    fprintf(stderr, "konnect: model backend %.*s://%.*s%s answered HTTP %d to %s%s: %s%s%s\n",
+            (int)u->scheme->name.len, u->scheme->name.base, (int)u->authority.len,
+            u->authority.base, lr->lw->setup.upstream->path, lr->err_status, lr->info.request_id,
+            lr->err_status == 401 || lr->err_status == 403 ? " (check KONNECT_MODEL_API_KEY)"
+            : lr->err_status == 404 ? " (a model it does not know, or a wrong KONNECT_MODEL_URL)"
+                                    : "",
+            first, lr->body_len > 200 ? "..." : "", more);
+    last_ns = now;
+    last_status = lr->err_status;
+    quiet = 0;
+}
+
+/* The backend answered with an error, now read: the customer is told what it was about, when it
+ * was about their request, and the operator what the backend said. Never billed. */
+static void fail_from_backend(struct live_req *lr)
+{
+    char reason[400], code[64], m[560];
+    int status = lr->err_status;
+    enum kn_err e = status_error(status);
+
+    backend_reason(lr->body != NULL ? lr->body : "", lr->body_len, reason, sizeof(reason), code,
+                   sizeof(code));
+    log_backend_error(lr);
+    if (status == 404) {
+        /* The model it does not know (OpenAI's code, or a message that names a model), or a path
+         * that is not there at all: the operator's mistake, not the customer's. */
+        int model = strcmp(code, "model_not_found") == 0 || strcasestr(reason, "model") != NULL;
+        if (model) {
+            snprintf(m, sizeof(m),
+                     "The model backend does not know the model '%s'%s%s. This request was not "
+                     "billed.",
+                     lr->model, reason[0] ? ": " : "", reason);
+            e = KN_ERR_MODEL_NOT_FOUND;
+        } else {
+            snprintf(m, sizeof(m),
+                     "The model backend is misconfigured (it answered HTTP 404 for its chat "
+                     "completions path). This request was not billed.");
+            e = KN_ERR_MODEL_BACKEND_ERROR;
+        }
+    } else if (e == KN_ERR_MODEL_BACKEND_REJECTED) {
+        snprintf(m, sizeof(m),
+                 "The model backend rejected the request (HTTP %d)%s%s. This request "
+                 "was not billed.",
+                 status, reason[0] ? ": " : "", reason);
+    } else if (e == KN_ERR_MODEL_BACKEND_OVERLOADED) {
+        snprintf(m, sizeof(m),
+                 "The model backend is overloaded; retry shortly (it answered HTTP "
+                 "%d). This request was not billed.",
+                 status);
+    } else {
+        snprintf(m, sizeof(m),
+                 "The model backend failed to answer (HTTP %d). This request was "
+                 "not billed.",
+                 status);
+    }
+    live_fail(lr, e, m);
+}
+
+static int on_error_body(struct upstream_call *client, const char *err, const char *data,
+                         size_t len)
+{
+    struct live_req *lr = client->data;
+
+    lr->client = NULL;
+    lr->busy = 1;
+    if (len > 0 && lr->body_len < ERR_BODY_MAX) {
+        size_t take = len < ERR_BODY_MAX - lr->body_len ? len : ERR_BODY_MAX - lr->body_len;
+        if (lr->body_len + take > lr->body_cap) {
+            lr->body_cap = lr->body_len + take;
+            lr->body = kn_realloc(lr->body, lr->body_cap);
+        }
+        memcpy(lr->body + lr->body_len, data, take);
+        lr->body_len += take;
+    }
+    if (err != NULL) /* The end of the answer, or of the connection: what came is enough. */
+        fail_from_backend(lr);
+    lr->busy = 0;
+    if (lr->phase == PHASE_BODY && err == NULL) {
+        lr->client = client; /* Still reading. */
+        return 0;
+    }
+    live_maybe_free(lr);
+    return -1;
+}
+
 static upstream_body_cb on_head(struct upstream_call *client, const char *err, int status,
                                 h2o_iovec_t content_type)
 {
@@ -277,18 +415,12 @@ static upstream_body_cb on_head(struct upstream_call *client, const char *err, i
         return NULL;
     }
     if (status != 200) {
-        char m[160];
-        snprintf(m, sizeof(m),
-                 "%s (the model backend answered HTTP %d). This request was not billed.",
-                 status_error(status) == KN_ERR_MODEL_BACKEND_REJECTED
-                     ? "The model backend rejected the request"
-                 : status_error(status) == KN_ERR_MODEL_BACKEND_OVERLOADED
-                     ? "The model backend is overloaded; retry shortly"
-                     : "The model backend failed to answer",
-                 status);
-        lr->client = NULL;
-        live_fail(lr, status_error(status), m);
-        return NULL;
+        /* Its answer says why: read it (the phase timer is off; the request's total timeout
+         * still holds), then fail. */
+        lr->err_status = status;
+        lr->body_len = 0;
+        lr->phase = PHASE_BODY;
+        return on_error_body;
     }
     if (lr->call.stream && !(content_type.len >= 17 &&
                              h2o_lcstris(content_type.base, 17, H2O_STRLIT("text/event-stream")))) {

@@ -54,7 +54,9 @@ struct live_req {
     char id[48];
     int64_t created;
     enum phase phase;
-    char *head; /* The request to the backend: head and body. */
+    int err_status; /* The backend's HTTP status when it answered with an error (its body is read
+                     * into body, up to ERR_BODY_MAX bytes, to say why). */
+    char *head;     /* The request to the backend: head and body. */
     h2o_iovec_t reqbufs[2];
     h2o_timeout_entry_t total_timer, phase_timer, watch_timer;
     /* A plain answer is collected here; a streamed one is parsed as it comes. */

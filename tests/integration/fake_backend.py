@@ -58,6 +58,8 @@ MODES = {
     "fail": "500 with an OpenAI error document",
     "reject": "400 with an OpenAI error document",
     "unauthorized": "401 with an OpenAI error document",
+    "unknown_model": "404 with OpenAI's model_not_found error document",
+    "ollama_unknown_model": "404 with Ollama's error document for a model it has not pulled",
     "overloaded": "429 with Retry-After: 1",
     "malformed": "200 whose body (or one stream event) is not JSON",
     "bad_shape": "200 with valid JSON that is not a completion",
@@ -106,6 +108,8 @@ ERR_REJECT = _error("fake backend rejected the request", "invalid_request_error"
                     "invalid_request")
 ERR_OVERLOADED = _error("Rate limit reached for requests. Please try again in 1s.",
                         "requests", "rate_limit_exceeded")
+ERR_UNKNOWN_MODEL = _error("The model `gpt-nope` does not exist or you do not have access to it.",
+                           "invalid_request_error", "model_not_found")
 ERR_NOT_FOUND = _error("Unknown request URL. Please check the URL for typos.",
                        "invalid_request_error", "unknown_url")
 
@@ -406,6 +410,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         simple = {"fail": (500, ERR_FAIL, ()), "reject": (400, ERR_REJECT, ()),
                   "unauthorized": (401, ERR_BAD_KEY, ()),
+                  "unknown_model": (404, ERR_UNKNOWN_MODEL, ()),
+                  "ollama_unknown_model": (
+                      404, {"error": "model \"gpt-nope\" not found, try pulling it first"}, ()),
                   "overloaded": (429, ERR_OVERLOADED, (("Retry-After", "1"),))}
         if mode in simple:
             status, doc, extra = simple[mode]

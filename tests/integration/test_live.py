@@ -349,6 +349,38 @@ class LiveTest(harness.ServerTest):
 
     # ---- failures: status, code, never billed ---------------------------------------------
 
+    def test_what_the_backend_says_reaches_the_customer_and_the_operator(self):
+        # A model the backend does not know is the customer's 404 model_not_found (OpenAI's and
+        # Ollama's answers alike); a request it rejects gives its reason; a wrong key or a wrong
+        # URL is the operator's mistake (502), which the server's log explains. None is billed.
+        srv = self.serve()
+        for model in ("fake-unknown_model", "fake-ollama_unknown_model"):
+            with self.subTest(model=model):
+                r = self.completions(srv, self.live, model=model)
+                self.assertError(r, 404, "model_not_found")
+                self.assertIn(f"'{model}'", r.json()["error"]["message"])
+                self.assertIn("gpt-nope", r.json()["error"]["message"])
+        r = self.completions(srv, self.live, model="fake-reject")
+        self.assertError(r, 400, "model_backend_rejected")
+        self.assertIn("fake backend rejected the request", r.json()["error"]["message"])
+        r = self.completions(srv, self.live, model="fake-unauthorized")
+        self.assertError(r, 502, "model_backend_error")
+        self.assertNotIn("API key", r.json()["error"]["message"])
+        self.assertEqual(self.ledger(), [])
+        srv.stop()
+        log = srv.output()
+        self.assertIn("answered HTTP 401", log)
+        self.assertIn("check KONNECT_MODEL_API_KEY", log)
+        self.assertIn("Incorrect API key provided", log)
+        # The backend's URL is wrong: its 404 is not about the model.
+        wrong = self.serve(KONNECT_MODEL_URL=self.backend.url + "/nowhere")
+        r = self.completions(wrong, self.live)
+        self.assertError(r, 502, "model_backend_error")
+        self.assertIn("misconfigured", r.json()["error"]["message"])
+        wrong.stop()
+        self.assertIn("answered HTTP 404", wrong.output())
+        self.assertEqual(self.ledger(), [])
+
     def test_every_backend_failure_has_its_status_and_is_not_billed(self):
         srv = self.serve(KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS=400)
         self.backend.set_mode("normal", delay_ms=1500)
