@@ -328,7 +328,7 @@ static void log_backend_error(struct live_req *lr)
  * was about their request, and the operator what the backend said. Never billed. */
 static void fail_from_backend(struct live_req *lr)
 {
-    char reason[400], code[64], m[560];
+    char reason[400], code[64], m[sizeof(reason) + CHAT_MODEL_MAX + 200];
     int status = lr->err_status;
     enum kn_err e = status_error(status);
 
