@@ -96,87 +96,83 @@ static void quota_shown(const char *label, json_t *q)
                           : "account override");
 }
 
+/* The accounts read, to be sorted. */
+struct account_list {
+    struct store_account *a;
+    size_t n, cap;
+};
+
 static int add_account(void *ud, const struct store_account *a)
 {
-    json_array_append_new(ud, json_pack("{s:s, s:s, s:I, s:s?, s:I, s:I}", "id", a->id, "email",
-                                        a->email, "created_at", (json_int_t)a->created_at, "plan",
-                                        a->plan[0] != '\0' ? a->plan : NULL, "qr",
-                                        (json_int_t)a->quota_requests, "qt",
-                                        (json_int_t)a->quota_tokens));
+    struct account_list *l = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->a = kn_realloc(l->a, l->cap * sizeof(*l->a));
+    }
+    l->a[l->n++] = *a;
     return 0;
 }
 
+/* Oldest first; creation times are to the second, so ties go by id. */
 static int by_creation(const void *x, const void *y)
 {
-    json_t *a = *(json_t *const *)x, *b = *(json_t *const *)y;
-    json_int_t ta = json_integer_value(json_object_get(a, "created_at"));
-    json_int_t tb = json_integer_value(json_object_get(b, "created_at"));
-    return ta != tb ? (ta < tb ? -1 : 1)
-                    : strcmp(json_string_value(json_object_get(a, "id")),
-                             json_string_value(json_object_get(b, "id")));
+    const struct store_account *a = x, *b = y;
+    return a->created_at != b->created_at ? (a->created_at < b->created_at ? -1 : 1)
+                                          : strcmp(a->id, b->id);
 }
 
 /* A quota set on an account, as set-quota takes it: a number, "unlimited", or null (the plan's). */
-static json_t *quota_set(json_int_t q)
+static json_t *quota_set(int64_t q)
 {
     return q == STORE_QUOTA_FROM_PLAN   ? json_null()
            : q == STORE_QUOTA_UNLIMITED ? json_string("unlimited")
-                                        : json_integer(q);
+                                        : json_integer((json_int_t)q);
 }
 
 static int account_list(struct kn_config *c, const struct opts *o)
 {
     struct store *s;
     struct store_cursor cur;
-    json_t *all = json_array(), *out = json_array();
+    struct account_list l = {0};
     char tbuf[32];
     int ret = 1;
 
     if (o->npositional != 1) {
         fputs("konnect: account list takes no arguments\n", stderr);
-        json_decref(all);
-        json_decref(out);
         return 2;
     }
     if ((s = cli_open_store_for(c, STORE_MUST_EXIST)) == NULL)
-        goto done;
-    if (store_accounts_load(s, &cur, add_account, all) != STORE_OK) {
+        return 1;
+    if (store_accounts_load(s, &cur, add_account, &l) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
         goto done;
     }
-    size_t n = json_array_size(all);
-    json_t **v = kn_calloc(n ? n : 1, sizeof(*v));
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_array_get(all, i);
-    qsort(v, n, sizeof(*v), by_creation);
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = v[i];
-        json_int_t at = json_integer_value(json_object_get(a, "created_at"));
-        json_array_append_new(
-            out, json_pack(
-                     "{s:O, s:O, s:s, s:O, s:o, s:o}", "id", json_object_get(a, "id"), "email",
-                     json_object_get(a, "email"), "created", kn_format_time(at, tbuf, sizeof(tbuf)),
-                     "plan", json_object_get(a, "plan") ? json_object_get(a, "plan") : json_null(),
-                     "quota_requests", quota_set(json_integer_value(json_object_get(a, "qr"))),
-                     "quota_tokens", quota_set(json_integer_value(json_object_get(a, "qt")))));
-    }
-    free(v);
+    qsort(l.a, l.n, sizeof(*l.a), by_creation);
     if (o->json) {
+        json_t *out = json_array();
+        for (size_t i = 0; i < l.n; i++) {
+            const struct store_account *a = &l.a[i];
+            json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o}", "id", a->id,
+                                                 "email", a->email, "created",
+                                                 kn_format_time(a->created_at, tbuf, sizeof(tbuf)),
+                                                 "plan", a->plan[0] != '\0' ? a->plan : NULL,
+                                                 "quota_requests", quota_set(a->quota_requests),
+                                                 "quota_tokens", quota_set(a->quota_tokens)));
+        }
         cli_print_json(out);
+        json_decref(out);
     } else {
         printf("%-25s %-32s %-20s %s\n", "ID", "EMAIL", "CREATED", "PLAN");
-        for (size_t i = 0; i < n; i++) {
-            json_t *a = json_array_get(out, i), *plan = json_object_get(a, "plan");
-            printf("%-25s %-32s %-20s %s\n", json_string_value(json_object_get(a, "id")),
-                   cli_shown(json_string_value(json_object_get(a, "email"))),
-                   json_string_value(json_object_get(a, "created")),
-                   json_is_string(plan) ? cli_shown(json_string_value(plan)) : "(default)");
+        for (size_t i = 0; i < l.n; i++) {
+            const struct store_account *a = &l.a[i];
+            printf("%-25s %-32s %-20s %s\n", a->id, cli_shown(a->email),
+                   kn_format_time(a->created_at, tbuf, sizeof(tbuf)),
+                   a->plan[0] != '\0' ? cli_shown(a->plan) : "(default)");
         }
     }
     ret = 0;
 done:
-    json_decref(all);
-    json_decref(out);
+    free(l.a);
     store_close(s);
     return ret;
 }

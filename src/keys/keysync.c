@@ -300,7 +300,7 @@ static int same_run(struct keysync *ks, char *run, size_t size, int *same)
     }
     if ((r = redisCommand(ks->redis, "GET %s", CLUSTER_RUN_KEY)) == NULL)
         return -1;
-    *same = run[0] != '\0' && r->type == REDIS_REPLY_STRING && strcmp(r->str, run) == 0;
+    *same = r->type == REDIS_REPLY_STRING && strcmp(r->str, run) == 0;
     freeReplyObject(r);
     return 0;
 }

@@ -189,7 +189,8 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
     struct store_key k;
     PGresult *res;
     int r = PG_RUN(s, KEY_CHANGES,
-                   "SELECT " KEY_COLUMNS ", " KEY_TODAY ", c.seq, m.lo, m.hi FROM (SELECT (SELECT "
+                   "SELECT " KEY_COLUMNS ", " KEY_TODAY
+                   ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
                    "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
                    "m LEFT JOIN (key_changes c "
                    "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",

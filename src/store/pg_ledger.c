@@ -56,7 +56,8 @@ int pg_account_changes(struct store *s, struct store_cursor *cursor, store_accou
     struct store_account a;
     PGresult *res;
     int r = PG_RUN(s, ACCOUNT_CHANGES,
-                   "SELECT " PG_ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT (SELECT "
+                   "SELECT " PG_ACCOUNT_COLUMNS
+                   ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
                    "min(seq) FROM account_changes) AS lo, (SELECT max(seq) FROM account_changes) "
                    "AS hi) m LEFT JOIN (account_changes c "
                    "JOIN accounts a ON a.id = c.account_id) ON c.seq > $1 ORDER BY c.seq",

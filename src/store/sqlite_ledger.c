@@ -58,12 +58,14 @@ int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_a
 {
     struct sq_walk w = {.account = cb, .ud = ud};
     struct store_account a;
-    int rc = RUN(s, ACCOUNT_CHANGES,
-                 "SELECT " ACCOUNT_COLUMNS ", c.seq, m.lo, m.hi FROM (SELECT (SELECT min(seq) FROM "
-                 "account_changes) AS lo, (SELECT max(seq) FROM account_changes) AS hi) m LEFT "
-                 "JOIN (account_changes c JOIN "
-                 "accounts a ON a.id = c.account_id) ON c.seq > ?1 ORDER BY c.seq",
-                 "i", cursor->v[0]);
+    int rc =
+        RUN(s, ACCOUNT_CHANGES,
+            "SELECT " ACCOUNT_COLUMNS
+            ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT min(seq) FROM "
+            "account_changes) AS lo, (SELECT max(seq) FROM account_changes) AS hi) m LEFT "
+            "JOIN (account_changes c JOIN "
+            "accounts a ON a.id = c.account_id) ON c.seq > ?1 ORDER BY c.seq",
+            "i", cursor->v[0]);
     return sq_walk_changes(s, STMT(s, ACCOUNT_CHANGES), rc, cursor, account_one, &w, &a,
                            sq_read_account, 6, "cannot read account changes");
 }

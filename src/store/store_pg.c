@@ -546,7 +546,8 @@ int pg_account_find(struct store *s, const char *email_or_id, struct store_accou
 /* The cursor is the highest sequence number read (v[0]): every writer of a change log holds an
  * advisory lock from taking its number to its commit (see the migration), so the numbers become
  * visible in their order and `seq > v[0]` misses none. The query gives at least one row (seq
- * null when nothing is new) with the oldest and newest change the log holds after seq. */
+ * null when nothing is new) with the oldest and newest change the log holds after seq (-1 when it
+ * is empty). */
 int pg_walk_changes(PGresult *res, struct store_cursor *c,
                     int (*one)(void *ud, void *row, PGresult *res, int i), void *ud, void *row,
                     void (*read)(PGresult *, int, void *), int seq_col)
@@ -554,8 +555,7 @@ int pg_walk_changes(PGresult *res, struct store_cursor *c,
     int64_t seq = c->v[0];
 
     if (PQntuples(res) > 0 &&
-        store_feed_stale(seq, PQgetisnull(res, 0, seq_col + 1) ? -1 : pg_int(res, 0, seq_col + 1),
-                         PQgetisnull(res, 0, seq_col + 2) ? -1 : pg_int(res, 0, seq_col + 2))) {
+        store_feed_stale(seq, pg_int(res, 0, seq_col + 1), pg_int(res, 0, seq_col + 2))) {
         PQclear(res);
         return STORE_STALE;
     }

@@ -421,15 +421,10 @@ int sq_walk_changes(struct store *s, sqlite3_stmt *q, int rc, struct store_curso
     int64_t seq = c->v[0];
 
     /* At least one row (seq null when nothing is new), with the oldest and newest change the log
-     * holds after seq (two scalar subqueries: SQLite answers a lone min() or max() from the
-     * index, but scans the whole log for both in one). */
-    if (rc == SQLITE_ROW && store_feed_stale(seq,
-                                             sqlite3_column_type(q, seq_col + 1) == SQLITE_NULL
-                                                 ? -1
-                                                 : sqlite3_column_int64(q, seq_col + 1),
-                                             sqlite3_column_type(q, seq_col + 2) == SQLITE_NULL
-                                                 ? -1
-                                                 : sqlite3_column_int64(q, seq_col + 2))) {
+     * holds after seq, -1 when it is empty (two scalar subqueries: SQLite answers a lone min() or
+     * max() from the index, but scans the whole log for both in one). */
+    if (rc == SQLITE_ROW && store_feed_stale(seq, sqlite3_column_int64(q, seq_col + 1),
+                                             sqlite3_column_int64(q, seq_col + 2))) {
         sqlite3_reset(q);
         return STORE_STALE;
     }
