@@ -341,8 +341,16 @@ static void worker_setup(struct worker *w)
     h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
     dashbridge_worker_init(w);
     live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
-    if (srv->has_redis)
+    if (srv->has_redis) {
         cluster_thread_init(w->loop.ctx.loop, &srv->redis, srv->cfg->redis_timeout_ms);
+        /* Live requests spend on Redis's counts only once this loop has seen them good for
+         * Redis's run (limits/redis.h), which the store thread marked before the loops started:
+         * a few round trips, waited for here (a second at most: Redis may be away) so that a
+         * fresh server does not refuse its first live requests. */
+        uint64_t until = kn_mono_ns() + 1000000000ull;
+        while (!redis_conn_counts_ok(cluster_conn) && kn_mono_ns() < until)
+            h2o_evloop_run(w->loop.ctx.loop, 10);
+    }
     w->listener = h2o_evloop_socket_create(w->loop.ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, conns_on_accept);
