@@ -347,11 +347,11 @@ int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN])
 }
 
 /* The one way a secret leaves the CLI: alone on a line of standard output, then wiped. */
-void cli_show_secret(char sk[APIKEY_LEN + 1])
+void cli_show_secret(char sk[APIKEY_MAX_LEN + 1])
 {
     printf("%s\n", sk);
     fflush(stdout);
-    sodium_memzero(sk, APIKEY_LEN + 1);
+    sodium_memzero(sk, APIKEY_MAX_LEN + 1);
 }
 
 int cli_report_notify(struct kn_config *c, struct store *s, const struct opts *o, const char *what)

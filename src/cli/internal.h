@@ -69,7 +69,7 @@ struct store *cli_require_account(struct kn_config *c, const struct opts *o, con
 /* Reads the server secret; prints why not. Returns 0 or -1. */
 int cli_load_secret(struct kn_config *c, uint8_t secret[APIKEY_SECRET_LEN]);
 /* Prints a new key's secret on standard output, then wipes it. */
-void cli_show_secret(char sk[APIKEY_LEN + 1]);
+void cli_show_secret(char sk[APIKEY_MAX_LEN + 1]);
 /* After a change committed to s: nudges a server running with this data directory (which
  * applies it at once), then waits up to --wait for every live server to have applied it
  * (keys/propagation.h) and says so, with `what` (what is now in force). Returns the command's

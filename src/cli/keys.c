@@ -29,7 +29,7 @@
 #include "store/store.h"
 
 static const char key_usage[] =
-    "Usage: konnect key create --account EMAIL|ID --mode test|live --name NAME\n"
+    "Usage: konnect key create --account EMAIL|ID --mode test|live|admin --name NAME\n"
     "                          [--environment development|staging|production]\n"
     "                          [--expires-in DURATION] [--allow-ip LIST] [--count N]\n"
     "       konnect key list --account EMAIL|ID [--json]\n"
@@ -53,11 +53,13 @@ static const char key_usage[] =
     "\n"
     "Options:\n"
     "  --account EMAIL|ID      the account that owns the key\n"
-    "  --mode test|live        test keys get mock answers and are rate limited; live keys are\n"
-    "                          for production traffic to the model backend\n"
+    "  --mode test|live|admin  test keys get mock answers and are rate limited; live keys are\n"
+    "                          for production traffic to the model backend; admin keys\n"
+    "                          (sk_admin_...) call the management API (/v1/keys, /v1/usage,\n"
+    "                          ...) and never /v1/chat\n"
     "  --name NAME             a label for the key (1 to 128 bytes)\n"
     "  --environment ENV       development, staging or production (default: development for\n"
-    "                          test keys, production for live keys)\n"
+    "                          test keys, production for live and admin keys)\n"
     "  --expires-in DURATION   make the key expire after DURATION (90s, 15m, 24h, 30d)\n"
     "  --allow-ip LIST         addresses and CIDR ranges the key may be used from, separated\n"
     "                          by commas (203.0.113.7,198.51.100.0/24,2001:db8::/32)\n"
@@ -92,10 +94,10 @@ static int key_create(struct kn_config *c, const struct opts *o)
         return 2;
     }
     if (apikey_mode_parse(o->mode, &spec.mode) != 0) {
-        fprintf(stderr, "konnect: --mode must be test or live\n");
+        fprintf(stderr, "konnect: --mode must be test, live or admin\n");
         return 2;
     }
-    spec.env = spec.mode == APIKEY_MODE_LIVE ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
+    spec.env = spec.mode != APIKEY_MODE_TEST ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
     if (o->env != NULL && apikey_env_parse(o->env, &spec.env) != 0) {
         fprintf(stderr, "konnect: --environment must be development, staging or production\n");
         return 2;
@@ -130,7 +132,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
     spec.allowlist = allow;
     if (count == 1) {
         struct store_key k;
-        char sk[APIKEY_LEN + 1];
+        char sk[APIKEY_MAX_LEN + 1];
         if (lifecycle_create(s, secret, &spec, &cli_actor, &k, sk) != STORE_OK) {
             fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
             goto out;
@@ -143,12 +145,12 @@ static int key_create(struct kn_config *c, const struct opts *o)
     } else {
         /* Bulk: chunks of keys, one transaction each, one secret per line. */
         keys = kn_calloc(CHUNK, sizeof(*keys));
-        secrets = kn_malloc(CHUNK * (APIKEY_LEN + 1));
+        secrets = kn_malloc(CHUNK * (APIKEY_MAX_LEN + 1));
         for (long long done = 0; done < count;) {
             size_t n = count - done < CHUNK ? (size_t)(count - done) : CHUNK;
             for (size_t i = 0; i < n; i++)
                 lifecycle_fill(secret, &spec, cli_actor.name, &keys[i],
-                               secrets + i * (APIKEY_LEN + 1));
+                               secrets + i * (APIKEY_MAX_LEN + 1));
             /* Each chunk is audited in its own transaction: what is in the store is audited. */
             struct store_audit e;
             char detail[96];
@@ -161,7 +163,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
                 goto out;
             }
             for (size_t i = 0; i < n; i++)
-                printf("%s\n", secrets + i * (APIKEY_LEN + 1));
+                printf("%s\n", secrets + i * (APIKEY_MAX_LEN + 1));
             done += (long long)n;
         }
         fflush(stdout);
@@ -171,7 +173,7 @@ static int key_create(struct kn_config *c, const struct opts *o)
     ret = cli_report_notify(c, s, o, "the key works from the next request on");
 out:
     if (secrets != NULL) {
-        sodium_memzero(secrets, CHUNK * (APIKEY_LEN + 1));
+        sodium_memzero(secrets, CHUNK * (APIKEY_MAX_LEN + 1));
         free(secrets);
     }
     free(keys);
@@ -200,11 +202,11 @@ static int list_one(void *ud, const struct store_key *k, uint64_t requests)
         json_array_append_new(l->arr, keyjson_doc(k, requests, l->now));
     } else {
         if (l->n == 0)
-            printf("%-24s  %-20s  %-4s  %-11s  %-17s  %-20s  %-20s  %-20s  %-7s  %s\n", "ID",
+            printf("%-24s  %-20s  %-5s  %-11s  %-17s  %-20s  %-20s  %-20s  %-7s  %s\n", "ID",
                    "NAME", "MODE", "ENVIRONMENT", "KEY", "CREATED", "LAST USED", "EXPIRES",
                    "STATUS", "ALLOWED IPS");
         /* The hint holds a 3-byte ellipsis that prints as one column. */
-        printf("%-24s  %-20.20s  %-4s  %-11s  %-19s  %-20s  %-20s  %-20s  %-7s  %s\n", k->id,
+        printf("%-24s  %-20.20s  %-5s  %-11s  %-19s  %-20s  %-20s  %-20s  %-7s  %s\n", k->id,
                cli_shown(k->name), k->mode, k->environment, k->hint, created, used, expires, status,
                k->ip_allowlist[0] ? k->ip_allowlist : "any");
     }
@@ -263,7 +265,7 @@ static int resolve_key(struct kn_config *c, struct store *s, const char *arg, st
             fprintf(stderr, "konnect: %s\n", err);
             return -1;
         }
-        apikey_hash(secret, arg, APIKEY_LEN, hash);
+        apikey_hash(secret, arg, strlen(arg), hash);
         sodium_memzero(secret, sizeof(secret));
         r = store_key_find(s, NULL, hash, k);
         apikey_hint(arg, hint);
@@ -356,7 +358,7 @@ static int key_roll(struct kn_config *c, const struct opts *o)
     struct store_key old, k;
     struct store *s;
     uint8_t secret[APIKEY_SECRET_LEN];
-    char sk[APIKEY_LEN + 1], tbuf[32];
+    char sk[APIKEY_MAX_LEN + 1], tbuf[32];
     int64_t grace = 0;
     int ret = 1;
 

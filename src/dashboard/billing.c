@@ -47,30 +47,44 @@ static int collect_audit(void *ud, const struct store_audit *entry)
     return 0;
 }
 
+/* GET audit, newest first: ?limit=N (1 to 100; the dashboard's default AUDIT_PAGE, the
+ * management API's API_PAGE) and ?starting_after=ID (or the dashboard's ?before=ID): the entries
+ * older than that one. "next" is the cursor of the next page, null on the last. */
 void dash_audit_page(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
                      struct who *w, const char *param)
 {
     (void)param;
     struct audit_page p = {.arr = json_array()};
-    long long before = 0;
-    const char *q = req->query;
+    long long before = 0, limit = w->api ? API_PAGE : AUDIT_PAGE;
+    char text[24];
+    int found = dash_query_param(req, "starting_after", text, sizeof(text));
 
-    if (q != NULL && strncmp(q, "before=", 7) == 0 &&
-        kn_parse_int(q + 7, 1, INT64_MAX, &before) != 0) {
+    if (found == 0)
+        found = dash_query_param(req, "before", text, sizeof(text));
+    if (found != 0 && (found < 0 || kn_parse_int(text, 1, INT64_MAX, &before) != 0)) {
         json_decref(p.arr);
-        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'before' must be an entry id.",
-                         "before");
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "'starting_after' must be an audit entry's id.", "starting_after");
         return;
     }
-    if (store_audit_list(d->store, w->member.account_id, before, AUDIT_PAGE, collect_audit, &p) !=
-        STORE_OK) {
+    if (dash_limit_param(req, res, &limit) != 0) {
+        json_decref(p.arr);
+        return;
+    }
+    /* One more than asked for says whether there is another page. */
+    if (store_audit_list(d->store, w->member.account_id, before, (int)limit + 1, collect_audit,
+                         &p) != STORE_OK) {
         json_decref(p.arr);
         dash_reply_store_error(d, res, req);
         return;
     }
-    dash_reply_json(res, 200, "OK",
-                    json_pack("{s:o, s:o}", "data", p.arr, "next",
-                              p.n == AUDIT_PAGE ? json_integer(p.last) : json_null()));
+    json_t *next = json_null();
+    if (p.n > limit) {
+        json_array_remove(p.arr, (size_t)limit);
+        next = json_object_get(json_array_get(p.arr, (size_t)limit - 1), "id");
+        next = json_integer(json_integer_value(next));
+    }
+    dash_reply_json(res, 200, "OK", json_pack("{s:o, s:o}", "data", p.arr, "next", next));
 }
 
 /* ---- usage and invoices ------------------------------------------------------------------ */
@@ -79,38 +93,23 @@ void dash_audit_page(struct dashboard *d, const struct dash_request *req, struct
 static int month_param(const struct dash_request *req, struct dash_response *res, int64_t now,
                        int64_t *month)
 {
-    const char *p = req->query, *v = NULL;
     char text[16];
-    size_t len;
+    int found = dash_query_param(req, "month", text, sizeof(text));
 
     *month = kn_month_of(now);
-    while (p != NULL && *p != '\0') {
-        if (strncmp(p, "month=", 6) == 0) {
-            v = p + 6;
-            break;
-        }
-        if ((p = strchr(p, '&')) != NULL)
-            p++;
-    }
-    if (v == NULL)
+    if (found == 0)
         return 0;
-    len = strcspn(v, "&");
-    if (len >= sizeof(text))
-        goto bad;
-    memcpy(text, v, len);
-    text[len] = '\0';
-    if (kn_month_parse(text, month) != 0)
-        goto bad;
+    if (found < 0 || kn_month_parse(text, month) != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "'month' must be a month such as 2026-11.", "month");
+        return -1;
+    }
     if (*month > kn_month_of(now)) {
         dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "That month has not started yet.",
                          "month");
         return -1;
     }
     return 0;
-bad:
-    dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'month' must be a month such as 2026-11.",
-                     "month");
-    return -1;
 }
 
 static int own_account(struct dashboard *d, const struct dash_request *req,

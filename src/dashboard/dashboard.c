@@ -184,6 +184,26 @@ const char *dash_email_member(json_t *doc, const struct dash_request *req,
     return email;
 }
 
+int dash_query_param(const struct dash_request *req, const char *name, char *out, size_t size)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = req->query; p != NULL && *p != '\0';) {
+        size_t len = strcspn(p, "&");
+        if (len > n && strncmp(p, name, n) == 0 && p[n] == '=') {
+            if (len - n - 1 >= size)
+                return -1;
+            memcpy(out, p + n + 1, len - n - 1);
+            out[len - n - 1] = '\0';
+            return 1;
+        }
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    return 0;
+}
+
 /* Requests made without a session must come from the dashboard's own origin: KONNECT_PUBLIC_URL
  * when it is set (the HTTP layer has already refused other hosts), else the Host asked for. */
 static int same_origin(struct dashboard *d, const struct dash_request *req)
@@ -322,51 +342,32 @@ static void do_session(struct dashboard *d, const struct dash_request *req,
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
-enum access {
-    OPEN,     /* No session: the request must come from the dashboard's own origin. */
-    OPTIONAL, /* A session when the request has one (then with its CSRF token), else OPEN. */
-    SIGNED_IN,
-    OWNER, /* Signed in as the account's owner. */
+static const struct dash_route routes[] = {
+    {"POST", "signup", OPEN, dash_signup, 1, NULL, NULL, 0},
+    {"POST", "signin", OPEN, dash_signin, 1, NULL, NULL, 0},
+    {"POST", "invites/accept", OPTIONAL, dash_invite_accept, 1, NULL, NULL, 0},
+    {"POST", "password/set", OPEN, dash_password_set, 1, NULL, NULL, 0},
+    {"POST", "password", SIGNED_IN, dash_password_change, 1, NULL, NULL, 0},
+    {"GET", "session", SIGNED_IN, do_session, 0, NULL, NULL, 0},
+    {"POST", "signout", SIGNED_IN, do_signout, 0, NULL, NULL, 0},
+    {"POST", "sessions/revoke-all", SIGNED_IN, do_revoke_sessions, 0, NULL, NULL, 0},
+    {"GET", "keys", SIGNED_IN, dash_keys_list, 0, NULL, NULL, 0},
+    {"POST", "keys", SIGNED_IN, dash_key_create, 0, NULL, NULL, 0},
+    {"PATCH", "keys/*", SIGNED_IN, dash_key_update, 0, NULL, NULL, 0},
+    {"POST", "keys/*/roll", SIGNED_IN, dash_key_roll, 0, NULL, NULL, 0},
+    {"POST", "keys/*/revoke", SIGNED_IN, dash_key_revoke, 0, NULL, NULL, 0},
+    {"GET", "members", SIGNED_IN, dash_members, 0, NULL, NULL, 0},
+    {"POST", "members/invite", OWNER, dash_invite, 0, NULL, NULL, 0},
+    {"POST", "members/*/remove", OWNER, dash_member_remove, 0, NULL, NULL, 0},
+    {"POST", "invites/*/cancel", OWNER, dash_invite_cancel, 0, NULL, NULL, 0},
+    {"GET", "audit", SIGNED_IN, dash_audit_page, 0, NULL, NULL, 0},
+    {"GET", "usage", SIGNED_IN, dash_usage, 0, NULL, NULL, 0},
+    {"GET", "invoices", SIGNED_IN, dash_invoices, 0, NULL, NULL, 0},
+    {"GET", "invoices/*", SIGNED_IN, dash_invoice, 0, NULL, NULL, 0},
 };
-
-typedef dash_handler *dash_fn;
-
-struct route {
-    const char *method;
-    const char *path; /* Under /dashboard/api/; one "*" stands for one path segment (param). */
-    enum access access;
-    dash_fn fn;
-    int hashes; /* 1 when the call hashes or checks a password (the dashboard's slow lane). */
-};
-
-static const struct route routes[] = {
-    {"POST", "signup", OPEN, dash_signup, 1},
-    {"POST", "signin", OPEN, dash_signin, 1},
-    {"POST", "invites/accept", OPTIONAL, dash_invite_accept, 1},
-    {"POST", "password/set", OPEN, dash_password_set, 1},
-    {"POST", "password", SIGNED_IN, dash_password_change, 1},
-    {"GET", "session", SIGNED_IN, do_session, 0},
-    {"POST", "signout", SIGNED_IN, do_signout, 0},
-    {"POST", "sessions/revoke-all", SIGNED_IN, do_revoke_sessions, 0},
-    {"GET", "keys", SIGNED_IN, dash_keys_list, 0},
-    {"POST", "keys", SIGNED_IN, dash_key_create, 0},
-    {"PATCH", "keys/*", SIGNED_IN, dash_key_update, 0},
-    {"POST", "keys/*/roll", SIGNED_IN, dash_key_roll, 0},
-    {"POST", "keys/*/revoke", SIGNED_IN, dash_key_revoke, 0},
-    {"GET", "members", SIGNED_IN, dash_members, 0},
-    {"POST", "members/invite", OWNER, dash_invite, 0},
-    {"POST", "members/*/remove", OWNER, dash_member_remove, 0},
-    {"POST", "invites/*/cancel", OWNER, dash_invite_cancel, 0},
-    {"GET", "audit", SIGNED_IN, dash_audit_page, 0},
-    {"GET", "usage", SIGNED_IN, dash_usage, 0},
-    {"GET", "invoices", SIGNED_IN, dash_invoices, 0},
-    {"GET", "invoices/*", SIGNED_IN, dash_invoice, 0},
-};
-
-#define PARAM_MAX 64
 
 /* Matches path against pattern, copying the segment that "*" stands for into param. */
-static int path_matches(const char *pattern, const char *path, char param[PARAM_MAX])
+static int path_matches(const char *pattern, const char *path, char param[DASH_PARAM_MAX])
 {
     const char *star = strchr(pattern, '*');
     size_t pre, len;
@@ -378,38 +379,47 @@ static int path_matches(const char *pattern, const char *path, char param[PARAM_
     if (strncmp(pattern, path, pre) != 0)
         return 0;
     len = strcspn(path + pre, "/");
-    if (len == 0 || len >= PARAM_MAX || strcmp(path + pre + len, star + 1) != 0)
+    if (len == 0 || len >= DASH_PARAM_MAX || strcmp(path + pre + len, star + 1) != 0)
         return 0;
     memcpy(param, path + pre, len);
     param[len] = '\0';
     return 1;
 }
 
-/* The route for a request, or NULL; *allowed gets the methods of the routes with that path. */
-static const struct route *find_route(const char *method, const char *path, char param[PARAM_MAX],
-                                      char *allowed, size_t allowed_size)
+const struct dash_route *dash_find_route(const struct dash_route *table, size_t n,
+                                         const char *method, const char *path,
+                                         char param[DASH_PARAM_MAX], char *allowed,
+                                         size_t allowed_size)
 {
-    const struct route *found = NULL;
+    const struct dash_route *found = NULL;
 
     allowed[0] = '\0';
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        char p[PARAM_MAX];
-        if (!path_matches(routes[i].path, path, p))
+    for (size_t i = 0; i < n; i++) {
+        char p[DASH_PARAM_MAX];
+        if (!path_matches(table[i].path, path, p))
             continue;
-        size_t n = strlen(allowed);
-        snprintf(allowed + n, allowed_size - n, "%s%s", n ? ", " : "", routes[i].method);
-        if (found == NULL && strcmp(routes[i].method, method) == 0) {
-            found = &routes[i];
-            memcpy(param, p, PARAM_MAX);
+        size_t used = strlen(allowed);
+        snprintf(allowed + used, allowed_size - used, "%s%s", used ? ", " : "", table[i].method);
+        if (found == NULL && strcmp(table[i].method, method) == 0) {
+            found = &table[i];
+            memcpy(param, p, DASH_PARAM_MAX);
         }
     }
     return found;
 }
 
+static const struct dash_route *find_route(const char *method, const char *path,
+                                           char param[DASH_PARAM_MAX], char *allowed,
+                                           size_t allowed_size)
+{
+    return dash_find_route(routes, sizeof(routes) / sizeof(routes[0]), method, path, param, allowed,
+                           allowed_size);
+}
+
 int dashboard_hashes_passwords(const char *method, const char *path)
 {
-    char param[PARAM_MAX], allowed[64];
-    const struct route *r;
+    char param[DASH_PARAM_MAX], allowed[64];
+    const struct dash_route *r;
 
     if (strncmp(path, "/dashboard/api/", 15) != 0)
         return 0;
@@ -420,12 +430,16 @@ int dashboard_hashes_passwords(const char *method, const char *path)
 void dashboard_handle(struct dashboard *d, const struct dash_request *req,
                       struct dash_response *res)
 {
-    const struct route *r;
-    char param[PARAM_MAX], allowed[64], msg[96];
+    const struct dash_route *r;
+    char param[DASH_PARAM_MAX], allowed[64], msg[96];
     struct who w;
     int signed_in;
 
     memset(res, 0, sizeof(*res));
+    if (req->api_key_id != NULL) {
+        dash_manage_handle(d, req, res);
+        return;
+    }
     if (strncmp(req->path, "/dashboard/api/", 15) != 0 ||
         ((r = find_route(req->method, req->path + 15, param, allowed, sizeof(allowed))) == NULL &&
          allowed[0] == '\0')) {
@@ -435,6 +449,7 @@ void dashboard_handle(struct dashboard *d, const struct dash_request *req,
     if (r == NULL) {
         snprintf(msg, sizeof(msg), "This call only accepts %s.", allowed);
         dash_reply_error(res, req, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
+        kn_strlcpy(res->allow, allowed, sizeof(res->allow));
         return;
     }
     signed_in = r->access != OPEN && dash_session_of(d, req, &w) == 0;

@@ -29,6 +29,9 @@ struct dash_request {
     const char *ip;           /* The client address. */
     int https;                /* 1 when the client reached us over HTTPS. */
     const char *request_id;
+    /* A management API request (/v1/...): the id of the admin key the HTTP layer authenticated
+     * it with; NULL for the dashboard's own calls. */
+    const char *api_key_id;
 };
 
 /* The answer. body is malloc'd (or NULL for no body); the caller frees it. It is JSON unless
@@ -41,6 +44,7 @@ struct dash_response {
     const char *content_type;      /* A static Content-Type value, or NULL for application/json. */
     char content_disposition[128]; /* A Content-Disposition value (a download), or "". */
     char set_cookie[256];          /* A Set-Cookie value, or "". */
+    char allow[64];                /* An Allow value (405 method_not_allowed), or "". */
     unsigned retry_after;          /* Seconds for Retry-After, or 0. */
     const char *error_code;        /* For the access log, or NULL. */
 };

@@ -23,12 +23,14 @@ struct dashboard {
     struct store *store;
 };
 
-/* The signed-in user of a request. */
+/* Who makes a request: the signed-in user, or, for the management API (api 1), an admin key
+ * standing for its account's owner (user.email then names the key, session is empty). */
 struct who {
     struct store_session session;
     struct store_user user;
     struct store_member member;
     struct lifecycle_actor actor;
+    int api;
 };
 
 /* The plans in force (the server's, reloaded on SIGHUP). */
@@ -81,8 +83,53 @@ json_t *dash_session_doc(const struct store_user *u, const struct store_member *
 typedef void dash_handler(struct dashboard *d, const struct dash_request *req,
                           struct dash_response *res, struct who *w, const char *param);
 
+enum dash_access {
+    OPEN,     /* No session: the request must come from the dashboard's own origin. */
+    OPTIONAL, /* A session when the request has one (then with its CSRF token), else OPEN. */
+    SIGNED_IN,
+    OWNER, /* Signed in as the account's owner. */
+};
+
+#define DASH_PARAM_MAX 64
+
+/* A route: the dashboard's (dashboard.c) and the management API's (manage.c). */
+struct dash_route {
+    const char *method;
+    const char *path; /* Under the API's root; one "*" stands for one path segment (param). */
+    enum dash_access access;
+    dash_handler *fn;
+    int hashes;       /* 1 when the call hashes or checks a password (the dashboard's slow lane). */
+    const char *list; /* Management API: the member of the answer that is a paged list, or NULL. */
+    const char *cursor; /* The member of each item that is its cursor. */
+    int self_paged;     /* 1 when fn reads limit and starting_after itself (the audit log). */
+};
+
+/* The route of table matching `method path`, or NULL; *allowed gets the methods of the routes with
+ * that path ("" when none has it: not found). */
+const struct dash_route *dash_find_route(const struct dash_route *table, size_t n,
+                                         const char *method, const char *path,
+                                         char param[DASH_PARAM_MAX], char *allowed,
+                                         size_t allowed_size);
+
+/* Copies the query parameter `name` of req to out. Returns 1, 0 when it is absent, or -1 when it
+ * does not fit. */
+int dash_query_param(const struct dash_request *req, const char *name, char *out, size_t size);
+
+#define API_PAGE 20      /* The management API's lists: items per page unless ?limit= says. */
+#define API_PAGE_MAX 100 /* The most ?limit= may ask for. */
+
+/* Reads ?limit=N (1 to API_PAGE_MAX) into *limit, which keeps its value when there is none.
+ * Returns 0, or -1 after replying 400. */
+int dash_limit_param(const struct dash_request *req, struct dash_response *res, long long *limit);
+
+/* Answers a management API request (manage.c): its admin key read again from the store, then the
+ * route's handler acting as the account's owner. */
+void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res);
+
 /* Keys (keys.c) and records (billing.c). */
-dash_handler dash_keys_list, dash_key_create, dash_key_roll, dash_key_revoke, dash_key_update;
+dash_handler dash_keys_list, dash_key_get, dash_key_create, dash_key_roll, dash_key_revoke,
+    dash_key_update;
 dash_handler dash_audit_page, dash_usage, dash_invoices, dash_invoice;
 /* Access (access.c): sign-up, sign-in, invitations, passwords. */
 dash_handler dash_signup, dash_signin, dash_invite_accept, dash_password_set, dash_password_change;

@@ -139,29 +139,43 @@ static json_t *sync_keys(struct dashboard *d)
 }
 
 static void reply_key_and_secret(struct dash_response *res, int status, const struct store_key *k,
-                                 char sk[APIKEY_LEN + 1], json_t *extra_rolled, json_t *propagation)
+                                 char sk[APIKEY_MAX_LEN + 1], json_t *extra_rolled,
+                                 json_t *propagation)
 {
     json_t *doc =
         json_pack("{s:o, s:s, s:o}", "key", key_doc(k), "secret", sk, "propagation", propagation);
     if (extra_rolled != NULL)
         json_object_set_new(doc, "rolled", extra_rolled);
-    sodium_memzero(sk, APIKEY_LEN + 1);
+    sodium_memzero(sk, APIKEY_MAX_LEN + 1);
     dash_reply_json(res, status, "Created", doc);
 }
 
-/* Live keys are the owner's to create and roll; every working key counts towards the account's
- * cap (KONNECT_MAX_KEYS_PER_ACCOUNT), which only the operator's CLI may exceed. Returns 0, or -1
+/* Live and admin keys are the owner's to create and roll; an admin key (the management API)
+ * makes and rolls live and test keys, never admin keys, so that a leaked admin key cannot outlive
+ * its revocation through another. Every working key counts towards the account's cap
+ * (KONNECT_MAX_KEYS_PER_ACCOUNT), which only the operator's CLI may exceed. Returns 0, or -1
  * after replying. */
 static int may_add_key(struct dashboard *d, const struct dash_request *req,
-                       struct dash_response *res, const struct who *w, int live, int grows)
+                       struct dash_response *res, const struct who *w, enum apikey_mode mode,
+                       int grows)
 {
     int64_t n = 0;
     char msg[200];
 
-    if (live && strcmp(w->member.role, "owner") != 0) {
+    if (mode == APIKEY_MODE_ADMIN && w->api) {
         dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
-                         "Only the account's owner can create or roll live keys. Ask them, or "
-                         "use a test key.",
+                         "Admin keys are made and rolled by the account's owner in the dashboard "
+                         "(Settings, API Keys) or by the operator's CLI, never with another admin "
+                         "key.",
+                         NULL);
+        return -1;
+    }
+    if (mode != APIKEY_MODE_TEST && strcmp(w->member.role, "owner") != 0) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         mode == APIKEY_MODE_ADMIN
+                             ? "Only the account's owner can create or roll admin keys."
+                             : "Only the account's owner can create or roll live keys. Ask "
+                               "them, or use a test key.",
                          NULL);
         return -1;
     }
@@ -187,7 +201,7 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
     (void)param;
     struct lifecycle_spec spec;
     struct store_key k;
-    char sk[APIKEY_LEN + 1], allow[STORE_ALLOWLIST_MAX];
+    char sk[APIKEY_MAX_LEN + 1], allow[STORE_ALLOWLIST_MAX];
     int failed = 0;
     json_t *doc, *v;
     const char *name, *mode, *env;
@@ -206,11 +220,11 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         goto out;
     }
     if (apikey_mode_parse(mode, &spec.mode) != 0) {
-        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'mode' must be test or live.",
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, "'mode' must be test, live or admin.",
                          "mode");
         goto out;
     }
-    spec.env = spec.mode == APIKEY_MODE_LIVE ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
+    spec.env = spec.mode != APIKEY_MODE_TEST ? APIKEY_ENV_PRODUCTION : APIKEY_ENV_DEVELOPMENT;
     if (env != NULL && apikey_env_parse(env, &spec.env) != 0) {
         dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
                          "'environment' must be development, staging or production.",
@@ -235,7 +249,7 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         spec.expires_at = json_integer_value(v);
     }
     if (allowlist_member(doc, req, res, allow) != 0 ||
-        may_add_key(d, req, res, w, spec.mode == APIKEY_MODE_LIVE, 1) != 0)
+        may_add_key(d, req, res, w, spec.mode, 1) != 0)
         goto out;
     spec.account_id = w->member.account_id;
     spec.name = name;
@@ -271,9 +285,10 @@ void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct d
                    struct who *w, const char *id)
 {
     struct store_key old, k;
-    char sk[APIKEY_LEN + 1];
+    char sk[APIKEY_MAX_LEN + 1];
     json_t *doc, *v;
     json_int_t grace = 0;
+    enum apikey_mode mode;
     int r;
 
     if ((doc = dash_body_object(req, res)) == NULL)
@@ -287,8 +302,11 @@ void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct d
         }
         grace = json_integer_value(v);
     }
-    if (own_key(d, req, res, w, id, &old) != 0 ||
-        may_add_key(d, req, res, w, strcmp(old.mode, "live") == 0, grace > 0) != 0)
+    if (own_key(d, req, res, w, id, &old) != 0)
+        goto out;
+    if (apikey_mode_parse(old.mode, &mode) != 0)
+        mode = APIKEY_MODE_ADMIN; /* A kind this server does not know: the strictest rule. */
+    if (may_add_key(d, req, res, w, mode, grace > 0) != 0)
         goto out;
     r = lifecycle_roll(d->store, d->secret, &old, grace, &w->actor, &k, sk);
     if (r == STORE_CONFLICT) {
@@ -303,6 +321,16 @@ void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct d
     reply_key_and_secret(res, 201, &k, sk, key_doc(&old), sync_keys(d));
 out:
     json_decref(doc);
+}
+
+void dash_key_get(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                  struct who *w, const char *id)
+{
+    struct store_key k;
+
+    if (own_key(d, req, res, w, id, &k) != 0)
+        return;
+    dash_reply_json(res, 200, "OK", json_pack("{s:o}", "key", key_doc(&k)));
 }
 
 void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
@@ -326,12 +354,38 @@ void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct
                     json_pack("{s:o, s:o}", "key", key_doc(&k), "propagation", propagation));
 }
 
+/* Reads "expires_at" for an update: a Unix time in the future, or null for never. Returns 1 with
+ * *at set, 0 when absent, or -1 after replying 400. */
+static int expiry_member(json_t *doc, const struct dash_request *req, struct dash_response *res,
+                         int64_t *at)
+{
+    json_t *v = json_object_get(doc, "expires_at");
+
+    if (v == NULL)
+        return 0;
+    if (json_is_null(v)) {
+        *at = 0;
+        return 1;
+    }
+    if (json_is_integer(v) && json_integer_value(v) > kn_unix_now() &&
+        json_integer_value(v) <= kn_unix_now() + 3650LL * 86400) {
+        *at = json_integer_value(v);
+        return 1;
+    }
+    dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                     "'expires_at' must be a Unix time in the next ten years, or null for never.",
+                     "expires_at");
+    return -1;
+}
+
+/* PATCH (or POST) keys/ID: "name", "ip_allowlist" and "expires_at", each optional. */
 void dash_key_update(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
                      struct who *w, const char *id)
 {
     struct store_key k;
     char allow[STORE_ALLOWLIST_MAX];
-    int failed = 0;
+    int failed = 0, expiry;
+    int64_t expires_at = 0, now = kn_unix_now();
     json_t *doc;
     const char *name;
 
@@ -345,19 +399,38 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
                          "Give the key a name of 1 to 128 bytes.", "name");
         goto out;
     }
-    if (allowlist_member(doc, req, res, allow) != 0 || own_key(d, req, res, w, id, &k) != 0)
+    if (allowlist_member(doc, req, res, allow) != 0 ||
+        (expiry = expiry_member(doc, req, res, &expires_at)) < 0 ||
+        own_key(d, req, res, w, id, &k) != 0)
         goto out;
-    /* Where a live key may be used from is the owner's to decide, like the key itself. */
-    if (json_object_get(doc, "ip_allowlist") != NULL && strcmp(k.mode, "live") == 0 &&
+    /* Where and how long a live or admin key may be used is the owner's to decide, like the key
+     * itself. */
+    if ((json_object_get(doc, "ip_allowlist") != NULL || expiry) && strcmp(k.mode, "test") != 0 &&
         strcmp(w->member.role, "owner") != 0) {
         dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
-                         "Only the account's owner can change a live key's IP allowlist.", NULL);
+                         "Only the account's owner can change a live key's IP allowlist or "
+                         "expiry.",
+                         NULL);
+        goto out;
+    }
+    /* A revoked or expired key stays so; a rolled key's grace can be cut short, not extended. */
+    if (expiry && (k.revoked_at != 0 || (k.expires_at != 0 && k.expires_at <= now) ||
+                   (k.rolled_to[0] != '\0' && (expires_at == 0 || expires_at > k.expires_at)))) {
+        dash_reply_error(res, req, KN_ERR_KEY_NOT_ACTIVE,
+                         k.rolled_to[0] != '\0' && k.revoked_at == 0 &&
+                                 (k.expires_at == 0 || k.expires_at > now)
+                             ? "This key was rolled: its expiry can be brought forward, not put "
+                               "back."
+                             : "This key is revoked or expired: its expiry cannot change.",
+                         "expires_at");
         goto out;
     }
     if (name != NULL && lifecycle_rename(d->store, &k, name, &w->actor) != STORE_OK)
         goto fail;
     if (json_object_get(doc, "ip_allowlist") != NULL &&
         lifecycle_set_allowlist(d->store, &k, allow, &w->actor) != STORE_OK)
+        goto fail;
+    if (expiry && lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
         goto fail;
     json_t *propagation = sync_keys(d);
     if (reload(d, &k) != STORE_OK) {

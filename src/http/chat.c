@@ -188,17 +188,11 @@ static int send_model_not_found(h2o_req_t *req, struct reqinfo *info, const char
     return 0;
 }
 
-/* Authenticates a /v1/ request and finds the plan it is served on, read once for the whole
- * request (a reload may change the account's plan, or take it away, at any moment): the
- * account's; for a test key of an account whose plan the server does not know, the default plan
- * of ps (test keys never touch billing). A live key of such an account is refused. Returns the
- * key and writes the plan to *plan, or returns NULL after answering. */
-static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now,
-                                   const struct plans *ps, const struct plan **plan)
+enum kn_err http_authenticate_key(h2o_req_t *req, struct reqinfo *info, int64_t now,
+                                  struct keyrec **key)
 {
     struct server *srv = http_worker_of(req)->srv;
     struct auth_input in;
-    struct keyrec *key;
     struct sockaddr_storage peer;
     enum kn_err err;
 
@@ -212,10 +206,28 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
             in.header_len = req->headers.entries[i].value.len;
         }
     }
-    err = auth_authenticate(srv->kt, srv->secret, &in, &key);
-    info->key = key;
+    err = auth_authenticate(srv->kt, srv->secret, &in, key);
+    info->key = *key;
+    return err;
+}
+
+/* Authenticates a chat request (an admin key is refused: 403) and finds the plan it is served on,
+ * read once for the whole request (a reload may change the account's plan, or take it away, at any
+ * moment): the account's; for a test key of an account whose plan the server does not know, the
+ * default plan of ps (test keys never touch billing). A live key of such an account is refused.
+ * Returns the key and writes the plan to *plan, or returns NULL after answering. */
+static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now,
+                                   const struct plans *ps, const struct plan **plan)
+{
+    struct keyrec *key;
+    enum kn_err err = http_authenticate_key(req, info, now, &key);
+
     if (err != KN_OK) {
         http_send_auth_error(req, info, err);
+        return NULL;
+    }
+    if (key->mode == APIKEY_MODE_ADMIN) {
+        http_send_scope_error(req, info, 0);
         return NULL;
     }
     *plan = atomic_load(&key->acct->plan);

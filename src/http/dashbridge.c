@@ -138,12 +138,19 @@ static void send_answer(h2o_req_t *req, struct dash_job *job)
     char buf[16];
 
     job->info.error_code = job->out.error_code;
+    if (job->in.api_key_id != NULL && job->out.status == 401)
+        http_add_www_authenticate(req, KN_ERR_INVALID_API_KEY);
+    else if (job->in.api_key_id != NULL && job->out.status == 403 && job->out.error_code != NULL &&
+             strcmp(job->out.error_code, "insufficient_scope") == 0)
+        http_add_www_authenticate(req, KN_ERR_INSUFFICIENT_SCOPE);
     if (job->out.set_cookie[0] != '\0')
         http_add_header(req, "set-cookie", job->out.set_cookie);
     if (job->out.retry_after != 0) {
         snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
         http_add_header(req, "retry-after", buf);
     }
+    if (job->out.allow[0] != '\0')
+        http_add_header(req, "allow", job->out.allow);
     if (job->out.content_disposition[0] != '\0')
         http_add_header(req, "content-disposition", job->out.content_disposition);
     if (job->out.body != NULL) {
@@ -204,20 +211,25 @@ static const char *copy_str(char **cursor, const char *s, size_t len)
     return out;
 }
 
-void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
+/* Queues the request to its lane. A management API request (api_key_id, its admin key's id)
+ * takes nothing of a browser's: no cookie, no CSRF token, no origin. */
+static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
 {
     struct worker *w = http_worker_of(req);
     struct server *srv = w->srv;
-    const h2o_iovec_t *cookie = http_find_header(req, H2O_TOKEN_COOKIE, NULL),
-                      *csrf = http_find_header(req, NULL, "x-csrf-token"),
-                      *origin = http_find_header(req, NULL, "origin"),
+    int api = api_key_id != NULL;
+    const h2o_iovec_t *cookie = api ? NULL : http_find_header(req, H2O_TOKEN_COOKIE, NULL),
+                      *csrf = api ? NULL : http_find_header(req, NULL, "x-csrf-token"),
+                      *origin = api ? NULL : http_find_header(req, NULL, "origin"),
                       *ctype = http_find_header(req, H2O_TOKEN_CONTENT_TYPE, NULL);
     h2o_iovec_t path = req->path_normalized, query = {NULL, 0};
     char peer[INET6_ADDRSTRLEN], msg[160];
 
     if (req->entity.len > DASH_BODY_MAX) {
         http_send_error(req, info, KN_ERR_BODY_TOO_LARGE,
-                        "Dashboard requests are limited to 64 KiB.", NULL);
+                        api ? "Management API requests are limited to 64 KiB."
+                            : "Dashboard requests are limited to 64 KiB.",
+                        NULL);
         return;
     }
     if (req->query_at != SIZE_MAX)
@@ -228,7 +240,7 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     struct dash_job *job = kn_calloc(1, sizeof(*job));
     size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
                   (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
-                  (ctype ? ctype->len : 0) + strlen(peer) + 16;
+                  (ctype ? ctype->len : 0) + strlen(peer) + (api ? strlen(api_key_id) : 0) + 16;
     char *cur = job->strings = kn_malloc(need);
     job->strings_len = need;
     job->w = w;
@@ -246,13 +258,15 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
     job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
     job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
     job->in.ip = copy_str(&cur, peer, strlen(peer));
+    job->in.api_key_id = api ? copy_str(&cur, api_key_id, strlen(api_key_id)) : NULL;
     /* Behind KONNECT_PUBLIC_URL https://..., browsers reach the dashboard only over HTTPS. */
     job->in.https = http_is_https(req) || srv->cfg->public_https;
     job->in.request_id = job->info.request_id;
 
     struct dash_lane *l =
-        &srv->lanes[dashboard_hashes_passwords(job->in.method, job->in.path) ? LANE_PASSWORDS
-                                                                             : LANE_CALLS];
+        &srv->lanes[!api && dashboard_hashes_passwords(job->in.method, job->in.path)
+                        ? LANE_PASSWORDS
+                        : LANE_CALLS];
     /* The guard and the watch are set before the lane can see the job. */
     job->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->guard), dash_guard_dispose);
     job->guard->job = job;
@@ -269,6 +283,44 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
         http_send_error(req, info, KN_ERR_DASHBOARD_BUSY, msg, NULL);
         return;
     }
+}
+
+void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
+{
+    submit(req, info, NULL);
+}
+
+int http_is_manage_path(h2o_iovec_t p)
+{
+    static const char *const roots[] = {"/v1/keys",  "/v1/usage",   "/v1/invoices",
+                                        "/v1/audit", "/v1/members", "/v1/invitations"};
+
+    for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+        size_t n = strlen(roots[i]);
+        if (p.len >= n && memcmp(p.base, roots[i], n) == 0 && (p.len == n || p.base[n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
+/* Only a working admin key gets past the loop; the lane then reads the key again from the store
+ * (revoked a moment ago on another server, it is refused there). */
+void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
+{
+    struct keyrec *key;
+    int64_t now = kn_unix_now();
+    enum kn_err err = http_authenticate_key(req, info, now, &key);
+
+    if (err != KN_OK) {
+        http_send_auth_error(req, info, err);
+        return;
+    }
+    if (key->mode != APIKEY_MODE_ADMIN) {
+        http_send_scope_error(req, info, 1);
+        return;
+    }
+    keytable_touch(http_worker_of(req)->srv->kt, key, now, 0); /* Its last use; no request count. */
+    submit(req, info, key->id);
 }
 
 int dashbridge_start(struct server *srv, char *err, size_t errsize)

@@ -107,6 +107,14 @@ void dashbridge_stop(struct server *srv);
 void dashbridge_worker_init(struct worker *w);
 void dashbridge_worker_dispose(struct worker *w);
 void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info);
+/* The management API (/v1/keys, /v1/usage, ...): authenticated here with an admin key, answered
+ * on the dashboard's lane of ordinary calls. http_is_manage_path says which paths are its. */
+void http_handle_manage(h2o_req_t *req, struct reqinfo *info);
+int http_is_manage_path(h2o_iovec_t path);
+/* Reads the request's Authorization header and finds its key (a /v1/ request's, at Unix time
+ * now), whatever its kind: KN_OK, or the authentication error to answer. Sets info->key. */
+enum kn_err http_authenticate_key(h2o_req_t *req, struct reqinfo *info, int64_t now,
+                                  struct keyrec **key);
 /* The API (http/chat.c) and the dashboard's pages (http/pages.c): route handlers. page and
  * preflight answer (1) requests that are theirs, 0 otherwise; dashboard_host_ok answers 421 (0)
  * to a Host other than KONNECT_PUBLIC_URL's. */

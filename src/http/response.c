@@ -145,12 +145,16 @@ void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *m
     http_add_header(req, "x-ratelimit-reset-requests", buf);
 }
 
-static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
+void http_add_www_authenticate(h2o_req_t *req, enum kn_err err)
 {
     /* RFC 6750 section 3.1: a request without credentials gets the bare challenge; a bad token
      * gets error="invalid_token". */
     if (err == KN_ERR_MISSING_API_KEY)
         http_add_header(req, "www-authenticate", "Bearer realm=\"konnect\"");
+    else if (err == KN_ERR_INSUFFICIENT_SCOPE)
+        http_add_header(req, "www-authenticate",
+                        "Bearer realm=\"konnect\", error=\"insufficient_scope\", "
+                        "error_description=\"This route needs another kind of API key\"");
     else
         http_add_header(
             req, "www-authenticate",
@@ -160,6 +164,19 @@ static void send_www_authenticate(h2o_req_t *req, enum kn_err err)
 
 void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
 {
-    send_www_authenticate(req, err);
+    http_add_www_authenticate(req, err);
     http_send_error(req, info, err, NULL, NULL);
+}
+
+void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, int admin_route)
+{
+    http_add_www_authenticate(req, KN_ERR_INSUFFICIENT_SCOPE);
+    http_send_error(req, info, KN_ERR_INSUFFICIENT_SCOPE,
+                    admin_route ? "This route is the management API: it needs an admin key "
+                                  "(sk_admin_...), made by the account's owner. Live and test "
+                                  "keys call /v1/chat and /v1/models."
+                                : "This route needs a live or test key (sk_live_... or "
+                                  "sk_test_...). Admin keys (sk_admin_...) call the management "
+                                  "API only.",
+                    NULL);
 }

@@ -48,7 +48,14 @@ void http_send_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err, cons
 /* Adds the IETF RateLimit headers and OpenAI's x-ratelimit-*-requests for the tighter limit. */
 void http_add_ratelimit_headers(h2o_req_t *req, const struct ratelimit_result *minute,
                                 const struct ratelimit_result *day);
+/* Adds the WWW-Authenticate challenge (RFC 6750 section 3) for the authentication error err. */
+void http_add_www_authenticate(h2o_req_t *req, enum kn_err err);
+
 /* Answers an authentication failure on /v1/: WWW-Authenticate (RFC 6750) and the error. */
 void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err);
+
+/* Sends 403 insufficient_scope (RFC 6750 section 3.1) for a working key of the wrong kind: a
+ * chat key on a management route (admin_route 1), or an admin key on a chat route (0). */
+void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, int admin_route);
 
 #endif

@@ -12,8 +12,16 @@
 
 #include "core/base62.h"
 
-static const char prefix_live[] = "sk_live_";
-static const char prefix_test[] = "sk_test_";
+/* Indexed by enum apikey_mode. */
+static const struct {
+    const char *prefix, *name;
+    size_t len;
+} kinds[] = {
+    {"sk_test_", "test", 8},
+    {"sk_live_", "live", 8},
+    {"sk_admin_", "admin", 9},
+};
+#define KINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 static void checksum(const char *s, size_t len, char out[APIKEY_CHECKSUM_LEN])
 {
@@ -21,35 +29,37 @@ static void checksum(const char *s, size_t len, char out[APIKEY_CHECKSUM_LEN])
     base62_encode_fixed((uint64_t)crc, out, APIKEY_CHECKSUM_LEN);
 }
 
-void apikey_generate(enum apikey_mode mode, char out[APIKEY_LEN + 1])
+size_t apikey_generate(enum apikey_mode mode, char out[APIKEY_MAX_LEN + 1])
 {
-    memcpy(out, mode == APIKEY_MODE_LIVE ? prefix_live : prefix_test, APIKEY_PREFIX_LEN);
-    base62_random(out + APIKEY_PREFIX_LEN, APIKEY_BODY_LEN);
-    checksum(out, APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, out + APIKEY_PREFIX_LEN + APIKEY_BODY_LEN);
-    out[APIKEY_LEN] = '\0';
+    size_t pre = kinds[mode].len;
+
+    memcpy(out, kinds[mode].prefix, pre);
+    base62_random(out + pre, APIKEY_BODY_LEN);
+    checksum(out, pre + APIKEY_BODY_LEN, out + pre + APIKEY_BODY_LEN);
+    out[pre + APIKEY_BODY_LEN + APIKEY_CHECKSUM_LEN] = '\0';
+    return pre + APIKEY_BODY_LEN + APIKEY_CHECKSUM_LEN;
 }
 
 int apikey_parse(const char *s, size_t len, enum apikey_mode *mode)
 {
     char sum[APIKEY_CHECKSUM_LEN];
-    enum apikey_mode m;
+    size_t m, pre;
 
-    if (len != APIKEY_LEN)
+    for (m = 0; m < KINDS; m++)
+        if (len == kinds[m].len + APIKEY_BODY_LEN + APIKEY_CHECKSUM_LEN &&
+            memcmp(s, kinds[m].prefix, kinds[m].len) == 0)
+            break;
+    if (m == KINDS)
         return -1;
-    if (memcmp(s, prefix_live, APIKEY_PREFIX_LEN) == 0)
-        m = APIKEY_MODE_LIVE;
-    else if (memcmp(s, prefix_test, APIKEY_PREFIX_LEN) == 0)
-        m = APIKEY_MODE_TEST;
-    else
-        return -1;
-    for (size_t i = APIKEY_PREFIX_LEN; i < APIKEY_LEN; i++)
+    pre = kinds[m].len;
+    for (size_t i = pre; i < len; i++)
         if (base62_value((unsigned char)s[i]) < 0)
             return -1;
-    checksum(s, APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, sum);
+    checksum(s, pre + APIKEY_BODY_LEN, sum);
     /* The checksum is public information, so a plain comparison leaks nothing. */
-    if (memcmp(sum, s + APIKEY_PREFIX_LEN + APIKEY_BODY_LEN, APIKEY_CHECKSUM_LEN) != 0)
+    if (memcmp(sum, s + pre + APIKEY_BODY_LEN, APIKEY_CHECKSUM_LEN) != 0)
         return -1;
-    *mode = m;
+    *mode = (enum apikey_mode)m;
     return 0;
 }
 
@@ -62,26 +72,28 @@ void apikey_hash(const uint8_t secret[APIKEY_SECRET_LEN], const char *s, size_t 
 
 void apikey_hint(const char *key, char out[APIKEY_HINT_SIZE])
 {
-    memcpy(out, key, APIKEY_PREFIX_LEN);
-    memcpy(out + APIKEY_PREFIX_LEN, "\xe2\x80\xa6", 3);
-    memcpy(out + APIKEY_PREFIX_LEN + 3, key + APIKEY_LEN - 4, 4);
-    out[APIKEY_HINT_SIZE - 1] = '\0';
+    size_t pre = strcspn(key + 3, "_") + 4, len = strlen(key);
+
+    memcpy(out, key, pre);
+    memcpy(out + pre, "\xe2\x80\xa6", 3);
+    memcpy(out + pre + 3, key + len - 4, 4);
+    out[pre + 7] = '\0';
 }
 
 const char *apikey_mode_name(enum apikey_mode mode)
 {
-    return mode == APIKEY_MODE_LIVE ? "live" : "test";
+    return (unsigned)mode < KINDS ? kinds[mode].name : "test";
 }
 
 int apikey_mode_parse(const char *name, enum apikey_mode *out)
 {
-    if (strcmp(name, "live") == 0)
-        *out = APIKEY_MODE_LIVE;
-    else if (strcmp(name, "test") == 0)
-        *out = APIKEY_MODE_TEST;
-    else
-        return -1;
-    return 0;
+    for (size_t m = 0; m < KINDS; m++) {
+        if (strcmp(name, kinds[m].name) == 0) {
+            *out = (enum apikey_mode)m;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 static const char *const env_names[] = {"development", "staging", "production"};

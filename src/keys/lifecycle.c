@@ -47,7 +47,7 @@ int lifecycle_canonical_allowlist(const char *text, char out[STORE_ALLOWLIST_MAX
 }
 
 void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecycle_spec *spec,
-                    const char *created_by, struct store_key *k, char sk[APIKEY_LEN + 1])
+                    const char *created_by, struct store_key *k, char sk[APIKEY_MAX_LEN + 1])
 {
     memset(k, 0, sizeof(*k));
     apikey_generate(spec->mode, sk);
@@ -56,7 +56,7 @@ void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecy
     kn_strlcpy(k->name, spec->name, sizeof(k->name));
     kn_strlcpy(k->mode, apikey_mode_name(spec->mode), sizeof(k->mode));
     kn_strlcpy(k->environment, apikey_env_name(spec->env), sizeof(k->environment));
-    apikey_hash(secret, sk, APIKEY_LEN, k->hash);
+    apikey_hash(secret, sk, strlen(sk), k->hash);
     apikey_hint(sk, k->hint);
     kn_strlcpy(k->created_by, created_by, sizeof(k->created_by));
     k->created_at = kn_unix_now();
@@ -151,7 +151,7 @@ static int audited(struct store *s, int r, struct store_audit *e)
 
 int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                      const struct lifecycle_spec *spec, const struct lifecycle_actor *who,
-                     struct store_key *k, char sk[APIKEY_LEN + 1])
+                     struct store_key *k, char sk[APIKEY_MAX_LEN + 1])
 {
     char detail[256];
     int r;
@@ -164,13 +164,13 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     lifecycle_key_entry(&e, k->account_id, who, "key.create", k, detail);
     r = audited(s, store_key_insert(s, k, 1, &e), &e);
     if (r != STORE_OK)
-        sodium_memzero(sk, APIKEY_LEN + 1);
+        sodium_memzero(sk, APIKEY_MAX_LEN + 1);
     return r;
 }
 
 int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                    const struct store_key *old, int64_t grace, const struct lifecycle_actor *who,
-                   struct store_key *k, char sk[APIKEY_LEN + 1])
+                   struct store_key *k, char sk[APIKEY_MAX_LEN + 1])
 {
     struct lifecycle_spec spec;
     int64_t now = kn_unix_now();
@@ -196,7 +196,7 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     lifecycle_key_entry(&e, old->account_id, who, "key.roll", old, detail);
     r = audited(s, store_key_roll(s, old->id, k, now + grace, &e), &e);
     if (r != STORE_OK)
-        sodium_memzero(sk, APIKEY_LEN + 1);
+        sodium_memzero(sk, APIKEY_MAX_LEN + 1);
     return r;
 }
 

@@ -38,13 +38,13 @@ int lifecycle_canonical_allowlist(const char *text, char out[STORE_ALLOWLIST_MAX
 /* Fills k for a new key described by spec (without storing it) and writes its secret into sk.
  * The caller wipes sk once shown. */
 void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecycle_spec *spec,
-                    const char *created_by, struct store_key *k, char sk[APIKEY_LEN + 1]);
+                    const char *created_by, struct store_key *k, char sk[APIKEY_MAX_LEN + 1]);
 
 /* Creates a key: stores it, audits it, writes it to *k and its secret to sk. Returns a store
  * status; on STORE_ERROR the store's message says why. The spec must be valid. */
 int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                      const struct lifecycle_spec *spec, const struct lifecycle_actor *who,
-                     struct store_key *k, char sk[APIKEY_LEN + 1]);
+                     struct store_key *k, char sk[APIKEY_MAX_LEN + 1]);
 
 /* Rolls the key `old`: a replacement with the same account, name, mode, environment,
  * allowlist and expiry, and the old key expiring after grace seconds (0 = now) or at its own
@@ -53,7 +53,7 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
  */
 int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                    const struct store_key *old, int64_t grace, const struct lifecycle_actor *who,
-                   struct store_key *k, char sk[APIKEY_LEN + 1]);
+                   struct store_key *k, char sk[APIKEY_MAX_LEN + 1]);
 
 /* Revokes, expires (at Unix time `at`), renames, or replaces the allowlist of key k (as read
  * from the store), with an audit entry each. */

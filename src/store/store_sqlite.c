@@ -187,6 +187,30 @@ static void sqlite_close(struct store *s)
     store_set_backend__(s, NULL);
 }
 
+#define FK_OFF_MARK "-- konnect: foreign keys off\n"
+
+/* After a migration that ran with foreign keys off: 1 (with the store's message set) when a row
+ * refers to one that is not there. */
+static int foreign_keys_broken(struct store *s)
+{
+    sqlite3_stmt *q;
+    int broken;
+
+    if (sqlite3_prepare_v2(sq_db_of(s), "PRAGMA foreign_key_check", -1, &q, NULL) != SQLITE_OK) {
+        sq_fail(s, "foreign_key_check");
+        return 1;
+    }
+    broken = sqlite3_step(q) != SQLITE_DONE;
+    if (broken)
+        store_set_error(
+            s, STORE_ERROR,
+            "table %s has foreign keys to rows that are not there (PRAGMA foreign_key_check)",
+            sqlite3_column_type(q, 0) == SQLITE_TEXT ? (const char *)sqlite3_column_text(q, 0)
+                                                     : "?");
+    sqlite3_finalize(q);
+    return broken;
+}
+
 int sqlite_migrate(struct store *s)
 {
     sqlite3_stmt *q;
@@ -197,8 +221,13 @@ int sqlite_migrate(struct store *s)
         return STORE_ERROR;
     for (size_t i = 0; i < store_migrations_count; i++) {
         const struct store_migration *m = &store_migrations[i];
-        if (sq_exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+        /* A migration that makes a table again runs with foreign keys off (they cannot be
+         * turned off inside a transaction), and checks them itself before it commits. */
+        int rebuilds = strncmp(m->sql, FK_OFF_MARK, sizeof(FK_OFF_MARK) - 1) == 0;
+        if (rebuilds && sq_exec(s, "PRAGMA foreign_keys = OFF") != STORE_OK)
             return STORE_ERROR;
+        if (sq_exec(s, "BEGIN IMMEDIATE") != STORE_OK)
+            goto fk_on;
         if (sqlite3_prepare_v2(sq_db_of(s),
                                "SELECT coalesce(max(version), 0) FROM schema_migrations", -1, &q,
                                NULL) != SQLITE_OK)
@@ -207,12 +236,16 @@ int sqlite_migrate(struct store *s)
         sqlite3_finalize(q);
         if (m->version <= current) {
             sq_exec(s, "COMMIT");
+            if (rebuilds && sq_exec(s, "PRAGMA foreign_keys = ON") != STORE_OK)
+                return STORE_ERROR;
             continue;
         }
-        if (sq_exec(s, m->sql) != STORE_OK) {
+        if (sq_exec(s, m->sql) != STORE_OK || (rebuilds && foreign_keys_broken(s))) {
             char msg[512];
             snprintf(msg, sizeof(msg), "migration %s failed: %s", m->name, store_errmsg(s));
             sq_exec(s, "ROLLBACK");
+            if (rebuilds)
+                sq_exec(s, "PRAGMA foreign_keys = ON");
             return store_set_error(s, STORE_ERROR, "%s", msg);
         }
         if (sqlite3_prepare_v2(sq_db_of(s),
@@ -228,12 +261,16 @@ int sqlite_migrate(struct store *s)
         if (rc != SQLITE_DONE)
             goto fail;
         if (sq_exec(s, "COMMIT") != STORE_OK)
+            goto fk_on;
+        if (rebuilds && sq_exec(s, "PRAGMA foreign_keys = ON") != STORE_OK)
             return STORE_ERROR;
     }
     return STORE_OK;
 fail:
     sq_fail(s, "migration");
     sq_exec(s, "ROLLBACK");
+fk_on:
+    sq_exec(s, "PRAGMA foreign_keys = ON");
     return STORE_ERROR;
 }
 

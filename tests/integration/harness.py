@@ -16,7 +16,7 @@ import unittest
 import requests
 
 BINARY = None  # set from argv by main()
-KEY_RE = re.compile(r"^sk_(live|test)_[0-9A-Za-z]{38}$")
+KEY_RE = re.compile(r"^sk_(live|test|admin)_[0-9A-Za-z]{38}$")
 
 
 def free_port():
@@ -178,7 +178,7 @@ class ServerTest(unittest.TestCase):
         body = r.json()
         err = body["error"]
         self.assertEqual(err["code"], code, r.text)
-        self.assertIn(err["type"], ("authentication_error", "invalid_request_error",
+        self.assertIn(err["type"], ("authentication_error", "invalid_request_error", "permission_error",
                                     "rate_limit_error", "api_error", "insufficient_quota"))
         self.assertTrue(err["message"])
         self.assertEqual(err["param"], param)

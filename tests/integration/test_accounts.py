@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -354,6 +355,12 @@ class RolesTest(ServerTest):
         live, secret = r.json()["key"]["id"], r.json()["secret"]
         self.secrets.append(secret)
         test = owner.call("POST", "keys", {"name": "dev", "mode": "test"}).json()["key"]["id"]
+        r = owner.call("POST", "keys", {"name": "ops", "mode": "admin"})
+        self.assertEqual(r.status_code, 201, r.text)
+        admin, admin_secret = r.json()["key"]["id"], r.json()["secret"]
+        self.secrets.append(admin_secret)
+        self.assertTrue(admin_secret.startswith("sk_admin_"))
+        self.assertEqual(r.json()["key"]["environment"], "production")
         member = Browser(srv)
         r = member.call("POST", "invites/accept", {"token": owner.invite("mate@example.com"),
                                                    "password": OTHER})
@@ -363,6 +370,10 @@ class RolesTest(ServerTest):
                 ("POST", f"keys/{live}/roll", {"grace_seconds": 0}),
                 ("PATCH", f"keys/{live}", {"ip_allowlist": []}),
                 ("PATCH", f"keys/{live}", {"name": "x", "ip_allowlist": ["0.0.0.0/0"]}),
+                ("PATCH", f"keys/{live}", {"expires_at": int(time.time()) + 86400 * 365}),
+                ("POST", "keys", {"name": "mine", "mode": "admin"}),
+                ("POST", f"keys/{admin}/roll", {"grace_seconds": 3600}),
+                ("PATCH", f"keys/{admin}", {"ip_allowlist": ["0.0.0.0/0"]}),
                 ("POST", "members/invite", {"email": "friend@example.com"})):
             with self.subTest(path=path, body=body):
                 self.assertError(member.call(method, path, body), 403, "owner_required")
@@ -377,6 +388,13 @@ class RolesTest(ServerTest):
                                      {"ip_allowlist": ["127.0.0.1"]}).status_code, 200)
         self.assertEqual(member.call("POST", f"keys/{live}/revoke").status_code, 200)
         self.assertError(srv.post(secret, {"message": "x"}), 401, "api_key_revoked")
+        # The owner's admin key works on the management API until a member revokes it too.
+        h = {"Authorization": f"Bearer {admin_secret}"}
+        self.assertEqual(requests.get(srv.url + "/v1/keys", headers=h, timeout=10).status_code,
+                         200)
+        self.assertEqual(member.call("POST", f"keys/{admin}/revoke").status_code, 200)
+        self.assertError(requests.get(srv.url + "/v1/keys", headers=h, timeout=10), 401,
+                         "api_key_revoked")
 
     def test_a_removed_member_cannot_come_back_with_an_older_invitation(self):
         srv = self.start()

@@ -127,6 +127,62 @@ static int no_audit(void *ud, const struct store_audit *e)
     return 0;
 }
 
+/* Migration 010 makes api_keys again (SQLite cannot change a CHECK constraint) with foreign keys
+ * off: run again on a database with keys, their daily counts and their changes, it keeps every
+ * row and the order of the keys; on a database whose references are already broken it stops
+ * before committing and leaves the database as it was. */
+static void test_keys_rebuilt(const char *path)
+{
+    char err[256];
+    struct store *s;
+    sqlite3 *db;
+    int n = 0;
+
+    CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
+    store_close(s);
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "INSERT INTO accounts(id, email, created_at) VALUES ('acct_m', 'm@x.co', 1);"
+                       "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint,"
+                       " created_at, created_by) VALUES"
+                       " ('key_b', 'acct_m', 'b', 'live', 'production', x'01', 'h', 2, 'cli'),"
+                       " ('key_a', 'acct_m', 'a', 'test', 'development', x'02', 'h', 2, 'cli'),"
+                       " ('key_c', 'acct_m', 'c', 'admin', 'production', x'03', 'h', 2, 'cli');"
+                       "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
+                       " ('key_b', 20000, 7), ('key_a', 20000, 3);"
+                       "DELETE FROM schema_migrations WHERE version = 10;",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
+    struct store_cursor cur;
+    CHECK(store_keys_load(s, 20000, &cur, count_keys, &n) == STORE_OK && n == 3);
+    store_close(s);
+    CHECK(scalar(db, "SELECT count(*) FROM schema_migrations WHERE version = 10") == 1);
+    CHECK(scalar(db, "SELECT sum(requests) FROM key_usage_daily") == 10);
+    CHECK(scalar(db, "SELECT count(*) FROM pragma_foreign_key_check") == 0);
+    /* The keys keep their rowids: key_b, key_a, key_c in the order they were made. */
+    CHECK(scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_c'") >
+          scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_a'"));
+    CHECK(scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_a'") >
+          scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_b'"));
+    /* The triggers that carry key changes to every server are there again. */
+    CHECK(scalar(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                     "tbl_name = 'api_keys'") == 2);
+    CHECK(scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'api_keys_account'") == 1);
+
+    /* A count of a key that does not exist (written with foreign keys off): the migration
+     * refuses to commit, and says why. */
+    CHECK(sqlite3_exec(db,
+                       "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
+                       " ('key_gone', 20000, 1);"
+                       "DELETE FROM schema_migrations WHERE version = 10;",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(store_open(path, 1, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "foreign") != NULL);
+    CHECK(scalar(db, "SELECT count(*) FROM schema_migrations WHERE version = 10") == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM api_keys") == 3);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/konnect-sqlite-XXXXXX", path[128], url[200], err[256];
@@ -169,6 +225,8 @@ int main(void)
     CHECK(store_open(path, 1, err, sizeof(err)) == NULL && strstr(err, "newer") != NULL);
     CHECK(store_open(path, 0, err, sizeof(err)) == NULL && strstr(err, "999") != NULL);
 
+    snprintf(path, sizeof(path), "%s/rebuilt.db", dir);
+    test_keys_rebuilt(path);
     snprintf(path, sizeof(path), "%s/prefix.db", dir);
     test_prune_takes_a_prefix(path);
     snprintf(path, sizeof(path), "%s/log.db", dir);

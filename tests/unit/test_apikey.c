@@ -10,7 +10,8 @@
 
 int main(void)
 {
-    char k[APIKEY_LEN + 1], k2[APIKEY_LEN + 1], hint[APIKEY_HINT_SIZE];
+    char k[APIKEY_MAX_LEN + 1], k2[APIKEY_MAX_LEN + 1], hint[APIKEY_HINT_SIZE];
+    char u_swap[APIKEY_MAX_LEN + 1];
     enum apikey_mode mode;
     uint8_t secret[APIKEY_SECRET_LEN], h1[APIKEY_HASH_LEN], h2[APIKEY_HASH_LEN];
 
@@ -31,49 +32,49 @@ int main(void)
 
     /* Every single-character change is caught by the checksum or the alphabet. */
     int caught = 0, total = 0;
-    for (size_t i = 8; i < APIKEY_LEN; i++) {
-        char t[APIKEY_LEN + 1];
+    for (size_t i = 8; i < 46; i++) {
+        char t[APIKEY_MAX_LEN + 1];
         memcpy(t, k, sizeof(t));
         t[i] = t[i] == 'a' ? 'b' : 'a';
         total++;
-        caught += apikey_parse(t, APIKEY_LEN, &mode) != 0;
+        caught += apikey_parse(t, 46, &mode) != 0;
     }
     CHECK(caught == total);
 
     /* Wrong prefix, length, alphabet. */
-    char t[APIKEY_LEN + 1];
+    char t[APIKEY_MAX_LEN + 1];
     memcpy(t, k, sizeof(t));
     memcpy(t, "sk_prod_", 8);
-    CHECK(apikey_parse(t, APIKEY_LEN, &mode) != 0);
-    CHECK(apikey_parse(k, APIKEY_LEN - 1, &mode) != 0);
+    CHECK(apikey_parse(t, 46, &mode) != 0);
+    CHECK(apikey_parse(k, 46 - 1, &mode) != 0);
     CHECK(apikey_parse("", 0, &mode) != 0);
     memcpy(t, k, sizeof(t));
     t[20] = '-';
-    CHECK(apikey_parse(t, APIKEY_LEN, &mode) != 0);
+    CHECK(apikey_parse(t, 46, &mode) != 0);
     /* A live prefix on a test key's body fails the checksum. */
     memcpy(t, k, sizeof(t));
     memcpy(t, "sk_live_", 8);
-    CHECK(apikey_parse(t, APIKEY_LEN, &mode) != 0);
+    CHECK(apikey_parse(t, 46, &mode) != 0);
 
     /* Base62 body: only alphabet characters. */
-    for (size_t i = 8; i < APIKEY_LEN; i++)
+    for (size_t i = 8; i < 46; i++)
         CHECK((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'A' && k[i] <= 'Z') ||
               (k[i] >= 'a' && k[i] <= 'z'));
 
     apikey_hint(k, hint);
     CHECK(strncmp(hint, "sk_test_\xe2\x80\xa6", 11) == 0);
-    CHECK(memcmp(hint + 11, k + APIKEY_LEN - 4, 4) == 0);
+    CHECK(memcmp(hint + 11, k + 46 - 4, 4) == 0);
     CHECK(strlen(hint) == 15);
 
     /* The keyed hash depends on both the key and the server secret. */
     randombytes_buf(secret, sizeof(secret));
-    apikey_hash(secret, k, APIKEY_LEN, h1);
-    apikey_hash(secret, k, APIKEY_LEN, h2);
+    apikey_hash(secret, k, 46, h1);
+    apikey_hash(secret, k, 46, h2);
     CHECK(memcmp(h1, h2, sizeof(h1)) == 0);
-    apikey_hash(secret, k2, APIKEY_LEN, h2);
+    apikey_hash(secret, k2, 46, h2);
     CHECK(memcmp(h1, h2, sizeof(h1)) != 0);
     secret[0] ^= 1;
-    apikey_hash(secret, k, APIKEY_LEN, h2);
+    apikey_hash(secret, k, 46, h2);
     CHECK(memcmp(h1, h2, sizeof(h1)) != 0);
 
     enum apikey_env env;
@@ -81,6 +82,31 @@ int main(void)
     CHECK(apikey_env_parse("prod", &env) != 0);
     CHECK(apikey_mode_parse("live", &mode) == 0 && mode == APIKEY_MODE_LIVE);
     CHECK(apikey_mode_parse("LIVE", &mode) != 0);
+
+    /* Admin keys: a longer prefix, the same body and checksum. */
+    char a[APIKEY_MAX_LEN + 1], ah[APIKEY_HINT_SIZE];
+    CHECK(apikey_generate(APIKEY_MODE_ADMIN, a) == 47 && strlen(a) == 47);
+    CHECK(strncmp(a, "sk_admin_", 9) == 0);
+    CHECK(apikey_parse(a, 47, &mode) == 0 && mode == APIKEY_MODE_ADMIN);
+    CHECK(apikey_parse(a, 46, &mode) != 0);
+    memcpy(t, a + 1, 46); /* "k_admin_..." : no known prefix */
+    CHECK(apikey_parse(t, 46, &mode) != 0);
+    for (size_t i = 9; i < 47; i++) {
+        char u[APIKEY_MAX_LEN + 1];
+        memcpy(u, a, sizeof(u));
+        u[i] = u[i] == 'a' ? 'b' : 'a';
+        CHECK(apikey_parse(u, 47, &mode) != 0);
+    }
+    /* An admin key's body under a live prefix fails (length, then checksum). */
+    memcpy(u_swap, "sk_live_", 8);
+    memcpy(u_swap + 8, a + 9, 38);
+    CHECK(apikey_parse(u_swap, 46, &mode) != 0);
+    apikey_hint(a, ah);
+    CHECK(strncmp(ah, "sk_admin_\xe2\x80\xa6", 12) == 0 && memcmp(ah + 12, a + 43, 4) == 0 &&
+          strlen(ah) == 16);
+    CHECK(apikey_mode_parse("admin", &mode) == 0 && mode == APIKEY_MODE_ADMIN);
+    CHECK(strcmp(apikey_mode_name(APIKEY_MODE_ADMIN), "admin") == 0);
+    sodium_memzero(a, sizeof(a));
 
     /* Server secret: created with mode 0600, read back, and refused when others can read it. */
     char dir[] = "/tmp/konnect-test-XXXXXX", path[64], err[256];

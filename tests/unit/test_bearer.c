@@ -32,7 +32,7 @@ int main(void)
     CHECK(parse("Bearer =abc", NULL));
 
     uint8_t secret[APIKEY_SECRET_LEN];
-    char live[APIKEY_LEN + 1], test[APIKEY_LEN + 1], unknown[APIKEY_LEN + 1], hdr[80];
+    char live[APIKEY_MAX_LEN + 1], test[APIKEY_MAX_LEN + 1], unknown[APIKEY_MAX_LEN + 1], hdr[80];
     struct keytable *kt = keytable_new(16);
     struct keyrec_data d;
     struct keyrec *rec;
@@ -43,11 +43,11 @@ int main(void)
     apikey_generate(APIKEY_MODE_TEST, test);
     apikey_generate(APIKEY_MODE_TEST, unknown);
     memset(&d, 0, sizeof(d));
-    apikey_hash(secret, live, APIKEY_LEN, d.hash);
+    apikey_hash(secret, live, strlen(live), d.hash);
     strcpy(d.id, "key_live");
     d.mode = APIKEY_MODE_LIVE;
     keytable_upsert(kt, &d);
-    apikey_hash(secret, test, APIKEY_LEN, d.hash);
+    apikey_hash(secret, test, strlen(test), d.hash);
     strcpy(d.id, "key_test");
     d.mode = APIKEY_MODE_TEST;
     keytable_upsert(kt, &d);

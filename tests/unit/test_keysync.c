@@ -136,7 +136,7 @@ static void flood_stop(void)
 
 int main(void)
 {
-    char path[128], err[256], sk[APIKEY_LEN + 1], sk2[APIKEY_LEN + 1], msg[600];
+    char path[128], err[256], sk[APIKEY_MAX_LEN + 1], sk2[APIKEY_MAX_LEN + 1], msg[600];
     uint8_t secret[APIKEY_SECRET_LEN];
     struct lifecycle_actor who = {"cli", ""};
     struct store_account a;

@@ -40,8 +40,8 @@ static struct audit_seen audit(struct store *s, const char *account_id, const ch
 
 int main(void)
 {
-    char dir[] = "/tmp/konnect-lifecycle-XXXXXX", path[128], err[256], sk[APIKEY_LEN + 1],
-         sk2[APIKEY_LEN + 1];
+    char dir[] = "/tmp/konnect-lifecycle-XXXXXX", path[128], err[256], sk[APIKEY_MAX_LEN + 1],
+         sk2[APIKEY_MAX_LEN + 1];
     uint8_t secret[APIKEY_SECRET_LEN];
     struct store_account a;
     struct store_key k, k2, got;

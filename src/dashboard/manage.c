@@ -1,0 +1,191 @@
+/* The management API (/v1/keys, /v1/usage, /v1/invoices, /v1/audit, /v1/members,
+ * /v1/invitations; docs/openapi.yaml): the dashboard's own handlers, called with an admin key
+ * standing for its account's owner instead of a browser's session, and lists paged with a cursor.
+ *
+ * The HTTP layer has already authenticated the admin key against the server's key table; here the
+ * key is read again from the store, so that one revoked a moment ago (on any server) is refused
+ * before anything is done with it. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "dashboard/internal.h"
+#include "keys/apikey.h"
+
+static const struct dash_route api_routes[] = {
+    {"GET", "keys", OWNER, dash_keys_list, 0, "data", "id", 0},
+    {"POST", "keys", OWNER, dash_key_create, 0, NULL, NULL, 0},
+    {"GET", "keys/*", OWNER, dash_key_get, 0, NULL, NULL, 0},
+    {"POST", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0},
+    {"PATCH", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0},
+    {"POST", "keys/*/roll", OWNER, dash_key_roll, 0, NULL, NULL, 0},
+    {"POST", "keys/*/revoke", OWNER, dash_key_revoke, 0, NULL, NULL, 0},
+    {"GET", "usage", OWNER, dash_usage, 0, NULL, NULL, 0},
+    {"GET", "invoices", OWNER, dash_invoices, 0, "data", "month", 0},
+    {"GET", "invoices/*", OWNER, dash_invoice, 0, NULL, NULL, 0},
+    {"GET", "audit", OWNER, dash_audit_page, 0, "data", "id", 1},
+    {"GET", "members", OWNER, dash_members, 0, "data", "user_id", 0},
+    {"DELETE", "members/*", OWNER, dash_member_remove, 0, NULL, NULL, 0},
+    {"GET", "invitations", OWNER, dash_members, 0, "invites", "id", 0},
+    {"POST", "invitations", OWNER, dash_invite, 0, NULL, NULL, 0},
+    {"DELETE", "invitations/*", OWNER, dash_invite_cancel, 0, NULL, NULL, 0},
+};
+
+int dash_limit_param(const struct dash_request *req, struct dash_response *res, long long *limit)
+{
+    char text[16];
+    int found = dash_query_param(req, "limit", text, sizeof(text));
+
+    if (found == 0)
+        return 0;
+    if (found > 0 && kn_parse_int(text, 1, API_PAGE_MAX, limit) == 0)
+        return 0;
+    dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                     "'limit' must be a whole number from 1 to 100.", "limit");
+    return -1;
+}
+
+/* The cursor of a list item: its `member`, a string or an integer, as text. */
+static int item_cursor(json_t *item, const char *member, char *out, size_t size)
+{
+    json_t *v = json_object_get(item, member);
+
+    if (json_is_string(v))
+        return snprintf(out, size, "%s", json_string_value(v)) < (int)size ? 0 : -1;
+    if (json_is_integer(v))
+        return snprintf(out, size, "%lld", (long long)json_integer_value(v)) < (int)size ? 0 : -1;
+    return -1;
+}
+
+/* Turns the handler's answer (status 200, `list` an array) into a page of the list:
+ * {"object": "list", "data": [...], "has_more": ..., "next_cursor": ...} with the answer's other
+ * members beside it (a key list's month and currency). Lists of keys, members, invitations and
+ * months are short (an account's), so they are read whole and cut here; the audit log pages in
+ * the store (self_paged). */
+static void page_answer(const struct dash_route *r, const struct dash_request *req,
+                        struct dash_response *res)
+{
+    long long limit = API_PAGE;
+    char after[DASH_PARAM_MAX], cursor[DASH_PARAM_MAX];
+    json_t *doc, *arr, *page, *next = json_null();
+    size_t start = 0, n, i;
+    int has_after;
+
+    if (res->status != 200 || res->body == NULL ||
+        (doc = json_loadb(res->body, res->body_len, 0, NULL)) == NULL)
+        return;
+    arr = json_incref(json_object_get(doc, r->list));
+    json_object_del(doc, "data");
+    json_object_del(doc, "invites");
+    n = json_array_size(arr);
+    if (r->self_paged) {
+        json_t *nx = json_object_get(doc, "next");
+        if (!json_is_null(nx) && nx != NULL &&
+            item_cursor(doc, "next", cursor, sizeof(cursor)) == 0)
+            next = json_string(cursor);
+        json_object_del(doc, "next");
+        page = json_incref(arr);
+    } else {
+        has_after = dash_query_param(req, "starting_after", after, sizeof(after));
+        if (has_after != 0) {
+            for (i = 0; i < n; i++)
+                if (item_cursor(json_array_get(arr, i), r->cursor, cursor, sizeof(cursor)) == 0 &&
+                    has_after > 0 && strcmp(cursor, after) == 0)
+                    break;
+            if (i == n) {
+                json_decref(arr);
+                json_decref(doc);
+                dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                                 "'starting_after' must be the cursor of an item of this list "
+                                 "(a next_cursor from the page before).",
+                                 "starting_after");
+                return;
+            }
+            start = i + 1;
+        }
+        if (dash_limit_param(req, res, &limit) != 0) {
+            json_decref(arr);
+            json_decref(doc);
+            return;
+        }
+        page = json_array();
+        for (i = start; i < n && i < start + (size_t)limit; i++)
+            json_array_append(page, json_array_get(arr, i));
+        if (i < n &&
+            item_cursor(json_array_get(arr, i - 1), r->cursor, cursor, sizeof(cursor)) == 0)
+            next = json_string(cursor);
+    }
+    json_decref(arr);
+    json_object_set_new(doc, "object", json_string("list"));
+    json_object_set_new(doc, "data", page);
+    json_object_set_new(doc, "has_more", json_boolean(!json_is_null(next)));
+    json_object_set_new(doc, "next_cursor", next);
+    free(res->body);
+    dash_reply_json(res, 200, "OK", doc);
+}
+
+/* The admin key of the request, read from the store: it must still be an admin key that works
+ * (not revoked, not expired), and stands for its account's owner. Returns 0, or -1 after
+ * replying 401. */
+static int admin_of(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                    struct who *w)
+{
+    struct store_key k;
+    int64_t now = kn_unix_now();
+    int r = store_key_find(d->store, req->api_key_id, NULL, &k);
+
+    memset(w, 0, sizeof(*w));
+    if (r != STORE_OK && r != STORE_NOT_FOUND) {
+        dash_reply_store_error(d, res, req);
+        return -1;
+    }
+    if (r == STORE_NOT_FOUND || strcmp(k.mode, "admin") != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_API_KEY, NULL, NULL);
+        return -1;
+    }
+    if (k.revoked_at != 0) {
+        dash_reply_error(res, req, KN_ERR_API_KEY_REVOKED, NULL, NULL);
+        return -1;
+    }
+    if (k.expires_at != 0 && k.expires_at <= now) {
+        dash_reply_error(res, req, KN_ERR_API_KEY_EXPIRED, NULL, NULL);
+        return -1;
+    }
+    w->api = 1;
+    kn_strlcpy(w->member.account_id, k.account_id, sizeof(w->member.account_id));
+    kn_strlcpy(w->member.role, "owner", sizeof(w->member.role));
+    snprintf(w->user.email, sizeof(w->user.email), "admin key %s", k.id);
+    kn_strlcpy(w->member.email, w->user.email, sizeof(w->member.email));
+    w->actor.name = w->user.email;
+    w->actor.ip = req->ip;
+    return 0;
+}
+
+void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res)
+{
+    const struct dash_route *r;
+    char param[DASH_PARAM_MAX], allowed[64], msg[160];
+    struct who w;
+
+    if (strncmp(req->path, "/v1/", 4) != 0 ||
+        ((r = dash_find_route(api_routes, sizeof(api_routes) / sizeof(api_routes[0]), req->method,
+                              req->path + 4, param, allowed, sizeof(allowed))) == NULL &&
+         allowed[0] == '\0')) {
+        dash_reply_error(res, req, KN_ERR_NOT_FOUND, NULL, NULL);
+        return;
+    }
+    if (r == NULL) {
+        snprintf(msg, sizeof(msg), "%.64s only accepts %s.", req->path, allowed);
+        dash_reply_error(res, req, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
+        kn_strlcpy(res->allow, allowed, sizeof(res->allow));
+        return;
+    }
+    if (admin_of(d, req, res, &w) != 0)
+        return;
+    r->fn(d, req, res, &w, param);
+    if (r->list != NULL)
+        page_answer(r, req, res);
+}
