@@ -62,8 +62,10 @@ function statusBadge(status) {
   return h('span', { class: `badge badge-status-${status}` }, labels[status] || capitalize(status));
 }
 
+const MODE_LABELS = { live: 'Live', test: 'Test', admin: 'Admin' };
+
 function modeBadge(mode) {
-  return h('span', { class: `badge badge-${mode === 'live' ? 'live' : 'test'}` }, mode === 'live' ? 'Live' : 'Test');
+  return h('span', { class: `badge badge-${MODE_LABELS[mode] ? mode : 'test'}` }, MODE_LABELS[mode] || capitalize(mode));
 }
 
 function expiresCell(k) {
@@ -92,7 +94,9 @@ function keysTable(keys, refresh, currency) {
 
 // This month's billed usage of a key: live keys only, since test keys are never billed.
 function monthCell(k, currency) {
-  if (k.mode !== 'live') return h('td', { class: 'num muted', title: 'Test keys are not billed' }, '—');
+  if (k.mode !== 'live') {
+    return h('td', { class: 'num muted', title: k.mode === 'admin' ? 'Admin keys call the management API, which is not billed' : 'Test keys are not billed' }, '—');
+  }
   const u = k.usage || {};
   return h('td', { class: 'num', dataset: { usage: 'month' } },
     money(u.cost_micros, currency),
@@ -109,7 +113,7 @@ function keyRow(k, refresh, currency) {
     const rename = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Rename');
     rename.addEventListener('click', () => renameDialog(k, refresh));
     actions.append(rename);
-    if (k.status === 'active' && (k.mode !== 'live' || isOwner())) {
+    if (k.status === 'active' && (k.mode === 'test' || isOwner())) {
       const roll = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Roll key');
       roll.addEventListener('click', () => rollDialog(k, refresh));
       actions.append(roll);
@@ -172,8 +176,14 @@ function createKeyDialog(refresh) {
     radio('test', 'Test', 'sk_test_*', 'Test API keys for development. Requests are limited and return mock responses.', true),
     radio('live', 'Live', 'sk_live_*', isOwner()
       ? 'Live API keys for production use. Requests count against your usage quota and are billed accordingly.'
-      : 'Live API keys for production use. Only the account\'s owner can create them.', false));
-  if (!isOwner()) typeSet.querySelector('input[value="live"]').disabled = true;
+      : 'Live API keys for production use. Only the account\'s owner can create them.', false),
+    radio('admin', 'Admin', 'sk_admin_*', isOwner()
+      ? 'Admin API keys manage this account from your own systems: keys, usage, invoices, the audit log and members. They cannot call /v1/chat.'
+      : 'Admin API keys manage this account from your own systems. Only the account\'s owner can create them.', false));
+  if (!isOwner()) {
+    typeSet.querySelector('input[value="live"]').disabled = true;
+    typeSet.querySelector('input[value="admin"]').disabled = true;
+  }
 
   const env = h('select', { name: 'environment' }, ENVIRONMENTS.map((e) => h('option', { value: e }, capitalize(e))));
   env.value = 'development';
@@ -182,7 +192,7 @@ function createKeyDialog(refresh) {
     envTouched = true;
   });
   typeSet.addEventListener('change', () => {
-    if (!envTouched) env.value = mode() === 'live' ? 'production' : 'development';
+    if (!envTouched) env.value = mode() === 'test' ? 'development' : 'production';
   });
   const mode = () => typeSet.querySelector('input:checked').value;
   const fEnv = field('Environment', env, 'Use separate keys for development, staging and production.');
@@ -250,7 +260,7 @@ function createKeyDialog(refresh) {
       const k = answer.key || {};
       showSecret(dlg, holder, {
         title: 'Save your secret key',
-        intro: `“${k.name || body.name}” — ${k.mode === 'live' ? 'live' : 'test'} key for ${k.environment || body.environment}.` +
+        intro: `“${k.name || body.name}” — ${(MODE_LABELS[k.mode] || 'test').toLowerCase()} key for ${k.environment || body.environment}.` +
           (propagationWarning(answer) ? ` ${propagationWarning(answer)}` : ''),
       });
       holder.secret = null;
