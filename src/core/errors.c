@@ -120,6 +120,8 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                "This invitation link is invalid, expired or already used."},
     [KN_ERR_KEY_NOT_ACTIVE] = {409, "Conflict", "invalid_request_error", "key_not_active",
                                "This key is revoked, expired or already rolled."},
+    [KN_ERR_IDEMPOTENCY] = {409, "Conflict", "invalid_request_error", "idempotency_error",
+                            "This Idempotency-Key belongs to another request."},
     [KN_ERR_PASSWORD_NOT_SET] = {403, "Forbidden", "invalid_request_error", "password_not_set",
                                  "This user has no password yet, and an invitation cannot give it "
                                  "one. Choose a password with the set-password link from the "

@@ -32,6 +32,7 @@ struct dash_request {
     /* A management API request (/v1/...): the id of the admin key the HTTP layer authenticated
      * it with; NULL for the dashboard's own calls. */
     const char *api_key_id;
+    const char *idempotency_key; /* The Idempotency-Key header (management API), or NULL. */
 };
 
 /* The answer. body is malloc'd (or NULL for no body); the caller frees it. It is JSON unless
@@ -45,6 +46,7 @@ struct dash_response {
     char content_disposition[128]; /* A Content-Disposition value (a download), or "". */
     char set_cookie[256];          /* A Set-Cookie value, or "". */
     char allow[64];                /* An Allow value (405 method_not_allowed), or "". */
+    int replayed;                  /* 1: an idempotent replay (Idempotent-Replayed: true). */
     unsigned retry_after;          /* Seconds for Retry-After, or 0. */
     const char *error_code;        /* For the access log, or NULL. */
 };

@@ -6,6 +6,7 @@
  * key is read again from the store, so that one revoked a moment ago (on any server) is refused
  * before anything is done with it. */
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,138 @@ static int admin_of(struct dashboard *d, const struct dash_request *req, struct 
     return 0;
 }
 
+/* ---- Idempotency-Key ------------------------------------------------------------------------
+ * As Stripe has it: a POST with an Idempotency-Key runs once; the same key with the same request
+ * (method, path, query and body, the body compared as JSON) gets the first answer again, with
+ * Idempotent-Replayed: true and without the secrets it carried; the same key with another request
+ * is 409 idempotency_error, and so is one whose first is still running. Only a successful (2xx)
+ * answer is kept: after a refusal or a failure the key is free for the retry. Keys are per
+ * account and kept a day. */
+
+#define IDEM_STALE_S 120 /* A first request unfinished for this long died with its server. */
+
+static void fingerprint(const struct dash_request *req, uint8_t out[crypto_hash_sha256_BYTES])
+{
+    crypto_hash_sha256_state st;
+    json_t *doc = json_loadb(req->body != NULL ? req->body : "", req->body_len, 0, NULL);
+    char *canonical = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const unsigned char *)req->method, strlen(req->method) + 1);
+    crypto_hash_sha256_update(&st, (const unsigned char *)req->path, strlen(req->path) + 1);
+    if (req->query != NULL)
+        crypto_hash_sha256_update(&st, (const unsigned char *)req->query, strlen(req->query));
+    crypto_hash_sha256_update(&st, (const unsigned char *)"", 1);
+    if (canonical != NULL)
+        crypto_hash_sha256_update(&st, (const unsigned char *)canonical, strlen(canonical));
+    else if (req->body != NULL)
+        crypto_hash_sha256_update(&st, (const unsigned char *)req->body, req->body_len);
+    crypto_hash_sha256_final(&st, out);
+    free(canonical);
+    json_decref(doc);
+}
+
+/* Claims the request's Idempotency-Key for account. Returns 1 when the request is to run (the
+ * key is now its own), or 0 after answering: the replay of the first answer, a conflict, a bad
+ * key or a store failure. */
+static int idem_claim(struct dashboard *d, const struct dash_request *req,
+                      struct dash_response *res, const char *account)
+{
+    const char *key = req->idempotency_key;
+    size_t len = strlen(key);
+    uint8_t hash[crypto_hash_sha256_BYTES];
+    struct store_idem x;
+    int64_t now = kn_unix_now();
+    int r = STORE_RETRY;
+
+    if (len == 0 || len > STORE_IDEM_KEY_MAX) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "An Idempotency-Key is 1 to 255 characters, such as a UUID.",
+                         "Idempotency-Key");
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "An Idempotency-Key is printable ASCII, such as a UUID.",
+                             "Idempotency-Key");
+            return 0;
+        }
+    fingerprint(req, hash);
+    for (int attempt = 0; attempt < 2 && r == STORE_RETRY; attempt++)
+        r = store_idem_begin(d->store, account, key, hash, now, now - IDEM_STALE_S, &x);
+    if (r == STORE_OK)
+        return 1;
+    if (r != STORE_CONFLICT) {
+        dash_reply_store_error(d, res, req);
+        return 0;
+    }
+    if (sodium_memcmp(x.request_hash, hash, sizeof(hash)) != 0) {
+        dash_reply_error(res, req, KN_ERR_IDEMPOTENCY,
+                         "This Idempotency-Key was used for another request (another method, "
+                         "path or body). Use a new key for a new request.",
+                         NULL);
+    } else if (x.status == 0 || x.body == NULL) {
+        dash_reply_error(res, req, KN_ERR_IDEMPOTENCY,
+                         "The first request with this Idempotency-Key is still being answered. "
+                         "Retry in a second to get its answer.",
+                         NULL);
+        res->retry_after = 1;
+    } else {
+        res->status = x.status;
+        res->reason = x.status == 201 ? "Created" : "OK";
+        res->body = x.body;
+        res->body_len = strlen(x.body);
+        res->replayed = 1;
+        return 0;
+    }
+    free(x.body);
+    return 0;
+}
+
+/* What is kept of a first answer for its replays: everything but the secrets it showed once (a
+ * new key's secret, an invitation's link), each replaced by null and a note saying so. */
+static char *idem_answer(const struct dash_response *res)
+{
+    static const char *const secrets[] = {"secret", "invite_url"};
+    json_t *doc = json_loadb(res->body != NULL ? res->body : "{}",
+                             res->body != NULL ? res->body_len : 2, 0, NULL);
+    char note[48], *out;
+
+    if (doc == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        json_t *v = json_object_get(doc, secrets[i]);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (json_is_string(v))
+            sodium_memzero((char *)json_string_value(v), json_string_length(v));
+        json_object_set_new(doc, secrets[i], json_null());
+        snprintf(note, sizeof(note), "%s_note", secrets[i]);
+        json_object_set_new(doc, note,
+                            json_string("Shown only in the first answer to this "
+                                        "Idempotency-Key, never again."));
+    }
+    out = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return out;
+}
+
+/* After the request ran: its answer kept for replays when it succeeded, else the key freed. */
+static void idem_settle(struct dashboard *d, const struct dash_request *req,
+                        const struct dash_response *res, const char *account)
+{
+    char *kept = res->status >= 200 && res->status < 300 ? idem_answer(res) : NULL;
+    int r = kept != NULL
+                ? store_idem_finish(d->store, account, req->idempotency_key, res->status, kept)
+                : store_idem_release(d->store, account, req->idempotency_key);
+
+    if (r != STORE_OK)
+        fprintf(stderr, "konnect: cannot settle an idempotency key (%s): %s\n", req->request_id,
+                store_errmsg(d->store));
+    free(kept);
+}
+
 void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
                         struct dash_response *res)
 {
@@ -185,7 +318,12 @@ void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
     }
     if (admin_of(d, req, res, &w) != 0)
         return;
+    int idem = req->idempotency_key != NULL && strcmp(req->method, "POST") == 0;
+    if (idem && !idem_claim(d, req, res, w.member.account_id))
+        return;
     r->fn(d, req, res, &w, param);
+    if (idem)
+        idem_settle(d, req, res, w.member.account_id);
     if (r->list != NULL)
         page_answer(r, req, res);
 }

@@ -149,6 +149,8 @@ static void send_answer(h2o_req_t *req, struct dash_job *job)
         snprintf(buf, sizeof(buf), "%u", job->out.retry_after);
         http_add_header(req, "retry-after", buf);
     }
+    if (job->out.replayed)
+        http_add_header(req, "idempotent-replayed", "true");
     if (job->out.allow[0] != '\0')
         http_add_header(req, "allow", job->out.allow);
     if (job->out.content_disposition[0] != '\0')
@@ -218,6 +220,7 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
     struct worker *w = http_worker_of(req);
     struct server *srv = w->srv;
     int api = api_key_id != NULL;
+    const h2o_iovec_t *idem = api ? http_find_header(req, NULL, "idempotency-key") : NULL;
     const h2o_iovec_t *cookie = api ? NULL : http_find_header(req, H2O_TOKEN_COOKIE, NULL),
                       *csrf = api ? NULL : http_find_header(req, NULL, "x-csrf-token"),
                       *origin = api ? NULL : http_find_header(req, NULL, "origin"),
@@ -240,7 +243,8 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
     struct dash_job *job = kn_calloc(1, sizeof(*job));
     size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
                   (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
-                  (ctype ? ctype->len : 0) + strlen(peer) + (api ? strlen(api_key_id) : 0) + 16;
+                  (ctype ? ctype->len : 0) + strlen(peer) + (api ? strlen(api_key_id) : 0) +
+                  (idem ? idem->len : 0) + 16;
     char *cur = job->strings = kn_malloc(need);
     job->strings_len = need;
     job->w = w;
@@ -259,6 +263,7 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
     job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
     job->in.ip = copy_str(&cur, peer, strlen(peer));
     job->in.api_key_id = api ? copy_str(&cur, api_key_id, strlen(api_key_id)) : NULL;
+    job->in.idempotency_key = idem ? copy_str(&cur, idem->base, idem->len) : NULL;
     /* Behind KONNECT_PUBLIC_URL https://..., browsers reach the dashboard only over HTTPS. */
     job->in.https = http_is_https(req) || srv->cfg->public_https;
     job->in.request_id = job->info.request_id;
@@ -317,6 +322,13 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
     }
     if (key->mode != APIKEY_MODE_ADMIN) {
         http_send_scope_error(req, info, 1);
+        return;
+    }
+    ssize_t idem = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
+    if (idem != -1 &&
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), idem) != -1) {
+        http_send_error(req, info, KN_ERR_INVALID_PARAMETER,
+                        "Send one Idempotency-Key header at most.", "Idempotency-Key");
         return;
     }
     keytable_touch(http_worker_of(req)->srv->kt, key, now, 0); /* Its last use; no request count. */

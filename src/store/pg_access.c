@@ -539,6 +539,67 @@ int pg_throttle_clear(struct store *s, const char *kind, const char *key)
                   "cannot clear a throttle", "tt", kind, key);
 }
 
+/* ---- idempotency keys ---------------------------------------------------------------------- */
+
+/* See the SQLite backend. Two servers claiming the same key at once: one inserts, the other's
+ * ON CONFLICT waits for it and then finds the row taken. */
+int pg_idem_begin(struct store *s, const char *scope, const char *key, const uint8_t *hash,
+                  int64_t now, int64_t stale_before, struct store_idem *out)
+{
+    PGresult *res;
+    int r = PG_RUN(s, IDEM_BEGIN,
+                   "INSERT INTO idempotency_keys(scope, key, request_hash, created_at, status, "
+                   "body) VALUES ($1, $2, $3, $4, 0, NULL) ON CONFLICT (scope, key) DO UPDATE SET "
+                   "request_hash = excluded.request_hash, created_at = excluded.created_at, "
+                   "status = 0, body = NULL WHERE idempotency_keys.created_at <= $4::bigint - "
+                   "$5::bigint OR (idempotency_keys.status = 0 AND idempotency_keys.created_at < "
+                   "$6::bigint)",
+                   &res, "cannot claim an idempotency key", "tthiii", scope, key, hash, now,
+                   (int64_t)STORE_IDEM_TTL, stale_before);
+
+    memset(out, 0, sizeof(*out));
+    if (r != STORE_OK)
+        return r;
+    long n = pg_changes(res);
+    PQclear(res);
+    if (n == 1)
+        return STORE_OK;
+    r = PG_RUN(s, IDEM_READ,
+               "SELECT request_hash, created_at, status, body FROM idempotency_keys WHERE "
+               "scope = $1 AND key = $2",
+               &res, "cannot read an idempotency key", "tt", scope, key);
+    if (r != STORE_OK)
+        return r;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return store_set_error(s, STORE_RETRY, "the idempotency key went away");
+    }
+    pg_hash(out->request_hash, res, 0, 0);
+    out->created_at = pg_int(res, 0, 1);
+    out->status = (int)pg_int(res, 0, 2);
+    if (!PQgetisnull(res, 0, 3))
+        out->body = kn_strdup(PQgetvalue(res, 0, 3));
+    PQclear(res);
+    return store_set_error(s, STORE_CONFLICT, "the idempotency key is taken");
+}
+
+int pg_idem_finish(struct store *s, const char *scope, const char *key, int status,
+                   const char *body)
+{
+    return PG_RUN(s, IDEM_FINISH,
+                  "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND "
+                  "key = $2 AND status = 0",
+                  NULL, "cannot keep an idempotent answer", "ttit", scope, key, (int64_t)status,
+                  body);
+}
+
+int pg_idem_release(struct store *s, const char *scope, const char *key)
+{
+    return PG_RUN(s, IDEM_RELEASE,
+                  "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status = 0", NULL,
+                  "cannot release an idempotency key", "tt", scope, key);
+}
+
 /* Deletes at most PRUNE_BATCH rows per statement, each its own short transaction, so that a
  * prune never holds locks long. */
 #define PRUNE_BATCH 500
@@ -570,6 +631,8 @@ int pg_prune(struct store *s, const struct store_retention *r, int64_t now, int6
         /* Servers not seen for a day (see the SQLite backend). */
         "DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE seen_ms < ($1::bigint - 86400) "
         "* 1000 LIMIT 500)",
+        "DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key FROM "
+        "idempotency_keys WHERE created_at <= $1::bigint - 86400 LIMIT 500)",
     };
     int64_t total = 0;
     _Static_assert(sizeof(sql) / sizeof(sql[0]) == PS_PRUNE_LAST - PS_PRUNE_FIRST + 1,

@@ -532,6 +532,66 @@ int sqlite_throttle_clear(struct store *s, const char *kind, const char *key)
     return sq_done(s, STMT(s, THROTTLE_CLEAR), rc, "cannot clear a throttle");
 }
 
+/* ---- idempotency keys ---------------------------------------------------------------------- */
+
+/* One statement claims the key: a new row, or one a day old or abandoned taken over; a key held
+ * by another request (finished or not) is left as it is and read. */
+int sqlite_idem_begin(struct store *s, const char *scope, const char *key, const uint8_t *hash,
+                      int64_t now, int64_t stale_before, struct store_idem *out)
+{
+    sqlite3_stmt *q;
+    int rc = RUN(s, IDEM_BEGIN,
+                 "INSERT INTO idempotency_keys(scope, key, request_hash, created_at, status, body) "
+                 "VALUES (?1, ?2, ?3, ?4, 0, NULL) ON CONFLICT (scope, key) DO UPDATE SET "
+                 "request_hash = excluded.request_hash, created_at = excluded.created_at, "
+                 "status = 0, body = NULL WHERE idempotency_keys.created_at <= ?4 - ?5 OR "
+                 "(idempotency_keys.status = 0 AND idempotency_keys.created_at < ?6)",
+                 "tthiii", scope, key, hash, now, (int64_t)STORE_IDEM_TTL, stale_before);
+    int r = sq_done(s, STMT(s, IDEM_BEGIN), rc, "cannot claim an idempotency key");
+
+    memset(out, 0, sizeof(*out));
+    if (r != STORE_OK)
+        return r;
+    if (sqlite3_changes(sq_db_of(s)) == 1)
+        return STORE_OK;
+    rc = RUN(s, IDEM_READ,
+             "SELECT request_hash, created_at, status, body FROM idempotency_keys WHERE "
+             "scope = ?1 AND key = ?2",
+             "tt", scope, key);
+    q = STMT(s, IDEM_READ);
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_bytes(q, 0) == STORE_HASH_LEN)
+            memcpy(out->request_hash, sqlite3_column_blob(q, 0), STORE_HASH_LEN);
+        out->created_at = sqlite3_column_int64(q, 1);
+        out->status = sqlite3_column_int(q, 2);
+        if (sqlite3_column_type(q, 3) == SQLITE_TEXT)
+            out->body = kn_strdup((const char *)sqlite3_column_text(q, 3));
+        sqlite3_reset(q);
+        return store_set_error(s, STORE_CONFLICT, "the idempotency key is taken");
+    }
+    r = sq_done(s, q, rc, "cannot read an idempotency key");
+    /* Gone between the two statements (a prune): the caller may try again. */
+    return r != STORE_OK ? r : store_set_error(s, STORE_RETRY, "the idempotency key went away");
+}
+
+int sqlite_idem_finish(struct store *s, const char *scope, const char *key, int status,
+                       const char *body)
+{
+    int rc = RUN(s, IDEM_FINISH,
+                 "UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE scope = ?1 AND "
+                 "key = ?2 AND status = 0",
+                 "ttit", scope, key, (int64_t)status, body);
+    return sq_done(s, STMT(s, IDEM_FINISH), rc, "cannot keep an idempotent answer");
+}
+
+int sqlite_idem_release(struct store *s, const char *scope, const char *key)
+{
+    int rc = RUN(s, IDEM_RELEASE,
+                 "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status = 0", "tt",
+                 scope, key);
+    return sq_done(s, STMT(s, IDEM_RELEASE), rc, "cannot release an idempotency key");
+}
+
 /* Deletes at most PRUNE_BATCH rows per statement, each its own short transaction, so that a
  * prune never holds the write lock long enough to delay a ledger commit. */
 #define PRUNE_BATCH 500
@@ -562,6 +622,8 @@ int sqlite_prune(struct store *s, const struct store_retention *r, int64_t now, 
          * seconds; this only keeps the table short). */
         "DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE seen_ms < (?1 - 86400) * 1000 "
         "LIMIT 500)",
+        "DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key FROM "
+        "idempotency_keys WHERE created_at <= ?1 - 86400 LIMIT 500)",
     };
     struct sqlite_backend *b = store_backend(s);
     int64_t total = 0;

@@ -74,6 +74,10 @@ enum {
     DS_THROTTLE_HIT,
     DS_THROTTLE_REFUSE,
     DS_THROTTLE_CLEAR,
+    DS_IDEM_BEGIN,
+    DS_IDEM_READ,
+    DS_IDEM_FINISH,
+    DS_IDEM_RELEASE,
     DS_ACCOUNT_SET_PLAN,
     DS_ACCOUNT_SET_QUOTA,
     DS_ACCOUNTS_LOAD,
@@ -97,7 +101,7 @@ enum {
 struct sqlite_backend {
     sqlite3 *db;
     sqlite3_stmt *dash[DS__COUNT];
-    sqlite3_stmt *prune[8];
+    sqlite3_stmt *prune[9];
     struct checkpointer *ckpt;
 };
 

@@ -196,6 +196,17 @@ struct store_throttle {
     int64_t refused;  /* Attempts refused while throttled and not yet reported in the audit log. */
 };
 
+/* An Idempotency-Key of the management or operator API (store_idem_begin): the first request's
+ * fingerprint and, once it finished, its answer. */
+#define STORE_IDEM_KEY_MAX 255
+#define STORE_IDEM_TTL (24 * 3600) /* Kept for a day, as Stripe keeps them. */
+struct store_idem {
+    uint8_t request_hash[STORE_HASH_LEN]; /* What the first request asked (method, path, body). */
+    int64_t created_at;
+    int status; /* The first answer's HTTP status, or 0 while it is in flight. */
+    char *body; /* The first answer (malloc'd; the caller frees it), or NULL in flight. */
+};
+
 /* How long the store keeps what it only needs for a while; see store_prune. */
 /* What a backup holds, read back from the copy once written (store_backup). */
 struct store_backup_info {
@@ -340,6 +351,14 @@ struct store;
     X(throttle_refuse, (struct store *s, const char *kind, const char *key, int64_t *refused),     \
       (s, kind, key, refused))                                                                     \
     X(throttle_clear, (struct store *s, const char *kind, const char *key), (s, kind, key))        \
+    X(idem_begin,                                                                                  \
+      (struct store *s, const char *scope, const char *key, const uint8_t *hash, int64_t now,       \
+       int64_t stale_before, struct store_idem *out),                                              \
+      (s, scope, key, hash, now, stale_before, out))                                               \
+    X(idem_finish,                                                                                 \
+      (struct store *s, const char *scope, const char *key, int status, const char *body),         \
+      (s, scope, key, status, body))                                                               \
+    X(idem_release, (struct store *s, const char *scope, const char *key), (s, scope, key))        \
     X(prune, (struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted),    \
       (s, r, now, deleted))                                                                        \
     X(keys_load,                                                                                   \
@@ -580,9 +599,22 @@ int store_throttle_hit(struct store *s, const char *kind, const char *key, int64
 int store_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused);
 int store_throttle_clear(struct store *s, const char *kind, const char *key);
 
+/* Idempotency keys, per scope (an account's id, or "operator"). begin claims `key` for a request
+ * whose fingerprint is hash, at Unix time now: STORE_OK when the request is now the key's owner
+ * (the key was free, a day old or more, or held by a request still unfinished since before
+ * stale_before: a server that died with it); STORE_CONFLICT with the key's record in *out
+ * otherwise (the caller compares the fingerprint, and frees out->body). finish keeps the owner's
+ * answer; release frees the key of an owner that did not finish (its answer is not to be
+ * replayed). */
+int store_idem_begin(struct store *s, const char *scope, const char *key, const uint8_t *hash,
+                     int64_t now, int64_t stale_before, struct store_idem *out);
+int store_idem_finish(struct store *s, const char *scope, const char *key, int status,
+                      const char *body);
+int store_idem_release(struct store *s, const char *scope, const char *key);
+
 /* Deletes, in small transactions, what the retention settings no longer keep at `now`: expired
- * sessions, idle throttle counters, finished invitations and links, old change-log rows and old
- * audit entries. Writes the number of rows deleted to *deleted. */
+ * sessions, idle throttle counters, finished invitations and links, idempotency keys a day old,
+ * old change-log rows and old audit entries. Writes the number of rows deleted to *deleted. */
 int store_prune(struct store *s, const struct store_retention *r, int64_t now, int64_t *deleted);
 
 /* Appends an audit entry (its id is filled in by the store, its time is the caller's). */

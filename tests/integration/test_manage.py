@@ -75,10 +75,11 @@ class ManageTest(ServerTest):
         self.admin = self.key("dev@example.com", "admin", "ops")
         self.assertTrue(self.admin.startswith("sk_admin_"))
 
-    def call(self, method, path, key=None, body=None, **kw):
+    def call(self, method, path, key=None, body=None, headers=None, **kw):
         h = {"Authorization": f"Bearer {key or self.admin}"}
         if body is not None:
             h["Content-Type"] = "application/json"
+        h.update(headers or {})
         r = requests.request(method, self.srv.url + path, headers=h,
                              data=None if body is None else json.dumps(body), timeout=10, **kw)
         self.assertRegex(r.headers.get("request-id", ""), r"^req_[0-9A-Za-z]{24}$")
@@ -125,7 +126,7 @@ class ManageTest(ServerTest):
         self.assertEqual(r.headers["WWW-Authenticate"], 'Bearer realm="konnect"')
         self.assertError(self.call("GET", "/v1/keys", key="sk_admin_" + "a" * 38), 401,
                          "invalid_api_key")
-        self.assertError(self.call("GET", "/v1/keys", key=self.admin[:-1] + "x"), 401,
+        self.assertError(self.call("GET", "/v1/keys", key=self.admin[:-1] + ("x" if self.admin[-1] != "x" else "y")), 401,
                          "invalid_api_key")
         # Revoked through the API itself: refused from the very next call, on the loop (the key
         # table) and in the store.
@@ -274,6 +275,120 @@ class ManageTest(ServerTest):
                          "limit")
         self.assertError(self.call("GET", "/v1/keys?starting_after=key_nope"), 400,
                          "invalid_parameter", "starting_after")
+
+    # ---- Idempotency-Key ---------------------------------------------------------------------
+
+    def test_idempotent_create_runs_once_and_never_shows_the_secret_twice(self):
+        h = {"Idempotency-Key": "create-ci-1"}
+        body = {"name": "ci", "mode": "test", "environment": "staging"}
+        first = self.call("POST", "/v1/keys", body=body, headers=h)
+        self.assertEqual(first.status_code, 201, first.text)
+        self.assertNotIn("Idempotent-Replayed", first.headers)
+        secret = first.json()["secret"]
+        self.secrets.append(secret)
+        # The same request again (members in another order, other spacing): the first answer.
+        r = requests.post(self.srv.url + "/v1/keys", timeout=10,
+                          data='{ "environment":"staging",  "mode":"test","name":"ci"}',
+                          headers={"Authorization": f"Bearer {self.admin}",
+                                   "Content-Type": "application/json", **h})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertEqual(r.headers["Idempotent-Replayed"], "true")
+        again = r.json()
+        self.assertEqual(again["key"]["id"], first.json()["key"]["id"])
+        self.assertIsNone(again["secret"])
+        self.assertIn("first answer", again["secret_note"])
+        self.assertNotIn(secret, r.text)
+        names = [k["name"] for k in self.call("GET", "/v1/keys?limit=100").json()["data"]]
+        self.assertEqual(names.count("ci"), 1)
+        # The same key for another request is refused, and creates nothing.
+        err = self.assertError(self.call("POST", "/v1/keys", headers=h,
+                                         body={"name": "ci2", "mode": "test"}),
+                               409, "idempotency_error")
+        self.assertIn("another request", err["message"])
+        self.assertError(self.call("POST", "/v1/keys/key_x/revoke", headers=h, body={}), 409,
+                         "idempotency_error")
+        # Keys are per account: another account's admin may use the same one.
+        self.data.account("other@example.com")
+        theirs = self.key("other@example.com", "admin", "ops")
+        r = self.call("POST", "/v1/keys", key=theirs, headers=h, body=body)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+        # Nothing of the secrets is in the store's copy of the answers.
+        with open(os.path.join(self.data.path, "konnect.db"), "rb") as f:
+            db = f.read()
+        self.assertNotIn(secret.encode(), db)
+
+    def test_a_refused_or_failed_request_leaves_the_key_free(self):
+        h = {"Idempotency-Key": "retry-me"}
+        self.assertError(self.call("POST", "/v1/keys", headers=h, body={"name": "x",
+                                                                        "mode": "gold"}),
+                         400, "invalid_parameter", "mode")
+        r = self.call("POST", "/v1/keys", headers=h, body={"name": "x", "mode": "test"})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+
+    def test_idempotent_invitation_and_revocation(self):
+        h = {"Idempotency-Key": "invite-ann"}
+        first = self.call("POST", "/v1/invitations", headers=h, body={"email": "ann@example.com"})
+        self.assertEqual(first.status_code, 201, first.text)
+        again = self.call("POST", "/v1/invitations", headers=h, body={"email": "ann@example.com"})
+        self.assertEqual(again.json()["id"], first.json()["id"])
+        self.assertIsNone(again.json()["invite_url"])
+        self.assertNotIn(first.json()["invite_url"].split("=")[-1], again.text)
+        self.assertEqual(len(self.call("GET", "/v1/invitations").json()["data"]), 1)
+        kid = self.data.key_id(self.key("dev@example.com", "test", "gone"))
+        h = {"Idempotency-Key": "revoke-gone"}
+        a = self.call("POST", f"/v1/keys/{kid}/revoke", headers=h, body={})
+        b = self.call("POST", f"/v1/keys/{kid}/revoke", headers=h, body={})
+        self.assertEqual((a.status_code, b.status_code), (200, 200))
+        self.assertEqual(b.headers["Idempotent-Replayed"], "true")
+        self.assertEqual(a.json()["key"], b.json()["key"])
+
+    def test_bad_idempotency_keys(self):
+        for bad in ("x" * 256, "caf\u00e9"):
+            r = self.call("POST", "/v1/keys", headers={"Idempotency-Key": bad.encode("utf-8")},
+                          body={"name": "x", "mode": "test"})
+            self.assertError(r, 400, "invalid_parameter", "Idempotency-Key")
+        # Two headers: which would count?
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=10)
+        conn.putrequest("POST", "/v1/keys")
+        for name, value in (("Authorization", f"Bearer {self.admin}"),
+                            ("Content-Type", "application/json"), ("Idempotency-Key", "a"),
+                            ("Idempotency-Key", "b"), ("Content-Length", "2")):
+            conn.putheader(name, value)
+        conn.endheaders(b"{}")
+        r = conn.getresponse()
+        self.assertEqual(r.status, 400)
+        self.assertEqual(json.loads(r.read())["error"]["param"], "Idempotency-Key")
+        conn.close()
+        self.assertEqual(len(self.call("GET", "/v1/keys").json()["data"]), 1)  # the admin key
+
+    def test_a_first_request_still_running_holds_its_key(self):
+        # Another server is answering the first request (its row is in flight): a retry is
+        # 409 with Retry-After, until that server is presumed dead (two minutes).
+        import hashlib
+        import sqlite3
+        body = {"name": "slow", "mode": "test"}
+        canonical = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        fp = hashlib.sha256(b"POST\0/v1/keys\0\0" + canonical.encode()).digest()
+        account = self.call("GET", f"/v1/keys/{self.data.key_id(self.admin)}").json()
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"), timeout=10)
+        acct = db.execute("SELECT account_id FROM api_keys WHERE id = ?",
+                          (account["key"]["id"],)).fetchone()[0]
+        now = int(time.time())
+        db.executemany("INSERT INTO idempotency_keys(scope, key, request_hash, created_at, status)"
+                       " VALUES (?, ?, ?, ?, 0)", [(acct, "busy", fp, now),
+                                                   (acct, "dead", fp, now - 121)])
+        db.commit()
+        db.close()
+        r = self.call("POST", "/v1/keys", headers={"Idempotency-Key": "busy"}, body=body)
+        err = self.assertError(r, 409, "idempotency_error")
+        self.assertIn("still being answered", err["message"])
+        self.assertEqual(r.headers["Retry-After"], "1")
+        r = self.call("POST", "/v1/keys", headers={"Idempotency-Key": "dead"}, body=body)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
 
     # ---- records ----------------------------------------------------------------------------
 

@@ -414,6 +414,50 @@ static void test_nodes_and_plans(struct store *s, struct store *s2)
 }
 
 /* The whole contract on one empty store at url. */
+/* Idempotency keys: a claim, a second claim refused with the record, the answer kept, a key a day
+ * old or abandoned taken over, another scope apart, a release, and the prune. s and s2 are two
+ * connections (two servers). */
+static void test_idempotency(struct store *s, struct store *s2)
+{
+    uint8_t h1[STORE_HASH_LEN], h2[STORE_HASH_LEN];
+    struct store_idem x;
+    struct store_retention r = {
+        .throttle_s = 86400, .done_days = 30, .change_log_days = 30, .session_idle_s = 3600};
+    int64_t deleted = 0;
+
+    memset(h1, 1, sizeof(h1));
+    memset(h2, 2, sizeof(h2));
+    CHECK(store_idem_begin(s, "acct_i", "k1", h1, 10000, 9000, &x) == STORE_OK);
+    /* In flight: the other server finds it, with the first request's fingerprint. */
+    CHECK(store_idem_begin(s2, "acct_i", "k1", h2, 10001, 9000, &x) == STORE_CONFLICT);
+    CHECK(x.status == 0 && x.body == NULL && x.created_at == 10000);
+    CHECK(memcmp(x.request_hash, h1, sizeof(h1)) == 0);
+    /* Another scope is another key. */
+    CHECK(store_idem_begin(s2, "acct_j", "k1", h2, 10001, 9000, &x) == STORE_OK);
+    CHECK(store_idem_finish(s, "acct_i", "k1", 201, "{\"id\":\"key_x\"}") == STORE_OK);
+    CHECK(store_idem_begin(s2, "acct_i", "k1", h1, 10002, 9000, &x) == STORE_CONFLICT);
+    CHECK(x.status == 201 && x.body != NULL && strcmp(x.body, "{\"id\":\"key_x\"}") == 0);
+    free(x.body);
+    /* A finished answer is never overwritten, nor released. */
+    CHECK(store_idem_finish(s, "acct_i", "k1", 500, "{}") == STORE_OK);
+    CHECK(store_idem_release(s, "acct_i", "k1") == STORE_OK);
+    CHECK(store_idem_begin(s2, "acct_i", "k1", h1, 10003, 9000, &x) == STORE_CONFLICT);
+    CHECK(x.status == 201);
+    free(x.body);
+    /* A day later the key is free again. */
+    CHECK(store_idem_begin(s2, "acct_i", "k1", h2, 10000 + STORE_IDEM_TTL, 9000, &x) == STORE_OK);
+    /* In flight since before stale_before: abandoned, taken over; since after: still held. */
+    CHECK(store_idem_begin(s, "acct_i", "k2", h1, 20000, 10000, &x) == STORE_OK);
+    CHECK(store_idem_begin(s2, "acct_i", "k2", h1, 20010, 20000, &x) == STORE_CONFLICT);
+    CHECK(store_idem_begin(s2, "acct_i", "k2", h1, 20010, 20001, &x) == STORE_OK);
+    /* Released: free at once. */
+    CHECK(store_idem_release(s2, "acct_i", "k2") == STORE_OK);
+    CHECK(store_idem_begin(s, "acct_i", "k2", h2, 20020, 10000, &x) == STORE_OK);
+    /* The prune takes the keys a day old. */
+    CHECK(store_prune(s, &r, 20020 + STORE_IDEM_TTL, &deleted) == STORE_OK && deleted >= 2);
+    CHECK(store_idem_begin(s, "acct_j", "k1", h1, 20021, 0, &x) == STORE_OK);
+}
+
 static void conform(const char *url)
 {
     char err[256];
@@ -542,6 +586,7 @@ static void conform(const char *url)
     test_ledger(s, a.id);
     test_access(s, a.id);
     test_nodes_and_plans(s, s2);
+    test_idempotency(s, s2);
     store_close(s2);
     store_close(s);
 }

@@ -128,9 +128,9 @@ static int no_audit(void *ud, const struct store_audit *e)
 }
 
 /* Migration 010 makes api_keys again (SQLite cannot change a CHECK constraint) with foreign keys
- * off: run again on a database with keys, their daily counts and their changes, it keeps every
- * row and the order of the keys; on a database whose references are already broken it stops
- * before committing and leaves the database as it was. */
+ * off: run again (as on a database of migration 9) on a database with keys, their daily counts and
+ * their changes, it keeps every row and the order of the keys; on a database whose references are
+ * already broken it stops before committing and leaves the database as it was. */
 static void test_keys_rebuilt(const char *path)
 {
     char err[256];
@@ -150,7 +150,8 @@ static void test_keys_rebuilt(const char *path)
                        " ('key_c', 'acct_m', 'c', 'admin', 'production', x'03', 'h', 2, 'cli');"
                        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
                        " ('key_b', 20000, 7), ('key_a', 20000, 3);"
-                       "DELETE FROM schema_migrations WHERE version = 10;",
+                       "DELETE FROM schema_migrations WHERE version >= 10;"
+                       "DROP TABLE idempotency_keys;",
                        NULL, NULL, NULL) == SQLITE_OK);
     CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
     struct store_cursor cur;
@@ -174,7 +175,8 @@ static void test_keys_rebuilt(const char *path)
     CHECK(sqlite3_exec(db,
                        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
                        " ('key_gone', 20000, 1);"
-                       "DELETE FROM schema_migrations WHERE version = 10;",
+                       "DELETE FROM schema_migrations WHERE version >= 10;"
+                       "DROP TABLE idempotency_keys;",
                        NULL, NULL, NULL) == SQLITE_OK);
     CHECK(store_open(path, 1, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "foreign") != NULL);
