@@ -3,7 +3,10 @@
 #include "auth/bearer.h"
 
 #include <sodium.h>
+#include <stdatomic.h>
 #include <strings.h>
+
+#include "limits/quota.h"
 
 static int is_b64token_char(unsigned char c)
 {
@@ -69,5 +72,7 @@ enum kn_err auth_authenticate(struct keytable *kt, const uint8_t secret[APIKEY_S
     const struct iplist *allow = atomic_load_explicit(&r->allow, memory_order_acquire);
     if (allow != NULL && allow->n != 0 && (in->peer == NULL || !iplist_contains(allow, in->peer)))
         return KN_ERR_IP_NOT_ALLOWED;
+    if (r->acct != NULL && atomic_load_explicit(&r->acct->suspended_at, memory_order_acquire) != 0)
+        return KN_ERR_ACCOUNT_SUSPENDED;
     return KN_OK;
 }

@@ -35,6 +35,8 @@ static const char account_usage[] =
     "       konnect account set-plan --account EMAIL|ID --plan NAME\n"
     "       konnect account set-quota --account EMAIL|ID [--requests N|unlimited|plan]\n"
     "                                 [--tokens N|unlimited|plan]\n"
+    "       konnect account suspend --account EMAIL|ID\n"
+    "       konnect account reinstate --account EMAIL|ID\n"
     "\n"
     "Manage customer accounts.\n"
     "\n"
@@ -52,6 +54,9 @@ static const char account_usage[] =
     "  set-quota  Override an account's monthly quotas of live requests and of tokens (input\n"
     "             plus output): a number, 'unlimited', or 'plan' for the plan's quota again.\n"
     "             A quota not given is left as it is. A running server applies it at once.\n"
+    "  suspend    Refuse every key of the account (403 account_suspended) on every running\n"
+    "             server, from before this returns; its keys, usage and dashboard are kept.\n"
+    "  reinstate  Let the keys of a suspended account work again.\n"
     "\n"
     "Options:\n"
     "  --email EMAIL       the account owner's email address\n"
@@ -152,12 +157,16 @@ static int account_list(struct kn_config *c, const struct opts *o)
         json_t *out = json_array();
         for (size_t i = 0; i < l.n; i++) {
             const struct store_account *a = &l.a[i];
-            json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o}", "id", a->id,
-                                                 "email", a->email, "created",
-                                                 kn_format_time(a->created_at, tbuf, sizeof(tbuf)),
-                                                 "plan", a->plan[0] != '\0' ? a->plan : NULL,
-                                                 "quota_requests", quota_set(a->quota_requests),
-                                                 "quota_tokens", quota_set(a->quota_tokens)));
+            char sbuf[32];
+            json_array_append_new(
+                out,
+                json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o, s:s?}", "id", a->id, "email", a->email,
+                          "created", kn_format_time(a->created_at, tbuf, sizeof(tbuf)), "plan",
+                          a->plan[0] != '\0' ? a->plan : NULL, "quota_requests",
+                          quota_set(a->quota_requests), "quota_tokens", quota_set(a->quota_tokens),
+                          "suspended",
+                          a->suspended_at != 0 ? kn_format_time(a->suspended_at, sbuf, sizeof(sbuf))
+                                               : NULL));
         }
         cli_print_json(out);
         json_decref(out);
@@ -165,9 +174,10 @@ static int account_list(struct kn_config *c, const struct opts *o)
         printf("%-25s %-32s %-20s %s\n", "ID", "EMAIL", "CREATED", "PLAN");
         for (size_t i = 0; i < l.n; i++) {
             const struct store_account *a = &l.a[i];
-            printf("%-25s %-32s %-20s %s\n", a->id, cli_shown(a->email),
+            printf("%-25s %-32s %-20s %s%s\n", a->id, cli_shown(a->email),
                    kn_format_time(a->created_at, tbuf, sizeof(tbuf)),
-                   a->plan[0] != '\0' ? cli_shown(a->plan) : "(default)");
+                   a->plan[0] != '\0' ? cli_shown(a->plan) : "(default)",
+                   a->suspended_at != 0 ? " (suspended)" : "");
         }
     }
     ret = 0;
@@ -190,6 +200,9 @@ static int account_show(struct kn_config *c, const struct opts *o)
         return status;
     printf("id       %s\nemail    %s\ncreated  %s\n", a.id, cli_shown(a.email),
            kn_format_time(a.created_at, tbuf, sizeof(tbuf)));
+    if (a.suspended_at != 0)
+        printf("status   suspended since %s: every key is refused\n",
+               kn_format_time(a.suspended_at, tbuf, sizeof(tbuf)));
     if ((plans = cli_load_plans(c)) == NULL)
         goto out;
     if (report_usage(s, plans, &a, kn_month_of(kn_unix_now()), kn_unix_now(), &u) != STORE_OK) {
@@ -398,10 +411,58 @@ out:
     return ret;
 }
 
+static int account_suspension(struct kn_config *c, const struct opts *o, int suspend)
+{
+    const char *cmd = suspend ? "suspend" : "reinstate";
+    struct store *s;
+    struct store_account a;
+    char tbuf[32];
+    int ret = 1;
+
+    if (o->account == NULL) {
+        fprintf(stderr, "konnect: account %s needs --account\n", cmd);
+        return 2;
+    }
+    if ((s = cli_open_store(c)) == NULL || cli_find_account(s, o->account, &a) != STORE_OK)
+        goto out;
+    if (!suspend && a.suspended_at == 0) {
+        printf("%s is not suspended\n", cli_shown(a.email));
+        ret = 0;
+        goto out;
+    }
+    if (suspend && a.suspended_at != 0) {
+        printf("%s is suspended already (since %s)\n", cli_shown(a.email),
+               kn_format_time(a.suspended_at, tbuf, sizeof(tbuf)));
+        ret = 0;
+        goto out;
+    }
+    int rc = store_account_set_suspended(s, a.id, suspend ? kn_unix_now() : 0);
+    ret = cli_account_changed(
+        c, s, o, &a, rc, suspend ? "account.suspend" : "account.reinstate",
+        suspend ? "every key refused" : "its keys work again",
+        suspend ? "the suspension is in force" : "the reinstatement is in force", "%s is %s\n",
+        cli_shown(a.email), suspend ? "suspended: every key of it is refused" : "reinstated");
+out:
+    store_close(s);
+    return ret;
+}
+
+static int account_suspend(struct kn_config *c, const struct opts *o)
+{
+    return account_suspension(c, o, 1);
+}
+
+static int account_reinstate(struct kn_config *c, const struct opts *o)
+{
+    return account_suspension(c, o, 0);
+}
+
 int cli_account(struct kn_config *c, int argc, char **argv)
 {
     static const struct subcommand cmds[] = {
-        {"create", account_create},     {"list", account_list},           {"show", account_show},
-        {"set-plan", account_set_plan}, {"set-quota", account_set_quota}, {NULL, NULL}};
+        {"create", account_create},       {"list", account_list},
+        {"show", account_show},           {"set-plan", account_set_plan},
+        {"set-quota", account_set_quota}, {"suspend", account_suspend},
+        {"reinstate", account_reinstate}, {NULL, NULL}};
     return cli_run_group(c, argc, argv, "account", account_usage, cmds);
 }

@@ -22,6 +22,9 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
     [KN_ERR_IP_NOT_ALLOWED] = {401, "Unauthorized", "authentication_error", "ip_not_allowed",
                                "This API key cannot be used from your IP address: it is outside "
                                "the key's IP allowlist."},
+    [KN_ERR_ACCOUNT_SUSPENDED] = {403, "Forbidden", "permission_error", "account_suspended",
+                                  "This account is suspended: none of its API keys work until "
+                                  "the operator reinstates it."},
     [KN_ERR_INSUFFICIENT_SCOPE] = {403, "Forbidden", "permission_error", "insufficient_scope",
                                    "This kind of API key cannot call this route."},
     [KN_ERR_RATE_LIMITED] = {429, "Too Many Requests", "rate_limit_error", "rate_limited",

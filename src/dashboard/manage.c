@@ -154,6 +154,15 @@ static int admin_of(struct dashboard *d, const struct dash_request *req, struct 
         dash_reply_error(res, req, KN_ERR_API_KEY_EXPIRED, NULL, NULL);
         return -1;
     }
+    struct store_account a;
+    if ((r = store_account_find(d->store, k.account_id, &a)) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        return -1;
+    }
+    if (a.suspended_at != 0) {
+        dash_reply_error(res, req, KN_ERR_ACCOUNT_SUSPENDED, NULL, NULL);
+        return -1;
+    }
     w->api = 1;
     kn_strlcpy(w->member.account_id, k.account_id, sizeof(w->member.account_id));
     kn_strlcpy(w->member.role, "owner", sizeof(w->member.role));

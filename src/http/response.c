@@ -164,7 +164,9 @@ void http_add_www_authenticate(h2o_req_t *req, enum kn_err err)
 
 void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
 {
-    http_add_www_authenticate(req, err);
+    /* A suspended account's key is valid: no challenge, the refusal is about the account. */
+    if (err != KN_ERR_ACCOUNT_SUSPENDED)
+        http_add_www_authenticate(req, err);
     http_send_error(req, info, err, NULL, NULL);
 }
 

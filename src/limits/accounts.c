@@ -116,6 +116,7 @@ int accounts_apply(void *ud, const struct store_account *s)
     struct acctrec *a = accounts_get(t, s->id, 1);
     const struct plan *p = plans_find(atomic_load(&t->plans), s->plan);
 
+    atomic_store_explicit(&a->suspended_at, s->suspended_at, memory_order_release);
     if (p == NULL) {
         /* A plan these plans do not define (taken out of the file, or set before the file was
          * reloaded): refuse the account's live traffic rather than serve it free or at another

@@ -40,6 +40,7 @@ struct acctrec {
     _Atomic uint64_t tokens_reserved; /* Held by live requests in flight, any month. */
     _Atomic uint64_t rate_tat;        /* GCRA state of the plan's requests_per_minute. */
     _Atomic uint32_t inflight;        /* Live requests being answered right now. */
+    _Atomic int64_t suspended_at;     /* The operator suspended it: every key refused. 0 = not. */
 };
 
 enum quota_outcome {

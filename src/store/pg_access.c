@@ -539,6 +539,105 @@ int pg_throttle_clear(struct store *s, const char *kind, const char *key)
                   "cannot clear a throttle", "tt", kind, key);
 }
 
+/* ---- operator keys (see the SQLite backend) ---------------------------------------------- */
+
+#define OPKEY_COLUMNS                                                                              \
+    "id, name, hash, hint, created_at, created_by, coalesce(last_used_at, 0), "                    \
+    "coalesce(revoked_at, 0)"
+
+static void read_operator_key(PGresult *res, int i, void *out)
+{
+    struct store_key *k = out;
+
+    memset(k, 0, sizeof(*k));
+    pg_text(k->id, sizeof(k->id), res, i, 0);
+    pg_text(k->name, sizeof(k->name), res, i, 1);
+    pg_hash(k->hash, res, i, 2);
+    pg_text(k->hint, sizeof(k->hint), res, i, 3);
+    k->created_at = pg_int(res, i, 4);
+    pg_text(k->created_by, sizeof(k->created_by), res, i, 5);
+    k->last_used_at = pg_int(res, i, 6);
+    k->revoked_at = pg_int(res, i, 7);
+    kn_strlcpy(k->mode, "operator", sizeof(k->mode));
+}
+
+int pg_operator_key_insert(struct store *s, const struct store_key *k,
+                           const struct store_audit *audit)
+{
+    int r = pg_begin(s);
+
+    if (r != STORE_OK)
+        return r;
+    r = PG_RUN(s, OPKEY_INSERT,
+               "INSERT INTO operator_keys(id, name, hash, hint, created_at, created_by) "
+               "VALUES ($1, $2, $3, $4, $5, $6)",
+               NULL, "cannot create an operator key", "tthtit", k->id, k->name, k->hash, k->hint,
+               k->created_at, k->created_by);
+    if (r == STORE_OK)
+        r = pg_audit_row(s, audit);
+    return pg_end(s, r);
+}
+
+int pg_operator_key_find(struct store *s, const char *id, const uint8_t *hash,
+                         struct store_key *out)
+{
+    PGresult *res;
+    int r = id != NULL ? PG_RUN(s, OPKEY_FIND_ID,
+                                "SELECT " OPKEY_COLUMNS " FROM operator_keys WHERE id = $1", &res,
+                                "cannot read an operator key", "t", id)
+                       : PG_RUN(s, OPKEY_FIND_HASH,
+                                "SELECT " OPKEY_COLUMNS " FROM operator_keys WHERE hash = $1", &res,
+                                "cannot read an operator key", "h", hash);
+    return r != STORE_OK ? r : pg_one_row(s, res, read_operator_key, out, "no such operator key");
+}
+
+static int operator_key_one(void *ud, void *row, PGresult *res, int i)
+{
+    struct pg_walk *w = ud;
+    (void)res, (void)i;
+    return w->key_list(w->ud, row, 0);
+}
+
+int pg_operator_keys_list(struct store *s, store_key_list_cb cb, void *ud)
+{
+    struct pg_walk w = {.key_list = cb, .ud = ud};
+    struct store_key k;
+    PGresult *res;
+    int r =
+        PG_RUN(s, OPKEY_LIST, "SELECT " OPKEY_COLUMNS " FROM operator_keys ORDER BY created_at, id",
+               &res, "cannot list operator keys", "");
+    return r != STORE_OK ? r : pg_each_row(res, read_operator_key, &k, operator_key_one, &w);
+}
+
+int pg_operator_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                           const struct store_audit *audit)
+{
+    PGresult *res;
+    int r = pg_begin(s);
+
+    if (r != STORE_OK)
+        return r;
+    r = PG_RUN(s, OPKEY_REVOKE,
+               "UPDATE operator_keys SET revoked_by = coalesce(revoked_by, $3), "
+               "revoked_at = coalesce(revoked_at, $2) WHERE id = $1",
+               &res, "cannot revoke an operator key", "tit", id, at, actor);
+    if (r == STORE_OK) {
+        long n = pg_changes(res);
+        PQclear(res);
+        if (n == 0)
+            r = store_set_error(s, STORE_NOT_FOUND, "no such operator key");
+    }
+    if (r == STORE_OK)
+        r = pg_audit_row(s, audit);
+    return pg_end(s, r);
+}
+
+int pg_operator_key_touch(struct store *s, const char *id, int64_t at)
+{
+    return PG_RUN(s, OPKEY_TOUCH, "UPDATE operator_keys SET last_used_at = $2 WHERE id = $1", NULL,
+                  "cannot record an operator key's use", "ti", id, at);
+}
+
 /* ---- idempotency keys ---------------------------------------------------------------------- */
 
 /* See the SQLite backend. Two servers claiming the same key at once: one inserts, the other's

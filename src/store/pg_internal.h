@@ -20,10 +20,11 @@
 
 #include "store/store.h"
 
-/* An account's columns (0 to 5, read by pg_read_account). */
+/* An account's columns (0 to 6, read by pg_read_account). */
 #define PG_ACCOUNT_COLUMNS                                                                         \
     "id, email, created_at, coalesce(plan, ''), coalesce(quota_requests, -2), "                    \
-    "coalesce(quota_tokens, -2)"
+    "coalesce(quota_tokens, -2), coalesce(suspended_at, 0)"
+#define PG_ACCOUNT_NCOLUMNS 7 /* The first column after them (a change's seq). */
 
 /* Every statement, prepared on a connection on first use (see pg_run). */
 enum {
@@ -79,6 +80,13 @@ enum {
     PS_THROTTLE_HIT,
     PS_THROTTLE_REFUSE,
     PS_THROTTLE_CLEAR,
+    PS_ACCOUNT_SUSPEND,
+    PS_OPKEY_INSERT,
+    PS_OPKEY_FIND_ID,
+    PS_OPKEY_FIND_HASH,
+    PS_OPKEY_LIST,
+    PS_OPKEY_REVOKE,
+    PS_OPKEY_TOUCH,
     PS_IDEM_BEGIN,
     PS_IDEM_READ,
     PS_IDEM_FINISH,

@@ -34,6 +34,15 @@ int pg_account_set_quota(struct store *s, const char *id, int64_t requests, int6
     return update_account(s, r, res);
 }
 
+int pg_account_set_suspended(struct store *s, const char *id, int64_t at)
+{
+    PGresult *res;
+    int r =
+        PG_RUN(s, ACCOUNT_SUSPEND, "UPDATE accounts SET suspended_at = nullif($2, 0) WHERE id = $1",
+               &res, "cannot update account", "ti", id, at);
+    return update_account(s, r, res);
+}
+
 static int account_one(void *ud, void *row, PGresult *res, int i)
 {
     struct pg_walk *w = ud;
@@ -63,7 +72,8 @@ int pg_account_changes(struct store *s, struct store_cursor *cursor, store_accou
                    "JOIN accounts a ON a.id = c.account_id) ON c.seq > $1 ORDER BY c.seq",
                    &res, "cannot read account changes", "i", cursor->v[0]);
     return r != STORE_OK ? r
-                         : pg_walk_changes(res, cursor, account_one, &w, &a, pg_read_account, 6);
+                         : pg_walk_changes(res, cursor, account_one, &w, &a, pg_read_account,
+                                           PG_ACCOUNT_NCOLUMNS);
 }
 
 /* Why a row's request id is in the ledger already: billed before (a retried batch) or voided. */

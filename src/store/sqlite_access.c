@@ -532,6 +532,100 @@ int sqlite_throttle_clear(struct store *s, const char *kind, const char *key)
     return sq_done(s, STMT(s, THROTTLE_CLEAR), rc, "cannot clear a throttle");
 }
 
+/* ---- operator keys ------------------------------------------------------------------------- */
+
+#define OPKEY_COLUMNS                                                                              \
+    "id, name, hash, hint, created_at, created_by, coalesce(last_used_at, 0), "                    \
+    "coalesce(revoked_at, 0)"
+
+static void read_operator_key(sqlite3_stmt *q, void *out)
+{
+    struct store_key *k = out;
+
+    memset(k, 0, sizeof(*k));
+    sq_copy_text(k->id, sizeof(k->id), q, 0);
+    sq_copy_text(k->name, sizeof(k->name), q, 1);
+    if (sqlite3_column_bytes(q, 2) == STORE_HASH_LEN)
+        memcpy(k->hash, sqlite3_column_blob(q, 2), STORE_HASH_LEN);
+    sq_copy_text(k->hint, sizeof(k->hint), q, 3);
+    k->created_at = sqlite3_column_int64(q, 4);
+    sq_copy_text(k->created_by, sizeof(k->created_by), q, 5);
+    k->last_used_at = sqlite3_column_int64(q, 6);
+    k->revoked_at = sqlite3_column_int64(q, 7);
+    kn_strlcpy(k->mode, "operator", sizeof(k->mode));
+}
+
+int sqlite_operator_key_insert(struct store *s, const struct store_key *k,
+                               const struct store_audit *audit)
+{
+    int r = sq_begin(s), rc;
+
+    if (r != STORE_OK)
+        return r;
+    rc = RUN(s, OPKEY_INSERT,
+             "INSERT INTO operator_keys(id, name, hash, hint, created_at, created_by) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             "tthtit", k->id, k->name, k->hash, k->hint, k->created_at, k->created_by);
+    r = sq_done(s, STMT(s, OPKEY_INSERT), rc, "cannot create an operator key");
+    if (r == STORE_OK)
+        r = sq_audit_row(s, audit);
+    return sq_end(s, r);
+}
+
+int sqlite_operator_key_find(struct store *s, const char *id, const uint8_t *hash,
+                             struct store_key *out)
+{
+    int rc = id != NULL
+                 ? RUN(s, OPKEY_FIND_ID,
+                       "SELECT " OPKEY_COLUMNS " FROM operator_keys WHERE id = ?1", "t", id)
+                 : RUN(s, OPKEY_FIND_HASH,
+                       "SELECT " OPKEY_COLUMNS " FROM operator_keys WHERE hash = ?1", "h", hash);
+    return sq_one_row(s, id != NULL ? STMT(s, OPKEY_FIND_ID) : STMT(s, OPKEY_FIND_HASH), rc,
+                      read_operator_key, out, "no such operator key",
+                      "cannot read an operator key");
+}
+
+int sqlite_operator_keys_list(struct store *s, store_key_list_cb cb, void *ud)
+{
+    struct store_key k;
+    sqlite3_stmt *q;
+    int rc = RUN(s, OPKEY_LIST, "SELECT " OPKEY_COLUMNS " FROM operator_keys ORDER BY rowid", "");
+
+    q = STMT(s, OPKEY_LIST);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        read_operator_key(q, &k);
+        if (cb(ud, &k, 0) != 0)
+            break;
+    }
+    return sq_done(s, q, rc, "cannot list operator keys");
+}
+
+int sqlite_operator_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                               const struct store_audit *audit)
+{
+    int r = sq_begin(s), rc;
+
+    if (r != STORE_OK)
+        return r;
+    rc = RUN(s, OPKEY_REVOKE,
+             "UPDATE operator_keys SET revoked_by = coalesce(revoked_by, ?3), "
+             "revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+             "tit", id, at, actor);
+    r = sq_done(s, STMT(s, OPKEY_REVOKE), rc, "cannot revoke an operator key");
+    if (r == STORE_OK && sqlite3_changes(sq_db_of(s)) == 0)
+        r = store_set_error(s, STORE_NOT_FOUND, "no such operator key");
+    if (r == STORE_OK)
+        r = sq_audit_row(s, audit);
+    return sq_end(s, r);
+}
+
+int sqlite_operator_key_touch(struct store *s, const char *id, int64_t at)
+{
+    int rc = RUN(s, OPKEY_TOUCH, "UPDATE operator_keys SET last_used_at = ?2 WHERE id = ?1", "ti",
+                 id, at);
+    return sq_done(s, STMT(s, OPKEY_TOUCH), rc, "cannot record an operator key's use");
+}
+
 /* ---- idempotency keys ---------------------------------------------------------------------- */
 
 /* One statement claims the key: a new row, or one a day old or abandoned taken over; a key held

@@ -15,10 +15,11 @@
 
 #include "store/store.h"
 
-/* An account's columns (0 to 5, read by sq_read_account). */
+/* An account's columns (0 to 6, read by sq_read_account). */
 #define ACCOUNT_COLUMNS                                                                            \
     "id, email, created_at, coalesce(plan, ''), coalesce(quota_requests, -2), "                    \
-    "coalesce(quota_tokens, -2)"
+    "coalesce(quota_tokens, -2), coalesce(suspended_at, 0)"
+#define ACCOUNT_NCOLUMNS 7 /* The first column after them (a change's seq). */
 
 /* Every statement, prepared on first use (see sq_run). */
 enum {
@@ -74,6 +75,13 @@ enum {
     DS_THROTTLE_HIT,
     DS_THROTTLE_REFUSE,
     DS_THROTTLE_CLEAR,
+    DS_ACCOUNT_SUSPEND,
+    DS_OPKEY_INSERT,
+    DS_OPKEY_FIND_ID,
+    DS_OPKEY_FIND_HASH,
+    DS_OPKEY_LIST,
+    DS_OPKEY_REVOKE,
+    DS_OPKEY_TOUCH,
     DS_IDEM_BEGIN,
     DS_IDEM_READ,
     DS_IDEM_FINISH,

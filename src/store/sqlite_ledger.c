@@ -36,6 +36,13 @@ int sqlite_account_set_quota(struct store *s, const char *id, int64_t requests, 
     return sq_changed(s, update_account(s, STMT(s, ACCOUNT_SET_QUOTA), rc));
 }
 
+int sqlite_account_set_suspended(struct store *s, const char *id, int64_t at)
+{
+    int rc = RUN(s, ACCOUNT_SUSPEND,
+                 "UPDATE accounts SET suspended_at = nullif(?2, 0) WHERE id = ?1", "ti", id, at);
+    return sq_changed(s, update_account(s, STMT(s, ACCOUNT_SUSPEND), rc));
+}
+
 static int account_one(void *ud, void *row, sqlite3_stmt *q)
 {
     struct sq_walk *w = ud;
@@ -67,7 +74,7 @@ int sqlite_account_changes(struct store *s, struct store_cursor *cursor, store_a
             "accounts a ON a.id = c.account_id) ON c.seq > ?1 ORDER BY c.seq",
             "i", cursor->v[0]);
     return sq_walk_changes(s, STMT(s, ACCOUNT_CHANGES), rc, cursor, account_one, &w, &a,
-                           sq_read_account, 6, "cannot read account changes");
+                           sq_read_account, ACCOUNT_NCOLUMNS, "cannot read account changes");
 }
 
 static int64_t sq_month_of_ms(int64_t at_ms)

@@ -49,6 +49,7 @@ struct store_account {
     char plan[STORE_PLAN_MAX + 1]; /* "" = the plans file's default plan. */
     int64_t quota_requests;        /* STORE_QUOTA_FROM_PLAN, STORE_QUOTA_UNLIMITED or a limit. */
     int64_t quota_tokens;          /* Likewise, for input + output tokens. */
+    int64_t suspended_at;          /* When the operator suspended it (Unix seconds), or 0. */
 };
 
 typedef int (*store_account_cb)(void *ud, const struct store_account *a);
@@ -114,7 +115,7 @@ struct store_key {
     char id[STORE_ID_SIZE];
     char account_id[STORE_ID_SIZE];
     char name[STORE_NAME_MAX + 1];
-    char mode[8];         /* "live" or "test". */
+    char mode[12];        /* "live", "test", "admin" or "operator". */
     char environment[16]; /* "development", "staging" or "production". */
     uint8_t hash[STORE_HASH_LEN];
     char hint[STORE_HINT_SIZE];
@@ -351,6 +352,18 @@ struct store;
     X(throttle_refuse, (struct store *s, const char *kind, const char *key, int64_t *refused),     \
       (s, kind, key, refused))                                                                     \
     X(throttle_clear, (struct store *s, const char *kind, const char *key), (s, kind, key))        \
+    X(operator_key_insert,                                                                         \
+      (struct store *s, const struct store_key *k, const struct store_audit *audit),               \
+      (s, k, audit))                                                                               \
+    X(operator_key_find,                                                                           \
+      (struct store *s, const char *id, const uint8_t *hash, struct store_key *out),               \
+      (s, id, hash, out))                                                                          \
+    X(operator_keys_list, (struct store *s, store_key_list_cb cb, void *ud), (s, cb, ud))          \
+    X(operator_key_revoke,                                                                         \
+      (struct store *s, const char *id, int64_t at, const char *actor,                             \
+       const struct store_audit *audit),                                                           \
+      (s, id, at, actor, audit))                                                                   \
+    X(operator_key_touch, (struct store *s, const char *id, int64_t at), (s, id, at))              \
     X(idem_begin,                                                                                  \
       (struct store *s, const char *scope, const char *key, const uint8_t *hash, int64_t now,       \
        int64_t stale_before, struct store_idem *out),                                              \
@@ -373,6 +386,7 @@ struct store;
     X(account_set_plan, (struct store *s, const char *id, const char *plan), (s, id, plan))        \
     X(account_set_quota, (struct store *s, const char *id, int64_t requests, int64_t tokens),      \
       (s, id, requests, tokens))                                                                   \
+    X(account_set_suspended, (struct store *s, const char *id, int64_t at), (s, id, at))           \
     X(accounts_load,                                                                               \
       (struct store *s, struct store_cursor *cursor, store_account_cb cb, void *ud),               \
       (s, cursor, cb, ud))                                                                         \
@@ -599,6 +613,20 @@ int store_throttle_hit(struct store *s, const char *kind, const char *key, int64
 int store_throttle_refuse(struct store *s, const char *kind, const char *key, int64_t *refused);
 int store_throttle_clear(struct store *s, const char *kind, const char *key);
 
+/* Operator keys (the operator API's), kept apart from the accounts' keys: a struct store_key
+ * whose account_id, environment, expiry, allowlist and rolled_to are empty and whose mode is
+ * "operator". insert writes one with its audit entry; find looks one up by id (hash NULL) or by
+ * hash; list walks them oldest first (request counts 0); revoke keeps a key's first revocation
+ * (STORE_NOT_FOUND: no such key); touch sets its last use. */
+int store_operator_key_insert(struct store *s, const struct store_key *k,
+                              const struct store_audit *audit);
+int store_operator_key_find(struct store *s, const char *id, const uint8_t *hash,
+                            struct store_key *out);
+int store_operator_keys_list(struct store *s, store_key_list_cb cb, void *ud);
+int store_operator_key_revoke(struct store *s, const char *id, int64_t at, const char *actor,
+                              const struct store_audit *audit);
+int store_operator_key_touch(struct store *s, const char *id, int64_t at);
+
 /* Idempotency keys, per scope (an account's id, or "operator"). begin claims `key` for a request
  * whose fingerprint is hash, at Unix time now: STORE_OK when the request is now the key's owner
  * (the key was free, a day old or more, or held by a request still unfinished since before
@@ -648,8 +676,11 @@ int store_account_set_plan(struct store *s, const char *id, const char *plan);
 /* Overrides an account's monthly quotas (each STORE_QUOTA_FROM_PLAN, STORE_QUOTA_UNLIMITED or a
  * limit). STORE_NOT_FOUND when there is no such account. */
 int store_account_set_quota(struct store *s, const char *id, int64_t requests, int64_t tokens);
+/* Suspends an account at Unix time `at` (every key of it refused), or reinstates it (at 0).
+ * STORE_NOT_FOUND when there is no such account. */
+int store_account_set_suspended(struct store *s, const char *id, int64_t at);
 /* The accounts' change feed, as keys_load and key_changes: every account, then every account
- * whose plan or quota changed after *cursor. */
+ * whose plan, quota or suspension changed after *cursor. */
 int store_accounts_load(struct store *s, struct store_cursor *cursor, store_account_cb cb,
                         void *ud);
 int store_account_changes(struct store *s, struct store_cursor *cursor, store_account_cb cb,

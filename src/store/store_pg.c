@@ -520,6 +520,7 @@ void pg_read_account(PGresult *res, int row, void *out)
     pg_text(a->plan, sizeof(a->plan), res, row, 3);
     a->quota_requests = pg_int(res, row, 4);
     a->quota_tokens = pg_int(res, row, 5);
+    a->suspended_at = pg_int(res, row, 6);
 }
 
 void pg_read_count(PGresult *res, int row, void *out)

@@ -435,6 +435,7 @@ void sq_read_account(sqlite3_stmt *q, void *out)
     sq_copy_text(a->plan, sizeof(a->plan), q, 3);
     a->quota_requests = sqlite3_column_int64(q, 4);
     a->quota_tokens = sqlite3_column_int64(q, 5);
+    a->suspended_at = sqlite3_column_int64(q, 6);
 }
 
 int sqlite_account_find(struct store *s, const char *email_or_id, struct store_account *out)

@@ -739,6 +739,20 @@ class ClusterTest(ServerTest):
         self.assertError(b.post(key), 401, "api_key_revoked")
         self.assertError(a.post(key), 401, "api_key_revoked")
 
+    def test_a_suspension_through_the_cli_is_in_force_on_every_node_when_it_returns(self):
+        a, b = self.node(0), self.node(1)
+        key = self.key()
+        self.assertEqual(b.post(key).status_code, 200)
+        p = self.data.cli("account", "suspend", "--account", "dev@example.com", check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("applied by every running server (2)", p.stderr)
+        for node in (a, b):
+            self.assertError(node.post(key), 403, "account_suspended")
+        p = self.data.cli("account", "reinstate", "--account", "dev@example.com", check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(a.post(key).status_code, 200)
+        self.assertEqual(b.post(key).status_code, 200)
+
     def test_a_revocation_through_one_dashboard_is_refused_by_the_other_node(self):
         a, b = self.node(0), self.node(1)
         alice = Browser(a)

@@ -143,6 +143,35 @@ class ManageTest(ServerTest):
         self.data.cli("key", "revoke", self.data.key_id(self.admin))
         self.assertError(self.call("GET", "/v1/keys"), 401, "api_key_revoked")
 
+    def test_a_suspended_account_has_every_key_refused_at_once(self):
+        test = self.key("dev@example.com", "test", "t")
+        live = self.key("dev@example.com", "live", "l")
+        self.data.account("other@example.com")
+        other = self.key("other@example.com", "test", "o")
+        self.assertEqual(self.srv.post(test).status_code, 200)
+        p = self.data.cli("account", "suspend", "--account", "dev@example.com")
+        self.assertIn("suspended", p.stdout)
+        for key in (test, live):
+            err = self.assertError(self.srv.post(key), 403, "account_suspended")
+            self.assertIn("suspended", err["message"])
+        r = self.srv.post(test, path="/v1/chat/completions",
+                          body={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        self.assertError(r, 403, "account_suspended")
+        r = self.call("GET", "/v1/keys")
+        self.assertError(r, 403, "account_suspended")
+        self.assertNotIn("WWW-Authenticate", r.headers)
+        # Another account is untouched; a revoked key stays revoked first.
+        self.assertEqual(self.srv.post(other).status_code, 200)
+        listed = json.loads(self.data.cli("account", "list", "--json").stdout)
+        self.assertTrue([a for a in listed if a["email"] == "dev@example.com"][0]["suspended"])
+        self.assertIn("suspended since", self.data.cli("account", "show", "--account",
+                                                       "dev@example.com").stdout)
+        self.data.cli("account", "reinstate", "--account", "dev@example.com")
+        self.assertEqual(self.srv.post(test).status_code, 200)
+        actions = [e["action"] for e in self.audit()]
+        self.assertIn("account.suspend", actions)
+        self.assertIn("account.reinstate", actions)
+
     def test_unknown_routes_and_methods(self):
         self.assertError(self.call("GET", "/v1/keys/key_x/nothing"), 404, "not_found")
         r = self.call("DELETE", "/v1/keys")

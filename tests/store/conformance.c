@@ -142,6 +142,19 @@ static void test_ledger(struct store *s, const char *account_id)
           a.quota_tokens == STORE_QUOTA_FROM_PLAN);
     memset(&a, 0, sizeof(a));
     CHECK(store_account_changes(s, &cur, account_cb, &a) == STORE_OK && a.id[0] == '\0');
+    /* A suspension, and the reinstatement after it, are changes of the feed (twice in a row:
+     * every change, not only the first after a load). */
+    CHECK(store_account_set_suspended(s, account_id, 4242) == STORE_OK);
+    CHECK(store_account_changes(s, &cur, account_cb, &a) == STORE_OK && a.suspended_at == 4242);
+    CHECK(store_account_find(s, account_id, &a) == STORE_OK && a.suspended_at == 4242);
+    CHECK(store_account_set_suspended(s, account_id, 0) == STORE_OK);
+    memset(&a, 0, sizeof(a));
+    a.suspended_at = -1;
+    CHECK(store_account_changes(s, &cur, account_cb, &a) == STORE_OK && a.suspended_at == 0 &&
+          a.id[0] != '\0');
+    CHECK(store_account_set_suspended(s, "acct_nope", 1) == STORE_NOT_FOUND);
+    memset(&a, 0, sizeof(a));
+    CHECK(store_account_changes(s, &cur, account_cb, &a) == STORE_OK && a.id[0] == '\0');
     struct store_cursor ahead = cur; /* past the newest change: a store restored from a copy */
     ahead.v[0] += 2;
     CHECK(store_account_changes(s, &ahead, account_cb, &a) == STORE_STALE && a.id[0] == '\0');
@@ -414,6 +427,48 @@ static void test_nodes_and_plans(struct store *s, struct store *s2)
 }
 
 /* The whole contract on one empty store at url. */
+static int opkey_count(void *ud, const struct store_key *k, uint64_t requests)
+{
+    (void)requests;
+    CHECK(strcmp(k->mode, "operator") == 0 && k->account_id[0] == '\0');
+    ++*(int *)ud;
+    return 0;
+}
+
+/* Operator keys: kept apart from the accounts' keys, found by id and by hash, listed, revoked
+ * once (the first revocation stays), each change with its audit entry. */
+static void test_operator_keys(struct store *s, struct store *s2)
+{
+    struct store_key k, got;
+    struct store_audit e = entry("", "test.opkey");
+    int n = 0;
+
+    memset(&k, 0, sizeof(k));
+    strcpy(k.id, "opk_one");
+    strcpy(k.name, "billing system");
+    randombytes_buf(k.hash, sizeof(k.hash));
+    strcpy(k.hint, "sk_op_...abcd");
+    strcpy(k.created_by, "cli");
+    k.created_at = 100;
+    CHECK(store_operator_key_insert(s, &k, &e) == STORE_OK);
+    CHECK(audited(s, "", "test.opkey") == 1);
+    CHECK(store_operator_key_insert(s, &k, NULL) == STORE_CONFLICT);
+    CHECK(store_operator_key_find(s2, NULL, k.hash, &got) == STORE_OK);
+    CHECK(strcmp(got.id, "opk_one") == 0 && strcmp(got.name, "billing system") == 0 &&
+          got.revoked_at == 0 && got.created_at == 100 && memcmp(got.hash, k.hash, 32) == 0);
+    CHECK(store_operator_key_find(s2, "opk_one", NULL, &got) == STORE_OK);
+    CHECK(store_operator_key_find(s2, "opk_nope", NULL, &got) == STORE_NOT_FOUND);
+    /* Not an account's key. */
+    CHECK(store_key_find(s2, NULL, k.hash, &got) == STORE_NOT_FOUND);
+    CHECK(store_operator_key_touch(s, "opk_one", 150) == STORE_OK);
+    CHECK(store_operator_key_revoke(s, "opk_one", 200, "cli", NULL) == STORE_OK);
+    CHECK(store_operator_key_revoke(s, "opk_one", 300, "other", NULL) == STORE_OK);
+    CHECK(store_operator_key_revoke(s, "opk_nope", 300, "cli", NULL) == STORE_NOT_FOUND);
+    CHECK(store_operator_key_find(s2, "opk_one", NULL, &got) == STORE_OK);
+    CHECK(got.revoked_at == 200 && got.last_used_at == 150);
+    CHECK(store_operator_keys_list(s2, opkey_count, &n) == STORE_OK && n == 1);
+}
+
 /* Idempotency keys: a claim, a second claim refused with the record, the answer kept, a key a day
  * old or abandoned taken over, another scope apart, a release, and the prune. s and s2 are two
  * connections (two servers). */
@@ -587,6 +642,7 @@ static void conform(const char *url)
     test_access(s, a.id);
     test_nodes_and_plans(s, s2);
     test_idempotency(s, s2);
+    test_operator_keys(s, s2);
     store_close(s2);
     store_close(s);
 }

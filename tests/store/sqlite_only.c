@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "store/migrations.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -127,37 +128,64 @@ static int no_audit(void *ud, const struct store_audit *e)
     return 0;
 }
 
-/* Migration 010 makes api_keys again (SQLite cannot change a CHECK constraint) with foreign keys
- * off: run again (as on a database of migration 9) on a database with keys, their daily counts and
- * their changes, it keeps every row and the order of the keys; on a database whose references are
- * already broken it stops before committing and leaves the database as it was. */
-static void test_keys_rebuilt(const char *path)
+/* A database as Konnect left it at migration 9 (before admin keys), at path. */
+static sqlite3 *old_database(const char *path)
 {
-    char err[256];
-    struct store *s;
     sqlite3 *db;
-    int n = 0;
+    char sql[160];
 
-    CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
-    store_close(s);
+    unlink(path);
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT "
+                       "NOT NULL, applied_at INTEGER NOT NULL)",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    for (size_t i = 0; i < store_migrations_count && store_migrations[i].version <= 9; i++) {
+        CHECK(sqlite3_exec(db, store_migrations[i].sql, NULL, NULL, NULL) == SQLITE_OK);
+        snprintf(sql, sizeof(sql), "INSERT INTO schema_migrations VALUES (%d, 'x', 0)",
+                 store_migrations[i].version);
+        CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    }
     CHECK(sqlite3_exec(db,
                        "INSERT INTO accounts(id, email, created_at) VALUES ('acct_m', 'm@x.co', 1);"
                        "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint,"
                        " created_at, created_by) VALUES"
                        " ('key_b', 'acct_m', 'b', 'live', 'production', x'01', 'h', 2, 'cli'),"
-                       " ('key_a', 'acct_m', 'a', 'test', 'development', x'02', 'h', 2, 'cli'),"
-                       " ('key_c', 'acct_m', 'c', 'admin', 'production', x'03', 'h', 2, 'cli');"
+                       " ('key_a', 'acct_m', 'a', 'test', 'development', x'02', 'h', 2, 'cli');"
                        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
-                       " ('key_b', 20000, 7), ('key_a', 20000, 3);"
-                       "DELETE FROM schema_migrations WHERE version >= 10;"
-                       "DROP TABLE idempotency_keys;",
+                       " ('key_b', 20000, 7), ('key_a', 20000, 3);",
                        NULL, NULL, NULL) == SQLITE_OK);
-    CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
+    /* Migration 9 could not hold an admin key. */
+    CHECK(sqlite3_exec(db,
+                       "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint,"
+                       " created_at, created_by) VALUES"
+                       " ('key_c', 'acct_m', 'c', 'admin', 'production', x'03', 'h', 2, 'cli')",
+                       NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+    return db;
+}
+
+/* Migration 010 makes api_keys again (SQLite cannot change a CHECK constraint) with foreign keys
+ * off: on a database of migration 9 with keys, their daily counts and their changes, it keeps
+ * every row and the order of the keys; on one whose references are already broken it stops
+ * before committing and leaves the database as it was. */
+static void test_keys_rebuilt(const char *path)
+{
+    char err[256];
+    struct store *s;
     struct store_cursor cur;
-    CHECK(store_keys_load(s, 20000, &cur, count_keys, &n) == STORE_OK && n == 3);
+    sqlite3 *db = old_database(path);
+    int n = 0;
+
+    CHECK((s = store_open(path, 1, err, sizeof(err))) != NULL);
+    CHECK(store_keys_load(s, 20000, &cur, count_keys, &n) == STORE_OK && n == 2);
     store_close(s);
-    CHECK(scalar(db, "SELECT count(*) FROM schema_migrations WHERE version = 10") == 1);
+    CHECK(scalar(db, "SELECT max(version) FROM schema_migrations") ==
+          store_migrations[store_migrations_count - 1].version);
+    CHECK(sqlite3_exec(db,
+                       "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint,"
+                       " created_at, created_by) VALUES"
+                       " ('key_c', 'acct_m', 'c', 'admin', 'production', x'03', 'h', 2, 'cli')",
+                       NULL, NULL, NULL) == SQLITE_OK);
     CHECK(scalar(db, "SELECT sum(requests) FROM key_usage_daily") == 10);
     CHECK(scalar(db, "SELECT count(*) FROM pragma_foreign_key_check") == 0);
     /* The keys keep their rowids: key_b, key_a, key_c in the order they were made. */
@@ -165,23 +193,24 @@ static void test_keys_rebuilt(const char *path)
           scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_a'"));
     CHECK(scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_a'") >
           scalar(db, "SELECT rowid FROM api_keys WHERE id = 'key_b'"));
-    /* The triggers that carry key changes to every server are there again. */
+    /* The triggers that carry key changes to every server are there again, and work. */
     CHECK(scalar(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
                      "tbl_name = 'api_keys'") == 2);
+    CHECK(scalar(db, "SELECT count(*) FROM key_changes WHERE key_id = 'key_c'") == 1);
     CHECK(scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'api_keys_account'") == 1);
+    sqlite3_close(db);
 
     /* A count of a key that does not exist (written with foreign keys off): the migration
      * refuses to commit, and says why. */
+    db = old_database(path);
     CHECK(sqlite3_exec(db,
                        "INSERT INTO key_usage_daily(key_id, day, requests) VALUES"
-                       " ('key_gone', 20000, 1);"
-                       "DELETE FROM schema_migrations WHERE version >= 10;"
-                       "DROP TABLE idempotency_keys;",
+                       " ('key_gone', 20000, 1)",
                        NULL, NULL, NULL) == SQLITE_OK);
     CHECK(store_open(path, 1, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "foreign") != NULL);
-    CHECK(scalar(db, "SELECT count(*) FROM schema_migrations WHERE version = 10") == 0);
-    CHECK(scalar(db, "SELECT count(*) FROM api_keys") == 3);
+    CHECK(scalar(db, "SELECT max(version) FROM schema_migrations") == 9);
+    CHECK(scalar(db, "SELECT count(*) FROM api_keys") == 2);
     sqlite3_close(db);
 }
 
