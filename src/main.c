@@ -26,6 +26,7 @@ static const char usage[] =
     "  serve     run the HTTP server\n"
     "  account   create and show customer accounts, set their plan and quotas\n"
     "  key       create, list, roll, update, revoke and expire API keys\n"
+    "  operator-key  create, list and revoke the operator API's keys (sk_op_...)\n"
     "  user      set a dashboard user's password, or make a one-time set-password link\n"
     "  audit     print the audit log\n"
     "  usage     print an account's billed usage and cost in a month\n"
@@ -165,7 +166,7 @@ static const struct {
     {"serve", cmd_serve},     {"account", cli_account}, {"key", cli_key},
     {"user", cli_user},       {"audit", cli_audit},     {"usage", cli_usage},
     {"invoice", cli_invoice}, {"plans", cli_plans},     {"migrate", cli_migrate},
-    {"store", cli_store},     {"backup", cli_backup},
+    {"store", cli_store},     {"backup", cli_backup},   {"operator-key", cli_operator_key},
 };
 
 int main(int argc, char **argv)

@@ -28,6 +28,9 @@ int cli_invoice(struct kn_config *c, int argc, char **argv);
 /* `konnect plans`: the plans of the plans file; argv[0] is "plans". */
 int cli_plans(struct kn_config *c, int argc, char **argv);
 
+/* `konnect operator-key ...`: the operator API's keys; argv[0] is "operator-key". */
+int cli_operator_key(struct kn_config *c, int argc, char **argv);
+
 /* `konnect migrate`; argv[0] is "migrate". */
 int cli_migrate(struct kn_config *c, int argc, char **argv);
 /* konnect store copy: a SQLite store copied into PostgreSQL (store/copy.h). */

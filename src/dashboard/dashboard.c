@@ -440,6 +440,10 @@ void dashboard_handle(struct dashboard *d, const struct dash_request *req,
         dash_manage_handle(d, req, res);
         return;
     }
+    if (req->operator_key_hash != NULL) {
+        dash_operator_handle(d, req, res);
+        return;
+    }
     if (strncmp(req->path, "/dashboard/api/", 15) != 0 ||
         ((r = find_route(req->method, req->path + 15, param, allowed, sizeof(allowed))) == NULL &&
          allowed[0] == '\0')) {

@@ -32,7 +32,10 @@ struct dash_request {
     /* A management API request (/v1/...): the id of the admin key the HTTP layer authenticated
      * it with; NULL for the dashboard's own calls. */
     const char *api_key_id;
-    const char *idempotency_key; /* The Idempotency-Key header (management API), or NULL. */
+    /* An operator API request (/v1/operator/...): the keyed hash of its operator key, in hex, for
+     * the dashboard to find in the store; NULL otherwise. */
+    const char *operator_key_hash;
+    const char *idempotency_key; /* The Idempotency-Key header (either API), or NULL. */
 };
 
 /* The answer. body is malloc'd (or NULL for no body); the caller frees it. It is JSON unless

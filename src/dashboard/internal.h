@@ -23,8 +23,11 @@ struct dashboard {
     struct store *store;
 };
 
-/* Who makes a request: the signed-in user, or, for the management API (api 1), an admin key
- * standing for its account's owner (user.email then names the key, session is empty). */
+/* Who makes a request: the signed-in user (api WHO_SESSION); for the management API, an admin key
+ * standing for its account's owner (WHO_ADMIN_KEY); for the operator API, an operator key acting
+ * on one account as its owner would (WHO_OPERATOR). For the two APIs user.email names the key and
+ * session is empty. */
+enum { WHO_SESSION = 0, WHO_ADMIN_KEY = 1, WHO_OPERATOR = 2 };
 struct who {
     struct store_session session;
     struct store_user user;
@@ -121,6 +124,27 @@ int dash_query_param(const struct dash_request *req, const char *name, char *out
 /* Reads ?limit=N (1 to API_PAGE_MAX) into *limit, which keeps its value when there is none.
  * Returns 0, or -1 after replying 400. */
 int dash_limit_param(const struct dash_request *req, struct dash_response *res, long long *limit);
+
+/* Makes a change to keys or accounts in force on every running server before the answer (see
+ * keys.c). Returns what the answer says of it: {"servers": N, "lagging": [...]}. */
+json_t *dash_sync_changes(struct dashboard *d);
+
+/* What the management and the operator APIs share (manage.c). page cuts the handler's answer of
+ * route r into a page of its list (r->list). idem_claim claims the request's Idempotency-Key in
+ * scope (an account's id, or "operator") and returns 1 when the request is to run, or 0 after
+ * answering (the replay, a conflict, a bad key); idem_settle keeps the answer of a request that
+ * ran, or frees the key. */
+void dash_api_page(const struct dash_route *r, const struct dash_request *req,
+                   struct dash_response *res);
+int dash_idem_claim(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                    const char *scope);
+void dash_idem_settle(struct dashboard *d, const struct dash_request *req,
+                      const struct dash_response *res, const char *scope);
+
+/* Answers an operator API request (operator.c): its operator key found in the store by hash, then
+ * the route's handler. */
+void dash_operator_handle(struct dashboard *d, const struct dash_request *req,
+                          struct dash_response *res);
 
 /* Answers a management API request (manage.c): its admin key read again from the store, then the
  * route's handler acting as the account's owner. */

@@ -110,10 +110,11 @@ bad:
 #define PROPAGATION_WAIT_MS 5000
 
 /* The change must be in force on the API of every running server before this answer reaches the
- * browser: this server applies it at once, the others when notified; then every live server's
- * heartbeat must show it. Returns what the answer says of it: {"servers": N, "lagging": [...]}
- * (the ids of the servers that had not applied it in time, none when it is in force). */
-static json_t *sync_keys(struct dashboard *d)
+ * browser (or the API's caller): this server applies it at once, the others when notified; then
+ * every live server's heartbeat must show it. Returns what the answer says of it: {"servers": N,
+ * "lagging": [...]} (the ids of the servers that had not applied it in time, none when it is in
+ * force). */
+json_t *dash_sync_changes(struct dashboard *d)
 {
     struct propagation p;
     json_t *lagging = json_array();
@@ -162,7 +163,7 @@ static int may_add_key(struct dashboard *d, const struct dash_request *req,
     int64_t n = 0;
     char msg[200];
 
-    if (mode == APIKEY_MODE_ADMIN && w->api) {
+    if (mode == APIKEY_MODE_ADMIN && w->api == WHO_ADMIN_KEY) {
         dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
                          "Admin keys are made and rolled by the account's owner in the dashboard "
                          "(Settings, API Keys) or by the operator's CLI, never with another admin "
@@ -258,7 +259,7 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         dash_reply_store_error(d, res, req);
         goto out;
     }
-    reply_key_and_secret(res, 201, &k, sk, NULL, sync_keys(d));
+    reply_key_and_secret(res, 201, &k, sk, NULL, dash_sync_changes(d));
 out:
     json_decref(doc);
 }
@@ -318,7 +319,7 @@ void dash_key_roll(struct dashboard *d, const struct dash_request *req, struct d
         dash_reply_store_error(d, res, req);
         goto out;
     }
-    reply_key_and_secret(res, 201, &k, sk, key_doc(&old), sync_keys(d));
+    reply_key_and_secret(res, 201, &k, sk, key_doc(&old), dash_sync_changes(d));
 out:
     json_decref(doc);
 }
@@ -344,7 +345,7 @@ void dash_key_revoke(struct dashboard *d, const struct dash_request *req, struct
         dash_reply_store_error(d, res, req);
         return;
     }
-    json_t *propagation = sync_keys(d);
+    json_t *propagation = dash_sync_changes(d);
     if (reload(d, &k) != STORE_OK) {
         json_decref(propagation);
         dash_reply_store_error(d, res, req);
@@ -432,7 +433,7 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
         goto fail;
     if (expiry && lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
         goto fail;
-    json_t *propagation = sync_keys(d);
+    json_t *propagation = dash_sync_changes(d);
     if (reload(d, &k) != STORE_OK) {
         json_decref(propagation);
         goto fail;

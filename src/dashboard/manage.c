@@ -65,8 +65,8 @@ static int item_cursor(json_t *item, const char *member, char *out, size_t size)
  * members beside it (a key list's month and currency). Lists of keys, members, invitations and
  * months are short (an account's), so they are read whole and cut here; the audit log pages in
  * the store (self_paged). */
-static void page_answer(const struct dash_route *r, const struct dash_request *req,
-                        struct dash_response *res)
+void dash_api_page(const struct dash_route *r, const struct dash_request *req,
+                   struct dash_response *res)
 {
     long long limit = API_PAGE;
     char after[DASH_PARAM_MAX], cursor[DASH_PARAM_MAX];
@@ -163,7 +163,7 @@ static int admin_of(struct dashboard *d, const struct dash_request *req, struct 
         dash_reply_error(res, req, KN_ERR_ACCOUNT_SUSPENDED, NULL, NULL);
         return -1;
     }
-    w->api = 1;
+    w->api = WHO_ADMIN_KEY;
     kn_strlcpy(w->member.account_id, k.account_id, sizeof(w->member.account_id));
     kn_strlcpy(w->member.role, "owner", sizeof(w->member.role));
     snprintf(w->user.email, sizeof(w->user.email), "admin key %s", k.id);
@@ -207,8 +207,8 @@ static void fingerprint(const struct dash_request *req, uint8_t out[crypto_hash_
 /* Claims the request's Idempotency-Key for account. Returns 1 when the request is to run (the
  * key is now its own), or 0 after answering: the replay of the first answer, a conflict, a bad
  * key or a store failure. */
-static int idem_claim(struct dashboard *d, const struct dash_request *req,
-                      struct dash_response *res, const char *account)
+int dash_idem_claim(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                    const char *account)
 {
     const char *key = req->idempotency_key;
     size_t len = strlen(key);
@@ -266,7 +266,7 @@ static int idem_claim(struct dashboard *d, const struct dash_request *req,
  * new key's secret, an invitation's link), each replaced by null and a note saying so. */
 static char *idem_answer(const struct dash_response *res)
 {
-    static const char *const secrets[] = {"secret", "invite_url"};
+    static const char *const secrets[] = {"secret", "invite_url", "password_link"};
     json_t *doc = json_loadb(res->body != NULL ? res->body : "{}",
                              res->body != NULL ? res->body_len : 2, 0, NULL);
     char note[48], *out;
@@ -291,8 +291,8 @@ static char *idem_answer(const struct dash_response *res)
 }
 
 /* After the request ran: its answer kept for replays when it succeeded, else the key freed. */
-static void idem_settle(struct dashboard *d, const struct dash_request *req,
-                        const struct dash_response *res, const char *account)
+void dash_idem_settle(struct dashboard *d, const struct dash_request *req,
+                      const struct dash_response *res, const char *account)
 {
     char *kept = res->status >= 200 && res->status < 300 ? idem_answer(res) : NULL;
     int r = kept != NULL
@@ -328,11 +328,11 @@ void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
     if (admin_of(d, req, res, &w) != 0)
         return;
     int idem = req->idempotency_key != NULL && strcmp(req->method, "POST") == 0;
-    if (idem && !idem_claim(d, req, res, w.member.account_id))
+    if (idem && !dash_idem_claim(d, req, res, w.member.account_id))
         return;
     r->fn(d, req, res, &w, param);
     if (idem)
-        idem_settle(d, req, res, w.member.account_id);
+        dash_idem_settle(d, req, res, w.member.account_id);
     if (r->list != NULL)
-        page_answer(r, req, res);
+        dash_api_page(r, req, res);
 }

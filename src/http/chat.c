@@ -227,7 +227,7 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
         return NULL;
     }
     if (key->mode == APIKEY_MODE_ADMIN) {
-        http_send_scope_error(req, info, 0);
+        http_send_scope_error(req, info, HTTP_SCOPE_CHAT);
         return NULL;
     }
     *plan = atomic_load(&key->acct->plan);

@@ -20,6 +20,7 @@
 #include "core/mailbox.h"
 #include "core/util.h"
 #include "dashboard/dashboard.h"
+#include "auth/bearer.h"
 #include "http/internal.h"
 
 #define DASH_BODY_MAX (64 * 1024)
@@ -138,9 +139,10 @@ static void send_answer(h2o_req_t *req, struct dash_job *job)
     char buf[16];
 
     job->info.error_code = job->out.error_code;
-    if (job->in.api_key_id != NULL && job->out.status == 401)
+    int api = job->in.api_key_id != NULL || job->in.operator_key_hash != NULL;
+    if (api && job->out.status == 401)
         http_add_www_authenticate(req, KN_ERR_INVALID_API_KEY);
-    else if (job->in.api_key_id != NULL && job->out.status == 403 && job->out.error_code != NULL &&
+    else if (api && job->out.status == 403 && job->out.error_code != NULL &&
              strcmp(job->out.error_code, "insufficient_scope") == 0)
         http_add_www_authenticate(req, KN_ERR_INSUFFICIENT_SCOPE);
     if (job->out.set_cookie[0] != '\0')
@@ -213,13 +215,15 @@ static const char *copy_str(char **cursor, const char *s, size_t len)
     return out;
 }
 
-/* Queues the request to its lane. A management API request (api_key_id, its admin key's id)
- * takes nothing of a browser's: no cookie, no CSRF token, no origin. */
-static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
+/* Queues the request to its lane. An API request (api_key_id, the id of the admin key of a
+ * management API request; or operator_hash, the keyed hash of an operator API request's key, in
+ * hex) takes nothing of a browser's: no cookie, no CSRF token, no origin. */
+static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id,
+                   const char *operator_hash)
 {
     struct worker *w = http_worker_of(req);
     struct server *srv = w->srv;
-    int api = api_key_id != NULL;
+    int api = api_key_id != NULL || operator_hash != NULL;
     const h2o_iovec_t *idem = api ? http_find_header(req, NULL, "idempotency-key") : NULL;
     const h2o_iovec_t *cookie = api ? NULL : http_find_header(req, H2O_TOKEN_COOKIE, NULL),
                       *csrf = api ? NULL : http_find_header(req, NULL, "x-csrf-token"),
@@ -243,8 +247,8 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
     struct dash_job *job = kn_calloc(1, sizeof(*job));
     size_t need = req->method.len + path.len + query.len + req->entity.len + req->authority.len +
                   (cookie ? cookie->len : 0) + (csrf ? csrf->len : 0) + (origin ? origin->len : 0) +
-                  (ctype ? ctype->len : 0) + strlen(peer) + (api ? strlen(api_key_id) : 0) +
-                  (idem ? idem->len : 0) + 16;
+                  (ctype ? ctype->len : 0) + strlen(peer) + (api_key_id ? strlen(api_key_id) : 0) +
+                  (operator_hash ? strlen(operator_hash) : 0) + (idem ? idem->len : 0) + 16;
     char *cur = job->strings = kn_malloc(need);
     job->strings_len = need;
     job->w = w;
@@ -262,7 +266,9 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
     job->in.origin = origin ? copy_str(&cur, origin->base, origin->len) : NULL;
     job->in.content_type = ctype ? copy_str(&cur, ctype->base, ctype->len) : NULL;
     job->in.ip = copy_str(&cur, peer, strlen(peer));
-    job->in.api_key_id = api ? copy_str(&cur, api_key_id, strlen(api_key_id)) : NULL;
+    job->in.api_key_id = api_key_id ? copy_str(&cur, api_key_id, strlen(api_key_id)) : NULL;
+    job->in.operator_key_hash =
+        operator_hash ? copy_str(&cur, operator_hash, strlen(operator_hash)) : NULL;
     job->in.idempotency_key = idem ? copy_str(&cur, idem->base, idem->len) : NULL;
     /* Behind KONNECT_PUBLIC_URL https://..., browsers reach the dashboard only over HTTPS. */
     job->in.https = http_is_https(req) || srv->cfg->public_https;
@@ -292,13 +298,14 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id)
 
 void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
 {
-    submit(req, info, NULL);
+    submit(req, info, NULL, NULL);
 }
 
 int http_is_manage_path(h2o_iovec_t p)
 {
-    static const char *const roots[] = {"/v1/keys",  "/v1/usage",   "/v1/invoices",
-                                        "/v1/audit", "/v1/members", "/v1/invitations"};
+    static const char *const roots[] = {"/v1/keys",    "/v1/usage",   "/v1/invoices",
+                                        "/v1/audit",   "/v1/members", "/v1/invitations",
+                                        "/v1/operator"};
 
     for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
         size_t n = strlen(roots[i]);
@@ -321,7 +328,7 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
         return;
     }
     if (key->mode != APIKEY_MODE_ADMIN) {
-        http_send_scope_error(req, info, 1);
+        http_send_scope_error(req, info, HTTP_SCOPE_MANAGE);
         return;
     }
     ssize_t idem = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
@@ -332,7 +339,49 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
         return;
     }
     keytable_touch(http_worker_of(req)->srv->kt, key, now, 0); /* Its last use; no request count. */
-    submit(req, info, key->id);
+    submit(req, info, key->id, NULL);
+}
+
+/* The operator API's keys are not in the key table (they belong to no account): the loop checks
+ * the key's form and checksum, and the lane finds it in the store by its keyed hash. An account's
+ * key that works here is 403 insufficient_scope. */
+void http_handle_operator(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const h2o_iovec_t *h = NULL;
+    const char *token;
+    size_t len;
+    int count = 0;
+    enum apikey_mode mode;
+    uint8_t hash[APIKEY_HASH_LEN];
+    char hex[2 * APIKEY_HASH_LEN + 1];
+
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1;)
+        if (count++ == 0)
+            h = &req->headers.entries[i].value;
+    if (count == 0) {
+        http_send_auth_error(req, info, KN_ERR_MISSING_API_KEY);
+        return;
+    }
+    if (count > 1 || bearer_parse(h->base, h->len, &token, &len) != 0 ||
+        apikey_parse(token, len, &mode) != 0) {
+        http_send_auth_error(req, info, KN_ERR_INVALID_API_KEY);
+        return;
+    }
+    if (mode != APIKEY_MODE_OPERATOR) {
+        struct keyrec *key;
+        enum kn_err err = http_authenticate_key(req, info, kn_unix_now(), &key);
+        if (err != KN_OK)
+            http_send_auth_error(req, info, err);
+        else
+            http_send_scope_error(req, info, HTTP_SCOPE_OPERATOR);
+        return;
+    }
+    apikey_hash(srv->secret, token, len, hash);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    sodium_memzero(hash, sizeof(hash));
+    submit(req, info, NULL, hex);
+    sodium_memzero(hex, sizeof(hex));
 }
 
 int dashbridge_start(struct server *srv, char *err, size_t errsize)

@@ -110,6 +110,9 @@ void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info);
 /* The management API (/v1/keys, /v1/usage, ...): authenticated here with an admin key, answered
  * on the dashboard's lane of ordinary calls. http_is_manage_path says which paths are its. */
 void http_handle_manage(h2o_req_t *req, struct reqinfo *info);
+/* The operator API (/v1/operator/...): an operator key's form checked here, the key itself by
+ * the lane. http_is_manage_path says which paths are either API's. */
+void http_handle_operator(h2o_req_t *req, struct reqinfo *info);
 int http_is_manage_path(h2o_iovec_t path);
 /* Reads the request's Authorization header and finds its key (a /v1/ request's, at Unix time
  * now), whatever its kind: KN_OK, or the authentication error to answer. Sets info->key. */

@@ -170,15 +170,19 @@ void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err)
     http_send_error(req, info, err, NULL, NULL);
 }
 
-void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, int admin_route)
+void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, enum http_scope need)
 {
+    static const char *const says[] = {
+        [HTTP_SCOPE_CHAT] = "This route needs a live or test key (sk_live_... or sk_test_...). "
+                            "Admin keys (sk_admin_...) call the management API only.",
+        [HTTP_SCOPE_MANAGE] = "This route is the management API: it needs an admin key "
+                              "(sk_admin_...), made by the account's owner. Live and test keys "
+                              "call /v1/chat and /v1/models.",
+        [HTTP_SCOPE_OPERATOR] = "This route is the operator API: it needs an operator key "
+                                "(sk_op_..., konnect operator-key create). An account's keys call "
+                                "/v1/chat or its management API.",
+    };
+
     http_add_www_authenticate(req, KN_ERR_INSUFFICIENT_SCOPE);
-    http_send_error(req, info, KN_ERR_INSUFFICIENT_SCOPE,
-                    admin_route ? "This route is the management API: it needs an admin key "
-                                  "(sk_admin_...), made by the account's owner. Live and test "
-                                  "keys call /v1/chat and /v1/models."
-                                : "This route needs a live or test key (sk_live_... or "
-                                  "sk_test_...). Admin keys (sk_admin_...) call the management "
-                                  "API only.",
-                    NULL);
+    http_send_error(req, info, KN_ERR_INSUFFICIENT_SCOPE, says[need], NULL);
 }

@@ -54,8 +54,12 @@ void http_add_www_authenticate(h2o_req_t *req, enum kn_err err);
 /* Answers an authentication failure on /v1/: WWW-Authenticate (RFC 6750) and the error. */
 void http_send_auth_error(h2o_req_t *req, struct reqinfo *info, enum kn_err err);
 
-/* Sends 403 insufficient_scope (RFC 6750 section 3.1) for a working key of the wrong kind: a
- * chat key on a management route (admin_route 1), or an admin key on a chat route (0). */
-void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, int admin_route);
+/* The kind of key a route needs. */
+enum http_scope { HTTP_SCOPE_CHAT, HTTP_SCOPE_MANAGE, HTTP_SCOPE_OPERATOR };
+
+/* Sends 403 insufficient_scope (RFC 6750 section 3.1) for a working key of the wrong kind for a
+ * route that needs `need`: a chat key on the management or operator API, an admin key on a chat
+ * route, and so on. */
+void http_send_scope_error(h2o_req_t *req, struct reqinfo *info, enum http_scope need);
 
 #endif

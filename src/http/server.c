@@ -184,7 +184,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (http_handle_preflight(req, &info) || http_handle_page(req, &info))
         return 0;
     if (http_is_manage_path(p)) {
-        http_handle_manage(req, &info);
+        if (p.len >= 12 && memcmp(p.base, "/v1/operator", 12) == 0)
+            http_handle_operator(req, &info);
+        else
+            http_handle_manage(req, &info);
         return 0;
     }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

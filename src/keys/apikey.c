@@ -20,6 +20,7 @@ static const struct {
     {"sk_test_", "test", 8},
     {"sk_live_", "live", 8},
     {"sk_admin_", "admin", 9},
+    {"sk_op_", "operator", 6},
 };
 #define KINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -87,7 +88,7 @@ const char *apikey_mode_name(enum apikey_mode mode)
 
 int apikey_mode_parse(const char *name, enum apikey_mode *out)
 {
-    for (size_t m = 0; m < KINDS; m++) {
+    for (size_t m = 0; m < APIKEY_MODE_OPERATOR; m++) {
         if (strcmp(name, kinds[m].name) == 0) {
             *out = (enum apikey_mode)m;
             return 0;

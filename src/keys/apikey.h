@@ -1,10 +1,11 @@
-/* API key format: a prefix that says the key's kind ("sk_live_", "sk_test_", "sk_admin_"), 32
+/* API key format: a prefix that says the key's kind ("sk_live_", "sk_test_", "sk_admin_",
+ * "sk_op_"), 32
  * base62 characters from the CSPRNG (190 bits), and 6 base62 characters of CRC32 over everything
  * before them. The checksum lets the server (and any secret scanner) reject a mistyped or made-up
  * key without touching the store. Only a keyed BLAKE2b hash of a key is ever stored.
  *
  * Live and test keys call the chat API; admin keys call the management API of their account
- * (/v1/keys, /v1/usage, ...) and nothing else. */
+ * (/v1/keys, /v1/usage, ...) and nothing else; operator keys, the operator API. */
 #ifndef KN_KEYS_APIKEY_H
 #define KN_KEYS_APIKEY_H
 
@@ -21,7 +22,14 @@
 /* "sk_admin_" + U+2026 (3 bytes) + last 4 characters + NUL. */
 #define APIKEY_HINT_SIZE (APIKEY_PREFIX_MAX + 3 + 4 + 1)
 
-enum apikey_mode { APIKEY_MODE_TEST = 0, APIKEY_MODE_LIVE = 1, APIKEY_MODE_ADMIN = 2 };
+/* An account's keys are test, live or admin; operator keys (sk_op_...) belong to no account and
+ * call the operator API (/v1/operator/...) only. */
+enum apikey_mode {
+    APIKEY_MODE_TEST = 0,
+    APIKEY_MODE_LIVE = 1,
+    APIKEY_MODE_ADMIN = 2,
+    APIKEY_MODE_OPERATOR = 3,
+};
 
 enum apikey_env {
     APIKEY_ENV_DEVELOPMENT = 0,
@@ -44,8 +52,10 @@ void apikey_hash(const uint8_t secret[APIKEY_SECRET_LEN], const char *s, size_t 
 /* Writes the display hint of a well-formed, NUL-terminated key ("sk_test_…abcd") into out. */
 void apikey_hint(const char *key, char out[APIKEY_HINT_SIZE]);
 
-/* Names used in the store, the CLI and JSON: "test"/"live"/"admin" and "development"/"staging"/
- * "production". The parse functions return 0 and write *out, or -1 for an unknown name. */
+/* Names used in the store, the CLI and JSON: "test"/"live"/"admin"/"operator" and
+ * "development"/"staging"/"production". The parse functions return 0 and write *out, or -1 for an
+ * unknown name; apikey_mode_parse knows the kinds of an account's keys only (never "operator",
+ * which no account key may be). */
 const char *apikey_mode_name(enum apikey_mode mode);
 int apikey_mode_parse(const char *name, enum apikey_mode *out);
 const char *apikey_env_name(enum apikey_env env);

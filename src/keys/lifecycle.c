@@ -168,6 +168,33 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     return r;
 }
 
+int lifecycle_operator_key_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
+                                  const char *name, const struct lifecycle_actor *who,
+                                  struct store_key *k, char sk[APIKEY_MAX_LEN + 1])
+{
+    struct lifecycle_spec spec = {.account_id = "", .name = name, .mode = APIKEY_MODE_OPERATOR};
+    struct store_audit e;
+    char detail[160];
+
+    lifecycle_fill(secret, &spec, who->name, k, sk);
+    base62_random_id(k->id, "opk_", 20);
+    k->environment[0] = '\0';
+    snprintf(detail, sizeof(detail), "name \"%.64s\"", k->name);
+    lifecycle_key_entry(&e, "", who, "operator_key.create", k, detail);
+    int r = audited(s, store_operator_key_insert(s, k, &e), &e);
+    if (r != STORE_OK)
+        sodium_memzero(sk, APIKEY_MAX_LEN + 1);
+    return r;
+}
+
+int lifecycle_operator_key_revoke(struct store *s, const struct store_key *k,
+                                  const struct lifecycle_actor *who)
+{
+    struct store_audit e;
+    lifecycle_key_entry(&e, "", who, "operator_key.revoke", k, NULL);
+    return audited(s, store_operator_key_revoke(s, k->id, kn_unix_now(), who->name, &e), &e);
+}
+
 int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                    const struct store_key *old, int64_t grace, const struct lifecycle_actor *who,
                    struct store_key *k, char sk[APIKEY_MAX_LEN + 1])

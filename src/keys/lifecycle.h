@@ -46,6 +46,14 @@ int lifecycle_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
                      const struct lifecycle_spec *spec, const struct lifecycle_actor *who,
                      struct store_key *k, char sk[APIKEY_MAX_LEN + 1]);
 
+/* Operator keys (the operator API's; no account): create writes a new one named `name` and its
+ * secret to sk; revoke revokes k. Each with its audit entry (account ""). */
+int lifecycle_operator_key_create(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
+                                  const char *name, const struct lifecycle_actor *who,
+                                  struct store_key *k, char sk[APIKEY_MAX_LEN + 1]);
+int lifecycle_operator_key_revoke(struct store *s, const struct store_key *k,
+                                  const struct lifecycle_actor *who);
+
 /* Rolls the key `old`: a replacement with the same account, name, mode, environment,
  * allowlist and expiry, and the old key expiring after grace seconds (0 = now) or at its own
  * expiry when that comes first. Writes the replacement to

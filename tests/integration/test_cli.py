@@ -17,7 +17,8 @@ class CliTest(ServerTest):
         for args in (["--help"], ["serve", "--help"], ["account", "--help"], ["key", "--help"],
                      ["migrate", "--help"], ["backup", "--help"], ["key", "create", "--help"],
                      ["key", "list", "--help"], ["key", "revoke", "--help"],
-                     ["account", "create", "--help"]):
+                     ["account", "create", "--help"], ["operator-key", "--help"],
+                     ["operator-key", "create", "--help"], ["account", "suspend", "--help"]):
             with self.subTest(args=args):
                 p = self.data.cli(*args)
                 self.assertIn("Usage:", p.stdout)
@@ -37,7 +38,11 @@ class CliTest(ServerTest):
                       "--mode", "test"],
                      ["key", "create", "--account", "dev@example.com", "--name", "x",
                       "--mode", "test", "--expires-in", "soon"],
-                     ["key", "revoke"], ["key", "list"], ["account", "create", "--nope"]):
+                     ["key", "revoke"], ["key", "list"], ["account", "create", "--nope"],
+                     ["operator-key", "create"], ["operator-key", "revoke"],
+                     ["operator-key", "bogus"], ["account", "suspend"],
+                     ["key", "create", "--account", "dev@example.com", "--name", "x",
+                      "--mode", "operator"]):
             with self.subTest(args=args):
                 p = self.data.cli(*args, check=False)
                 self.assertNotEqual(p.returncode, 0)

@@ -108,6 +108,18 @@ int main(void)
     CHECK(strcmp(apikey_mode_name(APIKEY_MODE_ADMIN), "admin") == 0);
     sodium_memzero(a, sizeof(a));
 
+    /* Operator keys: "sk_op_", 44 characters; never an account key's mode. */
+    char op[APIKEY_MAX_LEN + 1], oh[APIKEY_HINT_SIZE];
+    CHECK(apikey_generate(APIKEY_MODE_OPERATOR, op) == 44 && strncmp(op, "sk_op_", 6) == 0);
+    CHECK(apikey_parse(op, 44, &mode) == 0 && mode == APIKEY_MODE_OPERATOR);
+    op[20] = op[20] == 'a' ? 'b' : 'a';
+    CHECK(apikey_parse(op, 44, &mode) != 0);
+    apikey_hint(op, oh);
+    CHECK(strncmp(oh, "sk_op_\xe2\x80\xa6", 9) == 0 && strlen(oh) == 13);
+    CHECK(apikey_mode_parse("operator", &mode) != 0);
+    CHECK(strcmp(apikey_mode_name(APIKEY_MODE_OPERATOR), "operator") == 0);
+    sodium_memzero(op, sizeof(op));
+
     /* Server secret: created with mode 0600, read back, and refused when others can read it. */
     char dir[] = "/tmp/konnect-test-XXXXXX", path[64], err[256];
     uint8_t s1[APIKEY_SECRET_LEN], s2[APIKEY_SECRET_LEN];
