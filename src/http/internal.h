@@ -15,6 +15,7 @@
 #include "core/errors.h"
 #include "http/accesslog.h"
 #include "http/live.h"
+#include "http/probe.h"
 #include "http/request.h"
 #include "http/response.h"
 #include "keys/apikey.h"
@@ -56,6 +57,8 @@ struct server {
     struct live_upstream upstream; /* The model backend (http/live.c). */
     struct live_setup live_setup;  /* What each loop's live requests are handed. */
     struct live_report *live_seen; /* The stage times at the last report (SIGUSR1). */
+    struct backend_state backend;  /* What the backend's probe found (http/probe.c). */
+    char backend_url[1100];        /* KONNECT_MODEL_URL without credentials, for messages. */
 };
 
 struct worker {
@@ -69,6 +72,7 @@ struct worker {
     h2o_multithread_receiver_t dash_receiver; /* Answers from the dashboard thread. */
     h2o_timeout_t dash_watch_timeout;         /* Waiting dashboard jobs look for their client. */
     struct live_worker live;                  /* Live requests (http/live.c). */
+    struct probe *probe;                      /* The first loop probes the backend. */
     struct {
         h2o_socket_t *sock; /* The connection whose first request is being refused early. */
         enum kn_err err;

@@ -76,13 +76,15 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
     const char *status = stopping                               ? "unavailable"
                          : store_ok && ledger_ok && counters_ok ? "ready"
                                                                 : "degraded";
-    char body[640];
+    char body[2400], backend[1500];
+    probe_state_json(srv, backend, sizeof(backend));
     int len = snprintf(
         body, sizeof(body),
         "{\"status\":\"%s\",\"node\":\"%s\",\"keys\":%zu,\"store\":\"%s\","
         "\"store_checked_ms_ago\":%llu,\"components\":{\"store\":{\"status\":\"%s\","
         "\"backend\":\"%s\",\"checked_ms_ago\":%llu},\"ledger\":{\"status\":\"%s\","
-        "\"spooled\":%llu},\"counters\":{\"status\":\"%s\",\"where\":\"%s\"}}}",
+        "\"spooled\":%llu},\"counters\":{\"status\":\"%s\",\"where\":\"%s\"},"
+        "\"model_backend\":%s}}",
         status, keysync_node_id(srv->ks), keytable_count(srv->kt), store_ok ? "ok" : "unreachable",
         (unsigned long long)age, store_ok ? "ok" : "unreachable",
         store_is_postgres(srv->cfg->database) ? "postgresql" : "sqlite", (unsigned long long)age,
@@ -93,7 +95,7 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
         counters_ok   ? "ok"
         : counters_up ? "checking"
                       : "unreachable",
-        srv->has_redis ? "redis" : "local");
+        srv->has_redis ? "redis" : "local", backend);
     if (stopping)
         info->error_code = kn_error_def(KN_ERR_NOT_READY)->code;
     http_send_json(req, info, stopping ? 503 : 200, stopping ? "Service Unavailable" : "OK", body,
@@ -348,6 +350,8 @@ static void worker_setup(struct worker *w)
     h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
     dashbridge_worker_init(w);
     live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
+    if (w == srv->workers)
+        w->probe = probe_start(w);
     if (srv->has_redis) {
         cluster_thread_init(w->loop.ctx.loop, &srv->redis, srv->cfg->redis_timeout_ms);
         /* Live requests spend on Redis's counts only once this loop has seen them good for
@@ -369,6 +373,8 @@ static void worker_dispose(struct worker *w)
 
     h2o_timeout_dispose(loop, &w->refuse_timeout);
     dashbridge_worker_dispose(w);
+    probe_stop(w->probe);
+    w->probe = NULL;
     live_worker_dispose(&w->live);
     cluster_thread_dispose();
     /* h2o 2.2.5 leaves the HTTP/2 GOAWAY timer of h2o_context_request_shutdown linked, and
@@ -413,6 +419,8 @@ static void *worker_main(void *arg)
      * it stops) and closes with an error event, sent once the row is durable, for which the loop
      * runs up to a second more. */
     live_worker_stop(&w->live);
+    probe_stop(w->probe);
+    w->probe = NULL;
     deadline = kn_mono_ns() + 1000000000u;
     while ((live_worker_billing(&w->live) > 0 || w->conns > 0) && kn_mono_ns() < deadline) {
         h2o_evloop_run(w->loop.ctx.loop, 20);
@@ -541,6 +549,10 @@ static void print_listening(struct server *srv)
     fprintf(stderr, "konnect: listening on http://%s%s%s:%d (%d threads, %zu keys loaded)\n",
             ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", port,
             srv->cfg->threads, keytable_count(srv->kt));
+    const struct plans *ps = keysync_plans(srv->ks);
+    fprintf(stderr, "konnect: live keys use the model backend %s; default model \"%s\"%s\n",
+            srv->backend_url, ps->default_model[0] ? ps->default_model : srv->cfg->default_model,
+            ps->default_model[0] ? " (the catalogue's)" : " (KONNECT_MODEL)");
     /* The links commands print (set-password) point here: the public URL, else this address,
      * with the port the kernel chose for port 0, and a wildcard address as loopback. */
     struct kn_config where = *srv->cfg;
@@ -616,6 +628,13 @@ int server_run(const struct kn_config *c)
     int existed = store_exists(c->database, where, sizeof(where));
     if (live_upstream_init(&srv->upstream, c, err, sizeof(err)) != 0)
         goto fail;
+    {
+        const h2o_url_t *u = &srv->upstream.url;
+        snprintf(srv->backend_url, sizeof(srv->backend_url), "%s://%.*s:%u%.*s",
+                 u->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http", (int)u->host.len,
+                 u->host.base, (unsigned)h2o_url_get_port(u), (int)u->path.len, u->path.base);
+        pthread_mutex_init(&srv->backend.lock, NULL);
+    }
     struct plans *plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
     if (plans == NULL)
         goto fail;

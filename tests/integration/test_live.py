@@ -430,6 +430,51 @@ class LiveTest(harness.ServerTest):
         self.assertEqual(self.completions(srv, self.live).status_code, 200)
         self.assertEqual(len(self.ledger()), 3)
 
+    def readiness_backend(self, srv, until):
+        deadline = time.time() + 10
+        while True:
+            b = requests.get(srv.url + "/readyz", timeout=5).json()["components"]["model_backend"]
+            if b["status"] == until or time.time() > deadline:
+                return b
+            time.sleep(0.05)
+
+    def test_the_backend_is_probed_at_start_and_reported_by_readyz(self):
+        srv = self.serve()
+        b = self.readiness_backend(srv, "ok")
+        self.assertEqual((b["status"], b["default_model"], b["default_model_listed"],
+                          b["last_error"]), ("ok", "fake-model", True, None))
+        self.assertEqual(b["url"], self.backend.url)
+        out = srv.output()
+        self.assertIn(f"live keys use the model backend {self.backend.url}; default model "
+                      '"fake-model"', out)
+        self.assertIn('answers and lists "fake-model"', out)
+
+    def test_a_misconfigured_backend_is_said_at_start_and_never_fails_readiness(self):
+        # The default model is not one the backend has.
+        srv = self.serve(KONNECT_MODEL="llama-nope")
+        b = self.readiness_backend(srv, "model_missing")
+        self.assertEqual((b["status"], b["default_model_listed"]), ("model_missing", False))
+        self.assertIn('does not list the default model "llama-nope"', srv.output())
+        r = requests.get(srv.url + "/readyz", timeout=5)
+        self.assertEqual((r.status_code, r.json()["status"]), (200, "ready"))
+        self.assertEqual(self.chat(srv, self.test).status_code, 200)  # test keys unaffected
+        srv.stop()
+        # A wrong KONNECT_MODEL_API_KEY: the backend's 401, and a hint.
+        keyed = FakeBackend(api_key="right").start()
+        self.addCleanup(keyed.stop)
+        srv = self.serve(KONNECT_MODEL_URL=keyed.url, KONNECT_MODEL_API_KEY="wrong")
+        b = self.readiness_backend(srv, "error")
+        self.assertIn("HTTP 401", b["last_error"])
+        self.assertIn("KONNECT_MODEL_API_KEY", srv.output())
+        self.assertNotIn("wrong", json.dumps(b))
+        srv.stop()
+        # Nothing listening.
+        srv = self.serve(KONNECT_MODEL_URL=self.data.model_url)
+        b = self.readiness_backend(srv, "unreachable")
+        self.assertIn("cannot be reached", b["last_error"])
+        self.assertIn("cannot be reached", srv.output())
+        self.assertEqual(requests.get(srv.url + "/readyz", timeout=5).json()["status"], "ready")
+
     def test_backend_down_and_backend_timeouts(self):
         self.backend.stop()
         srv = self.serve(KONNECT_MODEL_TIMEOUT_MS=500)
