@@ -39,35 +39,48 @@ void config_set_data_dir(struct kn_config *c, const char *dir)
         snprintf(c->plans_file, sizeof(c->plans_file), "%.*s/plans.json", PATH_MAX - 16, dir);
 }
 
-int config_set_listen(struct kn_config *c, const char *value)
+#define HOST_MAX 256
+
+/* Parses "host:port", "[v6]:port", ":port" or "port". Returns 0 or -1. */
+static int parse_hostport(const char *value, char host[HOST_MAX], int *port_out)
 {
-    char host[256];
     const char *colon, *port;
     long long p;
 
     if (value[0] == '[') {
         const char *end = strchr(value, ']');
-        if (end == NULL || end[1] != ':' || (size_t)(end - value - 1) >= sizeof(host))
+        if (end == NULL || end[1] != ':' || (size_t)(end - value - 1) >= HOST_MAX)
             return -1;
         memcpy(host, value + 1, (size_t)(end - value - 1));
         host[end - value - 1] = '\0';
         port = end + 2;
     } else if ((colon = strrchr(value, ':')) != NULL) {
-        if ((size_t)(colon - value) >= sizeof(host))
+        if ((size_t)(colon - value) >= HOST_MAX)
             return -1;
         memcpy(host, value, (size_t)(colon - value));
         host[colon - value] = '\0';
         if (host[0] == '\0')
-            kn_strlcpy(host, "0.0.0.0", sizeof(host));
+            kn_strlcpy(host, "0.0.0.0", HOST_MAX);
         port = colon + 1;
     } else {
-        kn_strlcpy(host, "127.0.0.1", sizeof(host));
+        kn_strlcpy(host, "127.0.0.1", HOST_MAX);
         port = value;
     }
     if (kn_parse_int(port, 0, 65535, &p) != 0)
         return -1;
+    *port_out = (int)p;
+    return 0;
+}
+
+int config_set_listen(struct kn_config *c, const char *value)
+{
+    char host[256];
+    int port;
+
+    if (parse_hostport(value, host, &port) != 0)
+        return -1;
     kn_strlcpy(c->listen_host, host, sizeof(c->listen_host));
-    c->listen_port = (int)p;
+    c->listen_port = port;
     return 0;
 }
 
@@ -405,6 +418,23 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
     }
     if ((v = getenv("KONNECT_ACCESS_LOG")) != NULL && *v != '\0')
         kn_strlcpy(c->access_log, v, sizeof(c->access_log));
+    if ((v = getenv("KONNECT_METRICS_LISTEN")) != NULL && *v != '\0' &&
+        parse_hostport(v, c->metrics_host, &c->metrics_port) != 0) {
+        snprintf(err, errsize, "KONNECT_METRICS_LISTEN takes HOST:PORT, such as 127.0.0.1:9090");
+        return -1;
+    }
+    if ((v = getenv("KONNECT_METRICS_TOKEN")) != NULL && *v != '\0') {
+        size_t len = strlen(v);
+        if (len < 16 || len >= sizeof(c->metrics_token) ||
+            strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") !=
+                len) {
+            snprintf(err, errsize,
+                     "KONNECT_METRICS_TOKEN must be 16 to 255 characters of a bearer token "
+                     "(letters, digits, -._~+/=); openssl rand -hex 32 makes one");
+            return -1;
+        }
+        kn_strlcpy(c->metrics_token, v, sizeof(c->metrics_token));
+    }
     if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {
         size_t len = strlen(v);
         for (size_t i = 0; i < len; i++)

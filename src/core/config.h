@@ -12,17 +12,20 @@
 #define CHAT_BODY_MIN 65536
 
 struct kn_config {
-    char listen_host[256];           /* KONNECT_LISTEN host part, default 127.0.0.1. */
-    int listen_port;                 /* KONNECT_LISTEN port part, default 8080 (0 = any free). */
-    char data_dir[PATH_MAX];         /* KONNECT_DATA_DIR, default ./var. */
-    char database[PATH_MAX];         /* KONNECT_DATABASE, default <data dir>/konnect.db. */
-    char secret_file[PATH_MAX];      /* KONNECT_SECRET_FILE, default <data dir>/secret. */
-    char socket_path[PATH_MAX];      /* <data dir>/konnect.sock, the control socket. */
-    int threads;                     /* KONNECT_THREADS, default: number of cores. */
-    size_t max_body_bytes;           /* KONNECT_MAX_BODY_BYTES, default 1 MiB. */
-    size_t max_header_bytes;         /* KONNECT_MAX_HEADER_BYTES, default 16 KiB. */
-    unsigned request_timeout_ms;     /* KONNECT_REQUEST_TIMEOUT_MS, default 10000. */
-    unsigned max_connections;        /* KONNECT_MAX_CONNECTIONS, default 4096. */
+    char listen_host[256];       /* KONNECT_LISTEN host part, default 127.0.0.1. */
+    int listen_port;             /* KONNECT_LISTEN port part, default 8080 (0 = any free). */
+    char metrics_host[256];      /* KONNECT_METRICS_LISTEN host part, "" when unset. */
+    int metrics_port;            /* KONNECT_METRICS_LISTEN port part (0 = any free). */
+    char metrics_token[256];     /* KONNECT_METRICS_TOKEN: /metrics on the main listener, or "". */
+    char data_dir[PATH_MAX];     /* KONNECT_DATA_DIR, default ./var. */
+    char database[PATH_MAX];     /* KONNECT_DATABASE, default <data dir>/konnect.db. */
+    char secret_file[PATH_MAX];  /* KONNECT_SECRET_FILE, default <data dir>/secret. */
+    char socket_path[PATH_MAX];  /* <data dir>/konnect.sock, the control socket. */
+    int threads;                 /* KONNECT_THREADS, default: number of cores. */
+    size_t max_body_bytes;       /* KONNECT_MAX_BODY_BYTES, default 1 MiB. */
+    size_t max_header_bytes;     /* KONNECT_MAX_HEADER_BYTES, default 16 KiB. */
+    unsigned request_timeout_ms; /* KONNECT_REQUEST_TIMEOUT_MS, default 10000. */
+    unsigned max_connections;    /* KONNECT_MAX_CONNECTIONS, default 4096. */
     unsigned max_connections_per_ip; /* KONNECT_MAX_CONNECTIONS_PER_IP, default 256, 0 = none. */
     unsigned shutdown_timeout_ms;    /* KONNECT_SHUTDOWN_TIMEOUT_MS, default 5000. */
     uint32_t test_rpm;               /* KONNECT_TEST_KEY_RPM, default 60, 0 = unlimited. */

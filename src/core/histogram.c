@@ -31,6 +31,8 @@ void histogram_add(struct histogram *h, uint64_t v)
                           memory_order_relaxed);
     atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + v,
+                          memory_order_relaxed);
     if (v > atomic_load_explicit(&h->max, memory_order_relaxed))
         atomic_store_explicit(&h->max, v, memory_order_relaxed);
 }
@@ -40,6 +42,7 @@ void histogram_read(const struct histogram *h, struct histogram_snap *into)
     uint64_t max = atomic_load_explicit(&h->max, memory_order_relaxed);
 
     into->count += atomic_load_explicit(&h->count, memory_order_relaxed);
+    into->sum += atomic_load_explicit(&h->sum, memory_order_relaxed);
     if (max > into->max)
         into->max = max;
     for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++)
@@ -49,6 +52,7 @@ void histogram_read(const struct histogram *h, struct histogram_snap *into)
 void histogram_since(struct histogram_snap *now, const struct histogram_snap *before)
 {
     now->count -= before->count;
+    now->sum -= before->sum;
     for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++)
         now->bucket[i] -= before->bucket[i];
 }
@@ -72,4 +76,13 @@ uint64_t histogram_percentile(const struct histogram_snap *h, double p)
         }
     }
     return h->max;
+}
+
+uint64_t histogram_count_le(const struct histogram_snap *h, uint64_t v)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < HISTOGRAM_BUCKETS && bucket_top(i) <= v; i++)
+        n += h->bucket[i];
+    return n;
 }

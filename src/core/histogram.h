@@ -17,12 +17,13 @@
 struct histogram {
     _Atomic uint64_t count;
     _Atomic uint64_t max;
+    _Atomic uint64_t sum; /* Of every value recorded (wraps after 584 years of nanoseconds). */
     _Atomic uint32_t bucket[HISTOGRAM_BUCKETS];
 };
 
 /* A copy of a histogram that one thread owns: what a report reads, and subtracts. */
 struct histogram_snap {
-    uint64_t count, max;
+    uint64_t count, max, sum;
     uint32_t bucket[HISTOGRAM_BUCKETS];
 };
 
@@ -39,5 +40,10 @@ void histogram_since(struct histogram_snap *now, const struct histogram_snap *be
 /* The value at or below which a fraction p (0..1) of the values lie (the bucket's upper bound), or
  * 0 for an empty copy. */
 uint64_t histogram_percentile(const struct histogram_snap *h, double p);
+
+/* How many values of h are at or below v, as the buckets tell it: a value in the bucket that holds
+ * v counts when that bucket's top is at or below v (within 1/16 of v; Prometheus's cumulative
+ * buckets). */
+uint64_t histogram_count_le(const struct histogram_snap *h, uint64_t v);
 
 #endif

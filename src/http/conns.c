@@ -52,6 +52,7 @@ struct conninfo {
     struct worker *w;
     uint8_t addr[16];
     int counted;       /* It counts against its address's limit. */
+    int metrics;       /* It came to KONNECT_METRICS_LISTEN: /metrics only. */
     h2o_socket_cb h2o; /* h2o's read callback, while this file reads the first request head. */
 };
 
@@ -314,6 +315,16 @@ static void on_first_read(h2o_socket_t *sock, const char *err)
     w->early.sock = NULL;
 }
 
+int conns_is_metrics(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+
+    return sock != NULL && sock->on_close.cb == on_conn_close && sock->on_close.data != NULL &&
+           ((struct conninfo *)sock->on_close.data)->metrics;
+}
+
 int conns_early_refusal(h2o_req_t *req, struct reqinfo *info)
 {
     struct worker *w = http_worker_of(req);
@@ -355,6 +366,7 @@ void conns_on_accept(h2o_socket_t *listener, const char *err)
         }
         ci = kn_calloc(1, sizeof(*ci));
         ci->w = w;
+        ci->metrics = listener == w->metrics_listener;
         memset(&peer, 0, sizeof(peer));
         if (h2o_socket_getpeername(sock, (struct sockaddr *)&peer) != 0) {
             addr_key((struct sockaddr *)&peer, ci->addr);

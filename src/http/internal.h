@@ -15,6 +15,7 @@
 #include "core/errors.h"
 #include "http/accesslog.h"
 #include "http/live.h"
+#include "http/metrics.h"
 #include "http/probe.h"
 #include "http/request.h"
 #include "http/response.h"
@@ -40,6 +41,7 @@ struct server {
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;   /* The first of listen_fds, for printing the address. */
+    int metrics_fd;  /* KONNECT_METRICS_LISTEN's socket (the first loop accepts it), or -1. */
     int *listen_fds; /* One listening socket per thread, owned by the threads once started. */
     int lock_fd;     /* Holds the data directory's lock while the server runs. */
     _Atomic unsigned conns;
@@ -73,6 +75,8 @@ struct worker {
     h2o_timeout_t dash_watch_timeout;         /* Waiting dashboard jobs look for their client. */
     struct live_worker live;                  /* Live requests (http/live.c). */
     struct probe *probe;                      /* The first loop probes the backend. */
+    struct metrics_loop metrics;              /* This loop's counts (http/metrics.h). */
+    h2o_socket_t *metrics_listener;           /* The first loop's KONNECT_METRICS_LISTEN. */
     struct {
         h2o_socket_t *sock; /* The connection whose first request is being refused early. */
         enum kn_err err;
@@ -102,6 +106,8 @@ void conns_init(struct server *srv);
 void conns_dispose(struct server *srv);
 void conns_on_accept(h2o_socket_t *listener, const char *err);
 int conns_early_refusal(h2o_req_t *req, struct reqinfo *info);
+/* Returns 1 when the request came over a connection of KONNECT_METRICS_LISTEN. */
+int conns_is_metrics(h2o_req_t *req);
 
 /* The dashboard bridge (http/dashbridge.c): copies /dashboard/api/ requests to the dashboard's
  * threads and their answers back. start and stop are called once by server_run; the worker

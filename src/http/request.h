@@ -13,6 +13,7 @@
 #include "http/accesslog.h"
 
 struct iplist;
+struct metrics_loop;
 
 /* What reading a request and answering it need of the event loop it runs on: the h2o context
  * (first, so that a request's conn->ctx leads here), the access log with the loop's own line
@@ -24,6 +25,7 @@ struct http_loop {
     struct logbuf log_buf;
     const struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
     int trust_any_proxy;          /* KONNECT_TRUST_PROXY=1 (deprecated). */
+    struct metrics_loop *metrics; /* This loop's counts (http/metrics.h), or NULL. */
 };
 
 static inline struct http_loop *http_loop_of(h2o_req_t *req)

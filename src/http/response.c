@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "http/accesslog.h"
+#include "http/metrics.h"
 #include "http/request.h"
 
 void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
@@ -19,9 +20,13 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
                      (uint64_t)req->timestamps.request_begin_at.tv_usec;
 
+    gettimeofday(&now, NULL);
+    uint64_t nowus = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
+    uint64_t took = began != 0 && nowus > began ? nowus - began : 0;
+    metrics_count(loop->metrics, req->path_normalized.base, req->path_normalized.len, status,
+                  info->error_code, took * 1000);
     if (!accesslog_enabled(loop->log))
         return;
-    gettimeofday(&now, NULL);
     http_client_ip(req, peer, sizeof(peer));
     memset(&e, 0, sizeof(e));
     e.time = now.tv_sec;
@@ -36,8 +41,7 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     e.key_id = info->key != NULL ? info->key->id : NULL;
     e.mode = info->key != NULL ? apikey_mode_name((enum apikey_mode)info->key->mode) : NULL;
     e.remote = peer[0] ? peer : NULL;
-    uint64_t nowus = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
-    e.duration_us = began != 0 && nowus > began ? nowus - began : 0;
+    e.duration_us = took;
     e.body_bytes = req->entity.len;
     accesslog_append(loop->log, &loop->log_buf, &e);
 }

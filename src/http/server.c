@@ -102,6 +102,47 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
                    (size_t)len);
 }
 
+/* GET /metrics: on KONNECT_METRICS_LISTEN's address (nothing else is served there), or on the
+ * main listener to the bearer of KONNECT_METRICS_TOKEN (compared in constant time); without
+ * either, /metrics is not found. */
+static void handle_metrics(h2o_req_t *req, struct reqinfo *info)
+{
+    struct server *srv = http_worker_of(req)->srv;
+    const char *tok = srv->cfg->metrics_token;
+    h2o_iovec_t p = req->path_normalized;
+
+    if (!h2o_memis(p.base, p.len, H2O_STRLIT("/metrics"))) {
+        http_send_error(req, info, KN_ERR_NOT_FOUND,
+                        "This address serves GET /metrics only (KONNECT_METRICS_LISTEN).", NULL);
+        return;
+    }
+    if (!conns_is_metrics(req)) {
+        const h2o_iovec_t *h = http_find_header(req, H2O_TOKEN_AUTHORIZATION, NULL);
+        const char *given;
+        size_t len, n = strlen(tok);
+        if (tok[0] == '\0') {
+            http_send_error(req, info, KN_ERR_NOT_FOUND, NULL, NULL);
+            return;
+        }
+        if (h == NULL || bearer_parse(h->base, h->len, &given, &len) != 0 || len != n ||
+            sodium_memcmp(given, tok, n) != 0) {
+            http_send_auth_error(req, info,
+                                 h == NULL ? KN_ERR_MISSING_API_KEY : KN_ERR_INVALID_API_KEY);
+            return;
+        }
+    }
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        http_add_header(req, "allow", "GET, HEAD");
+        http_send_error(req, info, KN_ERR_METHOD_NOT_ALLOWED, "/metrics only accepts GET.", NULL);
+        return;
+    }
+    size_t len;
+    char *text = metrics_render(srv, &len);
+    http_send_body(req, info, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
 /* ---- routing ----------------------------------------------------------------------------- */
 
 struct route {
@@ -176,6 +217,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(msg, sizeof(msg), "The request headers are larger than the limit of %zu bytes.",
                  srv->cfg->max_header_bytes);
         http_send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
+        return 0;
+    }
+    if ((srv->metrics_fd >= 0 || srv->cfg->metrics_token[0] != '\0') &&
+        (h2o_memis(p.base, p.len, H2O_STRLIT("/metrics")) || conns_is_metrics(req))) {
+        handle_metrics(req, &info);
         return 0;
     }
     if (p.len >= 15 && memcmp(p.base, "/dashboard/api/", 15) == 0) {
@@ -345,6 +391,7 @@ static void worker_setup(struct worker *w)
     w->loop.log = srv->log;
     w->loop.trusted = srv->trusted;
     w->loop.trust_any_proxy = srv->cfg->trust_proxy != 0;
+    w->loop.metrics = &w->metrics;
     w->accept_ctx.ctx = &w->loop.ctx;
     w->accept_ctx.hosts = srv->h2o.hosts;
     h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
@@ -365,6 +412,12 @@ static void worker_setup(struct worker *w)
     w->listener = h2o_evloop_socket_create(w->loop.ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, conns_on_accept);
+    if (w == srv->workers && srv->metrics_fd >= 0) {
+        w->metrics_listener =
+            h2o_evloop_socket_create(w->loop.ctx.loop, srv->metrics_fd, H2O_SOCKET_FLAG_DONT_READ);
+        w->metrics_listener->data = w;
+        h2o_socket_read_start(w->metrics_listener, conns_on_accept);
+    }
 }
 
 static void worker_dispose(struct worker *w)
@@ -409,6 +462,11 @@ static void *worker_main(void *arg)
     h2o_socket_read_stop(w->listener);
     h2o_socket_close(w->listener);
     w->listener = NULL;
+    if (w->metrics_listener != NULL) {
+        h2o_socket_read_stop(w->metrics_listener);
+        h2o_socket_close(w->metrics_listener);
+        w->metrics_listener = NULL; /* Its descriptor, srv->metrics_fd, closed with it. */
+    }
     deadline = kn_mono_ns() + (uint64_t)srv->cfg->shutdown_timeout_ms * 1000000u;
     while (w->conns > 0 && kn_mono_ns() < deadline) {
         h2o_evloop_run(w->loop.ctx.loop, 20);
@@ -516,7 +574,26 @@ static int open_listener(struct server *srv, char *err, size_t errsize)
         if ((srv->listen_fds[i] = listen_socket((struct sockaddr *)&ss, sslen, 1)) < 0)
             goto fail;
     freeaddrinfo(res);
+    res = NULL;
     srv->listen_fd = srv->listen_fds[0];
+    if (c->metrics_host[0] != '\0') {
+        snprintf(port, sizeof(port), "%d", c->metrics_port);
+        if ((rc = getaddrinfo(c->metrics_host, port, &hints, &res)) != 0) {
+            snprintf(err, errsize, "cannot resolve KONNECT_METRICS_LISTEN %s: %s", c->metrics_host,
+                     gai_strerror(rc));
+            return -1;
+        }
+        srv->metrics_fd = listen_socket(res->ai_addr, res->ai_addrlen, 0);
+        freeaddrinfo(res);
+        if (srv->metrics_fd < 0 || listen(srv->metrics_fd, 64) != 0) {
+            snprintf(err, errsize, "cannot listen on KONNECT_METRICS_LISTEN %s:%d: %s",
+                     c->metrics_host, c->metrics_port, strerror(errno));
+            if (srv->metrics_fd >= 0)
+                close(srv->metrics_fd);
+            srv->metrics_fd = -1;
+            return -1;
+        }
+    }
     return 0;
 fail:
     snprintf(err, errsize, "cannot listen on %s:%d: %s", c->listen_host, c->listen_port,
@@ -549,6 +626,24 @@ static void print_listening(struct server *srv)
     fprintf(stderr, "konnect: listening on http://%s%s%s:%d (%d threads, %zu keys loaded)\n",
             ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", port,
             srv->cfg->threads, keytable_count(srv->kt));
+    if (srv->metrics_fd >= 0) {
+        struct sockaddr_storage ms;
+        socklen_t mlen = sizeof(ms);
+        char mhost[INET6_ADDRSTRLEN] = "?";
+        int mport = 0;
+        if (getsockname(srv->metrics_fd, (struct sockaddr *)&ms, &mlen) == 0) {
+            if (ms.ss_family == AF_INET6) {
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ms)->sin6_addr, mhost, sizeof(mhost));
+                mport = ntohs(((struct sockaddr_in6 *)&ms)->sin6_port);
+            } else {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ms)->sin_addr, mhost, sizeof(mhost));
+                mport = ntohs(((struct sockaddr_in *)&ms)->sin_port);
+            }
+        }
+        fprintf(stderr, "konnect: metrics on http://%s%s%s:%d/metrics\n",
+                ms.ss_family == AF_INET6 ? "[" : "", mhost, ms.ss_family == AF_INET6 ? "]" : "",
+                mport);
+    }
     const struct plans *ps = keysync_plans(srv->ks);
     fprintf(stderr, "konnect: live keys use the model backend %s; default model \"%s\"%s\n",
             srv->backend_url, ps->default_model[0] ? ps->default_model : srv->cfg->default_model,
@@ -607,6 +702,7 @@ int server_run(const struct kn_config *c)
     pthread_mutex_init(&srv->phase_lock, NULL);
     pthread_cond_init(&srv->phase_cond, NULL);
     srv->listen_fd = -1;
+    srv->metrics_fd = -1;
     srv->lock_fd = -1;
     /* Signals are taken by the main thread alone, with sigwait, once the workers run: block them
      * before any other thread starts, so that every thread inherits the mask. */
@@ -765,6 +861,8 @@ out:
     if (!started && srv->listen_fds != NULL)
         for (int i = 0; i < c->threads; i++)
             close(srv->listen_fds[i]);
+    if (!started && srv->metrics_fd >= 0)
+        close(srv->metrics_fd);
     free(srv->workers);
     free(srv->listen_fds);
     if (srv->lock_fd >= 0)
