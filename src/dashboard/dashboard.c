@@ -134,7 +134,9 @@ json_t *dash_body_object(const struct dash_request *req, struct dash_response *r
     json_error_t jerr;
     json_t *doc;
 
-    if (req->content_type == NULL || strncasecmp(req->content_type, "application/json", 16) != 0) {
+    if (req->content_type == NULL || strncasecmp(req->content_type, "application/json", 16) != 0 ||
+        (req->content_type[16] != '\0' && req->content_type[16] != ';' &&
+         req->content_type[16] != ' ')) {
         dash_reply_error(res, req, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
         return NULL;
     }

@@ -242,9 +242,11 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         spec.expires_at = kn_unix_now() + json_integer_value(v) * 86400;
     }
     if ((v = json_object_get(doc, "expires_at")) != NULL && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) <= kn_unix_now()) {
+        if (!json_is_integer(v) || json_integer_value(v) <= kn_unix_now() ||
+            json_integer_value(v) > kn_unix_now() + 3650LL * 86400) {
             dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
-                             "'expires_at' must be a Unix time in the future.", "expires_at");
+                             "'expires_at' must be a Unix time in the next ten years.",
+                             "expires_at");
             goto out;
         }
         spec.expires_at = json_integer_value(v);
@@ -414,6 +416,17 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
                          NULL);
         goto out;
     }
+    /* An admin key may not widen an admin key (itself or another): a leaked one could otherwise
+     * lift its own expiry and allowlist. It may rename it and bring its expiry forward. */
+    if (w->api == WHO_ADMIN_KEY && strcmp(k.mode, "admin") == 0 &&
+        (json_object_get(doc, "ip_allowlist") != NULL ||
+         (expiry && (expires_at == 0 || (k.expires_at != 0 && expires_at > k.expires_at))))) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "An admin key can rename an admin key or bring its expiry forward; its "
+                         "allowlist and a later expiry are the owner's to set, in the dashboard.",
+                         NULL);
+        goto out;
+    }
     /* A revoked or expired key stays so; a rolled key's grace can be cut short, not extended. */
     if (expiry && (k.revoked_at != 0 || (k.expires_at != 0 && k.expires_at <= now) ||
                    (k.rolled_to[0] != '\0' && (expires_at == 0 || expires_at > k.expires_at)))) {
@@ -426,12 +439,15 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
                          "expires_at");
         goto out;
     }
-    if (name != NULL && lifecycle_rename(d->store, &k, name, &w->actor) != STORE_OK)
+    /* A change that changes nothing writes nothing (and no audit entry). */
+    if (name != NULL && strcmp(name, k.name) != 0 &&
+        lifecycle_rename(d->store, &k, name, &w->actor) != STORE_OK)
         goto fail;
-    if (json_object_get(doc, "ip_allowlist") != NULL &&
+    if (json_object_get(doc, "ip_allowlist") != NULL && strcmp(allow, k.ip_allowlist) != 0 &&
         lifecycle_set_allowlist(d->store, &k, allow, &w->actor) != STORE_OK)
         goto fail;
-    if (expiry && lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
+    if (expiry && expires_at != k.expires_at &&
+        lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
         goto fail;
     json_t *propagation = dash_sync_changes(d);
     if (reload(d, &k) != STORE_OK) {

@@ -55,6 +55,15 @@ void dash_invite(struct dashboard *d, const struct dash_request *req, struct das
     json_t *doc;
     const char *email;
 
+    /* A member an admin key let in would stay after the key's revocation: invitations are the
+     * owner's (the dashboard) and the operator's. */
+    if (w->api == WHO_ADMIN_KEY) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "Invitations are made by the account's owner in the dashboard (Members): "
+                         "a member invited with an admin key would outlive the key.",
+                         NULL);
+        return;
+    }
     if ((doc = dash_body_object(req, res)) == NULL)
         return;
     if ((email = dash_email_member(doc, req, res)) == NULL)

@@ -22,6 +22,7 @@
 #include "dashboard/dashboard.h"
 #include "auth/bearer.h"
 #include "http/internal.h"
+#include "limits/quota.h"
 
 #define DASH_BODY_MAX (64 * 1024)
 #define LANE_CALLS 0
@@ -30,6 +31,9 @@
 #define PRUNE_FIRST_S 60   /* The first prune, after start. */
 #define PRUNE_EVERY_S 3600 /* Then once an hour. */
 #define WATCH_MS 200       /* How often a waiting job checks that its client is there. */
+/* Management API calls one account may have waiting or running at once, so that one account's
+ * flood cannot fill the lane that every account's calls (and the dashboard's) share. */
+#define API_QUEUED_PER_ACCOUNT 8
 
 struct dash_job;
 
@@ -57,7 +61,8 @@ struct dash_job {
     struct reqinfo info;
     struct dash_request in;
     struct dash_response out;
-    char *strings; /* One allocation holding every string of `in` (passwords among them). */
+    char *strings;        /* One allocation holding every string of `in` (passwords among them). */
+    struct acctrec *acct; /* A management API call's account (its api_queued), or NULL. */
     size_t strings_len;
 };
 
@@ -124,6 +129,8 @@ static void *lane_main(void *arg)
 
 static void dash_job_free(struct dash_job *job)
 {
+    if (job->acct != NULL)
+        atomic_fetch_sub(&job->acct->api_queued, 1);
     if (job->out.body != NULL) {
         /* The body may hold a new key's secret. */
         sodium_memzero(job->out.body, job->out.body_len);
@@ -219,7 +226,7 @@ static const char *copy_str(char **cursor, const char *s, size_t len)
  * management API request; or operator_hash, the keyed hash of an operator API request's key, in
  * hex) takes nothing of a browser's: no cookie, no CSRF token, no origin. */
 static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id,
-                   const char *operator_hash)
+                   const char *operator_hash, struct acctrec *acct)
 {
     struct worker *w = http_worker_of(req);
     struct server *srv = w->srv;
@@ -253,6 +260,7 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id,
     job->strings_len = need;
     job->w = w;
     job->req = req;
+    job->acct = acct; /* Counted by the caller; given back when the job is freed. */
     job->info = *info;
     job->in.method = copy_str(&cur, req->method.base, req->method.len);
     job->in.path = copy_str(&cur, path.base, path.len);
@@ -298,7 +306,7 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id,
 
 void http_handle_dashboard_api(h2o_req_t *req, struct reqinfo *info)
 {
-    submit(req, info, NULL, NULL);
+    submit(req, info, NULL, NULL, NULL);
 }
 
 int http_is_manage_path(h2o_iovec_t p)
@@ -339,7 +347,17 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
         return;
     }
     keytable_touch(http_worker_of(req)->srv->kt, key, now, 0); /* Its last use; no request count. */
-    submit(req, info, key->id, NULL);
+    if (key->acct != NULL &&
+        atomic_fetch_add(&key->acct->api_queued, 1) >= API_QUEUED_PER_ACCOUNT) {
+        atomic_fetch_sub(&key->acct->api_queued, 1);
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_RATE_LIMITED,
+                        "This account has 8 management API calls waiting or running already; "
+                        "send the next once one has been answered.",
+                        NULL);
+        return;
+    }
+    submit(req, info, key->id, NULL, key->acct);
 }
 
 /* The operator API's keys are not in the key table (they belong to no account): the loop checks
@@ -380,7 +398,7 @@ void http_handle_operator(h2o_req_t *req, struct reqinfo *info)
     apikey_hash(srv->secret, token, len, hash);
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
     sodium_memzero(hash, sizeof(hash));
-    submit(req, info, NULL, hex);
+    submit(req, info, NULL, hex, NULL);
     sodium_memzero(hex, sizeof(hex));
 }
 

@@ -102,6 +102,36 @@ static void handle_readyz(h2o_req_t *req, struct reqinfo *info)
                    (size_t)len);
 }
 
+/* h2o routes on the path decoded and with dot segments resolved: /v1/chat/../keys would reach
+ * the management API behind a proxy that lets only /v1/chat through, /v1/keys/ID%2Froll would
+ * roll, and %00 would cut an id short. A path that decodes to anything but itself in those ways is
+ * refused (400), so that what a proxy, the access log and the router see is the same. */
+static int path_plain(h2o_req_t *req)
+{
+    const char *p = req->path.base;
+    size_t n =
+        req->query_at != SIZE_MAX && req->query_at < req->path.len ? req->query_at : req->path.len;
+
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%' && i + 2 < n) {
+            char a = p[i + 1], b = p[i + 2];
+            if ((a == '2' && (b == 'f' || b == 'F' || b == 'e' || b == 'E')) ||
+                (a == '0' && b == '0') || (a == '5' && (b == 'c' || b == 'C')))
+                return 0;
+        }
+        if (p[i] == '\\')
+            return 0;
+        if (p[i] == '/' && i + 1 < n && p[i + 1] == '.') {
+            size_t j = i + 2;
+            if (j < n && p[j] == '.')
+                j++;
+            if (j == n || p[j] == '/')
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* GET /metrics: on KONNECT_METRICS_LISTEN's address (nothing else is served there), or on the
  * main listener to the bearer of KONNECT_METRICS_TOKEN (compared in constant time); without
  * either, /metrics is not found. */
@@ -217,6 +247,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(msg, sizeof(msg), "The request headers are larger than the limit of %zu bytes.",
                  srv->cfg->max_header_bytes);
         http_send_error(req, &info, KN_ERR_HEADERS_TOO_LARGE, msg, NULL);
+        return 0;
+    }
+    if (!path_plain(req)) {
+        http_send_error(req, &info, KN_ERR_BAD_REQUEST,
+                        "The path has an encoded '/', '.' or NUL, or a '.' or '..' segment: "
+                        "send it as it is meant, without them.",
+                        NULL);
         return 0;
     }
     if ((srv->metrics_fd >= 0 || srv->cfg->metrics_token[0] != '\0') &&

@@ -41,6 +41,7 @@ struct acctrec {
     _Atomic uint64_t rate_tat;        /* GCRA state of the plan's requests_per_minute. */
     _Atomic uint32_t inflight;        /* Live requests being answered right now. */
     _Atomic int64_t suspended_at;     /* The operator suspended it: every key refused. 0 = not. */
+    _Atomic uint32_t api_queued;      /* Its management API calls waiting or running. */
 };
 
 enum quota_outcome {
