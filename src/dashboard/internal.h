@@ -141,6 +141,21 @@ int dash_idem_claim(struct dashboard *d, const struct dash_request *req, struct 
 void dash_idem_settle(struct dashboard *d, const struct dash_request *req,
                       const struct dash_response *res, const char *scope);
 
+/* An API of routes under root (the management API's, the operator API's): who_of finds the key
+ * a request comes with and who it stands for (0, or -1 after answering); idempotency keys are
+ * kept in scope, or in the account's when scope is NULL. dispatch answers 404 and 405, then runs
+ * the route's handler with the key's idempotency, and pages list answers. */
+struct dash_api {
+    const char *root;
+    const struct dash_route *routes;
+    size_t nroutes;
+    int (*who_of)(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
+                  struct who *w);
+    const char *scope;
+};
+void dash_api_dispatch(struct dashboard *d, const struct dash_request *req,
+                       struct dash_response *res, const struct dash_api *api);
+
 /* Answers an operator API request (operator.c): its operator key found in the store by hash, then
  * the route's handler. */
 void dash_operator_handle(struct dashboard *d, const struct dash_request *req,

@@ -305,16 +305,17 @@ void dash_idem_settle(struct dashboard *d, const struct dash_request *req,
     free(kept);
 }
 
-void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
-                        struct dash_response *res)
+void dash_api_dispatch(struct dashboard *d, const struct dash_request *req,
+                       struct dash_response *res, const struct dash_api *api)
 {
     const struct dash_route *r;
+    size_t root = strlen(api->root);
     char param[DASH_PARAM_MAX], allowed[64], msg[160];
     struct who w;
 
-    if (strncmp(req->path, "/v1/", 4) != 0 ||
-        ((r = dash_find_route(api_routes, sizeof(api_routes) / sizeof(api_routes[0]), req->method,
-                              req->path + 4, param, allowed, sizeof(allowed))) == NULL &&
+    if (strncmp(req->path, api->root, root) != 0 ||
+        ((r = dash_find_route(api->routes, api->nroutes, req->method, req->path + root, param,
+                              allowed, sizeof(allowed))) == NULL &&
          allowed[0] == '\0')) {
         dash_reply_error(res, req, KN_ERR_NOT_FOUND, NULL, NULL);
         return;
@@ -325,14 +326,23 @@ void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
         kn_strlcpy(res->allow, allowed, sizeof(res->allow));
         return;
     }
-    if (admin_of(d, req, res, &w) != 0)
+    if (api->who_of(d, req, res, &w) != 0)
         return;
+    const char *scope = api->scope != NULL ? api->scope : w.member.account_id;
     int idem = req->idempotency_key != NULL && strcmp(req->method, "POST") == 0;
-    if (idem && !dash_idem_claim(d, req, res, w.member.account_id))
+    if (idem && !dash_idem_claim(d, req, res, scope))
         return;
     r->fn(d, req, res, &w, param);
     if (idem)
-        dash_idem_settle(d, req, res, w.member.account_id);
+        dash_idem_settle(d, req, res, scope);
     if (r->list != NULL)
         dash_api_page(r, req, res);
+}
+
+void dash_manage_handle(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res)
+{
+    static const struct dash_api api = {"/v1/", api_routes,
+                                        sizeof(api_routes) / sizeof(api_routes[0]), admin_of, NULL};
+    dash_api_dispatch(d, req, res, &api);
 }

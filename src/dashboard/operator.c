@@ -563,31 +563,8 @@ static int operator_of(struct dashboard *d, const struct dash_request *req,
 void dash_operator_handle(struct dashboard *d, const struct dash_request *req,
                           struct dash_response *res)
 {
-    const struct dash_route *r;
-    char param[DASH_PARAM_MAX], allowed[64], msg[160];
-    struct who w;
-
-    if (strncmp(req->path, "/v1/operator/", 13) != 0 ||
-        ((r = dash_find_route(op_routes, sizeof(op_routes) / sizeof(op_routes[0]), req->method,
-                              req->path + 13, param, allowed, sizeof(allowed))) == NULL &&
-         allowed[0] == '\0')) {
-        dash_reply_error(res, req, KN_ERR_NOT_FOUND, NULL, NULL);
-        return;
-    }
-    if (r == NULL) {
-        snprintf(msg, sizeof(msg), "%.64s only accepts %s.", req->path, allowed);
-        dash_reply_error(res, req, KN_ERR_METHOD_NOT_ALLOWED, msg, NULL);
-        kn_strlcpy(res->allow, allowed, sizeof(res->allow));
-        return;
-    }
-    if (operator_of(d, req, res, &w) != 0)
-        return;
-    int idem = req->idempotency_key != NULL && strcmp(req->method, "POST") == 0;
-    if (idem && !dash_idem_claim(d, req, res, "operator"))
-        return;
-    r->fn(d, req, res, &w, param);
-    if (idem)
-        dash_idem_settle(d, req, res, "operator");
-    if (r->list != NULL)
-        dash_api_page(r, req, res);
+    static const struct dash_api api = {"/v1/operator/", op_routes,
+                                        sizeof(op_routes) / sizeof(op_routes[0]), operator_of,
+                                        "operator"};
+    dash_api_dispatch(d, req, res, &api);
 }
