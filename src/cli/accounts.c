@@ -101,31 +101,6 @@ static void quota_shown(const char *label, json_t *q)
                           : "account override");
 }
 
-/* The accounts read, to be sorted. */
-struct account_list {
-    struct store_account *a;
-    size_t n, cap;
-};
-
-static int add_account(void *ud, const struct store_account *a)
-{
-    struct account_list *l = ud;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 64;
-        l->a = kn_realloc(l->a, l->cap * sizeof(*l->a));
-    }
-    l->a[l->n++] = *a;
-    return 0;
-}
-
-/* Oldest first; creation times are to the second, so ties go by id. */
-static int by_creation(const void *x, const void *y)
-{
-    const struct store_account *a = x, *b = y;
-    return a->created_at != b->created_at ? (a->created_at < b->created_at ? -1 : 1)
-                                          : strcmp(a->id, b->id);
-}
-
 /* A quota set on an account, as set-quota takes it: a number, "unlimited", or null (the plan's). */
 static json_t *quota_set(int64_t q)
 {
@@ -137,8 +112,10 @@ static json_t *quota_set(int64_t q)
 static int account_list(struct kn_config *c, const struct opts *o)
 {
     struct store *s;
-    struct store_cursor cur;
-    struct account_list l = {0};
+    struct {
+        struct store_account *a;
+        size_t n;
+    } l = {0};
     char tbuf[32];
     int ret = 1;
 
@@ -148,11 +125,10 @@ static int account_list(struct kn_config *c, const struct opts *o)
     }
     if ((s = cli_open_store_for(c, STORE_MUST_EXIST)) == NULL)
         return 1;
-    if (store_accounts_load(s, &cur, add_account, &l) != STORE_OK) {
+    if (store_accounts_list(s, &l.a, &l.n) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
         goto done;
     }
-    qsort(l.a, l.n, sizeof(*l.a), by_creation);
     if (o->json) {
         json_t *out = json_array();
         for (size_t i = 0; i < l.n; i++) {

@@ -55,40 +55,15 @@ static json_t *account_doc(const struct store_account *a)
         "suspended", a->suspended_at != 0 ? json_integer(a->suspended_at) : json_null());
 }
 
-/* The accounts read, oldest first (creation times are to the second, so ties go by id). */
+/* Every account, oldest first. */
 struct accounts {
     struct store_account *a;
-    size_t n, cap;
+    size_t n;
 };
-
-static int add_account(void *ud, const struct store_account *a)
-{
-    struct accounts *l = ud;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 64;
-        l->a = kn_realloc(l->a, l->cap * sizeof(*l->a));
-    }
-    l->a[l->n++] = *a;
-    return 0;
-}
-
-static int by_creation(const void *x, const void *y)
-{
-    const struct store_account *a = x, *b = y;
-    return a->created_at != b->created_at ? (a->created_at < b->created_at ? -1 : 1)
-                                          : strcmp(a->id, b->id);
-}
 
 static int read_accounts(struct dashboard *d, struct accounts *l)
 {
-    struct store_cursor cur;
-
-    memset(l, 0, sizeof(*l));
-    if (store_accounts_load(d->store, &cur, add_account, l) != STORE_OK)
-        return -1;
-    if (l->n > 1)
-        qsort(l->a, l->n, sizeof(*l->a), by_creation);
-    return 0;
+    return store_accounts_list(d->store, &l->a, &l->n) == STORE_OK ? 0 : -1;
 }
 
 static void op_accounts(struct dashboard *d, const struct dash_request *req,

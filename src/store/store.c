@@ -237,6 +237,42 @@ int store_email_valid(const char *email)
     return 1;
 }
 
+struct account_array {
+    struct store_account *a;
+    size_t n, cap;
+};
+
+static int add_account(void *ud, const struct store_account *a)
+{
+    struct account_array *l = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->a = kn_realloc(l->a, l->cap * sizeof(*l->a));
+    }
+    l->a[l->n++] = *a;
+    return 0;
+}
+
+static int by_creation(const void *x, const void *y)
+{
+    const struct store_account *a = x, *b = y;
+    return a->created_at != b->created_at ? (a->created_at < b->created_at ? -1 : 1)
+                                          : strcmp(a->id, b->id);
+}
+
+int store_accounts_list(struct store *s, struct store_account **out, size_t *n)
+{
+    struct account_array l = {0};
+    struct store_cursor cur;
+    int r = store_accounts_load(s, &cur, add_account, &l);
+
+    if (r == STORE_OK && l.n > 1)
+        qsort(l.a, l.n, sizeof(*l.a), by_creation);
+    *out = l.a;
+    *n = l.n;
+    return r;
+}
+
 int store_account_create(struct store *s, const char *email, const char *password_hash,
                          const char *existing_user, struct store_account *out)
 {

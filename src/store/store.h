@@ -516,6 +516,9 @@ int store_feed_stale(int64_t cursor, int64_t oldest, int64_t newest);
  * not the user of that email; STORE_ERROR for an email that is not one. */
 int store_account_create(struct store *s, const char *email, const char *password_hash,
                          const char *existing_user, struct store_account *out);
+/* Reads every account, oldest first (creation times are to the second, so ties go by id), into
+ * a malloc'd array *out of *n (the caller frees it, also after a failure). */
+int store_accounts_list(struct store *s, struct store_account **out, size_t *n);
 /* Finds an account by email (any case) or by id. STORE_NOT_FOUND when there is none. */
 int store_account_find(struct store *s, const char *email_or_id, struct store_account *out);
 /* Key changes. Each commits in one transaction with its audit entry `audit` (none when NULL),
