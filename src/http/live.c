@@ -28,17 +28,18 @@
 
 /* ---- the backend ------------------------------------------------------------------------- */
 
-int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char *err,
-                       size_t errsize)
+int live_upstream_init_url(struct live_upstream *u, const char *url, const char *api_key,
+                           const char *what, char *err, size_t errsize)
 {
     size_t plen;
 
     memset(u, 0, sizeof(*u));
-    if (h2o_url_parse(c->model_url, strlen(c->model_url), &u->url) != 0 ||
+    u->text = kn_strdup(url);
+    if (h2o_url_parse(u->text, strlen(u->text), &u->url) != 0 ||
         (u->url.scheme != &H2O_URL_SCHEME_HTTP && u->url.scheme != &H2O_URL_SCHEME_HTTPS)) {
         snprintf(err, errsize,
-                 "KONNECT_MODEL_URL must be an http:// or https:// URL such as "
-                 "http://127.0.0.1:11434/v1");
+                 "%s must be an http:// or https:// URL such as http://127.0.0.1:11434/v1", what);
+        live_upstream_dispose(u);
         return -1;
     }
     plen = u->url.path.len;
@@ -47,22 +48,30 @@ int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char 
     u->path = kn_malloc(plen + sizeof("/chat/completions"));
     memcpy(u->path, u->url.path.base, plen);
     memcpy(u->path + plen, "/chat/completions", sizeof("/chat/completions"));
-    if (c->model_api_key[0] != '\0') {
-        size_t n = strlen(c->model_api_key) + 32;
+    if (api_key[0] != '\0') {
+        size_t n = strlen(api_key) + 32;
         u->auth_header = kn_malloc(n);
-        snprintf(u->auth_header, n, "Authorization: Bearer %s\r\n", c->model_api_key);
+        snprintf(u->auth_header, n, "Authorization: Bearer %s\r\n", api_key);
     } else {
         u->auth_header = kn_strdup("");
     }
     if (u->url.scheme == &H2O_URL_SCHEME_HTTPS) {
         u->ssl_ctx = SSL_CTX_new(TLS_client_method());
         if (u->ssl_ctx == NULL || SSL_CTX_set_default_verify_paths(u->ssl_ctx) != 1) {
-            snprintf(err, errsize, "cannot set up TLS for KONNECT_MODEL_URL");
+            snprintf(err, errsize, "cannot set up TLS for %s", what);
+            live_upstream_dispose(u);
             return -1;
         }
         SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_PEER, NULL);
     }
     return 0;
+}
+
+int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char *err,
+                       size_t errsize)
+{
+    return live_upstream_init_url(u, c->model_url, c->model_api_key, "KONNECT_MODEL_URL", err,
+                                  errsize);
 }
 
 void live_upstream_dispose(struct live_upstream *u)
@@ -74,6 +83,7 @@ void live_upstream_dispose(struct live_upstream *u)
     }
     if (u->ssl_ctx != NULL)
         SSL_CTX_free(u->ssl_ctx);
+    free(u->text);
     memset(u, 0, sizeof(*u));
 }
 
@@ -91,6 +101,10 @@ void live_worker_init(struct live_worker *lw, h2o_context_t *ctx, const struct l
     h2o_timeout_init(loop, &lw->first_byte_timeout, setup->first_byte_timeout_ms);
     h2o_timeout_init(loop, &lw->total_timeout, setup->total_timeout_ms);
     h2o_timeout_init(loop, &lw->watch_timeout, WATCH_MS);
+    h2o_timeout_init(loop, &lw->retry_timeout, 0);
+    lw->routes = NULL;
+    lw->nroutes = 0;
+    atomic_init(&lw->failovers, 0);
     upstream_pool_init(&lw->pool, loop, &ctx->receivers.hostinfo_getaddr, u->url.host,
                        h2o_url_get_port(&u->url), u->ssl_ctx, &lw->io_timeout, POOL_IDLE_MS,
                        POOL_IDLE_MAX);
@@ -109,6 +123,15 @@ void live_worker_dispose(struct live_worker *lw)
     on_ledger_answers(&lw->ledger_receiver, &lw->ledger_receiver._messages);
     h2o_multithread_unregister_receiver(lw->ctx->queue, &lw->ledger_receiver);
     upstream_pool_dispose(&lw->pool);
+    for (size_t i = 0; i < lw->nroutes; i++) {
+        upstream_pool_dispose(&lw->routes[i].pool);
+        live_upstream_dispose(&lw->routes[i].up);
+        free(lw->routes[i].key);
+    }
+    free(lw->routes);
+    lw->routes = NULL;
+    lw->nroutes = 0;
+    h2o_timeout_dispose(loop, &lw->retry_timeout);
     h2o_timeout_dispose(loop, &lw->io_timeout);
     h2o_timeout_dispose(loop, &lw->connect_timeout);
     h2o_timeout_dispose(loop, &lw->first_byte_timeout);
@@ -364,7 +387,151 @@ void live_on_phase_timeout(h2o_timeout_entry_t *entry)
     else
         snprintf(msg, sizeof(msg), "The model backend did not start answering within %u ms.",
                  s->first_byte_timeout_ms);
-    live_end_with_error(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+    if (!live_failover(lr, msg))
+        live_end_with_error(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+}
+
+/* ---- the backends ------------------------------------------------------------------------ */
+
+/* The loop's route to a catalogue backend, made the first time it is needed. NULL (with a
+ * message) when its URL cannot be used or the loop has too many. */
+static struct live_route *route_for(struct live_worker *lw, const struct plan_backend *b, char *err,
+                                    size_t errsize)
+{
+    char key[PLAN_URL_MAX + PLAN_ENV_MAX + 2];
+    const char *api_key = "";
+    struct live_route *r;
+
+    snprintf(key, sizeof(key), "%s\n%s", b->url, b->api_key_env);
+    for (size_t i = 0; i < lw->nroutes; i++)
+        if (strcmp(lw->routes[i].key, key) == 0)
+            return &lw->routes[i];
+    if (lw->nroutes == LIVE_ROUTES_MAX) {
+        snprintf(err, errsize,
+                 "more than %d model backends on one event loop (restart the server "
+                 "after changing the plans' backends many times)",
+                 LIVE_ROUTES_MAX);
+        return NULL;
+    }
+    if (b->api_key_env[0] != '\0' && (api_key = getenv(b->api_key_env)) == NULL) {
+        fprintf(stderr,
+                "konnect: warning: model backend %s: the environment variable %s (its "
+                "api_key_env) is not set; it is asked without a key\n",
+                b->url, b->api_key_env);
+        api_key = "";
+    }
+    if (lw->routes == NULL)
+        lw->routes = kn_calloc(LIVE_ROUTES_MAX, sizeof(*lw->routes));
+    r = &lw->routes[lw->nroutes];
+    if (live_upstream_init_url(&r->up, b->url, api_key, "a model backend's url", err, errsize) != 0)
+        return NULL;
+    r->key = kn_strdup(key);
+    upstream_pool_init(&r->pool, lw->ctx->loop, &lw->ctx->receivers.hostinfo_getaddr,
+                       r->up.url.host, h2o_url_get_port(&r->up.url), r->up.ssl_ctx, &lw->io_timeout,
+                       POOL_IDLE_MS, POOL_IDLE_MAX);
+    lw->nroutes++;
+    return r;
+}
+
+/* Forgets what a failed attempt read, so that the next backend's answer starts clean. */
+static void reset_attempt(struct live_req *lr)
+{
+    lr->body_len = 0;
+    lr->out_len = 0;
+    lr->err_status = 0;
+    sse_free(&lr->sse);
+    sse_init(&lr->sse, SSE_EVENT_MAX);
+    lr->saw_done = lr->saw_finish = lr->have_usage = 0;
+    lr->in_tokens = lr->out_tokens = lr->gen_tokens = lr->gen_at_usage = 0;
+    lr->gen_events = 0;
+    lr->finish[0] = '\0';
+    free(lr->usage_event);
+    lr->usage_event = NULL;
+    lr->usage_event_len = 0;
+    kn_strlcpy(lr->model, lr->pm.name, sizeof(lr->model));
+}
+
+/* Sends the request to its current backend. */
+static void start_attempt(struct live_req *lr)
+{
+    struct live_worker *lw = lr->lw;
+    struct upstream_pool *pool = &lw->pool;
+    const char *model = lr->pm.backend;
+    size_t hsize;
+
+    lr->up = lw->setup.upstream;
+    if (lr->pm.nbackends > 0) {
+        const struct plan_backend *b = &lr->pm.backends[lr->attempt];
+        char err[256];
+        struct live_route *r = route_for(lw, b, err, sizeof(err));
+        if (r == NULL) {
+            fprintf(stderr, "konnect: model backend %s cannot be used: %s\n", b->url, err);
+            if (!live_failover(lr, "its URL cannot be used"))
+                live_fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                          "The model backend is misconfigured. This request was not billed.");
+            return;
+        }
+        lr->up = &r->up;
+        pool = &r->pool;
+        model = b->model;
+    }
+    if (strcmp(model, lr->sent_model) != 0) {
+        /* This backend has its own name for the model. */
+        free(lr->call.body);
+        lr->call.body = NULL;
+        chat_call_prepare(&lr->call, model);
+        kn_strlcpy(lr->sent_model, model, sizeof(lr->sent_model));
+    }
+    const struct live_upstream *u = lr->up;
+    free(lr->head);
+    hsize = strlen(u->path) + u->url.authority.len + strlen(u->auth_header) + 256;
+    lr->head = kn_malloc(hsize);
+    int n = snprintf(lr->head, hsize,
+                     "POST %s HTTP/1.1\r\nHost: %.*s\r\nContent-Type: application/json\r\n"
+                     "Accept: %s\r\nContent-Length: %zu\r\nUser-Agent: konnect\r\n"
+                     "X-Request-Id: %s\r\n%s\r\n",
+                     u->path, (int)u->url.authority.len, u->url.authority.base,
+                     lr->call.stream ? "text/event-stream" : "application/json", lr->call.body_len,
+                     lr->info.request_id, u->auth_header);
+    lr->reqbufs[0] = h2o_iovec_init(lr->head, (size_t)n);
+    lr->reqbufs[1] = h2o_iovec_init(lr->call.body, lr->call.body_len);
+    lr->phase = PHASE_CONNECT;
+    lr->phase_timer.cb = live_on_phase_timeout;
+    h2o_timeout_link(lw->ctx->loop, &lw->connect_timeout, &lr->phase_timer);
+    upstream_call_start(&lr->client, lr, pool, live_on_connect);
+}
+
+static void on_retry(h2o_timeout_entry_t *entry)
+{
+    struct live_req *lr = H2O_STRUCT_FROM_MEMBER(struct live_req, phase_timer, entry);
+
+    reset_attempt(lr);
+    start_attempt(lr);
+}
+
+int live_failover(struct live_req *lr, const char *why)
+{
+    struct live_worker *lw = lr->lw;
+
+    if (lr->attempt + 1 >= lr->pm.nbackends || lr->streaming || lr->req == NULL || lw->stopping ||
+        lr->phase >= PHASE_BILLING)
+        return 0;
+    fprintf(stderr,
+            "konnect: request %s: model backend %s failed (%s); trying backend %zu of %zu, %s\n",
+            lr->info.request_id, lr->pm.backends[lr->attempt].url, why, lr->attempt + 2,
+            lr->pm.nbackends, lr->pm.backends[lr->attempt + 1].url);
+    if (lr->client != NULL) {
+        upstream_call_cancel(lr->client);
+        lr->client = NULL;
+    }
+    live_unlink_timer(&lr->phase_timer);
+    lr->attempt++;
+    lr->phase = PHASE_CONNECT;
+    atomic_fetch_add_explicit(&lw->failovers, 1, memory_order_relaxed);
+    /* Started from the loop, not from inside the failed call's callback. */
+    lr->phase_timer.cb = on_retry;
+    h2o_timeout_link(lw->ctx->loop, &lw->retry_timeout, &lr->phase_timer);
+    return 1;
 }
 
 /* ---- output to the client ---------------------------------------------------------------- */
@@ -566,9 +733,7 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
 void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                  const struct live_terms *terms, struct chat_call *call)
 {
-    const struct live_upstream *u = lw->setup.upstream;
     struct live_req *lr = kn_calloc(1, sizeof(*lr));
-    size_t hsize;
 
     lr->lw = lw;
     h2o_linklist_insert(&lw->reqs, &lr->node);
@@ -595,25 +760,11 @@ void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, s
     sse_init(&lr->sse, SSE_EVENT_MAX);
     lr->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*lr->guard), on_guard_dispose);
     lr->guard->lr = lr;
+    kn_strlcpy(lr->sent_model, lr->pm.backend, sizeof(lr->sent_model));
 
-    hsize = strlen(u->path) + u->url.authority.len + strlen(u->auth_header) + 256;
-    lr->head = kn_malloc(hsize);
-    int n = snprintf(lr->head, hsize,
-                     "POST %s HTTP/1.1\r\nHost: %.*s\r\nContent-Type: application/json\r\n"
-                     "Accept: %s\r\nContent-Length: %zu\r\nUser-Agent: konnect\r\n"
-                     "X-Request-Id: %s\r\n%s\r\n",
-                     u->path, (int)u->url.authority.len, u->url.authority.base,
-                     lr->call.stream ? "text/event-stream" : "application/json", lr->call.body_len,
-                     lr->info.request_id, u->auth_header);
-    lr->reqbufs[0] = h2o_iovec_init(lr->head, (size_t)n);
-    lr->reqbufs[1] = h2o_iovec_init(lr->call.body, lr->call.body_len);
-
-    lr->phase = PHASE_CONNECT;
     lr->total_timer.cb = on_total_timeout;
-    lr->phase_timer.cb = live_on_phase_timeout;
     lr->watch_timer.cb = on_watch;
     h2o_timeout_link(lw->ctx->loop, &lw->total_timeout, &lr->total_timer);
-    h2o_timeout_link(lw->ctx->loop, &lw->connect_timeout, &lr->phase_timer);
     h2o_timeout_link(lw->ctx->loop, &lw->watch_timeout, &lr->watch_timer);
-    upstream_call_start(&lr->client, lr, &lw->pool, live_on_connect);
+    start_attempt(lr);
 }

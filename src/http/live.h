@@ -11,6 +11,7 @@
 #define KN_HTTP_LIVE_H
 
 #include <openssl/ssl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #define H2O_USE_EPOLL 1
@@ -25,8 +26,10 @@
 struct reqinfo;
 struct keyrec;
 
-/* The model backend, parsed once at start. */
+/* A model backend, parsed once: KONNECT_MODEL_URL's at start, a catalogue model's own
+ * ("backends", metering/plans.h) when an event loop first sends it a request. */
 struct live_upstream {
+    char *text; /* The URL as given (url points into it); owned. */
     h2o_url_t url;
     char *path;        /* The URL's path + "/chat/completions". */
     char *auth_header; /* "Authorization: Bearer ...\r\n", or "" without KONNECT_MODEL_API_KEY. */
@@ -66,12 +69,24 @@ enum live_stage {
 /* The stage names, as reports print them. */
 extern const char *const live_stage_names[LIVE_STAGES];
 
-/* One event loop's share: its connection pool, its timers, and its queue of ledger answers. */
+/* A catalogue backend as one event loop uses it: parsed, with its own connection pool. */
+struct live_route {
+    char *key; /* Its URL, a newline and its api_key_env: what tells one from another. */
+    struct live_upstream up;
+    struct upstream_pool pool;
+};
+#define LIVE_ROUTES_MAX 64 /* Backends one loop keeps (plans reloaded with new ones add more). */
+
+/* One event loop's share: its connection pools, its timers, and its queue of ledger answers. */
 struct live_worker {
     struct live_setup setup;
     h2o_context_t *ctx;
-    struct upstream_pool pool;
+    struct upstream_pool pool; /* KONNECT_MODEL_URL's. */
+    struct live_route *routes; /* The catalogue's backends this loop has used. */
+    size_t nroutes;
     h2o_timeout_t io_timeout, connect_timeout, first_byte_timeout, total_timeout, watch_timeout;
+    h2o_timeout_t retry_timeout; /* 0 ms: the next backend is tried outside the failed call. */
+    _Atomic uint64_t failovers;  /* Requests sent on to a model's next backend. */
     h2o_multithread_receiver_t ledger_receiver;
     h2o_linklist_t reqs; /* Its live requests, from admission until freed. */
     int stopping;        /* live_worker_stop ran: no live request starts any more. */
@@ -83,6 +98,9 @@ struct live_worker {
  * message. */
 int live_upstream_init(struct live_upstream *u, const struct kn_config *c, char *err,
                        size_t errsize);
+/* The same for a URL and a key ("" for none). */
+int live_upstream_init_url(struct live_upstream *u, const char *url, const char *api_key,
+                           const char *what, char *err, size_t errsize);
 void live_upstream_dispose(struct live_upstream *u);
 
 /* Per event loop; called on the loop's thread before it runs, and after it stopped. */

@@ -205,14 +205,16 @@ static int on_body(struct upstream_call *client, const char *err, const char *da
             snprintf(msg, sizeof(msg),
                      "The model backend went silent for %u ms in the middle of its answer.",
                      s->first_byte_timeout_ms);
-            live_end_with_error(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
+            if (!live_failover(lr, msg))
+                live_end_with_error(lr, KN_ERR_MODEL_BACKEND_TIMEOUT, msg);
         } else if (err == upstream_error_parse) {
             live_end_with_error(lr, KN_ERR_MODEL_BACKEND_ERROR,
                                 "The model backend's answer is not valid HTTP.");
         } else {
-            live_end_with_error(
-                lr, KN_ERR_MODEL_BACKEND_ERROR,
-                "The model backend closed the connection in the middle of its answer.");
+            const char *msg =
+                "The model backend closed the connection in the middle of its answer.";
+            if (!live_failover(lr, msg))
+                live_end_with_error(lr, KN_ERR_MODEL_BACKEND_ERROR, msg);
         }
     } else if (lr->call.stream) {
         int r = len > 0 ? sse_feed(&lr->sse, data, len, on_event, lr) : 0;
@@ -296,7 +298,7 @@ static void log_backend_error(struct live_req *lr)
     static __thread uint64_t last_ns;
     static __thread unsigned quiet;
     static __thread int last_status;
-    const h2o_url_t *u = &lr->lw->setup.upstream->url;
+    const h2o_url_t *u = &lr->up->url;
     uint64_t now = kn_mono_ns();
     char first[201], safe[201];
     size_t n = lr->body_len < 200 ? lr->body_len : 200;
@@ -314,7 +316,7 @@ static void log_backend_error(struct live_req *lr)
         snprintf(more, sizeof(more), " (and %u more such answers in the last second)", quiet);
     fprintf(stderr, "konnect: model backend %.*s://%.*s%s answered HTTP %d to %s%s: %s%s%s\n",
             (int)u->scheme->name.len, u->scheme->name.base, (int)u->authority.len,
-            u->authority.base, lr->lw->setup.upstream->path, lr->err_status, lr->info.request_id,
+            u->authority.base, lr->up->path, lr->err_status, lr->info.request_id,
             lr->err_status == 401 || lr->err_status == 403 ? " (check KONNECT_MODEL_API_KEY)"
             : lr->err_status == 404 ? " (a model it does not know, or a wrong KONNECT_MODEL_URL)"
                                     : "",
@@ -335,6 +337,11 @@ static void fail_from_backend(struct live_req *lr)
     backend_reason(lr->body != NULL ? lr->body : "", lr->body_len, reason, sizeof(reason), code,
                    sizeof(code));
     log_backend_error(lr);
+    if (status >= 500 || status == 429) {
+        snprintf(m, sizeof(m), "HTTP %d", status);
+        if (live_failover(lr, m))
+            return;
+    }
     if (status == 404) {
         /* The model it does not know (OpenAI's code, or a message that names a model), or a path
          * that is not there at all: the operator's mistake, not the customer's. */
@@ -405,6 +412,10 @@ static upstream_body_cb on_head(struct upstream_call *client, const char *err, i
     live_unlink_timer(&lr->phase_timer);
     if (err != NULL) {
         lr->client = NULL; /* The call is over. */
+        if (err != upstream_error_parse &&
+            live_failover(lr, err == upstream_error_closed ? "it closed the connection"
+                                                           : "a network error"))
+            return NULL;
         live_fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
                   err == upstream_error_parse
                       ? "The model backend's answer is not valid HTTP. This request was not billed."
@@ -442,8 +453,9 @@ upstream_head_cb live_on_connect(struct upstream_call *client, const char *err,
     live_unlink_timer(&lr->phase_timer);
     if (err != NULL) {
         lr->client = NULL;
-        live_fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
-                  "The model backend cannot be reached. This request was not billed.");
+        if (!live_failover(lr, "it cannot be reached"))
+            live_fail(lr, KN_ERR_MODEL_BACKEND_ERROR,
+                      "The model backend cannot be reached. This request was not billed.");
         return NULL;
     }
     lr->phase = PHASE_FIRST_BYTE;

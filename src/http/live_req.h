@@ -40,12 +40,15 @@ struct live_req {
     struct reqinfo info;
     struct keyrec *key;
     int64_t month;
-    int quota_held;          /* The request still holds its reservation in the quota. */
-    uint64_t tokens_held;    /* Tokens of the account's quota it reserved. */
-    struct limiter *limiter; /* Where the reservation and the in-flight slot go back. */
-    int leased;              /* ...or its lease in Redis (live_terms). */
-    int64_t plan_version;    /* The plans version at admission (its ledger row names it). */
-    struct plan_model pm;    /* The model as billed: public name and prices of its plan. */
+    int quota_held;                 /* The request still holds its reservation in the quota. */
+    uint64_t tokens_held;           /* Tokens of the account's quota it reserved. */
+    struct limiter *limiter;        /* Where the reservation and the in-flight slot go back. */
+    int leased;                     /* ...or its lease in Redis (live_terms). */
+    int64_t plan_version;           /* The plans version at admission (its ledger row names it). */
+    struct plan_model pm;           /* The model as billed: public name and prices of its plan. */
+    size_t attempt;                 /* Which of pm.backends is asked (0 without any). */
+    const struct live_upstream *up; /* The backend asked now. */
+    char sent_model[PLAN_MODEL_MAX + 1]; /* The model name in call.body. */
     char plan[PLAN_NAME_MAX + 1];
     char currency[8];
     int rename; /* With a model catalogue, answers name the public model, never the backend's. */
@@ -111,6 +114,10 @@ void live_unlink_timer(h2o_timeout_entry_t *t);
 /* Frees lr once nothing refers to it any more. */
 void live_maybe_free(struct live_req *lr);
 void live_on_phase_timeout(h2o_timeout_entry_t *entry);
+/* The backend asked failed before any byte of the answer went to the client (`why` says how,
+ * for the log): the request goes on to the model's next backend when it has one. Returns 1 when
+ * it does, 0 when the caller must end the request. Nothing of a failed attempt is billed. */
+int live_failover(struct live_req *lr, const char *why);
 /* The backend call's first callback (http/live_answer.c): sends the request, then reads the
  * answer. */
 upstream_head_cb live_on_connect(struct upstream_call *client, const char *err,

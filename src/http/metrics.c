@@ -162,6 +162,7 @@ char *metrics_render(struct server *srv, size_t *len)
     uint64_t(*req)[METRICS_OUTCOMES] = kn_calloc(METRICS_ROUTES, sizeof(*req));
     struct histogram_snap *dur = kn_calloc(METRICS_ROUTES, sizeof(*dur));
     struct histogram_snap *stage = kn_calloc(LIVE_STAGES, sizeof(*stage));
+    uint64_t failovers = 0;
     char sbuf[16];
 
     for (int t = 0; t < srv->cfg->threads; t++) {
@@ -173,6 +174,7 @@ char *metrics_render(struct server *srv, size_t *len)
         }
         for (int s = 0; s < LIVE_STAGES; s++)
             histogram_read(&w->live.stage[s], &stage[s]);
+        failovers += atomic_load_explicit(&w->live.failovers, memory_order_relaxed);
     }
 
     head(&o, "konnect_build_info", "gauge",
@@ -224,6 +226,11 @@ char *metrics_render(struct server *srv, size_t *len)
         put(&o, "konnect_backend_errors_total{kind=\"%s\"} %llu\n",
             kn_error_def(backend_errors[i])->code, (unsigned long long)n);
     }
+
+    head(&o, "konnect_backend_failovers_total", "counter",
+         "Live requests sent on to their model's next backend after one failed before answering "
+         "(unreachable, 5xx, 429 or a timeout); the failed attempts are not billed.");
+    put(&o, "konnect_backend_failovers_total %llu\n", (unsigned long long)failovers);
 
     uint64_t age = 0;
     int store_ok = keysync_ready(srv->ks, &age);

@@ -685,6 +685,19 @@ static void print_listening(struct server *srv)
     fprintf(stderr, "konnect: live keys use the model backend %s; default model \"%s\"%s\n",
             srv->backend_url, ps->default_model[0] ? ps->default_model : srv->cfg->default_model,
             ps->default_model[0] ? " (the catalogue's)" : " (KONNECT_MODEL)");
+    for (size_t i = 0; i < ps->nmodels; i++) {
+        const struct plan_model *m = &ps->catalogue[i];
+        for (size_t b = 0; b < m->nbackends; b++) {
+            const struct plan_backend *pb = &m->backends[b];
+            fprintf(stderr, "konnect: model \"%s\" backend %zu of %zu: %s (as \"%s\")\n", m->name,
+                    b + 1, m->nbackends, pb->url, pb->model);
+            if (pb->api_key_env[0] != '\0' && getenv(pb->api_key_env) == NULL)
+                fprintf(stderr,
+                        "konnect: warning: model \"%s\" backend %zu: the environment variable %s "
+                        "(its api_key_env) is not set; it is asked without a key\n",
+                        m->name, b + 1, pb->api_key_env);
+        }
+    }
     /* The links commands print (set-password) point here: the public URL, else this address,
      * with the port the kernel chose for port 0, and a wildcard address as loopback. */
     struct kn_config where = *srv->cfg;

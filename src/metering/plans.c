@@ -32,6 +32,8 @@ void plans_free(struct plans *p)
     for (size_t i = 0; p->plan != NULL && i < p->count; i++)
         free(p->plan[i].models);
     free(p->plan);
+    for (size_t i = 0; p->catalogue != NULL && i < p->nmodels; i++)
+        free((struct plan_backend *)p->catalogue[i].backends);
     free(p->catalogue);
     free(p);
 }
@@ -120,7 +122,113 @@ static int get_prices(json_t *o, const char *what, struct plan_model *out, char 
                : 0;
 }
 
-/* The catalogue: "models": [{"name", "backend_model"?, prices?, "description"?}, ...]. */
+/* An environment variable's name: a letter or '_', then letters, digits and '_'. */
+static int valid_env_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > PLAN_ENV_MAX || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+/* A backend's base URL: http:// or https://, a host, printable ASCII without spaces, no query,
+ * fragment or user name (a key belongs in api_key_env, never in the file). */
+static int valid_backend_url(const char *s)
+{
+    size_t n = strlen(s), skip;
+
+    if (strncmp(s, "http://", 7) == 0)
+        skip = 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        skip = 8;
+    else
+        return 0;
+    if (n <= skip || n > PLAN_URL_MAX || s[skip] == '/')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] > '~' || s[i] == '?' || s[i] == '#' || s[i] == '@')
+            return 0;
+    return 1;
+}
+
+/* A model's "backends": [{"url", "api_key_env"?, "model"?}, ...]. */
+static int parse_backends(json_t *list, struct plan_model *pm, char *err, size_t errsize)
+{
+    struct plan_backend *b;
+    json_t *e, *v;
+    const char *key;
+    size_t i;
+
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > PLAN_BACKENDS_MAX) {
+        snprintf(err, errsize, "model %.64s: \"backends\" must be a list of 1 to %d backends",
+                 pm->name, PLAN_BACKENDS_MAX);
+        return -1;
+    }
+    b = kn_calloc(json_array_size(list), sizeof(*b));
+    pm->backends = b;
+    pm->nbackends = json_array_size(list);
+    json_array_foreach(list, i, e)
+    {
+        json_t *url = json_object_get(e, "url"), *env = json_object_get(e, "api_key_env"),
+               *model = json_object_get(e, "model");
+        if (!json_is_object(e) || !json_is_string(url) ||
+            !valid_backend_url(json_string_value(url))) {
+            snprintf(err, errsize,
+                     "model %.64s, backend %zu: \"url\" must be an http:// or https:// URL "
+                     "such as http://127.0.0.1:8000/v1 (at most %d characters, without a user, "
+                     "query or fragment)",
+                     pm->name, i + 1, PLAN_URL_MAX);
+            return -1;
+        }
+        json_object_foreach(e, key, v)
+        {
+            if (strcmp(key, "api_key") == 0) {
+                snprintf(err, errsize,
+                         "model %.64s, backend %zu: keys do not go in the plans file (it is "
+                         "stored and shown); put the key in an environment variable of the "
+                         "server and name it with \"api_key_env\"",
+                         pm->name, i + 1);
+                return -1;
+            }
+            if (strcmp(key, "url") != 0 && strcmp(key, "api_key_env") != 0 &&
+                strcmp(key, "model") != 0) {
+                snprintf(err, errsize, "model %.64s, backend %zu: unknown member \"%.64s\"",
+                         pm->name, i + 1, key);
+                return -1;
+            }
+        }
+        if (env != NULL && (!json_is_string(env) || !valid_env_name(json_string_value(env)))) {
+            snprintf(err, errsize,
+                     "model %.64s, backend %zu: \"api_key_env\" must name an environment "
+                     "variable (letters, digits and '_', at most %d)",
+                     pm->name, i + 1, PLAN_ENV_MAX);
+            return -1;
+        }
+        if (model != NULL &&
+            (!json_is_string(model) || !valid_model_name(json_string_value(model)))) {
+            snprintf(err, errsize,
+                     "model %.64s, backend %zu: \"model\" must be 1 to 128 printable ASCII "
+                     "characters without spaces",
+                     pm->name, i + 1);
+            return -1;
+        }
+        kn_strlcpy(b[i].url, json_string_value(url), sizeof(b[i].url));
+        kn_strlcpy(b[i].api_key_env, env != NULL ? json_string_value(env) : "",
+                   sizeof(b[i].api_key_env));
+        kn_strlcpy(b[i].model, model != NULL ? json_string_value(model) : pm->backend,
+                   sizeof(b[i].model));
+    }
+    return 0;
+}
+
+/* The catalogue: "models": [{"name", "backend_model"?, prices?, "description"?, "backends"?},
+ * ...]. */
 static int parse_catalogue(json_t *list, struct plans *p, char *err, size_t errsize)
 {
     static const char *const members[] = {"name",
@@ -128,7 +236,8 @@ static int parse_catalogue(json_t *list, struct plans *p, char *err, size_t errs
                                           "price_per_request_micros",
                                           "price_per_million_input_tokens_micros",
                                           "price_per_million_output_tokens_micros",
-                                          "description"};
+                                          "description",
+                                          "backends"};
     json_t *m, *v;
     const char *key;
     size_t i;
@@ -156,13 +265,6 @@ static int parse_catalogue(json_t *list, struct plans *p, char *err, size_t errs
             size_t k = 0;
             while (k < sizeof(members) / sizeof(members[0]) && strcmp(members[k], key) != 0)
                 k++;
-            if (strcmp(key, "backends") == 0) {
-                snprintf(err, errsize,
-                         "model %.64s: \"backends\" (a list of backends per model) is not "
-                         "supported yet; every model goes to KONNECT_MODEL_URL",
-                         mn);
-                return -1;
-            }
             if (k == sizeof(members) / sizeof(members[0])) {
                 snprintf(err, errsize, "model %.64s: unknown member \"%.64s\"", mn, key);
                 return -1;
@@ -181,6 +283,9 @@ static int parse_catalogue(json_t *list, struct plans *p, char *err, size_t errs
                    sizeof(pm->backend));
         pm->price_per_request = pm->price_per_million_input = pm->price_per_million_output = -1;
         if (get_prices(m, mn, pm, err, errsize) != 0)
+            return -1;
+        if ((v = json_object_get(m, "backends")) != NULL &&
+            parse_backends(v, pm, err, errsize) != 0)
             return -1;
         for (size_t j = 0; j < i; j++)
             if (strcmp(p->catalogue[j].name, mn) == 0) {
@@ -519,6 +624,8 @@ int plans_model(const struct plans *ps, const struct plan *plan, const char *nam
         memcpy(out->name, name, len);
         out->name[len] = '\0';
         memcpy(out->backend, out->name, len + 1);
+        out->backends = NULL;
+        out->nbackends = 0;
         out->price_per_request = plan->price_per_request;
         out->price_per_million_input = plan->price_per_million_input;
         out->price_per_million_output = plan->price_per_million_output;

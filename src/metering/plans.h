@@ -18,8 +18,15 @@
  * the plan's prices. With it, only its models exist: each plan may use all of them or those it
  * lists ("models": a list of names, or an object of names to price overrides), each model may set
  * its own prices (a plan's override first, then the model's, then the plan's, field by field) and
- * a "backend_model", the backend's name for it (the public "name" is all clients see). A model
- * object is where a later per-model list of backends will go. */
+ * a "backend_model", the backend's name for it (the public "name" is all clients see).
+ *
+ * A model may name its own backends, tried in order ("backends": [{"url": "http://gpu1:8000/v1",
+ * "api_key_env": "GPU1_KEY", "model": "meta-llama/Llama-3.1-8B-Instruct"}, ...]): the next one
+ * when a backend cannot be reached, answers 5xx or 429, or times out before any byte of the
+ * answer went to the client. The key is never in the file (which `konnect plans apply` stores):
+ * "api_key_env" names the environment variable of the server that holds it. "model" is that
+ * backend's name for the model ("backend_model" by default). Without "backends", the model goes to
+ * KONNECT_MODEL_URL. */
 #ifndef KN_METERING_PLANS_H
 #define KN_METERING_PLANS_H
 
@@ -47,6 +54,16 @@ enum plan_param {
 };
 
 #define PLAN_MODEL_MAX 128
+#define PLAN_BACKENDS_MAX 8 /* Backends of one model. */
+#define PLAN_URL_MAX 512
+#define PLAN_ENV_MAX 64
+
+/* One of a model's backends. */
+struct plan_backend {
+    char url[PLAN_URL_MAX + 1];         /* http:// or https://, the API's base (".../v1"). */
+    char api_key_env[PLAN_ENV_MAX + 1]; /* The variable that holds its key; "" for none. */
+    char model[PLAN_MODEL_MAX + 1];     /* Its name for the model. */
+};
 
 /* A model as one plan may use it: its public and backend names and its prices for that plan. */
 struct plan_model {
@@ -55,6 +72,10 @@ struct plan_model {
     int64_t price_per_request;        /* Micro-units. */
     int64_t price_per_million_input;
     int64_t price_per_million_output;
+    /* Its own backends in order, or none (KONNECT_MODEL_URL). They belong to the plans, which
+     * the server keeps until it exits (limits/accounts.h), so a copy may point at them. */
+    const struct plan_backend *backends;
+    size_t nbackends;
 };
 
 struct plan {

@@ -38,7 +38,10 @@ class DataDir:
         env["KONNECT_DATA_DIR"] = self.path
         env.setdefault("KONNECT_MODEL_URL", self.model_url)
         for k, v in extra.items():
-            env[k] = str(v)
+            if v is None:
+                env.pop(k, None)  # unset
+            else:
+                env[k] = str(v)
         return env
 
     def cli(self, *args, check=True, **env):

@@ -77,6 +77,7 @@ class MetricsTest(ServerTest):
                              ("konnect_live_stage_seconds", "histogram"),
                              ("konnect_limit_refusals_total", "counter"),
                              ("konnect_backend_errors_total", "counter"),
+                             ("konnect_backend_failovers_total", "counter"),
                              ("konnect_keys_loaded", "gauge"), ("konnect_store_up", "gauge"),
                              ("konnect_ledger_up", "gauge"), ("konnect_counters_up", "gauge"),
                              ("konnect_model_backend_up", "gauge"),
