@@ -87,6 +87,8 @@ static const char serve_usage_tail[] =
     "  KONNECT_NODE_ID              this server's name among those of one store,\n"
     "                               default the host name and a random suffix\n"
     "  KONNECT_SECRET_FILE          the server secret, default <data dir>/secret\n"
+    "  KONNECT_TLS_CERT             HTTPS (HTTP/2, TLS 1.2+): PEM certificate chain\n"
+    "  KONNECT_TLS_KEY              and its unencrypted PEM key (both or neither)\n"
     "  KONNECT_METRICS_LISTEN       a HOST:PORT of its own for GET /metrics\n"
     "                               (Prometheus), none by default\n"
     "  KONNECT_METRICS_TOKEN        serve GET /metrics on the main listener to\n"
@@ -98,9 +100,9 @@ static const char serve_usage_tail[] =
     "                               X-Forwarded-Proto\n"
     "  KONNECT_PUBLIC_URL           the dashboard's origin: its only Host and Origin\n"
     "\n"
-    "SIGHUP (or 'konnect plans reload') reads the plans file again. SIGUSR1 writes\n"
-    "the live path's stage times since the last SIGUSR1 to stderr. See README.md\n"
-    "for every setting.\n";
+    "SIGHUP reads the plans file and the TLS certificate and key again ('konnect\n"
+    "plans reload' only the plans). SIGUSR1 writes the live path's stage times\n"
+    "since the last SIGUSR1 to stderr. See README.md for every setting.\n";
 
 static void print_serve_usage(FILE *out)
 {

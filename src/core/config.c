@@ -157,10 +157,11 @@ void config_base_url(const struct kn_config *c, char *buf, size_t size)
         host = "127.0.0.1";
     else if (strcmp(host, "::") == 0)
         host = "::1";
+    const char *scheme = c->tls_cert[0] != '\0' ? "https" : "http";
     if (strchr(host, ':') != NULL)
-        snprintf(buf, size, "http://[%s]:%d", host, c->listen_port);
+        snprintf(buf, size, "%s://[%s]:%d", scheme, host, c->listen_port);
     else
-        snprintf(buf, size, "http://%s:%d", host, c->listen_port);
+        snprintf(buf, size, "%s://%s:%d", scheme, host, c->listen_port);
 }
 
 /* Every numeric setting: its variable, where it goes, its default, the values it takes and what it
@@ -434,6 +435,25 @@ int config_load(struct kn_config *c, char *err, size_t errsize)
             return -1;
         }
         kn_strlcpy(c->metrics_token, v, sizeof(c->metrics_token));
+    }
+    {
+        const char *cert = getenv("KONNECT_TLS_CERT"), *key = getenv("KONNECT_TLS_KEY");
+        int has_cert = cert != NULL && *cert != '\0', has_key = key != NULL && *key != '\0';
+        if (has_cert != has_key) {
+            snprintf(err, errsize,
+                     "KONNECT_TLS_CERT and KONNECT_TLS_KEY go together: set both (the PEM "
+                     "certificate chain and its private key) or neither");
+            return -1;
+        }
+        if (has_cert &&
+            (strlen(cert) >= sizeof(c->tls_cert) || strlen(key) >= sizeof(c->tls_key))) {
+            snprintf(err, errsize, "KONNECT_TLS_CERT or KONNECT_TLS_KEY is too long");
+            return -1;
+        }
+        if (has_cert) {
+            kn_strlcpy(c->tls_cert, cert, sizeof(c->tls_cert));
+            kn_strlcpy(c->tls_key, key, sizeof(c->tls_key));
+        }
     }
     if ((v = getenv("KONNECT_MODEL")) != NULL && *v != '\0') {
         size_t len = strlen(v);

@@ -17,6 +17,8 @@ struct kn_config {
     char metrics_host[256];      /* KONNECT_METRICS_LISTEN host part, "" when unset. */
     int metrics_port;            /* KONNECT_METRICS_LISTEN port part (0 = any free). */
     char metrics_token[256];     /* KONNECT_METRICS_TOKEN: /metrics on the main listener, or "". */
+    char tls_cert[PATH_MAX];     /* KONNECT_TLS_CERT: PEM certificate chain for HTTPS, or "". */
+    char tls_key[PATH_MAX];      /* KONNECT_TLS_KEY: its PEM private key (both or neither). */
     char data_dir[PATH_MAX];     /* KONNECT_DATA_DIR, default ./var. */
     char database[PATH_MAX];     /* KONNECT_DATABASE, default <data dir>/konnect.db. */
     char secret_file[PATH_MAX];  /* KONNECT_SECRET_FILE, default <data dir>/secret. */

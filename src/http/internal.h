@@ -38,6 +38,7 @@ struct server {
     int has_redis;           /* Limits counted in Redis too (limits/cluster.h). */
     struct redis_target redis;
     struct iplist *trusted; /* KONNECT_TRUSTED_PROXIES, or NULL. */
+    struct tls *tls;        /* KONNECT_TLS_CERT and KEY: HTTPS on the main listener, or NULL. */
     struct accesslog *log;
     h2o_globalconf_t h2o;
     int listen_fd;   /* The first of listen_fds, for printing the address. */

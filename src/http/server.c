@@ -33,6 +33,7 @@
 #include "core/jsonw.h"
 #include "core/util.h"
 #include "http/accesslog.h"
+#include "http/tls.h"
 #include "http/framing.h"
 #include "http/internal.h"
 #include "keys/keysync.h"
@@ -431,6 +432,7 @@ static void worker_setup(struct worker *w)
     w->loop.metrics = &w->metrics;
     w->accept_ctx.ctx = &w->loop.ctx;
     w->accept_ctx.hosts = srv->h2o.hosts;
+    w->accept_ctx.ssl_ctx = srv->tls != NULL ? tls_ctx(srv->tls) : NULL;
     h2o_timeout_init(w->loop.ctx.loop, &w->refuse_timeout, 1000);
     dashbridge_worker_init(w);
     live_worker_init(&w->live, &w->loop.ctx, &srv->live_setup);
@@ -660,9 +662,9 @@ static void print_listening(struct server *srv)
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
     }
-    fprintf(stderr, "konnect: listening on http://%s%s%s:%d (%d threads, %zu keys loaded)\n",
-            ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", port,
-            srv->cfg->threads, keytable_count(srv->kt));
+    fprintf(stderr, "konnect: listening on %s://%s%s%s:%d (%d threads, %zu keys loaded)\n",
+            srv->tls != NULL ? "https" : "http", ss.ss_family == AF_INET6 ? "[" : "", host,
+            ss.ss_family == AF_INET6 ? "]" : "", port, srv->cfg->threads, keytable_count(srv->kt));
     if (srv->metrics_fd >= 0) {
         struct sockaddr_storage ms;
         socklen_t mlen = sizeof(ms);
@@ -781,6 +783,13 @@ int server_run(const struct kn_config *c)
                  u->host.base, (unsigned)h2o_url_get_port(u), (int)u->path.len, u->path.base);
         pthread_mutex_init(&srv->backend.lock, NULL);
     }
+    if (c->tls_cert[0] != '\0') {
+        char info[512];
+        if ((srv->tls = tls_new(c->tls_cert, c->tls_key, info, sizeof(info), err, sizeof(err))) ==
+            NULL)
+            goto fail;
+        fprintf(stderr, "konnect: HTTPS (TLS 1.2 or later, HTTP/2 by ALPN) with the %s\n", info);
+    }
     struct plans *plans = plans_load(c->plans_file, c->plans_file_set, err, sizeof(err));
     if (plans == NULL)
         goto fail;
@@ -871,6 +880,16 @@ int server_run(const struct kn_config *c)
             char msg[600];
             int ok = keysync_reload_plans(srv->ks, msg, sizeof(msg)) == 0;
             fprintf(stderr, "konnect: SIGHUP: %s%s\n", ok ? "" : "not reloaded, ", msg);
+            if (srv->tls != NULL) {
+                /* The certificate and key again (renewed by certbot or the like); a pair that
+                 * cannot be read keeps the one in force. */
+                ok = tls_reload(srv->tls, msg, sizeof(msg)) == 0;
+                fprintf(stderr, "konnect: SIGHUP: %s%s\n",
+                        ok ? "now serving the "
+                           : "TLS certificate not reloaded, keeping the one "
+                             "in force: ",
+                        msg);
+            }
             fflush(stderr);
         }
     }
@@ -905,6 +924,7 @@ out:
     free(srv->trusted);
     conns_dispose(srv);
     live_upstream_dispose(&srv->upstream);
+    tls_free(srv->tls);
     accesslog_close(srv->log);
     /* Only the listening sockets that never reached a worker are still this thread's to close
      * (each worker closes its own; srv->workers is not a sign of it, and is freed here). */

@@ -25,6 +25,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for(fn, what, timeout=10):
+    """Polls fn until it is true; fails with what after timeout seconds."""
+    deadline = time.time() + timeout
+    while not fn():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+        time.sleep(0.05)
+
+
 class DataDir:
     """A fresh KONNECT_DATA_DIR and the CLI run against it."""
 
@@ -79,7 +88,10 @@ class Server:
     def __init__(self, data, threads=2, **env):
         self.data = data
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With KONNECT_TLS_CERT the server speaks HTTPS; clients trust that certificate alone.
+        self.verify = env.get("KONNECT_TLS_CERT", True)
+        self.url = f"https://localhost:{self.port}" if self.verify is not True else \
+            f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(data.path, f"server-{self.port}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -91,7 +103,7 @@ class Server:
                 raise AssertionError(f"server exited at start: {self.output()}")
             try:
                 # "Connection: close" so that the probe holds no connection once it returns.
-                if requests.get(self.url + "/healthz", timeout=1,
+                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify,
                                 headers={"Connection": "close"}).status_code == 200:
                     return
             except requests.ConnectionError:
@@ -125,6 +137,7 @@ class Server:
         h.update(headers or {})
         data = json.dumps(body if body is not None else {"message": "Hello"}) \
             if not isinstance(body, (bytes, str)) else body
+        kw.setdefault("verify", self.verify)
         return requests.post(self.url + path, headers=h, data=data, timeout=10, **kw)
 
 
