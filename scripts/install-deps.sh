@@ -8,7 +8,7 @@ for group in "$@"; do
     case "$group" in
     build) pkgs="$pkgs gcc make cmake pkg-config libh2o-evloop-dev libsodium-dev libjansson-dev
                  libsqlite3-dev libpq-dev libhiredis-dev libssl-dev zlib1g-dev libhttp-parser-dev libjs-chart.js" ;;
-    test) pkgs="$pkgs curl python3 python3-requests python3-yaml python3-jsonschema clang-format git chromium openssl postgresql redis-server nginx-light" ;;
+    test) pkgs="$pkgs curl python3 python3-requests python3-yaml python3-jsonschema clang-format git chromium openssl postgresql redis-server nginx-light systemd" ;;
     bench) pkgs="$pkgs wrk nginx-light sqlite3 postgresql redis-server python3 python3-requests" ;;
     fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     *) echo "install-deps: unknown group $group" >&2; exit 2 ;;
