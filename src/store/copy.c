@@ -20,8 +20,14 @@ static const struct copied_table {
     const char *columns;
     const char *identity; /* The identity column whose sequence is moved past the copied rows. */
 } tables[] = {
-    {"accounts", "id, email, created_at, plan, quota_requests, quota_tokens", NULL},
-    {"users", "id, email, password_hash, created_at", NULL},
+    {"accounts",
+     "id, email, created_at, plan, quota_requests, quota_tokens, suspended_at, "
+     "require_two_factor",
+     NULL},
+    {"users",
+     "id, email, password_hash, created_at, totp_seed, totp_enabled_at, totp_last_step, "
+     "recovery_codes",
+     NULL},
     {"memberships", "account_id, user_id, role, created_at", NULL},
     {"api_keys",
      "id, account_id, name, mode, environment, hash, hint, created_at, created_by, last_used_at, "
@@ -48,6 +54,8 @@ static const struct copied_table {
      "output_tokens, price_micros",
      NULL},
     {"plans_versions", "version, body, created_at, created_by", "version"},
+    {"operator_keys",
+     "id, name, hash, hint, created_at, created_by, last_used_at, revoked_at, revoked_by", NULL},
 };
 
 #define MAX_COLUMNS 16

@@ -64,13 +64,19 @@ static void read_user(PGresult *res, int i, void *out)
     pg_text(u->email, sizeof(u->email), res, i, 1);
     pg_text(u->password_hash, sizeof(u->password_hash), res, i, 2);
     u->created_at = pg_int(res, i, 3);
+    pg_text(u->totp_seed, sizeof(u->totp_seed), res, i, 4);
+    u->totp_enabled_at = pg_int(res, i, 5);
+    u->totp_last_step = pg_int(res, i, 6);
+    pg_text(u->recovery_codes, sizeof(u->recovery_codes), res, i, 7);
 }
 
 int pg_user_find(struct store *s, const char *email_or_id, struct store_user *out)
 {
     PGresult *res;
     int r = PG_RUN(s, USER_FIND,
-                   "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
+                   "SELECT id, email, coalesce(password_hash, ''), created_at, "
+                   "coalesce(totp_seed, ''), coalesce(totp_enabled_at, 0), totp_last_step, "
+                   "coalesce(recovery_codes, '') FROM users "
                    "WHERE email = lower($1 COLLATE \"C\") OR id = $1",
                    &res, "cannot read user", "t", email_or_id);
     return r != STORE_OK ? r : pg_one_row(s, res, read_user, out, "no such user");
@@ -107,6 +113,72 @@ int pg_user_set_password(struct store *s, const char *user_id, const char *hash)
     if ((rc = pg_begin(s)) != STORE_OK)
         return rc;
     return pg_end(s, set_password(s, user_id, hash));
+}
+
+/* An UPDATE that must change one row: STORE_OK, or `none` with its message. */
+static int one_changed(struct store *s, int r, PGresult *res, int none, const char *msg)
+{
+    if (r != STORE_OK)
+        return r;
+    long changed = pg_changes(res);
+    PQclear(res);
+    return changed == 0 ? store_set_error(s, none, "%s", msg) : STORE_OK;
+}
+
+int pg_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
+                     const char *recovery_codes)
+{
+    PGresult *res;
+    int on = seed != NULL && seed[0] != '\0';
+    int r =
+        PG_RUN(s, USER_TOTP_SET,
+               "UPDATE users SET totp_seed = NULLIF($2, ''), totp_enabled_at = NULLIF($3, 0), "
+               "totp_last_step = 0, recovery_codes = NULLIF($4, '') WHERE id = $1",
+               &res, "cannot set two-factor sign-in", "ttit", user_id, on ? seed : "",
+               on ? enabled_at : (int64_t)0, on && recovery_codes != NULL ? recovery_codes : "");
+    return one_changed(s, r, res, STORE_NOT_FOUND, "no such user");
+}
+
+int pg_user_totp_step(struct store *s, const char *user_id, int64_t step)
+{
+    PGresult *res;
+    int r = PG_RUN(s, USER_TOTP_STEP,
+                   "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2 "
+                   "AND totp_seed IS NOT NULL",
+                   &res, "cannot record a two-factor code", "ti", user_id, step);
+    return one_changed(s, r, res, STORE_CONFLICT, "that code was used already");
+}
+
+int pg_user_recovery_take(struct store *s, const char *user_id, const char *expect,
+                          const char *next)
+{
+    PGresult *res;
+    int r = PG_RUN(s, USER_RECOVERY_TAKE,
+                   "UPDATE users SET recovery_codes = NULLIF($3, '') WHERE id = $1 AND "
+                   "coalesce(recovery_codes, '') = $2 AND totp_seed IS NOT NULL",
+                   &res, "cannot use a recovery code", "ttt", user_id, expect, next);
+    return one_changed(s, r, res, STORE_CONFLICT, "that recovery code was used already");
+}
+
+static void read_flag(PGresult *res, int i, void *out)
+{
+    *(int *)out = pg_int(res, i, 0) != 0;
+}
+
+int pg_account_two_factor(struct store *s, const char *account_id, int *required)
+{
+    PGresult *res;
+    int r = PG_RUN(s, ACCOUNT_2FA, "SELECT require_two_factor FROM accounts WHERE id = $1", &res,
+                   "cannot read the account", "t", account_id);
+    return r != STORE_OK ? r : pg_one_row(s, res, read_flag, required, "no such account");
+}
+
+int pg_account_set_two_factor(struct store *s, const char *account_id, int required)
+{
+    PGresult *res;
+    int r = PG_RUN(s, ACCOUNT_SET_2FA, "UPDATE accounts SET require_two_factor = $2 WHERE id = $1",
+                   &res, "cannot change the account", "ti", account_id, (int64_t)(required != 0));
+    return one_changed(s, r, res, STORE_NOT_FOUND, "no such account");
 }
 
 #define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"

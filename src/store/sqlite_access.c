@@ -61,13 +61,18 @@ static void read_user(sqlite3_stmt *q, void *out)
     sq_copy_text(u->email, sizeof(u->email), q, 1);
     sq_copy_text(u->password_hash, sizeof(u->password_hash), q, 2);
     u->created_at = sqlite3_column_int64(q, 3);
+    sq_copy_text(u->totp_seed, sizeof(u->totp_seed), q, 4);
+    u->totp_enabled_at = sqlite3_column_int64(q, 5);
+    u->totp_last_step = sqlite3_column_int64(q, 6);
+    sq_copy_text(u->recovery_codes, sizeof(u->recovery_codes), q, 7);
 }
 
 int sqlite_user_find(struct store *s, const char *email_or_id, struct store_user *out)
 {
     int rc = RUN(s, USER_FIND,
-                 "SELECT id, email, coalesce(password_hash, ''), created_at FROM users "
-                 "WHERE email = lower(?1) OR id = ?1",
+                 "SELECT id, email, coalesce(password_hash, ''), created_at, "
+                 "coalesce(totp_seed, ''), coalesce(totp_enabled_at, 0), totp_last_step, "
+                 "coalesce(recovery_codes, '') FROM users WHERE email = lower(?1) OR id = ?1",
                  "t", email_or_id);
     return sq_one_row(s, STMT(s, USER_FIND), rc, read_user, out, "no such user",
                       "cannot read user");
@@ -102,6 +107,74 @@ int sqlite_user_set_password(struct store *s, const char *user_id, const char *h
     if ((rc = sq_begin(s)) != STORE_OK)
         return rc;
     return sq_end(s, set_password(s, user_id, hash));
+}
+
+int sqlite_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
+                         const char *recovery_codes)
+{
+    int on = seed != NULL && seed[0] != '\0';
+    int rc = RUN(s, USER_TOTP_SET,
+                 "UPDATE users SET totp_seed = NULLIF(?2, ''), totp_enabled_at = NULLIF(?3, 0), "
+                 "totp_last_step = 0, recovery_codes = NULLIF(?4, '') WHERE id = ?1",
+                 "ttit", user_id, on ? seed : "", on ? enabled_at : (int64_t)0,
+                 on && recovery_codes != NULL ? recovery_codes : "");
+    if ((rc = sq_done(s, STMT(s, USER_TOTP_SET), rc, "cannot set two-factor sign-in")) != STORE_OK)
+        return rc;
+    return sqlite3_changes(sq_db_of(s)) == 0 ? store_set_error(s, STORE_NOT_FOUND, "no such user")
+                                             : STORE_OK;
+}
+
+int sqlite_user_totp_step(struct store *s, const char *user_id, int64_t step)
+{
+    int rc = RUN(s, USER_TOTP_STEP,
+                 "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2 "
+                 "AND totp_seed IS NOT NULL",
+                 "ti", user_id, step);
+    if ((rc = sq_done(s, STMT(s, USER_TOTP_STEP), rc, "cannot record a two-factor code")) !=
+        STORE_OK)
+        return rc;
+    return sqlite3_changes(sq_db_of(s)) == 0
+               ? store_set_error(s, STORE_CONFLICT, "that code was used already")
+               : STORE_OK;
+}
+
+int sqlite_user_recovery_take(struct store *s, const char *user_id, const char *expect,
+                              const char *next)
+{
+    int rc = RUN(s, USER_RECOVERY_TAKE,
+                 "UPDATE users SET recovery_codes = NULLIF(?3, '') WHERE id = ?1 AND "
+                 "coalesce(recovery_codes, '') = ?2 AND totp_seed IS NOT NULL",
+                 "ttt", user_id, expect, next);
+    if ((rc = sq_done(s, STMT(s, USER_RECOVERY_TAKE), rc, "cannot use a recovery code")) !=
+        STORE_OK)
+        return rc;
+    return sqlite3_changes(sq_db_of(s)) == 0
+               ? store_set_error(s, STORE_CONFLICT, "that recovery code was used already")
+               : STORE_OK;
+}
+
+static void read_flag(sqlite3_stmt *q, void *out)
+{
+    *(int *)out = sqlite3_column_int64(q, 0) != 0;
+}
+
+int sqlite_account_two_factor(struct store *s, const char *account_id, int *required)
+{
+    int rc = RUN(s, ACCOUNT_2FA, "SELECT require_two_factor FROM accounts WHERE id = ?1", "t",
+                 account_id);
+    return sq_one_row(s, STMT(s, ACCOUNT_2FA), rc, read_flag, required, "no such account",
+                      "cannot read the account");
+}
+
+int sqlite_account_set_two_factor(struct store *s, const char *account_id, int required)
+{
+    int rc = RUN(s, ACCOUNT_SET_2FA, "UPDATE accounts SET require_two_factor = ?2 WHERE id = ?1",
+                 "ti", account_id, (int64_t)(required != 0));
+    if ((rc = sq_done(s, STMT(s, ACCOUNT_SET_2FA), rc, "cannot change the account")) != STORE_OK)
+        return rc;
+    return sqlite3_changes(sq_db_of(s)) == 0
+               ? store_set_error(s, STORE_NOT_FOUND, "no such account")
+               : STORE_OK;
 }
 
 #define MEMBER_COLUMNS "m.account_id, m.user_id, u.email, m.role, m.created_at"

@@ -149,6 +149,12 @@ struct store_user {
     char email[STORE_EMAIL_MAX + 1];
     char password_hash[192]; /* Argon2id string, "" when no password is set. */
     int64_t created_at;
+    /* Two-factor sign-in (auth/totp.h): the sealed seed ("" for none), when it was turned on (0
+     * while only set up), the last step accepted, the unused recovery codes' hashes. */
+    char totp_seed[128];
+    int64_t totp_enabled_at;
+    int64_t totp_last_step;
+    char recovery_codes[704];
 };
 
 /* A user's membership of an account. */
@@ -300,6 +306,18 @@ struct store;
       (s, email_or_id, out))                                                                       \
     X(user_set_password, (struct store *s, const char *user_id, const char *hash),                 \
       (s, user_id, hash))                                                                          \
+    X(user_totp_set,                                                                               \
+      (struct store *s, const char *user_id, const char *seed, int64_t enabled_at,                 \
+       const char *recovery_codes),                                                                \
+      (s, user_id, seed, enabled_at, recovery_codes))                                              \
+    X(user_totp_step, (struct store *s, const char *user_id, int64_t step), (s, user_id, step))    \
+    X(user_recovery_take,                                                                          \
+      (struct store *s, const char *user_id, const char *expect, const char *next),                \
+      (s, user_id, expect, next))                                                                  \
+    X(account_two_factor, (struct store *s, const char *account_id, int *required),                \
+      (s, account_id, required))                                                                   \
+    X(account_set_two_factor, (struct store *s, const char *account_id, int required),             \
+      (s, account_id, required))                                                                   \
     X(member_first, (struct store *s, const char *user_id, struct store_member *out),              \
       (s, user_id, out))                                                                           \
     X(member_find,                                                                                 \
@@ -555,6 +573,20 @@ int store_key_roll(struct store *s, const char *old_id, const struct store_key *
 int store_user_find(struct store *s, const char *email_or_id, struct store_user *out);
 /* Sets a user's password and voids their unused set-password links, in one transaction. */
 int store_user_set_password(struct store *s, const char *user_id, const char *hash);
+/* Two-factor sign-in. totp_set writes the seed ("" or NULL removes it, with the codes), when it
+ * was turned on (0: set up, not on yet) and the recovery codes' list; the last step goes back to
+ * 0. totp_step records the step of an accepted code: STORE_CONFLICT unless it is later than the
+ * one recorded (a code used twice, on one server or two). recovery_take replaces the list
+ * `expect` by `next`: STORE_CONFLICT when it is not `expect` any more (the code was used
+ * meanwhile). */
+int store_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
+                        const char *recovery_codes);
+int store_user_totp_step(struct store *s, const char *user_id, int64_t step);
+int store_user_recovery_take(struct store *s, const char *user_id, const char *expect,
+                             const char *next);
+/* Whether an account's owner requires two-factor sign-in of its members, and setting it. */
+int store_account_two_factor(struct store *s, const char *account_id, int *required);
+int store_account_set_two_factor(struct store *s, const char *account_id, int required);
 /* The user's first membership (owner before member, oldest first). */
 int store_member_first(struct store *s, const char *user_id, struct store_member *out);
 int store_member_find(struct store *s, const char *account_id, const char *user_id,

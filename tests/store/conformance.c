@@ -437,6 +437,61 @@ static int opkey_count(void *ud, const struct store_key *k, uint64_t requests)
 
 /* Operator keys: kept apart from the accounts' keys, found by id and by hash, listed, revoked
  * once (the first revocation stays), each change with its audit entry. */
+/* Two-factor sign-in: the seed, the step of the last accepted code (each code once, even when
+ * two servers race with it), the recovery codes (each once), the account's requirement. */
+static void test_two_factor(struct store *s, struct store *s2, const char *account_id)
+{
+    struct store_user u, owner;
+    int req = -1;
+
+    memset(&u, 0, sizeof(u));
+    strcpy(u.id, "user_2fa");
+    strcpy(u.email, "twofa@example.com");
+    u.created_at = 1;
+    struct store_member mm = {.role = "member", .created_at = 1};
+    strcpy(mm.account_id, account_id);
+    strcpy(mm.user_id, u.id);
+    CHECK(store_member_add(s, &mm, &u) == STORE_OK);
+    CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && u.totp_seed[0] == '\0' &&
+          u.totp_enabled_at == 0 && u.totp_last_step == 0 && u.recovery_codes[0] == '\0');
+    CHECK(store_user_totp_set(s, "user_nobody", "abc", 0, NULL) == STORE_NOT_FOUND);
+    /* Set up, not on yet. */
+    CHECK(store_user_totp_set(s, "user_2fa", "sealed1", 0, NULL) == STORE_OK);
+    CHECK(store_user_find(s2, "twofa@example.com", &u) == STORE_OK &&
+          !strcmp(u.totp_seed, "sealed1") && u.totp_enabled_at == 0);
+    CHECK(store_user_totp_set(s, "user_2fa", "sealed1", 5000, "h1,h2,h3") == STORE_OK);
+    CHECK(store_user_find(s2, "user_2fa", &u) == STORE_OK && u.totp_enabled_at == 5000 &&
+          !strcmp(u.recovery_codes, "h1,h2,h3"));
+    /* A step is taken once, and never an older one. */
+    CHECK(store_user_totp_step(s, "user_2fa", 100) == STORE_OK);
+    CHECK(store_user_totp_step(s2, "user_2fa", 100) == STORE_CONFLICT);
+    CHECK(store_user_totp_step(s2, "user_2fa", 99) == STORE_CONFLICT);
+    CHECK(store_user_totp_step(s2, "user_2fa", 101) == STORE_OK);
+    CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && u.totp_last_step == 101);
+    /* A recovery code: the list it was taken from must still be the list. */
+    CHECK(store_user_recovery_take(s, "user_2fa", "h1,h2,h3", "h1,h3") == STORE_OK);
+    CHECK(store_user_recovery_take(s2, "user_2fa", "h1,h2,h3", "h1,h3") == STORE_CONFLICT);
+    CHECK(store_user_recovery_take(s2, "user_2fa", "h1,h3", "h3") == STORE_OK);
+    CHECK(store_user_recovery_take(s, "user_2fa", "h3", "") == STORE_OK);
+    CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && u.recovery_codes[0] == '\0');
+    /* Turning it off forgets the seed, the codes and the step. */
+    CHECK(store_user_totp_set(s, "user_2fa", "", 0, NULL) == STORE_OK);
+    CHECK(store_user_find(s2, "user_2fa", &u) == STORE_OK && u.totp_seed[0] == '\0' &&
+          u.totp_enabled_at == 0 && u.totp_last_step == 0);
+    CHECK(store_user_totp_step(s, "user_2fa", 500) == STORE_CONFLICT);
+    CHECK(store_user_recovery_take(s, "user_2fa", "", "x") == STORE_CONFLICT);
+    /* Other users are untouched. */
+    CHECK(store_user_find(s, "user_claimed", &owner) == STORE_OK && owner.totp_seed[0] == '\0');
+
+    CHECK(store_account_two_factor(s, account_id, &req) == STORE_OK && req == 0);
+    CHECK(store_account_set_two_factor(s, account_id, 1) == STORE_OK);
+    CHECK(store_account_two_factor(s2, account_id, &req) == STORE_OK && req == 1);
+    CHECK(store_account_set_two_factor(s, account_id, 0) == STORE_OK);
+    CHECK(store_account_two_factor(s2, account_id, &req) == STORE_OK && req == 0);
+    CHECK(store_account_two_factor(s, "acct_nope", &req) == STORE_NOT_FOUND);
+    CHECK(store_account_set_two_factor(s, "acct_nope", 1) == STORE_NOT_FOUND);
+}
+
 static void test_operator_keys(struct store *s, struct store *s2)
 {
     struct store_key k, got;
@@ -643,6 +698,7 @@ static void conform(const char *url)
     test_nodes_and_plans(s, s2);
     test_idempotency(s, s2);
     test_operator_keys(s, s2);
+    test_two_factor(s, s2, a.id);
     store_close(s2);
     store_close(s);
 }
