@@ -63,23 +63,39 @@ export function renderSignin(page) {
   const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
   const fEmail = field('Email', email);
   const fPassword = field('Password', password);
+  // The second step, for users with two-factor sign-in: shown when the server asks for it.
+  const code = h('input', { type: 'text', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', spellcheck: 'false', maxlength: '12' });
+  const fCode = field('Authentication code', code, 'The 6-digit code from your authenticator app, or one of your recovery codes.');
+  fCode.hidden = true;
   const err = alertBox('error');
   const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block' }, 'Sign in');
-  const form = h('form', { class: 'form', novalidate: true }, err, fEmail, fPassword, submit);
+  const form = h('form', { class: 'form', novalidate: true }, err, fEmail, fPassword, fCode, submit);
   card.append(form, h('p', { class: 'auth-switch' }, 'New to Konnect? ', h('a', { href: '/signup', 'data-link': true }, 'Create an account')));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.clear();
+    fCode.setError('');
     const ok = validateEmail(fEmail, email) & validatePassword(fPassword, password, false);
     if (!ok) return;
     setBusy(submit, true, 'Signing in…');
+    const body = { email: email.value.trim(), password: password.value };
+    if (!fCode.hidden && code.value.trim()) body.code = code.value.trim();
     try {
-      const answer = await api('POST', '/signin', { email: email.value.trim(), password: password.value });
+      const answer = await api('POST', '/signin', body);
       password.value = '';
+      code.value = '';
       await adoptSignin(answer);
       navigate(nextPath() || '/');
     } catch (e) {
       setBusy(submit, false);
+      code.value = '';
+      if (e.code === 'two_factor_code_required' || e.code === 'invalid_two_factor_code') {
+        // The password was right: keep it, and ask for the code.
+        fCode.hidden = false;
+        if (e.code === 'invalid_two_factor_code') fCode.setError(e.message);
+        code.focus();
+        return;
+      }
       password.value = '';
       showAuthError(err, e);
       password.focus();

@@ -50,6 +50,12 @@ export async function render() {
     history.replaceState(null, '', `/signin${next}`);
     return render();
   }
+  const tf = state.session && state.session.two_factor;
+  if (route.auth === true && tf && tf.required && !tf.enabled && path !== '/settings/security') {
+    // The owner requires two-factor sign-in: until it is on, setting it up is all there is.
+    history.replaceState(null, '', '/settings/security');
+    return render();
+  }
   if (route.auth === false && state.session) {
     history.replaceState(null, '', nextPath() || '/');
     return render();

@@ -1,4 +1,4 @@
-/* konnect user: set-password, password-link. */
+/* konnect user: set-password, password-link, two-factor-off. */
 #include "cli/cli.h"
 
 #include "cli/internal.h"
@@ -31,6 +31,7 @@
 static const char user_usage[] =
     "Usage: konnect user set-password --email EMAIL < password-file\n"
     "       konnect user password-link --email EMAIL\n"
+    "       konnect user two-factor-off --email EMAIL\n"
     "\n"
     "  set-password   Set (or reset) a dashboard user's password, read from the first line of\n"
     "                 standard input, and end every session of that user. Passwords are 10 to\n"
@@ -41,10 +42,48 @@ static const char user_usage[] =
     "                 way voids it.\n"
     "                 Links are on KONNECT_PUBLIC_URL when it is set, else on the listen\n"
     "                 address (KONNECT_LISTEN).\n"
+    "  two-factor-off Turn off a user's two-factor sign-in (one who lost both their app and\n"
+    "                 their recovery codes, or after the server secret changed) and end every\n"
+    "                 session of that user; they sign in with their password and set it up\n"
+    "                 again.\n"
     "\n"
     "Options:\n"
     "  --email EMAIL     the user\n"
     "  --data-dir DIR    where the database lives (KONNECT_DATA_DIR, default ./var)\n";
+
+static int user_two_factor_off(struct kn_config *c, const struct opts *o)
+{
+    struct store *s;
+    struct store_user u;
+    struct store_member m;
+    int ret = 1;
+
+    if ((s = cli_open_store(c)) == NULL)
+        return 1;
+    if (store_user_find(s, o->email, &u) != STORE_OK) {
+        char echo[STORE_EMAIL_MAX + 16];
+        fprintf(stderr, "konnect: no user %s\n",
+                cli_shown(redact_copy(echo, sizeof(echo), o->email)));
+        goto out;
+    }
+    if (u.totp_seed[0] == '\0') {
+        fprintf(stderr, "konnect: %s has no two-factor sign-in\n", cli_shown(u.email));
+        ret = 0;
+        goto out;
+    }
+    if (store_user_totp_set(s, u.id, "", 0, NULL) != STORE_OK ||
+        store_sessions_delete_user(s, u.id) != STORE_OK) {
+        fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
+        goto out;
+    }
+    lifecycle_audit(s, store_member_first(s, u.id, &m) == STORE_OK ? m.account_id : "", &cli_actor,
+                    "user.two_factor_off", NULL, "ok", u.email);
+    printf("two-factor sign-in turned off for %s; their sessions have ended\n", cli_shown(u.email));
+    ret = 0;
+out:
+    store_close(s);
+    return ret;
+}
 
 static int user_password_link(struct kn_config *c, const struct opts *o)
 {
@@ -83,12 +122,15 @@ int cli_user(struct kn_config *c, int argc, char **argv)
         return 2;
     if (o.help || o.npositional != 1 || o.email == NULL ||
         (strcmp(o.positional[0], "set-password") != 0 &&
-         strcmp(o.positional[0], "password-link") != 0)) {
+         strcmp(o.positional[0], "password-link") != 0 &&
+         strcmp(o.positional[0], "two-factor-off") != 0)) {
         fputs(user_usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
     }
     if (strcmp(o.positional[0], "password-link") == 0)
         return user_password_link(c, &o);
+    if (strcmp(o.positional[0], "two-factor-off") == 0)
+        return user_two_factor_off(c, &o);
     if (fgets(pw, sizeof(pw), stdin) == NULL) {
         fprintf(stderr, "konnect: expected the new password on standard input\n");
         return 2;

@@ -138,6 +138,22 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                              "the operator for a new one."},
     [KN_ERR_OWNER_REQUIRED] = {403, "Forbidden", "invalid_request_error", "owner_required",
                                "Only the account's owner can do this."},
+    [KN_ERR_TWO_FACTOR_CODE_REQUIRED] = {401, "Unauthorized", "authentication_error",
+                                         "two_factor_code_required",
+                                         "This user signs in with a code from an authenticator "
+                                         "app too: give the 6-digit code (or a recovery code) "
+                                         "as \"code\"."},
+    [KN_ERR_INVALID_TWO_FACTOR_CODE] = {401, "Unauthorized", "authentication_error",
+                                        "invalid_two_factor_code",
+                                        "That code is wrong, expired or already used. Enter the "
+                                        "current code from your authenticator app, or an unused "
+                                        "recovery code."},
+    [KN_ERR_TWO_FACTOR_REQUIRED] = {403, "Forbidden", "invalid_request_error",
+                                    "two_factor_required",
+                                    "This account's owner requires two-factor sign-in: turn it on "
+                                    "in Settings > Security first."},
+    [KN_ERR_TWO_FACTOR_STATE] = {409, "Conflict", "invalid_request_error", "two_factor_conflict",
+                                 "Two-factor sign-in is not in the state this call needs."},
     [KN_ERR_LIMIT_REACHED] = {403, "Forbidden", "invalid_request_error", "limit_reached",
                               "This account has reached a limit."},
     [KN_ERR_DASHBOARD_BUSY] = {503, "Service Unavailable", "api_error", "dashboard_busy",

@@ -206,6 +206,70 @@ out:
 
 /* ---- sign-in ----------------------------------------------------------------------------- */
 
+/* The second step of a sign-in whose password was right: the code ("code" in doc) of a user with
+ * two-factor sign-in on. Returns 1 when u has none or the code is right (how says which kind, for
+ * the audit); otherwise replies (401 two_factor_code_required without a code; 401
+ * invalid_two_factor_code, counted like a wrong password, for a wrong one) and returns 0. */
+static int second_factor(struct dashboard *d, const struct dash_request *req,
+                         struct dash_response *res, const struct store_user *u, json_t *doc,
+                         struct attempt *at, const char *account_id, const char *action, char *how,
+                         size_t howsize)
+{
+    int failed = 0;
+    const char *code = dash_string_member(doc, "code", 0, req, res, &failed);
+
+    if (failed)
+        return 0;
+    switch (dash_two_factor_check(d, u, code, how, howsize)) {
+    case DASH_TF_OFF:
+    case DASH_TF_OK:
+        return 1;
+    case DASH_TF_MISSING:
+        dash_reply_error(res, req, KN_ERR_TWO_FACTOR_CODE_REQUIRED, NULL, "code");
+        return 0;
+    case DASH_TF_WRONG:
+        attempt_failed(d, at);
+        dash_audit(d, account_id, u->email, req->ip, action, u->email, "failed",
+                   "right password, wrong two-factor code");
+        dash_reply_error(res, req, KN_ERR_INVALID_TWO_FACTOR_CODE, NULL, "code");
+        return 0;
+    default:
+        dash_reply_store_error(d, res, req);
+        return 0;
+    }
+}
+
+int dash_reauthenticate(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res, struct who *w, json_t *doc, int code_too,
+                        const char *action)
+{
+    struct attempt at;
+    char note[96], detail[160], how[64];
+    int failed = 0;
+    const char *pw = dash_string_member(doc, "password", 1, req, res, &failed);
+
+    if (pw == NULL)
+        return 0;
+    attempt_begin(d, req, w->user.email, &at);
+    if (attempt_throttled(d, req, res, &at, w->user.email, w->member.account_id, action))
+        return 0;
+    refused_note(&at, note, sizeof(note));
+    if (!password_verify(w->user.password_hash, pw)) {
+        attempt_failed(d, &at);
+        snprintf(detail, sizeof(detail), "wrong password%s", note);
+        dash_audit(d, w->member.account_id, w->user.email, req->ip, action, w->user.email, "failed",
+                   detail);
+        dash_reply_error(res, req, KN_ERR_INVALID_CREDENTIALS, "The password is wrong.",
+                         "password");
+        return 0;
+    }
+    if (code_too && !second_factor(d, req, res, &w->user, doc, &at, w->member.account_id, action,
+                                   how, sizeof(how)))
+        return 0;
+    attempt_succeeded(d, &at);
+    return 1;
+}
+
 void dash_signin(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
                  struct who *w, const char *param)
 {
@@ -243,9 +307,15 @@ void dash_signin(struct dashboard *d, const struct dash_request *req, struct das
         dash_reply_error(res, req, KN_ERR_INVALID_CREDENTIALS, NULL, NULL);
         goto out;
     }
+    char how[64] = "";
+    if (!second_factor(d, req, res, &u, doc, &at, m.account_id, "user.signin", how, sizeof(how)))
+        goto out;
     attempt_succeeded(d, &at);
+    char detail[160];
+    snprintf(detail, sizeof(detail), "%s%s%s", how, how[0] && note[0] ? "; " : "",
+             note[0] ? note + 2 : "");
     dash_audit(d, m.account_id, u.email, req->ip, "user.signin", u.email, "ok",
-               note[0] ? note + 2 : NULL);
+               detail[0] ? detail : NULL);
     dash_start_session(d, req, res, 200, &u, &m);
 out:
     json_decref(doc);
@@ -381,6 +451,10 @@ void dash_invite_accept(struct dashboard *d, const struct dash_request *req,
             invite_wrong_password(d, req, res, &inv, &at);
             goto out;
         }
+        char how[64];
+        if (!second_factor(d, req, res, &u, doc, &at, inv.account_id, "member.join", how,
+                           sizeof(how)))
+            goto out;
         attempt_succeeded(d, &at);
         join(d, req, res, &inv, &u, NULL, "existing user, with their password");
         goto out;
@@ -458,7 +532,9 @@ void dash_password_set(struct dashboard *d, const struct dash_request *req,
     int member = store_member_first(d->store, u.id, &m) == STORE_OK;
     dash_audit(d, member ? m.account_id : NULL, u.email, req->ip, "user.password_set", u.email,
                "ok", "with a set-password link; every other session ended");
-    if (member)
+    /* A link is not a second factor: a user with two-factor sign-in signs in with the new
+     * password and a code. */
+    if (member && u.totp_enabled_at == 0)
         dash_start_session(d, req, res, 200, &u, &m);
     else
         dash_reply_json(res, 204, "No Content", NULL);

@@ -265,12 +265,13 @@ static int csrf_ok(const struct dash_request *req, const struct who *w)
 
 /* ---- sessions ---------------------------------------------------------------------------- */
 
-json_t *dash_session_doc(const struct store_user *u, const struct store_member *m,
-                         const char *account_email, const char *csrf)
+json_t *dash_session_doc(struct dashboard *d, const struct store_user *u,
+                         const struct store_member *m, const char *account_email, const char *csrf)
 {
-    return json_pack("{s:{s:s, s:s}, s:{s:s, s:s}, s:s, s:s}", "user", "id", u->id, "email",
+    return json_pack("{s:{s:s, s:s}, s:{s:s, s:s}, s:s, s:s, s:o}", "user", "id", u->id, "email",
                      u->email, "account", "id", m->account_id, "email", account_email, "role",
-                     m->role, "csrf_token", csrf);
+                     m->role, "csrf_token", csrf, "two_factor",
+                     dash_two_factor_doc(d, u, m->account_id));
 }
 
 void dash_start_session(struct dashboard *d, const struct dash_request *req,
@@ -301,7 +302,7 @@ void dash_start_session(struct dashboard *d, const struct dash_request *req,
     dash_set_cookie(d, req, res, token);
     sodium_memzero(token, sizeof(token));
     dash_reply_json(res, status, status == 201 ? "Created" : "OK",
-                    dash_session_doc(u, m, a.email, x.csrf_token));
+                    dash_session_doc(d, u, m, a.email, x.csrf_token));
 }
 
 static void do_signout(struct dashboard *d, const struct dash_request *req,
@@ -339,33 +340,38 @@ static void do_session(struct dashboard *d, const struct dash_request *req,
         return;
     }
     dash_reply_json(res, 200, "OK",
-                    dash_session_doc(&w->user, &w->member, a.email, w->session.csrf_token));
+                    dash_session_doc(d, &w->user, &w->member, a.email, w->session.csrf_token));
 }
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
 static const struct dash_route routes[] = {
-    {"POST", "signup", OPEN, dash_signup, 1, NULL, NULL, 0},
-    {"POST", "signin", OPEN, dash_signin, 1, NULL, NULL, 0},
-    {"POST", "invites/accept", OPTIONAL, dash_invite_accept, 1, NULL, NULL, 0},
-    {"POST", "password/set", OPEN, dash_password_set, 1, NULL, NULL, 0},
-    {"POST", "password", SIGNED_IN, dash_password_change, 1, NULL, NULL, 0},
-    {"GET", "session", SIGNED_IN, do_session, 0, NULL, NULL, 0},
-    {"POST", "signout", SIGNED_IN, do_signout, 0, NULL, NULL, 0},
-    {"POST", "sessions/revoke-all", SIGNED_IN, do_revoke_sessions, 0, NULL, NULL, 0},
-    {"GET", "keys", SIGNED_IN, dash_keys_list, 0, NULL, NULL, 0},
-    {"POST", "keys", SIGNED_IN, dash_key_create, 0, NULL, NULL, 0},
-    {"PATCH", "keys/*", SIGNED_IN, dash_key_update, 0, NULL, NULL, 0},
-    {"POST", "keys/*/roll", SIGNED_IN, dash_key_roll, 0, NULL, NULL, 0},
-    {"POST", "keys/*/revoke", SIGNED_IN, dash_key_revoke, 0, NULL, NULL, 0},
-    {"GET", "members", SIGNED_IN, dash_members, 0, NULL, NULL, 0},
-    {"POST", "members/invite", OWNER, dash_invite, 0, NULL, NULL, 0},
-    {"POST", "members/*/remove", OWNER, dash_member_remove, 0, NULL, NULL, 0},
-    {"POST", "invites/*/cancel", OWNER, dash_invite_cancel, 0, NULL, NULL, 0},
-    {"GET", "audit", SIGNED_IN, dash_audit_page, 0, NULL, NULL, 0},
-    {"GET", "usage", SIGNED_IN, dash_usage, 0, NULL, NULL, 0},
-    {"GET", "invoices", SIGNED_IN, dash_invoices, 0, NULL, NULL, 0},
-    {"GET", "invoices/*", SIGNED_IN, dash_invoice, 0, NULL, NULL, 0},
+    {"POST", "signup", OPEN, dash_signup, 1, NULL, NULL, 0, 0},
+    {"POST", "signin", OPEN, dash_signin, 1, NULL, NULL, 0, 0},
+    {"POST", "invites/accept", OPTIONAL, dash_invite_accept, 1, NULL, NULL, 0, 0},
+    {"POST", "password/set", OPEN, dash_password_set, 1, NULL, NULL, 0, 0},
+    {"POST", "password", SIGNED_IN, dash_password_change, 1, NULL, NULL, 0, 1},
+    {"GET", "session", SIGNED_IN, do_session, 0, NULL, NULL, 0, 1},
+    {"POST", "signout", SIGNED_IN, do_signout, 0, NULL, NULL, 0, 1},
+    {"POST", "two-factor/setup", SIGNED_IN, dash_two_factor_setup, 1, NULL, NULL, 0, 1},
+    {"POST", "two-factor/enable", SIGNED_IN, dash_two_factor_enable, 0, NULL, NULL, 0, 1},
+    {"POST", "two-factor/disable", SIGNED_IN, dash_two_factor_disable, 1, NULL, NULL, 0, 0},
+    {"POST", "two-factor/recovery-codes", SIGNED_IN, dash_two_factor_codes, 1, NULL, NULL, 0, 0},
+    {"POST", "account/two-factor", OWNER, dash_account_two_factor, 0, NULL, NULL, 0, 0},
+    {"POST", "sessions/revoke-all", SIGNED_IN, do_revoke_sessions, 0, NULL, NULL, 0, 0},
+    {"GET", "keys", SIGNED_IN, dash_keys_list, 0, NULL, NULL, 0, 0},
+    {"POST", "keys", SIGNED_IN, dash_key_create, 0, NULL, NULL, 0, 0},
+    {"PATCH", "keys/*", SIGNED_IN, dash_key_update, 0, NULL, NULL, 0, 0},
+    {"POST", "keys/*/roll", SIGNED_IN, dash_key_roll, 0, NULL, NULL, 0, 0},
+    {"POST", "keys/*/revoke", SIGNED_IN, dash_key_revoke, 0, NULL, NULL, 0, 0},
+    {"GET", "members", SIGNED_IN, dash_members, 0, NULL, NULL, 0, 0},
+    {"POST", "members/invite", OWNER, dash_invite, 0, NULL, NULL, 0, 0},
+    {"POST", "members/*/remove", OWNER, dash_member_remove, 0, NULL, NULL, 0, 0},
+    {"POST", "invites/*/cancel", OWNER, dash_invite_cancel, 0, NULL, NULL, 0, 0},
+    {"GET", "audit", SIGNED_IN, dash_audit_page, 0, NULL, NULL, 0, 0},
+    {"GET", "usage", SIGNED_IN, dash_usage, 0, NULL, NULL, 0, 0},
+    {"GET", "invoices", SIGNED_IN, dash_invoices, 0, NULL, NULL, 0, 0},
+    {"GET", "invoices/*", SIGNED_IN, dash_invoice, 0, NULL, NULL, 0, 0},
 };
 
 /* Matches path against pattern, copying the segment that "*" stands for into param. */
@@ -482,6 +488,19 @@ void dashboard_handle(struct dashboard *d, const struct dash_request *req,
         dash_audit(d, w.member.account_id, w.user.email, req->ip, "member.refused", req->path + 15,
                    "denied", "owners only");
         return;
+    }
+    if (signed_in && !r->before_two_factor && w.user.totp_enabled_at == 0) {
+        /* An account that requires two-factor sign-in: a member without it may only turn it
+         * on (and sign out). */
+        int required = 0;
+        if (store_account_two_factor(d->store, w.member.account_id, &required) != STORE_OK) {
+            dash_reply_store_error(d, res, req);
+            return;
+        }
+        if (required) {
+            dash_reply_error(res, req, KN_ERR_TWO_FACTOR_REQUIRED, NULL, NULL);
+            return;
+        }
     }
     r->fn(d, req, res, signed_in ? &w : NULL, param);
 }

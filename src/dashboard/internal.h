@@ -79,8 +79,12 @@ void dash_start_session(struct dashboard *d, const struct dash_request *req,
                         const struct store_member *m);
 
 /* The JSON document of a session: user, account, role and CSRF token. */
-json_t *dash_session_doc(const struct store_user *u, const struct store_member *m,
-                         const char *account_email, const char *csrf);
+json_t *dash_session_doc(struct dashboard *d, const struct store_user *u,
+                         const struct store_member *m, const char *account_email, const char *csrf);
+/* {"enabled", "pending", "recovery_codes_left", "required"}: the user's two-factor sign-in, and
+ * whether the account requires it. */
+json_t *dash_two_factor_doc(struct dashboard *d, const struct store_user *u,
+                            const char *account_id);
 
 /* A route handler (dashboard.c's route table): param is the path's "*" segment, or "". */
 typedef void dash_handler(struct dashboard *d, const struct dash_request *req,
@@ -105,6 +109,9 @@ struct dash_route {
     const char *list; /* Management API: the member of the answer that is a paged list, or NULL. */
     const char *cursor; /* The member of each item that is its cursor. */
     int self_paged;     /* 1 when fn reads limit and starting_after itself (the audit log). */
+    /* 1 for the calls a user may make before turning on two-factor sign-in that their account
+     * requires (the session, signing out, turning it on, the password). */
+    int before_two_factor;
 };
 
 /* The route of table matching `method path`, or NULL; *allowed gets the methods of the routes with
@@ -172,6 +179,22 @@ dash_handler dash_keys_list, dash_key_get, dash_key_create, dash_key_roll, dash_
 dash_handler dash_audit_page, dash_usage, dash_invoices, dash_invoice;
 /* Access (access.c): sign-up, sign-in, invitations, passwords. */
 dash_handler dash_signup, dash_signin, dash_invite_accept, dash_password_set, dash_password_change;
+dash_handler dash_two_factor_setup, dash_two_factor_enable, dash_two_factor_disable,
+    dash_two_factor_codes, dash_account_two_factor;
+
+/* What a user's second factor says of a code (dashboard/twofactor.c): the user has none (OFF), the
+ * code is right and now used (OK), no code was given (MISSING), or it is wrong, expired or used
+ * (WRONG); STORE when the store failed. how gets what kind of code it was. */
+enum dash_tf { DASH_TF_OFF, DASH_TF_OK, DASH_TF_MISSING, DASH_TF_WRONG, DASH_TF_STORE };
+enum dash_tf dash_two_factor_check(struct dashboard *d, const struct store_user *u,
+                                   const char *code, char *how, size_t howsize);
+
+/* Checks the signed-in user's "password" in doc and, with code_too, their "code" when they have
+ * two-factor sign-in on: throttled and audited as `action` like a sign-in. Returns 1, or 0 after
+ * replying. */
+int dash_reauthenticate(struct dashboard *d, const struct dash_request *req,
+                        struct dash_response *res, struct who *w, json_t *doc, int code_too,
+                        const char *action);
 /* Members (members.c): the list, invitations and their cancellation, removal. */
 dash_handler dash_members, dash_invite, dash_invite_cancel, dash_member_remove;
 

@@ -16,22 +16,22 @@
 #include "keys/apikey.h"
 
 static const struct dash_route api_routes[] = {
-    {"GET", "keys", OWNER, dash_keys_list, 0, "data", "id", 0},
-    {"POST", "keys", OWNER, dash_key_create, 0, NULL, NULL, 0},
-    {"GET", "keys/*", OWNER, dash_key_get, 0, NULL, NULL, 0},
-    {"POST", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0},
-    {"PATCH", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0},
-    {"POST", "keys/*/roll", OWNER, dash_key_roll, 0, NULL, NULL, 0},
-    {"POST", "keys/*/revoke", OWNER, dash_key_revoke, 0, NULL, NULL, 0},
-    {"GET", "usage", OWNER, dash_usage, 0, NULL, NULL, 0},
-    {"GET", "invoices", OWNER, dash_invoices, 0, "data", "month", 0},
-    {"GET", "invoices/*", OWNER, dash_invoice, 0, NULL, NULL, 0},
-    {"GET", "audit", OWNER, dash_audit_page, 0, "data", "id", 1},
-    {"GET", "members", OWNER, dash_members, 0, "data", "user_id", 0},
-    {"DELETE", "members/*", OWNER, dash_member_remove, 0, NULL, NULL, 0},
-    {"GET", "invitations", OWNER, dash_members, 0, "invites", "id", 0},
-    {"POST", "invitations", OWNER, dash_invite, 0, NULL, NULL, 0},
-    {"DELETE", "invitations/*", OWNER, dash_invite_cancel, 0, NULL, NULL, 0},
+    {"GET", "keys", OWNER, dash_keys_list, 0, "data", "id", 0, 0},
+    {"POST", "keys", OWNER, dash_key_create, 0, NULL, NULL, 0, 0},
+    {"GET", "keys/*", OWNER, dash_key_get, 0, NULL, NULL, 0, 0},
+    {"POST", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0, 0},
+    {"PATCH", "keys/*", OWNER, dash_key_update, 0, NULL, NULL, 0, 0},
+    {"POST", "keys/*/roll", OWNER, dash_key_roll, 0, NULL, NULL, 0, 0},
+    {"POST", "keys/*/revoke", OWNER, dash_key_revoke, 0, NULL, NULL, 0, 0},
+    {"GET", "usage", OWNER, dash_usage, 0, NULL, NULL, 0, 0},
+    {"GET", "invoices", OWNER, dash_invoices, 0, "data", "month", 0, 0},
+    {"GET", "invoices/*", OWNER, dash_invoice, 0, NULL, NULL, 0, 0},
+    {"GET", "audit", OWNER, dash_audit_page, 0, "data", "id", 1, 0},
+    {"GET", "members", OWNER, dash_members, 0, "data", "user_id", 0, 0},
+    {"DELETE", "members/*", OWNER, dash_member_remove, 0, NULL, NULL, 0, 0},
+    {"GET", "invitations", OWNER, dash_members, 0, "invites", "id", 0, 0},
+    {"POST", "invitations", OWNER, dash_invite, 0, NULL, NULL, 0, 0},
+    {"DELETE", "invitations/*", OWNER, dash_invite_cancel, 0, NULL, NULL, 0, 0},
 };
 
 int dash_limit_param(const struct dash_request *req, struct dash_response *res, long long *limit)

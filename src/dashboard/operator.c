@@ -25,16 +25,16 @@ static dash_handler op_accounts, op_account_create, op_account_show, op_account_
     op_account_suspend, op_account_reinstate, op_account_key, op_usage;
 
 static const struct dash_route op_routes[] = {
-    {"GET", "accounts", OWNER, op_accounts, 0, "data", "id", 0},
-    {"POST", "accounts", OWNER, op_account_create, 0, NULL, NULL, 0},
-    {"GET", "accounts/*", OWNER, op_account_show, 0, NULL, NULL, 0},
-    {"PATCH", "accounts/*", OWNER, op_account_update, 0, NULL, NULL, 0},
-    {"POST", "accounts/*", OWNER, op_account_update, 0, NULL, NULL, 0},
-    {"POST", "accounts/*/suspend", OWNER, op_account_suspend, 0, NULL, NULL, 0},
-    {"POST", "accounts/*/reinstate", OWNER, op_account_reinstate, 0, NULL, NULL, 0},
-    {"POST", "accounts/*/keys", OWNER, op_account_key, 0, NULL, NULL, 0},
-    {"GET", "usage", OWNER, op_usage, 0, NULL, NULL, 0},
-    {"GET", "usage.csv", OWNER, op_usage, 0, NULL, NULL, 0},
+    {"GET", "accounts", OWNER, op_accounts, 0, "data", "id", 0, 0},
+    {"POST", "accounts", OWNER, op_account_create, 0, NULL, NULL, 0, 0},
+    {"GET", "accounts/*", OWNER, op_account_show, 0, NULL, NULL, 0, 0},
+    {"PATCH", "accounts/*", OWNER, op_account_update, 0, NULL, NULL, 0, 0},
+    {"POST", "accounts/*", OWNER, op_account_update, 0, NULL, NULL, 0, 0},
+    {"POST", "accounts/*/suspend", OWNER, op_account_suspend, 0, NULL, NULL, 0, 0},
+    {"POST", "accounts/*/reinstate", OWNER, op_account_reinstate, 0, NULL, NULL, 0, 0},
+    {"POST", "accounts/*/keys", OWNER, op_account_key, 0, NULL, NULL, 0, 0},
+    {"GET", "usage", OWNER, op_usage, 0, NULL, NULL, 0, 0},
+    {"GET", "usage.csv", OWNER, op_usage, 0, NULL, NULL, 0, 0},
 };
 
 /* ---- accounts ---------------------------------------------------------------------------- */

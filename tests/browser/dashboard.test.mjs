@@ -18,6 +18,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHmac } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 import { fetchT, freePort, konnectBin, redact, sleep } from './helpers.mjs';
@@ -758,6 +759,92 @@ test('security: the audit log pages with Load more, and sign out of all sessions
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${env.base}/settings/security`);
   await page.getByRole('heading', { name: 'Security', level: 2 }).waitFor();
+  assertCleanPage(env);
+});
+
+// ------------------------------------------------------------------------------------------------
+// Two-factor sign-in
+
+// RFC 6238's code for a base32 secret at step offset `ahead` from now, as an app computes it.
+function totp(secret, ahead = 0) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/\s+/g, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const msg = Buffer.alloc(8);
+  msg.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + ahead));
+  const mac = createHmac('sha1', key).update(msg).digest();
+  const off = mac[mac.length - 1] & 15;
+  return String((mac.readUInt32BE(off) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+test('two-factor sign-in: set up with a computed code, recovery codes shown once, sign-in asks for the code', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const user = newUser();
+  await signUp(env, page, user);
+  await page.goto(`${env.base}/settings/security`);
+  await page.getByRole('heading', { name: 'Two-factor sign-in', level: 3, exact: true }).waitFor();
+  await page.getByText('Off. Signing in needs only your password.').waitFor();
+  await page.getByRole('button', { name: 'Set up two-factor sign-in', exact: true }).click();
+  const dlg = page.getByRole('dialog');
+  await dlg.getByLabel('Password', { exact: true }).fill(user.password);
+  await dlg.getByRole('button', { name: 'Continue', exact: true }).click();
+  const key = dlg.getByRole('textbox', { name: 'Setup key' });
+  await key.waitFor();
+  const secret = (await key.inputValue()).replace(/\s+/g, '');
+  assert.match(secret, /^[A-Z2-7]{32}$/, 'the setup key is base32');
+  assert.match(await dlg.getByRole('link', { name: 'Open in an authenticator app' }).getAttribute('href'),
+    /^otpauth:\/\/totp\/Konnect:/, 'an otpauth:// link for the app');
+  await shot(env, page, 'two-factor-setup');
+  await dlg.getByLabel('The 6-digit code your app shows').fill('000000');
+  await dlg.getByRole('button', { name: 'Turn on', exact: true }).click();
+  await dlg.getByText('That code is wrong or expired', { exact: false }).waitFor();
+  await dlg.getByLabel('The 6-digit code your app shows').fill(totp(secret));
+  await dlg.getByRole('button', { name: 'Turn on', exact: true }).click();
+  const codes = dlg.getByRole('list', { name: 'Recovery codes' }).locator('code');
+  await until(async () => (await codes.count()) === 10, 'ten recovery codes are shown');
+  const recovery = await codes.allTextContents();
+  await shot(env, page, 'two-factor-recovery-codes');
+  await dlg.getByRole('button', { name: "I've saved them", exact: true }).click();
+  await page.getByText('On. 10 recovery codes left.').waitFor();
+  assert.ok(!(await page.content()).includes(recovery[0]), 'the codes are gone once the dialog closes');
+  // Now on for the owner, it can be required of every member.
+  const require = page.getByLabel('Every member of this account must sign in with a code from an authenticator app');
+  await until(async () => !(await require.isDisabled()), 'the requirement can be set once two-factor sign-in is on');
+  await require.check();
+  await page.getByText('Every member must now sign in with a code.').waitFor();
+  const sess = await pageFetch(page, 'GET', '/dashboard/api/session');
+  assert.equal(sess.json.two_factor.required, true, 'the account requires two-factor sign-in');
+  await shot(env, page, 'two-factor-on');
+
+  // Signing in again: the password, then the code (the next step's: this one was used).
+  await page.getByRole('button', { name: 'Sign out of all sessions', exact: true }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Sign out everywhere', exact: true }).click();
+  await page.waitForURL(`${env.base}/signin`);
+  await page.getByLabel('Email', { exact: true }).fill(user.email);
+  await page.getByLabel('Password', { exact: true }).fill(user.password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  const codeField = page.getByLabel('Authentication code', { exact: true });
+  await codeField.waitFor();
+  await shot(env, page, 'two-factor-signin');
+  await codeField.fill(totp(secret, 1));
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+
+  // A recovery code works once, from the sign-in page too.
+  await page.goto(`${env.base}/settings/security`);
+  await page.getByRole('button', { name: 'Sign out of all sessions', exact: true }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Sign out everywhere', exact: true }).click();
+  await page.waitForURL(`${env.base}/signin`);
+  await page.getByLabel('Email', { exact: true }).fill(user.email);
+  await page.getByLabel('Password', { exact: true }).fill(user.password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByLabel('Authentication code', { exact: true }).fill(recovery[0]);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'Dashboard' }).waitFor();
+  await page.goto(`${env.base}/settings/security`);
+  await page.getByText('On. 9 recovery codes left.').waitFor();
   assertCleanPage(env);
 });
 

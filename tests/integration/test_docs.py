@@ -37,7 +37,9 @@ class DocsTest(unittest.TestCase):
                           "too_many_attempts", "signup_closed", "email_taken", "invite_invalid",
                           "key_not_active", "password_not_set", "invite_for_another_user",
                           "link_invalid", "owner_required", "limit_reached", "dashboard_busy",
-                          "misdirected_request"}
+                          "misdirected_request", "two_factor_code_required",
+                          "invalid_two_factor_code", "two_factor_required",
+                          "two_factor_conflict"}
         for code in sorted(codes):
             with self.subTest(code=code):
                 if code in dashboard_only:
