@@ -149,16 +149,16 @@ static int cmd_serve(struct kn_config *c, int argc, char **argv)
             return 0;
         default: {
             char shown[64];
-            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n",
+            fprintf(stderr,
+                    "konnect: unknown option, or option without its value: '%s' (see 'konnect "
+                    "serve --help')\n",
                     redact_copy(shown, sizeof(shown), argv[optind - 1]));
-            print_serve_usage(stderr);
             return 2;
         }
         }
     }
     if (optind != argc) {
-        fputs("konnect: serve takes no arguments\n\n", stderr);
-        print_serve_usage(stderr);
+        fputs("konnect: serve takes no arguments (see 'konnect serve --help')\n", stderr);
         return 2;
     }
     return server_run(c);
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(&c, argc - 1, argv + 1);
     char shown[64];
-    fprintf(stderr, "konnect: unknown command '%s'\n\n%s",
-            redact_copy(shown, sizeof(shown), argv[1]), usage);
+    fprintf(stderr, "konnect: unknown command '%s' (see 'konnect --help' for the commands)\n",
+            redact_copy(shown, sizeof(shown), argv[1]));
     return 2;
 }

@@ -85,7 +85,9 @@ int cli_audit(struct kn_config *c, int argc, char **argv)
     if (done >= 0)
         return done;
     if (o.npositional != 0 || (o.limit != NULL && kn_parse_int(o.limit, 1, 100000, &limit) != 0)) {
-        fputs(audit_usage, stderr);
+        cli_usage_error(audit_usage, o.npositional != 0 ? "audit takes no arguments"
+                                                        : "--limit takes a number from 1 to "
+                                                          "100000");
         return 2;
     }
     if ((s = cli_open_store(c)) == NULL)

@@ -100,7 +100,7 @@ int cli_usage(struct kn_config *c, int argc, char **argv)
     if (done >= 0)
         return done;
     if (o.npositional != 0 || o.account == NULL) {
-        fprintf(stderr, "konnect: usage needs --account\n\n%s", usage_usage);
+        cli_usage_error(usage_usage, "usage needs --account EMAIL|ID");
         return 2;
     }
     return cli_account_report(c, &o, report_usage, usage_show);
@@ -147,7 +147,7 @@ int cli_invoice(struct kn_config *c, int argc, char **argv)
         return done;
     list = o.npositional == 1 && strcmp(o.positional[0], "list") == 0;
     if ((o.npositional != 0 && !list) || o.account == NULL) {
-        fprintf(stderr, "konnect: invoice needs --account\n\n%s", invoice_usage);
+        cli_usage_error(invoice_usage, "invoice needs --account EMAIL|ID");
         return 2;
     }
     if ((o.json && o.csv) || (list && (o.csv || o.month != NULL))) {
@@ -269,7 +269,9 @@ int cli_plans(struct kn_config *c, int argc, char **argv)
         return plans_apply(c, &o, o.positional[1]);
     }
     if (o.npositional != 0) {
-        fputs(plans_usage, stderr);
+        char echo[64];
+        cli_usage_error(plans_usage, "unknown plans command '%s': it has apply FILE and reload",
+                        cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])));
         return 2;
     }
     if ((plans = cli_load_plans(c)) == NULL)

@@ -138,8 +138,8 @@ int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, c
                                                                          : NULL;
         if (d == NULL) {
             char echo[64];
-            fprintf(stderr, "konnect: unknown option, or option without its value: '%s'\n\n%s",
-                    cli_shown(redact_copy(echo, sizeof(echo), argv[optind - 1])), usage);
+            cli_usage_error(usage, "unknown option, or option without its value: '%s'",
+                            cli_shown(redact_copy(echo, sizeof(echo), argv[optind - 1])));
             return -1;
         }
         if (d == &opt_defs[OPT_DATA_DIR_INDEX])
@@ -163,6 +163,26 @@ int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, c
     }
     o->wait_ms = wait_s * 1000;
     return 0;
+}
+
+void cli_usage_error(const char *usage, const char *fmt, ...)
+{
+    char msg[300], cmd[64] = "konnect";
+    const char *p = strncmp(usage, "Usage: ", 7) == 0 ? usage + 7 : "";
+    size_t n = strcspn(p, " \n");
+    va_list ap;
+
+    /* "Usage: konnect key create ..." names the command group: "konnect key". */
+    if (n > 0 && p[n] == ' ') {
+        const char *w = p + n + 1;
+        size_t m = strcspn(w, " \n");
+        if (m > 0 && m < sizeof(cmd) - 9 && w[0] >= 'a' && w[0] <= 'z')
+            snprintf(cmd, sizeof(cmd), "konnect %.*s", (int)m, w);
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "konnect: %s (see '%s --help')\n", msg, cmd);
 }
 
 /* Parses a command's options and answers --help; -1 when the command goes on, else its exit
@@ -277,7 +297,8 @@ int cli_backup(struct kn_config *c, int argc, char **argv)
     if (done >= 0)
         return done;
     if (o.npositional != 0 || o.to == NULL) {
-        fputs(backup_usage, stderr);
+        cli_usage_error(backup_usage,
+                        o.to == NULL ? "backup needs --to FILE" : "backup takes no arguments");
         return 2;
     }
     if ((s = cli_open_store_for(c, STORE_MUST_EXIST)) == NULL)
@@ -311,7 +332,10 @@ int cli_store(struct kn_config *c, int argc, char **argv)
         return done;
     if (o.npositional != 1 || strcmp(o.positional[0], "copy") != 0 || o.from == NULL ||
         o.to == NULL) {
-        fputs(store_usage, stderr);
+        cli_usage_error(store_usage, o.npositional != 1 || strcmp(o.positional[0], "copy") != 0
+                                         ? "store has one command, copy"
+                                         : "store copy needs --from SQLITE and --to "
+                                           "POSTGRESQL_URL");
         return 2;
     }
     store_url_redacted(o.to, to, sizeof(to));
@@ -506,11 +530,16 @@ int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group,
         fputs(usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
     }
+    const struct subcommand *first = cmds;
     for (; cmds->name != NULL; cmds++)
         if (strcmp(o.positional[0], cmds->name) == 0)
             return cmds->run(c, &o);
-    fprintf(stderr, "konnect: unknown %s command '%s'\n\n%s", group,
-            cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])), usage);
+    char names[200] = "";
+    for (const struct subcommand *k = first; k->name != NULL; k++)
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", names[0] ? ", " : "",
+                 k->name);
+    cli_usage_error(usage, "unknown %s command '%s': it has %s", group,
+                    cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])), names);
     return 2;
 }
 

@@ -54,6 +54,9 @@ int cli_parse_opts(struct kn_config *c, int argc, char **argv, struct opts *o, c
 /* Parses a command's options (cli_parse_opts) and answers --help with the usage on standard
  * output. Returns -1 when the command goes on, else its exit status: 2 after bad options, 0 after
  * --help. */
+/* Says what is wrong with a command line, in one line, with the command whose --help to read
+ * (from usage's first line). */
+void cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_parse_command(struct kn_config *c, int argc, char **argv, struct opts *o,
                       const char *usage);
 /* Opens the store of the data directory (see enum store_use); NULL after printing why. */

@@ -120,12 +120,23 @@ int cli_user(struct kn_config *c, int argc, char **argv)
 
     if (cli_parse_opts(c, argc, argv, &o, user_usage) != 0)
         return 2;
-    if (o.help || o.npositional != 1 || o.email == NULL ||
-        (strcmp(o.positional[0], "set-password") != 0 &&
-         strcmp(o.positional[0], "password-link") != 0 &&
-         strcmp(o.positional[0], "two-factor-off") != 0)) {
+    if (o.help || o.npositional == 0) {
         fputs(user_usage, o.help ? stdout : stderr);
         return o.help ? 0 : 2;
+    }
+    if (o.npositional != 1 || (strcmp(o.positional[0], "set-password") != 0 &&
+                               strcmp(o.positional[0], "password-link") != 0 &&
+                               strcmp(o.positional[0], "two-factor-off") != 0)) {
+        char echo[64];
+        cli_usage_error(user_usage,
+                        "unknown user command '%s': it has set-password, password-link and "
+                        "two-factor-off",
+                        cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])));
+        return 2;
+    }
+    if (o.email == NULL) {
+        cli_usage_error(user_usage, "user %s needs --email EMAIL", o.positional[0]);
+        return 2;
     }
     if (strcmp(o.positional[0], "password-link") == 0)
         return user_password_link(c, &o);

@@ -49,6 +49,40 @@ class CliTest(ServerTest):
                 self.assertEqual(p.stdout, "")
                 self.assertTrue(p.stderr.strip())
 
+    def test_each_usage_error_is_said_in_one_line(self):
+        """A mistyped option or command gets one line that says what is wrong and which --help
+        to read, not a screen of usage that hides it."""
+        cases = [
+            (["bogus"], "unknown command 'bogus'", "konnect --help"),
+            (["key", "bogus"], "unknown key command 'bogus': it has create", "konnect key --help"),
+            (["key", "create", "--bogus"], "unknown option", "konnect key --help"),
+            (["account", "list", "--nope"], "'--nope'", "konnect account --help"),
+            (["serve", "--nope"], "'--nope'", "konnect serve --help"),
+            (["serve", "extra"], "serve takes no arguments", "konnect serve --help"),
+            (["user", "bogus"], "unknown user command 'bogus'", "konnect user --help"),
+            (["user", "set-password"], "needs --email", "konnect user --help"),
+            (["audit", "x"], "audit takes no arguments", "konnect audit --help"),
+            (["audit", "--limit", "0"], "--limit takes a number", "konnect audit --help"),
+            (["plans", "x"], "unknown plans command 'x'", "konnect plans --help"),
+            (["backup"], "backup needs --to FILE", "konnect backup --help"),
+            (["store", "x"], "store has one command, copy", "konnect store --help"),
+            (["usage"], "usage needs --account", "konnect usage --help"),
+            (["invoice"], "invoice needs --account", "konnect invoice --help"),
+            (["key", "create", "--account", "dev@example.com", "--name", "x", "--mode", "p"],
+             "--mode must be", None),
+            (["key", "roll", "key_x", "--grace", "5"], "--grace takes", None),
+            (["serve", "--threads", "abc"], "--threads takes a number", None),
+        ]
+        for args, says, help_ in cases:
+            with self.subTest(args=args):
+                p = self.data.cli(*args, check=False)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                lines = p.stderr.strip().splitlines()
+                self.assertEqual(len(lines), 1, p.stderr)
+                self.assertIn(says, lines[0])
+                if help_:
+                    self.assertIn(f"(see '{help_}", lines[0])
+
     def test_a_duration_without_its_unit_is_refused(self):
         key = self.key()
         for args in (["key", "expire", "-", "--in", "90"],
