@@ -69,8 +69,9 @@ enum kn_err auth_authenticate(struct keytable *kt, const uint8_t secret[APIKEY_S
     t = atomic_load_explicit(&r->expires_at, memory_order_acquire);
     if (t != 0 && t <= in->now)
         return KN_ERR_API_KEY_EXPIRED;
-    const struct iplist *allow = atomic_load_explicit(&r->allow, memory_order_acquire);
-    if (allow != NULL && allow->n != 0 && (in->peer == NULL || !iplist_contains(allow, in->peer)))
+    const struct keyrules *rules = atomic_load_explicit(&r->rules, memory_order_acquire);
+    if (rules != NULL && rules->allow != NULL && rules->allow->n != 0 &&
+        (in->peer == NULL || !iplist_contains(rules->allow, in->peer)))
         return KN_ERR_IP_NOT_ALLOWED;
     if (r->acct != NULL && atomic_load_explicit(&r->acct->suspended_at, memory_order_acquire) != 0)
         return KN_ERR_ACCOUNT_SUSPENDED;

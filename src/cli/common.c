@@ -102,6 +102,8 @@ static const struct opt_def opt_defs[] = {
     OPT_VALUE("in", in),
     OPT_FLAG("json", json),
     OPT_VALUE("allow-ip", allow_ip),
+    OPT_VALUE("models", models),
+    OPT_VALUE("rpm", rpm),
     OPT_VALUE("grace", grace),
     OPT_VALUE("limit", limit),
     OPT_VALUE("plan", plan),

@@ -32,9 +32,11 @@ static const char key_usage[] =
     "Usage: konnect key create --account EMAIL|ID --mode test|live|admin --name NAME\n"
     "                          [--environment development|staging|production]\n"
     "                          [--expires-in DURATION] [--allow-ip LIST] [--count N]\n"
+    "                          [--models LIST] [--rpm N]\n"
     "       konnect key list --account EMAIL|ID [--json]\n"
     "       konnect key roll KEY [--grace DURATION]\n"
-    "       konnect key update KEY [--name NAME] [--allow-ip LIST]\n"
+    "       konnect key update KEY [--name NAME] [--allow-ip LIST] [--models LIST|none]\n"
+    "                          [--rpm N|none]\n"
     "       konnect key revoke KEY\n"
     "       konnect key expire KEY [--in DURATION]\n"
     "\n"
@@ -61,6 +63,10 @@ static const char key_usage[] =
     "  --environment ENV       development, staging or production (default: development for\n"
     "                          test keys, production for live and admin keys)\n"
     "  --expires-in DURATION   make the key expire after DURATION (90s, 15m, 24h, 30d)\n"
+    "  --models LIST           a restricted key: the only models it may use, of its account's\n"
+    "                          plan, separated by commas ('none' for all of them again)\n"
+    "  --rpm N                 a restricted key: its own requests per minute, below its\n"
+    "                          account's ('none' for none)\n"
     "  --allow-ip LIST         addresses and CIDR ranges the key may be used from, separated\n"
     "                          by commas (203.0.113.7,198.51.100.0/24,2001:db8::/32)\n"
     "  --count N               create N keys at once, one secret per line (bulk set-up)\n"
@@ -74,6 +80,43 @@ static const char key_usage[] =
     "  -h, --help              show this help\n";
 
 #define CHUNK 4096 /* Keys per transaction in bulk creation. */
+
+/* Reads --models and --rpm for a key of account a: the canonical list and the number (0 for
+ * none; "none" clears either). Returns 0, or 2 after saying what is wrong. */
+static int read_restrictions(const struct kn_config *c, const struct opts *o,
+                             const struct store_account *a, char models[STORE_MODELS_MAX],
+                             int64_t *rpm)
+{
+    char err[300];
+    long long n = 0;
+    int ret = 0;
+
+    models[0] = '\0';
+    *rpm = 0;
+    if (o->rpm != NULL && strcmp(o->rpm, "none") != 0) {
+        if (kn_parse_int(o->rpm, 1, 1000000, &n) != 0) {
+            fprintf(stderr, "konnect: --rpm takes a number from 1 to 1000000, or none\n");
+            return 2;
+        }
+        *rpm = n;
+    }
+    if (o->models == NULL || strcmp(o->models, "none") == 0)
+        return 0;
+    struct plans *ps = cli_load_plans(c);
+    if (ps == NULL)
+        return 2;
+    const struct plan *plan = plans_find(ps, a->plan);
+    if (plan == NULL)
+        plan = plans_find(ps, NULL);
+    if (lifecycle_canonical_models(ps, plan, o->models, models, err, sizeof(err)) != 0 ||
+        models[0] == '\0') {
+        fprintf(stderr, "konnect: --models: %s\n",
+                models[0] == '\0' && err[0] == '\0' ? "name at least one model" : err);
+        ret = 2;
+    }
+    plans_free(ps);
+    return ret;
+}
 
 static int key_create(struct kn_config *c, const struct opts *o)
 {
@@ -126,6 +169,17 @@ static int key_create(struct kn_config *c, const struct opts *o)
         return 1;
     if (cli_find_account(s, o->account, &a) != STORE_OK || cli_load_secret(c, secret) != 0)
         goto out;
+    char models[STORE_MODELS_MAX];
+    if ((o->models != NULL || o->rpm != NULL) && spec.mode == APIKEY_MODE_ADMIN) {
+        fprintf(stderr, "konnect: admin keys call no model: --models and --rpm are for live and "
+                        "test keys\n");
+        ret = 2;
+        goto out;
+    }
+    if ((ret = read_restrictions(c, o, &a, models, &spec.requests_per_minute)) != 0)
+        goto out;
+    ret = 1;
+    spec.models = models;
     spec.account_id = a.id;
     spec.name = o->name;
     spec.expires_at = expires_in ? kn_unix_now() + expires_in : 0;
@@ -396,8 +450,8 @@ static int key_update(struct kn_config *c, const struct opts *o)
     char err[512], allow[STORE_ALLOWLIST_MAX];
     int ret = 1;
 
-    if (o->name == NULL && o->allow_ip == NULL) {
-        fprintf(stderr, "konnect: key update needs --name or --allow-ip\n");
+    if (o->name == NULL && o->allow_ip == NULL && o->models == NULL && o->rpm == NULL) {
+        fprintf(stderr, "konnect: key update needs --name, --allow-ip, --models or --rpm\n");
         return 2;
     }
     if (o->name != NULL && lifecycle_valid_name(o->name) != 0) {
@@ -418,11 +472,34 @@ static int key_update(struct kn_config *c, const struct opts *o)
         goto fail;
     if (o->allow_ip != NULL && lifecycle_set_allowlist(s, &k, allow, &cli_actor) != STORE_OK)
         goto fail;
+    if (o->models != NULL || o->rpm != NULL) {
+        struct store_account a;
+        char models[STORE_MODELS_MAX];
+        int64_t rpm;
+        if (strcmp(k.mode, "admin") == 0) {
+            fprintf(stderr, "konnect: admin keys call no model: --models and --rpm are for live "
+                            "and test keys\n");
+            ret = 2;
+            goto out;
+        }
+        if (store_account_find(s, k.account_id, &a) != STORE_OK)
+            goto fail;
+        if ((ret = read_restrictions(c, o, &a, models, &rpm)) != 0)
+            goto out;
+        ret = 1;
+        if (o->models == NULL)
+            kn_strlcpy(models, k.models, sizeof(models));
+        if (o->rpm == NULL)
+            rpm = k.requests_per_minute;
+        if (lifecycle_set_restrictions(s, &k, models, rpm, &cli_actor) != STORE_OK)
+            goto fail;
+    }
     printf("updated %s\n", k.id);
-    ret = o->allow_ip == NULL ? 0
-                              : cli_report_notify(c, s, o,
-                                                  allow[0] ? "the allowlist is in force"
-                                                           : "the key works from anywhere");
+    ret = o->allow_ip == NULL && o->models == NULL && o->rpm == NULL ? 0
+          : o->allow_ip == NULL ? cli_report_notify(c, s, o, "the restrictions are in force")
+                                : cli_report_notify(c, s, o,
+                                                    allow[0] ? "the allowlist is in force"
+                                                             : "the key works from anywhere");
     goto out;
 fail:
     fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));

@@ -27,6 +27,8 @@ static const struct kn_error_def defs[KN_ERR__COUNT] = {
                                   "the operator reinstates it."},
     [KN_ERR_INSUFFICIENT_SCOPE] = {403, "Forbidden", "permission_error", "insufficient_scope",
                                    "This kind of API key cannot call this route."},
+    [KN_ERR_MODEL_NOT_ALLOWED] = {403, "Forbidden", "permission_error", "model_not_allowed",
+                                  "This API key is restricted to other models."},
     [KN_ERR_RATE_LIMITED] = {429, "Too Many Requests", "rate_limit_error", "rate_limited",
                              "Too many requests for this API key."},
     [KN_ERR_INVALID_JSON] = {400, "Bad Request", "invalid_request_error", "invalid_json",

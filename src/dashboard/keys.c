@@ -105,6 +105,83 @@ bad:
     return -1;
 }
 
+/* Reads a restricted key's "models" (a list of model names of the account's plan, or null for
+ * all of them) and "requests_per_minute" (a number below the account's, or null for none) for a
+ * key of `mode`. *given says which of the two were in doc (bit 1, bit 2). Returns 0, or -1 after
+ * replying 400. */
+static int restrictions_member(struct dashboard *d, json_t *doc, const struct dash_request *req,
+                               struct dash_response *res, const struct who *w, const char *mode,
+                               char models[STORE_MODELS_MAX], int64_t *rpm, int *given)
+{
+    json_t *m = json_object_get(doc, "models"), *r = json_object_get(doc, "requests_per_minute");
+    const struct plans *ps = dash_plans(d);
+    struct store_account a;
+    const struct plan *plan;
+    char text[STORE_MODELS_MAX * 2] = "", err[300];
+    size_t used = 0, i;
+    json_t *item;
+
+    models[0] = '\0';
+    *rpm = 0;
+    *given = (m != NULL) | (r != NULL) << 1;
+    if (*given == 0)
+        return 0;
+    if (strcmp(mode, "admin") == 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "Admin keys call no model: 'models' and 'requests_per_minute' are for "
+                         "live and test keys.",
+                         m != NULL ? "models" : "requests_per_minute");
+        return -1;
+    }
+    if (store_account_find(d->store, w->member.account_id, &a) != STORE_OK ||
+        (plan = plans_find(ps, a.plan)) == NULL)
+        plan = plans_find(ps, NULL);
+    if (m != NULL && !json_is_null(m)) {
+        if (!json_is_array(m) || json_array_size(m) == 0)
+            goto bad_models;
+        json_array_foreach(m, i, item)
+        {
+            if (!json_is_string(item) || json_string_length(item) == 0 ||
+                strchr(json_string_value(item), ',') != NULL ||
+                used + json_string_length(item) + 2 >= sizeof(text))
+                goto bad_models;
+            used += (size_t)snprintf(text + used, sizeof(text) - used, "%s%s", used ? "," : "",
+                                     json_string_value(item));
+        }
+        if (lifecycle_canonical_models(ps, plan, text, models, err, sizeof(err)) != 0) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, err, "models");
+            return -1;
+        }
+    }
+    if (r != NULL && !json_is_null(r)) {
+        int live = strcmp(mode, "live") == 0;
+        int64_t cap = live ? (int64_t)plan->requests_per_minute : (int64_t)d->cfg->test_rpm;
+        if (!json_is_integer(r) || json_integer_value(r) < 1 || json_integer_value(r) > 1000000) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "'requests_per_minute' must be a whole number from 1 to 1000000, or "
+                             "null for none of the key's own.",
+                             "requests_per_minute");
+            return -1;
+        }
+        if (cap != 0 && json_integer_value(r) > cap) {
+            snprintf(err, sizeof(err),
+                     "'requests_per_minute' must be below the limit the key has anyway: %lld a "
+                     "minute (%s).",
+                     (long long)cap, live ? "its account's plan" : "every test key's");
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, err, "requests_per_minute");
+            return -1;
+        }
+        *rpm = json_integer_value(r);
+    }
+    return 0;
+bad_models:
+    dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                     "'models' must be a non-empty list of model names, or null for every model "
+                     "of the plan.",
+                     "models");
+    return -1;
+}
+
 /* How long a change waits for every running server to apply it before the answer says which
  * had not (the CLI's --wait default). */
 #define PROPAGATION_WAIT_MS 5000
@@ -251,12 +328,17 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
         }
         spec.expires_at = json_integer_value(v);
     }
+    char models[STORE_MODELS_MAX];
+    int given;
     if (allowlist_member(doc, req, res, allow) != 0 ||
+        restrictions_member(d, doc, req, res, w, apikey_mode_name(spec.mode), models,
+                            &spec.requests_per_minute, &given) != 0 ||
         may_add_key(d, req, res, w, spec.mode, 1) != 0)
         goto out;
     spec.account_id = w->member.account_id;
     spec.name = name;
     spec.allowlist = allow;
+    spec.models = models;
     if (lifecycle_create(d->store, d->secret, &spec, &w->actor, &k, sk) != STORE_OK) {
         dash_reply_store_error(d, res, req);
         goto out;
@@ -402,10 +484,27 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
                          "Give the key a name of 1 to 128 bytes.", "name");
         goto out;
     }
+    char models[STORE_MODELS_MAX];
+    int64_t rpm = 0;
+    int given = 0;
     if (allowlist_member(doc, req, res, allow) != 0 ||
         (expiry = expiry_member(doc, req, res, &expires_at)) < 0 ||
-        own_key(d, req, res, w, id, &k) != 0)
+        own_key(d, req, res, w, id, &k) != 0 ||
+        restrictions_member(d, doc, req, res, w, k.mode, models, &rpm, &given) != 0)
         goto out;
+    /* A member may restrict a test key; a live key's restrictions are the owner's, like its
+     * allowlist. */
+    if (given && strcmp(k.mode, "test") != 0 && strcmp(w->member.role, "owner") != 0) {
+        dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
+                         "Only the account's owner can change a live key's models or rate limit.",
+                         NULL);
+        goto out;
+    }
+    /* What is not given stays as it is. */
+    if (!(given & 1))
+        kn_strlcpy(models, k.models, sizeof(models));
+    if (!(given & 2))
+        rpm = k.requests_per_minute;
     /* Where and how long a live or admin key may be used is the owner's to decide, like the key
      * itself. */
     if ((json_object_get(doc, "ip_allowlist") != NULL || expiry) && strcmp(k.mode, "test") != 0 &&
@@ -448,6 +547,9 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
         goto fail;
     if (expiry && expires_at != k.expires_at &&
         lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
+        goto fail;
+    if (given && (strcmp(models, k.models) != 0 || rpm != k.requests_per_minute) &&
+        lifecycle_set_restrictions(d->store, &k, models, rpm, &w->actor) != STORE_OK)
         goto fail;
     json_t *propagation = dash_sync_changes(d);
     if (reload(d, &k) != STORE_OK) {

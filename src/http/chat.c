@@ -14,6 +14,7 @@
 #include "http/internal.h"
 #include "keys/keysync.h"
 #include "limits/cluster.h"
+#include "keys/lifecycle.h"
 #include "limits/limiter.h"
 
 /* ---- /v1/chat ---------------------------------------------------------------------------- */
@@ -54,6 +55,45 @@ static void refuse_limits(h2o_req_t *req, struct reqinfo *info, int live, const 
     http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
 }
 
+/* A restricted key's rules (keys/keytable.h), NULL for most keys. */
+static const struct keyrules *rules_of(const struct keyrec *key)
+{
+    return atomic_load_explicit(&key->rules, memory_order_acquire);
+}
+
+/* Answers 403 model_not_allowed, naming the models the key may use, when a restricted key asks
+ * for another model. Returns 1 when it answered. */
+static int refuse_model(h2o_req_t *req, struct reqinfo *info, const struct keyrec *key,
+                        const char *model, size_t len)
+{
+    const struct keyrules *r = rules_of(key);
+    char msg[KEYRULES_MODELS_MAX + 300];
+
+    if (r == NULL || lifecycle_model_allowed(r->models, model, len))
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "This API key may use only these models: %s (its restriction, set by the account). "
+             "It cannot use '%.*s'.",
+             r->models, (int)(len > 128 ? 128 : len), model);
+    http_send_error(req, info, KN_ERR_MODEL_NOT_ALLOWED, msg, "model");
+    return 1;
+}
+
+/* Answers 429 for a request refused by a restricted key's own requests per minute. */
+static void refuse_key_rate(h2o_req_t *req, struct reqinfo *info,
+                            const struct ratelimit_result *minute)
+{
+    char msg[256], buf[16];
+    snprintf(msg, sizeof(msg),
+             "Rate limit reached for this API key: its own limit is %u requests per minute (a "
+             "restriction set by the account, below the account's). Retry after %u second%s.",
+             minute->limit, minute->retry_after, minute->retry_after == 1 ? "" : "s");
+    http_add_ratelimit_headers(req, minute, NULL);
+    snprintf(buf, sizeof(buf), "%u", minute->retry_after);
+    http_add_header(req, "retry-after", buf);
+    http_send_error(req, info, KN_ERR_RATE_LIMITED, msg, NULL);
+}
+
 /* Applies a key's rate limits in this process: the test-key limits, or the live limit of its
  * account's plan; share > 1 divides them (rounded up) for a node that counts its share of a
  * cluster's limits while Redis is away. Returns 1 when the request may go on; otherwise sends
@@ -68,9 +108,21 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
     uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
     struct limiter *lim = http_worker_of(req)->srv->limiter;
 
+    const struct keyrules *rules = rules_of(key);
+    uint32_t own = rules != NULL ? rules->rpm : 0;
+    if (!live && own != 0 && (rpm == 0 || own < rpm))
+        rpm = own; /* A test key's own cell, at the lower of the two limits. */
     if (share > 1) {
         rpm = (rpm + share - 1) / share;
         rpd = (rpd + share - 1) / share;
+        own = (own + share - 1) / share;
+    }
+    if (live && own != 0) {
+        /* A restricted live key: its own cell first, then its account's. */
+        if (!limiter_rate_take(lim, key, 0, own, 60, kn_mono_ns(), &minute)) {
+            refuse_key_rate(req, info, &minute);
+            return 0;
+        }
     }
     if (rpd != 0) {
         have_day = 1;
@@ -325,13 +377,19 @@ static void on_test_limits(void *ud, int ok, const struct cluster_test_result *r
             free(w);
             return;
         }
+    } else if (r->refused && w->key->mode == APIKEY_MODE_LIVE) {
+        refuse_key_rate(req, &w->info, &r->minute);
+        keytable_touch(srv->kt, w->key, w->now, 0);
+        free(w);
+        return;
     } else if (r->refused) {
         refuse_limits(req, &w->info, 0, w->plan, r->refused == 1, &r->minute, &r->day,
                       r->day.limit != 0);
         keytable_touch(srv->kt, w->key, w->now, 0);
         free(w);
         return;
-    } else {
+    } else if (w->key->mode != APIKEY_MODE_LIVE) {
+        /* (A live key's headers are its account's, from its admission.) */
         http_add_ratelimit_headers(req, r->minute.limit ? &r->minute : NULL,
                                    r->day.limit ? &r->day : NULL);
     }
@@ -362,16 +420,24 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
      * own arrival time is its loop's cached clock, up to a millisecond stale: not used.) */
     uint64_t began_ns = key->mode == APIKEY_MODE_LIVE ? kn_mono_ns() : 0;
     if (srv->has_redis) {
-        if (key->mode == APIKEY_MODE_LIVE) {
+        const struct keyrules *rules = rules_of(key);
+        uint32_t own = rules != NULL ? rules->rpm : 0;
+        if (key->mode == APIKEY_MODE_LIVE && own == 0) {
             /* Its account's limits are asked of Redis in one call with its quotas, once the
              * request is read (admit_in_cluster). */
             keytable_touch(srv->kt, key, now, 1);
             serve_chat(req, info, api, key, plan, ps, now, began_ns);
             return;
         }
+        /* A test key's limits, or a restricted live key's own per minute (its account's come
+         * after, with its quotas), on the key's own cells in Redis. */
         const struct kn_config *c = srv->cfg;
+        uint32_t rpm = key->mode == APIKEY_MODE_LIVE                         ? own
+                       : own != 0 && (c->test_rpm == 0 || own < c->test_rpm) ? own
+                                                                             : c->test_rpm;
+        uint32_t rpd = key->mode == APIKEY_MODE_LIVE ? 0 : c->test_rpd;
         struct cluster_wait *w = cluster_wait_new(req, info, api, key, plan, ps, now, began_ns);
-        if (cluster_test_take(key->id, c->test_rpm, c->test_rpd, on_test_limits, w) == 0)
+        if (cluster_test_take(key->id, rpm, rpd, on_test_limits, w) == 0)
             return;
         /* No connection: this node's share, counted here. */
         cluster_wait_take(w);
@@ -523,6 +589,10 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
                 send_model_not_found(req, info, model, strlen(model), plan);
                 return;
             }
+            if (refuse_model(req, info, key, model, strlen(model))) {
+                chat_request_cleanup(&creq);
+                return;
+            }
             base62_random_id(id, "chat_", 24);
             struct chat_mock m = {CHAT_API_KONNECT,
                                   0,
@@ -546,6 +616,10 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
     }
     if (plans_model(ps, plan, call.model, strlen(call.model), &pm) != 0) {
         send_model_not_found(req, info, call.model, strlen(call.model), plan);
+        chat_call_cleanup(&call);
+        return;
+    }
+    if (refuse_model(req, info, key, pm.name, strlen(pm.name))) {
         chat_call_cleanup(&call);
         return;
     }
@@ -631,9 +705,14 @@ void http_handle_models(h2o_req_t *req, struct reqinfo *info)
     if (p.len > 11) { /* /v1/models/{id} */
         const char *id = p.base + 11;
         size_t idlen = p.len - 11;
-        int known = ps->has_catalogue
-                        ? plans_model(ps, plan, id, idlen, &pm) == 0
-                        : strlen(default_model) == idlen && memcmp(default_model, id, idlen) == 0;
+        const struct keyrules *rules = rules_of(key);
+        int known = ps->has_catalogue ? plans_model(ps, plan, id, idlen, &pm) == 0
+                                      : (strlen(default_model) == idlen &&
+                                         memcmp(default_model, id, idlen) == 0) ||
+                                            (rules != NULL && rules->models[0] != '\0' &&
+                                             lifecycle_model_allowed(rules->models, id, idlen));
+        if (known && rules != NULL && !lifecycle_model_allowed(rules->models, id, idlen))
+            known = 0; /* Not this key's. */
         if (!known || idlen > PLAN_MODEL_MAX) {
             free(jsonw_finish(&w, &len));
             send_model_not_found(req, info, id, idlen, plan);
@@ -643,13 +722,31 @@ void http_handle_models(h2o_req_t *req, struct reqinfo *info)
         pm.name[idlen] = '\0';
         model_json(&w, pm.name, 0);
     } else {
+        const struct keyrules *rules = rules_of(key);
+        const char *only = rules != NULL ? rules->models : "";
+        int n = 0;
         jsonw_lit(&w, "{\"object\":\"list\",\"data\":[");
-        if (!ps->has_catalogue)
+        if (!ps->has_catalogue && only[0] != '\0') {
+            /* Without a catalogue, a restricted key's models are the names it may use. */
+            for (const char *m = only; *m != '\0';) {
+                size_t mlen = strcspn(m, ",");
+                char name[PLAN_MODEL_MAX + 1];
+                snprintf(name, sizeof(name), "%.*s", (int)mlen, m);
+                if (n++ > 0)
+                    jsonw_lit(&w, ",");
+                model_json(&w, name, 0);
+                m += mlen + (m[mlen] == ',');
+            }
+        } else if (!ps->has_catalogue) {
             model_json(&w, default_model, 0);
+        }
         for (size_t i = 0; ps->has_catalogue && i < plan->nmodels; i++) {
-            if (i > 0)
+            const char *name = plan->models[i].name;
+            if (!lifecycle_model_allowed(only, name, strlen(name)))
+                continue;
+            if (n++ > 0)
                 jsonw_lit(&w, ",");
-            model_json(&w, plan->models[i].name, 0);
+            model_json(&w, name, 0);
         }
         jsonw_lit(&w, "]}");
     }

@@ -32,5 +32,18 @@ json_t *keyjson_doc(const struct store_key *k, uint64_t requests, int64_t now)
     json_object_set_new(o, "expires", time_or_null(k->expires_at));
     json_object_set_new(o, "revoked", time_or_null(k->revoked_at));
     json_object_set_new(o, "rolled_to", k->rolled_to[0] ? json_string(k->rolled_to) : json_null());
+    json_t *models = json_null();
+    if (k->models[0] != '\0') {
+        models = json_array();
+        for (p = k->models; *p != '\0';) {
+            size_t len = strcspn(p, ",");
+            json_array_append_new(models, json_stringn(p, len));
+            p += len + (p[len] == ',');
+        }
+    }
+    json_object_set_new(o, "models", models);
+    json_object_set_new(o, "requests_per_minute",
+                        k->requests_per_minute > 0 ? json_integer(k->requests_per_minute)
+                                                   : json_null());
     return o;
 }

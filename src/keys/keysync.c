@@ -112,6 +112,10 @@ static int apply_key(void *ud, const struct store_key *k, uint32_t requests_toda
         allow->nets[0].prefix = 128;
     }
     d.allow = allow;
+    d.models = k->models;
+    d.rpm = k->requests_per_minute > 0 && k->requests_per_minute <= UINT32_MAX
+                ? (uint32_t)k->requests_per_minute
+                : 0;
     d.acct = accounts_get(ks->accounts, k->account_id, 1);
     keytable_upsert(ks->kt, &d);
     free(allow);

@@ -75,7 +75,7 @@ void keytable_free(struct keytable *kt)
     for (slab = kt->slabs; slab != NULL; slab = next) {
         next = slab->next;
         for (size_t i = 0; i < slab->used; i++)
-            free((void *)atomic_load(&slab->recs[i].allow));
+            free((void *)atomic_load(&slab->recs[i].rules));
         sodium_memzero(slab->recs, sizeof(slab->recs));
         free(slab);
     }
@@ -142,19 +142,36 @@ static int same_list(const struct iplist *a, const struct iplist *b)
     return na == nb && (na == 0 || memcmp(a->nets, b->nets, na * sizeof(a->nets[0])) == 0);
 }
 
-/* Installs a copy of d's allowlist on r when it differs from the current one. */
-static void set_allow(struct keytable *kt, struct keyrec *r, const struct iplist *want)
+static int same_rules(const struct keyrules *r, const struct keyrec_data *d)
 {
-    struct iplist *old = (struct iplist *)atomic_load(&r->allow), *copy = NULL;
+    const char *models = d->models != NULL ? d->models : "";
+    if (r == NULL)
+        return (d->allow == NULL || d->allow->n == 0) && models[0] == '\0' && d->rpm == 0;
+    return same_list(r->allow, d->allow) && strcmp(r->models, models) == 0 && r->rpm == d->rpm;
+}
 
-    if (same_list(old, want))
+/* Installs d's rules on r (in one block: the rules, then a copy of the allowlist) when they
+ * differ from the current ones; none for a key without any. */
+static void set_rules(struct keytable *kt, struct keyrec *r, const struct keyrec_data *d)
+{
+    struct keyrules *old = (struct keyrules *)atomic_load(&r->rules), *copy = NULL;
+    const char *models = d->models != NULL ? d->models : "";
+    size_t nets = d->allow != NULL ? d->allow->n : 0;
+
+    if (same_rules(old, d))
         return;
-    if (want != NULL && want->n != 0) {
-        size_t size = sizeof(*want) + want->n * sizeof(want->nets[0]);
-        copy = kn_malloc(size);
-        memcpy(copy, want, size);
+    if (nets != 0 || models[0] != '\0' || d->rpm != 0) {
+        size_t list = nets != 0 ? sizeof(*d->allow) + nets * sizeof(d->allow->nets[0]) : 0;
+        copy = kn_calloc(1, sizeof(*copy) + list);
+        if (nets != 0) {
+            struct iplist *l = (struct iplist *)(void *)(copy + 1);
+            memcpy(l, d->allow, list);
+            copy->allow = l;
+        }
+        copy->rpm = d->rpm;
+        kn_strlcpy(copy->models, models, sizeof(copy->models));
     }
-    atomic_store_explicit(&r->allow, copy, memory_order_release);
+    atomic_store_explicit(&r->rules, copy, memory_order_release);
     if (old != NULL)
         retire(kt, old); /* A reader may still be checking against it. */
 }
@@ -179,14 +196,14 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         atomic_init(&r->day_cell, d->day_cell);
         atomic_init(&r->expires_at, d->expires_at);
         atomic_init(&r->revoked_at, d->revoked_at);
-        atomic_init(&r->allow, NULL);
-        set_allow(kt, r, d->allow);
+        atomic_init(&r->rules, NULL);
+        set_rules(kt, r, d);
         slots_put(atomic_load(&kt->cur), r);
         atomic_fetch_add(&kt->count, 1);
     } else {
         atomic_store(&r->expires_at, d->expires_at);
         atomic_store(&r->revoked_at, d->revoked_at);
-        set_allow(kt, r, d->allow);
+        set_rules(kt, r, d);
     }
     pthread_mutex_unlock(&kt->writer);
     return r;

@@ -21,6 +21,16 @@ struct acctrec;
 
 /* One key. The fields above `expires_at` never change after insertion; the atomic fields below it
  * are updated in place. */
+#define KEYRULES_MODELS_MAX 1024
+
+/* What restricts a key beyond its mode and expiry; installed whole and never changed (a change
+ * installs another and retires this one, which readers may still hold). */
+struct keyrules {
+    const struct iplist *allow; /* Addresses it may be used from (in the same block); NULL = any. */
+    uint32_t rpm;               /* Its own requests per minute; 0 = none. */
+    char models[KEYRULES_MODELS_MAX]; /* The models it may use, "a,b"; "" = all its plan's. */
+};
+
 struct keyrec {
     uint8_t hash[APIKEY_HASH_LEN];
     char id[KEY_ID_SIZE];
@@ -30,7 +40,8 @@ struct keyrec {
     _Atomic int64_t last_used;  /* Unix seconds of the last authenticated request. */
     _Atomic uint64_t rate_tat;  /* GCRA theoretical arrival time (see limits/ratelimit.h). */
     _Atomic uint64_t day_cell;  /* Daily counter (see limits/ratelimit.h). */
-    _Atomic(const struct iplist *) allow; /* Addresses the key may be used from; NULL = any. */
+    /* Where the key may be used from, its models, its own rate: NULL for a key without any. */
+    _Atomic(const struct keyrules *) rules;
     struct keyrec *dirty_next;
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
     _Atomic uint8_t dirty;             /* 1 while the record is on the dirty list. */
@@ -50,6 +61,8 @@ struct keyrec_data {
     int64_t last_used;
     uint64_t day_cell;          /* Today's request count as a daily-counter cell, 0 when unknown. */
     const struct iplist *allow; /* Borrowed; the table keeps its own copy. NULL or empty = any. */
+    const char *models;         /* Borrowed: a restricted key's models, NULL or "" = all. */
+    uint32_t rpm;               /* A restricted key's own requests per minute, 0 = none. */
 };
 
 struct keytable;

@@ -12,6 +12,7 @@
 #include "core/termsafe.h"
 #include "core/ipnet.h"
 #include "core/util.h"
+#include "metering/plans.h"
 
 int lifecycle_valid_name(const char *name)
 {
@@ -63,6 +64,8 @@ void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecy
     k->expires_at = spec->expires_at;
     kn_strlcpy(k->ip_allowlist, spec->allowlist != NULL ? spec->allowlist : "",
                sizeof(k->ip_allowlist));
+    kn_strlcpy(k->models, spec->models != NULL ? spec->models : "", sizeof(k->models));
+    k->requests_per_minute = spec->requests_per_minute;
 }
 
 static void clean_field(char *field, size_t size)
@@ -214,7 +217,10 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
     apikey_mode_parse(old->mode, &spec.mode);
     apikey_env_parse(old->environment, &spec.env);
     spec.allowlist = old->ip_allowlist;
-    /* The replacement inherits the expiry: rolling must never be a way out of one. */
+    /* ...and its restrictions, as it inherits the expiry: rolling must never be a way out of
+     * one. */
+    spec.models = old->models;
+    spec.requests_per_minute = old->requests_per_minute;
     spec.expires_at = old->expires_at;
     struct store_audit e;
     lifecycle_fill(secret, &spec, who->name, k, sk);
@@ -261,6 +267,78 @@ int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const ch
     lifecycle_key_entry(&e, k->account_id, who, "key.allowlist", k,
                         canonical[0] ? canonical : "any address");
     return audited(s, store_key_set_allowlist(s, k->id, canonical, &e), &e);
+}
+
+int lifecycle_set_restrictions(struct store *s, const struct store_key *k, const char *models,
+                               int64_t requests_per_minute, const struct lifecycle_actor *who)
+{
+    struct store_audit e;
+    char detail[STORE_MODELS_MAX + 64];
+    if (requests_per_minute != 0)
+        snprintf(detail, sizeof(detail), "models %s; %lld requests per minute",
+                 models[0] ? models : "all the plan's", (long long)requests_per_minute);
+    else
+        snprintf(detail, sizeof(detail), "models %s; the account's requests per minute",
+                 models[0] ? models : "all the plan's");
+    lifecycle_key_entry(&e, k->account_id, who, "key.restrict", k, detail);
+    return audited(s, store_key_set_restrictions(s, k->id, models, requests_per_minute, &e), &e);
+}
+
+int lifecycle_model_allowed(const char *models, const char *name, size_t len)
+{
+    const char *p = models;
+
+    if (*p == '\0')
+        return 1;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        if (n == len && memcmp(p, name, len) == 0)
+            return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+int lifecycle_canonical_models(const struct plans *ps, const struct plan *plan, const char *text,
+                               char out[STORE_MODELS_MAX], char *err, size_t errsize)
+{
+    const char *p = text;
+    size_t o = 0, count = 0;
+
+    out[0] = '\0';
+    while (*p != '\0') {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n == 0)
+            break;
+        struct plan_model pm;
+        if (n > PLAN_MODEL_MAX || plans_model(ps, plan, p, n, &pm) != 0) {
+            snprintf(err, errsize,
+                     "'%.*s' is not a model of the account's plan (\"%s\"); GET /v1/models lists "
+                     "them",
+                     (int)(n > 64 ? 64 : n), p, plan->name);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] > '~') {
+                snprintf(err, errsize, "model names are printable ASCII without spaces");
+                return -1;
+            }
+        if (!lifecycle_model_allowed(out, p, n) || out[0] == '\0') {
+            if (++count > LIFECYCLE_MODELS_MAX || o + n + 2 > STORE_MODELS_MAX) {
+                snprintf(err, errsize, "a key may name at most %d models", LIFECYCLE_MODELS_MAX);
+                return -1;
+            }
+            o += (size_t)snprintf(out + o, STORE_MODELS_MAX - o, "%s%.*s", o ? "," : "", (int)n, p);
+        }
+        p += n;
+    }
+    if (out[0] == '\0' && text[strspn(text, ", ")] != '\0') {
+        snprintf(err, errsize, "no model named");
+        return -1;
+    }
+    return 0;
 }
 
 const char *lifecycle_status(const struct store_key *k, int64_t now)

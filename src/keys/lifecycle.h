@@ -26,7 +26,22 @@ struct lifecycle_spec {
     enum apikey_env env;
     int64_t expires_at;    /* Unix time, 0 = never. */
     const char *allowlist; /* IP ranges as text (see core/ipnet.h), NULL or "" for any. */
+    const char *models;    /* Canonical model list (lifecycle_canonical_models), NULL or "" for
+                            * all the plan's. */
+    int64_t requests_per_minute; /* The key's own limit, 0 for none. */
 };
+
+#define LIFECYCLE_MODELS_MAX 32 /* Models one restricted key may name. */
+
+struct plans;
+struct plan;
+/* Turns a list of model names (comma-separated text) into its canonical form in out: each a model
+ * the plan may use (any valid name without a catalogue), without repeats, in the order given.
+ * Returns 0, or -1 with a message naming what is wrong in err. */
+int lifecycle_canonical_models(const struct plans *ps, const struct plan *plan, const char *text,
+                               char out[STORE_MODELS_MAX], char *err, size_t errsize);
+/* 1 when the canonical list `models` allows the model `name` ("" allows every model). */
+int lifecycle_model_allowed(const char *models, const char *name, size_t len);
 
 /* Checks a key name: 1..STORE_NAME_MAX bytes of UTF-8, no control characters. Returns 0 or -1. */
 int lifecycle_valid_name(const char *name);
@@ -72,6 +87,9 @@ int lifecycle_rename(struct store *s, const struct store_key *k, const char *nam
                      const struct lifecycle_actor *who);
 int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
                             const struct lifecycle_actor *who);
+/* Restricts key k to the canonical model list and its own requests per minute (0: none). */
+int lifecycle_set_restrictions(struct store *s, const struct store_key *k, const char *models,
+                               int64_t requests_per_minute, const struct lifecycle_actor *who);
 
 /* Makes every text field of an audit entry valid UTF-8 (lifecycle_audit_entry does it before
  * writing; readers of older rows do it before building JSON, which refuses anything else). */

@@ -9,11 +9,14 @@
 #include "store/pg_internal.h"
 #include "store/store.h"
 
-/* A key's columns (0 to 13, read by read_key); KEY_TODAY is its request count on day $1. */
+/* A key's columns (0 to KEY_NCOLUMNS - 1, read by read_key); KEY_TODAY is its request count on
+ * day $1, read after them. */
 #define KEY_COLUMNS                                                                                \
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
-    "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
+    "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist, k.models, "             \
+    "k.requests_per_minute"
+#define KEY_NCOLUMNS 16
 #define KEY_TODAY                                                                                  \
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = $1), 0)"
 
@@ -34,13 +37,15 @@ static int insert_key_row(struct store *s, const struct store_key *k)
 {
     return PG_RUN(s, KEY_INSERT,
                   "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-                  "created_at, created_by, expires_at, ip_allowlist) "
-                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10::bigint, 0), $11)",
+                  "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute) "
+                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10::bigint, 0), $11, $12, "
+                  "$13)",
                   NULL, "cannot create key",
                   "tttttht"
-                  "itit",
+                  "ititti",
                   k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint,
-                  k->created_at, k->created_by, k->expires_at, k->ip_allowlist);
+                  k->created_at, k->created_by, k->expires_at, k->ip_allowlist, k->models,
+                  k->requests_per_minute);
 }
 
 int pg_key_insert(struct store *s, const struct store_key *keys, size_t n,
@@ -83,6 +88,8 @@ static void read_key(PGresult *res, int i, void *out)
     k->revoked_at = pg_int(res, i, 11);
     pg_text(k->rolled_to, sizeof(k->rolled_to), res, i, 12);
     pg_text(k->ip_allowlist, sizeof(k->ip_allowlist), res, i, 13);
+    pg_text(k->models, sizeof(k->models), res, i, 14);
+    k->requests_per_minute = pg_int(res, i, 15);
 }
 
 int pg_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -97,11 +104,11 @@ int pg_key_find(struct store *s, const char *id, const uint8_t *hash, struct sto
     return r != STORE_OK ? r : pg_one_row(s, res, read_key, out, "no such key");
 }
 
-/* A walk over keys with one count beside each (column 14), for the two callback types. */
+/* A walk over keys with one count beside each (column KEY_NCOLUMNS), for the two callback types. */
 static int key_walk_one(void *ud, void *row, PGresult *res, int i)
 {
     struct pg_walk *w = ud;
-    int64_t count = pg_int(res, i, 14);
+    int64_t count = pg_int(res, i, KEY_NCOLUMNS);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -171,6 +178,14 @@ int pg_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
                       "UPDATE api_keys SET ip_allowlist = $2 WHERE id = $1", "tt", id, allowlist);
 }
 
+int pg_key_set_restrictions(struct store *s, const char *id, const char *models,
+                            int64_t requests_per_minute, const struct store_audit *audit)
+{
+    return key_change(s, audit, PS_KEY_RESTRICT,
+                      "UPDATE api_keys SET models = $2, requests_per_minute = $3 WHERE id = $1",
+                      "tti", id, models, requests_per_minute);
+}
+
 int pg_keys_load(struct store *s, int64_t today, struct store_cursor *cursor, store_key_load_cb cb,
                  void *ud)
 {
@@ -195,7 +210,9 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
                    "m LEFT JOIN (key_changes c "
                    "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
                    &res, "cannot read key changes", "ii", today, cursor->v[0]);
-    return r != STORE_OK ? r : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, 15);
+    return r != STORE_OK
+               ? r
+               : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 1);
 }
 
 int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)

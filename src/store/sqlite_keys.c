@@ -10,11 +10,14 @@
 #include "store/sqlite_internal.h"
 #include "store/store.h"
 
-/* A key's columns (0 to 13, read by read_key); KEY_TODAY is its request count on day ?1. */
+/* A key's columns (0 to KEY_NCOLUMNS - 1, read by read_key); KEY_TODAY is its request count on
+ * day ?1, read after them. */
 #define KEY_COLUMNS                                                                                \
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
-    "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist"
+    "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist, k.models, "             \
+    "k.requests_per_minute"
+#define KEY_NCOLUMNS 16
 #define KEY_TODAY                                                                                  \
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = ?1), 0)"
 
@@ -34,14 +37,15 @@ int sq_audit_row(struct store *s, const struct store_audit *e)
 /* Inserts one key row inside the caller's transaction. */
 static int insert_key_row(struct store *s, const struct store_key *k)
 {
-    int rc = RUN(s, KEY_INSERT,
-                 "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-                 "created_at, created_by, expires_at, ip_allowlist) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11)",
-                 "tttttht"
-                 "itit",
-                 k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint,
-                 k->created_at, k->created_by, k->expires_at, k->ip_allowlist);
+    int rc =
+        RUN(s, KEY_INSERT,
+            "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
+            "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11, ?12, ?13)",
+            "tttttht"
+            "ititti",
+            k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint, k->created_at,
+            k->created_by, k->expires_at, k->ip_allowlist, k->models, k->requests_per_minute);
     return sq_done(s, STMT(s, KEY_INSERT), rc, "cannot create key");
 }
 
@@ -97,6 +101,8 @@ static void read_key(sqlite3_stmt *q, void *out)
     k->revoked_at = sqlite3_column_int64(q, 11);
     sq_copy_text(k->rolled_to, sizeof(k->rolled_to), q, 12);
     sq_copy_text(k->ip_allowlist, sizeof(k->ip_allowlist), q, 13);
+    sq_copy_text(k->models, sizeof(k->models), q, 14);
+    k->requests_per_minute = sqlite3_column_int64(q, 15);
 }
 
 int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -110,11 +116,11 @@ int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct
                       out, "no such key", "cannot read key");
 }
 
-/* A walk over keys with one count beside each (column 14), for the two callback types. */
+/* A walk over keys with one count beside each (column KEY_NCOLUMNS), for the two callback types. */
 static int key_walk_one(void *ud, void *row, sqlite3_stmt *q)
 {
     struct sq_walk *w = ud;
-    int64_t count = sqlite3_column_int64(q, 14);
+    int64_t count = sqlite3_column_int64(q, KEY_NCOLUMNS);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -183,6 +189,14 @@ int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowl
                       "UPDATE api_keys SET ip_allowlist = ?2 WHERE id = ?1", "tt", id, allowlist);
 }
 
+int sqlite_key_set_restrictions(struct store *s, const char *id, const char *models,
+                                int64_t requests_per_minute, const struct store_audit *audit)
+{
+    return key_change(s, audit, DS_KEY_RESTRICT,
+                      "UPDATE api_keys SET models = ?2, requests_per_minute = ?3 WHERE id = ?1",
+                      "tti", id, models, requests_per_minute);
+}
+
 int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
                      store_key_load_cb cb, void *ud)
 {
@@ -206,8 +220,8 @@ int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *curs
                  "LEFT JOIN (key_changes c "
                  "JOIN api_keys k ON k.id = c.key_id) ON c.seq > ?2 ORDER BY c.seq",
                  "ii", today, cursor->v[0]);
-    return sq_walk_changes(s, STMT(s, KEY_CHANGES), rc, cursor, key_walk_one, &w, &k, read_key, 15,
-                           "cannot read key changes");
+    return sq_walk_changes(s, STMT(s, KEY_CHANGES), rc, cursor, key_walk_one, &w, &k, read_key,
+                           KEY_NCOLUMNS + 1, "cannot read key changes");
 }
 
 int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)

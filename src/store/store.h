@@ -18,6 +18,7 @@
 #define STORE_EMAIL_MAX 254
 #define STORE_NAME_MAX 128
 #define STORE_ALLOWLIST_MAX 2048 /* Canonical text of a key's IP allowlist. */
+#define STORE_MODELS_MAX 1024    /* A restricted key's list of models, its NUL included. */
 
 enum store_status {
     STORE_OK = 0,
@@ -126,6 +127,10 @@ struct store_key {
     int64_t revoked_at;                     /* 0 = not revoked. */
     char rolled_to[STORE_ID_SIZE];          /* The replacement's id once rolled, or "". */
     char ip_allowlist[STORE_ALLOWLIST_MAX]; /* "203.0.113.0/24,2001:db8::1", or "" for any. */
+    /* A restricted key: the public model names it may use ("small,large"; "" for all its plan's)
+     * and its own requests per minute (0: only its account's). */
+    char models[STORE_MODELS_MAX];
+    int64_t requests_per_minute;
 };
 
 /* One audit-log entry. Never holds a secret: keys are named by id and hint. */
@@ -293,6 +298,10 @@ struct store;
     X(key_set_allowlist,                                                                           \
       (struct store *s, const char *id, const char *allowlist, const struct store_audit *audit),   \
       (s, id, allowlist, audit))                                                                   \
+    X(key_set_restrictions,                                                                        \
+      (struct store *s, const char *id, const char *models, int64_t requests_per_minute,          \
+       const struct store_audit *audit),                                                           \
+      (s, id, models, requests_per_minute, audit))                                                 \
     X(key_roll,                                                                                    \
       (struct store *s, const char *old_id, const struct store_key *replacement,                   \
        int64_t old_expires_at, const struct store_audit *audit),                                   \
@@ -563,6 +572,10 @@ int store_key_rename(struct store *s, const char *id, const char *name,
 /* Replaces a key's IP allowlist (canonical text, "" for none). */
 int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
                             const struct store_audit *audit);
+/* Sets a key's restrictions: the models it may use ("" for all its plan's) and its own requests
+ * per minute (0 for none). */
+int store_key_set_restrictions(struct store *s, const char *id, const char *models,
+                               int64_t requests_per_minute, const struct store_audit *audit);
 /* Rolls a key: inserts the replacement, records it on the old key and makes the old key expire
  * at old_expires_at (or keeps an earlier expiry). STORE_NOT_FOUND when the old key does not
  * exist; STORE_CONFLICT when it is revoked or already rolled. */

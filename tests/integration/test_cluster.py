@@ -119,6 +119,17 @@ class ClusterTest(ServerTest):
         self.assertEqual(len([c for c in got if c[0] == 200]), 10, got)
         self.assertEqual(sorted(set(got) - {(200, None)}), [(429, "rate_limited")])
 
+    def test_a_restricted_live_keys_own_rate_limit_is_exact_over_nodes(self):
+        nodes = self.live_nodes(3)
+        key = self.key("dev@example.com", "live", "narrow", "--rpm", "7")
+        got = self.storm(nodes, key, 6, 4)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 7, got)
+        self.assertEqual(sorted(set(got) - {(200, None)}), [(429, "rate_limited")])
+        # The account's other keys still have room; only the key's own answers were billed.
+        self.assertEqual(nodes[0].post(self.live).status_code, 200)
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 8)
+
     def test_the_accounts_cap_on_requests_in_flight_holds_over_nodes(self):
         plans = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
                             "max_concurrent_requests": 3}]}

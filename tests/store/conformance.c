@@ -662,6 +662,23 @@ static void conform(const char *url)
     n = 0;
     CHECK(store_key_changes(s2, 20000, &cur2, count_cb, &n) == STORE_OK && n == 0);
 
+    /* Restrictions are a change every server sees, with the day's count still beside them. */
+    e = entry(a.id, "test.restrict");
+    CHECK(store_key_set_restrictions(s, "key_one", "small,large", 7, &e) == STORE_OK);
+    CHECK(store_key_set_restrictions(s, "key_nope", "", 0, NULL) == STORE_NOT_FOUND);
+    CHECK(audited(s, a.id, "test.restrict") == 1);
+    memset(&got, 0, sizeof(got));
+    CHECK(store_key_changes(s2, 20000, &cur2, last_cb, &got) == STORE_OK);
+    CHECK(!strcmp(got.k.models, "small,large") && got.k.requests_per_minute == 7);
+    CHECK(got.count == 6 && got.k.revoked_at == 555);
+    struct store_key fk;
+    CHECK(store_key_find(s2, "key_one", NULL, &fk) == STORE_OK &&
+          !strcmp(fk.models, "small,large"));
+    CHECK(store_key_set_restrictions(s, "key_one", "", 0, NULL) == STORE_OK);
+    CHECK(store_key_find(s2, "key_one", NULL, &fk) == STORE_OK && fk.models[0] == '\0' &&
+          fk.requests_per_minute == 0);
+    CHECK(store_key_changes(s2, 20000, &cur2, count_cb, &n) == STORE_OK && n == 1);
+
     /* A roll is one change with one entry; rolling again is refused and audits nothing. */
     struct store_key repl = k;
     strcpy(repl.id, "key_rolled");

@@ -41,7 +41,8 @@ static struct keyrec *find(struct keytable *kt, const struct store_key *k)
 static int allows(struct keyrec *r, const char *ip)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET};
-    const struct iplist *l = atomic_load(&r->allow);
+    const struct keyrules *rules = atomic_load(&r->rules);
+    const struct iplist *l = rules != NULL ? rules->allow : NULL;
 
     inet_pton(AF_INET, ip, &sin.sin_addr);
     return l == NULL || iplist_contains(l, (struct sockaddr *)&sin);

@@ -1,0 +1,8 @@
+-- Restricted keys: the models a key may use (a comma-separated list of public model names, a
+-- subset of its plan's; '' for all of them) and its own requests per minute (0: only its
+-- account's limit). A change reaches every server through the key change feed.
+ALTER TABLE api_keys ADD COLUMN models TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN requests_per_minute BIGINT NOT NULL DEFAULT 0;
+DROP TRIGGER api_keys_changed_update ON api_keys;
+CREATE TRIGGER api_keys_changed_update AFTER UPDATE OF expires_at, revoked_at, ip_allowlist,
+    models, requests_per_minute ON api_keys FOR EACH ROW EXECUTE FUNCTION konnect_key_changed();

@@ -1,0 +1,132 @@
+"""Restricted keys as a customer holding one would try to get around them: another model of the
+plan (by either API, listed or asked for directly), more requests per minute than the key's own
+limit (while the account has room), a roll to shed the restriction, restrictions wider than the
+account's, and the CLI; every answer checked against docs/openapi.yaml."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from fake_backend import FakeBackend  # noqa: E402
+import test_manage  # noqa: E402
+
+PLANS = {
+    "currency": "usd", "default_plan": "pro", "default_model": "small",
+    "models": [{"name": "small", "backend_model": "fake-normal"},
+               {"name": "large", "backend_model": "fake-normal"}],
+    "plans": [{"name": "pro", "requests_per_minute": 50, "max_concurrent_requests": 8}],
+}
+
+
+class RestrictedKeysTest(harness.ServerTest):
+    # The management API's call, checked against docs/openapi.yaml (test_manage.py).
+    call = test_manage.ManageTest.call
+    audit = test_manage.ManageTest.audit
+
+    def setUp(self):
+        super().setUp()
+        self.backend = FakeBackend().start()
+        self.addCleanup(self.backend.stop)
+        with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+            json.dump(PLANS, f)
+        self.srv = self.start(KONNECT_MODEL_URL=self.backend.url, KONNECT_TEST_KEY_RPM=30)
+        self.admin = self.key("dev@example.com", "admin", "ops")
+
+    def create(self, **body):
+        body.setdefault("name", "restricted")
+        body.setdefault("mode", "live")
+        r = self.call("POST", "/v1/keys", body=body)
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+        return r.json()["key"], r.json()["secret"]
+
+    def chat(self, secret, model, api="openai"):
+        if api == "openai":
+            return self.srv.post(secret, {"model": model, "messages": [
+                {"role": "user", "content": "hi"}]}, path="/v1/chat/completions")
+        return self.srv.post(secret, {"model": model, "message": "hi"})
+
+    def test_a_key_limited_to_some_models_uses_no_other(self):
+        for mode in ("live", "test"):
+            with self.subTest(mode=mode):
+                key, secret = self.create(mode=mode, models=["small"])
+                self.assertEqual(key["models"], ["small"])
+                self.assertIsNone(key["requests_per_minute"])
+                for api in ("openai", "konnect"):
+                    self.assertEqual(self.chat(secret, "small", api).status_code, 200)
+                    r = self.chat(secret, "large", api)
+                    self.assertError(r, 403, "model_not_allowed", "model")
+                    self.assertIn("small", r.json()["error"]["message"])
+                # The default model is small: a request naming none works.
+                self.assertEqual(self.srv.post(secret, {"message": "hi"}).status_code, 200)
+                r = self.call("GET", "/v1/models", key=secret)
+                self.assertEqual([m["id"] for m in r.json()["data"]], ["small"])
+                self.assertEqual(self.call("GET", "/v1/models/large", key=secret).status_code,
+                                 404)
+                # Lifting the restriction works on the very next request.
+                r = self.call("PATCH", f"/v1/keys/{key['id']}", body={"models": None})
+                self.assertEqual(r.status_code, 200, r.text)
+                self.assertIsNone(r.json()["key"]["models"])
+                self.assertEqual(self.chat(secret, "large").status_code, 200)
+        # A refused request was not billed, nor sent to the backend.
+        self.assertNotIn("large", json.dumps(self.backend.stats()["bodies"][:2]))
+
+    def test_a_key_s_own_rate_limit_holds_while_its_account_has_room(self):
+        key, secret = self.create(mode="live", requests_per_minute=3)
+        other, other_secret = self.create(mode="live", name="unrestricted")
+        codes = [self.chat(secret, "small").status_code for _ in range(4)]
+        self.assertEqual(codes, [200, 200, 200, 429])
+        r = self.chat(secret, "small")
+        self.assertError(r, 429, "rate_limited")
+        self.assertIn("its own limit is 3 requests per minute", r.json()["error"]["message"])
+        self.assertTrue(r.headers.get("Retry-After"))
+        # The account's other keys are not held back by it.
+        self.assertEqual(self.chat(other_secret, "small").status_code, 200)
+        # Rolling the key does not shed the restriction.
+        r = self.call("POST", f"/v1/keys/{key['id']}/roll", body={"grace_seconds": 0})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+        self.assertEqual(r.json()["key"]["requests_per_minute"], 3)
+        # A test key: its own limit below every test key's.
+        _, test_secret = self.create(mode="test", requests_per_minute=2)
+        codes = [self.chat(test_secret, "small").status_code for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 429])
+
+    def test_restrictions_cannot_be_wider_than_the_account(self):
+        for body, param in (({"models": ["huge"]}, "models"),
+                            ({"models": []}, "models"),
+                            ({"models": "small"}, "models"),
+                            ({"requests_per_minute": 51}, "requests_per_minute"),
+                            ({"requests_per_minute": 0}, "requests_per_minute"),
+                            ({"requests_per_minute": 31, "mode": "test"}, "requests_per_minute"),
+                            ({"models": ["small"], "mode": "admin"}, "models")):
+            with self.subTest(body=body):
+                b = dict(name="x", mode="live")
+                b.update(body)
+                r = self.call("POST", "/v1/keys", body=b)
+                if b["mode"] == "admin":
+                    self.assertIn(r.status_code, (400, 403), r.text)
+                else:
+                    self.assertError(r, 400, "invalid_parameter", param)
+        names = [k["name"] for k in self.call("GET", "/v1/keys").json()["data"]]
+        self.assertNotIn("x", names)
+
+    def test_the_cli_restricts_and_lifts(self):
+        secret = self.key("dev@example.com", "live", "cli", "--models", "large", "--rpm", "5")
+        self.assertError(self.chat(secret, "small"), 403, "model_not_allowed", "model")
+        self.assertEqual(self.chat(secret, "large").status_code, 200)
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "live",
+                          "--name", "bad", "--models", "huge", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--models", p.stderr)
+        key_id = self.data.key_id(secret)
+        self.data.cli("key", "update", key_id, "--models", "none")
+        self.assertEqual(self.chat(secret, "small").status_code, 200)
+        audit = [e for e in self.audit() if e["action"] == "key.restrict"]
+        self.assertTrue(audit, "the change is audited")
+
+
+if __name__ == "__main__":
+    harness.main()
