@@ -41,7 +41,8 @@ export async function renderDashboard(page, current) {
   }
   if (!current()) return;
   const working = keys.filter((k) => k.status === 'active' || k.status === 'rolled');
-  const total = keys.reduce((n, k) => n + (Number(k.requests) || 0), 0);
+  // Requests as Usage & Billing counts them: billed live requests this month.
+  const billed = keys.reduce((n, k) => n + (k.mode === 'live' ? Number(k.usage && k.usage.requests) || 0 : 0), 0);
   const stat = (label, value, note) =>
     h('div', { class: 'stat' }, h('p', { class: 'stat-label' }, label), h('p', { class: 'stat-value' }, value), note ? h('p', { class: 'stat-note' }, note) : null);
   stats.removeAttribute('aria-busy');
@@ -49,5 +50,5 @@ export async function renderDashboard(page, current) {
     stat('Active keys', numFmt.format(working.length), `${numFmt.format(keys.length)} in all`),
     stat('Live keys', numFmt.format(working.filter((k) => k.mode === 'live').length), 'Production, billed'),
     stat('Test keys', numFmt.format(working.filter((k) => k.mode === 'test').length), 'Development, mock responses'),
-    stat('Requests', numFmt.format(total), 'Across all keys'));
+    stat('Requests this month', numFmt.format(billed), 'Billed live requests, as in Usage & Billing'));
 }

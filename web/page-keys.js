@@ -85,7 +85,7 @@ function keysTable(keys, refresh, currency) {
   const table = h('table', { class: 'table keys-table' },
     h('caption', { class: 'sr-only' }, 'API keys, newest first'),
     h('thead', null, h('tr', null,
-      th('Name'), th('Key'), th('Created'), th('Last used'), th('Expires'), th('Status'), th('Requests', 'num'),
+      th('Name'), th('Key'), th('Created'), th('Last used'), th('Expires'), th('Status'),
       th('This month', 'num'),
       h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, 'Actions')))),
     h('tbody', null, keys.map((k) => keyRow(k, refresh, currency))));
@@ -100,7 +100,8 @@ function monthCell(k, currency) {
   const u = k.usage || {};
   return h('td', { class: 'num', dataset: { usage: 'month' } },
     money(u.cost_micros, currency),
-    h('span', { class: 'cell-sub' }, `${numFmt.format(Number(u.requests) || 0)} req · ${numFmt.format(Number(u.tokens) || 0)} tokens`));
+    h('span', { class: 'cell-sub' }, `${numFmt.format(Number(u.requests) || 0)} requests`),
+    h('span', { class: 'cell-sub' }, `${numFmt.format(Number(u.tokens) || 0)} tokens`));
 }
 
 function keyRow(k, refresh, currency) {
@@ -132,11 +133,14 @@ function keyRow(k, refresh, currency) {
     h('td', null,
       k.created != null ? timeEl(k.created, dateFmt.format(new Date(k.created * 1000))) : '—',
       by ? h('span', { class: 'cell-sub cell-by', title: `Created by ${by}` }, `by ${by}`) : null),
-    h('td', null, ago(k.last_used)),
+    // "Requests" means billed live requests everywhere (Usage & Billing, This month); what a key
+    // was used for in all, test keys and refused-later calls included, is its calls.
+    h('td', null, ago(k.last_used),
+      h('span', { class: 'cell-sub', title: 'Calls that passed the key\'s limits, all time, billed or not' },
+        `${numFmt.format(Number(k.requests) || 0)} call${Number(k.requests) === 1 ? '' : 's'}`)),
     h('td', null, expiresCell(k)),
     h('td', null, statusBadge(k.status),
       k.status === 'revoked' && k.revoked != null ? h('span', { class: 'cell-sub' }, timeEl(k.revoked, dateFmt.format(new Date(k.revoked * 1000)))) : null),
-    h('td', { class: 'num' }, numFmt.format(Number(k.requests) || 0)),
     monthCell(k, currency),
     h('td', { class: 'actions-cell' }, actions));
 }

@@ -763,6 +763,66 @@ test('security: the audit log pages with Load more, and sign out of all sessions
 });
 
 // ------------------------------------------------------------------------------------------------
+// Layout: a laptop's 1280 px and a phone's 390 px
+
+test('at 1280 px every key\'s Revoke is in view, and at 390 px no page is wider than the screen', { timeout: TEST_MS }, async (t) => {
+  const env = await setup(t);
+  const { page } = env;
+  const user = newUser();
+  await signUp(env, page, user);
+  // Keys of every kind and state, with long names, through the session's API.
+  await page.evaluate(async () => {
+    const s = await (await fetch('/dashboard/api/session', { credentials: 'same-origin' })).json();
+    const post = (body) => fetch('/dashboard/api/keys', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token },
+      body: JSON.stringify(body),
+    });
+    await post({ name: 'Production web servers in eu-west-1', mode: 'live', environment: 'production', ip_allowlist: ['203.0.113.0/24'] });
+    await post({ name: 'Staging', mode: 'test', environment: 'staging' });
+    await post({ name: 'Nightly batch jobs', mode: 'live', environment: 'production' });
+  });
+  for (const [width, height] of [[1280, 800], [390, 844]]) {
+    await page.setViewportSize({ width, height });
+    await page.goto(`${env.base}/settings/api-keys`);
+    await page.locator('table.keys-table tbody tr').first().waitFor();
+    if (width === 1280) {
+      const region = page.getByRole('region', { name: 'API keys table' });
+      const box = await region.boundingBox();
+      const [sw, cw] = await region.evaluate((el) => [el.scrollWidth, el.clientWidth]);
+      assert.ok(sw <= cw + 1, `at 1280 px the keys table needs no sideways scrolling (${sw} px in ${cw})`);
+      for (const b of await page.getByRole('button', { name: 'Revoke', exact: true }).all()) {
+        const r = await b.boundingBox();
+        assert.ok(r && r.x >= box.x && r.x + r.width <= box.x + box.width + 1 && r.x + r.width <= width,
+          `a Revoke button is in view at 1280 px (${JSON.stringify(r)} in ${JSON.stringify(box)})`);
+      }
+      await shot(env, page, 'api-keys-1280');
+      await page.goto(`${env.base}/settings/billing`);
+      await page.getByRole('heading', { name: 'Usage & Billing', level: 2 }).waitFor();
+      await shot(env, page, 'billing-1280');
+    } else {
+      for (const [path, name] of [['/', 'dashboard'], ['/settings/api-keys', 'api-keys'], ['/settings/billing', 'billing'],
+        ['/settings/members', 'members'], ['/settings/security', 'security']]) {
+        await page.goto(`${env.base}${path}`);
+        await page.locator('h1').first().waitFor();
+        await page.waitForTimeout(300);
+        await shot(env, page, `${name}-390`);
+        const [over, widest] = await page.evaluate(() => {
+          let w = null;
+          for (const el of document.querySelectorAll('body *')) {
+            const r = el.getBoundingClientRect();
+            if (r.right > window.innerWidth + 1 && !el.closest('.table-scroll') && (!w || r.right > w.r)) w = { r: r.right, tag: el.tagName, cls: el.className };
+          }
+          return [document.documentElement.scrollWidth - window.innerWidth, w];
+        });
+        assert.ok(over <= 0, `${path} is no wider than a 390 px screen (it is ${over} px wider: ${JSON.stringify(widest)})`);
+      }
+    }
+  }
+  assertCleanPage(env);
+});
+
+// ------------------------------------------------------------------------------------------------
 // Two-factor sign-in
 
 // RFC 6238's code for a base32 secret at step offset `ahead` from now, as an app computes it.
