@@ -8,6 +8,7 @@
 
 const struct throttle_policy throttle_signin_pair = {5, 3600, 15, 900};
 const struct throttle_policy throttle_signin_address = {20, 3600, 15, 900};
+const struct throttle_policy throttle_code_user = {10, 3600, 60, 3600};
 
 int64_t throttle_wait(const struct throttle_policy *p, const struct store_throttle *t, int64_t now)
 {

@@ -22,6 +22,9 @@ struct throttle_policy {
 extern const struct throttle_policy throttle_signin_pair;
 /* Wrong passwords from one address, whatever the email. */
 extern const struct throttle_policy throttle_signin_address;
+/* Wrong two-factor codes for one user, from anywhere: whoever gives them has the password, so
+ * spreading guesses over many addresses must not help (ten free, then growing delays). */
+extern const struct throttle_policy throttle_code_user;
 
 /* Returns the seconds to wait at `now` before the next attempt that counter t counts is allowed,
  * or 0 when it is allowed now. */

@@ -71,7 +71,7 @@ static int user_two_factor_off(struct kn_config *c, const struct opts *o)
         ret = 0;
         goto out;
     }
-    if (store_user_totp_set(s, u.id, "", 0, NULL) != STORE_OK ||
+    if (store_user_totp_set(s, u.id, NULL, "", 0, NULL, 0) != STORE_OK ||
         store_sessions_delete_user(s, u.id) != STORE_OK) {
         fprintf(stderr, "konnect: %s\n", cli_shown(store_errmsg(s)));
         goto out;

@@ -22,8 +22,9 @@
 #include "core/util.h"
 #include "dashboard/internal.h"
 
-#define THROTTLE_SIGNIN "signin"   /* key: email and address */
-#define THROTTLE_ADDRESS "address" /* key: address */
+#define THROTTLE_SIGNIN "signin"        /* key: email and address */
+#define THROTTLE_CODE "two-factor-user" /* key: user id (wrong codes, from anywhere) */
+#define THROTTLE_ADDRESS "address"      /* key: address */
 #define THROTTLE_SIGNUP_ADDRESS "signup-address"
 #define THROTTLE_SIGNUP_ALL "signup-all"
 
@@ -217,18 +218,45 @@ static int second_factor(struct dashboard *d, const struct dash_request *req,
 {
     int failed = 0;
     const char *code = dash_string_member(doc, "code", 0, req, res, &failed);
+    struct store_user fresh;
+    struct store_throttle t;
+    char msg[200];
 
     if (failed)
         return 0;
-    switch (dash_two_factor_check(d, u, code, how, howsize)) {
+    /* The user as they are now, after the password's slow check: a sign-in that began before
+     * they turned two-factor sign-in on must not end in a session without a code. */
+    if (store_user_find(d->store, u->id, &fresh) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        return 0;
+    }
+    if (fresh.totp_enabled_at != 0 && code != NULL && code[0] != '\0') {
+        /* Guesses are counted per user too, from every address together. */
+        read_throttle(d, THROTTLE_CODE, fresh.id, &t);
+        int64_t wait = throttle_wait(&throttle_code_user, &t, at->now);
+        if (wait > 0) {
+            snprintf(msg, sizeof(msg),
+                     "Too many wrong codes for this user. Try again in %lld second%s.",
+                     (long long)wait, wait == 1 ? "" : "s");
+            res->retry_after = (unsigned)wait;
+            dash_reply_error(res, req, KN_ERR_TOO_MANY_ATTEMPTS, msg, "code");
+            return 0;
+        }
+    }
+    enum dash_tf tf = dash_two_factor_check(d, &fresh, code, how, howsize);
+    sodium_memzero(&fresh, sizeof(fresh));
+    switch (tf) {
     case DASH_TF_OFF:
+        return 1;
     case DASH_TF_OK:
+        store_throttle_clear(d->store, THROTTLE_CODE, u->id);
         return 1;
     case DASH_TF_MISSING:
         dash_reply_error(res, req, KN_ERR_TWO_FACTOR_CODE_REQUIRED, NULL, "code");
         return 0;
     case DASH_TF_WRONG:
         attempt_failed(d, at);
+        store_throttle_hit(d->store, THROTTLE_CODE, u->id, at->now, throttle_code_user.window, &t);
         dash_audit(d, account_id, u->email, req->ip, action, u->email, "failed",
                    "right password, wrong two-factor code");
         dash_reply_error(res, req, KN_ERR_INVALID_TWO_FACTOR_CODE, NULL, "code");

@@ -29,8 +29,8 @@ enum dash_tf dash_two_factor_check(struct dashboard *d, const struct store_user 
          * again): only a recovery code, or `konnect user two-factor-off`, opens this user. */
         fprintf(stderr,
                 "konnect: the two-factor seed of user %s cannot be opened with this server "
-                "secret; they can sign in with a recovery code, or the operator can turn it off "
-                "(konnect user two-factor-off)\n",
+                "secret (it was sealed under another); the operator can turn it off for them "
+                "(konnect user two-factor-off) once they have checked who asks\n",
                 u->id);
         step = 0;
     } else {
@@ -107,7 +107,14 @@ void dash_two_factor_setup(struct dashboard *d, const struct dash_request *req,
     totp_seal(d->secret, w->user.id, seed, sealed);
     totp_base32(seed, sizeof(seed), b32, sizeof(b32));
     sodium_memzero(seed, sizeof(seed));
-    if (store_user_totp_set(d->store, w->user.id, sealed, 0, NULL) != STORE_OK) {
+    /* Only while it is still not on: a setup that raced with turning it on never undoes it. */
+    int r = store_user_totp_set(d->store, w->user.id, "", sealed, 0, NULL, 0);
+    if (r == STORE_CONFLICT) {
+        dash_reply_error(res, req, KN_ERR_TWO_FACTOR_STATE,
+                         "Two-factor sign-in was turned on meanwhile.", NULL);
+        goto out;
+    }
+    if (r != STORE_OK) {
         dash_reply_store_error(d, res, req);
         goto out;
     }
@@ -163,12 +170,25 @@ void dash_two_factor_enable(struct dashboard *d, const struct dash_request *req,
         goto out;
     }
     json_t *codes = new_codes(d, list);
-    if (store_user_totp_set(d->store, w->user.id, w->user.totp_seed, kn_unix_now(), list) !=
-            STORE_OK ||
-        store_user_totp_step(d->store, w->user.id, (int64_t)step) != STORE_OK ||
-        store_sessions_delete_others(d->store, w->user.id, w->session.token_hash) != STORE_OK) {
+    /* Other sessions end first; then one write turns it on with its codes and the step just
+     * used, and only for the seed this user set up (a newer setup or a turning-on that raced
+     * with this one wins). */
+    if (store_sessions_delete_others(d->store, w->user.id, w->session.token_hash) != STORE_OK) {
         json_decref(codes);
         dash_reply_store_error(d, res, req);
+        goto out;
+    }
+    int r = store_user_totp_set(d->store, w->user.id, w->user.totp_seed, w->user.totp_seed,
+                                kn_unix_now(), list, (int64_t)step);
+    if (r != STORE_OK) {
+        json_decref(codes);
+        if (r == STORE_CONFLICT)
+            dash_reply_error(res, req, KN_ERR_TWO_FACTOR_STATE,
+                             "Two-factor sign-in was set up again or turned on meanwhile; start "
+                             "over.",
+                             NULL);
+        else
+            dash_reply_store_error(d, res, req);
         goto out;
     }
     dash_audit(d, w->member.account_id, w->user.email, req->ip, "user.two_factor_on", w->user.email,
@@ -211,7 +231,7 @@ void dash_two_factor_disable(struct dashboard *d, const struct dash_request *req
     }
     if (!dash_reauthenticate(d, req, res, w, doc, 1, "user.two_factor_off"))
         goto out;
-    if (store_user_totp_set(d->store, w->user.id, "", 0, NULL) != STORE_OK) {
+    if (store_user_totp_set(d->store, w->user.id, NULL, "", 0, NULL, 0) != STORE_OK) {
         dash_reply_store_error(d, res, req);
         goto out;
     }

@@ -48,6 +48,13 @@ int live_upstream_init_url(struct live_upstream *u, const char *url, const char 
     u->path = kn_malloc(plen + sizeof("/chat/completions"));
     memcpy(u->path, u->url.path.base, plen);
     memcpy(u->path + plen, "/chat/completions", sizeof("/chat/completions"));
+    for (const char *p = api_key; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+            /* A line break would end the header and start another. */
+            snprintf(err, errsize, "the key for %s holds a character a header cannot carry", what);
+            live_upstream_dispose(u);
+            return -1;
+        }
     if (api_key[0] != '\0') {
         size_t n = strlen(api_key) + 32;
         u->auth_header = kn_malloc(n);

@@ -317,7 +317,9 @@ static void log_backend_error(struct live_req *lr)
     fprintf(stderr, "konnect: model backend %.*s://%.*s%s answered HTTP %d to %s%s: %s%s%s\n",
             (int)u->scheme->name.len, u->scheme->name.base, (int)u->authority.len,
             u->authority.base, lr->up->path, lr->err_status, lr->info.request_id,
-            lr->err_status == 401 || lr->err_status == 403 ? " (check KONNECT_MODEL_API_KEY)"
+            lr->err_status == 401 || lr->err_status == 403
+                ? (lr->pm.nbackends > 0 ? " (check its key, the model's api_key_env)"
+                                        : " (check KONNECT_MODEL_API_KEY)")
             : lr->err_status == 404 ? " (a model it does not know, or a wrong KONNECT_MODEL_URL)"
                                     : "",
             first, lr->body_len > 200 ? "..." : "", more);

@@ -156,8 +156,10 @@ struct tls *tls_new(const char *cert_path, const char *key_path, char *info, siz
         tls_free(t);
         return NULL;
     }
+    /* No session tickets: their key would live as long as the process, and one leak of it would
+     * open every recorded session (forward secrecy). Resumption uses the per-loop cache. */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                    SSL_OP_CIPHER_SERVER_PREFERENCE);
+                                    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
     SSL_CTX_set_cert_cb(t->ctx, on_cert, t);
     h2o_ssl_register_alpn_protocols(t->ctx, h2o_http2_alpn_protocols);
     return t;

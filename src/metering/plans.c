@@ -122,12 +122,16 @@ static int get_prices(json_t *o, const char *what, struct plan_model *out, char 
                : 0;
 }
 
-/* An environment variable's name: a letter or '_', then letters, digits and '_'. */
+/* An environment variable's name: a letter or '_', then letters, digits and '_'; and a key's (it
+ * ends in _KEY or _TOKEN, and is no KONNECT_ setting), so that plans, which anyone who may apply
+ * them can write, cannot send another of the server's settings (its database URL) as a key. */
 static int valid_env_name(const char *s)
 {
     size_t n = strlen(s);
 
-    if (n == 0 || n > PLAN_ENV_MAX || (s[0] >= '0' && s[0] <= '9'))
+    if (n == 0 || n > PLAN_ENV_MAX || (s[0] >= '0' && s[0] <= '9') ||
+        strncmp(s, "KONNECT_", 8) == 0 ||
+        !((n > 4 && strcmp(s + n - 4, "_KEY") == 0) || (n > 6 && strcmp(s + n - 6, "_TOKEN") == 0)))
         return 0;
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
@@ -206,7 +210,8 @@ static int parse_backends(json_t *list, struct plan_model *pm, char *err, size_t
         if (env != NULL && (!json_is_string(env) || !valid_env_name(json_string_value(env)))) {
             snprintf(err, errsize,
                      "model %.64s, backend %zu: \"api_key_env\" must name an environment "
-                     "variable (letters, digits and '_', at most %d)",
+                     "variable that holds a key: letters, digits and '_', at most %d, ending in "
+                     "_KEY or _TOKEN, and not a KONNECT_ setting",
                      pm->name, i + 1, PLAN_ENV_MAX);
             return -1;
         }

@@ -125,18 +125,22 @@ static int one_changed(struct store *s, int r, PGresult *res, int none, const ch
     return changed == 0 ? store_set_error(s, none, "%s", msg) : STORE_OK;
 }
 
-int pg_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
-                     const char *recovery_codes)
+int pg_user_totp_set(struct store *s, const char *user_id, const char *expect, const char *seed,
+                     int64_t enabled_at, const char *recovery_codes, int64_t last_step)
 {
     PGresult *res;
     int on = seed != NULL && seed[0] != '\0';
-    int r =
-        PG_RUN(s, USER_TOTP_SET,
-               "UPDATE users SET totp_seed = NULLIF($2, ''), totp_enabled_at = NULLIF($3, 0), "
-               "totp_last_step = 0, recovery_codes = NULLIF($4, '') WHERE id = $1",
-               &res, "cannot set two-factor sign-in", "ttit", user_id, on ? seed : "",
-               on ? enabled_at : (int64_t)0, on && recovery_codes != NULL ? recovery_codes : "");
-    return one_changed(s, r, res, STORE_NOT_FOUND, "no such user");
+    int r = PG_RUN(s, USER_TOTP_SET,
+                   "UPDATE users SET totp_seed = NULLIF($2, ''), totp_enabled_at = NULLIF($3, 0), "
+                   "totp_last_step = $5, recovery_codes = NULLIF($4, '') WHERE id = $1 AND "
+                   "($6 = 0 OR (totp_enabled_at IS NULL AND ($7 = '' OR totp_seed = $7)))",
+                   &res, "cannot set two-factor sign-in", "ttitiit", user_id, on ? seed : "",
+                   on ? enabled_at : (int64_t)0, on && recovery_codes != NULL ? recovery_codes : "",
+                   on ? last_step : (int64_t)0, (int64_t)(expect != NULL),
+                   expect != NULL ? expect : "");
+    return expect != NULL
+               ? one_changed(s, r, res, STORE_CONFLICT, "two-factor sign-in changed meanwhile")
+               : one_changed(s, r, res, STORE_NOT_FOUND, "no such user");
 }
 
 int pg_user_totp_step(struct store *s, const char *user_id, int64_t step)

@@ -109,19 +109,24 @@ int sqlite_user_set_password(struct store *s, const char *user_id, const char *h
     return sq_end(s, set_password(s, user_id, hash));
 }
 
-int sqlite_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
-                         const char *recovery_codes)
+int sqlite_user_totp_set(struct store *s, const char *user_id, const char *expect, const char *seed,
+                         int64_t enabled_at, const char *recovery_codes, int64_t last_step)
 {
     int on = seed != NULL && seed[0] != '\0';
     int rc = RUN(s, USER_TOTP_SET,
                  "UPDATE users SET totp_seed = NULLIF(?2, ''), totp_enabled_at = NULLIF(?3, 0), "
-                 "totp_last_step = 0, recovery_codes = NULLIF(?4, '') WHERE id = ?1",
-                 "ttit", user_id, on ? seed : "", on ? enabled_at : (int64_t)0,
-                 on && recovery_codes != NULL ? recovery_codes : "");
+                 "totp_last_step = ?5, recovery_codes = NULLIF(?4, '') WHERE id = ?1 AND "
+                 "(?6 = 0 OR (totp_enabled_at IS NULL AND (?7 = '' OR totp_seed = ?7)))",
+                 "ttitiit", user_id, on ? seed : "", on ? enabled_at : (int64_t)0,
+                 on && recovery_codes != NULL ? recovery_codes : "", on ? last_step : (int64_t)0,
+                 (int64_t)(expect != NULL), expect != NULL ? expect : "");
     if ((rc = sq_done(s, STMT(s, USER_TOTP_SET), rc, "cannot set two-factor sign-in")) != STORE_OK)
         return rc;
-    return sqlite3_changes(sq_db_of(s)) == 0 ? store_set_error(s, STORE_NOT_FOUND, "no such user")
-                                             : STORE_OK;
+    if (sqlite3_changes(sq_db_of(s)) != 0)
+        return STORE_OK;
+    return expect != NULL
+               ? store_set_error(s, STORE_CONFLICT, "two-factor sign-in changed meanwhile")
+               : store_set_error(s, STORE_NOT_FOUND, "no such user");
 }
 
 int sqlite_user_totp_step(struct store *s, const char *user_id, int64_t step)

@@ -316,9 +316,9 @@ struct store;
     X(user_set_password, (struct store *s, const char *user_id, const char *hash),                 \
       (s, user_id, hash))                                                                          \
     X(user_totp_set,                                                                               \
-      (struct store *s, const char *user_id, const char *seed, int64_t enabled_at,                 \
-       const char *recovery_codes),                                                                \
-      (s, user_id, seed, enabled_at, recovery_codes))                                              \
+      (struct store *s, const char *user_id, const char *expect, const char *seed,                 \
+       int64_t enabled_at, const char *recovery_codes, int64_t last_step),                         \
+      (s, user_id, expect, seed, enabled_at, recovery_codes, last_step))                           \
     X(user_totp_step, (struct store *s, const char *user_id, int64_t step), (s, user_id, step))    \
     X(user_recovery_take,                                                                          \
       (struct store *s, const char *user_id, const char *expect, const char *next),                \
@@ -587,13 +587,15 @@ int store_user_find(struct store *s, const char *email_or_id, struct store_user 
 /* Sets a user's password and voids their unused set-password links, in one transaction. */
 int store_user_set_password(struct store *s, const char *user_id, const char *hash);
 /* Two-factor sign-in. totp_set writes the seed ("" or NULL removes it, with the codes), when it
- * was turned on (0: set up, not on yet) and the recovery codes' list; the last step goes back to
- * 0. totp_step records the step of an accepted code: STORE_CONFLICT unless it is later than the
- * one recorded (a code used twice, on one server or two). recovery_take replaces the list
- * `expect` by `next`: STORE_CONFLICT when it is not `expect` any more (the code was used
+ * was turned on (0: set up, not on yet), the recovery codes' list and the last step accepted; with
+ * `expect` not NULL only while two-factor sign-in is not on and the seed set up is `expect` (""
+ * for any or none), else STORE_CONFLICT: a setup or a turning-on that raced with another never
+ * undoes it. totp_step records the step of an accepted code: STORE_CONFLICT unless it is later
+ * than the one recorded (a code used twice, on one server or two). recovery_take replaces the
+ * list `expect` by `next`: STORE_CONFLICT when it is not `expect` any more (the code was used
  * meanwhile). */
-int store_user_totp_set(struct store *s, const char *user_id, const char *seed, int64_t enabled_at,
-                        const char *recovery_codes);
+int store_user_totp_set(struct store *s, const char *user_id, const char *expect, const char *seed,
+                        int64_t enabled_at, const char *recovery_codes, int64_t last_step);
 int store_user_totp_step(struct store *s, const char *user_id, int64_t step);
 int store_user_recovery_take(struct store *s, const char *user_id, const char *expect,
                              const char *next);

@@ -169,6 +169,9 @@ class FailoverTest(harness.ServerTest):
             ([{"url": "ftp://example.com/v1"}], "http:// or https://"),
             ([{"url": "http://user:pw@example.com/v1"}], "without a user"),
             ([{"url": self.a.url, "api_key_env": "NOT-A-NAME"}], "environment variable"),
+            # Plans must not send the server's own settings (its database URL) as a key.
+            ([{"url": self.a.url, "api_key_env": "KONNECT_DATABASE"}], "not a KONNECT_"),
+            ([{"url": self.a.url, "api_key_env": "HOME"}], "ending in _KEY or _TOKEN"),
             ([{"url": self.a.url}] * 9, "1 to 8 backends"),
             ([], "1 to 8 backends"),
             ([{"url": self.a.url, "weight": 2}], "unknown member"),

@@ -126,6 +126,31 @@ class TwoFactorTest(ServerTest):
         self.assertEqual(statuses[:5], [401] * 5)
         self.assertIn(429, statuses[5:])
 
+    def test_code_guesses_spread_over_addresses_are_counted_per_user(self):
+        # Behind a proxy every guess may come from another address: the user's own count holds.
+        self.srv.stop()
+        self.srv = self.start(KONNECT_TRUSTED_PROXIES="127.0.0.1")
+        self.a = Browser(self.srv)
+        self.assertEqual(self.a.call("POST", "signin", {"email": "alice@example.com",
+                                                       "password": PASSWORD}).status_code, 200)
+        secret, _ = self.enable(self.a)
+        statuses = []
+        for i in range(12):
+            b = Browser(self.srv)
+            r = b.call("POST", "signin", {"email": "alice@example.com", "password": PASSWORD,
+                                          "code": "%06d" % i},
+                       headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
+            statuses.append((r.status_code, r.json()["error"]["code"]))
+        self.assertEqual(statuses[:10], [(401, "invalid_two_factor_code")] * 10)
+        self.assertEqual(statuses[10:], [(429, "too_many_attempts")] * 2)
+        # Even the right code waits now (whoever guesses has the password).
+        b = Browser(self.srv)
+        r = b.call("POST", "signin", {"email": "alice@example.com", "password": PASSWORD,
+                                      "code": fresh_code(secret, self.used)},
+                   headers={"X-Forwarded-For": "203.0.113.9"})
+        self.assertError(r, 429, "too_many_attempts", "code")
+        self.assertTrue(r.headers.get("Retry-After"))
+
     def test_each_recovery_code_works_once(self):
         secret, codes = self.enable(self.a)
         b, r = self.signin(code=codes[0].upper())

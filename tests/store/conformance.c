@@ -454,14 +454,20 @@ static void test_two_factor(struct store *s, struct store *s2, const char *accou
     CHECK(store_member_add(s, &mm, &u) == STORE_OK);
     CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && u.totp_seed[0] == '\0' &&
           u.totp_enabled_at == 0 && u.totp_last_step == 0 && u.recovery_codes[0] == '\0');
-    CHECK(store_user_totp_set(s, "user_nobody", "abc", 0, NULL) == STORE_NOT_FOUND);
+    CHECK(store_user_totp_set(s, "user_nobody", NULL, "abc", 0, NULL, 0) == STORE_NOT_FOUND);
     /* Set up, not on yet. */
-    CHECK(store_user_totp_set(s, "user_2fa", "sealed1", 0, NULL) == STORE_OK);
+    CHECK(store_user_totp_set(s, "user_2fa", "", "sealed1", 0, NULL, 0) == STORE_OK);
     CHECK(store_user_find(s2, "twofa@example.com", &u) == STORE_OK &&
           !strcmp(u.totp_seed, "sealed1") && u.totp_enabled_at == 0);
-    CHECK(store_user_totp_set(s, "user_2fa", "sealed1", 5000, "h1,h2,h3") == STORE_OK);
+    CHECK(store_user_totp_set(s, "user_2fa", "other", "sealed1", 5000, "h1,h2,h3", 0) ==
+          STORE_CONFLICT); /* turning on a seed replaced meanwhile */
+    CHECK(store_user_totp_set(s, "user_2fa", "sealed1", "sealed1", 5000, "h1,h2,h3", 0) ==
+          STORE_OK);
     CHECK(store_user_find(s2, "user_2fa", &u) == STORE_OK && u.totp_enabled_at == 5000 &&
           !strcmp(u.recovery_codes, "h1,h2,h3"));
+    /* Once on, a setup that raced with it is refused rather than undoing it. */
+    CHECK(store_user_totp_set(s2, "user_2fa", "", "sealed2", 0, NULL, 0) == STORE_CONFLICT);
+    CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && !strcmp(u.totp_seed, "sealed1"));
     /* A step is taken once, and never an older one. */
     CHECK(store_user_totp_step(s, "user_2fa", 100) == STORE_OK);
     CHECK(store_user_totp_step(s2, "user_2fa", 100) == STORE_CONFLICT);
@@ -475,7 +481,7 @@ static void test_two_factor(struct store *s, struct store *s2, const char *accou
     CHECK(store_user_recovery_take(s, "user_2fa", "h3", "") == STORE_OK);
     CHECK(store_user_find(s, "user_2fa", &u) == STORE_OK && u.recovery_codes[0] == '\0');
     /* Turning it off forgets the seed, the codes and the step. */
-    CHECK(store_user_totp_set(s, "user_2fa", "", 0, NULL) == STORE_OK);
+    CHECK(store_user_totp_set(s, "user_2fa", NULL, "", 0, NULL, 0) == STORE_OK);
     CHECK(store_user_find(s2, "user_2fa", &u) == STORE_OK && u.totp_seed[0] == '\0' &&
           u.totp_enabled_at == 0 && u.totp_last_step == 0);
     CHECK(store_user_totp_step(s, "user_2fa", 500) == STORE_CONFLICT);
