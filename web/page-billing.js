@@ -32,6 +32,23 @@ function quotaMeter(label, q, resetsText) {
       resetsText ? ` · ${resetsText}` : ''));
 }
 
+// A warning when this month's quota of requests or tokens is used up: live keys are refused
+// (429 insufficient_quota) until it resets. null when neither is.
+export function quotaBanner(u) {
+  if (!u || !u.current || !u.quota) return null;
+  const full = [['requests', 'live requests'], ['tokens', 'tokens']].filter(([k]) => {
+    const q = u.quota[k] || {};
+    return q.limit != null && Number(q.remaining) <= 0;
+  });
+  if (!full.length) return null;
+  const what = full.map(([k, label]) => `${numFmt.format(Number(u.quota[k].limit) || 0)} ${label}`).join(' and ');
+  const box = alertBox('error');
+  box.show('Monthly quota used up',
+    `This account has used its quota of ${what} for ${monthName(u.month)}. Live keys are refused (429 insufficient_quota) until it resets on ${utcDateFmt.format(new Date(u.quota.resets_at))} (UTC); test keys still work. Ask for a higher quota or plan to go on now.`);
+  box.classList.add('quota-banner');
+  return box;
+}
+
 function daysTable(u) {
   const th = (t, cls) => h('th', { scope: 'col', class: cls || null }, t);
   return h('details', { class: 'chart-table' },
@@ -125,6 +142,8 @@ function usageView(u, Chart, chartError) {
     stat('Plan', plan.name || '—', priceNote, 'plan'));
 
   const nodes = [stats];
+  const banner = quotaBanner(u);
+  if (banner) nodes.unshift(banner);
   if (u.current && u.quota) {
     const resets = `resets on ${utcDateFmt.format(new Date(u.quota.resets_at))} (UTC)`;
     nodes.push(h('section', { class: 'card', 'aria-labelledby': 'quota-title' },

@@ -5,6 +5,7 @@ import { alertBox, h } from './dom.js';
 import { numFmt } from './format.js';
 import { api, errorText } from './api.js';
 import { focusHeading } from './router.js';
+import { quotaBanner } from './page-billing.js';
 
 export async function renderDashboard(page, current) {
   const s = state.session;
@@ -51,4 +52,11 @@ export async function renderDashboard(page, current) {
     stat('Live keys', numFmt.format(working.filter((k) => k.mode === 'live').length), 'Production, billed'),
     stat('Test keys', numFmt.format(working.filter((k) => k.mode === 'test').length), 'Development, mock responses'),
     stat('Requests this month', numFmt.format(billed), 'Billed live requests, as in Usage & Billing'));
+  // A quota used up is said before anything else.
+  try {
+    const banner = quotaBanner(await api('GET', '/usage'));
+    if (banner && current()) stats.before(banner);
+  } catch {
+    // the figures above stand on their own
+  }
 }

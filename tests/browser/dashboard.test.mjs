@@ -952,7 +952,8 @@ async function liveChat(env, secret, message) {
 test('usage & billing: charts, quotas, cost and invoices match the live requests sent', { timeout: TEST_MS }, async (t) => {
   const env = await setup(t, { backend: true, plans: BILLING_PLANS });
   const { page } = env;
-  await signUp(env, page, newUser());
+  const owner = newUser();
+  await signUp(env, page, owner);
   await openApiKeys(env, page);
 
   // Two live keys made in the UI: production and staging.
@@ -1082,6 +1083,21 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   assert.equal(totalRow[col('month')], month);
 
   await shot(env, page, 'billing');
+
+  // A quota used up: a banner says so on the home page and under Usage & Billing.
+  cli(env, 'account', 'set-quota', '--account', owner.email, '--requests', '5');
+  const r = await fetchT(`${env.base}/v1/chat`, {
+    method: 'POST', headers: { Authorization: `Bearer ${prod}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message: 'one more' }),
+  }, 10_000);
+  assert.equal(r.status, 429, 'a live request past the quota is refused');
+  await page.goto(`${env.base}/`);
+  const banner = page.getByRole('alert').filter({ hasText: 'Monthly quota used up' });
+  await banner.waitFor();
+  assert.match(await banner.innerText(), /5 live requests/, 'the banner names the quota');
+  await shot(env, page, 'quota-banner-home');
+  await page.goto(`${env.base}/settings/billing`);
+  await page.getByRole('alert').filter({ hasText: 'Monthly quota used up' }).waitFor();
   for (const s of [prod, staging]) await assertSecretGone(page, s);
   assertCleanPage(env);
 });
