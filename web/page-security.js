@@ -280,6 +280,24 @@ function requireCard() {
   const err = alertBox('error');
   box.addEventListener('change', async () => {
     err.clear();
+    if (!box.checked) {
+      // Lifting it asks for the password and a code again.
+      box.checked = true;
+      reauthDialog({
+        title: 'Stop requiring two-factor sign-in?',
+        intro: 'Members will be able to sign in with their password alone again.',
+        label: 'Stop requiring it',
+        danger: true,
+        call: (body) => api('POST', '/account/two-factor', { required: false, ...body }),
+        done: (dlg) => {
+          dlg.dismiss();
+          state.session.two_factor.required = false;
+          box.checked = false;
+          toast('Two-factor sign-in is now optional.');
+        },
+      });
+      return;
+    }
     box.disabled = true;
     try {
       const answer = await api('POST', '/account/two-factor', { required: box.checked });

@@ -357,7 +357,7 @@ static const struct dash_route routes[] = {
     {"POST", "two-factor/enable", SIGNED_IN, dash_two_factor_enable, 0, NULL, NULL, 0, 1},
     {"POST", "two-factor/disable", SIGNED_IN, dash_two_factor_disable, 1, NULL, NULL, 0, 0},
     {"POST", "two-factor/recovery-codes", SIGNED_IN, dash_two_factor_codes, 1, NULL, NULL, 0, 0},
-    {"POST", "account/two-factor", OWNER, dash_account_two_factor, 0, NULL, NULL, 0, 0},
+    {"POST", "account/two-factor", OWNER, dash_account_two_factor, 1, NULL, NULL, 0, 0},
     {"POST", "sessions/revoke-all", SIGNED_IN, do_revoke_sessions, 0, NULL, NULL, 0, 1},
     {"GET", "keys", SIGNED_IN, dash_keys_list, 0, NULL, NULL, 0, 0},
     {"POST", "keys", SIGNED_IN, dash_key_create, 0, NULL, NULL, 0, 0},

@@ -299,9 +299,16 @@ void dash_account_two_factor(struct dashboard *d, const struct dash_request *req
                          NULL);
         goto out;
     }
-    if (required_here(d, w, &was) != STORE_OK ||
-        (was != want &&
-         store_account_set_two_factor(d->store, w->member.account_id, want) != STORE_OK)) {
+    if (required_here(d, w, &was) != STORE_OK) {
+        dash_reply_store_error(d, res, req);
+        goto out;
+    }
+    /* Lifting the requirement weakens every member's sign-in: a stolen session is not enough,
+     * the owner's password and code are asked again. */
+    if (was && !want && !dash_reauthenticate(d, req, res, w, doc, 1, "account.two_factor_optional"))
+        goto out;
+    if (was != want &&
+        store_account_set_two_factor(d->store, w->member.account_id, want) != STORE_OK) {
         dash_reply_store_error(d, res, req);
         goto out;
     }

@@ -237,6 +237,13 @@ class TwoFactorTest(ServerTest):
                          403, "two_factor_required")
         audit = self.a.call("GET", "audit").json()["data"]
         self.assertTrue(any(e["action"] == "account.two_factor_required" for e in audit))
+        # Lifting it needs the owner's password and a code, not only a session.
+        self.assertError(self.a.call("POST", "account/two-factor", {"required": False}), 400,
+                         "missing_parameter", "password")
+        self.assertError(self.a.call("POST", "account/two-factor",
+                                     {"required": False, "password": PASSWORD}), 401,
+                         "two_factor_code_required", "code")
+        self.assertTrue(carol.call("GET", "session").json()["two_factor"]["required"])
 
     def test_turning_it_off_needs_the_password_and_a_code(self):
         secret, _ = self.enable(self.a)
