@@ -260,6 +260,11 @@ async function invoiceDialog(m) {
   const lines = inv.lines || [];
   dlg.body.replaceChildren(
     h('dl', { class: 'details' },
+      inv.seller ? row('From', h('span', { class: 'seller' },
+        inv.seller.name,
+        ...String(inv.seller.address || '').split('\n').filter(Boolean).map((l) => [h('br'), l]),
+        inv.seller.email ? [h('br'), inv.seller.email] : null,
+        inv.seller.tax_id ? [h('br'), `Tax id ${inv.seller.tax_id}`] : null)) : null,
       row('Account', (inv.account && inv.account.email) || '—'),
       row('Period', `${utcDateFmt.format(new Date(inv.period_start))} – ${utcDateFmt.format(last)} (UTC)`),
       row('Status', inv.status === 'open' ? 'Open: the month is not over, so the amounts can still grow.' : 'Final'),

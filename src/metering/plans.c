@@ -122,6 +122,62 @@ static int get_prices(json_t *o, const char *what, struct plan_model *out, char 
                : 0;
 }
 
+/* One text field of the seller: UTF-8 (jansson checked it) without control characters but, where
+ * lines allows, '\n'; shorter than size. */
+static int seller_field(json_t *o, const char *name, int lines, char *out, size_t size, char *err,
+                        size_t errsize)
+{
+    json_t *v = json_object_get(o, name);
+    out[0] = '\0';
+    if (v == NULL)
+        return 0;
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    if (s == NULL || strlen(s) >= size) {
+        snprintf(err, errsize, "seller: \"%s\" must be a string of fewer than %zu bytes", name,
+                 size);
+        return -1;
+    }
+    for (const char *c = s; *c != '\0'; c++)
+        if (((unsigned char)*c < 0x20 && !(lines && *c == '\n')) || *c == 0x7f) {
+            snprintf(err, errsize, "seller: \"%s\" holds a control character", name);
+            return -1;
+        }
+    kn_strlcpy(out, s, size);
+    return 0;
+}
+
+/* "seller": {"name", "address"?, "email"?, "tax_id"?}: the operator's details on invoices. */
+static int parse_seller(json_t *o, struct plan_seller *out, char *err, size_t errsize)
+{
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(o)) {
+        snprintf(err, errsize,
+                 "\"seller\" must be an object: {\"name\", \"address\", \"email\", "
+                 "\"tax_id\"}");
+        return -1;
+    }
+    json_object_foreach(o, key, v)
+    {
+        if (strcmp(key, "name") != 0 && strcmp(key, "address") != 0 && strcmp(key, "email") != 0 &&
+            strcmp(key, "tax_id") != 0) {
+            snprintf(err, errsize, "seller: unknown member \"%.64s\"", key);
+            return -1;
+        }
+    }
+    if (seller_field(o, "name", 0, out->name, sizeof(out->name), err, errsize) != 0 ||
+        seller_field(o, "address", 1, out->address, sizeof(out->address), err, errsize) != 0 ||
+        seller_field(o, "email", 0, out->email, sizeof(out->email), err, errsize) != 0 ||
+        seller_field(o, "tax_id", 0, out->tax_id, sizeof(out->tax_id), err, errsize) != 0)
+        return -1;
+    if (out->name[0] == '\0') {
+        snprintf(err, errsize, "seller: \"name\" is required");
+        return -1;
+    }
+    return 0;
+}
+
 /* An environment variable's name: a letter or '_', then letters, digits and '_'; and a key's (it
  * ends in _KEY or _TOKEN, and is no KONNECT_ setting), so that plans, which anyone who may apply
  * them can write, cannot send another of the server's settings (its database URL) as a key. */
@@ -494,7 +550,7 @@ struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsiz
     {
         if (strcmp(key, "currency") != 0 && strcmp(key, "default_plan") != 0 &&
             strcmp(key, "plans") != 0 && strcmp(key, "models") != 0 &&
-            strcmp(key, "default_model") != 0) {
+            strcmp(key, "default_model") != 0 && strcmp(key, "seller") != 0) {
             snprintf(err, errsize, "unknown member \"%.64s\"", key);
             goto fail;
         }
@@ -506,6 +562,9 @@ struct plans *plans_parse(const char *text, size_t len, char *err, size_t errsiz
     }
     p = kn_calloc(1, sizeof(*p));
     kn_strlcpy(p->currency, "usd", sizeof(p->currency));
+    if ((v = json_object_get(root, "seller")) != NULL &&
+        parse_seller(v, &p->seller, err, errsize) != 0)
+        goto fail;
     if ((v = json_object_get(root, "currency")) != NULL) {
         const char *c = json_is_string(v) ? json_string_value(v) : "";
         if (strlen(c) != 3 || !(c[0] >= 'a' && c[0] <= 'z') || !(c[1] >= 'a' && c[1] <= 'z') ||

@@ -92,8 +92,17 @@ struct plan {
     size_t nmodels;
 };
 
+/* Who sells: the operator's details that invoices carry ("seller" in the plans file). */
+struct plan_seller {
+    char name[128];    /* "" when the file names no seller. */
+    char address[512]; /* Lines separated by '\n'. */
+    char email[256];
+    char tax_id[64]; /* A VAT or tax number. */
+};
+
 struct plans {
     char currency[8]; /* Lower-case ISO 4217 code, "usd" by default. */
+    struct plan_seller seller;
     size_t count;
     struct plan *plan;
     size_t default_index;

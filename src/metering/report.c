@@ -486,6 +486,12 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
         "subtotal_micros", (json_int_t)total.cost, "total_micros", (json_int_t)total.cost);
     if (doc == NULL)
         kn_fatal("cannot build the invoice");
+    const struct plan_seller *sl = &plans->seller;
+    json_object_set_new(doc, "seller",
+                        sl->name[0]
+                            ? json_pack("{s:s, s:s, s:s, s:s}", "name", sl->name, "address",
+                                        sl->address, "email", sl->email, "tax_id", sl->tax_id)
+                            : json_null());
     sums_fields(doc, &total);
     *out = doc;
 out:

@@ -245,6 +245,23 @@ char *report_invoice_text(const json_t *invoice)
     kn_month_parse(str(invoice, "month"), &month);
     report_day_format(kn_month_start(month + 1) / DAY - 1, last, sizeof(last));
     fprintf(f, "Invoice   %s\n", str(invoice, "number"));
+    const json_t *seller = json_object_get(invoice, "seller");
+    if (json_is_object(seller)) {
+        char sb[TERMSAFE_SIZE(512)];
+        fprintf(f, "Seller    %s\n", safe(str(seller, "name"), sb, sizeof(sb)));
+        const char *a = str(seller, "address");
+        while (*a != '\0') {
+            size_t n = strcspn(a, "\n");
+            char part[513];
+            snprintf(part, sizeof(part), "%.*s", (int)n, a);
+            fprintf(f, "          %s\n", safe(part, sb, sizeof(sb)));
+            a += n + (a[n] == '\n');
+        }
+        if (str(seller, "email")[0])
+            fprintf(f, "          %s\n", safe(str(seller, "email"), sb, sizeof(sb)));
+        if (str(seller, "tax_id")[0])
+            fprintf(f, "Tax id    %s\n", safe(str(seller, "tax_id"), sb, sizeof(sb)));
+    }
     fprintf(f, "Status    %s\n",
             strcmp(str(invoice, "status"), "open") == 0
                 ? "open (the month is not over: amounts can still grow)"

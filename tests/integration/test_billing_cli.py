@@ -165,6 +165,31 @@ class BillingCliTest(ServerTest):
         self.assertIn("requests 5 used this month, no limit", show)
         self.assertIn(money(want_cost), show)
 
+    def test_invoices_carry_the_sellers_details(self):
+        self.assertIsNone(json.loads(self.data.cli("invoice", "--account", "dev@example.com",
+                                                   "--json").stdout)["seller"])
+        seller = {"name": "Example Models Ltd", "address": "1 Main Street\nDublin D01 X2Y3",
+                  "email": "billing@example.com", "tax_id": "IE1234567X"}
+        with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+            json.dump(dict(PLANS, seller=seller), f)
+        inv = json.loads(self.data.cli("invoice", "--account", "dev@example.com",
+                                       "--json").stdout)
+        self.assertEqual(inv["seller"], seller)
+        text = self.data.cli("invoice", "--account", "dev@example.com").stdout
+        for part in ("Seller    Example Models Ltd", "          1 Main Street",
+                     "          Dublin D01 X2Y3", "billing@example.com", "Tax id    IE1234567X"):
+            self.assertIn(part, text)
+        for bad, says in (({"address": "x"}, "\"name\" is required"),
+                          ({"name": "A\u001b[2J"}, "control character"),
+                          ({"name": "A", "vat": "1"}, "unknown member"),
+                          ("Example", "must be an object")):
+            with self.subTest(says=says):
+                with open(os.path.join(self.data.path, "plans.json"), "w") as f:
+                    json.dump(dict(PLANS, seller=bad), f)
+                p = self.data.cli("plans", check=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(says, p.stderr)
+
     def test_set_quota_and_set_plan_change_what_the_running_server_enforces(self):
         self.data.account("quota@example.com")
         live = self.key("quota@example.com", "live", "prod")
