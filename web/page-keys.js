@@ -126,7 +126,9 @@ function keyRow(k, refresh, currency) {
   return h('tr', { class: inactive ? 'is-inactive' : null, dataset: { keyId: k.id, status: k.status } },
     h('td', null,
       h('span', { class: 'key-name', id: nameId }, k.name),
-      allow.length ? h('span', { class: 'cell-sub', title: allow.join(', ') }, `Allowed: ${allow.length === 1 ? allow[0] : `${allow.length} ranges`}`) : null),
+      allow.length ? h('span', { class: 'cell-sub', title: allow.join(', ') }, `Allowed: ${allow.length === 1 ? allow[0] : `${allow.length} ranges`}`) : null,
+      Array.isArray(k.models) && k.models.length ? h('span', { class: 'cell-sub', title: 'The only models this key may use' }, `Models: ${k.models.join(', ')}`) : null,
+      k.requests_per_minute ? h('span', { class: 'cell-sub', title: "This key's own rate limit" }, `${numFmt.format(k.requests_per_minute)} requests/min`) : null),
     h('td', null,
       h('code', { class: 'key-hint' }, k.hint),
       h('span', { class: 'key-tags' }, modeBadge(k.mode), h('span', { class: 'pill', title: 'Environment' }, capitalize(k.environment)))),
@@ -221,20 +223,27 @@ function createKeyDialog(refresh) {
   const fAllow = field('IP allowlist (optional)', allow,
     'Addresses or CIDR ranges, IPv4 or IPv6, separated by commas or new lines. Requests from anywhere else are refused. Leave empty to allow any address.');
 
+  // A restricted key: some of the plan's models, its own rate below the account's.
+  const models = h('input', { type: 'text', name: 'models', spellcheck: 'false', autocomplete: 'off', placeholder: 'small, large' });
+  const fModels = field('Models (optional)', models, 'Only these models of your plan, separated by commas. Leave empty for all of them.');
+  const rpm = h('input', { type: 'number', name: 'requests_per_minute', min: '1', max: '1000000', inputmode: 'numeric' });
+  const fRpm = field('Requests per minute (optional)', rpm, "This key's own limit, below your account's. Leave empty for none.");
+
   const err = alertBox('error');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
   cancel.addEventListener('click', () => dlg.dismiss());
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create');
   const form = h('form', { class: 'form', novalidate: true },
-    err, fName, typeSet, h('div', { class: 'field-row' }, fEnv, fExpiry), fDate, fAllow, dialogFooter(cancel, submit));
+    err, fName, typeSet, h('div', { class: 'field-row' }, fEnv, fExpiry), fDate, fAllow,
+    h('div', { class: 'field-row' }, fModels, fRpm), dialogFooter(cancel, submit));
   dlg.body.append(form);
   name.focus();
 
-  const fields = { name: fName, environment: fEnv, mode: typeSet, expires_in_days: fExpiry, expires_at: fDate, ip_allowlist: fAllow };
+  const fields = { name: fName, environment: fEnv, mode: typeSet, expires_in_days: fExpiry, expires_at: fDate, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm };
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.clear();
-    for (const f of [fName, fDate, fAllow]) f.setError('');
+    for (const f of [fName, fDate, fAllow, fModels, fRpm]) f.setError('');
     const body = { name: name.value.trim(), mode: mode(), environment: env.value };
     let ok = true;
     if (!body.name) {
@@ -252,6 +261,15 @@ function createKeyDialog(refresh) {
     }
     const ranges = allow.value.split(/[\s,]+/).filter(Boolean);
     if (ranges.length) body.ip_allowlist = ranges;
+    const names = models.value.split(/[\s,]+/).filter(Boolean);
+    if (names.length) body.models = names;
+    if (rpm.value.trim()) {
+      const n = Number(rpm.value);
+      if (!Number.isInteger(n) || n < 1 || n > 1000000) {
+        fRpm.setError('A whole number from 1 to 1,000,000, or empty.');
+        ok = false;
+      } else body.requests_per_minute = n;
+    }
     if (!ok) {
       form.querySelector('[aria-invalid="true"]').focus();
       return;

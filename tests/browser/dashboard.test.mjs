@@ -440,7 +440,7 @@ test('rolling a key with a one-hour grace period keeps both keys working', { tim
   assertCleanPage(env);
 });
 
-test('the create dialog: type, environment, expiry and IP allowlist', { timeout: TEST_MS }, async (t) => {
+test('the create dialog: type, environment, expiry, IP allowlist and restrictions', { timeout: TEST_MS }, async (t) => {
   const env = await setup(t);
   const { page } = env;
   await signUp(env, page, newUser());
@@ -490,6 +490,19 @@ test('the create dialog: type, environment, expiry and IP allowlist', { timeout:
   assert.ok(text.includes('Allowed: 2 ranges'), 'the row says the key has an allowlist');
   assert.deepEqual(await chat(env, fenced), { status: 401, code: 'ip_not_allowed' });
 
+  // A restricted key: one model (not the default one) and its own rate.
+  made = await createKey(env, page, 'One model', {
+    beforeCreate: async (dialog) => {
+      await dialog.getByLabel('Models (optional)').fill('other-model');
+      await dialog.getByLabel('Requests per minute (optional)').fill('2');
+    },
+  });
+  const narrow = made.secret;
+  await closeSecretDialog(page, made.dialog);
+  text = await rowText(keyRow(page, narrow));
+  assert.ok(text.includes('Models: other-model') && text.includes('2 requests/min'), 'the row shows the restrictions');
+  assert.deepEqual(await chat(env, narrow), { status: 403, code: 'model_not_allowed' });
+
   // A bad allowlist entry is explained in the dialog, which stays open.
   await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
   dialog = page.getByRole('dialog');
@@ -515,9 +528,9 @@ test('the create dialog: type, environment, expiry and IP allowlist', { timeout:
   await page.keyboard.press('Escape');
   await dialog.waitFor({ state: 'detached' });
   await assertSecretGone(page, hidden);
-  await until(async () => (await page.locator('table.keys-table tbody tr').count()) === 4, 'the list shows all four keys');
+  await until(async () => (await page.locator('table.keys-table tbody tr').count()) === 5, 'the list shows all five keys');
   await shot(env, page, 'api-keys-several');
-  for (const s of [live, thirty, fenced, hidden]) await assertSecretGone(page, s);
+  for (const s of [live, thirty, fenced, narrow, hidden]) await assertSecretGone(page, s);
   assertCleanPage(env);
 });
 
