@@ -183,33 +183,16 @@ function twoFactorCard(page, current) {
     actions);
 }
 
+// Setting up asks for the password alone, then shows the seed in the same dialog.
 function setupDialog(after) {
-  const dlg = openDialog({ title: 'Set up two-factor sign-in', onClose: after });
-  const { pw, fPw } = reauthFields(false);
-  const err = alertBox('error');
-  const next = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Continue');
-  const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
-  cancel.addEventListener('click', () => dlg.dismiss());
-  const form = h('form', { class: 'form', novalidate: true }, h('p', null, 'Enter your password to begin.'), err, fPw, dialogFooter(cancel, next));
-  dlg.body.append(form);
-  pw.focus();
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    err.clear();
-    if (!validatePassword(fPw, pw, false)) return;
-    setBusy(next, true, 'Checking…');
-    let answer;
-    try {
-      answer = await api('POST', '/two-factor/setup', { password: pw.value });
-    } catch (e) {
-      setBusy(next, false);
-      pw.value = '';
-      if (e.param === 'password') fPw.setError(e.message);
-      else err.show(null, errorText(e));
-      return;
-    }
-    pw.value = '';
-    confirmStep(dlg, answer);
+  reauthDialog({
+    title: 'Set up two-factor sign-in',
+    intro: 'Enter your password to begin.',
+    label: 'Continue',
+    withCode: false,
+    call: (body) => api('POST', '/two-factor/setup', { password: body.password }),
+    done: confirmStep,
+    after,
   });
 }
 
@@ -243,9 +226,11 @@ function confirmStep(dlg, answer) {
   });
 }
 
-function reauthDialog({ title, intro, label, danger, call, done, after }) {
+// A dialog that asks for the password (and, withCode, a code) again, then calls call with them;
+// done gets the dialog and the answer.
+function reauthDialog({ title, intro, label, danger, withCode = true, call, done, after }) {
   const dlg = openDialog({ title, onClose: after });
-  const { pw, code, fPw, fCode } = reauthFields(true);
+  const { pw, code, fPw, fCode } = reauthFields(withCode);
   const err = alertBox('error');
   const go = h('button', { type: 'submit', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}` }, label);
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');

@@ -11,6 +11,15 @@
 #include "core/util.h"
 #include "dashboard/internal.h"
 
+/* How many codes a stored list of recovery-code hashes holds. */
+static size_t codes_left(const char *list)
+{
+    size_t n = list[0] != '\0';
+    for (const char *p = list; *p != '\0'; p++)
+        n += *p == ',';
+    return n;
+}
+
 enum dash_tf dash_two_factor_check(struct dashboard *d, const struct store_user *u,
                                    const char *code, char *how, size_t howsize)
 {
@@ -50,22 +59,14 @@ enum dash_tf dash_two_factor_check(struct dashboard *d, const struct store_user 
     r = store_user_recovery_take(d->store, u->id, u->recovery_codes, rest);
     if (r != STORE_OK)
         return r == STORE_CONFLICT ? DASH_TF_WRONG : DASH_TF_STORE;
-    size_t left = rest[0] == '\0' ? 0 : 1;
-    for (const char *p = rest; *p != '\0'; p++)
-        left += *p == ',';
-    snprintf(how, howsize, "with a recovery code (%zu left)", left);
+    snprintf(how, howsize, "with a recovery code (%zu left)", codes_left(rest));
     return DASH_TF_OK;
 }
 
 /* The two-factor part of the session document and of these calls' answers. */
 static json_t *state_doc(const struct store_user *u)
 {
-    size_t left = 0;
-    if (u->totp_enabled_at != 0 && u->recovery_codes[0] != '\0') {
-        left = 1;
-        for (const char *p = u->recovery_codes; *p != '\0'; p++)
-            left += *p == ',';
-    }
+    size_t left = u->totp_enabled_at != 0 ? codes_left(u->recovery_codes) : 0;
     return json_pack("{s:b, s:b, s:I}", "enabled", u->totp_enabled_at != 0, "pending",
                      u->totp_enabled_at == 0 && u->totp_seed[0] != '\0', "recovery_codes_left",
                      (json_int_t)left);

@@ -34,6 +34,35 @@ def wait_for(fn, what, timeout=10):
         time.sleep(0.05)
 
 
+def start_nginx(test, directory, server_conf, probe_url, verify=True):
+    """Runs nginx (in the foreground, as a child) with server_conf in its http block, its files
+    under directory; stops it at the test's cleanup. Returns once probe_url answers."""
+
+    with open(os.path.join(directory, "konnect.conf"), "w") as f:
+        f.write(server_conf)
+    temp = "".join(f"{t}_temp_path {directory}/{t};\n"
+                   for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(os.path.join(directory, "nginx.conf"), "w") as f:
+        f.write(f"{'user root;' if os.geteuid() == 0 else ''}\n"
+                f"worker_processes 1;\ndaemon off;\npid {directory}/nginx.pid;\n"
+                f"error_log {directory}/error.log;\nevents {{ worker_connections 256; }}\n"
+                f"http {{\naccess_log off;\n{temp}include {directory}/konnect.conf;\n}}\n")
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([binary, "-c", os.path.join(directory, "nginx.conf"), "-p", directory],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    test.addCleanup(lambda: (proc.terminate(), proc.wait()))
+    deadline = time.time() + 10
+    while True:
+        try:
+            requests.get(probe_url, timeout=1, verify=verify)
+            return proc
+        except requests.ConnectionError:
+            if time.time() > deadline or proc.poll() is not None:
+                with open(os.path.join(directory, "error.log")) as f:
+                    raise AssertionError("nginx did not start: " + f.read())
+            time.sleep(0.05)
+
+
 class DataDir:
     """A fresh KONNECT_DATA_DIR and the CLI run against it."""
 

@@ -527,7 +527,6 @@ class ClusterTest(ServerTest):
 
     def nginx(self, nodes):
         """nginx with contrib/nginx/konnect-cluster.conf in front of nodes; returns its URL."""
-        import shutil
         here = os.path.dirname(os.path.abspath(__file__))
         sample = os.path.join(here, "..", "..", "contrib", "nginx", "konnect-cluster.conf")
         d = DataDir()
@@ -538,28 +537,9 @@ class ClusterTest(ServerTest):
         conf = conf.replace("127.0.0.1:8081", f"127.0.0.1:{nodes[0].port}")
         conf = conf.replace("127.0.0.1:8082", f"127.0.0.1:{nodes[1].port}")
         conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-        with open(os.path.join(d.path, "konnect.conf"), "w") as f:
-            f.write(conf)
-        temp = "".join(f"{t}_temp_path {d.path}/{t};\n"
-                       for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(os.path.join(d.path, "nginx.conf"), "w") as f:
-            f.write(f"{'user root;' if os.geteuid() == 0 else ''}\n"
-                    f"worker_processes 1;\ndaemon off;\npid {d.path}/nginx.pid;\n"
-                    f"error_log {d.path}/error.log;\nevents {{ worker_connections 256; }}\n"
-                    f"http {{\naccess_log off;\n{temp}include {d.path}/konnect.conf;\n}}\n")
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        proc = subprocess.Popen([binary, "-c", os.path.join(d.path, "nginx.conf"), "-p", d.path],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (proc.terminate(), proc.wait()))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                requests.get(url + "/healthz", timeout=1)
-                return url
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("nginx did not start: " + open(f"{d.path}/error.log").read())
+        harness.start_nginx(self, d.path, conf, url + "/healthz")
+        return url
 
     def test_two_nodes_behind_nginx_with_the_sample_configuration(self):
         a, b = (self.node(i, KONNECT_TRUSTED_PROXIES="127.0.0.1") for i in range(2))

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import requests
 
@@ -39,30 +38,8 @@ class NginxInFrontTest(harness.ServerTest):
                          ("server_name api.example.com;", "server_name localhost;")):
             self.assertIn(old, conf)
             conf = conf.replace(old, new)
-        with open(os.path.join(d, "konnect.conf"), "w") as f:
-            f.write(conf)
-        temp = "".join(f"{t}_temp_path {d}/{t};\n"
-                       for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(f"{'user root;' if os.geteuid() == 0 else ''}\n"
-                    f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n"
-                    f"error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n"
-                    f"http {{\naccess_log off;\n{temp}include {d}/konnect.conf;\n}}\n")
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        proc = subprocess.Popen([binary, "-c", os.path.join(d, "nginx.conf"), "-p", d],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (proc.terminate(), proc.wait()))
         self.url = f"https://localhost:{self.https}"
-        deadline = time.time() + 10
-        while True:
-            try:
-                requests.get(self.url + "/healthz", timeout=1, verify=self.cert)
-                break
-            except requests.ConnectionError:
-                if time.time() > deadline or proc.poll() is not None:
-                    with open(f"{d}/error.log") as f:
-                        raise AssertionError("nginx did not start: " + f.read())
-                time.sleep(0.05)
+        harness.start_nginx(self, d, conf, self.url + "/healthz", verify=self.cert)
 
     def curl(self, *args):
         p = subprocess.run(["curl", "-sS", "--interface", CLIENT, "--cacert", self.cert, *args],
