@@ -214,7 +214,7 @@ function usageView(u, Chart, chartError) {
 const invoiceCsvPath = (month) => `${API}/invoices/${encodeURIComponent(month)}.csv`;
 
 function csvLink(inv, cls) {
-  return h('a', { class: cls, href: invoiceCsvPath(inv.month), download: `konnect-invoice-${inv.number}.csv` }, 'Download CSV');
+  return h('a', { class: cls, href: invoiceCsvPath(inv.month), download: `konnect-invoice-${inv.number || `${inv.month}-draft`}.csv` }, 'Download CSV');
 }
 
 function invoicesTable(months) {
@@ -229,7 +229,7 @@ function invoicesTable(months) {
         view.addEventListener('click', () => invoiceDialog(m));
         return h('tr', { dataset: { month: m.month } },
           h('td', null, monthName(m.month)),
-          h('td', null, h('code', null, m.number)),
+          h('td', null, m.number ? h('code', null, m.number) : h('span', { class: 'muted' }, m.status === 'open' ? 'Draft' : '—')),
           h('td', null, h('span', { class: `badge ${m.status === 'open' ? 'badge-status-rolled' : 'badge-status-active'}` }, m.status === 'open' ? 'Open' : 'Final')),
           h('td', { class: 'num' }, numFmt.format(m.requests)),
           h('td', { class: 'num' }, numFmt.format((Number(m.input_tokens) || 0) + (Number(m.output_tokens) || 0))),
@@ -239,7 +239,7 @@ function invoicesTable(months) {
 }
 
 async function invoiceDialog(m) {
-  const dlg = openDialog({ title: `Invoice ${m.number}`, wide: true });
+  const dlg = openDialog({ title: m.number ? `Invoice ${m.number}` : `Draft invoice, ${monthName(m.month)}`, wide: true });
   dlg.body.append(h('p', { class: 'loading' }, 'Loading invoice…'));
   const close = h('button', { type: 'button', class: 'btn btn-primary' }, 'Close');
   close.addEventListener('click', () => dlg.dismiss());

@@ -163,12 +163,12 @@ void dash_invoice(struct dashboard *d, const struct dash_request *req, struct da
     int64_t now = kn_unix_now(), month;
     size_t len = strlen(which);
     int csv = len > 4 && strcmp(which + len - 4, ".csv") == 0;
-    char text[16];
+    char text[24];
     json_t *doc;
 
     if (csv)
         len -= 4;
-    if (len >= sizeof(text))
+    if (len >= 16)
         goto not_found;
     memcpy(text, which, len);
     text[len] = '\0';
@@ -190,7 +190,9 @@ void dash_invoice(struct dashboard *d, const struct dash_request *req, struct da
     res->content_type = "text/csv; charset=utf-8";
     snprintf(res->content_disposition, sizeof(res->content_disposition),
              "attachment; filename=\"konnect-invoice-%s.csv\"",
-             json_string_value(json_object_get(doc, "number")));
+             json_is_string(json_object_get(doc, "number"))
+                 ? json_string_value(json_object_get(doc, "number"))
+                 : strcat(text, "-draft"));
     json_decref(doc);
     return;
 not_found:

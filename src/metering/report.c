@@ -413,15 +413,24 @@ out:
 
 /* ---- invoices ------------------------------------------------------------------------------ */
 
-char *report_invoice_number(const char *account_id, int64_t month, char *buf, size_t bufsize)
+/* The number of an account's invoice for a month, into *out: the server's next one the first
+ * time the invoice of a closed month with billed requests is issued, the same one ever after;
+ * none (null) for an open month's draft or a month with nothing to invoice. */
+static int invoice_number(struct store *s, const char *account_id, int64_t month, int64_t now,
+                          uint64_t requests, json_t **out)
 {
-    size_t len = strlen(account_id);
-    const char *suffix = len > 8 ? account_id + len - 8 : account_id;
-    char m[16];
+    int64_t seq;
+    char buf[32];
+    int rc;
 
-    kn_month_format(month, m, sizeof(m));
-    snprintf(buf, bufsize, "INV-%s-%.4s%.2s", suffix, m, m + 5);
-    return buf;
+    *out = json_null();
+    if (month >= kn_month_of(now) || requests == 0)
+        return STORE_OK;
+    if ((rc = store_invoice_number(s, account_id, month, now, &seq)) != STORE_OK)
+        return rc;
+    snprintf(buf, sizeof(buf), "INV-%06lld", (long long)seq);
+    *out = json_string(buf);
+    return STORE_OK;
 }
 
 static int by_model_key(const void *a, const void *b)
@@ -446,8 +455,8 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
     struct sums total = {0};
     struct keyuse *ku = NULL;
     size_t nk = 0;
-    char m[16], number[64], start[32], end[32];
-    json_t *doc, *lines;
+    char m[16], start[32], end[32];
+    json_t *doc, *lines, *number;
     int rc;
 
     if ((rc = check_month(s, month, now)) != STORE_OK ||
@@ -476,10 +485,13 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
             kn_fatal("cannot build an invoice line");
         json_array_append_new(lines, sums_fields(o, &line));
     }
+    if ((rc = invoice_number(s, a->id, month, now, total.requests, &number)) != STORE_OK) {
+        json_decref(lines);
+        goto out;
+    }
     doc = json_pack(
-        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I}", "object", "invoice", "number",
-        report_invoice_number(a->id, month, number, sizeof(number)), "account", account_doc(a),
-        "month", kn_month_format(month, m, sizeof(m)), "status",
+        "{s:s, s:o, s:o, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I}", "object", "invoice", "number",
+        number, "account", account_doc(a), "month", kn_month_format(month, m, sizeof(m)), "status",
         month < kn_month_of(now) ? "final" : "open", "currency", plans->currency, "period_start",
         kn_format_time(kn_month_start(month), start, sizeof(start)), "period_end",
         kn_format_time(kn_month_start(month + 1), end, sizeof(end)), "lines", lines,
@@ -500,15 +512,14 @@ out:
     return rc;
 }
 
-static json_t *month_doc(const struct plans *plans, const struct store_account *a, int64_t month,
-                         int64_t current, const struct sums *t)
+static json_t *month_doc(const struct plans *plans, int64_t month, int64_t current,
+                         const struct sums *t, json_t *number)
 {
-    char m[16], number[64];
+    char m[16];
     json_t *o =
-        json_pack("{s:s, s:s, s:s, s:s, s:I}", "month", kn_month_format(month, m, sizeof(m)),
-                  "number", report_invoice_number(a->id, month, number, sizeof(number)), "status",
-                  month < current ? "final" : "open", "currency", plans->currency, "total_micros",
-                  (json_int_t)t->cost);
+        json_pack("{s:s, s:o, s:s, s:s, s:I}", "month", kn_month_format(month, m, sizeof(m)),
+                  "number", number, "status", month < current ? "final" : "open", "currency",
+                  plans->currency, "total_micros", (json_int_t)t->cost);
     return sums_fields(o, t);
 }
 
@@ -527,13 +538,19 @@ int report_months(struct store *s, const struct plans *plans, const struct store
     /* Rows come in day order, so a month's rows are together. */
     for (size_t i = 0, j; i < r.n; i = j) {
         struct sums t = {0};
+        json_t *number;
         for (j = i; j < r.n && r.v[j].month == r.v[i].month; j++)
             add_row(&t, &r.v[j]);
-        json_array_insert_new(arr, 0, month_doc(plans, a, r.v[i].month, current, &t));
+        /* Oldest first, so that months invoiced for the first time are numbered in order. */
+        if ((rc = invoice_number(s, a->id, r.v[i].month, now, t.requests, &number)) != STORE_OK) {
+            json_decref(arr);
+            goto out;
+        }
+        json_array_insert_new(arr, 0, month_doc(plans, r.v[i].month, current, &t, number));
         listed_current |= r.v[i].month == current;
     }
     if (!listed_current)
-        json_array_insert_new(arr, 0, month_doc(plans, a, current, current, &none));
+        json_array_insert_new(arr, 0, month_doc(plans, current, current, &none, json_null()));
     *out = arr;
 out:
     free_rows(&r);

@@ -32,8 +32,11 @@ int report_usage(struct store *s, const struct plans *plans, const struct store_
                  int64_t month, int64_t now, json_t **out);
 
 /* Writes the invoice of account a for `month` to *out: line items by model and key, totals,
- * period, status ("open" for the current month, "final" for earlier ones) and a number that is
- * the same every time it is made. A month after the current one is refused (STORE_NOT_FOUND). */
+ * period, status ("open" for the current month, "final" for earlier ones) and its number: for a
+ * final month with billed requests, "INV-" and the server's next number (six digits or more,
+ * without gaps) the first time it is made, the same one every time after (store_invoice_number);
+ * null for an open month's draft or an empty month. A month after the current one is refused
+ * (STORE_NOT_FOUND). */
 int report_invoice(struct store *s, const struct plans *plans, const struct store_account *a,
                    int64_t month, int64_t now, json_t **out);
 
@@ -79,10 +82,5 @@ char *report_money(int64_t micros, const char *currency, char *buf, size_t bufsi
 /* Formats micro-units as a plain decimal number with six decimals ("12.345678"), for CSV.
  * Returns buf (at least REPORT_MONEY_SIZE bytes). */
 char *report_decimal(int64_t micros, char *buf, size_t bufsize);
-
-/* Writes the invoice number of an account's month into buf: "INV-" + the last 8 characters of
- * the account id + "-" + year and month ("INV-a1B2c3D4-202611"). Returns buf (at least 32
- * bytes). */
-char *report_invoice_number(const char *account_id, int64_t month, char *buf, size_t bufsize);
 
 #endif

@@ -244,7 +244,13 @@ char *report_invoice_text(const json_t *invoice)
 
     kn_month_parse(str(invoice, "month"), &month);
     report_day_format(kn_month_start(month + 1) / DAY - 1, last, sizeof(last));
-    fprintf(f, "Invoice   %s\n", str(invoice, "number"));
+    if (json_is_string(json_object_get(invoice, "number")))
+        fprintf(f, "Invoice   %s\n", str(invoice, "number"));
+    else
+        fprintf(f, "Invoice   %s\n",
+                strcmp(str(invoice, "status"), "open") == 0
+                    ? "draft (numbered once the month is over)"
+                    : "none (nothing was billed this month)");
     const json_t *seller = json_object_get(invoice, "seller");
     if (json_is_object(seller)) {
         char sb[TERMSAFE_SIZE(512)];
@@ -357,6 +363,13 @@ char *report_months_text(const json_t *months)
 
     header_row(f, cols, sizeof(cols) / sizeof(cols[0]));
     json_array_foreach(months, i, m)
-        table_row(f, m, cols, sizeof(cols) / sizeof(cols[0]), "total_micros", str(m, "currency"));
+    {
+        json_t *row = json_copy((json_t *)m);
+        if (!json_is_string(json_object_get(m, "number")))
+            json_object_set_new(row, "number",
+                                json_string(strcmp(str(m, "status"), "open") == 0 ? "draft" : "-"));
+        table_row(f, row, cols, sizeof(cols) / sizeof(cols[0]), "total_micros", str(m, "currency"));
+        json_decref(row);
+    }
     return close_text(f, &buf, &size);
 }

@@ -56,6 +56,7 @@ static const struct copied_table {
     {"plans_versions", "version, body, created_at, created_by", "version"},
     {"operator_keys",
      "id, name, hash, hint, created_at, created_by, last_used_at, revoked_at, revoked_by", NULL},
+    {"invoice_numbers", "account_id, month, seq, issued_at", NULL},
 };
 
 #define MAX_COLUMNS 24

@@ -243,3 +243,35 @@ int pg_usage_sums(struct store *s, const char *account_id, int64_t month_from, i
     PQclear(res);
     return STORE_OK;
 }
+
+static void read_seq(PGresult *res, int i, void *out)
+{
+    *(int64_t *)out = pg_int(res, i, 0);
+}
+
+int pg_invoice_number(struct store *s, const char *account_id, int64_t month, int64_t now,
+                      int64_t *seq)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        PGresult *res;
+        int r = PG_RUN(s, INVOICE_NUMBER,
+                       "SELECT seq FROM invoice_numbers WHERE account_id = $1 AND month = $2", &res,
+                       "cannot read the invoice number", "ti", account_id, month);
+        if (r != STORE_OK)
+            return r;
+        if ((r = pg_one_row(s, res, read_seq, seq, "no invoice number")) != STORE_NOT_FOUND)
+            return r;
+        /* The next number, unless another server gave this month one, or took that number for
+         * another month, meanwhile (the unique index makes the later of two wait for the first
+         * and then do nothing): then read again, or try the next. */
+        r = PG_RUN(s, INVOICE_ISSUE,
+                   "INSERT INTO invoice_numbers(account_id, month, seq, issued_at) "
+                   "SELECT $1, $2, coalesce(max(seq), 0) + 1, $3 FROM invoice_numbers "
+                   "ON CONFLICT DO NOTHING",
+                   &res, "cannot issue an invoice number", "tii", account_id, month, now);
+        if (r != STORE_OK)
+            return r;
+        PQclear(res);
+    }
+    return store_set_error(s, STORE_CONFLICT, "cannot issue an invoice number: too many at once");
+}

@@ -277,3 +277,33 @@ int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_fro
     sqlite3_reset(q);
     return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "cannot read usage");
 }
+
+static void read_seq(sqlite3_stmt *q, void *out)
+{
+    *(int64_t *)out = sqlite3_column_int64(q, 0);
+}
+
+int sqlite_invoice_number(struct store *s, const char *account_id, int64_t month, int64_t now,
+                          int64_t *seq)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        int rc = RUN(s, INVOICE_NUMBER,
+                     "SELECT seq FROM invoice_numbers WHERE account_id = ?1 AND month = ?2", "ti",
+                     account_id, month);
+        int r = sq_one_row(s, STMT(s, INVOICE_NUMBER), rc, read_seq, seq, "no invoice number",
+                           "cannot read the invoice number");
+        if (r != STORE_NOT_FOUND)
+            return r;
+        /* The next number, unless another writer gave this month one, or took that number for
+         * another month, meanwhile: then read again (or try the next). */
+        rc = RUN(s, INVOICE_ISSUE,
+                 "INSERT INTO invoice_numbers(account_id, month, seq, issued_at) "
+                 "SELECT ?1, ?2, coalesce(max(seq), 0) + 1, ?3 FROM invoice_numbers WHERE 1 "
+                 "ON CONFLICT DO NOTHING",
+                 "tii", account_id, month, now);
+        if ((r = sq_done(s, STMT(s, INVOICE_ISSUE), rc, "cannot issue an invoice number")) !=
+            STORE_OK)
+            return r;
+    }
+    return store_set_error(s, STORE_CONFLICT, "cannot issue an invoice number: too many at once");
+}

@@ -424,6 +424,9 @@ struct store;
       (s, request_id, at_ms, was_billed))                                                          \
     X(usage_month_totals, (struct store *s, int64_t month, store_month_total_cb cb, void *ud),     \
       (s, month, cb, ud))                                                                          \
+    X(invoice_number,                                                                              \
+      (struct store *s, const char *account_id, int64_t month, int64_t now, int64_t *seq),         \
+      (s, account_id, month, now, seq))                                                            \
     X(usage_sums,                                                                                  \
       (struct store *s, const char *account_id, int64_t month_from, int64_t month_to,              \
        store_usage_sum_cb cb, void *ud),                                                           \
@@ -746,6 +749,11 @@ int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_
 int store_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
 /* Calls cb with each account's billed requests and tokens in `month` (year * 12 + month - 1). */
 int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
+/* Writes to *seq the invoice number of an account's month: the one it was given, or, the first
+ * time, the next of the server's one sequence (1, 2, 3, ... without gaps, even when several
+ * servers issue invoices at once), recorded with `now` as its issue time. */
+int store_invoice_number(struct store *s, const char *account_id, int64_t month, int64_t now,
+                         int64_t *seq);
 /* Calls cb for each day, key and model of an account's billed usage from month_from to month_to
  * (inclusive), by day, then key, then model. */
 int store_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,

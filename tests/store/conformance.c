@@ -574,6 +574,19 @@ static void test_idempotency(struct store *s, struct store *s2)
     CHECK(store_idem_begin(s, "acct_j", "k1", h1, 20021, 0, &x) == STORE_OK);
 }
 
+/* One sequence of invoice numbers, without gaps, whichever connection issues them; a month keeps
+ * the number it was given. */
+static void test_invoice_numbers(struct store *s, struct store *s2)
+{
+    int64_t a = 0, b = 0, c = 0, again = 0;
+
+    CHECK(store_invoice_number(s, "acct_inv1", 24310, 1000, &a) == STORE_OK && a == 1);
+    CHECK(store_invoice_number(s2, "acct_inv2", 24310, 1001, &b) == STORE_OK && b == 2);
+    CHECK(store_invoice_number(s2, "acct_inv1", 24310, 1002, &again) == STORE_OK && again == 1);
+    CHECK(store_invoice_number(s, "acct_inv1", 24311, 1003, &c) == STORE_OK && c == 3);
+    CHECK(store_invoice_number(s, "acct_inv2", 24310, 1004, &again) == STORE_OK && again == 2);
+}
+
 static void conform(const char *url)
 {
     char err[256];
@@ -720,6 +733,7 @@ static void conform(const char *url)
     test_access(s, a.id);
     test_nodes_and_plans(s, s2);
     test_idempotency(s, s2);
+    test_invoice_numbers(s, s2);
     test_operator_keys(s, s2);
     test_two_factor(s, s2, a.id);
     store_close(s2);

@@ -3,6 +3,7 @@
  * interleaved transactions, neither change skipped), migrations under their lock, the password
  * kept out of messages, and a lost connection that the next call makes again. */
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,61 @@ static void test_redaction(void)
     CHECK(strstr(out, "s3cret") == NULL);
 }
 
+/* Invoice numbers issued by several servers at once: every one given once, none skipped. */
+#define INVOICERS 4
+#define INVOICES_EACH 25
+
+struct invoicer {
+    const char *url;
+    int id;
+    int64_t seq[INVOICES_EACH];
+    int failed;
+};
+
+static void *issue_invoices(void *p)
+{
+    struct invoicer *v = p;
+    char err[256], acct[32];
+    struct store *s = store_open(v->url, 1, err, sizeof(err));
+
+    if (s == NULL) {
+        v->failed = 1;
+        return NULL;
+    }
+    for (int i = 0; i < INVOICES_EACH; i++) {
+        snprintf(acct, sizeof(acct), "acct_race%d", v->id);
+        if (store_invoice_number(s, acct, 24000 + i, 1000, &v->seq[i]) != STORE_OK)
+            v->failed = 1;
+    }
+    store_close(s);
+    return NULL;
+}
+
+static void test_invoice_numbers_race(const char *url)
+{
+    struct invoicer v[INVOICERS];
+    pthread_t t[INVOICERS];
+    int seen[INVOICERS * INVOICES_EACH + 1] = {0};
+
+    for (int i = 0; i < INVOICERS; i++) {
+        v[i] = (struct invoicer){.url = url, .id = i};
+        CHECK(pthread_create(&t[i], NULL, issue_invoices, &v[i]) == 0);
+    }
+    for (int i = 0; i < INVOICERS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < INVOICERS; i++) {
+        CHECK(!v[i].failed);
+        for (int j = 0; j < INVOICES_EACH; j++) {
+            int64_t n = v[i].seq[j];
+            CHECK(n >= 1 && n <= INVOICERS * INVOICES_EACH);
+            if (n >= 1 && n <= INVOICERS * INVOICES_EACH)
+                seen[n]++;
+        }
+    }
+    for (int n = 1; n <= INVOICERS * INVOICES_EACH; n++)
+        CHECK(seen[n] == 1);
+}
+
 int main(int argc, char **argv)
 {
     char err[256];
@@ -210,6 +266,7 @@ int main(int argc, char **argv)
     test_commit_order(argv[1], s, a.id);
     test_reconnect(argv[1], s);
     test_prune_takes_a_prefix(argv[1], s, a.id);
+    test_invoice_numbers_race(argv[1]);
     /* A server that is not there: unavailable, not a crash or a hang. */
     CHECK(store_open("postgresql:///nope?host=/nonexistent", 1, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "cannot connect to PostgreSQL") != NULL);
