@@ -268,13 +268,17 @@ async function invoiceDialog(m) {
       row('Account', (inv.account && inv.account.email) || '—'),
       row('Period', `${utcDateFmt.format(new Date(inv.period_start))} – ${utcDateFmt.format(last)} (UTC)`),
       row('Status', inv.status === 'open' ? 'Open: the month is not over, so the amounts can still grow.' : 'Final'),
+      inv.plan ? row('Plan', inv.plan.name) : null,
       row('Currency', String(cur).toUpperCase())),
     h('div', { class: 'table-scroll invoice-lines' },
       h('table', { class: 'table invoice-table' },
         h('thead', null, h('tr', null, th('Model'), th('Key'), th('Requests', 'num'), th('Input tokens', 'num'), th('Output tokens', 'num'), th('Amount', 'num'))),
         h('tbody', null, lines.length
           ? lines.map((l) => h('tr', null,
-            h('td', null, h('code', null, l.model)),
+            h('td', null, h('code', null, l.model), l.unit_prices
+              ? h('span', { class: 'cell-sub unit-prices' },
+                `${money(l.unit_prices.per_request_micros, cur)} per request · ${money(l.unit_prices.per_million_input_tokens_micros, cur)} per 1M input · ${money(l.unit_prices.per_million_output_tokens_micros, cur)} per 1M output tokens`)
+              : null),
             h('td', null, l.key_name || l.key_id, h('span', { class: 'cell-sub' }, l.key_id)),
             h('td', { class: 'num' }, numFmt.format(l.requests)),
             h('td', { class: 'num' }, numFmt.format(l.input_tokens)),

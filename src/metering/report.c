@@ -433,6 +433,30 @@ static int invoice_number(struct store *s, const char *account_id, int64_t month
     return STORE_OK;
 }
 
+/* The unit prices of a line's model on the account's plan, when they are the prices it was billed
+ * at: its amount, the sum of each request's price rounded to the micro-unit, is within half a
+ * micro-unit per request of what those prices give for its totals. NULL when they are not (the
+ * plan or its prices changed during the month, or the plan no longer has the model): the amount
+ * stands, from the ledger, without unit prices that would not explain it. */
+static json_t *unit_prices(const struct plans *plans, const struct plan *plan, const char *model,
+                           const struct sums *line)
+{
+    struct plan_model pm;
+    __int128 tokens, billed;
+
+    if (plan == NULL || plans_model(plans, plan, model, strlen(model), &pm) != 0)
+        return NULL;
+    tokens = (__int128)line->input_tokens * pm.price_per_million_input +
+             (__int128)line->output_tokens * pm.price_per_million_output;
+    billed = ((__int128)line->cost - (__int128)line->requests * pm.price_per_request) * 1000000;
+    if (billed - tokens > (__int128)line->requests * 500000 ||
+        tokens - billed > (__int128)line->requests * 500000)
+        return NULL;
+    return json_pack("{s:I, s:I, s:I}", "per_request_micros", (json_int_t)pm.price_per_request,
+                     "per_million_input_tokens_micros", (json_int_t)pm.price_per_million_input,
+                     "per_million_output_tokens_micros", (json_int_t)pm.price_per_million_output);
+}
+
 static int by_model_key(const void *a, const void *b)
 {
     const struct store_usage_sum *x = a, *y = b;
@@ -466,10 +490,13 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
     /* One line per model and key, in that order. */
     if (r.n > 1)
         qsort(r.v, r.n, sizeof(*r.v), by_model_key);
+    const struct plan *plan = plan_of(plans, a);
+    int priced = 1; /* Every line at the plan's prices. */
     lines = json_array();
     for (size_t i = 0, j; i < r.n; i = j) {
         struct sums line = {0};
         const char *name = "";
+        json_t *prices;
 
         for (j = i; j < r.n && by_model_key(&r.v[i], &r.v[j]) == 0; j++) {
             add_row(&line, &r.v[j]);
@@ -483,6 +510,9 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
                               r.v[i].environment, "amount_micros", (json_int_t)line.cost);
         if (o == NULL)
             kn_fatal("cannot build an invoice line");
+        prices = unit_prices(plans, plan, r.v[i].model, &line);
+        priced &= prices != NULL;
+        json_object_set_new(o, "unit_prices", prices != NULL ? prices : json_null());
         json_array_append_new(lines, sums_fields(o, &line));
     }
     if ((rc = invoice_number(s, a->id, month, now, total.requests, &number)) != STORE_OK) {
@@ -504,6 +534,9 @@ int report_invoice(struct store *s, const struct plans *plans, const struct stor
                             ? json_pack("{s:s, s:s, s:s, s:s}", "name", sl->name, "address",
                                         sl->address, "email", sl->email, "tax_id", sl->tax_id)
                             : json_null());
+    /* The plan, when every line was billed at its prices (else a plan change in the month). */
+    json_object_set_new(
+        doc, "plan", plan != NULL && priced ? json_pack("{s:s}", "name", plan->name) : json_null());
     sums_fields(doc, &total);
     *out = doc;
 out:

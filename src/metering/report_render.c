@@ -124,7 +124,17 @@ static void csv_row(FILE *f, const json_t *inv, const char *type, const json_t *
     csv_int(f, num(line, "output_tokens"));
     csv_int(f, micros);
     csv_field(f, report_decimal(micros, amount, sizeof(amount)), 0, 0);
-    csv_field(f, str(inv, "currency"), 0, 1);
+    csv_field(f, str(inv, "currency"), 0, 0);
+    /* An item's unit prices, when known; empty for the total and for items without them. */
+    const json_t *up = type[0] == 'i' ? json_object_get(line, "unit_prices") : NULL;
+    static const char *const unit[] = {"per_request_micros", "per_million_input_tokens_micros",
+                                       "per_million_output_tokens_micros"};
+    for (size_t i = 0; i < 3; i++) {
+        char v[24] = "";
+        if (json_is_object(up))
+            snprintf(v, sizeof(v), "%lld", (long long)num(up, unit[i]));
+        csv_field(f, v, 0, i == 2);
+    }
 }
 
 char *report_invoice_csv(const json_t *invoice, size_t *len)
@@ -135,7 +145,9 @@ char *report_invoice_csv(const json_t *invoice, size_t *len)
     json_t *line;
 
     fputs("type,invoice,month,model,key_id,key_name,environment,requests,input_tokens,"
-          "output_tokens,amount_micros,amount,currency\r\n",
+          "output_tokens,amount_micros,amount,currency,unit_price_per_request_micros,"
+          "unit_price_per_million_input_tokens_micros,"
+          "unit_price_per_million_output_tokens_micros\r\n",
           f);
     json_array_foreach(json_object_get(invoice, "lines"), i, line)
         csv_row(f, invoice, "item", line);
@@ -233,6 +245,35 @@ static void header_row(FILE *f, const struct column_def *cols, size_t n)
     fputc('\n', f);
 }
 
+/* Each model's unit prices, once per model, under the invoice's lines. */
+static void unit_price_lines(FILE *f, const json_t *invoice, const char *cur)
+{
+    const json_t *lines = json_object_get(invoice, "lines"), *line;
+    size_t i, n = 0;
+
+    json_array_foreach(lines, i, line)
+    {
+        const json_t *up = json_object_get(line, "unit_prices");
+        char model[TERMSAFE_SIZE(128)], a[REPORT_MONEY_SIZE], b[REPORT_MONEY_SIZE],
+            c[REPORT_MONEY_SIZE];
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(str(json_array_get(lines, j), "model"), str(line, "model")) == 0 &&
+                   json_is_object(json_object_get(json_array_get(lines, j), "unit_prices"));
+        if (!json_is_object(up) || seen)
+            continue;
+        if (n++ == 0)
+            fputs("\nUnit prices\n", f);
+        fprintf(f,
+                "  %s: %s per request, %s per million input tokens, %s per million output "
+                "tokens\n",
+                safe(str(line, "model"), model, sizeof(model)),
+                report_money(num(up, "per_request_micros"), cur, a, sizeof(a)),
+                report_money(num(up, "per_million_input_tokens_micros"), cur, b, sizeof(b)),
+                report_money(num(up, "per_million_output_tokens_micros"), cur, c, sizeof(c)));
+    }
+}
+
 char *report_invoice_text(const json_t *invoice)
 {
     const char *cur = str(invoice, "currency");
@@ -276,7 +317,10 @@ char *report_invoice_text(const json_t *invoice)
     fprintf(f, "Account   %s (%s)\n", safe(str(acct, "email"), email, sizeof(email)),
             str(acct, "id"));
     fprintf(f, "Period    %.10s to %s (UTC)\n", str(invoice, "period_start"), last);
-    fprintf(f, "Currency  %s\n\n", upper_code(cur, code, sizeof(code)));
+    fprintf(f, "Currency  %s\n", upper_code(cur, code, sizeof(code)));
+    if (json_is_object(json_object_get(invoice, "plan")))
+        fprintf(f, "Plan      %s\n", str(json_object_get(invoice, "plan"), "name"));
+    fputc('\n', f);
     static const struct column_def cols[] = {
         {"MODEL", 24, 0, "model"}, {"KEY", 24, 0, "key_id"},      {"KEY NAME", 20, 0, "key_name"},
         {"REQUESTS", 10, 1, NULL}, {"INPUT TOKENS", 12, 1, NULL}, {"OUTPUT TOKENS", 13, 1, NULL},
@@ -290,6 +334,7 @@ char *report_invoice_text(const json_t *invoice)
     column(f, "TOTAL", 72, 0);
     usage_columns(f, invoice, "total_micros", cur);
     fputc('\n', f);
+    unit_price_lines(f, invoice, cur);
     return close_text(f, &buf, &size);
 }
 

@@ -1070,6 +1070,10 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   await dialog.locator('[data-total]').waitFor();
   assert.equal(await dialog.locator('[data-total]').getAttribute('data-total'), String(total), 'the invoice total, in micro-units');
   assert.equal(await dialog.locator('table.invoice-table tbody tr').count(), 2, 'one line per model and key');
+  // Billed at the plan's prices: the plan and each line's unit prices.
+  assert.ok((await dialog.locator('dl.details').innerText()).includes('pro'), 'the plan on the invoice');
+  assert.equal(await dialog.locator('.unit-prices').count(), 2, 'unit prices on every line');
+  assert.match(await dialog.locator('.unit-prices').first().innerText(), /^\$0\.0025\d* per request · \$1\.50*\d* per 1M input · \$6\.0\d* per 1M output tokens$/, 'the unit prices');
   await shot(env, page, 'invoice-dialog');
   await dialog.getByRole('button', { name: 'Close', exact: true }).click();
   await dialog.waitFor({ state: 'detached' });

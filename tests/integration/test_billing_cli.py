@@ -133,11 +133,20 @@ class BillingCliTest(ServerTest):
         self.assertEqual(sum(line["requests"] for line in inv["lines"]), 5)
         # The open month's invoice is a draft: numbered once the month is over.
         self.assertIsNone(inv["number"])
+        # Billed at the plan's prices: the plan and each line's unit prices are on it.
+        self.assertEqual(inv["plan"], {"name": "pro"})
+        for line in inv["lines"]:
+            self.assertEqual(line["unit_prices"], {
+                "per_request_micros": 2500, "per_million_input_tokens_micros": 1500000,
+                "per_million_output_tokens_micros": 6000000})
         self.assertEqual(inv["period_start"], f"{self.month}-01T00:00:00Z")
 
         text = self.data.cli("invoice", "--account", "dev@example.com", "--month",
                              self.month).stdout
         self.assertIn("Invoice   draft (numbered once the month is over)", text)
+        self.assertIn("Plan      pro\n", text)
+        self.assertIn(": $0.002500 per request, $1.500000 per million input tokens, $6.000000 per "
+                      "million output tokens", text)
         self.assertIn(money(want_cost), text)
 
         raw = self.data.cli("invoice", "--account", "dev@example.com", "--month", self.month,
@@ -147,6 +156,8 @@ class BillingCliTest(ServerTest):
         total = [r for r in rows if r["type"] == "total"]
         self.assertEqual(len(total), 1)
         self.assertEqual(len(items), len(inv["lines"]))
+        self.assertEqual({r["unit_price_per_request_micros"] for r in items}, {"2500"})
+        self.assertEqual(total[0]["unit_price_per_request_micros"], "")
         self.assertEqual(sum(int(r["amount_micros"]) for r in items), want_cost)
         self.assertEqual(int(total[0]["amount_micros"]), want_cost)
         self.assertEqual(total[0]["amount"], money(want_cost)[1:])

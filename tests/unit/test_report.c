@@ -235,6 +235,14 @@ int main(void)
     CHECK(strstr(store_errmsg(s), "2026-12") != NULL);
 
     /* ---- the invoice ---- */
+    /* On the plan "gone" (the default, free, applies), no line is at the plan's prices. */
+    CHECK(report_invoice(s, plans, &a, NOV_2026, now, &inv) == STORE_OK);
+    CHECK(json_is_null(json_object_get(inv, "plan")));
+    CHECK(json_is_null(
+        json_object_get(json_array_get(json_object_get(inv, "lines"), 2), "unit_prices")));
+    json_decref(inv);
+    CHECK(store_account_set_plan(s, a.id, "pro") == STORE_OK);
+    CHECK(store_account_find(s, a.id, &a) == STORE_OK);
     CHECK(report_invoice(s, plans, &a, NOV_2026, now, &inv) == STORE_OK);
     CHECK_STR(json_string_value(json_object_get(inv, "status")), "open");
     CHECK(json_is_null(json_object_get(inv, "number"))); /* a draft: numbered once final */
@@ -253,16 +261,26 @@ int main(void)
     CHECK_STR(json_string_value(json_object_get(o, "key_id")), "key_backend");
     CHECK_STR(json_string_value(json_object_get(o, "key_name")), "Backend, \"main\"");
     CHECK(num(o, "requests") == 2 && num(o, "amount_micros") == 216);
+    CHECK(json_is_null(json_object_get(o, "unit_prices")));
     o = json_array_get(lines, 2);
     CHECK_STR(json_string_value(json_object_get(o, "model")), "gpt-b");
     CHECK(num(o, "input_tokens") == 1000 && num(o, "output_tokens") == 2000);
+    o = json_object_get(o, "unit_prices");
+    CHECK(num(o, "per_request_micros") == 100 &&
+          num(o, "per_million_input_tokens_micros") == 150000 &&
+          num(o, "per_million_output_tokens_micros") == 600000);
+    CHECK(json_is_null(json_object_get(inv, "plan"))); /* not every line at the plan's prices */
 
     size_t len;
     char *csv = report_invoice_csv(inv, &len);
     CHECK(len == strlen(csv));
     CHECK(strncmp(csv, "type,invoice,month,model,key_id,key_name,environment,requests,", 60) == 0);
+    /* gpt-a's amounts are not what the plan's prices give (its prices changed): no unit prices;
+     * gpt-b's are. */
     CHECK(strstr(csv, ",gpt-a,key_backend,\"Backend, \"\"main\"\"\",production,2,15,25,216,"
-                      "0.000216,usd\r\n") != NULL);
+                      "0.000216,usd,,,\r\n") != NULL);
+    CHECK(strstr(csv, ",gpt-b,key_backend,\"Backend, \"\"main\"\"\",production,1,1000,2000,"
+                      "1450,0.001450,usd,100,150000,600000\r\n") != NULL);
     CHECK(strstr(csv, ",\"'=cmd|calc\",") != NULL); /* a formula, defused */
     char want[128];
     snprintf(want, sizeof(want), "\r\ntotal,,2026-11,,,,,5,1023,2029,%lld,0.00",
@@ -279,6 +297,11 @@ int main(void)
     CHECK(strstr(text, "Invoice   draft (numbered once the month is over)") != NULL);
     CHECK(strstr(text, "Period    2026-11-01 to 2026-11-30 (UTC)") != NULL);
     CHECK(strstr(text, "$0.001450") != NULL);
+    /* (gpt-a's staging line is within rounding of the plan's prices: it has them.) */
+    CHECK(strstr(text, "\nUnit prices\n  gpt-a: $0.000100 per request") != NULL);
+    CHECK(strstr(text, "\n  gpt-b: $0.000100 per request, $0.150000 per million input tokens, "
+                       "$0.600000 per million output tokens\n") != NULL);
+    CHECK(strstr(text, "Plan      ") == NULL);
     snprintf(want, sizeof(want), "$0.%06lld\n", (long long)nov_total);
     CHECK(strstr(text, want) != NULL); /* the total ends the text */
     free(text);
@@ -292,6 +315,10 @@ int main(void)
     CHECK_STR(json_string_value(json_object_get(inv, "number")), "INV-000001");
     text = report_invoice_text(inv);
     CHECK(strstr(text, "Invoice   INV-000001\n") != NULL);
+    /* October's one request was billed at the plan's prices (101.5 rounded... to 101 is within
+     * half a micro-unit): the plan and its unit prices are on the invoice. */
+    CHECK(strstr(text, "Plan      pro\n") != NULL && strstr(text, "  gpt-a: $0.000100") != NULL);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(inv, "plan"), "name")), "pro");
     free(text);
     json_decref(inv);
     CHECK(report_invoice(s, plans, &a, NOV_2026 - 1, now + DAY, &inv) == STORE_OK);
