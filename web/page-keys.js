@@ -111,9 +111,9 @@ function keyRow(k, refresh, currency) {
   const by = personName(k.created_by);
   const actions = h('div', { class: 'row-actions' });
   if (!inactive) {
-    const rename = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Rename');
-    rename.addEventListener('click', () => renameDialog(k, refresh));
-    actions.append(rename);
+    const edit = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Edit');
+    edit.addEventListener('click', () => editDialog(k, refresh));
+    actions.append(edit);
     if (k.status === 'active' && (k.mode === 'test' || isOwner())) {
       const roll = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-describedby': nameId }, 'Roll key');
       roll.addEventListener('click', () => rollDialog(k, refresh));
@@ -358,41 +358,83 @@ function rollDialog(k, refresh) {
   });
 }
 
-function renameDialog(k, refresh) {
+// Edit a key: its name, and where it may be used from, its models and its own rate (the owner's
+// to set on live keys; any member's on test keys). Only what changed is sent.
+function editDialog(k, refresh) {
   let dlg = null;
-  dlg = openDialog({ title: 'Rename key' });
+  dlg = openDialog({ title: 'Edit key' });
   const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '128', autocomplete: 'off' });
   name.value = k.name;
   const fName = field('Name', name);
+  const restrictable = k.mode !== 'admin' && (k.mode === 'test' || isOwner());
+  const oldAllow = (Array.isArray(k.ip_allowlist) ? k.ip_allowlist : []).join('\n');
+  const oldModels = (Array.isArray(k.models) ? k.models : []).join(', ');
+  const oldRpm = k.requests_per_minute ? String(k.requests_per_minute) : '';
+  const allow = h('textarea', { name: 'ip_allowlist', rows: '3', spellcheck: 'false', placeholder: '203.0.113.7\n198.51.100.0/24' });
+  allow.value = oldAllow;
+  const fAllow = field('IP allowlist', allow, 'Addresses or CIDR ranges, separated by commas or new lines. Empty: any address.');
+  const models = h('input', { type: 'text', name: 'models', spellcheck: 'false', autocomplete: 'off', placeholder: 'small, large' });
+  models.value = oldModels;
+  const fModels = field('Models', models, 'Only these models of your plan. Empty: all of them.');
+  const rpm = h('input', { type: 'number', name: 'requests_per_minute', min: '1', max: '1000000', inputmode: 'numeric' });
+  rpm.value = oldRpm;
+  const fRpm = field('Requests per minute', rpm, "This key's own limit, below your account's. Empty: none.");
+  const fields = { name: fName, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm };
   const err = alertBox('error');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
   cancel.addEventListener('click', () => dlg.dismiss());
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Save');
   const form = h('form', { class: 'form', novalidate: true },
-    h('p', { class: 'muted' }, 'Key ', h('code', null, k.hint)), err, fName, dialogFooter(cancel, submit));
+    h('p', { class: 'muted' }, 'Key ', h('code', null, k.hint)), err, fName,
+    restrictable ? [fAllow, h('div', { class: 'field-row' }, fModels, fRpm)] : null,
+    dialogFooter(cancel, submit));
   dlg.body.append(form);
   name.focus();
   name.select();
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.clear();
+    for (const f of Object.values(fields)) f.setError('');
+    const body = {};
     const value = name.value.trim();
     if (!value) {
       fName.setError('Give your key a name.');
       name.focus();
       return;
     }
-    fName.setError('');
+    if (value !== k.name) body.name = value;
+    if (restrictable) {
+      const ranges = allow.value.split(/[\s,]+/).filter(Boolean);
+      if (ranges.join('\n') !== oldAllow) body.ip_allowlist = ranges;
+      const names = models.value.split(/[\s,]+/).filter(Boolean);
+      if (names.join(', ') !== oldModels) body.models = names.length ? names : null;
+      if (rpm.value.trim() !== oldRpm) {
+        const n = Number(rpm.value);
+        if (rpm.value.trim() && (!Number.isInteger(n) || n < 1 || n > 1000000)) {
+          fRpm.setError('A whole number from 1 to 1,000,000, or empty.');
+          rpm.focus();
+          return;
+        }
+        body.requests_per_minute = rpm.value.trim() ? n : null;
+      }
+    }
+    if (!Object.keys(body).length) {
+      dlg.dismiss();
+      return;
+    }
     setBusy(submit, true, 'Saving…');
     try {
-      await api('PATCH', keyPath(k), { name: value });
+      await api('PATCH', keyPath(k), body);
       dlg.dismiss();
-      toast('Key renamed.');
+      toast('Key saved.');
       refresh();
     } catch (e) {
       setBusy(submit, false);
-      if (e.param === 'name') fName.setError(e.message);
-      else err.show(null, errorText(e));
+      const f = e.param && fields[e.param];
+      if (f) {
+        f.setError(e.message);
+        (f.querySelector('input, textarea') || submit).focus();
+      } else err.show(null, errorText(e));
     }
   });
 }

@@ -430,7 +430,7 @@ test('rolling a key with a one-hour grace period keeps both keys working', { tim
   await shot(env, page, 'api-keys-rolled');
 
   // Rename the new key.
-  await keyRow(page, newSecret).getByRole('button', { name: 'Rename', exact: true }).click();
+  await keyRow(page, newSecret).getByRole('button', { name: 'Edit', exact: true }).click();
   const rename = page.getByRole('dialog');
   await rename.getByLabel('Name', { exact: true }).fill('Backend server (2025)');
   await rename.getByRole('button', { name: 'Save', exact: true }).click();
@@ -502,6 +502,27 @@ test('the create dialog: type, environment, expiry, IP allowlist and restriction
   text = await rowText(keyRow(page, narrow));
   assert.ok(text.includes('Models: other-model') && text.includes('2 requests/min'), 'the row shows the restrictions');
   assert.deepEqual(await chat(env, narrow), { status: 403, code: 'model_not_allowed' });
+
+  // Edit lifts the restrictions of an existing key: all models, no own rate; then the allowlist.
+  await keyRow(page, narrow).getByRole('button', { name: 'Edit', exact: true }).click();
+  let edit = page.getByRole('dialog');
+  assert.equal(await edit.getByLabel('Models', { exact: true }).inputValue(), 'other-model', 'the dialog shows the key\'s models');
+  assert.equal(await edit.getByLabel('Requests per minute', { exact: true }).inputValue(), '2', 'and its own rate');
+  await edit.getByLabel('Requests per minute', { exact: true }).fill('0');
+  await edit.getByRole('button', { name: 'Save', exact: true }).click();
+  assert.ok((await edit.innerText()).includes('A whole number from 1 to 1,000,000'), 'a bad rate is explained in the dialog');
+  await edit.getByLabel('Models', { exact: true }).fill('');
+  await edit.getByLabel('Requests per minute', { exact: true }).fill('');
+  await edit.getByRole('button', { name: 'Save', exact: true }).click();
+  await edit.waitFor({ state: 'detached' });
+  await until(async () => !(await rowText(keyRow(page, narrow))).includes('Models:'), 'the row no longer shows restrictions');
+  await until(async () => (await chat(env, narrow)).status === 200, 'the key may use every model again');
+  await keyRow(page, fenced).getByRole('button', { name: 'Edit', exact: true }).click();
+  edit = page.getByRole('dialog');
+  await edit.getByLabel('IP allowlist', { exact: true }).fill('');
+  await edit.getByRole('button', { name: 'Save', exact: true }).click();
+  await edit.waitFor({ state: 'detached' });
+  await until(async () => (await chat(env, fenced)).status === 200, 'the allowlist is lifted');
 
   // A bad allowlist entry is explained in the dialog, which stays open.
   await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
