@@ -163,12 +163,12 @@ void dash_invoice(struct dashboard *d, const struct dash_request *req, struct da
     int64_t now = kn_unix_now(), month;
     size_t len = strlen(which);
     int csv = len > 4 && strcmp(which + len - 4, ".csv") == 0;
-    char text[24];
+    char text[16];
     json_t *doc;
 
     if (csv)
         len -= 4;
-    if (len >= 16)
+    if (len >= sizeof(text))
         goto not_found;
     memcpy(text, which, len);
     text[len] = '\0';
@@ -188,11 +188,11 @@ void dash_invoice(struct dashboard *d, const struct dash_request *req, struct da
     res->reason = "OK";
     res->body = report_invoice_csv(doc, &res->body_len);
     res->content_type = "text/csv; charset=utf-8";
+    /* A draft has no number: its month names it. */
+    const char *number = json_string_value(json_object_get(doc, "number"));
     snprintf(res->content_disposition, sizeof(res->content_disposition),
-             "attachment; filename=\"konnect-invoice-%s.csv\"",
-             json_is_string(json_object_get(doc, "number"))
-                 ? json_string_value(json_object_get(doc, "number"))
-                 : strcat(text, "-draft"));
+             "attachment; filename=\"konnect-invoice-%s%s.csv\"", number != NULL ? number : text,
+             number != NULL ? "" : "-draft");
     json_decref(doc);
     return;
 not_found:
