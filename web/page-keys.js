@@ -128,7 +128,8 @@ function keyRow(k, refresh, currency) {
       h('span', { class: 'key-name', id: nameId }, k.name),
       allow.length ? h('span', { class: 'cell-sub', title: allow.join(', ') }, `Allowed: ${allow.length === 1 ? allow[0] : `${allow.length} ranges`}`) : null,
       Array.isArray(k.models) && k.models.length ? h('span', { class: 'cell-sub', title: 'The only models this key may use' }, `Models: ${k.models.join(', ')}`) : null,
-      k.requests_per_minute ? h('span', { class: 'cell-sub', title: "This key's own rate limit" }, `${numFmt.format(k.requests_per_minute)} requests/min`) : null),
+      k.requests_per_minute ? h('span', { class: 'cell-sub', title: "This key's own rate limit" }, `${numFmt.format(k.requests_per_minute)} requests/min`) : null,
+      k.monthly_requests ? h('span', { class: 'cell-sub', title: "This key's own monthly quota, counting the keys it replaced" }, `${numFmt.format(k.monthly_requests)} requests/month`) : null),
     h('td', null,
       h('code', { class: 'key-hint' }, k.hint),
       h('span', { class: 'key-tags' }, modeBadge(k.mode), h('span', { class: 'pill', title: 'Environment' }, capitalize(k.environment)))),
@@ -228,6 +229,12 @@ function createKeyDialog(refresh) {
   const fModels = field('Models (optional)', models, 'Only these models of your plan, separated by commas. Leave empty for all of them.');
   const rpm = h('input', { type: 'number', name: 'requests_per_minute', min: '1', max: '1000000', inputmode: 'numeric' });
   const fRpm = field('Requests per minute (optional)', rpm, "This key's own limit, below your account's. Leave empty for none.");
+  const monthly = h('input', { type: 'number', name: 'monthly_requests', min: '1', inputmode: 'numeric' });
+  const fMonthly = field('Requests per month (optional)', monthly, "Live keys: this key's own monthly quota, at most your account's. Leave empty for none.");
+  fMonthly.hidden = true;
+  typeSet.addEventListener('change', () => {
+    fMonthly.hidden = mode() !== 'live';
+  });
 
   const err = alertBox('error');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
@@ -235,15 +242,15 @@ function createKeyDialog(refresh) {
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create');
   const form = h('form', { class: 'form', novalidate: true },
     err, fName, typeSet, h('div', { class: 'field-row' }, fEnv, fExpiry), fDate, fAllow,
-    h('div', { class: 'field-row' }, fModels, fRpm), dialogFooter(cancel, submit));
+    h('div', { class: 'field-row' }, fModels, fRpm), fMonthly, dialogFooter(cancel, submit));
   dlg.body.append(form);
   name.focus();
 
-  const fields = { name: fName, environment: fEnv, mode: typeSet, expires_in_days: fExpiry, expires_at: fDate, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm };
+  const fields = { name: fName, environment: fEnv, mode: typeSet, expires_in_days: fExpiry, expires_at: fDate, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm, monthly_requests: fMonthly };
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.clear();
-    for (const f of [fName, fDate, fAllow, fModels, fRpm]) f.setError('');
+    for (const f of [fName, fDate, fAllow, fModels, fRpm, fMonthly]) f.setError('');
     const body = { name: name.value.trim(), mode: mode(), environment: env.value };
     let ok = true;
     if (!body.name) {
@@ -269,6 +276,13 @@ function createKeyDialog(refresh) {
         fRpm.setError('A whole number from 1 to 1,000,000, or empty.');
         ok = false;
       } else body.requests_per_minute = n;
+    }
+    if (mode() === 'live' && monthly.value.trim()) {
+      const n = Number(monthly.value);
+      if (!Number.isInteger(n) || n < 1) {
+        fMonthly.setError('A whole number of requests, or empty.');
+        ok = false;
+      } else body.monthly_requests = n;
     }
     if (!ok) {
       form.querySelector('[aria-invalid="true"]').focus();
@@ -358,8 +372,9 @@ function rollDialog(k, refresh) {
   });
 }
 
-// Edit a key: its name, and where it may be used from, its models and its own rate (the owner's
-// to set on live keys; any member's on test keys). Only what changed is sent.
+// Edit a key: its name, and where it may be used from, its models, its own rate and (live keys)
+// its own monthly quota (the owner's to set on live keys; any member's on test keys). Only what
+// changed is sent.
 function editDialog(k, refresh) {
   let dlg = null;
   dlg = openDialog({ title: 'Edit key' });
@@ -379,14 +394,18 @@ function editDialog(k, refresh) {
   const rpm = h('input', { type: 'number', name: 'requests_per_minute', min: '1', max: '1000000', inputmode: 'numeric' });
   rpm.value = oldRpm;
   const fRpm = field('Requests per minute', rpm, "This key's own limit, below your account's. Empty: none.");
-  const fields = { name: fName, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm };
+  const oldMonthly = k.monthly_requests ? String(k.monthly_requests) : '';
+  const monthly = h('input', { type: 'number', name: 'monthly_requests', min: '1', inputmode: 'numeric' });
+  monthly.value = oldMonthly;
+  const fMonthly = field('Requests per month', monthly, "This key's own monthly quota, at most your account's; requests already made this month count. Empty: none.");
+  const fields = { name: fName, ip_allowlist: fAllow, models: fModels, requests_per_minute: fRpm, monthly_requests: fMonthly };
   const err = alertBox('error');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary' }, 'Cancel');
   cancel.addEventListener('click', () => dlg.dismiss());
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Save');
   const form = h('form', { class: 'form', novalidate: true },
     h('p', { class: 'muted' }, 'Key ', h('code', null, k.hint)), err, fName,
-    restrictable ? [fAllow, h('div', { class: 'field-row' }, fModels, fRpm)] : null,
+    restrictable ? [fAllow, h('div', { class: 'field-row' }, fModels, fRpm), k.mode === 'live' ? fMonthly : null] : null,
     dialogFooter(cancel, submit));
   dlg.body.append(form);
   name.focus();
@@ -416,6 +435,15 @@ function editDialog(k, refresh) {
           return;
         }
         body.requests_per_minute = rpm.value.trim() ? n : null;
+      }
+      if (k.mode === 'live' && monthly.value.trim() !== oldMonthly) {
+        const n = Number(monthly.value);
+        if (monthly.value.trim() && (!Number.isInteger(n) || n < 1)) {
+          fMonthly.setError('A whole number of requests, or empty.');
+          monthly.focus();
+          return;
+        }
+        body.monthly_requests = monthly.value.trim() ? n : null;
       }
     }
     if (!Object.keys(body).length) {

@@ -104,6 +104,7 @@ static const struct opt_def opt_defs[] = {
     OPT_VALUE("allow-ip", allow_ip),
     OPT_VALUE("models", models),
     OPT_VALUE("rpm", rpm),
+    OPT_VALUE("monthly-requests", monthly),
     OPT_VALUE("grace", grace),
     OPT_VALUE("limit", limit),
     OPT_VALUE("plan", plan),

@@ -20,7 +20,7 @@
 struct opts {
     const char *email, *account, *mode, *name, *env, *expires_in, *count, *in, *allow_ip, *grace,
         *limit, *plan, *requests, *tokens, *month, *existing_user;
-    const char *wait, *from, *to, *models, *rpm;
+    const char *wait, *from, *to, *models, *rpm, *monthly;
     int64_t wait_ms; /* --wait as milliseconds (default 5 s), checked before any change. */
     int json, csv, help;
     const char *positional[4];

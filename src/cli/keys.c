@@ -32,11 +32,11 @@ static const char key_usage[] =
     "Usage: konnect key create --account EMAIL|ID --mode test|live|admin --name NAME\n"
     "                          [--environment development|staging|production]\n"
     "                          [--expires-in DURATION] [--allow-ip LIST] [--count N]\n"
-    "                          [--models LIST] [--rpm N]\n"
+    "                          [--models LIST] [--rpm N] [--monthly-requests N]\n"
     "       konnect key list --account EMAIL|ID [--json]\n"
     "       konnect key roll KEY [--grace DURATION]\n"
     "       konnect key update KEY [--name NAME] [--allow-ip LIST] [--models LIST|none]\n"
-    "                          [--rpm N|none]\n"
+    "                          [--rpm N|none] [--monthly-requests N|none]\n"
     "       konnect key revoke KEY\n"
     "       konnect key expire KEY [--in DURATION]\n"
     "\n"
@@ -67,6 +67,9 @@ static const char key_usage[] =
     "                          plan, separated by commas ('none' for all of them again)\n"
     "  --rpm N                 a restricted key: its own requests per minute, below its\n"
     "                          account's ('none' for none)\n"
+    "  --monthly-requests N    a restricted live key: its own quota of live requests a month\n"
+    "                          (UTC), at most its account's, counting the keys it replaced\n"
+    "                          ('none' for none)\n"
     "  --allow-ip LIST         addresses and CIDR ranges the key may be used from, separated\n"
     "                          by commas (203.0.113.7,198.51.100.0/24,2001:db8::/32)\n"
     "  --count N               create N keys at once, one secret per line (bulk set-up)\n"
@@ -81,11 +84,12 @@ static const char key_usage[] =
 
 #define CHUNK 4096 /* Keys per transaction in bulk creation. */
 
-/* Reads --models and --rpm for a key of account a: the canonical list and the number (0 for
- * none; "none" clears either). Returns 0, or 2 after saying what is wrong. */
+/* Reads --models, --rpm and --monthly-requests for a key of account a in `mode`: the canonical
+ * list and the numbers (0 for none; "none" clears any). Returns 0, or 2 after saying what is
+ * wrong. */
 static int read_restrictions(const struct kn_config *c, const struct opts *o,
-                             const struct store_account *a, char models[STORE_MODELS_MAX],
-                             int64_t *rpm)
+                             const struct store_account *a, const char *mode,
+                             char models[STORE_MODELS_MAX], int64_t *rpm, int64_t *monthly)
 {
     char err[300];
     long long n = 0;
@@ -93,6 +97,12 @@ static int read_restrictions(const struct kn_config *c, const struct opts *o,
 
     models[0] = '\0';
     *rpm = 0;
+    *monthly = 0;
+    if (strcmp(mode, "admin") == 0) {
+        fprintf(stderr, "konnect: admin keys call no model: --models, --rpm and "
+                        "--monthly-requests are for live and test keys\n");
+        return 2;
+    }
     if (o->rpm != NULL && strcmp(o->rpm, "none") != 0) {
         if (kn_parse_int(o->rpm, 1, 1000000, &n) != 0) {
             fprintf(stderr, "konnect: --rpm takes a number from 1 to 1000000, or none\n");
@@ -100,7 +110,21 @@ static int read_restrictions(const struct kn_config *c, const struct opts *o,
         }
         *rpm = n;
     }
-    if (o->models == NULL || strcmp(o->models, "none") == 0)
+    if (o->monthly != NULL && strcmp(o->monthly, "none") != 0) {
+        if (strcmp(mode, "live") != 0) {
+            fprintf(stderr, "konnect: --monthly-requests is for live keys (test keys are never "
+                            "billed)\n");
+            return 2;
+        }
+        if (kn_parse_int(o->monthly, 1, 1000000000000LL, &n) != 0) {
+            fprintf(stderr,
+                    "konnect: --monthly-requests takes a number from 1 to 1000000000000, or "
+                    "none\n");
+            return 2;
+        }
+        *monthly = n;
+    }
+    if ((o->models == NULL || strcmp(o->models, "none") == 0) && *monthly == 0)
         return 0;
     struct plans *ps = cli_load_plans(c);
     if (ps == NULL)
@@ -108,8 +132,17 @@ static int read_restrictions(const struct kn_config *c, const struct opts *o,
     const struct plan *plan = plans_find(ps, a->plan);
     if (plan == NULL)
         plan = plans_find(ps, NULL);
-    if (lifecycle_canonical_models(ps, plan, o->models, models, err, sizeof(err)) != 0 ||
-        models[0] == '\0') {
+    int64_t cap =
+        a->quota_requests == STORE_QUOTA_FROM_PLAN ? plan->requests_per_month : a->quota_requests;
+    if (*monthly != 0 && cap >= 0 && *monthly > cap) {
+        fprintf(stderr,
+                "konnect: --monthly-requests must be at most the account's quota, %lld requests "
+                "a month\n",
+                (long long)cap);
+        ret = 2;
+    } else if (o->models != NULL && strcmp(o->models, "none") != 0 &&
+               (lifecycle_canonical_models(ps, plan, o->models, models, err, sizeof(err)) != 0 ||
+                models[0] == '\0')) {
         fprintf(stderr, "konnect: --models: %s\n",
                 models[0] == '\0' && err[0] == '\0' ? "name at least one model" : err);
         ret = 2;
@@ -170,14 +203,12 @@ static int key_create(struct kn_config *c, const struct opts *o)
     if (cli_find_account(s, o->account, &a) != STORE_OK || cli_load_secret(c, secret) != 0)
         goto out;
     char models[STORE_MODELS_MAX];
-    if ((o->models != NULL || o->rpm != NULL) && spec.mode == APIKEY_MODE_ADMIN) {
-        fprintf(stderr, "konnect: admin keys call no model: --models and --rpm are for live and "
-                        "test keys\n");
-        ret = 2;
+    if ((o->models != NULL || o->rpm != NULL || o->monthly != NULL) &&
+        (ret = read_restrictions(c, o, &a, apikey_mode_name(spec.mode), models,
+                                 &spec.requests_per_minute, &spec.monthly_requests)) != 0)
         goto out;
-    }
-    if ((ret = read_restrictions(c, o, &a, models, &spec.requests_per_minute)) != 0)
-        goto out;
+    if (o->models == NULL)
+        models[0] = '\0';
     ret = 1;
     spec.models = models;
     spec.account_id = a.id;
@@ -450,8 +481,10 @@ static int key_update(struct kn_config *c, const struct opts *o)
     char err[512], allow[STORE_ALLOWLIST_MAX];
     int ret = 1;
 
-    if (o->name == NULL && o->allow_ip == NULL && o->models == NULL && o->rpm == NULL) {
-        fprintf(stderr, "konnect: key update needs --name, --allow-ip, --models or --rpm\n");
+    int restricts = o->models != NULL || o->rpm != NULL || o->monthly != NULL;
+    if (o->name == NULL && o->allow_ip == NULL && !restricts) {
+        fprintf(stderr, "konnect: key update needs --name, --allow-ip, --models, --rpm or "
+                        "--monthly-requests\n");
         return 2;
     }
     if (o->name != NULL && lifecycle_valid_name(o->name) != 0) {
@@ -472,30 +505,26 @@ static int key_update(struct kn_config *c, const struct opts *o)
         goto fail;
     if (o->allow_ip != NULL && lifecycle_set_allowlist(s, &k, allow, &cli_actor) != STORE_OK)
         goto fail;
-    if (o->models != NULL || o->rpm != NULL) {
+    if (restricts) {
         struct store_account a;
         char models[STORE_MODELS_MAX];
-        int64_t rpm;
-        if (strcmp(k.mode, "admin") == 0) {
-            fprintf(stderr, "konnect: admin keys call no model: --models and --rpm are for live "
-                            "and test keys\n");
-            ret = 2;
-            goto out;
-        }
+        int64_t rpm, monthly;
         if (store_account_find(s, k.account_id, &a) != STORE_OK)
             goto fail;
-        if ((ret = read_restrictions(c, o, &a, models, &rpm)) != 0)
+        if ((ret = read_restrictions(c, o, &a, k.mode, models, &rpm, &monthly)) != 0)
             goto out;
         ret = 1;
         if (o->models == NULL)
             kn_strlcpy(models, k.models, sizeof(models));
         if (o->rpm == NULL)
             rpm = k.requests_per_minute;
-        if (lifecycle_set_restrictions(s, &k, models, rpm, &cli_actor) != STORE_OK)
+        if (o->monthly == NULL)
+            monthly = k.monthly_requests;
+        if (lifecycle_set_restrictions(s, &k, models, rpm, monthly, &cli_actor) != STORE_OK)
             goto fail;
     }
     printf("updated %s\n", k.id);
-    ret = o->allow_ip == NULL && o->models == NULL && o->rpm == NULL ? 0
+    ret = o->allow_ip == NULL && !restricts ? 0
           : o->allow_ip == NULL ? cli_report_notify(c, s, o, "the restrictions are in force")
                                 : cli_report_notify(c, s, o,
                                                     allow[0] ? "the allowlist is in force"

@@ -106,14 +106,17 @@ bad:
 }
 
 /* Reads a restricted key's "models" (a list of model names of the account's plan, or null for
- * all of them) and "requests_per_minute" (a number below the account's, or null for none) for a
- * key of `mode`. *given says which of the two were in doc (bit 1, bit 2). Returns 0, or -1 after
- * replying 400. */
+ * all of them), "requests_per_minute" (a number below the account's, or null for none) and, for
+ * a live key, "monthly_requests" (its own monthly quota, at most the account's, or null for none)
+ * for a key of `mode`. *given says which of them were in doc (bits 1, 2, 4). Returns 0, or -1
+ * after replying 400. */
 static int restrictions_member(struct dashboard *d, json_t *doc, const struct dash_request *req,
                                struct dash_response *res, const struct who *w, const char *mode,
-                               char models[STORE_MODELS_MAX], int64_t *rpm, int *given)
+                               char models[STORE_MODELS_MAX], int64_t *rpm, int64_t *monthly,
+                               int *given)
 {
-    json_t *m = json_object_get(doc, "models"), *r = json_object_get(doc, "requests_per_minute");
+    json_t *m = json_object_get(doc, "models"), *r = json_object_get(doc, "requests_per_minute"),
+           *q = json_object_get(doc, "monthly_requests");
     const struct plans *ps = dash_plans(d);
     struct store_account a;
     const struct plan *plan;
@@ -123,19 +126,32 @@ static int restrictions_member(struct dashboard *d, json_t *doc, const struct da
 
     models[0] = '\0';
     *rpm = 0;
-    *given = (m != NULL) | (r != NULL) << 1;
+    *monthly = 0;
+    *given = (m != NULL) | (r != NULL) << 1 | (q != NULL) << 2;
     if (*given == 0)
         return 0;
     if (strcmp(mode, "admin") == 0) {
         dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
-                         "Admin keys call no model: 'models' and 'requests_per_minute' are for "
-                         "live and test keys.",
-                         m != NULL ? "models" : "requests_per_minute");
+                         "Admin keys call no model: 'models', 'requests_per_minute' and "
+                         "'monthly_requests' are for live and test keys.",
+                         m != NULL   ? "models"
+                         : r != NULL ? "requests_per_minute"
+                                     : "monthly_requests");
         return -1;
     }
-    if (store_account_find(d->store, w->member.account_id, &a) != STORE_OK ||
-        (plan = plans_find(ps, a.plan)) == NULL)
+    if (q != NULL && !json_is_null(q) && strcmp(mode, "live") != 0) {
+        dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                         "Test keys have no monthly quota (they are never billed): "
+                         "'monthly_requests' is for live keys.",
+                         "monthly_requests");
+        return -1;
+    }
+    if (store_account_find(d->store, w->member.account_id, &a) != STORE_OK) {
+        a.quota_requests = STORE_QUOTA_FROM_PLAN;
         plan = plans_find(ps, NULL);
+    } else if ((plan = plans_find(ps, a.plan)) == NULL) {
+        plan = plans_find(ps, NULL);
+    }
     if (m != NULL && !json_is_null(m)) {
         if (!json_is_array(m) || json_array_size(m) == 0)
             goto bad_models;
@@ -172,6 +188,27 @@ static int restrictions_member(struct dashboard *d, json_t *doc, const struct da
             return -1;
         }
         *rpm = json_integer_value(r);
+    }
+    if (q != NULL && !json_is_null(q)) {
+        int64_t cap =
+            a.quota_requests == STORE_QUOTA_FROM_PLAN ? plan->requests_per_month : a.quota_requests;
+        if (!json_is_integer(q) || json_integer_value(q) < 1 ||
+            json_integer_value(q) > 1000000000000LL) {
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER,
+                             "'monthly_requests' must be a whole number from 1 to 1000000000000, "
+                             "or null for none of the key's own.",
+                             "monthly_requests");
+            return -1;
+        }
+        if (cap >= 0 && json_integer_value(q) > cap) {
+            snprintf(err, sizeof(err),
+                     "'monthly_requests' must be at most the quota the key has anyway: %lld "
+                     "requests a month (its account's).",
+                     (long long)cap);
+            dash_reply_error(res, req, KN_ERR_INVALID_PARAMETER, err, "monthly_requests");
+            return -1;
+        }
+        *monthly = json_integer_value(q);
     }
     return 0;
 bad_models:
@@ -332,7 +369,7 @@ void dash_key_create(struct dashboard *d, const struct dash_request *req, struct
     int given;
     if (allowlist_member(doc, req, res, allow) != 0 ||
         restrictions_member(d, doc, req, res, w, apikey_mode_name(spec.mode), models,
-                            &spec.requests_per_minute, &given) != 0 ||
+                            &spec.requests_per_minute, &spec.monthly_requests, &given) != 0 ||
         may_add_key(d, req, res, w, spec.mode, 1) != 0)
         goto out;
     spec.account_id = w->member.account_id;
@@ -485,18 +522,19 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
         goto out;
     }
     char models[STORE_MODELS_MAX];
-    int64_t rpm = 0;
+    int64_t rpm = 0, monthly = 0;
     int given = 0;
     if (allowlist_member(doc, req, res, allow) != 0 ||
         (expiry = expiry_member(doc, req, res, &expires_at)) < 0 ||
         own_key(d, req, res, w, id, &k) != 0 ||
-        restrictions_member(d, doc, req, res, w, k.mode, models, &rpm, &given) != 0)
+        restrictions_member(d, doc, req, res, w, k.mode, models, &rpm, &monthly, &given) != 0)
         goto out;
     /* A member may restrict a test key; a live key's restrictions are the owner's, like its
      * allowlist. */
     if (given && strcmp(k.mode, "test") != 0 && strcmp(w->member.role, "owner") != 0) {
         dash_reply_error(res, req, KN_ERR_OWNER_REQUIRED,
-                         "Only the account's owner can change a live key's models or rate limit.",
+                         "Only the account's owner can change a live key's models, rate limit or "
+                         "monthly quota.",
                          NULL);
         goto out;
     }
@@ -505,6 +543,8 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
         kn_strlcpy(models, k.models, sizeof(models));
     if (!(given & 2))
         rpm = k.requests_per_minute;
+    if (!(given & 4))
+        monthly = k.monthly_requests;
     /* Where and how long a live or admin key may be used is the owner's to decide, like the key
      * itself. */
     if ((json_object_get(doc, "ip_allowlist") != NULL || expiry) && strcmp(k.mode, "test") != 0 &&
@@ -548,8 +588,10 @@ void dash_key_update(struct dashboard *d, const struct dash_request *req, struct
     if (expiry && expires_at != k.expires_at &&
         lifecycle_expire(d->store, &k, expires_at, &w->actor) != STORE_OK)
         goto fail;
-    if (given && (strcmp(models, k.models) != 0 || rpm != k.requests_per_minute) &&
-        lifecycle_set_restrictions(d->store, &k, models, rpm, &w->actor) != STORE_OK)
+    if (given &&
+        (strcmp(models, k.models) != 0 || rpm != k.requests_per_minute ||
+         monthly != k.monthly_requests) &&
+        lifecycle_set_restrictions(d->store, &k, models, rpm, monthly, &w->actor) != STORE_OK)
         goto fail;
     json_t *propagation = dash_sync_changes(d);
     if (reload(d, &k) != STORE_OK) {

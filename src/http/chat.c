@@ -184,32 +184,45 @@ static void refuse_inflight(h2o_req_t *req, struct reqinfo *info, const struct p
     http_send_error(req, info, KN_ERR_TOO_MANY_CONCURRENT, msg, NULL);
 }
 
-/* Answers 429 for a live request refused by its account's monthly quota (q says which). */
-static void refuse_quota(h2o_req_t *req, struct reqinfo *info, struct acctrec *a,
+/* Answers 429 for a live request refused by its account's monthly quota or by its key's own
+ * (q says which). */
+static void refuse_quota(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                          const struct plan *plan, enum quota_outcome q, int64_t now, int64_t month)
 {
-    char msg[400], when[32], mbuf[8];
+    struct acctrec *a = key->acct;
+    char msg[480], when[32], mbuf[8];
     int64_t reset = kn_month_start(month + 1);
+    long long hours = (long long)((reset - now + 3599) / 3600);
 
     kn_format_time(reset, when, sizeof(when));
     kn_month_format(month, mbuf, sizeof(mbuf));
-    snprintf(msg, sizeof(msg),
-             "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"%s). "
-             "The quota resets at %s, in %lld hours. Test keys still work; to go on now, ask "
-             "for a higher quota or plan.",
-             (long long)(q == QUOTA_REQUESTS_USED_UP ? atomic_load(&a->quota_requests)
-                                                     : atomic_load(&a->quota_tokens)),
-             q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name,
-             q == QUOTA_TOKENS_USED_UP ? ", counting what requests in flight may use" : "", when,
-             (long long)((reset - now + 3599) / 3600));
+    if (q == QUOTA_KEY_REQUESTS_USED_UP) {
+        const struct keyrules *rules = rules_of(key);
+        snprintf(msg, sizeof(msg),
+                 "This key (%s) has used its own monthly quota of %lld live requests for %s, "
+                 "counting the keys it replaced. The quota resets at %s, in %lld hours. The "
+                 "account's other keys are not affected; to go on now, an owner can raise or "
+                 "lift this key's quota.",
+                 key->id, (long long)(rules != NULL ? rules->monthly : 0), mbuf, when, hours);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"%s). "
+                 "The quota resets at %s, in %lld hours. Test keys still work; to go on now, ask "
+                 "for a higher quota or plan.",
+                 (long long)(q == QUOTA_REQUESTS_USED_UP ? atomic_load(&a->quota_requests)
+                                                         : atomic_load(&a->quota_tokens)),
+                 q == QUOTA_REQUESTS_USED_UP ? "requests" : "tokens", mbuf, plan->name,
+                 q == QUOTA_TOKENS_USED_UP ? ", counting what requests in flight may use" : "",
+                 when, hours);
+    }
     http_send_error(req, info, KN_ERR_INSUFFICIENT_QUOTA, msg, NULL);
 }
 
 /* Admits a live request past its account's concurrency cap and monthly quotas, or answers 429.
- * Returns 1 when admitted (the request then holds one of each, and *held tokens). */
+ * Returns 1 when admitted (the request then holds one of each, written to *hold). */
 static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                       const struct plan *plan, const struct chat_call *call, int64_t now,
-                      int64_t month, uint64_t *held)
+                      int64_t month, struct quota_hold *hold)
 {
     struct acctrec *a = key->acct;
     struct limiter *lim = http_worker_of(req)->srv->limiter;
@@ -221,10 +234,10 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
         refuse_inflight(req, info, plan);
         return 0;
     }
-    if ((q = limiter_quota_reserve(lim, a, month, want, held)) == QUOTA_OK)
+    if ((q = limiter_quota_reserve(lim, key, month, want, hold)) == QUOTA_OK)
         return 1;
     limiter_inflight_release(lim, a);
-    refuse_quota(req, info, a, plan, q, now, month);
+    refuse_quota(req, info, key, plan, q, now, month);
     return 0;
 }
 
@@ -455,6 +468,13 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     serve_chat(req, info, api, key, plan, ps, now, began_ns);
 }
 
+/* The key's line of replacements, for the cluster's count of it (NULL: it has none). */
+static const char *line_id(struct keyrec *key)
+{
+    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    return line != NULL ? line->id : NULL;
+}
+
 /* Redis's answer to a live request's admission. */
 static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r)
 {
@@ -465,7 +485,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         /* The client left: what was reserved for it goes back (or, if Redis did not answer,
          * is fenced off should the admission still arrive). */
         if (!ok || r->outcome == CLUSTER_ADMITTED)
-            cluster_release(w->key->acct->id, w->month, w->info.request_id);
+            cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
         chat_call_cleanup(&w->call);
         free(w);
         return;
@@ -475,7 +495,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
          keysync_billing_down(http_worker_of(req)->srv->ks))) {
         /* While Redis answered, the server began to stop or the store stopped taking bills:
          * nothing starts that could not be billed. */
-        cluster_release(w->key->acct->id, w->month, w->info.request_id);
+        cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info,
                         http_worker_of(req)->live.stopping ? KN_ERR_SHUTTING_DOWN
@@ -485,7 +505,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         /* No answer (timed out, cut): the admission may yet be applied in Redis; the release
          * fences it off, so that it never holds this account's quota for a request refused. */
         if (!ok)
-            cluster_release(w->key->acct->id, w->month, w->info.request_id);
+            cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE,
                         ok ? "This account's usage this month is not in the cluster's counters "
@@ -498,17 +518,19 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         refuse_limits(req, &w->info, 1, w->plan, 0, &r->minute, NULL, 0);
     } else if (r->outcome == CLUSTER_INFLIGHT) {
         refuse_inflight(req, &w->info, w->plan);
-    } else if (r->outcome == CLUSTER_REQUESTS_USED_UP || r->outcome == CLUSTER_TOKENS_USED_UP) {
-        refuse_quota(req, &w->info, w->key->acct, w->plan,
+    } else if (r->outcome == CLUSTER_REQUESTS_USED_UP || r->outcome == CLUSTER_TOKENS_USED_UP ||
+               r->outcome == CLUSTER_KEY_REQUESTS_USED_UP) {
+        refuse_quota(req, &w->info, w->key, w->plan,
                      r->outcome == CLUSTER_REQUESTS_USED_UP ? QUOTA_REQUESTS_USED_UP
-                                                            : QUOTA_TOKENS_USED_UP,
+                     : r->outcome == CLUSTER_TOKENS_USED_UP ? QUOTA_TOKENS_USED_UP
+                                                            : QUOTA_KEY_REQUESTS_USED_UP,
                      w->now, w->month);
     } else {
         if (r->minute.limit != 0)
             http_add_ratelimit_headers(req, &r->minute, NULL);
-        struct live_terms terms = {w->month,    r->held, w->plan,
-                                   &w->pm,      w->ps,   http_worker_of(req)->srv->limiter,
-                                   w->began_ns, 1};
+        struct live_terms terms = {
+            w->month, {r->held, atomic_load(&w->key->line)}, w->plan,     &w->pm,
+            w->ps,    http_worker_of(req)->srv->limiter,     w->began_ns, 1};
         live_handle(&http_worker_of(req)->live, req, &w->info, w->key, &terms, &w->call);
     }
     chat_call_cleanup(&w->call);
@@ -543,6 +565,15 @@ static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec
         .lease = w->info.request_id,
         /* Past the longest a request may last, so that only a node that died lets it lapse. */
         .lease_ms = (uint64_t)srv->cfg->model_timeout_ms + 60000};
+    /* A key with a line counts in it (limited by its own quota, if it still has one), as on a
+     * single node; the node's count, from the store, starts the line where Redis has none. */
+    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    if (line != NULL) {
+        const struct keyrules *rules = rules_of(key);
+        ask.line = line->id;
+        ask.line_quota = rules != NULL ? rules->monthly : 0;
+        ask.line_seed = keyquota_used(line, month);
+    }
     if (cluster_admit(&ask, on_live_admit, w) == 0)
         return;
     cluster_wait_take(w);
@@ -563,7 +594,7 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
     struct chat_error cerr;
     const char *body = req->entity.base != NULL ? req->entity.base : "";
     const char *default_model = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
-    uint64_t held = 0;
+    struct quota_hold hold = {0, NULL};
 
     if (!is_json_content_type(req)) {
         http_send_error(req, info, KN_ERR_UNSUPPORTED_MEDIA_TYPE, NULL, NULL);
@@ -664,11 +695,11 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
         admit_in_cluster(req, info, key, plan, ps, &pm, &call, now, month, began_ns);
         return;
     }
-    if (!admit_live(req, info, key, plan, &call, now, month, &held)) {
+    if (!admit_live(req, info, key, plan, &call, now, month, &hold)) {
         chat_call_cleanup(&call);
         return;
     }
-    struct live_terms terms = {month,    held, plan, &pm, ps, http_worker_of(req)->srv->limiter,
+    struct live_terms terms = {month,    hold, plan, &pm, ps, http_worker_of(req)->srv->limiter,
                                began_ns, 0};
     live_handle(&http_worker_of(req)->live, req, info, key, &terms, &call);
 }

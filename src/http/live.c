@@ -167,10 +167,11 @@ void live_maybe_free(struct live_req *lr)
     h2o_linklist_unlink(&lr->node);
     if (lr->leased) {
         if (lr->quota_held)
-            cluster_release(lr->key->acct->id, lr->month, lr->info.request_id);
+            cluster_release(lr->key->acct->id, lr->month, lr->info.request_id,
+                            lr->hold.line != NULL ? lr->hold.line->id : NULL);
     } else {
         if (lr->quota_held)
-            limiter_quota_release(lr->limiter, lr->key->acct, lr->month, lr->tokens_held);
+            limiter_quota_release(lr->limiter, lr->key, lr->month, &lr->hold);
         limiter_inflight_release(lr->limiter, lr->key->acct);
     }
     chat_call_cleanup(&lr->call);
@@ -713,7 +714,7 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
             cluster_settle(lr->key->acct->id, lr->month, lr->info.request_id,
                            (uint64_t)lr->in_tokens + lr->out_tokens);
         else
-            limiter_quota_settle(lr->limiter, lr->key->acct, lr->month, lr->tokens_held,
+            limiter_quota_settle(lr->limiter, lr->key, lr->month, &lr->hold,
                                  (uint64_t)lr->in_tokens + lr->out_tokens);
         if (lr->req == NULL) {
             live_maybe_free(lr); /* Billed, but the client left before the answer. */
@@ -753,7 +754,7 @@ void live_handle(struct live_worker *lw, h2o_req_t *req, struct reqinfo *info, s
     lr->began_ns = terms->began_ns;
     lr->admitted_ns = kn_mono_ns();
     lr->quota_held = 1;
-    lr->tokens_held = terms->held;
+    lr->hold = terms->hold;
     lr->pm = *terms->pm;
     kn_strlcpy(lr->plan, terms->plan->name, sizeof(lr->plan));
     lr->plan_version = terms->ps->version;

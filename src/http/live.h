@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/histogram.h"
 #include "http/upstream.h"
+#include "limits/quota.h"
 #include "metering/ledger.h"
 
 struct reqinfo;
@@ -118,7 +119,7 @@ size_t live_worker_billing(struct live_worker *lw);
 /* What a live request was admitted on. */
 struct live_terms {
     int64_t month;               /* The quota month it was reserved in. */
-    uint64_t held;               /* Tokens of the account's quota it reserved. */
+    struct quota_hold hold;      /* What it reserved in the quotas (limits/quota.h). */
     const struct plan *plan;     /* The account's plan at admission. */
     const struct plan_model *pm; /* The model as billed: public name, backend name, prices. */
     const struct plans *ps;      /* The plans in force (currency, catalogue). */
@@ -138,7 +139,7 @@ void live_report(FILE *f, struct live_worker *const *lws, size_t n, struct live_
 
 /* Answers a live key's request: call is taken over (its contents moved out), prepared for the
  * backend (chat_call_prepare). The caller has authenticated the key, applied the rate limits,
- * counted the request in its account's in-flight count and reserved it (and terms->held tokens)
+ * counted the request in its account's in-flight count and reserved it (and terms->hold)
  * in the account's quota for terms->month; live_handle settles or gives both back when the
  * request ends, and the in-flight count in any case. It is billed on the terms it was admitted
  * on. */

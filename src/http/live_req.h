@@ -41,7 +41,7 @@ struct live_req {
     struct keyrec *key;
     int64_t month;
     int quota_held;                 /* The request still holds its reservation in the quota. */
-    uint64_t tokens_held;           /* Tokens of the account's quota it reserved. */
+    struct quota_hold hold;         /* What it reserved in the quotas. */
     struct limiter *limiter;        /* Where the reservation and the in-flight slot go back. */
     int leased;                     /* ...or its lease in Redis (live_terms). */
     int64_t plan_version;           /* The plans version at admission (its ledger row names it). */

@@ -87,6 +87,13 @@ int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64
     out->revoked_at = k->revoked_at;
     out->last_used = k->last_used_at;
     out->day_cell = requests_today ? ratelimit_daily_cell(requests_today, now) : 0;
+    if (out->mode == APIKEY_MODE_LIVE && k->monthly_requests > 0) {
+        out->monthly = k->monthly_requests;
+        kn_strlcpy(out->line_id, k->quota_key[0] != '\0' ? k->quota_key : k->id,
+                   sizeof(out->line_id));
+        out->month = kn_month_of(now);
+        out->month_requests = k->month_requests > 0 ? (uint64_t)k->month_requests : 0;
+    }
     return 0;
 }
 
@@ -240,14 +247,16 @@ struct seeding {
     struct keysync *ks;
     int64_t month;
     int reconcile; /* Raising seeded counts (kn_reconcile), not seeding. */
+    int lines;     /* Key lines' counts (line_month_totals), not accounts'. */
     size_t queued, raised;
     int failed;
 };
 
 static int seed_collect(struct seeding *g)
 {
-    int r = g->reconcile ? cluster_reconcile_collect(g->ks->redis, g->queued, &g->raised)
-                         : cluster_seed_collect(g->ks->redis, g->queued);
+    int r = g->lines       ? cluster_line_collect(g->ks->redis, g->queued, &g->raised)
+            : g->reconcile ? cluster_reconcile_collect(g->ks->redis, g->queued, &g->raised)
+                           : cluster_seed_collect(g->ks->redis, g->queued);
     g->queued = 0;
     return r != 0;
 }
@@ -255,13 +264,32 @@ static int seed_collect(struct seeding *g)
 static int seed_one(void *ud, const struct store_month_total *t)
 {
     struct seeding *g = ud;
-    if (g->reconcile)
+    if (g->lines)
+        cluster_line(g->ks->redis, t->account_id, t->line_id, g->month, t->requests, g->reconcile);
+    else if (g->reconcile)
         cluster_reconcile_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
     else
         cluster_seed_account(g->ks->redis, t->account_id, g->month, t->requests, t->tokens);
     if (++g->queued == SEED_BATCH)
         g->failed = seed_collect(g);
     return g->failed;
+}
+
+/* Seeds (or raises) the month's counts of every account, then of every key line with a monthly
+ * quota. Returns STORE_OK or the store's error; g->failed says Redis failed. */
+static int seed_all(struct keysync *ks, struct seeding *g)
+{
+    int listed = store_usage_month_totals(ks->store, g->month, seed_one, g);
+    /* The answers still due are read whatever happened, so that the connection stays in step. */
+    if (g->queued > 0 && seed_collect(g))
+        g->failed = 1;
+    if (listed != STORE_OK || g->failed)
+        return listed;
+    g->lines = 1;
+    listed = store_line_month_totals(ks->store, g->month, seed_one, g);
+    if (g->queued > 0 && seed_collect(g))
+        g->failed = 1;
+    return listed;
 }
 
 /* Puts this month's billed usage of every account into Redis unless it is there (its seeded
@@ -354,10 +382,7 @@ static void seed_redis(struct keysync *ks)
     if (seeded && ((same && !ks->reconcile_due) || kn_mono_ns() < ks->reconcile_after_ns))
         return;
     struct seeding g = {.ks = ks, .month = month, .reconcile = seeded};
-    int listed = store_usage_month_totals(ks->store, month, seed_one, &g);
-    /* The answers still due are read whatever happened, so that the connection stays in step. */
-    if (g.queued > 0 && seed_collect(&g))
-        g.failed = 1;
+    int listed = seed_all(ks, &g);
     if (listed != STORE_OK || g.failed) {
         fprintf(stderr, "konnect: cannot %s Redis with this month's usage: %s\n",
                 seeded ? "reconcile" : "seed",
@@ -373,7 +398,7 @@ static void seed_redis(struct keysync *ks)
         if (g.raised > 0)
             fprintf(stderr,
                     "konnect: Redis %s had fewer requests or tokens than the ledger for %zu "
-                    "accounts this month (it lost some); raised them to the ledger's\n",
+                    "accounts or keys this month (it lost some); raised them to the ledger's\n",
                     ks->redis_target.shown, g.raised);
         ks->reconcile_due = 0;
         mark_run(ks, run);

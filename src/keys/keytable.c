@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "limits/quota.h"
 
 #define SLAB_RECORDS 4096
 
@@ -21,6 +22,12 @@ struct slab {
     struct keyrec recs[SLAB_RECORDS];
 };
 
+/* A key line's monthly count, found by the line's first key id (writer only). */
+struct line {
+    struct line *next;
+    struct keyquota q; /* q.id names the line. */
+};
+
 struct keytable {
     _Atomic(struct slots *) cur;
     _Atomic size_t count;
@@ -30,6 +37,8 @@ struct keytable {
     void **retired;
     size_t nretired;
     struct slab *slabs;
+    struct line **lines; /* Chained by id hash; lines_mask + 1 heads once the first is made. */
+    size_t nlines, lines_mask;
     _Atomic(struct keyrec *) dirty_head;
 };
 
@@ -79,6 +88,14 @@ void keytable_free(struct keytable *kt)
         sodium_memzero(slab->recs, sizeof(slab->recs));
         free(slab);
     }
+    for (size_t i = 0; kt->lines != NULL && i <= kt->lines_mask; i++) {
+        struct line *l, *ln;
+        for (l = kt->lines[i]; l != NULL; l = ln) {
+            ln = l->next;
+            free(l);
+        }
+    }
+    free(kt->lines);
     for (size_t i = 0; i < kt->nretired; i++)
         free(kt->retired[i]);
     free(kt->retired);
@@ -146,8 +163,10 @@ static int same_rules(const struct keyrules *r, const struct keyrec_data *d)
 {
     const char *models = d->models != NULL ? d->models : "";
     if (r == NULL)
-        return (d->allow == NULL || d->allow->n == 0) && models[0] == '\0' && d->rpm == 0;
-    return same_list(r->allow, d->allow) && strcmp(r->models, models) == 0 && r->rpm == d->rpm;
+        return (d->allow == NULL || d->allow->n == 0) && models[0] == '\0' && d->rpm == 0 &&
+               d->monthly <= 0;
+    return same_list(r->allow, d->allow) && strcmp(r->models, models) == 0 && r->rpm == d->rpm &&
+           r->monthly == (d->monthly > 0 ? d->monthly : 0);
 }
 
 /* Installs d's rules on r (in one block: the rules, then a copy of the allowlist) when they
@@ -160,7 +179,7 @@ static void set_rules(struct keytable *kt, struct keyrec *r, const struct keyrec
 
     if (same_rules(old, d))
         return;
-    if (nets != 0 || models[0] != '\0' || d->rpm != 0) {
+    if (nets != 0 || models[0] != '\0' || d->rpm != 0 || d->monthly > 0) {
         size_t list = nets != 0 ? sizeof(*d->allow) + nets * sizeof(d->allow->nets[0]) : 0;
         copy = kn_calloc(1, sizeof(*copy) + list);
         if (nets != 0) {
@@ -169,11 +188,62 @@ static void set_rules(struct keytable *kt, struct keyrec *r, const struct keyrec
             copy->allow = l;
         }
         copy->rpm = d->rpm;
+        copy->monthly = d->monthly > 0 ? d->monthly : 0;
         kn_strlcpy(copy->models, models, sizeof(copy->models));
     }
     atomic_store_explicit(&r->rules, copy, memory_order_release);
     if (old != NULL)
         retire(kt, old); /* A reader may still be checking against it. */
+}
+
+static size_t line_hash(const char *id)
+{
+    size_t h = 5381;
+    for (; *id != '\0'; id++)
+        h = h * 33 + (unsigned char)*id;
+    return h;
+}
+
+/* The line named by d (made, with d's count, the first time), for a key with a monthly quota. */
+static struct keyquota *line_of(struct keytable *kt, const struct keyrec_data *d)
+{
+    const char *id = d->line_id[0] != '\0' ? d->line_id : d->id;
+    struct line *l;
+
+    if (kt->lines != NULL)
+        for (l = kt->lines[line_hash(id) & kt->lines_mask]; l != NULL; l = l->next)
+            if (strcmp(l->q.id, id) == 0)
+                return &l->q;
+    if (kt->nlines + 1 > (kt->lines != NULL ? kt->lines_mask + 1 : 0)) {
+        size_t n = kt->lines != NULL ? (kt->lines_mask + 1) * 2 : 64;
+        struct line **heads = kn_calloc(n, sizeof(*heads));
+        for (size_t i = 0; kt->lines != NULL && i <= kt->lines_mask; i++) {
+            struct line *ln;
+            for (l = kt->lines[i]; l != NULL; l = ln) {
+                ln = l->next;
+                l->next = heads[line_hash(l->q.id) & (n - 1)];
+                heads[line_hash(l->q.id) & (n - 1)] = l;
+            }
+        }
+        free(kt->lines);
+        kt->lines = heads;
+        kt->lines_mask = n - 1;
+    }
+    l = kn_calloc(1, sizeof(*l));
+    kn_strlcpy(l->q.id, id, sizeof(l->q.id));
+    keyquota_load(&l->q, d->month, d->month_requests);
+    l->next = kt->lines[line_hash(id) & kt->lines_mask];
+    kt->lines[line_hash(id) & kt->lines_mask] = l;
+    kt->nlines++;
+    return &l->q;
+}
+
+/* Gives a key with a monthly quota its line's count, before the rules that limit it are
+ * published, so that a request that sees the quota always finds the count. */
+static void set_line(struct keytable *kt, struct keyrec *r, const struct keyrec_data *d)
+{
+    if (d->monthly > 0 && atomic_load(&r->line) == NULL)
+        atomic_store_explicit(&r->line, line_of(kt, d), memory_order_release);
 }
 
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
@@ -197,12 +267,15 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         atomic_init(&r->expires_at, d->expires_at);
         atomic_init(&r->revoked_at, d->revoked_at);
         atomic_init(&r->rules, NULL);
+        atomic_init(&r->line, NULL);
+        set_line(kt, r, d);
         set_rules(kt, r, d);
         slots_put(atomic_load(&kt->cur), r);
         atomic_fetch_add(&kt->count, 1);
     } else {
         atomic_store(&r->expires_at, d->expires_at);
         atomic_store(&r->revoked_at, d->revoked_at);
+        set_line(kt, r, d);
         set_rules(kt, r, d);
     }
     pthread_mutex_unlock(&kt->writer);

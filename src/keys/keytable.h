@@ -16,6 +16,7 @@
 #include "keys/apikey.h"
 
 struct acctrec;
+struct keyquota;
 
 #define KEY_ID_SIZE 32
 
@@ -28,6 +29,7 @@ struct acctrec;
 struct keyrules {
     const struct iplist *allow; /* Addresses it may be used from (in the same block); NULL = any. */
     uint32_t rpm;               /* Its own requests per minute; 0 = none. */
+    int64_t monthly;            /* A live key's own monthly quota of requests; 0 = none. */
     char models[KEYRULES_MODELS_MAX]; /* The models it may use, "a,b"; "" = all its plan's. */
 };
 
@@ -42,6 +44,10 @@ struct keyrec {
     _Atomic uint64_t day_cell;  /* Daily counter (see limits/ratelimit.h). */
     /* Where the key may be used from, its models, its own rate: NULL for a key without any. */
     _Atomic(const struct keyrules *) rules;
+    /* The monthly request count of the key's line of replacements (limits/quota.h), set once the
+     * key or its line has had a monthly quota and never changed after, so that a request gives
+     * back to the cell it took from however the rules change meanwhile; NULL before. */
+    _Atomic(struct keyquota *) line;
     struct keyrec *dirty_next;
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
     _Atomic uint8_t dirty;             /* 1 while the record is on the dirty list. */
@@ -63,6 +69,12 @@ struct keyrec_data {
     const struct iplist *allow; /* Borrowed; the table keeps its own copy. NULL or empty = any. */
     const char *models;         /* Borrowed: a restricted key's models, NULL or "" = all. */
     uint32_t rpm;               /* A restricted key's own requests per minute, 0 = none. */
+    int64_t monthly;            /* A live key's own monthly quota of requests, 0 = none. */
+    /* The first key of its line of replacements (its own id when it replaced none), and the
+     * line's requests billed in `month`: they seed the line's count when it is first needed. */
+    char line_id[KEY_ID_SIZE];
+    int64_t month;
+    uint64_t month_requests;
 };
 
 struct keytable;

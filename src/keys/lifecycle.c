@@ -66,6 +66,7 @@ void lifecycle_fill(const uint8_t secret[APIKEY_SECRET_LEN], const struct lifecy
                sizeof(k->ip_allowlist));
     kn_strlcpy(k->models, spec->models != NULL ? spec->models : "", sizeof(k->models));
     k->requests_per_minute = spec->requests_per_minute;
+    k->monthly_requests = spec->monthly_requests;
 }
 
 static void clean_field(char *field, size_t size)
@@ -221,9 +222,13 @@ int lifecycle_roll(struct store *s, const uint8_t secret[APIKEY_SECRET_LEN],
      * one. */
     spec.models = old->models;
     spec.requests_per_minute = old->requests_per_minute;
+    spec.monthly_requests = old->monthly_requests;
     spec.expires_at = old->expires_at;
     struct store_audit e;
     lifecycle_fill(secret, &spec, who->name, k, sk);
+    /* The replacement counts its quota on the old key's line: rolling never starts it again. */
+    kn_strlcpy(k->quota_key, old->quota_key[0] != '\0' ? old->quota_key : old->id,
+               sizeof(k->quota_key));
     snprintf(detail, sizeof(detail), "replaced by %s (%s); old key expires in %lld s", k->id,
              k->hint, (long long)grace);
     lifecycle_key_entry(&e, old->account_id, who, "key.roll", old, detail);
@@ -270,18 +275,25 @@ int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const ch
 }
 
 int lifecycle_set_restrictions(struct store *s, const struct store_key *k, const char *models,
-                               int64_t requests_per_minute, const struct lifecycle_actor *who)
+                               int64_t requests_per_minute, int64_t monthly_requests,
+                               const struct lifecycle_actor *who)
 {
     struct store_audit e;
-    char detail[STORE_MODELS_MAX + 64];
+    char detail[STORE_MODELS_MAX + 128], rpm[64], monthly[64];
     if (requests_per_minute != 0)
-        snprintf(detail, sizeof(detail), "models %s; %lld requests per minute",
-                 models[0] ? models : "all the plan's", (long long)requests_per_minute);
+        snprintf(rpm, sizeof(rpm), "%lld requests per minute", (long long)requests_per_minute);
     else
-        snprintf(detail, sizeof(detail), "models %s; the account's requests per minute",
-                 models[0] ? models : "all the plan's");
+        kn_strlcpy(rpm, "the account's requests per minute", sizeof(rpm));
+    if (monthly_requests != 0)
+        snprintf(monthly, sizeof(monthly), "%lld requests a month", (long long)monthly_requests);
+    else
+        kn_strlcpy(monthly, "the account's monthly quota", sizeof(monthly));
+    snprintf(detail, sizeof(detail), "models %s; %s; %s", models[0] ? models : "all the plan's",
+             rpm, monthly);
     lifecycle_key_entry(&e, k->account_id, who, "key.restrict", k, detail);
-    return audited(s, store_key_set_restrictions(s, k->id, models, requests_per_minute, &e), &e);
+    return audited(
+        s, store_key_set_restrictions(s, k->id, models, requests_per_minute, monthly_requests, &e),
+        &e);
 }
 
 int lifecycle_model_allowed(const char *models, const char *name, size_t len)

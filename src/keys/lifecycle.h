@@ -29,6 +29,7 @@ struct lifecycle_spec {
     const char *models;    /* Canonical model list (lifecycle_canonical_models), NULL or "" for
                             * all the plan's. */
     int64_t requests_per_minute; /* The key's own limit, 0 for none. */
+    int64_t monthly_requests;    /* A live key's own monthly quota of requests, 0 for none. */
 };
 
 #define LIFECYCLE_MODELS_MAX 32 /* Models one restricted key may name. */
@@ -87,9 +88,11 @@ int lifecycle_rename(struct store *s, const struct store_key *k, const char *nam
                      const struct lifecycle_actor *who);
 int lifecycle_set_allowlist(struct store *s, const struct store_key *k, const char *canonical,
                             const struct lifecycle_actor *who);
-/* Restricts key k to the canonical model list and its own requests per minute (0: none). */
+/* Restricts key k to the canonical model list, its own requests per minute and its own monthly
+ * quota of requests (0: none). */
 int lifecycle_set_restrictions(struct store *s, const struct store_key *k, const char *models,
-                               int64_t requests_per_minute, const struct lifecycle_actor *who);
+                               int64_t requests_per_minute, int64_t monthly_requests,
+                               const struct lifecycle_actor *who);
 
 /* Makes every text field of an audit entry valid UTF-8 (lifecycle_audit_entry does it before
  * writing; readers of older rows do it before building JSON, which refuses anything else). */

@@ -15,6 +15,7 @@ __thread struct redis_conn *cluster_conn;
 struct pending_op {
     char account_id[40];
     char lease[80];
+    char line[40]; /* A release's key line, or "". */
     int64_t month;
     uint64_t tokens;
     int settle;
@@ -48,6 +49,12 @@ static void account_keys(const char *account_id, int64_t month, struct account_k
     snprintf(k->voids, sizeof(k->voids), "kn:{a:%.32s}:voids", account_id);
     snprintf(k->lapsed, sizeof(k->lapsed), "kn:{a:%.32s}:lapses", account_id);
     cluster_seeded_key(month, k->seeded, sizeof(k->seeded));
+}
+
+static void line_key(const char *account_id, const char *line, int64_t month, char *buf,
+                     size_t size)
+{
+    snprintf(buf, size, "kn:{a:%.32s}:m:%lld:line:%.32s", account_id, (long long)month, line);
 }
 
 void cluster_seeded_key(int64_t month, char *buf, size_t size)
@@ -150,7 +157,8 @@ static void on_admit(void *ud, redisReply *r)
 
     memset(&res, 0, sizeof(res));
     /* Void (released before it arrived) or an outcome this build does not know: not admitted. */
-    if (ok && (element(r, 0) < CLUSTER_ADMITTED || element(r, 0) > CLUSTER_TOKENS_USED_UP))
+    if (ok && (element(r, 0) < CLUSTER_ADMITTED || element(r, 0) > CLUSTER_KEY_REQUESTS_USED_UP ||
+               element(r, 0) == 6))
         ok = 0;
     if (ok) {
         res.outcome = (enum cluster_admit_outcome)element(r, 0);
@@ -174,10 +182,12 @@ static void on_admit(void *ud, redisReply *r)
 int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void *ud)
 {
     struct account_keys k;
-    char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24];
-    const char *argv[17] = {k.rate,   k.requests, k.tokens,   k.leases, k.held,   k.reserved,
-                            k.seeded, k.voids,    k.lapsed,   rpm,      inflight, qr,
-                            qt,       want,       ask->lease, ms,       month};
+    char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24], line[128], lq[24],
+        seed[24];
+    const char *argv[20] = {k.rate,  k.requests, k.tokens, k.leases, k.held,   k.reserved, k.seeded,
+                            k.voids, k.lapsed,   line,     rpm,      inflight, qr,         qt,
+                            want,    ask->lease, ms,       month,    lq,       seed};
+    int nkeys = ask->line != NULL ? 10 : 9;
 
     /* Until Redis's counts are known good for its current run, nothing is spent on them. */
     if (cluster_conn == NULL || !redis_conn_counts_ok(cluster_conn))
@@ -192,9 +202,18 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
     snprintf(want, sizeof(want), "%llu", (unsigned long long)ask->want_tokens);
     snprintf(ms, sizeof(ms), "%llu", (unsigned long long)ask->lease_ms);
     snprintf(month, sizeof(month), "%lld", (long long)ask->month);
+    if (ask->line != NULL) {
+        line_key(ask->account_id, ask->line, ask->month, line, sizeof(line));
+        snprintf(lq, sizeof(lq), "%lld", (long long)(ask->line_quota > 0 ? ask->line_quota : 0));
+        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)ask->line_seed);
+    } else {
+        /* Nine keys: the line's place is the first argument's. */
+        memmove(argv + 9, argv + 10, 8 * sizeof(argv[0]));
+    }
     struct admit_call *a = kn_calloc(1, sizeof(*a));
     *a = (struct admit_call){cb, ud, ask->rpm};
-    if (redis_conn_fcall(cluster_conn, "kn_admit", 9, 17, argv, on_admit, a) != 0) {
+    if (redis_conn_fcall(cluster_conn, "kn_admit", nkeys, ask->line != NULL ? 20 : 17, argv,
+                         on_admit, a) != 0) {
         free(a);
         return -1;
     }
@@ -237,15 +256,21 @@ static void on_released(void *ud, redisReply *r)
 static int send_release(const struct pending_op *p)
 {
     struct account_keys k;
-    char month[24];
-    const char *argv[9] = {k.requests, k.leases, k.held,   k.reserved, k.voids,
-                           k.tokens,   k.lapsed, p->lease, month};
+    char month[24], line[128];
+    const char *argv[10] = {k.requests, k.leases, k.held, k.reserved, k.voids,
+                            k.tokens,   k.lapsed, line,   p->lease,   month};
+    int nkeys = p->line[0] != '\0' ? 8 : 7;
 
     account_keys(p->account_id, p->month, &k);
     snprintf(month, sizeof(month), "%lld", (long long)p->month);
+    if (nkeys == 8)
+        line_key(p->account_id, p->line, p->month, line, sizeof(line));
+    else
+        memmove(argv + 7, argv + 8, 2 * sizeof(argv[0]));
     struct pending_op *copy = kn_calloc(1, sizeof(*copy));
     *copy = *p;
-    if (redis_conn_fcall(cluster_conn, "kn_release", 7, 9, argv, on_released, copy) != 0) {
+    if (redis_conn_fcall(cluster_conn, "kn_release", nkeys, nkeys + 2, argv, on_released, copy) !=
+        0) {
         free(copy);
         return -1;
     }
@@ -317,7 +342,7 @@ size_t cluster_pending(void)
 }
 
 static void settle_or_release(const char *account_id, int64_t month, const char *lease,
-                              uint64_t tokens, int settle)
+                              const char *line, uint64_t tokens, int settle)
 {
     struct pending_op p = {.month = month, .tokens = tokens, .settle = settle};
 
@@ -325,6 +350,7 @@ static void settle_or_release(const char *account_id, int64_t month, const char 
         return;
     snprintf(p.account_id, sizeof(p.account_id), "%s", account_id);
     snprintf(p.lease, sizeof(p.lease), "%s", lease);
+    snprintf(p.line, sizeof(p.line), "%s", line != NULL ? line : "");
     flush_pending();
     if (send_op(&p) != 0)
         pend(&p);
@@ -332,12 +358,12 @@ static void settle_or_release(const char *account_id, int64_t month, const char 
 
 void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens)
 {
-    settle_or_release(account_id, month, lease, tokens, 1);
+    settle_or_release(account_id, month, lease, NULL, tokens, 1);
 }
 
-void cluster_release(const char *account_id, int64_t month, const char *lease)
+void cluster_release(const char *account_id, int64_t month, const char *lease, const char *line)
 {
-    settle_or_release(account_id, month, lease, 0, 0);
+    settle_or_release(account_id, month, lease, line, 0, 0);
 }
 
 void cluster_seed_account(redisContext *ctx, const char *account_id, int64_t month,
@@ -387,6 +413,24 @@ void cluster_reconcile_account(redisContext *ctx, const char *account_id, int64_
 }
 
 int cluster_reconcile_collect(redisContext *ctx, size_t n, size_t *raised)
+{
+    return collect(ctx, n, raised);
+}
+
+void cluster_line(redisContext *ctx, const char *account_id, const char *line, int64_t month,
+                  uint64_t requests, int reconcile)
+{
+    char key[128];
+
+    line_key(account_id, line, month, key, sizeof(key));
+    if (reconcile)
+        redisAppendCommand(ctx, "FCALL kn_raise 1 %s %llu", key, (unsigned long long)requests);
+    else
+        redisAppendCommand(ctx, "SET %s %llu NX PX %lld", key, (unsigned long long)requests,
+                           40LL * 86400000);
+}
+
+int cluster_line_collect(redisContext *ctx, size_t n, size_t *raised)
 {
     return collect(ctx, n, raised);
 }

@@ -42,6 +42,7 @@ enum cluster_admit_outcome {
     CLUSTER_INFLIGHT = 3,
     CLUSTER_REQUESTS_USED_UP = 4,
     CLUSTER_TOKENS_USED_UP = 5,
+    CLUSTER_KEY_REQUESTS_USED_UP = 7, /* (6, void, is never reported: not admitted.) */
 };
 
 struct cluster_admit_result {
@@ -61,6 +62,11 @@ struct cluster_admit_ask {
     uint64_t want_tokens;
     const char *lease; /* The request id. */
     uint64_t lease_ms; /* Longer than the request may last. */
+    /* A key with a line of its own (keyrec.line): the line's id, the key's own monthly quota
+     * (0: counted without a limit) and the count to start from when Redis has none. NULL: none. */
+    const char *line;
+    int64_t line_quota;
+    uint64_t line_seed;
 };
 
 /* Asks Redis to admit a live request. Returns 0 (cb later) or -1 (no connection). */
@@ -69,7 +75,9 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
 /* The lease of an admitted request: billed (tokens become usage) or not. Sent without waiting;
  * when Redis cannot take it, the lease lapses and counts as billed. */
 void cluster_settle(const char *account_id, int64_t month, const char *lease, uint64_t tokens);
-void cluster_release(const char *account_id, int64_t month, const char *lease);
+/* line: the key's line id (keyrec.line) when it has one, else NULL; the line's count is given
+ * back only if the admission counted in it. */
+void cluster_release(const char *account_id, int64_t month, const char *lease, const char *line);
 /* Settlements and releases are sent at once, or, while Redis is away, kept (per event loop, up
  * to 1,024) and sent as soon as it is back; a release whose answer is lost is
  * sent again. A release that finds no lease leaves a void fence in Redis, so that an admission
@@ -99,5 +107,11 @@ int cluster_seed_collect(redisContext *ctx, size_t n);
 void cluster_reconcile_account(redisContext *ctx, const char *account_id, int64_t month,
                                uint64_t requests, uint64_t tokens);
 int cluster_reconcile_collect(redisContext *ctx, size_t n, size_t *raised);
+/* The same for a key line's monthly requests: queues its seeding (reconcile = 0: SET NX) or its
+ * raising to what the ledger holds (kn_raise); one answer each, read with cluster_line_collect
+ * (which counts the raised ones in *raised). */
+void cluster_line(redisContext *ctx, const char *account_id, const char *line, int64_t month,
+                  uint64_t requests, int reconcile);
+int cluster_line_collect(redisContext *ctx, size_t n, size_t *raised);
 
 #endif

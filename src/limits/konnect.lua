@@ -7,7 +7,8 @@
 -- kn_test   a test key's requests per minute (GCRA) and per UTC day, both checked before either
 --           is taken
 -- kn_admit  a live request: its account's requests per minute, requests in flight, monthly
---           requests and tokens; reserves one request and up to the tokens wanted, as a lease that
+--           requests and tokens, and its key's own monthly requests (counted over the key's line
+--           of replacements); reserves one request and up to the tokens wanted, as a lease that
 --           lapses if its node never settles it (a node that dies mid-request)
 -- kn_settle the lease's request was billed: its tokens become usage
 -- kn_release the lease's request was not billed: request and tokens go back. A release that finds
@@ -16,12 +17,13 @@
 -- kn_reconcile raises a seeded month's counts to what the ledger holds, when Redis may have lost
 --           some (restored from an older copy, a replica promoted before it caught up, settlements
 --           of rows that reached the ledger late); never lowers them
+-- kn_raise  the same for one count (a key line's): raises it to a floor, never lowers it
 
 -- The version of these functions. A server loads them only when Redis holds none or an older
 -- version (kn_version), so that a server of an older version that reconnects during a rolling
 -- upgrade does not put its own back under the newer servers. (Servers from before kn_version
 -- replace them whenever they connect: the functions accept their calls.)
-local VERSION = 3
+local VERSION = 4
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -95,7 +97,8 @@ local function lapse(leases, held, reserved, tokens, month, now, lapsed)
         redis.call('ZREM', leases, id)
         redis.call('HDEL', held, id)
         if h then
-            local m, t = string.match(h, '^(%d+):(%d+)$')
+            local m, t = string.match(h, '^(%d+):(%d+)')
+            local k = string.find(h, ':k$') and ':k' or ''
             redis.call('DECRBY', reserved, num(t))
             local counted = 0
             if m == month then
@@ -105,14 +108,15 @@ local function lapse(leases, held, reserved, tokens, month, now, lapsed)
             end
             if lapsed then
                 redis.call('ZADD', lapsed, now, id)
-                redis.call('HSET', held, 'x:' .. id, m .. ':' .. t .. ':' .. counted)
+                redis.call('HSET', held, 'x:' .. id, m .. ':' .. t .. ':' .. counted .. k)
             end
         end
     end
 end
 
 -- What a lapsed lease was counted as: its month, its tokens counted as billed (0 when they were
--- not, at a month's turn), or nil when the lease did not lapse. Forgets it.
+-- not, at a month's turn), whether it counted in its key's line, or nil when the lease did not
+-- lapse. Forgets it.
 local function unlapse(lapsed, held, lease)
     if not lapsed or redis.call('ZREM', lapsed, lease) == 0 then
         return nil
@@ -122,28 +126,39 @@ local function unlapse(lapsed, held, lease)
     if not l then
         return nil
     end
-    local m, t, counted = string.match(l, '^(%d+):(%d+):(%d)$')
+    local m, t, counted = string.match(l, '^(%d+):(%d+):(%d)')
     if counted ~= '1' then
         t = 0
     end
-    return m, num(t)
+    return m, num(t), string.find(l, ':k$') ~= nil
+end
+
+-- Gives back one request of a count (never below zero).
+local function give_back(count)
+    if count and num(redis.call('GET', count)) > 0 then
+        redis.call('DECR', count)
+    end
 end
 
 -- KEYS: the account's minute cell, the month's requests, the month's tokens, the leases (a sorted
 -- set by lapse time), what each lease holds, the tokens reserved, the month's seeded mark, the
 -- void fences (a sorted set by expiry: leases released before their admission arrived), the
--- lapsed leases (see lapse).
+-- lapsed leases (see lapse), and for a key with a line of its own the line's month's requests.
 -- ARGV: rpm, max in flight, request quota (-1: none), token quota (-1: none), tokens wanted,
--- lease id, lease ms, month.
+-- lease id, lease ms, month, and for a key with a line: its own monthly quota (0: counted
+-- without a limit) and the line's count to start from when Redis has none (the node's, from the
+-- store).
 -- Returns {outcome, tokens held, minute remaining, minute reset ms, minute retry ms}: outcome 0
 -- admitted, 1 not seeded (the month's usage is not in Redis yet: refuse, it is money), 2 rate,
--- 3 in flight, 4 requests used up, 5 tokens used up, 6 void (released already: nothing taken).
+-- 3 in flight, 4 requests used up, 5 tokens used up, 6 void (released already: nothing taken),
+-- 7 the key's own requests used up. A lease that counted in the key's line says so (":k").
 local function kn_admit(keys, args)
     local rate, requests, tokens, leases, held, reserved, seeded, voids, lapsed =
         keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
     local rpm, max_inflight = num(args[1]), num(args[2])
     local quota_requests, quota_tokens, want = num(args[3]), num(args[4]), num(args[5])
     local lease, lease_ms, month = args[6], num(args[7]), args[8]
+    local line, key_quota = keys[10], tonumber(args[9])
     local now = now_ms()
 
     -- A server of the version before (no fences) passes seven keys: during a rolling upgrade the
@@ -172,6 +187,16 @@ local function kn_admit(keys, args)
     if quota_requests >= 0 and used >= quota_requests then
         return {4, 0, remaining, math.ceil(reset), 0}
     end
+    if line and key_quota then
+        if redis.call('EXISTS', line) == 0 then
+            redis.call('SET', line, num(args[10]), 'PX', 40 * 86400000)
+        end
+        if key_quota > 0 and num(redis.call('GET', line)) >= key_quota then
+            return {7, 0, remaining, math.ceil(reset), 0}
+        end
+    else
+        line = nil
+    end
     local hold = 0
     if quota_tokens >= 0 then
         local billed, r = num(redis.call('GET', tokens)), num(redis.call('GET', reserved))
@@ -186,8 +211,12 @@ local function kn_admit(keys, args)
     redis.call('INCR', requests)
     redis.call('PEXPIRE', requests, 40 * 86400000)
     redis.call('INCRBY', reserved, hold)
+    if line then
+        redis.call('INCR', line)
+        redis.call('PEXPIRE', line, 40 * 86400000)
+    end
     redis.call('ZADD', leases, now + lease_ms, lease)
-    redis.call('HSET', held, lease, month .. ':' .. hold)
+    redis.call('HSET', held, lease, month .. ':' .. hold .. (line and ':k' or ''))
     return {0, hold, remaining, math.ceil(reset), 0}
 end
 
@@ -205,7 +234,7 @@ local function kn_settle(keys, args)
     local h = redis.call('HGET', held, args[1])
     local leased = redis.call('ZREM', leases, args[1]) == 1
     if leased and h then
-        local _, t = string.match(h, '^(%d+):(%d+)$')
+        local _, t = string.match(h, '^(%d+):(%d+)')
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
     end
@@ -231,7 +260,8 @@ local function kn_settle(keys, args)
 end
 
 -- KEYS: the month's requests, the leases, what each holds, the tokens reserved, the void fences,
--- the month's tokens, the lapsed leases. ARGV: lease id, the month. Releasing twice is harmless:
+-- the month's tokens, the lapsed leases, and for a key with a line the line's month's requests
+-- (given back when the lease counted in it). ARGV: lease id, the month. Releasing twice is harmless:
 -- the second finds no lease and leaves a fence that no admission ever meets (lease ids are
 -- request ids, never reused), gone after ten minutes. A lease that lapsed gives back its request
 -- and the tokens it was counted as billed.
@@ -240,19 +270,21 @@ local function kn_release(keys, args)
     local requests, leases, held, reserved, voids = keys[1], keys[2], keys[3], keys[4], keys[5]
     local h = redis.call('HGET', held, args[1])
     if redis.call('ZREM', leases, args[1]) == 1 and h then
-        local _, t = string.match(h, '^(%d+):(%d+)$')
+        local _, t = string.match(h, '^(%d+):(%d+)')
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
-        if num(redis.call('GET', requests)) > 0 then
-            redis.call('DECR', requests)
+        give_back(requests)
+        if string.find(h, ':k$') then
+            give_back(keys[8])
         end
         return 1
     end
-    local m, counted = unlapse(keys[7], held, args[1])
+    local m, counted, in_line = unlapse(keys[7], held, args[1])
     if m ~= nil then
         if m == args[2] then
-            if num(redis.call('GET', requests)) > 0 then
-                redis.call('DECR', requests)
+            give_back(requests)
+            if in_line then
+                give_back(keys[8])
             end
             redis.call('DECRBY', keys[6], math.min(counted, num(redis.call('GET', keys[6]))))
         end
@@ -289,6 +321,15 @@ local function kn_reconcile(keys, args)
     return raised
 end
 
+-- KEYS: a count. ARGV: its floor. Returns 1 when it was raised.
+local function kn_raise(keys, args)
+    if num(redis.call('GET', keys[1])) < num(args[1]) then
+        redis.call('SET', keys[1], num(args[1]), 'PX', 40 * 86400000)
+        return 1
+    end
+    return 0
+end
+
 redis.register_function{function_name = 'kn_version', callback = function() return VERSION end,
                         flags = {'no-writes'}}
 redis.register_function('kn_test', kn_test)
@@ -296,3 +337,4 @@ redis.register_function('kn_admit', kn_admit)
 redis.register_function('kn_settle', kn_settle)
 redis.register_function('kn_release', kn_release)
 redis.register_function('kn_reconcile', kn_reconcile)
+redis.register_function('kn_raise', kn_raise)

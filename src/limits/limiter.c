@@ -38,24 +38,43 @@ static void local_inflight_release(struct limiter *l, struct acctrec *a)
     atomic_fetch_sub(&a->inflight, 1);
 }
 
-static enum quota_outcome local_quota_reserve(struct limiter *l, struct acctrec *a, int64_t month,
-                                              uint64_t tokens, uint64_t *held)
+static enum quota_outcome local_quota_reserve(struct limiter *l, struct keyrec *key, int64_t month,
+                                              uint64_t tokens, struct quota_hold *hold)
 {
+    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    const struct keyrules *rules = atomic_load_explicit(&key->rules, memory_order_acquire);
+    enum quota_outcome q;
+
     (void)l;
-    return quota_reserve(a, month, tokens, held);
+    hold->tokens = 0;
+    hold->line = NULL;
+    /* The key's line counts every request once it has one, limited or not, so that a quota set
+     * again later starts from what was really used. */
+    if (line != NULL && !keyquota_take(line, month, rules != NULL ? rules->monthly : 0))
+        return QUOTA_KEY_REQUESTS_USED_UP;
+    if ((q = quota_reserve(key->acct, month, tokens, &hold->tokens)) != QUOTA_OK) {
+        if (line != NULL)
+            keyquota_give(line, month);
+        return q;
+    }
+    hold->line = line;
+    return QUOTA_OK;
 }
 
-static void local_quota_release(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held)
+static void local_quota_release(struct limiter *l, struct keyrec *key, int64_t month,
+                                const struct quota_hold *hold)
 {
     (void)l;
-    quota_release(a, month, held);
+    quota_release(key->acct, month, hold->tokens);
+    if (hold->line != NULL)
+        keyquota_give(hold->line, month);
 }
 
-static void local_quota_settle(struct limiter *l, struct acctrec *a, int64_t month, uint64_t held,
-                               uint64_t tokens)
+static void local_quota_settle(struct limiter *l, struct keyrec *key, int64_t month,
+                               const struct quota_hold *hold, uint64_t tokens)
 {
     (void)l;
-    quota_settle(a, month, held, tokens);
+    quota_settle(key->acct, month, hold->tokens, tokens);
 }
 
 #define LOCAL(type, name, params, args) .name = local_##name,

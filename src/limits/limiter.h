@@ -4,9 +4,9 @@
  *   rate cells       requests per minute (GCRA), a test key's own or a live account's
  *   daily counts     a test key's requests per UTC day: take, and refund a request refused later
  *   in-flight slots  a live account's requests being answered at once: acquire, release
- *   quota            a live account's monthly requests and tokens: reserve at admission, then
- *                    settle once billed or release if not (limits/quota.h says why that bounds
- *                    the overshoot)
+ *   quota            a live account's monthly requests and tokens, and a live key's own
+ *                    monthly requests: reserve at admission, then settle once billed or release
+ *                    if not (limits/quota.h says why that bounds the overshoot)
  *
  * limiter_local is the in-process implementation: atomics in the key and account records, exact
  * on one node, no lock, no allocation, no I/O. A cluster-wide implementation (shared counters on
@@ -34,7 +34,12 @@ struct limiter;
  *                     allowing `limit`; daily_refund gives one back the same day
  *   inflight_acquire  takes one of an account's `max` in-flight slots: 1, or 0 when all are
  *                     taken; inflight_release gives it back
- *   quota_reserve, quota_release, quota_settle: as in limits/quota.h */
+ *   quota_reserve     reserves one request and up to `tokens` tokens of key's account's quotas
+ *                     in `month`, and one request of the key's own monthly quota when it has one
+ *                     (keyrec.line), writing what it took to *hold; QUOTA_OK or why not
+ *                     (nothing then taken)
+ *   quota_release, quota_settle: give back what hold took / make it usage, as in
+ *                     limits/quota.h */
 /* Laid out by hand: clang-format would write "struct limiter * l". */
 /* clang-format off */
 #define LIMITER_OPS(X, V)                                                                          \
@@ -50,13 +55,16 @@ struct limiter;
     X(int, inflight_acquire, (struct limiter *l, struct acctrec *a, uint32_t max), (l, a, max))    \
     V(inflight_release, (struct limiter *l, struct acctrec *a), (l, a))                            \
     X(enum quota_outcome, quota_reserve,                                                           \
-      (struct limiter *l, struct acctrec *a, int64_t month, uint64_t tokens, uint64_t *held),      \
-      (l, a, month, tokens, held))                                                                 \
-    V(quota_release, (struct limiter *l, struct acctrec *a, int64_t month, uint64_t held),         \
-      (l, a, month, held))                                                                         \
+      (struct limiter *l, struct keyrec *key, int64_t month, uint64_t tokens,                      \
+       struct quota_hold *hold),                                                                   \
+      (l, key, month, tokens, hold))                                                               \
+    V(quota_release,                                                                               \
+      (struct limiter *l, struct keyrec *key, int64_t month, const struct quota_hold *hold),       \
+      (l, key, month, hold))                                                                       \
     V(quota_settle,                                                                                \
-      (struct limiter *l, struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens),       \
-      (l, a, month, held, tokens))
+      (struct limiter *l, struct keyrec *key, int64_t month, const struct quota_hold *hold,        \
+       uint64_t tokens),                                                                           \
+      (l, key, month, hold, tokens))
 /* clang-format on */
 
 #define LIMITER_FIELD(type, name, params, args) type(*name) params;

@@ -28,6 +28,29 @@ void quota_load(struct acctrec *a, int64_t month, uint64_t requests, uint64_t to
     atomic_store(&a->tokens_cell, cell(month, tokens));
 }
 
+/* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). */
+static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max)
+{
+    uint64_t c = atomic_load(rc), n;
+
+    do {
+        n = count_in(c, month);
+        if (max != PLAN_UNLIMITED && n >= (uint64_t)max)
+            return 0;
+    } while (!atomic_compare_exchange_weak(rc, &c, cell(month, n + 1)));
+    return 1;
+}
+
+static void give_request(_Atomic uint64_t *rc, int64_t month)
+{
+    uint64_t c = atomic_load(rc);
+
+    do {
+        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
+            return; /* A new month started since: nothing of this one to give back. */
+    } while (!atomic_compare_exchange_weak(rc, &c, c - 1));
+}
+
 /* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left. */
 static int hold_tokens(struct acctrec *a, int64_t month, int64_t max_tokens, uint64_t want,
                        uint64_t *held)
@@ -51,30 +74,21 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 {
     int64_t max_requests = atomic_load(&a->quota_requests),
             max_tokens = atomic_load(&a->quota_tokens);
-    uint64_t c = atomic_load(&a->requests_cell), n;
 
     if (hold_tokens(a, month, max_tokens, tokens, held) != 0)
         return QUOTA_TOKENS_USED_UP;
-    do {
-        n = count_in(c, month);
-        if (max_requests != PLAN_UNLIMITED && n >= (uint64_t)max_requests) {
-            atomic_fetch_sub(&a->tokens_reserved, *held);
-            *held = 0;
-            return QUOTA_REQUESTS_USED_UP;
-        }
-    } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, cell(month, n + 1)));
+    if (!take_request(&a->requests_cell, month, max_requests)) {
+        atomic_fetch_sub(&a->tokens_reserved, *held);
+        *held = 0;
+        return QUOTA_REQUESTS_USED_UP;
+    }
     return QUOTA_OK;
 }
 
 void quota_release(struct acctrec *a, int64_t month, uint64_t held)
 {
-    uint64_t c = atomic_load(&a->requests_cell);
-
     atomic_fetch_sub(&a->tokens_reserved, held);
-    do {
-        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
-            return; /* A new month started since: nothing of this one to give back. */
-    } while (!atomic_compare_exchange_weak(&a->requests_cell, &c, c - 1));
+    give_request(&a->requests_cell, month);
 }
 
 void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens)
@@ -94,4 +108,24 @@ void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t 
 {
     *requests = count_in(atomic_load(&a->requests_cell), month);
     *tokens = count_in(atomic_load(&a->tokens_cell), month);
+}
+
+void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests)
+{
+    atomic_store(&q->requests_cell, cell(month, requests));
+}
+
+int keyquota_take(struct keyquota *q, int64_t month, int64_t max)
+{
+    return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED);
+}
+
+void keyquota_give(struct keyquota *q, int64_t month)
+{
+    give_request(&q->requests_cell, month);
+}
+
+uint64_t keyquota_used(struct keyquota *q, int64_t month)
+{
+    return count_in(atomic_load(&q->requests_cell), month);
 }

@@ -44,10 +44,27 @@ struct acctrec {
     _Atomic uint32_t api_queued;      /* Its management API calls waiting or running. */
 };
 
+/* A live key's own monthly quota of requests (below its account's), counted over the key's line
+ * of replacements so that rolling a key never starts it again: one cell per line, shared by the
+ * keys of the line, counting the requests billed or in flight in the month it names (the same
+ * layout as an account's requests_cell). Never freed while the server runs. */
+struct keyquota {
+    _Atomic uint64_t requests_cell;
+    char id[ACCOUNT_REC_ID_SIZE]; /* The line's first key id (its cell's name in Redis). */
+};
+
 enum quota_outcome {
     QUOTA_OK = 0,
     QUOTA_REQUESTS_USED_UP,
     QUOTA_TOKENS_USED_UP,
+    QUOTA_KEY_REQUESTS_USED_UP, /* The key's own monthly quota (struct keyquota). */
+};
+
+/* What a live request reserved: tokens of its account's quota, and the key line whose request
+ * count it took (NULL for a key without one). */
+struct quota_hold {
+    uint64_t tokens;
+    struct keyquota *line;
 };
 
 /* Sets the plan (NULL: unknown, see plan_wanted) and the limits in force (an override or the
@@ -71,5 +88,18 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
 
 /* The usage counted in `month`: requests billed or in flight, tokens billed. */
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens);
+
+/* Sets a key line's requests billed in `month` (when the line is first seen, from the store). */
+void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests);
+
+/* Counts one request of `month` in q, allowing `max` (0: count without a limit). Returns 1, or 0
+ * when the line has used its quota (nothing counted). */
+int keyquota_take(struct keyquota *q, int64_t month, int64_t max);
+
+/* Gives back a request counted in `month` that was not billed. */
+void keyquota_give(struct keyquota *q, int64_t month);
+
+/* The requests counted in `month`: billed or in flight. */
+uint64_t keyquota_used(struct keyquota *q, int64_t month);
 
 #endif

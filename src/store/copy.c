@@ -31,7 +31,8 @@ static const struct copied_table {
     {"memberships", "account_id, user_id, role, created_at", NULL},
     {"api_keys",
      "id, account_id, name, mode, environment, hash, hint, created_at, created_by, last_used_at, "
-     "expires_at, revoked_at, revoked_by, ip_allowlist, rolled_to, models, requests_per_minute",
+     "expires_at, revoked_at, revoked_by, ip_allowlist, rolled_to, models, requests_per_minute, "
+     "monthly_requests, quota_key",
      NULL},
     {"key_usage_daily", "key_id, day, requests", NULL},
     {"audit_log", "id, at, account_id, actor, action, target, ip, result, detail", "id"},

@@ -15,10 +15,18 @@
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
     "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist, k.models, "             \
-    "k.requests_per_minute"
-#define KEY_NCOLUMNS 16
+    "k.requests_per_minute, k.monthly_requests, coalesce(k.quota_key, k.id)"
+#define KEY_NCOLUMNS 18
 #define KEY_TODAY                                                                                  \
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = $1), 0)"
+/* The requests billed in the month given by the placeholder P to a key with a monthly quota of its
+ * own and to the keys it replaced (its quota key's line), read after KEY_TODAY; 0 for a key
+ * without one (nothing to count). */
+#define KEY_MONTH(P)                                                                               \
+    "CASE WHEN k.monthly_requests > 0 THEN coalesce((SELECT sum(r.requests) FROM usage_rollup r "  \
+    "WHERE r.account_id = k.account_id AND r.month = " P " AND r.key_id IN (SELECT q.id FROM "     \
+    "api_keys q WHERE q.id = coalesce(k.quota_key, k.id) OR q.quota_key = coalesce(k.quota_key, "  \
+    "k.id))), 0) ELSE 0 END"
 
 /* Writes an audit entry inside the caller's transaction (none when e is NULL). */
 int pg_audit_row(struct store *s, const struct store_audit *e)
@@ -37,15 +45,16 @@ static int insert_key_row(struct store *s, const struct store_key *k)
 {
     return PG_RUN(s, KEY_INSERT,
                   "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-                  "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute) "
+                  "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute, "
+                  "monthly_requests, quota_key) "
                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10::bigint, 0), $11, $12, "
-                  "$13)",
+                  "$13, $14, nullif(nullif($15, ''), $1))",
                   NULL, "cannot create key",
                   "tttttht"
-                  "ititti",
+                  "itittiit",
                   k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint,
                   k->created_at, k->created_by, k->expires_at, k->ip_allowlist, k->models,
-                  k->requests_per_minute);
+                  k->requests_per_minute, k->monthly_requests, k->quota_key);
 }
 
 int pg_key_insert(struct store *s, const struct store_key *keys, size_t n,
@@ -90,6 +99,9 @@ static void read_key(PGresult *res, int i, void *out)
     pg_text(k->ip_allowlist, sizeof(k->ip_allowlist), res, i, 13);
     pg_text(k->models, sizeof(k->models), res, i, 14);
     k->requests_per_minute = pg_int(res, i, 15);
+    k->monthly_requests = pg_int(res, i, 16);
+    pg_text(k->quota_key, sizeof(k->quota_key), res, i, 17);
+    k->month_requests = 0;
 }
 
 int pg_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -109,6 +121,8 @@ static int key_walk_one(void *ud, void *row, PGresult *res, int i)
 {
     struct pg_walk *w = ud;
     int64_t count = pg_int(res, i, KEY_NCOLUMNS);
+    if (w->key_load != NULL)
+        ((struct store_key *)row)->month_requests = pg_int(res, i, KEY_NCOLUMNS + 1);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -179,11 +193,13 @@ int pg_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
 }
 
 int pg_key_set_restrictions(struct store *s, const char *id, const char *models,
-                            int64_t requests_per_minute, const struct store_audit *audit)
+                            int64_t requests_per_minute, int64_t monthly_requests,
+                            const struct store_audit *audit)
 {
     return key_change(s, audit, PS_KEY_RESTRICT,
-                      "UPDATE api_keys SET models = $2, requests_per_minute = $3 WHERE id = $1",
-                      "tti", id, models, requests_per_minute);
+                      "UPDATE api_keys SET models = $2, requests_per_minute = $3, "
+                      "monthly_requests = $4 WHERE id = $1",
+                      "ttii", id, models, requests_per_minute, monthly_requests);
 }
 
 int pg_keys_load(struct store *s, int64_t today, struct store_cursor *cursor, store_key_load_cb cb,
@@ -193,8 +209,9 @@ int pg_keys_load(struct store *s, int64_t today, struct store_cursor *cursor, st
     struct store_key k;
 
     return pg_load_all(s, 1, cursor, read_key, &k, key_walk_one, &w, "cannot read keys",
-                       PS_KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i",
-                       today);
+                       PS_KEYS_LOAD,
+                       "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH("$2") " FROM api_keys k",
+                       "ii", today, kn_month_of(today * 86400));
 }
 
 int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
@@ -203,16 +220,17 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
     struct pg_walk w = {.key_load = cb, .ud = ud};
     struct store_key k;
     PGresult *res;
-    int r = PG_RUN(s, KEY_CHANGES,
-                   "SELECT " KEY_COLUMNS ", " KEY_TODAY
-                   ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
-                   "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
-                   "m LEFT JOIN (key_changes c "
-                   "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
-                   &res, "cannot read key changes", "ii", today, cursor->v[0]);
+    int r = PG_RUN(
+        s, KEY_CHANGES,
+        "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH(
+            "$3") ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
+                  "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
+                  "m LEFT JOIN (key_changes c "
+                  "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
+        &res, "cannot read key changes", "iii", today, cursor->v[0], kn_month_of(today * 86400));
     return r != STORE_OK
                ? r
-               : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 1);
+               : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 2);
 }
 
 int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)

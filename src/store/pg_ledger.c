@@ -214,6 +214,31 @@ int pg_usage_month_totals(struct store *s, int64_t month, store_month_total_cb c
     return STORE_OK;
 }
 
+int pg_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+{
+    struct store_month_total t;
+    PGresult *res;
+    int r = PG_RUN(s, LINE_TOTALS,
+                   "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests) "
+                   "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = $1 AND "
+                   "coalesce(k.quota_key, k.id) IN (SELECT coalesce(q.quota_key, q.id) FROM "
+                   "api_keys q WHERE q.monthly_requests > 0) GROUP BY r.account_id, line "
+                   "ORDER BY r.account_id, line",
+                   &res, "cannot read monthly usage", "i", month);
+    if (r != STORE_OK)
+        return r;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        memset(&t, 0, sizeof(t));
+        pg_text(t.account_id, sizeof(t.account_id), res, i, 0);
+        pg_text(t.line_id, sizeof(t.line_id), res, i, 1);
+        t.requests = (uint64_t)pg_int(res, i, 2);
+        if (cb(ud, &t) != 0)
+            break;
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
 int pg_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
                   store_usage_sum_cb cb, void *ud)
 {

@@ -16,10 +16,18 @@
     "k.id, k.account_id, k.name, k.mode, k.environment, k.hash, k.hint, k.created_at, "            \
     "k.created_by, coalesce(k.last_used_at, 0), coalesce(k.expires_at, 0), "                       \
     "coalesce(k.revoked_at, 0), coalesce(k.rolled_to, ''), k.ip_allowlist, k.models, "             \
-    "k.requests_per_minute"
-#define KEY_NCOLUMNS 16
+    "k.requests_per_minute, k.monthly_requests, coalesce(k.quota_key, k.id)"
+#define KEY_NCOLUMNS 18
 #define KEY_TODAY                                                                                  \
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = ?1), 0)"
+/* The requests billed in the month given by the placeholder P to a key with a monthly quota of its
+ * own and to the keys it replaced (its quota key's line), read after KEY_TODAY; 0 for a key
+ * without one (nothing to count). */
+#define KEY_MONTH(P)                                                                               \
+    "CASE WHEN k.monthly_requests > 0 THEN coalesce((SELECT sum(r.requests) FROM usage_rollup r "  \
+    "WHERE r.account_id = k.account_id AND r.month = " P " AND r.key_id IN (SELECT q.id FROM "     \
+    "api_keys q WHERE q.id = coalesce(k.quota_key, k.id) OR q.quota_key = coalesce(k.quota_key, "  \
+    "k.id))), 0) ELSE 0 END"
 
 /* Writes an audit entry inside the caller's transaction (none when e is NULL). */
 int sq_audit_row(struct store *s, const struct store_audit *e)
@@ -37,15 +45,16 @@ int sq_audit_row(struct store *s, const struct store_audit *e)
 /* Inserts one key row inside the caller's transaction. */
 static int insert_key_row(struct store *s, const struct store_key *k)
 {
-    int rc =
-        RUN(s, KEY_INSERT,
-            "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
-            "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11, ?12, ?13)",
-            "tttttht"
-            "ititti",
-            k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint, k->created_at,
-            k->created_by, k->expires_at, k->ip_allowlist, k->models, k->requests_per_minute);
+    int rc = RUN(s, KEY_INSERT,
+                 "INSERT INTO api_keys(id, account_id, name, mode, environment, hash, hint, "
+                 "created_at, created_by, expires_at, ip_allowlist, models, requests_per_minute, "
+                 "monthly_requests, quota_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                 "nullif(?10, 0), ?11, ?12, ?13, ?14, nullif(nullif(?15, ''), ?1))",
+                 "tttttht"
+                 "itittiit",
+                 k->id, k->account_id, k->name, k->mode, k->environment, k->hash, k->hint,
+                 k->created_at, k->created_by, k->expires_at, k->ip_allowlist, k->models,
+                 k->requests_per_minute, k->monthly_requests, k->quota_key);
     return sq_done(s, STMT(s, KEY_INSERT), rc, "cannot create key");
 }
 
@@ -103,6 +112,9 @@ static void read_key(sqlite3_stmt *q, void *out)
     sq_copy_text(k->ip_allowlist, sizeof(k->ip_allowlist), q, 13);
     sq_copy_text(k->models, sizeof(k->models), q, 14);
     k->requests_per_minute = sqlite3_column_int64(q, 15);
+    k->monthly_requests = sqlite3_column_int64(q, 16);
+    sq_copy_text(k->quota_key, sizeof(k->quota_key), q, 17);
+    k->month_requests = 0;
 }
 
 int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -121,6 +133,8 @@ static int key_walk_one(void *ud, void *row, sqlite3_stmt *q)
 {
     struct sq_walk *w = ud;
     int64_t count = sqlite3_column_int64(q, KEY_NCOLUMNS);
+    if (w->key_load != NULL)
+        ((struct store_key *)row)->month_requests = sqlite3_column_int64(q, KEY_NCOLUMNS + 1);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -190,11 +204,13 @@ int sqlite_key_set_allowlist(struct store *s, const char *id, const char *allowl
 }
 
 int sqlite_key_set_restrictions(struct store *s, const char *id, const char *models,
-                                int64_t requests_per_minute, const struct store_audit *audit)
+                                int64_t requests_per_minute, int64_t monthly_requests,
+                                const struct store_audit *audit)
 {
     return key_change(s, audit, DS_KEY_RESTRICT,
-                      "UPDATE api_keys SET models = ?2, requests_per_minute = ?3 WHERE id = ?1",
-                      "tti", id, models, requests_per_minute);
+                      "UPDATE api_keys SET models = ?2, requests_per_minute = ?3, "
+                      "monthly_requests = ?4 WHERE id = ?1",
+                      "ttii", id, models, requests_per_minute, monthly_requests);
 }
 
 int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor,
@@ -204,8 +220,9 @@ int sqlite_keys_load(struct store *s, int64_t today, struct store_cursor *cursor
     struct store_key k;
 
     return sq_load_all(s, 1, cursor, read_key, &k, key_walk_one, &w, "cannot read keys",
-                       DS_KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i",
-                       today);
+                       DS_KEYS_LOAD,
+                       "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH("?2") " FROM api_keys k",
+                       "ii", today, kn_month_of(today * 86400));
 }
 
 int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
@@ -213,15 +230,16 @@ int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *curs
 {
     struct sq_walk w = {.key_load = cb, .ud = ud};
     struct store_key k;
-    int rc = RUN(s, KEY_CHANGES,
-                 "SELECT " KEY_COLUMNS ", " KEY_TODAY
-                 ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
-                 "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) m "
-                 "LEFT JOIN (key_changes c "
-                 "JOIN api_keys k ON k.id = c.key_id) ON c.seq > ?2 ORDER BY c.seq",
-                 "ii", today, cursor->v[0]);
+    int rc = RUN(
+        s, KEY_CHANGES,
+        "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH(
+            "?3") ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
+                  "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) m "
+                  "LEFT JOIN (key_changes c "
+                  "JOIN api_keys k ON k.id = c.key_id) ON c.seq > ?2 ORDER BY c.seq",
+        "iii", today, cursor->v[0], kn_month_of(today * 86400));
     return sq_walk_changes(s, STMT(s, KEY_CHANGES), rc, cursor, key_walk_one, &w, &k, read_key,
-                           KEY_NCOLUMNS + 1, "cannot read key changes");
+                           KEY_NCOLUMNS + 2, "cannot read key changes");
 }
 
 int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)

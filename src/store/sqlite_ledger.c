@@ -247,6 +247,31 @@ int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_
     return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "cannot read monthly usage");
 }
 
+int sqlite_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+{
+    struct store_month_total t;
+    int rc = RUN(s, LINE_TOTALS,
+                 "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests) "
+                 "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = ?1 AND "
+                 "coalesce(k.quota_key, k.id) IN (SELECT coalesce(q.quota_key, q.id) FROM "
+                 "api_keys q WHERE q.monthly_requests > 0) GROUP BY r.account_id, line",
+                 "i", month);
+    sqlite3_stmt *q = STMT(s, LINE_TOTALS);
+
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
+        memset(&t, 0, sizeof(t));
+        sq_copy_text(t.account_id, sizeof(t.account_id), q, 0);
+        sq_copy_text(t.line_id, sizeof(t.line_id), q, 1);
+        t.requests = (uint64_t)sqlite3_column_int64(q, 2);
+        if (cb(ud, &t) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "cannot read monthly usage");
+}
+
 int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,
                       store_usage_sum_cb cb, void *ud)
 {

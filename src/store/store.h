@@ -106,6 +106,7 @@ typedef int (*store_usage_sum_cb)(void *ud, const struct store_usage_sum *u);
 /* An account's billed requests and tokens in one month. */
 struct store_month_total {
     char account_id[STORE_ID_SIZE];
+    char line_id[STORE_ID_SIZE]; /* line_month_totals: a key line's first key id; else "". */
     uint64_t requests;
     uint64_t tokens;
 };
@@ -128,9 +129,17 @@ struct store_key {
     char rolled_to[STORE_ID_SIZE];          /* The replacement's id once rolled, or "". */
     char ip_allowlist[STORE_ALLOWLIST_MAX]; /* "203.0.113.0/24,2001:db8::1", or "" for any. */
     /* A restricted key: the public model names it may use ("small,large"; "" for all its plan's)
-     * and its own requests per minute (0: only its account's). */
+     * and its own requests per minute (0: only its account's); a live key's own monthly quota
+     * of requests (0: only its account's). */
     char models[STORE_MODELS_MAX];
     int64_t requests_per_minute;
+    int64_t monthly_requests;
+    /* The key whose line of replacements this key is in (the first of them; the key itself when
+     * it replaced none): a monthly quota counts the whole line. "" on insert: the key itself. */
+    char quota_key[STORE_ID_SIZE];
+    /* Filled by keys_load and key_changes only: for a key with a monthly quota, its requests
+     * billed in the current month (UTC) of the day they are given; 0 otherwise. */
+    int64_t month_requests;
 };
 
 /* One audit-log entry. Never holds a secret: keys are named by id and hint. */
@@ -300,8 +309,8 @@ struct store;
       (s, id, allowlist, audit))                                                                   \
     X(key_set_restrictions,                                                                        \
       (struct store *s, const char *id, const char *models, int64_t requests_per_minute,          \
-       const struct store_audit *audit),                                                           \
-      (s, id, models, requests_per_minute, audit))                                                 \
+       int64_t monthly_requests, const struct store_audit *audit),                                 \
+      (s, id, models, requests_per_minute, monthly_requests, audit))                               \
     X(key_roll,                                                                                    \
       (struct store *s, const char *old_id, const struct store_key *replacement,                   \
        int64_t old_expires_at, const struct store_audit *audit),                                   \
@@ -423,6 +432,8 @@ struct store;
     X(ledger_void, (struct store *s, const char *request_id, int64_t at_ms, int *was_billed),      \
       (s, request_id, at_ms, was_billed))                                                          \
     X(usage_month_totals, (struct store *s, int64_t month, store_month_total_cb cb, void *ud),     \
+      (s, month, cb, ud))                                                                          \
+    X(line_month_totals, (struct store *s, int64_t month, store_month_total_cb cb, void *ud),      \
       (s, month, cb, ud))                                                                          \
     X(invoice_number,                                                                              \
       (struct store *s, const char *account_id, int64_t month, int64_t now, int64_t *seq),         \
@@ -575,10 +586,11 @@ int store_key_rename(struct store *s, const char *id, const char *name,
 /* Replaces a key's IP allowlist (canonical text, "" for none). */
 int store_key_set_allowlist(struct store *s, const char *id, const char *allowlist,
                             const struct store_audit *audit);
-/* Sets a key's restrictions: the models it may use ("" for all its plan's) and its own requests
- * per minute (0 for none). */
+/* Sets a key's restrictions: the models it may use ("" for all its plan's), its own requests
+ * per minute and its own monthly quota of requests (0 for none). */
 int store_key_set_restrictions(struct store *s, const char *id, const char *models,
-                               int64_t requests_per_minute, const struct store_audit *audit);
+                               int64_t requests_per_minute, int64_t monthly_requests,
+                               const struct store_audit *audit);
 /* Rolls a key: inserts the replacement, records it on the old key and makes the old key expire
  * at old_expires_at (or keeps an earlier expiry). STORE_NOT_FOUND when the old key does not
  * exist; STORE_CONFLICT when it is revoked or already rolled. */
@@ -749,6 +761,10 @@ int store_ledger_add(struct store *s, const struct store_ledger_row *rows, size_
 int store_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *was_billed);
 /* Calls cb with each account's billed requests and tokens in `month` (year * 12 + month - 1). */
 int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
+/* Calls cb with the requests billed in `month` to each line of key replacements (line_id: the
+ * first key's id) that has a key with a monthly quota of its own (store_key.monthly_requests);
+ * tokens are 0. Lines without such a key, or without requests, are not given. */
+int store_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
 /* Writes to *seq the invoice number of an account's month: the one it was given, or, the first
  * time, the next of the server's one sequence (1, 2, 3, ... without gaps, even when several
  * servers issue invoices at once), recorded with `now` as its issue time. */

@@ -996,7 +996,10 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   await closeSecretDialog(page, made.dialog);
   made = await createKey(env, page, 'Staging box', {
     mode: 'live',
-    beforeCreate: (dialog) => dialog.getByLabel('Environment', { exact: true }).selectOption('staging'),
+    beforeCreate: async (dialog) => {
+      await dialog.getByLabel('Environment', { exact: true }).selectOption('staging');
+      await dialog.getByLabel('Requests per month (optional)').fill('5');
+    },
   });
   const staging = made.secret;
   await closeSecretDialog(page, made.dialog);
@@ -1022,7 +1025,19 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   assert.ok((await rowText(prodRow)).includes(dollars(cost(prodSent))), "the production key's row shows its cost this month");
   assert.ok((await rowText(prodRow)).includes(`${tokens(prodSent)} tokens`), "the production key's row shows its tokens");
   assert.ok((await rowText(keyRow(page, staging))).includes('2 req'), 'the staging key shows 2 requests');
+  assert.ok((await rowText(keyRow(page, staging))).includes('5 requests/month'), "the row shows the key's own monthly quota");
   await shot(env, page, 'api-keys-with-usage');
+
+  // Lowered in the Edit dialog to what it has used, the key's own quota refuses the next request
+  // (unbilled), naming the key's quota; the account's other key goes on.
+  await keyRow(page, staging).getByRole('button', { name: 'Edit', exact: true }).click();
+  const edit = page.getByRole('dialog');
+  assert.equal(await edit.getByLabel('Requests per month', { exact: true }).inputValue(), '5');
+  await edit.getByLabel('Requests per month', { exact: true }).fill('2');
+  await edit.getByRole('button', { name: 'Save', exact: true }).click();
+  await edit.waitFor({ state: 'detached' });
+  await until(async () => (await rowText(keyRow(page, staging))).includes('2 requests/month'), 'the row shows the lowered quota');
+  assert.deepEqual(await chat(env, staging), { status: 429, code: 'insufficient_quota' });
 
   // Usage & Billing, from the settings menu.
   await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Usage & Billing', exact: true }).click();

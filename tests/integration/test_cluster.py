@@ -130,6 +130,34 @@ class ClusterTest(ServerTest):
         ids, _ = self.ledger()
         self.assertEqual(len(ids), 8)
 
+    def test_a_restricted_live_keys_own_monthly_quota_is_exact_over_nodes_and_redis_losses(self):
+        nodes = self.live_nodes(3)
+        key = self.key("dev@example.com", "live", "quota", "--monthly-requests", "9")
+        got = self.storm(nodes, key, 6, 3)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 9, got)
+        self.assertEqual(sorted(set(got) - {(200, None)}), [(429, "insufficient_quota")])
+        # The account's other keys still have room.
+        self.assertEqual(nodes[1].post(self.live).status_code, 200)
+        # A roll does not start the quota again, on any node.
+        key_id = self.data.key_id(key)
+        new = self.data.cli("key", "roll", key_id, "--grace", "0").stdout.strip()
+        self.secrets.append(new)
+        for n in nodes:
+            self.assertError(n.post(new), 429, "insufficient_quota")
+        # Redis loses everything: the line is seeded again from the ledger with the month.
+        REDIS.cli("FLUSHALL")
+        for n in nodes:
+            deadline = time.time() + 10
+            while (r := n.post(new)).status_code == 503 and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertError(r, 429, "insufficient_quota")
+        # Raised on one node, the others see it: exactly one more.
+        self.data.cli("key", "update", self.data.key_id(new), "--monthly-requests", "10")
+        got = self.storm(nodes, new, 3, 2)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 1, got)
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 11)
+
     def test_the_accounts_cap_on_requests_in_flight_holds_over_nodes(self):
         plans = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
                             "max_concurrent_requests": 3}]}
@@ -196,7 +224,8 @@ class ClusterTest(ServerTest):
         ours = int(re.search(r"local VERSION = (\d+)", lib).group(1))
         # The functions' text of each version: a change to konnect.lua must come with a new
         # VERSION (servers load only newer ones), and its text's hash here.
-        texts = {3: "c737668d6142334f2071970ec7d1309273ac83cda4aa87e7038bfb930c396cb1"}
+        texts = {3: "c737668d6142334f2071970ec7d1309273ac83cda4aa87e7038bfb930c396cb1",
+                 4: "8f78fad54e2d46613564ea16fe49b3cfad35b120149d5cfd5f8eaabb396cdc28"}
         body = re.sub(r"local VERSION = \d+", "local VERSION = ?", lib)
         self.assertEqual(hashlib.sha256(body.encode()).hexdigest(), texts.get(ours),
                          "konnect.lua changed: raise its VERSION and record the new text's hash")

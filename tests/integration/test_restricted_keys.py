@@ -3,6 +3,7 @@ plan (by either API, listed or asked for directly), more requests per minute tha
 limit (while the account has room), a roll to shed the restriction, restrictions wider than the
 account's, and the CLI; every answer checked against docs/openapi.yaml."""
 
+import concurrent.futures
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ PLANS = {
     "currency": "usd", "default_plan": "pro", "default_model": "small",
     "models": [{"name": "small", "backend_model": "fake-normal"},
                {"name": "large", "backend_model": "fake-normal"}],
-    "plans": [{"name": "pro", "requests_per_minute": 50, "max_concurrent_requests": 8}],
+    "plans": [{"name": "pro", "requests_per_minute": 50, "max_concurrent_requests": 8,
+               "requests_per_month": 1000}],
 }
 
 
@@ -94,6 +96,48 @@ class RestrictedKeysTest(harness.ServerTest):
         codes = [self.chat(test_secret, "small").status_code for _ in range(3)]
         self.assertEqual(codes, [200, 200, 429])
 
+    def test_a_key_s_own_monthly_quota_holds_across_a_burst_a_roll_and_a_restart(self):
+        key, secret = self.create(mode="live", monthly_requests=3)
+        self.assertEqual(key["monthly_requests"], 3)
+        _, other_secret = self.create(mode="live", name="unrestricted")
+        # A burst of 8 at once: exactly 3 are answered, and billed.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(lambda _: self.chat(secret, "small").status_code, range(8)))
+        self.assertEqual(codes, [200] * 3 + [429] * 5)
+        r = self.chat(secret, "small")
+        self.assertError(r, 429, "insufficient_quota")
+        self.assertIn(f"This key ({key['id']}) has used its own monthly quota of 3 live "
+                      "requests", r.json()["error"]["message"])
+        # The account's other keys go on.
+        self.assertEqual(self.chat(other_secret, "small").status_code, 200)
+        # Rolling the key does not start its quota again.
+        r = self.call("POST", f"/v1/keys/{key['id']}/roll", body={"grace_seconds": 0})
+        self.assertEqual(r.status_code, 201, r.text)
+        new_id, new_secret = r.json()["key"]["id"], r.json()["secret"]
+        self.secrets.append(new_secret)
+        self.assertEqual(r.json()["key"]["monthly_requests"], 3)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        # Raised, it counts what was used: 2 more; a restart reloads the count from the ledger.
+        r = self.call("PATCH", f"/v1/keys/{new_id}", body={"monthly_requests": 5})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["key"]["monthly_requests"], 5)
+        self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        self.srv.stop()
+        self.srv = self.start(KONNECT_MODEL_URL=self.backend.url, KONNECT_TEST_KEY_RPM=30)
+        self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        # Exactly the quota was billed to the line: 5 requests, none of the refused ones.
+        usage = self.call("GET", "/v1/usage").json()
+        billed = sum(k["requests"] for k in usage["keys"] if k["key_id"] in (key["id"], new_id))
+        self.assertEqual(billed, 5, usage)
+        # Lifted, the key goes on at once; the change is audited.
+        r = self.call("PATCH", f"/v1/keys/{new_id}", body={"monthly_requests": None})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertIsNone(r.json()["key"]["monthly_requests"])
+        self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        details = [e["detail"] for e in self.audit() if e["action"] == "key.restrict"]
+        self.assertTrue(any("5 requests a month" in (d or "") for d in details), details)
+
     def test_restrictions_cannot_be_wider_than_the_account(self):
         for body, param in (({"models": ["huge"]}, "models"),
                             ({"models": []}, "models"),
@@ -101,7 +145,11 @@ class RestrictedKeysTest(harness.ServerTest):
                             ({"requests_per_minute": 51}, "requests_per_minute"),
                             ({"requests_per_minute": 0}, "requests_per_minute"),
                             ({"requests_per_minute": 31, "mode": "test"}, "requests_per_minute"),
-                            ({"models": ["small"], "mode": "admin"}, "models")):
+                            ({"models": ["small"], "mode": "admin"}, "models"),
+                            ({"monthly_requests": 0}, "monthly_requests"),
+                            ({"monthly_requests": "10"}, "monthly_requests"),
+                            ({"monthly_requests": 1001}, "monthly_requests"),
+                            ({"monthly_requests": 5, "mode": "test"}, "monthly_requests")):
             with self.subTest(body=body):
                 b = dict(name="x", mode="live")
                 b.update(body)
@@ -126,6 +174,18 @@ class RestrictedKeysTest(harness.ServerTest):
         self.assertEqual(self.chat(secret, "small").status_code, 200)
         audit = [e for e in self.audit() if e["action"] == "key.restrict"]
         self.assertTrue(audit, "the change is audited")
+        # A monthly quota: set, enforced, lifted; refused for a test key and above the account's.
+        # The key's two requests so far count: a quota of 3 leaves one.
+        self.data.cli("key", "update", key_id, "--rpm", "none", "--monthly-requests", "3")
+        self.assertEqual(self.chat(secret, "small").status_code, 200)
+        self.assertError(self.chat(secret, "small"), 429, "insufficient_quota")
+        self.data.cli("key", "update", key_id, "--monthly-requests", "none")
+        self.assertEqual(self.chat(secret, "small").status_code, 200)
+        for mode, n in (("test", "5"), ("live", "1001"), ("live", "0")):
+            p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", mode,
+                              "--name", "bad", "--monthly-requests", n, check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("--monthly-requests", p.stderr)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,120 @@ static int account_cb(void *ud, const struct store_account *a)
 
 /* The ledger: one row per request id, however often a batch is retried, and a rollup that sums
  * exactly what the ledger holds; plans and quotas with their change log. */
+/* The keys a load gave, by id: what the monthly-quota test looks at. */
+struct quota_keys {
+    struct store_key q1, q2, other;
+    int n;
+};
+
+static int quota_cb(void *ud, const struct store_key *k, uint32_t today)
+{
+    struct quota_keys *q = ud;
+    (void)today;
+    if (!strcmp(k->id, "key_q1"))
+        q->q1 = *k;
+    else if (!strcmp(k->id, "key_q2"))
+        q->q2 = *k;
+    else if (!strcmp(k->id, "key_q3"))
+        q->other = *k;
+    q->n++;
+    return 0;
+}
+
+static int line_cb(void *ud, const struct store_month_total *t)
+{
+    *(struct store_month_total *)ud = *t;
+    return 0;
+}
+
+static int count_lines_cb(void *ud, const struct store_month_total *t)
+{
+    (void)t;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* A live key's own monthly quota counts the month's requests over its line of replacements:
+ * the key it was rolled from and it share one count, loaded with the keys and sent again with a
+ * change; a key without a quota counts nothing, and another month's requests are not in it. */
+static void test_key_quota(struct store *s, struct store *s2, const char *account_id)
+{
+    struct store_key k, repl;
+    struct store_ledger_row rows[6];
+    struct quota_keys got;
+    struct store_cursor cur;
+    uint8_t outcome[6];
+    int64_t at = 1795805276000, today = at / 86400000; /* 2026-11-27 */
+
+    memset(&k, 0, sizeof(k));
+    strcpy(k.id, "key_q1");
+    kn_strlcpy(k.account_id, account_id, sizeof(k.account_id));
+    strcpy(k.name, "quota");
+    strcpy(k.mode, "live");
+    strcpy(k.environment, "production");
+    randombytes_buf(k.hash, sizeof(k.hash));
+    strcpy(k.hint, "sk_live_...abcd");
+    strcpy(k.created_by, "cli");
+    k.created_at = 100;
+    k.monthly_requests = 5;
+    CHECK(store_key_insert(s, &k, 1, NULL) == STORE_OK);
+    struct store_key other = k;
+    strcpy(other.id, "key_q3");
+    other.monthly_requests = 0;
+    randombytes_buf(other.hash, sizeof(other.hash));
+    CHECK(store_key_insert(s, &other, 1, NULL) == STORE_OK);
+    repl = k;
+    strcpy(repl.id, "key_q2");
+    strcpy(repl.quota_key, "key_q1");
+    randombytes_buf(repl.hash, sizeof(repl.hash));
+    CHECK(store_key_roll(s, "key_q1", &repl, 9000000000, NULL) == STORE_OK);
+
+    memset(rows, 0, sizeof(rows));
+    for (int i = 0; i < 6; i++) {
+        snprintf(rows[i].request_id, sizeof(rows[i].request_id), "req_quota%019d", i);
+        kn_strlcpy(rows[i].account_id, account_id, sizeof(rows[i].account_id));
+        strcpy(rows[i].key_id, i < 2 ? "key_q1" : i < 4 ? "key_q2" : "key_q3");
+        strcpy(rows[i].environment, "production");
+        strcpy(rows[i].model, "m1");
+        strcpy(rows[i].currency, "usd");
+        strcpy(rows[i].plan, "pro");
+        rows[i].at_ms = at + (i == 3 ? 86400000LL * 10 : 0); /* One in December. */
+    }
+    CHECK(store_ledger_add(s, rows, 6, outcome) == STORE_OK);
+
+    memset(&got, 0, sizeof(got));
+    memset(&cur, 0, sizeof(cur));
+    CHECK(store_keys_load(s2, today, &cur, quota_cb, &got) == STORE_OK);
+    CHECK(got.q1.monthly_requests == 5 && got.q2.monthly_requests == 5);
+    CHECK(!strcmp(got.q1.quota_key, "key_q1") && !strcmp(got.q2.quota_key, "key_q1"));
+    CHECK(got.q1.month_requests == 3 && got.q2.month_requests == 3);
+    CHECK(got.other.month_requests == 0 && !strcmp(got.other.quota_key, "key_q3"));
+    /* December: the one request of the line billed then. */
+    memset(&got, 0, sizeof(got));
+    memset(&cur, 0, sizeof(cur));
+    CHECK(store_keys_load(s2, today + 10, &cur, quota_cb, &got) == STORE_OK);
+    CHECK(got.q2.month_requests == 1);
+    /* A change of quota is in the feed, with the count; find reads the quota and the line. */
+    struct store_cursor feed = cur;
+    CHECK(store_key_set_restrictions(s, "key_q2", "", 0, 2, NULL) == STORE_OK);
+    memset(&got, 0, sizeof(got));
+    CHECK(store_key_changes(s2, today, &feed, quota_cb, &got) == STORE_OK);
+    CHECK(got.n == 1 && got.q2.monthly_requests == 2 && got.q2.month_requests == 3);
+    struct store_key fk;
+    CHECK(store_key_find(s2, "key_q2", NULL, &fk) == STORE_OK && fk.monthly_requests == 2 &&
+          !strcmp(fk.quota_key, "key_q1"));
+    /* The lines with a quota, and their month's requests (for Redis's counts). */
+    struct store_month_total line;
+    memset(&line, 0, sizeof(line));
+    int nlines = 0;
+    CHECK(store_line_month_totals(s2, kn_month_of(at / 1000), line_cb, &line) == STORE_OK);
+    CHECK(!strcmp(line.line_id, "key_q1") && line.requests == 3 &&
+          !strcmp(line.account_id, account_id));
+    CHECK(store_line_month_totals(s2, kn_month_of(at / 1000), count_lines_cb, &nlines) ==
+              STORE_OK &&
+          nlines == 1);
+}
+
 static void test_ledger(struct store *s, const char *account_id)
 {
     struct store_ledger_row rows[300];
@@ -683,8 +797,8 @@ static void conform(const char *url)
 
     /* Restrictions are a change every server sees, with the day's count still beside them. */
     e = entry(a.id, "test.restrict");
-    CHECK(store_key_set_restrictions(s, "key_one", "small,large", 7, &e) == STORE_OK);
-    CHECK(store_key_set_restrictions(s, "key_nope", "", 0, NULL) == STORE_NOT_FOUND);
+    CHECK(store_key_set_restrictions(s, "key_one", "small,large", 7, 0, &e) == STORE_OK);
+    CHECK(store_key_set_restrictions(s, "key_nope", "", 0, 0, NULL) == STORE_NOT_FOUND);
     CHECK(audited(s, a.id, "test.restrict") == 1);
     memset(&got, 0, sizeof(got));
     CHECK(store_key_changes(s2, 20000, &cur2, last_cb, &got) == STORE_OK);
@@ -693,7 +807,7 @@ static void conform(const char *url)
     struct store_key fk;
     CHECK(store_key_find(s2, "key_one", NULL, &fk) == STORE_OK &&
           !strcmp(fk.models, "small,large"));
-    CHECK(store_key_set_restrictions(s, "key_one", "", 0, NULL) == STORE_OK);
+    CHECK(store_key_set_restrictions(s, "key_one", "", 0, 0, NULL) == STORE_OK);
     CHECK(store_key_find(s2, "key_one", NULL, &fk) == STORE_OK && fk.models[0] == '\0' &&
           fk.requests_per_minute == 0);
     CHECK(store_key_changes(s2, 20000, &cur2, count_cb, &n) == STORE_OK && n == 1);
@@ -730,6 +844,7 @@ static void conform(const char *url)
     free(many);
 
     test_ledger(s, a.id);
+    test_key_quota(s, s2, a.id);
     test_access(s, a.id);
     test_nodes_and_plans(s, s2);
     test_idempotency(s, s2);

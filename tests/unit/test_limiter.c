@@ -14,7 +14,7 @@ int main(void)
     struct plan plan;
     struct ratelimit_result r;
     int64_t now = 1795805276, month = kn_month_of(now);
-    uint64_t t = 1000000000ull, held = 0, requests = 0, tokens = 0;
+    uint64_t t = 1000000000ull, requests = 0, tokens = 0;
     int allowed = 0;
 
     memset(&acct, 0, sizeof(acct));
@@ -51,16 +51,59 @@ int main(void)
 
     /* Quota: 2 requests, 100 tokens. A reservation released is as if never made; one settled
      * counts what was billed. */
+    struct quota_hold h, h2;
     quota_configure(&acct, &plan, 2, 100);
-    CHECK(limiter_quota_reserve(l, &acct, month, 80, &held) == QUOTA_OK && held == 80);
-    CHECK(limiter_quota_reserve(l, &acct, month, 80, &held) == QUOTA_OK && held == 20);
-    CHECK(limiter_quota_reserve(l, &acct, month, 1, &held) != QUOTA_OK); /* Both used up. */
-    limiter_quota_release(l, &acct, month, 20);
-    limiter_quota_settle(l, &acct, month, 80, 30);
+    CHECK(limiter_quota_reserve(l, &a, month, 80, &h) == QUOTA_OK && h.tokens == 80 &&
+          h.line == NULL);
+    CHECK(limiter_quota_reserve(l, &b, month, 80, &h2) == QUOTA_OK && h2.tokens == 20);
+    CHECK(limiter_quota_reserve(l, &a, month, 1, &h) != QUOTA_OK); /* Both used up. */
+    h = (struct quota_hold){80, NULL};
+    limiter_quota_release(l, &b, month, &h2);
+    limiter_quota_settle(l, &a, month, &h, 30);
     quota_usage(&acct, month, &requests, &tokens);
     CHECK(requests == 1 && tokens == 30);
-    CHECK(limiter_quota_reserve(l, &acct, month, 500, &held) == QUOTA_OK && held == 70);
-    limiter_quota_settle(l, &acct, month, 70, 70);
-    CHECK(limiter_quota_reserve(l, &acct, month, 1, &held) != QUOTA_OK);
+    CHECK(limiter_quota_reserve(l, &a, month, 500, &h) == QUOTA_OK && h.tokens == 70);
+    limiter_quota_settle(l, &a, month, &h, 70);
+    CHECK(limiter_quota_reserve(l, &a, month, 1, &h) != QUOTA_OK);
+
+    /* A key's own monthly quota: 2 requests over its line (a and its replacement b share one
+     * count), below an account quota of 10. Refused by the key's, the account's count is left as
+     * it was; a request released gives back to the line it took from, even once the key's rules
+     * no longer name a quota; another key of the account is not limited by it. */
+    struct acctrec acct2;
+    struct keyrec c;
+    struct keyquota line;
+    struct keyrules rules;
+    memset(&acct2, 0, sizeof(acct2));
+    memset(&c, 0, sizeof(c));
+    memset(&rules, 0, sizeof(rules));
+    quota_configure(&acct2, &plan, 10, PLAN_UNLIMITED);
+    a.acct = b.acct = c.acct = &acct2;
+    keyquota_load(&line, month, 1); /* One billed earlier in the month. */
+    rules.monthly = 2;
+    atomic_store(&a.line, &line);
+    atomic_store(&b.line, &line);
+    atomic_store(&a.rules, &rules);
+    atomic_store(&b.rules, &rules);
+    CHECK(limiter_quota_reserve(l, &b, month, 0, &h) == QUOTA_OK && h.line == &line);
+    CHECK(limiter_quota_reserve(l, &a, month, 0, &h2) == QUOTA_KEY_REQUESTS_USED_UP);
+    quota_usage(&acct2, month, &requests, &tokens);
+    CHECK(requests == 1 && keyquota_used(&line, month) == 2);
+    CHECK(limiter_quota_reserve(l, &c, month, 0, &h2) == QUOTA_OK && h2.line == NULL);
+    atomic_store(&b.rules, NULL); /* The quota lifted while the request was in flight. */
+    limiter_quota_release(l, &b, month, &h);
+    CHECK(keyquota_used(&line, month) == 1);
+    CHECK(limiter_quota_reserve(l, &a, month, 0, &h) == QUOTA_OK);
+    limiter_quota_settle(l, &a, month, &h, 0);
+    CHECK(keyquota_used(&line, month) == 2);                       /* Settled: it stays counted. */
+    CHECK(limiter_quota_reserve(l, &b, month, 0, &h) == QUOTA_OK); /* No quota: counted only. */
+    CHECK(keyquota_used(&line, month) == 3);
+    CHECK(limiter_quota_reserve(l, &a, month + 1, 0, &h) == QUOTA_OK); /* A new month. */
+    CHECK(keyquota_used(&line, month + 1) == 1 && keyquota_used(&line, month) == 0);
+    /* The account's quota still applies to a key with a quota of its own. */
+    quota_configure(&acct2, &plan, 0, PLAN_UNLIMITED);
+    rules.monthly = 100;
+    CHECK(limiter_quota_reserve(l, &a, month + 1, 0, &h) == QUOTA_REQUESTS_USED_UP);
+    CHECK(keyquota_used(&line, month + 1) == 1);
     return unit_result();
 }

@@ -206,7 +206,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     struct chat_call call;
     struct chat_error cerr;
     struct plan_model pm;
-    uint64_t held = 0;
+    struct quota_hold hold;
     int64_t month = kn_month_of(kn_unix_now());
 
     (void)self;
@@ -219,8 +219,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     chat_call_prepare(&call, pm.backend);
     CHECK(limiter_inflight_acquire(&limiter_local, &account, 100));
-    CHECK(limiter_quota_reserve(&limiter_local, &account, month, 5000, &held) == QUOTA_OK);
-    struct live_terms terms = {month, held, plan, &pm, plans, &limiter_local, kn_mono_ns(), 0};
+    CHECK(limiter_quota_reserve(&limiter_local, &key, month, 5000, &hold) == QUOTA_OK);
+    struct live_terms terms = {month, hold, plan, &pm, plans, &limiter_local, kn_mono_ns(), 0};
     live_handle(&lw, req, &info, &key, &terms, &call);
     return 0;
 }
