@@ -138,9 +138,12 @@ function keyRow(k, refresh, currency) {
       by ? h('span', { class: 'cell-sub cell-by', title: `Created by ${by}` }, `by ${by}`) : null),
     // "Requests" means billed live requests everywhere (Usage & Billing, This month); what a key
     // was used for in all, test keys and refused-later calls included, is its calls.
+    // Refused calls (429: a limit or a quota) are their own figure.
     h('td', null, ago(k.last_used),
-      h('span', { class: 'cell-sub', title: 'Calls that passed the key\'s limits, all time, billed or not' },
-        `${numFmt.format(Number(k.requests) || 0)} call${Number(k.requests) === 1 ? '' : 's'}`)),
+      h('span', { class: 'cell-sub', title: 'Calls that passed the key\'s rate limits, all time, billed or not' },
+        `${numFmt.format(Number(k.requests) || 0)} call${Number(k.requests) === 1 ? '' : 's'}`),
+      Number(k.refused) ? h('span', { class: 'cell-sub cell-refused', dataset: { refused: String(k.refused) }, title: 'Calls refused by a limit or a quota (429), all time, never billed' },
+        `${numFmt.format(Number(k.refused))} refused`) : null),
     h('td', null, expiresCell(k)),
     h('td', null, statusBadge(k.status),
       k.status === 'revoked' && k.revoked != null ? h('span', { class: 'cell-sub' }, timeEl(k.revoked, dateFmt.format(new Date(k.revoked * 1000)))) : null),

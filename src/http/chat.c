@@ -232,12 +232,14 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
 
     if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
         refuse_inflight(req, info, plan);
+        keytable_refuse(http_worker_of(req)->srv->kt, key, now);
         return 0;
     }
     if ((q = limiter_quota_reserve(lim, key, month, want, hold)) == QUOTA_OK)
         return 1;
     limiter_inflight_release(lim, a);
     refuse_quota(req, info, key, plan, q, now, month);
+    keytable_refuse(http_worker_of(req)->srv->kt, key, now);
     return 0;
 }
 
@@ -386,19 +388,19 @@ static void on_test_limits(void *ud, int ok, const struct cluster_test_result *r
         /* Redis did not answer: this node's share of the limits, counted here. */
         if (!check_limits(req, &w->info, w->key, w->plan, w->now,
                           (unsigned)keysync_live_nodes(srv->ks))) {
-            keytable_touch(srv->kt, w->key, w->now, 0);
+            keytable_refuse(srv->kt, w->key, w->now);
             free(w);
             return;
         }
     } else if (r->refused && w->key->mode == APIKEY_MODE_LIVE) {
         refuse_key_rate(req, &w->info, &r->minute);
-        keytable_touch(srv->kt, w->key, w->now, 0);
+        keytable_refuse(srv->kt, w->key, w->now);
         free(w);
         return;
     } else if (r->refused) {
         refuse_limits(req, &w->info, 0, w->plan, r->refused == 1, &r->minute, &r->day,
                       r->day.limit != 0);
-        keytable_touch(srv->kt, w->key, w->now, 0);
+        keytable_refuse(srv->kt, w->key, w->now);
         free(w);
         return;
     } else if (w->key->mode != APIKEY_MODE_LIVE) {
@@ -456,11 +458,11 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         cluster_wait_take(w);
         free(w);
         if (!check_limits(req, info, key, plan, now, (unsigned)keysync_live_nodes(srv->ks))) {
-            keytable_touch(srv->kt, key, now, 0);
+            keytable_refuse(srv->kt, key, now);
             return;
         }
     } else if (!check_limits(req, info, key, plan, now, 1)) {
-        keytable_touch(srv->kt, key, now, 0);
+        keytable_refuse(srv->kt, key, now);
         return;
     }
     /* Counted once admitted by the limits: this is the count the daily limit resumes from. */
@@ -516,8 +518,10 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
                         NULL);
     } else if (r->outcome == CLUSTER_RATE) {
         refuse_limits(req, &w->info, 1, w->plan, 0, &r->minute, NULL, 0);
+        keytable_refuse(http_worker_of(req)->srv->kt, w->key, w->now);
     } else if (r->outcome == CLUSTER_INFLIGHT) {
         refuse_inflight(req, &w->info, w->plan);
+        keytable_refuse(http_worker_of(req)->srv->kt, w->key, w->now);
     } else if (r->outcome == CLUSTER_REQUESTS_USED_UP || r->outcome == CLUSTER_TOKENS_USED_UP ||
                r->outcome == CLUSTER_KEY_REQUESTS_USED_UP) {
         refuse_quota(req, &w->info, w->key, w->plan,
@@ -525,6 +529,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
                      : r->outcome == CLUSTER_TOKENS_USED_UP ? QUOTA_TOKENS_USED_UP
                                                             : QUOTA_KEY_REQUESTS_USED_UP,
                      w->now, w->month);
+        keytable_refuse(http_worker_of(req)->srv->kt, w->key, w->now);
     } else {
         if (r->minute.limit != 0)
             http_add_ratelimit_headers(req, &r->minute, NULL);

@@ -45,6 +45,7 @@ json_t *keyjson_doc(const struct store_key *k, uint64_t requests, int64_t now)
     json_object_set_new(o, "requests_per_minute",
                         k->requests_per_minute > 0 ? json_integer(k->requests_per_minute)
                                                    : json_null());
+    json_object_set_new(o, "refused", json_integer(k->refused));
     json_object_set_new(o, "monthly_requests",
                         k->monthly_requests > 0 ? json_integer(k->monthly_requests) : json_null());
     return o;

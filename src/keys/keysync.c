@@ -486,7 +486,7 @@ static int flush_usage(struct keysync *ks)
 
     for (; r != NULL; r = next) {
         next = r->dirty_next;
-        uint32_t requests = keytable_settle(r);
+        uint32_t refused, requests = keytable_settle(r, &refused);
         if (n == ks->cap) {
             ks->cap = ks->cap ? ks->cap * 2 : 256;
             ks->batch = kn_realloc(ks->batch, ks->cap * sizeof(*ks->batch));
@@ -496,6 +496,7 @@ static int flush_usage(struct keysync *ks)
         kn_strlcpy(u->key_id, r->id, sizeof(u->key_id));
         u->day = now / 86400;
         u->requests = requests;
+        u->refused = refused;
         u->last_used = atomic_load(&r->last_used);
         ks->batch_recs[n++] = r;
     }
@@ -503,7 +504,7 @@ static int flush_usage(struct keysync *ks)
         return 0;
     fprintf(stderr, "konnect: cannot record key usage (will retry): %s\n", store_errmsg(ks->store));
     for (size_t i = 0; i < n; i++)
-        keytable_requeue(ks->kt, ks->batch_recs[i], ks->batch[i].requests);
+        keytable_requeue(ks->kt, ks->batch_recs[i], ks->batch[i].requests, ks->batch[i].refused);
     return -1;
 }
 

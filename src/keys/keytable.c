@@ -324,9 +324,18 @@ void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32
     mark_dirty(kt, rec);
 }
 
-void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests)
+void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now)
+{
+    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) < now)
+        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
+    atomic_fetch_add(&rec->pending_refused, 1);
+    mark_dirty(kt, rec);
+}
+
+void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests, uint32_t refused)
 {
     atomic_fetch_add(&rec->pending_requests, requests);
+    atomic_fetch_add(&rec->pending_refused, refused);
     mark_dirty(kt, rec);
 }
 
@@ -335,8 +344,9 @@ struct keyrec *keytable_take_dirty(struct keytable *kt)
     return atomic_exchange(&kt->dirty_head, NULL);
 }
 
-uint32_t keytable_settle(struct keyrec *rec)
+uint32_t keytable_settle(struct keyrec *rec, uint32_t *refused)
 {
     atomic_store(&rec->dirty, 0);
+    *refused = atomic_exchange(&rec->pending_refused, 0);
     return atomic_exchange(&rec->pending_requests, 0);
 }

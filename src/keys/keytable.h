@@ -50,6 +50,7 @@ struct keyrec {
     _Atomic(struct keyquota *) line;
     struct keyrec *dirty_next;
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
+    _Atomic uint32_t pending_refused;  /* Refused ones (keytable_refuse), likewise. */
     _Atomic uint8_t dirty;             /* 1 while the record is on the dirty list. */
     uint8_t mode;                      /* enum apikey_mode */
     uint8_t env;                       /* enum apikey_env */
@@ -105,15 +106,20 @@ size_t keytable_count(struct keytable *kt);
  * the store. Lock-free. */
 void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32_t requests);
 
+/* Records that a request with rec was refused by a limit or quota (429) at Unix time `now`: the
+ * key's count of refused requests, written with its requests. Lock-free. */
+void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now);
+
 /* Detaches and returns the list of records touched since the last call (linked by dirty_next), or
  * NULL. For each record the caller must read dirty_next first, then call keytable_settle. */
 struct keyrec *keytable_take_dirty(struct keytable *kt);
 
-/* Marks rec as flushed and returns the number of requests it served since it was last settled. */
-uint32_t keytable_settle(struct keyrec *rec);
+/* Marks rec as flushed and returns the number of requests it served since it was last settled
+ * (and, in *refused, of those refused). */
+uint32_t keytable_settle(struct keyrec *rec, uint32_t *refused);
 
-/* Gives back `requests` that a failed flush could not write, so that the next flush retries them.
- * Lock-free. */
-void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests);
+/* Gives back `requests` and `refused` that a failed flush could not write, so that the next flush
+ * retries them. Lock-free. */
+void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests, uint32_t refused);
 
 #endif

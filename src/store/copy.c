@@ -34,7 +34,7 @@ static const struct copied_table {
      "expires_at, revoked_at, revoked_by, ip_allowlist, rolled_to, models, requests_per_minute, "
      "monthly_requests, quota_key",
      NULL},
-    {"key_usage_daily", "key_id, day, requests", NULL},
+    {"key_usage_daily", "key_id, day, requests, refused", NULL},
     {"audit_log", "id, at, account_id, actor, action, target, ip, result, detail", "id"},
     {"sessions",
      "token_hash, user_id, account_id, csrf_token, created_at, last_seen_at, "

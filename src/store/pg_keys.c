@@ -102,6 +102,7 @@ static void read_key(PGresult *res, int i, void *out)
     k->monthly_requests = pg_int(res, i, 16);
     pg_text(k->quota_key, sizeof(k->quota_key), res, i, 17);
     k->month_requests = 0;
+    k->refused = 0;
 }
 
 int pg_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -123,6 +124,8 @@ static int key_walk_one(void *ud, void *row, PGresult *res, int i)
     int64_t count = pg_int(res, i, KEY_NCOLUMNS);
     if (w->key_load != NULL)
         ((struct store_key *)row)->month_requests = pg_int(res, i, KEY_NCOLUMNS + 1);
+    else if (PQnfields(res) > KEY_NCOLUMNS + 1)
+        ((struct store_key *)row)->refused = pg_int(res, i, KEY_NCOLUMNS + 1);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -134,8 +137,9 @@ int pg_key_list(struct store *s, const char *account_id, store_key_list_cb cb, v
     PGresult *res;
     int r = PG_RUN(s, KEY_LIST,
                    "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
-                   "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = $1 "
-                   "ORDER BY k.created_at, k.ord",
+                   "WHERE d.key_id = k.id), 0), coalesce((SELECT sum(refused) FROM "
+                   "key_usage_daily d WHERE d.key_id = k.id), 0) FROM api_keys k "
+                   "WHERE k.account_id = $1 ORDER BY k.created_at, k.ord",
                    &res, "cannot read keys", "t", account_id);
     return r != STORE_OK ? r : pg_each_row(res, read_key, &k, key_walk_one, &w);
 }
@@ -235,7 +239,7 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
 
 int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
 {
-    struct pg_array ids = {0}, days = {0}, requests = {0}, last = {0};
+    struct pg_array ids = {0}, days = {0}, requests = {0}, last = {0}, refused = {0};
     int r;
 
     if (n == 0)
@@ -244,26 +248,29 @@ int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
         pg_array_text(&ids, u[i].key_id);
         pg_array_int(&days, u[i].day);
         pg_array_int(&requests, u[i].requests);
+        pg_array_int(&refused, u[i].refused);
         pg_array_int(&last, u[i].last_used);
     }
     /* One statement for the whole batch: the day counts, and the last-used times (only ever
      * forward). */
     r = PG_RUN(s, USAGE_ADD,
                "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], "
-               "$4::bigint[]) AS t(key_id, day, requests, last_used)), "
-               "d AS (INSERT INTO key_usage_daily(key_id, day, requests) "
-               "SELECT key_id, day, sum(requests) FROM u GROUP BY key_id, day "
+               "$4::bigint[], $5::bigint[]) AS t(key_id, day, requests, last_used, refused)), "
+               "d AS (INSERT INTO key_usage_daily(key_id, day, requests, refused) "
+               "SELECT key_id, day, sum(requests), sum(refused) FROM u GROUP BY key_id, day "
                "ON CONFLICT (key_id, day) DO UPDATE SET "
-               "requests = key_usage_daily.requests + excluded.requests) "
+               "requests = key_usage_daily.requests + excluded.requests, "
+               "refused = key_usage_daily.refused + excluded.refused) "
                "UPDATE api_keys k SET last_used_at = m.last_used FROM "
                "(SELECT key_id, max(last_used) AS last_used FROM u GROUP BY key_id) m "
                "WHERE k.id = m.key_id AND coalesce(k.last_used_at, 0) < m.last_used",
-               NULL, "cannot record usage", "aaaa", pg_array_end(&ids), pg_array_end(&days),
-               pg_array_end(&requests), pg_array_end(&last));
+               NULL, "cannot record usage", "aaaaa", pg_array_end(&ids), pg_array_end(&days),
+               pg_array_end(&requests), pg_array_end(&last), pg_array_end(&refused));
     pg_array_free(&ids);
     pg_array_free(&days);
     pg_array_free(&requests);
     pg_array_free(&last);
+    pg_array_free(&refused);
     return r;
 }
 

@@ -115,6 +115,7 @@ static void read_key(sqlite3_stmt *q, void *out)
     k->monthly_requests = sqlite3_column_int64(q, 16);
     sq_copy_text(k->quota_key, sizeof(k->quota_key), q, 17);
     k->month_requests = 0;
+    k->refused = 0;
 }
 
 int sqlite_key_find(struct store *s, const char *id, const uint8_t *hash, struct store_key *out)
@@ -135,6 +136,8 @@ static int key_walk_one(void *ud, void *row, sqlite3_stmt *q)
     int64_t count = sqlite3_column_int64(q, KEY_NCOLUMNS);
     if (w->key_load != NULL)
         ((struct store_key *)row)->month_requests = sqlite3_column_int64(q, KEY_NCOLUMNS + 1);
+    else if (sqlite3_column_count(q) > KEY_NCOLUMNS + 1)
+        ((struct store_key *)row)->refused = sqlite3_column_int64(q, KEY_NCOLUMNS + 1);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
 }
@@ -145,8 +148,9 @@ int sqlite_key_list(struct store *s, const char *account_id, store_key_list_cb c
     struct store_key k;
     int rc = RUN(s, KEY_LIST,
                  "SELECT " KEY_COLUMNS ", coalesce((SELECT sum(requests) FROM key_usage_daily d "
-                 "WHERE d.key_id = k.id), 0) FROM api_keys k WHERE k.account_id = ?1 "
-                 "ORDER BY k.created_at, k.rowid",
+                 "WHERE d.key_id = k.id), 0), coalesce((SELECT sum(refused) FROM "
+                 "key_usage_daily d WHERE d.key_id = k.id), 0) FROM api_keys k "
+                 "WHERE k.account_id = ?1 ORDER BY k.created_at, k.rowid",
                  "t", account_id);
     return sq_each_row(s, STMT(s, KEY_LIST), rc, read_key, &k, key_walk_one, &w,
                        "cannot read keys");
@@ -252,10 +256,11 @@ int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
         return r;
     for (size_t i = 0; i < n && r == STORE_OK; i++) {
         int rc = RUN(s, USAGE_DAY,
-                     "INSERT INTO key_usage_daily(key_id, day, requests) VALUES (?1, ?2, ?3) "
-                     "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + "
-                     "excluded.requests",
-                     "tii", u[i].key_id, u[i].day, (int64_t)u[i].requests);
+                     "INSERT INTO key_usage_daily(key_id, day, requests, refused) "
+                     "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(key_id, day) DO UPDATE SET "
+                     "requests = requests + excluded.requests, "
+                     "refused = refused + excluded.refused",
+                     "tiii", u[i].key_id, u[i].day, (int64_t)u[i].requests, (int64_t)u[i].refused);
         if ((r = sq_done(s, STMT(s, USAGE_DAY), rc, "cannot record usage")) != STORE_OK)
             break;
         rc = RUN(s, USAGE_LAST_USED,

@@ -140,6 +140,8 @@ struct store_key {
     /* Filled by keys_load and key_changes only: for a key with a monthly quota, its requests
      * billed in the current month (UTC) of the day they are given; 0 otherwise. */
     int64_t month_requests;
+    /* Filled by key_list only: the requests refused by a limit or quota, all time. */
+    int64_t refused;
 };
 
 /* One audit-log entry. Never holds a secret: keys are named by id and hint. */
@@ -250,6 +252,7 @@ struct store_usage {
     char key_id[STORE_ID_SIZE];
     int64_t day;       /* UTC day number (Unix time / 86400). */
     uint32_t requests; /* Requests to add to that day. */
+    uint32_t refused;  /* Requests refused by a limit or quota, to add to that day. */
     int64_t last_used; /* Unix time of the latest of them. */
 };
 

@@ -1038,6 +1038,13 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   await edit.waitFor({ state: 'detached' });
   await until(async () => (await rowText(keyRow(page, staging))).includes('2 requests/month'), 'the row shows the lowered quota');
   assert.deepEqual(await chat(env, staging), { status: 429, code: 'insufficient_quota' });
+  // The refused request is labelled apart: the month's requests stay the billed ones.
+  await until(async () => {
+    await page.reload();
+    await page.locator('section[aria-label="Your API keys"]:not([aria-busy])').waitFor();
+    return (await rowText(keyRow(page, staging))).includes('1 refused');
+  }, 'the row says the key had a request refused');
+  assert.ok((await rowText(keyRow(page, staging))).includes('2 req'), 'its billed requests are still 2');
 
   // Usage & Billing, from the settings menu.
   await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Usage & Billing', exact: true }).click();

@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -110,6 +111,15 @@ class RestrictedKeysTest(harness.ServerTest):
                       "requests", r.json()["error"]["message"])
         # The account's other keys go on.
         self.assertEqual(self.chat(other_secret, "small").status_code, 200)
+        # The key list labels the refused requests apart from those that passed its limits.
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            listed = {k["id"]: k for k in self.call("GET", "/v1/keys").json()["data"]}
+            if listed[key["id"]]["refused"] == 6:
+                break
+            time.sleep(0.1)
+        self.assertEqual(listed[key["id"]]["refused"], 6, listed[key["id"]])
+        self.assertEqual(listed[key["id"]]["usage"]["requests"], 3)
         # Rolling the key does not start its quota again.
         r = self.call("POST", f"/v1/keys/{key['id']}/roll", body={"grace_seconds": 0})
         self.assertEqual(r.status_code, 201, r.text)

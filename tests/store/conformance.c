@@ -785,7 +785,8 @@ static void conform(const char *url)
     CHECK(store_key_expire(s, "key_nope", 0, NULL) == STORE_NOT_FOUND);
     CHECK(store_key_rename(s, "key_nope", "x", NULL) == STORE_NOT_FOUND);
     CHECK(store_key_set_allowlist(s, "key_nope", "", NULL) == STORE_NOT_FOUND);
-    struct store_usage u = {.key_id = "key_one", .day = 20000, .requests = 3, .last_used = 777};
+    struct store_usage u = {
+        .key_id = "key_one", .day = 20000, .requests = 3, .refused = 2, .last_used = 777};
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
     memset(&got, 0, sizeof(got));
@@ -825,7 +826,8 @@ static void conform(const char *url)
     CHECK(store_key_find(s, "key_nope", NULL, &got.k) == STORE_NOT_FOUND);
     n = 0;
     CHECK(store_key_list(s, a.id, list_count_cb, &n) == STORE_OK && n == 1);
-    CHECK(store_key_list(s, a.id, list_last_cb, &got) == STORE_OK && got.count == 6);
+    CHECK(store_key_list(s, a.id, list_last_cb, &got) == STORE_OK && got.count == 6 &&
+          got.k.refused == 4);
 
     /* Bulk insert in one transaction, with one entry. */
     struct store_key *many = calloc(1000, sizeof(*many));

@@ -95,23 +95,26 @@ int main(void)
     keytable_touch(kt, a, 101, 1);
     keytable_touch(kt, b, 102, 1);
     keytable_touch(kt, b, 102, 0);
+    keytable_refuse(kt, b, 104);
+    keytable_refuse(kt, b, 104);
     int seen = 0;
-    uint32_t total = 0;
+    uint32_t total = 0, refused = 0, r1;
     for (struct keyrec *d = keytable_take_dirty(kt), *next; d != NULL; d = next) {
         next = d->dirty_next;
-        total += keytable_settle(d);
+        total += keytable_settle(d, &r1);
+        refused += r1;
         seen++;
     }
-    CHECK(seen == 2 && total == 3);
+    CHECK(seen == 2 && total == 3 && refused == 2 && atomic_load(&b->last_used) == 104);
     CHECK(atomic_load(&a->last_used) == 101);
     CHECK(keytable_take_dirty(kt) == NULL);
     keytable_touch(kt, a, 103, 1);
     CHECK(keytable_take_dirty(kt) == a);
-    CHECK(keytable_settle(a) == 1);
+    CHECK(keytable_settle(a, &r1) == 1 && r1 == 0);
     /* A failed flush gives its counts back for the next one. */
-    keytable_requeue(kt, a, 5);
+    keytable_requeue(kt, a, 5, 2);
     CHECK(keytable_take_dirty(kt) == a && a->dirty_next == NULL);
-    CHECK(keytable_settle(a) == 5);
+    CHECK(keytable_settle(a, &r1) == 5 && r1 == 2);
     keytable_free(kt);
 
     /* Readers never miss a present key while the writer grows the table. */
