@@ -570,14 +570,13 @@ static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec
         .lease = w->info.request_id,
         /* Past the longest a request may last, so that only a node that died lets it lapse. */
         .lease_ms = (uint64_t)srv->cfg->model_timeout_ms + 60000};
-    /* A key with a line counts in it (limited by its own quota, if it still has one), as on a
-     * single node; the node's count, from the store, starts the line where Redis has none. */
+    /* A live key counts in its line (limited by its own quota, if it has one), as on a single
+     * node. */
+    const struct keyrules *rules = rules_of(key);
     struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
     if (line != NULL) {
-        const struct keyrules *rules = rules_of(key);
         ask.line = line->id;
         ask.line_quota = rules != NULL ? rules->monthly : 0;
-        ask.line_seed = keyquota_used(line, month);
     }
     if (cluster_admit(&ask, on_live_admit, w) == 0)
         return;

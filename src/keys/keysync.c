@@ -72,6 +72,7 @@ struct keysync {
     _Atomic int live_nodes;      /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled;    /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;             /* The last heartbeat failed (said once, not every second). */
+    int64_t lines_month;         /* The month whose line counts load_keys is reading. */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -87,12 +88,10 @@ int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64
     out->revoked_at = k->revoked_at;
     out->last_used = k->last_used_at;
     out->day_cell = requests_today ? ratelimit_daily_cell(requests_today, now) : 0;
-    if (out->mode == APIKEY_MODE_LIVE && k->monthly_requests > 0) {
-        out->monthly = k->monthly_requests;
+    if (out->mode == APIKEY_MODE_LIVE) {
+        out->monthly = k->monthly_requests > 0 ? k->monthly_requests : 0;
         kn_strlcpy(out->line_id, k->quota_key[0] != '\0' ? k->quota_key : k->id,
                    sizeof(out->line_id));
-        out->month = kn_month_of(now);
-        out->month_requests = k->month_requests > 0 ? (uint64_t)k->month_requests : 0;
     }
     return 0;
 }
@@ -127,6 +126,26 @@ static int apply_key(void *ud, const struct store_key *k, uint32_t requests_toda
     keytable_upsert(ks->kt, &d);
     free(allow);
     return 0;
+}
+
+/* A line of keys' requests billed this month, from the store: where the key table's count is
+ * lower (at start, and after every key is loaded again), it is raised to it. */
+static int raise_line(void *ud, const struct store_month_total *t)
+{
+    struct keysync *ks = ud;
+    keytable_line_raise(ks->kt, t->line_id, ks->lines_month, t->requests);
+    return 0;
+}
+
+/* Loads every key, then its line's count of this month (each live request counts in its line,
+ * limited by the key's own monthly quota if it has one, from there on). */
+static int load_keys(struct keysync *ks, int64_t today)
+{
+    int r = store_keys_load(ks->store, today, &ks->key_cursor, apply_key, ks);
+    if (r != STORE_OK)
+        return r;
+    ks->lines_month = kn_month_of(kn_unix_now());
+    return store_line_month_totals(ks->store, ks->lines_month, raise_line, ks);
 }
 
 static void mark(struct keysync *ks, int ok)
@@ -447,7 +466,7 @@ static int read_changes(struct keysync *ks)
         fprintf(stderr, "konnect: the key change log no longer holds every change after this "
                         "server's reading (pruned, or restored from an older copy); loading every "
                         "key again\n");
-        r = store_keys_load(ks->store, today, &ks->key_cursor, apply_key, ks);
+        r = load_keys(ks, today);
     }
     return r == STORE_OK;
 }
@@ -686,8 +705,7 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
     int64_t count = 0;
     if (store_key_count(ks->store, &count) == STORE_OK)
         keytable_reserve(kt, (size_t)count + 1024);
-    if (store_keys_load(ks->store, kn_unix_now() / 86400, &ks->key_cursor, apply_key, ks) !=
-        STORE_OK) {
+    if (load_keys(ks, kn_unix_now() / 86400) != STORE_OK) {
         snprintf(err, errsize, "cannot load keys: %s", store_errmsg(ks->store));
         goto fail;
     }

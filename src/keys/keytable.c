@@ -204,16 +204,24 @@ static size_t line_hash(const char *id)
     return h;
 }
 
-/* The line named by d (made, with d's count, the first time), for a key with a monthly quota. */
-static struct keyquota *line_of(struct keytable *kt, const struct keyrec_data *d)
+static struct line *line_find(struct keytable *kt, const char *id)
 {
-    const char *id = d->line_id[0] != '\0' ? d->line_id : d->id;
-    struct line *l;
+    struct line *l = NULL;
 
     if (kt->lines != NULL)
         for (l = kt->lines[line_hash(id) & kt->lines_mask]; l != NULL; l = l->next)
             if (strcmp(l->q.id, id) == 0)
-                return &l->q;
+                break;
+    return l;
+}
+
+/* The line named `id`, made (with a count of 0) the first time. */
+static struct keyquota *line_of(struct keytable *kt, const char *id)
+{
+    struct line *l = line_find(kt, id);
+
+    if (l != NULL)
+        return &l->q;
     if (kt->nlines + 1 > (kt->lines != NULL ? kt->lines_mask + 1 : 0)) {
         size_t n = kt->lines != NULL ? (kt->lines_mask + 1) * 2 : 64;
         struct line **heads = kn_calloc(n, sizeof(*heads));
@@ -231,19 +239,27 @@ static struct keyquota *line_of(struct keytable *kt, const struct keyrec_data *d
     }
     l = kn_calloc(1, sizeof(*l));
     kn_strlcpy(l->q.id, id, sizeof(l->q.id));
-    keyquota_load(&l->q, d->month, d->month_requests);
     l->next = kt->lines[line_hash(id) & kt->lines_mask];
     kt->lines[line_hash(id) & kt->lines_mask] = l;
     kt->nlines++;
     return &l->q;
 }
 
-/* Gives a key with a monthly quota its line's count, before the rules that limit it are
- * published, so that a request that sees the quota always finds the count. */
+/* Gives a live key its line's count, before the record or its rules are published, so that a
+ * request that sees a quota always finds the count. */
 static void set_line(struct keytable *kt, struct keyrec *r, const struct keyrec_data *d)
 {
-    if (d->monthly > 0 && atomic_load(&r->line) == NULL)
-        atomic_store_explicit(&r->line, line_of(kt, d), memory_order_release);
+    if (d->line_id[0] != '\0' && atomic_load(&r->line) == NULL)
+        atomic_store_explicit(&r->line, line_of(kt, d->line_id), memory_order_release);
+}
+
+void keytable_line_raise(struct keytable *kt, const char *line_id, int64_t month, uint64_t requests)
+{
+    pthread_mutex_lock(&kt->writer);
+    struct line *l = line_find(kt, line_id);
+    if (l != NULL)
+        keyquota_raise(&l->q, month, requests);
+    pthread_mutex_unlock(&kt->writer);
 }
 
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)

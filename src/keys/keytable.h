@@ -44,9 +44,9 @@ struct keyrec {
     _Atomic uint64_t day_cell;  /* Daily counter (see limits/ratelimit.h). */
     /* Where the key may be used from, its models, its own rate: NULL for a key without any. */
     _Atomic(const struct keyrules *) rules;
-    /* The monthly request count of the key's line of replacements (limits/quota.h), set once the
-     * key or its line has had a monthly quota and never changed after, so that a request gives
-     * back to the cell it took from however the rules change meanwhile; NULL before. */
+    /* A live key's line of replacements: its month's request count (limits/quota.h), set before
+     * the record is published and never changed, so that every live request counts in it, with
+     * a quota or without (one set later starts from what was really used); NULL for other keys. */
     _Atomic(struct keyquota *) line;
     struct keyrec *dirty_next;
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
@@ -71,11 +71,9 @@ struct keyrec_data {
     const char *models;         /* Borrowed: a restricted key's models, NULL or "" = all. */
     uint32_t rpm;               /* A restricted key's own requests per minute, 0 = none. */
     int64_t monthly;            /* A live key's own monthly quota of requests, 0 = none. */
-    /* The first key of its line of replacements (its own id when it replaced none), and the
-     * line's requests billed in `month`: they seed the line's count when it is first needed. */
+    /* A live key: the first key of its line of replacements (its own id when it replaced none),
+     * whose count it shares; "" for other keys. */
     char line_id[KEY_ID_SIZE];
-    int64_t month;
-    uint64_t month_requests;
 };
 
 struct keytable;
@@ -93,6 +91,11 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
 /* Inserts the key described by d, or refreshes the mutable fields (expiry, revocation, allowlist)
  * of the record that has its hash. Only one thread may call it at a time. Returns the record. */
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d);
+
+/* Raises the count of the line whose first key is line_id to `requests` billed in `month` (the
+ * store's, at start) where it is lower. Only the writer thread may call it. */
+void keytable_line_raise(struct keytable *kt, const char *line_id, int64_t month,
+                         uint64_t requests);
 
 /* Grows the table, while it is still empty of readers, to hold `expected` keys without growing
  * again. Only the writer thread may call it. */

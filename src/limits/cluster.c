@@ -182,11 +182,10 @@ static void on_admit(void *ud, redisReply *r)
 int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void *ud)
 {
     struct account_keys k;
-    char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24], line[128], lq[24],
-        seed[24];
-    const char *argv[20] = {k.rate,  k.requests, k.tokens, k.leases, k.held,   k.reserved, k.seeded,
+    char rpm[16], inflight[16], qr[24], qt[24], want[24], ms[24], month[24], line[128], lq[24];
+    const char *argv[19] = {k.rate,  k.requests, k.tokens, k.leases, k.held,   k.reserved, k.seeded,
                             k.voids, k.lapsed,   line,     rpm,      inflight, qr,         qt,
-                            want,    ask->lease, ms,       month,    lq,       seed};
+                            want,    ask->lease, ms,       month,    lq};
     int nkeys = ask->line != NULL ? 10 : 9;
 
     /* Until Redis's counts are known good for its current run, nothing is spent on them. */
@@ -205,14 +204,13 @@ int cluster_admit(const struct cluster_admit_ask *ask, cluster_admit_cb cb, void
     if (ask->line != NULL) {
         line_key(ask->account_id, ask->line, ask->month, line, sizeof(line));
         snprintf(lq, sizeof(lq), "%lld", (long long)(ask->line_quota > 0 ? ask->line_quota : 0));
-        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)ask->line_seed);
     } else {
         /* Nine keys: the line's place is the first argument's. */
         memmove(argv + 9, argv + 10, 8 * sizeof(argv[0]));
     }
     struct admit_call *a = kn_calloc(1, sizeof(*a));
     *a = (struct admit_call){cb, ud, ask->rpm};
-    if (redis_conn_fcall(cluster_conn, "kn_admit", nkeys, ask->line != NULL ? 20 : 17, argv,
+    if (redis_conn_fcall(cluster_conn, "kn_admit", nkeys, ask->line != NULL ? 19 : 17, argv,
                          on_admit, a) != 0) {
         free(a);
         return -1;
@@ -420,11 +418,14 @@ int cluster_reconcile_collect(redisContext *ctx, size_t n, size_t *raised)
 void cluster_line(redisContext *ctx, const char *account_id, const char *line, int64_t month,
                   uint64_t requests, int reconcile)
 {
+    struct account_keys k;
     char key[128];
 
+    account_keys(account_id, month, &k);
     line_key(account_id, line, month, key, sizeof(key));
     if (reconcile)
-        redisAppendCommand(ctx, "FCALL kn_raise 1 %s %llu", key, (unsigned long long)requests);
+        redisAppendCommand(ctx, "FCALL kn_raise 2 %s %s %llu %lld", key, k.held,
+                           (unsigned long long)requests, (long long)month);
     else
         redisAppendCommand(ctx, "SET %s %llu NX PX %lld", key, (unsigned long long)requests,
                            40LL * 86400000);

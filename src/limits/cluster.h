@@ -62,11 +62,10 @@ struct cluster_admit_ask {
     uint64_t want_tokens;
     const char *lease; /* The request id. */
     uint64_t lease_ms; /* Longer than the request may last. */
-    /* A key with a line of its own (keyrec.line): the line's id, the key's own monthly quota
-     * (0: counted without a limit) and the count to start from when Redis has none. NULL: none. */
+    /* A live key's line (keyrec.line): the line's id and the key's own monthly quota (0: counted
+     * without a limit). NULL: none. */
     const char *line;
     int64_t line_quota;
-    uint64_t line_seed;
 };
 
 /* Asks Redis to admit a live request. Returns 0 (cb later) or -1 (no connection). */

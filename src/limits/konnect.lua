@@ -23,7 +23,7 @@
 -- version (kn_version), so that a server of an older version that reconnects during a rolling
 -- upgrade does not put its own back under the newer servers. (Servers from before kn_version
 -- replace them whenever they connect: the functions accept their calls.)
-local VERSION = 4
+local VERSION = 5
 
 local function now_ms()
     local t = redis.call('TIME')
@@ -98,7 +98,7 @@ local function lapse(leases, held, reserved, tokens, month, now, lapsed)
         redis.call('HDEL', held, id)
         if h then
             local m, t = string.match(h, '^(%d+):(%d+)')
-            local k = string.find(h, ':k$') and ':k' or ''
+            local k = string.match(h, '(:k:.+)$') or ''
             redis.call('DECRBY', reserved, num(t))
             local counted = 0
             if m == month then
@@ -130,7 +130,7 @@ local function unlapse(lapsed, held, lease)
     if counted ~= '1' then
         t = 0
     end
-    return m, num(t), string.find(l, ':k$') ~= nil
+    return m, num(t), string.find(l, ':k:', 1, true) ~= nil
 end
 
 -- Gives back one request of a count (never below zero).
@@ -146,12 +146,12 @@ end
 -- lapsed leases (see lapse), and for a key with a line of its own the line's month's requests.
 -- ARGV: rpm, max in flight, request quota (-1: none), token quota (-1: none), tokens wanted,
 -- lease id, lease ms, month, and for a key with a line: its own monthly quota (0: counted
--- without a limit) and the line's count to start from when Redis has none (the node's, from the
--- store).
+-- without a limit).
 -- Returns {outcome, tokens held, minute remaining, minute reset ms, minute retry ms}: outcome 0
 -- admitted, 1 not seeded (the month's usage is not in Redis yet: refuse, it is money), 2 rate,
 -- 3 in flight, 4 requests used up, 5 tokens used up, 6 void (released already: nothing taken),
--- 7 the key's own requests used up. A lease that counted in the key's line says so (":k").
+-- 7 the key's own requests used up. A lease that counted in the key's line names it (":k:" and
+-- the line's key).
 local function kn_admit(keys, args)
     local rate, requests, tokens, leases, held, reserved, seeded, voids, lapsed =
         keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
@@ -188,8 +188,14 @@ local function kn_admit(keys, args)
         return {4, 0, remaining, math.ceil(reset), 0}
     end
     if line and key_quota then
+        -- Seeded with the month, from the ledger: a line missing before then is refused, like
+        -- its account; one missing after had no request in the ledger then, and every request
+        -- since counted here: it starts from 0.
         if redis.call('EXISTS', line) == 0 then
-            redis.call('SET', line, num(args[10]), 'PX', 40 * 86400000)
+            if redis.call('EXISTS', seeded) == 0 then
+                return {1, 0, 0, 0, 0}
+            end
+            redis.call('SET', line, 0, 'PX', 40 * 86400000)
         end
         if key_quota > 0 and num(redis.call('GET', line)) >= key_quota then
             return {7, 0, remaining, math.ceil(reset), 0}
@@ -216,7 +222,7 @@ local function kn_admit(keys, args)
         redis.call('PEXPIRE', line, 40 * 86400000)
     end
     redis.call('ZADD', leases, now + lease_ms, lease)
-    redis.call('HSET', held, lease, month .. ':' .. hold .. (line and ':k' or ''))
+    redis.call('HSET', held, lease, month .. ':' .. hold .. (line and (':k:' .. line) or ''))
     return {0, hold, remaining, math.ceil(reset), 0}
 end
 
@@ -274,7 +280,7 @@ local function kn_release(keys, args)
         redis.call('DECRBY', reserved, num(t))
         redis.call('HDEL', held, args[1])
         give_back(requests)
-        if string.find(h, ':k$') then
+        if string.find(h, ':k:', 1, true) then
             give_back(keys[8])
         end
         return 1
@@ -321,10 +327,22 @@ local function kn_reconcile(keys, args)
     return raised
 end
 
--- KEYS: a count. ARGV: its floor. Returns 1 when it was raised.
+-- KEYS: a key line's month's requests, what each lease holds. ARGV: the requests the ledger
+-- holds for the line, the month. The count is at least those and the line's leases of the month
+-- in flight (never lowered). Returns 1 when it was raised.
 local function kn_raise(keys, args)
-    if num(redis.call('GET', keys[1])) < num(args[1]) then
-        redis.call('SET', keys[1], num(args[1]), 'PX', 40 * 86400000)
+    local floor = num(args[1])
+    local held = redis.call('HGETALL', keys[2])
+    local tag = ':k:' .. keys[1]
+    for i = 1, #held, 2 do
+        local v = held[i + 1]
+        if string.sub(held[i], 1, 2) ~= 'x:' and string.sub(v, 1, #args[2] + 1) == args[2] .. ':'
+            and string.sub(v, -#tag) == tag then
+            floor = floor + 1
+        end
+    end
+    if num(redis.call('GET', keys[1])) < floor then
+        redis.call('SET', keys[1], floor, 'PX', 40 * 86400000)
         return 1
     end
     return 0

@@ -41,15 +41,16 @@ static void local_inflight_release(struct limiter *l, struct acctrec *a)
 static enum quota_outcome local_quota_reserve(struct limiter *l, struct keyrec *key, int64_t month,
                                               uint64_t tokens, struct quota_hold *hold)
 {
-    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    /* The rules first: a record whose rules name a quota was given its line before them. */
     const struct keyrules *rules = atomic_load_explicit(&key->rules, memory_order_acquire);
+    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
     enum quota_outcome q;
 
     (void)l;
     hold->tokens = 0;
     hold->line = NULL;
-    /* The key's line counts every request once it has one, limited or not, so that a quota set
-     * again later starts from what was really used. */
+    /* A live key's line counts every request, limited or not, so that a quota set later starts
+     * from what was really used. */
     if (line != NULL && !keyquota_take(line, month, rules != NULL ? rules->monthly : 0))
         return QUOTA_KEY_REQUESTS_USED_UP;
     if ((q = quota_reserve(key->acct, month, tokens, &hold->tokens)) != QUOTA_OK) {

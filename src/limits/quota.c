@@ -115,6 +115,16 @@ void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests)
     atomic_store(&q->requests_cell, cell(month, requests));
 }
 
+void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests)
+{
+    uint64_t c = atomic_load(&q->requests_cell);
+
+    do {
+        if ((int64_t)(c >> MONTH_SHIFT) > month || count_in(c, month) >= requests)
+            return;
+    } while (!atomic_compare_exchange_weak(&q->requests_cell, &c, cell(month, requests)));
+}
+
 int keyquota_take(struct keyquota *q, int64_t month, int64_t max)
 {
     return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED);

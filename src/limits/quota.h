@@ -92,6 +92,10 @@ void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t 
 /* Sets a key line's requests billed in `month` (when the line is first seen, from the store). */
 void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests);
 
+/* Raises a key line's count of `month` to `requests` (the store's, read again) where it is lower;
+ * never lowers it, nor touches a later month's. */
+void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests);
+
 /* Counts one request of `month` in q, allowing `max` (0: count without a limit). Returns 1, or 0
  * when the line has used its quota (nothing counted). */
 int keyquota_take(struct keyquota *q, int64_t month, int64_t max);

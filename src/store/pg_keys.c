@@ -19,14 +19,6 @@
 #define KEY_NCOLUMNS 18
 #define KEY_TODAY                                                                                  \
     "coalesce((SELECT requests FROM key_usage_daily d WHERE d.key_id = k.id AND d.day = $1), 0)"
-/* The requests billed in the month given by the placeholder P to a key with a monthly quota of its
- * own and to the keys it replaced (its quota key's line), read after KEY_TODAY; 0 for a key
- * without one (nothing to count). */
-#define KEY_MONTH(P)                                                                               \
-    "CASE WHEN k.monthly_requests > 0 THEN coalesce((SELECT sum(r.requests) FROM usage_rollup r "  \
-    "WHERE r.account_id = k.account_id AND r.month = " P " AND r.key_id IN (SELECT q.id FROM "     \
-    "api_keys q WHERE q.id = coalesce(k.quota_key, k.id) OR q.quota_key = coalesce(k.quota_key, "  \
-    "k.id))), 0) ELSE 0 END"
 
 /* Writes an audit entry inside the caller's transaction (none when e is NULL). */
 int pg_audit_row(struct store *s, const struct store_audit *e)
@@ -101,7 +93,6 @@ static void read_key(PGresult *res, int i, void *out)
     k->requests_per_minute = pg_int(res, i, 15);
     k->monthly_requests = pg_int(res, i, 16);
     pg_text(k->quota_key, sizeof(k->quota_key), res, i, 17);
-    k->month_requests = 0;
     k->refused = 0;
 }
 
@@ -122,9 +113,7 @@ static int key_walk_one(void *ud, void *row, PGresult *res, int i)
 {
     struct pg_walk *w = ud;
     int64_t count = pg_int(res, i, KEY_NCOLUMNS);
-    if (w->key_load != NULL)
-        ((struct store_key *)row)->month_requests = pg_int(res, i, KEY_NCOLUMNS + 1);
-    else if (PQnfields(res) > KEY_NCOLUMNS + 1)
+    if (w->key_list != NULL && PQnfields(res) > KEY_NCOLUMNS + 1)
         ((struct store_key *)row)->refused = pg_int(res, i, KEY_NCOLUMNS + 1);
     return w->key_list != NULL ? w->key_list(w->ud, row, (uint64_t)count)
                                : w->key_load(w->ud, row, (uint32_t)count);
@@ -213,9 +202,8 @@ int pg_keys_load(struct store *s, int64_t today, struct store_cursor *cursor, st
     struct store_key k;
 
     return pg_load_all(s, 1, cursor, read_key, &k, key_walk_one, &w, "cannot read keys",
-                       PS_KEYS_LOAD,
-                       "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH("$2") " FROM api_keys k",
-                       "ii", today, kn_month_of(today * 86400));
+                       PS_KEYS_LOAD, "SELECT " KEY_COLUMNS ", " KEY_TODAY " FROM api_keys k", "i",
+                       today);
 }
 
 int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
@@ -224,17 +212,16 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
     struct pg_walk w = {.key_load = cb, .ud = ud};
     struct store_key k;
     PGresult *res;
-    int r = PG_RUN(
-        s, KEY_CHANGES,
-        "SELECT " KEY_COLUMNS ", " KEY_TODAY ", " KEY_MONTH(
-            "$3") ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
-                  "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
-                  "m LEFT JOIN (key_changes c "
-                  "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
-        &res, "cannot read key changes", "iii", today, cursor->v[0], kn_month_of(today * 86400));
+    int r = PG_RUN(s, KEY_CHANGES,
+                   "SELECT " KEY_COLUMNS ", " KEY_TODAY
+                   ", c.seq, coalesce(m.lo, -1), coalesce(m.hi, -1) FROM (SELECT (SELECT "
+                   "min(seq) FROM key_changes) AS lo, (SELECT max(seq) FROM key_changes) AS hi) "
+                   "m LEFT JOIN (key_changes c "
+                   "JOIN api_keys k ON k.id = c.key_id) ON c.seq > $2 ORDER BY c.seq",
+                   &res, "cannot read key changes", "ii", today, cursor->v[0]);
     return r != STORE_OK
                ? r
-               : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 2);
+               : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 1);
 }
 
 int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)

@@ -220,10 +220,8 @@ int pg_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb
     PGresult *res;
     int r = PG_RUN(s, LINE_TOTALS,
                    "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests) "
-                   "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = $1 AND "
-                   "coalesce(k.quota_key, k.id) IN (SELECT coalesce(q.quota_key, q.id) FROM "
-                   "api_keys q WHERE q.monthly_requests > 0) GROUP BY r.account_id, line "
-                   "ORDER BY r.account_id, line",
+                   "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = $1 "
+                   "GROUP BY r.account_id, line ORDER BY r.account_id, line",
                    &res, "cannot read monthly usage", "i", month);
     if (r != STORE_OK)
         return r;

@@ -137,9 +137,6 @@ struct store_key {
     /* The key whose line of replacements this key is in (the first of them; the key itself when
      * it replaced none): a monthly quota counts the whole line. "" on insert: the key itself. */
     char quota_key[STORE_ID_SIZE];
-    /* Filled by keys_load and key_changes only: for a key with a monthly quota, its requests
-     * billed in the current month (UTC) of the day they are given; 0 otherwise. */
-    int64_t month_requests;
     /* Filled by key_list only: the requests refused by a limit or quota, all time. */
     int64_t refused;
 };
@@ -765,8 +762,8 @@ int store_ledger_void(struct store *s, const char *request_id, int64_t at_ms, in
 /* Calls cb with each account's billed requests and tokens in `month` (year * 12 + month - 1). */
 int store_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
 /* Calls cb with the requests billed in `month` to each line of key replacements (line_id: the
- * first key's id) that has a key with a monthly quota of its own (store_key.monthly_requests);
- * tokens are 0. Lines without such a key, or without requests, are not given. */
+ * first key's id, store_key.quota_key) that has any; tokens are 0. A key's monthly quota counts
+ * its line's requests. */
 int store_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud);
 /* Writes to *seq the invoice number of an account's month: the one it was given, or, the first
  * time, the next of the server's one sequence (1, 2, 3, ... without gaps, even when several

@@ -144,8 +144,28 @@ class ClusterTest(ServerTest):
         self.secrets.append(new)
         for n in nodes:
             self.assertError(n.post(new), 429, "insufficient_quota")
-        # Redis loses everything: the line is seeded again from the ledger with the month.
+        # Redis loses everything: while the nodes seed it again from the ledger, a storm of the
+        # key's requests is refused, every one (503 until the month is seeded, lines included).
         REDIS.cli("FLUSHALL")
+        got = self.storm(nodes, new, 6, 10)
+        self.assertLessEqual(set(got), {(503, "quota_unavailable"), (429, "insufficient_quota")})
+        for n in nodes:
+            deadline = time.time() + 10
+            while (r := n.post(new)).status_code == 503 and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertError(r, 429, "insufficient_quota")
+        # A Redis whose counts may be older than the ledger's (its run is not the one they were
+        # checked under): the line is raised to the ledger's again, as its account is.
+        lines = [k for k in REDIS.cli("--scan", "--pattern", f"kn:{{a:*}}:m:*:line:{key_id}").split()
+                 if k]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(int(REDIS.cli("GET", lines[0])), 9)
+        REDIS.cli("SET", lines[0], "2")
+        REDIS.cli("DEL", "kn:run")
+        deadline = time.time() + 10
+        while int(REDIS.cli("GET", lines[0])) < 9 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(int(REDIS.cli("GET", lines[0])), 9)
         for n in nodes:
             deadline = time.time() + 10
             while (r := n.post(new)).status_code == 503 and time.time() < deadline:
@@ -157,6 +177,23 @@ class ClusterTest(ServerTest):
         self.assertEqual(len([c for c in got if c[0] == 200]), 1, got)
         ids, _ = self.ledger()
         self.assertEqual(len(ids), 11)
+
+    def test_a_key_quota_set_again_after_a_lift_and_a_rolling_restart_counts_every_request(self):
+        nodes = self.live_nodes(2)
+        key = self.key("dev@example.com", "live", "quota", "--monthly-requests", "3")
+        key_id = self.data.key_id(key)
+        self.assertEqual([nodes[i % 2].post(key).status_code for i in range(2)], [200, 200])
+        self.data.cli("key", "update", key_id, "--monthly-requests", "none")
+        for i, n in enumerate(list(nodes)):  # a rolling restart while it has no quota
+            self.assertEqual(n.stop(), 0)
+            self.servers.remove(n)
+            nodes[i] = self.node(i, KONNECT_MODEL_URL=self.backend.url)
+        self.assertEqual([nodes[i % 2].post(key).status_code for i in range(5)], [200] * 5)
+        self.data.cli("key", "update", key_id, "--monthly-requests", "8")
+        got = self.storm(nodes, key, 4, 2)
+        self.assertEqual(len([c for c in got if c[0] == 200]), 1, got)
+        ids, _ = self.ledger()
+        self.assertEqual(len(ids), 8)
 
     def test_the_accounts_cap_on_requests_in_flight_holds_over_nodes(self):
         plans = {"plans": [{"name": "metered", "price_per_request_micros": 1000,
@@ -225,7 +262,8 @@ class ClusterTest(ServerTest):
         # The functions' text of each version: a change to konnect.lua must come with a new
         # VERSION (servers load only newer ones), and its text's hash here.
         texts = {3: "c737668d6142334f2071970ec7d1309273ac83cda4aa87e7038bfb930c396cb1",
-                 4: "8f78fad54e2d46613564ea16fe49b3cfad35b120149d5cfd5f8eaabb396cdc28"}
+                 4: "8f78fad54e2d46613564ea16fe49b3cfad35b120149d5cfd5f8eaabb396cdc28",
+                 5: "61c824f5ee628306ffe6b9802c8c8869d428681eec24a9643a326c542fbbcb63"}
         body = re.sub(r"local VERSION = \d+", "local VERSION = ?", lib)
         self.assertEqual(hashlib.sha256(body.encode()).hexdigest(), texts.get(ours),
                          "konnect.lua changed: raise its VERSION and record the new text's hash")

@@ -17,7 +17,8 @@ import test_manage  # noqa: E402
 PLANS = {
     "currency": "usd", "default_plan": "pro", "default_model": "small",
     "models": [{"name": "small", "backend_model": "fake-normal"},
-               {"name": "large", "backend_model": "fake-normal"}],
+               {"name": "large", "backend_model": "fake-normal"},
+               {"name": "slow", "backend_model": "fake-slow_head"}],
     "plans": [{"name": "pro", "requests_per_minute": 50, "max_concurrent_requests": 8,
                "requests_per_month": 1000}],
 }
@@ -147,6 +148,64 @@ class RestrictedKeysTest(harness.ServerTest):
         self.assertEqual(self.chat(new_secret, "small").status_code, 200)
         details = [e["detail"] for e in self.audit() if e["action"] == "key.restrict"]
         self.assertTrue(any("5 requests a month" in (d or "") for d in details), details)
+
+    def billed(self, *ids):
+        usage = self.call("GET", "/v1/usage").json()
+        return sum(k["requests"] for k in usage["keys"] if k["key_id"] in ids)
+
+    def roll(self, key_id, grace):
+        r = self.call("POST", f"/v1/keys/{key_id}/roll", body={"grace_seconds": grace})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.secrets.append(r.json()["secret"])
+        return r.json()["key"]["id"], r.json()["secret"]
+
+    def quota(self, key_id, n):
+        r = self.call("PATCH", f"/v1/keys/{key_id}", body={"monthly_requests": n})
+        self.assertEqual(r.status_code, 200, r.text)
+
+    def test_a_quota_set_again_after_a_lift_and_a_roll_counts_every_request_of_the_line(self):
+        key, secret = self.create(mode="live", monthly_requests=3)
+        self.assertEqual(self.chat(secret, "small").status_code, 200)
+        self.quota(key["id"], None)
+        new_id, new_secret = self.roll(key["id"], 0)
+        for _ in range(5):
+            self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        # Six billed to the line while it had no quota: a quota of 3 refuses at once...
+        self.quota(new_id, 3)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        # ...and after a restart, which counts the line again from the ledger.
+        self.srv.stop()
+        self.srv = self.start(KONNECT_MODEL_URL=self.backend.url, KONNECT_TEST_KEY_RPM=30)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        self.quota(new_id, 7)
+        self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        self.assertEqual(self.billed(key["id"], new_id), 7)
+
+    def test_a_quota_on_the_old_key_or_its_replacement_counts_both(self):
+        key, secret = self.create(mode="live")
+        new_id, new_secret = self.roll(key["id"], 3600)
+        self.quota(key["id"], 3)  # the old key, in its grace period
+        for _ in range(5):  # the replacement has none of its own
+            self.assertEqual(self.chat(new_secret, "small").status_code, 200)
+        self.assertError(self.chat(secret, "small"), 429, "insufficient_quota")
+        self.quota(new_id, 3)
+        self.assertError(self.chat(new_secret, "small"), 429, "insufficient_quota")
+        self.assertEqual(self.billed(key["id"], new_id), 5)
+
+    def test_requests_in_flight_when_a_quota_is_set_count_toward_it(self):
+        key, secret = self.create(mode="live")
+        self.backend.set_mode("normal", delay_ms=1500)  # the delay of the "slow" model
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            slow = [pool.submit(self.chat, secret, "slow") for _ in range(6)]
+            deadline = time.time() + 5
+            while self.backend.stats()["requests"] < 6 and time.time() < deadline:
+                time.sleep(0.02)
+            self.quota(key["id"], 8)  # six in flight: two more
+            codes = [self.chat(secret, "small").status_code for _ in range(3)]
+            self.assertEqual(sorted(f.result().status_code for f in slow), [200] * 6)
+        self.assertEqual(codes, [200, 200, 429])
+        self.assertEqual(self.billed(key["id"]), 8)
 
     def test_restrictions_cannot_be_wider_than_the_account(self):
         for body, param in (({"models": ["huge"]}, "models"),

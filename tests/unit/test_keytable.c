@@ -58,35 +58,43 @@ int main(void)
     CHECK(atomic_load(&r->revoked_at) == 1234 && atomic_load(&r->expires_at) == 99);
     CHECK(keytable_count(kt) == N);
 
-    /* Monthly quotas: keys of one line of replacements share one count, seeded from the first
-     * of them seen and never reset by a later refresh; the count stays once the quota is lifted;
-     * many lines (the map grows) each keep their own. */
+    /* Lines: keys of one line of replacements share one count, made with the first of them
+     * (quota or not: every live request counts) and raised, never lowered, to the store's at
+     * start; it stays as it is whatever the key's quota becomes; many lines (the map grows) each
+     * keep their own; a key without a line (a test key) has none. */
     int64_t month = 24322;
     struct keyrec *q[300];
     for (int i = 0; i < 300; i++) {
-        data[100 + i].monthly = 10;
-        data[100 + i].month = month;
-        data[100 + i].month_requests = (uint64_t)i;
+        data[100 + i].monthly = i % 3 == 0 ? 10 : 0;
         snprintf(data[100 + i].line_id, sizeof(data[100 + i].line_id), "key_line%d", i / 2);
         q[i] = keytable_upsert(kt, &data[100 + i]);
     }
+    for (int i = 0; i < 300; i += 2)
+        keytable_line_raise(kt, q[i]->line->id, month, (uint64_t)i);
+    keytable_line_raise(kt, "key_nowhere", month, 5); /* No such line: nothing. */
     int lines_ok = 1;
     for (int i = 0; i < 300; i += 2)
         lines_ok &= atomic_load(&q[i]->line) != NULL &&
                     atomic_load(&q[i]->line) == atomic_load(&q[i + 1]->line) &&
                     atomic_load(&q[i]->line) != atomic_load(&q[(i + 2) % 300]->line) &&
                     keyquota_used(atomic_load(&q[i]->line), month) == (uint64_t)i &&
-                    atomic_load(&q[i]->rules)->monthly == 10;
+                    (i % 3 == 0 ? atomic_load(&q[i]->rules)->monthly == 10
+                                : atomic_load(&q[i]->rules) == NULL);
     CHECK(lines_ok);
     struct keyquota *l0 = atomic_load(&q[0]->line);
     CHECK(keyquota_take(l0, month, 10) && keyquota_used(l0, month) == 1);
-    data[100].monthly = 0; /* Lifted: no rules, the count kept. */
-    data[100].month_requests = 7;
+    keytable_line_raise(kt, "key_line0", month, 0); /* Never lowered. */
+    CHECK(keyquota_used(l0, month) == 1);
+    data[100].monthly = 0; /* Lifted: no rules, the same count. */
     keytable_upsert(kt, &data[100]);
-    CHECK(atomic_load(&q[0]->rules) == NULL && atomic_load(&q[0]->line) == l0);
-    data[100].monthly = 3; /* Set again: the same count, not the one sent. */
+    CHECK(atomic_load(&q[0]->rules) == NULL && atomic_load(&q[0]->line) == l0 &&
+          keyquota_used(l0, month) == 1);
+    data[100].monthly = 3; /* Set again: the same count. */
     keytable_upsert(kt, &data[100]);
-    CHECK(atomic_load(&q[0]->rules)->monthly == 3 && keyquota_used(l0, month) == 1);
+    CHECK(atomic_load(&q[0]->rules)->monthly == 3 && atomic_load(&q[0]->line) == l0 &&
+          keyquota_used(l0, month) == 1);
+    keytable_line_raise(kt, "key_line0", month - 1, 50); /* An older month's: not this one's. */
+    CHECK(keyquota_used(l0, month) == 1);
     CHECK(atomic_load(&keytable_lookup(kt, data[3].hash)->line) == NULL);
 
     /* Dirty list: a record touched many times appears once, with all its requests. */

@@ -9,3 +9,14 @@ DROP TRIGGER api_keys_changed_update ON api_keys;
 CREATE TRIGGER api_keys_changed_update AFTER UPDATE OF expires_at, revoked_at, ip_allowlist,
     models, requests_per_minute, monthly_requests ON api_keys FOR EACH ROW
     EXECUTE FUNCTION konnect_key_changed();
+-- Keys rolled before this version: each replacement joins the line of the first key it descends
+-- from.
+UPDATE api_keys k SET quota_key = l.root FROM (
+    WITH RECURSIVE line(id, root) AS (
+        SELECT r.id, r.id FROM api_keys r
+        WHERE NOT EXISTS (SELECT 1 FROM api_keys p WHERE p.rolled_to = r.id)
+        UNION ALL
+        SELECT n.id, line.root FROM line JOIN api_keys c ON c.id = line.id
+        JOIN api_keys n ON n.id = c.rolled_to)
+    SELECT id, root FROM line WHERE id <> root) l
+WHERE k.id = l.id;

@@ -11,3 +11,17 @@ CREATE TRIGGER api_keys_changed_update AFTER UPDATE OF expires_at, revoked_at, i
 BEGIN
     INSERT INTO key_changes(key_id, at) VALUES (NEW.id, CAST(strftime('%s', 'now') AS INTEGER));
 END;
+-- Keys rolled before this version: each replacement joins the line of the first key it descends
+-- from.
+CREATE TEMP TABLE key_lines(id TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO key_lines
+WITH RECURSIVE line(id, root) AS (
+    SELECT r.id, r.id FROM api_keys r
+    WHERE NOT EXISTS (SELECT 1 FROM api_keys p WHERE p.rolled_to = r.id)
+    UNION ALL
+    SELECT n.id, line.root FROM line JOIN api_keys c ON c.id = line.id
+    JOIN api_keys n ON n.id = c.rolled_to)
+SELECT id, root FROM line WHERE id <> root;
+UPDATE api_keys SET quota_key = (SELECT root FROM key_lines WHERE key_lines.id = api_keys.id)
+WHERE id IN (SELECT id FROM key_lines);
+DROP TABLE key_lines;
