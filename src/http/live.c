@@ -401,10 +401,8 @@ void live_on_phase_timeout(h2o_timeout_entry_t *entry)
 
 /* ---- the backends ------------------------------------------------------------------------ */
 
-/* The loop's route to a catalogue backend, made the first time it is needed. NULL (with a
- * message) when its URL cannot be used or the loop has too many. */
-static struct live_route *route_for(struct live_worker *lw, const struct plan_backend *b, char *err,
-                                    size_t errsize)
+struct live_route *live_route_for(struct live_worker *lw, const struct plan_backend *b, char *err,
+                                  size_t errsize)
 {
     char key[PLAN_URL_MAX + PLAN_ENV_MAX + 2];
     const char *api_key = "";
@@ -471,7 +469,7 @@ static void start_attempt(struct live_req *lr)
     if (lr->pm.nbackends > 0) {
         const struct plan_backend *b = &lr->pm.backends[lr->attempt];
         char err[256];
-        struct live_route *r = route_for(lw, b, err, sizeof(err));
+        struct live_route *r = live_route_for(lw, b, err, sizeof(err));
         if (r == NULL) {
             fprintf(stderr, "konnect: model backend %s cannot be used: %s\n", b->url, err);
             if (!live_failover(lr, "its URL cannot be used"))

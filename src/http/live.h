@@ -78,6 +78,13 @@ struct live_route {
 };
 #define LIVE_ROUTES_MAX 64 /* Backends one loop keeps (plans reloaded with new ones add more). */
 
+struct live_worker;
+struct plan_backend;
+/* The loop's route to a catalogue backend, made the first time it is needed. NULL (with a
+ * message) when its URL cannot be used or the loop has too many. Only lw's loop may call it. */
+struct live_route *live_route_for(struct live_worker *lw, const struct plan_backend *b, char *err,
+                                  size_t errsize);
+
 /* One event loop's share: its connection pools, its timers, and its queue of ledger answers. */
 struct live_worker {
     struct live_setup setup;

@@ -1,9 +1,10 @@
-/* The model backend's probe: GET <KONNECT_MODEL_URL>/models from the first event loop at start
- * and every PROBE_EVERY_MS after, on the loop's own backend connection pool. It says on standard
+/* The model backend's probe: GET <base>/models of the backend that serves the default model (the
+ * catalogue's, else KONNECT_MODEL): the first of the model's own backends when the catalogue
+ * gives it some, else KONNECT_MODEL_URL; from the first event loop at start and every
+ * PROBE_EVERY_MS after, on the loop's connection pool for that backend. It says on standard
  * error, once per change, when the backend cannot be reached, answers with an error, or does not
- * list the default model (the catalogue's, else KONNECT_MODEL), and keeps what it found for
- * /readyz. It never fails readiness (test keys never need the backend) and never touches billing.
- */
+ * list the default model (by the backend's name for it), and keeps what it found for /readyz. It
+ * never fails readiness (test keys never need the backend) and never touches billing. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +27,10 @@ struct probe {
     h2o_timeout_t every, limit;
     h2o_timeout_entry_t tick, deadline;
     struct upstream_call *call; /* The probe in flight, or NULL. */
+    /* What this probe asks: the backend's base URL (for messages), its name for the default
+     * model, and the request. */
+    char url[PLAN_URL_MAX + 1];
+    char model[PLAN_MODEL_MAX + 1];
     char head[1400];
     h2o_iovec_t buf;
     int status;
@@ -34,25 +39,52 @@ struct probe {
     char said[2048]; /* What was last said on standard error. */
 };
 
-/* The backend's name for the default model. */
-static void default_model(struct server *srv, char *out, size_t size)
+/* Aims the next probe at the default model's backend (see above): sets p's url, model and
+ * request, and returns the connection pool to ask it on, or NULL (with p->url and an error in
+ * err) when its backend cannot be used. */
+static struct upstream_pool *aim(struct probe *p, char *err, size_t errsize)
 {
-    const struct plans *ps = keysync_plans(srv->ks);
-    const char *name = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    const struct plans *ps = keysync_plans(p->srv->ks);
+    const char *name = ps->default_model[0] ? ps->default_model : p->srv->cfg->default_model;
+    const struct live_upstream *u = &p->srv->upstream;
+    struct upstream_pool *pool = &p->w->live.pool;
 
-    kn_strlcpy(out, name, size);
-    for (size_t i = 0; i < ps->nmodels; i++)
-        if (strcmp(ps->catalogue[i].name, name) == 0 && ps->catalogue[i].backend[0] != '\0')
-            kn_strlcpy(out, ps->catalogue[i].backend, size);
+    kn_strlcpy(p->url, p->srv->backend_url, sizeof(p->url));
+    kn_strlcpy(p->model, name, sizeof(p->model));
+    for (size_t i = 0; i < ps->nmodels; i++) {
+        const struct plan_model *m = &ps->catalogue[i];
+        if (strcmp(m->name, name) != 0)
+            continue;
+        if (m->backend[0] != '\0')
+            kn_strlcpy(p->model, m->backend, sizeof(p->model));
+        if (m->nbackends > 0) {
+            struct live_route *r = live_route_for(&p->w->live, &m->backends[0], err, errsize);
+            kn_strlcpy(p->url, m->backends[0].url, sizeof(p->url));
+            kn_strlcpy(p->model, m->backends[0].model, sizeof(p->model));
+            if (r == NULL)
+                return NULL;
+            u = &r->up;
+            pool = &r->pool;
+        }
+        break;
+    }
+    size_t plen = strlen(u->path) - strlen("/chat/completions");
+    int n = snprintf(p->head, sizeof(p->head),
+                     "GET %.*s/models HTTP/1.1\r\nHost: %.*s\r\nAccept: application/json\r\n"
+                     "User-Agent: konnect\r\n%s\r\n",
+                     (int)plen, u->path, (int)u->url.authority.len, u->url.authority.base,
+                     u->auth_header);
+    p->buf = h2o_iovec_init(p->head, n > 0 && (size_t)n < sizeof(p->head) ? (size_t)n : 0);
+    return pool;
 }
 
 /* Keeps what the probe found, and says so on standard error when it changed. */
 static void settle(struct probe *p, int reachable, int listed, const char *error)
 {
     struct backend_state *b = &p->srv->backend;
-    char model[PLAN_MODEL_MAX + 1], line[sizeof(p->said)];
+    const char *model = p->model;
+    char line[sizeof(p->said)];
 
-    default_model(p->srv, model, sizeof(model));
     pthread_mutex_lock(&b->lock);
     b->checked = 1;
     b->reachable = reachable;
@@ -60,21 +92,22 @@ static void settle(struct probe *p, int reachable, int listed, const char *error
     b->checked_ms = kn_mono_ns() / 1000000;
     kn_strlcpy(b->error, error != NULL ? error : "", sizeof(b->error));
     kn_strlcpy(b->model, model, sizeof(b->model));
+    kn_strlcpy(b->url, p->url, sizeof(b->url));
     pthread_mutex_unlock(&b->lock);
     if (!reachable || error != NULL)
         snprintf(line, sizeof(line),
                  "konnect: warning: the model backend %s %s; live keys get 502 "
                  "model_backend_error until it is fixed (test keys never use it)",
-                 p->srv->backend_url, error != NULL ? error : "cannot be reached");
+                 p->url, error != NULL ? error : "cannot be reached");
     else if (!listed)
         snprintf(line, sizeof(line),
                  "konnect: warning: the model backend %s does not list the default model \"%s\" "
                  "(GET /models); live requests for it will fail until the backend serves it or "
                  "KONNECT_MODEL (or the catalogue's default_model) names one it has",
-                 p->srv->backend_url, model);
+                 p->url, model);
     else
         snprintf(line, sizeof(line), "konnect: the model backend %s answers and lists \"%s\"",
-                 p->srv->backend_url, model);
+                 p->url, model);
     if (strcmp(line, p->said) != 0) {
         fprintf(stderr, "%s\n", line);
         kn_strlcpy(p->said, line, sizeof(p->said));
@@ -96,12 +129,11 @@ static void end_probe(struct probe *p)
  * hold the default model? */
 static int lists(struct probe *p)
 {
-    char model[PLAN_MODEL_MAX + 1];
+    const char *model = p->model;
     json_t *doc = json_loadb(p->body != NULL ? p->body : "", p->len, 0, NULL), *m;
     size_t i;
     int found = 0;
 
-    default_model(p->srv, model, sizeof(model));
     json_array_foreach(json_object_get(doc, "data"), i, m)
     {
         const char *id = json_string_value(json_object_get(m, "id"));
@@ -194,27 +226,27 @@ static void on_tick(h2o_timeout_entry_t *entry)
 {
     struct probe *p = H2O_STRUCT_FROM_MEMBER(struct probe, tick, entry);
 
+    char err[PROBE_ERROR_MAX];
+    struct upstream_pool *pool;
+
     if (p->call != NULL || atomic_load(&p->srv->stopping))
         return;
+    if ((pool = aim(p, err, sizeof(err))) == NULL) {
+        settle(p, 0, 0, err);
+        h2o_timeout_link(p->w->loop.ctx.loop, &p->every, &p->tick);
+        return;
+    }
     p->status = 0;
     h2o_timeout_link(p->w->loop.ctx.loop, &p->limit, &p->deadline);
-    upstream_call_start(&p->call, p, &p->w->live.pool, on_connect);
+    upstream_call_start(&p->call, p, pool, on_connect);
 }
 
 struct probe *probe_start(struct worker *w)
 {
     struct probe *p = kn_calloc(1, sizeof(*p));
-    const struct live_upstream *u = &w->srv->upstream;
-    size_t plen = strlen(u->path) - strlen("/chat/completions");
 
     p->srv = w->srv;
     p->w = w;
-    int n = snprintf(p->head, sizeof(p->head),
-                     "GET %.*s/models HTTP/1.1\r\nHost: %.*s\r\nAccept: application/json\r\n"
-                     "User-Agent: konnect\r\n%s\r\n",
-                     (int)plen, u->path, (int)u->url.authority.len, u->url.authority.base,
-                     u->auth_header);
-    p->buf = h2o_iovec_init(p->head, n > 0 && (size_t)n < sizeof(p->head) ? (size_t)n : 0);
     h2o_timeout_init(w->loop.ctx.loop, &p->every, PROBE_EVERY_MS);
     h2o_timeout_init(w->loop.ctx.loop, &p->limit, PROBE_LIMIT_MS);
     p->tick.cb = on_tick;
@@ -236,7 +268,7 @@ void probe_stop(struct probe *p)
         h2o_timeout_unlink(&p->tick);
     h2o_timeout_dispose(p->w->loop.ctx.loop, &p->every);
     h2o_timeout_dispose(p->w->loop.ctx.loop, &p->limit);
-    memset(p->head, 0, sizeof(p->head)); /* It holds KONNECT_MODEL_API_KEY. */
+    memset(p->head, 0, sizeof(p->head)); /* It holds the backend's key. */
     free(p->body);
     free(p);
 }
@@ -244,7 +276,7 @@ void probe_stop(struct probe *p)
 void probe_state_json(struct server *srv, char *out, size_t size)
 {
     struct backend_state *b = &srv->backend;
-    char model[PLAN_MODEL_MAX + 1], error[PROBE_ERROR_MAX];
+    char model[PLAN_MODEL_MAX + 1], error[PROBE_ERROR_MAX], url[PLAN_URL_MAX + 1];
     int checked, reachable, listed;
     uint64_t age;
 
@@ -255,8 +287,9 @@ void probe_state_json(struct server *srv, char *out, size_t size)
     age = kn_mono_ns() / 1000000 - b->checked_ms;
     kn_strlcpy(model, b->model, sizeof(model));
     kn_strlcpy(error, b->error, sizeof(error));
+    kn_strlcpy(url, checked ? b->url : srv->backend_url, sizeof(url));
     pthread_mutex_unlock(&b->lock);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "url", srv->backend_url, "status",
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "url", url, "status",
                           !checked           ? "checking"
                           : !reachable       ? "unreachable"
                           : error[0] != '\0' ? "error"

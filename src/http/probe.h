@@ -1,6 +1,6 @@
-/* The model backend's probe (http/probe.c): GET <KONNECT_MODEL_URL>/models at start and every
- * 30 seconds from the first event loop, said on standard error when what it finds changes, and
- * reported by /readyz (never failing readiness). */
+/* The model backend's probe (http/probe.c): GET <base>/models of the default model's backend at
+ * start and every 30 seconds from the first event loop, said on standard error when what it finds
+ * changes, and reported by /readyz (never failing readiness). */
 #ifndef KN_HTTP_PROBE_H
 #define KN_HTTP_PROBE_H
 
@@ -19,6 +19,7 @@ struct backend_state {
     uint64_t checked_ms;         /* When (monotonic milliseconds). */
     char error[PROBE_ERROR_MAX]; /* What went wrong, or "". */
     char model[129];             /* The default model, as the backend names it. */
+    char url[513];               /* The backend asked (the default model's), without a key. */
 };
 
 struct probe;

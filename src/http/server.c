@@ -684,9 +684,20 @@ static void print_listening(struct server *srv)
                 mport);
     }
     const struct plans *ps = keysync_plans(srv->ks);
-    fprintf(stderr, "konnect: live keys use the model backend %s; default model \"%s\"%s\n",
-            srv->backend_url, ps->default_model[0] ? ps->default_model : srv->cfg->default_model,
-            ps->default_model[0] ? " (the catalogue's)" : " (KONNECT_MODEL)");
+    const char *dm = ps->default_model[0] ? ps->default_model : srv->cfg->default_model;
+    const struct plan_backend *own = NULL;
+    for (size_t i = 0; i < ps->nmodels; i++)
+        if (strcmp(ps->catalogue[i].name, dm) == 0 && ps->catalogue[i].nbackends > 0)
+            own = &ps->catalogue[i].backends[0];
+    if (own != NULL)
+        fprintf(stderr,
+                "konnect: default model \"%s\" (the catalogue's) goes to its own backends, first "
+                "%s; models without backends of their own use %s\n",
+                dm, own->url, srv->backend_url);
+    else
+        fprintf(stderr, "konnect: live keys use the model backend %s; default model \"%s\"%s\n",
+                srv->backend_url, dm,
+                ps->default_model[0] ? " (the catalogue's)" : " (KONNECT_MODEL)");
     for (size_t i = 0; i < ps->nmodels; i++) {
         const struct plan_model *m = &ps->catalogue[i];
         for (size_t b = 0; b < m->nbackends; b++) {
