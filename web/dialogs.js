@@ -5,11 +5,11 @@ import { alertBox, h, setBusy, uid } from './dom.js';
 import { errorText } from './api.js';
 
 // Opens a modal <dialog>; it is removed from the page when it closes. onClose runs once.
-export function openDialog({ title, labelledBy, wide, onClose }) {
+export function openDialog({ title, labelledBy, wide, className, onClose }) {
   const titleId = labelledBy || uid('dlg-title');
   const body = h('div', { class: 'dialog-body' });
   const heading = h('h2', { id: titleId, class: 'dialog-title' }, title);
-  const dlg = h('dialog', { class: `dialog${wide ? ' dialog-wide' : ''}`, 'aria-labelledby': titleId }, heading, body);
+  const dlg = h('dialog', { class: `dialog${wide ? ' dialog-wide' : ''}${className ? ` ${className}` : ''}`, 'aria-labelledby': titleId }, heading, body);
   let closed = false;
   const finish = () => {
     if (closed) return;

@@ -239,7 +239,7 @@ function invoicesTable(months) {
 }
 
 async function invoiceDialog(m) {
-  const dlg = openDialog({ title: m.number ? `Invoice ${m.number}` : `Draft invoice, ${monthName(m.month)}`, wide: true });
+  const dlg = openDialog({ title: m.number ? `Invoice ${m.number}` : `Draft invoice, ${monthName(m.month)}`, wide: true, className: 'dialog-invoice' });
   dlg.body.append(h('p', { class: 'loading' }, 'Loading invoice…'));
   const close = h('button', { type: 'button', class: 'btn btn-primary' }, 'Close');
   close.addEventListener('click', () => dlg.dismiss());

@@ -948,6 +948,7 @@ test('two-factor sign-in: set up with a computed code, recovery codes shown once
 const BILLING_PLANS = {
   currency: 'usd',
   default_plan: 'pro',
+  seller: { name: 'Example Models Ltd', address: '1 Main Street\nDublin D01 X2Y3', email: 'billing@example.com', tax_id: 'IE1234567X' },
   plans: [
     { name: 'free', requests_per_month: 100 },
     {
@@ -1115,9 +1116,23 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
   assert.equal(await dialog.locator('table.invoice-table tbody tr').count(), 2, 'one line per model and key');
   // Billed at the plan's prices: the plan and each line's unit prices.
   assert.ok((await dialog.locator('dl.details').innerText()).includes('pro'), 'the plan on the invoice');
+  const seller = (await dialog.locator('.seller').innerText()).replace(/\s+/g, ' ');
+  assert.equal(seller, 'Example Models Ltd 1 Main Street Dublin D01 X2Y3 billing@example.com Tax id IE1234567X', "the operator's details as the invoice's seller");
   assert.equal(await dialog.locator('.unit-prices').count(), 2, 'unit prices on every line');
   assert.match(await dialog.locator('.unit-prices').first().innerText(), /^\$0\.0025\d* per request · \$1\.50*\d* per 1M input · \$6\.0\d* per 1M output tokens$/, 'the unit prices');
   await shot(env, page, 'invoice-dialog');
+  // At 1280 px every column is in view: the lines' box does not scroll sideways, and the Amount
+  // column ends inside the dialog.
+  await page.setViewportSize({ width: 1280, height: 860 });
+  const fit = await dialog.evaluate((d) => {
+    const box = d.querySelector('.invoice-lines');
+    const amount = d.querySelector('.invoice-table thead th:last-child').getBoundingClientRect();
+    return { overflow: box.scrollWidth - box.clientWidth, amountRight: amount.right, dialogRight: d.getBoundingClientRect().right };
+  });
+  assert.ok(fit.overflow <= 0, `the invoice lines fit at 1280 px (overflow ${fit.overflow} px)`);
+  assert.ok(fit.amountRight <= fit.dialogRight, 'the Amount column is inside the dialog');
+  await shot(env, page, 'invoice-dialog-1280');
+  await page.setViewportSize({ width: 1360, height: 860 });
   await dialog.getByRole('button', { name: 'Close', exact: true }).click();
   await dialog.waitFor({ state: 'detached' });
 
