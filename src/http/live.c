@@ -204,10 +204,42 @@ static void cancel_backend(struct live_req *lr)
     live_unlink_timer(&lr->phase_timer);
 }
 
+/* Says, for the operator, that a request's backend failed other than by answering with an HTTP
+ * error (which live_answer.c says, with its status and first bytes): cannot be reached, timed
+ * out, broke off, answered what is not an answer. At most once a second per event loop, counting
+ * the others. */
+static void log_backend_failure(struct live_req *lr, const char *what)
+{
+    static __thread uint64_t last_ns;
+    static __thread unsigned quiet;
+    uint64_t now = kn_mono_ns();
+    char more[64] = "", safe[sizeof(lr->end_msg) + 64];
+
+    if (lr->up == NULL)
+        return;
+    if (last_ns != 0 && now - last_ns < 1000000000ull) {
+        quiet++;
+        return;
+    }
+    if (quiet > 0)
+        snprintf(more, sizeof(more), " (and %u more such failures in the last second)", quiet);
+    termsafe_copy(safe, sizeof(safe),
+                  what != NULL ? what : kn_error_def(KN_ERR_MODEL_BACKEND_ERROR)->message);
+    const h2o_url_t *u = &lr->up->url;
+    fprintf(stderr, "konnect: request %s: model backend %.*s://%.*s%s failed: %s%s\n",
+            lr->info.request_id, (int)u->scheme->name.len, u->scheme->name.base,
+            (int)u->authority.len, u->authority.base, lr->up->path, safe, more);
+    last_ns = now;
+    quiet = 0;
+}
+
 /* Ends the request with an error, unbilled: a JSON error when nothing was sent yet, otherwise an
  * error event that closes the stream. */
 void live_fail(struct live_req *lr, enum kn_err err, const char *message)
 {
+    if ((err == KN_ERR_MODEL_BACKEND_ERROR || err == KN_ERR_MODEL_BACKEND_TIMEOUT) &&
+        lr->err_status == 0)
+        log_backend_failure(lr, message);
     cancel_backend(lr);
     lr->phase = PHASE_DONE;
     if (lr->req == NULL) {

@@ -4,6 +4,7 @@ goes away, the per-key concurrency cap, and monthly quotas that let exactly N re
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -379,6 +380,31 @@ class LiveTest(harness.ServerTest):
         self.assertIn("misconfigured", r.json()["error"]["message"])
         wrong.stop()
         self.assertIn("answered HTTP 404", wrong.output())
+        self.assertEqual(self.ledger(), [])
+
+    def test_a_backend_that_fails_without_an_http_error_is_named_in_the_log(self):
+        # Unreachable, silent, or answering what is not an answer: the operator's log says which
+        # request, which backend and what happened (at most once a second per event loop).
+        dead = f"http://127.0.0.1:{harness.free_port()}/v1"
+        srv = self.serve(KONNECT_MODEL_URL=dead, KONNECT_THREADS=1)
+        r = self.completions(srv, self.live)
+        self.assertError(r, 502, "model_backend_error")
+        srv.stop()
+        self.assertRegex(srv.output(), rf"request {r.headers['request-id']}: model backend "
+                         rf"{re.escape(dead)}/chat/completions failed: \S")
+        srv = self.serve(KONNECT_MODEL_FIRST_BYTE_TIMEOUT_MS=300)
+        self.backend.set_mode("normal", delay_ms=1500)
+        r = self.completions(srv, self.live, model="fake-slow_head")
+        self.assertError(r, 504, "model_backend_timeout")
+        time.sleep(1.1)
+        m = self.completions(srv, self.live, model="fake-garbage")
+        self.assertError(m, 502, "model_backend_error")
+        srv.stop()
+        log = srv.output()
+        self.assertIn(f"request {r.headers['request-id']}: model backend {self.backend.url}"
+                      "/chat/completions failed: The model backend did not start answering "
+                      "within 300 ms", log)
+        self.assertIn(f"request {m.headers['request-id']}: model backend", log)
         self.assertEqual(self.ledger(), [])
 
     def test_every_backend_failure_has_its_status_and_is_not_billed(self):
