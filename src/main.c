@@ -100,6 +100,10 @@ static const char serve_usage_tail[] =
     "                               X-Forwarded-Proto\n"
     "  KONNECT_PUBLIC_URL           the dashboard's origin: its only Host and Origin\n"
     "\n"
+    "For tests (debug builds only; a release build refuses it):\n"
+    "  KONNECT_FAULT                make store or ledger calls fail on purpose:\n"
+    "                               KIND:N[xC],... (store:3x2: the 3rd and 4th)\n"
+    "\n"
     "SIGHUP reads the plans file and the TLS certificate and key again ('konnect\n"
     "plans reload' only the plans). SIGUSR1 writes the live path's stage times\n"
     "since the last SIGUSR1 to stderr. See README.md for every setting.\n";

@@ -520,7 +520,8 @@ int cli_issue_password_link(struct kn_config *c, struct store *s, const struct s
 }
 
 /* Parses a group's options and runs the command its first word names (cmds ends with a NULL
- * name); prints the group's usage for --help, no command or an unknown one. */
+ * name); prints the group's usage for --help, and one line naming its commands for no command or
+ * an unknown one. */
 int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group, const char *usage,
                   const struct subcommand *cmds)
 {
@@ -529,20 +530,23 @@ int cli_run_group(struct kn_config *c, int argc, char **argv, const char *group,
 
     if (cli_parse_opts(c, argc, argv, &o, usage) != 0)
         return 2;
-    if (o.help || o.npositional == 0) {
-        fputs(usage, o.help ? stdout : stderr);
-        return o.help ? 0 : 2;
+    if (o.help) {
+        fputs(usage, stdout);
+        return 0;
     }
     const struct subcommand *first = cmds;
-    for (; cmds->name != NULL; cmds++)
+    for (; o.npositional > 0 && cmds->name != NULL; cmds++)
         if (strcmp(o.positional[0], cmds->name) == 0)
             return cmds->run(c, &o);
     char names[200] = "";
     for (const struct subcommand *k = first; k->name != NULL; k++)
         snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", names[0] ? ", " : "",
                  k->name);
-    cli_usage_error(usage, "unknown %s command '%s': it has %s", group,
-                    cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])), names);
+    if (o.npositional == 0)
+        cli_usage_error(usage, "%s needs a command: %s", group, names);
+    else
+        cli_usage_error(usage, "unknown %s command '%s': it has %s", group,
+                        cli_shown(redact_copy(echo, sizeof(echo), o.positional[0])), names);
     return 2;
 }
 

@@ -120,9 +120,14 @@ int cli_user(struct kn_config *c, int argc, char **argv)
 
     if (cli_parse_opts(c, argc, argv, &o, user_usage) != 0)
         return 2;
-    if (o.help || o.npositional == 0) {
-        fputs(user_usage, o.help ? stdout : stderr);
-        return o.help ? 0 : 2;
+    if (o.help) {
+        fputs(user_usage, stdout);
+        return 0;
+    }
+    if (o.npositional == 0) {
+        cli_usage_error(user_usage,
+                        "user needs a command: set-password, password-link or two-factor-off");
+        return 2;
     }
     if (o.npositional != 1 || (strcmp(o.positional[0], "set-password") != 0 &&
                                strcmp(o.positional[0], "password-link") != 0 &&
