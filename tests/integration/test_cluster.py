@@ -811,6 +811,26 @@ class ClusterTest(ServerTest):
         self.assertEqual(a.post(key).status_code, 200)
         self.assertEqual(b.post(key).status_code, 200)
 
+    def test_a_suspension_through_the_operator_api_is_in_force_on_every_node_when_it_answers(self):
+        a, b = self.node(0), self.node(1)
+        key = self.key()
+        op = self.data.cli("operator-key", "create", "--name", "billing").stdout.strip()
+        self.secrets.append(op)
+        self.assertEqual(b.post(key).status_code, 200)
+
+        def call(node, action):
+            return requests.post(f"{node.url}/v1/operator/accounts/dev@example.com/{action}",
+                                 headers={"Authorization": f"Bearer {op}"}, timeout=10)
+        r = call(a, "suspend")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["propagation"], {"servers": 2, "lagging": []})
+        for node in (b, a):
+            self.assertError(node.post(key), 403, "account_suspended")
+        r = call(b, "reinstate")
+        self.assertEqual(r.status_code, 200, r.text)
+        for node in (a, b):
+            self.assertEqual(node.post(key).status_code, 200)
+
     def test_a_revocation_through_one_dashboard_is_refused_by_the_other_node(self):
         a, b = self.node(0), self.node(1)
         alice = Browser(a)
