@@ -436,6 +436,53 @@ class RolesTest(ServerTest):
         self.assertIn("members/\ufffd\ufffd/remove", [e["target"] for e in log])
 
 
+class PasswordChangeTest(ServerTest):
+    """A signed-in user changes their password: the current one is checked (and guesses at it
+    throttled like sign-in), the new one must be long enough, and every other session ends."""
+
+    def test_a_password_change_checks_the_current_one_and_ends_every_other_session(self):
+        srv = self.start()
+        here, there = Browser(srv), Browser(srv)
+        here.signup("pat@example.com")
+        self.assertEqual(there.signin("pat@example.com").status_code, 200)
+        for body, status, code, param in (
+                ({"current_password": "not it at all", "new_password": OTHER}, 401,
+                 "invalid_credentials", "current_password"),
+                ({"current_password": PASSWORD, "new_password": "short"}, 400,
+                 "invalid_parameter", "new_password"),
+                ({"current_password": PASSWORD}, 400, None, None)):
+            with self.subTest(body=body):
+                r = here.call("POST", "password", body)
+                self.assertEqual(r.status_code, status, r.text)
+                if code:
+                    self.assertEqual((r.json()["error"]["code"], r.json()["error"]["param"]),
+                                     (code, param))
+        # Nothing changed yet: both sessions work, the old password signs in.
+        self.assertEqual(there.call("GET", "keys").status_code, 200)
+        r = here.call("POST", "password", {"current_password": PASSWORD, "new_password": OTHER})
+        self.assertEqual(r.status_code, 204, r.text)
+        self.assertEqual(here.call("GET", "keys").status_code, 200)  # this session goes on
+        self.assertEqual(there.call("GET", "keys").status_code, 401)  # the other one ended
+        self.assertEqual(Browser(srv).signin("pat@example.com").status_code, 401)
+        self.assertEqual(Browser(srv).signin("pat@example.com", OTHER).status_code, 200)
+        # Without the CSRF token, or without a session, it is refused.
+        self.assertEqual(here.call("POST", "password", {"current_password": OTHER,
+                                                        "new_password": PASSWORD},
+                                   csrf=False).status_code, 403)
+        self.assertEqual(Browser(srv).call("POST", "password", {
+            "current_password": OTHER, "new_password": PASSWORD}).status_code, 401)
+        # Guesses at the current password are throttled like sign-in.
+        codes = [here.call("POST", "password", {"current_password": f"guess number {i}",
+                                                 "new_password": PASSWORD}).status_code
+                 for i in range(12)]
+        self.assertIn(429, codes)
+        audit = [e for e in json.loads(self.data.cli("audit", "--account", "pat@example.com",
+                                                      "--json").stdout)
+                 if e["action"] == "user.password_change"]
+        self.assertTrue(any(e["result"] == "ok" for e in audit), audit)
+        self.assertTrue(any(e["result"] == "failed" for e in audit), audit)
+
+
 class SetPasswordLinkTest(ServerTest):
     """`konnect account create` prints a one-time link; the owner chooses a password with it."""
 
