@@ -34,7 +34,7 @@ const CHROMIUM_ARGS = [
 const STEP_MS = 10_000; // any one UI wait
 const START_MS = 15_000; // server start
 const TEST_MS = 120_000; // a whole test
-const KEY_RE = /^sk_(test|live)_[0-9A-Za-z]{38}$/;
+const KEY_RE = /^sk_(test|live|admin)_[0-9A-Za-z]{38}$/;
 
 const rand = () => Math.random().toString(36).slice(2, 10);
 
@@ -275,7 +275,7 @@ async function closeSecretDialog(page, dialog) {
   await dialog.waitFor({ state: 'detached' });
 }
 
-const hintOf = (secret) => `${secret.slice(0, 8)}…${secret.slice(-4)}`;
+const hintOf = (secret) => `${secret.slice(0, secret.indexOf('_', 3) + 1)}…${secret.slice(-4)}`;
 const keyRow = (page, secret) => page.locator('table.keys-table tbody tr').filter({ hasText: hintOf(secret) });
 
 async function rowText(row) {
@@ -463,6 +463,20 @@ test('the create dialog: type, environment, expiry, IP allowlist and restriction
   await dialog.getByRole('button', { name: 'Cancel', exact: true }).click();
   await dialog.waitFor({ state: 'detached' });
 
+  // An admin key, chosen in the same dialog: sk_admin_, for the management API, never /v1/chat.
+  await page.getByRole('button', { name: 'Create new secret key', exact: true }).click();
+  dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Name', { exact: true }).fill('Provisioning');
+  await dialog.getByRole('radio', { name: /^Admin/ }).check();
+  await dialog.getByRole('button', { name: 'Create', exact: true }).click();
+  const admin = await copySecretFromDialog(env, page, dialog, 'admin-key-created');
+  assert.ok(admin.startsWith('sk_admin_'), 'choosing Admin makes an admin key');
+  await closeSecretDialog(page, dialog);
+  assert.ok((await rowText(keyRow(page, admin))).includes('Admin'), 'the row says it is an admin key');
+  assert.deepEqual(await chat(env, admin), { status: 403, code: 'insufficient_scope' });
+  const listed = await fetchT(`${env.base}/v1/keys`, { headers: { Authorization: `Bearer ${admin}` } }, 10_000);
+  assert.equal(listed.status, 200, 'the admin key lists the keys through the management API');
+
   // A live key for production: the live badge; no model backend yet, so 503.
   let made = await createKey(env, page, 'Production API', { mode: 'live' });
   const live = made.secret;
@@ -549,7 +563,7 @@ test('the create dialog: type, environment, expiry, IP allowlist and restriction
   await page.keyboard.press('Escape');
   await dialog.waitFor({ state: 'detached' });
   await assertSecretGone(page, hidden);
-  await until(async () => (await page.locator('table.keys-table tbody tr').count()) === 5, 'the list shows all five keys');
+  await until(async () => (await page.locator('table.keys-table tbody tr').count()) === 6, 'the list shows all six keys (the admin key among them)');
   await shot(env, page, 'api-keys-several');
   for (const s of [live, thirty, fenced, narrow, hidden]) await assertSecretGone(page, s);
   assertCleanPage(env);
@@ -793,6 +807,31 @@ test('security: the audit log pages with Load more, and sign out of all sessions
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${env.base}/settings/security`);
   await page.getByRole('heading', { name: 'Security', level: 2 }).waitFor();
+
+  // Changing the password: a wrong current one is said at its field; the right one changes it,
+  // and the new password is the one that signs in.
+  const pwCard = page.locator('section[aria-labelledby="pw-title"]');
+  const newPassword = `another horse ${rand()} staple`;
+  await pwCard.getByLabel('Current password', { exact: true }).fill('not my password at all');
+  await pwCard.getByLabel('New password', { exact: true }).fill(newPassword);
+  await pwCard.getByRole('button', { name: 'Change password', exact: true }).click();
+  await until(async () => (await pwCard.innerText()).includes('The current password is wrong.'), 'a wrong current password is said at its field');
+  await pwCard.getByLabel('Current password', { exact: true }).fill(user.password);
+  await pwCard.getByLabel('New password', { exact: true }).fill(newPassword);
+  await pwCard.getByRole('button', { name: 'Change password', exact: true }).click();
+  await page.getByText('Your password was changed. Your other sessions have ended.').waitFor();
+  await shot(env, page, 'password-changed');
+  assert.equal((await pageFetch(page, 'GET', '/dashboard/api/session')).status, 200, 'this session goes on');
+  const oldSignin = await fetchT(`${env.base}/dashboard/api/signin`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email: user.email, password: user.password }),
+  }, 10_000);
+  assert.equal(oldSignin.status, 401, 'the old password no longer signs in');
+  const newSignin = await fetchT(`${env.base}/dashboard/api/signin`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email: user.email, password: newPassword }),
+  }, 10_000);
+  assert.equal(newSignin.status, 200, 'the new one does');
   assertCleanPage(env);
 });
 
