@@ -44,14 +44,18 @@ export async function renderDashboard(page, current) {
   const working = keys.filter((k) => k.status === 'active' || k.status === 'rolled');
   // Requests as Usage & Billing counts them: billed live requests this month.
   const billed = keys.reduce((n, k) => n + (k.mode === 'live' ? Number(k.usage && k.usage.requests) || 0 : 0), 0);
-  const stat = (label, value, note) =>
-    h('div', { class: 'stat' }, h('p', { class: 'stat-label' }, label), h('p', { class: 'stat-value' }, value), note ? h('p', { class: 'stat-note' }, note) : null);
+  // Refused requests (429: a limit or a quota) are never among them: said apart.
+  const refused = keys.reduce((n, k) => n + (Number(k.refused) || 0), 0);
+  const stat = (label, value, note, extra) =>
+    h('div', { class: 'stat', dataset: { stat: label.toLowerCase().replace(/\s+/g, '-') } }, h('p', { class: 'stat-label' }, label), h('p', { class: 'stat-value' }, value),
+      note ? h('p', { class: 'stat-note' }, note) : null, extra ? h('p', { class: 'stat-note', dataset: { refused: String(refused) } }, extra) : null);
   stats.removeAttribute('aria-busy');
   stats.append(
     stat('Active keys', numFmt.format(working.length), `${numFmt.format(keys.length)} in all`),
     stat('Live keys', numFmt.format(working.filter((k) => k.mode === 'live').length), 'Production, billed'),
     stat('Test keys', numFmt.format(working.filter((k) => k.mode === 'test').length), 'Development, mock responses'),
-    stat('Requests this month', numFmt.format(billed), 'Billed live requests, as in Usage & Billing'));
+    stat('Requests this month', numFmt.format(billed), 'Billed live requests, as in Usage & Billing',
+      refused ? `${numFmt.format(refused)} refused by a limit or quota (all time, never billed)` : null));
   // A quota used up is said before anything else.
   try {
     const banner = quotaBanner(await api('GET', '/usage'));

@@ -1085,6 +1085,14 @@ test('usage & billing: charts, quotas, cost and invoices match the live requests
     return (await rowText(keyRow(page, staging))).includes('1 refused');
   }, 'the row says the key had a request refused');
   assert.ok((await rowText(keyRow(page, staging))).includes('2 req'), 'its billed requests are still 2');
+  // The home page: requests are the billed ones, the refused one said apart.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Dashboard', exact: true }).click();
+  const homeStat = page.locator('[data-stat="requests-this-month"]');
+  await homeStat.waitFor();
+  assert.equal(await homeStat.locator('.stat-value').innerText(), '5', 'the home page counts the billed requests');
+  assert.ok((await homeStat.innerText()).includes('1 refused by a limit or quota'), 'and says the refused one apart');
+  await shot(env, page, 'home-requests-and-refused');
+  await openApiKeys(env, page);
 
   // Usage & Billing, from the settings menu.
   await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Usage & Billing', exact: true }).click();
