@@ -68,6 +68,7 @@ struct keysync {
     int reconcile_due;           /* The spool was replayed since Redis's counts were last raised to
                                     the ledger's (see seed_redis). */
     uint64_t reconcile_after_ns; /* A failed raise is tried again from then. */
+    uint64_t reconcile_wait_ns;  /* A raise waits for this server's settlements until then. */
     uint64_t blind_check_ns;     /* Without INFO, the next check of the counts. */
     _Atomic int live_nodes;      /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled;    /* Its rows waiting, for other threads (keysync_spooled). */
@@ -400,6 +401,15 @@ static void seed_redis(struct keysync *ks)
         goto lost;
     if (seeded && ((same && !ks->reconcile_due) || kn_mono_ns() < ks->reconcile_after_ns))
         return;
+    /* This server's settlements still on their way would count twice (their requests are in
+     * the ledger and still leased): they are given up to 5 seconds to arrive first. */
+    if (seeded && cluster_unsettled() > 0) {
+        if (ks->reconcile_wait_ns == 0)
+            ks->reconcile_wait_ns = kn_mono_ns() + 5ull * 1000000000ull;
+        if (kn_mono_ns() < ks->reconcile_wait_ns)
+            return;
+    }
+    ks->reconcile_wait_ns = 0;
     struct seeding g = {.ks = ks, .month = month, .reconcile = seeded};
     int listed = seed_all(ks, &g);
     if (listed != STORE_OK || g.failed) {

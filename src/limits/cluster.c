@@ -1,6 +1,7 @@
 /* Cluster-wide limits over Redis; see cluster.h. */
 #include "limits/cluster.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@ struct pending_queue {
     size_t head, count, dropped;
 };
 static __thread struct pending_queue *pending; /* Made at the first op that waits. */
+/* Settlements and releases of every thread not answered yet: queued or on their way. */
+static _Atomic size_t unsettled;
 
 static void pend(const struct pending_op *p);
 static void flush_pending(void);
@@ -225,6 +228,7 @@ static void on_settled(void *ud, redisReply *r)
      * sent again (tokens would count twice); if it was not, the lease lapses as billed. */
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         fprintf(stderr, "konnect: Redis refused to settle a lease: %s\n", r->str);
+    atomic_fetch_sub(&unsettled, 1);
 }
 
 static int send_settle(const struct pending_op *p)
@@ -244,10 +248,13 @@ static int send_settle(const struct pending_op *p)
 static void on_released(void *ud, redisReply *r)
 {
     struct pending_op *p = ud;
-    if (r == NULL)
+    if (r == NULL) {
         pend(p); /* Cut before the answer: a release is safe to send again. */
-    else if (r->type == REDIS_REPLY_ERROR)
-        fprintf(stderr, "konnect: Redis refused to release a lease: %s\n", r->str);
+    } else {
+        if (r->type == REDIS_REPLY_ERROR)
+            fprintf(stderr, "konnect: Redis refused to release a lease: %s\n", r->str);
+        atomic_fetch_sub(&unsettled, 1);
+    }
     free(p);
 }
 
@@ -292,6 +299,7 @@ static void pend(const struct pending_op *p)
         q->head = (q->head + 1) % PENDING_MAX;
         q->count--;
         q->dropped++;
+        atomic_fetch_sub(&unsettled, 1);
     }
     struct pending_op *slot = &q->ops[(q->head + q->count++) % PENDING_MAX];
     *slot = *p;
@@ -329,6 +337,7 @@ void cluster_thread_dispose(void)
                     "leases count against their accounts' quotas until they lapse (bills are in "
                     "the ledger either way)\n",
                     pending->count + pending->dropped);
+        atomic_fetch_sub(&unsettled, pending->count);
         free(pending);
         pending = NULL;
     }
@@ -339,6 +348,11 @@ size_t cluster_pending(void)
     return pending != NULL ? pending->count : 0;
 }
 
+size_t cluster_unsettled(void)
+{
+    return atomic_load(&unsettled);
+}
+
 static void settle_or_release(const char *account_id, int64_t month, const char *lease,
                               const char *line, uint64_t tokens, int settle)
 {
@@ -346,6 +360,7 @@ static void settle_or_release(const char *account_id, int64_t month, const char 
 
     if (cluster_conn == NULL)
         return;
+    atomic_fetch_add(&unsettled, 1);
     snprintf(p.account_id, sizeof(p.account_id), "%s", account_id);
     snprintf(p.lease, sizeof(p.lease), "%s", lease);
     snprintf(p.line, sizeof(p.line), "%s", line != NULL ? line : "");

@@ -83,6 +83,10 @@ void cluster_release(const char *account_id, int64_t month, const char *lease, c
  * still on its way (it timed out here) is refused when it arrives: call cluster_release for every
  * admission that did not answer. cluster_pending: how many wait on this thread. */
 size_t cluster_pending(void);
+/* How many settlements and releases of every thread of this process are not answered yet
+ * (queued, or sent and waiting): a raise of Redis's counts to the ledger's waits for them a
+ * moment, since a billed request whose settlement has not arrived would count twice. */
+size_t cluster_unsettled(void);
 /* Opens this thread's connection (on its event loop): what waits is sent as soon as it is ready,
  * each time it is. */
 void cluster_thread_init(h2o_loop_t *loop, const struct redis_target *t, uint32_t timeout_ms);
