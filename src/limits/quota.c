@@ -110,11 +110,6 @@ void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t 
     *tokens = count_in(atomic_load(&a->tokens_cell), month);
 }
 
-void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests)
-{
-    atomic_store(&q->requests_cell, cell(month, requests));
-}
-
 void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests)
 {
     uint64_t c = atomic_load(&q->requests_cell);

@@ -89,9 +89,6 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
 /* The usage counted in `month`: requests billed or in flight, tokens billed. */
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens);
 
-/* Sets a key line's requests billed in `month` (when the line is first seen, from the store). */
-void keyquota_load(struct keyquota *q, int64_t month, uint64_t requests);
-
 /* Raises a key line's count of `month` to `requests` (the store's, read again) where it is lower;
  * never lowers it, nor touches a later month's. */
 void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests);

@@ -192,21 +192,17 @@ int pg_ledger_void(struct store *s, const char *request_id, int64_t at_ms, int *
     return r;
 }
 
-int pg_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+/* Walks and frees the rows of a month-totals query (account, line or "", requests, tokens). */
+static int walk_month_totals(PGresult *res, store_month_total_cb cb, void *ud)
 {
     struct store_month_total t;
-    PGresult *res;
-    int r = PG_RUN(s, MONTH_TOTALS,
-                   "SELECT account_id, sum(requests), sum(input_tokens + output_tokens) "
-                   "FROM usage_rollup WHERE month = $1 GROUP BY account_id ORDER BY account_id",
-                   &res, "cannot read monthly usage", "i", month);
-    if (r != STORE_OK)
-        return r;
+
     for (int i = 0, n = PQntuples(res); i < n; i++) {
         memset(&t, 0, sizeof(t));
         pg_text(t.account_id, sizeof(t.account_id), res, i, 0);
-        t.requests = (uint64_t)pg_int(res, i, 1);
-        t.tokens = (uint64_t)pg_int(res, i, 2);
+        pg_text(t.line_id, sizeof(t.line_id), res, i, 1);
+        t.requests = (uint64_t)pg_int(res, i, 2);
+        t.tokens = (uint64_t)pg_int(res, i, 3);
         if (cb(ud, &t) != 0)
             break;
     }
@@ -214,27 +210,25 @@ int pg_usage_month_totals(struct store *s, int64_t month, store_month_total_cb c
     return STORE_OK;
 }
 
+int pg_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+{
+    PGresult *res;
+    int r = PG_RUN(s, MONTH_TOTALS,
+                   "SELECT account_id, '', sum(requests), sum(input_tokens + output_tokens) "
+                   "FROM usage_rollup WHERE month = $1 GROUP BY account_id ORDER BY account_id",
+                   &res, "cannot read monthly usage", "i", month);
+    return r != STORE_OK ? r : walk_month_totals(res, cb, ud);
+}
+
 int pg_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
 {
-    struct store_month_total t;
     PGresult *res;
     int r = PG_RUN(s, LINE_TOTALS,
-                   "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests) "
+                   "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests), 0 "
                    "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = $1 "
                    "GROUP BY r.account_id, line ORDER BY r.account_id, line",
                    &res, "cannot read monthly usage", "i", month);
-    if (r != STORE_OK)
-        return r;
-    for (int i = 0, n = PQntuples(res); i < n; i++) {
-        memset(&t, 0, sizeof(t));
-        pg_text(t.account_id, sizeof(t.account_id), res, i, 0);
-        pg_text(t.line_id, sizeof(t.line_id), res, i, 1);
-        t.requests = (uint64_t)pg_int(res, i, 2);
-        if (cb(ud, &t) != 0)
-            break;
-    }
-    PQclear(res);
-    return STORE_OK;
+    return r != STORE_OK ? r : walk_month_totals(res, cb, ud);
 }
 
 int pg_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,

@@ -224,20 +224,18 @@ int sqlite_ledger_void(struct store *s, const char *request_id, int64_t at_ms, i
     return sq_end(s, r);
 }
 
-int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+/* Walks the rows of a month-totals statement (account, line or "", requests, tokens). */
+static int walk_month_totals(struct store *s, sqlite3_stmt *q, int rc, store_month_total_cb cb,
+                             void *ud)
 {
     struct store_month_total t;
-    int rc = RUN(s, MONTH_TOTALS,
-                 "SELECT account_id, sum(requests), sum(input_tokens + output_tokens) "
-                 "FROM usage_rollup WHERE month = ?1 GROUP BY account_id",
-                 "i", month);
-    sqlite3_stmt *q = STMT(s, MONTH_TOTALS);
 
     for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
         memset(&t, 0, sizeof(t));
         sq_copy_text(t.account_id, sizeof(t.account_id), q, 0);
-        t.requests = (uint64_t)sqlite3_column_int64(q, 1);
-        t.tokens = (uint64_t)sqlite3_column_int64(q, 2);
+        sq_copy_text(t.line_id, sizeof(t.line_id), q, 1);
+        t.requests = (uint64_t)sqlite3_column_int64(q, 2);
+        t.tokens = (uint64_t)sqlite3_column_int64(q, 3);
         if (cb(ud, &t) != 0) {
             rc = SQLITE_DONE;
             break;
@@ -247,28 +245,23 @@ int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_
     return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "cannot read monthly usage");
 }
 
+int sqlite_usage_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
+{
+    int rc = RUN(s, MONTH_TOTALS,
+                 "SELECT account_id, '', sum(requests), sum(input_tokens + output_tokens) "
+                 "FROM usage_rollup WHERE month = ?1 GROUP BY account_id",
+                 "i", month);
+    return walk_month_totals(s, STMT(s, MONTH_TOTALS), rc, cb, ud);
+}
+
 int sqlite_line_month_totals(struct store *s, int64_t month, store_month_total_cb cb, void *ud)
 {
-    struct store_month_total t;
     int rc = RUN(s, LINE_TOTALS,
-                 "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests) "
+                 "SELECT r.account_id, coalesce(k.quota_key, k.id) AS line, sum(r.requests), 0 "
                  "FROM usage_rollup r JOIN api_keys k ON k.id = r.key_id WHERE r.month = ?1 "
                  "GROUP BY r.account_id, line",
                  "i", month);
-    sqlite3_stmt *q = STMT(s, LINE_TOTALS);
-
-    for (; rc == SQLITE_ROW; rc = sqlite3_step(q)) {
-        memset(&t, 0, sizeof(t));
-        sq_copy_text(t.account_id, sizeof(t.account_id), q, 0);
-        sq_copy_text(t.line_id, sizeof(t.line_id), q, 1);
-        t.requests = (uint64_t)sqlite3_column_int64(q, 2);
-        if (cb(ud, &t) != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, "cannot read monthly usage");
+    return walk_month_totals(s, STMT(s, LINE_TOTALS), rc, cb, ud);
 }
 
 int sqlite_usage_sums(struct store *s, const char *account_id, int64_t month_from, int64_t month_to,

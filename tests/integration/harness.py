@@ -111,6 +111,16 @@ class DataDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def readyz_backend(srv, until, timeout=10):
+    """/readyz's model_backend component once its status is `until` (or after timeout s)."""
+    deadline = time.time() + timeout
+    while True:
+        b = requests.get(srv.url + "/readyz", timeout=5).json()["components"]["model_backend"]
+        if b["status"] == until or time.time() > deadline:
+            return b
+        time.sleep(0.05)
+
+
 class Server:
     """A running `konnect serve` on a free port."""
 

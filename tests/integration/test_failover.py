@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import sys
-import time
 
 import requests
 
@@ -192,19 +191,11 @@ class FailoverTest(harness.ServerTest):
         self.assertIn("B_KEY (its api_key_env) is not set", out)
         self.assertNotIn("key-of-a", out)
 
-    def backend_state(self, srv, until):
-        deadline = time.time() + 10
-        while True:
-            b = requests.get(srv.url + "/readyz", timeout=5).json()["components"]["model_backend"]
-            if b["status"] == until or time.time() > deadline:
-                return b
-            time.sleep(0.05)
-
     def test_the_default_models_own_backend_is_the_one_probed_and_reported(self):
         # KONNECT_MODEL_URL is down, but the default model has backends of its own: those are
         # what the start-up message, the probe and /readyz speak of.
         srv = self.serve([{"url": self.a.url, "api_key_env": "A_KEY", "model": "fake-model"}])
-        b = self.backend_state(srv, "ok")
+        b = harness.readyz_backend(srv, "ok")
         self.assertEqual((b["url"], b["status"], b["default_model"], b["default_model_listed"]),
                          (self.a.url, "ok", "fake-model", True))
         out = srv.output()
@@ -215,13 +206,13 @@ class FailoverTest(harness.ServerTest):
         srv.stop()
         # Its first backend does not list the backend's name for the model: said, not "ok".
         srv = self.serve()
-        b = self.backend_state(srv, "model_missing")
+        b = harness.readyz_backend(srv, "model_missing")
         self.assertEqual((b["url"], b["default_model"]), (self.a.url, "model-a"))
         srv.stop()
         # Its first backend is down: unreachable, naming that backend.
         dead = f"http://127.0.0.1:{harness.free_port()}/v1"
         srv = self.serve([{"url": dead, "model": "m"}])
-        b = self.backend_state(srv, "unreachable")
+        b = harness.readyz_backend(srv, "unreachable")
         self.assertEqual(b["url"], dead)
         self.assertEqual(requests.get(srv.url + "/readyz", timeout=5).json()["status"], "ready")
 

@@ -457,12 +457,7 @@ class LiveTest(harness.ServerTest):
         self.assertEqual(len(self.ledger()), 3)
 
     def readiness_backend(self, srv, until):
-        deadline = time.time() + 10
-        while True:
-            b = requests.get(srv.url + "/readyz", timeout=5).json()["components"]["model_backend"]
-            if b["status"] == until or time.time() > deadline:
-                return b
-            time.sleep(0.05)
+        return harness.readyz_backend(srv, until)
 
     def test_the_backend_is_probed_at_start_and_reported_by_readyz(self):
         srv = self.serve()

@@ -79,7 +79,8 @@ int main(void)
     memset(&rules, 0, sizeof(rules));
     quota_configure(&acct2, &plan, 10, PLAN_UNLIMITED);
     a.acct = b.acct = c.acct = &acct2;
-    keyquota_load(&line, month, 1); /* One billed earlier in the month. */
+    memset(&line, 0, sizeof(line));
+    keyquota_raise(&line, month, 1); /* One billed earlier in the month. */
     rules.monthly = 2;
     atomic_store(&a.line, &line);
     atomic_store(&b.line, &line);
