@@ -239,7 +239,7 @@ int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
         pg_array_int(&last, u[i].last_used);
     }
     /* One statement for the whole batch: the day counts, and the last-used times (only ever
-     * forward). */
+     * forward, and at most once a minute: store.h). */
     r = PG_RUN(s, USAGE_ADD,
                "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], "
                "$4::bigint[], $5::bigint[]) AS t(key_id, day, requests, last_used, refused)), "
@@ -250,7 +250,8 @@ int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
                "refused = key_usage_daily.refused + excluded.refused) "
                "UPDATE api_keys k SET last_used_at = m.last_used FROM "
                "(SELECT key_id, max(last_used) AS last_used FROM u GROUP BY key_id) m "
-               "WHERE k.id = m.key_id AND coalesce(k.last_used_at, 0) < m.last_used",
+               "WHERE k.id = m.key_id AND coalesce(k.last_used_at, 0) <= m.last_used "
+               "- " STORE_LAST_USED_EVERY_S,
                NULL, "cannot record usage", "aaaaa", pg_array_end(&ids), pg_array_end(&days),
                pg_array_end(&requests), pg_array_end(&last), pg_array_end(&refused));
     pg_array_free(&ids);

@@ -252,7 +252,7 @@ int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
             break;
         rc = RUN(s, USAGE_LAST_USED,
                  "UPDATE api_keys SET last_used_at = ?2 "
-                 "WHERE id = ?1 AND coalesce(last_used_at, 0) < ?2",
+                 "WHERE id = ?1 AND coalesce(last_used_at, 0) <= ?2 - " STORE_LAST_USED_EVERY_S,
                  "ti", u[i].key_id, u[i].last_used);
         r = sq_done(s, STMT(s, USAGE_LAST_USED), rc, "cannot record usage");
     }

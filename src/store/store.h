@@ -244,6 +244,11 @@ struct store_retention {
 typedef int (*store_member_cb)(void *ud, const struct store_member *m);
 typedef int (*store_invite_cb)(void *ud, const struct store_invite *i);
 
+/* A key's last use is written when it is at least this many seconds (a string, for the SQL)
+ * after the stored one: the dashboard shows it as "n minutes ago", and rewriting every key's row
+ * every second is half of what recording the usage of many busy keys costs. */
+#define STORE_LAST_USED_EVERY_S "60"
+
 /* Requests served by one key, to be added to the store. */
 struct store_usage {
     char key_id[STORE_ID_SIZE];

@@ -787,6 +787,7 @@ static void conform(const char *url)
     CHECK(store_key_expire(s, "key_nope", 0, NULL) == STORE_NOT_FOUND);
     CHECK(store_key_rename(s, "key_nope", "x", NULL) == STORE_NOT_FOUND);
     CHECK(store_key_set_allowlist(s, "key_nope", "", NULL) == STORE_NOT_FOUND);
+    struct store_key fk0;
     struct store_usage u = {
         .key_id = "key_one", .day = 20000, .requests = 3, .refused = 2, .last_used = 777};
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
@@ -795,6 +796,17 @@ static void conform(const char *url)
     CHECK(store_key_changes(s2, 20000, &cur2, last_cb, &got) == STORE_OK);
     CHECK(got.k.revoked_at == 555 && got.k.expires_at == 0);
     CHECK(got.count == 6 && got.k.last_used_at == 777);
+    /* The last use moves forward only a minute or more at a time (STORE_LAST_USED_EVERY_S);
+     * the counts are added every time, and never backward. */
+    u.last_used = 777 + 59;
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK);
+    CHECK(store_key_find(s, "key_one", NULL, &fk0) == STORE_OK && fk0.last_used_at == 777);
+    u.last_used = 777 + 60;
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK);
+    CHECK(store_key_find(s, "key_one", NULL, &fk0) == STORE_OK && fk0.last_used_at == 837);
+    u.last_used = 100;
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK);
+    CHECK(store_key_find(s, "key_one", NULL, &fk0) == STORE_OK && fk0.last_used_at == 837);
     n = 0;
     CHECK(store_key_changes(s2, 20000, &cur2, count_cb, &n) == STORE_OK && n == 0);
 
@@ -806,7 +818,7 @@ static void conform(const char *url)
     memset(&got, 0, sizeof(got));
     CHECK(store_key_changes(s2, 20000, &cur2, last_cb, &got) == STORE_OK);
     CHECK(!strcmp(got.k.models, "small,large") && got.k.requests_per_minute == 7);
-    CHECK(got.count == 6 && got.k.revoked_at == 555);
+    CHECK(got.count == 15 && got.k.revoked_at == 555);
     struct store_key fk;
     CHECK(store_key_find(s2, "key_one", NULL, &fk) == STORE_OK &&
           !strcmp(fk.models, "small,large"));
@@ -828,8 +840,8 @@ static void conform(const char *url)
     CHECK(store_key_find(s, "key_nope", NULL, &got.k) == STORE_NOT_FOUND);
     n = 0;
     CHECK(store_key_list(s, a.id, list_count_cb, &n) == STORE_OK && n == 1);
-    CHECK(store_key_list(s, a.id, list_last_cb, &got) == STORE_OK && got.count == 6 &&
-          got.k.refused == 4);
+    CHECK(store_key_list(s, a.id, list_last_cb, &got) == STORE_OK && got.count == 15 &&
+          got.k.refused == 10);
 
     /* Bulk insert in one transaction, with one entry. */
     struct store_key *many = calloc(1000, sizeof(*many));
