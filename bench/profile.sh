@@ -2,10 +2,22 @@
 # test-key request's time goes, Konnect (row c) beside the minimal h2o server (row h) under the
 # same wrk load, one after the other in the same run. For each server:
 #   perf stat   CPU time, system calls and context switches per request, over a wrk run
+#   /proc       each thread's CPU time over the same run, by thread name (Konnect names its
+#               threads: kn-loop-N, kn-store, kn-checkpoint, kn-calls, kn-passwords)
 #   wrk         bytes per answer (its transfer rate over its request rate)
 #   perf record where the CPU time goes (sampled at 1999 Hz with call graphs over another run),
 #               as each function's share of the samples taken in the server
 # It uses run.sh's servers, keys and functions, and prints figures only.
+
+# thread_cpu PID: one line per thread, "NAME TICKS" (user + system, in clock ticks).
+thread_cpu() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        # comm may hold spaces; stat's fields after the ")" do not.
+        printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null | tr ' ' '_')" \
+            "$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }')"
+    done
+}
 
 # profile_server NAME PID URL KEYS: one perf stat run and one perf record run, each under wrk.
 profile_server() {
@@ -15,8 +27,10 @@ profile_server() {
     perf stat -x, -e task-clock,raw_syscalls:sys_enter,context-switches -p "$pid" \
         -o "$out.stat" -- sleep "${DURATION%s}" &
     local sp=$!
+    thread_cpu "$pid" >"$out.threads0"
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$LUA" "$url" -- "$keys" "$NKEYS" \
         >"$out.wrk" 2>&1 || true
+    thread_cpu "$pid" >"$out.threads1"
     wait "$sp" || true
     note "profile: $name, perf record ($DURATION)"
     perf record -q -F 1999 -g -p "$pid" -o "$out.data" -- sleep "${DURATION%s}" \
@@ -71,6 +85,19 @@ profile_rows() {
     profile_line konnect
     echo "  (CPU us/req: the server's task-clock over the requests wrk completed in the same 10 s; it"
     echo "  includes the kernel's share of the server's system calls.)"
+    echo "  CPU per thread over the perf stat run, in ms of CPU per second (threads of one name summed):"
+    for s in h2o_min konnect; do
+        awk -v hz="$(getconf CLK_TCK)" -v secs="${DURATION%s}" -v name="$s" '
+            FNR == NR { before[FNR] = $2; next }
+            { t[$1] += $2 - before[FNR]; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+            END {
+                line = sprintf("    %-8s", name)
+                for (i = 1; i <= n; i++)
+                    if (t[order[i]] > 0)
+                        line = line sprintf(" %s %.0f", order[i], t[order[i]] * 1000 / hz / secs)
+                print line
+            }' "$TMP/profile-$s.threads0" "$TMP/profile-$s.threads1"
+    done
     for s in h2o_min konnect; do
         echo "  where $s's samples fall, by file ([kernel.kallsyms]: the kernel, for the process):"
         cat "$TMP/profile-$s.dso"

@@ -107,7 +107,10 @@ static void *lane_main(void *arg)
 {
     struct dash_lane *l = arg;
     struct timespec next;
+    char name[16];
 
+    snprintf(name, sizeof(name), "kn-%s", l->name);
+    pthread_setname_np(pthread_self(), name);
     clock_gettime(CLOCK_REALTIME, &next);
     next.tv_sec += PRUNE_FIRST_S;
     for (;;) {

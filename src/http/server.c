@@ -482,7 +482,10 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct server *srv = w->srv;
     uint64_t deadline;
+    char name[16];
 
+    snprintf(name, sizeof(name), "kn-loop-%u", (unsigned)(w - srv->workers));
+    pthread_setname_np(pthread_self(), name);
     worker_setup(w);
     phase_arrive(srv, &srv->workers_ready);
     while (!atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {

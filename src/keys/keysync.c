@@ -609,6 +609,7 @@ static void *thread_main(void *arg)
     uint64_t next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
     int more = 0; /* The last round took something: look again at once. */
 
+    pthread_setname_np(pthread_self(), "kn-store");
     while (!atomic_load(&ks->stop)) {
         struct pollfd p[2 + CONTROL_POLLFDS] = {
             {.fd = mailbox_fd(&ks->mailbox), .events = POLLIN},

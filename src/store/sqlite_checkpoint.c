@@ -92,6 +92,7 @@ static void *checkpointer_main(void *arg)
 {
     struct checkpointer *c = arg;
 
+    pthread_setname_np(pthread_self(), "kn-checkpoint");
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         /* Passive checkpoints go on while a restart is due: a reader holding an old snapshot
