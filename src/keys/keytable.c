@@ -49,7 +49,7 @@ static void retire(struct keytable *kt, void *p)
     kt->retired[kt->nretired++] = p;
 }
 
-static uint64_t slot_index(const uint8_t hash[APIKEY_HASH_LEN])
+static uint64_t slot_index(const uint8_t hash[KEYREC_HASH_LEN])
 {
     uint64_t v;
     /* The hash is keyed BLAKE2b output, so its first bytes are already uniformly distributed. */
@@ -115,7 +115,7 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
             return NULL;
         /* The first 8 bytes chose the slot and are compared plainly (they only say which slot a
          * keyed hash lands in); the whole hash is then compared in constant time. */
-        if (memcmp(r->hash, hash, 8) == 0 && sodium_memcmp(r->hash, hash, APIKEY_HASH_LEN) == 0)
+        if (memcmp(r->hash, hash, 8) == 0 && sodium_memcmp(r->hash, hash, KEYREC_HASH_LEN) == 0)
             return r;
         i = (i + 1) & s->mask;
     }
@@ -273,15 +273,15 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         if ((atomic_load(&kt->count) + 1) * 2 > s->mask + 1)
             grow(kt);
         r = rec_alloc(kt);
-        memcpy(r->hash, d->hash, APIKEY_HASH_LEN);
+        memcpy(r->hash, d->hash, KEYREC_HASH_LEN);
         kn_strlcpy(r->id, d->id, sizeof(r->id));
         r->mode = (uint8_t)d->mode;
         r->env = (uint8_t)d->env;
         r->acct = d->acct;
-        atomic_init(&r->last_used, d->last_used);
+        atomic_init(&r->last_used, keyrec_time(d->last_used));
         atomic_init(&r->day_cell, d->day_cell);
-        atomic_init(&r->expires_at, d->expires_at);
-        atomic_init(&r->revoked_at, d->revoked_at);
+        atomic_init(&r->expires_at, keyrec_time(d->expires_at));
+        atomic_init(&r->revoked_at, keyrec_time(d->revoked_at));
         atomic_init(&r->rules, NULL);
         atomic_init(&r->line, NULL);
         set_line(kt, r, d);
@@ -289,8 +289,8 @@ struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
         slots_put(atomic_load(&kt->cur), r);
         atomic_fetch_add(&kt->count, 1);
     } else {
-        atomic_store(&r->expires_at, d->expires_at);
-        atomic_store(&r->revoked_at, d->revoked_at);
+        atomic_store(&r->expires_at, keyrec_time(d->expires_at));
+        atomic_store(&r->revoked_at, keyrec_time(d->revoked_at));
         set_line(kt, r, d);
         set_rules(kt, r, d);
     }
@@ -331,8 +331,10 @@ static void mark_dirty(struct keytable *kt, struct keyrec *rec)
 
 void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32_t requests)
 {
-    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) != now)
-        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
+    uint32_t t = keyrec_time(now);
+
+    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) != t)
+        atomic_store_explicit(&rec->last_used, t, memory_order_relaxed);
     /* Sequentially consistent with the exchanges on `dirty`, so that keytable_settle sees every
      * count added before the record was last found dirty. */
     if (requests != 0)
@@ -342,8 +344,10 @@ void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32
 
 void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now)
 {
-    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) < now)
-        atomic_store_explicit(&rec->last_used, now, memory_order_relaxed);
+    uint32_t t = keyrec_time(now);
+
+    if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) < t)
+        atomic_store_explicit(&rec->last_used, t, memory_order_relaxed);
     atomic_fetch_add(&rec->pending_refused, 1);
     mark_dirty(kt, rec);
 }

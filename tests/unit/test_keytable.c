@@ -58,6 +58,22 @@ int main(void)
     CHECK(atomic_load(&r->revoked_at) == 1234 && atomic_load(&r->expires_at) == 99);
     CHECK(keytable_count(kt) == N);
 
+    /* Times are 32-bit: an expiry past 2106 is kept as the latest one, never as an early one. */
+    data[5].revoked_at = 0;
+    data[5].expires_at = 10000000000; /* 2286 */
+    CHECK(keytable_upsert(kt, &data[5]) == r);
+    CHECK(atomic_load(&r->revoked_at) == 0 && atomic_load(&r->expires_at) == UINT32_MAX);
+    CHECK(keyrec_time(-5) == 0 && keyrec_time(0) == 0 && keyrec_time(1796419817) == 1796419817u);
+
+    /* A record is found by the first KEYREC_HASH_LEN bytes of the keyed hash: a hash that differs
+     * from a key's in them finds nothing, wherever it differs. */
+    for (int at = 0; at < KEYREC_HASH_LEN; at++) {
+        uint8_t near[APIKEY_HASH_LEN];
+        memcpy(near, data[7].hash, sizeof(near));
+        near[at] ^= 0x01;
+        CHECK(keytable_lookup(kt, near) == NULL);
+    }
+
     /* Lines: keys of one line of replacements share one count, made with the first of them
      * (quota or not: every live request counts) and raised, never lowered, to the store's at
      * start; it stays as it is whatever the key's quota becomes; many lines (the map grows) each
