@@ -114,7 +114,8 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
         if (r == NULL)
             return NULL;
         /* The first 8 bytes chose the slot and are compared plainly (they only say which slot a
-         * keyed hash lands in); the whole hash is then compared in constant time. */
+         * keyed hash lands in); the record's KEYREC_HASH_LEN bytes are then compared in constant
+         * time. */
         if (memcmp(r->hash, hash, 8) == 0 && sodium_memcmp(r->hash, hash, KEYREC_HASH_LEN) == 0)
             return r;
         i = (i + 1) & s->mask;

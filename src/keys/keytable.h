@@ -52,8 +52,7 @@ struct keyrec {
      * a quota or without (one set later starts from what was really used); NULL for other keys. */
     _Atomic(struct keyquota *) line;
     struct keyrec *dirty_next;
-    /* Unix seconds, to 2106 (keyrec_time): a million records are 12 MB smaller than with 64 bits.
-     */
+    /* Unix seconds to 2106 (keyrec_time): in 32 bits, a million records take 12 MB less. */
     _Atomic uint32_t expires_at;       /* 0 = never. */
     _Atomic uint32_t revoked_at;       /* 0 = not revoked. */
     _Atomic uint32_t last_used;        /* The last authenticated request. */
