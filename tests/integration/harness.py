@@ -126,25 +126,38 @@ class Server:
 
     def __init__(self, data, threads=2, **env):
         self.data = data
-        self.port = free_port()
         # With KONNECT_TLS_CERT the server speaks HTTPS; clients trust that certificate alone.
         self.verify = env.get("KONNECT_TLS_CERT", True)
-        self.url = f"https://localhost:{self.port}" if self.verify is not True else \
-            f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(data.path, f"server-{self.port}.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", "--threads", str(threads)],
-            env=data.env(**env), stdout=self.log, stderr=subprocess.STDOUT)
+        # A port free a moment ago can be taken before the server binds it (by another test's
+        # server or a client's ephemeral port, with tests in parallel): then it starts again on
+        # another one.
+        for attempt in range(5):
+            self.port = free_port()
+            self.url = f"https://localhost:{self.port}" if self.verify is not True else \
+                f"http://127.0.0.1:{self.port}"
+            self.log_path = os.path.join(data.path, f"server-{self.port}.log")
+            self.log = open(self.log_path, "w")
+            self.proc = subprocess.Popen(
+                [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", "--threads", str(threads)],
+                env=data.env(**env), stdout=self.log, stderr=subprocess.STDOUT)
+            if self._wait_healthy(attempt < 4):
+                return
+
+    def _wait_healthy(self, may_retry):
+        """True once /healthz answers; False when the port was taken and may_retry."""
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited at start: {self.output()}")
+                out = self.output()
+                if may_retry and "cannot listen on" in out and "Address already in use" in out:
+                    self.log.close()
+                    return False
+                raise AssertionError(f"server exited at start: {out}")
             try:
                 # "Connection: close" so that the probe holds no connection once it returns.
                 if requests.get(self.url + "/healthz", timeout=1, verify=self.verify,
                                 headers={"Connection": "close"}).status_code == 200:
-                    return
+                    return True
             except requests.ConnectionError:
                 time.sleep(0.05)
         self.proc.kill()
