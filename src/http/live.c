@@ -172,7 +172,8 @@ void live_maybe_free(struct live_req *lr)
     } else {
         if (lr->quota_held)
             limiter_quota_release(lr->limiter, lr->key, lr->month, &lr->hold);
-        limiter_inflight_release(lr->limiter, lr->key->acct);
+        if (!lr->slot_back)
+            limiter_inflight_release(lr->limiter, lr->key->acct);
     }
     chat_call_cleanup(&lr->call);
     sse_free(&lr->sse);
@@ -184,9 +185,15 @@ void live_maybe_free(struct live_req *lr)
     free(lr);
 }
 
-/* The client has its answer (or is gone): forget the request. */
+/* The client is about to get its answer, whose backend call is over: forget the request, and
+ * give its in-flight slot back before the last bytes go out, so that a client that sends its next
+ * request the moment it has this answer is never refused for this one. */
 static void detach(struct live_req *lr)
 {
+    if (!lr->leased && !lr->slot_back) {
+        limiter_inflight_release(lr->limiter, lr->key->acct);
+        lr->slot_back = 1;
+    }
     if (lr->guard != NULL)
         lr->guard->lr = NULL;
     lr->guard = NULL;

@@ -44,6 +44,7 @@ struct live_req {
     struct quota_hold hold;         /* What it reserved in the quotas. */
     struct limiter *limiter;        /* Where the reservation and the in-flight slot go back. */
     int leased;                     /* ...or its lease in Redis (live_terms). */
+    int slot_back;                  /* Its in-flight slot is given back (detach). */
     int64_t plan_version;           /* The plans version at admission (its ledger row names it). */
     struct plan_model pm;           /* The model as billed: public name and prices of its plan. */
     size_t attempt;                 /* Which of pm.backends is asked (0 without any). */

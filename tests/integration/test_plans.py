@@ -179,6 +179,15 @@ class AccountLimitsTest(PlansTest):
         slow.join()
         self.assertEqual(self.completions(srv, second, "small").status_code, 200)
 
+    def test_a_client_one_request_at_a_time_is_never_refused_for_in_flight(self):
+        # The slot comes back before the answer's last bytes leave: a client that sends its next
+        # request the moment it has an answer (streamed or not) is within one in flight.
+        srv = self.serve()
+        self.set_plan("solo")
+        for i in range(20):
+            r = self.completions(srv, self.live, "small", stream=i % 2 == 0)
+            self.assertEqual(r.status_code, 200, r.text)
+
     def at_once(self, srv, n, **params):
         """n streamed live requests sent together; their status codes."""
         codes = []
