@@ -120,6 +120,8 @@ struct sqlite_backend {
     sqlite3_stmt *dash[DS__COUNT];
     sqlite3_stmt *prune[9];
     struct checkpointer *ckpt;
+    uint8_t full;    /* Opened with sync=full: every commit waits for the disk... */
+    uint8_t relaxed; /* ...but the one under way (sq_begin_relaxed), or a restore failed. */
 };
 
 #define RUN(s, name, sql, ...)                                                                     \
@@ -144,6 +146,12 @@ int sq_each_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_s
 /* BEGIN IMMEDIATE; and COMMIT, or ROLLBACK keeping the error, when status is not STORE_OK. */
 int sq_begin(struct store *s);
 int sq_end(struct store *s, int status);
+/* BEGIN IMMEDIATE for a write that no answer waits for and that nothing bills (request counts, a
+ * heartbeat): under sync=full it does not wait for the disk either (synchronous = NORMAL until
+ * its sq_end). The next commit that does wait (a ledger commit) flushes the log with it, since
+ * one fdatasync of the log covers every frame written before it; until then a power failure may
+ * lose it, as under sync=normal, never a crash of the process. */
+int sq_begin_relaxed(struct store *s);
 /* Ends a read transaction (rolled back, and reported, when it cannot end). */
 int sq_end_read(struct store *s, int status);
 /* A text column, "" for NULL. */

@@ -239,7 +239,9 @@ int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
 
     if (n == 0)
         return STORE_OK;
-    if ((r = sq_begin(s)) != STORE_OK)
+    /* Written every second by the store thread between group commits: relaxed, so that the
+     * answers queued behind it wait for no flush of the disk but their own commit's. */
+    if ((r = sq_begin_relaxed(s)) != STORE_OK)
         return r;
     for (size_t i = 0; i < n && r == STORE_OK; i++) {
         int rc = RUN(s, USAGE_DAY,

@@ -168,6 +168,7 @@ int sqlite_open(struct store *s, const char *path, const char *options)
                              : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
                                "PRAGMA foreign_keys = ON;")) != STORE_OK)
         return store_set_error(s, r, "cannot open database %s: %s", path, store_errmsg(s));
+    b->full = (uint8_t)full;
     if ((r = check_version(s, path)) != STORE_OK)
         return r;
     return background ? start_checkpointer(s) : STORE_OK;
@@ -372,20 +373,52 @@ int sq_each_row(struct store *s, sqlite3_stmt *q, int rc, void (*read)(sqlite3_s
     return rc == SQLITE_DONE ? STORE_OK : sq_fail(s, what);
 }
 
+/* Back to synchronous = FULL after a relaxed write; b->relaxed stays set while it cannot be, so
+ * that the next sq_begin tries again and no commit that must wait for the disk runs without. */
+static int unrelax(struct store *s)
+{
+    struct sqlite_backend *b = store_backend(s);
+    int r;
+
+    if (!b->relaxed)
+        return STORE_OK;
+    if ((r = sq_exec(s, "PRAGMA synchronous = FULL")) == STORE_OK)
+        b->relaxed = 0;
+    return r;
+}
+
 int sq_begin(struct store *s)
 {
+    int r = unrelax(s);
+    return r != STORE_OK ? r : sq_exec(s, "BEGIN IMMEDIATE");
+}
+
+int sq_begin_relaxed(struct store *s)
+{
+    struct sqlite_backend *b = store_backend(s);
+    int r;
+
+    if (b->full && !b->relaxed) {
+        if ((r = sq_exec(s, "PRAGMA synchronous = NORMAL")) != STORE_OK)
+            return r;
+        b->relaxed = 1;
+    }
     return sq_exec(s, "BEGIN IMMEDIATE");
 }
 
 /* Commits, or rolls back and returns status when status is not STORE_OK (the error already
- * recorded). */
+ * recorded). After a relaxed write the connection waits for the disk again; what was committed
+ * is reported so even when that fails (the next sq_begin tries again, and fails while it must). */
 int sq_end(struct store *s, int status)
 {
-    if (status == STORE_OK && (status = sq_exec(s, "COMMIT")) == STORE_OK)
+    if (status == STORE_OK && (status = sq_exec(s, "COMMIT")) == STORE_OK) {
+        unrelax(s);
         return STORE_OK;
+    }
     char msg[512];
     kn_strlcpy(msg, store_errmsg(s), sizeof(msg));
     sq_exec(s, "ROLLBACK");
+    unrelax(s);
     return store_set_error(s, status, "%s", msg);
 }
 
@@ -524,6 +557,11 @@ int sq_load_all(struct store *s, int keys, struct store_cursor *cursor,
 
 int sqlite_node_beat(struct store *s, const struct store_node *n)
 {
+    int r;
+
+    /* Once a second, and nothing waits for it: relaxed (see sq_begin_relaxed). */
+    if ((r = sq_begin_relaxed(s)) != STORE_OK)
+        return r;
     int rc = RUN(s, NODE_BEAT,
                  "INSERT INTO nodes(id, started_at, seen_ms, key_seq, account_seq, counters, "
                  "version, address, plans_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
@@ -534,7 +572,7 @@ int sqlite_node_beat(struct store *s, const struct store_node *n)
                  "plans_version = excluded.plans_version",
                  "tiiiittti", n->id, n->started_at, (int64_t)kn_unix_ms(), n->key_seq,
                  n->account_seq, n->counters, n->version, n->address, n->plans_version);
-    return sq_done(s, STMT(s, NODE_BEAT), rc, "cannot write the node's heartbeat");
+    return sq_end(s, sq_done(s, STMT(s, NODE_BEAT), rc, "cannot write the node's heartbeat"));
 }
 
 int sqlite_node_leave(struct store *s, const char *id)

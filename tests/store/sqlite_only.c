@@ -1,6 +1,7 @@
-/* What only the SQLite backend has: its open options, its log kept bounded by the background
- * checkpointer, its refusal of a database from a newer Konnect, and a statement that cannot be
- * prepared answered as an error rather than an exit. */
+/* What only the SQLite backend has: its open options, sync=full relaxed for the per-second
+ * writes that nothing waits for, its log kept bounded by the background checkpointer, its
+ * refusal of a database from a newer Konnect, and a statement that cannot be prepared answered
+ * as an error rather than an exit. */
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 
 #include "core/util.h"
 #include "store/migrations.h"
+#include "store/sqlite_internal.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -214,6 +216,125 @@ static void test_keys_rebuilt(const char *path)
     sqlite3_close(db);
 }
 
+/* The statements of the store's connection that set its durability or end a transaction, one
+ * letter each: N (synchronous = NORMAL), F (= FULL), B (BEGIN), C (COMMIT), R (ROLLBACK). */
+static int trace_sync(unsigned type, void *ud, void *p, void *x)
+{
+    char *log = ud;
+    const char *sql = sqlite3_sql(p);
+    char c = 0;
+
+    (void)type, (void)x;
+    if (!strcmp(sql, "PRAGMA synchronous = NORMAL"))
+        c = 'N';
+    else if (!strcmp(sql, "PRAGMA synchronous = FULL"))
+        c = 'F';
+    else if (!strncmp(sql, "BEGIN", 5))
+        c = 'B';
+    else if (!strcmp(sql, "COMMIT"))
+        c = 'C';
+    else if (!strcmp(sql, "ROLLBACK"))
+        c = 'R';
+    size_t n = strlen(log);
+    if (c != 0 && n + 1 < 64)
+        log[n] = c, log[n + 1] = 0;
+    return 0;
+}
+
+/* Under sync=full the per-second writes that nothing waits for (request counts, the heartbeat)
+ * commit without a flush of their own, and the connection waits for the disk again straight
+ * after, failed or not: a ledger commit always runs with synchronous = FULL. */
+static void test_full_relaxes_housekeeping(const char *path)
+{
+    char err[256], url[200], log[64] = "";
+    struct store *s;
+    struct store_account a;
+    struct store_key k;
+    struct store_usage u;
+    struct store_node n;
+    struct store_ledger_row row;
+    uint8_t outcome;
+
+    snprintf(url, sizeof(url), "sqlite:%s?sync=full&checkpoint=inline", path);
+    CHECK((s = store_open(url, 1, err, sizeof(err))) != NULL);
+    if (s == NULL)
+        return;
+    sqlite3 *db = ((struct sqlite_backend *)store_backend(s))->db;
+    CHECK(scalar(db, "PRAGMA synchronous") == 2);
+    CHECK(store_account_create(s, "full@example.com", NULL, NULL, &a) == STORE_OK);
+    memset(&k, 0, sizeof(k));
+    strcpy(k.id, "key_full");
+    kn_strlcpy(k.account_id, a.id, sizeof(k.account_id));
+    strcpy(k.name, "full");
+    strcpy(k.mode, "live");
+    strcpy(k.environment, "production");
+    memset(k.hash, 7, sizeof(k.hash));
+    strcpy(k.hint, "sk_live_...full");
+    strcpy(k.created_by, "cli");
+    k.created_at = 100;
+    CHECK(store_key_insert(s, &k, 1, NULL) == STORE_OK);
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, trace_sync, log);
+
+    memset(&u, 0, sizeof(u));
+    strcpy(u.key_id, "key_full");
+    u.day = 20790;
+    u.requests = 3;
+    u.last_used = 1796256000;
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK);
+    CHECK(!strcmp(log, "NBCF"));
+    CHECK(scalar(db, "PRAGMA synchronous") == 2);
+
+    /* A count that cannot be written (no such key) is rolled back, and the connection waits for
+     * the disk again all the same. */
+    log[0] = 0;
+    strcpy(u.key_id, "key_none");
+    CHECK(store_usage_add(s, &u, 1) != STORE_OK);
+    CHECK(!strcmp(log, "NBRF"));
+    CHECK(scalar(db, "PRAGMA synchronous") == 2);
+
+    log[0] = 0;
+    memset(&n, 0, sizeof(n));
+    strcpy(n.id, "node_full");
+    n.started_at = 1796256000;
+    strcpy(n.counters, "local");
+    strcpy(n.version, "test");
+    CHECK(store_node_beat(s, &n) == STORE_OK);
+    CHECK(!strcmp(log, "NBCF"));
+
+    /* A bill: never relaxed. */
+    log[0] = 0;
+    memset(&row, 0, sizeof(row));
+    kn_strlcpy(row.account_id, a.id, sizeof(row.account_id));
+    kn_strlcpy(row.key_id, "key_full", sizeof(row.key_id));
+    kn_strlcpy(row.request_id, "req_full", sizeof(row.request_id));
+    kn_strlcpy(row.environment, "production", sizeof(row.environment));
+    kn_strlcpy(row.model, "m", sizeof(row.model));
+    kn_strlcpy(row.currency, "usd", sizeof(row.currency));
+    kn_strlcpy(row.plan, "pro", sizeof(row.plan));
+    row.at_ms = 1796256000000;
+    CHECK(store_ledger_add(s, &row, 1, &outcome) == STORE_OK && outcome == STORE_LEDGER_ADDED);
+    CHECK(strchr(log, 'N') == NULL && strchr(log, 'C') != NULL);
+    CHECK(scalar(db, "PRAGMA synchronous") == 2);
+    CHECK(scalar(db, "SELECT requests FROM key_usage_daily WHERE key_id = 'key_full'") == 3);
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    store_close(s);
+
+    /* Under sync=normal nothing changes the connection's durability. */
+    snprintf(url, sizeof(url), "sqlite:%s?checkpoint=inline", path);
+    CHECK((s = store_open(url, 1, err, sizeof(err))) != NULL);
+    if (s == NULL)
+        return;
+    db = ((struct sqlite_backend *)store_backend(s))->db;
+    log[0] = 0;
+    sqlite3_trace_v2(db, SQLITE_TRACE_STMT, trace_sync, log);
+    strcpy(u.key_id, "key_full");
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK);
+    CHECK(!strcmp(log, "BC"));
+    CHECK(scalar(db, "PRAGMA synchronous") == 1);
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    store_close(s);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/konnect-sqlite-XXXXXX", path[128], url[200], err[256];
@@ -260,6 +381,8 @@ int main(void)
     test_keys_rebuilt(path);
     snprintf(path, sizeof(path), "%s/prefix.db", dir);
     test_prune_takes_a_prefix(path);
+    snprintf(path, sizeof(path), "%s/full.db", dir);
+    test_full_relaxes_housekeeping(path);
     snprintf(path, sizeof(path), "%s/log.db", dir);
     test_log_stays_bounded(path, 4, 160);
     test_log_stays_bounded(path, 0, 300);
