@@ -4,6 +4,8 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+# Tests at once: most of a test's time is spent waiting on its servers, so twice the cores.
+CTEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 FUZZ_SECONDS ?= 60
 LISTEN     ?= $(or $(KONNECT_LISTEN),127.0.0.1:8080)
 DATA_DIR   ?= $(or $(KONNECT_DATA_DIR),./var)
@@ -48,12 +50,12 @@ test: deps
 		{ npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; }; }
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(CTEST_JOBS)
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(CTEST_JOBS)
 	@$(MAKE) --no-print-directory tsan
 
 # Every test under ThreadSanitizer (tests/tsan.supp says what it cannot see), but the dashboard's
@@ -64,7 +66,7 @@ tsan: deps
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKONNECT_TSAN=ON >/dev/null
 	@cmake --build $(TSAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(TSAN_BUILD) && TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan.supp:second_deadlock_stack=1 \
-		ctest --output-on-failure -j $(JOBS) -E '^browser_dashboard$$'
+		ctest --output-on-failure -j $(CTEST_JOBS) -E '^browser_dashboard$$'
 
 bench: build
 	@scripts/install-deps.sh bench
