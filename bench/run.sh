@@ -23,6 +23,9 @@
 #   L   Konnect, POST /v1/chat with the live key at the same rate: latency added to L0
 #   T   Konnect, the same with wrk (closed loop, as rows a to c1M): billed requests per second,
 #       the ledger's rows counted with sqlite3 and checked against the 200 answers wrk got
+#   G0  the backend alone, one connection, one request at a time (wrk -t1 -c1)
+#   G   Konnect (sync normal), the same: latency added to G0 at one connection
+#   Gm  row G with the store in /dev/shm (a diagnostic: what of G's tail is the disk's writes)
 #
 # Every row uses the same wrk settings and the same Lua script (bench/chat.lua), which sends the
 # next key of a list with every request. wrk and the servers share this machine's cores, so the
@@ -136,6 +139,7 @@ cleanup() {
     for pid in $PIDS; do
         stop_pid "$pid"
     done
+    [ -z "${SHM_DIR:-}" ] || rm -rf "$SHM_DIR"
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         note "kept $TMP"
     else
@@ -721,6 +725,16 @@ EOF
     KONNECT_MODEL_URL=$M_BASE KONNECT_ACCESS_LOG=off KONNECT_LEDGER_SYNC=normal \
         start_konnect konnect-live-normal "$TMP/live-normal"
     LN_PID=$KPID LN_URL=http://127.0.0.1:$KPORT/v1/chat
+    # Row Gm: the same server with its store in memory (/dev/shm), so that row G's figure splits
+    # into what Konnect's path adds and what this machine's disk writes cost the answers (the
+    # ledger rows still commit, to the page cache, but nothing reaches a disk).
+    GM_PID=0
+    if [ -d /dev/shm ] && [ -w /dev/shm ] && SHM_DIR=$(mktemp -d /dev/shm/konnect-bench.XXXXXX); then
+        cp -a "$TMP/live-normal/." "$SHM_DIR/"
+        KONNECT_MODEL_URL=$M_BASE KONNECT_ACCESS_LOG=off KONNECT_LEDGER_SYNC=normal \
+            start_konnect konnect-live-memory "$SHM_DIR"
+        GM_PID=$KPID GM_URL=http://127.0.0.1:$KPORT/v1/chat
+    fi
 
     # With a baseline binary, a third server of its own (its store made by its own commands, so
     # that a newer store is never handed to it), sync normal: row Lb beside row L.
@@ -824,6 +838,7 @@ if [ "$LIVE" != 0 ]; then
     ROW_TN="T   konnect live, sync normal"
     ROW_G0="G0  backend direct, 1 connection"
     ROW_GN="G   konnect live, 1 connection"
+    ROW_GM="Gm  same, store in /dev/shm"
     L0_BODY='{"model":"konnect-default","messages":[{"role":"user","content":"Hello"}]}'
     for round in $(seq 1 "$LIVE_ROUNDS"); do
         latency_row "$ROW_L0" "$round" 0 "$M_PIDS" "$M_URL" \
@@ -840,6 +855,12 @@ if [ "$LIVE" != 0 ]; then
                 one_row "$ROW_GN" "$round" "$LN_PID" "$LN_PID $M_PIDS" "$LN_URL"
         else
             skipped "$LIVE_ONE" "$ROW_GN" "$round" 9
+        fi
+        if [ "$GM_PID" != 0 ] && alive "$GM_PID"; then
+            STAGE_LOG=$TMP/konnect-live-memory.stderr \
+                one_row "$ROW_GM" "$round" "$GM_PID" "$GM_PID $M_PIDS" "$GM_URL"
+        elif [ "$GM_PID" != 0 ]; then
+            skipped "$LIVE_ONE" "$ROW_GM" "$round" 9
         fi
         for mode in full normal; do
             if [ $mode = full ]; then
@@ -1061,7 +1082,8 @@ if [ "$LIVE" != 0 ]; then
     echo "One connection, one live request at a time (wrk -t1 -c1 -d$LIVE_DURATION, sync normal):"
     printf '%-34s %10s %8s %8s %8s %7s %6s %4s %6s\n' "row" "requests/s" "p50 ms" "p90 ms" \
         "p99 ms" "non-2xx" "errors" "bg %" "other %"
-    for name in "$ROW_G0" "$ROW_GN"; do
+    for name in "$ROW_G0" "$ROW_GN" "$ROW_GM"; do
+        [ "$name" != "$ROW_GM" ] || [ "$GM_PID" != 0 ] || continue
         if [ "$(lruns "$LIVE_ONE" "$name")" -eq 0 ]; then
             printf '%-34s %s\n' "$name" "no run went through (see below)"
             continue
@@ -1080,10 +1102,18 @@ if [ "$LIVE" != 0 ]; then
         line "added at one connection" "p50 +$g50 us, p99 +$g99 us   target p99 <= 150 us: $(
             awk -v d="$g99" 'BEGIN { print (d + 0 <= 150 ? "met" : "NOT met") }')"
     fi
+    if [ "$GM_PID" != 0 ] && [ "$(lruns "$LIVE_ONE" "$ROW_GM")" -gt 0 ] &&
+        [ "$(lruns "$LIVE_ONE" "$ROW_G0")" -gt 0 ]; then
+        m99=$(awk -v a="$(lmed "$LIVE_ONE" "$ROW_GM" 6)" -v b="$(lmed "$LIVE_ONE" "$ROW_G0" 6)" \
+            'BEGIN { printf "%.0f", (a - b) * 1000 }')
+        m50=$(awk -v a="$(lmed "$LIVE_ONE" "$ROW_GM" 4)" -v b="$(lmed "$LIVE_ONE" "$ROW_G0" 4)" \
+            'BEGIN { printf "%.0f", (a - b) * 1000 }')
+        line "added, store in memory" "p50 +$m50 us, p99 +$m99 us   (a diagnostic, not the goal: G less Gm is what the disk's writes cost)"
+    fi
     echo
     echo "where an answer's time goes (Konnect's own stage times, SIGUSR1; microseconds, medians"
     echo "over the rounds; max: the highest since the server started):"
-    for name in "$ROW_LF" "$ROW_LN" "$ROW_GN"; do
+    for name in "$ROW_LF" "$ROW_LN" "$ROW_GN" "$ROW_GM"; do
         [ -s "$LIVE_STAGES" ] && grep -q "^$name" "$LIVE_STAGES" || continue
         printf '  %-28s %9s %9s %9s %9s %9s\n' "$name" "p50" "p90" "p99" "p99.9" "max"
         for st in admit connect backend queue commit wake answer total; do
