@@ -19,6 +19,20 @@
  * thread calls store_idle whenever its mailbox is empty, and the log restarts there (idle_every:
  * commits between two such moments); a writer that is never idle restarts it before a commit
  * once the log is twice as long (idle_every 0). */
+/* A ledger row of one request: the fields a test does not care about filled in. */
+static void ledger_row(struct store_ledger_row *row, const char *account, const char *key,
+                       int64_t at_ms)
+{
+    memset(row, 0, sizeof(*row));
+    kn_strlcpy(row->account_id, account, sizeof(row->account_id));
+    kn_strlcpy(row->key_id, key, sizeof(row->key_id));
+    kn_strlcpy(row->environment, "production", sizeof(row->environment));
+    kn_strlcpy(row->model, "m", sizeof(row->model));
+    kn_strlcpy(row->currency, "usd", sizeof(row->currency));
+    kn_strlcpy(row->plan, "pro", sizeof(row->plan));
+    row->at_ms = at_ms;
+}
+
 static void test_log_stays_bounded(const char *path, int idle_every, double max_mb)
 {
     char err[256], wal[160], url[200];
@@ -34,14 +48,7 @@ static void test_log_stays_bounded(const char *path, int idle_every, double max_
     if (s == NULL)
         return;
     snprintf(wal, sizeof(wal), "%s-wal", path);
-    memset(&row, 0, sizeof(row));
-    kn_strlcpy(row.account_id, "acct_wal", sizeof(row.account_id));
-    kn_strlcpy(row.key_id, "key_wal", sizeof(row.key_id));
-    kn_strlcpy(row.environment, "production", sizeof(row.environment));
-    kn_strlcpy(row.model, "m", sizeof(row.model));
-    kn_strlcpy(row.currency, "usd", sizeof(row.currency));
-    kn_strlcpy(row.plan, "pro", sizeof(row.plan));
-    row.at_ms = 1795805276000;
+    ledger_row(&row, "acct_wal", "key_wal", 1795805276000);
     /* Two to three pages a commit: unbounded, the log would pass 400 MB. */
     for (int i = 0; i < 40000 && ok; i++) {
         snprintf(row.request_id, sizeof(row.request_id), "req_wal%02d%019d", idle_every, i);
@@ -303,15 +310,8 @@ static void test_full_relaxes_housekeeping(const char *path)
 
     /* A bill: never relaxed. */
     log[0] = 0;
-    memset(&row, 0, sizeof(row));
-    kn_strlcpy(row.account_id, a.id, sizeof(row.account_id));
-    kn_strlcpy(row.key_id, "key_full", sizeof(row.key_id));
+    ledger_row(&row, a.id, "key_full", 1796256000000);
     kn_strlcpy(row.request_id, "req_full", sizeof(row.request_id));
-    kn_strlcpy(row.environment, "production", sizeof(row.environment));
-    kn_strlcpy(row.model, "m", sizeof(row.model));
-    kn_strlcpy(row.currency, "usd", sizeof(row.currency));
-    kn_strlcpy(row.plan, "pro", sizeof(row.plan));
-    row.at_ms = 1796256000000;
     CHECK(store_ledger_add(s, &row, 1, &outcome) == STORE_OK && outcome == STORE_LEDGER_ADDED);
     CHECK(strchr(log, 'N') == NULL && strchr(log, 'C') != NULL);
     CHECK(scalar(db, "PRAGMA synchronous") == 2);
