@@ -863,6 +863,11 @@ int server_run(const struct kn_config *c)
         goto fail;
     conns_init(srv);
     setup_h2o(srv);
+    /* Before the workers start: the sockets already listen (connections wait in the backlog), and
+     * so every start-up line, and the base URL of the links commands print, comes before the
+     * first answer. */
+    print_listening(srv);
+    fflush(stderr);
 
     srv->workers = kn_calloc((size_t)c->threads, sizeof(*srv->workers));
     for (int i = 0; i < c->threads; i++) {
@@ -872,8 +877,6 @@ int server_run(const struct kn_config *c)
     }
     started = 1; /* The workers own the listening sockets from here on. */
     phase_wait(srv, &srv->workers_ready, (unsigned)c->threads);
-    print_listening(srv);
-    fflush(stderr);
 
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
