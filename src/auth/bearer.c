@@ -64,16 +64,18 @@ enum kn_err auth_authenticate(struct keytable *kt, const uint8_t secret[APIKEY_S
     if (r == NULL)
         return KN_ERR_INVALID_API_KEY;
     *rec = r;
-    if (atomic_load_explicit(&r->revoked_at, memory_order_acquire) != 0)
+    /* One load of the key's class: its revocation, expiry, rules and account as of one moment. */
+    const struct keyclass *c = keyrec_class(r);
+    if (c->revoked_at != 0)
         return KN_ERR_API_KEY_REVOKED;
-    t = atomic_load_explicit(&r->expires_at, memory_order_acquire);
+    t = c->expires_at;
     if (t != 0 && t <= in->now)
         return KN_ERR_API_KEY_EXPIRED;
-    const struct keyrules *rules = atomic_load_explicit(&r->rules, memory_order_acquire);
+    const struct keyrules *rules = c->rules;
     if (rules != NULL && rules->allow != NULL && rules->allow->n != 0 &&
         (in->peer == NULL || !iplist_contains(rules->allow, in->peer)))
         return KN_ERR_IP_NOT_ALLOWED;
-    if (r->acct != NULL && atomic_load_explicit(&r->acct->suspended_at, memory_order_acquire) != 0)
+    if (c->acct != NULL && atomic_load_explicit(&c->acct->suspended_at, memory_order_acquire) != 0)
         return KN_ERR_ACCOUNT_SUSPENDED;
     return KN_OK;
 }

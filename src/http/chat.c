@@ -58,7 +58,7 @@ static void refuse_limits(h2o_req_t *req, struct reqinfo *info, int live, const 
 /* A restricted key's rules (keys/keytable.h), NULL for most keys. */
 static const struct keyrules *rules_of(const struct keyrec *key)
 {
-    return atomic_load_explicit(&key->rules, memory_order_acquire);
+    return keyrec_rules(key);
 }
 
 /* Answers 403 model_not_allowed, naming the models the key may use, when a restricted key asks
@@ -103,7 +103,7 @@ static int check_limits(h2o_req_t *req, struct reqinfo *info, struct keyrec *key
 {
     const struct kn_config *c = http_worker_of(req)->srv->cfg;
     struct ratelimit_result minute, day;
-    int have_minute = 0, have_day = 0, live = key->mode == APIKEY_MODE_LIVE;
+    int have_minute = 0, have_day = 0, live = keyrec_mode(key) == APIKEY_MODE_LIVE;
     /* Live keys share their account's limit: more keys buy nothing. */
     uint32_t rpm = live ? plan->requests_per_minute : c->test_rpm, rpd = live ? 0 : c->test_rpd;
     struct limiter *lim = http_worker_of(req)->srv->limiter;
@@ -189,7 +189,7 @@ static void refuse_inflight(h2o_req_t *req, struct reqinfo *info, const struct p
 static void refuse_quota(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                          const struct plan *plan, enum quota_outcome q, int64_t now, int64_t month)
 {
-    struct acctrec *a = key->acct;
+    struct acctrec *a = keyrec_acct(key);
     char msg[480], when[32], mbuf[8];
     int64_t reset = kn_month_start(month + 1);
     long long hours = (long long)((reset - now + 3599) / 3600);
@@ -198,12 +198,14 @@ static void refuse_quota(h2o_req_t *req, struct reqinfo *info, struct keyrec *ke
     kn_month_format(month, mbuf, sizeof(mbuf));
     if (q == QUOTA_KEY_REQUESTS_USED_UP) {
         const struct keyrules *rules = rules_of(key);
+        char kid[KEY_ID_SIZE];
         snprintf(msg, sizeof(msg),
                  "This key (%s) has used its own monthly quota of %lld live requests for %s, "
                  "counting the keys it replaced. The quota resets at %s, in %lld hours. The "
                  "account's other keys are not affected; to go on now, an owner can raise or "
                  "lift this key's quota.",
-                 key->id, (long long)(rules != NULL ? rules->monthly : 0), mbuf, when, hours);
+                 keyrec_id(key, kid), (long long)(rules != NULL ? rules->monthly : 0), mbuf, when,
+                 hours);
     } else {
         snprintf(msg, sizeof(msg),
                  "This account has used its monthly quota of %lld live %s for %s (plan \"%s\"%s). "
@@ -224,7 +226,7 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
                       const struct plan *plan, const struct chat_call *call, int64_t now,
                       int64_t month, struct quota_hold *hold)
 {
-    struct acctrec *a = key->acct;
+    struct acctrec *a = keyrec_acct(key);
     struct limiter *lim = http_worker_of(req)->srv->limiter;
     enum quota_outcome q;
     uint64_t want = (uint64_t)call->input_estimate +
@@ -293,12 +295,12 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
         http_send_auth_error(req, info, err);
         return NULL;
     }
-    if (key->mode == APIKEY_MODE_ADMIN) {
+    if (keyrec_mode(key) == APIKEY_MODE_ADMIN) {
         http_send_scope_error(req, info, HTTP_SCOPE_CHAT);
         return NULL;
     }
-    *plan = atomic_load(&key->acct->plan);
-    if (*plan == NULL && key->mode == APIKEY_MODE_TEST)
+    *plan = atomic_load(&keyrec_acct(key)->plan);
+    if (*plan == NULL && keyrec_mode(key) == APIKEY_MODE_TEST)
         *plan = plans_find(ps, NULL);
     if (*plan == NULL) {
         char msg[300];
@@ -306,8 +308,9 @@ static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t
                  "This account is on plan \"%.64s\", which this server's plans do not define, so "
                  "its live requests are refused until the operator fixes it. Test keys still "
                  "work.",
-                 atomic_load(&key->acct->plan_wanted) != NULL ? atomic_load(&key->acct->plan_wanted)
-                                                              : "?");
+                 atomic_load(&keyrec_acct(key)->plan_wanted) != NULL
+                     ? atomic_load(&keyrec_acct(key)->plan_wanted)
+                     : "?");
         http_send_error(req, info, KN_ERR_PLAN_UNAVAILABLE, msg, NULL);
         return NULL;
     }
@@ -392,7 +395,7 @@ static void on_test_limits(void *ud, int ok, const struct cluster_test_result *r
             free(w);
             return;
         }
-    } else if (r->refused && w->key->mode == APIKEY_MODE_LIVE) {
+    } else if (r->refused && keyrec_mode(w->key) == APIKEY_MODE_LIVE) {
         refuse_key_rate(req, &w->info, &r->minute);
         keytable_refuse(srv->kt, w->key, w->now);
         free(w);
@@ -403,7 +406,7 @@ static void on_test_limits(void *ud, int ok, const struct cluster_test_result *r
         keytable_refuse(srv->kt, w->key, w->now);
         free(w);
         return;
-    } else if (w->key->mode != APIKEY_MODE_LIVE) {
+    } else if (keyrec_mode(w->key) != APIKEY_MODE_LIVE) {
         /* (A live key's headers are its account's, from its admission.) */
         http_add_ratelimit_headers(req, r->minute.limit ? &r->minute : NULL,
                                    r->day.limit ? &r->day : NULL);
@@ -433,11 +436,11 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         return;
     /* A live request's stages are timed from here (live.h); test keys take no clock. (h2o's
      * own arrival time is its loop's cached clock, up to a millisecond stale: not used.) */
-    uint64_t began_ns = key->mode == APIKEY_MODE_LIVE ? kn_mono_ns() : 0;
+    uint64_t began_ns = keyrec_mode(key) == APIKEY_MODE_LIVE ? kn_mono_ns() : 0;
     if (srv->has_redis) {
         const struct keyrules *rules = rules_of(key);
         uint32_t own = rules != NULL ? rules->rpm : 0;
-        if (key->mode == APIKEY_MODE_LIVE && own == 0) {
+        if (keyrec_mode(key) == APIKEY_MODE_LIVE && own == 0) {
             /* Its account's limits are asked of Redis in one call with its quotas, once the
              * request is read (admit_in_cluster). */
             keytable_touch(srv->kt, key, now, 1);
@@ -447,12 +450,13 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
         /* A test key's limits, or a restricted live key's own per minute (its account's come
          * after, with its quotas), on the key's own cells in Redis. */
         const struct kn_config *c = srv->cfg;
-        uint32_t rpm = key->mode == APIKEY_MODE_LIVE                         ? own
+        uint32_t rpm = keyrec_mode(key) == APIKEY_MODE_LIVE                  ? own
                        : own != 0 && (c->test_rpm == 0 || own < c->test_rpm) ? own
                                                                              : c->test_rpm;
-        uint32_t rpd = key->mode == APIKEY_MODE_LIVE ? 0 : c->test_rpd;
+        uint32_t rpd = keyrec_mode(key) == APIKEY_MODE_LIVE ? 0 : c->test_rpd;
         struct cluster_wait *w = cluster_wait_new(req, info, api, key, plan, ps, now, began_ns);
-        if (cluster_test_take(key->id, rpm, rpd, on_test_limits, w) == 0)
+        char kid[KEY_ID_SIZE];
+        if (cluster_test_take(keyrec_id(key, kid), rpm, rpd, on_test_limits, w) == 0)
             return;
         /* No connection: this node's share, counted here. */
         cluster_wait_take(w);
@@ -473,7 +477,7 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
 /* The key's line of replacements, for the cluster's count of it (NULL: it has none). */
 static const char *line_id(struct keyrec *key)
 {
-    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    struct keyquota *line = keyrec_line(key);
     return line != NULL ? line->id : NULL;
 }
 
@@ -487,7 +491,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         /* The client left: what was reserved for it goes back (or, if Redis did not answer,
          * is fenced off should the admission still arrive). */
         if (!ok || r->outcome == CLUSTER_ADMITTED)
-            cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
+            cluster_release(keyrec_acct(w->key)->id, w->month, w->info.request_id, line_id(w->key));
         chat_call_cleanup(&w->call);
         free(w);
         return;
@@ -497,7 +501,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
          keysync_billing_down(http_worker_of(req)->srv->ks))) {
         /* While Redis answered, the server began to stop or the store stopped taking bills:
          * nothing starts that could not be billed. */
-        cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
+        cluster_release(keyrec_acct(w->key)->id, w->month, w->info.request_id, line_id(w->key));
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info,
                         http_worker_of(req)->live.stopping ? KN_ERR_SHUTTING_DOWN
@@ -507,7 +511,7 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
         /* No answer (timed out, cut): the admission may yet be applied in Redis; the release
          * fences it off, so that it never holds this account's quota for a request refused. */
         if (!ok)
-            cluster_release(w->key->acct->id, w->month, w->info.request_id, line_id(w->key));
+            cluster_release(keyrec_acct(w->key)->id, w->month, w->info.request_id, line_id(w->key));
         http_add_header(req, "retry-after", "1");
         http_send_error(req, &w->info, KN_ERR_QUOTA_UNAVAILABLE,
                         ok ? "This account's usage this month is not in the cluster's counters "
@@ -533,9 +537,8 @@ static void on_live_admit(void *ud, int ok, const struct cluster_admit_result *r
     } else {
         if (r->minute.limit != 0)
             http_add_ratelimit_headers(req, &r->minute, NULL);
-        struct live_terms terms = {
-            w->month, {r->held, atomic_load(&w->key->line)}, w->plan,     &w->pm,
-            w->ps,    http_worker_of(req)->srv->limiter,     w->began_ns, 1};
+        struct live_terms terms = {w->month, {r->held, keyrec_line(w->key)},    w->plan,     &w->pm,
+                                   w->ps,    http_worker_of(req)->srv->limiter, w->began_ns, 1};
         live_handle(&http_worker_of(req)->live, req, &w->info, w->key, &terms, &w->call);
     }
     chat_call_cleanup(&w->call);
@@ -551,7 +554,7 @@ static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec
                              int64_t month, uint64_t began_ns)
 {
     struct server *srv = http_worker_of(req)->srv;
-    struct acctrec *a = key->acct;
+    struct acctrec *a = keyrec_acct(key);
     struct cluster_wait *w = cluster_wait_new(req, info, call->api, key, plan, ps, now, began_ns);
 
     w->month = month;
@@ -573,7 +576,7 @@ static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec
     /* A live key counts in its line (limited by its own quota, if it has one), as on a single
      * node. */
     const struct keyrules *rules = rules_of(key);
-    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    struct keyquota *line = keyrec_line(key);
     if (line != NULL) {
         ask.line = line->id;
         ask.line_quota = rules != NULL ? rules->monthly : 0;
@@ -609,7 +612,7 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
             http_send_error(req, info, cerr.err, cerr.message, cerr.param);
             return;
         }
-        if (key->mode == APIKEY_MODE_TEST && !creq.stream) {
+        if (keyrec_mode(key) == APIKEY_MODE_TEST && !creq.stream) {
             /* The hot path of test keys: the mock answer written directly. */
             char id[5 + 24 + 1], model[CHAT_MODEL_MAX + 1];
             size_t len;
@@ -658,7 +661,7 @@ static void serve_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api, 
         chat_call_cleanup(&call);
         return;
     }
-    if (key->mode == APIKEY_MODE_TEST) {
+    if (keyrec_mode(key) == APIKEY_MODE_TEST) {
         char id[9 + 24 + 1];
         size_t len;
         base62_random_id(id, api == CHAT_API_OPENAI ? "chatcmpl-" : "chat_", 24);

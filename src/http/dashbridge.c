@@ -338,7 +338,7 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
         http_send_auth_error(req, info, err);
         return;
     }
-    if (key->mode != APIKEY_MODE_ADMIN) {
+    if (keyrec_mode(key) != APIKEY_MODE_ADMIN) {
         http_send_scope_error(req, info, HTTP_SCOPE_MANAGE);
         return;
     }
@@ -350,9 +350,9 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
         return;
     }
     keytable_touch(http_worker_of(req)->srv->kt, key, now, 0); /* Its last use; no request count. */
-    if (key->acct != NULL &&
-        atomic_fetch_add(&key->acct->api_queued, 1) >= API_QUEUED_PER_ACCOUNT) {
-        atomic_fetch_sub(&key->acct->api_queued, 1);
+    if (keyrec_acct(key) != NULL &&
+        atomic_fetch_add(&keyrec_acct(key)->api_queued, 1) >= API_QUEUED_PER_ACCOUNT) {
+        atomic_fetch_sub(&keyrec_acct(key)->api_queued, 1);
         http_add_header(req, "retry-after", "1");
         http_send_error(req, info, KN_ERR_RATE_LIMITED,
                         "This account has 8 management API calls waiting or running already; "
@@ -360,7 +360,8 @@ void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
                         NULL);
         return;
     }
-    submit(req, info, key->id, NULL, key->acct);
+    char kid[KEY_ID_SIZE];
+    submit(req, info, keyrec_id(key, kid), NULL, keyrec_acct(key));
 }
 
 /* The operator API's keys are not in the key table (they belong to no account): the loop checks

@@ -167,13 +167,13 @@ void live_maybe_free(struct live_req *lr)
     h2o_linklist_unlink(&lr->node);
     if (lr->leased) {
         if (lr->quota_held)
-            cluster_release(lr->key->acct->id, lr->month, lr->info.request_id,
+            cluster_release(keyrec_acct(lr->key)->id, lr->month, lr->info.request_id,
                             lr->hold.line != NULL ? lr->hold.line->id : NULL);
     } else {
         if (lr->quota_held)
             limiter_quota_release(lr->limiter, lr->key, lr->month, &lr->hold);
         if (!lr->slot_back)
-            limiter_inflight_release(lr->limiter, lr->key->acct);
+            limiter_inflight_release(lr->limiter, keyrec_acct(lr->key));
     }
     chat_call_cleanup(&lr->call);
     sse_free(&lr->sse);
@@ -191,7 +191,7 @@ void live_maybe_free(struct live_req *lr)
 static void detach(struct live_req *lr)
 {
     if (!lr->leased && !lr->slot_back) {
-        limiter_inflight_release(lr->limiter, lr->key->acct);
+        limiter_inflight_release(lr->limiter, keyrec_acct(lr->key));
         lr->slot_back = 1;
     }
     if (lr->guard != NULL)
@@ -689,10 +689,9 @@ void live_bill(struct live_req *lr, uint32_t in, uint32_t out)
     lr->out_tokens = out;
     memset(row, 0, sizeof(*row));
     kn_strlcpy(row->request_id, lr->info.request_id, sizeof(row->request_id));
-    kn_strlcpy(row->account_id, lr->key->acct->id, sizeof(row->account_id));
-    kn_strlcpy(row->key_id, lr->key->id, sizeof(row->key_id));
-    kn_strlcpy(row->environment, apikey_env_name((enum apikey_env)lr->key->env),
-               sizeof(row->environment));
+    kn_strlcpy(row->account_id, keyrec_acct(lr->key)->id, sizeof(row->account_id));
+    keyrec_id(lr->key, row->key_id);
+    kn_strlcpy(row->environment, apikey_env_name(keyrec_env(lr->key)), sizeof(row->environment));
     kn_strlcpy(row->model, lr->pm.name, sizeof(row->model));
     kn_strlcpy(row->currency, lr->currency, sizeof(row->currency));
     kn_strlcpy(row->plan, lr->plan, sizeof(row->plan));
@@ -748,7 +747,7 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         /* Billed: the reservation became usage. */
         lr->quota_held = 0;
         if (lr->leased)
-            cluster_settle(lr->key->acct->id, lr->month, lr->info.request_id,
+            cluster_settle(keyrec_acct(lr->key)->id, lr->month, lr->info.request_id,
                            (uint64_t)lr->in_tokens + lr->out_tokens);
         else
             limiter_quota_settle(lr->limiter, lr->key, lr->month, &lr->hold,

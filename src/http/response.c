@@ -16,7 +16,7 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     struct http_loop *loop = http_loop_of(req);
     struct accesslog_entry e;
     struct timeval now;
-    char peer[INET6_ADDRSTRLEN];
+    char peer[INET6_ADDRSTRLEN], kid[KEY_ID_SIZE];
     uint64_t began = (uint64_t)req->timestamps.request_begin_at.tv_sec * 1000000u +
                      (uint64_t)req->timestamps.request_begin_at.tv_usec;
 
@@ -38,8 +38,8 @@ void http_log_request(h2o_req_t *req, const struct reqinfo *info, int status)
     e.path_len = req->path_normalized.len;
     e.status = status;
     e.error_code = info->error_code;
-    e.key_id = info->key != NULL ? info->key->id : NULL;
-    e.mode = info->key != NULL ? apikey_mode_name((enum apikey_mode)info->key->mode) : NULL;
+    e.key_id = info->key != NULL ? keyrec_id(info->key, kid) : NULL;
+    e.mode = info->key != NULL ? apikey_mode_name(keyrec_mode(info->key)) : NULL;
     e.remote = peer[0] ? peer : NULL;
     e.duration_us = took;
     e.body_bytes = req->entity.len;

@@ -514,7 +514,7 @@ static int flush_usage(struct keysync *ks)
     size_t n = 0;
 
     for (; r != NULL; r = next) {
-        next = r->dirty_next;
+        next = keytable_dirty_next(ks->kt, r);
         uint32_t refused, requests = keytable_settle(r, &refused);
         if (n == ks->cap) {
             ks->cap = ks->cap ? ks->cap * 2 : 256;
@@ -522,7 +522,7 @@ static int flush_usage(struct keysync *ks)
             ks->batch_recs = kn_realloc(ks->batch_recs, ks->cap * sizeof(*ks->batch_recs));
         }
         struct store_usage *u = &ks->batch[n];
-        kn_strlcpy(u->key_id, r->id, sizeof(u->key_id));
+        keyrec_id(r, u->key_id);
         u->day = now / 86400;
         u->requests = requests;
         u->refused = refused;

@@ -2,24 +2,37 @@
 #include "keys/keytable.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base62.h"
 #include "core/util.h"
 #include "limits/quota.h"
 
-#define SLAB_RECORDS 4096
-
-struct slots {
-    size_t mask;
-    _Atomic(struct keyrec *) slot[];
-};
+/* Records live in slabs of SLAB_RECORDS, each at a SLAB_ALIGN boundary, so that a record's index
+ * (what the slots and the dirty list hold, in 32 bits) is found from its address, and its address
+ * from the index through the slab directory. A slab is never moved or freed before the table. */
+#define SLAB_SHIFT 12
+#define SLAB_RECORDS (1u << SLAB_SHIFT)
+#define SLAB_ALIGN ((size_t)1 << 19)
+#define SLABS_MAX ((size_t)1 << (32 - SLAB_SHIFT)) /* Index + 1 fits in 32 bits. */
 
 struct slab {
-    struct slab *next;
-    size_t used;
-    struct keyrec recs[SLAB_RECORDS];
+    uint32_t base; /* The index of recs[0]. */
+    uint32_t used;
+    struct keyrec recs[];
+};
+
+_Static_assert(sizeof(struct keyrec) == 72, "a key record is 72 bytes");
+_Static_assert(sizeof(struct slab) + SLAB_RECORDS * sizeof(struct keyrec) <= SLAB_ALIGN,
+               "a slab fits its alignment");
+
+/* The slot array: a record's index + 1, 0 for an empty slot. */
+struct slots {
+    size_t mask;
+    _Atomic uint32_t slot[];
 };
 
 /* A key line's monthly count, found by the line's first key id (writer only). */
@@ -28,19 +41,35 @@ struct line {
     struct keyquota q; /* q.id names the line. */
 };
 
+/* A class in the table's set (writer only), chained by hash. */
+struct classnode {
+    struct classnode *next;
+    struct keyclass c;
+};
+
 struct keytable {
     _Atomic(struct slots *) cur;
     _Atomic size_t count;
-    /* Writer-only state. Replaced slot arrays and allowlists are kept until keytable_free, because
-     * a reader may still be probing or checking one when it is replaced. */
+    /* SLABS_MAX entries, of which the first nslabs are set; written before any slot names one of
+     * their records. */
+    struct slab *_Atomic *slabs;
+    size_t nslabs;
+    /* Writer-only state. Replaced slot arrays, and every class, rules block and odd id (the
+     * arena blocks hold the classes), are kept until keytable_free, because a reader may still be
+     * probing or checking one when it is replaced. */
     pthread_mutex_t writer;
     void **retired;
     size_t nretired;
-    struct slab *slabs;
     struct line **lines; /* Chained by id hash; lines_mask + 1 heads once the first is made. */
     size_t nlines, lines_mask;
-    _Atomic(struct keyrec *) dirty_head;
+    struct classnode **classes; /* Likewise, classes_mask + 1 heads. */
+    size_t nclasses, classes_mask;
+    char *arena; /* Where the next class goes: classes are carved from blocks of ARENA_BYTES. */
+    size_t arena_left;
+    _Atomic uint32_t dirty_head; /* Index + 1 of the first dirty record, 0 = none. */
 };
+
+#define ARENA_BYTES 65536
 
 /* Keeps what a reader may still be using until keytable_free. */
 static void retire(struct keytable *kt, void *p)
@@ -57,6 +86,42 @@ static uint64_t slot_index(const uint8_t hash[KEYREC_HASH_LEN])
     return v;
 }
 
+static inline struct keyrec *rec_at(struct keytable *kt, uint32_t index)
+{
+    struct slab *s = atomic_load_explicit(&kt->slabs[index >> SLAB_SHIFT], memory_order_acquire);
+    return &s->recs[index & (SLAB_RECORDS - 1)];
+}
+
+static inline uint32_t rec_index(const struct keyrec *r)
+{
+    const struct slab *s = (const struct slab *)((uintptr_t)r & ~(uintptr_t)(SLAB_ALIGN - 1));
+    return s->base + (uint32_t)(r - s->recs);
+}
+
+/* The bytes of a slab that are mapped: its records, rounded up to a page. */
+static size_t slab_bytes(void)
+{
+    return (sizeof(struct slab) + SLAB_RECORDS * sizeof(struct keyrec) + 4095) & ~(size_t)4095;
+}
+
+/* A zeroed slab at a SLAB_ALIGN boundary: twice the alignment is mapped and what lies outside
+ * the slab is given back. */
+static struct slab *slab_map(uint32_t base)
+{
+    size_t len = slab_bytes();
+    char *p =
+        mmap(NULL, 2 * SLAB_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        kn_fatal("out of memory mapping a slab of keys");
+    char *start = (char *)(((uintptr_t)p + SLAB_ALIGN - 1) & ~(uintptr_t)(SLAB_ALIGN - 1));
+    if (start > p)
+        munmap(p, (size_t)(start - p));
+    munmap(start + len, (size_t)(p + 2 * SLAB_ALIGN - (start + len)));
+    struct slab *s = (struct slab *)(void *)start;
+    s->base = base;
+    return s;
+}
+
 static struct slots *slots_new(size_t capacity)
 {
     size_t n = 1024;
@@ -71,23 +136,22 @@ struct keytable *keytable_new(size_t expected)
 {
     struct keytable *kt = kn_calloc(1, sizeof(*kt));
     atomic_init(&kt->cur, slots_new(expected * 2));
+    /* SLABS_MAX pointers: 8 MB of address space, of which a page is touched for every 512 slabs. */
+    kt->slabs = kn_calloc(SLABS_MAX, sizeof(kt->slabs[0]));
     pthread_mutex_init(&kt->writer, NULL);
     return kt;
 }
 
 void keytable_free(struct keytable *kt)
 {
-    struct slab *slab, *next;
-
     if (kt == NULL)
         return;
-    for (slab = kt->slabs; slab != NULL; slab = next) {
-        next = slab->next;
-        for (size_t i = 0; i < slab->used; i++)
-            free((void *)atomic_load(&slab->recs[i].rules));
-        sodium_memzero(slab->recs, sizeof(slab->recs));
-        free(slab);
+    for (size_t i = 0; i < kt->nslabs; i++) {
+        struct slab *s = atomic_load(&kt->slabs[i]);
+        sodium_memzero(s->recs, s->used * sizeof(s->recs[0]));
+        munmap(s, slab_bytes());
     }
+    free(kt->slabs);
     for (size_t i = 0; kt->lines != NULL && i <= kt->lines_mask; i++) {
         struct line *l, *ln;
         for (l = kt->lines[i]; l != NULL; l = ln) {
@@ -96,6 +160,7 @@ void keytable_free(struct keytable *kt)
         }
     }
     free(kt->lines);
+    free(kt->classes); /* The classes, their rules and odd ids are in the retired list. */
     for (size_t i = 0; i < kt->nretired; i++)
         free(kt->retired[i]);
     free(kt->retired);
@@ -110,9 +175,10 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
     size_t i = slot_index(hash) & s->mask;
 
     for (;;) {
-        struct keyrec *r = atomic_load_explicit(&s->slot[i], memory_order_acquire);
-        if (r == NULL)
+        uint32_t v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
+        if (v == 0)
             return NULL;
+        struct keyrec *r = rec_at(kt, v - 1);
         /* The first 8 bytes chose the slot and are compared plainly (they only say which slot a
          * keyed hash lands in); the record's KEYREC_HASH_LEN bytes are then compared in constant
          * time. */
@@ -122,12 +188,12 @@ struct keyrec *keytable_lookup(struct keytable *kt, const uint8_t hash[APIKEY_HA
     }
 }
 
-static void slots_put(struct slots *s, struct keyrec *r)
+static void slots_put(struct slots *s, const struct keyrec *r, uint32_t index)
 {
     size_t i = slot_index(r->hash) & s->mask;
-    while (atomic_load_explicit(&s->slot[i], memory_order_relaxed) != NULL)
+    while (atomic_load_explicit(&s->slot[i], memory_order_relaxed) != 0)
         i = (i + 1) & s->mask;
-    atomic_store_explicit(&s->slot[i], r, memory_order_release);
+    atomic_store_explicit(&s->slot[i], index + 1, memory_order_release);
 }
 
 static void grow(struct keytable *kt)
@@ -136,22 +202,145 @@ static void grow(struct keytable *kt)
     struct slots *s = slots_new((old->mask + 1) * 2);
 
     for (size_t i = 0; i <= old->mask; i++) {
-        struct keyrec *r = atomic_load_explicit(&old->slot[i], memory_order_relaxed);
-        if (r != NULL)
-            slots_put(s, r);
+        uint32_t v = atomic_load_explicit(&old->slot[i], memory_order_relaxed);
+        if (v != 0)
+            slots_put(s, rec_at(kt, v - 1), v - 1);
     }
     atomic_store_explicit(&kt->cur, s, memory_order_release);
     retire(kt, old);
 }
 
-static struct keyrec *rec_alloc(struct keytable *kt)
+/* A zeroed record at the end of the last slab, and its index in *index. */
+static struct keyrec *rec_alloc(struct keytable *kt, uint32_t *index)
 {
-    if (kt->slabs == NULL || kt->slabs->used == SLAB_RECORDS) {
-        struct slab *slab = kn_calloc(1, sizeof(*slab));
-        slab->next = kt->slabs;
-        kt->slabs = slab;
+    struct slab *s = kt->nslabs != 0 ? atomic_load(&kt->slabs[kt->nslabs - 1]) : NULL;
+
+    if (s == NULL || s->used == SLAB_RECORDS) {
+        if (kt->nslabs == SLABS_MAX)
+            kn_fatal("the key table is full (%zu keys)", SLABS_MAX * SLAB_RECORDS - 1);
+        s = slab_map((uint32_t)(kt->nslabs * SLAB_RECORDS));
+        atomic_store_explicit(&kt->slabs[kt->nslabs++], s, memory_order_release);
     }
-    return &kt->slabs->recs[kt->slabs->used++];
+    /* The last index of the last slab would be UINT32_MAX + 1 in a slot. */
+    if (s->base + s->used == UINT32_MAX)
+        kn_fatal("the key table is full (%u keys)", UINT32_MAX);
+    *index = s->base + s->used;
+    return &s->recs[s->used++];
+}
+
+/* ---- ids ------------------------------------------------------------------------------------- */
+
+#define ID_CHARS 20
+
+/* Packs id into r->id and returns its KEYREC_ID_* kind: KEYREC_ID_ODD when it is not a prefix
+ * and ID_CHARS base62 characters (then r->id stays zero). */
+static int id_pack(struct keyrec *r, const char *id)
+{
+    int kind;
+
+    if (strncmp(id, "key_", 4) == 0)
+        kind = KEYREC_ID_KEY;
+    else if (strncmp(id, "opk_", 4) == 0)
+        kind = KEYREC_ID_OPK;
+    else
+        return KEYREC_ID_ODD;
+    if (strlen(id + 4) != ID_CHARS)
+        return KEYREC_ID_ODD;
+    for (int g = 0; g < ID_CHARS / 4; g++) {
+        uint32_t v = 0;
+        for (int i = 0; i < 4; i++) {
+            int d = base62_value((unsigned char)id[4 + g * 4 + i]);
+            if (d < 0) {
+                memset(r->id, 0, sizeof(r->id));
+                return KEYREC_ID_ODD;
+            }
+            v = v * 62 + (uint32_t)d;
+        }
+        r->id[g * 3] = (uint8_t)(v >> 16);
+        r->id[g * 3 + 1] = (uint8_t)(v >> 8);
+        r->id[g * 3 + 2] = (uint8_t)v;
+    }
+    return kind;
+}
+
+char *keyrec_id(const struct keyrec *r, char out[KEY_ID_SIZE])
+{
+    int kind = (atomic_load_explicit(&((struct keyrec *)r)->meta, memory_order_relaxed) >> 4) & 3;
+
+    if (kind == KEYREC_ID_ODD) {
+        kn_strlcpy(out, keyrec_class(r)->odd_id, KEY_ID_SIZE);
+        return out;
+    }
+    memcpy(out, kind == KEYREC_ID_OPK ? "opk_" : "key_", 4);
+    for (int g = 0; g < ID_CHARS / 4; g++) {
+        uint32_t v =
+            (uint32_t)r->id[g * 3] << 16 | (uint32_t)r->id[g * 3 + 1] << 8 | r->id[g * 3 + 2];
+        base62_encode_fixed(v, out + 4 + g * 4, 4);
+    }
+    out[4 + ID_CHARS] = '\0';
+    return out;
+}
+
+/* ---- classes --------------------------------------------------------------------------------- */
+
+static size_t class_hash(const struct keyclass *c)
+{
+    uintptr_t h = (uintptr_t)c->acct;
+    h = h * 31 + (uintptr_t)c->rules;
+    h = h * 31 + (uintptr_t)c->line;
+    h = h * 31 + (uintptr_t)c->odd_id;
+    h = h * 31 + c->expires_at;
+    h = h * 31 + c->revoked_at;
+    return (size_t)(h ^ (h >> 17));
+}
+
+static int same_class(const struct keyclass *a, const struct keyclass *b)
+{
+    return a->acct == b->acct && a->rules == b->rules && a->line == b->line &&
+           a->odd_id == b->odd_id && a->expires_at == b->expires_at &&
+           a->revoked_at == b->revoked_at;
+}
+
+/* The class equal to *want, made the first time (writer only). Keys share one only when they
+ * share its rules and odd id too, which are made for a single key: so only the plain keys of an
+ * account with the same expiry and revocation share. */
+static const struct keyclass *class_of(struct keytable *kt, const struct keyclass *want)
+{
+    size_t h = class_hash(want);
+    struct classnode *n;
+
+    if (kt->classes != NULL)
+        for (n = kt->classes[h & kt->classes_mask]; n != NULL; n = n->next)
+            if (same_class(&n->c, want))
+                return &n->c;
+    if (kt->nclasses + 1 > (kt->classes != NULL ? kt->classes_mask + 1 : 0)) {
+        size_t size = kt->classes != NULL ? (kt->classes_mask + 1) * 2 : 64;
+        struct classnode **heads = kn_calloc(size, sizeof(*heads));
+        for (size_t i = 0; kt->classes != NULL && i <= kt->classes_mask; i++) {
+            struct classnode *next;
+            for (n = kt->classes[i]; n != NULL; n = next) {
+                next = n->next;
+                n->next = heads[class_hash(&n->c) & (size - 1)];
+                heads[class_hash(&n->c) & (size - 1)] = n;
+            }
+        }
+        free(kt->classes);
+        kt->classes = heads;
+        kt->classes_mask = size - 1;
+    }
+    if (kt->arena_left < sizeof(*n)) {
+        kt->arena = kn_calloc(1, ARENA_BYTES);
+        kt->arena_left = ARENA_BYTES;
+        retire(kt, kt->arena); /* Freed with the rest at keytable_free. */
+    }
+    n = (struct classnode *)(void *)kt->arena;
+    kt->arena += sizeof(*n);
+    kt->arena_left -= sizeof(*n);
+    n->c = *want;
+    n->next = kt->classes[h & kt->classes_mask];
+    kt->classes[h & kt->classes_mask] = n;
+    kt->nclasses++;
+    return &n->c;
 }
 
 static int same_list(const struct iplist *a, const struct iplist *b)
@@ -170,31 +359,31 @@ static int same_rules(const struct keyrules *r, const struct keyrec_data *d)
            r->monthly == (d->monthly > 0 ? d->monthly : 0);
 }
 
-/* Installs d's rules on r (in one block: the rules, then a copy of the allowlist) when they
- * differ from the current ones; none for a key without any. */
-static void set_rules(struct keytable *kt, struct keyrec *r, const struct keyrec_data *d)
+/* The rules d gives: old when they are the same, else a new block (the rules, then a copy of the
+ * allowlist), kept until keytable_free; NULL for a key without any. */
+static const struct keyrules *rules_for(struct keytable *kt, const struct keyrules *old,
+                                        const struct keyrec_data *d)
 {
-    struct keyrules *old = (struct keyrules *)atomic_load(&r->rules), *copy = NULL;
     const char *models = d->models != NULL ? d->models : "";
     size_t nets = d->allow != NULL ? d->allow->n : 0;
+    struct keyrules *copy;
 
     if (same_rules(old, d))
-        return;
-    if (nets != 0 || models[0] != '\0' || d->rpm != 0 || d->monthly > 0) {
-        size_t list = nets != 0 ? sizeof(*d->allow) + nets * sizeof(d->allow->nets[0]) : 0;
-        copy = kn_calloc(1, sizeof(*copy) + list);
-        if (nets != 0) {
-            struct iplist *l = (struct iplist *)(void *)(copy + 1);
-            memcpy(l, d->allow, list);
-            copy->allow = l;
-        }
-        copy->rpm = d->rpm;
-        copy->monthly = d->monthly > 0 ? d->monthly : 0;
-        kn_strlcpy(copy->models, models, sizeof(copy->models));
+        return old;
+    if (nets == 0 && models[0] == '\0' && d->rpm == 0 && d->monthly <= 0)
+        return NULL;
+    size_t list = nets != 0 ? sizeof(*d->allow) + nets * sizeof(d->allow->nets[0]) : 0;
+    copy = kn_calloc(1, sizeof(*copy) + list);
+    if (nets != 0) {
+        struct iplist *l = (struct iplist *)(void *)(copy + 1);
+        memcpy(l, d->allow, list);
+        copy->allow = l;
     }
-    atomic_store_explicit(&r->rules, copy, memory_order_release);
-    if (old != NULL)
-        retire(kt, old); /* A reader may still be checking against it. */
+    copy->rpm = d->rpm;
+    copy->monthly = d->monthly > 0 ? d->monthly : 0;
+    kn_strlcpy(copy->models, models, sizeof(copy->models));
+    retire(kt, copy); /* Its class, and a reader, may use it until the end. */
+    return copy;
 }
 
 static size_t line_hash(const char *id)
@@ -246,14 +435,6 @@ static struct keyquota *line_of(struct keytable *kt, const char *id)
     return &l->q;
 }
 
-/* Gives a live key its line's count, before the record or its rules are published, so that a
- * request that sees a quota always finds the count. */
-static void set_line(struct keytable *kt, struct keyrec *r, const struct keyrec_data *d)
-{
-    if (d->line_id[0] != '\0' && atomic_load(&r->line) == NULL)
-        atomic_store_explicit(&r->line, line_of(kt, d->line_id), memory_order_release);
-}
-
 void keytable_line_raise(struct keytable *kt, const char *line_id, int64_t month, uint64_t requests)
 {
     pthread_mutex_lock(&kt->writer);
@@ -266,34 +447,46 @@ void keytable_line_raise(struct keytable *kt, const char *line_id, int64_t month
 struct keyrec *keytable_upsert(struct keytable *kt, const struct keyrec_data *d)
 {
     struct keyrec *r;
+    struct keyclass want;
 
     pthread_mutex_lock(&kt->writer);
     r = keytable_lookup(kt, d->hash);
     if (r == NULL) {
+        uint32_t index;
         struct slots *s = atomic_load(&kt->cur);
         if ((atomic_load(&kt->count) + 1) * 2 > s->mask + 1)
             grow(kt);
-        r = rec_alloc(kt);
+        r = rec_alloc(kt, &index);
         memcpy(r->hash, d->hash, KEYREC_HASH_LEN);
-        kn_strlcpy(r->id, d->id, sizeof(r->id));
-        r->mode = (uint8_t)d->mode;
-        r->env = (uint8_t)d->env;
-        r->acct = d->acct;
+        int kind = id_pack(r, d->id);
+        memset(&want, 0, sizeof(want));
+        want.acct = d->acct;
+        if (kind == KEYREC_ID_ODD) {
+            char *odd = kn_strdup(d->id);
+            retire(kt, odd);
+            want.odd_id = odd;
+        }
+        atomic_init(&r->meta, (uint8_t)(((unsigned)d->mode & 3) | ((unsigned)d->env & 3) << 2 |
+                                        (unsigned)kind << 4));
         atomic_init(&r->last_used, keyrec_time(d->last_used));
         atomic_init(&r->day_cell, d->day_cell);
-        atomic_init(&r->expires_at, keyrec_time(d->expires_at));
-        atomic_init(&r->revoked_at, keyrec_time(d->revoked_at));
-        atomic_init(&r->rules, NULL);
-        atomic_init(&r->line, NULL);
-        set_line(kt, r, d);
-        set_rules(kt, r, d);
-        slots_put(atomic_load(&kt->cur), r);
+        want.expires_at = keyrec_time(d->expires_at);
+        want.revoked_at = keyrec_time(d->revoked_at);
+        want.rules = rules_for(kt, NULL, d);
+        /* A live key's line comes with its first class, so that a request that sees a quota
+         * always finds the count. */
+        want.line = d->line_id[0] != '\0' ? line_of(kt, d->line_id) : NULL;
+        atomic_init(&r->cls, class_of(kt, &want));
+        slots_put(atomic_load(&kt->cur), r, index);
         atomic_fetch_add(&kt->count, 1);
     } else {
-        atomic_store(&r->expires_at, keyrec_time(d->expires_at));
-        atomic_store(&r->revoked_at, keyrec_time(d->revoked_at));
-        set_line(kt, r, d);
-        set_rules(kt, r, d);
+        want = *keyrec_class(r);
+        want.expires_at = keyrec_time(d->expires_at);
+        want.revoked_at = keyrec_time(d->revoked_at);
+        want.rules = rules_for(kt, want.rules, d);
+        if (want.line == NULL && d->line_id[0] != '\0')
+            want.line = line_of(kt, d->line_id);
+        atomic_store_explicit(&r->cls, class_of(kt, &want), memory_order_release);
     }
     pthread_mutex_unlock(&kt->writer);
     return r;
@@ -322,11 +515,11 @@ size_t keytable_count(struct keytable *kt)
 
 static void mark_dirty(struct keytable *kt, struct keyrec *rec)
 {
-    if (atomic_exchange(&rec->dirty, 1) == 0) {
-        struct keyrec *head = atomic_load(&kt->dirty_head);
+    if ((atomic_fetch_or(&rec->meta, KEYREC_DIRTY) & KEYREC_DIRTY) == 0) {
+        uint32_t me = rec_index(rec) + 1, head = atomic_load(&kt->dirty_head);
         do {
-            rec->dirty_next = head;
-        } while (!atomic_compare_exchange_weak(&kt->dirty_head, &head, rec));
+            atomic_store_explicit(&rec->dirty_next, head, memory_order_relaxed);
+        } while (!atomic_compare_exchange_weak(&kt->dirty_head, &head, me));
     }
 }
 
@@ -362,12 +555,19 @@ void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests
 
 struct keyrec *keytable_take_dirty(struct keytable *kt)
 {
-    return atomic_exchange(&kt->dirty_head, NULL);
+    uint32_t v = atomic_exchange(&kt->dirty_head, 0);
+    return v != 0 ? rec_at(kt, v - 1) : NULL;
+}
+
+struct keyrec *keytable_dirty_next(struct keytable *kt, const struct keyrec *rec)
+{
+    uint32_t v = atomic_load_explicit(&((struct keyrec *)rec)->dirty_next, memory_order_relaxed);
+    return v != 0 ? rec_at(kt, v - 1) : NULL;
 }
 
 uint32_t keytable_settle(struct keyrec *rec, uint32_t *refused)
 {
-    atomic_store(&rec->dirty, 0);
+    atomic_fetch_and(&rec->meta, (uint8_t)~KEYREC_DIRTY);
     *refused = atomic_exchange(&rec->pending_refused, 0);
     return atomic_exchange(&rec->pending_requests, 0);
 }

@@ -37,31 +37,88 @@ struct keyrules {
     char models[KEYRULES_MODELS_MAX]; /* The models it may use, "a,b"; "" = all its plan's. */
 };
 
-/* One key. The plain fields never change after insertion; the atomic ones are updated in place. */
+/* What a key shares with the keys like it: its account, rules, line, expiry and revocation. A
+ * class never changes once published; a change to a key (revoked, a new expiry or rules) gives
+ * it another class, found or made in the table's own set (keytable.c), so that the million test
+ * keys of an account with none of these share one class, and a record holds one pointer for all
+ * of them. Classes stay until keytable_free (a reader may still hold a replaced one). */
+struct keyclass {
+    struct acctrec *acct; /* The key's account, whose id it bills (limits/quota.h). */
+    /* Where the key may be used from, its models, its own rate: NULL for a key without any. */
+    const struct keyrules *rules;
+    /* A live key's line of replacements: its month's request count (limits/quota.h), given with
+     * the key's first class and kept by every later one, so that every live request counts in
+     * it, with a quota or without (one set later starts from what was really used); NULL for
+     * other keys. */
+    struct keyquota *line;
+    /* Unix seconds to 2106 (keyrec_time). */
+    uint32_t expires_at; /* 0 = never. */
+    uint32_t revoked_at; /* 0 = not revoked. */
+    /* The key id when it is not of the form the record packs ("key_" or "opk_" and 20 base62
+     * characters, as keys/lifecycle.c makes them); NULL when the record holds it. */
+    const char *odd_id;
+};
+
+/* One key: 72 bytes, so that a million take 69 MB. The plain fields never change after
+ * insertion; the atomic ones are updated in place. */
 struct keyrec {
     /* The first KEYREC_HASH_LEN bytes of the key's keyed hash: what a presented key is found by. */
     uint8_t hash[KEYREC_HASH_LEN];
-    char id[KEY_ID_SIZE];
-    struct acctrec *acct;      /* The key's account, whose id it bills (limits/quota.h). */
-    _Atomic uint64_t rate_tat; /* GCRA theoretical arrival time (see limits/ratelimit.h). */
-    _Atomic uint64_t day_cell; /* Daily counter (see limits/ratelimit.h). */
-    /* Where the key may be used from, its models, its own rate: NULL for a key without any. */
-    _Atomic(const struct keyrules *) rules;
-    /* A live key's line of replacements: its month's request count (limits/quota.h), set before
-     * the record is published and never changed, so that every live request counts in it, with
-     * a quota or without (one set later starts from what was really used); NULL for other keys. */
-    _Atomic(struct keyquota *) line;
-    struct keyrec *dirty_next;
+    _Atomic(const struct keyclass *) cls; /* Never NULL once the record is found. */
+    _Atomic uint64_t rate_tat;            /* GCRA theoretical arrival time (limits/ratelimit.h). */
+    _Atomic uint64_t day_cell;            /* Daily counter (see limits/ratelimit.h). */
+    /* The id's 20 base62 characters, 4 to each 3 bytes (62^4 < 2^24); see keyrec_id. */
+    uint8_t id[15];
+    /* The key's mode (bits 0-1), environment (2-3), the id's kind (4-5: KEYREC_ID_*) and whether
+     * it is on the dirty list (bit 7). Only bit 7 changes. */
+    _Atomic uint8_t meta;
     /* Unix seconds to 2106 (keyrec_time): in 32 bits, a million records take 12 MB less. */
-    _Atomic uint32_t expires_at;       /* 0 = never. */
-    _Atomic uint32_t revoked_at;       /* 0 = not revoked. */
     _Atomic uint32_t last_used;        /* The last authenticated request. */
     _Atomic uint32_t pending_requests; /* Requests not yet written to the store. */
     _Atomic uint32_t pending_refused;  /* Refused ones (keytable_refuse), likewise. */
-    _Atomic uint8_t dirty;             /* 1 while the record is on the dirty list. */
-    uint8_t mode;                      /* enum apikey_mode */
-    uint8_t env;                       /* enum apikey_env */
+    _Atomic uint32_t dirty_next; /* The next record on the dirty list: its index + 1; 0 = end. */
 };
+
+#define KEYREC_ID_KEY 0 /* "key_" and the packed characters. */
+#define KEYREC_ID_OPK 1 /* "opk_" and the packed characters. */
+#define KEYREC_ID_ODD 2 /* The class's odd_id. */
+#define KEYREC_DIRTY 0x80
+
+/* The record's class: acquire, so that what the writer put in it is seen. */
+static inline const struct keyclass *keyrec_class(const struct keyrec *r)
+{
+    return atomic_load_explicit(&((struct keyrec *)r)->cls, memory_order_acquire);
+}
+
+static inline enum apikey_mode keyrec_mode(const struct keyrec *r)
+{
+    return (enum apikey_mode)(
+        atomic_load_explicit(&((struct keyrec *)r)->meta, memory_order_relaxed) & 3);
+}
+
+static inline enum apikey_env keyrec_env(const struct keyrec *r)
+{
+    return (enum apikey_env)(
+        (atomic_load_explicit(&((struct keyrec *)r)->meta, memory_order_relaxed) >> 2) & 3);
+}
+
+static inline struct acctrec *keyrec_acct(const struct keyrec *r)
+{
+    return keyrec_class(r)->acct;
+}
+
+static inline const struct keyrules *keyrec_rules(const struct keyrec *r)
+{
+    return keyrec_class(r)->rules;
+}
+
+static inline struct keyquota *keyrec_line(const struct keyrec *r)
+{
+    return keyrec_class(r)->line;
+}
+
+/* Writes the record's key id and its NUL into out and returns out. */
+char *keyrec_id(const struct keyrec *r, char out[KEY_ID_SIZE]);
 
 /* A record's time: Unix seconds, 0 for none (or before 1970), UINT32_MAX for past 2106 (an expiry
  * that far is as good as none). */
@@ -127,9 +184,13 @@ void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32
  * key's count of refused requests, written with its requests. Lock-free. */
 void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now);
 
-/* Detaches and returns the list of records touched since the last call (linked by dirty_next), or
- * NULL. For each record the caller must read dirty_next first, then call keytable_settle. */
+/* Detaches and returns the list of records touched since the last call, or NULL; the list goes
+ * on with keytable_dirty_next. For each record the caller must take the next one first, then call
+ * keytable_settle. Only one thread may walk a detached list. */
 struct keyrec *keytable_take_dirty(struct keytable *kt);
+
+/* The record after rec on a list detached by keytable_take_dirty, or NULL. */
+struct keyrec *keytable_dirty_next(struct keytable *kt, const struct keyrec *rec);
 
 /* Marks rec as flushed and returns the number of requests it served since it was last settled
  * (and, in *refused, of those refused). */

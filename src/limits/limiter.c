@@ -6,8 +6,8 @@ static int local_rate_take(struct limiter *l, struct keyrec *key, int per_accoun
                            uint32_t window, uint64_t now_ns, struct ratelimit_result *out)
 {
     (void)l;
-    return ratelimit_gcra_take(per_account ? &key->acct->rate_tat : &key->rate_tat, limit, window,
-                               now_ns, out);
+    return ratelimit_gcra_take(per_account ? &keyrec_acct(key)->rate_tat : &key->rate_tat, limit,
+                               window, now_ns, out);
 }
 
 static int local_daily_take(struct limiter *l, struct keyrec *key, uint32_t limit, int64_t now,
@@ -42,8 +42,8 @@ static enum quota_outcome local_quota_reserve(struct limiter *l, struct keyrec *
                                               uint64_t tokens, struct quota_hold *hold)
 {
     /* The rules first: a record whose rules name a quota was given its line before them. */
-    const struct keyrules *rules = atomic_load_explicit(&key->rules, memory_order_acquire);
-    struct keyquota *line = atomic_load_explicit(&key->line, memory_order_acquire);
+    const struct keyrules *rules = keyrec_rules(key);
+    struct keyquota *line = keyrec_line(key);
     enum quota_outcome q;
 
     (void)l;
@@ -53,7 +53,7 @@ static enum quota_outcome local_quota_reserve(struct limiter *l, struct keyrec *
      * from what was really used. */
     if (line != NULL && !keyquota_take(line, month, rules != NULL ? rules->monthly : 0))
         return QUOTA_KEY_REQUESTS_USED_UP;
-    if ((q = quota_reserve(key->acct, month, tokens, &hold->tokens)) != QUOTA_OK) {
+    if ((q = quota_reserve(keyrec_acct(key), month, tokens, &hold->tokens)) != QUOTA_OK) {
         if (line != NULL)
             keyquota_give(line, month);
         return q;
@@ -66,7 +66,7 @@ static void local_quota_release(struct limiter *l, struct keyrec *key, int64_t m
                                 const struct quota_hold *hold)
 {
     (void)l;
-    quota_release(key->acct, month, hold->tokens);
+    quota_release(keyrec_acct(key), month, hold->tokens);
     if (hold->line != NULL)
         keyquota_give(hold->line, month);
 }
@@ -75,7 +75,7 @@ static void local_quota_settle(struct limiter *l, struct keyrec *key, int64_t mo
                                const struct quota_hold *hold, uint64_t tokens)
 {
     (void)l;
-    quota_settle(key->acct, month, hold->tokens, tokens);
+    quota_settle(keyrec_acct(key), month, hold->tokens, tokens);
 }
 
 #define LOCAL(type, name, params, args) .name = local_##name,

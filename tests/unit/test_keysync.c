@@ -41,7 +41,7 @@ static struct keyrec *find(struct keytable *kt, const struct store_key *k)
 static int allows(struct keyrec *r, const char *ip)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET};
-    const struct keyrules *rules = atomic_load(&r->rules);
+    const struct keyrules *rules = keyrec_rules(r);
     const struct iplist *l = rules != NULL ? rules->allow : NULL;
 
     inet_pton(AF_INET, ip, &sin.sin_addr);
@@ -186,9 +186,10 @@ int main(void)
     CHECK((r = find(kt, &k)) != NULL);
     if (r == NULL)
         return unit_result();
-    CHECK(!strcmp(r->id, k.id) && r->mode == APIKEY_MODE_LIVE && r->acct != NULL &&
-          !strcmp(r->acct->id, a.id));
-    CHECK(atomic_load(&r->revoked_at) == 0 && atomic_load(&r->expires_at) == 0);
+    char rid[KEY_ID_SIZE];
+    CHECK(!strcmp(keyrec_id(r, rid), k.id) && keyrec_mode(r) == APIKEY_MODE_LIVE &&
+          keyrec_acct(r) != NULL && !strcmp(keyrec_acct(r)->id, a.id));
+    CHECK(keyrec_class(r)->revoked_at == 0 && keyrec_class(r)->expires_at == 0);
     CHECK(allows(r, "198.51.100.1"));
 
     /* An allowlist, then an expiry, each applied to the same record. */
@@ -199,7 +200,7 @@ int main(void)
     int64_t when = kn_unix_now() + 3600;
     CHECK(lifecycle_expire(s, &got, when, &who) == STORE_OK);
     keysync_sync_now(ks);
-    CHECK(atomic_load(&r->expires_at) == when);
+    CHECK(keyrec_class(r)->expires_at == when);
 
     /* A roll: the replacement appears, the old key expires after its grace. */
     CHECK(store_key_find(s, k.id, NULL, &got) == STORE_OK);
@@ -207,16 +208,16 @@ int main(void)
     keysync_sync_now(ks);
     struct keyrec *r2 = find(kt, &k2);
     CHECK(r2 != NULL && allows(r2, "192.0.2.9") && !allows(r2, "198.51.100.1"));
-    CHECK(atomic_load(&r->expires_at) <= kn_unix_now() + 60);
+    CHECK(keyrec_class(r)->expires_at <= kn_unix_now() + 60);
 
     /* A revocation reaches the table without being asked for: a commit of this process wakes
      * the store thread (well under a second; the periodic read would take up to one). */
     CHECK(store_key_find(s, k2.id, NULL, &got) == STORE_OK);
     uint64_t t0 = kn_mono_ns();
     CHECK(lifecycle_revoke(s, &got, &who) == STORE_OK);
-    while (r2 != NULL && atomic_load(&r2->revoked_at) == 0 && kn_mono_ns() - t0 < 2000000000ull)
+    while (r2 != NULL && keyrec_class(r2)->revoked_at == 0 && kn_mono_ns() - t0 < 2000000000ull)
         poll(NULL, 0, 1);
-    CHECK(r2 != NULL && atomic_load(&r2->revoked_at) != 0);
+    CHECK(r2 != NULL && keyrec_class(r2)->revoked_at != 0);
     CHECK(kn_mono_ns() - t0 < 500000000ull);
 
     /* Under a load that never lets the store thread's mailbox empty, a revocation made by
@@ -239,9 +240,9 @@ int main(void)
     CHECK(sqlite3_exec(other, revoke, NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(other);
     t0 = kn_mono_ns();
-    while (r3 != NULL && atomic_load(&r3->revoked_at) == 0 && kn_mono_ns() - t0 < 5000000000ull)
+    while (r3 != NULL && keyrec_class(r3)->revoked_at == 0 && kn_mono_ns() - t0 < 5000000000ull)
         poll(NULL, 0, 5);
-    CHECK(r3 != NULL && atomic_load(&r3->revoked_at) != 0);
+    CHECK(r3 != NULL && keyrec_class(r3)->revoked_at != 0);
     CHECK(kn_mono_ns() - t0 < 2500000000ull);
     uint64_t billed = atomic_load(&flood_billed);
     flood_stop();

@@ -11,6 +11,7 @@ int main(void)
     struct limiter *l = &limiter_local;
     struct acctrec acct;
     struct keyrec a, b;
+    struct keyclass ca = {0}, cb = {0}, cc = {0}; /* Each key's class, changed in place here. */
     struct plan plan;
     struct ratelimit_result r;
     int64_t now = 1795805276, month = kn_month_of(now);
@@ -21,7 +22,9 @@ int main(void)
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
     memset(&plan, 0, sizeof(plan));
-    a.acct = b.acct = &acct;
+    ca.acct = cb.acct = &acct;
+    atomic_store(&a.cls, &ca);
+    atomic_store(&b.cls, &cb);
 
     /* Per key, each key has its own cell; per account, two keys share one. */
     for (int i = 0; i < 6; i++)
@@ -78,20 +81,21 @@ int main(void)
     memset(&c, 0, sizeof(c));
     memset(&rules, 0, sizeof(rules));
     quota_configure(&acct2, &plan, 10, PLAN_UNLIMITED);
-    a.acct = b.acct = c.acct = &acct2;
+    ca.acct = cb.acct = cc.acct = &acct2;
+    atomic_store(&c.cls, &cc);
     memset(&line, 0, sizeof(line));
     keyquota_raise(&line, month, 1); /* One billed earlier in the month. */
     rules.monthly = 2;
-    atomic_store(&a.line, &line);
-    atomic_store(&b.line, &line);
-    atomic_store(&a.rules, &rules);
-    atomic_store(&b.rules, &rules);
+    ca.line = &line;
+    cb.line = &line;
+    ca.rules = &rules;
+    cb.rules = &rules;
     CHECK(limiter_quota_reserve(l, &b, month, 0, &h) == QUOTA_OK && h.line == &line);
     CHECK(limiter_quota_reserve(l, &a, month, 0, &h2) == QUOTA_KEY_REQUESTS_USED_UP);
     quota_usage(&acct2, month, &requests, &tokens);
     CHECK(requests == 1 && keyquota_used(&line, month) == 2);
     CHECK(limiter_quota_reserve(l, &c, month, 0, &h2) == QUOTA_OK && h2.line == NULL);
-    atomic_store(&b.rules, NULL); /* The quota lifted while the request was in flight. */
+    cb.rules = NULL; /* The quota lifted while the request was in flight. */
     limiter_quota_release(l, &b, month, &h);
     CHECK(keyquota_used(&line, month) == 1);
     CHECK(limiter_quota_reserve(l, &a, month, 0, &h) == QUOTA_OK);

@@ -196,13 +196,14 @@ static struct live_worker lw;
 static struct live_upstream upstream;
 static struct plans *plans;
 static struct acctrec account;
-static struct keyrec key;
+static struct keytable *keys;
+static struct keyrec *key; /* A live key of `account`, in `keys`. */
 static h2o_socket_t *listener;
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     const struct plan *plan = plans_find(plans, "default");
-    struct reqinfo info = {.key = &key};
+    struct reqinfo info = {.key = key};
     struct chat_call call;
     struct chat_error cerr;
     struct plan_model pm;
@@ -219,9 +220,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     chat_call_prepare(&call, pm.backend);
     CHECK(limiter_inflight_acquire(&limiter_local, &account, 100));
-    CHECK(limiter_quota_reserve(&limiter_local, &key, month, 5000, &hold) == QUOTA_OK);
+    CHECK(limiter_quota_reserve(&limiter_local, key, month, 5000, &hold) == QUOTA_OK);
     struct live_terms terms = {month, hold, plan, &pm, plans, &limiter_local, kn_mono_ns(), 0};
-    live_handle(&lw, req, &info, &key, &terms, &call);
+    live_handle(&lw, req, &info, key, &terms, &call);
     return 0;
 }
 
@@ -294,10 +295,11 @@ static void setup(void)
 
     kn_strlcpy(account.id, "acct_test", sizeof(account.id));
     quota_configure(&account, plans_find(plans, "default"), PLAN_UNLIMITED, PLAN_UNLIMITED);
-    kn_strlcpy(key.id, "key_test", sizeof(key.id));
-    key.mode = APIKEY_MODE_LIVE;
-    key.env = APIKEY_ENV_PRODUCTION;
-    key.acct = &account;
+    struct keyrec_data kd = {
+        .mode = APIKEY_MODE_LIVE, .env = APIKEY_ENV_PRODUCTION, .acct = &account};
+    kn_strlcpy(kd.id, "key_test", sizeof(kd.id));
+    keys = keytable_new(1);
+    key = keytable_upsert(keys, &kd);
 }
 
 static void run_loop_ms(int ms)
