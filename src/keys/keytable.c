@@ -513,8 +513,14 @@ size_t keytable_count(struct keytable *kt)
     return atomic_load(&kt->count);
 }
 
-static void mark_dirty(struct keytable *kt, struct keyrec *rec)
+/* Puts rec on the dirty list unless it is there. `counted`: the caller has just added to its
+ * counts (a sequentially consistent add, after its last_used store): a record already dirty is
+ * then seen by a plain load, with no locked instruction; a flush that clears the flag after that
+ * load takes the add, and the last_used before it, with it (keytable_settle, then last_used). */
+static void mark_dirty(struct keytable *kt, struct keyrec *rec, int counted)
 {
+    if (counted && (atomic_load(&rec->meta) & KEYREC_DIRTY))
+        return;
     if ((atomic_fetch_or(&rec->meta, KEYREC_DIRTY) & KEYREC_DIRTY) == 0) {
         uint32_t me = rec_index(rec) + 1, head = atomic_load(&kt->dirty_head);
         do {
@@ -533,7 +539,7 @@ void keytable_touch(struct keytable *kt, struct keyrec *rec, int64_t now, uint32
      * count added before the record was last found dirty. */
     if (requests != 0)
         atomic_fetch_add(&rec->pending_requests, requests);
-    mark_dirty(kt, rec);
+    mark_dirty(kt, rec, requests != 0);
 }
 
 void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now)
@@ -543,14 +549,14 @@ void keytable_refuse(struct keytable *kt, struct keyrec *rec, int64_t now)
     if (atomic_load_explicit(&rec->last_used, memory_order_relaxed) < t)
         atomic_store_explicit(&rec->last_used, t, memory_order_relaxed);
     atomic_fetch_add(&rec->pending_refused, 1);
-    mark_dirty(kt, rec);
+    mark_dirty(kt, rec, 1);
 }
 
 void keytable_requeue(struct keytable *kt, struct keyrec *rec, uint32_t requests, uint32_t refused)
 {
     atomic_fetch_add(&rec->pending_requests, requests);
     atomic_fetch_add(&rec->pending_refused, refused);
-    mark_dirty(kt, rec);
+    mark_dirty(kt, rec, 1);
 }
 
 struct keyrec *keytable_take_dirty(struct keytable *kt)
