@@ -64,7 +64,7 @@ struct keytable {
     size_t nlines, lines_mask;
     struct classnode **classes; /* Likewise, classes_mask + 1 heads. */
     size_t nclasses, classes_mask;
-    char *arena; /* Where the next class goes: classes are carved from blocks of ARENA_BYTES. */
+    char *arena; /* Where the next class or line goes, in blocks of ARENA_BYTES (arena_alloc). */
     size_t arena_left;
     _Atomic uint32_t dirty_head; /* Index + 1 of the first dirty record, 0 = none. */
 };
@@ -152,15 +152,8 @@ void keytable_free(struct keytable *kt)
         munmap(s, slab_bytes());
     }
     free(kt->slabs);
-    for (size_t i = 0; kt->lines != NULL && i <= kt->lines_mask; i++) {
-        struct line *l, *ln;
-        for (l = kt->lines[i]; l != NULL; l = ln) {
-            ln = l->next;
-            free(l);
-        }
-    }
-    free(kt->lines);
-    free(kt->classes); /* The classes, their rules and odd ids are in the retired list. */
+    free(kt->lines); /* The lines and classes are in the arena blocks, which are retired. */
+    free(kt->classes);
     for (size_t i = 0; i < kt->nretired; i++)
         free(kt->retired[i]);
     free(kt->retired);
@@ -281,6 +274,22 @@ char *keyrec_id(const struct keyrec *r, char out[KEY_ID_SIZE])
     return out;
 }
 
+/* Zeroed memory for a class or a line (writer only), kept until keytable_free: a million live
+ * keys have a million of each, and a block of them costs no allocator's header per piece. */
+static void *arena_alloc(struct keytable *kt, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (kt->arena_left < size) {
+        kt->arena = kn_calloc(1, ARENA_BYTES);
+        kt->arena_left = ARENA_BYTES;
+        retire(kt, kt->arena); /* Freed with the rest at keytable_free. */
+    }
+    void *p = kt->arena;
+    kt->arena += size;
+    kt->arena_left -= size;
+    return p;
+}
+
 /* ---- classes --------------------------------------------------------------------------------- */
 
 static size_t class_hash(const struct keyclass *c)
@@ -328,14 +337,7 @@ static const struct keyclass *class_of(struct keytable *kt, const struct keyclas
         kt->classes = heads;
         kt->classes_mask = size - 1;
     }
-    if (kt->arena_left < sizeof(*n)) {
-        kt->arena = kn_calloc(1, ARENA_BYTES);
-        kt->arena_left = ARENA_BYTES;
-        retire(kt, kt->arena); /* Freed with the rest at keytable_free. */
-    }
-    n = (struct classnode *)(void *)kt->arena;
-    kt->arena += sizeof(*n);
-    kt->arena_left -= sizeof(*n);
+    n = arena_alloc(kt, sizeof(*n));
     n->c = *want;
     n->next = kt->classes[h & kt->classes_mask];
     kt->classes[h & kt->classes_mask] = n;
@@ -427,7 +429,7 @@ static struct keyquota *line_of(struct keytable *kt, const char *id)
         kt->lines = heads;
         kt->lines_mask = n - 1;
     }
-    l = kn_calloc(1, sizeof(*l));
+    l = arena_alloc(kt, sizeof(*l));
     kn_strlcpy(l->q.id, id, sizeof(l->q.id));
     l->next = kt->lines[line_hash(id) & kt->lines_mask];
     kt->lines[line_hash(id) & kt->lines_mask] = l;
