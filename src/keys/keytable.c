@@ -10,6 +10,7 @@
 #include "core/base62.h"
 #include "core/util.h"
 #include "limits/quota.h"
+#include "store/store.h"
 
 /* Records live in slabs of SLAB_RECORDS, each at a SLAB_ALIGN boundary, so that a record's index
  * (what the slots and the dirty list hold, in 32 bits) is found from its address, and its address
@@ -26,6 +27,7 @@ struct slab {
 };
 
 _Static_assert(sizeof(struct keyrec) == 72, "a key record is 72 bytes");
+_Static_assert(STORE_ID_SIZE >= KEY_ID_SIZE, "keyrec_id writes into the store's id fields");
 _Static_assert(sizeof(struct slab) + SLAB_RECORDS * sizeof(struct keyrec) <= SLAB_ALIGN,
                "a slab fits its alignment");
 
@@ -74,7 +76,10 @@ struct keytable {
 /* Keeps what a reader may still be using until keytable_free. */
 static void retire(struct keytable *kt, void *p)
 {
-    kt->retired = kn_realloc(kt->retired, (kt->nretired + 1) * sizeof(*kt->retired));
+    /* Doubled when full: a store of many restricted keys retires one block per key at load. */
+    if ((kt->nretired & (kt->nretired - 1)) == 0)
+        kt->retired =
+            kn_realloc(kt->retired, (kt->nretired ? kt->nretired * 2 : 1) * sizeof(*kt->retired));
     kt->retired[kt->nretired++] = p;
 }
 

@@ -70,7 +70,8 @@ struct keyrec {
     /* The id's 20 base62 characters, 4 to each 3 bytes (62^4 < 2^24); see keyrec_id. */
     uint8_t id[15];
     /* The key's mode (bits 0-1), environment (2-3), the id's kind (4-5: KEYREC_ID_*) and whether
-     * it is on the dirty list (bit 7). Only bit 7 changes. */
+     * it is on the dirty list (bit 7). Only bit 7 changes, and only by sequentially consistent
+     * read-modify-writes: mark_dirty's plain load relies on it. */
     _Atomic uint8_t meta;
     /* Unix seconds to 2106 (keyrec_time): in 32 bits, a million records take 12 MB less. */
     _Atomic uint32_t last_used;        /* The last authenticated request. */
