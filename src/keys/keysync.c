@@ -54,6 +54,12 @@ struct keysync {
     struct store_usage *batch;    /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
+    /* By record index (keytable_index), the least last-used time the store is known to hold for
+     * the key (0: not known): a flush leaves out a last use the store would keep its own over
+     * (STORE_LAST_USED_EVERY), so a busy key's row is not looked up every second to change
+     * nothing. Grown to the highest index flushed; only this thread touches it. */
+    uint32_t *lu_floor;
+    size_t lu_cap;
     struct accounts *accounts; /* And the plans in force (limits/accounts.h). */
     struct store_cursor account_cursor;
     struct ledger *ledger;    /* The ledger's group commits (metering/ledger.h). */
@@ -504,6 +510,24 @@ static int sync_changes(struct keysync *ks)
     return ok;
 }
 
+/* What a written batch row says of the key's stored last use: exactly its time when the store
+ * wrote it; otherwise the store kept one less than STORE_LAST_USED_EVERY seconds older, or
+ * could not tell (then the floor stays where it was, and the next flush asks again). */
+static void note_last_used(struct keysync *ks, uint32_t i, const struct store_usage *u)
+{
+    if (!u->last_used_written)
+        return;
+    if (i >= ks->lu_cap) {
+        size_t cap = ks->lu_cap ? ks->lu_cap : 1024;
+        while (cap <= i)
+            cap *= 2;
+        ks->lu_floor = kn_realloc(ks->lu_floor, cap * sizeof(*ks->lu_floor));
+        memset(ks->lu_floor + ks->lu_cap, 0, (cap - ks->lu_cap) * sizeof(*ks->lu_floor));
+        ks->lu_cap = cap;
+    }
+    ks->lu_floor[i] = (uint32_t)u->last_used;
+}
+
 /* Writes the request counts and last-used times of every record touched since the last flush, in
  * one transaction. When the store fails, the counts go back to their records for the next try, so
  * nothing is lost and nothing piles up. Returns 0, or -1 when the store failed. */
@@ -522,15 +546,26 @@ static int flush_usage(struct keysync *ks)
             ks->batch_recs = kn_realloc(ks->batch_recs, ks->cap * sizeof(*ks->batch_recs));
         }
         struct store_usage *u = &ks->batch[n];
+        uint32_t at = atomic_load(&r->last_used), i = keytable_index(r);
         keyrec_id(r, u->key_id);
         u->day = now / 86400;
         u->requests = requests;
         u->refused = refused;
-        u->last_used = atomic_load(&r->last_used);
+        /* The store would leave its own: it holds at least the floor, and at is not a minute on. */
+        u->last_used = i < ks->lu_cap && ks->lu_floor[i] != 0 &&
+                               (uint64_t)at < (uint64_t)ks->lu_floor[i] + STORE_LAST_USED_EVERY
+                           ? 0
+                           : at;
         ks->batch_recs[n++] = r;
     }
-    if (n == 0 || store_usage_add(ks->store, ks->batch, n) == STORE_OK)
+    if (n == 0)
         return 0;
+    if (store_usage_add(ks->store, ks->batch, n) == STORE_OK) {
+        for (size_t j = 0; j < n; j++)
+            if (ks->batch[j].last_used != 0)
+                note_last_used(ks, keytable_index(ks->batch_recs[j]), &ks->batch[j]);
+        return 0;
+    }
     fprintf(stderr, "konnect: cannot record key usage (will retry): %s\n", store_errmsg(ks->store));
     for (size_t i = 0; i < n; i++)
         keytable_requeue(ks->kt, ks->batch_recs[i], ks->batch[i].requests, ks->batch[i].refused);
@@ -762,6 +797,7 @@ void keysync_stop(struct keysync *ks)
     mailbox_dispose(&ks->mailbox);
     free(ks->batch);
     free(ks->batch_recs);
+    free(ks->lu_floor);
     ledger_free(ks->ledger);
     spool_close(ks->spool);
     store_close(ks->store);

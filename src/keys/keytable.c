@@ -578,6 +578,11 @@ struct keyrec *keytable_dirty_next(struct keytable *kt, const struct keyrec *rec
     return v != 0 ? rec_at(kt, v - 1) : NULL;
 }
 
+uint32_t keytable_index(const struct keyrec *rec)
+{
+    return rec_index(rec);
+}
+
 uint32_t keytable_settle(struct keyrec *rec, uint32_t *refused)
 {
     atomic_fetch_and(&rec->meta, (uint8_t)~KEYREC_DIRTY);

@@ -193,6 +193,10 @@ struct keyrec *keytable_take_dirty(struct keytable *kt);
 /* The record after rec on a list detached by keytable_take_dirty, or NULL. */
 struct keyrec *keytable_dirty_next(struct keytable *kt, const struct keyrec *rec);
 
+/* The record's place in the table, from 0: a record keeps it, and is one key's, for the table's
+ * life (records are never freed or reused). */
+uint32_t keytable_index(const struct keyrec *rec);
+
 /* Marks rec as flushed and returns the number of requests it served since it was last settled
  * (and, in *refused, of those refused). */
 uint32_t keytable_settle(struct keyrec *rec, uint32_t *refused);

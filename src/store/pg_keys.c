@@ -224,7 +224,7 @@ int pg_key_changes(struct store *s, int64_t today, struct store_cursor *cursor,
                : pg_walk_changes(res, cursor, key_walk_one, &w, &k, read_key, KEY_NCOLUMNS + 1);
 }
 
-int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
+int pg_usage_add(struct store *s, struct store_usage *u, size_t n)
 {
     struct pg_array ids = {0}, days = {0}, requests = {0}, last = {0}, refused = {0};
     int r;
@@ -237,6 +237,7 @@ int pg_usage_add(struct store *s, const struct store_usage *u, size_t n)
         pg_array_int(&requests, u[i].requests);
         pg_array_int(&refused, u[i].refused);
         pg_array_int(&last, u[i].last_used);
+        u[i].last_used_written = 0; /* One statement for all: which rows it changed is not known. */
     }
     /* One statement for the whole batch: the day counts, and the last-used times (only ever
      * forward, and at most once a minute: store.h). */

@@ -233,7 +233,7 @@ int sqlite_key_changes(struct store *s, int64_t today, struct store_cursor *curs
                            KEY_NCOLUMNS + 1, "cannot read key changes");
 }
 
-int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
+int sqlite_usage_add(struct store *s, struct store_usage *u, size_t n)
 {
     int r;
 
@@ -250,13 +250,17 @@ int sqlite_usage_add(struct store *s, const struct store_usage *u, size_t n)
                      "requests = requests + excluded.requests, "
                      "refused = refused + excluded.refused",
                      "tiii", u[i].key_id, u[i].day, (int64_t)u[i].requests, (int64_t)u[i].refused);
+        u[i].last_used_written = 0;
         if ((r = sq_done(s, STMT(s, USAGE_DAY), rc, "cannot record usage")) != STORE_OK)
             break;
+        if (u[i].last_used == 0)
+            continue;
         rc = RUN(s, USAGE_LAST_USED,
                  "UPDATE api_keys SET last_used_at = ?2 "
                  "WHERE id = ?1 AND coalesce(last_used_at, 0) <= ?2 - " STORE_LAST_USED_EVERY_S,
                  "ti", u[i].key_id, u[i].last_used);
-        r = sq_done(s, STMT(s, USAGE_LAST_USED), rc, "cannot record usage");
+        if ((r = sq_done(s, STMT(s, USAGE_LAST_USED), rc, "cannot record usage")) == STORE_OK)
+            u[i].last_used_written = sqlite3_changes(sq_db_of(s)) > 0;
     }
     return sq_end(s, r);
 }

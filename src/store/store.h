@@ -247,7 +247,10 @@ typedef int (*store_invite_cb)(void *ud, const struct store_invite *i);
 /* A key's last use is written when it is at least this many seconds (a string, for the SQL)
  * after the stored one: the dashboard shows it as "n minutes ago", and rewriting every key's row
  * every second is half of what recording the usage of many busy keys costs. */
-#define STORE_LAST_USED_EVERY_S "60"
+#define STORE_LAST_USED_EVERY 60
+#define STORE_STR_(x) #x
+#define STORE_STR(x) STORE_STR_(x)
+#define STORE_LAST_USED_EVERY_S STORE_STR(STORE_LAST_USED_EVERY) /* The same, for the SQL. */
 
 /* Requests served by one key, to be added to the store. */
 struct store_usage {
@@ -255,7 +258,11 @@ struct store_usage {
     int64_t day;       /* UTC day number (Unix time / 86400). */
     uint32_t requests; /* Requests to add to that day. */
     uint32_t refused;  /* Requests refused by a limit or quota, to add to that day. */
-    int64_t last_used; /* Unix time of the latest of them. */
+    int64_t last_used; /* Unix time of the latest of them; 0: no last-used time to write. */
+    /* Set by store_usage_add: 1 when the key's stored last use is now last_used, 0 when it was
+     * left as it was (less than STORE_LAST_USED_EVERY seconds older, or the backend cannot
+     * tell). */
+    int last_used_written;
 };
 
 /* Called once per key by store_key_list, with the requests the key has served in all, and by the
@@ -423,7 +430,7 @@ struct store;
       (struct store *s, int64_t today, struct store_cursor *cursor, store_key_load_cb cb,          \
        void *ud),                                                                                  \
       (s, today, cursor, cb, ud))                                                                  \
-    X(usage_add, (struct store *s, const struct store_usage *u, size_t n), (s, u, n))              \
+    X(usage_add, (struct store *s, struct store_usage *u, size_t n), (s, u, n))              \
     X(account_set_plan, (struct store *s, const char *id, const char *plan), (s, id, plan))        \
     X(account_set_quota, (struct store *s, const char *id, int64_t requests, int64_t tokens),      \
       (s, id, requests, tokens))                                                                   \
@@ -737,8 +744,8 @@ int store_key_changes(struct store *s, int64_t today, struct store_cursor *curso
  * or -1 when the backend has none. changes_drain consumes its readiness without blocking. */
 int store_changes_fd(struct store *s);
 void store_changes_drain(struct store *s);
-/* Adds request counts and last-used times in one transaction. */
-int store_usage_add(struct store *s, const struct store_usage *u, size_t n);
+/* Adds request counts and last-used times in one transaction; sets each last_used_written. */
+int store_usage_add(struct store *s, struct store_usage *u, size_t n);
 
 /* Puts an account on a plan ("" = the default plan). STORE_NOT_FOUND when there is no such
  * account. */

@@ -289,6 +289,15 @@ static void test_full_relaxes_housekeeping(const char *path)
     u.last_used = 1796256000;
     CHECK(store_usage_add(s, &u, 1) == STORE_OK);
     CHECK(!strcmp(log, "NBCF"));
+    /* SQLite says which last uses it wrote (the store thread then skips the next minute's). */
+    CHECK(u.last_used_written);
+    log[0] = 0;
+    u.last_used += 59;
+    u.requests = 0;
+    CHECK(store_usage_add(s, &u, 1) == STORE_OK && !u.last_used_written);
+    CHECK(!strcmp(log, "NBCF"));
+    u.last_used -= 59;
+    u.requests = 3;
     CHECK(scalar(db, "PRAGMA synchronous") == 2);
 
     /* A count that cannot be written (no such key) is rolled back, and the connection waits for

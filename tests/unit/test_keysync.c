@@ -135,6 +135,45 @@ static void flood_stop(void)
         poll(NULL, 0, 1);
 }
 
+/* The key's requests in key_usage_daily and its stored last use, read by another connection. */
+static void usage_of(const char *path, const char *key_id, long long *requests, long long *last)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+
+    *requests = *last = -1;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CHECK(sqlite3_prepare_v2(db,
+                             "SELECT (SELECT coalesce(sum(requests), 0) FROM key_usage_daily "
+                             "WHERE key_id = ?1), coalesce(last_used_at, 0) FROM api_keys "
+                             "WHERE id = ?1",
+                             -1, &q, NULL) == SQLITE_OK);
+    sqlite3_bind_text(q, 1, key_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        *requests = sqlite3_column_int64(q, 0);
+        *last = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+/* Waits (up to 5 s) for the store thread's flush to bring the key's stored requests to n. */
+static long long last_use_after_flush(const char *path, const char *key_id, long long n)
+{
+    long long requests = -1, last = -1;
+    uint64_t t0 = kn_mono_ns();
+
+    while (kn_mono_ns() - t0 < 5000000000ull) {
+        usage_of(path, key_id, &requests, &last);
+        if (requests >= n)
+            break;
+        poll(NULL, 0, 20);
+    }
+    CHECK(requests == n);
+    return last;
+}
+
 int main(void)
 {
     char path[128], err[256], sk[APIKEY_MAX_LEN + 1], sk2[APIKEY_MAX_LEN + 1], msg[600];
@@ -143,6 +182,8 @@ int main(void)
     struct store_account a;
     struct store_key k, k2, got;
     struct keyrec *r;
+    sqlite3 *raw0;
+    char revoke[256];
 
     CHECK(sodium_init() >= 0);
     randombytes_buf(secret, sizeof(secret));
@@ -220,6 +261,37 @@ int main(void)
     CHECK(r2 != NULL && keyrec_class(r2)->revoked_at != 0);
     CHECK(kn_mono_ns() - t0 < 500000000ull);
 
+    /* Request counts and last uses, written back every second. A last use is written when it
+     * is a minute past the stored one (the store thread skips what the store would leave), never
+     * backward, and not held back by what the thread remembers of its own writes when the row
+     * was moved on by another writer. */
+    struct store_key k4;
+    CHECK(lifecycle_create(s, secret, &spec, &who, &k4, sk) == STORE_OK);
+    keysync_sync_now(ks);
+    struct keyrec *r4 = find(kt, &k4);
+    CHECK(r4 != NULL);
+    if (r4 == NULL)
+        return unit_result();
+    int64_t t = kn_unix_now();
+    keytable_touch(kt, r4, t, 1);
+    CHECK(last_use_after_flush(path, k4.id, 1) == t);
+    keytable_touch(kt, r4, t + 30, 1);
+    CHECK(last_use_after_flush(path, k4.id, 2) == t);
+    keytable_touch(kt, r4, t + 61, 1);
+    CHECK(last_use_after_flush(path, k4.id, 3) == t + 61);
+    keytable_touch(kt, r4, t + 62, 1);
+    CHECK(last_use_after_flush(path, k4.id, 4) == t + 61);
+    CHECK(sqlite3_open(path, &raw0) == SQLITE_OK);
+    sqlite3_busy_timeout(raw0, 5000);
+    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET last_used_at = %lld WHERE id = '%s'",
+             (long long)t + 300, k4.id);
+    CHECK(sqlite3_exec(raw0, revoke, NULL, NULL, NULL) == SQLITE_OK);
+    keytable_touch(kt, r4, t + 200, 1);
+    CHECK(last_use_after_flush(path, k4.id, 5) == t + 300);
+    sqlite3_close(raw0);
+    keytable_touch(kt, r4, t + 400, 1);
+    CHECK(last_use_after_flush(path, k4.id, 6) == t + 400);
+
     /* Under a load that never lets the store thread's mailbox empty, a revocation made by
      * another process (which reaches the server only through the change feed's periodic read)
      * still reaches the table within about a second: the thread serves the mailbox a round at a
@@ -233,7 +305,6 @@ int main(void)
     poll(NULL, 0, 200);
     sqlite3 *other;
     CHECK(sqlite3_open(path, &other) == SQLITE_OK);
-    char revoke[256];
     snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
              (long long)kn_unix_now(), k3.id);
     sqlite3_busy_timeout(other, 5000);
