@@ -502,9 +502,9 @@ char *chat_konnect_response(const char *id, int64_t created, const char *model, 
 {
     struct jsonw w;
 
-    /* Sized for the worst escaping, so that the answer is written without growing (the test-key
-     * path's one allocation). */
-    jsonw_init(&w, (content_len + strlen(id) + strlen(model) + strlen(finish_reason)) * 6 + 256);
+    /* Sized for the answer as it is, so that it is written without growing (the test-key path's
+     * one allocation, small enough for the allocator's per-thread cache); escapes grow it. */
+    jsonw_init(&w, content_len + strlen(id) + strlen(model) + strlen(finish_reason) + 192);
     jsonw_lit(&w, "{\"id\":");
     jsonw_str(&w, id, strlen(id));
     jsonw_lit(&w, ",\"object\":\"chat.response\",\"created\":");

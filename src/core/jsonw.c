@@ -61,18 +61,38 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Non-zero when one of the 8 bytes of v needs more than a copy: a control character (below 0x20),
+ * '"', '\\' or a byte of a UTF-8 sequence (0x80 and up). Each test is the classic one for "some
+ * byte is below n" ((x - n per byte) & ~x & the high bits), which is never wrong about whether
+ * there is one; '"' and '\\' are the bytes that the xor makes zero. */
+static inline uint64_t word_needs_care(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = v ^ (ones * '"'), slash = v ^ (ones * '\\');
+
+    return (((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | v) &
+           highs;
+}
+
 void jsonw_str(struct jsonw *w, const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, run;
 
-    /* At worst every byte becomes a six-byte escape. */
-    reserve(w, len * 6 + 2);
+    /* Room for the string as it is; each escape makes more room for itself. */
+    reserve(w, len + 2);
     w->buf[w->len++] = '"';
     while (i < len) {
-        /* Copy the longest stretch that needs no escape in one go. */
-        for (run = i;
-             run < len && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\' && s[run] < 0x80; run++)
+        /* Copy the longest stretch that needs no escape in one go, 8 bytes at a time while no
+         * byte of them needs care. */
+        for (run = i; run + 8 <= len; run += 8) {
+            uint64_t v;
+            memcpy(&v, s + run, 8);
+            if (word_needs_care(v))
+                break;
+        }
+        for (; run < len && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\' && s[run] < 0x80;
+             run++)
             ;
         memcpy(w->buf + w->len, s + i, run - i);
         w->len += run - i;
@@ -91,10 +111,12 @@ void jsonw_str(struct jsonw *w, const char *str, size_t len)
             i += n;
             continue;
         }
-        /* Two-character escapes where JSON has them, else \u00XX. */
+        /* Two-character escapes where JSON has them, else \u00XX; the rest of the string and
+         * the closing quote still fit after it. */
         static const char short_escape[0x60] = {
             ['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
             ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
+        reserve(w, 6 + (len - i) + 1);
         w->buf[w->len++] = '\\';
         if (c < sizeof(short_escape) && short_escape[c] != 0)
             w->buf[w->len++] = short_escape[c];

@@ -90,6 +90,40 @@ static void test_random(void)
     CHECK(bad == 0);
 }
 
+/* Every byte at every place of strings long enough to be scanned a word at a time (and of the
+ * tails after the words), beside plain text and beside another byte that needs care; and long
+ * strings where every byte is escaped, which grow the buffer as they go. */
+static void test_every_byte_in_words(void)
+{
+    char s[40];
+    int bad = 0;
+    for (size_t len = 8; len <= 25; len += 17 - 8)
+        for (size_t at = 0; at < len; at++)
+            for (int b = 0; b < 256; b++) {
+                memset(s, 'a', len);
+                s[at] = (char)b;
+                bad += !agrees(s, len);
+                s[(at + 3) % len] = '"';
+                bad += !agrees(s, len);
+                s[(at + 3) % len] = (char)0xc3;
+                s[(at + 4) % len] = (char)0xa9;
+                bad += !agrees(s, len);
+            }
+    CHECK(bad == 0);
+    char *all = malloc(3000);
+    for (int b = 0; b < 0x20; b++) {
+        memset(all, b, 3000);
+        bad += !agrees(all, 3000);
+    }
+    memset(all, '\\', 3000);
+    bad += !agrees(all, 3000);
+    for (int i = 0; i < 3000; i++)
+        all[i] = i % 9 == 8 ? '"' : 'x';
+    bad += !agrees(all, 3000);
+    free(all);
+    CHECK(bad == 0);
+}
+
 static void test_document(void)
 {
     struct jsonw w;
@@ -141,6 +175,7 @@ int main(void)
     test_decimal();
     test_every_byte_and_pair();
     test_sequences();
+    test_every_byte_in_words();
     test_random();
     test_document();
     return unit_result();
