@@ -503,8 +503,10 @@ char *chat_konnect_response(const char *id, int64_t created, const char *model, 
     struct jsonw w;
 
     /* Sized for the answer as it is, so that it is written without growing (the test-key path's
-     * one allocation, small enough for the allocator's per-thread cache); escapes grow it. */
-    jsonw_init(&w, content_len + strlen(id) + strlen(model) + strlen(finish_reason) + 192);
+     * one allocation, small enough for the allocator's per-thread cache): the strings, 171 bytes
+     * of names and punctuation, 8 quotes, and the room each of the three jsonw_int reserves
+     * (KN_DECIMAL_MAX) whatever the number; escapes grow it. */
+    jsonw_init(&w, content_len + strlen(id) + strlen(model) + strlen(finish_reason) + 256);
     jsonw_lit(&w, "{\"id\":");
     jsonw_str(&w, id, strlen(id));
     jsonw_lit(&w, ",\"object\":\"chat.response\",\"created\":");
