@@ -244,9 +244,9 @@ struct store_retention {
 typedef int (*store_member_cb)(void *ud, const struct store_member *m);
 typedef int (*store_invite_cb)(void *ud, const struct store_invite *i);
 
-/* A key's last use is written when it is at least this many seconds (a string, for the SQL)
- * after the stored one: the dashboard shows it as "n minutes ago", and rewriting every key's row
- * every second is half of what recording the usage of many busy keys costs. */
+/* A key's last use is written when it is at least this many seconds after the stored one: the
+ * dashboard shows it as "n minutes ago", and rewriting every key's row every second is half of what
+ * recording the usage of many busy keys costs. */
 #define STORE_LAST_USED_EVERY 60
 #define STORE_STR_(x) #x
 #define STORE_STR(x) STORE_STR_(x)
@@ -259,9 +259,8 @@ struct store_usage {
     uint32_t requests; /* Requests to add to that day. */
     uint32_t refused;  /* Requests refused by a limit or quota, to add to that day. */
     int64_t last_used; /* Unix time of the latest of them; 0: no last-used time to write. */
-    /* Set by store_usage_add: 1 when the key's stored last use is now last_used, 0 when it was
-     * left as it was (less than STORE_LAST_USED_EVERY seconds older, or the backend cannot
-     * tell). */
+    /* Set by store_usage_add: 1 when the key's stored last use is now last_used; 0 when it was
+     * left (it was less than STORE_LAST_USED_EVERY seconds older) or the backend cannot tell. */
     int last_used_written;
 };
 
