@@ -79,7 +79,10 @@ struct keysync {
     _Atomic int live_nodes;      /* Live servers in the nodes table (this one included). */
     _Atomic uint64_t spooled;    /* Its rows waiting, for other threads (keysync_spooled). */
     int beat_failed;             /* The last heartbeat failed (said once, not every second). */
-    int64_t lines_month;         /* The month whose line counts load_keys is reading. */
+    uint64_t beat_sent_ns;       /* When the last heartbeat that was written was sent. */
+    void (*after_read)(void *ud);
+    void *after_read_ud;
+    int64_t lines_month; /* The month whose line counts load_keys is reading. */
 };
 
 int keysync_key_to_rec(const struct store_key *k, uint32_t requests_today, int64_t now,
@@ -253,7 +256,10 @@ static int beat(struct keysync *ks)
     ks->node.account_seq = ks->account_cursor.v[0];
     ks->node.plans_version = accounts_plans(ks->accounts)->version;
     kn_strlcpy(ks->node.address, url != NULL ? url : "", sizeof(ks->node.address));
+    uint64_t sent = kn_mono_ns();
     int failed = store_node_beat(ks->store, &ks->node) != STORE_OK, live = 0;
+    if (!failed)
+        ks->beat_sent_ns = sent;
     if (!failed && store_nodes_list(ks->store, count_live, &live) == STORE_OK)
         atomic_store(&ks->live_nodes, live > 0 ? live : 1);
     /* A write went through: the store takes ledger rows again once the spool is in. */
@@ -487,27 +493,45 @@ static int read_changes(struct keysync *ks)
     return r == STORE_OK;
 }
 
+/* How long before the others stop waiting for this server (PROPAGATION_LIVE_MS after its last
+ * heartbeat) a reading must be in force, or it does not count as fresh: the margin covers the
+ * clocks' rates and the heartbeat's millisecond. */
+#define FRESH_MARGIN_MS 500
+
 static int sync_changes(struct keysync *ks)
 {
-    uint64_t began = kn_mono_ns();
-    int ok = read_changes(ks);
-    if (ok) {
-        char msg[600];
-        int changed = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));
-        if (changed != 0)
-            fprintf(stderr, "konnect: %s\n", msg);
-        ok = changed >= 0;
+    for (;;) {
+        uint64_t began = kn_mono_ns(), prev_beat = ks->beat_sent_ns;
+        int ok = read_changes(ks);
+        if (ks->after_read != NULL)
+            ks->after_read(ks->after_read_ud);
+        if (ok) {
+            char msg[600];
+            int changed = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));
+            if (changed != 0)
+                fprintf(stderr, "konnect: %s\n", msg);
+            ok = changed >= 0;
+        }
+        if (!ok)
+            fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
+        else
+            ok = beat(ks);
+        /* A reading that took so long (the process frozen in the middle of it) that the others
+         * may have stopped waiting for this server before its heartbeat said what it had read
+         * can have missed a change they then committed, one that nobody waits for this server
+         * to apply: it does not count, and the logs are read again at once. */
+        if (ok && prev_beat != 0 &&
+            kn_mono_ns() - prev_beat >= (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull)
+            continue;
+        /* When the reading began, stored once what it read is in the key table
+         * (keysync_stale): a loop that sees this time also sees every change committed before
+         * it, even when the process was frozen in the middle of this reading (the others then
+         * waited for its heartbeat, or stopped waiting 3 s after the one before it, which was
+         * sent before this reading began). */
+        atomic_store(&ks->last_try_ns, began);
+        mark(ks, ok);
+        return ok;
     }
-    if (!ok)
-        fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
-    else
-        ok = beat(ks);
-    /* When the reading began, stored once what it read is in the key table (keysync_stale): a
-     * loop that sees this time also sees every change committed before it, even when the
-     * process was frozen in the middle of this reading. */
-    atomic_store(&ks->last_try_ns, began);
-    mark(ks, ok);
-    return ok;
 }
 
 /* What a written batch row says of the key's stored last use: exactly its time when the store
@@ -700,6 +724,8 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
 
     ks->kt = kt;
     ks->node = *cfg->node;
+    ks->after_read = cfg->after_read;
+    ks->after_read_ud = cfg->after_read_ud;
     ks->node.started_at = kn_unix_now();
     atomic_store(&ks->live_nodes, 1);
     if (cfg->redis != NULL) {

@@ -47,6 +47,10 @@ struct keysync_config {
     /* Redis, where the limits are counted (limits/cluster.h), or NULL for none: the store
      * thread seeds each month's usage there. */
     const struct redis_target *redis;
+    /* For tests: called by the store thread after each reading of the change logs, before its
+     * heartbeat (NULL: none). */
+    void (*after_read)(void *ud);
+    void *after_read_ud;
 };
 
 /* Opens the store, loads every account (with its plan) and every key into kt, replays the

@@ -17,6 +17,7 @@
 #include "core/util.h"
 #include "keys/keysync.h"
 #include "keys/lifecycle.h"
+#include "keys/propagation.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -135,6 +136,29 @@ static void flood_stop(void)
         poll(NULL, 0, 1);
 }
 
+/* The store thread's reading of the change logs, held up once on request (as a process frozen in
+ * the middle of it would be). */
+static _Atomic int stall_ms, stalling;
+
+static void after_read(void *ud)
+{
+    int ms = atomic_exchange(&stall_ms, 0);
+    (void)ud;
+    if (ms > 0) {
+        atomic_store(&stalling, 1);
+        poll(NULL, 0, ms);
+        atomic_store(&stalling, 0);
+    }
+}
+
+/* This test's node's heartbeat age, as the others read it. */
+static int node_age(void *ud, const struct store_node *n)
+{
+    if (strcmp(n->id, "node-test") == 0)
+        *(int64_t *)ud = n->age_ms;
+    return 0;
+}
+
 /* The key's requests in key_usage_daily and its stored last use, read by another connection. */
 static void usage_of(const char *path, const char *key_id, long long *requests, long long *last)
 {
@@ -206,7 +230,8 @@ int main(void)
                                 .plans = plans,
                                 .plans_path = plans_path,
                                 .plans_required = 1,
-                                .node = &node};
+                                .node = &node,
+                                .after_read = after_read};
     struct keysync *ks = keysync_start(kt, &kc, err, sizeof(err));
     CHECK(ks != NULL);
     if (ks == NULL) {
@@ -301,6 +326,53 @@ int main(void)
     CHECK(last_use_after_flush(path, k4.id, 7) == 0);
     keytable_touch(kt, r4, t + 460, 1);
     CHECK(last_use_after_flush(path, k4.id, 8) == t + 460);
+
+    /* A reading held up for longer than the others wait for this server's next heartbeat
+     * (frozen between its queries and its heartbeat) may have missed a change committed
+     * meanwhile that nobody waits for it to apply: it does not make the server fresh. At no
+     * moment does a loop see a fresh server whose table lacks the revocation. The revocation is
+     * made by another process's connection, which reaches the server only through the periodic
+     * read. */
+    struct store_key k5;
+    CHECK(lifecycle_create(s, secret, &spec, &who, &k5, sk) == STORE_OK);
+    keysync_sync_now(ks);
+    struct keyrec *r5 = find(kt, &k5);
+    CHECK(r5 != NULL);
+    if (r5 == NULL)
+        return unit_result();
+    /* Held up on a reading of the periodic ticks (a second after the last heartbeat), for long
+     * enough that the others stop waiting before it ends, but not for so long that the time it
+     * began is 3 s old when it ends. */
+    poll(NULL, 0, 1500);
+    atomic_store(&stall_ms, 2600);
+    t0 = kn_mono_ns();
+    while (!atomic_load(&stalling) && kn_mono_ns() - t0 < 3000000000ull)
+        poll(NULL, 0, 1);
+    CHECK(atomic_load(&stalling));
+    CHECK(sqlite3_open(path, &raw0) == SQLITE_OK);
+    sqlite3_busy_timeout(raw0, 5000);
+    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
+             (long long)kn_unix_now(), k5.id);
+    CHECK(sqlite3_exec(raw0, revoke, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(raw0);
+    int fresh_unrevoked = 0, revoked = 0, given_up = 0;
+    t0 = kn_mono_ns();
+    while (!revoked && kn_mono_ns() - t0 < 6000000000ull) {
+        /* Once the others have seen its heartbeat 3 s old, a command waiting for the revocation
+         * may have returned: from then on the loops must not see a fresh server without it. */
+        int64_t node_ms = -1;
+        CHECK(store_nodes_list(s, node_age, &node_ms) == STORE_OK);
+        given_up |= node_ms >= PROPAGATION_LIVE_MS;
+        int stale = keysync_stale(ks);
+        revoked = keyrec_class(r5)->revoked_at != 0;
+        fresh_unrevoked += given_up && !stale && !revoked;
+        poll(NULL, 0, 1);
+    }
+    CHECK(revoked && given_up); /* The others did stop waiting for it. */
+    CHECK(fresh_unrevoked == 0);
+    if (fresh_unrevoked != 0)
+        fprintf(stderr, "fresh without the revocation the others no longer wait for: %d times\n",
+                fresh_unrevoked);
 
     /* Under a load that never lets the store thread's mailbox empty, a revocation made by
      * another process (which reaches the server only through the change feed's periodic read)
