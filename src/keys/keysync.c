@@ -27,6 +27,10 @@
 #include "limits/cluster.h"
 
 #define TICK_MS 1000
+/* The others stop waiting for this server PROPAGATION_LIVE_MS after its last heartbeat, by the
+ * store's clock in whole milliseconds: by this server's clock it stops counting itself fresh
+ * (keysync_stale), and stops counting a reading that ends, this much before. */
+#define FRESH_MARGIN_MS 250
 
 /* What other threads put in the store thread's mailbox. */
 enum { MSG_BILL, MSG_SYNC, MSG_RELOAD_PLANS };
@@ -493,11 +497,6 @@ static int read_changes(struct keysync *ks)
     return r == STORE_OK;
 }
 
-/* How long before the others stop waiting for this server (PROPAGATION_LIVE_MS after its last
- * heartbeat) a reading must be in force, or it does not count as fresh: the margin covers the
- * clocks' rates and the heartbeat's millisecond. */
-#define FRESH_MARGIN_MS 500
-
 static int sync_changes(struct keysync *ks)
 {
     for (;;) {
@@ -836,7 +835,8 @@ void keysync_stop(struct keysync *ks)
 
 int keysync_stale(struct keysync *ks)
 {
-    return kn_mono_ns() - atomic_load(&ks->last_try_ns) > PROPAGATION_LIVE_MS * 1000000ull;
+    return kn_mono_ns() - atomic_load(&ks->last_try_ns) >
+           (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull;
 }
 
 int keysync_live_nodes(struct keysync *ks)

@@ -69,11 +69,12 @@ uint64_t keysync_spooled(struct keysync *ks);
 
 /* Returns 1 when the store thread has not finished a reading of the change logs (applied, or
  * failed to reach the store) for longer than a server stays live without a heartbeat
- * (keys/propagation.h): the process was frozen, or the thread is stuck. Other servers stopped
- * waiting for this one by then, and may have confirmed a revocation it has not applied: it serves
- * nothing until the thread has read again. (A store that cannot be reached does not make it stale:
- * the thread tries every second, and no change can be committed there meanwhile.) Safe from any
- * thread. */
+ * (keys/propagation.h), less a margin for the clocks (2.75 s), or when the last reading ended too
+ * late for its heartbeat to be seen in time: the process was frozen, or the thread is stuck. Other
+ * servers stopped waiting for this one by then, and may have confirmed a revocation it has not
+ * applied: it serves nothing until the thread has read again. (A store that cannot be reached does
+ * not make it stale: the thread tries every second, and no change can be committed there
+ * meanwhile.) Safe from any thread. */
 int keysync_stale(struct keysync *ks);
 
 /* The live servers of the store (this one included), as of the last heartbeat. Safe from any
