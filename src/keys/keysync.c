@@ -499,35 +499,41 @@ static int read_changes(struct keysync *ks)
 
 static int sync_changes(struct keysync *ks)
 {
-    for (;;) {
+    for (int tries = 0;; tries++) {
         uint64_t began = kn_mono_ns(), prev_beat = ks->beat_sent_ns;
-        int ok = read_changes(ks);
+        int read = read_changes(ks), ok;
         if (ks->after_read != NULL)
             ks->after_read(ks->after_read_ud);
-        if (ok) {
+        if (read) {
             char msg[600];
             int changed = accounts_sync_store_plans(ks->accounts, ks->store, msg, sizeof(msg));
             if (changed != 0)
                 fprintf(stderr, "konnect: %s\n", msg);
-            ok = changed >= 0;
+            read = changed >= 0;
         }
-        if (!ok)
+        if (!read)
             fprintf(stderr, "konnect: cannot read key changes: %s\n", store_errmsg(ks->store));
-        else
-            ok = beat(ks);
+        ok = read && beat(ks);
         /* A reading that took so long (the process frozen in the middle of it) that the others
          * may have stopped waiting for this server before its heartbeat said what it had read
          * can have missed a change they then committed, one that nobody waits for this server
-         * to apply: it does not count, and the logs are read again at once. */
-        if (ok && prev_beat != 0 &&
-            kn_mono_ns() - prev_beat >= (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull)
+         * to apply: it does not count, and the logs are read again at once (once: a second
+         * late reading leaves the server stale until the next one, without holding up the
+         * thread's other work). */
+        int late = ok && prev_beat != 0 &&
+                   kn_mono_ns() - prev_beat >= (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull;
+        if (late && tries == 0)
             continue;
         /* When the reading began, stored once what it read is in the key table
          * (keysync_stale): a loop that sees this time also sees every change committed before
          * it, even when the process was frozen in the middle of this reading (the others then
          * waited for its heartbeat, or stopped waiting 3 s after the one before it, which was
-         * sent before this reading began). */
-        atomic_store(&ks->last_try_ns, began);
+         * sent before this reading began). Not when its heartbeat could not be written (the
+         * others stop waiting for this server); but when the store could not be read at all,
+         * the server goes on with the keys it has (docs/deployment.md: nothing can be
+         * committed where it cannot read, unless it alone is cut off). */
+        if (!late && (ok || !read))
+            atomic_store(&ks->last_try_ns, began);
         mark(ks, ok);
         return ok;
     }
@@ -787,8 +793,9 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
         goto fail;
     }
     seed_redis(ks);
-    mark(ks, 1);
-    atomic_store(&ks->last_try_ns, kn_mono_ns());
+    /* Read again now that the heartbeat is there to be waited on: a change committed after the
+     * keys were loaded and before it was written was waited for by nobody. */
+    sync_changes(ks);
     if (cfg->socket_path != NULL &&
         (ks->control = control_open(cfg->socket_path, answer, ks, err, errsize)) == NULL)
         goto fail;
