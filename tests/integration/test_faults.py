@@ -131,10 +131,10 @@ class FaultTest(harness.ServerTest):
         self.assertEqual([row[0] for row in self.ledger()], [r.headers["request-id"]])
 
     def test_readyz_follows_the_store_and_usage_counts_survive_it(self):
-        # The store thread makes two or three store calls a second once started: from the 15th
+        # The store thread makes two or three store calls a second once started: from the 20th
         # call on, a dozen fail, a few seconds of an unreachable store.
         test = self.key(mode="test", name="dev")
-        srv = self.serve("store:15x12")
+        srv = self.serve("store:20x12")
         seen = []
         deadline = time.time() + 30
         sent = 0
