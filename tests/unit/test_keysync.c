@@ -9,6 +9,7 @@
 #include <semaphore.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -151,6 +152,23 @@ static void after_read(void *ud)
     }
 }
 
+/* Runs one statement on a connection of its own, as another process would (such a commit
+ * reaches the server only through the change feed's periodic read). */
+static void behind_its_back(const char *path, const char *fmt, ...)
+{
+    char sql[512];
+    va_list ap;
+    sqlite3 *db;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* This test's node's heartbeat age, as the others read it. */
 static int node_age(void *ud, const struct store_node *n)
 {
@@ -198,6 +216,21 @@ static long long last_use_after_flush(const char *path, const char *key_id, long
     return last;
 }
 
+/* A new key like spec, made through the commands' connection and applied by the store thread;
+ * its record, or NULL. */
+static struct keyrec *new_key(struct store *s, struct keysync *ks, struct keytable *kt,
+                              const uint8_t *secret, const struct lifecycle_spec *spec,
+                              const struct lifecycle_actor *who, struct store_key *k)
+{
+    char sk[APIKEY_MAX_LEN + 1];
+
+    CHECK(lifecycle_create(s, secret, spec, who, k, sk) == STORE_OK);
+    keysync_sync_now(ks);
+    struct keyrec *r = find(kt, k);
+    CHECK(r != NULL);
+    return r;
+}
+
 int main(void)
 {
     char path[128], err[256], sk[APIKEY_MAX_LEN + 1], sk2[APIKEY_MAX_LEN + 1], msg[600];
@@ -206,8 +239,7 @@ int main(void)
     struct store_account a;
     struct store_key k, k2, got;
     struct keyrec *r;
-    sqlite3 *raw0;
-    char revoke[256];
+    char sql[256];
 
     CHECK(sodium_init() >= 0);
     randombytes_buf(secret, sizeof(secret));
@@ -291,10 +323,7 @@ int main(void)
      * backward, and not held back by what the thread remembers of its own writes when the row
      * was moved on by another writer. */
     struct store_key k4;
-    CHECK(lifecycle_create(s, secret, &spec, &who, &k4, sk) == STORE_OK);
-    keysync_sync_now(ks);
-    struct keyrec *r4 = find(kt, &k4);
-    CHECK(r4 != NULL);
+    struct keyrec *r4 = new_key(s, ks, kt, secret, &spec, &who, &k4);
     if (r4 == NULL)
         return unit_result();
     int64_t t = kn_unix_now();
@@ -306,11 +335,8 @@ int main(void)
     CHECK(last_use_after_flush(path, k4.id, 3) == t + 61);
     keytable_touch(kt, r4, t + 62, 1);
     CHECK(last_use_after_flush(path, k4.id, 4) == t + 61);
-    CHECK(sqlite3_open(path, &raw0) == SQLITE_OK);
-    sqlite3_busy_timeout(raw0, 5000);
-    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET last_used_at = %lld WHERE id = '%s'",
-             (long long)t + 300, k4.id);
-    CHECK(sqlite3_exec(raw0, revoke, NULL, NULL, NULL) == SQLITE_OK);
+    behind_its_back(path, "UPDATE api_keys SET last_used_at = %lld WHERE id = '%s'",
+                    (long long)t + 300, k4.id);
     keytable_touch(kt, r4, t + 200, 1);
     CHECK(last_use_after_flush(path, k4.id, 5) == t + 300);
     keytable_touch(kt, r4, t + 400, 1);
@@ -318,10 +344,7 @@ int main(void)
     /* The thread trusts what it wrote: with the row's last use taken away behind its back (which
      * nothing in Konnect does), a use less than a minute after its own write is not looked up
      * (the SQL alone would have written it); a minute after, it is written again. */
-    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET last_used_at = NULL WHERE id = '%s'",
-             k4.id);
-    CHECK(sqlite3_exec(raw0, revoke, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(raw0);
+    behind_its_back(path, "UPDATE api_keys SET last_used_at = NULL WHERE id = '%s'", k4.id);
     keytable_touch(kt, r4, t + 430, 1);
     CHECK(last_use_after_flush(path, k4.id, 7) == 0);
     keytable_touch(kt, r4, t + 460, 1);
@@ -334,10 +357,7 @@ int main(void)
      * made by another process's connection, which reaches the server only through the periodic
      * read. */
     struct store_key k5;
-    CHECK(lifecycle_create(s, secret, &spec, &who, &k5, sk) == STORE_OK);
-    keysync_sync_now(ks);
-    struct keyrec *r5 = find(kt, &k5);
-    CHECK(r5 != NULL);
+    struct keyrec *r5 = new_key(s, ks, kt, secret, &spec, &who, &k5);
     if (r5 == NULL)
         return unit_result();
     /* Held up on a reading of the periodic ticks (a second after the last heartbeat), for long
@@ -349,12 +369,8 @@ int main(void)
     while (!atomic_load(&stalling) && kn_mono_ns() - t0 < 3000000000ull)
         poll(NULL, 0, 1);
     CHECK(atomic_load(&stalling));
-    CHECK(sqlite3_open(path, &raw0) == SQLITE_OK);
-    sqlite3_busy_timeout(raw0, 5000);
-    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
-             (long long)kn_unix_now(), k5.id);
-    CHECK(sqlite3_exec(raw0, revoke, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(raw0);
+    behind_its_back(path, "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
+                    (long long)kn_unix_now(), k5.id);
     int fresh_unrevoked = 0, revoked = 0, given_up = 0;
     t0 = kn_mono_ns();
     while (!revoked && kn_mono_ns() - t0 < 6000000000ull) {
@@ -385,13 +401,8 @@ int main(void)
     CHECK(r3 != NULL);
     flood_start(ks, &k3);
     poll(NULL, 0, 200);
-    sqlite3 *other;
-    CHECK(sqlite3_open(path, &other) == SQLITE_OK);
-    snprintf(revoke, sizeof(revoke), "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
-             (long long)kn_unix_now(), k3.id);
-    sqlite3_busy_timeout(other, 5000);
-    CHECK(sqlite3_exec(other, revoke, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(other);
+    behind_its_back(path, "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
+                    (long long)kn_unix_now(), k3.id);
     t0 = kn_mono_ns();
     while (r3 != NULL && keyrec_class(r3)->revoked_at == 0 && kn_mono_ns() - t0 < 5000000000ull)
         poll(NULL, 0, 5);
@@ -402,13 +413,8 @@ int main(void)
     CHECK(billed > 100); /* The flood really ran. */
 
     /* An allowlist that cannot be read (written behind Konnect's back) fails closed. */
-    sqlite3 *raw;
-    CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "UPDATE api_keys SET ip_allowlist = 'not an address' WHERE id = '%s'", k.id);
-    CHECK(sqlite3_exec(raw, sql, NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(raw);
+    behind_its_back(path, "UPDATE api_keys SET ip_allowlist = 'not an address' WHERE id = '%s'",
+                    k.id);
     keysync_sync_now(ks);
     CHECK(!allows(r, "192.0.2.9") && !allows(r, "198.51.100.1") && !allows(r, "127.0.0.1"));
 
