@@ -51,23 +51,41 @@ static void give_request(_Atomic uint64_t *rc, int64_t month)
     } while (!atomic_compare_exchange_weak(rc, &c, c - 1));
 }
 
-/* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left. */
+/* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left.
+ *
+ * The check reads two cells, the month's billed tokens and the tokens held, and a settle moves
+ * tokens from the second to the first. The billed cell is read first, so that a settle in
+ * between is counted at most once, never twice (which would refuse a request the quota has room
+ * for). The hold is taken by a compare-and-swap on the held cell, and kept only if the billed
+ * cell is still the one read: the held cell may be back at the value read while a settle moved
+ * tokens to billed in between (A-B-A), and a hold checked against the old billed figure could
+ * then take the tokens past the quota. The billed cell only grows in a month and its month only
+ * moves on, so an unchanged billed cell was unchanged all along: when the swap happened, billed
+ * plus held was what the check saw. */
 static int hold_tokens(struct acctrec *a, int64_t month, int64_t max_tokens, uint64_t want,
                        uint64_t *held)
 {
-    uint64_t r = atomic_load(&a->tokens_reserved), billed, left;
+    uint64_t c, r, billed, left, h;
 
     *held = 0;
     if (max_tokens == PLAN_UNLIMITED)
         return 0;
-    do {
-        billed = count_in(atomic_load(&a->tokens_cell), month);
+    for (;;) {
+        c = atomic_load(&a->tokens_cell);
+        r = atomic_load(&a->tokens_reserved);
+        billed = count_in(c, month);
         if (billed + r >= (uint64_t)max_tokens)
             return -1;
         left = (uint64_t)max_tokens - billed - r;
-        *held = want < left ? want : left;
-    } while (!atomic_compare_exchange_weak(&a->tokens_reserved, &r, r + *held));
-    return 0;
+        h = want < left ? want : left;
+        if (!atomic_compare_exchange_weak(&a->tokens_reserved, &r, r + h))
+            continue;
+        if (atomic_load(&a->tokens_cell) == c) {
+            *held = h;
+            return 0;
+        }
+        atomic_fetch_sub(&a->tokens_reserved, h); /* Billed moved on meanwhile: check again. */
+    }
 }
 
 enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t tokens, uint64_t *held)

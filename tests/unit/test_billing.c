@@ -95,6 +95,58 @@ static void *spend_tokens(void *arg)
     return NULL;
 }
 
+/* Requests that each bill exactly what they held, racing at the edge of a token quota that the
+ * test raises 300 tokens at a time once it is used up. Hostile case: a hold checked against a
+ * billed figure that a settle moved on meanwhile would take the tokens past the quota (with the
+ * check before the fix, 1 to 4 edges in 5 s on 2 cores overran; 8 threads make the preemption
+ * in that window common enough). */
+static struct acctrec edge;
+static _Atomic int edge_stop;
+
+static void *fill_edge(void *arg)
+{
+    uint64_t held;
+    (void)arg;
+    while (!atomic_load(&edge_stop))
+        if (quota_reserve(&edge, 7, 100, &held) == QUOTA_OK)
+            quota_settle(&edge, 7, held, held);
+    return NULL;
+}
+
+static void test_quota_edge(void)
+{
+    struct plan plan = {.name = "p"};
+    pthread_t t[8];
+    uint64_t req, tok, over = 0, rounds = 0;
+    int64_t cap = 0;
+    uint64_t deadline = kn_mono_ns() + 3000 * UINT64_C(1000000);
+
+    memset(&edge, 0, sizeof(edge));
+    quota_configure(&edge, &plan, PLAN_UNLIMITED, 0);
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, fill_edge, NULL);
+    while (rounds < 2000000 && kn_mono_ns() < deadline) {
+        cap += 300;
+        quota_configure(&edge, &plan, PLAN_UNLIMITED, cap);
+        do
+            quota_usage(&edge, 7, &req, &tok);
+        while (tok < (uint64_t)cap);
+        if (tok > (uint64_t)cap)
+            over++;
+        cap = (int64_t)tok; /* Go on from what was billed, so that one overrun counts once. */
+        rounds++;
+    }
+    atomic_store(&edge_stop, 1);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    quota_usage(&edge, 7, &req, &tok);
+    if (over != 0)
+        fprintf(stderr, "%llu of %llu quota edges overrun\n", (unsigned long long)over,
+                (unsigned long long)rounds);
+    CHECK(over == 0 && rounds > 100);
+    CHECK(tok == (uint64_t)cap && atomic_load(&edge.tokens_reserved) == 0);
+}
+
 static void test_quota(void)
 {
     struct plan plan = {.name = "p", .requests_per_month = 3, .tokens_per_month = 100};
@@ -247,6 +299,7 @@ int main(void)
     test_time_ids();
     test_plans();
     test_quota();
+    test_quota_edge();
     test_catalogue();
     test_months();
     return unit_result();
