@@ -288,9 +288,22 @@ enum kn_err http_authenticate_key(h2o_req_t *req, struct reqinfo *info, int64_t 
 static struct keyrec *authenticate(h2o_req_t *req, struct reqinfo *info, int64_t now,
                                    const struct plans *ps, const struct plan **plan)
 {
+    struct server *srv = http_worker_of(req)->srv;
     struct keyrec *key;
+    /* The reading the key table holds at least, taken before the lookup; its age is asked after
+     * it, so that a loop frozen in between serves nothing from a table the others stopped
+     * waiting for (keysync_stale_since). */
+    uint64_t reading = keysync_reading(srv->ks);
     enum kn_err err = http_authenticate_key(req, info, now, &key);
 
+    if (keysync_stale_since(reading)) {
+        http_add_header(req, "retry-after", "1");
+        http_send_error(req, info, KN_ERR_NOT_READY,
+                        "This server has not read the latest key changes yet (it was paused, or "
+                        "its store is slow to answer); retry in a moment.",
+                        NULL);
+        return NULL;
+    }
     if (err != KN_OK) {
         http_send_auth_error(req, info, err);
         return NULL;
@@ -424,14 +437,6 @@ static void handle_chat(h2o_req_t *req, struct reqinfo *info, enum chat_api api)
     struct keyrec *key;
     int64_t now = kn_unix_now();
 
-    if (keysync_stale(srv->ks)) {
-        http_add_header(req, "retry-after", "1");
-        http_send_error(req, info, KN_ERR_NOT_READY,
-                        "This server has not read the latest key changes yet (it was paused); "
-                        "retry in a moment.",
-                        NULL);
-        return;
-    }
     if ((key = authenticate(req, info, now, ps, &plan)) == NULL)
         return;
     /* A live request's stages are timed from here (live.h); test keys take no clock. (h2o's

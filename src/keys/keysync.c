@@ -29,7 +29,7 @@
 #define TICK_MS 1000
 /* The others stop waiting for this server PROPAGATION_LIVE_MS after its last heartbeat, by the
  * store's clock in whole milliseconds: by this server's clock it stops counting itself fresh
- * (keysync_stale), and stops counting a reading that ends, this much before. */
+ * (keysync_stale_since), and stops counting a reading that ends, this much before. */
 #define FRESH_MARGIN_MS 250
 
 /* What other threads put in the store thread's mailbox. */
@@ -54,8 +54,9 @@ struct keysync {
     _Atomic int stop;
     _Atomic int ready;
     _Atomic uint64_t last_ok_ns;
-    _Atomic uint64_t last_try_ns; /* The last reading of the change logs ended (keysync_stale). */
-    struct store_usage *batch;    /* The usage being written, and the records it came from. */
+    _Atomic uint64_t
+        last_try_ns; /* The last reading of the change logs ended (keysync_stale_since). */
+    struct store_usage *batch; /* The usage being written, and the records it came from. */
     struct keyrec **batch_recs;
     size_t cap;
     /* By record index (keytable_index), the least last-used time the store is known to hold for
@@ -525,7 +526,7 @@ static int sync_changes(struct keysync *ks)
         if (late && tries == 0)
             continue;
         /* When the reading began, stored once what it read is in the key table
-         * (keysync_stale): a loop that sees this time also sees every change committed before
+         * (keysync_stale_since): a loop that sees this time also sees every change committed before
          * it, even when the process was frozen in the middle of this reading (the others then
          * waited for its heartbeat, or stopped waiting 3 s after the one before it, which was
          * sent before this reading began). Not when its heartbeat could not be written (the
@@ -840,10 +841,14 @@ void keysync_stop(struct keysync *ks)
     free(ks);
 }
 
-int keysync_stale(struct keysync *ks)
+uint64_t keysync_reading(struct keysync *ks)
 {
-    return kn_mono_ns() - atomic_load(&ks->last_try_ns) >
-           (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull;
+    return atomic_load(&ks->last_try_ns);
+}
+
+int keysync_stale_since(uint64_t reading)
+{
+    return kn_mono_ns() - reading > (PROPAGATION_LIVE_MS - FRESH_MARGIN_MS) * 1000000ull;
 }
 
 int keysync_live_nodes(struct keysync *ks)

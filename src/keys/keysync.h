@@ -67,15 +67,20 @@ int keysync_billing_down(struct keysync *ks);
 /* The ledger rows waiting in the spool for the store. Safe from any thread. */
 uint64_t keysync_spooled(struct keysync *ks);
 
-/* Returns 1 when the store thread has not finished a reading of the change logs (applied, or
- * failed to reach the store) for longer than a server stays live without a heartbeat
- * (keys/propagation.h), less a margin for the clocks (2.75 s), or when the last reading ended too
- * late for its heartbeat to be seen in time: the process was frozen, or the thread is stuck. Other
- * servers stopped waiting for this one by then, and may have confirmed a revocation it has not
- * applied: it serves nothing until the thread has read again. (A store that cannot be reached does
- * not make it stale: the thread tries every second, and no change can be committed there
- * meanwhile.) Safe from any thread. */
-int keysync_stale(struct keysync *ks);
+/* When the store thread last finished a reading of the change logs (applied, or failed to reach
+ * the store), on the monotonic clock. A key looked up after this call is looked up in a table
+ * that holds every change of that reading at least. Safe from any thread. */
+uint64_t keysync_reading(struct keysync *ks);
+
+/* Returns 1 when `reading` (keysync_reading) is older than a server stays live without a heartbeat
+ * (keys/propagation.h), less a margin for the clocks (2.75 s). The store thread publishes no
+ * reading that ended too late for its heartbeat to be seen in time, so this also holds when the
+ * process was frozen or the thread is stuck. Other servers stopped waiting for this one by then,
+ * and may have confirmed a revocation it has not applied: it serves no key until the thread has
+ * read again. Sample the reading before the key's lookup and ask this after it, so that a thread
+ * frozen in between is caught too. (A store that cannot be reached does not make it stale: the
+ * thread tries every second, and no change can be committed there meanwhile.) */
+int keysync_stale_since(uint64_t reading);
 
 /* The live servers of the store (this one included), as of the last heartbeat. Safe from any
  * thread. */

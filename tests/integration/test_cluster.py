@@ -884,6 +884,40 @@ class ClusterTest(ServerTest):
             time.sleep(0.05)
         self.assertError(b.post(secret3), 401, "api_key_revoked")
 
+    def test_a_node_whose_reading_hangs_serves_no_key_until_it_reads_again(self):
+        # The store thread's reading of the change logs waits on a lock: the others stop
+        # waiting for this server 3 s after its last heartbeat, so from 2.75 s it must serve no
+        # key on any path (a key revoked meanwhile elsewhere would still be in its table).
+        b = self.node(1)
+        key = self.key()
+
+        def models():
+            return requests.get(b.url + "/v1/models", timeout=10,
+                                headers={"Authorization": f"Bearer {key}"})
+        self.assertEqual(b.post(key).status_code, 200)
+        self.assertEqual(models().status_code, 200)
+        lock = subprocess.Popen(
+            [os.path.join(PG.bindir, "psql"), "-X", "-q", "-d", self.url, "-c",
+             "BEGIN; LOCK TABLE key_changes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4.5); "
+             "COMMIT;"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(3.7)  # a tick (1 s) for the reading to start, and 2.75 s
+            r = models()
+            self.assertError(r, 503, "not_ready")
+            self.assertEqual(r.headers.get("retry-after"), "1")
+            self.assertError(b.post(key), 503, "not_ready")
+            self.assertError(b.post(key, path="/v1/chat/completions",
+                                    body={"model": "gpt-4o-mini",
+                                          "messages": [{"role": "user", "content": "hi"}]}),
+                             503, "not_ready")
+        finally:
+            self.assertEqual(lock.wait(timeout=30), 0)
+        deadline = time.time() + 10
+        while models().status_code == 503 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(models().status_code, 200)
+        self.assertEqual(b.post(key).status_code, 200)
+
     def test_a_node_that_lags_is_named_and_catches_up(self):
         a, b = self.node(0), self.node(1)
         key = self.key()

@@ -379,8 +379,11 @@ int main(void)
         int64_t node_ms = -1;
         CHECK(store_nodes_list(s, node_age, &node_ms) == STORE_OK);
         given_up |= node_ms >= PROPAGATION_LIVE_MS;
-        int stale = keysync_stale(ks);
+        /* As a request does it: the reading sampled before the key is looked at, the clock
+         * after. */
+        uint64_t reading = keysync_reading(ks);
         revoked = keyrec_class(r5)->revoked_at != 0;
+        int stale = keysync_stale_since(reading);
         fresh_unrevoked += given_up && !stale && !revoked;
         poll(NULL, 0, 1);
     }
