@@ -700,14 +700,18 @@ static void *thread_main(void *arg)
         }
         if (ks->control != NULL)
             control_serve(ks->control, p + 2, nctl, kn_mono_ns());
-        if (kn_mono_ns() >= next_tick) {
-            /* Ready means both halves of the round trip worked this time. */
+        if ((now = kn_mono_ns()) >= next_tick) {
+            /* The reading first, and the next one a tick after this one began, so that the
+             * tick's other work (a spool to replay, Redis to seed or a Redis that does not answer,
+             * many keys' usage) delays it only by what that work takes past a tick: the server
+             * turns stale (keysync_stale_since) only when it takes 1.75 s or more. Ready means
+             * both halves of the round trip worked this time. */
+            int ok = sync_changes(ks);
             replay_spool(ks);
             seed_redis(ks);
-            int ok = sync_changes(ks);
             if (flush_usage(ks) != 0 && ok)
                 mark(ks, 0);
-            next_tick = kn_mono_ns() + TICK_MS * 1000000ull;
+            next_tick = now + TICK_MS * 1000000ull;
         }
     }
     /* The mailbox is closed: what was put in before is written or answered now. */

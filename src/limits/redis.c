@@ -586,7 +586,7 @@ int redis_sync_library(redisContext *ctx, const struct redis_target *t, char *er
 
 redisContext *redis_sync_connect(const struct redis_target *t, char *err, size_t errsize)
 {
-    struct timeval tv = {2, 0};
+    struct timeval tv = {0, REDIS_SYNC_TIMEOUT_MS * 1000};
     redisContext *ctx = t->is_unix ? redisConnectUnixWithTimeout(t->path, tv)
                                    : redisConnectWithTimeout(t->host, t->port, tv);
     redisReply *r = NULL;

@@ -75,7 +75,14 @@ int redis_conn_fcall(struct redis_conn *c, const char *fn, int numkeys, int argc
  * newer one (a server of an older version may have put its own back). 0, or -1 with a message. */
 int redis_sync_library(redisContext *ctx, const struct redis_target *t, char *err, size_t errsize);
 
-/* A blocking connection (the store thread's), with the library loaded; NULL with a message. */
+/* How long the store thread's blocking connection waits to connect, and for each reply. Redis
+ * answers in well under a millisecond; a Redis that does not (paused, cut off) must not hold the
+ * store thread's reading of the change logs back past keysync's 2.75 s (a connect and one reply:
+ * 1 s at most in a tick). */
+#define REDIS_SYNC_TIMEOUT_MS 500
+
+/* A blocking connection (the store thread's), with the library loaded; NULL with a message. The
+ * connection waits REDIS_SYNC_TIMEOUT_MS for each reply. */
 redisContext *redis_sync_connect(const struct redis_target *t, char *err, size_t errsize);
 
 #endif

@@ -918,6 +918,31 @@ class ClusterTest(ServerTest):
         self.assertEqual(models().status_code, 200)
         self.assertEqual(b.post(key).status_code, 200)
 
+    def test_a_redis_that_hangs_does_not_make_a_node_stale(self):
+        # Redis paused (SIGSTOP: connections are taken by the kernel, nothing answers). The
+        # store thread's calls to it must not hold up its reading of the change logs past
+        # 2.75 s, or every request with a key would be refused as not_ready; test keys go on
+        # with this node's share of their limits, as with Redis down.
+        b = self.node(1)
+        key = self.key()
+        self.assertEqual(b.post(key).status_code, 200)
+        seen = []
+        REDIS.proc.send_signal(signal.SIGSTOP)
+        try:
+            end = time.time() + 7
+            while time.time() < end:
+                r = b.post(key)
+                seen.append((r.status_code, r.json().get("error", {}).get("code")))
+                time.sleep(0.1)
+        finally:
+            REDIS.proc.send_signal(signal.SIGCONT)
+        self.assertNotIn((503, "not_ready"), seen, seen)
+        self.assertIn((200, None), seen[-10:], seen)
+        deadline = time.time() + 10
+        while b.post(key).status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(b.post(key).status_code, 200)
+
     def test_a_node_that_lags_is_named_and_catches_up(self):
         a, b = self.node(0), self.node(1)
         key = self.key()
