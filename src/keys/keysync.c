@@ -793,6 +793,8 @@ struct keysync *keysync_start(struct keytable *kt, const struct keysync_config *
     }
     if (store_is_postgres(cfg->db_url) && refuse_mixed_counters(ks, err, errsize) != 0)
         goto fail;
+    if (ks->after_read != NULL)
+        ks->after_read(ks->after_read_ud);
     if (!beat(ks)) {
         snprintf(err, errsize, "cannot write this node's heartbeat: %s", store_errmsg(ks->store));
         goto fail;

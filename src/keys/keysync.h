@@ -48,7 +48,8 @@ struct keysync_config {
      * thread seeds each month's usage there. */
     const struct redis_target *redis;
     /* For tests: called by the store thread after each reading of the change logs, before its
-     * heartbeat (NULL: none). */
+     * heartbeat, and at start after the keys are loaded, before the first heartbeat (NULL:
+     * none). */
     void (*after_read)(void *ud);
     void *after_read_ud;
 };

@@ -169,6 +169,27 @@ static void behind_its_back(const char *path, const char *fmt, ...)
     sqlite3_close(db);
 }
 
+/* Revokes a key behind the server's back once the store thread's reading is held up. */
+struct revoke_later {
+    const char *path, *key_id;
+    int done;
+};
+
+static void *revoke_while_stalled(void *arg)
+{
+    struct revoke_later *rl = arg;
+    uint64_t t0 = kn_mono_ns();
+
+    while (!atomic_load(&stalling) && kn_mono_ns() - t0 < 10000000000ull)
+        poll(NULL, 0, 1);
+    if (atomic_load(&stalling)) {
+        behind_its_back(rl->path, "UPDATE api_keys SET revoked_at = %lld WHERE id = '%s'",
+                        (long long)kn_unix_now(), rl->key_id);
+        rl->done = 1;
+    }
+    return NULL;
+}
+
 /* This test's node's heartbeat age, as the others read it. */
 static int node_age(void *ud, const struct store_node *n)
 {
@@ -437,6 +458,33 @@ int main(void)
 
     keysync_stop(ks);
     keytable_free(kt);
+
+    /* At start, a revocation committed after the keys were loaded and before the first
+     * heartbeat (the start held up in between): nobody waited for this server, so once
+     * keysync_start returns the table has it, or the server is stale. */
+    struct store_key k6;
+    CHECK(lifecycle_create(s, secret, &spec, &who, &k6, sk) == STORE_OK);
+    struct keytable *kt2 = keytable_new(16);
+    struct store_node node2 = {.id = "node-start", .counters = "local", .version = "test"};
+    kc.node = &node2;
+    write_plans("{\"currency\":\"usd\",\"plans\":[{\"name\":\"first\"}]}");
+    CHECK((kc.plans = plans_load(plans_path, 1, err, sizeof(err))) != NULL); /* The first's went
+                                                                               with it. */
+    struct revoke_later rl = {.path = path, .key_id = k6.id};
+    pthread_t rt;
+    atomic_store(&stall_ms, 2600);
+    CHECK(pthread_create(&rt, NULL, revoke_while_stalled, &rl) == 0);
+    struct keysync *ks2 = keysync_start(kt2, &kc, err, sizeof(err));
+    pthread_join(rt, NULL);
+    CHECK(ks2 != NULL && rl.done);
+    if (ks2 != NULL) {
+        uint64_t reading = keysync_reading(ks2);
+        struct keyrec *r6 = find(kt2, &k6);
+        CHECK(r6 != NULL);
+        CHECK(keysync_stale_since(reading) || (r6 != NULL && keyrec_class(r6)->revoked_at != 0));
+        keysync_stop(ks2);
+    }
+    keytable_free(kt2);
     store_close(s);
     snprintf(sql, sizeof(sql), "rm -rf %s", dir);
     if (system(sql) != 0)
