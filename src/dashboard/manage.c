@@ -3,14 +3,16 @@
  * standing for its account's owner instead of a browser's session, and lists paged with a cursor.
  *
  * The HTTP layer has already authenticated the admin key against the server's key table; here the
- * key is read again from the store, so that one revoked a moment ago (on any server) is refused
- * before anything is done with it. */
+ * key is read again from the store, so that one revoked, expired or fenced off by its allowlist a
+ * moment ago (on any server) is refused before anything is done with it. */
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ipnet.h"
 #include "core/util.h"
 #include "dashboard/internal.h"
 #include "keys/apikey.h"
@@ -127,9 +129,36 @@ void dash_api_page(const struct dash_route *r, const struct dash_request *req,
     dash_reply_json(res, 200, "OK", doc);
 }
 
+/* Whether the client address ip (text; empty when the client came over a unix socket) is in the
+ * allowlist text as the store holds it. One that cannot be read admits nobody, as in the key
+ * table (keys/keysync.c). */
+static int allowlist_admits(const char *allowlist, const char *ip)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    char err[256];
+    struct iplist *l;
+    int in;
+
+    memset(&ss, 0, sizeof(ss));
+    if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1)
+        ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1)
+        ss.ss_family = AF_INET6;
+    else
+        return 0;
+    if ((l = iplist_parse(allowlist, err, sizeof(err))) == NULL)
+        return 0;
+    in = l->n == 0 || iplist_contains(l, (struct sockaddr *)&ss);
+    free(l);
+    return in;
+}
+
 /* The admin key of the request, read from the store: it must still be an admin key that works
- * (not revoked, not expired), and stands for its account's owner. Returns 0, or -1 after
- * replying 401. */
+ * (not revoked, not expired, the client in its allowlist), and stands for its account's owner.
+ * The key table let it through already, but it may not have heard of a change made on another
+ * server yet (one it stopped waiting for). Returns 0, or -1 after replying 401. */
 static int admin_of(struct dashboard *d, const struct dash_request *req, struct dash_response *res,
                     struct who *w)
 {
@@ -152,6 +181,10 @@ static int admin_of(struct dashboard *d, const struct dash_request *req, struct 
     }
     if (k.expires_at != 0 && k.expires_at <= now) {
         dash_reply_error(res, req, KN_ERR_API_KEY_EXPIRED, NULL, NULL);
+        return -1;
+    }
+    if (k.ip_allowlist[0] != '\0' && !allowlist_admits(k.ip_allowlist, req->ip)) {
+        dash_reply_error(res, req, KN_ERR_IP_NOT_ALLOWED, NULL, NULL);
         return -1;
     }
     struct store_account a;

@@ -327,7 +327,8 @@ int http_is_manage_path(h2o_iovec_t p)
 }
 
 /* Only a working admin key gets past the loop; the lane then reads the key again from the store
- * (revoked a moment ago on another server, it is refused there). */
+ * and checks it again (revoked, expired or fenced off a moment ago on another server, it is
+ * refused there). */
 void http_handle_manage(h2o_req_t *req, struct reqinfo *info)
 {
     struct keyrec *key;

@@ -491,6 +491,30 @@ class ManageTest(ServerTest):
         actions = [e["action"] for e in self.audit()]
         self.assertIn("member.invite_cancel", actions)
 
+    def test_an_admin_keys_allowlist_is_checked_again_from_the_store(self):
+        # The lane reads the admin key again from the store: a narrower allowlist there (set on
+        # another server that this one has not heard from yet, here written behind its back,
+        # which the change feed never reports) refuses the call even though the key table here
+        # still lets it through.
+        p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "admin",
+                          "--name", "fenced", "--allow-ip", "127.0.0.1")
+        fenced = p.stdout.strip()
+        self.secrets.append(fenced)
+        self.assertEqual(self.call("GET", "/v1/keys", key=fenced).status_code, 200)
+        for allow in ("192.0.2.0/24", "not an address"):
+            db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"), timeout=10)
+            with db:
+                db.execute("UPDATE api_keys SET ip_allowlist = ? WHERE id = ?",
+                           (allow, self.data.key_id(fenced)))
+            db.close()
+            with self.subTest(allow=allow):
+                self.assertError(self.call("POST", "/v1/keys", key=fenced,
+                                           body={"name": "minted", "mode": "live"}),
+                                 401, "ip_not_allowed")
+                self.assertError(self.call("GET", "/v1/keys", key=fenced), 401, "ip_not_allowed")
+        names = [k["name"] for k in self.call("GET", "/v1/keys").json()["data"]]
+        self.assertNotIn("minted", names)
+
     def test_an_admin_key_cannot_widen_an_admin_key(self):
         # A leaked admin key with an expiry and an allowlist must not lift them.
         p = self.data.cli("key", "create", "--account", "dev@example.com", "--mode", "admin",
