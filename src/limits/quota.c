@@ -28,16 +28,28 @@ void quota_load(struct acctrec *a, int64_t month, uint64_t requests, uint64_t to
     atomic_store(&a->tokens_cell, cell(month, tokens));
 }
 
+/* The later of `month` and the cell's: a request that read the clock just before a month began
+ * and reaches a cell another request already moved into the new month counts in the new one
+ * (it must not put the cell back into the old month, which would start the new month's count
+ * again from it). */
+static int64_t month_for(uint64_t c, int64_t month)
+{
+    int64_t m = (int64_t)(c >> MONTH_SHIFT);
+    return m > month ? m : month;
+}
+
 /* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). */
 static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max)
 {
     uint64_t c = atomic_load(rc), n;
+    int64_t m;
 
     do {
-        n = count_in(c, month);
+        m = month_for(c, month);
+        n = count_in(c, m);
         if (max != PLAN_UNLIMITED && n >= (uint64_t)max)
             return 0;
-    } while (!atomic_compare_exchange_weak(rc, &c, cell(month, n + 1)));
+    } while (!atomic_compare_exchange_weak(rc, &c, cell(m, n + 1)));
     return 1;
 }
 
@@ -73,7 +85,7 @@ static int hold_tokens(struct acctrec *a, int64_t month, int64_t max_tokens, uin
     for (;;) {
         c = atomic_load(&a->tokens_cell);
         r = atomic_load(&a->tokens_reserved);
-        billed = count_in(c, month);
+        billed = count_in(c, month_for(c, month));
         if (billed + r >= (uint64_t)max_tokens)
             return -1;
         left = (uint64_t)max_tokens - billed - r;

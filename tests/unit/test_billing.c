@@ -183,6 +183,28 @@ static void test_quota(void)
     quota_release(&a, 101, held);
     CHECK(quota_reserve(&a, 101, 10, &held) == QUOTA_OK && held == 10);
 
+    /* A request that read the clock just before a month began, reaching the cells after
+     * another one moved them into the new month, counts in the new month: it does not start
+     * the new month's count again. */
+    memset(&a, 0, sizeof(a));
+    quota_configure(&a, &plan, 5, 1000);
+    quota_load(&a, 200, 0, 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
+    quota_settle(&a, 201, 0, 900);
+    CHECK(quota_reserve(&a, 200, 200, &held) == QUOTA_OK && held == 100); /* 900 billed */
+    quota_usage(&a, 201, &req, &tok);
+    CHECK(req == 4 && tok == 900);
+    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_TOKENS_USED_UP); /* 900 + 100 held */
+    quota_release(&a, 200, 100); /* Its request stays counted in the new month: errs to refuse. */
+    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
+    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    CHECK(quota_reserve(&a, 200, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    struct keyquota kq = {0};
+    keyquota_raise(&kq, 201, 2);
+    CHECK(keyquota_take(&kq, 200, 3) && keyquota_used(&kq, 201) == 3);
+    CHECK(!keyquota_take(&kq, 200, 3) && !keyquota_take(&kq, 201, 3));
+
     /* Exactly the quota under contention. */
     pthread_t t[4];
     memset(&shared, 0, sizeof(shared));
