@@ -51,15 +51,17 @@ static void quiet(void *arg, const char *message)
 
 /* Connection parameters that every connection gets unless the URL sets them (libpq keeps the last
  * value of a repeated keyword, and the URL, expanded from dbname, comes last): a bounded connect,
- * keepalives that find a dead server in seconds, and a name in pg_stat_activity. Every new
+ * keepalives that find a dead server in seconds, a query whose packets go unacknowledged for 3 s
+ * failed (over TCP: a network that drops them otherwise holds the store thread for as long as
+ * TCP retries, some 15 minutes), and a name in pg_stat_activity. Every new
  * connection then sets synchronous_commit on, whatever the server's or the role's default: the
  * ledger needs a commit durable when it returns. */
 static PGconn *connect_url(const char *url, const char *app)
 {
-    const char *keys[] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL};
-    const char *vals[] = {"2", "1", "5", "2", "3", app, url, NULL};
+    const char *keys[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "application_name",    "dbname",           NULL};
+    const char *vals[] = {"2", "1", "5", "2", "3", "3000", app, url, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c != NULL)
         PQsetNoticeProcessor(c, quiet, NULL);

@@ -943,6 +943,38 @@ class ClusterTest(ServerTest):
             time.sleep(0.05)
         self.assertEqual(b.post(key).status_code, 200)
 
+    def test_a_postgresql_that_hangs_makes_a_node_refuse_keys_until_it_answers(self):
+        # PostgreSQL paused (every process of it stopped: connections are taken, nothing is
+        # answered). The store thread waits on it, so it cannot tell a revocation it may have
+        # missed: from 2.75 s the node refuses keys (503 not_ready), never serves them blind,
+        # and serves again once PostgreSQL answers.
+        b = self.node(1)
+        key = self.key()
+        self.assertEqual(b.post(key).status_code, 200)
+        pids = [PG.pid()] + [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(PG.pid())], capture_output=True, text=True).stdout.split()]
+        seen = []
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            while time.time() - t0 < 5:
+                r = b.post(key)
+                seen.append((round(time.time() - t0, 2), r.status_code,
+                             r.json().get("error", {}).get("code")))
+                time.sleep(0.1)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        self.assertTrue(all(c in (200, 503) for _, c, _ in seen), seen)
+        self.assertTrue(all(e == "not_ready" for _, c, e in seen if c == 503), seen)
+        self.assertTrue([t for t, c, _ in seen if c == 503 and t > 3.5], seen)
+        self.assertFalse([t for t, c, _ in seen if c == 200 and t > 4], seen)
+        deadline = time.time() + 15
+        while b.post(key).status_code != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(b.post(key).status_code, 200)
+
     def test_a_node_that_lags_is_named_and_catches_up(self):
         a, b = self.node(0), self.node(1)
         key = self.key()
