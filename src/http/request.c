@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #include "core/ipnet.h"
@@ -72,12 +73,12 @@ int http_client_gone(h2o_req_t *req)
     h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL
                              ? req->conn->callbacks->get_socket(req->conn)
                              : NULL;
-    char c;
+    struct pollfd p = {.events = POLLRDHUP};
 
     if (sock == NULL || req->version >= 0x200)
         return 0; /* HTTP/2 reports a reset stream itself: h2o frees the request. */
-    ssize_t n = recv(h2o_socket_get_fd(sock), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    p.fd = h2o_socket_get_fd(sock);
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 int http_is_https(h2o_req_t *req)

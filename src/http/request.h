@@ -57,10 +57,10 @@ void http_client_ip(h2o_req_t *req, char *out, size_t size);
 int http_peer_trusted(h2o_req_t *req);
 /* The value of the request header `token` (or `name` when token is NULL), or NULL. */
 const h2o_iovec_t *http_find_header(h2o_req_t *req, const h2o_token_t *token, const char *name);
-/* Returns 1 when the client of an HTTP/1 request has closed its connection. HTTP/1 stops reading
- * a connection while its request is being answered, so h2o would notice only when it writes;
- * this peeks at the socket instead (end of stream or an error: gone). Pipelined bytes waiting
- * count as "still there". */
+/* Returns 1 when the client of an HTTP/1 request has closed its connection (or shut down its
+ * sending half). HTTP/1 stops reading a connection while its request is being answered, so h2o
+ * would notice only when it writes; this asks the kernel instead (POLLRDHUP: the client's FIN,
+ * seen even behind pipelined bytes that nobody has read yet; POLLHUP, POLLERR: a reset). */
 int http_client_gone(h2o_req_t *req);
 /* Returns 1 when the client reached us over HTTPS (directly, or through a trusted proxy). */
 int http_is_https(h2o_req_t *req);

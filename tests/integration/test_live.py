@@ -537,6 +537,29 @@ class LiveTest(harness.ServerTest):
         self.assertEqual(self.ledger(), [])
         self.assertIn('"error":"client_closed_request"', srv.output())
 
+    def test_client_that_goes_away_after_pipelining_a_second_request_is_not_billed(self):
+        # The second request waits in the socket unread behind the first, so a peek at the
+        # socket sees its bytes, not the end: the close must still be seen.
+        srv = self.serve()
+        self.backend.set_mode("normal", delay_ms=3000)
+        body = json.dumps({"message": "hi", "model": "fake-slow_head"}).encode()
+        req = (b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               + self.live.encode() + b"\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(req)
+            deadline = time.time() + 5
+            while self.backend.stats()["active"] == 0 and time.time() < deadline:
+                time.sleep(0.02)
+            s.sendall(req)
+            time.sleep(0.2)
+        t0 = time.time()
+        while self.backend.stats()["cancelled"] == 0 and time.time() < t0 + 2:
+            time.sleep(0.02)
+        self.assertEqual(self.backend.stats()["cancelled"], 1)
+        time.sleep(0.2)
+        self.assertEqual(self.ledger(), [])
+
     def test_client_that_leaves_mid_stream_pays_for_what_it_got(self):
         srv = self.serve()
         self.backend.set_mode("normal", delay_ms=400)
