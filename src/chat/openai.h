@@ -55,6 +55,15 @@ void chat_call_prepare(struct chat_call *c, const char *backend_model);
 
 void chat_call_cleanup(struct chat_call *c);
 
+/* The most input tokens the upstream request (chat_call_prepare) can be: one a byte, since no
+ * tokenizer makes a token of less than a byte of text. What a live request reserves of its token
+ * quota for its input: input_estimate, a rule of thumb of four bytes a token, is for billing when
+ * the backend reports no usage, and a prompt of one-letter words is nearer two bytes a token. */
+static inline uint64_t chat_call_input_bound(const struct chat_call *c)
+{
+    return c->body_len;
+}
+
 /* The most tokens a backend may report for one count of one request. More, a negative or a
  * fractional count is not usage but a broken backend: such usage is ignored (logged, and the
  * request billed by estimate; README "Billing rules"). */

@@ -229,7 +229,7 @@ static int admit_live(h2o_req_t *req, struct reqinfo *info, struct keyrec *key,
     struct acctrec *a = keyrec_acct(key);
     struct limiter *lim = http_worker_of(req)->srv->limiter;
     enum quota_outcome q;
-    uint64_t want = (uint64_t)call->input_estimate +
+    uint64_t want = chat_call_input_bound(call) +
                     (call->max_output ? call->max_output : CHAT_OUTPUT_RESERVE_DEFAULT);
 
     if (!limiter_inflight_acquire(lim, a, plan->max_concurrent)) {
@@ -573,7 +573,7 @@ static void admit_in_cluster(h2o_req_t *req, struct reqinfo *info, struct keyrec
         .max_inflight = plan->max_concurrent,
         .quota_requests = atomic_load(&a->quota_requests),
         .quota_tokens = atomic_load(&a->quota_tokens),
-        .want_tokens = (uint64_t)w->call.input_estimate +
+        .want_tokens = chat_call_input_bound(&w->call) +
                        (w->call.max_output ? w->call.max_output : CHAT_OUTPUT_RESERVE_DEFAULT),
         .lease = w->info.request_id,
         /* Past the longest a request may last, so that only a node that died lets it lapse. */

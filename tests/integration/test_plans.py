@@ -216,6 +216,19 @@ class AccountLimitsTest(PlansTest):
         self.assertLessEqual(admitted, 3, codes)
         self.assertEqual(codes.count(429), 20 - admitted)
 
+    def test_input_that_packs_many_tokens_into_few_bytes_cannot_run_past_the_token_quota(self):
+        """A hostile prompt of one-letter words is some two bytes a token, where a rule of
+        thumb of four bytes a token would reserve half of it: the input is reserved at one
+        token a byte (no tokenizer makes a token of less than a byte), so a prompt of 200
+        tokens (400 bytes) takes the whole quota of 300 and only one request gets in."""
+        srv = self.serve()
+        self.set_plan("tokens300")
+        self.backend.set_mode("normal", delay_ms=300)
+        codes = self.at_once(srv, 8, max_tokens=1,
+                             messages=[{"role": "user", "content": "a " * 200}])
+        self.assertEqual(codes.count(200), 1, codes)
+        self.assertEqual(codes.count(429), 7, codes)
+
     def test_a_limit_the_backend_may_ignore_does_not_shrink_the_reservation(self):
         """max_completion_tokens alone is ignored by some backends (Ollama's OpenAI API; the
         fake backend too): a tiny one must not let many long answers in at once."""
