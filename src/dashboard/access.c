@@ -100,6 +100,19 @@ static int attempt_throttled(struct dashboard *d, const struct dash_request *req
     return 1;
 }
 
+/* Counts, on the address's counter alone, an answer that told an anonymous client whether an
+ * invitation's email has a user (asked without a password, or one that cannot be used): the
+ * inviter holds the link, so an owner inviting email after email could otherwise list who uses
+ * this server. */
+static void attempt_probed(struct dashboard *d, struct attempt *a)
+{
+    struct store_throttle t;
+    if (a->address[0] != '\0' && store_throttle_hit(d->store, THROTTLE_ADDRESS, a->address, a->now,
+                                                    throttle_signin_address.window, &t) != STORE_OK)
+        fprintf(stderr, "konnect: cannot count an invitation's answer: %s\n",
+                store_errmsg(d->store));
+}
+
 /* Counts a wrong password on both counters. */
 static void attempt_failed(struct dashboard *d, struct attempt *a)
 {
@@ -459,14 +472,21 @@ void dash_invite_accept(struct dashboard *d, const struct dash_request *req,
             store_session_delete(d->store, old); /* The browser now holds the new session. */
         goto out;
     }
+    /* Anonymous: what follows may tell whether the email has a user, counted (attempt_probed)
+     * and throttled like a sign-in from this address. */
+    attempt_begin(d, req, inv.email, &at);
+    if (attempt_throttled(d, req, res, &at, inv.email, inv.account_id, "member.join"))
+        goto out;
     if (have_user) {
         if (u.password_hash[0] == '\0') {
+            attempt_probed(d, &at);
             dash_audit(d, inv.account_id, inv.email, req->ip, "member.join", inv.email, "denied",
                        "the user has no password yet");
             dash_reply_error(res, req, KN_ERR_PASSWORD_NOT_SET, NULL, NULL);
             goto out;
         }
         if (pw == NULL) {
+            attempt_probed(d, &at);
             dash_reply_error(res, req, KN_ERR_MISSING_PARAMETER,
                              "You already have a Konnect user: enter its password to join.",
                              "password");
@@ -489,10 +509,12 @@ void dash_invite_accept(struct dashboard *d, const struct dash_request *req,
     }
     if (strcmp(d->cfg->signup, "closed") == 0) {
         /* "closed": nobody new joins, not even by invitation; existing users still can. */
+        attempt_probed(d, &at);
         dash_reply_error(res, req, KN_ERR_SIGNUP_CLOSED, NULL, NULL);
         goto out;
     }
     if (pw == NULL || password_acceptable(pw) != 0) {
+        attempt_probed(d, &at);
         dash_reply_error(res, req, pw == NULL ? KN_ERR_MISSING_PARAMETER : KN_ERR_INVALID_PARAMETER,
                          "Choose a password of 10 to 256 characters.", "password");
         goto out;

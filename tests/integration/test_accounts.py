@@ -217,6 +217,28 @@ class ThrottleTest(ServerTest):
         self.assertEqual(Browser(self.srv, "127.0.0.5").signin("alice@example.com").status_code,
                          200)
 
+    def test_invitations_cannot_list_who_has_a_user(self):
+        # Without a password, accepting an invitation says whether its email has a user (the
+        # page must ask for the password or for a new one). The inviter holds the link, so an
+        # owner inviting email after email would learn who uses this server: such probes count
+        # on the address's sign-in throttle, like the wrong passwords of a sign-in.
+        prober, anon = Browser(self.srv, "127.0.0.6"), Browser(self.srv, "127.0.0.6")
+        prober.signup("prober@example.net")
+        Browser(self.srv).signup("someone3@example.com")
+        codes = []
+        for i in range(22):
+            token = prober.invite(f"someone{i}@example.com")
+            r = anon.call("POST", "invites/accept", {"token": token})
+            codes.append(r.json()["error"]["code"])
+            for inv in prober.call("GET", "members").json()["invites"]:
+                prober.call("POST", f"invites/{inv['id']}/cancel")
+        self.assertEqual(codes[:20], ["missing_parameter"] * 20, codes)
+        self.assertEqual(codes[20:], ["too_many_attempts"] * 2, codes)
+        # The invitee of a real invitation, from another address, is not held up.
+        token = self.alice.invite("newcomer@example.org")
+        r = Browser(self.srv, "127.0.0.7").call("POST", "invites/accept", {"token": token})
+        self.assertError(r, 400, "missing_parameter", "password")
+
     def test_refused_attempts_are_counted_not_logged_one_by_one(self):
         attacker = Browser(self.srv, "127.0.0.6")
         for i in range(5):
