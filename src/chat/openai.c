@@ -133,6 +133,27 @@ void chat_call_from_konnect(const struct chat_request *req, const char *default_
     out->input_estimate = chat_estimate_tokens(req->message, req->message_len);
 }
 
+/* The bytes of the data URLs in v ("data:image/png;base64,..." of an image, audio or file part,
+ * as JSON strings): their tokens are the model's to count, not one a byte. */
+static size_t data_url_bytes(json_t *v, int depth)
+{
+    size_t n = 0, i;
+    const char *k;
+    json_t *e;
+
+    if (depth > 64)
+        return 0;
+    if (json_is_string(v))
+        return json_string_length(v) > 5 && memcmp(json_string_value(v), "data:", 5) == 0
+                   ? json_string_length(v)
+                   : 0;
+    if (json_is_object(v))
+        json_object_foreach(v, k, e) n += data_url_bytes(e, depth + 1);
+    else if (json_is_array(v))
+        json_array_foreach(v, i, e) n += data_url_bytes(e, depth + 1);
+    return n;
+}
+
 void chat_call_prepare(struct chat_call *c, const char *backend_model)
 {
     if (c->api == CHAT_API_OPENAI) {
@@ -154,6 +175,8 @@ void chat_call_prepare(struct chat_call *c, const char *backend_model)
     }
     /* Tools, response formats and system prompts are input too: the estimate covers it all. */
     c->input_estimate = chat_estimate_tokens(c->body, c->body_len);
+    size_t data = c->root != NULL ? data_url_bytes(c->root, 0) : 0;
+    c->input_bound = c->body_len > data ? c->body_len - data : 0;
 }
 
 static void set_err(struct chat_error *err, enum kn_err code, const char *param, const char *msg)

@@ -34,6 +34,7 @@ struct chat_call {
                               * or 0 for CHAT_OUTPUT_RESERVE_DEFAULT. */
     uint32_t input_estimate; /* Input tokens by the rule of thumb (over the whole upstream request
                               * body: messages, tools, schemas), when the backend says none. */
+    uint64_t input_bound;    /* See chat_call_input_bound. */
 };
 
 /* Builds the call for a /v1/chat request. */
@@ -55,13 +56,15 @@ void chat_call_prepare(struct chat_call *c, const char *backend_model);
 
 void chat_call_cleanup(struct chat_call *c);
 
-/* The most input tokens the upstream request (chat_call_prepare) can be: one a byte, since no
- * tokenizer makes a token of less than a byte of text. What a live request reserves of its token
- * quota for its input: input_estimate, a rule of thumb of four bytes a token, is for billing when
- * the backend reports no usage, and a prompt of one-letter words is nearer two bytes a token. */
+/* What a live request reserves of its token quota for its input (chat_call_prepare): one token
+ * a byte of the upstream request, since no tokenizer makes a token of less than a byte of text,
+ * less its data URLs (images, audio, files), whose tokens the model counts its own way. (The
+ * chat template's few tokens of its own are not in the bytes.) input_estimate, a rule of thumb of
+ * four bytes a token, is for billing when the backend reports no usage: a prompt of one-letter
+ * words is nearer two bytes a token. */
 static inline uint64_t chat_call_input_bound(const struct chat_call *c)
 {
-    return c->body_len;
+    return c->input_bound;
 }
 
 /* The most tokens a backend may report for one count of one request. More, a negative or a

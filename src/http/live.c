@@ -749,9 +749,9 @@ static void on_ledger_answers(h2o_multithread_receiver_t *receiver, h2o_linklist
         if (lr->leased)
             cluster_settle(keyrec_acct(lr->key)->id, lr->month, lr->info.request_id,
                            (uint64_t)lr->in_tokens + lr->out_tokens);
-        else
-            limiter_quota_settle(lr->limiter, lr->key, lr->month, &lr->hold,
-                                 (uint64_t)lr->in_tokens + lr->out_tokens);
+        else /* In the month of its row, which a request that began in the last one ends in. */
+            limiter_quota_settle(lr->limiter, lr->key, kn_month_of(lr->ledger.row.at_ms / 1000),
+                                 &lr->hold, (uint64_t)lr->in_tokens + lr->out_tokens);
         if (lr->req == NULL) {
             live_maybe_free(lr); /* Billed, but the client left before the answer. */
         } else if (lr->end_err != KN_OK) {

@@ -125,12 +125,14 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
 {
     uint64_t c = atomic_load(&a->tokens_cell), n;
 
-    /* Billed first, then the hold given back: in between, both count (never neither). */
+    int64_t m;
+
+    /* Billed first, then the hold given back: in between, both count (never neither). In the
+     * later of `month` (the month of its ledger row) and the cell's, as take_request counts. */
     do {
-        if ((int64_t)(c >> MONTH_SHIFT) > month)
-            break; /* Billed to a month that is over. */
-        n = count_in(c, month) + tokens;
-    } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(month, n)));
+        m = month_for(c, month);
+        n = count_in(c, m) + tokens;
+    } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(m, n)));
     atomic_fetch_sub(&a->tokens_reserved, held);
 }
 

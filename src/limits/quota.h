@@ -83,7 +83,9 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 /* Gives back a request reserved in `month` that was not billed, and its held tokens. */
 void quota_release(struct acctrec *a, int64_t month, uint64_t held);
 
-/* A request reserved in `month` was billed `tokens`: they replace the `held` ones. */
+/* A request was billed `tokens` in `month` (the month of its ledger row, which for a request
+ * still running when a month ended is the new one): they replace the `held` ones, and count in
+ * the later of `month` and the month the account's cells are in. */
 void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens);
 
 /* The usage counted in `month`: requests billed or in flight, tokens billed. */

@@ -229,6 +229,17 @@ class AccountLimitsTest(PlansTest):
         self.assertEqual(codes.count(200), 1, codes)
         self.assertEqual(codes.count(429), 7, codes)
 
+    def test_an_images_bytes_do_not_hold_the_token_quota(self):
+        """An image sent as a data URL is not text: its bytes are left out of the input's
+        reservation, so two requests with a 2,000-byte image each fit a quota of 300 at once."""
+        srv = self.serve()
+        self.set_plan("tokens300")
+        self.backend.set_mode("normal", delay_ms=300)
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 2000}}
+        codes = self.at_once(srv, 2, max_tokens=10, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, image]}])
+        self.assertEqual(codes, [200, 200])
+
     def test_a_limit_the_backend_may_ignore_does_not_shrink_the_reservation(self):
         """max_completion_tokens alone is ignored by some backends (Ollama's OpenAI API; the
         fake backend too): a tiny one must not let many long answers in at once."""

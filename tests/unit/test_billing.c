@@ -200,6 +200,20 @@ static void test_quota(void)
     CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
     CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_REQUESTS_USED_UP);
     CHECK(quota_reserve(&a, 200, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    /* Billed once the new month began, in its ledger row's month (the new one), or in the
+     * cells' when they are further on: never dropped from the month that counts it. */
+    memset(&a, 0, sizeof(a));
+    quota_configure(&a, &plan, PLAN_UNLIMITED, 1000);
+    quota_load(&a, 200, 0, 0);
+    CHECK(quota_reserve(&a, 200, 300, &held) == QUOTA_OK && held == 300);
+    CHECK(quota_reserve(&a, 200, 300, &h2) == QUOTA_OK && h2 == 300);
+    quota_settle(&a, 201, held, 250); /* Began in 200, billed in 201. */
+    quota_usage(&a, 201, &req, &tok);
+    CHECK(tok == 250);
+    quota_settle(&a, 200, h2, 350); /* The cells are in 201 already. */
+    quota_usage(&a, 201, &req, &tok);
+    CHECK(tok == 600 && atomic_load(&a.tokens_reserved) == 0);
+    CHECK(quota_reserve(&a, 201, 500, &held) == QUOTA_OK && held == 400);
     struct keyquota kq = {0};
     keyquota_raise(&kq, 201, 2);
     CHECK(keyquota_take(&kq, 200, 3) && keyquota_used(&kq, 201) == 3);
