@@ -898,10 +898,16 @@ class ClusterTest(ServerTest):
         self.assertEqual(models().status_code, 200)
         lock = subprocess.Popen(
             [os.path.join(PG.bindir, "psql"), "-X", "-q", "-d", self.url, "-c",
-             "BEGIN; LOCK TABLE key_changes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4.5); "
+             "BEGIN; LOCK TABLE key_changes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); "
              "COMMIT;"], stdout=subprocess.DEVNULL)
         try:
-            time.sleep(3.7)  # a tick (1 s) for the reading to start, and 2.75 s
+            deadline = time.time() + 10
+            while time.time() < deadline and PG.psql(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "WHERE c.relname = 'key_changes' AND l.mode = 'AccessExclusiveLock' "
+                    "AND l.granted", self.dbname).strip() != "1":
+                time.sleep(0.02)
+            time.sleep(3.2)  # the last reading began at most then; stale 2.75 s after it
             r = models()
             self.assertError(r, 503, "not_ready")
             self.assertEqual(r.headers.get("retry-after"), "1")
