@@ -38,29 +38,43 @@ static int64_t month_for(uint64_t c, int64_t month)
     return m > month ? m : month;
 }
 
-/* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). */
-static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max)
+/* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). When
+ * this moves the cell into a new month, its count starts at `others`: the requests still in
+ * flight from the month before, which their ledger rows (dated when they end) bill in the new
+ * one. */
+static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max, uint64_t others)
 {
     uint64_t c = atomic_load(rc), n;
     int64_t m;
 
     do {
         m = month_for(c, month);
-        n = count_in(c, m);
+        n = (int64_t)(c >> MONTH_SHIFT) < m ? others : count_in(c, m);
         if (max != PLAN_UNLIMITED && n >= (uint64_t)max)
             return 0;
     } while (!atomic_compare_exchange_weak(rc, &c, cell(m, n + 1)));
     return 1;
 }
 
-static void give_request(_Atomic uint64_t *rc, int64_t month)
+/* Gives back a request of `month`. In a cell that a new month has reached since, the request was
+ * counted there when the cell moved (`seeded`: an account's, see take_request) and is given back
+ * there; otherwise there is nothing of it to give back. */
+static void give_request(_Atomic uint64_t *rc, int64_t month, int seeded)
 {
     uint64_t c = atomic_load(rc);
 
     do {
-        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
-            return; /* A new month started since: nothing of this one to give back. */
+        int64_t m = (int64_t)(c >> MONTH_SHIFT);
+        if ((m != month && !(seeded && m > month)) || (c & COUNT_MASK) == 0)
+            return;
     } while (!atomic_compare_exchange_weak(rc, &c, c - 1));
+}
+
+/* The account's other live requests in flight (the caller holds one of its slots). */
+static uint64_t others_in_flight(struct acctrec *a)
+{
+    uint32_t n = atomic_load(&a->inflight);
+    return n > 0 ? n - 1 : 0;
 }
 
 /* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left.
@@ -107,7 +121,7 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 
     if (hold_tokens(a, month, max_tokens, tokens, held) != 0)
         return QUOTA_TOKENS_USED_UP;
-    if (!take_request(&a->requests_cell, month, max_requests)) {
+    if (!take_request(&a->requests_cell, month, max_requests, others_in_flight(a))) {
         atomic_fetch_sub(&a->tokens_reserved, *held);
         *held = 0;
         return QUOTA_REQUESTS_USED_UP;
@@ -118,7 +132,7 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 void quota_release(struct acctrec *a, int64_t month, uint64_t held)
 {
     atomic_fetch_sub(&a->tokens_reserved, held);
-    give_request(&a->requests_cell, month);
+    give_request(&a->requests_cell, month, 1);
 }
 
 void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens)
@@ -134,6 +148,14 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
         n = count_in(c, m) + tokens;
     } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(m, n)));
     atomic_fetch_sub(&a->tokens_reserved, held);
+    /* Billed in a month no request was admitted in yet (it began in the last one): the requests
+     * cell moves into it, counting this one and the others still in flight, as take_request
+     * would have. */
+    c = atomic_load(&a->requests_cell);
+    while ((int64_t)(c >> MONTH_SHIFT) < month &&
+           !atomic_compare_exchange_weak(&a->requests_cell, &c,
+                                         cell(month, others_in_flight(a) + 1))) {
+    }
 }
 
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens)
@@ -154,12 +176,12 @@ void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests)
 
 int keyquota_take(struct keyquota *q, int64_t month, int64_t max)
 {
-    return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED);
+    return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED, 0);
 }
 
 void keyquota_give(struct keyquota *q, int64_t month)
 {
-    give_request(&q->requests_cell, month);
+    give_request(&q->requests_cell, month, 0);
 }
 
 uint64_t keyquota_used(struct keyquota *q, int64_t month)

@@ -2,6 +2,7 @@
 parameters, more keys to get around a limit, many long requests at once against a token quota,
 and an operator whose plans file changed while the server runs."""
 
+import calendar
 import json
 import os
 import signal
@@ -255,6 +256,63 @@ class AccountLimitsTest(PlansTest):
                              400, "unsupported_parameter", name)
         self.assertError(self.completions(srv, self.live, "small", max_tokens="5"), 400,
                          "invalid_parameter", "max_tokens")
+
+
+class MonthTurnTest(PlansTest):
+    """A server whose wall clock is moved to 6 s before the end of the month (a preloaded library,
+    tests/support/clockshift.c): requests still running when the month ends are billed in the
+    new month (their rows are dated when they end), so they count in its quota there."""
+
+    plans = {"currency": "usd", "plans": [
+        {"name": "three", "requests_per_month": 3, "max_concurrent_requests": 8,
+         "price_per_request_micros": 1000}]}
+
+    def serve_at_month_end(self):
+        now = time.time()
+        t = time.gmtime(now)
+        nxt = (t.tm_year + (t.tm_mon == 12), t.tm_mon % 12 + 1, 1, 0, 0, 0, 0, 0, 0)
+        shift = calendar.timegm(nxt) - 6 - int(now)
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        return self.serve(LD_PRELOAD=os.environ["KONNECT_TEST_CLOCKSHIFT"],
+                          KONNECT_TEST_CLOCK_SHIFT=shift,
+                          ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
+
+    def test_requests_running_at_the_end_of_a_month_count_in_the_new_ones_quota(self):
+        self.set_plan("three")
+        srv = self.serve_at_month_end()
+        self.backend.set_mode("normal", delay_ms=700)  # 11 pieces: some 8 s, past the turn
+        codes = self.at_once_until(srv, 3)
+        self.assertEqual(codes, [200, 200, 200])
+        # The month has turned: the three were billed in it, which its quota of 3 counts.
+        for _ in range(3):
+            self.assertError(self.completions(srv, self.live, "fake-normal"), 429,
+                             "insufficient_quota")
+        db = sqlite3.connect(os.path.join(self.data.path, "konnect.db"))
+        try:
+            months = db.execute("SELECT month, count(*) FROM usage_ledger GROUP BY month").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(len(months), 1, months)
+        self.assertEqual(months[0][1], 3, months)
+
+    def at_once_until(self, srv, n):
+        """n slow streams started together before the month ends; their status codes."""
+        codes = []
+
+        def one():
+            r = srv.post(self.live, {"model": "fake-slow_stream", "stream": True,
+                                     "messages": [{"role": "user", "content": "one two three "
+                                                   "four five six seven eight nine ten"}]},
+                         path="/v1/chat/completions", stream=True)
+            r.content
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return codes
 
 
 class ReloadTest(PlansTest):

@@ -166,10 +166,15 @@ static void test_quota(void)
     quota_settle(&a, 100, h2, 0);
     quota_usage(&a, 100, &req, &tok);
     CHECK(req == 3 && tok == 100 && atomic_load(&a.tokens_reserved) == 0);
-    /* A new month starts from zero; the old month's late releases do not touch it. */
+    /* A new month starts from the requests still in flight (here one of the old month's, which
+     * its row would bill in the new one); that one's late release is given back there. */
     quota_configure(&a, &plan, 3, 1000);
+    atomic_store(&a.inflight, 2);
     CHECK(quota_reserve(&a, 101, 0, &held) == QUOTA_OK);
+    quota_usage(&a, 101, &req, &tok);
+    CHECK(req == 2 && tok == 0);
     quota_release(&a, 100, 0);
+    atomic_store(&a.inflight, 0);
     quota_usage(&a, 101, &req, &tok);
     CHECK(req == 1 && tok == 0);
     quota_configure(&a, &plan, PLAN_UNLIMITED, 5);
@@ -196,10 +201,48 @@ static void test_quota(void)
     quota_usage(&a, 201, &req, &tok);
     CHECK(req == 4 && tok == 900);
     CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_TOKENS_USED_UP); /* 900 + 100 held */
-    quota_release(&a, 200, 100); /* Its request stays counted in the new month: errs to refuse. */
+    quota_release(&a, 200, 100); /* Given back in the new month, where it was counted. */
+    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
     CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
     CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_REQUESTS_USED_UP);
     CHECK(quota_reserve(&a, 200, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    /* Requests still in flight when a month begins count in the new month's quota, whose
+     * ledger rows bill them (dated when they end): a quota of 4 bills 4 in the new month. */
+    memset(&a, 0, sizeof(a));
+    quota_configure(&a, &plan, 4, PLAN_UNLIMITED);
+    quota_load(&a, 300, 0, 0);
+    atomic_store(&a.inflight, 1);
+    CHECK(quota_reserve(&a, 300, 0, &held) == QUOTA_OK);
+    atomic_store(&a.inflight, 2);
+    CHECK(quota_reserve(&a, 300, 0, &held) == QUOTA_OK);
+    atomic_store(&a.inflight, 3);
+    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_OK); /* The new month's first. */
+    quota_usage(&a, 301, &req, &tok);
+    CHECK(req == 3);
+    quota_settle(&a, 301, 0, 7); /* The first of the old month's, billed in the new one. */
+    quota_usage(&a, 301, &req, &tok);
+    CHECK(req == 3 && tok == 7);
+    quota_release(&a, 300, 0); /* The second, not billed. */
+    atomic_store(&a.inflight, 2);
+    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_OK);
+    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_OK);
+    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    quota_usage(&a, 301, &req, &tok);
+    CHECK(req == 4);
+    /* Billed in a month nobody was admitted in yet: the cell moves there, counting it and the
+     * others in flight. */
+    memset(&a, 0, sizeof(a));
+    quota_configure(&a, &plan, 2, PLAN_UNLIMITED);
+    quota_load(&a, 400, 0, 0);
+    atomic_store(&a.inflight, 1);
+    CHECK(quota_reserve(&a, 400, 0, &held) == QUOTA_OK);
+    atomic_store(&a.inflight, 2);
+    CHECK(quota_reserve(&a, 400, 0, &held) == QUOTA_OK);
+    quota_settle(&a, 401, 0, 3);
+    quota_usage(&a, 401, &req, &tok);
+    CHECK(req == 2 && tok == 3);
+    CHECK(quota_reserve(&a, 401, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    atomic_store(&a.inflight, 0);
     /* Billed once the new month began, in its ledger row's month (the new one), or in the
      * cells' when they are further on: never dropped from the month that counts it. */
     memset(&a, 0, sizeof(a));
