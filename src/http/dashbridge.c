@@ -243,6 +243,8 @@ static void submit(h2o_req_t *req, struct reqinfo *info, const char *api_key_id,
     char peer[INET6_ADDRSTRLEN], msg[160];
 
     if (req->entity.len > DASH_BODY_MAX) {
+        if (acct != NULL) /* Counted by the caller, for a job that will not be. */
+            atomic_fetch_sub(&acct->api_queued, 1);
         http_send_error(req, info, KN_ERR_BODY_TOO_LARGE,
                         api ? "Management API requests are limited to 64 KiB."
                             : "Dashboard requests are limited to 64 KiB.",

@@ -491,6 +491,14 @@ class ManageTest(ServerTest):
         actions = [e["action"] for e in self.audit()]
         self.assertIn("member.invite_cancel", actions)
 
+    def test_bodies_over_the_limit_leave_no_call_counted(self):
+        # Each 413 gives back the account's place among its calls waiting or running: nine of
+        # them do not shut the account out of its own management API.
+        big = {"name": "k", "mode": "test", "pad": "a" * 70000}
+        for _ in range(9):
+            self.assertError(self.call("POST", "/v1/keys", body=big), 413, "request_too_large")
+        self.assertEqual(self.call("GET", "/v1/keys").status_code, 200)
+
     def test_an_admin_keys_allowlist_is_checked_again_from_the_store(self):
         # The lane reads the admin key again from the store: a narrower allowlist there (set on
         # another server that this one has not heard from yet, here written behind its back,
