@@ -133,25 +133,50 @@ void chat_call_from_konnect(const struct chat_request *req, const char *default_
     out->input_estimate = chat_estimate_tokens(req->message, req->message_len);
 }
 
-/* The bytes of the data URLs in v ("data:image/png;base64,..." of an image, audio or file part,
- * as JSON strings): their tokens are the model's to count, not one a byte. */
-static size_t data_url_bytes(json_t *v, int depth)
+/* The string at part[outer][inner] when it is a data URL ("data:image/png;base64,..."); its
+ * length, or 0. */
+static size_t data_url_at(json_t *part, const char *outer, const char *inner)
 {
-    size_t n = 0, i;
-    const char *k;
-    json_t *e;
+    json_t *v = json_object_get(json_object_get(part, outer), inner);
+    return json_is_string(v) && json_string_length(v) > 5 &&
+                   memcmp(json_string_value(v), "data:", 5) == 0
+               ? json_string_length(v)
+               : 0;
+}
 
-    if (depth > 64)
-        return 0;
-    if (json_is_string(v))
-        return json_string_length(v) > 5 && memcmp(json_string_value(v), "data:", 5) == 0
-                   ? json_string_length(v)
-                   : 0;
-    if (json_is_object(v))
-        json_object_foreach(v, k, e) n += data_url_bytes(e, depth + 1);
-    else if (json_is_array(v))
-        json_array_foreach(v, i, e) n += data_url_bytes(e, depth + 1);
-    return n;
+/* The messages' image, audio and file parts sent as data URLs, which a model reads as media, not
+ * text: writes their bytes to *bytes and returns what they reserve (chat_call_input_bound). A
+ * "data:" string anywhere else (a message's text, a tool's schema) is text, one token a byte; so
+ * is audio sent as bare base64, which errs towards reserving more. */
+static uint64_t media_reserve(json_t *root, size_t *bytes)
+{
+    json_t *messages = json_object_get(root, "messages"), *m, *part;
+    uint64_t reserve = 0;
+    size_t i, j, n;
+
+    *bytes = 0;
+    json_array_foreach(messages, i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, part)
+        {
+            const char *type = json_string_value(json_object_get(part, "type"));
+            if (type == NULL)
+                continue;
+            if (strcmp(type, "image_url") == 0)
+                n = data_url_at(part, "image_url", "url");
+            else if (strcmp(type, "input_audio") == 0)
+                n = data_url_at(part, "input_audio", "data");
+            else if (strcmp(type, "file") == 0)
+                n = data_url_at(part, "file", "file_data");
+            else
+                n = 0;
+            if (n == 0)
+                continue;
+            *bytes += n;
+            reserve += n / 4 > CHAT_MEDIA_RESERVE_MIN ? n / 4 : CHAT_MEDIA_RESERVE_MIN;
+        }
+    }
+    return reserve;
 }
 
 void chat_call_prepare(struct chat_call *c, const char *backend_model)
@@ -175,8 +200,9 @@ void chat_call_prepare(struct chat_call *c, const char *backend_model)
     }
     /* Tools, response formats and system prompts are input too: the estimate covers it all. */
     c->input_estimate = chat_estimate_tokens(c->body, c->body_len);
-    size_t data = c->root != NULL ? data_url_bytes(c->root, 0) : 0;
-    c->input_bound = c->body_len > data ? c->body_len - data : 0;
+    size_t media = 0;
+    uint64_t media_tokens = c->root != NULL ? media_reserve(c->root, &media) : 0;
+    c->input_bound = (c->body_len > media ? c->body_len - media : 0) + media_tokens;
 }
 
 static void set_err(struct chat_error *err, enum kn_err code, const char *param, const char *msg)

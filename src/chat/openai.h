@@ -56,12 +56,16 @@ void chat_call_prepare(struct chat_call *c, const char *backend_model);
 
 void chat_call_cleanup(struct chat_call *c);
 
+/* The least an image, audio or file part sent as a data URL reserves of the token quota. */
+#define CHAT_MEDIA_RESERVE_MIN 1024
+
 /* What a live request reserves of its token quota for its input (chat_call_prepare): one token
- * a byte of the upstream request, since no tokenizer makes a token of less than a byte of text,
- * less its data URLs (images, audio, files), whose tokens the model counts its own way. (The
- * chat template's few tokens of its own are not in the bytes.) input_estimate, a rule of thumb of
- * four bytes a token, is for billing when the backend reports no usage: a prompt of one-letter
- * words is nearer two bytes a token. */
+ * a byte of the upstream request, since no tokenizer makes a token of less than a byte of text;
+ * but its messages' media parts sent as data URLs (images, audio, files), whose tokens the model
+ * counts its own way, a token for four of their bytes and at least CHAT_MEDIA_RESERVE_MIN each.
+ * (The chat template's few tokens of its own are not in the bytes.) input_estimate, a rule of
+ * thumb of four bytes a token, is for billing when the backend reports no usage: a prompt of
+ * one-letter words is nearer two bytes a token. */
 static inline uint64_t chat_call_input_bound(const struct chat_call *c)
 {
     return c->input_bound;

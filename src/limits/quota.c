@@ -38,43 +38,45 @@ static int64_t month_for(uint64_t c, int64_t month)
     return m > month ? m : month;
 }
 
+/* The other live requests in flight of an account whose slot count is *inflight (the caller
+ * holds one of its slots), or 0 without one (a key's line). */
+static uint64_t others_in_flight(_Atomic uint32_t *inflight)
+{
+    uint32_t n = inflight != NULL ? atomic_load(inflight) : 0;
+    return n > 0 ? n - 1 : 0;
+}
+
 /* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). When
- * this moves the cell into a new month, its count starts at `others`: the requests still in
- * flight from the month before, which their ledger rows (dated when they end) bill in the new
+ * this moves the cell into a new month, its count starts at the account's other requests in
+ * flight (read again at each try, so that one counted in the old month meanwhile is not left
+ * out): requests of the old month that their ledger rows (dated when they end) bill in the new
  * one. */
-static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max, uint64_t others)
+static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max,
+                        _Atomic uint32_t *inflight)
 {
     uint64_t c = atomic_load(rc), n;
     int64_t m;
 
     do {
         m = month_for(c, month);
-        n = (int64_t)(c >> MONTH_SHIFT) < m ? others : count_in(c, m);
+        n = (int64_t)(c >> MONTH_SHIFT) < m ? others_in_flight(inflight) : count_in(c, m);
         if (max != PLAN_UNLIMITED && n >= (uint64_t)max)
             return 0;
     } while (!atomic_compare_exchange_weak(rc, &c, cell(m, n + 1)));
     return 1;
 }
 
-/* Gives back a request of `month`. In a cell that a new month has reached since, the request was
- * counted there when the cell moved (`seeded`: an account's, see take_request) and is given back
- * there; otherwise there is nothing of it to give back. */
-static void give_request(_Atomic uint64_t *rc, int64_t month, int seeded)
+/* Gives back a request of `month`. In a cell that a new month has reached since, there is nothing
+ * of it to give back: it may have been counted there when the cell moved (take_request), or not
+ * (its slot given back first), so it stays, which errs towards refusing. */
+static void give_request(_Atomic uint64_t *rc, int64_t month)
 {
     uint64_t c = atomic_load(rc);
 
     do {
-        int64_t m = (int64_t)(c >> MONTH_SHIFT);
-        if ((m != month && !(seeded && m > month)) || (c & COUNT_MASK) == 0)
+        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
             return;
     } while (!atomic_compare_exchange_weak(rc, &c, c - 1));
-}
-
-/* The account's other live requests in flight (the caller holds one of its slots). */
-static uint64_t others_in_flight(struct acctrec *a)
-{
-    uint32_t n = atomic_load(&a->inflight);
-    return n > 0 ? n - 1 : 0;
 }
 
 /* Holds up to `want` tokens of what remains of the token quota; 0 when there is none left.
@@ -121,7 +123,7 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 
     if (hold_tokens(a, month, max_tokens, tokens, held) != 0)
         return QUOTA_TOKENS_USED_UP;
-    if (!take_request(&a->requests_cell, month, max_requests, others_in_flight(a))) {
+    if (!take_request(&a->requests_cell, month, max_requests, &a->inflight)) {
         atomic_fetch_sub(&a->tokens_reserved, *held);
         *held = 0;
         return QUOTA_REQUESTS_USED_UP;
@@ -132,7 +134,7 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 void quota_release(struct acctrec *a, int64_t month, uint64_t held)
 {
     atomic_fetch_sub(&a->tokens_reserved, held);
-    give_request(&a->requests_cell, month, 1);
+    give_request(&a->requests_cell, month);
 }
 
 void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens)
@@ -154,7 +156,7 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
     c = atomic_load(&a->requests_cell);
     while ((int64_t)(c >> MONTH_SHIFT) < month &&
            !atomic_compare_exchange_weak(&a->requests_cell, &c,
-                                         cell(month, others_in_flight(a) + 1))) {
+                                         cell(month, others_in_flight(&a->inflight) + 1))) {
     }
 }
 
@@ -176,12 +178,12 @@ void keyquota_raise(struct keyquota *q, int64_t month, uint64_t requests)
 
 int keyquota_take(struct keyquota *q, int64_t month, int64_t max)
 {
-    return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED, 0);
+    return take_request(&q->requests_cell, month, max > 0 ? max : PLAN_UNLIMITED, NULL);
 }
 
 void keyquota_give(struct keyquota *q, int64_t month)
 {
-    give_request(&q->requests_cell, month, 0);
+    give_request(&q->requests_cell, month);
 }
 
 uint64_t keyquota_used(struct keyquota *q, int64_t month)

@@ -31,6 +31,7 @@ CATALOGUE = {
         {"name": "rpm3", "requests_per_minute": 3},
         {"name": "solo", "max_concurrent_requests": 1},
         {"name": "tokens300", "tokens_per_month": 300, "max_concurrent_requests": 64},
+        {"name": "tokens20k", "tokens_per_month": 20000, "max_concurrent_requests": 64},
     ],
 }
 
@@ -229,17 +230,27 @@ class AccountLimitsTest(PlansTest):
                              messages=[{"role": "user", "content": "a " * 200}])
         self.assertEqual(codes.count(200), 1, codes)
         self.assertEqual(codes.count(429), 7, codes)
+        # Text that looks like a data URL is text all the same (another account, a fresh quota).
+        self.data.account("other@example.com")
+        self.data.cli("account", "set-plan", "--account", "other@example.com", "--plan",
+                      "tokens300")
+        self.live = self.key("other@example.com", "live", "other")
+        codes = self.at_once(srv, 8, max_tokens=1,
+                             messages=[{"role": "user", "content": "data:" + "a " * 200}])
+        self.assertEqual(codes.count(200), 1, codes)
+        self.assertEqual(codes.count(429), 7, codes)
 
-    def test_an_images_bytes_do_not_hold_the_token_quota(self):
-        """An image sent as a data URL is not text: its bytes are left out of the input's
-        reservation, so two requests with a 2,000-byte image each fit a quota of 300 at once."""
+    def test_an_images_bytes_do_not_hold_the_token_quota_as_text(self):
+        """An image sent as a data URL is not text: it reserves a token for four of its bytes
+        (at least 1,024), not one a byte, so three requests with a 12,000-byte image each fit a
+        quota of 20,000 at once (at one a byte, the third would be refused)."""
         srv = self.serve()
-        self.set_plan("tokens300")
+        self.set_plan("tokens20k")
         self.backend.set_mode("normal", delay_ms=300)
-        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 2000}}
-        codes = self.at_once(srv, 2, max_tokens=10, messages=[
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 12000}}
+        codes = self.at_once(srv, 3, max_tokens=10, messages=[
             {"role": "user", "content": [{"type": "text", "text": "hi"}, image]}])
-        self.assertEqual(codes, [200, 200])
+        self.assertEqual(codes, [200, 200, 200])
 
     def test_a_limit_the_backend_may_ignore_does_not_shrink_the_reservation(self):
         """max_completion_tokens alone is ignored by some backends (Ollama's OpenAI API; the

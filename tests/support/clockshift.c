@@ -9,39 +9,35 @@
 #include <sys/time.h>
 #include <time.h>
 
-static long long shift(void)
+/* Set once, when the library is loaded, before any thread of the server runs. */
+static long long shift;
+static int (*real_clock_gettime)(clockid_t, struct timespec *);
+static int (*real_gettimeofday)(struct timeval *, void *);
+
+__attribute__((constructor)) static void init(void)
 {
-    static long long s = -1;
-    if (s == -1) {
-        const char *e = getenv("KONNECT_TEST_CLOCK_SHIFT");
-        s = e != NULL ? atoll(e) : 0;
-    }
-    return s;
+    const char *e = getenv("KONNECT_TEST_CLOCK_SHIFT");
+
+    shift = e != NULL ? atoll(e) : 0;
+    *(void **)&real_clock_gettime = dlsym(RTLD_NEXT, "clock_gettime");
+    *(void **)&real_gettimeofday = dlsym(RTLD_NEXT, "gettimeofday");
 }
 
 int clock_gettime(clockid_t id, struct timespec *ts)
 {
-    static int (*real)(clockid_t, struct timespec *);
-    int r;
+    int r = real_clock_gettime(id, ts);
 
-    if (real == NULL)
-        *(void **)&real = dlsym(RTLD_NEXT, "clock_gettime");
-    r = real(id, ts);
     if (r == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
-        ts->tv_sec += shift();
+        ts->tv_sec += shift;
     return r;
 }
 
 int gettimeofday(struct timeval *restrict tv, void *restrict tz)
 {
-    static int (*real)(struct timeval *, void *);
-    int r;
+    int r = real_gettimeofday(tv, tz);
 
-    if (real == NULL)
-        *(void **)&real = dlsym(RTLD_NEXT, "gettimeofday");
-    r = real(tv, tz);
     if (r == 0) /* (glibc declares tv non-null) */
-        tv->tv_sec += shift();
+        tv->tv_sec += shift;
     return r;
 }
 
