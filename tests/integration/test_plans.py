@@ -66,6 +66,22 @@ class PlansTest(harness.ServerTest):
         finally:
             db.close()
 
+    def at_once(self, srv, n, model="large", **params):
+        """n streamed live requests sent together, each read to its end; their status codes."""
+        codes = []
+
+        def one():
+            r = self.completions(srv, self.live, model, stream=True, **params)
+            codes.append(r.status_code)
+            r.close()
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return codes
+
     def completions(self, srv, key, model=None, **extra):
         body = {"messages": [{"role": "user", "content": "Hello plans"}]}
         if model is not None:
@@ -190,22 +206,6 @@ class AccountLimitsTest(PlansTest):
             r = self.completions(srv, self.live, "small", stream=i % 2 == 0)
             self.assertEqual(r.status_code, 200, r.text)
 
-    def at_once(self, srv, n, **params):
-        """n streamed live requests sent together; their status codes."""
-        codes = []
-
-        def one():
-            r = self.completions(srv, self.live, "large", stream=True, **params)
-            codes.append(r.status_code)
-            r.close()
-
-        threads = [threading.Thread(target=one) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return codes
-
     def test_long_requests_at_once_cannot_run_past_the_token_quota(self):
         """Each request reserves its input estimate and max_tokens at admission: 20 requests at
         once against a quota of 300 tokens, each allowed 100, admit only as many as fit."""
@@ -292,7 +292,8 @@ class MonthTurnTest(PlansTest):
         self.set_plan("three")
         srv = self.serve_at_month_end()
         self.backend.set_mode("normal", delay_ms=700)  # 11 pieces: some 8 s, past the turn
-        codes = self.at_once_until(srv, 3)
+        codes = self.at_once(srv, 3, model="fake-slow_stream", messages=[
+            {"role": "user", "content": "one two three four five six seven eight nine ten"}])
         self.assertEqual(codes, [200, 200, 200])
         # The month has turned: the three were billed in it, which its quota of 3 counts.
         for _ in range(3):
@@ -305,25 +306,6 @@ class MonthTurnTest(PlansTest):
             db.close()
         self.assertEqual(len(months), 1, months)
         self.assertEqual(months[0][1], 3, months)
-
-    def at_once_until(self, srv, n):
-        """n slow streams started together before the month ends; their status codes."""
-        codes = []
-
-        def one():
-            r = srv.post(self.live, {"model": "fake-slow_stream", "stream": True,
-                                     "messages": [{"role": "user", "content": "one two three "
-                                                   "four five six seven eight nine ten"}]},
-                         path="/v1/chat/completions", stream=True)
-            r.content
-            codes.append(r.status_code)
-
-        threads = [threading.Thread(target=one) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return codes
 
 
 class ReloadTest(PlansTest):
