@@ -18,7 +18,10 @@
  * connection never opened the log, and when passive checkpoints never caught up). The store
  * thread calls store_idle whenever its mailbox is empty, and the log restarts there (idle_every:
  * commits between two such moments); a writer that is never idle restarts it before a commit
- * once the log is twice as long (idle_every 0). */
+ * once the log is twice as long (idle_every 0). The bounds leave room above the restart points
+ * (128 and 256 MB) for the log that a checkpoint thread starved of the CPU lets grow meanwhile
+ * (161 MB once, against 160, with the whole suite running on 2 cores); unbounded, it would pass
+ * 400 MB. */
 /* A ledger row of one request: the fields a test does not care about filled in. */
 static void ledger_row(struct store_ledger_row *row, const char *account, const char *key,
                        int64_t at_ms)
@@ -393,8 +396,8 @@ int main(void)
     snprintf(path, sizeof(path), "%s/full.db", dir);
     test_full_relaxes_housekeeping(path);
     snprintf(path, sizeof(path), "%s/log.db", dir);
-    test_log_stays_bounded(path, 4, 160);
-    test_log_stays_bounded(path, 0, 300);
+    test_log_stays_bounded(path, 4, 200);
+    test_log_stays_bounded(path, 0, 340);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
