@@ -147,6 +147,24 @@ static void test_quota_edge(void)
     CHECK(tok == (uint64_t)cap && atomic_load(&edge.tokens_reserved) == 0);
 }
 
+/* An account record starting again from nothing in `month`, under these limits. */
+static void fresh_account(struct acctrec *a, const struct plan *plan, int64_t requests,
+                          int64_t tokens, int64_t month)
+{
+    memset(a, 0, sizeof(*a));
+    quota_configure(a, plan, requests, tokens);
+    quota_load(a, month, 0, 0);
+}
+
+/* A request of `month` without tokens, admitted with `inflight` of the account's slots taken
+ * (its own included), as admit_live holds one before it reserves. */
+static enum quota_outcome admit(struct acctrec *a, uint32_t inflight, int64_t month)
+{
+    uint64_t held;
+    atomic_store(&a->inflight, inflight);
+    return quota_reserve(a, month, 0, &held);
+}
+
 static void test_quota(void)
 {
     struct plan plan = {.name = "p", .requests_per_month = 3, .tokens_per_month = 100};
@@ -170,8 +188,7 @@ static void test_quota(void)
      * its row would bill in the new one); that one's late release gives nothing back there (it
      * may not have been counted: errs towards refusing). */
     quota_configure(&a, &plan, 3, 1000);
-    atomic_store(&a.inflight, 2);
-    CHECK(quota_reserve(&a, 101, 0, &held) == QUOTA_OK);
+    CHECK(admit(&a, 2, 101) == QUOTA_OK);
     quota_usage(&a, 101, &req, &tok);
     CHECK(req == 2 && tok == 0);
     quota_release(&a, 100, 0);
@@ -192,9 +209,7 @@ static void test_quota(void)
     /* A request that read the clock just before a month began, reaching the cells after
      * another one moved them into the new month, counts in the new month: it does not start
      * the new month's count again. */
-    memset(&a, 0, sizeof(a));
-    quota_configure(&a, &plan, 5, 1000);
-    quota_load(&a, 200, 0, 0);
+    fresh_account(&a, &plan, 5, 1000, 200);
     for (int i = 0; i < 3; i++)
         CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
     quota_settle(&a, 201, 0, 900);
@@ -208,48 +223,34 @@ static void test_quota(void)
     CHECK(quota_reserve(&a, 200, 0, &held) == QUOTA_REQUESTS_USED_UP);
     /* Requests still in flight when a month begins count in the new month's quota, whose
      * ledger rows bill them (dated when they end): a quota of 4 bills 4 in the new month. */
-    memset(&a, 0, sizeof(a));
-    quota_configure(&a, &plan, 4, PLAN_UNLIMITED);
-    quota_load(&a, 300, 0, 0);
-    atomic_store(&a.inflight, 1);
-    CHECK(quota_reserve(&a, 300, 0, &held) == QUOTA_OK);
-    atomic_store(&a.inflight, 2);
-    CHECK(quota_reserve(&a, 300, 0, &held) == QUOTA_OK);
-    atomic_store(&a.inflight, 3);
-    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_OK); /* The new month's first. */
+    fresh_account(&a, &plan, 4, PLAN_UNLIMITED, 300);
+    CHECK(admit(&a, 1, 300) == QUOTA_OK);
+    CHECK(admit(&a, 2, 300) == QUOTA_OK);
+    CHECK(admit(&a, 3, 301) == QUOTA_OK); /* The new month's first. */
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 3);
     quota_settle(&a, 301, 0, 7); /* The first of the old month's, billed in the new one. */
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 3 && tok == 7);
     quota_release(&a, 300, 0); /* The second, not billed: it stays counted (errs to refuse). */
-    atomic_store(&a.inflight, 2);
-    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_OK);
+    CHECK(admit(&a, 2, 301) == QUOTA_OK);
     CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_REQUESTS_USED_UP);
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 4);
     /* A request that failed in the old month gave its slot back before its quota (live.c's
      * detach): the new month's first request did not count it, so its release takes nothing of
      * the new month's count. */
-    memset(&a, 0, sizeof(a));
-    quota_configure(&a, &plan, 2, PLAN_UNLIMITED);
-    quota_load(&a, 500, 0, 0);
-    atomic_store(&a.inflight, 1);
-    CHECK(quota_reserve(&a, 500, 0, &held) == QUOTA_OK); /* X */
-    atomic_store(&a.inflight, 1);                        /* X's slot back, Y's taken */
-    CHECK(quota_reserve(&a, 501, 0, &held) == QUOTA_OK); /* Y, the new month's first */
-    quota_release(&a, 500, 0);                           /* X's quota back */
+    fresh_account(&a, &plan, 2, PLAN_UNLIMITED, 500);
+    CHECK(admit(&a, 1, 500) == QUOTA_OK); /* X */
+    CHECK(admit(&a, 1, 501) == QUOTA_OK); /* X's slot back; Y, the new month's first */
+    quota_release(&a, 500, 0);            /* X's quota back */
     CHECK(quota_reserve(&a, 501, 0, &held) == QUOTA_OK);
     CHECK(quota_reserve(&a, 501, 0, &held) == QUOTA_REQUESTS_USED_UP);
     /* Billed in a month nobody was admitted in yet: the cell moves there, counting it and the
      * others in flight. */
-    memset(&a, 0, sizeof(a));
-    quota_configure(&a, &plan, 2, PLAN_UNLIMITED);
-    quota_load(&a, 400, 0, 0);
-    atomic_store(&a.inflight, 1);
-    CHECK(quota_reserve(&a, 400, 0, &held) == QUOTA_OK);
-    atomic_store(&a.inflight, 2);
-    CHECK(quota_reserve(&a, 400, 0, &held) == QUOTA_OK);
+    fresh_account(&a, &plan, 2, PLAN_UNLIMITED, 400);
+    CHECK(admit(&a, 1, 400) == QUOTA_OK);
+    CHECK(admit(&a, 2, 400) == QUOTA_OK);
     quota_settle(&a, 401, 0, 3);
     quota_usage(&a, 401, &req, &tok);
     CHECK(req == 2 && tok == 3);
@@ -257,9 +258,7 @@ static void test_quota(void)
     atomic_store(&a.inflight, 0);
     /* Billed once the new month began, in its ledger row's month (the new one), or in the
      * cells' when they are further on: never dropped from the month that counts it. */
-    memset(&a, 0, sizeof(a));
-    quota_configure(&a, &plan, PLAN_UNLIMITED, 1000);
-    quota_load(&a, 200, 0, 0);
+    fresh_account(&a, &plan, PLAN_UNLIMITED, 1000, 200);
     CHECK(quota_reserve(&a, 200, 300, &held) == QUOTA_OK && held == 300);
     CHECK(quota_reserve(&a, 200, 300, &h2) == QUOTA_OK && h2 == 300);
     quota_settle(&a, 201, held, 250); /* Began in 200, billed in 201. */
