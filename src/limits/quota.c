@@ -38,43 +38,39 @@ static int64_t month_for(uint64_t c, int64_t month)
     return m > month ? m : month;
 }
 
-/* The other live requests in flight of an account whose slot count is *inflight (the caller
- * holds one of its slots), or 0 without one (a key's line). */
-static uint64_t others_in_flight(_Atomic uint32_t *inflight)
-{
-    uint32_t n = inflight != NULL ? atomic_load(inflight) : 0;
-    return n > 0 ? n - 1 : 0;
-}
-
 /* Takes one request of `month` from a requests cell allowing `max` (PLAN_UNLIMITED: any). When
- * this moves the cell into a new month, its count starts at the account's other requests in
- * flight (read again at each try, so that one counted in the old month meanwhile is not left
- * out): requests of the old month that their ledger rows (dated when they end) bill in the new
- * one. */
-static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max,
-                        _Atomic uint32_t *inflight)
+ * this moves the cell into a new month, its count starts at the account's other requests that
+ * hold one of an earlier month (*holding, which counts this one already; read again at each try,
+ * so that one taken in the old month meanwhile is not left out): their ledger rows, dated when
+ * they end, bill them in the new one. A key's line (holding NULL) starts from none. */
+static int take_request(_Atomic uint64_t *rc, int64_t month, int64_t max, _Atomic uint32_t *holding)
 {
     uint64_t c = atomic_load(rc), n;
     int64_t m;
 
     do {
         m = month_for(c, month);
-        n = (int64_t)(c >> MONTH_SHIFT) < m ? others_in_flight(inflight) : count_in(c, m);
+        if ((int64_t)(c >> MONTH_SHIFT) < m)
+            n = holding != NULL && atomic_load(holding) > 0 ? atomic_load(holding) - 1 : 0;
+        else
+            n = count_in(c, m);
         if (max != PLAN_UNLIMITED && n >= (uint64_t)max)
             return 0;
     } while (!atomic_compare_exchange_weak(rc, &c, cell(m, n + 1)));
     return 1;
 }
 
-/* Gives back a request of `month`. In a cell that a new month has reached since, there is nothing
- * of it to give back: it may have been counted there when the cell moved (take_request), or not
- * (its slot given back first), so it stays, which errs towards refusing. */
-static void give_request(_Atomic uint64_t *rc, int64_t month)
+/* Gives back a request of `month`. In a cell that a new month has reached since, an account's
+ * request (`seeded`) was counted there when the cell moved (take_request; it still held its
+ * request then, since it gives it back before it stops counting as holding one), and is given
+ * back there; a key line's was not, and there is nothing of it to give back. */
+static void give_request(_Atomic uint64_t *rc, int64_t month, int seeded)
 {
     uint64_t c = atomic_load(rc);
 
     do {
-        if ((int64_t)(c >> MONTH_SHIFT) != month || (c & COUNT_MASK) == 0)
+        int64_t m = (int64_t)(c >> MONTH_SHIFT);
+        if ((m != month && !(seeded && m > month)) || (c & COUNT_MASK) == 0)
             return;
     } while (!atomic_compare_exchange_weak(rc, &c, c - 1));
 }
@@ -123,7 +119,10 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 
     if (hold_tokens(a, month, max_tokens, tokens, held) != 0)
         return QUOTA_TOKENS_USED_UP;
-    if (!take_request(&a->requests_cell, month, max_requests, &a->inflight)) {
+    /* Counted as holding before the take, so that a new month's first request never misses it. */
+    atomic_fetch_add(&a->requests_held, 1);
+    if (!take_request(&a->requests_cell, month, max_requests, &a->requests_held)) {
+        atomic_fetch_sub(&a->requests_held, 1);
         atomic_fetch_sub(&a->tokens_reserved, *held);
         *held = 0;
         return QUOTA_REQUESTS_USED_UP;
@@ -134,7 +133,8 @@ enum quota_outcome quota_reserve(struct acctrec *a, int64_t month, uint64_t toke
 void quota_release(struct acctrec *a, int64_t month, uint64_t held)
 {
     atomic_fetch_sub(&a->tokens_reserved, held);
-    give_request(&a->requests_cell, month);
+    give_request(&a->requests_cell, month, 1);
+    atomic_fetch_sub(&a->requests_held, 1);
 }
 
 void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t tokens)
@@ -151,13 +151,14 @@ void quota_settle(struct acctrec *a, int64_t month, uint64_t held, uint64_t toke
     } while (!atomic_compare_exchange_weak(&a->tokens_cell, &c, cell(m, n)));
     atomic_fetch_sub(&a->tokens_reserved, held);
     /* Billed in a month no request was admitted in yet (it began in the last one): the requests
-     * cell moves into it, counting this one and the others still in flight, as take_request
+     * cell moves into it, counting this one and the others that hold a request, as take_request
      * would have. */
     c = atomic_load(&a->requests_cell);
     while ((int64_t)(c >> MONTH_SHIFT) < month &&
            !atomic_compare_exchange_weak(&a->requests_cell, &c,
-                                         cell(month, others_in_flight(&a->inflight) + 1))) {
+                                         cell(month, atomic_load(&a->requests_held)))) {
     }
+    atomic_fetch_sub(&a->requests_held, 1);
 }
 
 void quota_usage(struct acctrec *a, int64_t month, uint64_t *requests, uint64_t *tokens)
@@ -183,7 +184,7 @@ int keyquota_take(struct keyquota *q, int64_t month, int64_t max)
 
 void keyquota_give(struct keyquota *q, int64_t month)
 {
-    give_request(&q->requests_cell, month);
+    give_request(&q->requests_cell, month, 0);
 }
 
 uint64_t keyquota_used(struct keyquota *q, int64_t month)

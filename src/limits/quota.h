@@ -38,10 +38,13 @@ struct acctrec {
     _Atomic uint64_t requests_cell;
     _Atomic uint64_t tokens_cell;
     _Atomic uint64_t tokens_reserved; /* Held by live requests in flight, any month. */
-    _Atomic uint64_t rate_tat;        /* GCRA state of the plan's requests_per_minute. */
-    _Atomic uint32_t inflight;        /* Live requests being answered right now. */
-    _Atomic int64_t suspended_at;     /* The operator suspended it: every key refused. 0 = not. */
-    _Atomic uint32_t api_queued;      /* Its management API calls waiting or running. */
+    /* Live requests holding a request of the quota (reserved, not yet settled or released), of
+     * any month: a new month's count starts from them (quota.c, take_request). */
+    _Atomic uint32_t requests_held;
+    _Atomic uint64_t rate_tat;    /* GCRA state of the plan's requests_per_minute. */
+    _Atomic uint32_t inflight;    /* Live requests being answered right now. */
+    _Atomic int64_t suspended_at; /* The operator suspended it: every key refused. 0 = not. */
+    _Atomic uint32_t api_queued;  /* Its management API calls waiting or running. */
 };
 
 /* A live key's own monthly quota of requests (below its account's), counted over the key's line

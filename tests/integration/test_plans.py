@@ -270,7 +270,7 @@ class AccountLimitsTest(PlansTest):
 
 
 class MonthTurnTest(PlansTest):
-    """A server whose wall clock is moved to 6 s before the end of the month (a preloaded library,
+    """A server whose wall clock is moved to 10 s before the end of the month (a preloaded library,
     tests/support/clockshift.c): requests still running when the month ends are billed in the
     new month (their rows are dated when they end), so they count in its quota there."""
 
@@ -282,7 +282,7 @@ class MonthTurnTest(PlansTest):
         now = time.time()
         t = time.gmtime(now)
         nxt = (t.tm_year + (t.tm_mon == 12), t.tm_mon % 12 + 1, 1, 0, 0, 0, 0, 0, 0)
-        shift = calendar.timegm(nxt) - 6 - int(now)
+        shift = calendar.timegm(nxt) - 10 - int(now)  # a slow start (TSan) still begins before
         asan = os.environ.get("ASAN_OPTIONS", "")
         return self.serve(LD_PRELOAD=os.environ["KONNECT_TEST_CLOCKSHIFT"],
                           KONNECT_TEST_CLOCK_SHIFT=shift,
@@ -291,7 +291,7 @@ class MonthTurnTest(PlansTest):
     def test_requests_running_at_the_end_of_a_month_count_in_the_new_ones_quota(self):
         self.set_plan("three")
         srv = self.serve_at_month_end()
-        self.backend.set_mode("normal", delay_ms=700)  # 11 pieces: some 8 s, past the turn
+        self.backend.set_mode("normal", delay_ms=1200)  # 11 pieces: some 13 s, past the turn
         codes = self.at_once(srv, 3, model="fake-slow_stream", messages=[
             {"role": "user", "content": "one two three four five six seven eight nine ten"}])
         self.assertEqual(codes, [200, 200, 200])

@@ -156,12 +156,10 @@ static void fresh_account(struct acctrec *a, const struct plan *plan, int64_t re
     quota_load(a, month, 0, 0);
 }
 
-/* A request of `month` without tokens, admitted with `inflight` of the account's slots taken
- * (its own included), as admit_live holds one before it reserves. */
-static enum quota_outcome admit(struct acctrec *a, uint32_t inflight, int64_t month)
+/* Reserves a request of `month` without tokens. */
+static enum quota_outcome admit(struct acctrec *a, int64_t month)
 {
     uint64_t held;
-    atomic_store(&a->inflight, inflight);
     return quota_reserve(a, month, 0, &held);
 }
 
@@ -184,17 +182,16 @@ static void test_quota(void)
     quota_settle(&a, 100, h2, 0);
     quota_usage(&a, 100, &req, &tok);
     CHECK(req == 3 && tok == 100 && atomic_load(&a.tokens_reserved) == 0);
-    /* A new month starts from the requests still in flight (here one of the old month's, which
-     * its row would bill in the new one); that one's late release gives nothing back there (it
-     * may not have been counted: errs towards refusing). */
-    quota_configure(&a, &plan, 3, 1000);
-    CHECK(admit(&a, 2, 101) == QUOTA_OK);
+    /* A new month starts from the requests that still hold one of the old month's (their rows
+     * bill them in the new one); one of them released unbilled gives it back there. */
+    quota_configure(&a, &plan, 4, 1000);
+    CHECK(admit(&a, 100) == QUOTA_OK); /* Still running when the month ends. */
+    CHECK(admit(&a, 101) == QUOTA_OK);
     quota_usage(&a, 101, &req, &tok);
     CHECK(req == 2 && tok == 0);
     quota_release(&a, 100, 0);
-    atomic_store(&a.inflight, 0);
     quota_usage(&a, 101, &req, &tok);
-    CHECK(req == 2 && tok == 0);
+    CHECK(req == 1 && tok == 0);
     quota_configure(&a, &plan, PLAN_UNLIMITED, 5);
     quota_settle(&a, 101, 0, 5);
     CHECK(quota_reserve(&a, 101, 1, &held) == QUOTA_TOKENS_USED_UP);
@@ -211,51 +208,51 @@ static void test_quota(void)
      * the new month's count again. */
     fresh_account(&a, &plan, 5, 1000, 200);
     for (int i = 0; i < 3; i++)
-        CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
+        CHECK(admit(&a, 201) == QUOTA_OK);
     quota_settle(&a, 201, 0, 900);
     CHECK(quota_reserve(&a, 200, 200, &held) == QUOTA_OK && held == 100); /* 900 billed */
     quota_usage(&a, 201, &req, &tok);
     CHECK(req == 4 && tok == 900);
-    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_TOKENS_USED_UP); /* 900 + 100 held */
-    quota_release(&a, 200, 100); /* Its request stays counted in the new month: errs to refuse. */
-    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_OK);
-    CHECK(quota_reserve(&a, 201, 0, &held) == QUOTA_REQUESTS_USED_UP);
-    CHECK(quota_reserve(&a, 200, 0, &held) == QUOTA_REQUESTS_USED_UP);
-    /* Requests still in flight when a month begins count in the new month's quota, whose
-     * ledger rows bill them (dated when they end): a quota of 4 bills 4 in the new month. */
+    CHECK(admit(&a, 201) == QUOTA_TOKENS_USED_UP); /* 900 + 100 held */
+    quota_release(&a, 200, 100);                   /* Given back where it was counted. */
+    CHECK(admit(&a, 201) == QUOTA_OK);
+    CHECK(admit(&a, 201) == QUOTA_OK);
+    CHECK(admit(&a, 201) == QUOTA_REQUESTS_USED_UP);
+    CHECK(admit(&a, 200) == QUOTA_REQUESTS_USED_UP);
+    /* Requests still running when a month begins count in the new month's quota, whose ledger
+     * rows bill them (dated when they end): a quota of 4 bills 4 in the new month. */
     fresh_account(&a, &plan, 4, PLAN_UNLIMITED, 300);
-    CHECK(admit(&a, 1, 300) == QUOTA_OK);
-    CHECK(admit(&a, 2, 300) == QUOTA_OK);
-    CHECK(admit(&a, 3, 301) == QUOTA_OK); /* The new month's first. */
+    CHECK(admit(&a, 300) == QUOTA_OK);
+    CHECK(admit(&a, 300) == QUOTA_OK);
+    CHECK(admit(&a, 301) == QUOTA_OK); /* The new month's first. */
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 3);
     quota_settle(&a, 301, 0, 7); /* The first of the old month's, billed in the new one. */
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 3 && tok == 7);
-    quota_release(&a, 300, 0); /* The second, not billed: it stays counted (errs to refuse). */
-    CHECK(admit(&a, 2, 301) == QUOTA_OK);
-    CHECK(quota_reserve(&a, 301, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    quota_release(&a, 300, 0); /* The second, not billed: given back in the new month. */
+    CHECK(admit(&a, 301) == QUOTA_OK);
+    CHECK(admit(&a, 301) == QUOTA_OK);
+    CHECK(admit(&a, 301) == QUOTA_REQUESTS_USED_UP);
     quota_usage(&a, 301, &req, &tok);
     CHECK(req == 4);
-    /* A request that failed in the old month gave its slot back before its quota (live.c's
-     * detach): the new month's first request did not count it, so its release takes nothing of
-     * the new month's count. */
+    /* A request of the old month that failed and was given back only after the new month's
+     * first request: that one counted it, so it is given back there, and no more than that. */
     fresh_account(&a, &plan, 2, PLAN_UNLIMITED, 500);
-    CHECK(admit(&a, 1, 500) == QUOTA_OK); /* X */
-    CHECK(admit(&a, 1, 501) == QUOTA_OK); /* X's slot back; Y, the new month's first */
-    quota_release(&a, 500, 0);            /* X's quota back */
-    CHECK(quota_reserve(&a, 501, 0, &held) == QUOTA_OK);
-    CHECK(quota_reserve(&a, 501, 0, &held) == QUOTA_REQUESTS_USED_UP);
+    CHECK(admit(&a, 500) == QUOTA_OK); /* X */
+    CHECK(admit(&a, 501) == QUOTA_OK); /* Y, the new month's first */
+    quota_release(&a, 500, 0);         /* X's quota back */
+    CHECK(admit(&a, 501) == QUOTA_OK);
+    CHECK(admit(&a, 501) == QUOTA_REQUESTS_USED_UP);
     /* Billed in a month nobody was admitted in yet: the cell moves there, counting it and the
-     * others in flight. */
+     * others that hold a request. */
     fresh_account(&a, &plan, 2, PLAN_UNLIMITED, 400);
-    CHECK(admit(&a, 1, 400) == QUOTA_OK);
-    CHECK(admit(&a, 2, 400) == QUOTA_OK);
+    CHECK(admit(&a, 400) == QUOTA_OK);
+    CHECK(admit(&a, 400) == QUOTA_OK);
     quota_settle(&a, 401, 0, 3);
     quota_usage(&a, 401, &req, &tok);
     CHECK(req == 2 && tok == 3);
-    CHECK(quota_reserve(&a, 401, 0, &held) == QUOTA_REQUESTS_USED_UP);
-    atomic_store(&a.inflight, 0);
+    CHECK(admit(&a, 401) == QUOTA_REQUESTS_USED_UP);
     /* Billed once the new month began, in its ledger row's month (the new one), or in the
      * cells' when they are further on: never dropped from the month that counts it. */
     fresh_account(&a, &plan, PLAN_UNLIMITED, 1000, 200);
